@@ -1,0 +1,18 @@
+// Builds the io_uring addon with node-gyp. Without liburing-dev the build fails; raftblock then
+// runs on the portable fs backend (src/io says which one it chose). Under CI=true a failed
+// build is an error, so the addon is always tested there.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+if (!existsSync(join(root, 'native', 'binding.gyp'))) process.exit(0);
+const gyp = process.env.npm_config_node_gyp;
+const [cmd, args] = gyp ? [process.execPath, [gyp, 'rebuild']] : ['npx', ['--yes', 'node-gyp', 'rebuild']];
+const r = spawnSync(cmd, args, { cwd: join(root, 'native'), stdio: 'inherit' });
+if (r.status !== 0) {
+  const msg = 'raftblock: native addon build failed (is liburing-dev installed?); the fs backend will be used';
+  if (process.env.CI === 'true') { console.error(msg); process.exit(1); }
+  console.warn(msg);
+}

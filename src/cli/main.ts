@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+/**
+ * The `raftblock` command. The only module that reads argv and the environment.
+ * Each subcommand lives in its own file under ./commands and registers itself here.
+ */
+import { Command, CommanderError } from 'commander';
+import { RaftblockError } from '../common/errors.js';
+import { setLogLevel, type LogLevel } from '../common/log.js';
+import { commands } from './commands/index.js';
+
+const logLevel = process.env.RAFTBLOCK_LOG as LogLevel | undefined;
+if (logLevel && ['debug', 'info', 'warn', 'error'].includes(logLevel)) setLogLevel(logLevel);
+
+const program = new Command();
+program
+  .name('raftblock')
+  .description('A replicated block store served over NBD')
+  .version('0.1.0')
+  .showHelpAfterError()
+  .exitOverride();
+
+for (const register of commands) register(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  if (err instanceof RaftblockError) {
+    process.stderr.write(`raftblock: ${err.message} [${err.code}]\n`);
+    process.exit(2);
+  }
+  throw err;
+}

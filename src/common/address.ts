@@ -1,0 +1,27 @@
+import { InvalidArgument } from './errors.js';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** Parses `HOST:PORT` (IPv6 as `[::1]:PORT`). Port 0 asks the OS for a free port. */
+export function parseHostPort(text: string, what = 'address'): HostPort {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text.trim());
+  if (!m) throw new InvalidArgument(`${what} must be HOST:PORT, got ${JSON.stringify(text)}`);
+  const host = m[1] ?? m[2] ?? '';
+  const port = Number(m[3]);
+  if (port > 65535) throw new InvalidArgument(`${what}: port ${port} out of range`);
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+/** Parses a byte size such as `1G`, `512M`, `4096`, `10GiB` (binary units). */
+export function parseSize(text: string, what = 'size'): number {
+  const m = /^(\d+)\s*([kmgtp]?)(i?b)?$/i.exec(text.trim());
+  if (!m) throw new InvalidArgument(`${what} must be a number of bytes with an optional K/M/G/T/P suffix, got ${JSON.stringify(text)}`);
+  const unit = (m[2] ?? '').toLowerCase();
+  const shift = { '': 0, k: 10, m: 20, g: 30, t: 40, p: 50 }[unit] ?? 0;
+  const value = Number(m[1]) * 2 ** shift;
+  if (!Number.isSafeInteger(value)) throw new InvalidArgument(`${what} too large: ${text}`);
+  return value;
+}

@@ -1,0 +1,109 @@
+/**
+ * Every error raftblock raises on purpose is a RaftblockError with a stable `code`.
+ * Callers branch on `code` (or `instanceof`), never on message text.
+ */
+export class RaftblockError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** An invariant was violated: a bug in raftblock, never bad input. */
+export class AssertionFailed extends RaftblockError {
+  constructor(message: string) {
+    super('ASSERTION_FAILED', message);
+  }
+}
+
+/** Input from a user, a file or a command line is not acceptable. */
+export class InvalidArgument extends RaftblockError {
+  constructor(message: string) {
+    super('INVALID_ARGUMENT', message);
+  }
+}
+
+/** A peer on a socket broke the protocol; the connection is closed, nothing else is affected. */
+export class ProtocolError extends RaftblockError {
+  constructor(message: string) {
+    super('PROTOCOL_ERROR', message);
+  }
+}
+
+/** An operating-system I/O call failed; `errno` is the positive errno value. */
+export class IoError extends RaftblockError {
+  readonly errno: number;
+  readonly syscall: string;
+  constructor(syscall: string, errno: number, message?: string) {
+    super('IO_ERROR', message ?? `${syscall} failed: errno ${errno}`);
+    this.errno = errno;
+    this.syscall = syscall;
+  }
+}
+
+/** A request addressed bytes outside the device. */
+export class OutOfRange extends RaftblockError {
+  constructor(message: string) {
+    super('OUT_OF_RANGE', message);
+  }
+}
+
+/** A write to something that is read-only. */
+export class ReadOnly extends RaftblockError {
+  constructor(message = 'export is read-only') {
+    super('READ_ONLY', message);
+  }
+}
+
+/** No space to hold the write. */
+export class NoSpace extends RaftblockError {
+  constructor(message: string) {
+    super('NO_SPACE', message);
+  }
+}
+
+/** The operation is not supported by this backend. */
+export class NotSupported extends RaftblockError {
+  constructor(message: string) {
+    super('NOT_SUPPORTED', message);
+  }
+}
+
+/** Data read back failed its checksum or structure check. */
+export class Corruption extends RaftblockError {
+  constructor(message: string) {
+    super('CORRUPTION', message);
+  }
+}
+
+/** The request was sent to a node that is not the leader of its group. */
+export class NotLeader extends RaftblockError {
+  readonly leaderHint: string | undefined;
+  constructor(message: string, leaderHint?: string) {
+    super('NOT_LEADER', message);
+    this.leaderHint = leaderHint;
+  }
+}
+
+/** The request carried a stale epoch or term and was refused (fencing). */
+export class StaleEpoch extends RaftblockError {
+  constructor(message: string) {
+    super('STALE_EPOCH', message);
+  }
+}
+
+/** The service is shutting down or a dependency is unavailable; retrying later may work. */
+export class Unavailable extends RaftblockError {
+  constructor(message: string) {
+    super('UNAVAILABLE', message);
+  }
+}
+
+/** A deadline passed before the operation completed; its outcome is unknown. */
+export class TimedOut extends RaftblockError {
+  constructor(message: string) {
+    super('TIMED_OUT', message);
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * The seam between the NBD protocol and whatever stores the bytes. `src/nbd` knows nothing of
+ * files or Raft: the file export (`src/nbd/file-backend.ts`) and the cluster gateway
+ * (`src/gateway`) both implement this.
+ *
+ * Offsets and lengths are in bytes. The server has already checked every range against
+ * `size()` and every flag against the capabilities, so a backend may assert them.
+ * Errors are RaftblockError subclasses; the server maps their codes to NBD errnos in one table.
+ */
+export interface BlockExtent {
+  /** Length in bytes of this run. */
+  length: number;
+  /** True when the run is a hole (unallocated; reads as zeros). */
+  hole: boolean;
+  /** True when the run is known to read as zeros. */
+  zero: boolean;
+}
+
+export interface BackendCapabilities {
+  readOnly: boolean;
+  canTrim: boolean;
+  canWriteZeroes: boolean;
+  /** WRITE_ZEROES with FAST_ZERO can be honoured (fails fast instead of writing zeros slowly). */
+  canFastZero: boolean;
+  canCache: boolean;
+  /** FLUSH on any connection covers writes completed on every connection. */
+  canMultiConn: boolean;
+  /** Block status (`base:allocation`) is meaningful. */
+  canBlockStatus: boolean;
+}
+
+export interface BlockSizes {
+  minimum: number;
+  preferred: number;
+  maximum: number;
+}
+
+export interface BlockBackend {
+  readonly capabilities: BackendCapabilities;
+  readonly blockSizes: BlockSizes;
+  /** Size of the device in bytes. */
+  size(): number;
+  /**
+   * Reads `length` bytes at `offset` into `into` (which is at least `length` long).
+   * Returns the extents covered so the server can send holes as OFFSET_HOLE; a backend that
+   * does not know returns `undefined` and the whole range is data.
+   */
+  read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined>;
+  /** Writes `data` at `offset`. With `fua` the write is durable when the promise resolves. */
+  write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  /** Makes every write that completed before this call durable. */
+  flush(): Promise<void>;
+  /** Deallocates a range (reads afterwards return zeros). */
+  trim(offset: number, length: number, fua: boolean): Promise<void>;
+  /**
+   * Zeroes a range. `noHole`: the range must stay allocated. `fastZero`: fail with
+   * NotSupported rather than fall back to a slow write of zeros.
+   */
+  writeZeroes(offset: number, length: number, flags: { fua: boolean; noHole: boolean; fastZero: boolean }): Promise<void>;
+  /** Hints that the range will be read soon. */
+  cache(offset: number, length: number): Promise<void>;
+  /** Allocation status of the range, covering at least one byte and at most `length`. */
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
+  /** Releases resources; called once when the export shuts down. */
+  close(): Promise<void>;
+}
