@@ -1,0 +1,3 @@
+export async function run(_argv: string[]): Promise<void> {
+  throw new Error('bench cluster: not built yet');
+}
