@@ -1,0 +1,48 @@
+/**
+ * Blocks of a volume as registers of unique write tags. Clients write a tag (unique per
+ * write) into a block and read tags back; a block never written reads as null. Blocks are
+ * independent, so the history is partitioned by block. See src/check/README.md for the
+ * history file format.
+ */
+import { hashValue } from '../hash.js';
+import { partitionBy, stepRejected, type Model, type Operation } from '../model.js';
+import { showValue, type OutcomeStatus } from './cas-register.js';
+
+export type BlockId = number | string;
+export type BlockTag = number | string | null;
+
+export type BlockInput =
+  | { readonly f: 'read'; readonly block: BlockId }
+  | { readonly f: 'write'; readonly block: BlockId; readonly tag: Exclude<BlockTag, null> };
+
+export interface BlockOutput {
+  readonly status: Exclude<OutcomeStatus, 'fail'>;
+  /** The tag a read found (null: never written). */
+  readonly tag?: BlockTag;
+}
+
+export const blockOk: BlockOutput = Object.freeze({ status: 'ok' });
+export const blockUnknown: BlockOutput = Object.freeze({ status: 'unknown' });
+
+export const blockModel: Model<BlockTag, BlockInput, BlockOutput> = {
+  name: 'block',
+  init: () => null,
+  step(state, input, output) {
+    if (input.f === 'write') return { ok: true, newState: input.tag };
+    if (output.status === 'unknown') return { ok: true, newState: state };
+    return output.tag === state ? { ok: true, newState: state } : stepRejected;
+  },
+  partition(ops: readonly Operation<BlockInput, BlockOutput>[]) {
+    return partitionBy(ops, (input) => String(input.block));
+  },
+  hash: hashValue,
+  equal: (a, b) => a === b,
+  describeOperation(input, output) {
+    const suffix = output.status === 'unknown' ? ' (unknown)' : '';
+    if (input.f === 'write') return `write block ${input.block} tag ${showValue(input.tag)}${suffix}`;
+    return `read block ${input.block} -> ${output.status === 'ok' ? showValue(output.tag ?? null) : '?'}${suffix}`;
+  },
+  describeState: (s) => showValue(s),
+  failedOutput: () => null,
+  unknownOutput: (input) => (input.f === 'read' ? null : blockUnknown),
+};

@@ -1,0 +1,256 @@
+/**
+ * Wing & Gong's search for a linearization of one partition, with Lowe's memoization:
+ * a (set of linearized operations, model state) pair that was already explored is never
+ * explored again. Call and return events sit in one doubly linked list ordered by time;
+ * linearizing an operation "lifts" its call and return out of the list, backtracking
+ * "unlifts" them, so the list always holds exactly the operations not yet linearized.
+ *
+ * The search is pure: it never reads a clock. Its only way out besides a verdict is the
+ * step budget or the caller's `deadlineCheck`, polled every `pollEverySteps` steps.
+ */
+import { assert } from '../common/assert.js';
+import { mix32 } from './hash.js';
+import type { Model, Operation } from './model.js';
+
+export type Verdict = 'linearizable' | 'not-linearizable' | 'unknown';
+
+/** How much work a check may do. Shared by every partition of one check. */
+export interface CheckBudget {
+  /** Most search steps in total; unlimited when absent. */
+  maxSteps?: number;
+  /** Called every `pollEverySteps` steps; returning true ends the check with `unknown`. */
+  deadlineCheck?: () => boolean;
+  /** How often to call `deadlineCheck` (default 1024 steps). */
+  pollEverySteps?: number;
+}
+
+/** Mutable account of a budget while a check runs. */
+export class BudgetMeter {
+  stepsUsed = 0;
+  expired = false;
+  private readonly maxSteps: number;
+  private readonly deadlineCheck: (() => boolean) | undefined;
+  readonly pollEverySteps: number;
+
+  constructor(budget: CheckBudget = {}) {
+    this.maxSteps = budget.maxSteps ?? Infinity;
+    this.deadlineCheck = budget.deadlineCheck;
+    this.pollEverySteps = Math.max(1, budget.pollEverySteps ?? 1024);
+    assert(this.maxSteps >= 0, 'maxSteps must be >= 0');
+  }
+
+  /** Accounts `steps` more steps; true when the budget is exhausted. */
+  charge(steps: number): boolean {
+    this.stepsUsed += steps;
+    if (this.stepsUsed >= this.maxSteps) this.expired = true;
+    else if (this.deadlineCheck !== undefined && this.deadlineCheck()) this.expired = true;
+    return this.expired;
+  }
+}
+
+/** Where the search got furthest before it had to give up on a non-linearizable partition. */
+export interface SearchFailure {
+  /** Indexes (into the partition's operations) of the longest linearizable prefix, in order. */
+  longestPrefix: number[];
+  /** The operation whose return was reached with no way to linearize it after that prefix. */
+  stuck: number;
+  /** Operations that were invoked but not linearized at that point (the candidates tried). */
+  pending: number[];
+}
+
+export interface SearchResult {
+  verdict: Verdict;
+  steps: number;
+  /** A full linearization (operation indexes in order) when linearizable. */
+  linearization?: number[];
+  failure?: SearchFailure;
+  /** Distinct (linearized set, state) pairs memoized. */
+  cacheEntries: number;
+}
+
+/** At most this many pending operations are kept for a failure report. */
+const maxPendingReported = 32;
+
+interface CacheEntry<S> {
+  readonly bits: Uint32Array;
+  readonly state: S;
+}
+
+/**
+ * Searches for a linearization of `ops` (all of one partition) under `model`.
+ * Unknown-outcome operations carry `returnAt = Infinity`: their return events sort last.
+ */
+export function searchPartition<S, I, O>(
+  model: Model<S, I, O>,
+  ops: readonly Operation<I, O>[],
+  meter: BudgetMeter,
+): SearchResult {
+  const n = ops.length;
+  if (n === 0) return { verdict: 'linearizable', steps: 0, linearization: [], cacheEntries: 0 };
+
+  // Entries: 0 is the head sentinel, 2n+1 the tail sentinel; the rest are call and return
+  // events. entryOp[e] is the operation of entry e; matchOf[e] is the return of a call, -1 for a return.
+  const head = 0;
+  const tail = 2 * n + 1;
+  const order = new Int32Array(2 * n);
+  const eventTime = new Float64Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    const op = ops[i];
+    assert(op.returnAt >= op.callAt, `operation ${i} returns (${op.returnAt}) before its call (${op.callAt})`);
+    order[2 * i] = 2 * i;
+    order[2 * i + 1] = 2 * i + 1;
+    eventTime[2 * i] = op.callAt;
+    eventTime[2 * i + 1] = op.returnAt;
+  }
+  // Time order; at equal times calls come before returns, so the operations count as
+  // concurrent (never a false conviction); then by operation for determinism.
+  order.sort((a, b) => {
+    const dt = eventTime[a] - eventTime[b];
+    if (dt !== 0 && !Number.isNaN(dt)) return dt;
+    const ka = a & 1;
+    const kb = b & 1;
+    if (ka !== kb) return ka - kb;
+    return a - b;
+  });
+  const next = new Int32Array(2 * n + 2);
+  const prev = new Int32Array(2 * n + 2);
+  const entryOp = new Int32Array(2 * n + 2).fill(-1);
+  const matchOf = new Int32Array(2 * n + 2).fill(-1);
+  const returnEntryOf = new Int32Array(n);
+  for (let pos = 0; pos < 2 * n; pos++) {
+    const e = pos + 1;
+    const ev = order[pos];
+    entryOp[e] = ev >>> 1;
+    if ((ev & 1) === 1) returnEntryOf[ev >>> 1] = e;
+    prev[e] = e - 1;
+    next[e] = e + 1;
+  }
+  next[head] = 1;
+  prev[tail] = 2 * n;
+  for (let pos = 0; pos < 2 * n; pos++) {
+    const e = pos + 1;
+    if ((order[pos] & 1) === 0) matchOf[e] = returnEntryOf[entryOp[e]];
+  }
+
+  // Per-operation hash contributions; the linearized set's hash is their XOR, kept incrementally.
+  const opHash = new Uint32Array(n);
+  for (let i = 0; i < n; i++) opHash[i] = mix32((i + 1) * 0x9e3779b1);
+
+  const words = (n + 31) >>> 5;
+  const bits = new Uint32Array(words);
+  let bitsHash = 0;
+  const cache = new Map<number, CacheEntry<S>[]>();
+  let cacheEntries = 0;
+
+  const stackCall = new Int32Array(n);
+  const stackState: S[] = new Array<S>(n);
+  let depth = 0;
+  let state = model.init();
+
+  let best: SearchFailure | undefined;
+  let bestDepth = -1;
+
+  const lift = (e: number): void => {
+    next[prev[e]] = next[e];
+    prev[next[e]] = prev[e];
+    const m = matchOf[e];
+    next[prev[m]] = next[m];
+    prev[next[m]] = prev[m];
+  };
+  const unlift = (e: number): void => {
+    const m = matchOf[e];
+    next[prev[m]] = m;
+    prev[next[m]] = m;
+    next[prev[e]] = e;
+    prev[next[e]] = e;
+  };
+  /** Adds (bits, s) to the cache under `key`; false when it was already there. */
+  const remember = (key: number, s: S): boolean => {
+    let bucket = cache.get(key);
+    if (bucket === undefined) {
+      bucket = [];
+      cache.set(key, bucket);
+    } else {
+      outer: for (const c of bucket) {
+        for (let w = 0; w < words; w++) if (c.bits[w] !== bits[w]) continue outer;
+        if (model.equal(c.state, s)) return false;
+      }
+    }
+    bucket.push({ bits: bits.slice(), state: s });
+    cacheEntries++;
+    return true;
+  };
+
+  const poll = meter.pollEverySteps;
+  let steps = 0;
+  let sincePoll = 0;
+  let e = next[head];
+  while (next[head] !== tail) {
+    if (++sincePoll >= poll) {
+      steps += sincePoll;
+      const exhausted = meter.charge(sincePoll);
+      sincePoll = 0;
+      if (exhausted) return { verdict: 'unknown', steps, cacheEntries };
+    }
+    const m = matchOf[e];
+    if (m >= 0) {
+      // A call: try to linearize its operation now.
+      const id = entryOp[e];
+      const op = ops[id];
+      const r = model.step(state, op.input, op.output);
+      if (r.ok) {
+        const word = id >>> 5;
+        const bit = 1 << (id & 31);
+        bits[word] |= bit;
+        const newHash = (bitsHash ^ opHash[id]) >>> 0;
+        const key = mix32((newHash ^ Math.imul(model.hash(r.newState), 0x27d4eb2d)) | 0);
+        if (remember(key, r.newState)) {
+          stackCall[depth] = e;
+          stackState[depth] = state;
+          depth++;
+          state = r.newState;
+          bitsHash = newHash;
+          lift(e);
+          e = next[head];
+        } else {
+          bits[word] &= ~bit;
+          e = next[e];
+        }
+      } else {
+        e = next[e];
+      }
+    } else {
+      // A return whose operation is not linearized: the prefix cannot be extended past it.
+      if (depth > bestDepth) {
+        bestDepth = depth;
+        const pending: number[] = [];
+        for (let p = next[head]; p !== e && pending.length < maxPendingReported; p = next[p]) {
+          if (matchOf[p] >= 0) pending.push(entryOp[p]);
+        }
+        const prefix: number[] = [];
+        for (let d = 0; d < depth; d++) prefix.push(entryOp[stackCall[d]]);
+        best = { longestPrefix: prefix, stuck: entryOp[e], pending };
+      }
+      if (depth === 0) {
+        steps += sincePoll;
+        meter.charge(sincePoll);
+        assert(best !== undefined, 'a failed search records where it failed');
+        return { verdict: 'not-linearizable', steps, failure: best, cacheEntries };
+      }
+      depth--;
+      const c = stackCall[depth];
+      state = stackState[depth];
+      stackState[depth] = undefined as S;
+      const id = entryOp[c];
+      bits[id >>> 5] &= ~(1 << (id & 31));
+      bitsHash = (bitsHash ^ opHash[id]) >>> 0;
+      unlift(c);
+      e = next[c];
+    }
+  }
+  steps += sincePoll;
+  meter.charge(sincePoll);
+  const linearization: number[] = [];
+  for (let d = 0; d < depth; d++) linearization.push(entryOp[stackCall[d]]);
+  return { verdict: 'linearizable', steps, linearization, cacheEntries };
+}
