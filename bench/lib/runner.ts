@@ -1,0 +1,165 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import type { BenchOptions } from './args.js';
+import { prefill, runFioProfile, type FioProfile } from './fio.js';
+import { treeCpuUs } from './cpu.js';
+import type { RunningServer, ServerSpec } from './peers.js';
+import { formatTable, medianByIops, type BenchRow, type RowNotes, type Target } from './table.js';
+
+export interface SuiteConfig {
+  title: string;
+  /** The server the ratios are computed for. */
+  subject: string;
+  servers: readonly ServerSpec[];
+  profiles: readonly FioProfile[];
+  targets: readonly Target[];
+  /** Keep serverCpuUsPerOp in the JSON rows (the cluster benchmark's contract). */
+  cpuInJson: boolean;
+  /** Servers whose export size the suite adopts (e.g. a cluster volume of fixed size). */
+  sizeFrom?: (started: RunningServer) => number | undefined;
+}
+
+const log = (msg: string): void => {
+  process.stderr.write(`[bench] ${msg}\n`);
+};
+
+/**
+ * Starts every server, prefills each export, then runs every profile on every server,
+ * interleaved (profile by profile, the server order rotated each repeat) so that load from
+ * other work on the machine spreads over all servers instead of favouring one. Servers stay up
+ * for the whole suite, idle while another is measured.
+ */
+export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<BenchRow[]> {
+  const runDir = mkdtempSync(join(opts.dir, 'raftblock-bench-'));
+  const started: Array<{ spec: ServerSpec; srv: RunningServer }> = [];
+  const stopAll = async (): Promise<void> => {
+    for (const { srv } of started.splice(0)) {
+      try {
+        await srv.stop();
+      } catch (e) {
+        log(`stopping ${srv.name}: ${(e as Error).message}`);
+      }
+    }
+    rmSync(runDir, { recursive: true, force: true });
+  };
+  const onSignal = (): void => {
+    log('interrupted: stopping servers');
+    void stopAll().then(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    const specs = cfg.servers.filter((s) => opts.servers.length === 0 || opts.servers.includes(s.name));
+    const profiles = cfg.profiles.filter((p) => opts.profiles.length === 0 || opts.profiles.includes(p.name));
+    if (specs.length === 0 || profiles.length === 0) throw new Error('no server or no profile selected');
+    const cores = cpus().length;
+    log(`${cfg.title}: ${specs.length} servers × ${profiles.length} profiles × ${opts.repeat} runs of ${opts.runtimeS} s; ` +
+      `${cores} cores, load ${fmtLoad()}; files in ${runDir}`);
+
+    let sizeBytes = opts.sizeBytes;
+    for (const spec of specs) {
+      const ctx = { dir: join(runDir, spec.name), sizeBytes, cpuProfDir: opts.cpuProfDir };
+      try {
+        log(`starting ${spec.name}`);
+        const srv = await spec.start(ctx);
+        started.push({ spec, srv });
+        const adopted = cfg.sizeFrom?.(srv);
+        if (adopted !== undefined && adopted !== sizeBytes) {
+          log(`${spec.name} serves ${adopted} bytes: every other export uses that size`);
+          sizeBytes = adopted;
+        }
+      } catch (e) {
+        log(`SKIPPED ${spec.name}: could not start: ${(e as Error).message.trim()}`);
+      }
+    }
+    for (const { srv } of started) {
+      const t0 = Date.now();
+      await prefill(srv.uri, sizeBytes);
+      log(`prefilled ${srv.name} (${sizeBytes} bytes) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    }
+
+    const runs = new Map<string, Array<{ row: BenchRow; notes: RowNotes }>>();
+    for (let rep = 0; rep < opts.repeat; rep++) {
+      for (const profile of profiles) {
+        for (let i = 0; i < started.length; i++) {
+          const { srv } = started[(i + rep) % started.length];
+          const cpu0 = treeCpuUs(srv.pid, srv.cpuComm);
+          let res;
+          try {
+            res = await runFioProfile(srv.uri, profile, opts.runtimeS, sizeBytes);
+          } catch (e) {
+            log(`FAILED ${srv.name} ${profile.name}: ${(e as Error).message.trim()}`);
+            continue;
+          }
+          const cpuUs = treeCpuUs(srv.pid, srv.cpuComm) - cpu0;
+          const row: BenchRow = {
+            server: srv.name,
+            profile: profile.name,
+            iops: round(res.iops, 1),
+            mibps: round(res.mibps, 2),
+            p50Us: round(res.p50Us, 1),
+            p99Us: round(res.p99Us, 1),
+            serverCpuUsPerOp: res.ios > 0 ? round(cpuUs / res.ios, 2) : undefined,
+          };
+          const notes = { load1: loadavg()[0] };
+          log(`${srv.name} ${profile.name}: ${row.iops.toFixed(0)} IOPS ${row.mibps.toFixed(1)} MiB/s ` +
+            `p50 ${row.p50Us} µs p99 ${row.p99Us} µs cpu ${row.serverCpuUsPerOp ?? '-'} µs/op load ${fmtLoad()}`);
+          const key = `${srv.name}\u0000${profile.name}`;
+          const list = runs.get(key);
+          if (list) list.push({ row, notes });
+          else runs.set(key, [{ row, notes }]);
+        }
+      }
+    }
+
+    // Rows in a stable order: profile, then server as configured.
+    const rows: BenchRow[] = [];
+    const notes = new Map<BenchRow, RowNotes>();
+    for (const profile of profiles) {
+      for (const { srv } of started) {
+        const list = runs.get(`${srv.name}\u0000${profile.name}`);
+        if (!list) continue;
+        const med = medianByIops(list.map((x) => ({ ...x, iops: x.row.iops })));
+        rows.push(med.row);
+        notes.set(med.row, med.notes);
+      }
+    }
+
+    const names = new Set(started.map((s) => s.spec.name));
+    process.stdout.write(`\n${cfg.title} — ${opts.runtimeS} s per run, ${opts.repeat} run(s) each (median by IOPS), ` +
+      `export ${sizeBytes} bytes, load average at end ${fmtLoad()}\n\n`);
+    process.stdout.write(formatTable(rows, notes, cfg.subject, cfg.targets) + '\n\n');
+    for (const spec of specs) {
+      if (names.has(spec.name)) process.stdout.write(`  ${spec.name}: ${spec.durability}\n`);
+    }
+    process.stdout.write('  fio sends no FLUSH in these profiles unless the name says flushN (a FLUSH every N writes).\n');
+
+    const jsonRows = rows.map((r) => {
+      if (cfg.cpuInJson) return r;
+      const { serverCpuUsPerOp: _omit, ...rest } = r;
+      return rest;
+    });
+    if (opts.out) {
+      writeFileSync(opts.out, JSON.stringify(jsonRows, null, 2) + '\n');
+      log(`wrote ${opts.out}`);
+    }
+    return rows;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await stopAll();
+  }
+}
+
+function round(n: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+function fmtLoad(): string {
+  return loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+}
