@@ -1,0 +1,126 @@
+/**
+ * The portable BlockIo: plain `fs` (libuv thread pool), buffered pwrite + fdatasync.
+ * Used where io_uring or O_DIRECT is unavailable (no addon, seccomp, tmpfs, old kernel) or
+ * when configured. It enforces the same alignment contract as the uring backend.
+ */
+import * as fs from 'node:fs';
+import { IoError } from '../common/errors.js';
+import { checkAligned, toIoError } from './check.js';
+import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
+
+const zeroChunkBytes = 1 << 20;
+
+class FsFile implements BlockFile {
+  readonly direct = false;
+  private closed = false;
+  constructor(readonly path: string, private readonly fd: number) {}
+
+  pread(buf: Buffer, offsetBytes: number): Promise<number> {
+    checkAligned('pread', offsetBytes, buf.length);
+    return new Promise((resolve, reject) => {
+      fs.read(this.fd, buf, 0, buf.length, offsetBytes, (err, n) => (err ? reject(toIoError(err, 'pread', this.path)) : resolve(n)));
+    });
+  }
+
+  pwrite(buf: Buffer, offsetBytes: number, dsync = false): Promise<void> {
+    checkAligned('pwrite', offsetBytes, buf.length);
+    return new Promise<void>((resolve, reject) => {
+      fs.write(this.fd, buf, 0, buf.length, offsetBytes, (err, n) => {
+        if (err) return reject(toIoError(err, 'pwrite', this.path));
+        if (n !== buf.length) return reject(new IoError('pwrite', 28 /* ENOSPC */, `short write ${n}/${buf.length} on ${this.path}`));
+        resolve();
+      });
+    }).then(() => (dsync ? this.fdatasync() : undefined));
+  }
+
+  pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync = false): Promise<void> {
+    let total = 0;
+    for (const b of bufs) total += b.length;
+    checkAligned('pwritev', offsetBytes, total);
+    return new Promise<void>((resolve, reject) => {
+      fs.writev(this.fd, bufs as Buffer[], offsetBytes, (err, n) => {
+        if (err) return reject(toIoError(err, 'pwritev', this.path));
+        if (n !== total) return reject(new IoError('pwritev', 28, `short write ${n}/${total} on ${this.path}`));
+        resolve();
+      });
+    }).then(() => (dsync ? this.fdatasync() : undefined));
+  }
+
+  fdatasync(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      fs.fdatasync(this.fd, (err) => (err ? reject(toIoError(err, 'fdatasync', this.path)) : resolve()));
+    });
+  }
+
+  async punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
+    // No fallocate in Node's fs: zeros read back the same, the space just stays allocated.
+    await this.zeroRange(offsetBytes, lengthBytes);
+  }
+
+  async zeroRange(offsetBytes: number, lengthBytes: number): Promise<void> {
+    checkAligned('zeroRange', offsetBytes, lengthBytes);
+    const zeros = Buffer.alloc(Math.min(zeroChunkBytes, lengthBytes));
+    for (let done = 0; done < lengthBytes; done += zeros.length) {
+      const n = Math.min(zeros.length, lengthBytes - done);
+      await this.pwrite(n === zeros.length ? zeros : zeros.subarray(0, n), offsetBytes + done);
+    }
+  }
+
+  async seekData(offsetBytes: number): Promise<number> {
+    return offsetBytes < (await this.size()) ? offsetBytes : -1;
+  }
+
+  async seekHole(offsetBytes: number): Promise<number> {
+    const size = await this.size();
+    return offsetBytes <= size ? size : -1;
+  }
+
+  size(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      fs.fstat(this.fd, (err, st) => (err ? reject(toIoError(err, 'fstat', this.path)) : resolve(st.size)));
+    });
+  }
+
+  truncate(sizeBytes: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      fs.ftruncate(this.fd, sizeBytes, (err) => (err ? reject(toIoError(err, 'ftruncate', this.path)) : resolve()));
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    return new Promise((resolve, reject) => {
+      fs.close(this.fd, (err) => (err ? reject(toIoError(err, 'close', this.path)) : resolve()));
+    });
+  }
+}
+
+export interface FsBlockIoOptions {
+  /** Aligned allocator (the addon's, when it loaded); else plain zeroed Buffers. */
+  allocAligned?: (lengthBytes: number) => Buffer;
+}
+
+export class FsBlockIo implements BlockIo {
+  readonly kind = 'fs' as const;
+  readonly alignmentBytes = ioAlignmentBytes;
+  private readonly alloc: (lengthBytes: number) => Buffer;
+
+  constructor(options: FsBlockIoOptions = {}) {
+    this.alloc = options.allocAligned ?? ((n) => Buffer.alloc(n));
+  }
+
+  open(path: string, options: OpenFileOptions = {}): Promise<BlockFile> {
+    const flags = (options.readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (options.create ? fs.constants.O_CREAT : 0);
+    return new Promise((resolve, reject) => {
+      fs.open(path, flags, 0o644, (err, fd) => (err ? reject(toIoError(err, 'open', path)) : resolve(new FsFile(path, fd))));
+    });
+  }
+
+  allocAligned(lengthBytes: number): Buffer {
+    checkAligned('allocAligned', 0, lengthBytes);
+    return this.alloc(lengthBytes);
+  }
+
+  async close(): Promise<void> {}
+}

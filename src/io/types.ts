@@ -1,0 +1,83 @@
+/**
+ * BlockIo: the one interface raftblock uses for durable, aligned file I/O.
+ *
+ * Two implementations sit behind it: the io_uring addon (`uring`: O_DIRECT, RWF_DSYNC writes,
+ * batched submission, completions drained on the JS thread) and plain `fs` (`fs`: buffered
+ * pwrite + fdatasync), chosen by `openBlockIo()` in ./select.ts and logged.
+ *
+ * Rules every caller follows, whatever the backend (the fs backend asserts them too, so a bug
+ * cannot hide behind it):
+ *  - offsets and lengths are multiples of `alignmentBytes` (4 KiB);
+ *  - buffers handed to pread/pwrite/pwritev come from `allocAligned` (or are 4 KiB-aligned
+ *    slices of one), and are not touched until the returned promise settles;
+ *  - an operation fails with `IoError` carrying the positive `errno` and the `syscall`.
+ */
+
+export type IoBackendKind = 'uring' | 'fs';
+/** What a configuration may ask for: a backend, or `auto` (io_uring where it works, else fs). */
+export type IoBackendChoice = IoBackendKind | 'auto';
+
+/** Every offset, length and buffer address handed to BlockIo is a multiple of this. */
+export const ioAlignmentBytes = 4096;
+
+export interface OpenFileOptions {
+  /** Create the file (mode 0644) when it does not exist. Default false. */
+  create?: boolean;
+  /** Open read-only. Default false (read-write). */
+  readOnly?: boolean;
+}
+
+/** An open file. Not safe to use after `close()` resolves. */
+export interface BlockFile {
+  readonly path: string;
+  /** True when the file bypasses the page cache (O_DIRECT). */
+  readonly direct: boolean;
+
+  /**
+   * Reads `buf.length` bytes at `offsetBytes` into `buf`; resolves with the bytes read,
+   * fewer only at end of file.
+   */
+  pread(buf: Buffer, offsetBytes: number): Promise<number>;
+  /**
+   * Writes all of `buf` at `offsetBytes`. With `dsync` the data is durable when the promise
+   * resolves (RWF_DSYNC on io_uring; pwrite then fdatasync on fs).
+   */
+  pwrite(buf: Buffer, offsetBytes: number, dsync?: boolean): Promise<void>;
+  /** Writes the buffers back to back from `offsetBytes` in one call; `dsync` as for pwrite. */
+  pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync?: boolean): Promise<void>;
+  /** Makes every completed write durable (fdatasync). */
+  fdatasync(): Promise<void>;
+  /** Deallocates a range; reads of it return zeros; the file size is unchanged. */
+  punchHole(offsetBytes: number, lengthBytes: number): Promise<void>;
+  /** Makes a range read as zeros (FALLOC_FL_ZERO_RANGE, or writing zeros where unsupported). */
+  zeroRange(offsetBytes: number, lengthBytes: number): Promise<void>;
+  /**
+   * lseek(SEEK_DATA): the first offset >= `offsetBytes` holding data, or -1 when none.
+   * Backends that cannot tell holes from data report everything below EOF as data.
+   */
+  seekData(offsetBytes: number): Promise<number>;
+  /** lseek(SEEK_HOLE): the first offset >= `offsetBytes` in a hole (EOF counts as one), or -1 past EOF. */
+  seekHole(offsetBytes: number): Promise<number>;
+  /** The file size in bytes. */
+  size(): Promise<number>;
+  /** Sets the file size (ftruncate). */
+  truncate(sizeBytes: number): Promise<void>;
+  /** Closes the file; waits for nothing — callers settle their own I/O first. */
+  close(): Promise<void>;
+}
+
+/** A backend instance. One per process is enough; it may hold a ring and an fd table. */
+export interface BlockIo {
+  readonly kind: IoBackendKind;
+  readonly alignmentBytes: number;
+  /** Opens (optionally creates) a file. uring opens it O_DIRECT; fs opens it buffered. */
+  open(path: string, options?: OpenFileOptions): Promise<BlockFile>;
+  /**
+   * A zero-filled buffer whose address and length are multiples of `alignmentBytes`.
+   * Allocate once (a slab) and carve reusable slices with `buf.subarray(a, b)` at aligned
+   * offsets; nothing should be allocated per I/O.
+   */
+  allocAligned(lengthBytes: number): Buffer;
+  /** Releases the backend (the ring) once in-flight I/O has drained. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,264 @@
+/**
+ * BlockIo over the io_uring addon: files opened O_DIRECT, writes with RWF_DSYNC, fdatasync and
+ * fallocate as ring operations, every request of one JS turn handed to the kernel with one
+ * io_uring_submit, completions delivered on the JS thread in batches.
+ */
+import * as fs from 'node:fs';
+import { assert } from '../common/assert.js';
+import { IoError, Unavailable } from '../common/errors.js';
+import { checkAligned, toIoError } from './check.js';
+import type { NativeAddon, NativeRing } from './native.js';
+import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
+
+/** Submission-queue depth; also bounds operations in flight (more wait in a JS queue). */
+export const defaultRingEntries = 256;
+
+export const enum Op {
+  Read,
+  Write,
+  Writev,
+  Fsync,
+  Fallocate,
+}
+
+/** A pending operation. Slots are reused; only the promise callbacks are per I/O. */
+interface Slot {
+  op: Op;
+  fd: number;
+  buf: Buffer | null;
+  bufs: readonly Buffer[] | null;
+  offset: number;
+  arg: number; // rwFlags, datasync (0/1) or fallocate mode
+  length: number; // expected bytes for writes, fallocate length
+  path: string;
+  resolve: ((n: number) => void) | null;
+  reject: ((e: Error) => void) | null;
+}
+
+const syscallOf: Record<Op, string> = {
+  [Op.Read]: 'pread',
+  [Op.Write]: 'pwrite',
+  [Op.Writev]: 'pwritev',
+  [Op.Fsync]: 'fdatasync',
+  [Op.Fallocate]: 'fallocate',
+};
+
+export class UringBlockIo implements BlockIo {
+  readonly kind = 'uring' as const;
+  readonly alignmentBytes = ioAlignmentBytes;
+  private readonly ring: NativeRing;
+  private readonly slots: Slot[] = [];
+  private readonly freeSlots: number[] = [];
+  /** Operations waiting for a free slot, in arrival order. */
+  private readonly waitingForSlot: Slot[] = [];
+  private submitScheduled = false;
+  private closed = false;
+  private drainWaiters: (() => void)[] = [];
+
+  constructor(private readonly addon: NativeAddon, ringEntries = defaultRingEntries) {
+    const slotCount = ringEntries * 2; // the CQ is twice the SQ
+    const completions = new Int32Array(slotCount * 2);
+    this.ring = new addon.Ring(ringEntries, completions, (count) => this.onComplete(completions, count));
+    for (let i = 0; i < slotCount; i++) {
+      this.slots.push({ op: Op.Read, fd: -1, buf: null, bufs: null, offset: 0, arg: 0, length: 0, path: '', resolve: null, reject: null });
+      this.freeSlots.push(slotCount - 1 - i);
+    }
+  }
+
+  /** Operations submitted and not yet completed (for tests and metrics). */
+  get inFlight(): number {
+    return this.ring.inFlight;
+  }
+
+  open(path: string, options: OpenFileOptions = {}): Promise<BlockFile> {
+    if (this.closed) return Promise.reject(new Unavailable('BlockIo is closed'));
+    const flags =
+      (options.readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) |
+      (options.create ? fs.constants.O_CREAT : 0) |
+      this.addon.constants.O_DIRECT;
+    return new Promise((resolve, reject) => {
+      fs.open(path, flags, 0o644, (err, fd) => (err ? reject(toIoError(err, 'open', path)) : resolve(new UringFile(this, this.addon, path, fd))));
+    });
+  }
+
+  allocAligned(lengthBytes: number): Buffer {
+    checkAligned('allocAligned', 0, lengthBytes);
+    return this.addon.allocAligned(lengthBytes, ioAlignmentBytes);
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    return new Promise<void>((resolve) => {
+      if (this.ring.inFlight === 0 && this.waitingForSlot.length === 0) resolve();
+      else this.drainWaiters.push(resolve);
+    }).then(() => this.ring.close());
+  }
+
+  /** Queues one operation; the submit happens once per JS turn (batched submission). */
+  enqueue(op: Op, fd: number, path: string, buf: Buffer | null, bufs: readonly Buffer[] | null, offset: number, arg: number, length: number): Promise<number> {
+    if (this.closed) return Promise.reject(new Unavailable('BlockIo is closed'));
+    return new Promise<number>((resolve, reject) => {
+      const token = this.freeSlots.pop();
+      const slot: Slot =
+        token === undefined
+          ? { op, fd, buf, bufs, offset, arg, length, path, resolve, reject }
+          : this.slots[token];
+      slot.op = op;
+      slot.fd = fd;
+      slot.buf = buf;
+      slot.bufs = bufs;
+      slot.offset = offset;
+      slot.arg = arg;
+      slot.length = length;
+      slot.path = path;
+      slot.resolve = resolve;
+      slot.reject = reject;
+      if (token === undefined) {
+        this.waitingForSlot.push(slot);
+        return;
+      }
+      this.prep(token, slot);
+    });
+  }
+
+  private prep(token: number, s: Slot): void {
+    let ok = this.prepOne(token, s);
+    if (!ok) {
+      // Submission queue full: hand what is queued to the kernel, then there is room.
+      this.ring.submit();
+      ok = this.prepOne(token, s);
+      assert(ok, 'io_uring submission queue full right after submit');
+    }
+    if (!this.submitScheduled) {
+      this.submitScheduled = true;
+      queueMicrotask(this.flushSubmissions);
+    }
+  }
+
+  private prepOne(token: number, s: Slot): boolean {
+    switch (s.op) {
+      case Op.Read:
+        return this.ring.prepRead(token, s.fd, s.buf as Buffer, s.offset);
+      case Op.Write:
+        return this.ring.prepWrite(token, s.fd, s.buf as Buffer, s.offset, s.arg);
+      case Op.Writev:
+        return this.ring.prepWritev(token, s.fd, s.bufs as Buffer[], s.offset, s.arg);
+      case Op.Fsync:
+        return this.ring.prepFsync(token, s.fd, s.arg !== 0);
+      case Op.Fallocate:
+        return this.ring.prepFallocate(token, s.fd, s.arg, s.offset, s.length);
+    }
+  }
+
+  private readonly flushSubmissions = (): void => {
+    this.submitScheduled = false;
+    this.ring.submit();
+  };
+
+  private onComplete(completions: Int32Array, count: number): void {
+    for (let i = 0; i < count; i++) {
+      const token = completions[2 * i];
+      const res = completions[2 * i + 1];
+      const s = this.slots[token];
+      const resolve = s.resolve as (n: number) => void;
+      const reject = s.reject as (e: Error) => void;
+      const op = s.op;
+      const expected = s.length;
+      const path = s.path;
+      s.resolve = s.reject = null;
+      s.buf = null;
+      s.bufs = null;
+      const waiting = this.waitingForSlot.shift();
+      if (waiting) {
+        this.slots[token] = waiting;
+        this.prep(token, waiting);
+      } else this.freeSlots.push(token);
+      if (res < 0) reject(new IoError(syscallOf[op], -res, `${syscallOf[op]} ${path} failed: errno ${-res}`));
+      else if ((op === Op.Write || op === Op.Writev) && res !== expected)
+        reject(new IoError(syscallOf[op], 28 /* ENOSPC */, `short write ${res}/${expected} on ${path}`));
+      else resolve(res);
+    }
+    if (this.drainWaiters.length > 0 && this.ring.inFlight === 0 && this.waitingForSlot.length === 0) {
+      for (const w of this.drainWaiters.splice(0)) w();
+    }
+  }
+}
+
+class UringFile implements BlockFile {
+  readonly direct = true;
+  private closed = false;
+  constructor(private readonly io: UringBlockIo, private readonly addon: NativeAddon, readonly path: string, private readonly fd: number) {}
+
+  pread(buf: Buffer, offsetBytes: number): Promise<number> {
+    checkAligned('pread', offsetBytes, buf.length);
+    return this.io.enqueue(Op.Read, this.fd, this.path, buf, null, offsetBytes, 0, buf.length);
+  }
+
+  async pwrite(buf: Buffer, offsetBytes: number, dsync = false): Promise<void> {
+    checkAligned('pwrite', offsetBytes, buf.length);
+    await this.io.enqueue(Op.Write, this.fd, this.path, buf, null, offsetBytes, dsync ? this.addon.constants.RWF_DSYNC : 0, buf.length);
+  }
+
+  async pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync = false): Promise<void> {
+    let total = 0;
+    for (const b of bufs) {
+      checkAligned('pwritev', 0, b.length);
+      total += b.length;
+    }
+    checkAligned('pwritev', offsetBytes, total);
+    await this.io.enqueue(Op.Writev, this.fd, this.path, null, bufs, offsetBytes, dsync ? this.addon.constants.RWF_DSYNC : 0, total);
+  }
+
+  async fdatasync(): Promise<void> {
+    await this.io.enqueue(Op.Fsync, this.fd, this.path, null, null, 0, 1, 0);
+  }
+
+  async punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
+    checkAligned('punchHole', offsetBytes, lengthBytes);
+    const c = this.addon.constants;
+    await this.io.enqueue(Op.Fallocate, this.fd, this.path, null, null, offsetBytes, c.FALLOC_FL_PUNCH_HOLE | c.FALLOC_FL_KEEP_SIZE, lengthBytes);
+  }
+
+  async zeroRange(offsetBytes: number, lengthBytes: number): Promise<void> {
+    checkAligned('zeroRange', offsetBytes, lengthBytes);
+    const c = this.addon.constants;
+    await this.io.enqueue(Op.Fallocate, this.fd, this.path, null, null, offsetBytes, c.FALLOC_FL_ZERO_RANGE | c.FALLOC_FL_KEEP_SIZE, lengthBytes);
+  }
+
+  async seekData(offsetBytes: number): Promise<number> {
+    try {
+      return this.addon.lseek(this.fd, offsetBytes, this.addon.constants.SEEK_DATA);
+    } catch (err) {
+      throw toIoError(err, 'lseek', this.path);
+    }
+  }
+
+  async seekHole(offsetBytes: number): Promise<number> {
+    try {
+      return this.addon.lseek(this.fd, offsetBytes, this.addon.constants.SEEK_HOLE);
+    } catch (err) {
+      throw toIoError(err, 'lseek', this.path);
+    }
+  }
+
+  size(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      fs.fstat(this.fd, (err, st) => (err ? reject(toIoError(err, 'fstat', this.path)) : resolve(st.size)));
+    });
+  }
+
+  truncate(sizeBytes: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      fs.ftruncate(this.fd, sizeBytes, (err) => (err ? reject(toIoError(err, 'ftruncate', this.path)) : resolve()));
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    return new Promise((resolve, reject) => {
+      fs.close(this.fd, (err) => (err ? reject(toIoError(err, 'close', this.path)) : resolve()));
+    });
+  }
+}

@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { IoError } from '../../src/common/errors.js';
+import { setLogSink } from '../../src/common/log.js';
+import { loadNative } from '../../src/io/native.js';
+import { openBlockIo } from '../../src/io/select.js';
+import { testBackends } from '../../src/io/testing.js';
+import { tempDir } from '../helpers/tools.js';
+
+for (const backend of testBackends()) {
+  test(`${backend.name}: aligned writes read back and survive reopen`, { skip: backend.skip }, async (t) => {
+    const dir = tempDir(t);
+    const io = backend.make();
+    t.after(() => io.close());
+    const slab = io.allocAligned(64 * 1024);
+    assert.equal(slab.length, 64 * 1024);
+    assert.ok(slab.every((b) => b === 0), 'allocAligned zero-fills');
+    const a = slab.subarray(0, 8192);
+    const b = slab.subarray(8192, 16384);
+    const back = slab.subarray(32768, 49152);
+    randomBytes(8192).copy(a);
+    randomBytes(8192).copy(b);
+    const f = await io.open(join(dir, 'f'), { create: true });
+    await Promise.all([f.pwrite(a, 0, true), f.pwritev([b, a], 8192, true)]);
+    await f.fdatasync();
+    assert.equal(await f.size(), 24576);
+    assert.equal(await f.pread(back, 0), 16384);
+    assert.ok(back.subarray(0, 8192).equals(a));
+    assert.ok(back.subarray(8192).equals(b));
+    // Short read at end of file.
+    assert.equal(await f.pread(back, 16384), 8192);
+    await f.close();
+    const disk = readFileSync(join(dir, 'f'));
+    assert.ok(disk.subarray(0, 8192).equals(a) && disk.subarray(8192, 16384).equals(b) && disk.subarray(16384).equals(a));
+  });
+
+  test(`${backend.name}: many concurrent operations all complete in one batch of submissions`, { skip: backend.skip }, async (t) => {
+    const dir = tempDir(t);
+    const io = backend.make();
+    t.after(() => io.close());
+    const count = 300; // more than the ring holds (64 entries, 128 slots): the rest wait for a slot
+    const slab = io.allocAligned(count * 4096);
+    for (let i = 0; i < count; i++) slab.fill(i & 0xff, i * 4096, (i + 1) * 4096);
+    const f = await io.open(join(dir, 'g'), { create: true });
+    await Promise.all(Array.from({ length: count }, (_, i) => f.pwrite(slab.subarray(i * 4096, (i + 1) * 4096), i * 4096)));
+    await f.fdatasync();
+    const back = io.allocAligned(count * 4096);
+    assert.equal(await f.pread(back, 0), count * 4096);
+    assert.ok(back.equals(slab));
+    await f.close();
+  });
+
+  test(`${backend.name}: errors carry errno and syscall`, { skip: backend.skip }, async (t) => {
+    const dir = tempDir(t);
+    const io = backend.make();
+    t.after(() => io.close());
+    await assert.rejects(io.open(join(dir, 'missing')), (e: unknown) => e instanceof IoError && e.errno === 2 && e.syscall === 'open');
+    writeFileSync(join(dir, 'ro'), Buffer.alloc(4096));
+    const f = await io.open(join(dir, 'ro'), { readOnly: true });
+    await assert.rejects(f.pwrite(io.allocAligned(4096), 0), (e: unknown) => e instanceof IoError && e.errno === 9 /* EBADF */);
+    await f.close();
+  });
+
+  test(`${backend.name}: misaligned requests are refused before reaching the kernel`, { skip: backend.skip }, async (t) => {
+    const dir = tempDir(t);
+    const io = backend.make();
+    t.after(() => io.close());
+    const f = await io.open(join(dir, 'h'), { create: true });
+    t.after(() => f.close());
+    const buf = io.allocAligned(8192);
+    assert.throws(() => f.pwrite(buf.subarray(0, 512), 0), /aligned/);
+    assert.throws(() => f.pwrite(buf.subarray(0, 4096), 100), /aligned/);
+    assert.throws(() => io.allocAligned(1000), /aligned/);
+  });
+
+  test(`${backend.name}: punch hole and zero range read back as zeros; seek finds data`, { skip: backend.skip }, async (t) => {
+    const dir = tempDir(t);
+    const io = backend.make();
+    t.after(() => io.close());
+    const f = await io.open(join(dir, 'z'), { create: true });
+    t.after(() => f.close());
+    const buf = io.allocAligned(16 * 4096);
+    buf.fill(0xab);
+    await f.pwrite(buf, 0, true);
+    await f.punchHole(4096, 4096);
+    await f.zeroRange(3 * 4096, 2 * 4096);
+    const back = io.allocAligned(16 * 4096);
+    await f.pread(back, 0);
+    for (let blk = 0; blk < 16; blk++) {
+      const expectZero = blk === 1 || blk === 3 || blk === 4;
+      assert.equal(back[blk * 4096], expectZero ? 0 : 0xab, `block ${blk}`);
+    }
+    assert.equal(await f.seekData(0), 0);
+    assert.equal(await f.seekHole(16 * 4096), 16 * 4096);
+    assert.equal(await f.seekData(16 * 4096), -1);
+    if (backend.name === 'uring') {
+      assert.equal(await f.seekHole(0), 4096, 'the punched block is a hole');
+      assert.equal(await f.seekData(4096), 2 * 4096);
+    }
+    await f.truncate(32 * 4096);
+    assert.equal(await f.size(), 32 * 4096);
+  });
+}
+
+test('auto picks a backend that works here and logs which one', async (t) => {
+  const dir = tempDir(t);
+  const lines: string[] = [];
+  setLogSink((l) => lines.push(l));
+  t.after(() => setLogSink((l) => process.stderr.write(l + '\n')));
+  const io = await openBlockIo({ probeDir: dir });
+  t.after(() => io.close());
+  const expected = 'error' in loadNative() ? 'fs' : 'uring';
+  assert.equal(io.kind, expected);
+  assert.ok(lines.some((l) => JSON.parse(l).backend === expected), 'a log line names the backend');
+  const forced = await openBlockIo({ probeDir: dir, backend: 'fs' });
+  assert.equal(forced.kind, 'fs');
+  assert.ok(!existsSync(join(dir, '.raftblock-io-probe')), 'the probe cleans up');
+  assert.equal(statSync(dir).isDirectory(), true);
+});
