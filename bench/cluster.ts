@@ -1,3 +1,29 @@
-export async function run(_argv: string[]): Promise<void> {
-  throw new Error('bench cluster: not built yet');
+import { parseBenchOptions } from './lib/args.js';
+import { flushProfiles, standardProfiles } from './lib/fio.js';
+import { nbdkitMemory, probeSize, qemuNbdDirectsync, raftblockCluster } from './lib/peers.js';
+import { runSuite } from './lib/runner.js';
+
+/**
+ * `npm run bench -- cluster [--out FILE] [--runtime SECONDS] ...`: `raftblock start` (three
+ * replicas on this machine) against qemu-nbd directsync (one durable copy) and nbdkit memory
+ * (no durability: the client's ceiling), plus the CPU time of every node process per request.
+ * The exports take the size of the cluster's volume `vol0`.
+ */
+export async function run(argv: string[]): Promise<void> {
+  const opts = parseBenchOptions(argv, { runtimeS: 10, sizeBytes: 1024 * 1024 * 1024 });
+  await runSuite(
+    {
+      title: 'bench cluster',
+      subject: 'raftblock-cluster',
+      servers: [raftblockCluster(3), qemuNbdDirectsync, nbdkitMemory],
+      profiles: opts.fsync ? [...standardProfiles, ...flushProfiles] : standardProfiles,
+      targets: [
+        { profile: '4k-randwrite-qd32', peer: 'qemu-nbd-directsync', minRatio: 1.0 },
+        { profile: '4k-randwrite-qd1', maxP99Us: 2000 },
+      ],
+      cpuInJson: true,
+      sizeFrom: (srv) => (srv.name === 'raftblock-cluster' ? probeSize(srv.uri) : undefined),
+    },
+    opts,
+  );
 }

@@ -252,3 +252,35 @@ export const raftblockExportFile: ServerSpec = {
 };
 
 export const allNbdServers: readonly ServerSpec[] = [raftblockExportFile, nbdkitMemory, nbdkitFile, qemuNbdNone, qemuNbdDirectsync];
+
+/**
+ * `raftblock start`: an embedded cluster of `nodes` node processes on this machine serving
+ * volume `vol0`. Its CPU is every `node` process in the tree of the start command.
+ */
+export function raftblockCluster(nodes: number, readyTimeoutMs = 180_000): ServerSpec {
+  return {
+    name: 'raftblock-cluster',
+    durability: `raftblock start, ${nodes} replicas: acknowledged once durable on a quorum (WAL with O_DSYNC)`,
+    async start(ctx) {
+      const port = await freePort();
+      const dataDir = join(ctx.dir, 'data');
+      mkdirSync(dataDir, { recursive: true });
+      const nodeArgs: string[] = [];
+      if (ctx.cpuProfDir) {
+        mkdirSync(ctx.cpuProfDir, { recursive: true });
+        nodeArgs.push('--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir);
+      }
+      const args = [...nodeArgs, cliPath, 'start', '--data', dataDir, '--nodes', String(nodes), '--nbd-port', String(port)];
+      const { child, stderrTail } = spawnServer(process.execPath, args);
+      const uri = `nbd://127.0.0.1:${port}/vol0`;
+      try {
+        await waitForNbd(uri, child, readyTimeoutMs, 'raftblock start');
+      } catch (e) {
+        await stopProcess(child, 'SIGKILL', 1000);
+        throw new Error(`${(e as Error).message}\n${stderrTail()}`);
+      }
+      // Ctrl-C is the documented way to stop it: every node shuts down cleanly.
+      return { name: this.name, uri, pid: child.pid!, cpuComm: /^node/, stop: () => stopProcess(child, 'SIGINT', 30_000) };
+    },
+  };
+}

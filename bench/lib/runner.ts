@@ -74,10 +74,17 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
         log(`SKIPPED ${spec.name}: could not start: ${(e as Error).message.trim()}`);
       }
     }
-    for (const { srv } of started) {
+    for (const entry of [...started]) {
+      const { srv } = entry;
       const t0 = Date.now();
-      await prefill(srv.uri, sizeBytes);
-      log(`prefilled ${srv.name} (${sizeBytes} bytes) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      try {
+        await prefillWithRetry(srv, sizeBytes);
+        log(`prefilled ${srv.name} (${sizeBytes} bytes) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      } catch (e) {
+        log(`SKIPPED ${srv.name}: prefill failed: ${(e as Error).message.trim()}`);
+        started.splice(started.indexOf(entry), 1);
+        await srv.stop();
+      }
     }
 
     const runs = new Map<string, Array<{ row: BenchRow; notes: RowNotes }>>();
@@ -150,6 +157,24 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await stopAll();
+  }
+}
+
+/**
+ * A server may answer the handshake before it can take writes (a cluster electing its
+ * leaders): the prefill is retried a few times before the server is given up.
+ */
+async function prefillWithRetry(srv: RunningServer, sizeBytes: number): Promise<void> {
+  const attempts = 3;
+  for (let i = 1; ; i++) {
+    try {
+      await prefill(srv.uri, sizeBytes);
+      return;
+    } catch (e) {
+      if (i >= attempts) throw e;
+      log(`prefill of ${srv.name} failed (attempt ${i}/${attempts}), retrying in 5 s: ${(e as Error).message.trim().slice(0, 300)}`);
+      await new Promise((r) => setTimeout(r, 5000));
+    }
   }
 }
 

@@ -16,12 +16,10 @@ export interface RowNotes {
   load1: number;
 }
 
-export interface Target {
-  profile: string;
-  peer: string;
-  /** Minimum subject÷peer IOPS ratio. */
-  minRatio: number;
-}
+/** A goal for the subject: an IOPS ratio to a peer, or a p99 latency bound. */
+export type Target =
+  | { profile: string; peer: string; /** Minimum subject÷peer IOPS ratio. */ minRatio: number }
+  | { profile: string; maxP99Us: number };
 
 /**
  * Prints one block per profile: every server's numbers and the subject's IOPS divided by that
@@ -58,10 +56,15 @@ export function formatTable(rows: readonly BenchRow[], notes: ReadonlyMap<BenchR
   const out = [text.join('\n')];
   for (const t of targets) {
     const s = rows.find((r) => r.server === subject && r.profile === t.profile);
+    if (!s) continue;
+    if ('maxP99Us' in t) {
+      out.push(`target ${subject} p99 < ${t.maxP99Us} µs on ${t.profile}: ${fmt(s.p99Us, 0)} µs ${s.p99Us < t.maxP99Us ? 'MET' : 'MISSED'}`);
+      continue;
+    }
     const p = rows.find((r) => r.server === t.peer && r.profile === t.profile);
-    if (!s || !p || p.iops === 0) continue;
+    if (!p || p.iops === 0) continue;
     const ratio = s.iops / p.iops;
-    out.push(`target ${subject} ≥ ${t.minRatio}× ${t.peer} on ${t.profile}: ${ratio.toFixed(2)}× ${ratio >= t.minRatio ? 'MET' : 'MISSED'}`);
+    out.push(`target ${subject} ≥ ${t.minRatio}× ${t.peer} IOPS on ${t.profile}: ${ratio.toFixed(2)}× ${ratio >= t.minRatio ? 'MET' : 'MISSED'}`);
   }
   return out.join('\n');
 }
