@@ -107,3 +107,17 @@ export class TimedOut extends RaftblockError {
     super('TIMED_OUT', message);
   }
 }
+
+/** The named thing (volume, pool, node) does not exist. */
+export class NotFound extends RaftblockError {
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
+}
+
+/** The named thing (volume, pool, node) exists already. */
+export class AlreadyExists extends RaftblockError {
+  constructor(message: string) {
+    super('ALREADY_EXISTS', message);
+  }
+}
