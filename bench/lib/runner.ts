@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { BenchOptions } from './args.js';
 import { prefill, runFioProfile, type FioProfile } from './fio.js';
 import { treeCpuUs } from './cpu.js';
+import { summarizeProfileDir } from './cpuprofile.js';
 import type { RunningServer, ServerSpec } from './peers.js';
 import { formatTable, medianByIops, type BenchRow, type RowNotes, type Target } from './table.js';
 
@@ -157,6 +158,14 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await stopAll();
+    if (opts.cpuProfDir) {
+      // The profiles are written when the node processes exit, i.e. by stopAll above.
+      try {
+        process.stdout.write(`\nCPU profiles in ${opts.cpuProfDir}:\n${summarizeProfileDir(opts.cpuProfDir)}\n`);
+      } catch (e) {
+        log(`could not summarise CPU profiles: ${(e as Error).message}`);
+      }
+    }
   }
 }
 
