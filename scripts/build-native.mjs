@@ -8,9 +8,16 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 if (!existsSync(join(root, 'native', 'binding.gyp'))) process.exit(0);
-const gyp = process.env.npm_config_node_gyp;
-const [cmd, args] = gyp ? [process.execPath, [gyp, 'rebuild']] : ['npx', ['--yes', 'node-gyp', 'rebuild']];
-const r = spawnSync(cmd, args, { cwd: join(root, 'native'), stdio: 'inherit' });
+
+// node-gyp: the one npm runs us with, else the copy bundled with npm, else npx.
+const bundled = join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+const gyp = process.env.npm_config_node_gyp ?? (existsSync(bundled) ? bundled : undefined);
+const args = ['rebuild'];
+// Headers installed beside node (distribution packages) spare node-gyp a download.
+const prefix = join(dirname(process.execPath), '..');
+if (!process.env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
+const [cmd, argv] = gyp ? [process.execPath, [gyp, ...args]] : ['npx', ['--yes', 'node-gyp', ...args]];
+const r = spawnSync(cmd, argv, { cwd: join(root, 'native'), stdio: 'inherit' });
 if (r.status !== 0) {
   const msg = 'raftblock: native addon build failed (is liburing-dev installed?); the fs backend will be used';
   if (process.env.CI === 'true') { console.error(msg); process.exit(1); }

@@ -72,7 +72,7 @@ class FsFile implements BlockFile {
 
   async seekHole(offsetBytes: number): Promise<number> {
     const size = await this.size();
-    return offsetBytes <= size ? size : -1;
+    return offsetBytes < size ? size : -1;
   }
 
   size(): Promise<number> {

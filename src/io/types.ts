@@ -56,7 +56,7 @@ export interface BlockFile {
    * Backends that cannot tell holes from data report everything below EOF as data.
    */
   seekData(offsetBytes: number): Promise<number>;
-  /** lseek(SEEK_HOLE): the first offset >= `offsetBytes` in a hole (EOF counts as one), or -1 past EOF. */
+  /** lseek(SEEK_HOLE): the first offset >= `offsetBytes` in a hole (EOF counts as one), or -1 at or past EOF. */
   seekHole(offsetBytes: number): Promise<number>;
   /** The file size in bytes. */
   size(): Promise<number>;

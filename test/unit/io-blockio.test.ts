@@ -71,8 +71,8 @@ for (const backend of testBackends()) {
     const f = await io.open(join(dir, 'h'), { create: true });
     t.after(() => f.close());
     const buf = io.allocAligned(8192);
-    assert.throws(() => f.pwrite(buf.subarray(0, 512), 0), /aligned/);
-    assert.throws(() => f.pwrite(buf.subarray(0, 4096), 100), /aligned/);
+    await assert.rejects(async () => f.pwrite(buf.subarray(0, 512), 0), /aligned/);
+    await assert.rejects(async () => f.pwrite(buf.subarray(0, 4096), 100), /aligned/);
     assert.throws(() => io.allocAligned(1000), /aligned/);
   });
 
@@ -94,7 +94,8 @@ for (const backend of testBackends()) {
       assert.equal(back[blk * 4096], expectZero ? 0 : 0xab, `block ${blk}`);
     }
     assert.equal(await f.seekData(0), 0);
-    assert.equal(await f.seekHole(16 * 4096), 16 * 4096);
+    assert.equal(await f.seekHole(15 * 4096), 16 * 4096, 'end of file counts as a hole');
+    assert.equal(await f.seekHole(16 * 4096), -1, 'nothing at or past end of file');
     assert.equal(await f.seekData(16 * 4096), -1);
     if (backend.name === 'uring') {
       assert.equal(await f.seekHole(0), 4096, 'the punched block is a hole');
