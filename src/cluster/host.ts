@@ -1,0 +1,529 @@
+/**
+ * The Multi-Raft host: drives one RaftNode per group on this node (group 0 = metadata, the
+ * others PG replicas) from one tick timer, and performs their Ready batches:
+ *
+ *  1. entries and hard state of EVERY group with work go into the node's one WAL in the same
+ *     synchronous run, so one device flush makes them all durable (group commit);
+ *  2. then the messages leave (one frame per destination, see transport.ts);
+ *  3. committed entries are applied to each group's state machine in order, in a per-group
+ *     chain that runs while the next round persists; a proposer is answered once its entry is
+ *     committed AND applied here;
+ *  4. advance.
+ *
+ * Raft's Storage is a MemoryStorage per group holding what the WAL holds since the last
+ * checkpoint (the WAL is the durable copy; the cache is rebuilt from it at start).
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { assert } from '../common/assert.js';
+import { NotLeader, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
+import { createLogger, type Logger } from '../common/log.js';
+import {
+  MemoryStorage,
+  RaftNode,
+  SeededRng,
+  defaultConfig,
+  emptyConfState,
+  type ConfState,
+  type Entry,
+  type Message,
+  type Ready,
+  type Snapshot,
+} from '../raft/index.js';
+import type { Wal } from '../wal/index.js';
+import type { Transport } from './transport.js';
+
+/** What a Raft group replicates into. */
+export interface GroupStateMachine {
+  /** Index of the last entry applied. */
+  readonly appliedIndex: number;
+  /** Index of the last entry applied that survives a crash without the WAL. */
+  readonly durableIndex: number;
+  readonly appliedTerm: number;
+  /** Applies one committed entry; the result is handed to the proposer. */
+  apply(index: number, term: number, data: Uint8Array): Promise<unknown>;
+  /** Makes everything applied durable; returns the index the WAL may drop up to. */
+  checkpoint(): Promise<number>;
+  /** An image for InstallSnapshot (see PgStore.snapshotImage for why it may be newer). */
+  snapshotImage(): Promise<Uint8Array>;
+  /** Replaces the state with an image at (index, term), durably. */
+  restoreImage(image: Uint8Array, index: number, term: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface HostOptions {
+  nodeId: number;
+  wal: Wal;
+  transport: Transport;
+  registry?: Registry;
+  /** Milliseconds per Raft tick. */
+  tickMs?: number;
+  electionTicks?: number;
+  /** Entries kept in memory behind the checkpoint for slow followers. */
+  keepEntriesAfterCheckpoint?: number;
+  checkpointIntervalMs?: number;
+  /** Pulls a snapshot image of `group` from node `from` (a follower installing a snapshot). */
+  fetchSnapshot(from: number, group: number): Promise<Uint8Array>;
+  /** A message arrived for a group this node does not run yet. Returns true if it now does. */
+  onUnknownGroup?(group: number, msg: Message): boolean;
+}
+
+export const defaultTickMs = 100;
+export const defaultElectionTicks = 10;
+
+interface Waiter {
+  term: number;
+  startedNs: bigint;
+  resolve(result: unknown): void;
+  reject(err: Error): void;
+}
+
+export class Group {
+  readonly id: number;
+  readonly raft: RaftNode;
+  readonly storage: MemoryStorage;
+  readonly sm: GroupStateMachine;
+  confState: ConfState;
+  role = 'follower';
+  lead = 0;
+  term = 0;
+  commit = 0;
+  /** Proposals by index, answered after apply. */
+  readonly waiters = new Map<number, Waiter>();
+  /** ReadIndex requests by ctx. */
+  readonly reads = new Map<string, { resolve(): void; reject(err: Error): void; timer: NodeJS.Timeout }>();
+  /** Reads waiting for applied >= index. */
+  readonly readsAwaitingApply: { index: number; resolve(): void }[] = [];
+  applyChain: Promise<void> = Promise.resolve();
+  /** The highest index handed to the apply chain. */
+  queuedApplyIndex: number;
+  removed = false;
+  snapshotInstalling = false;
+
+  constructor(id: number, raft: RaftNode, storage: MemoryStorage, sm: GroupStateMachine, confState: ConfState) {
+    this.id = id;
+    this.raft = raft;
+    this.storage = storage;
+    this.sm = sm;
+    this.confState = confState;
+    this.queuedApplyIndex = sm.appliedIndex;
+  }
+
+  get isLeader(): boolean {
+    return this.role === 'leader';
+  }
+}
+
+interface HostMetrics {
+  role: Gauge;
+  term: Gauge;
+  commit: Gauge;
+  applyLag: Gauge;
+  elections: Counter;
+  proposals: Counter;
+  commitLatency: Histogram;
+  walBatchRecords: Histogram;
+  walFlushLatency: Histogram;
+  readyRounds: Counter;
+}
+
+function makeMetrics(registry: Registry | undefined): HostMetrics {
+  const registers = registry ? [registry] : [];
+  return {
+    role: new Gauge({ name: 'raftblock_raft_role', help: 'Role per group: 0 follower, 1 candidate, 2 leader', labelNames: ['group'], registers }),
+    term: new Gauge({ name: 'raftblock_raft_term', help: 'Current term per group', labelNames: ['group'], registers }),
+    commit: new Gauge({ name: 'raftblock_raft_commit_index', help: 'Commit index per group', labelNames: ['group'], registers }),
+    applyLag: new Gauge({ name: 'raftblock_raft_apply_lag_entries', help: 'Commit index minus applied index per group', labelNames: ['group'], registers }),
+    elections: new Counter({ name: 'raftblock_raft_leader_changes_total', help: 'Times a group on this node became leader', registers }),
+    proposals: new Counter({ name: 'raftblock_raft_proposals_total', help: 'Entries proposed by leaders on this node', registers }),
+    commitLatency: new Histogram({
+      name: 'raftblock_raft_propose_to_apply_seconds',
+      help: 'Proposal to committed-and-applied latency on the leader',
+      buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1],
+      registers,
+    }),
+    walBatchRecords: new Histogram({ name: 'raftblock_wal_ready_batch_groups', help: 'Groups persisted per WAL group commit', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers }),
+    walFlushLatency: new Histogram({
+      name: 'raftblock_wal_flush_seconds',
+      help: 'Latency of one group-commit round in the WAL',
+      buckets: [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+      registers,
+    }),
+    readyRounds: new Counter({ name: 'raftblock_raft_ready_rounds_total', help: 'Ready rounds handled', registers }),
+  };
+}
+
+const roleCode: Record<string, number> = { follower: 0, preCandidate: 1, candidate: 1, leader: 2 };
+
+export class MultiRaftHost {
+  readonly nodeId: number;
+  private readonly opts: HostOptions;
+  private readonly wal: Wal;
+  private readonly transport: Transport;
+  private readonly log: Logger;
+  private readonly metrics: HostMetrics;
+  readonly groups = new Map<number, Group>();
+  private tickTimer: NodeJS.Timeout | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private running = false;
+  private again = false;
+  private stopped = false;
+  private nextReadCtx = 1;
+  private readonly rngSeed: number;
+  private checkpointing = false;
+
+  constructor(opts: HostOptions) {
+    this.opts = opts;
+    this.nodeId = opts.nodeId;
+    this.wal = opts.wal;
+    this.transport = opts.transport;
+    this.log = createLogger('host', { node: opts.nodeId });
+    this.metrics = makeMetrics(opts.registry);
+    this.rngSeed = (opts.nodeId * 2654435761 + Date.now()) >>> 0;
+  }
+
+  start(): void {
+    const tickMs = this.opts.tickMs ?? defaultTickMs;
+    this.tickTimer = setInterval(() => this.tick(), tickMs);
+    this.checkpointTimer = setInterval(() => void this.checkpointAll(), this.opts.checkpointIntervalMs ?? 2000);
+  }
+
+  /**
+   * Starts (or resumes) a group. A fresh group starts with `voters`; a group with state in
+   * the WAL resumes from it and the state machine's durable index.
+   */
+  async addGroup(id: number, voters: number[], sm: GroupStateMachine, opts: { campaign?: boolean } = {}): Promise<Group> {
+    assert(!this.groups.has(id), `group ${id} already running`);
+    const storage = new MemoryStorage(voters);
+    const confState = emptyConfState();
+    confState.voters = [...voters];
+    const base = sm.durableIndex;
+    assert(sm.appliedIndex === base, 'a state machine starts from its durable state');
+    if (base > 0) storage.applySnapshot({ metadata: { index: base, term: sm.appliedTerm, confState }, data: new Uint8Array(0) });
+    const known = this.wal.groupIds().includes(id);
+    if (known) {
+      const hs = this.wal.hardState(id);
+      const last = this.wal.lastIndex(id);
+      const first = Math.max(this.wal.firstIndex(id), base + 1);
+      if (last >= first) {
+        const ents = await this.wal.entries(id, first, last + 1);
+        storage.append(ents.map((e) => ({ index: e.index, term: e.term, type: e.type as Entry['type'], data: e.data })));
+      }
+      storage.setHardState({ term: hs.term, vote: hs.vote, commit: Math.max(Math.min(hs.commit, storage.lastIndex()), base) });
+    }
+    const cfg = defaultConfig(this.nodeId, new SeededRng(this.rngSeed ^ id));
+    cfg.electionTicks = this.opts.electionTicks ?? defaultElectionTicks;
+    cfg.applied = base;
+    const raft = new RaftNode(cfg, storage);
+    const g = new Group(id, raft, storage, sm, confState);
+    this.groups.set(id, g);
+    if (opts.campaign && !known) raft.campaign();
+    this.schedule();
+    return g;
+  }
+
+  async removeGroup(id: number): Promise<void> {
+    const g = this.groups.get(id);
+    if (!g) return;
+    g.removed = true;
+    this.groups.delete(id);
+    await g.applyChain;
+    for (const w of g.waiters.values()) w.reject(new Unavailable(`group ${id} removed from this node`));
+    g.waiters.clear();
+    await g.sm.close();
+  }
+
+  /** Raft messages from a peer (already fenced by the caller). */
+  receive(from: number, msgs: { g: number; m: unknown }[]): void {
+    for (const { g, m } of msgs) {
+      let group = this.groups.get(g);
+      if (!group) {
+        if (!this.opts.onUnknownGroup?.(g, m as Message)) continue;
+        group = this.groups.get(g);
+        if (!group) continue;
+      }
+      const msg = m as Message;
+      if (typeof msg !== 'object' || msg === null || msg.to !== this.nodeId) continue;
+      try {
+        group.raft.step(msg);
+      } catch (err) {
+        this.log.warn('step failed', { group: g, type: msg.type, err });
+      }
+    }
+    this.schedule();
+  }
+
+  /**
+   * Proposes `data` in `group` on this node (which must lead it). Resolves with the state
+   * machine's result once the entry is committed and applied here.
+   */
+  propose(groupId: number, data: Uint8Array): Promise<unknown> {
+    const g = this.groups.get(groupId);
+    if (!g) return Promise.reject(new NotLeader(`group ${groupId} is not on this node`));
+    if (!g.isLeader) return Promise.reject(new NotLeader(`not the leader of group ${groupId}`, g.lead ? String(g.lead) : undefined));
+    let ref;
+    try {
+      ref = g.raft.propose(data);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.metrics.proposals.inc();
+    this.schedule();
+    return new Promise((resolve, reject) => {
+      g.waiters.set(ref.index, { term: ref.term, startedNs: process.hrtime.bigint(), resolve, reject });
+    });
+  }
+
+  /**
+   * Resolves when a linearizable read of `group` may be served from this node's state machine:
+   * the leader confirms its leadership (lease or a heartbeat round, inside the core) and the
+   * state machine has applied up to the read index.
+   */
+  readBarrier(groupId: number, timeoutMs = 3000): Promise<void> {
+    const g = this.groups.get(groupId);
+    if (!g) return Promise.reject(new NotLeader(`group ${groupId} is not on this node`));
+    if (!g.isLeader) return Promise.reject(new NotLeader(`not the leader of group ${groupId}`, g.lead ? String(g.lead) : undefined));
+    const ctx = `${this.nextReadCtx++}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        g.reads.delete(ctx);
+        reject(new TimedOut(`read index of group ${groupId} timed out`));
+      }, timeoutMs);
+      g.reads.set(ctx, { resolve, reject, timer });
+      try {
+        g.raft.readIndex(ctx);
+      } catch (err) {
+        clearTimeout(timer);
+        g.reads.delete(ctx);
+        reject(err);
+        return;
+      }
+      this.schedule();
+    });
+  }
+
+  private tick(): void {
+    for (const g of this.groups.values()) g.raft.tick();
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = true;
+    setImmediate(() => {
+      this.round()
+        .catch((err) => {
+          this.log.error('ready round failed', { err });
+          // A failed WAL write leaves Raft's view ahead of the disk: stop rather than lie.
+          process.exitCode = 70;
+          setImmediate(() => process.exit(70));
+        })
+        .finally(() => {
+          this.running = false;
+          if (this.again) {
+            this.again = false;
+            this.schedule();
+          }
+        });
+    });
+  }
+
+  /** One Ready round over every group that has work. */
+  private async round(): Promise<void> {
+    const batch: [Group, Ready][] = [];
+    for (const g of this.groups.values()) {
+      if (g.removed || g.snapshotInstalling) continue;
+      if (g.raft.hasReady()) batch.push([g, g.raft.ready()]);
+    }
+    if (batch.length === 0) return;
+    this.metrics.readyRounds.inc();
+    this.again = true;
+
+    // Snapshots first (rare): the state machine is replaced before later entries are appended.
+    for (const [g, rd] of batch) if (rd.snapshot) await this.installSnapshot(g, rd.snapshot);
+
+    // 1. Persist every group's entries and hard state in one WAL batch.
+    const persists: Promise<void>[] = [];
+    for (const [g, rd] of batch) {
+      if (rd.entries.length > 0) {
+        g.storage.append(rd.entries);
+        persists.push(this.wal.append(g.id, rd.entries));
+      }
+      if (rd.hardState) {
+        g.storage.setHardState(rd.hardState);
+        persists.push(this.wal.saveHardState(g.id, rd.hardState));
+        g.term = rd.hardState.term;
+        g.commit = rd.hardState.commit;
+      }
+      if (rd.softState) this.noteSoftState(g, rd.softState.role, rd.softState.lead);
+    }
+    if (persists.length > 0) {
+      const t0 = process.hrtime.bigint();
+      await Promise.all(persists);
+      this.metrics.walFlushLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9);
+      this.metrics.walBatchRecords.observe(batch.length);
+    }
+
+    // 2. Messages, now that what they promise is durable.
+    for (const [g, rd] of batch) {
+      for (const m of rd.messages) this.transport.send(String(m.to), g.id, m);
+    }
+
+    // 3. Apply in per-group chains; reads wait for their index.
+    for (const [g, rd] of batch) {
+      if (rd.committedEntries.length > 0) this.queueApply(g, rd.committedEntries);
+      for (const rs of rd.readStates) {
+        const r = g.reads.get(rs.ctx);
+        if (!r) continue;
+        g.reads.delete(rs.ctx);
+        clearTimeout(r.timer);
+        if (g.sm.appliedIndex >= rs.index) r.resolve();
+        else g.readsAwaitingApply.push({ index: rs.index, resolve: r.resolve });
+      }
+      this.updateGauges(g);
+    }
+
+    // 4. Advance.
+    for (const [g, rd] of batch) if (!g.removed) g.raft.advance(rd);
+  }
+
+  private noteSoftState(g: Group, role: string, lead: number): void {
+    if (role === 'leader' && g.role !== 'leader') {
+      this.metrics.elections.inc();
+      this.log.info('became leader', { group: g.id, term: g.term });
+    }
+    if (g.role === 'leader' && role !== 'leader') {
+      // Proposals may still commit under the new leader; their proposers retry on timeout.
+      for (const [ctx, r] of g.reads) {
+        clearTimeout(r.timer);
+        r.reject(new NotLeader(`lost leadership of group ${g.id}`));
+        g.reads.delete(ctx);
+      }
+    }
+    g.role = role;
+    g.lead = lead;
+  }
+
+  private queueApply(g: Group, entries: Entry[]): void {
+    const fresh = entries.filter((e) => e.index > g.queuedApplyIndex);
+    if (fresh.length === 0) return;
+    g.queuedApplyIndex = fresh[fresh.length - 1].index;
+    g.applyChain = g.applyChain.then(async () => {
+      for (const e of fresh) {
+        if (g.removed) return;
+        let result: unknown;
+        let failure: Error | undefined;
+        // Conf changes are handled by the core's membership; our groups are static today.
+        try {
+          result = await g.sm.apply(e.index, e.term, e.type === 0 ? e.data : new Uint8Array(0));
+        } catch (err) {
+          if (!(err instanceof RaftblockError) || err.code === 'IO_ERROR' || err.code === 'CORRUPTION' || err.code === 'ASSERTION_FAILED') throw err;
+          failure = err; // a command the state machine refused (bad request): answer the proposer
+        }
+        const w = g.waiters.get(e.index);
+        if (w) {
+          g.waiters.delete(e.index);
+          if (w.term !== e.term) w.reject(new NotLeader(`proposal at ${e.index} was superseded`));
+          else if (failure) w.reject(failure);
+          else {
+            this.metrics.commitLatency.observe(Number(process.hrtime.bigint() - w.startedNs) / 1e9);
+            w.resolve(result);
+          }
+        }
+        // Waiters below the applied index whose entries were replaced by a new leader's log.
+        if (g.waiters.size > 0 && !g.isLeader) {
+          for (const [idx, w2] of g.waiters) {
+            if (idx <= e.index) {
+              g.waiters.delete(idx);
+              w2.reject(new NotLeader(`proposal at ${idx} lost with leadership`));
+            }
+          }
+        }
+        if (g.readsAwaitingApply.length > 0) {
+          const applied = g.sm.appliedIndex;
+          for (let i = g.readsAwaitingApply.length - 1; i >= 0; i--) {
+            if (g.readsAwaitingApply[i].index <= applied) g.readsAwaitingApply.splice(i, 1)[0].resolve();
+          }
+        }
+      }
+    });
+    g.applyChain.catch((err) => {
+      this.log.error('apply failed; stopping', { group: g.id, err });
+      process.exitCode = 70;
+      setImmediate(() => process.exit(70));
+    });
+  }
+
+  private async installSnapshot(g: Group, snap: Snapshot): Promise<void> {
+    g.snapshotInstalling = true;
+    try {
+      await g.applyChain;
+      let image = snap.data;
+      if (image.byteLength === 0) {
+        // Our PG snapshots carry no data in Raft: the image is pulled from the leader.
+        const from = g.lead || g.raft.status().softState.lead;
+        assert(from !== 0, 'snapshot without a known leader');
+        image = await this.opts.fetchSnapshot(from, g.id);
+      }
+      await g.sm.restoreImage(image, snap.metadata.index, snap.metadata.term);
+      g.storage.applySnapshot(snap);
+      g.queuedApplyIndex = snap.metadata.index;
+      await this.wal.installSnapshot(g.id, { index: snap.metadata.index, term: snap.metadata.term });
+      this.log.info('installed snapshot', { group: g.id, index: snap.metadata.index, bytes: image.byteLength });
+    } finally {
+      g.snapshotInstalling = false;
+    }
+  }
+
+  private updateGauges(g: Group): void {
+    const label = { group: String(g.id) };
+    this.metrics.role.set(label, roleCode[g.role] ?? 0);
+    this.metrics.term.set(label, g.term);
+    this.metrics.commit.set(label, g.commit);
+    this.metrics.applyLag.set(label, Math.max(0, g.commit - g.sm.appliedIndex));
+  }
+
+  /** Checkpoints every group: state machine durable, then the WAL may drop, then trim memory. */
+  async checkpointAll(final = false): Promise<void> {
+    if (this.checkpointing || (this.stopped && !final)) return;
+    this.checkpointing = true;
+    try {
+      for (const g of [...this.groups.values()]) {
+        if (g.removed || g.snapshotInstalling) continue;
+        const idx = await g.sm.checkpoint();
+        if (idx <= 0 || g.removed) continue;
+        await this.wal.checkpoint(g.id, idx);
+        const keep = this.opts.keepEntriesAfterCheckpoint ?? 2048;
+        const snapIndex = g.storage.snapshot().metadata.index;
+        if (idx > snapIndex && idx <= g.storage.lastIndex()) {
+          g.storage.createSnapshot(idx, g.confState, new Uint8Array(0));
+          const compactTo = idx - keep;
+          if (compactTo > g.storage.firstIndex()) g.storage.compact(compactTo);
+        }
+      }
+    } catch (err) {
+      this.log.error('checkpoint failed', { err });
+    } finally {
+      this.checkpointing = false;
+    }
+  }
+
+  /** Stops ticking, lets in-flight work settle, checkpoints, closes the state machines. */
+  async stop(): Promise<void> {
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    while (this.running) await new Promise((r) => setTimeout(r, 5));
+    this.stopped = true;
+    for (const g of this.groups.values()) await g.applyChain.catch(() => undefined);
+    while (this.checkpointing) await new Promise((r) => setTimeout(r, 5));
+    await this.checkpointAll(true);
+    this.checkpointing = true;
+    for (const g of this.groups.values()) {
+      for (const w of g.waiters.values()) w.reject(new Unavailable('node stopping'));
+      await g.sm.close();
+    }
+  }
+}

@@ -1,0 +1,466 @@
+/**
+ * Node-to-node transport: one TCP connection per peer pair carrying length-prefixed msgpackr
+ * frames (see frame.ts). Everything queued for a peer in one event-loop turn (Raft messages
+ * of every group, forwarded requests, responses) leaves in one frame. Connections are
+ * re-established with exponential backoff; a malformed frame closes only its connection.
+ *
+ * One connection per pair: either side may dial; when both connections exist at once, both
+ * sides keep the one dialed by the smaller node id and close the other, so they agree
+ * without talking about it.
+ */
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { parseHostPort, type HostPort } from '../common/address.js';
+import { ProtocolError, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
+import { createLogger, type Logger } from '../common/log.js';
+import { encodeFrame, FrameDecoder, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
+
+/** Raft messages queued for an unreachable peer beyond this are dropped (Raft resends). */
+export const maxQueuedMessagesPerPeer = 4096;
+export const reconnectMinMs = 50;
+export const reconnectMaxMs = 2000;
+export const defaultRequestTimeoutMs = 5000;
+
+export interface TransportHandlers {
+  /** Raft messages from `from`, sent at its map epoch `epoch`. */
+  onMessages(from: string, epoch: number, msgs: GroupMessage[]): void;
+  /** A forwarded request; resolves with the result or rejects with a RaftblockError. */
+  onRequest(from: string, epoch: number, op: string, args: unknown): Promise<unknown>;
+  /** Every frame's sender epoch, so a node can notice that its map is stale. */
+  onPeerEpoch?(from: string, epoch: number, addr: string): void;
+}
+
+export interface TransportOptions {
+  nodeId: string;
+  listen: HostPort;
+  /** The address peers should dial (defaults to the bound listen address). */
+  advertise?: string;
+  epoch(): number;
+  handlers: TransportHandlers;
+  registry?: Registry;
+}
+
+interface Conn {
+  socket: Socket;
+  decoder: FrameDecoder;
+  /** Node id of the far end, once its first frame arrived (or known when we dialed a peer). */
+  remoteId: string | undefined;
+  /** Node id of the side that opened the connection. */
+  dialer: string | undefined;
+  closed: boolean;
+}
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+  conn: Conn | undefined;
+  peer: string;
+}
+
+interface Peer {
+  id: string;
+  addr: string | undefined;
+  conn: Conn | undefined;
+  dialing: boolean;
+  backoffMs: number;
+  nextDialAt: number;
+  msgs: GroupMessage[];
+  reqs: RpcRequest[];
+  resps: RpcResponse[];
+  flushScheduled: boolean;
+}
+
+interface TransportMetrics {
+  bytesSent: Counter;
+  bytesReceived: Counter;
+  framesSent: Counter;
+  framesReceived: Counter;
+  badFrames: Counter;
+  dropped: Counter;
+  queueBytes: Gauge;
+  connections: Gauge;
+}
+
+function makeMetrics(registry: Registry | undefined): TransportMetrics {
+  const registers = registry ? [registry] : [];
+  return {
+    bytesSent: new Counter({ name: 'raftblock_transport_sent_bytes_total', help: 'Bytes sent to peers', registers }),
+    bytesReceived: new Counter({ name: 'raftblock_transport_received_bytes_total', help: 'Bytes received from peers', registers }),
+    framesSent: new Counter({ name: 'raftblock_transport_sent_frames_total', help: 'Frames sent to peers', registers }),
+    framesReceived: new Counter({ name: 'raftblock_transport_received_frames_total', help: 'Frames received from peers', registers }),
+    badFrames: new Counter({ name: 'raftblock_transport_bad_frames_total', help: 'Connections closed for a malformed frame', registers }),
+    dropped: new Counter({ name: 'raftblock_transport_dropped_messages_total', help: 'Raft messages dropped for an unreachable peer', registers }),
+    queueBytes: new Gauge({ name: 'raftblock_transport_queue_bytes', help: 'Bytes waiting in socket send buffers', registers }),
+    connections: new Gauge({ name: 'raftblock_transport_connections', help: 'Open peer connections', registers }),
+  };
+}
+
+export class Transport {
+  readonly nodeId: string;
+  private readonly opts: TransportOptions;
+  private readonly log: Logger;
+  private readonly metrics: TransportMetrics;
+  private server: Server | undefined;
+  private readonly peers = new Map<string, Peer>();
+  private readonly conns = new Set<Conn>();
+  private readonly pending = new Map<number, Pending>();
+  private nextRequestId = 1;
+  private advertised = '';
+  private closing = false;
+  private queueTimer: NodeJS.Timeout | undefined;
+
+  constructor(opts: TransportOptions) {
+    this.opts = opts;
+    this.nodeId = opts.nodeId;
+    this.log = createLogger('transport', { node: opts.nodeId });
+    this.metrics = makeMetrics(opts.registry);
+  }
+
+  /** Starts listening; returns the bound address. */
+  async start(): Promise<HostPort> {
+    const server = createServer((socket) => this.adopt(socket, undefined, undefined));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.opts.listen.port, this.opts.listen.host, () => resolve());
+    });
+    this.server = server;
+    const a = server.address() as AddressInfo;
+    this.advertised = this.opts.advertise ?? `${a.address}:${a.port}`;
+    this.queueTimer = setInterval(() => {
+      let bytes = 0;
+      for (const c of this.conns) bytes += c.socket.writableLength;
+      this.metrics.queueBytes.set(bytes);
+      this.metrics.connections.set(this.conns.size);
+    }, 1000);
+    this.queueTimer.unref();
+    return { host: a.address, port: a.port };
+  }
+
+  get address(): string {
+    return this.advertised;
+  }
+
+  /** Records (or updates) where a peer listens. */
+  setPeerAddress(id: string, addr: string): void {
+    if (id === this.nodeId) return;
+    const peer = this.peer(id);
+    if (peer.addr !== addr) {
+      peer.addr = addr;
+      peer.backoffMs = reconnectMinMs;
+      peer.nextDialAt = 0;
+    }
+  }
+
+  peerAddress(id: string): string | undefined {
+    return this.peers.get(id)?.addr;
+  }
+
+  isConnected(id: string): boolean {
+    const c = this.peers.get(id)?.conn;
+    return c !== undefined && !c.closed;
+  }
+
+  /** Queues a Raft message; every message queued in this turn leaves in one frame per peer. */
+  send(to: string, group: number, msg: unknown): void {
+    const peer = this.peer(to);
+    if (peer.msgs.length >= maxQueuedMessagesPerPeer) {
+      peer.msgs.shift();
+      this.metrics.dropped.inc();
+    }
+    peer.msgs.push({ g: group, m: msg });
+    this.schedule(peer);
+  }
+
+  /** Sends a request to a peer and waits for its response. */
+  request(to: string, op: string, args: unknown, timeoutMs = defaultRequestTimeoutMs): Promise<unknown> {
+    if (this.closing) return Promise.reject(new Unavailable('transport closed'));
+    const peer = this.peer(to);
+    const id = this.nextRequestId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new TimedOut(`request ${op} to ${to} timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer, conn: undefined, peer: to });
+      peer.reqs.push({ id, op, a: args });
+      this.schedule(peer);
+    });
+  }
+
+  /**
+   * Sends a request to an address whose node id is not known yet (a seed). Opens a
+   * connection, learns the id from the first frame, then sends as to any peer.
+   */
+  async requestAddress(addr: string, op: string, args: unknown, timeoutMs = defaultRequestTimeoutMs): Promise<unknown> {
+    for (const p of this.peers.values()) {
+      if (p.addr === addr && p.id !== this.nodeId) return this.request(p.id, op, args, timeoutMs);
+    }
+    const id = await this.identify(addr, timeoutMs);
+    return this.request(id, op, args, timeoutMs);
+  }
+
+  private identify(addr: string, timeoutMs: number): Promise<string> {
+    const hp = parseHostPort(addr, 'peer address');
+    return new Promise((resolve, reject) => {
+      const socket = createConnection({ host: hp.host, port: hp.port });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new TimedOut(`no answer from ${addr}`));
+      }, timeoutMs);
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new Unavailable(`cannot reach ${addr}: ${err.message}`));
+      });
+      socket.once('connect', () => {
+        const conn = this.adopt(socket, undefined, this.nodeId, (remote) => {
+          clearTimeout(timer);
+          this.setPeerAddress(remote, addr);
+          resolve(remote);
+        });
+        this.writeFrame(conn, { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch() });
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.queueTimer) clearInterval(this.queueTimer);
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new Unavailable('transport closed'));
+      this.pending.delete(id);
+    }
+    for (const c of this.conns) c.socket.destroy();
+    this.conns.clear();
+    const server = this.server;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private peer(id: string): Peer {
+    let p = this.peers.get(id);
+    if (!p) {
+      p = { id, addr: undefined, conn: undefined, dialing: false, backoffMs: reconnectMinMs, nextDialAt: 0, msgs: [], reqs: [], resps: [], flushScheduled: false };
+      this.peers.set(id, p);
+    }
+    return p;
+  }
+
+  private schedule(peer: Peer): void {
+    if (peer.flushScheduled || this.closing) return;
+    peer.flushScheduled = true;
+    setImmediate(() => {
+      peer.flushScheduled = false;
+      this.flush(peer);
+    });
+  }
+
+  private flush(peer: Peer): void {
+    if (this.closing) return;
+    if (peer.msgs.length === 0 && peer.reqs.length === 0 && peer.resps.length === 0) return;
+    const conn = peer.conn;
+    if (!conn || conn.closed) {
+      this.dial(peer);
+      return;
+    }
+    const frame: Frame = { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch() };
+    if (peer.msgs.length) frame.msgs = peer.msgs;
+    if (peer.reqs.length) frame.reqs = peer.reqs;
+    if (peer.resps.length) frame.resps = peer.resps;
+    for (const r of peer.reqs) {
+      const p = this.pending.get(r.id);
+      if (p) p.conn = conn;
+    }
+    peer.msgs = [];
+    peer.reqs = [];
+    peer.resps = [];
+    this.writeFrame(conn, frame);
+  }
+
+  private writeFrame(conn: Conn, frame: Frame): void {
+    let bytes: Buffer;
+    try {
+      bytes = encodeFrame(frame);
+    } catch (err) {
+      // An oversized frame is our bug or an oversized request: fail its requests, keep the link.
+      this.log.error('frame not sent', { err });
+      for (const r of frame.reqs ?? []) this.settle({ id: r.id, e: { code: 'PROTOCOL_ERROR', message: (err as Error).message } });
+      return;
+    }
+    this.metrics.bytesSent.inc(bytes.length);
+    this.metrics.framesSent.inc();
+    conn.socket.write(bytes);
+  }
+
+  private dial(peer: Peer): void {
+    if (peer.dialing || !peer.addr || this.closing) return;
+    const now = Date.now();
+    if (now < peer.nextDialAt) {
+      const waitMs = peer.nextDialAt - now;
+      setTimeout(() => this.flush(peer), waitMs).unref();
+      return;
+    }
+    peer.dialing = true;
+    const hp = parseHostPort(peer.addr, 'peer address');
+    const socket = createConnection({ host: hp.host, port: hp.port });
+    socket.setNoDelay(true);
+    const onFail = (): void => {
+      peer.dialing = false;
+      peer.nextDialAt = Date.now() + peer.backoffMs;
+      peer.backoffMs = Math.min(peer.backoffMs * 2, reconnectMaxMs);
+      // Requests wait for their timeout; messages stay queued (bounded) for the next attempt.
+      if (peer.msgs.length || peer.reqs.length || peer.resps.length) setTimeout(() => this.flush(peer), peer.nextDialAt - Date.now()).unref();
+    };
+    socket.once('error', onFail);
+    socket.once('connect', () => {
+      socket.off('error', onFail);
+      peer.dialing = false;
+      peer.backoffMs = reconnectMinMs;
+      const conn = this.adopt(socket, peer.id, this.nodeId);
+      this.bind(peer, conn);
+      // The first frame introduces us; it also carries whatever is queued.
+      this.writeFrame(conn, { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch() });
+      this.flush(peer);
+    });
+  }
+
+  /** Makes `conn` the peer's connection, resolving a simultaneous-dial race by dialer id. */
+  private bind(peer: Peer, conn: Conn): void {
+    const old = peer.conn;
+    if (old && !old.closed && old !== conn) {
+      const keepOld = (old.dialer ?? '') < (conn.dialer ?? '') || (old.dialer !== undefined && conn.dialer === undefined);
+      if (keepOld) {
+        conn.closed = true;
+        conn.socket.end();
+        return;
+      }
+      old.closed = true;
+      old.socket.end();
+    }
+    peer.conn = conn;
+  }
+
+  private adopt(socket: Socket, remoteId: string | undefined, dialer: string | undefined, onIdentified?: (id: string) => void): Conn {
+    socket.setNoDelay(true);
+    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false };
+    this.conns.add(conn);
+    socket.on('data', (data: Buffer) => {
+      this.metrics.bytesReceived.inc(data.length);
+      let frames: Frame[];
+      try {
+        frames = conn.decoder.push(data);
+      } catch (err) {
+        this.metrics.badFrames.inc();
+        this.log.warn('closing connection after a bad frame', { remote: conn.remoteId, err });
+        socket.destroy();
+        return;
+      }
+      for (const f of frames) {
+        if (conn.closed && conn.remoteId === undefined) break;
+        this.receive(conn, f, onIdentified);
+        onIdentified = undefined;
+      }
+    });
+    socket.on('error', () => {
+      /* 'close' follows and does the cleanup */
+    });
+    socket.on('close', () => {
+      conn.closed = true;
+      this.conns.delete(conn);
+      if (conn.remoteId) {
+        const peer = this.peers.get(conn.remoteId);
+        if (peer && peer.conn === conn) peer.conn = undefined;
+      }
+      // Requests in flight on a dead connection have an unknown outcome; callers retry.
+      for (const [id, p] of this.pending) {
+        if (p.conn === conn) {
+          clearTimeout(p.timer);
+          this.pending.delete(id);
+          p.reject(new Unavailable(`connection to ${p.peer} lost`));
+        }
+      }
+    });
+    return conn;
+  }
+
+  private receive(conn: Conn, f: Frame, onIdentified: ((id: string) => void) | undefined): void {
+    this.metrics.framesReceived.inc();
+    if (f.from === this.nodeId) {
+      conn.socket.destroy();
+      return;
+    }
+    if (conn.remoteId === undefined) {
+      // First frame on an accepted connection (or on a seed dial): now we know who it is.
+      conn.remoteId = f.from;
+      if (conn.dialer === undefined) conn.dialer = f.from;
+      const peer = this.peer(f.from);
+      if (f.addr) this.setPeerAddress(f.from, f.addr);
+      this.bind(peer, conn);
+      if (conn.dialer === f.from) this.writeFrame(conn, { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch() });
+      this.flush(peer);
+    } else if (conn.remoteId !== f.from) {
+      this.log.warn('peer changed identity on a connection', { was: conn.remoteId, now: f.from });
+      conn.socket.destroy();
+      return;
+    }
+    if (onIdentified) onIdentified(f.from);
+    if (f.addr && this.peers.get(f.from)?.addr !== f.addr) this.setPeerAddress(f.from, f.addr);
+    this.opts.handlers.onPeerEpoch?.(f.from, f.epoch, f.addr);
+    if (f.msgs && f.msgs.length) {
+      try {
+        this.opts.handlers.onMessages(f.from, f.epoch, f.msgs);
+      } catch (err) {
+        this.log.error('message handler failed', { err });
+      }
+    }
+    for (const r of f.resps ?? []) this.settle(r);
+    for (const q of f.reqs ?? []) this.serve(conn, f.from, f.epoch, q);
+  }
+
+  private serve(conn: Conn, from: string, epoch: number, q: RpcRequest): void {
+    let result: Promise<unknown>;
+    try {
+      result = this.opts.handlers.onRequest(from, epoch, q.op, q.a);
+    } catch (err) {
+      result = Promise.reject(err);
+    }
+    result.then(
+      (r) => this.respond(conn, from, { id: q.id, r }),
+      (err: unknown) => {
+        const e = err instanceof RaftblockError ? err : new ProtocolError(String((err as Error)?.message ?? err));
+        const out: RpcResponse = { id: q.id, e: { code: e.code, message: e.message } };
+        const hint = (e as { leaderHint?: string }).leaderHint;
+        if (hint) out.e!.leader = hint;
+        this.respond(conn, from, out);
+      },
+    );
+  }
+
+  private respond(conn: Conn, from: string, resp: RpcResponse): void {
+    const peer = this.peer(from);
+    // Answer on the peer's current connection; the request's own may have lost a race.
+    if (!peer.conn || peer.conn.closed) {
+      if (conn.closed) return;
+      this.bind(peer, conn);
+    }
+    peer.resps.push(resp);
+    this.schedule(peer);
+  }
+
+  private settle(r: RpcResponse): void {
+    const p = this.pending.get(r.id);
+    if (!p) return;
+    this.pending.delete(r.id);
+    clearTimeout(p.timer);
+    if (r.e) p.reject(remoteError(r.e));
+    else p.resolve(r.r);
+  }
+}
+
+/** Rebuilds a typed error from its wire form. */
+export function remoteError(e: { code: string; message: string; leader?: string }): RaftblockError {
+  const err = new RaftblockError(e.code, e.message);
+  if (e.leader) (err as RaftblockError & { leaderHint?: string }).leaderHint = e.leader;
+  return err;
+}

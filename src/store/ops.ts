@@ -1,0 +1,70 @@
+/**
+ * The PG state machine's commands, as they travel through the Raft log. A fixed 16-byte
+ * header, then (for writes only) the payload. TRIM and WRITE_ZEROES are ranges: no zero-filled
+ * payload ever enters the log.
+ *
+ *   0  u8   op (1 write, 2 trim, 3 zero, 4 zero keeping allocation)
+ *   1  u8   reserved (0)
+ *   2  u32  volume id
+ *   6  u48  byte offset within the volume
+ *  12  u32  length in bytes
+ *  16  ...  data (write only; exactly `length` bytes)
+ */
+import { Corruption } from '../common/errors.js';
+
+export const OpKind = { Write: 1, Trim: 2, Zero: 3, ZeroNoHole: 4 } as const;
+export type OpKind = (typeof OpKind)[keyof typeof OpKind];
+
+export const opHeaderBytes = 16;
+/** Largest range one command may cover (a piece never spans an extent). */
+export const maxOpLengthBytes = 64 * 1024 * 1024;
+
+export interface StoreOp {
+  kind: OpKind;
+  volumeId: number;
+  offset: number;
+  length: number;
+  /** Write payload (a view into the entry; not copied). */
+  data: Uint8Array | undefined;
+}
+
+export function encodeWrite(volumeId: number, offset: number, data: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(opHeaderBytes + data.length);
+  writeHeader(out, OpKind.Write, volumeId, offset, data.length);
+  out.set(data, opHeaderBytes);
+  return out;
+}
+
+export function encodeRange(kind: OpKind, volumeId: number, offset: number, length: number): Buffer {
+  const out = Buffer.allocUnsafe(opHeaderBytes);
+  writeHeader(out, kind, volumeId, offset, length);
+  return out;
+}
+
+function writeHeader(out: Buffer, kind: OpKind, volumeId: number, offset: number, length: number): void {
+  out.writeUInt8(kind, 0);
+  out.writeUInt8(0, 1);
+  out.writeUInt32BE(volumeId, 2);
+  out.writeUIntBE(offset, 6, 6);
+  out.writeUInt32BE(length, 12);
+}
+
+/** Decodes a command; a malformed one is Corruption (it came from our own log). */
+export function decodeOp(entry: Uint8Array): StoreOp {
+  if (entry.byteLength < opHeaderBytes) throw new Corruption(`store op of ${entry.byteLength} bytes is shorter than its header`);
+  const b = Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength);
+  const kind = b.readUInt8(0) as OpKind;
+  if (kind < OpKind.Write || kind > OpKind.ZeroNoHole) throw new Corruption(`unknown store op ${kind}`);
+  const volumeId = b.readUInt32BE(2);
+  const offset = b.readUIntBE(6, 6);
+  const length = b.readUInt32BE(12);
+  if (length > maxOpLengthBytes) throw new Corruption(`store op length ${length} too large`);
+  let data: Uint8Array | undefined;
+  if (kind === OpKind.Write) {
+    if (b.length !== opHeaderBytes + length) throw new Corruption(`write op carries ${b.length - opHeaderBytes} bytes, header says ${length}`);
+    data = b.subarray(opHeaderBytes);
+  } else if (b.length !== opHeaderBytes) {
+    throw new Corruption('range op carries a payload');
+  }
+  return { kind, volumeId, offset, length, data };
+}

@@ -1,0 +1,351 @@
+/**
+ * The PG state machine: the extents of every volume that hash to this PG, one sparse data file
+ * per (PG replica, volume) at the volume's own byte offsets, written through BlockIo with
+ * 4 KiB-aligned buffers (O_DIRECT on io_uring). Holes are real holes (punched on TRIM), so
+ * BLOCK_STATUS comes from the file's allocation (SEEK_DATA / SEEK_HOLE).
+ *
+ * Applying is sequential per PG and deterministic: every replica that applies the same
+ * entries in the same order holds the same bytes. Durability of applied data is the WAL's
+ * job until `checkpoint()`: it fdatasyncs the data files, then persists the applied index
+ * (meta.json, written to a temp file, fsynced, renamed), and only then may the caller let
+ * the WAL drop the entries up to that index.
+ */
+import { mkdir, open as openFs, readdir, rename, readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import { assert } from '../common/assert.js';
+import { Corruption, IoError } from '../common/errors.js';
+import type { BlockExtent } from '../nbd/backend.js';
+import type { BlockFile, BlockIo } from '../io/types.js';
+import { decodeOp, OpKind } from './ops.js';
+
+export const storeBlockBytes = 4096;
+/** Snapshot images and scratch buffers move data in chunks of this size. */
+export const storeChunkBytes = 1024 * 1024;
+const maxFreeScratch = 8;
+
+export interface StoreMeta {
+  appliedIndex: number;
+  appliedTerm: number;
+}
+
+const packr = new Packr({ useRecords: false });
+
+function alignDown(x: number): number {
+  return x - (x % storeBlockBytes);
+}
+function alignUp(x: number): number {
+  return Math.ceil(x / storeBlockBytes) * storeBlockBytes;
+}
+
+/** Reusable aligned buffers: nothing large is allocated per request once warm. */
+export class ScratchPool {
+  private readonly free: Buffer[] = [];
+  constructor(private readonly io: BlockIo) {}
+
+  acquire(lengthBytes: number): Buffer {
+    for (let i = 0; i < this.free.length; i++) {
+      if (this.free[i].length >= lengthBytes) return this.free.splice(i, 1)[0];
+    }
+    return this.io.allocAligned(Math.max(storeChunkBytes, Math.ceil(lengthBytes / storeChunkBytes) * storeChunkBytes));
+  }
+
+  release(buf: Buffer): void {
+    if (this.free.length < maxFreeScratch) this.free.push(buf);
+  }
+}
+
+export class PgStore {
+  readonly groupId: number;
+  readonly dir: string;
+  private readonly io: BlockIo;
+  private readonly scratch: ScratchPool;
+  private readonly files = new Map<number, BlockFile>();
+  private meta: StoreMeta;
+  private durable: StoreMeta;
+  private closed = false;
+
+  private constructor(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, meta: StoreMeta) {
+    this.io = io;
+    this.scratch = scratch;
+    this.dir = dir;
+    this.groupId = groupId;
+    this.meta = { ...meta };
+    this.durable = { ...meta };
+  }
+
+  /** Opens (creating if needed) the store of one PG replica in `dir`. */
+  static async open(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number): Promise<PgStore> {
+    await mkdir(dir, { recursive: true });
+    let meta: StoreMeta = { appliedIndex: 0, appliedTerm: 0 };
+    try {
+      const parsed = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as StoreMeta;
+      if (!Number.isSafeInteger(parsed.appliedIndex) || !Number.isSafeInteger(parsed.appliedTerm)) throw new Corruption(`bad meta.json in ${dir}`);
+      meta = parsed;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err instanceof Corruption ? err : new Corruption(`unreadable meta.json in ${dir}: ${(err as Error).message}`);
+    }
+    return new PgStore(io, scratch, dir, groupId, meta);
+  }
+
+  get appliedIndex(): number {
+    return this.meta.appliedIndex;
+  }
+  get appliedTerm(): number {
+    return this.meta.appliedTerm;
+  }
+  /** The applied index that survives a crash without the WAL. */
+  get durableIndex(): number {
+    return this.durable.appliedIndex;
+  }
+
+  private async file(volumeId: number, create: boolean): Promise<BlockFile | undefined> {
+    let f = this.files.get(volumeId);
+    if (f) return f;
+    const path = join(this.dir, `vol-${volumeId}.dat`);
+    try {
+      f = await this.io.open(path, { create });
+    } catch (err) {
+      if (!create && err instanceof IoError && err.errno === 2) return undefined;
+      throw err;
+    }
+    const raced = this.files.get(volumeId);
+    if (raced) {
+      await f.close();
+      return raced;
+    }
+    this.files.set(volumeId, f);
+    return f;
+  }
+
+  /**
+   * Applies one committed entry. An empty entry (a leader's no-op) only moves the applied
+   * index. Entries at or below the applied index were applied before a restart: skipped.
+   */
+  async apply(index: number, term: number, data: Uint8Array): Promise<void> {
+    assert(!this.closed, 'apply on a closed store');
+    if (index <= this.meta.appliedIndex) return;
+    assert(index === this.meta.appliedIndex + 1, `apply of ${index} after ${this.meta.appliedIndex} leaves a gap`);
+    if (data.byteLength > 0) {
+      const op = decodeOp(data);
+      switch (op.kind) {
+        case OpKind.Write:
+          await this.writeRange(op.volumeId, op.offset, op.data!);
+          break;
+        case OpKind.Trim:
+        case OpKind.Zero:
+          await this.zeroRange(op.volumeId, op.offset, op.length, true);
+          break;
+        case OpKind.ZeroNoHole:
+          await this.zeroRange(op.volumeId, op.offset, op.length, false);
+          break;
+      }
+    }
+    this.meta.appliedIndex = index;
+    this.meta.appliedTerm = term;
+  }
+
+  /** Moves the applied index without data (an entry this state machine does not own). */
+  skip(index: number, term: number): void {
+    if (index <= this.meta.appliedIndex) return;
+    this.meta.appliedIndex = index;
+    this.meta.appliedTerm = term;
+  }
+
+  private async writeRange(volumeId: number, offset: number, data: Uint8Array): Promise<void> {
+    if (data.byteLength === 0) return;
+    const f = (await this.file(volumeId, true))!;
+    const start = alignDown(offset);
+    const end = alignUp(offset + data.byteLength);
+    const buf = this.scratch.acquire(end - start);
+    try {
+      const span = buf.subarray(0, end - start);
+      // Partial head or tail blocks are read, modified and written back (deterministic).
+      const headPartial = offset !== start;
+      const tailPartial = (offset + data.byteLength) % storeBlockBytes !== 0;
+      if (headPartial) await this.readBlock(f, start, span.subarray(0, storeBlockBytes));
+      const tailBlock = end - storeBlockBytes;
+      if (tailPartial && !(headPartial && tailBlock === start)) await this.readBlock(f, tailBlock, span.subarray(tailBlock - start));
+      span.set(data, offset - start);
+      await f.pwrite(span, start);
+    } finally {
+      this.scratch.release(buf);
+    }
+  }
+
+  private async readBlock(f: BlockFile, at: number, into: Buffer): Promise<void> {
+    const block = into.subarray(0, storeBlockBytes);
+    const n = await f.pread(block, at);
+    if (n < storeBlockBytes) block.fill(0, n);
+  }
+
+  private async zeroRange(volumeId: number, offset: number, length: number, mayHole: boolean): Promise<void> {
+    if (length === 0) return;
+    const f = await this.file(volumeId, !mayHole);
+    if (!f) return; // nothing was ever written: already zeros (and a hole)
+    const end = offset + length;
+    const innerStart = alignUp(offset);
+    const innerEnd = alignDown(end);
+    if (innerStart >= innerEnd) {
+      await this.writeZeros(volumeId, offset, length);
+      return;
+    }
+    if (offset < innerStart) await this.writeZeros(volumeId, offset, innerStart - offset);
+    if (mayHole) await f.punchHole(innerStart, innerEnd - innerStart);
+    else await f.zeroRange(innerStart, innerEnd - innerStart);
+    if (innerEnd < end) await this.writeZeros(volumeId, innerEnd, end - innerEnd);
+  }
+
+  private async writeZeros(volumeId: number, offset: number, length: number): Promise<void> {
+    assert(length < storeBlockBytes * 2, 'writeZeros is only for partial blocks');
+    await this.writeRange(volumeId, offset, Buffer.alloc(length));
+  }
+
+  /** Reads a volume range into `into` (at `intoOffset`). Never-written ranges read as zeros. */
+  async read(volumeId: number, offset: number, length: number, into: Buffer, intoOffset = 0): Promise<void> {
+    assert(into.length >= intoOffset + length, 'read buffer too small');
+    if (length === 0) return;
+    const f = await this.file(volumeId, false);
+    if (!f) {
+      into.fill(0, intoOffset, intoOffset + length);
+      return;
+    }
+    const start = alignDown(offset);
+    const end = alignUp(offset + length);
+    const buf = this.scratch.acquire(end - start);
+    try {
+      const span = buf.subarray(0, end - start);
+      const n = await f.pread(span, start);
+      if (n < span.length) span.fill(0, n);
+      span.copy(into, intoOffset, offset - start, offset - start + length);
+    } finally {
+      this.scratch.release(buf);
+    }
+  }
+
+  /** Allocation of a volume range, from the data file's holes. */
+  async blockStatus(volumeId: number, offset: number, length: number): Promise<BlockExtent[]> {
+    const f = await this.file(volumeId, false);
+    if (!f) return [{ length, hole: true, zero: true }];
+    const end = offset + length;
+    const out: BlockExtent[] = [];
+    const push = (len: number, hole: boolean): void => {
+      if (len <= 0) return;
+      const last = out[out.length - 1];
+      if (last && last.hole === hole) last.length += len;
+      else out.push({ length: len, hole, zero: hole });
+    };
+    let pos = offset;
+    while (pos < end) {
+      const d = await f.seekData(pos);
+      if (d < 0 || d >= end) {
+        push(end - pos, true);
+        break;
+      }
+      push(d - pos, true);
+      const h = await f.seekHole(d);
+      const stop = h < 0 ? end : Math.min(h, end);
+      push(stop - Math.max(d, pos), false);
+      if (stop <= pos) break;
+      pos = stop;
+    }
+    return out;
+  }
+
+  /**
+   * Makes everything applied durable without the WAL: fdatasync every data file, then write
+   * meta.json atomically. Returns the index now safe to checkpoint in the WAL.
+   */
+  async checkpoint(): Promise<number> {
+    const target = { ...this.meta };
+    if (target.appliedIndex === this.durable.appliedIndex) return this.durable.appliedIndex;
+    for (const f of this.files.values()) await f.fdatasync();
+    await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(target));
+    this.durable = target;
+    return target.appliedIndex;
+  }
+
+  /**
+   * An image of every allocated run of every volume, for InstallSnapshot. Taken while applies
+   * may continue, it can hold data newer than `appliedIndex`: the receiver replays the log
+   * from the snapshot's index, and every command sets a range to a value, so replaying over
+   * newer data converges to the same bytes.
+   */
+  async snapshotImage(): Promise<Buffer> {
+    const vols: { id: number; runs: [number, Buffer][] }[] = [];
+    for (const name of await readdir(this.dir)) {
+      const m = /^vol-(\d+)\.dat$/.exec(name);
+      if (!m) continue;
+      const id = Number(m[1]);
+      const f = (await this.file(id, false))!;
+      const size = await f.size();
+      const runs: [number, Buffer][] = [];
+      let pos = 0;
+      while (pos < size) {
+        const d = await f.seekData(pos);
+        if (d < 0 || d >= size) break;
+        const h = await f.seekHole(d);
+        const stop = h < 0 ? size : Math.min(h, size);
+        for (let at = d; at < stop; at += storeChunkBytes) {
+          const len = Math.min(storeChunkBytes, stop - at);
+          const out = Buffer.allocUnsafe(len);
+          await this.read(id, at, len, out, 0);
+          runs.push([at, out]);
+        }
+        pos = stop;
+      }
+      vols.push({ id, runs });
+    }
+    return packr.pack({ v: 1, vols }) as Buffer;
+  }
+
+  /** Replaces the whole state with a snapshot image at (index, term), durably. */
+  async restoreImage(image: Uint8Array, index: number, term: number): Promise<void> {
+    let parsed: { v: number; vols: { id: number; runs: [number, Uint8Array][] }[] };
+    try {
+      parsed = packr.unpack(image) as typeof parsed;
+    } catch (err) {
+      throw new Corruption(`snapshot image undecodable: ${(err as Error).message}`);
+    }
+    if (parsed?.v !== 1 || !Array.isArray(parsed.vols)) throw new Corruption('snapshot image has an unknown format');
+    for (const f of this.files.values()) await f.close();
+    this.files.clear();
+    for (const name of await readdir(this.dir)) {
+      if (/^vol-\d+\.dat$/.test(name)) await unlink(join(this.dir, name));
+    }
+    for (const vol of parsed.vols) {
+      const f = (await this.file(vol.id, true))!;
+      for (const [at, data] of vol.runs) await this.writeRange(vol.id, at, data);
+      await f.fdatasync();
+    }
+    this.meta = { appliedIndex: index, appliedTerm: term };
+    await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
+    this.durable = { ...this.meta };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const f of this.files.values()) await f.close();
+    this.files.clear();
+  }
+}
+
+/** Writes a small file so that after a crash it is either the old or the new content. */
+export async function writeFileDurably(path: string, content: string): Promise<void> {
+  const tmp = path + '.tmp';
+  const fh = await openFs(tmp, 'w');
+  try {
+    await fh.writeFile(content);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  const dir = await openFs(join(path, '..'), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}

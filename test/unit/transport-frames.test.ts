@@ -1,0 +1,128 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { encodeFrame, FrameDecoder, maxFrameBytes, type GroupMessage } from '../../src/cluster/frame.js';
+import { Transport } from '../../src/cluster/transport.js';
+import { ProtocolError, NotLeader } from '../../src/common/errors.js';
+
+interface Node {
+  t: Transport;
+  got: { from: string; msgs: GroupMessage[] }[];
+  frames: () => number;
+}
+
+async function node(t: import('node:test').TestContext, id: string, port = 0): Promise<Node> {
+  const got: Node['got'] = [];
+  let frames = 0;
+  const tr = new Transport({
+    nodeId: id,
+    listen: { host: '127.0.0.1', port },
+    epoch: () => 1,
+    handlers: {
+      onMessages: (from, _epoch, msgs) => {
+        frames++;
+        got.push({ from, msgs });
+      },
+      onRequest: async (from, _epoch, op, args) => {
+        if (op === 'echo') return { from, args };
+        if (op === 'fail') throw new NotLeader('no', '3');
+        if (op === 'slow') return new Promise(() => undefined);
+        throw new ProtocolError('unknown op');
+      },
+    },
+  });
+  await tr.start();
+  t.after(() => tr.close());
+  return { t: tr, got, frames: () => frames };
+}
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+test('frames round-trip through the decoder even when split byte by byte', () => {
+  const f = { from: 'n1', addr: '127.0.0.1:1', epoch: 4, msgs: [{ g: 3, m: { type: 'app', data: Buffer.from([1, 2, 3]) } }] };
+  const bytes = Buffer.concat([encodeFrame(f), encodeFrame({ ...f, epoch: 5 })]);
+  const d = new FrameDecoder();
+  const out = [];
+  for (const b of bytes) out.push(...d.push(Buffer.from([b])));
+  assert.equal(out.length, 2);
+  assert.equal(out[0].epoch, 4);
+  assert.equal(out[1].epoch, 5);
+  assert.deepEqual(Buffer.from((out[0].msgs![0].m as { data: Uint8Array }).data), Buffer.from([1, 2, 3]));
+});
+
+test('oversized, empty and malformed frames are protocol errors', () => {
+  const big = Buffer.alloc(4);
+  big.writeUInt32BE(maxFrameBytes + 1, 0);
+  assert.throws(() => new FrameDecoder().push(big), ProtocolError);
+  assert.throws(() => new FrameDecoder().push(Buffer.alloc(4)), ProtocolError);
+  const junk = Buffer.from([0, 0, 0, 2, 0xc1, 0xc1]);
+  assert.throws(() => new FrameDecoder().push(junk), ProtocolError);
+  const notAFrame = encodeFrame({ from: '', addr: '', epoch: 0 });
+  assert.throws(() => new FrameDecoder().push(notAFrame), ProtocolError);
+});
+
+test('messages of many groups queued in one turn leave in one frame', async (t) => {
+  const a = await node(t, '1');
+  const b = await node(t, '2');
+  a.t.setPeerAddress('2', b.t.address);
+  for (let g = 1; g <= 50; g++) a.t.send('2', g, { type: 'heartbeat', g });
+  await until(() => b.got.reduce((n, x) => n + x.msgs.length, 0) === 50);
+  assert.equal(b.frames(), 1);
+  assert.deepEqual(b.got[0].msgs.map((m) => m.g), Array.from({ length: 50 }, (_, i) => i + 1));
+  assert.equal(b.got[0].from, '1');
+});
+
+test('requests get responses and typed errors; both directions share one connection', async (t) => {
+  const a = await node(t, '1');
+  const b = await node(t, '2');
+  a.t.setPeerAddress('2', b.t.address);
+  const r = (await a.t.request('2', 'echo', { x: Buffer.from('hi') })) as { from: string; args: { x: Uint8Array } };
+  assert.equal(r.from, '1');
+  assert.equal(Buffer.from(r.args.x).toString(), 'hi');
+  await assert.rejects(a.t.request('2', 'fail', null), (e: Error & { code?: string; leaderHint?: string }) => e.code === 'NOT_LEADER' && e.leaderHint === '3');
+  await assert.rejects(a.t.request('2', 'slow', null, 100), (e: Error & { code?: string }) => e.code === 'TIMED_OUT');
+  // b never learned a's address from configuration, yet answers over the connection a opened.
+  const back = (await b.t.request('1', 'echo', 7)) as { from: string };
+  assert.equal(back.from, '2');
+  assert.ok(a.t.isConnected('2') && b.t.isConnected('1'));
+});
+
+test('a bad frame closes only its own connection', async (t) => {
+  const a = await node(t, '1');
+  const b = await node(t, '2');
+  const c = await node(t, '3');
+  a.t.setPeerAddress('2', b.t.address);
+  c.t.setPeerAddress('2', b.t.address);
+  await a.t.request('2', 'echo', 1);
+  await c.t.request('2', 'echo', 1);
+  const [host, port] = b.t.address.split(':');
+  const evil = connect({ host, port: Number(port) });
+  await new Promise((r) => evil.once('connect', r));
+  const closed = new Promise((r) => evil.once('close', r));
+  evil.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+  await closed;
+  assert.deepEqual(await a.t.request('2', 'echo', 2), { from: '1', args: 2 });
+  assert.deepEqual(await c.t.request('2', 'echo', 3), { from: '3', args: 3 });
+});
+
+test('a peer that restarts is reached again after reconnecting with backoff', async (t) => {
+  const a = await node(t, '1');
+  const b = await node(t, '2');
+  a.t.setPeerAddress('2', b.t.address);
+  await a.t.request('2', 'echo', 1);
+  const port = Number(b.t.address.split(':')[1]);
+  await b.t.close();
+  await until(() => !a.t.isConnected('2'));
+  a.t.send('2', 9, { type: 'heartbeat' }); // queued while the peer is down
+  await new Promise((r) => setTimeout(r, 150));
+  const b2 = await node(t, '2', port);
+  await until(() => b2.got.length > 0);
+  assert.equal(b2.got[0].msgs[0].g, 9);
+  assert.deepEqual(await a.t.request('2', 'echo', 5), { from: '1', args: 5 });
+});
