@@ -1,0 +1,627 @@
+/**
+ * The cluster map and the command state machine that Raft group 0 applies.
+ *
+ * The map holds the nodes (addresses, labels, weight, state), the pools (replication factor,
+ * PG count, failure-domain level) with every PG's replica set, and the volumes. `epoch` is
+ * bumped by every command that changes anything; requests and Raft messages carry it so that
+ * stale senders can be refused (fencing).
+ *
+ * `applyCommand(map, command)` is pure and deterministic: the same map and command give the same
+ * result on every node (no clock, no randomness, no I/O; placement uses only integer hashing).
+ * It never mutates its input; a rejected command returns a typed error and leaves the map (and
+ * its epoch) as it was. The map is plain data (arrays and objects, no Map/Set/class), so it
+ * round-trips through msgpackr (`encodeMap` / `decodeMap`, for group-0 snapshots) and JSON
+ * (the admin HTTP API).
+ *
+ * For the node process and the gateway:
+ * - Raft group ids: group 0 is this map; PG `i` of pool `p` is group `pgGroupId(p, i)`
+ *   (= p * maxPgsPerPool + i; pool ids start at 1, so no PG is group 0). `pgOfGroup` inverts it.
+ * - Which extent lives where: extent `e` of volume `v` (bytes [e·extentBytes, (e+1)·extentBytes))
+ *   belongs to PG `pgOfExtent(v.id, e, pool.pgCount)` of the volume's pool; `locateExtent` does
+ *   the whole lookup. Volume ids are never reused, so a new volume never sees a deleted one's
+ *   extents (their data may be collected lazily).
+ * - Which groups a node hosts: `groupsOfNode(map, nodeId)`; the replicas of a PG are
+ *   `pool.pgs[i].replicas`, strongest placement draw first (a good initial leader).
+ * - When a node is added or removed, placement of every pool is recomputed; a PG whose replica
+ *   set changed has `pgs[i].sinceEpoch` = the new epoch, and its Raft membership must move to the
+ *   new replica set (add the new member as a learner, catch up, then swap).
+ */
+import { Packr } from 'msgpackr';
+import { parseHostPort } from '../common/address.js';
+import { assert } from '../common/assert.js';
+import { AlreadyExists, InvalidArgument, NotFound, RaftblockError } from '../common/errors.js';
+import {
+  PlacementImpossible,
+  PlacementTree,
+  failureDomainLevels,
+  hash3,
+  nodeDomains,
+  pgKey,
+  type FailureDomain,
+  type NodeId,
+  type PlacementNode,
+} from './placement.js';
+
+export type { FailureDomain, NodeId } from './placement.js';
+export { PlacementImpossible } from './placement.js';
+
+// ---------------------------------------------------------------------------------------------
+// Limits
+
+/** Group ids reserve this many PGs per pool: group id = poolId · maxPgsPerPool + pg index. */
+export const maxPgsPerPool = 65536;
+export const maxReplicas = 7;
+export const metadataGroupId = 0;
+/** Volumes are addressed in whole NBD blocks. */
+export const volumeAlignmentBytes = 4096;
+/** 2^50 bytes: keeps every byte offset an exact JavaScript number with room to spare. */
+export const maxVolumeBytes = 2 ** 50;
+export const minExtentBytes = 64 * 1024;
+export const maxExtentBytes = 1024 * 1024 * 1024;
+export const defaultExtentBytes = 4 * 1024 * 1024;
+export const defaultPoolName = 'default';
+export const defaultNodeWeight = 1;
+const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const labelPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Labels that place a node in the fault-domain tree; others are kept but not used for placement. */
+export const domainLabels = ['zone', 'rack', 'host'] as const;
+
+// ---------------------------------------------------------------------------------------------
+// The map
+
+export interface NodeAddresses {
+  /** HOST:PORT of the node-to-node transport (Raft messages, forwarded I/O). */
+  peer: string;
+  /** HOST:PORT of the NBD server (every node is a gateway). */
+  nbd: string;
+  /** HOST:PORT of the HTTP server (admin API, /metrics, /healthz). */
+  http: string;
+}
+
+/** `in`: holds replicas as its weight says. `out`: holds none (draining before removal). */
+export type NodeState = 'in' | 'out';
+
+export interface NodeInfo {
+  id: NodeId;
+  addresses: NodeAddresses;
+  labels: Record<string, string>;
+  weight: number;
+  state: NodeState;
+}
+
+export interface PgInfo {
+  /** Node ids, strongest placement draw first; distinct domains of the pool's level. */
+  replicas: NodeId[];
+  /** The epoch at which this replica set was computed (it is unchanged since). */
+  sinceEpoch: number;
+}
+
+export interface Pool {
+  id: number;
+  name: string;
+  replicas: number;
+  pgCount: number;
+  failureDomain: FailureDomain;
+  /** pgs[i] is PG i (Raft group pgGroupId(id, i)). */
+  pgs: PgInfo[];
+}
+
+export interface Volume {
+  id: number;
+  name: string;
+  /** Pool name. */
+  pool: string;
+  sizeBytes: number;
+  extentBytes: number;
+}
+
+export interface ClusterMap {
+  /** Format version of this structure. */
+  format: 1;
+  epoch: number;
+  /** Sorted by id. */
+  nodes: NodeInfo[];
+  /** Sorted by id. */
+  pools: Pool[];
+  /** Sorted by id. */
+  volumes: Volume[];
+  nextPoolId: number;
+  nextVolumeId: number;
+}
+
+export function emptyMap(): ClusterMap {
+  return { format: 1, epoch: 0, nodes: [], pools: [], volumes: [], nextPoolId: 1, nextVolumeId: 1 };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+export interface AddNodeCommand {
+  type: 'addNode';
+  id: NodeId;
+  addresses: NodeAddresses;
+  labels?: Record<string, string>;
+  /** Default 1. */
+  weight?: number;
+}
+export interface RemoveNodeCommand {
+  type: 'removeNode';
+  id: NodeId;
+}
+export interface SetNodeStateCommand {
+  type: 'setNodeState';
+  id: NodeId;
+  state: NodeState;
+}
+export interface CreatePoolCommand {
+  type: 'createPool';
+  name: string;
+  replicas: number;
+  pgCount: number;
+  failureDomain: FailureDomain;
+}
+export interface CreateVolumeCommand {
+  type: 'createVolume';
+  name: string;
+  sizeBytes: number;
+  /** Default `default`. */
+  pool?: string;
+  /** Default 4 MiB. */
+  extentBytes?: number;
+}
+export interface ResizeVolumeCommand {
+  type: 'resizeVolume';
+  name: string;
+  sizeBytes: number;
+  /** Shrinking discards the data past the new end; refused unless set. */
+  allowShrink?: boolean;
+}
+export interface DeleteVolumeCommand {
+  type: 'deleteVolume';
+  name: string;
+}
+
+export type MapCommand =
+  | AddNodeCommand
+  | RemoveNodeCommand
+  | SetNodeStateCommand
+  | CreatePoolCommand
+  | CreateVolumeCommand
+  | ResizeVolumeCommand
+  | DeleteVolumeCommand;
+
+export type ApplyResult =
+  | {
+      ok: true;
+      map: ClusterMap;
+      /** False when the command asked for what already was (the epoch did not move). */
+      changed: boolean;
+      /** The volume created or resized, when the command was about one. */
+      volume?: Volume;
+      /** The pool created. */
+      pool?: Pool;
+      /** Groups whose replica set changed (placement moved them). */
+      movedGroups: number[];
+    }
+  | { ok: false; error: RaftblockError };
+
+/**
+ * Applies one command. Pure: `map` is not modified. Errors are InvalidArgument, NotFound,
+ * AlreadyExists or PlacementImpossible, and leave the map unchanged.
+ *
+ * addNode for an id already present updates its addresses, labels and weight (a restarted node
+ * re-registering is harmless); identical values change nothing and keep the epoch.
+ */
+export function applyCommand(map: ClusterMap, command: MapCommand): ApplyResult {
+  try {
+    return applyOrThrow(map, command);
+  } catch (err) {
+    if (err instanceof RaftblockError && err.code !== 'ASSERTION_FAILED') return { ok: false, error: err };
+    throw err;
+  }
+}
+
+function applyOrThrow(map: ClusterMap, command: MapCommand): ApplyResult {
+  if (command === null || typeof command !== 'object') throw new InvalidArgument('command must be an object');
+  switch (command.type) {
+    case 'addNode':
+      return addNode(map, command);
+    case 'removeNode': {
+      checkNodeId(command.id);
+      const node = map.nodes.find((n) => n.id === command.id);
+      if (!node) throw new NotFound(`node ${command.id} is not in the map`);
+      return withNodes(map, map.nodes.filter((n) => n.id !== command.id));
+    }
+    case 'setNodeState': {
+      checkNodeId(command.id);
+      if (command.state !== 'in' && command.state !== 'out') throw new InvalidArgument(`node state must be in or out`);
+      const node = map.nodes.find((n) => n.id === command.id);
+      if (!node) throw new NotFound(`node ${command.id} is not in the map`);
+      if (node.state === command.state) return unchanged(map);
+      return withNodes(map, map.nodes.map((n) => (n.id === command.id ? { ...n, state: command.state } : n)));
+    }
+    case 'createPool':
+      return createPool(map, command);
+    case 'createVolume':
+      return createVolume(map, command);
+    case 'resizeVolume': {
+      const volume = findVolume(map, command.name);
+      checkVolumeSize(command.sizeBytes);
+      if (command.sizeBytes < volume.sizeBytes && command.allowShrink !== true) {
+        throw new InvalidArgument(
+          `volume ${volume.name}: shrinking from ${volume.sizeBytes} to ${command.sizeBytes} bytes discards data; pass the shrink flag to allow it`,
+        );
+      }
+      if (command.sizeBytes === volume.sizeBytes) return { ...unchanged(map), volume };
+      const resized = { ...volume, sizeBytes: command.sizeBytes };
+      const next = bump(map, { volumes: map.volumes.map((v) => (v.id === volume.id ? resized : v)) });
+      return { ok: true, map: next, changed: true, volume: resized, movedGroups: [] };
+    }
+    case 'deleteVolume': {
+      const volume = findVolume(map, command.name);
+      const next = bump(map, { volumes: map.volumes.filter((v) => v.id !== volume.id) });
+      return { ok: true, map: next, changed: true, volume, movedGroups: [] };
+    }
+    default:
+      throw new InvalidArgument(`unknown map command ${JSON.stringify((command as { type?: unknown }).type)}`);
+  }
+}
+
+function unchanged(map: ClusterMap): { ok: true; map: ClusterMap; changed: false; movedGroups: number[] } {
+  return { ok: true, map, changed: false, movedGroups: [] };
+}
+
+function bump(map: ClusterMap, parts: Partial<ClusterMap>): ClusterMap {
+  return { ...map, ...parts, epoch: map.epoch + 1 };
+}
+
+function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
+  checkNodeId(c.id);
+  const addresses = checkAddresses(c.addresses);
+  const labels = checkLabels(c.labels ?? {});
+  const weight = c.weight ?? defaultNodeWeight;
+  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0 || weight > 1e6) {
+    throw new InvalidArgument(`node ${c.id}: weight must be a number in [0, 1e6], got ${String(weight)}`);
+  }
+  const existing = map.nodes.find((n) => n.id === c.id);
+  const node: NodeInfo = { id: c.id, addresses, labels, weight, state: existing?.state ?? 'in' };
+  if (existing) {
+    const placementSame = existing.weight === weight && sameLabels(existing.labels, labels);
+    const addressesSame =
+      existing.addresses.peer === addresses.peer && existing.addresses.nbd === addresses.nbd && existing.addresses.http === addresses.http;
+    if (placementSame && addressesSame) return unchanged(map);
+    const nodes = map.nodes.map((n) => (n.id === c.id ? node : n));
+    if (placementSame) return { ok: true, map: bump(map, { nodes }), changed: true, movedGroups: [] };
+    return withNodes(map, nodes);
+  }
+  for (const n of map.nodes) {
+    for (const key of ['peer', 'nbd', 'http'] as const) {
+      if (n.addresses[key] === addresses[key] && !isWildcardPortZero(addresses[key])) {
+        throw new AlreadyExists(`node ${n.id} already uses ${key} address ${addresses[key]}`);
+      }
+    }
+  }
+  const nodes = [...map.nodes, node].sort((a, b) => a.id - b.id);
+  return withNodes(map, nodes);
+}
+
+function isWildcardPortZero(addr: string): boolean {
+  return parseHostPort(addr).port === 0;
+}
+
+/** A new node list: recompute the placement of every pool; refuse if one cannot be placed. */
+function withNodes(map: ClusterMap, nodes: NodeInfo[]): ApplyResult {
+  const epoch = map.epoch + 1;
+  const tree = PlacementTree.build(placementNodes(nodes));
+  const movedGroups: number[] = [];
+  const pools = map.pools.map((pool) => {
+    const pgs = placeAll(tree, pool, epoch, movedGroups);
+    return pgs === pool.pgs ? pool : { ...pool, pgs };
+  });
+  return { ok: true, map: { ...map, nodes, pools, epoch }, changed: true, movedGroups };
+}
+
+function placementNodes(nodes: readonly NodeInfo[]): PlacementNode[] {
+  return nodes.map((n) => ({ id: n.id, labels: n.labels, weight: n.state === 'in' ? n.weight : 0 }));
+}
+
+/** New PgInfo list for `pool`, reusing unchanged entries (and the array when nothing moved). */
+function placeAll(tree: PlacementTree, pool: Pool, epoch: number, movedGroups: number[]): PgInfo[] {
+  if (tree.domainCount(pool.failureDomain) < pool.replicas) {
+    throw new PlacementImpossible(
+      `pool ${pool.name} needs ${pool.replicas} distinct ${pool.failureDomain}s, the change leaves ${tree.domainCount(pool.failureDomain)}`,
+      tree.domainCount(pool.failureDomain),
+      pool.replicas,
+    );
+  }
+  let changed = false;
+  const out: PgInfo[] = new Array(pool.pgCount);
+  for (let i = 0; i < pool.pgCount; i++) {
+    const replicas = tree.place(pgKey(pool.id, i), pool.replicas, pool.failureDomain);
+    const old = pool.pgs[i];
+    if (old && sameNodes(old.replicas, replicas)) {
+      out[i] = old;
+    } else {
+      out[i] = { replicas, sinceEpoch: epoch };
+      if (old) movedGroups.push(pgGroupId(pool.id, i));
+      changed = true;
+    }
+  }
+  return changed || pool.pgs.length !== pool.pgCount ? out : pool.pgs;
+}
+
+function sameNodes(a: readonly NodeId[], b: readonly NodeId[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
+function createPool(map: ClusterMap, c: CreatePoolCommand): ApplyResult {
+  checkName(c.name, 'pool name');
+  if (!Number.isSafeInteger(c.replicas) || c.replicas < 1 || c.replicas > maxReplicas) {
+    throw new InvalidArgument(`pool ${c.name}: replicas must be an integer in [1, ${maxReplicas}], got ${String(c.replicas)}`);
+  }
+  if (!Number.isSafeInteger(c.pgCount) || c.pgCount < 1 || c.pgCount > maxPgsPerPool) {
+    throw new InvalidArgument(`pool ${c.name}: pgCount must be an integer in [1, ${maxPgsPerPool}], got ${String(c.pgCount)}`);
+  }
+  if (!(failureDomainLevels as readonly string[]).includes(c.failureDomain)) {
+    throw new InvalidArgument(`pool ${c.name}: failure domain must be one of ${failureDomainLevels.join(', ')}, got ${String(c.failureDomain)}`);
+  }
+  if (map.pools.some((p) => p.name === c.name)) throw new AlreadyExists(`pool ${c.name} exists`);
+  const id = map.nextPoolId;
+  assert(Number.isSafeInteger(id * maxPgsPerPool + maxPgsPerPool), 'pool id space exhausted');
+  const epoch = map.epoch + 1;
+  const draft: Pool = { id, name: c.name, replicas: c.replicas, pgCount: c.pgCount, failureDomain: c.failureDomain, pgs: [] };
+  const pool: Pool = { ...draft, pgs: placeAll(PlacementTree.build(placementNodes(map.nodes)), draft, epoch, []) };
+  const next: ClusterMap = { ...map, pools: [...map.pools, pool], nextPoolId: id + 1, epoch };
+  return { ok: true, map: next, changed: true, pool, movedGroups: [] };
+}
+
+function createVolume(map: ClusterMap, c: CreateVolumeCommand): ApplyResult {
+  checkName(c.name, 'volume name');
+  checkVolumeSize(c.sizeBytes);
+  const poolName = c.pool ?? defaultPoolName;
+  const pool = map.pools.find((p) => p.name === poolName);
+  if (!pool) throw new NotFound(`pool ${poolName} does not exist`);
+  const extentBytes = c.extentBytes ?? defaultExtentBytes;
+  if (
+    !Number.isSafeInteger(extentBytes) ||
+    extentBytes < minExtentBytes ||
+    extentBytes > maxExtentBytes ||
+    (extentBytes & (extentBytes - 1)) !== 0
+  ) {
+    throw new InvalidArgument(`extent size must be a power of two in [${minExtentBytes}, ${maxExtentBytes}] bytes, got ${String(extentBytes)}`);
+  }
+  if (map.volumes.some((v) => v.name === c.name)) throw new AlreadyExists(`volume ${c.name} exists`);
+  const volume: Volume = { id: map.nextVolumeId, name: c.name, pool: pool.name, sizeBytes: c.sizeBytes, extentBytes };
+  const next = bump(map, { volumes: [...map.volumes, volume], nextVolumeId: volume.id + 1 });
+  return { ok: true, map: next, changed: true, volume, movedGroups: [] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation of command fields (input from the admin API: expected errors, never asserts)
+
+function checkNodeId(id: unknown): asserts id is NodeId {
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1 || id > 0x7fffffff) {
+    throw new InvalidArgument(`node id must be an integer in [1, 2^31-1], got ${String(id)}`);
+  }
+}
+
+function checkName(name: unknown, what: string): asserts name is string {
+  if (typeof name !== 'string' || !namePattern.test(name)) {
+    throw new InvalidArgument(`${what} must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit; got ${JSON.stringify(name)}`);
+  }
+}
+
+function checkVolumeSize(size: unknown): asserts size is number {
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0 || size > maxVolumeBytes || size % volumeAlignmentBytes !== 0) {
+    throw new InvalidArgument(`volume size must be a positive multiple of ${volumeAlignmentBytes} bytes up to 1 PiB, got ${String(size)}`);
+  }
+}
+
+function checkAddresses(a: unknown): NodeAddresses {
+  if (a === null || typeof a !== 'object') throw new InvalidArgument('node addresses must be {peer, nbd, http}');
+  const o = a as Record<string, unknown>;
+  const out: NodeAddresses = { peer: '', nbd: '', http: '' };
+  for (const key of ['peer', 'nbd', 'http'] as const) {
+    const v = o[key];
+    if (typeof v !== 'string') throw new InvalidArgument(`node ${key} address must be HOST:PORT`);
+    parseHostPort(v, `${key} address`);
+    out[key] = v;
+  }
+  return out;
+}
+
+function checkLabels(labels: unknown): Record<string, string> {
+  if (labels === null || typeof labels !== 'object' || Array.isArray(labels)) throw new InvalidArgument('labels must be an object of strings');
+  const out: Record<string, string> = {};
+  for (const key of Object.keys(labels).sort()) {
+    const value = (labels as Record<string, unknown>)[key];
+    if (!labelPattern.test(key) || typeof value !== 'string' || !labelPattern.test(value)) {
+      throw new InvalidArgument(`label ${JSON.stringify(key)}=${JSON.stringify(value)}: keys and values are 1-64 of letters, digits, '.', '_', '-'`);
+    }
+    out[key] = value;
+  }
+  return out;
+}
+
+/** Parses `zone=a,rack=r1,host=h1` (the CLI's --labels). */
+export function parseLabels(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (text.trim() === '') return out;
+  for (const part of text.split(',')) {
+    const m = /^\s*([^=\s]+)\s*=\s*([^=\s]+)\s*$/.exec(part);
+    if (!m) throw new InvalidArgument(`labels must be KEY=VALUE[,KEY=VALUE...], got ${JSON.stringify(text)}`);
+    if (m[1] in out) throw new InvalidArgument(`label ${m[1]} given twice`);
+    out[m[1]] = m[2];
+  }
+  return checkLabels(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lookups for the node process, the gateway and the admin API
+
+export function findVolume(map: ClusterMap, name: string): Volume {
+  const v = map.volumes.find((x) => x.name === name);
+  if (!v) throw new NotFound(`volume ${name} does not exist`);
+  return v;
+}
+
+export function findPool(map: ClusterMap, name: string): Pool {
+  const p = map.pools.find((x) => x.name === name);
+  if (!p) throw new NotFound(`pool ${name} does not exist`);
+  return p;
+}
+
+export function findNode(map: ClusterMap, id: NodeId): NodeInfo {
+  const n = map.nodes.find((x) => x.id === id);
+  if (!n) throw new NotFound(`node ${id} is not in the map`);
+  return n;
+}
+
+/** The Raft group id of PG `pgIndex` of pool `poolId`. Group 0 is the metadata group. */
+export function pgGroupId(poolId: number, pgIndex: number): number {
+  assert(Number.isSafeInteger(poolId) && poolId >= 1, `bad pool id ${poolId}`);
+  assert(Number.isSafeInteger(pgIndex) && pgIndex >= 0 && pgIndex < maxPgsPerPool, `bad pg index ${pgIndex}`);
+  return poolId * maxPgsPerPool + pgIndex;
+}
+
+/** Inverse of pgGroupId. */
+export function pgOfGroup(groupId: number): { poolId: number; pgIndex: number } {
+  assert(Number.isSafeInteger(groupId) && groupId >= maxPgsPerPool, `group ${groupId} is not a PG`);
+  return { poolId: Math.floor(groupId / maxPgsPerPool), pgIndex: groupId % maxPgsPerPool };
+}
+
+/**
+ * The PG index (within the volume's pool) holding extent `extentIndex` of volume `volumeId`:
+ * hash(volumeId, extentIndex) mod pgCount. Consecutive extents land on unrelated PGs, so a
+ * sequential stream spreads over every PG. Stable forever: changing it relocates all data.
+ */
+export function pgOfExtent(volumeId: number, extentIndex: number, pgCount: number): number {
+  assert(Number.isSafeInteger(extentIndex) && extentIndex >= 0, `bad extent index ${extentIndex}`);
+  assert(pgCount >= 1, 'pgCount must be >= 1');
+  const lo = extentIndex >>> 0;
+  const hi = Math.floor(extentIndex / 4294967296) >>> 0;
+  return hash3(volumeId, lo, hi) % pgCount;
+}
+
+export interface ExtentLocation {
+  extentIndex: number;
+  /** Offset of the byte within its extent. */
+  offsetInExtent: number;
+  pgIndex: number;
+  groupId: number;
+  replicas: NodeId[];
+}
+
+/** Where byte `offset` of `volume` lives. */
+export function locateExtent(map: ClusterMap, volume: Volume, offset: number): ExtentLocation {
+  assert(Number.isSafeInteger(offset) && offset >= 0 && offset < volume.sizeBytes, `offset ${offset} outside volume ${volume.name}`);
+  const pool = findPool(map, volume.pool);
+  const extentIndex = Math.floor(offset / volume.extentBytes);
+  const pgIndex = pgOfExtent(volume.id, extentIndex, pool.pgCount);
+  return {
+    extentIndex,
+    offsetInExtent: offset - extentIndex * volume.extentBytes,
+    pgIndex,
+    groupId: pgGroupId(pool.id, pgIndex),
+    replicas: pool.pgs[pgIndex].replicas,
+  };
+}
+
+/** Every PG group of every pool, with its replicas. */
+export function allGroups(map: ClusterMap): { groupId: number; pool: string; pgIndex: number; replicas: NodeId[] }[] {
+  const out: { groupId: number; pool: string; pgIndex: number; replicas: NodeId[] }[] = [];
+  for (const pool of map.pools) {
+    for (let i = 0; i < pool.pgCount; i++) out.push({ groupId: pgGroupId(pool.id, i), pool: pool.name, pgIndex: i, replicas: pool.pgs[i].replicas });
+  }
+  return out;
+}
+
+/** The PG groups with a replica on `nodeId`, ascending. */
+export function groupsOfNode(map: ClusterMap, nodeId: NodeId): number[] {
+  const out: number[] = [];
+  for (const pool of map.pools) {
+    for (let i = 0; i < pool.pgCount; i++) if (pool.pgs[i].replicas.includes(nodeId)) out.push(pgGroupId(pool.id, i));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invariants and serialisation
+
+/** Checks every invariant of a map; throws AssertionFailed on the first broken one. */
+export function checkMap(map: ClusterMap): void {
+  assert(map.format === 1, `unknown map format ${String(map.format)}`);
+  assert(Number.isSafeInteger(map.epoch) && map.epoch >= 0, 'epoch must be a non-negative integer');
+  const byId = new Map<NodeId, NodeInfo>();
+  for (let i = 0; i < map.nodes.length; i++) {
+    const n = map.nodes[i];
+    assert(i === 0 || map.nodes[i - 1].id < n.id, 'nodes must be sorted by id, without duplicates');
+    byId.set(n.id, n);
+  }
+  const poolNames = new Set<string>();
+  for (let i = 0; i < map.pools.length; i++) {
+    const p = map.pools[i];
+    assert(i === 0 || map.pools[i - 1].id < p.id, 'pools must be sorted by id, without duplicates');
+    assert(p.id >= 1 && p.id < map.nextPoolId, `pool ${p.name}: id ${p.id} not below nextPoolId`);
+    assert(!poolNames.has(p.name), `pool name ${p.name} used twice`);
+    poolNames.add(p.name);
+    assert(p.pgs.length === p.pgCount, `pool ${p.name}: ${p.pgs.length} PGs listed, pgCount ${p.pgCount}`);
+    for (let pg = 0; pg < p.pgCount; pg++) {
+      const { replicas, sinceEpoch } = p.pgs[pg];
+      assert(sinceEpoch <= map.epoch, `pool ${p.name} pg ${pg}: sinceEpoch after the map's epoch`);
+      assert(replicas.length === p.replicas, `pool ${p.name} pg ${pg}: ${replicas.length} replicas, want ${p.replicas}`);
+      const domains = new Set<string>();
+      for (const id of replicas) {
+        const node = byId.get(id);
+        assert(node !== undefined, `pool ${p.name} pg ${pg}: replica on unknown node ${id}`);
+        assert(node.state === 'in' && node.weight > 0, `pool ${p.name} pg ${pg}: replica on node ${id}, which holds nothing`);
+        const d = nodeDomains(node);
+        const level = p.failureDomain;
+        domains.add(level === 'zone' ? d.zone : level === 'rack' ? `${d.zone}/${d.rack}` : `${d.zone}/${d.rack}/${d.host}`);
+      }
+      assert(domains.size === p.replicas, `pool ${p.name} pg ${pg}: replicas share a ${p.failureDomain}`);
+    }
+  }
+  const volumeNames = new Set<string>();
+  for (let i = 0; i < map.volumes.length; i++) {
+    const v = map.volumes[i];
+    assert(i === 0 || map.volumes[i - 1].id < v.id, 'volumes must be sorted by id, without duplicates');
+    assert(v.id >= 1 && v.id < map.nextVolumeId, `volume ${v.name}: id ${v.id} not below nextVolumeId`);
+    assert(!volumeNames.has(v.name), `volume name ${v.name} used twice`);
+    volumeNames.add(v.name);
+    assert(poolNames.has(v.pool), `volume ${v.name}: pool ${v.pool} does not exist`);
+  }
+}
+
+// Plain MessagePack maps (no record extension), so any MessagePack reader can inspect a snapshot.
+const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+
+export function encodeMap(map: ClusterMap): Buffer {
+  return packr.pack(map);
+}
+
+/** Decodes and checks a map (from a snapshot or a peer). A broken one throws. */
+export function decodeMap(bytes: Uint8Array): ClusterMap {
+  const map = packr.unpack(bytes) as ClusterMap;
+  if (map === null || typeof map !== 'object' || !Array.isArray(map.nodes) || !Array.isArray(map.pools) || !Array.isArray(map.volumes)) {
+    throw new InvalidArgument('not a cluster map');
+  }
+  checkMap(map);
+  return map;
+}
+
+export function encodeCommand(command: MapCommand): Buffer {
+  return packr.pack(command);
+}
+
+/** Decodes a command from a log entry. Its fields are validated by applyCommand. */
+export function decodeCommand(bytes: Uint8Array): MapCommand {
+  const c = packr.unpack(bytes) as MapCommand;
+  if (c === null || typeof c !== 'object' || typeof c.type !== 'string') throw new InvalidArgument('not a map command');
+  return c;
+}

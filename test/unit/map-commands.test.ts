@@ -1,0 +1,248 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import {
+  applyCommand,
+  checkMap,
+  decodeCommand,
+  decodeMap,
+  emptyMap,
+  encodeCommand,
+  encodeMap,
+  groupsOfNode,
+  locateExtent,
+  maxPgsPerPool,
+  parseLabels,
+  pgGroupId,
+  pgOfExtent,
+  pgOfGroup,
+  type ApplyResult,
+  type ClusterMap,
+  type MapCommand,
+  type PgInfo,
+} from '../../src/cluster/map.js';
+import type { RaftblockError } from '../../src/common/errors.js';
+
+function addr(id: number): { peer: string; nbd: string; http: string } {
+  return { peer: `127.0.0.1:${20000 + id}`, nbd: `127.0.0.1:${21000 + id}`, http: `127.0.0.1:${22000 + id}` };
+}
+
+function addNode(id: number, labels: Record<string, string> = { zone: `z${id}` }, weight?: number): MapCommand {
+  return { type: 'addNode', id, addresses: addr(id), labels, ...(weight === undefined ? {} : { weight }) };
+}
+
+/** Applies commands that must succeed; returns the final map. */
+function run(map: ClusterMap, ...commands: MapCommand[]): ClusterMap {
+  for (const c of commands) {
+    const r = applyCommand(map, c);
+    if (!r.ok) throw r.error;
+    checkMap(r.map);
+    map = r.map;
+  }
+  return map;
+}
+
+function rejected(r: ApplyResult, code: string): void {
+  assert.equal(r.ok, false, 'command was accepted');
+  if (!r.ok) assert.equal((r.error as RaftblockError).code, code, r.error.message);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+const threeZones = (): ClusterMap =>
+  run(emptyMap(), addNode(1), addNode(2), addNode(3), { type: 'createPool', name: 'default', replicas: 3, pgCount: 64, failureDomain: 'zone' });
+
+test('a three-zone cluster places every PG on all three nodes and bumps the epoch on every change', () => {
+  const map = threeZones();
+  assert.equal(map.epoch, 4);
+  const pool = map.pools[0];
+  assert.equal(pool.id, 1);
+  assert.equal(pool.pgs.length, 64);
+  for (const pg of pool.pgs) assert.deepEqual([...pg.replicas].sort(), [1, 2, 3]);
+  // The first replica (preferred leader) is spread over the nodes, not always the same one.
+  const firsts = new Set(pool.pgs.map((pg) => pg.replicas[0]));
+  assert.equal(firsts.size, 3);
+  assert.equal(groupsOfNode(map, 2).length, 64);
+});
+
+test('volumes are created, grown, shrunk only with the flag, and deleted; ids are never reused', () => {
+  let map = threeZones();
+  let r = applyCommand(map, { type: 'createVolume', name: 'vol0', sizeBytes: 1 << 30 });
+  assert.ok(r.ok);
+  assert.deepEqual(r.volume, { id: 1, name: 'vol0', pool: 'default', sizeBytes: 1 << 30, extentBytes: 4 << 20 });
+  map = r.map;
+  assert.equal(map.epoch, 5);
+  rejected(applyCommand(map, { type: 'createVolume', name: 'vol0', sizeBytes: 4096 }), 'ALREADY_EXISTS');
+  map = run(map, { type: 'resizeVolume', name: 'vol0', sizeBytes: 2 * 2 ** 30 });
+  assert.equal(map.volumes[0].sizeBytes, 2 * 2 ** 30);
+  rejected(applyCommand(map, { type: 'resizeVolume', name: 'vol0', sizeBytes: 1 << 30 }), 'INVALID_ARGUMENT');
+  map = run(map, { type: 'resizeVolume', name: 'vol0', sizeBytes: 1 << 30, allowShrink: true });
+  assert.equal(map.volumes[0].sizeBytes, 1 << 30);
+  // Same size: accepted, nothing changes, the epoch stays.
+  r = applyCommand(map, { type: 'resizeVolume', name: 'vol0', sizeBytes: 1 << 30 });
+  assert.ok(r.ok && !r.changed && r.map === map);
+  map = run(map, { type: 'deleteVolume', name: 'vol0' });
+  assert.equal(map.volumes.length, 0);
+  rejected(applyCommand(map, { type: 'deleteVolume', name: 'vol0' }), 'NOT_FOUND');
+  r = applyCommand(map, { type: 'createVolume', name: 'vol0', sizeBytes: 1 << 20, extentBytes: 1 << 16 });
+  assert.ok(r.ok);
+  assert.equal(r.volume?.id, 2, 'a recreated volume must not reuse the deleted one\'s id (its extents may linger)');
+});
+
+test('bad commands are refused with typed errors and leave the map and its epoch untouched', () => {
+  const map = deepFreeze(threeZones());
+  const cases: [MapCommand, string][] = [
+    [{ type: 'createVolume', name: 'v', sizeBytes: 1000 }, 'INVALID_ARGUMENT'],
+    [{ type: 'createVolume', name: 'v', sizeBytes: 0 }, 'INVALID_ARGUMENT'],
+    [{ type: 'createVolume', name: 'v', sizeBytes: 2 ** 51 }, 'INVALID_ARGUMENT'],
+    [{ type: 'createVolume', name: '../etc', sizeBytes: 4096 }, 'INVALID_ARGUMENT'],
+    [{ type: 'createVolume', name: 'v', sizeBytes: 4096, pool: 'nope' }, 'NOT_FOUND'],
+    [{ type: 'createVolume', name: 'v', sizeBytes: 4096, extentBytes: 3 << 20 }, 'INVALID_ARGUMENT'],
+    [{ type: 'resizeVolume', name: 'nope', sizeBytes: 4096 }, 'NOT_FOUND'],
+    [{ type: 'createPool', name: 'default', replicas: 3, pgCount: 8, failureDomain: 'zone' }, 'ALREADY_EXISTS'],
+    [{ type: 'createPool', name: 'p4', replicas: 4, pgCount: 8, failureDomain: 'zone' }, 'PLACEMENT_IMPOSSIBLE'],
+    [{ type: 'createPool', name: 'p', replicas: 0, pgCount: 8, failureDomain: 'zone' }, 'INVALID_ARGUMENT'],
+    [{ type: 'createPool', name: 'p', replicas: 3, pgCount: maxPgsPerPool + 1, failureDomain: 'zone' }, 'INVALID_ARGUMENT'],
+    [{ type: 'createPool', name: 'p', replicas: 3, pgCount: 8, failureDomain: 'row' as 'zone' }, 'INVALID_ARGUMENT'],
+    [{ type: 'removeNode', id: 2 }, 'PLACEMENT_IMPOSSIBLE'],
+    [{ type: 'removeNode', id: 9 }, 'NOT_FOUND'],
+    [{ type: 'setNodeState', id: 1, state: 'out' }, 'PLACEMENT_IMPOSSIBLE'],
+    [{ type: 'addNode', id: 0, addresses: addr(0) }, 'INVALID_ARGUMENT'],
+    [{ type: 'addNode', id: 4, addresses: { ...addr(4), peer: 'nohost' } }, 'INVALID_ARGUMENT'],
+    [{ type: 'addNode', id: 4, addresses: addr(1) }, 'ALREADY_EXISTS'],
+    [{ type: 'addNode', id: 4, addresses: addr(4), labels: { zone: 'a/b' } }, 'INVALID_ARGUMENT'],
+    [{ type: 'addNode', id: 4, addresses: addr(4), weight: -1 }, 'INVALID_ARGUMENT'],
+    [{ type: 'frobnicate' } as unknown as MapCommand, 'INVALID_ARGUMENT'],
+  ];
+  const before = encodeMap(map);
+  for (const [command, code] of cases) {
+    const r = applyCommand(map, command);
+    rejected(r, code);
+  }
+  assert.deepEqual(encodeMap(map), before);
+  assert.equal(map.epoch, 4);
+});
+
+test('adding a node moves only the PGs it joins, marks them with the new epoch and reports them', () => {
+  let map = emptyMap();
+  for (let id = 1; id <= 12; id++) map = run(map, addNode(id, { zone: `z${id % 3}`, host: `h${id}` }));
+  map = run(map, { type: 'createPool', name: 'default', replicas: 3, pgCount: 512, failureDomain: 'host' });
+  const frozen = deepFreeze(map);
+  const r = applyCommand(frozen, addNode(13, { zone: 'z1', host: 'h13' }));
+  assert.ok(r.ok);
+  checkMap(r.map);
+  assert.equal(r.map.epoch, frozen.epoch + 1);
+  const moved = new Set(r.movedGroups);
+  assert.ok(moved.size > 512 * 3 / 13 * 0.6 && moved.size < 512 * 3 / 13 * 1.4, `moved ${moved.size} PGs`);
+  for (let i = 0; i < 512; i++) {
+    const before = frozen.pools[0].pgs[i];
+    const now: PgInfo = r.map.pools[0].pgs[i];
+    if (moved.has(pgGroupId(1, i))) {
+      assert.ok(now.replicas.includes(13));
+      assert.equal(now.sinceEpoch, r.map.epoch);
+    } else {
+      assert.equal(now, before, 'an unmoved PG must be the same object (and epoch)');
+    }
+  }
+  // Re-registering with identical values is a no-op; a new address bumps the epoch, moves nothing.
+  const again = applyCommand(r.map, addNode(13, { zone: 'z1', host: 'h13' }));
+  assert.ok(again.ok && !again.changed && again.map.epoch === r.map.epoch);
+  const readdr = applyCommand(r.map, { type: 'addNode', id: 13, addresses: { ...addr(13), nbd: '127.0.0.1:31013' }, labels: { zone: 'z1', host: 'h13' } });
+  assert.ok(readdr.ok && readdr.changed && readdr.movedGroups.length === 0);
+  assert.equal(readdr.map.pools, r.map.pools);
+  // Draining the node moves its PGs away again.
+  const out = run(r.map, { type: 'setNodeState', id: 13, state: 'out' });
+  assert.equal(groupsOfNode(out, 13).length, 0);
+});
+
+test('the same commands give byte-identical maps, which round-trip through msgpackr and JSON', () => {
+  const commands: MapCommand[] = [
+    addNode(5, { zone: 'a', rack: 'r1', host: 'h1' }, 2),
+    addNode(3, { zone: 'b', rack: 'r1', host: 'h1' }),
+    addNode(9, { zone: 'c' }),
+    addNode(7, { zone: 'c' }, 0.5),
+    { type: 'createPool', name: 'default', replicas: 3, pgCount: 32, failureDomain: 'zone' },
+    { type: 'createPool', name: 'fast', replicas: 2, pgCount: 16, failureDomain: 'host' },
+    { type: 'createVolume', name: 'vol0', sizeBytes: 1 << 30 },
+    { type: 'createVolume', name: 'vol1', sizeBytes: 8 << 20, pool: 'fast', extentBytes: 1 << 20 },
+  ];
+  const a = run(emptyMap(), ...commands);
+  const b = run(emptyMap(), ...commands.map((c) => decodeCommand(encodeCommand(c))));
+  assert.deepEqual(encodeMap(a), encodeMap(b));
+  assert.deepEqual(a.nodes.map((n) => n.id), [3, 5, 7, 9]);
+  assert.deepEqual(decodeMap(encodeMap(a)), a);
+  assert.deepEqual(JSON.parse(JSON.stringify(a)), a);
+  assert.throws(() => decodeMap(encodeMap({ ...a, epoch: -1 })));
+  assert.throws(() => decodeMap(Buffer.from([0xc0])));
+});
+
+test('extents spread evenly over PGs, stably, and locateExtent finds their replicas', () => {
+  assert.deepEqual([pgOfExtent(1, 0, 64), pgOfExtent(1, 1, 64), pgOfExtent(2, 0, 64), pgOfExtent(1, 2 ** 40, 64)], PINNED_PGS);
+  const counts = new Array<number>(64).fill(0);
+  for (let e = 0; e < 64 * 500; e++) counts[pgOfExtent(7, e, 64)]++;
+  for (const c of counts) assert.ok(c > 500 * 0.8 && c < 500 * 1.2, `a PG got ${c} of ~500 extents`);
+  let map = threeZones();
+  map = run(map, { type: 'createVolume', name: 'vol0', sizeBytes: 1 << 30 });
+  const v = map.volumes[0];
+  const loc = locateExtent(map, v, 9 * (4 << 20) + 4096);
+  assert.equal(loc.extentIndex, 9);
+  assert.equal(loc.offsetInExtent, 4096);
+  assert.equal(loc.pgIndex, pgOfExtent(v.id, 9, 64));
+  assert.equal(loc.groupId, pgGroupId(1, loc.pgIndex));
+  assert.deepEqual(pgOfGroup(loc.groupId), { poolId: 1, pgIndex: loc.pgIndex });
+  assert.deepEqual(loc.replicas, map.pools[0].pgs[loc.pgIndex].replicas);
+  assert.ok(loc.groupId > 0, 'group 0 is the metadata group');
+});
+
+test('labels parse from KEY=VALUE lists and bad ones are refused', () => {
+  assert.deepEqual(parseLabels('zone=a,rack=r1,host=h1'), { host: 'h1', rack: 'r1', zone: 'a' });
+  assert.deepEqual(parseLabels(''), {});
+  for (const bad of ['zone', 'zone=a,zone=b', 'zone=a=b', 'zone=a/b']) assert.throws(() => parseLabels(bad), { code: 'INVALID_ARGUMENT' });
+});
+
+test('random command sequences keep every map invariant (property)', () => {
+  const nodeId = fc.integer({ min: 1, max: 8 });
+  const name = fc.constantFrom('a', 'b', 'c', 'default');
+  const command: fc.Arbitrary<MapCommand> = fc.oneof(
+    fc.record({ type: fc.constant('addNode' as const), id: nodeId, zone: fc.integer({ min: 0, max: 3 }), weight: fc.constantFrom(0, 1, 2) }).map(
+      (x): MapCommand => addNode(x.id, { zone: `z${x.zone}`, host: `h${x.id}` }, x.weight),
+    ),
+    fc.record({ type: fc.constant('removeNode' as const), id: nodeId }),
+    fc.record({ type: fc.constant('setNodeState' as const), id: nodeId, state: fc.constantFrom('in' as const, 'out' as const) }),
+    fc.record({
+      type: fc.constant('createPool' as const),
+      name,
+      replicas: fc.integer({ min: 1, max: 4 }),
+      pgCount: fc.integer({ min: 1, max: 16 }),
+      failureDomain: fc.constantFrom('zone' as const, 'host' as const),
+    }),
+    fc.record({ type: fc.constant('createVolume' as const), name, sizeBytes: fc.integer({ min: 1, max: 64 }).map((n) => n * 4096), pool: name }),
+    fc.record({ type: fc.constant('resizeVolume' as const), name, sizeBytes: fc.integer({ min: 1, max: 64 }).map((n) => n * 4096), allowShrink: fc.boolean() }),
+    fc.record({ type: fc.constant('deleteVolume' as const), name }),
+  );
+  fc.assert(
+    fc.property(fc.array(command, { maxLength: 40 }), (commands) => {
+      let map = deepFreeze(emptyMap());
+      for (const c of commands) {
+        const before = encodeMap(map);
+        const r = applyCommand(map, c);
+        if (r.ok) {
+          checkMap(r.map);
+          assert.equal(r.map.epoch, map.epoch + (r.changed ? 1 : 0));
+          map = deepFreeze(r.map);
+        } else {
+          assert.deepEqual(encodeMap(map), before);
+        }
+      }
+    }),
+    { numRuns: 300, seed: 5 },
+  );
+});
+
+const PINNED_PGS: number[] = [29, 27, 49, 0];
