@@ -1,0 +1,76 @@
+"""Writes unique tagged 4 KiB blocks and reports which ones are durable.
+
+usage: crash_writer.py URI SEED SLOTS          (write; one JSON line per durable set)
+       crash_writer.py URI SEED SLOTS --verify   (reads JSON slot lists on stdin; checks them)
+
+Each slot is written once, in a seeded random order, 32 writes in flight at a time, every
+eighth with FUA. After a batch completes, its FUA writes are printed as durable; after the
+FLUSH that follows completes, the rest of the batch is. A line is printed only after the
+server's reply arrived, so every slot printed was acknowledged as durable.
+"""
+import json
+import random
+import sys
+
+import nbd
+
+BLOCK = 4096
+BATCH = 32
+
+
+def block(seed, slot):
+    tag = f"raftblock-crash seed={seed} slot={slot} ".encode()
+    body = random.Random(seed * 1_000_003 + slot).randbytes(BLOCK - len(tag))
+    return tag + body
+
+
+def write(uri, seed, slots):
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    order = list(range(slots))
+    random.Random(seed).shuffle(order)
+    for start in range(0, slots, BATCH):
+        batch = order[start:start + BATCH]
+        pending = []
+        for k, slot in enumerate(batch):
+            fua = k % 8 == 0
+            cookie = h.aio_pwrite(block(seed, slot), slot * BLOCK, flags=nbd.CMD_FLAG_FUA if fua else 0)
+            pending.append((cookie, slot, fua))
+        for cookie, _slot, _fua in pending:
+            while not h.aio_command_completed(cookie):
+                h.poll(-1)
+        print(json.dumps({"durable": [s for _c, s, f in pending if f], "how": "fua"}), flush=True)
+        h.flush()
+        print(json.dumps({"durable": [s for _c, s, f in pending if not f], "how": "flush"}), flush=True)
+    print(json.dumps({"finished": True}), flush=True)
+
+
+def verify(uri, seed, slots):
+    acked = set()
+    for line in sys.stdin:
+        acked.update(json.loads(line))
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    zero = bytes(BLOCK)
+    lost, torn, kept, absent = [], [], 0, 0
+    for slot in range(slots):
+        got = h.pread(BLOCK, slot * BLOCK)
+        want = block(seed, slot)
+        if got == want:
+            kept += 1
+        elif slot in acked:
+            lost.append(slot)
+        elif got == zero:
+            absent += 1
+        else:
+            torn.append(slot)
+    print(json.dumps({"acked": len(acked), "kept": kept, "absent": absent, "lost": lost[:20], "lostCount": len(lost), "torn": torn[:20], "tornCount": len(torn)}))
+    sys.exit(1 if lost or torn else 0)
+
+
+if __name__ == "__main__":
+    uri, seed, slots = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if len(sys.argv) > 4 and sys.argv[4] == "--verify":
+        verify(uri, seed, slots)
+    else:
+        write(uri, seed, slots)
