@@ -1,0 +1,424 @@
+/**
+ * The admin HTTP API of a node, and its client (used by `raftblock volume ...`, `raftblock
+ * status` and the cluster tests).
+ *
+ * Every node serves it on its `--http HOST:PORT` (beside /metrics and /healthz). JSON in and
+ * out, `Content-Type: application/json`. The endpoints:
+ *
+ *   GET    /v1/status                    → NodeStatus      this node and every group it runs
+ *   GET    /v1/map                       → ClusterMap      the map as applied on this node
+ *   GET    /v1/volumes                   → VolumeList
+ *   POST   /v1/volumes                   ← CreateVolumeRequest  → 201 VolumeResponse
+ *   POST   /v1/volumes/{name}/resize     ← ResizeVolumeRequest  → 200 VolumeResponse
+ *   DELETE /v1/volumes/{name}            → 200 VolumeResponse (the volume as it was)
+ *   POST   /v1/pools                     ← CreatePoolRequest    → 201 PoolResponse
+ *   GET    /v1/groups/{groupId}/digest   → GroupDigest     checksum of this replica's data
+ *
+ * Changes to the map (volumes, pools) are group-0 commands (see map.ts): the node that
+ * receives one proposes it to group 0 — forwarding it to the group-0 leader over the peer
+ * transport when it is not the leader — and answers once it is committed and applied, with the
+ * map epoch that includes it. A node that cannot forward answers 503 NOT_LEADER with `leader`
+ * set to the group-0 leader's HTTP address when known; this client then retries there.
+ *
+ * Errors: a non-2xx status with body `{ "error": { "code": CODE, "message": TEXT, "leader"?:
+ * HOST:PORT } }`, CODE being the RaftblockError code; `httpStatusOf(code)` is the status table
+ * both sides use.
+ */
+import { InvalidArgument, NotFound, AlreadyExists, ProtocolError, RaftblockError, TimedOut, Unavailable, NotLeader } from '../common/errors.js';
+import { parseHostPort } from '../common/address.js';
+import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
+import { allGroups } from './map.js';
+
+/**
+ * `raftblock start` gives its first node this HTTP port (node i gets defaultAdminHttpPort + i - 1),
+ * so the admin commands find a local cluster without --server.
+ */
+export const defaultAdminHttpPort = 10900;
+export const defaultAdminServer = `127.0.0.1:${defaultAdminHttpPort}`;
+export const defaultAdminTimeoutMs = 10_000;
+/** A replica whose applied index trails the leader's commit index by more is "lagging". */
+export const lagThresholdEntries = 64;
+/** NOT_LEADER redirects followed before giving up. */
+export const maxRedirects = 3;
+
+// ---------------------------------------------------------------------------------------------
+// Request and response bodies
+
+/** GET /v1/status */
+export interface NodeStatus {
+  nodeId: NodeId;
+  /** Epoch of the map applied on this node. */
+  epoch: number;
+  /** Milliseconds since the process started. */
+  uptimeMs: number;
+  /** Every Raft group this node runs (group 0 if it is a metadata member), ascending by id. */
+  groups: GroupStatus[];
+}
+
+export type GroupRole = 'leader' | 'follower' | 'candidate' | 'preCandidate' | 'learner';
+
+export interface GroupStatus {
+  groupId: number;
+  role: GroupRole;
+  term: number;
+  /** The leader this node knows of; 0 when none. */
+  leader: NodeId;
+  commitIndex: number;
+  appliedIndex: number;
+  /** Last index in this node's log. */
+  lastIndex: number;
+  /** Current voters of the group's Raft configuration. */
+  voters: NodeId[];
+  /** True when the WAL found corruption in this group and it waits for repair from a peer. */
+  needsRepair?: boolean;
+}
+
+/** GET /v1/volumes */
+export interface VolumeList {
+  epoch: number;
+  volumes: Volume[];
+}
+
+/** POST /v1/volumes */
+export interface CreateVolumeRequest {
+  name: string;
+  sizeBytes: number;
+  /** Default `default`. */
+  pool?: string;
+  /** Default 4 MiB. */
+  extentBytes?: number;
+}
+
+/** POST /v1/volumes/{name}/resize */
+export interface ResizeVolumeRequest {
+  sizeBytes: number;
+  /** Required to shrink (data past the new end is discarded). */
+  allowShrink?: boolean;
+}
+
+/** Answer to a volume change: the volume and the map epoch that includes the change. */
+export interface VolumeResponse {
+  epoch: number;
+  volume: Volume;
+}
+
+/** POST /v1/pools */
+export interface CreatePoolRequest {
+  name: string;
+  replicas: number;
+  pgCount: number;
+  failureDomain: FailureDomain;
+}
+
+export interface PoolResponse {
+  epoch: number;
+  pool: Pool;
+}
+
+/**
+ * GET /v1/groups/{groupId}/digest: a checksum of this replica's data at `appliedIndex`, over
+ * every extent of the group in a canonical order (extent key ascending, unallocated ranges
+ * hashed as zeros, so two replicas with the same bytes agree however they were written,
+ * trimmed or snapshotted). Replicas of a quiet group at the same applied index must agree.
+ */
+export interface GroupDigest {
+  groupId: number;
+  nodeId: NodeId;
+  appliedIndex: number;
+  /** Hex string. */
+  digest: string;
+}
+
+export interface ErrorBody {
+  error: { code: string; message: string; leader?: string };
+}
+
+/** The HTTP status for a RaftblockError code; both the server and this client use it. */
+export function httpStatusOf(code: string): number {
+  switch (code) {
+    case 'INVALID_ARGUMENT':
+    case 'OUT_OF_RANGE':
+      return 400;
+    case 'NOT_FOUND':
+      return 404;
+    case 'ALREADY_EXISTS':
+    case 'STALE_EPOCH':
+      return 409;
+    case 'PLACEMENT_IMPOSSIBLE':
+      return 422;
+    case 'NOT_SUPPORTED':
+      return 501;
+    case 'NOT_LEADER':
+    case 'UNAVAILABLE':
+      return 503;
+    case 'TIMED_OUT':
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+/** Rebuilds a typed error from an error body. */
+export function errorFromBody(body: ErrorBody['error']): RaftblockError {
+  switch (body.code) {
+    case 'INVALID_ARGUMENT':
+      return new InvalidArgument(body.message);
+    case 'NOT_FOUND':
+      return new NotFound(body.message);
+    case 'ALREADY_EXISTS':
+      return new AlreadyExists(body.message);
+    case 'UNAVAILABLE':
+      return new Unavailable(body.message);
+    case 'TIMED_OUT':
+      return new TimedOut(body.message);
+    case 'NOT_LEADER':
+      return new NotLeader(body.message, body.leader);
+    default:
+      return new RaftblockError(body.code, body.message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster-wide status, merged by the client from every node's /v1/status
+
+export type GroupHealth = 'ok' | 'lagging' | 'unavailable';
+
+export interface ReplicaView {
+  nodeId: NodeId;
+  /** False when the node did not answer /v1/status or does not run the group. */
+  reachable: boolean;
+  role?: GroupRole;
+  term?: number;
+  commitIndex?: number;
+  appliedIndex?: number;
+  needsRepair?: boolean;
+}
+
+export interface GroupView {
+  groupId: number;
+  /** Pool name; `metadata` for group 0. */
+  pool: string;
+  pgIndex: number;
+  /** Replica set in the map (group 0: the nodes that report running it). */
+  replicas: NodeId[];
+  /** Highest-term replica that calls itself leader; 0 when none. */
+  leader: NodeId;
+  term: number;
+  /** The leader's, when there is one; else the highest seen. */
+  commitIndex: number;
+  appliedIndex: number;
+  health: GroupHealth;
+  /** Why the group is not ok. */
+  reason?: string;
+  members: ReplicaView[];
+}
+
+export interface NodeView {
+  id: NodeId;
+  addresses: NodeAddresses;
+  labels: Record<string, string>;
+  weight: number;
+  state: NodeState;
+  reachable: boolean;
+  /** The map epoch the node has applied (when reachable). */
+  epoch?: number;
+  uptimeMs?: number;
+  error?: string;
+}
+
+export interface ClusterStatus {
+  /** Epoch of the map served by the server asked. */
+  epoch: number;
+  server: string;
+  nodes: NodeView[];
+  groups: GroupView[];
+  summary: { nodes: number; nodesReachable: number; groups: number; ok: number; lagging: number; unavailable: number };
+}
+
+/** Merges a map and the nodes' statuses into a cluster view. Pure, so it is unit-tested. */
+export function mergeClusterStatus(
+  server: string,
+  map: ClusterMap,
+  statuses: ReadonlyMap<NodeId, NodeStatus | Error>,
+): ClusterStatus {
+  const nodes: NodeView[] = map.nodes.map((n) => {
+    const s = statuses.get(n.id);
+    const base = { id: n.id, addresses: n.addresses, labels: n.labels, weight: n.weight, state: n.state };
+    if (s === undefined) return { ...base, reachable: false, error: 'not asked' };
+    if (s instanceof Error) return { ...base, reachable: false, error: s.message };
+    return { ...base, reachable: true, epoch: s.epoch, uptimeMs: s.uptimeMs };
+  });
+  const byNode = new Map<NodeId, Map<number, GroupStatus>>();
+  for (const [id, s] of statuses) {
+    if (s instanceof Error) continue;
+    byNode.set(id, new Map(s.groups.map((g) => [g.groupId, g])));
+  }
+  const metadataMembers = [...byNode.entries()].filter(([, gs]) => gs.has(0)).map(([id]) => id).sort((a, b) => a - b);
+  const targets = [{ groupId: 0, pool: 'metadata', pgIndex: 0, replicas: metadataMembers }, ...allGroups(map)];
+  const groups = targets.map((t) => viewGroup(t, byNode));
+  const count = (h: GroupHealth): number => groups.filter((g) => g.health === h).length;
+  return {
+    epoch: map.epoch,
+    server,
+    nodes,
+    groups,
+    summary: {
+      nodes: nodes.length,
+      nodesReachable: nodes.filter((n) => n.reachable).length,
+      groups: groups.length,
+      ok: count('ok'),
+      lagging: count('lagging'),
+      unavailable: count('unavailable'),
+    },
+  };
+}
+
+function viewGroup(
+  t: { groupId: number; pool: string; pgIndex: number; replicas: NodeId[] },
+  byNode: ReadonlyMap<NodeId, ReadonlyMap<number, GroupStatus>>,
+): GroupView {
+  const members: ReplicaView[] = t.replicas.map((nodeId) => {
+    const g = byNode.get(nodeId)?.get(t.groupId);
+    if (!g) return { nodeId, reachable: false };
+    return { nodeId, reachable: true, role: g.role, term: g.term, commitIndex: g.commitIndex, appliedIndex: g.appliedIndex, needsRepair: g.needsRepair };
+  });
+  let leader: ReplicaView | undefined;
+  for (const m of members) if (m.role === 'leader' && (!leader || (m.term ?? 0) > (leader.term ?? 0))) leader = m;
+  const reachable = members.filter((m) => m.reachable);
+  const maxOf = (f: (m: ReplicaView) => number | undefined): number => reachable.reduce((a, m) => Math.max(a, f(m) ?? 0), 0);
+  const view: GroupView = {
+    groupId: t.groupId,
+    pool: t.pool,
+    pgIndex: t.pgIndex,
+    replicas: t.replicas,
+    leader: leader?.nodeId ?? 0,
+    term: leader?.term ?? maxOf((m) => m.term),
+    commitIndex: leader?.commitIndex ?? maxOf((m) => m.commitIndex),
+    appliedIndex: leader?.appliedIndex ?? maxOf((m) => m.appliedIndex),
+    health: 'ok',
+    members,
+  };
+  const quorum = Math.floor(t.replicas.length / 2) + 1;
+  if (t.replicas.length === 0) return { ...view, health: 'unavailable', reason: 'no replica reports the group' };
+  if (!leader) return { ...view, health: 'unavailable', reason: 'no leader' };
+  if (reachable.length < quorum) return { ...view, health: 'unavailable', reason: `${reachable.length} of ${t.replicas.length} replicas reachable` };
+  const behind = members.filter((m) => !m.reachable || m.needsRepair || view.commitIndex - (m.appliedIndex ?? 0) > lagThresholdEntries);
+  if (behind.length > 0) {
+    const what = behind.map((m) => (!m.reachable ? `${m.nodeId} unreachable` : m.needsRepair ? `${m.nodeId} needs repair` : `${m.nodeId} applied ${m.appliedIndex}`));
+    return { ...view, health: 'lagging', reason: what.join(', ') };
+  }
+  return view;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+export interface AdminClientOptions {
+  timeoutMs?: number;
+}
+
+export class AdminClient {
+  readonly server: string;
+  private readonly timeoutMs: number;
+
+  /** `server` is a node's HTTP HOST:PORT. */
+  constructor(server: string, opts: AdminClientOptions = {}) {
+    parseHostPort(server, 'server');
+    this.server = server;
+    this.timeoutMs = opts.timeoutMs ?? defaultAdminTimeoutMs;
+  }
+
+  status(): Promise<NodeStatus> {
+    return this.call('GET', '/v1/status');
+  }
+
+  map(): Promise<ClusterMap> {
+    return this.call('GET', '/v1/map');
+  }
+
+  listVolumes(): Promise<VolumeList> {
+    return this.call('GET', '/v1/volumes');
+  }
+
+  createVolume(req: CreateVolumeRequest): Promise<VolumeResponse> {
+    return this.call('POST', '/v1/volumes', req);
+  }
+
+  resizeVolume(name: string, req: ResizeVolumeRequest): Promise<VolumeResponse> {
+    return this.call('POST', `/v1/volumes/${encodeURIComponent(name)}/resize`, req);
+  }
+
+  deleteVolume(name: string): Promise<VolumeResponse> {
+    return this.call('DELETE', `/v1/volumes/${encodeURIComponent(name)}`);
+  }
+
+  createPool(req: CreatePoolRequest): Promise<PoolResponse> {
+    return this.call('POST', '/v1/pools', req);
+  }
+
+  groupDigest(groupId: number): Promise<GroupDigest> {
+    return this.call('GET', `/v1/groups/${groupId}/digest`);
+  }
+
+  /** The map from this server, merged with /v1/status from every node in it (in parallel). */
+  async clusterStatus(): Promise<ClusterStatus> {
+    const map = await this.map();
+    const statuses = new Map<NodeId, NodeStatus | Error>();
+    await Promise.all(
+      map.nodes.map(async (n) => {
+        try {
+          statuses.set(n.id, await new AdminClient(n.addresses.http, { timeoutMs: Math.min(this.timeoutMs, 3000) }).status());
+        } catch (err) {
+          statuses.set(n.id, err instanceof Error ? err : new Error(String(err)));
+        }
+      }),
+    );
+    return mergeClusterStatus(this.server, map, statuses);
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    let server = this.server;
+    for (let hop = 0; ; hop++) {
+      try {
+        return await this.once<T>(server, method, path, body);
+      } catch (err) {
+        if (err instanceof NotLeader && err.leaderHint && err.leaderHint !== server && hop < maxRedirects) {
+          server = err.leaderHint;
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  private async once<T>(server: string, method: string, path: string, body: unknown): Promise<T> {
+    const { host, port } = parseHostPort(server, 'server');
+    const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}${path}`;
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      const e = err as Error & { cause?: { code?: string } };
+      if (e.name === 'TimeoutError') throw new TimedOut(`no answer from raftblock node ${server} within ${this.timeoutMs} ms (${method} ${path})`);
+      throw new Unavailable(`cannot reach raftblock node at ${server}: ${e.cause?.code ?? e.message}`);
+    }
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      throw new ProtocolError(`${method} ${path} on ${server}: HTTP ${res.status}, body is not JSON: ${text.slice(0, 120)}`);
+    }
+    if (!res.ok) {
+      const e = (parsed as ErrorBody | undefined)?.error;
+      if (e && typeof e.code === 'string' && typeof e.message === 'string') throw errorFromBody(e);
+      throw new ProtocolError(`${method} ${path} on ${server}: HTTP ${res.status} ${text.slice(0, 120)}`);
+    }
+    return parsed as T;
+  }
+}
