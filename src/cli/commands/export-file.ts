@@ -1,0 +1,83 @@
+/**
+ * `raftblock export-file PATH --name NAME --listen HOST:PORT [--size BYTES] [--readonly]
+ *  [--metrics HOST:PORT] [--description TEXT]`
+ *
+ * Serves one local file over NBD until SIGINT/SIGTERM, then stops accepting, lets in-flight
+ * requests finish, flushes and exits 0. On start it prints one JSON line to stdout:
+ * {"event":"listening","nbd":"HOST:PORT","metrics":"HOST:PORT"|null} with the real ports.
+ */
+import type { Command } from 'commander';
+import { parseHostPort, parseSize, type HostPort } from '../../common/address.js';
+import { createLogger } from '../../common/log.js';
+import { createRegistry, startMetricsServer, type MetricsServer } from '../../metrics/server.js';
+import { FileBackend } from '../../nbd/file-backend.js';
+import { NbdServer } from '../../nbd/server.js';
+
+interface ExportFileOptions {
+  name: string;
+  listen: string;
+  size?: string;
+  readonly?: boolean;
+  metrics?: string;
+  description?: string;
+}
+
+function formatHostPort(a: HostPort): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+export function register(program: Command): void {
+  program
+    .command('export-file')
+    .description('serve a local file over NBD (created sparse with --size if absent)')
+    .argument('<path>', 'file to export')
+    .requiredOption('--name <name>', 'export name')
+    .option('--listen <host:port>', 'NBD listen address', '127.0.0.1:10809')
+    .option('--size <bytes>', 'size of the file to create if it does not exist (e.g. 1G)')
+    .option('--readonly', 'export read-only')
+    .option('--metrics <host:port>', 'serve Prometheus /metrics and /healthz here')
+    .option('--description <text>', 'export description shown to clients')
+    .action(async (path: string, opts: ExportFileOptions) => {
+      await exportFile(path, opts);
+    });
+}
+
+async function exportFile(path: string, opts: ExportFileOptions): Promise<void> {
+  const log = createLogger('export-file');
+  const listen = parseHostPort(opts.listen, '--listen');
+  const metricsAddr = opts.metrics ? parseHostPort(opts.metrics, '--metrics') : undefined;
+  const createSizeBytes = opts.size !== undefined ? parseSize(opts.size, '--size') : undefined;
+  const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false });
+  if (createSizeBytes !== undefined && createSizeBytes !== backend.size()) {
+    log.warn('file exists with a different size; serving its actual size', { path, sizeBytes: backend.size(), requested: createSizeBytes });
+  }
+  const registry = createRegistry();
+  const server = new NbdServer({
+    exports: new Map([[opts.name, { backend, description: opts.description }]]),
+    registry,
+  });
+  const nbdAddr = await server.listen(listen);
+  let stopping = false;
+  let metrics: MetricsServer | undefined;
+  if (metricsAddr) metrics = await startMetricsServer(metricsAddr, registry, () => (stopping ? 'shutting down' : null));
+  process.stdout.write(
+    JSON.stringify({ event: 'listening', nbd: formatHostPort(nbdAddr), metrics: metrics ? formatHostPort(metrics.address) : null }) + '\n',
+  );
+  log.info('serving', { path, name: opts.name, sizeBytes: backend.size(), readOnly: backend.capabilities.readOnly, nbd: formatHostPort(nbdAddr) });
+
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info('stopping', { signal });
+      resolve();
+    };
+    process.once('SIGINT', () => onSignal('SIGINT'));
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+  });
+  await server.close();
+  await backend.close();
+  if (metrics) await metrics.close();
+  log.info('stopped');
+  process.exit(0);
+}

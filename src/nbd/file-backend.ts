@@ -1,0 +1,275 @@
+/**
+ * BlockBackend over one local file with plain node:fs (pread/pwrite through FileHandle,
+ * fdatasync). One instance is shared by every connection to the export, so a FLUSH on any
+ * connection (fdatasync of the shared file) covers writes completed on all of them: the export
+ * can advertise CAN_MULTI_CONN.
+ *
+ * What Node cannot do directly, and the choices made:
+ * - Holes (SEEK_DATA/SEEK_HOLE): not reachable from node:fs. Allocation is inferred from
+ *   content: data is scanned in `zeroGranuleBytes` granules (aligned to the device) and an
+ *   all-zero granule is reported as a hole that reads as zeros. READ sends such runs as
+ *   OFFSET_HOLE; BLOCK_STATUS reports them HOLE|ZERO. A written block of zeros is therefore
+ *   indistinguishable from an unallocated one, which the spec permits (the server MAY report
+ *   a hole where no trim was requested).
+ * - Punching holes (fallocate): TRIM and WRITE_ZEROES of at least `punchMinBytes` run
+ *   `fallocate --punch-hole` (or `--zero-range` with NO_HOLE) from util-linux in a child
+ *   process: a few milliseconds, but it frees the space and costs no data I/O. Smaller ranges,
+ *   or when the tool fails, are written with zeros in bounded chunks from one shared zero
+ *   buffer. FAST_ZERO fails with NotSupported only when a large range would need that slow path.
+ * - CACHE reads the range (bounded) to warm the page cache.
+ */
+import { execFile } from 'node:child_process';
+import { constants as fsConstants, promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { assert } from '../common/assert.js';
+import { InvalidArgument, IoError, NotSupported, RaftblockError } from '../common/errors.js';
+import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from './backend.js';
+import { maxPayloadBytes } from './protocol.js';
+
+/** Granule of zero detection: a granule-aligned all-zero run of this size is reported as a hole. */
+export const zeroGranuleBytes = 4096;
+/** Largest window read to answer one BLOCK_STATUS (the reply may cover less than asked). */
+export const blockStatusWindowBytes = 4 * 1024 * 1024;
+/** Ranges at least this long are zeroed/trimmed with fallocate rather than written. */
+export const punchMinBytes = 1024 * 1024;
+/** Chunk of zeros written at a time on the slow path. */
+const zeroChunkBytes = 1024 * 1024;
+/** CACHE warms at most this many bytes per request. */
+const cacheMaxBytes = 32 * 1024 * 1024;
+
+const zeros = Buffer.alloc(Math.max(zeroChunkBytes, zeroGranuleBytes));
+
+export interface FileBackendOptions {
+  /** Size for a file that does not exist yet (created sparse). Required when absent. */
+  createSizeBytes?: number;
+  readOnly?: boolean;
+}
+
+export class FileBackend implements BlockBackend {
+  readonly capabilities: BackendCapabilities;
+  readonly blockSizes: BlockSizes = { minimum: 1, preferred: 4096, maximum: maxPayloadBytes };
+  private syncRunning: Promise<void> | null = null;
+  private syncQueued: Promise<void> | null = null;
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+    private readonly sizeBytes: number,
+    readOnly: boolean,
+    /** False once fallocate failed once (tool missing or filesystem without support). */
+    private canPunch: boolean,
+  ) {
+    this.capabilities = {
+      readOnly,
+      canTrim: !readOnly,
+      canWriteZeroes: !readOnly,
+      canFastZero: !readOnly,
+      canCache: true,
+      canMultiConn: true,
+      canBlockStatus: true,
+    };
+  }
+
+  /** Opens `path`, creating a sparse file of `createSizeBytes` if it does not exist. */
+  static async open(path: string, opts: FileBackendOptions = {}): Promise<FileBackend> {
+    const readOnly = opts.readOnly ?? false;
+    let fh: FileHandle;
+    try {
+      fh = await fsp.open(path, readOnly ? fsConstants.O_RDONLY : fsConstants.O_RDWR);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw wrapFsError('open', err);
+      if (opts.createSizeBytes === undefined) throw new InvalidArgument(`${path} does not exist and no size was given to create it`);
+      if (readOnly) throw new InvalidArgument(`${path} does not exist; a read-only export cannot create it`);
+      try {
+        fh = await fsp.open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+        await fh.truncate(opts.createSizeBytes); // sparse: no blocks allocated
+        await fh.sync();
+      } catch (e) {
+        throw wrapFsError('create', e);
+      }
+    }
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      await fh.close();
+      throw new InvalidArgument(`${path} is not a regular file`);
+    }
+    return new FileBackend(path, fh, st.size, readOnly, true);
+  }
+
+  size(): number {
+    return this.sizeBytes;
+  }
+
+  async read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined> {
+    await this.preadFully(into, length, offset);
+    return zeroRuns(into, length, offset, zeroGranuleBytes);
+  }
+
+  async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    let done = 0;
+    try {
+      while (done < data.length) {
+        const { bytesWritten } = await this.fh.write(data, done, data.length - done, offset + done);
+        assert(bytesWritten > 0, 'pwrite wrote nothing');
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw wrapFsError('pwrite', err);
+    }
+    if (fua) await this.flush();
+  }
+
+  /**
+   * fdatasync, coalesced: callers that arrive while one runs share the next one (which starts
+   * after theirs began, so it covers every write they completed before calling).
+   */
+  flush(): Promise<void> {
+    if (this.syncRunning === null) {
+      this.syncRunning = this.runSync();
+      return this.syncRunning;
+    }
+    if (this.syncQueued === null) {
+      const running = this.syncRunning;
+      this.syncQueued = running.then(
+        () => this.startQueuedSync(),
+        () => this.startQueuedSync(),
+      );
+    }
+    return this.syncQueued;
+  }
+
+  private startQueuedSync(): Promise<void> {
+    this.syncQueued = null;
+    this.syncRunning = this.runSync();
+    return this.syncRunning;
+  }
+
+  private async runSync(): Promise<void> {
+    try {
+      await this.fh.datasync();
+    } catch (err) {
+      throw wrapFsError('fdatasync', err);
+    } finally {
+      // Only clear if no queued sync replaced us.
+      if (this.syncQueued === null) this.syncRunning = null;
+    }
+  }
+
+  async trim(offset: number, length: number, fua: boolean): Promise<void> {
+    await this.zeroRange(offset, length, false, false);
+    if (fua) await this.flush();
+  }
+
+  async writeZeroes(offset: number, length: number, flags: { fua: boolean; noHole: boolean; fastZero: boolean }): Promise<void> {
+    await this.zeroRange(offset, length, flags.noHole, flags.fastZero);
+    if (flags.fua) await this.flush();
+  }
+
+  private async zeroRange(offset: number, length: number, keepAllocated: boolean, fastOnly: boolean): Promise<void> {
+    if (length >= punchMinBytes && this.canPunch) {
+      try {
+        await runFallocate(keepAllocated ? '--zero-range' : '--punch-hole', offset, length, this.path);
+        return;
+      } catch {
+        this.canPunch = false;
+      }
+    }
+    if (fastOnly && length >= punchMinBytes) throw new NotSupported('cannot zero this range faster than writing zeros');
+    let done = 0;
+    try {
+      while (done < length) {
+        const n = Math.min(zeroChunkBytes, length - done);
+        const { bytesWritten } = await this.fh.write(zeros, 0, n, offset + done);
+        assert(bytesWritten > 0, 'pwrite wrote nothing');
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw wrapFsError('pwrite', err);
+    }
+  }
+
+  async cache(offset: number, length: number): Promise<void> {
+    const buf = Buffer.allocUnsafe(Math.min(zeroChunkBytes, length));
+    const end = offset + Math.min(length, cacheMaxBytes);
+    for (let pos = offset; pos < end; pos += buf.length) {
+      await this.preadFully(buf, Math.min(buf.length, end - pos), pos);
+    }
+  }
+
+  async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    const window = Math.min(length, blockStatusWindowBytes);
+    const buf = Buffer.allocUnsafe(window);
+    await this.preadFully(buf, window, offset);
+    return zeroRuns(buf, window, offset, zeroGranuleBytes) ?? [{ length: window, hole: false, zero: false }];
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.capabilities.readOnly) await this.flush();
+    await this.fh.close();
+  }
+
+  /** Reads exactly `length` bytes; past the end of the file (shrunk underneath us) reads zeros. */
+  private async preadFully(into: Buffer, length: number, offset: number): Promise<void> {
+    let done = 0;
+    try {
+      while (done < length) {
+        const { bytesRead } = await this.fh.read(into, done, length - done, offset + done);
+        if (bytesRead === 0) {
+          into.fill(0, done, length);
+          return;
+        }
+        done += bytesRead;
+      }
+    } catch (err) {
+      throw wrapFsError('pread', err);
+    }
+  }
+}
+
+/**
+ * Splits `buf[0, length)` (device bytes from `baseOffset`) into data and zero runs.
+ * Only whole granules aligned to the device count as zero; returns undefined when there is no
+ * zero granule at all (the common case for data: no allocation).
+ */
+export function zeroRuns(buf: Buffer, length: number, baseOffset: number, granule: number): BlockExtent[] | undefined {
+  let runs: BlockExtent[] | undefined;
+  // First granule boundary at or after baseOffset, relative to buf.
+  let pos = (granule - (baseOffset % granule)) % granule;
+  let dataStart = 0; // start of the pending data run
+  while (pos + granule <= length) {
+    if (buf[pos] === 0 && buf.compare(zeros, 0, granule, pos, pos + granule) === 0) {
+      let end = pos + granule;
+      while (end + granule <= length && buf[end] === 0 && buf.compare(zeros, 0, granule, end, end + granule) === 0) end += granule;
+      runs ??= [];
+      if (pos > dataStart) runs.push({ length: pos - dataStart, hole: false, zero: false });
+      runs.push({ length: end - pos, hole: true, zero: true });
+      dataStart = end;
+      pos = end;
+    } else {
+      pos += granule;
+    }
+  }
+  if (runs === undefined) return undefined;
+  if (dataStart < length) runs.push({ length: length - dataStart, hole: false, zero: false });
+  return runs;
+}
+
+function runFallocate(mode: '--punch-hole' | '--zero-range', offset: number, length: number, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('fallocate', [mode, '--offset', String(offset), '--length', String(length), path], { timeout: 60_000 }, (err) =>
+      err ? reject(err) : resolve(),
+    );
+  });
+}
+
+const osErrnos: Record<string, number> = { ENOSPC: 28, EDQUOT: 122, EFBIG: 27, EIO: 5, EACCES: 13, EPERM: 1, EROFS: 30, EINVAL: 22 };
+
+function wrapFsError(syscall: string, err: unknown): RaftblockError {
+  if (err instanceof RaftblockError) return err;
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  const errno = osErrnos[code] ?? Math.abs((err as NodeJS.ErrnoException).errno ?? 5);
+  return new IoError(syscall, errno, `${syscall}: ${(err as Error).message}`);
+}

@@ -1,0 +1,489 @@
+/**
+ * The transmission phase of one connection: decode requests, validate them against the
+ * export, run them on the backend concurrently, and write replies as they complete (out of
+ * order), batched per tick with cork/uncork.
+ *
+ * Hot-path discipline: request objects come from a per-connection free list and carry
+ * pre-bound completion callbacks (no closure per I/O); payloads live in pooled buffers; bytes
+ * and requests in flight are bounded, and the socket is paused while over either bound or
+ * while the socket's own write queue is too long.
+ */
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '../common/log.js';
+import type { BlockExtent } from './backend.js';
+import type { BufferPool, PooledBuffer } from './buffer-pool.js';
+import { nbdErrnoOf } from './errno.js';
+import type { Negotiated } from './handshake.js';
+import type { NbdMetrics } from './metrics.js';
+import {
+  BASE_ALLOCATION_CONTEXT_ID,
+  NBD_CMD_BLOCK_STATUS,
+  NBD_CMD_CACHE,
+  NBD_CMD_DISC,
+  NBD_CMD_FLAG_DF,
+  NBD_CMD_FLAG_FAST_ZERO,
+  NBD_CMD_FLAG_FUA,
+  NBD_CMD_FLAG_NO_HOLE,
+  NBD_CMD_FLAG_REQ_ONE,
+  NBD_CMD_FLUSH,
+  NBD_CMD_NAMES,
+  NBD_CMD_READ,
+  NBD_CMD_TRIM,
+  NBD_CMD_WRITE,
+  NBD_CMD_WRITE_ZEROES,
+  NBD_EINVAL,
+  NBD_ENOSPC,
+  NBD_EPERM,
+  NBD_SIMPLE_REPLY_HEADER_BYTES,
+  NBD_STATE_HOLE,
+  NBD_STRUCTURED_REPLY_HEADER_BYTES,
+  NBD_STATE_ZERO,
+} from './protocol.js';
+import {
+  encodeBlockStatusChunk,
+  encodeErrorChunk,
+  OFFSET_DATA_PREFIX_BYTES,
+  OFFSET_HOLE_CHUNK_BYTES,
+  type StatusDescriptor,
+  writeNoneChunk,
+  writeOffsetDataPrefix,
+  writeOffsetHole,
+  writeSimpleReply,
+} from './reply-codec.js';
+import { NbdRequest, NEED_MORE, PROTOCOL_ERROR, RequestDecoder } from './request-codec.js';
+
+export interface TransmissionLimits {
+  /** Largest READ/WRITE payload accepted. */
+  maxPayloadBytes: number;
+  /** Requests executing at once on this connection before the socket is paused. */
+  maxInflightRequests: number;
+  /** Payload bytes held by executing requests before the socket is paused. */
+  maxInflightBytes: number;
+  /** Reply bytes queued in the socket before reading pauses until it drains. */
+  maxQueuedReplyBytes: number;
+}
+
+export const defaultTransmissionLimits: TransmissionLimits = {
+  maxPayloadBytes: 32 * 1024 * 1024,
+  maxInflightRequests: 256,
+  maxInflightBytes: 64 * 1024 * 1024,
+  maxQueuedReplyBytes: 16 * 1024 * 1024,
+};
+
+/** A request in flight: NbdRequest plus what its completion needs, reused across requests. */
+class InflightRequest extends NbdRequest {
+  readBuffer: PooledBuffer | null = null;
+  startMs = 0;
+  /** Bytes counted against maxInflightBytes. */
+  heldBytes = 0;
+  readonly onSuccess: (value: unknown) => void;
+  readonly onFailure: (err: unknown) => void;
+  constructor(session: TransmissionSession) {
+    super();
+    this.onSuccess = (value) => session.succeeded(this, value);
+    this.onFailure = (err) => session.failed(this, err);
+  }
+}
+
+/** How long after our FIN the client may keep its side open before the socket is destroyed. */
+const closeGraceMs = 2000;
+
+const FLAGS_ALWAYS = NBD_CMD_FLAG_FUA; // spec: FUA is valid on every command once SEND_FUA is set
+
+export class TransmissionSession {
+  private readonly decoder: RequestDecoder;
+  private readonly free: InflightRequest[] = [];
+  private next: InflightRequest | null = null;
+  private inflight = 0;
+  private inflightBytes = 0;
+  private socketPaused = false;
+  private waitingDrain = false;
+  /** No more requests will be read (DISC, client EOF, server shutdown). */
+  private stopping = false;
+  private closed = false;
+  private corked = false;
+  private finishing = false;
+  private readonly size: number;
+  private readonly allowedFlags: number[] = [];
+  private closedResolve!: () => void;
+  /** Resolves once the socket is closed and every request has completed. */
+  readonly done: Promise<void>;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    if (!this.closed) this.socket.uncork();
+  };
+
+  constructor(
+    private readonly socket: Socket,
+    readonly negotiated: Negotiated,
+    private readonly pool: BufferPool,
+    private readonly limits: TransmissionLimits,
+    private readonly metrics: NbdMetrics | null,
+    private readonly log: Logger,
+  ) {
+    this.done = new Promise((resolve) => (this.closedResolve = resolve));
+    this.decoder = new RequestDecoder(pool, limits.maxPayloadBytes);
+    const caps = negotiated.export.backend.capabilities;
+    this.size = negotiated.export.backend.size();
+    this.allowedFlags[NBD_CMD_READ] = FLAGS_ALWAYS | (negotiated.structuredReplies ? NBD_CMD_FLAG_DF : 0);
+    this.allowedFlags[NBD_CMD_WRITE] = FLAGS_ALWAYS;
+    this.allowedFlags[NBD_CMD_DISC] = FLAGS_ALWAYS;
+    this.allowedFlags[NBD_CMD_FLUSH] = FLAGS_ALWAYS;
+    this.allowedFlags[NBD_CMD_TRIM] = FLAGS_ALWAYS;
+    this.allowedFlags[NBD_CMD_CACHE] = FLAGS_ALWAYS;
+    this.allowedFlags[NBD_CMD_WRITE_ZEROES] = FLAGS_ALWAYS | NBD_CMD_FLAG_NO_HOLE | (caps.canFastZero ? NBD_CMD_FLAG_FAST_ZERO : 0);
+    this.allowedFlags[NBD_CMD_BLOCK_STATUS] = FLAGS_ALWAYS | NBD_CMD_FLAG_REQ_ONE;
+
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.stop());
+    socket.on('drain', () => {
+      if (this.waitingDrain) {
+        this.waitingDrain = false;
+        this.pump();
+      }
+    });
+    socket.on('close', () => this.onClose());
+    socket.on('error', (err) => this.log.debug('socket error', { err }));
+  }
+
+  /** Bytes the client sent after the handshake in the same chunk. */
+  start(leftover: Buffer): void {
+    if (leftover.length > 0) this.decoder.push(leftover);
+    this.pump();
+  }
+
+  /** Stops reading requests; the connection closes once in-flight requests are answered. */
+  stop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.maybeFinish();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.stopping || this.closed) return;
+    this.decoder.push(chunk);
+    this.pump();
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopping = true;
+    this.decoder.dispose();
+    if (this.next?.payload) {
+      this.next.payload.release();
+      this.next.payload = null;
+    }
+    if (this.inflight === 0) this.closedResolve();
+  }
+
+  private pause(): void {
+    if (!this.socketPaused) {
+      this.socketPaused = true;
+      this.socket.pause();
+    }
+  }
+
+  private resume(): void {
+    if (this.socketPaused) {
+      this.socketPaused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** Decodes and dispatches as many requests as the bounds allow. */
+  private pump(): void {
+    while (!this.stopping) {
+      if (this.inflight >= this.limits.maxInflightRequests || this.inflightBytes >= this.limits.maxInflightBytes) {
+        this.pause();
+        return;
+      }
+      if (this.socket.writableLength > this.limits.maxQueuedReplyBytes) {
+        this.waitingDrain = true;
+        this.pause();
+        return;
+      }
+      const req = this.next ?? this.allocate();
+      this.next = req;
+      const r = this.decoder.poll(req);
+      if (r === NEED_MORE) {
+        this.resume();
+        return;
+      }
+      if (r === PROTOCOL_ERROR) {
+        this.log.warn('protocol error, closing connection', { reason: this.decoder.errorMessage });
+        this.metrics?.protocolErrors.inc();
+        this.stopping = true;
+        this.socket.destroy();
+        return;
+      }
+      this.next = null;
+      this.dispatch(req);
+    }
+  }
+
+  private allocate(): InflightRequest {
+    return this.free.pop() ?? new InflightRequest(this);
+  }
+
+  private dispatch(req: InflightRequest): void {
+    req.startMs = performance.now();
+    req.readBuffer = null;
+    req.heldBytes = req.payload ? req.length : 0;
+    this.inflight++;
+    this.inflightBytes += req.heldBytes;
+    const type = req.type;
+    if (type === NBD_CMD_DISC) {
+      this.stopping = true;
+      this.finishRequest(req);
+      return;
+    }
+    const allowed = this.allowedFlags[type];
+    if (allowed === undefined) return this.reject(req, NBD_EINVAL, `unknown command ${type}`);
+    if ((req.flags & ~allowed) !== 0) return this.reject(req, NBD_EINVAL, `flags 0x${req.flags.toString(16)} not valid for ${NBD_CMD_NAMES[type]}`);
+    const backend = this.negotiated.export.backend;
+    const caps = backend.capabilities;
+    const end = req.offset + req.length;
+    const fua = (req.flags & NBD_CMD_FLAG_FUA) !== 0;
+    try {
+      switch (type) {
+        case NBD_CMD_READ:
+          if (req.length > this.limits.maxPayloadBytes) return this.reject(req, NBD_EINVAL, 'read longer than the maximum block size');
+          if (end > this.size) return this.reject(req, NBD_EINVAL, 'read beyond the end of the export');
+          if (req.length === 0) return this.succeeded(req, undefined);
+          req.readBuffer = this.pool.acquire(req.length);
+          req.heldBytes = req.length;
+          this.inflightBytes += req.length;
+          backend.read(req.offset, req.length, req.readBuffer.buf).then(req.onSuccess, req.onFailure);
+          return;
+        case NBD_CMD_WRITE:
+          if (req.oversized) return this.reject(req, NBD_EINVAL, 'write longer than the maximum block size');
+          if (caps.readOnly) return this.reject(req, NBD_EPERM, 'export is read-only');
+          if (end > this.size) return this.reject(req, NBD_ENOSPC, 'write beyond the end of the export');
+          if (req.length === 0) return this.succeeded(req, undefined);
+          {
+            const b = req.payload!.buf;
+            backend.write(req.offset, b.length === req.length ? b : b.subarray(0, req.length), fua).then(req.onSuccess, req.onFailure);
+          }
+          return;
+        case NBD_CMD_FLUSH:
+          backend.flush().then(req.onSuccess, req.onFailure);
+          return;
+        case NBD_CMD_TRIM:
+          if (caps.readOnly) return this.reject(req, NBD_EPERM, 'export is read-only');
+          if (!caps.canTrim) return this.reject(req, NBD_EINVAL, 'trim not supported');
+          if (end > this.size) return this.reject(req, NBD_EINVAL, 'trim beyond the end of the export');
+          if (req.length === 0) return this.succeeded(req, undefined);
+          backend.trim(req.offset, req.length, fua).then(req.onSuccess, req.onFailure);
+          return;
+        case NBD_CMD_WRITE_ZEROES:
+          if (caps.readOnly) return this.reject(req, NBD_EPERM, 'export is read-only');
+          if (!caps.canWriteZeroes) return this.reject(req, NBD_EINVAL, 'write zeroes not supported');
+          if (end > this.size) return this.reject(req, NBD_ENOSPC, 'write zeroes beyond the end of the export');
+          if (req.length === 0) return this.succeeded(req, undefined);
+          backend
+            .writeZeroes(req.offset, req.length, {
+              fua,
+              noHole: (req.flags & NBD_CMD_FLAG_NO_HOLE) !== 0,
+              fastZero: (req.flags & NBD_CMD_FLAG_FAST_ZERO) !== 0,
+            })
+            .then(req.onSuccess, req.onFailure);
+          return;
+        case NBD_CMD_CACHE:
+          if (!caps.canCache) return this.reject(req, NBD_EINVAL, 'cache not supported');
+          if (end > this.size) return this.reject(req, NBD_EINVAL, 'cache beyond the end of the export');
+          if (req.length === 0) return this.succeeded(req, undefined);
+          backend.cache(req.offset, req.length).then(req.onSuccess, req.onFailure);
+          return;
+        case NBD_CMD_BLOCK_STATUS:
+          if (!this.negotiated.baseAllocation) return this.reject(req, NBD_EINVAL, 'no metadata context negotiated');
+          if (req.length === 0) return this.reject(req, NBD_EINVAL, 'block status of zero bytes');
+          if (end > this.size) return this.reject(req, NBD_EINVAL, 'block status beyond the end of the export');
+          backend.blockStatus(req.offset, req.length).then(req.onSuccess, req.onFailure);
+          return;
+        default:
+          return this.reject(req, NBD_EINVAL, `unknown command ${type}`);
+      }
+    } catch (err) {
+      // A backend that throws synchronously is a bug there; the client still gets an answer.
+      this.failed(req, err);
+    }
+  }
+
+  /** Completion of a backend call (bound per request object). */
+  succeeded(req: InflightRequest, value: unknown): void {
+    if (this.closed) return this.finishRequest(req);
+    const s = this.negotiated.structuredReplies;
+    switch (req.type) {
+      case NBD_CMD_READ:
+        if (s) this.sendStructuredRead(req, value as BlockExtent[] | undefined);
+        else this.sendSimpleRead(req);
+        this.metrics?.bytesRead.inc(req.length);
+        break;
+      case NBD_CMD_BLOCK_STATUS:
+        this.send(encodeBlockStatusChunk(req.handleHi, req.handleLo, BASE_ALLOCATION_CONTEXT_ID, this.descriptors(req, value as BlockExtent[])));
+        break;
+      default:
+        if (req.type === NBD_CMD_WRITE) this.metrics?.bytesWritten.inc(req.length);
+        this.sendSimple(req, 0);
+    }
+    this.metrics?.request(req.type, (performance.now() - req.startMs) / 1000);
+    this.finishRequest(req);
+  }
+
+  failed(req: InflightRequest, err: unknown): void {
+    const errno = nbdErrnoOf(err);
+    if (errno === 5) this.log.warn('backend error', { command: NBD_CMD_NAMES[req.type], offset: req.offset, length: req.length, err });
+    const message = err instanceof Error ? err.message : String(err);
+    this.reject(req, errno, message, req.type === NBD_CMD_READ && req.length > 0 ? req.offset : undefined);
+  }
+
+  private reject(req: InflightRequest, errno: number, message: string, errorOffset?: number): void {
+    this.metrics?.error(req.type, errno);
+    this.metrics?.request(req.type, (performance.now() - req.startMs) / 1000);
+    if (!this.closed) {
+      if (this.negotiated.structuredReplies) this.send(encodeErrorChunk(req.handleHi, req.handleLo, errno, message, errorOffset));
+      else this.sendSimple(req, errno);
+    }
+    this.finishRequest(req);
+  }
+
+  private finishRequest(req: InflightRequest): void {
+    if (req.payload) {
+      req.payload.release();
+      req.payload = null;
+    }
+    if (req.readBuffer) {
+      // Still referenced by a queued socket write only if a reply was sent; that path
+      // clears readBuffer after handing release to the write callback.
+      req.readBuffer.release();
+      req.readBuffer = null;
+    }
+    this.inflight--;
+    this.inflightBytes -= req.heldBytes;
+    req.heldBytes = 0;
+    this.free.push(req);
+    if (this.closed) {
+      if (this.inflight === 0) this.closedResolve();
+      return;
+    }
+    if (this.stopping) this.maybeFinish();
+    else if (this.socketPaused && !this.waitingDrain) this.pump();
+  }
+
+  private maybeFinish(): void {
+    if (this.inflight > 0 || this.closed || this.finishing) return;
+    this.finishing = true;
+    if (this.corked) this.uncork();
+    this.socket.end();
+    // A client that never closes its side must not hold the session (and a shutdown) forever.
+    setTimeout(() => this.socket.destroy(), closeGraceMs).unref();
+  }
+
+  private send(buf: Buffer, cb?: () => void): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
+    this.socket.write(buf, cb);
+  }
+
+  private sendSimple(req: InflightRequest, errno: number): void {
+    const h = Buffer.allocUnsafe(NBD_SIMPLE_REPLY_HEADER_BYTES);
+    writeSimpleReply(h, 0, errno, req.handleHi, req.handleLo);
+    this.send(h);
+  }
+
+  private sendSimpleRead(req: InflightRequest): void {
+    this.sendSimple(req, 0);
+    this.sendReadData(req, 0, req.length, true);
+  }
+
+  /** Queues `readBuffer[from, to)`; with `last` the buffer returns to the pool once written. */
+  private sendReadData(req: InflightRequest, from: number, to: number, last: boolean): void {
+    const rb = req.readBuffer;
+    if (rb === null) return; // zero-length read
+    const data = from === 0 && to === rb.buf.length ? rb.buf : rb.buf.subarray(from, to);
+    if (last) {
+      req.readBuffer = null;
+      this.send(data, rb.release);
+    } else {
+      this.send(data);
+    }
+  }
+
+  private sendStructuredRead(req: InflightRequest, extents: BlockExtent[] | undefined): void {
+    const hi = req.handleHi;
+    const lo = req.handleLo;
+    if (req.length === 0) {
+      const h = Buffer.allocUnsafe(NBD_STRUCTURED_REPLY_HEADER_BYTES);
+      writeNoneChunk(h, 0, hi, lo);
+      this.send(h);
+      return;
+    }
+    const df = (req.flags & NBD_CMD_FLAG_DF) !== 0;
+    if (extents === undefined || df || extents.length <= 1 && !(extents[0]?.zero)) {
+      const h = Buffer.allocUnsafe(OFFSET_DATA_PREFIX_BYTES);
+      writeOffsetDataPrefix(h, 0, true, hi, lo, req.offset, req.length);
+      this.send(h);
+      this.sendReadData(req, 0, req.length, true);
+      return;
+    }
+    // Several runs: data runs as OFFSET_DATA, zero runs as OFFSET_HOLE; the last chunk is DONE.
+    // Normalise first (clamp to the request, the rest is data) so the chunk that releases the
+    // read buffer is known to be the last one referencing it.
+    const runLengths: number[] = [];
+    const runZero: boolean[] = [];
+    let covered = 0;
+    for (const e of extents) {
+      const len = Math.min(e.length, req.length - covered);
+      if (len <= 0) continue;
+      runLengths.push(len);
+      runZero.push(e.zero);
+      covered += len;
+    }
+    if (covered < req.length) {
+      runLengths.push(req.length - covered);
+      runZero.push(false);
+    }
+    let lastData = -1;
+    for (let i = 0; i < runZero.length; i++) if (!runZero[i]) lastData = i;
+    let pos = 0;
+    for (let i = 0; i < runLengths.length; i++) {
+      const len = runLengths[i];
+      const done = i === runLengths.length - 1;
+      if (runZero[i]) {
+        const h = Buffer.allocUnsafe(OFFSET_HOLE_CHUNK_BYTES);
+        writeOffsetHole(h, 0, done, hi, lo, req.offset + pos, len);
+        this.send(h);
+      } else {
+        const h = Buffer.allocUnsafe(OFFSET_DATA_PREFIX_BYTES);
+        writeOffsetDataPrefix(h, 0, done, hi, lo, req.offset + pos, len);
+        this.send(h);
+        this.sendReadData(req, pos, pos + len, i === lastData);
+      }
+      pos += len;
+    }
+  }
+
+  private descriptors(req: InflightRequest, extents: BlockExtent[] | undefined): StatusDescriptor[] {
+    const out: StatusDescriptor[] = [];
+    let total = 0;
+    for (const e of extents ?? []) {
+      const room = req.length - total;
+      if (room <= 0) break;
+      const len = Math.min(e.length, room);
+      if (len <= 0) continue;
+      const flags = (e.hole ? NBD_STATE_HOLE : 0) | (e.zero ? NBD_STATE_ZERO : 0);
+      const prev = out[out.length - 1];
+      if (prev && prev.flags === flags) prev.length += len;
+      else out.push({ length: len, flags });
+      total += len;
+    }
+    if (out.length === 0) out.push({ length: req.length, flags: 0 });
+    if ((req.flags & NBD_CMD_FLAG_REQ_ONE) !== 0) out.length = 1;
+    return out;
+  }
+}
