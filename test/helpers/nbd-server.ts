@@ -128,7 +128,7 @@ export async function startExportFile(t: TestContext, opts: ExportFileOptions): 
     if (!killed) await kill('SIGTERM', defaultStopTimeoutMs);
   });
 
-  const listening = await new Promise<{ nbd: string; metrics?: string }>((resolve, reject) => {
+  const listening = await new Promise<{ nbd: string; metrics?: string | null }>((resolve, reject) => {
     const timeoutMs = opts.startTimeoutMs ?? defaultStartTimeoutMs;
     let out = '';
     const timer = setTimeout(() => finish(new Error(`server did not report listening within ${timeoutMs} ms; stderr:\n${stderrText}`)), timeoutMs);
@@ -140,7 +140,7 @@ export async function startExportFile(t: TestContext, opts: ExportFileOptions): 
         out = out.slice(nl + 1);
         if (!line.startsWith('{')) continue;
         try {
-          const ev = JSON.parse(line) as { event?: string; nbd?: string; metrics?: string };
+          const ev = JSON.parse(line) as { event?: string; nbd?: string; metrics?: string | null };
           if (ev.event === 'listening' && typeof ev.nbd === 'string') finish(undefined, { nbd: ev.nbd, metrics: ev.metrics });
         } catch {
           // not the listening line
@@ -149,7 +149,7 @@ export async function startExportFile(t: TestContext, opts: ExportFileOptions): 
     };
     const onExit = (code: number | null, signal: string | null): void =>
       finish(new Error(`server exited (code ${code}, signal ${signal}) before listening; stderr:\n${stderrText}`));
-    const finish = (err: Error | undefined, v?: { nbd: string; metrics?: string }): void => {
+    const finish = (err: Error | undefined, v?: { nbd: string; metrics?: string | null }): void => {
       clearTimeout(timer);
       proc.stdout!.off('data', onData);
       proc.off('exit', onExit);
@@ -186,7 +186,7 @@ export async function startExportFile(t: TestContext, opts: ExportFileOptions): 
     port,
     exportName: opts.exportName,
     uri: `nbd://${host}:${port}/${opts.exportName}`,
-    metrics: listening.metrics,
+    metrics: listening.metrics ?? undefined,
     proc,
     stderr: () => stderrText,
     stop: async (timeoutMs = defaultStopTimeoutMs) => {

@@ -3,9 +3,11 @@
 usage: crash_writer.py URI SEED SLOTS          (write; one JSON line per durable set)
        crash_writer.py URI SEED SLOTS --verify   (reads JSON slot lists on stdin; checks them)
 
-Each slot is written once, in a seeded random order, 32 writes in flight at a time, every
-eighth with FUA. After a batch completes, its FUA writes are printed as durable; after the
-FLUSH that follows completes, the rest of the batch is. A line is printed only after the
+Each slot is written once, in a seeded random order, 32 writes in flight at a time over two
+connections, every eighth with FUA. After a batch completes, its FUA writes are printed as
+durable; after the FLUSH that follows completes, the rest of the batch is. The FLUSH goes to
+one connection only, so half of what it covers was written on the other one: that is the
+multi-conn promise (a FLUSH covers writes completed on every connection). A line is printed only after the
 server's reply arrived, so every slot printed was acknowledged as durable.
 """
 import json
@@ -25,8 +27,14 @@ def block(seed, slot):
 
 
 def write(uri, seed, slots):
-    h = nbd.NBD()
-    h.connect_uri(uri)
+    handles = []
+    for _ in range(2):
+        h = nbd.NBD()
+        h.connect_uri(uri)
+        if not h.can_multi_conn():
+            print("the export does not advertise multi-conn", file=sys.stderr)
+            sys.exit(2)
+        handles.append(h)
     order = list(range(slots))
     random.Random(seed).shuffle(order)
     for start in range(0, slots, BATCH):
@@ -34,14 +42,15 @@ def write(uri, seed, slots):
         pending = []
         for k, slot in enumerate(batch):
             fua = k % 8 == 0
+            h = handles[k % 2]
             cookie = h.aio_pwrite(block(seed, slot), slot * BLOCK, flags=nbd.CMD_FLAG_FUA if fua else 0)
-            pending.append((cookie, slot, fua))
-        for cookie, _slot, _fua in pending:
+            pending.append((h, cookie, slot, fua))
+        for h, cookie, _slot, _fua in pending:
             while not h.aio_command_completed(cookie):
                 h.poll(-1)
-        print(json.dumps({"durable": [s for _c, s, f in pending if f], "how": "fua"}), flush=True)
-        h.flush()
-        print(json.dumps({"durable": [s for _c, s, f in pending if not f], "how": "flush"}), flush=True)
+        print(json.dumps({"durable": [s for _h, _c, s, f in pending if f], "how": "fua"}), flush=True)
+        handles[(start // BATCH) % 2].flush()
+        print(json.dumps({"durable": [s for _h, _c, s, f in pending if not f], "how": "flush"}), flush=True)
     print(json.dumps({"finished": True}), flush=True)
 
 
