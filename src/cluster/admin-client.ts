@@ -25,6 +25,7 @@
  * both sides use.
  */
 import { InvalidArgument, NotFound, AlreadyExists, ProtocolError, RaftblockError, TimedOut, Unavailable, NotLeader } from '../common/errors.js';
+import { request as httpRequest } from 'node:http';
 import { parseHostPort } from '../common/address.js';
 import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
 import { allGroups } from './map.js';
@@ -393,31 +394,42 @@ export class AdminClient {
 
   private async once<T>(server: string, method: string, path: string, body: unknown): Promise<T> {
     const { host, port } = parseHostPort(server, 'server');
-    const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}${path}`;
-    let res: Response;
-    try {
-      res = await fetch(url, {
-        method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.timeoutMs),
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    // node:http rather than fetch: fetch refuses the "bad ports" of browsers (e.g. 6000).
+    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host,
+          port,
+          path,
+          method,
+          headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': payload.length },
+          timeout: this.timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new TimedOut(`no answer from raftblock node ${server} within ${this.timeoutMs} ms (${method} ${path})`)));
+      req.on('error', (err: Error & { code?: string }) => {
+        if (err instanceof RaftblockError) reject(err);
+        else reject(new Unavailable(`cannot reach raftblock node at ${server}: ${err.code ?? err.message}`));
       });
-    } catch (err) {
-      const e = err as Error & { cause?: { code?: string } };
-      if (e.name === 'TimeoutError') throw new TimedOut(`no answer from raftblock node ${server} within ${this.timeoutMs} ms (${method} ${path})`);
-      throw new Unavailable(`cannot reach raftblock node at ${server}: ${e.cause?.code ?? e.message}`);
-    }
-    const text = await res.text();
+      req.end(payload);
+    });
     let parsed: unknown;
     try {
       parsed = text === '' ? undefined : JSON.parse(text);
     } catch {
-      throw new ProtocolError(`${method} ${path} on ${server}: HTTP ${res.status}, body is not JSON: ${text.slice(0, 120)}`);
+      throw new ProtocolError(`${method} ${path} on ${server}: HTTP ${status}, body is not JSON: ${text.slice(0, 120)}`);
     }
-    if (!res.ok) {
+    if (status < 200 || status > 299) {
       const e = (parsed as ErrorBody | undefined)?.error;
       if (e && typeof e.code === 'string' && typeof e.message === 'string') throw errorFromBody(e);
-      throw new ProtocolError(`${method} ${path} on ${server}: HTTP ${res.status} ${text.slice(0, 120)}`);
+      throw new ProtocolError(`${method} ${path} on ${server}: HTTP ${status} ${text.slice(0, 120)}`);
     }
     return parsed as T;
   }

@@ -1,10 +1,12 @@
 import type { Command } from 'commander';
 import { register as checkHistory } from './check-history.js';
 import { register as exportFile } from './export-file.js';
+import { register as volume } from './volume.js';
+import { register as status } from './status.js';
 
 /**
  * Every subcommand, one file each. Add a line here to register a new one.
  */
 export type RegisterCommand = (program: Command) => void;
 
-export const commands: RegisterCommand[] = [checkHistory, exportFile];
+export const commands: RegisterCommand[] = [checkHistory, exportFile, volume, status];

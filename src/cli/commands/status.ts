@@ -1,0 +1,70 @@
+/**
+ * `raftblock status`: the cluster as the nodes see it — nodes (reachable, map epoch), and every
+ * placement group with its leader, term, commit and applied index, and whether it is ok,
+ * lagging or unavailable. The map comes from `--server`; every node in it is asked for its own
+ * /v1/status in parallel (see mergeClusterStatus). Exit 0 when the map was read, whatever the
+ * groups' health (that is what the output is for); exit 2 when the server cannot be reached.
+ */
+import type { Command } from 'commander';
+import { AdminClient, type ClusterStatus } from '../../cluster/admin-client.js';
+import { addCommonOptions, table } from './volume.js';
+
+export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }): string {
+  const out: string[] = [];
+  const { summary } = s;
+  out.push(
+    `map epoch ${s.epoch} (from ${s.server}); nodes ${summary.nodesReachable}/${summary.nodes} reachable; ` +
+      `groups ${summary.groups}: ${summary.ok} ok, ${summary.lagging} lagging, ${summary.unavailable} unavailable`,
+  );
+  out.push('');
+  const nodeRows = [['NODE', 'STATE', 'REACHABLE', 'EPOCH', 'WEIGHT', 'LABELS', 'NBD', 'HTTP']];
+  for (const n of s.nodes) {
+    const labels = Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-';
+    nodeRows.push([
+      String(n.id),
+      n.state,
+      n.reachable ? 'yes' : `no (${n.error ?? 'no answer'})`,
+      n.epoch === undefined ? '-' : String(n.epoch),
+      String(n.weight),
+      labels,
+      n.addresses.nbd,
+      n.addresses.http,
+    ]);
+  }
+  out.push(table(nodeRows));
+  out.push('');
+  const shown = opts.problemsOnly ? s.groups.filter((g) => g.health !== 'ok') : s.groups;
+  if (shown.length === 0) {
+    out.push(`all ${s.groups.length} groups ok`);
+  } else {
+    const rows = [['GROUP', 'POOL', 'PG', 'REPLICAS', 'LEADER', 'TERM', 'COMMIT', 'APPLIED', 'HEALTH']];
+    for (const g of shown) {
+      rows.push([
+        String(g.groupId),
+        g.pool,
+        g.groupId === 0 ? '-' : String(g.pgIndex),
+        g.replicas.join(',') || '-',
+        g.leader === 0 ? 'none' : String(g.leader),
+        String(g.term),
+        String(g.commitIndex),
+        String(g.appliedIndex),
+        g.reason ? `${g.health}: ${g.reason}` : g.health,
+      ]);
+    }
+    out.push(table(rows));
+  }
+  return out.join('\n') + '\n';
+}
+
+export function register(program: Command): void {
+  addCommonOptions(
+    program
+      .command('status')
+      .description('nodes and placement groups: leader, term, commit and applied index, lagging or unavailable groups')
+      .option('--problems', 'list only the groups that are lagging or unavailable'),
+  ).action(async (opts: { server: string; json?: boolean; problems?: boolean }) => {
+    const status = await new AdminClient(opts.server).clusterStatus();
+    if (opts.json) process.stdout.write(JSON.stringify(status, null, 2) + '\n');
+    else process.stdout.write(renderStatus(status, { problemsOnly: opts.problems === true }));
+  });
+}
