@@ -3,6 +3,7 @@ import { closeSync, existsSync, openSync, ftruncateSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { TestContext } from 'node:test';
 import { cliPath } from './paths.js';
+import './vm/sbin-path.js';
 
 /**
  * Starts real NBD server processes for interop tests and runs client tools against them.

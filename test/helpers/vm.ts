@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { repoRoot } from './paths.js';
+import './vm/sbin-path.js';
 
 /**
  * A QEMU VM (TCG, no KVM) booting Debian's cloud kernel with a busybox initramfs, which uses the
@@ -24,6 +25,8 @@ export interface KernelVmOptions {
   timeoutMs?: number;
   /** How many files the guest writes before the big one (default 8). */
   files?: number;
+  /** Connections `nbd-client -C` opens (default 1; more needs the export's multi-conn). */
+  connections?: number;
   memoryMiB?: number;
 }
 
@@ -215,7 +218,7 @@ export async function runKernelNbdClientVm(opts: KernelVmOptions): Promise<Kerne
     const initrd = buildInitramfs(workDir);
     const append = [
       'console=ttyS0', 'panic=-1', 'loglevel=4', 'rdinit=/init',
-      'rbvm.host=10.0.2.2', `rbvm.port=${opts.port}`, `rbvm.name=${opts.exportName}`, `rbvm.files=${opts.files ?? 8}`,
+      'rbvm.host=10.0.2.2', `rbvm.port=${opts.port}`, `rbvm.name=${opts.exportName}`, `rbvm.files=${opts.files ?? 8}`, `rbvm.connections=${opts.connections ?? 1}`,
     ].join(' ');
     const args = [
       '-accel', 'tcg', '-machine', 'pc', '-cpu', 'max', '-smp', '1', '-m', String(opts.memoryMiB ?? 512),

@@ -30,6 +30,8 @@ arg() {
 HOST=$(arg rbvm.host)
 PORT=$(arg rbvm.port)
 NAME=$(arg rbvm.name)
+CONNS=$(arg rbvm.connections)
+[ -n "$CONNS" ] || CONNS=1
 FILES=$(arg rbvm.files)
 [ -n "$FILES" ] || FILES=8
 
@@ -44,12 +46,12 @@ ip addr add 10.0.2.15/24 dev eth0 || fail "ip addr"
 ip link set eth0 up || fail "ip link eth0"
 ip route add default via 10.0.2.2 || fail "ip route"
 
-step "nbd-client $HOST $PORT -N $NAME"
+step "nbd-client $HOST $PORT -N $NAME -C $CONNS"
 i=0
 until [ -b /dev/nbd0 ]; do
   i=$((i + 1)); [ $i -gt 50 ] && fail "no /dev/nbd0"; sleep 0.1
 done
-nbd-client "$HOST" "$PORT" /dev/nbd0 -N "$NAME" -b 4096 || fail "nbd-client"
+nbd-client "$HOST" "$PORT" /dev/nbd0 -N "$NAME" -b 4096 -C "$CONNS" || fail "nbd-client"
 SIZE=$(cat /sys/block/nbd0/size)
 step "nbd0 has $SIZE sectors"
 [ "$SIZE" -gt 0 ] || fail "nbd0 is empty"
