@@ -3,10 +3,12 @@ import { register as checkHistory } from './check-history.js';
 import { register as exportFile } from './export-file.js';
 import { register as volume } from './volume.js';
 import { register as status } from './status.js';
+import { register as node } from './node.js';
+import { register as start } from './start.js';
 
 /**
  * Every subcommand, one file each. Add a line here to register a new one.
  */
 export type RegisterCommand = (program: Command) => void;
 
-export const commands: RegisterCommand[] = [checkHistory, exportFile, volume, status];
+export const commands: RegisterCommand[] = [checkHistory, exportFile, volume, status, node, start];

@@ -1,0 +1,245 @@
+/**
+ * `raftblock start [--data DIR] [--nodes 3] [--nbd-port 10809] [--http-port 10900]
+ *  [--peer-port 11000] [--host 127.0.0.1]`
+ *
+ * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
+ * the first bootstrapping it and the others joining through it. Creates pool `default`
+ * (min(3, N) replicas, distinct zones) and volume `vol0` (1 GiB) when absent, waits until every
+ * PG of the pool has a leader, prints how to connect, and prints one JSON line to stdout:
+ *   {"event":"ready","nbd":["127.0.0.1:10809",...],"http":[...],"peer":[...]}
+ * Node i (0-based) serves NBD on nbd-port + i, HTTP on http-port + i, peers on peer-port + i.
+ * SIGINT/SIGTERM stops every node cleanly. Run again on the same DIR, it resumes with all data
+ * (the ports are remembered in DIR/cluster.json).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { InvalidArgument, Unavailable } from '../../common/errors.js';
+import { createLogger } from '../../common/log.js';
+import { AdminClient, defaultAdminHttpPort } from '../../cluster/admin-client.js';
+import { allGroups } from '../../cluster/map.js';
+
+interface StartOptions {
+  data: string;
+  nodes: string;
+  nbdPort: string;
+  httpPort: string;
+  peerPort: string;
+  host: string;
+}
+
+interface Layout {
+  nodes: number;
+  host: string;
+  nbdPort: number;
+  httpPort: number;
+  peerPort: number;
+}
+
+export const defaultPoolPgCount = 32;
+export const defaultVolumeBytes = 1024 * 1024 * 1024;
+const readyTimeoutMs = 120_000;
+const stopTimeoutMs = 30_000;
+
+export function register(program: Command): void {
+  program
+    .command('start')
+    .description('run a local cluster (N node processes) serving volume vol0 over NBD')
+    .option('--data <dir>', 'data directory of the whole cluster', 'raftblock-data')
+    .option('--nodes <n>', 'number of nodes', '3')
+    .option('--nbd-port <port>', 'NBD port of node 0 (node i serves on port + i)', '10809')
+    .option('--http-port <port>', 'HTTP port of node 0 (metrics, admin API)', String(defaultAdminHttpPort))
+    .option('--peer-port <port>', 'node-to-node port of node 0', '11000')
+    .option('--host <addr>', 'address every node listens on', '127.0.0.1')
+    .action(async (opts: StartOptions) => {
+      await start(opts);
+    });
+}
+
+function port(text: string, what: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgument(`${what} must be a port number, got ${text}`);
+  return n;
+}
+
+const cliMain = join(fileURLToPath(import.meta.url), '..', '..', 'main.js');
+
+async function start(opts: StartOptions): Promise<void> {
+  const log = createLogger('start');
+  const dataDir = resolve(opts.data);
+  mkdirSync(dataDir, { recursive: true });
+  const layoutPath = join(dataDir, 'cluster.json');
+  let layout: Layout;
+  if (existsSync(layoutPath)) {
+    layout = JSON.parse(readFileSync(layoutPath, 'utf8')) as Layout;
+    log.info('resuming the cluster in its data directory', { dataDir, nodes: layout.nodes });
+  } else {
+    const nodes = Number(opts.nodes);
+    if (!Number.isInteger(nodes) || nodes < 1 || nodes > 64) throw new InvalidArgument(`--nodes must be 1..64, got ${opts.nodes}`);
+    layout = {
+      nodes,
+      host: opts.host,
+      nbdPort: port(opts.nbdPort, '--nbd-port'),
+      httpPort: port(opts.httpPort, '--http-port'),
+      peerPort: port(opts.peerPort, '--peer-port'),
+    };
+    writeFileSync(layoutPath, JSON.stringify(layout, null, 2) + '\n');
+  }
+  const addr = (base: number, i: number): string => `${layout.host}:${base + i}`;
+  const children: ChildProcess[] = [];
+  let stopping = false;
+
+  const stopAll = async (signal: NodeJS.Signals): Promise<void> => {
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((done) => {
+            if (c.exitCode !== null || c.signalCode !== null) return done();
+            const timer = setTimeout(() => c.kill('SIGKILL'), stopTimeoutMs);
+            c.once('exit', () => {
+              clearTimeout(timer);
+              done();
+            });
+            c.kill(signal);
+          }),
+      ),
+    );
+  };
+
+  const listening: Promise<void>[] = [];
+  for (let i = 0; i < layout.nodes; i++) {
+    const id = i + 1;
+    const dir = join(dataDir, `node-${id}`);
+    mkdirSync(dir, { recursive: true });
+    const args = [
+      ...process.execArgv,
+      cliMain,
+      'node',
+      '--id', String(id),
+      '--data', dir,
+      '--peer', addr(layout.peerPort, i),
+      '--nbd', addr(layout.nbdPort, i),
+      '--http', addr(layout.httpPort, i),
+      '--labels', `zone=z${id},rack=r${id},host=h${id}`,
+      ...(i === 0 ? ['--bootstrap'] : ['--join', addr(layout.peerPort, 0)]),
+    ];
+    const logFile = createWriteStream(join(dataDir, `node-${id}.log`), { flags: 'a' });
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    child.stderr!.pipe(logFile);
+    listening.push(
+      new Promise<void>((ok, fail) => {
+        const rl = createInterface({ input: child.stdout! });
+        rl.on('line', (line) => {
+          if (line.startsWith('{"event":"listening"')) ok();
+        });
+        child.once('exit', (code, sig) => {
+          fail(new Unavailable(`node ${id} exited (${sig ?? code}) before listening; see ${join(dataDir, `node-${id}.log`)}`));
+          if (!stopping) {
+            log.error('node exited', { id, code, signal: sig });
+            stopping = true;
+            void stopAll('SIGTERM').then(() => process.exit(1));
+          }
+        });
+      }),
+    );
+  }
+
+  const signalled = new Promise<NodeJS.Signals>((done) => {
+    process.once('SIGINT', () => done('SIGINT'));
+    process.once('SIGTERM', () => done('SIGTERM'));
+  });
+  void signalled.then(async (signal) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping every node', { signal });
+    await stopAll('SIGTERM');
+    log.info('stopped');
+    process.exit(0);
+  });
+
+  try {
+    await Promise.all(listening);
+    await ensureVolume(layout, addr);
+  } catch (err) {
+    if (!stopping) {
+      stopping = true;
+      log.error('cluster did not come up', { err });
+      await stopAll('SIGTERM');
+    }
+    throw err;
+  }
+  const nbd = children.map((_, i) => addr(layout.nbdPort, i));
+  const http = children.map((_, i) => addr(layout.httpPort, i));
+  const peer = children.map((_, i) => addr(layout.peerPort, i));
+  const [h, p] = [layout.host, layout.nbdPort];
+  process.stdout.write(
+    [
+      `raftblock: ${layout.nodes} nodes up, volume vol0 served by every node (data in ${dataDir}, logs in node-N.log)`,
+      `  nbdinfo nbd://${h}:${p}/vol0`,
+      `  nbd-client ${h} ${p} /dev/nbd0 -N vol0`,
+      `  fio --ioengine=nbd --uri=nbd://${h}:${p}/vol0 --rw=randwrite --bs=4k --iodepth=32 --size=256M --name=rw`,
+      `  raftblock status --server ${http[0]}     (metrics: http://${http[0]}/metrics)`,
+      `Ctrl-C stops every node cleanly.`,
+      '',
+    ].join('\n'),
+  );
+  process.stdout.write(JSON.stringify({ event: 'ready', nbd, http, peer }) + '\n');
+  await new Promise(() => undefined);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Pool `default` and volume `vol0` exist, and every PG of the pool has a leader. */
+async function ensureVolume(layout: Layout, addr: (base: number, i: number) => string): Promise<void> {
+  const admin = new AdminClient(addr(layout.httpPort, 0), { timeoutMs: 10_000 });
+  const deadline = Date.now() + readyTimeoutMs;
+  const retry = async <T>(what: string, fn: () => Promise<T | undefined>): Promise<T> => {
+    let last: unknown;
+    while (Date.now() < deadline) {
+      try {
+        const v = await fn();
+        if (v !== undefined) return v;
+      } catch (err) {
+        last = err;
+      }
+      await sleep(200);
+    }
+    throw new Unavailable(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+  };
+  await retry('every node to register', async () => ((await admin.map()).nodes.length >= layout.nodes ? true : undefined));
+  await retry('pool default', async () => {
+    const map = await admin.map();
+    if (!map.pools.some((p) => p.name === 'default')) {
+      await admin.createPool({ name: 'default', replicas: Math.min(3, layout.nodes), pgCount: defaultPoolPgCount, failureDomain: 'zone' }).catch((err) => {
+        if (err.code !== 'ALREADY_EXISTS') throw err;
+      });
+    }
+    return true;
+  });
+  await retry('volume vol0', async () => {
+    const map = await admin.map();
+    if (!map.volumes.some((v) => v.name === 'vol0')) {
+      await admin.createVolume({ name: 'vol0', sizeBytes: defaultVolumeBytes }).catch((err) => {
+        if (err.code !== 'ALREADY_EXISTS') throw err;
+      });
+    }
+    return true;
+  });
+  await retry('a leader in every PG', async () => {
+    const map = await admin.map();
+    const groups = allGroups(map).filter((g) => g.pool === 'default');
+    const led = new Set<number>();
+    for (let i = 0; i < layout.nodes; i++) {
+      const s = await new AdminClient(addr(layout.httpPort, i), { timeoutMs: 3000 }).status().catch(() => undefined);
+      if (!s || s.epoch < map.epoch) return undefined;
+      for (const g of s.groups) if (g.role === 'leader' && g.appliedIndex >= 1) led.add(g.groupId);
+    }
+    return groups.every((g) => led.has(g.groupId)) ? true : undefined;
+  });
+}

@@ -1,0 +1,122 @@
+/**
+ * A node's HTTP server: Prometheus metrics (/metrics), health (/healthz), and the JSON admin
+ * API whose contract (paths, bodies, error codes) is in admin-client.ts.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import type { HostPort } from '../common/address.js';
+import { RaftblockError } from '../common/errors.js';
+import { httpStatusOf, type GroupDigest, type NodeStatus } from './admin-client.js';
+import type { ClusterMap, MapCommand, Pool, Volume } from './map.js';
+
+export interface AdminSource {
+  map(): ClusterMap;
+  status(): NodeStatus;
+  health(): string | null;
+  /** Runs a map command in group 0; resolves once applied, with what it created or changed. */
+  proposeMeta(cmd: MapCommand): Promise<unknown>;
+  groupDigest(groupId: number): Promise<GroupDigest>;
+}
+
+export interface AdminHttp {
+  readonly address: HostPort;
+  close(): Promise<void>;
+}
+
+const maxBodyBytes = 64 * 1024;
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body) + '\n');
+}
+
+function sendError(res: ServerResponse, err: unknown): void {
+  const e = err instanceof RaftblockError ? err : undefined;
+  const code = e?.code ?? (typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : 'INTERNAL');
+  sendJson(res, httpStatusOf(code), { error: { code, message: (err as Error)?.message ?? String(err) } });
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    req.on('data', (c: Buffer) => {
+      bytes += c.length;
+      if (bytes > maxBodyBytes) {
+        reject(new RaftblockError('INVALID_ARGUMENT', 'request body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+export async function startAdminHttp(listen: HostPort, registry: Registry, source: AdminSource): Promise<AdminHttp> {
+  const server: Server = createServer((req, res) => {
+    const url = (req.url ?? '/').split('?')[0];
+    const method = req.method ?? 'GET';
+    const json = async (): Promise<Record<string, unknown>> => {
+      try {
+        const body = JSON.parse((await readBody(req)) || '{}') as unknown;
+        if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new Error('not an object');
+        return body as Record<string, unknown>;
+      } catch (err) {
+        throw err instanceof RaftblockError ? err : new RaftblockError('INVALID_ARGUMENT', `body must be a JSON object: ${(err as Error).message}`);
+      }
+    };
+    const changed = async (cmd: MapCommand, status: number, key: 'volume' | 'pool'): Promise<void> => {
+      const result = (await source.proposeMeta(cmd)) as { epoch: number; volume?: Volume; pool?: Pool };
+      sendJson(res, status, { epoch: result.epoch, [key]: result[key] });
+    };
+    const handle = async (): Promise<void> => {
+      if (method === 'GET' && url === '/metrics') {
+        res.writeHead(200, { 'content-type': registry.contentType }).end(await registry.metrics());
+        return;
+      }
+      if (method === 'GET' && url === '/healthz') {
+        const reason = source.health();
+        if (reason === null) res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+        else res.writeHead(503, { 'content-type': 'text/plain' }).end(reason + '\n');
+        return;
+      }
+      if (method === 'GET' && url === '/v1/status') return sendJson(res, 200, source.status());
+      if (method === 'GET' && url === '/v1/map') return sendJson(res, 200, source.map());
+      if (method === 'GET' && url === '/v1/volumes') return sendJson(res, 200, { epoch: source.map().epoch, volumes: source.map().volumes });
+      if (method === 'POST' && url === '/v1/volumes') {
+        const b = await json();
+        return changed({ type: 'createVolume', name: b.name as string, sizeBytes: b.sizeBytes as number, pool: b.pool as string | undefined, extentBytes: b.extentBytes as number | undefined }, 201, 'volume');
+      }
+      const resize = /^\/v1\/volumes\/([^/]+)\/resize$/.exec(url);
+      if (method === 'POST' && resize) {
+        const b = await json();
+        return changed({ type: 'resizeVolume', name: decodeURIComponent(resize[1]), sizeBytes: b.sizeBytes as number, allowShrink: b.allowShrink === true }, 200, 'volume');
+      }
+      const vol = /^\/v1\/volumes\/([^/]+)$/.exec(url);
+      if (method === 'DELETE' && vol) return changed({ type: 'deleteVolume', name: decodeURIComponent(vol[1]) }, 200, 'volume');
+      if (method === 'POST' && url === '/v1/pools') {
+        const b = await json();
+        return changed({ type: 'createPool', name: b.name as string, replicas: b.replicas as number, pgCount: b.pgCount as number, failureDomain: b.failureDomain as Pool['failureDomain'] }, 201, 'pool');
+      }
+      const digest = /^\/v1\/groups\/(\d+)\/digest$/.exec(url);
+      if (method === 'GET' && digest) return sendJson(res, 200, await source.groupDigest(Number(digest[1])));
+      sendJson(res, 404, { error: { code: 'NOT_FOUND', message: `no route ${method} ${url}` } });
+    };
+    handle().catch((err) => sendError(res, err));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => resolve());
+  });
+  const a = server.address() as AddressInfo;
+  return {
+    address: { host: a.address, port: a.port },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
+  };
+}

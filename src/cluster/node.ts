@@ -1,0 +1,492 @@
+/**
+ * One storage node: the WAL, the peer transport, the Multi-Raft host with group 0 (when this
+ * node runs it) and the PG replicas the map gives it, the extent stores, the NBD gateway for
+ * every volume, and the HTTP server (metrics, health, admin API).
+ *
+ * Joining: a `bootstrap` node founds the cluster (group 0 with itself as the only voter) and
+ * registers itself in the map; any other node asks a seed to register it (`join`), which the
+ * seed forwards to group 0's leader. Every frame carries its sender's map epoch; a node that
+ * sees a newer one fetches the map from that peer. PG replicas are created from the map.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Registry } from 'prom-client';
+import { parseHostPort, type HostPort } from '../common/address.js';
+import { InvalidArgument, NotFound, NotLeader, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
+import { createLogger, type Logger } from '../common/log.js';
+import { openBlockIo } from '../io/select.js';
+import type { BlockIo } from '../io/types.js';
+import { createRegistry } from '../metrics/server.js';
+import { NbdServer, type NbdExport } from '../nbd/server.js';
+import { Wal } from '../wal/index.js';
+import { PgStore, ScratchPool } from '../store/pg-store.js';
+import { encodeRange, encodeWrite, OpKind } from '../store/ops.js';
+import { makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
+import { maxPieceBytes } from '../gateway/split.js';
+import { MultiRaftHost } from './host.js';
+import { MetaStore } from './meta-store.js';
+import { decodeMap, encodeCommand, encodeMap, emptyMap, groupsOfNode, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses } from './map.js';
+import { Transport } from './transport.js';
+import { startAdminHttp, type AdminHttp } from './http.js';
+import type { GroupDigest, GroupRole, GroupStatus, NodeStatus } from './admin-client.js';
+
+export interface NodeOptions {
+  id: number;
+  dataDir: string;
+  peer: HostPort;
+  nbd: HostPort;
+  http: HostPort;
+  labels: Record<string, string>;
+  bootstrap: boolean;
+  /** Seed peer addresses (HOST:PORT) to join through. */
+  join: string[];
+  /** Override for tests (ms per Raft tick). */
+  tickMs?: number;
+  ioBackend?: 'uring' | 'fs' | 'auto';
+}
+
+const requestTimeoutMs = 4000;
+const ioDeadlineMs = 30000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function addrString(hp: HostPort): string {
+  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
+export class StorageNode implements PgClient {
+  readonly id: number;
+  readonly registry: Registry;
+  private readonly opts: NodeOptions;
+  private readonly log: Logger;
+  private io!: BlockIo;
+  private wal!: Wal;
+  private transport!: Transport;
+  private host!: MultiRaftHost;
+  private scratch!: ScratchPool;
+  private meta: MetaStore | undefined;
+  private cachedMap: ClusterMap = emptyMap();
+  private readonly stores = new Map<number, PgStore>();
+  private readonly exports = new Map<string, NbdExport>();
+  private nbd!: NbdServer;
+  private httpServer!: AdminHttp;
+  private gatewayMetrics!: GatewayMetrics;
+  private readonly leaderCache = new Map<number, number>();
+  private reconciling: Promise<void> = Promise.resolve();
+  private fetchingMapFrom = new Set<string>();
+  private registered = false;
+  private stopping = false;
+  addresses!: NodeAddresses;
+  private readonly startedMs = performance.now();
+
+  constructor(opts: NodeOptions) {
+    if (!Number.isSafeInteger(opts.id) || opts.id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${opts.id}`);
+    if (!opts.bootstrap && opts.join.length === 0) throw new InvalidArgument('a node needs --bootstrap or --join SEEDS');
+    this.opts = opts;
+    this.id = opts.id;
+    this.log = createLogger('node', { node: opts.id });
+    this.registry = createRegistry();
+  }
+
+  map(): ClusterMap {
+    const m = this.meta?.map;
+    return m && m.epoch >= this.cachedMap.epoch ? m : this.cachedMap;
+  }
+
+  get epoch(): number {
+    return this.map().epoch;
+  }
+
+  async start(): Promise<void> {
+    const dir = this.opts.dataDir;
+    await mkdir(dir, { recursive: true });
+    await this.checkIdentity();
+    this.io = await openBlockIo({ probeDir: dir, backend: this.opts.ioBackend ?? 'auto' });
+    this.scratch = new ScratchPool(this.io);
+    this.wal = await Wal.open({ dir: join(dir, 'wal'), io: this.io, maxBatchBytes: 4 * 1024 * 1024, logger: createLogger('wal', { node: this.id }) });
+    if (this.wal.recovery.cut || this.wal.recovery.corruption) this.log.warn('wal recovery', { report: this.wal.recovery });
+    await this.loadCachedMap();
+
+    this.transport = new Transport({
+      nodeId: String(this.id),
+      listen: this.opts.peer,
+      epoch: () => this.epoch,
+      registry: this.registry,
+      handlers: {
+        onMessages: (from, _epoch, msgs) => this.host.receive(Number(from), msgs),
+        onRequest: (from, epoch, op, args) => this.serve(from, epoch, op, args),
+        onPeerEpoch: (from, epoch) => {
+          if (epoch > this.epoch) void this.fetchMapFrom(from);
+        },
+      },
+    });
+    const peerBound = await this.transport.start();
+    this.host = new MultiRaftHost({
+      nodeId: this.id,
+      wal: this.wal,
+      transport: this.transport,
+      registry: this.registry,
+      tickMs: this.opts.tickMs,
+      fetchSnapshot: async (from, group) => (await this.transport.request(String(from), 'snapshot', { g: group }, 60000)) as Uint8Array,
+    });
+
+    this.gatewayMetrics = makeGatewayMetrics(this.registry);
+    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }) });
+    const nbdBound = await this.nbd.listen(this.opts.nbd);
+    this.httpServer = await startAdminHttp(this.opts.http, this.registry, this);
+    this.addresses = { peer: addrString(peerBound), nbd: addrString(nbdBound), http: addrString(this.httpServer.address) };
+
+    const hostsMeta = this.opts.bootstrap || this.wal.groupIds().includes(metadataGroupId);
+    if (hostsMeta) {
+      this.meta = await MetaStore.open(join(dir, 'meta'), (m) => this.onMap(m));
+      await this.host.addGroup(metadataGroupId, [this.id], this.meta, { campaign: true });
+    }
+    for (const n of this.map().nodes) if (n.id !== this.id) this.transport.setPeerAddress(String(n.id), n.addresses.peer);
+    this.host.start();
+    this.onMap(this.map());
+    await this.reconciling;
+    void this.register();
+    this.log.info('node started', { addresses: this.addresses, bootstrap: this.opts.bootstrap, io: this.io.kind });
+  }
+
+  private async checkIdentity(): Promise<void> {
+    const path = join(this.opts.dataDir, 'node.json');
+    try {
+      const saved = JSON.parse(await readFile(path, 'utf8')) as { id: number };
+      if (saved.id !== this.id) throw new InvalidArgument(`data dir ${this.opts.dataDir} belongs to node ${saved.id}, not ${this.id}`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await writeFile(path, JSON.stringify({ id: this.id }) + '\n');
+    }
+  }
+
+  private async loadCachedMap(): Promise<void> {
+    try {
+      this.cachedMap = decodeMap(await readFile(join(this.opts.dataDir, 'map-cache.bin')));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn('ignoring unreadable map cache', { err });
+    }
+  }
+
+  /** Adopts a map learned from a peer if it is newer. */
+  private adoptMap(map: ClusterMap): void {
+    if (map.epoch <= this.epoch) return;
+    this.cachedMap = map;
+    void writeFile(join(this.opts.dataDir, 'map-cache.bin'), encodeMap(map)).catch(() => undefined);
+    this.onMap(map);
+  }
+
+  private async fetchMapFrom(peer: string): Promise<void> {
+    if (this.fetchingMapFrom.has(peer)) return;
+    this.fetchingMapFrom.add(peer);
+    try {
+      const r = (await this.transport.request(peer, 'getMap', {}, requestTimeoutMs)) as { map: Uint8Array };
+      this.adoptMap(decodeMap(r.map));
+    } catch (err) {
+      this.log.debug('map fetch failed', { peer, err });
+    } finally {
+      this.fetchingMapFrom.delete(peer);
+    }
+  }
+
+  /** A new map (applied in group 0 here, or fetched): peers, PG replicas, exports. */
+  private onMap(map: ClusterMap): void {
+    if (this.stopping) return;
+    for (const n of map.nodes) if (n.id !== this.id) this.transport.setPeerAddress(String(n.id), n.addresses.peer);
+    if (this.meta && map === this.meta.map) {
+      void writeFile(join(this.opts.dataDir, 'map-cache.bin'), encodeMap(map)).catch(() => undefined);
+    }
+    this.reconciling = this.reconciling.then(() => this.reconcile()).catch((err) => this.log.error('reconcile failed', { err }));
+  }
+
+  private async reconcile(): Promise<void> {
+    const map = this.map();
+    for (const g of groupsOfNode(map, this.id)) {
+      if (this.host.groups.has(g)) continue;
+      const { poolId, pgIndex } = pgOfGroup(g);
+      const pool = map.pools.find((p) => p.id === poolId)!;
+      const replicas = pool.pgs[pgIndex].replicas;
+      const store = await PgStore.open(this.io, this.scratch, join(this.opts.dataDir, 'pgs', String(g)), g);
+      this.stores.set(g, store);
+      // The strongest placement draw campaigns first, so a new PG gets a leader at once.
+      await this.host.addGroup(g, replicas, storeMachine(store), { campaign: replicas[0] === this.id });
+    }
+    for (const v of map.volumes) {
+      if (!this.exports.has(v.name)) this.exports.set(v.name, { backend: new VolumeBackend(this, v.name, this.gatewayMetrics), description: `raftblock volume ${v.name}` });
+    }
+    for (const name of [...this.exports.keys()]) if (!map.volumes.some((v) => v.name === name)) this.exports.delete(name);
+  }
+
+  /** Registers this node in the map (addNode), retrying until group 0 accepts it. */
+  private async register(): Promise<void> {
+    const cmd: MapCommand = { type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels };
+    let attempt = 0;
+    while (!this.stopping && !this.registered) {
+      try {
+        if (this.meta) {
+          await this.proposeMeta(cmd);
+        } else {
+          const seed = this.opts.join[attempt % this.opts.join.length];
+          const r = (await this.transport.requestAddress(seed, 'join', { cmd }, requestTimeoutMs)) as { map: Uint8Array };
+          this.adoptMap(decodeMap(r.map));
+        }
+        this.registered = true;
+        this.log.info('registered in the cluster map', { epoch: this.epoch });
+      } catch (err) {
+        attempt++;
+        this.log.debug('registration not yet accepted', { err });
+        await sleep(Math.min(100 * attempt, 1000));
+      }
+    }
+  }
+
+  get isRegistered(): boolean {
+    return this.registered;
+  }
+
+  /** Runs a map command in group 0: here if this node leads it, else at its leader. */
+  async proposeMeta(cmd: MapCommand): Promise<unknown> {
+    const deadline = Date.now() + 10000;
+    let attempt = 0;
+    for (;;) {
+      try {
+        const g = this.host.groups.get(metadataGroupId);
+        if (g && g.isLeader) return await this.host.propose(metadataGroupId, encodeCommand(cmd));
+        const target = g?.lead || this.metaHint();
+        if (!target || target === this.id) throw new Unavailable('group 0 has no leader yet');
+        return await this.transport.request(String(target), 'meta', { cmd }, requestTimeoutMs);
+      } catch (err) {
+        const code = (err as RaftblockError).code;
+        if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT'].includes(code) || Date.now() > deadline) throw err;
+        attempt++;
+        await sleep(Math.min(20 * attempt, 300));
+      }
+    }
+  }
+
+  /** A node that runs group 0, as far as this node knows (the first registered node). */
+  private metaHint(): number | undefined {
+    return this.map().nodes[0]?.id;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Requests from peers
+
+  private async serve(from: string, epoch: number, op: string, args: unknown): Promise<unknown> {
+    if (epoch > this.epoch) void this.fetchMapFrom(from);
+    const a = (args ?? {}) as Record<string, unknown>;
+    switch (op) {
+      case 'io': {
+        const g = a.g as number;
+        this.fence(g, epoch);
+        return this.serveLocal(g, a.q as PgRequest);
+      }
+      case 'join': {
+        const result = await this.proposeMeta(a.cmd as MapCommand);
+        void result;
+        return { map: encodeMap(this.map()) };
+      }
+      case 'meta':
+        return this.proposeMeta(a.cmd as MapCommand);
+      case 'getMap':
+        return { map: encodeMap(this.map()) };
+      case 'snapshot': {
+        const g = a.g as number;
+        const store = this.stores.get(g);
+        if (store) return store.snapshotImage();
+        if (g === metadataGroupId && this.meta) return this.meta.snapshotImage();
+        throw new Unavailable(`group ${g} is not on this node`);
+      }
+      default:
+        throw new InvalidArgument(`unknown request ${op}`);
+    }
+  }
+
+  /** Refuses a forwarded request routed with a map older than this PG's replica set. */
+  private fence(groupId: number, epoch: number): void {
+    if (epoch >= this.epoch) return;
+    const { poolId, pgIndex } = pgOfGroup(groupId);
+    const pool = this.map().pools.find((p) => p.id === poolId);
+    const since = pool?.pgs[pgIndex]?.sinceEpoch ?? 0;
+    if (since > epoch) throw new StaleEpoch(`group ${groupId} moved at epoch ${since}; request routed at epoch ${epoch}`);
+  }
+
+  /** Serves a PG request on this node, which must lead the PG. */
+  private async serveLocal(groupId: number, req: PgRequest): Promise<unknown> {
+    const store = this.stores.get(groupId);
+    const g = this.host.groups.get(groupId);
+    if (!store || !g) throw new NotLeader(`group ${groupId} is not on node ${this.id}`);
+    if (!g.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${groupId}`, g.lead ? String(g.lead) : undefined);
+    switch (req.k) {
+      case 'write':
+        return withTimeout(this.host.propose(groupId, encodeWrite(req.v, req.o, req.d)), requestTimeoutMs, 'write');
+      case 'trim':
+        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.Trim, req.v, req.o, req.l)), requestTimeoutMs, 'trim');
+      case 'zero':
+        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.Zero, req.v, req.o, req.l)), requestTimeoutMs, 'zero');
+      case 'zeroNoHole':
+        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.ZeroNoHole, req.v, req.o, req.l)), requestTimeoutMs, 'zero');
+      case 'read': {
+        if (req.l > maxPieceBytes) throw new InvalidArgument(`read piece of ${req.l} bytes`);
+        await this.host.readBarrier(groupId);
+        const out = Buffer.allocUnsafe(req.l);
+        await store.read(req.v, req.o, req.l, out);
+        return out;
+      }
+      case 'status':
+        await this.host.readBarrier(groupId);
+        return store.blockStatus(req.v, req.o, req.l);
+      default:
+        throw new InvalidArgument('unknown PG request');
+    }
+  }
+
+  /** PgClient: routes a piece to its PG's leader, retrying until it succeeds or the deadline. */
+  async call(groupId: number, replicas: number[], req: PgRequest): Promise<unknown> {
+    const deadline = Date.now() + ioDeadlineMs;
+    let attempt = 0;
+    let target = this.leaderGuess(groupId, replicas);
+    for (;;) {
+      try {
+        const r =
+          target === this.id
+            ? await this.serveLocal(groupId, req)
+            : await this.transport.request(String(target), 'io', { g: groupId, q: req }, requestTimeoutMs);
+        this.leaderCache.set(groupId, target);
+        return r;
+      } catch (err) {
+        const e = err as RaftblockError & { leaderHint?: string };
+        const retriable = ['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT', 'STALE_EPOCH', 'PROTOCOL_ERROR'].includes(e.code);
+        if (!retriable || Date.now() > deadline || this.stopping) throw err instanceof RaftblockError ? err : new Unavailable(String(err));
+        attempt++;
+        const hint = e.code === 'NOT_LEADER' && e.leaderHint ? Number(e.leaderHint) : 0;
+        if (hint && replicas.includes(hint) && hint !== target) {
+          target = hint;
+          continue;
+        }
+        if (e.code === 'STALE_EPOCH') await this.fetchMapFrom(String(target));
+        const idx = replicas.indexOf(target);
+        const local = this.host.groups.get(groupId);
+        target = local && local.lead ? local.lead : replicas[(idx + 1) % replicas.length];
+        this.leaderCache.delete(groupId);
+        await sleep(Math.min(10 * 2 ** Math.min(attempt, 6), 300));
+      }
+    }
+  }
+
+  private leaderGuess(groupId: number, replicas: number[]): number {
+    const local = this.host.groups.get(groupId);
+    if (local && local.lead) return local.lead;
+    return this.leaderCache.get(groupId) ?? replicas[0];
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Status (admin API)
+
+  status(): NodeStatus {
+    const groups: GroupStatus[] = [...this.host.groups.values()]
+      .map((g) => ({
+        groupId: g.id,
+        role: g.role as GroupRole,
+        term: g.term,
+        leader: g.lead,
+        commitIndex: g.commit,
+        appliedIndex: g.sm.appliedIndex,
+        lastIndex: g.storage.lastIndex(),
+        voters: [...g.confState.voters],
+        needsRepair: this.wal.needsRepair(g.id) || undefined,
+      }))
+      .sort((x, y) => x.groupId - y.groupId);
+    return { nodeId: this.id, epoch: this.epoch, uptimeMs: Math.round(performance.now() - this.startedMs), groups };
+  }
+
+  /** A checksum of this replica's extents (canonical order, holes as zeros); see admin-client.ts. */
+  async groupDigest(groupId: number): Promise<GroupDigest> {
+    const store = this.stores.get(groupId);
+    if (!store) throw new NotFound(`group ${groupId} is not on node ${this.id}`);
+    const map = this.map();
+    const { poolId, pgIndex } = pgOfGroup(groupId);
+    const pool = map.pools.find((p) => p.id === poolId);
+    if (!pool) throw new NotFound(`pool ${poolId} is not in the map`);
+    const appliedIndex = store.appliedIndex;
+    const hash = createHash('sha256');
+    const chunk = Buffer.allocUnsafe(1024 * 1024);
+    const key = Buffer.alloc(16);
+    for (const v of map.volumes.filter((x) => x.pool === pool.name).sort((x, y) => x.id - y.id)) {
+      const extents = Math.ceil(v.sizeBytes / v.extentBytes);
+      for (let e = 0; e < extents; e++) {
+        if (pgOfExtent(v.id, e, pool.pgCount) !== pgIndex) continue;
+        key.writeUInt32BE(v.id, 0);
+        key.writeUIntBE(e, 4, 6);
+        hash.update(key);
+        const start = e * v.extentBytes;
+        const end = Math.min(v.sizeBytes, start + v.extentBytes);
+        for (let at = start; at < end; at += chunk.length) {
+          const len = Math.min(chunk.length, end - at);
+          await store.read(v.id, at, len, chunk);
+          hash.update(chunk.subarray(0, len));
+        }
+      }
+    }
+    return { groupId, nodeId: this.id, appliedIndex, digest: hash.digest('hex') };
+  }
+
+  health(): string | null {
+    if (this.stopping) return 'stopping';
+    if (!this.registered) return 'not registered in the cluster map yet';
+    return null;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.log.info('stopping');
+    await this.nbd.close().catch((err) => this.log.warn('nbd close', { err }));
+    await this.host.stop();
+    await this.transport.close();
+    await this.httpServer.close();
+    await this.wal.close();
+    await this.io.close();
+    this.log.info('stopped');
+  }
+}
+
+function storeMachine(store: PgStore): import('./host.js').GroupStateMachine {
+  return {
+    get appliedIndex() {
+      return store.appliedIndex;
+    },
+    get durableIndex() {
+      return store.durableIndex;
+    },
+    get appliedTerm() {
+      return store.appliedTerm;
+    },
+    apply: (index, term, data) => store.apply(index, term, data),
+    checkpoint: () => store.checkpoint(),
+    snapshotImage: () => store.snapshotImage(),
+    restoreImage: (image, index, term) => store.restoreImage(image, index, term),
+    close: () => store.close(),
+  };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new TimedOut(`${what} not committed within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+export { parseHostPort };
