@@ -1,8 +1,55 @@
 /**
- * The consensus core: one Raft group member as a pure state machine a host drives.
- * (Implementation in progress; the public surface below is stable.)
+ * The consensus core: one Raft group member as a pure, deterministic state machine that a host
+ * drives — `tick()` for time, `step(msg)` for messages, `propose()` / `readIndex()` for clients,
+ * and `ready()` / `advance()` for the I/O it asks the host to perform (see `Ready`).
+ *
+ * Design notes (why, not what):
+ *  - Conf changes take effect when applied (on `advance`), never when appended, and every
+ *    change goes through a joint configuration, so any two quorums of successive
+ *    configurations intersect.
+ *  - The leader counts its own copy of an entry only once the host says it is durable
+ *    (`advance`), so "committed" always means durable on a quorum.
+ *  - Only an entry of the leader's current term is committed by counting replicas (Figure 8);
+ *    earlier entries commit with it by the log matching property.
+ *  - Lease: every leader→follower message carries the leader's tick; a follower echoes it.
+ *    A follower that heard from a leader (or just booted) refuses votes for electionTicks of
+ *    its own clock, so once a quorum echoed tick t, no other leader can be elected before the
+ *    leader's clock reaches t + leaseTicks (leaseTicks < electionTicks - drift).
  */
-import type { Config, ConfChange, Message, NodeId, Ready, Status, Storage } from './types.js';
+import { assert } from '../common/assert.js';
+import { InvalidArgument, NotLeader, Unavailable } from '../common/errors.js';
+import { allMembers, applyConfChange, decodeConfChange, encodeConfChange, isJoint, validateConfChange } from './confchange.js';
+import { RaftLog } from './log.js';
+import { Progress, jointVote, majorityValue } from './progress.js';
+import { cloneConfState } from './storage.js';
+import {
+  type Config,
+  type ConfChange,
+  type ConfState,
+  type Entry,
+  EntryType,
+  type HardState,
+  type Message,
+  type MsgApp,
+  type MsgAppResp,
+  type MsgHeartbeat,
+  type MsgHeartbeatResp,
+  type MsgSnap,
+  type MsgSnapResp,
+  type MsgVote,
+  type MsgVoteResp,
+  NONE,
+  type NodeId,
+  type ProgressStatus,
+  type ReadState,
+  type Ready,
+  type Role,
+  type Snapshot,
+  type SoftState,
+  type Status,
+  type Storage,
+  entrySizeBytes,
+} from './types.js';
 
 /** Where a proposal landed; the host matches applied entries by both fields. */
 export interface ProposalRef {
@@ -10,30 +57,950 @@ export interface ProposalRef {
   term: number;
 }
 
+/** Largest snapshot a follower accepts to reassemble in memory. */
+export const maxSnapshotBytes = 1 << 30;
+/** Largest number of reads waiting for a ReadIndex round. */
+export const maxPendingReads = 65536;
+
+interface PendingRead {
+  ctx: string;
+  index: number;
+  /** ReadIndex round; 0 until the round's heartbeat is sent. */
+  seq: number;
+}
+
+interface IncomingSnapshot {
+  term: number;
+  snapshot: Snapshot;
+  buf: Uint8Array;
+  received: number;
+}
+
+const emptyData = new Uint8Array(0);
+
 export class RaftNode {
   readonly id: NodeId;
+  private readonly cfg: Config;
+  readonly log: RaftLog;
+
+  private term = 0;
+  private vote: NodeId = NONE;
+  private lead: NodeId = NONE;
+  private role: Role = 'follower';
+  private confState: ConfState;
+
+  private prs = new Map<NodeId, Progress>();
+  private votes = new Map<NodeId, boolean>();
+
+  private tickCount = 0;
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  /** Ticks since a leader last contacted us (or since boot): votes are refused below electionTicks. */
+  private ticksSinceLeader = 0;
+
+  private seq = 0;
+  private pendingReads: PendingRead[] = [];
+  private readsAwaitingCommit: string[] = [];
+  private readStates: ReadState[] = [];
+  private msgs: Message[] = [];
+
+  private pendingConfIndex = 0;
+  private uncommittedBytes = 0;
+  private leadTransferee: NodeId = NONE;
+  /** A TimeoutNow was sent this term: followers may now vote early, so the lease is void. */
+  private leaseRevoked = false;
+  private appendsPending = false;
+  private commitPending = false;
+
+  private incoming: IncomingSnapshot | undefined;
+  private outstanding: Ready | undefined;
+  private prevHardState: HardState;
+  private prevSoftState: SoftState;
+
   constructor(config: Config, storage: Storage) {
+    validateConfig(config);
+    this.cfg = config;
     this.id = config.id;
-    void storage;
+    this.log = new RaftLog(storage, config.applied);
+    const { hardState, confState } = storage.initialState();
+    assert(hardState.commit <= this.log.lastIndex(), `persisted commit ${hardState.commit} beyond last index ${this.log.lastIndex()}`);
+    this.term = hardState.term;
+    this.vote = hardState.vote;
+    this.log.commitTo(hardState.commit);
+    assert(this.log.applied <= this.log.committed, `applied ${this.log.applied} beyond commit ${this.log.committed}`);
+    this.confState = cloneConfState(confState);
+    this.prevHardState = { ...hardState };
+    this.prevSoftState = { lead: NONE, role: 'follower' };
+    this.becomeFollower(this.term, NONE);
   }
+
+  // ------------------------------------------------------------------ public API
+
   /** Advances the logical clock by one tick (elections, heartbeats, lease expiry, check-quorum). */
-  tick(): void { throw new Error('not implemented'); }
-  /** Handles a message from a peer. Stale or malformed messages are dropped, never thrown. */
-  step(msg: Message): void { void msg; throw new Error('not implemented'); }
+  tick(): void {
+    this.tickCount++;
+    if (this.role === 'leader') {
+      this.ticksSinceLeader = 0;
+      this.tickHeartbeat();
+    } else {
+      this.ticksSinceLeader++;
+      this.tickElection();
+    }
+  }
+
+  /** Handles a message from a peer. Stale messages are dropped, never thrown. */
+  step(m: Message): void {
+    assert(m.to === this.id, `message for ${m.to} delivered to ${this.id}`);
+    if (m.from === this.id) return;
+    if (m.term > this.term) {
+      if (m.type === 'vote' || m.type === 'preVote') {
+        const inLease = this.cfg.checkQuorum && this.ticksSinceLeader < this.cfg.electionTicks;
+        if (inLease && !m.transfer) return; // a leader is alive as far as we know: no disruption
+      }
+      if (m.type === 'preVote') {
+        // Never change term for a pre-vote.
+      } else if (m.type === 'preVoteResp' && !m.reject) {
+        // Our own pre-vote round for term+1 succeeding; the term changes when we campaign.
+      } else if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, NONE);
+      }
+    } else if (m.term < this.term) {
+      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === 'heartbeat' || m.type === 'app')) {
+        // A stale leader: tell it our term so it steps down.
+        this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: 0, rejectHint: 0, logTerm: 0, seq: 0, tick: -1 });
+      } else if (m.type === 'preVote') {
+        this.send({ type: 'preVoteResp', from: this.id, to: m.from, term: this.term, reject: true });
+      }
+      return;
+    }
+
+    if (m.type === 'vote' || m.type === 'preVote') {
+      this.handleVoteRequest(m);
+      return;
+    }
+    switch (this.role) {
+      case 'leader':
+        this.stepLeader(m);
+        break;
+      case 'candidate':
+      case 'preCandidate':
+        this.stepCandidate(m);
+        break;
+      case 'follower':
+        this.stepFollower(m);
+        break;
+    }
+  }
+
   /** Appends data as a new entry (leader only). Throws NotLeader or Unavailable. */
-  propose(data: Uint8Array): ProposalRef { void data; throw new Error('not implemented'); }
-  /** Proposes a membership change (joint consensus). Throws NotLeader or Unavailable. */
-  proposeConfChange(cc: ConfChange): ProposalRef { void cc; throw new Error('not implemented'); }
-  /** Requests a linearizable read point; the answer arrives in Ready.readStates with ctx. */
-  readIndex(ctx: string): void { void ctx; throw new Error('not implemented'); }
+  propose(data: Uint8Array): ProposalRef {
+    return this.appendProposal(EntryType.Normal, data);
+  }
+
+  /** Proposes a membership change (joint consensus). Throws NotLeader, Unavailable or InvalidArgument. */
+  proposeConfChange(cc: ConfChange): ProposalRef {
+    this.requireLeader();
+    if (this.pendingConfIndex > this.log.applied) throw new Unavailable('a membership change is still pending');
+    validateConfChange(this.confState, cc);
+    const ref = this.appendProposal(EntryType.ConfChange, encodeConfChange(cc));
+    this.pendingConfIndex = ref.index;
+    return ref;
+  }
+
+  /**
+   * Requests a linearizable read point. The answer arrives in Ready.readStates with `ctx`: the
+   * host serves the read once its applied index reaches the state's index. Served at once under
+   * a valid lease, otherwise after a heartbeat round confirms leadership (ReadIndex); never
+   * before this leader has committed an entry of its own term. Throws NotLeader.
+   */
+  readIndex(ctx: string): void {
+    this.requireLeader();
+    if (this.cfg.unsafe?.readWithoutLeaseOrReadIndex) {
+      this.readStates.push({ index: this.log.committed, ctx });
+      return;
+    }
+    if (this.pendingReads.length + this.readsAwaitingCommit.length >= maxPendingReads) throw new Unavailable('too many pending reads');
+    if (!this.committedOwnTerm()) {
+      this.readsAwaitingCommit.push(ctx);
+      return;
+    }
+    this.startRead(ctx);
+  }
+
   /** True while this leader holds a lease: no other leader can exist right now. */
-  leaseValid(): boolean { throw new Error('not implemented'); }
-  /** Starts an election now (pre-vote first when enabled). */
-  campaign(): void { throw new Error('not implemented'); }
+  leaseValid(): boolean {
+    if (this.role !== 'leader' || this.cfg.leaseTicks === 0 || this.leaseRevoked || this.leadTransferee !== NONE) return false;
+    if (!this.committedOwnTerm()) return false;
+    const quorumTick = this.quorumValue((pr) => (pr.id === this.id ? this.tickCount : pr.ackTick));
+    return this.tickCount - quorumTick < this.cfg.leaseTicks;
+  }
+
+  /** Starts an election now (pre-vote first when enabled). Ignored by a leader or non-voter. */
+  campaign(): void {
+    if (this.role === 'leader' || !this.promotable()) return;
+    this.startCampaign(false);
+  }
+
   /** Leader only: hands leadership to `to` once it is caught up (MsgTimeoutNow). */
-  transferLeader(to: NodeId): void { void to; throw new Error('not implemented'); }
-  hasReady(): boolean { throw new Error('not implemented'); }
-  ready(): Ready { throw new Error('not implemented'); }
-  advance(rd: Ready): void { void rd; throw new Error('not implemented'); }
-  status(): Status { throw new Error('not implemented'); }
+  transferLeader(to: NodeId): void {
+    this.requireLeader();
+    if (to === this.id) return;
+    if (!this.confState.voters.includes(to)) throw new InvalidArgument(`transfer target ${to} is not a voter`);
+    if (this.leadTransferee === to) return;
+    this.leadTransferee = to;
+    this.electionElapsed = 0; // the transfer is abandoned after one election timeout
+    const pr = this.prs.get(to);
+    assert(pr !== undefined, 'voter without progress');
+    if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(to);
+    else this.sendAppend(pr, true);
+  }
+
+  /** Tells the leader a peer is unreachable: stop pipelining to it until it answers. */
+  reportUnreachable(id: NodeId): void {
+    const pr = this.prs.get(id);
+    if (this.role === 'leader' && pr && pr.state === 'replicate') pr.becomeProbe();
+  }
+
+  hasReady(): boolean {
+    if (this.outstanding) return false;
+    this.flush();
+    const hs = this.hardState();
+    if (!hardStateEqual(hs, this.prevHardState)) return true;
+    if (this.lead !== this.prevSoftState.lead || this.role !== this.prevSoftState.role) return true;
+    if (this.log.unstable.length > 0 || this.log.unstableSnapshot) return true;
+    if (this.msgs.length > 0 || this.readStates.length > 0) return true;
+    return Math.min(this.log.committed, this.log.stableLastIndex()) > this.log.applied;
+  }
+
+  /** The next batch of work; call `advance(ready)` when it is done. One Ready at a time. */
+  ready(): Ready {
+    assert(this.outstanding === undefined, 'ready() while a Ready is outstanding');
+    this.flush();
+    const hs = this.hardState();
+    const rd: Ready = {
+      entries: [...this.log.unstable],
+      messages: this.msgs,
+      committedEntries: this.log.nextCommittedEntries(this.log.applied + 1, this.cfg.maxCommittedSizePerReady),
+      readStates: this.readStates,
+      mustSync: false,
+    };
+    if (!hardStateEqual(hs, this.prevHardState)) {
+      rd.hardState = hs;
+      rd.mustSync = hs.term !== this.prevHardState.term || hs.vote !== this.prevHardState.vote;
+    }
+    if (this.lead !== this.prevSoftState.lead || this.role !== this.prevSoftState.role) {
+      rd.softState = { lead: this.lead, role: this.role };
+    }
+    if (this.log.unstableSnapshot) rd.snapshot = this.log.unstableSnapshot;
+    if (rd.entries.length > 0 || rd.snapshot) rd.mustSync = true;
+    this.msgs = [];
+    this.readStates = [];
+    this.outstanding = rd;
+    this.prevHardState = hs;
+    this.prevSoftState = { lead: this.lead, role: this.role };
+    return rd;
+  }
+
+  /**
+   * The host persisted rd's snapshot, entries and hard state, sent its messages and applied its
+   * committed entries. May be called asynchronously, after more ticks and steps.
+   */
+  advance(rd: Ready): void {
+    assert(rd === this.outstanding, 'advance() of a Ready that is not outstanding');
+    this.outstanding = undefined;
+    if (rd.snapshot) {
+      const idx = rd.snapshot.metadata.index;
+      this.log.stableSnapTo(idx);
+      if (idx > this.log.applied) this.log.applied = idx;
+    }
+    if (rd.entries.length > 0) {
+      const last = rd.entries[rd.entries.length - 1];
+      this.log.stableTo(last.index, last.term);
+      if (this.role === 'leader') {
+        const self = this.prs.get(this.id);
+        if (self && self.maybeUpdate(this.log.stableLastIndex())) this.maybeCommit();
+      }
+    }
+    for (const e of rd.committedEntries) {
+      assert(e.index === this.log.applied + 1, `applying ${e.index} after ${this.log.applied}`);
+      this.log.applied = e.index;
+      if (this.role === 'leader') this.uncommittedBytes = Math.max(0, this.uncommittedBytes - entrySizeBytes(e));
+      if (e.type === EntryType.ConfChange) this.applyConfChangeEntry(e);
+    }
+    if (this.role === 'leader' && isJoint(this.confState) && this.confState.autoLeave && this.log.applied >= this.pendingConfIndex) {
+      const ref = this.appendProposal(EntryType.ConfChange, encodeConfChange({ changes: [] }), true);
+      this.pendingConfIndex = ref.index;
+    }
+  }
+
+  status(): Status {
+    let progress: Map<NodeId, ProgressStatus> | undefined;
+    if (this.role === 'leader') {
+      progress = new Map();
+      for (const [id, pr] of this.prs) {
+        progress.set(id, { match: pr.match, next: pr.next, state: pr.state, recentActive: pr.recentActive, isLearner: pr.isLearner });
+      }
+    }
+    return {
+      id: this.id,
+      hardState: this.hardState(),
+      softState: { lead: this.lead, role: this.role },
+      applied: this.log.applied,
+      lastIndex: this.log.lastIndex(),
+      confState: cloneConfState(this.confState),
+      progress,
+      leadTransferee: this.leadTransferee,
+      leaseValid: this.leaseValid(),
+    };
+  }
+
+  get currentTerm(): number {
+    return this.term;
+  }
+  get leader(): NodeId {
+    return this.lead;
+  }
+  get currentRole(): Role {
+    return this.role;
+  }
+  get committed(): number {
+    return this.log.committed;
+  }
+
+  // ------------------------------------------------------------------ roles
+
+  private hardState(): HardState {
+    return { term: this.term, vote: this.vote, commit: this.log.committed };
+  }
+
+  private promotable(): boolean {
+    return this.confState.voters.includes(this.id) || this.confState.votersOutgoing.includes(this.id);
+  }
+
+  private reset(term: number): void {
+    if (this.term !== term) {
+      assert(term > this.term, `term going backwards: ${this.term} -> ${term}`);
+      this.term = term;
+      this.vote = NONE;
+    }
+    this.lead = NONE;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.randomizedElectionTimeout = this.cfg.electionTicks + this.cfg.rng.nextInt(this.cfg.electionTicks);
+    this.leadTransferee = NONE;
+    this.votes.clear();
+    this.prs.clear();
+    this.pendingReads = [];
+    this.readsAwaitingCommit = [];
+    this.leaseRevoked = false;
+    this.uncommittedBytes = 0;
+    this.appendsPending = false;
+    this.commitPending = false;
+  }
+
+  private becomeFollower(term: number, lead: NodeId): void {
+    this.reset(term);
+    this.role = 'follower';
+    this.lead = lead;
+    if (lead !== NONE) this.ticksSinceLeader = 0;
+  }
+
+  private becomePreCandidate(): void {
+    assert(this.role !== 'leader', 'leader cannot become pre-candidate');
+    // A pre-candidate keeps its term and vote: a failed pre-vote disturbs nobody.
+    this.votes.clear();
+    this.prs.clear();
+    this.role = 'preCandidate';
+    this.lead = NONE;
+    this.electionElapsed = 0;
+    this.randomizedElectionTimeout = this.cfg.electionTicks + this.cfg.rng.nextInt(this.cfg.electionTicks);
+  }
+
+  private becomeCandidate(): void {
+    assert(this.role !== 'leader', 'leader cannot become candidate');
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = 'candidate';
+  }
+
+  private becomeLeader(): void {
+    assert(this.role === 'candidate', 'only a candidate becomes leader');
+    const term = this.term;
+    this.reset(term);
+    this.role = 'leader';
+    this.lead = this.id;
+    this.ticksSinceLeader = 0;
+    const last = this.log.lastIndex();
+    for (const id of allMembers(this.confState)) {
+      const pr = this.newProgress(id, last + 1);
+      if (id === this.id) {
+        pr.match = this.log.stableLastIndex();
+        pr.becomeReplicate();
+        pr.recentActive = true;
+      }
+      this.prs.set(id, pr);
+    }
+    // Conservatively assume the log's tail may hold an unapplied conf change.
+    this.pendingConfIndex = last;
+    // The no-op of a new term: once it commits, everything before it is committed (Figure 8).
+    this.appendProposal(EntryType.Normal, emptyData, true);
+  }
+
+  private newProgress(id: NodeId, next: number): Progress {
+    const learner = !this.confState.voters.includes(id) && !this.confState.votersOutgoing.includes(id);
+    return new Progress(id, next, this.cfg.maxInflightMsgs, this.cfg.maxInflightBytes, learner);
+  }
+
+  private startCampaign(transfer: boolean): void {
+    if (this.cfg.preVote && !transfer) {
+      this.becomePreCandidate();
+      this.votes.set(this.id, true);
+      if (this.pollVotes() === 'won') {
+        this.startCampaign(true);
+        return;
+      }
+      this.sendVoteRequests('preVote', this.term + 1, false);
+    } else {
+      this.becomeCandidate();
+      this.votes.set(this.id, true);
+      if (this.pollVotes() === 'won') {
+        this.becomeLeader();
+        return;
+      }
+      this.sendVoteRequests('vote', this.term, transfer);
+    }
+  }
+
+  private sendVoteRequests(type: 'vote' | 'preVote', term: number, transfer: boolean): void {
+    const voters = new Set([...this.confState.voters, ...this.confState.votersOutgoing]);
+    for (const id of [...voters].sort((a, b) => a - b)) {
+      if (id === this.id) continue;
+      this.send({ type, from: this.id, to: id, term, index: this.log.lastIndex(), logTerm: this.log.lastTerm(), transfer });
+    }
+  }
+
+  private pollVotes(): 'won' | 'lost' | 'pending' {
+    return jointVote(this.confState.voters, this.confState.votersOutgoing, this.votes);
+  }
+
+  // ------------------------------------------------------------------ ticks
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.startCampaign(false);
+    }
+  }
+
+  private tickHeartbeat(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.cfg.electionTicks) {
+      this.electionElapsed = 0;
+      if (this.cfg.checkQuorum) {
+        if (!this.quorumActive()) {
+          this.becomeFollower(this.term, NONE);
+          return;
+        }
+        for (const pr of this.prs.values()) if (pr.id !== this.id) pr.recentActive = false;
+      }
+      this.leadTransferee = NONE;
+    }
+    if (this.heartbeatElapsed >= this.cfg.heartbeatTicks) {
+      this.heartbeatElapsed = 0;
+      this.bcastHeartbeat();
+    }
+  }
+
+  private quorumActive(): boolean {
+    return this.quorumValue((pr) => (pr.id === this.id || pr.recentActive ? 1 : 0)) === 1;
+  }
+
+  /** The value a (joint) quorum of voters has reached, by a per-progress measure. */
+  private quorumValue(value: (pr: Progress) => number): number {
+    const v = (id: NodeId): number => {
+      const pr = this.prs.get(id);
+      return pr ? value(pr) : Number.NEGATIVE_INFINITY;
+    };
+    return Math.min(majorityValue(this.confState.voters, v), majorityValue(this.confState.votersOutgoing, v));
+  }
+
+  // ------------------------------------------------------------------ message handling
+
+  private handleVoteRequest(m: MsgVote): void {
+    const canVote =
+      this.vote === m.from ||
+      (this.vote === NONE && this.lead === NONE) ||
+      (m.type === 'preVote' && m.term > this.term);
+    const respType = m.type === 'vote' ? 'voteResp' : 'preVoteResp';
+    if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+      this.send({ type: respType, from: this.id, to: m.from, term: m.term, reject: false });
+      if (m.type === 'vote') {
+        this.electionElapsed = 0;
+        this.vote = m.from;
+      }
+    } else {
+      this.send({ type: respType, from: this.id, to: m.from, term: this.term, reject: true });
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case 'app':
+      case 'heartbeat':
+      case 'snap':
+        // A leader exists in our term.
+        this.becomeFollower(m.term, m.from);
+        this.stepFollower(m);
+        return;
+      case 'voteResp':
+      case 'preVoteResp': {
+        const mine = (this.role === 'candidate' && m.type === 'voteResp') || (this.role === 'preCandidate' && m.type === 'preVoteResp');
+        if (!mine) return;
+        this.votes.set(m.from, !m.reject);
+        const r = this.pollVotes();
+        if (r === 'won') {
+          if (this.role === 'preCandidate') this.startCampaign(true);
+          else this.becomeLeader();
+        } else if (r === 'lost') {
+          this.becomeFollower(this.term, NONE);
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case 'app':
+        this.electionElapsed = 0;
+        this.ticksSinceLeader = 0;
+        this.lead = m.from;
+        this.handleAppend(m);
+        return;
+      case 'heartbeat':
+        this.electionElapsed = 0;
+        this.ticksSinceLeader = 0;
+        this.lead = m.from;
+        this.handleHeartbeat(m);
+        return;
+      case 'snap':
+        this.electionElapsed = 0;
+        this.ticksSinceLeader = 0;
+        this.lead = m.from;
+        this.handleSnapshotChunk(m);
+        return;
+      case 'timeoutNow':
+        if (this.promotable()) this.startCampaign(true);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private handleAppend(m: MsgApp): void {
+    const echo = { seq: m.seq, tick: m.tick };
+    if (m.index < this.log.committed) {
+      this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: this.log.committed, rejectHint: 0, logTerm: 0, ...echo });
+      return;
+    }
+    const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.entries);
+    if (lastNew !== undefined) {
+      this.log.commitTo(Math.min(m.commit, lastNew));
+      this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: lastNew, rejectHint: 0, logTerm: 0, ...echo });
+      return;
+    }
+    // Fast backtracking: point the leader at the last entry whose term could match.
+    let hint = Math.min(m.index, this.log.lastIndex());
+    hint = this.log.findConflictByTerm(hint, m.logTerm);
+    const hintTerm = this.log.term(hint) ?? 0;
+    this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: true, index: m.index, rejectHint: hint, logTerm: hintTerm, ...echo });
+  }
+
+  private handleHeartbeat(m: MsgHeartbeat): void {
+    assert(m.commit <= this.log.lastIndex() || m.commit <= this.log.committed, `heartbeat commit ${m.commit} beyond last index ${this.log.lastIndex()}`);
+    this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+    this.send({ type: 'heartbeatResp', from: this.id, to: m.from, term: this.term, seq: m.seq, tick: m.tick });
+  }
+
+  private handleSnapshotChunk(m: MsgSnap): void {
+    const echo = { seq: m.seq, tick: m.tick };
+    const meta = m.metadata;
+    if (meta.index <= this.log.committed) {
+      this.incoming = undefined;
+      this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: this.log.committed, rejectHint: 0, logTerm: 0, ...echo });
+      return;
+    }
+    if (m.totalBytes > maxSnapshotBytes || m.offset + m.chunk.byteLength > m.totalBytes) return; // refuse; the leader will retry
+    let inc = this.incoming;
+    if (!inc || inc.snapshot.metadata.index !== meta.index || inc.snapshot.metadata.term !== meta.term || inc.term !== m.term) {
+      if (m.offset !== 0) {
+        this.send({ type: 'snapResp', from: this.id, to: m.from, term: this.term, index: meta.index, offset: 0, reject: true, ...echo });
+        return;
+      }
+      inc = { term: m.term, snapshot: { metadata: meta, data: emptyData }, buf: new Uint8Array(m.totalBytes), received: 0 };
+      this.incoming = inc;
+    }
+    if (m.offset > inc.received) {
+      this.send({ type: 'snapResp', from: this.id, to: m.from, term: this.term, index: meta.index, offset: inc.received, reject: true, ...echo });
+      return;
+    }
+    if (m.offset === inc.received) {
+      inc.buf.set(m.chunk, m.offset);
+      inc.received += m.chunk.byteLength;
+    }
+    if (inc.received < inc.buf.byteLength) {
+      this.send({ type: 'snapResp', from: this.id, to: m.from, term: this.term, index: meta.index, offset: inc.received, reject: false, ...echo });
+      return;
+    }
+    this.incoming = undefined;
+    const snap: Snapshot = { metadata: meta, data: inc.buf };
+    this.restore(snap);
+    this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: this.log.lastIndex(), rejectHint: 0, logTerm: 0, ...echo });
+  }
+
+  private restore(snap: Snapshot): void {
+    const meta = snap.metadata;
+    if (meta.index <= this.log.committed) return;
+    if (this.log.matchTerm(meta.index, meta.term)) {
+      // The snapshot overlaps our log, which already holds its last entry: by log matching we
+      // hold everything it covers, so keep the log and only move commit forward.
+      this.log.commitTo(meta.index);
+      return;
+    }
+    this.log.restore(snap);
+    this.confState = cloneConfState(meta.confState);
+  }
+
+  private stepLeader(m: Message): void {
+    const pr = this.prs.get(m.from);
+    if (!pr) return;
+    switch (m.type) {
+      case 'appResp':
+        this.noteAck(pr, m);
+        this.handleAppendResponse(pr, m);
+        return;
+      case 'heartbeatResp':
+        this.noteAck(pr, m);
+        this.handleHeartbeatResponse(pr, m);
+        return;
+      case 'snapResp':
+        this.noteAck(pr, m);
+        this.handleSnapshotResponse(pr, m);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private noteAck(pr: Progress, m: MsgAppResp | MsgHeartbeatResp | MsgSnapResp): void {
+    pr.recentActive = true;
+    if (m.tick >= 0 && m.tick <= this.tickCount && m.tick > pr.ackTick) pr.ackTick = m.tick;
+    if (m.seq > pr.ackSeq && m.seq <= this.seq) {
+      pr.ackSeq = m.seq;
+      this.releaseReads();
+    }
+  }
+
+  private handleAppendResponse(pr: Progress, m: MsgAppResp): void {
+    if (m.reject) {
+      let nextProbe = m.rejectHint;
+      if (m.logTerm > 0) nextProbe = this.log.findConflictByTerm(m.rejectHint, m.logTerm);
+      if (pr.maybeDecrTo(m.index, nextProbe)) {
+        if (pr.state === 'replicate') pr.becomeProbe();
+        this.sendAppend(pr, true);
+      }
+      return;
+    }
+    const wasPaused = pr.isPaused();
+    const updated = pr.maybeUpdate(m.index);
+    if (pr.state === 'replicate') pr.inflights.freeLE(m.index);
+    if (updated) {
+      if (pr.state === 'probe') pr.becomeReplicate();
+      else if (pr.state === 'snapshot' && (pr.match >= pr.pendingSnapshot || pr.match + 1 >= this.log.firstIndex())) {
+        pr.becomeProbe();
+        pr.becomeReplicate();
+      }
+      if (this.maybeCommit()) this.commitPending = true;
+      if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) this.sendTimeoutNow(m.from);
+    }
+    if (updated || wasPaused) this.sendAppend(pr, false);
+  }
+
+  private handleHeartbeatResponse(pr: Progress, _m: MsgHeartbeatResp): void {
+    pr.probeSent = false;
+    // A full pipeline that a live follower does not drain lost a message: make room, so the
+    // next MsgApp exposes the gap and the follower's rejection resets replication.
+    if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirstOne();
+    if (pr.state === 'snapshot') {
+      if (pr.snapChunksAcked >= this.snapshotChunkCount(pr.snapTotalBytes)) {
+        // Every chunk arrived but the final answer did not: probe where the snapshot ends.
+        pr.becomeProbe();
+      } else {
+        // Resend what was not acknowledged (chunks may have been lost).
+        pr.snapChunksSent = pr.snapChunksAcked;
+        this.sendSnapshotChunks(pr);
+        return;
+      }
+    }
+    if (pr.match < this.log.lastIndex()) this.sendAppend(pr, true);
+  }
+
+  private handleSnapshotResponse(pr: Progress, m: MsgSnapResp): void {
+    if (pr.state !== 'snapshot' || m.index !== pr.pendingSnapshot) return;
+    const chunks = this.snapshotChunkCount(pr.snapTotalBytes);
+    const got = m.offset >= pr.snapTotalBytes ? chunks : Math.floor(m.offset / this.cfg.maxSnapshotChunkBytes);
+    if (m.reject) {
+      pr.snapChunksAcked = got;
+      pr.snapChunksSent = got;
+    } else {
+      pr.snapChunksAcked = Math.max(pr.snapChunksAcked, got);
+      if (pr.snapChunksSent < pr.snapChunksAcked) pr.snapChunksSent = pr.snapChunksAcked;
+    }
+    this.sendSnapshotChunks(pr);
+  }
+
+  // ------------------------------------------------------------------ leader: replication
+
+  private requireLeader(): void {
+    if (this.role !== 'leader') throw new NotLeader(`node ${this.id} is not the leader`, this.lead === NONE ? undefined : String(this.lead));
+  }
+
+  private appendProposal(type: EntryType, data: Uint8Array, internal = false): ProposalRef {
+    this.requireLeader();
+    const size = entrySizeBytes({ term: 0, index: 0, type, data });
+    if (!internal) {
+      if (this.leadTransferee !== NONE) throw new Unavailable('leadership transfer in progress');
+      const limit = this.cfg.maxUncommittedEntriesBytes;
+      if (limit > 0 && this.uncommittedBytes > 0 && this.uncommittedBytes + size > limit) throw new Unavailable('too many uncommitted bytes');
+    }
+    const index = this.log.lastIndex() + 1;
+    this.log.append([{ term: this.term, index, type, data }]);
+    this.uncommittedBytes += size;
+    this.appendsPending = true;
+    return { index, term: this.term };
+  }
+
+  /** Advances commit to what a quorum holds durably, if that entry is of the current term. */
+  private maybeCommit(): boolean {
+    const mci = this.quorumValue((pr) => pr.match);
+    if (!Number.isFinite(mci) || mci <= this.log.committed) return false;
+    const t = this.log.term(mci);
+    if (t !== this.term && !this.cfg.unsafe?.commitPreviousTermByCounting) return false;
+    const hadOwn = this.committedOwnTerm();
+    this.log.commitTo(mci);
+    if (!hadOwn && this.committedOwnTerm()) {
+      const waiting = this.readsAwaitingCommit;
+      this.readsAwaitingCommit = [];
+      for (const ctx of waiting) this.startRead(ctx);
+    }
+    return true;
+  }
+
+  private committedOwnTerm(): boolean {
+    return this.log.term(this.log.committed) === this.term;
+  }
+
+  private startRead(ctx: string): void {
+    if (this.leaseValid()) {
+      this.readStates.push({ index: this.log.committed, ctx });
+      return;
+    }
+    this.pendingReads.push({ ctx, index: this.log.committed, seq: 0 });
+    this.releaseReads();
+  }
+
+  /** Releases reads whose round a quorum acknowledged. */
+  private releaseReads(): void {
+    if (this.pendingReads.length === 0) return;
+    const q = this.quorumValue((pr) => (pr.id === this.id ? this.seq + 1 : pr.ackSeq));
+    let n = 0;
+    while (n < this.pendingReads.length) {
+      const r = this.pendingReads[n];
+      // A single-voter group confirms at once (its own ack counts as the next round).
+      const confirmed = r.seq === 0 ? this.isSingleVoter() : q >= r.seq;
+      if (!confirmed) break;
+      this.readStates.push({ index: r.index, ctx: r.ctx });
+      n++;
+    }
+    if (n > 0) this.pendingReads.splice(0, n);
+  }
+
+  private isSingleVoter(): boolean {
+    const voters = new Set([...this.confState.voters, ...this.confState.votersOutgoing]);
+    return voters.size === 1 && voters.has(this.id);
+  }
+
+  /** Sends what accumulated since the last Ready: batched appends, commit news, read rounds. */
+  private flush(): void {
+    if (this.role !== 'leader') return;
+    if (this.appendsPending || this.commitPending) {
+      const sendIfEmpty = this.commitPending;
+      this.appendsPending = false;
+      this.commitPending = false;
+      for (const pr of this.sortedPeers()) this.sendAppend(pr, sendIfEmpty);
+    }
+    if (this.pendingReads.some((r) => r.seq === 0)) {
+      this.seq++;
+      for (const r of this.pendingReads) if (r.seq === 0) r.seq = this.seq;
+      this.bcastHeartbeat();
+      this.releaseReads();
+    }
+  }
+
+  private sortedPeers(): Progress[] {
+    const out: Progress[] = [];
+    for (const [id, pr] of this.prs) if (id !== this.id) out.push(pr);
+    return out.sort((a, b) => a.id - b.id);
+  }
+
+  /** Sends MsgApp to pr while the pipeline has room. Returns whether anything was sent. */
+  private sendAppend(pr: Progress, sendIfEmpty: boolean): boolean {
+    let sent = false;
+    for (;;) {
+      if (pr.isPaused()) return sent;
+      const prevIndex = pr.next - 1;
+      const prevTerm = this.log.term(prevIndex);
+      const last = this.log.lastIndex();
+      let budget = this.cfg.maxSizePerMsg;
+      if (this.cfg.maxInflightBytes > 0) budget = Math.max(1, Math.min(budget, this.cfg.maxInflightBytes - pr.inflights.bytes));
+      const ents = prevTerm === undefined ? undefined : this.log.slice(pr.next, last + 1, budget, this.cfg.maxEntriesPerMsg);
+      if (prevTerm === undefined || ents === undefined) {
+        this.startSnapshot(pr);
+        return true;
+      }
+      if (ents.length === 0 && !sendIfEmpty) return sent;
+      assert(ents.length <= this.cfg.maxEntriesPerMsg, 'MsgApp over maxEntriesPerMsg');
+      this.send({
+        type: 'app', from: this.id, to: pr.id, term: this.term, index: prevIndex, logTerm: prevTerm,
+        entries: ents, commit: this.log.committed, seq: this.seq, tick: this.tickCount,
+      });
+      sent = true;
+      sendIfEmpty = false;
+      if (ents.length > 0 && pr.state === 'replicate') {
+        const lastSent = ents[ents.length - 1].index;
+        let bytes = 0;
+        for (const e of ents) bytes += entrySizeBytes(e);
+        pr.next = lastSent + 1;
+        pr.inflights.add(lastSent, bytes);
+      } else if (pr.state === 'probe') {
+        pr.probeSent = true;
+      }
+      if (pr.state !== 'replicate' || pr.next > last) return sent;
+    }
+  }
+
+  private snapshotChunkCount(totalBytes: number): number {
+    return Math.max(1, Math.ceil(totalBytes / this.cfg.maxSnapshotChunkBytes));
+  }
+
+  private startSnapshot(pr: Progress): void {
+    const snap = this.log.storage.snapshot();
+    assert(snap.metadata.index >= pr.next - 1 || snap.metadata.index >= this.log.firstIndex() - 1, 'snapshot does not cover the compacted log');
+    pr.becomeSnapshot(snap.metadata.index, snap.data.byteLength);
+    this.sendSnapshotChunks(pr);
+  }
+
+  /** Sends chunks of the pending snapshot while fewer than maxInflightSnapshotChunks are unacknowledged. */
+  private sendSnapshotChunks(pr: Progress): void {
+    const snap = this.log.storage.snapshot();
+    if (snap.metadata.index !== pr.pendingSnapshot) {
+      // A newer snapshot replaced the one being sent: start over with it.
+      pr.becomeSnapshot(snap.metadata.index, snap.data.byteLength);
+    }
+    const chunkBytes = this.cfg.maxSnapshotChunkBytes;
+    const total = snap.data.byteLength;
+    const chunks = this.snapshotChunkCount(total);
+    while (pr.snapChunksSent < chunks && pr.snapChunksSent - pr.snapChunksAcked < this.cfg.maxInflightSnapshotChunks) {
+      const offset = pr.snapChunksSent * chunkBytes;
+      const end = Math.min(total, offset + chunkBytes);
+      this.send({
+        type: 'snap', from: this.id, to: pr.id, term: this.term, metadata: snap.metadata, offset,
+        totalBytes: total, chunk: snap.data.subarray(offset, end), seq: this.seq, tick: this.tickCount,
+      });
+      pr.snapChunksSent++;
+    }
+  }
+
+  private bcastHeartbeat(): void {
+    for (const pr of this.sortedPeers()) {
+      this.send({
+        type: 'heartbeat', from: this.id, to: pr.id, term: this.term,
+        commit: Math.min(pr.match, this.log.committed), seq: this.seq, tick: this.tickCount,
+      });
+    }
+  }
+
+  private sendTimeoutNow(to: NodeId): void {
+    this.leaseRevoked = true;
+    this.send({ type: 'timeoutNow', from: this.id, to, term: this.term });
+  }
+
+  private send(m: Message): void {
+    assert(m.to !== this.id, 'message to self');
+    this.msgs.push(m);
+  }
+
+  // ------------------------------------------------------------------ membership
+
+  private applyConfChangeEntry(e: Entry): void {
+    const cc = decodeConfChange(e.data);
+    const joint = isJoint(this.confState);
+    // Applied identically on every node: a change that does not fit the configuration is a no-op.
+    if ((cc.changes.length === 0 && !joint) || (cc.changes.length > 0 && joint)) return;
+    this.confState = applyConfChange(this.confState, cc);
+    if (this.role !== 'leader') return;
+    const members = new Set(allMembers(this.confState));
+    for (const id of [...this.prs.keys()]) if (!members.has(id)) this.prs.delete(id);
+    for (const id of members) {
+      const pr = this.prs.get(id);
+      const learner = !this.confState.voters.includes(id) && !this.confState.votersOutgoing.includes(id);
+      if (pr) pr.isLearner = learner;
+      else this.prs.set(id, this.newProgress(id, this.log.lastIndex() + 1));
+    }
+    if (this.leadTransferee !== NONE && !members.has(this.leadTransferee)) this.leadTransferee = NONE;
+    if (!this.promotable()) {
+      // Removed (or demoted): hand leadership to the most caught-up voter, then step down.
+      let best: Progress | undefined;
+      for (const id of this.confState.voters) {
+        const pr = this.prs.get(id);
+        if (pr && (!best || pr.match > best.match)) best = pr;
+      }
+      if (best && best.match === this.log.lastIndex()) this.sendTimeoutNow(best.id);
+      const msgs = this.msgs;
+      this.becomeFollower(this.term, NONE);
+      this.msgs = msgs;
+      return;
+    }
+    if (this.maybeCommit()) this.commitPending = true;
+    this.appendsPending = true;
+  }
+}
+
+function hardStateEqual(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
+
+function validateConfig(c: Config): void {
+  assert(Number.isInteger(c.id) && c.id > 0, 'config.id must be a positive integer');
+  assert(c.heartbeatTicks > 0 && c.electionTicks > c.heartbeatTicks, 'need 0 < heartbeatTicks < electionTicks');
+  assert(c.maxInflightMsgs > 0 && c.maxInflightMsgs <= 1 << 16, 'maxInflightMsgs out of range');
+  assert(c.maxInflightBytes >= 0, 'maxInflightBytes must be >= 0');
+  assert(c.maxSizePerMsg > 0, 'maxSizePerMsg must be positive');
+  assert(c.maxEntriesPerMsg > 0, 'maxEntriesPerMsg must be positive');
+  assert(c.maxUncommittedEntriesBytes >= 0, 'maxUncommittedEntriesBytes must be >= 0');
+  assert(c.maxCommittedSizePerReady > 0, 'maxCommittedSizePerReady must be positive');
+  assert(c.maxSnapshotChunkBytes > 0, 'maxSnapshotChunkBytes must be positive');
+  assert(c.maxInflightSnapshotChunks > 0, 'maxInflightSnapshotChunks must be positive');
+  assert(c.maxClockDriftTicks >= 0, 'maxClockDriftTicks must be >= 0');
+  if (c.leaseTicks > 0) {
+    assert(c.checkQuorum, 'a leader lease requires checkQuorum (followers must refuse early votes)');
+    assert(c.leaseTicks <= c.electionTicks - c.maxClockDriftTicks - 1, 'leaseTicks must be < electionTicks - maxClockDriftTicks');
+  }
 }

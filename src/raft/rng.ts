@@ -58,6 +58,11 @@ export class SeededRng implements Rng {
     return this.nextFloat() < p;
   }
 
+  /** A uniformly chosen element of a non-empty array. */
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.nextInt(xs.length)];
+  }
+
   /** An independent generator derived from this one. */
   fork(): SeededRng {
     return new SeededRng(this.nextUint32());

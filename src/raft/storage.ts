@@ -35,11 +35,19 @@ export class MemoryStorage implements Storage {
   private ents: Entry[];
   private snap: Snapshot;
 
+  /**
+   * An empty storage (a node that will join an existing group: it receives a snapshot first),
+   * or, with initialVoters, a new group's bootstrap: a snapshot at index 1, term 1 carrying the
+   * initial membership. Every member of a new group must bootstrap identically, and a node
+   * added later must not, so that membership is never inferred from an empty log.
+   */
   constructor(initialVoters: number[] = []) {
     const cs = emptyConfState();
-    cs.voters = [...initialVoters];
-    this.snap = { metadata: { index: 0, term: 0, confState: cs }, data: new Uint8Array(0) };
-    this.ents = [{ term: 0, index: 0, type: 0, data: new Uint8Array(0) }];
+    cs.voters = [...initialVoters].sort((a, b) => a - b);
+    const bootstrap = initialVoters.length > 0 ? 1 : 0;
+    this.snap = { metadata: { index: bootstrap, term: bootstrap, confState: cs }, data: new Uint8Array(0) };
+    this.ents = [{ term: bootstrap, index: bootstrap, type: 0, data: new Uint8Array(0) }];
+    this.hardState = { term: bootstrap, vote: 0, commit: bootstrap };
   }
 
   initialState(): { hardState: HardState; confState: ConfState } {

@@ -1,0 +1,26 @@
+/** A sweep over consecutive seeds: every failing seed is reported with how to reproduce it. */
+import { type RunOptions, type RunResult, runSeed } from './run.js';
+
+export interface SweepSummary {
+  seeds: number;
+  start: number;
+  failures: RunResult[];
+  elapsedMs: number;
+  ops: number;
+  steps: number;
+}
+
+export function sweep(start: number, count: number, opts: RunOptions, onResult?: (r: RunResult) => void, now: () => number = () => 0): SweepSummary {
+  const t0 = now();
+  const failures: RunResult[] = [];
+  let ops = 0;
+  let steps = 0;
+  for (let s = start; s < start + count; s++) {
+    const r = runSeed(s, opts);
+    ops += r.ops;
+    steps += r.steps;
+    if (!r.ok) failures.push(r);
+    onResult?.(r);
+  }
+  return { seeds: count, start, failures, elapsedMs: now() - t0, ops, steps };
+}
