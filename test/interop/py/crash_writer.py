@@ -1,14 +1,15 @@
 """Writes unique tagged 4 KiB blocks and reports which ones are durable.
 
-usage: crash_writer.py URI SEED SLOTS          (write; one JSON line per durable set)
+usage: crash_writer.py URI SEED SLOTS            (write; JSON lines on stdout)
        crash_writer.py URI SEED SLOTS --verify   (reads JSON slot lists on stdin; checks them)
 
 Each slot is written once, in a seeded random order, 32 writes in flight at a time over two
-connections, every eighth with FUA. After a batch completes, its FUA writes are printed as
-durable; after the FLUSH that follows completes, the rest of the batch is. The FLUSH goes to
-one connection only, so half of what it covers was written on the other one: that is the
-multi-conn promise (a FLUSH covers writes completed on every connection). A line is printed only after the
-server's reply arrived, so every slot printed was acknowledged as durable.
+connections, every eighth with FUA. When a batch's replies have all arrived, a "completed"
+line lists the whole batch and a "durable" line its FUA writes; after the FLUSH that follows
+completes, a "durable" line lists the rest. The FLUSH goes to one connection only, so half of
+what it covers was written on the other one: that is the multi-conn promise (a FLUSH covers
+writes completed on every connection). A line is printed only after the server's replies
+arrived, so every slot in a "durable" line was acknowledged as durable.
 """
 import json
 import random
@@ -48,6 +49,7 @@ def write(uri, seed, slots):
         for h, cookie, _slot, _fua in pending:
             while not h.aio_command_completed(cookie):
                 h.poll(-1)
+        print(json.dumps({"completed": [s for _h, _c, s, _f in pending]}), flush=True)
         print(json.dumps({"durable": [s for _h, _c, s, f in pending if f], "how": "fua"}), flush=True)
         handles[(start // BATCH) % 2].flush()
         print(json.dumps({"durable": [s for _h, _c, s, f in pending if not f], "how": "flush"}), flush=True)
