@@ -201,9 +201,10 @@ export const qemuNbdDirectsync = qemuNbd(
  */
 export const raftblockExportFile: ServerSpec = {
   name: 'raftblock',
-  durability: 'raftblock export-file (see bench/README.md for its write path); FLUSH/FUA durable',
+  durability: 'pwrite() into the page cache (node:fs, libuv thread pool); FLUSH = fdatasync (coalesced)',
   async start(ctx) {
     const file = join(ctx.dir, 'raftblock.img');
+    mkdirSync(ctx.dir, { recursive: true });
     const nodeArgs: string[] = [];
     if (ctx.cpuProfDir) {
       mkdirSync(ctx.cpuProfDir, { recursive: true });
