@@ -93,7 +93,13 @@ export function ensureCloudKernel(): KernelTree {
     sh('dpkg-deb', ['-x', join(cacheDir, deb), tmp]);
     writeFileSync(join(tmp, '.complete'), deb);
     rmSync(tree, { recursive: true, force: true });
-    renameSync(tmp, tree);
+    try {
+      renameSync(tmp, tree);
+    } catch (e) {
+      // Another process extracted it at the same time: use theirs.
+      rmSync(tmp, { recursive: true, force: true });
+      if (!existsSync(join(tree, '.complete'))) throw e;
+    }
   }
   const boot = join(tree, 'boot');
   const vmlinuzName = readdirSync(boot).find((f) => f.startsWith('vmlinuz-'));
