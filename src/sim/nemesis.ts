@@ -8,17 +8,144 @@ import type { SeededRng } from '../raft/rng.js';
 import type { NodeId } from '../raft/types.js';
 import type { SimCluster } from './cluster.js';
 
+/**
+ * `mixed`: every kind of fault at a relaxed pace. `churn`: fast leader-centred faults (leader
+ * cut off with one follower, leader isolated or crashed, quick heals), the schedule that
+ * produces the Raft paper's Figure 8 situations.
+ */
+export type NemesisProfile = 'mixed' | 'churn' | 'figure8';
+
+/** Progress through one Figure 8 cycle (see `figure8`). */
+interface Figure8State {
+  phase: 'start' | 'minority' | 'isolated' | 'recovering' | 'cooldown';
+  l1: NodeId;
+  buddy: NodeId;
+  l2: NodeId;
+  l2Term: number;
+  l3: NodeId;
+  oldIndex: number;
+  until: number;
+}
+
 export class Nemesis {
   private nextAt: number;
   constructor(
     private readonly c: SimCluster,
     private readonly rng: SeededRng,
+    readonly profile: NemesisProfile = 'mixed',
   ) {
     this.nextAt = this.gap();
   }
 
   private gap(): number {
+    if (this.profile === 'churn') return (2 + this.rng.nextInt(12)) * this.c.opts.stepsPerTick;
     return (5 + this.rng.nextInt(40)) * this.c.opts.stepsPerTick;
+  }
+
+  private f8: Figure8State = { phase: 'start', l1: 0, buddy: 0, l2: 0, l2Term: 0, l3: 0, oldIndex: 0, until: 0 };
+
+  /**
+   * Raft paper Figure 8, adaptively: (1) cut leader L1 off with one follower while it appends
+   * entries; (2) when the majority elects L2, isolate L2 at once so its new-term entry stays
+   * local; (3) the old side elects L3 holding L1's entries, which re-replicates them (one entry
+   * per message in this profile); (4) the moment L3's commit covers an entry older than its
+   * term, crash L3 and give L2 a majority of nodes that lack L3's term: if L3 committed by
+   * counting an earlier-term entry, L2 now overwrites a committed entry.
+   */
+  private figure8(): void {
+    const c = this.c;
+    const f = this.f8;
+    const ids = this.ids();
+    const leader = c.leader();
+    const ticks = c.opts.stepsPerTick;
+    switch (f.phase) {
+      case 'start':
+        if (!leader || leader.raft.log.term(leader.raft.committed) !== leader.raft.currentTerm) return;
+        f.l1 = leader.id;
+        f.buddy = this.shuffled(ids.filter((i) => i !== leader.id))[0];
+        c.net.partition([[f.l1, f.buddy], ids.filter((i) => i !== f.l1 && i !== f.buddy)]);
+        for (let k = 0; k < 3; k++) c.request(f.l1, { kind: 'write', key: '_f8', value: k }, 0, 0, () => {});
+        c.note(`figure8: leader ${f.l1} cut off with ${f.buddy}`);
+        f.phase = 'minority';
+        f.until = c.now + 80 * ticks;
+        return;
+      case 'minority': {
+        const l2 = c.nodes.find((n) => n.up && n.raft.currentRole === 'leader' && n.id !== f.l1 && n.id !== f.buddy);
+        if (l2) {
+          f.l2 = l2.id;
+          f.l2Term = l2.raft.currentTerm;
+          c.net.partition([[f.l2], ids.filter((i) => i !== f.l2)]);
+          c.note(`figure8: new leader ${f.l2} (term ${f.l2Term}) isolated`);
+          f.phase = 'isolated';
+          f.until = c.now + 80 * ticks;
+        } else if (c.now > f.until) this.f8Reset();
+        return;
+      }
+      case 'isolated': {
+        const l3 = c.nodes.find((n) => n.up && n.raft.currentRole === 'leader' && n.raft.currentTerm > f.l2Term && n.id !== f.l2);
+        if (l3 && f.l3 !== l3.id) {
+          f.l3 = l3.id;
+          // The last entry before L3's own term: what it must not commit by counting.
+          let i = l3.raft.log.lastIndex();
+          while (i > 0 && l3.raft.log.term(i) === l3.raft.currentTerm) i--;
+          f.oldIndex = i;
+          c.note(`figure8: leader ${f.l3} term ${l3.raft.currentTerm} carries old entries up to ${i}`);
+        }
+        if (l3 && f.l3 === l3.id && l3.raft.committed >= f.oldIndex && f.oldIndex > 0) {
+          const term = l3.raft.currentTerm;
+          c.crash(l3.id);
+          const lacking = ids.filter((id) => {
+            const n = c.node(id);
+            return id === f.l2 || (n.up && n.raft.log.lastTerm() < term);
+          });
+          c.net.partition([lacking, ids.filter((id) => !lacking.includes(id))]);
+          c.note(`figure8: crashed ${f.l3} at commit ${l3.raft.committed}; ${JSON.stringify(lacking)} together`);
+          f.phase = 'recovering';
+          f.until = c.now + 60 * ticks;
+        } else if (c.now > f.until) this.f8Reset();
+        return;
+      }
+      case 'recovering':
+        if (c.now > f.until) this.f8Reset();
+        return;
+      case 'cooldown':
+        if (c.now > f.until) f.phase = 'start';
+        return;
+    }
+  }
+
+  private f8Reset(): void {
+    const c = this.c;
+    c.net.heal();
+    for (const n of c.nodes) if (!n.up) c.restart(n.id);
+    this.f8 = { phase: 'cooldown', l1: 0, buddy: 0, l2: 0, l2Term: 0, l3: 0, oldIndex: 0, until: c.now + 20 * c.opts.stepsPerTick };
+    c.note('figure8: cycle over, healed');
+  }
+
+  private churn(): void {
+    const c = this.c;
+    const ids = this.ids();
+    const leader = c.leader();
+    const r = this.rng.nextInt(100);
+    if (r < 35) {
+      if (leader) {
+        const other = this.shuffled(ids.filter((i) => i !== leader.id))[0];
+        c.net.partition([[leader.id, other], ids.filter((i) => i !== leader.id && i !== other)]);
+        c.note(`partition: leader ${leader.id} with ${other}`);
+      }
+    } else if (r < 55) {
+      if (leader) {
+        c.net.partition([[leader.id], ids.filter((i) => i !== leader.id)]);
+        c.note(`partition: isolate leader ${leader.id}`);
+      }
+    } else if (r < 70) {
+      if (leader) c.crash(leader.id);
+    } else if (r < 85) {
+      for (const n of c.nodes) if (!n.up) c.restart(n.id);
+    } else {
+      c.net.heal();
+      c.note('heal partitions');
+    }
   }
 
   private ids(): NodeId[] {
@@ -35,8 +162,16 @@ export class Nemesis {
   }
 
   maybeAct(): void {
+    if (this.profile === 'figure8') {
+      this.figure8();
+      return;
+    }
     if (this.c.now < this.nextAt) return;
     this.nextAt = this.c.now + this.gap();
+    if (this.profile === 'churn') {
+      this.churn();
+      return;
+    }
     const r = this.rng.nextInt(100);
     const c = this.c;
     const ids = this.ids();

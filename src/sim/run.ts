@@ -9,7 +9,7 @@ import { EntryType, type NodeId, type UnsafeFlags } from '../raft/types.js';
 import { type ClientReply, type ClientRequest, SimCluster, type SimOptions } from './cluster.js';
 import { InvariantViolation } from './invariants.js';
 import { encodeCommand } from './kv.js';
-import { Nemesis } from './nemesis.js';
+import { Nemesis, type NemesisProfile } from './nemesis.js';
 
 export interface RunOptions {
   unsafe?: UnsafeFlags;
@@ -54,13 +54,16 @@ interface ClientState {
 
 const keys = ['x', 'y'];
 
-export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions {
+export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions & { profile: NemesisProfile } {
   const r = new SeededRng(seed ^ 0x5bd1e995);
   const nodes = opts.nodes ?? (r.chance(0.5) ? 3 : 5);
+  const pr = r.nextFloat();
+  const profile: NemesisProfile = nodes === 5 && pr < 0.25 ? 'figure8' : pr < 0.5 ? 'churn' : 'mixed';
   const checkQuorum = r.chance(0.85);
   const lease = checkQuorum && r.chance(0.7) ? 6 : 0;
   return {
     nodes,
+    profile,
     spares: 1,
     stepsPerTick: 4,
     tickSkew: 0.1,
@@ -77,7 +80,7 @@ export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions {
       maxInflightMsgs: r.pick([1, 4, 64]),
       maxInflightBytes: r.pick([0, 512, 1 << 20]),
       maxSizePerMsg: r.pick([64, 256, 1 << 20]),
-      maxEntriesPerMsg: r.pick([1, 3, 100]),
+      maxEntriesPerMsg: profile === 'figure8' ? 1 : r.pick([1, 3, 100]),
       maxSnapshotChunkBytes: r.pick([16, 64, 4096]),
       maxInflightSnapshotChunks: r.pick([1, 2, 4]),
       maxCommittedSizePerReady: r.pick([100, 1 << 20]),
@@ -90,7 +93,7 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
   const simOpts = simOptionsForSeed(seed, opts);
   const c = new SimCluster(seed, simOpts);
   const rng = c.rng.fork();
-  const nemesis = new Nemesis(c, rng.fork());
+  const nemesis = new Nemesis(c, rng.fork(), simOpts.profile);
   const history = new HistoryRecorder(casRegisterModel);
   const events = new Map<number, (() => void)[]>();
   const at = (t: number, fn: () => void): void => {
@@ -247,7 +250,7 @@ class LivenessFailure extends Error {}
 function checkLiveness(c: SimCluster, l: { probe: { node: NodeId; index: number; term: number } | undefined; done: boolean; probeNo: number }): void {
   if (l.probe) {
     const n = c.node(l.probe.node);
-    if (!n.up || n.raft.currentTerm !== l.probe.term) {
+    if (!n.up || n.raft.currentTerm !== l.probe.term || n.raft.currentRole !== 'leader') {
       l.probe = undefined;
     } else if (n.raft.log.applied >= l.probe.index) {
       if (n.raft.log.term(l.probe.index) === l.probe.term || n.raft.log.firstIndex() > l.probe.index) l.done = true;
