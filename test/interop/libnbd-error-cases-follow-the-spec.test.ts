@@ -24,6 +24,7 @@ const writableCases: [string, string][] = [
   ['oversized-payload', 'an oversized write payload is read off before an error or a disconnect'],
   ['zero-length', 'zero-length requests do not disconnect'],
   ['bad-magic', 'bad request magic disconnects only that client'],
+  ['handshake-options', 'refused options (unknown, STARTTLS, unknown export) leave the handshake going'],
 ];
 
 test('NBD error cases driven by libnbd with strict mode off and a raw socket', async (t) => {

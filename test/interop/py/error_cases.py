@@ -21,9 +21,9 @@ IHAVEOPT = 0x49484156454F5054
 REPLY_MAGIC = 0x3E889045565A9
 REQUEST_MAGIC = 0x25609513
 SIMPLE_REPLY_MAGIC = 0x67446698
-OPT_GO = 7
-REP_ACK = 1
-REP_INFO = 3
+OPT_ABORT, OPT_LIST, OPT_STARTTLS, OPT_GO = 2, 3, 5, 7
+REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
+REP_ERR_UNSUP, REP_ERR_POLICY, REP_ERR_UNKNOWN = 0x80000001, 0x80000002, 0x80000006
 INFO_EXPORT = 0
 CMD_READ, CMD_WRITE = 0, 1
 FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES = 1, 2
@@ -76,26 +76,42 @@ def recv_exact(s, n):
     return bytes(buf)
 
 
-def raw_connect():
-    """Fixed newstyle handshake with OPT_GO; returns (socket, export size)."""
+def raw_greeting():
     s = socket.create_connection((HOST, PORT), timeout=20)
     magic, opt_magic, _hflags = struct.unpack(">QQH", recv_exact(s, 18))
     if magic != NBDMAGIC or opt_magic != IHAVEOPT:
         fail("bad server greeting")
     s.sendall(struct.pack(">I", FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES))
-    name = EXPORT.encode()
-    data = struct.pack(">I", len(name)) + name + struct.pack(">H", 0)
-    s.sendall(struct.pack(">QII", IHAVEOPT, OPT_GO, len(data)) + data)
-    size = None
+    return s
+
+
+def raw_option(s, opt, data=b""):
+    """Sends one option; returns its replies [(type, payload)] up to the final one."""
+    s.sendall(struct.pack(">QII", IHAVEOPT, opt, len(data)) + data)
+    replies = []
     while True:
-        rmagic, _opt, rtype, rlen = struct.unpack(">QIII", recv_exact(s, 20))
+        rmagic, ropt, rtype, rlen = struct.unpack(">QIII", recv_exact(s, 20))
         if rmagic != REPLY_MAGIC:
             fail("bad option reply magic")
-        payload = recv_exact(s, rlen)
+        if ropt != opt:
+            fail(f"reply for option {ropt} to option {opt}")
+        replies.append((rtype, recv_exact(s, rlen)))
+        if rtype == REP_ACK or rtype & 0x80000000:
+            return replies
+
+
+def go_data(name):
+    name = name.encode()
+    return struct.pack(">I", len(name)) + name + struct.pack(">H", 0)
+
+
+def raw_connect():
+    """Fixed newstyle handshake with OPT_GO; returns (socket, export size)."""
+    s = raw_greeting()
+    size = None
+    for rtype, payload in raw_option(s, OPT_GO, go_data(EXPORT)):
         if rtype == REP_INFO and struct.unpack(">H", payload[:2])[0] == INFO_EXPORT:
             size = struct.unpack(">Q", payload[2:10])[0]
-        elif rtype == REP_ACK:
-            break
         elif rtype & 0x80000000:
             fail(f"OPT_GO refused: {rtype:#x} {payload!r}")
     return s, size
@@ -280,7 +296,50 @@ def case_bad_magic():
     print("ok other connections keep working")
 
 
+def case_handshake_options():
+    s = raw_greeting()
+    (rtype, _), = raw_option(s, 0x4242)
+    if rtype != REP_ERR_UNSUP:
+        fail(f"unknown option: reply {rtype:#x}, want NBD_REP_ERR_UNSUP")
+    print("ok unknown option: ERR_UNSUP")
+    rtype, _ = raw_option(s, OPT_STARTTLS)[-1]
+    if rtype not in (REP_ERR_UNSUP, REP_ERR_POLICY):
+        fail(f"STARTTLS without TLS: reply {rtype:#x}, want ERR_UNSUP or ERR_POLICY")
+    print(f"ok STARTTLS without TLS: {rtype:#x}")
+    listed = raw_option(s, OPT_LIST)
+    names = [p[4:4 + struct.unpack(">I", p[:4])[0]].decode() for t, p in listed if t == REP_SERVER]
+    if listed[-1][0] != REP_ACK or EXPORT not in names:
+        fail(f"OPT_LIST: {listed!r}")
+    print(f"ok OPT_LIST: {names}")
+    rtype, _ = raw_option(s, OPT_GO, go_data(EXPORT + "-no-such-export"))[-1]
+    if rtype != REP_ERR_UNKNOWN:
+        fail(f"OPT_GO of an unknown export: reply {rtype:#x}, want NBD_REP_ERR_UNKNOWN")
+    print("ok OPT_GO of an unknown export: ERR_UNKNOWN")
+    # After all that, the same connection still negotiates and serves.
+    rtype, _ = raw_option(s, OPT_GO, go_data(EXPORT))[-1]
+    if rtype != REP_ACK:
+        fail(f"OPT_GO after refused options: reply {rtype:#x}")
+    raw_request(s, CMD_READ, 1, 0, 512)
+    err, data = raw_reply(s, 1, 512)
+    if err != 0 or len(data) != 512:
+        fail(f"read after the handshake: error {err}")
+    print("ok the handshake goes on after refused options")
+    s.close()
+    # OPT_ABORT ends the handshake cleanly (an ACK, or the server just closes).
+    a = raw_greeting()
+    a.sendall(struct.pack(">QII", IHAVEOPT, OPT_ABORT, 0))
+    a.settimeout(10)
+    try:
+        got = a.recv(20)
+    except ConnectionResetError:
+        got = b""
+    if got and struct.unpack(">QIII", got[:20])[2] != REP_ACK:
+        fail(f"OPT_ABORT: {got!r}")
+    print("ok OPT_ABORT")
+
+
 CASES = {
+    "handshake-options": case_handshake_options,
     "read-past-end": case_read_past_end,
     "trim-past-end": case_trim_past_end,
     "block-status-past-end": case_block_status_past_end,
