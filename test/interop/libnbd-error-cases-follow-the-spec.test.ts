@@ -24,6 +24,7 @@ const writableCases: [string, string][] = [
   ['oversized-payload', 'an oversized write payload is read off before an error or a disconnect'],
   ['zero-length', 'zero-length requests do not disconnect'],
   ['bad-magic', 'bad request magic disconnects only that client'],
+  ['garbage-clients', 'clients sending garbage or hanging up mid-request disturb no one'],
   ['handshake-options', 'refused options (unknown, STARTTLS, unknown export) leave the handshake going'],
 ];
 

@@ -338,7 +338,46 @@ def case_handshake_options():
     print("ok OPT_ABORT")
 
 
+def case_garbage_clients():
+    """Clients that send garbage, or hang up mid-handshake, mid-header or mid-payload."""
+    import random
+    rng = random.Random(20240601)
+    good = connect()
+    good.pwrite(b"\x5c" * 4096, 4096)
+    good.flush()
+    for i in range(60):
+        phase = i % 5
+        try:
+            if phase == 0:  # garbage instead of client flags
+                s = socket.create_connection((HOST, PORT), timeout=10)
+                s.sendall(rng.randbytes(rng.randrange(1, 300)))
+            elif phase == 1:  # garbage options
+                s = raw_greeting()
+                s.sendall(struct.pack(">Q", IHAVEOPT) + rng.randbytes(rng.randrange(0, 300)))
+            elif phase == 2:  # an option whose length promises more than arrives
+                s = raw_greeting()
+                s.sendall(struct.pack(">QII", IHAVEOPT, OPT_GO, 1 << 30) + b"\x00" * 10)
+            elif phase == 3:  # a request header cut short
+                s, _ = raw_connect()
+                s.sendall(struct.pack(">IHH", REQUEST_MAGIC, 0, CMD_WRITE) + rng.randbytes(rng.randrange(0, 20)))
+            else:  # a write whose payload never fully arrives
+                s, _ = raw_connect()
+                raw_request(s, CMD_WRITE, 9, 4096, 65536, payload=b"\xee" * rng.randrange(0, 65536))
+            s.close()
+        except (ConnectionResetError, BrokenPipeError, EOFError):
+            pass
+    if good.pread(4096, 4096) != b"\x5c" * 4096:
+        fail("data changed by garbage clients (a truncated write was applied?)")
+    good.pwrite(b"\x6d" * 4096, 4096)
+    if good.pread(4096, 4096) != b"\x6d" * 4096:
+        fail("the good connection stopped working")
+    fresh = connect()
+    expect_alive(fresh, "garbage clients")
+    print("ok 60 garbage clients; the good connection kept working")
+
+
 CASES = {
+    "garbage-clients": case_garbage_clients,
     "handshake-options": case_handshake_options,
     "read-past-end": case_read_past_end,
     "trim-past-end": case_trim_past_end,
