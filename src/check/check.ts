@@ -4,12 +4,15 @@
  */
 import { InvalidArgument } from '../common/errors.js';
 import type { Model, Operation, Partition } from './model.js';
-import { BudgetMeter, searchPartition, type CheckBudget, type Verdict } from './search.js';
+import { BudgetMeter, searchPartition, type CheckBudget, type UnknownReason, type Verdict } from './search.js';
 
 export interface PartitionOutcome {
   readonly key: string;
   readonly operations: number;
+  /** Operations the model's `simplify` removed before the search. */
+  readonly simplifiedAway: number;
   readonly verdict: Verdict;
+  readonly unknownBecause?: UnknownReason;
   readonly steps: number;
   readonly cacheEntries: number;
 }
@@ -38,6 +41,8 @@ export interface CheckResult<I, O> {
   readonly partitions: PartitionOutcome[];
   /** The smallest failing partition, when not linearizable. */
   readonly failure?: FailureReport<I, O>;
+  /** When `unknown`: the limits that ran out. */
+  readonly unknownBecause?: UnknownReason[];
   readonly steps: number;
 }
 
@@ -75,24 +80,34 @@ export function checkOperations<S, I, O>(
 
   const outcomes: PartitionOutcome[] = [];
   let failure: FailureReport<I, O> | undefined;
-  let anyUnknown = false;
+  const reasons = new Set<UnknownReason>();
   for (const part of parts) {
+    const searched = model.simplify ? model.simplify(part.operations) : part.operations;
+    const simplifiedAway = part.operations.length - searched.length;
     if (meter.expired) {
-      anyUnknown = true;
-      outcomes.push({ key: part.key, operations: part.operations.length, verdict: 'unknown', steps: 0, cacheEntries: 0 });
+      reasons.add(meter.expiredBy ?? 'steps');
+      outcomes.push({ key: part.key, operations: part.operations.length, simplifiedAway, verdict: 'unknown', unknownBecause: meter.expiredBy, steps: 0, cacheEntries: 0 });
       continue;
     }
-    const r = searchPartition(model, part.operations, meter);
-    outcomes.push({ key: part.key, operations: part.operations.length, verdict: r.verdict, steps: r.steps, cacheEntries: r.cacheEntries });
-    if (r.verdict === 'unknown') anyUnknown = true;
+    const r = searchPartition(model, searched, meter);
+    outcomes.push({
+      key: part.key,
+      operations: part.operations.length,
+      simplifiedAway,
+      verdict: r.verdict,
+      ...(r.unknownBecause !== undefined ? { unknownBecause: r.unknownBecause } : {}),
+      steps: r.steps,
+      cacheEntries: r.cacheEntries,
+    });
+    if (r.unknownBecause !== undefined) reasons.add(r.unknownBecause);
     if (r.verdict === 'not-linearizable' && r.failure !== undefined && failure === undefined) {
       const f = r.failure;
-      const pick = (i: number): Operation<I, O> => part.operations[i];
+      const pick = (i: number): Operation<I, O> => searched[i];
       let state = model.init();
       for (const i of f.longestPrefix) state = model.step(state, pick(i).input, pick(i).output).newState;
       failure = {
         key: part.key,
-        operations: part.operations.slice().sort((a, b) => a.callAt - b.callAt),
+        operations: searched.slice().sort((a, b) => a.callAt - b.callAt),
         longestPrefix: f.longestPrefix.map(pick),
         stateAfterPrefix: model.describeState(state),
         stuck: pick(f.stuck),
@@ -101,7 +116,7 @@ export function checkOperations<S, I, O>(
       if (!options.allPartitions) break;
     }
   }
-  const verdict: Verdict = failure !== undefined ? 'not-linearizable' : anyUnknown ? 'unknown' : 'linearizable';
+  const verdict: Verdict = failure !== undefined ? 'not-linearizable' : reasons.size > 0 ? 'unknown' : 'linearizable';
   return {
     verdict,
     model: model.name,
@@ -109,12 +124,14 @@ export function checkOperations<S, I, O>(
     partitionCount: parts.length,
     partitions: outcomes,
     ...(failure !== undefined ? { failure } : {}),
+    ...(verdict === 'unknown' ? { unknownBecause: [...reasons] } : {}),
     steps: meter.stepsUsed,
   };
 }
 
 /** Most operations of a failing partition listed in a report. */
 const maxListed = 60;
+const maxPrefixListed = 10;
 
 function showTime(t: number): string {
   return t === Infinity ? '∞' : String(t);
@@ -137,20 +154,29 @@ export function describeResult<I, O>(model: Model<unknown, I, O>, result: CheckR
   if (f !== undefined) {
     const where = f.key === '' ? 'the history' : `partition ${JSON.stringify(f.key)}`;
     lines.push(`smallest failing partition: ${where} (${f.operations.length} operations)`);
-    lines.push(`longest linearizable prefix: ${f.longestPrefix.length} operations, leaving state ${f.stateAfterPrefix}`);
-    for (const op of f.longestPrefix.slice(-10)) lines.push(`  ${describeOperation(model, op)}`);
+    lines.push(`longest linearizable prefix: ${f.longestPrefix.length} operations, leaving state ${f.stateAfterPrefix}; its last ones:`);
+    for (const op of f.longestPrefix.slice(-maxPrefixListed)) lines.push(`  ${describeOperation(model, op)}`);
     lines.push(`cannot be linearized before it returns:`);
     lines.push(`  ${describeOperation(model, f.stuck)}`);
     const others = f.pending.filter((op) => op !== f.stuck);
     if (others.length > 0) {
-      lines.push(`other operations pending at that point (none of them fits either):`);
+      lines.push(`also pending then (no order of them explains it):`);
       for (const op of others) lines.push(`  ${describeOperation(model, op)}`);
     }
-    lines.push(`operations of the failing partition (call order${f.operations.length > maxListed ? `, first ${maxListed}` : ''}):`);
-    for (const op of f.operations.slice(0, maxListed)) lines.push(`  ${describeOperation(model, op)}`);
+    // The operations involved: every one that overlaps the interval from the earliest
+    // pending call to the stuck operation's return.
+    const from = Math.min(f.stuck.callAt, ...f.pending.map((op) => op.callAt));
+    const to = f.stuck.returnAt;
+    const involved = f.operations.filter((op) => op.callAt <= to && op.returnAt >= from);
+    const shown = involved.slice(0, maxListed);
+    lines.push(`operations overlapping [${showTime(from)}, ${showTime(to)}]${involved.length > shown.length ? ` (first ${maxListed} of ${involved.length})` : ''}:`);
+    for (const op of shown) lines.push(`  ${op === f.stuck ? '*' : ' '}${describeOperation(model, op)}`);
   } else if (result.verdict === 'unknown') {
     const undecided = result.partitions.filter((p) => p.verdict === 'unknown');
-    lines.push(`budget exhausted before ${undecided.length} partition(s) were decided; none decided so far fails`);
+    lines.push(
+      `${(result.unknownBecause ?? []).join(' and ')} budget exhausted before ${undecided.length} partition(s) were decided; ` +
+        `none decided fails`,
+    );
   }
   return lines.join('\n') + '\n';
 }

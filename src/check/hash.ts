@@ -10,9 +10,17 @@ export function mix32(x: number): number {
   return x >>> 0;
 }
 
+/** FNV-1a's offset basis: the hash of ''. */
+export const emptyStringHash = 0x811c9dc5;
+
 /** FNV-1a over UTF-16 code units. */
 export function hashString(s: string): number {
-  let h = 0x811c9dc5;
+  return continueStringHash(emptyStringHash, s);
+}
+
+/** hashString(a + b) from hashString(a) and b: FNV-1a runs left to right. */
+export function continueStringHash(hashOfPrefix: number, s: string): number {
+  let h = hashOfPrefix;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);

@@ -31,5 +31,5 @@ export {
   type RegisterOutput,
   type OutcomeStatus,
 } from './models/cas-register.js';
-export { kvModel, kvOk, kvUnknown, type KvInput, type KvOutput } from './models/kv.js';
+export { kvModel, kvOk, kvUnknown, type KvInput, type KvOutput, type KvState } from './models/kv.js';
 export { blockModel, blockOk, blockUnknown, type BlockInput, type BlockOutput, type BlockId, type BlockTag } from './models/block.js';

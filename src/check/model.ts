@@ -40,6 +40,12 @@ export interface Model<S, I, O> {
   step(state: S, input: I, output: O): StepResult<S>;
   /** Splits into independent sub-histories; absent means one partition. */
   partition?(operations: readonly Operation<I, O>[]): Partition<I, O>[];
+  /**
+   * Optionally drops operations of one partition that cannot change its verdict (an
+   * unknown-outcome write whose value nobody observed can always be placed last). Must keep
+   * the verdict exactly; it only makes the search smaller.
+   */
+  simplify?(operations: Operation<I, O>[]): Operation<I, O>[];
   /** A 32-bit hash of a state, consistent with `equal`. */
   hash(state: S): number;
   equal(a: S, b: S): boolean;

@@ -11,6 +11,7 @@
 import { assert } from '../common/assert.js';
 import { mix32 } from './hash.js';
 import type { Model, Operation } from './model.js';
+import { CacheAdd, StateCache } from './state-cache.js';
 
 export type Verdict = 'linearizable' | 'not-linearizable' | 'unknown';
 
@@ -22,12 +23,22 @@ export interface CheckBudget {
   deadlineCheck?: () => boolean;
   /** How often to call `deadlineCheck` (default 1024 steps). */
   pollEverySteps?: number;
+  /** Most bytes one partition's memo may hold (default 512 MiB); past it that partition is `unknown`. */
+  maxCacheBytes?: number;
 }
+
+/** Why a verdict is `unknown`. */
+export type UnknownReason = 'steps' | 'deadline' | 'memory';
+
+export const defaultMaxCacheBytes = 512 * 1024 * 1024;
 
 /** Mutable account of a budget while a check runs. */
 export class BudgetMeter {
   stepsUsed = 0;
   expired = false;
+  /** Set when `expired`: which limit ran out. */
+  expiredBy: UnknownReason | undefined;
+  readonly maxCacheBytes: number;
   private readonly maxSteps: number;
   private readonly deadlineCheck: (() => boolean) | undefined;
   readonly pollEverySteps: number;
@@ -36,14 +47,17 @@ export class BudgetMeter {
     this.maxSteps = budget.maxSteps ?? Infinity;
     this.deadlineCheck = budget.deadlineCheck;
     this.pollEverySteps = Math.max(1, budget.pollEverySteps ?? 1024);
+    this.maxCacheBytes = budget.maxCacheBytes ?? defaultMaxCacheBytes;
     assert(this.maxSteps >= 0, 'maxSteps must be >= 0');
   }
 
   /** Accounts `steps` more steps; true when the budget is exhausted. */
   charge(steps: number): boolean {
     this.stepsUsed += steps;
-    if (this.stepsUsed >= this.maxSteps) this.expired = true;
-    else if (this.deadlineCheck !== undefined && this.deadlineCheck()) this.expired = true;
+    if (this.expired) return true;
+    if (this.stepsUsed >= this.maxSteps) this.expiredBy = 'steps';
+    else if (this.deadlineCheck !== undefined && this.deadlineCheck()) this.expiredBy = 'deadline';
+    this.expired = this.expiredBy !== undefined;
     return this.expired;
   }
 }
@@ -61,6 +75,7 @@ export interface SearchFailure {
 export interface SearchResult {
   verdict: Verdict;
   steps: number;
+  unknownBecause?: UnknownReason;
   /** A full linearization (operation indexes in order) when linearizable. */
   linearization?: number[];
   failure?: SearchFailure;
@@ -70,11 +85,6 @@ export interface SearchResult {
 
 /** At most this many pending operations are kept for a failure report. */
 const maxPendingReported = 32;
-
-interface CacheEntry<S> {
-  readonly bits: Uint32Array;
-  readonly state: S;
-}
 
 /**
  * Searches for a linearization of `ops` (all of one partition) under `model`.
@@ -139,8 +149,7 @@ export function searchPartition<S, I, O>(
   const words = (n + 31) >>> 5;
   const bits = new Uint32Array(words);
   let bitsHash = 0;
-  const cache = new Map<number, CacheEntry<S>[]>();
-  let cacheEntries = 0;
+  const cache = new StateCache<S>(words, (a, b) => model.equal(a, b), meter.maxCacheBytes);
 
   const stackCall = new Int32Array(n);
   const stackState: S[] = new Array<S>(n);
@@ -164,23 +173,6 @@ export function searchPartition<S, I, O>(
     next[prev[e]] = e;
     prev[next[e]] = e;
   };
-  /** Adds (bits, s) to the cache under `key`; false when it was already there. */
-  const remember = (key: number, s: S): boolean => {
-    let bucket = cache.get(key);
-    if (bucket === undefined) {
-      bucket = [];
-      cache.set(key, bucket);
-    } else {
-      outer: for (const c of bucket) {
-        for (let w = 0; w < words; w++) if (c.bits[w] !== bits[w]) continue outer;
-        if (model.equal(c.state, s)) return false;
-      }
-    }
-    bucket.push({ bits: bits.slice(), state: s });
-    cacheEntries++;
-    return true;
-  };
-
   const poll = meter.pollEverySteps;
   let steps = 0;
   let sincePoll = 0;
@@ -190,7 +182,7 @@ export function searchPartition<S, I, O>(
       steps += sincePoll;
       const exhausted = meter.charge(sincePoll);
       sincePoll = 0;
-      if (exhausted) return { verdict: 'unknown', steps, cacheEntries };
+      if (exhausted) return { verdict: 'unknown', steps, unknownBecause: meter.expiredBy, cacheEntries: cache.size };
     }
     const m = matchOf[e];
     if (m >= 0) {
@@ -204,7 +196,8 @@ export function searchPartition<S, I, O>(
         bits[word] |= bit;
         const newHash = (bitsHash ^ opHash[id]) >>> 0;
         const key = mix32((newHash ^ Math.imul(model.hash(r.newState), 0x27d4eb2d)) | 0);
-        if (remember(key, r.newState)) {
+        const added = cache.add(key, bits, r.newState);
+        if (added === CacheAdd.Added) {
           stackCall[depth] = e;
           stackState[depth] = state;
           depth++;
@@ -212,9 +205,13 @@ export function searchPartition<S, I, O>(
           bitsHash = newHash;
           lift(e);
           e = next[head];
-        } else {
+        } else if (added === CacheAdd.Present) {
           bits[word] &= ~bit;
           e = next[e];
+        } else {
+          steps += sincePoll;
+          meter.charge(sincePoll);
+          return { verdict: 'unknown', steps, unknownBecause: 'memory', cacheEntries: cache.size };
         }
       } else {
         e = next[e];
@@ -235,7 +232,7 @@ export function searchPartition<S, I, O>(
         steps += sincePoll;
         meter.charge(sincePoll);
         assert(best !== undefined, 'a failed search records where it failed');
-        return { verdict: 'not-linearizable', steps, failure: best, cacheEntries };
+        return { verdict: 'not-linearizable', steps, failure: best, cacheEntries: cache.size };
       }
       depth--;
       const c = stackCall[depth];
@@ -252,5 +249,5 @@ export function searchPartition<S, I, O>(
   meter.charge(sincePoll);
   const linearization: number[] = [];
   for (let d = 0; d < depth; d++) linearization.push(entryOp[stackCall[d]]);
-  return { verdict: 'linearizable', steps, linearization, cacheEntries };
+  return { verdict: 'linearizable', steps, linearization, cacheEntries: cache.size };
 }

@@ -236,8 +236,9 @@ test('block format: with times on every event, events are ordered by time, not b
 });
 
 test('budget: a step budget or a deadline callback ends the search with unknown', () => {
-  // Many concurrent unknown writes and a read that no order explains: a large search.
-  const ops: RegOp[] = [];
+  // Many concurrent unknown writes and a read that no order explains: a large search (the
+  // unknown cas keeps the writes from being simplified away).
+  const ops: RegOp[] = [op(cas(50, 51), unknownOutput, 0, Infinity)];
   for (let i = 0; i < 18; i++) ops.push(op(w(i), unknownOutput, i, Infinity));
   ops.push(op(r, got(99), 100, 101));
   assert.equal(checkOperations(casRegisterModel, ops, { maxSteps: 5000 }).verdict, 'unknown');
@@ -250,7 +251,7 @@ test('budget: a step budget or a deadline callback ends the search with unknown'
 
 test('budget: a small failing partition is still convicted when a large one runs out of budget', () => {
   const k = (key: string, input: RegisterInput): RegisterInput => ({ ...input, key });
-  const ops: RegOp[] = [];
+  const ops: RegOp[] = [op(k('big', cas(50, 51)), unknownOutput, 0, Infinity)];
   for (let i = 0; i < 18; i++) ops.push(op(k('big', w(i)), unknownOutput, i, Infinity));
   ops.push(op(k('big', r), got(99), 100, 101));
   ops.push(op(k('small', w(1)), okOutput, 0, 1), op(k('small', r), got(2), 2, 3));
@@ -258,6 +259,31 @@ test('budget: a small failing partition is still convicted when a large one runs
   assert.equal(res.verdict, 'not-linearizable');
   assert.equal(res.failure?.key, 'small');
   assert.deepEqual(res.partitions.map((p) => [p.key, p.verdict]), [['small', 'not-linearizable'], ['big', 'unknown']]);
+});
+
+test('unknown writes whose value nobody read are simplified away, and the verdict stays exact', () => {
+  const ops: RegOp[] = [];
+  for (let i = 0; i < 40; i++) ops.push(op(w(i), unknownOutput, i, Infinity));
+  ops.push(op(r, got(7), 100, 101), op(r, got(3), 102, 103));
+  const res = checkOperations(registerModel, ops, { maxSteps: 100_000 });
+  assert.equal(res.verdict, 'linearizable');
+  assert.equal(res.partitions[0].simplifiedAway, 38);
+  // Each write takes effect once: 7 cannot come back after 3.
+  assert.equal(checkOperations(registerModel, [...ops, op(r, got(7), 104, 105)], { maxSteps: 100_000 }).verdict, 'not-linearizable');
+  // Nobody wrote nil back.
+  assert.equal(checkOperations(registerModel, [...ops, op(r, got(null), 104, 105)], { maxSteps: 100_000 }).verdict, 'not-linearizable');
+  // With a CAS in the partition, nothing is simplified (a failed CAS observes the state too).
+  const withCas = [...ops, op(cas(5, 6), failOutput, 108, 109)];
+  assert.equal(checkOperations(casRegisterModel, withCas, { maxSteps: 1000 }).partitions[0].simplifiedAway, 0);
+});
+
+test('a partition whose memo would pass its byte limit is unknown, not a crash', () => {
+  const ops: RegOp[] = [op(cas(50, 51), unknownOutput, 0, Infinity)];
+  for (let i = 0; i < 18; i++) ops.push(op(w(i), unknownOutput, i, Infinity));
+  ops.push(op(r, got(99), 100, 101));
+  const res = checkOperations(casRegisterModel, ops, { maxCacheBytes: 64 * 1024 });
+  assert.equal(res.verdict, 'unknown');
+  assert.deepEqual(res.unknownBecause, ['memory']);
 });
 
 test('operations returning before their call are refused', () => {

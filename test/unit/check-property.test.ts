@@ -102,7 +102,8 @@ function kvExecute(steps: { input: KvInput; before: number; after: number; unkno
     const point = 10 * (i + 1);
     const state = states.get(s.input.key) ?? '';
     const unknown = s.unknown && s.input.f !== 'get';
-    if (!unknown || s.applied) states.set(s.input.key, kvModel.step(state, s.input, { status: 'ok', value: state }).newState);
+    // The real object, written independently of the model.
+    if (s.input.f !== 'get' && (!unknown || s.applied)) states.set(s.input.key, s.input.f === 'put' ? s.input.value : state + s.input.value);
     const callAt = point - s.before;
     if (unknown) return { process: i, input: s.input, output: { status: 'unknown' as const }, callAt, returnAt: Infinity };
     const output: KvOutput = s.input.f === 'get' ? { status: 'ok', value: state } : { status: 'ok' };

@@ -6,7 +6,7 @@
  */
 import { hashValue } from '../hash.js';
 import { partitionBy, stepRejected, type Model, type Operation } from '../model.js';
-import { showValue, type OutcomeStatus } from './cas-register.js';
+import { dropUnobservedUnknownWrites, showValue, type OutcomeStatus } from './cas-register.js';
 
 export type BlockId = number | string;
 export type BlockTag = number | string | null;
@@ -34,6 +34,11 @@ export const blockModel: Model<BlockTag, BlockInput, BlockOutput> = {
   },
   partition(ops: readonly Operation<BlockInput, BlockOutput>[]) {
     return partitionBy(ops, (input) => String(input.block));
+  },
+  simplify(ops) {
+    return dropUnobservedUnknownWrites(ops, (op) => (op.input.f === 'write' ? op.input.tag : undefined), (op) =>
+      op.input.f === 'read' && op.output.status === 'ok' ? op.output.tag ?? null : undefined,
+    );
   },
   hash: hashValue,
   equal: (a, b) => a === b,

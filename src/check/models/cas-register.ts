@@ -34,6 +34,29 @@ export function showValue(v: RegisterValue | undefined): string {
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
 
+/**
+ * In a history where only reads observe the state, an unknown-outcome write of a value that
+ * no read returned can be removed: in any linearization no read sits between it and the next
+ * write (that read would have returned its value), so removing it changes no read; and the
+ * smaller history's linearizations extend by placing it last (its return is +infinity).
+ */
+export function dropUnobservedUnknownWrites<I, O extends { readonly status: string }>(
+  ops: Operation<I, O>[],
+  writtenValue: (op: Operation<I, O>) => RegisterValue | undefined,
+  readValue: (op: Operation<I, O>) => RegisterValue | undefined,
+): Operation<I, O>[] {
+  const seen = new Set<RegisterValue>();
+  for (const op of ops) {
+    const v = readValue(op);
+    if (v !== undefined) seen.add(v);
+  }
+  return ops.filter((op) => {
+    if (op.output.status !== 'unknown') return true;
+    const v = writtenValue(op);
+    return v === undefined || seen.has(v);
+  });
+}
+
 function accept<S>(s: S): StepResult<S> {
   return { ok: true, newState: s };
 }
@@ -62,6 +85,14 @@ function makeRegisterModel(name: 'register' | 'cas-register', allowCas: boolean)
     },
     partition(ops: readonly Operation<RegisterInput, RegisterOutput>[]) {
       return partitionBy(ops, (input) => input.key ?? '');
+    },
+    simplify(ops) {
+      // Only reads observe the state here; a CAS (even a failed one) observes it too, so
+      // partitions with any CAS are left alone.
+      if (ops.some((op) => op.input.f === 'cas')) return ops;
+      return dropUnobservedUnknownWrites(ops, (op) => (op.input.f === 'write' ? op.input.value : undefined), (op) =>
+        op.input.f === 'read' && op.output.status === 'ok' ? op.output.value ?? null : undefined,
+      );
     },
     hash: hashValue,
     equal: (a, b) => a === b,

@@ -3,7 +3,7 @@
  * independent registers, so the history is partitioned by key and each partition's state is
  * one string.
  */
-import { hashString } from '../hash.js';
+import { continueStringHash, emptyStringHash, hashString } from '../hash.js';
 import { partitionBy, stepRejected, type Model, type Operation } from '../model.js';
 import type { OutcomeStatus } from './cas-register.js';
 
@@ -21,25 +21,36 @@ export interface KvOutput {
 export const kvOk: KvOutput = Object.freeze({ status: 'ok' });
 export const kvUnknown: KvOutput = Object.freeze({ status: 'unknown' });
 
-export const kvModel: Model<string, KvInput, KvOutput> = {
+/**
+ * A key's value with its hash, kept incrementally: an append extends the hash over the suffix
+ * only, instead of rehashing (and flattening) an ever longer string at every step.
+ */
+export interface KvState {
+  readonly value: string;
+  readonly hash: number;
+}
+
+const emptyState: KvState = Object.freeze({ value: '', hash: emptyStringHash });
+
+export const kvModel: Model<KvState, KvInput, KvOutput> = {
   name: 'kv',
-  init: () => '',
+  init: () => emptyState,
   step(state, input, output) {
     switch (input.f) {
       case 'get':
         if (output.status === 'unknown') return { ok: true, newState: state };
-        return output.value === state ? { ok: true, newState: state } : stepRejected;
+        return output.value === state.value ? { ok: true, newState: state } : stepRejected;
       case 'put':
-        return { ok: true, newState: input.value };
+        return { ok: true, newState: { value: input.value, hash: hashString(input.value) } };
       case 'append':
-        return { ok: true, newState: state + input.value };
+        return { ok: true, newState: { value: state.value + input.value, hash: continueStringHash(state.hash, input.value) } };
     }
   },
   partition(ops: readonly Operation<KvInput, KvOutput>[]) {
     return partitionBy(ops, (input) => input.key);
   },
-  hash: hashString,
-  equal: (a, b) => a === b,
+  hash: (s) => s.hash,
+  equal: (a, b) => a === b || (a.hash === b.hash && a.value === b.value),
   describeOperation(input, output) {
     const suffix = output.status === 'unknown' ? ' (unknown)' : '';
     switch (input.f) {
@@ -51,7 +62,7 @@ export const kvModel: Model<string, KvInput, KvOutput> = {
         return `append ${JSON.stringify(input.key)} ${JSON.stringify(input.value)}${suffix}`;
     }
   },
-  describeState: (s) => JSON.stringify(s),
+  describeState: (s) => JSON.stringify(s.value),
   // A failed operation definitely did not happen and returned nothing: it constrains nothing.
   failedOutput: () => null,
   unknownOutput: (input) => (input.f === 'get' ? null : kvUnknown),

@@ -9,7 +9,7 @@
 import { InvalidArgument } from '../../common/errors.js';
 import { HistoryRecorder } from '../history.js';
 import type { Model } from '../model.js';
-import { kvOk, type KvInput, type KvOutput } from '../models/kv.js';
+import { kvOk, type KvInput, type KvOutput, type KvState } from '../models/kv.js';
 import type { ParsedHistory } from './jepsen.js';
 
 type EdnScalar = string | number | boolean | null | { readonly keyword: string };
@@ -87,7 +87,7 @@ function keywordOf(v: EdnScalar | undefined): string | undefined {
   return v !== null && typeof v === 'object' ? v.keyword : undefined;
 }
 
-export function parseKvEdn(text: string, model: Model<string, KvInput, KvOutput>): ParsedHistory<KvInput, KvOutput> {
+export function parseKvEdn(text: string, model: Model<KvState, KvInput, KvOutput>): ParsedHistory<KvInput, KvOutput> {
   const h = new HistoryRecorder(model);
   let events = 0;
   const lines = text.split('\n');
