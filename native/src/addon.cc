@@ -14,6 +14,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Ring", Ring::Define(env));
   exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
   exports.Set("lseek", Napi::Function::New(env, Lseek, "lseek"));
+  exports.Set("crc32c", Napi::Function::New(env, Crc32c, "crc32c"));
+  exports.Set("hasHardwareCrc32c", Napi::Boolean::New(env, HasHardwareCrc32c()));
   Napi::Object c = Napi::Object::New(env);
   c.Set("RWF_DSYNC", Napi::Number::New(env, RWF_DSYNC));
   c.Set("O_DIRECT", Napi::Number::New(env, O_DIRECT));

@@ -37,6 +37,10 @@ export interface NativeAddon {
   Ring: new (entries: number, completions: Int32Array, onComplete: (count: number) => void) => NativeRing;
   /** posix_memalign'd, zero-filled Buffer freed by its finalizer. */
   allocAligned(lengthBytes: number, alignmentBytes: number): Buffer;
+  /** CRC32C of buf[start, end) continuing from seed, with the SSE4.2 instruction. */
+  crc32c?(buf: Uint8Array, start: number, end: number, seed: number): number;
+  /** True when this CPU has SSE4.2 (crc32c is only fast then). */
+  hasHardwareCrc32c?: boolean;
   /** lseek(2); returns -1 for ENXIO (no data/hole past offset), throws other errors. */
   lseek(fd: number, offset: number, whence: number): number;
   readonly constants: {
