@@ -28,6 +28,11 @@ export interface KernelVmOptions {
   /** Connections `nbd-client -C` opens (default 1; more needs the export's multi-conn). */
   connections?: number;
   memoryMiB?: number;
+  /**
+   * A command prefix QEMU runs under, e.g. ['ip', 'netns', 'exec', NS]: the guest's 10.0.2.2 is
+   * then the loopback of that network namespace (for servers that listen inside one).
+   */
+  commandPrefix?: string[];
 }
 
 export interface KernelVmResult {
@@ -234,7 +239,13 @@ export async function runKernelNbdClientVm(opts: KernelVmOptions): Promise<Kerne
       '-netdev', 'user,id=n0,ipv6=off', '-device', 'virtio-net-pci,netdev=n0,romfile=',
     ];
     const timeoutMs = opts.timeoutMs ?? 180_000;
-    const proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = [...(opts.commandPrefix ?? []), 'qemu-system-x86_64', ...args];
+    const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Never leave a VM running behind a test process that exits early.
+    const killOnExit = (): void => {
+      proc.kill('SIGKILL');
+    };
+    process.once('exit', killOnExit);
     let consoleLog = '';
     let marker: string | undefined;
     const done = new Promise<'exit' | 'timeout'>((resolve) => {
@@ -261,6 +272,7 @@ export async function runKernelNbdClientVm(opts: KernelVmOptions): Promise<Kerne
     proc.stdout!.on('data', onData);
     proc.stderr!.on('data', onData);
     const how = await done;
+    process.off('exit', killOnExit);
     const verdict = how === 'timeout' && marker === undefined
       ? 'timeout'
       : marker === undefined ? 'no-marker' : marker.startsWith('PASS') ? 'pass' : 'fail';
