@@ -133,6 +133,10 @@ export class RaftNode {
     this.prevHardState = { ...hardState };
     this.prevSoftState = { lead: NONE, role: 'follower' };
     this.becomeFollower(this.term, NONE);
+    // A restarted node may have acknowledged a leader just before it went down, and that leader
+    // may be serving reads under a lease: refuse votes for one election timeout after boot.
+    // A node still in the bootstrap term (1) never acknowledged any leader.
+    this.ticksSinceLeader = this.term <= 1 ? this.cfg.electionTicks : 0;
   }
 
   // ------------------------------------------------------------------ public API
@@ -454,8 +458,12 @@ export class RaftNode {
     return new Progress(id, next, this.cfg.maxInflightMsgs, this.cfg.maxInflightBytes, learner);
   }
 
-  private startCampaign(transfer: boolean): void {
-    if (this.cfg.preVote && !transfer) {
+  /**
+   * Starts an election: a pre-vote round first unless `skipPreVote`. Only a campaign ordered by
+   * the leader (TimeoutNow) is a `transfer`, which voters honour even inside their lease.
+   */
+  private startCampaign(skipPreVote: boolean, transfer = false): void {
+    if (this.cfg.preVote && !skipPreVote) {
       this.becomePreCandidate();
       this.votes.set(this.id, true);
       if (this.pollVotes() === 'won') {
@@ -597,7 +605,7 @@ export class RaftNode {
         this.handleSnapshotChunk(m);
         return;
       case 'timeoutNow':
-        if (this.promotable()) this.startCampaign(true);
+        if (this.promotable()) this.startCampaign(true, true);
         return;
       default:
         return;
