@@ -9,7 +9,16 @@
  */
 export type { Model, Operation, Partition, StepResult, AnyModel } from './model.js';
 export { partitionBy, stepRejected } from './model.js';
-export { BudgetMeter, searchPartition, type CheckBudget, type Verdict, type SearchResult, type SearchFailure } from './search.js';
+export {
+  BudgetMeter,
+  searchPartition,
+  defaultMaxCacheBytes,
+  type CheckBudget,
+  type Verdict,
+  type UnknownReason,
+  type SearchResult,
+  type SearchFailure,
+} from './search.js';
 export {
   checkOperations,
   describeResult,

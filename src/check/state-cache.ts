@@ -8,6 +8,8 @@
 import { assert } from '../common/assert.js';
 
 const initialCapacity = 1024;
+/** A guess at what one memoized state object costs on the heap (a kv state: object + string). */
+const stateAllowanceBytes = 64;
 
 /** What `add` did. */
 export const enum CacheAdd {
@@ -41,9 +43,12 @@ export class StateCache<S> {
     this.mask = initialCapacity * 2 - 1;
   }
 
-  /** Bytes an entry costs in the arrays at a given capacity: bitset, key, two table slots, state reference. */
+  /**
+   * Bytes the memo costs at a given capacity: per entry its bitset, key, two table slots and
+   * state reference, plus an allowance for a state object the model allocated.
+   */
   private bytesAt(capacity: number): number {
-    return capacity * (this.words * 4 + 4 + 8 + 8);
+    return capacity * (this.words * 4 + 4 + 8 + 8 + stateAllowanceBytes);
   }
 
   /** Adds (bits, state) under `key`, unless an equal pair is already present or there is no room. */

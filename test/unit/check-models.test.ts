@@ -219,6 +219,23 @@ test('block: reads see the latest tag, never-written blocks read null, unknown w
   assert.equal(res3.verdict, 'not-linearizable');
 });
 
+test('block: a write of null zeroes the block, so it reads as never written again', () => {
+  const ev = [
+    { process: 1, type: 'invoke', f: 'write', block: 0, value: 'a' },
+    { process: 1, type: 'ok', f: 'write', block: 0, value: 'a' },
+    { process: 1, type: 'invoke', f: 'write', block: 0, value: null },
+    { process: 1, type: 'ok', f: 'write', block: 0, value: null },
+    { process: 2, type: 'invoke', f: 'read', block: 0 },
+    { process: 2, type: 'ok', f: 'read', block: 0, value: null },
+  ];
+  const text = ev.map((l) => JSON.stringify(l)).join('\n');
+  const h = parseBlockJsonl(text, blockModel);
+  assert.equal(checkOperations(blockModel, h.operations).verdict, 'linearizable');
+  assert.match(blockModel.describeOperation(h.operations[1].input, h.operations[1].output), /^zero block 0$/);
+  const stale = parseBlockJsonl(text.replace(/"value":null}$/, '"value":"a"}'), blockModel);
+  assert.equal(checkOperations(blockModel, stale.operations).verdict, 'not-linearizable');
+});
+
 test('block format: with times on every event, events are ordered by time, not by line', () => {
   // The read completes (t=5) before the write is invoked (t=6), although its line comes later.
   const lines = [

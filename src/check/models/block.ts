@@ -13,7 +13,8 @@ export type BlockTag = number | string | null;
 
 export type BlockInput =
   | { readonly f: 'read'; readonly block: BlockId }
-  | { readonly f: 'write'; readonly block: BlockId; readonly tag: Exclude<BlockTag, null> };
+  /** `tag: null` zeroes the block (TRIM, WRITE_ZEROES): it reads as never written again. */
+  | { readonly f: 'write'; readonly block: BlockId; readonly tag: BlockTag };
 
 export interface BlockOutput {
   readonly status: Exclude<OutcomeStatus, 'fail'>;
@@ -44,7 +45,9 @@ export const blockModel: Model<BlockTag, BlockInput, BlockOutput> = {
   equal: (a, b) => a === b,
   describeOperation(input, output) {
     const suffix = output.status === 'unknown' ? ' (unknown)' : '';
-    if (input.f === 'write') return `write block ${input.block} tag ${showValue(input.tag)}${suffix}`;
+    if (input.f === 'write') {
+      return input.tag === null ? `zero block ${input.block}${suffix}` : `write block ${input.block} tag ${showValue(input.tag)}${suffix}`;
+    }
     return `read block ${input.block} -> ${output.status === 'ok' ? showValue(output.tag ?? null) : '?'}${suffix}`;
   },
   describeState: (s) => showValue(s),

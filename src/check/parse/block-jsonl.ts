@@ -77,7 +77,7 @@ export function parseBlockJsonl(text: string, model: Model<BlockTag, BlockInput,
     try {
       if (e.type === 'invoke') {
         if (e.f === 'write') {
-          if (e.value === undefined || e.value === null) throw new InvalidArgument('a write needs a non-null "value" (its tag)');
+          if (e.value === undefined) throw new InvalidArgument('a write needs "value" (its tag, or null for zeroing)');
           h.invoke(e.process, { f: 'write', block: e.block, tag: e.value }, e.time);
         } else h.invoke(e.process, { f: 'read', block: e.block }, e.time);
         continue;

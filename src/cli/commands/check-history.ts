@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Command, CommanderError } from 'commander';
 import { InvalidArgument } from '../../common/errors.js';
-import { checkOperations, describeResult } from '../../check/index.js';
+import { checkOperations, defaultMaxCacheBytes, describeResult } from '../../check/index.js';
 import { modelNames, parseHistory } from '../../check/parse/index.js';
 
 export const exitLinearizable = 0;
@@ -62,7 +62,9 @@ function run(file: string, opts: Options): number {
   const elapsedMs = performance.now() - startMs;
   let report = describeResult(history.model, result);
   report += `${history.events} events, ${history.dropped} operation(s) dropped as constraining nothing; ${elapsedMs.toFixed(0)} ms\n`;
-  if (result.verdict === 'unknown') report += `time budget ${timeoutMs} ms${maxSteps !== undefined ? ` / step budget ${maxSteps}` : ''} exhausted\n`;
+  if (result.verdict === 'unknown') {
+    report += `limits: --timeout-ms ${timeoutMs}${maxSteps !== undefined ? `, --max-steps ${maxSteps}` : ''}, ${defaultMaxCacheBytes >> 20} MiB of memo per partition\n`;
+  }
   process.stdout.write(report);
   switch (result.verdict) {
     case 'linearizable':
