@@ -55,7 +55,7 @@ export function parseJepsenLog(
         let input: RegisterInput;
         if (f === ':read') input = { f: 'read' };
         else if (f === ':write') input = { f: 'write', value: parseValue(valueText, lineNo) };
-        else if (f === ':cas') {
+        else if (f === ':cas' && model.name !== 'register') {
           const [from, to] = parsePair(valueText, lineNo);
           input = { f: 'cas', from, to };
         } else throw new InvalidArgument(`line ${lineNo}: unknown operation ${f}`);
