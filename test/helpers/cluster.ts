@@ -1,0 +1,381 @@
+/**
+ * Real multi-process clusters for the cluster tests: N `raftblock node` processes (node 1
+ * bootstraps, the others join through it), on loopback with ports chosen free, or each in its
+ * own network namespace (see netns.ts) so that links can be cut. Creates a pool and volumes,
+ * waits until every group has a leader, and kills (-9), stops and restarts nodes on demand.
+ * Everything is torn down in t.after: processes first, then namespaces, then the data dirs.
+ *
+ * Admin calls go to a node's HTTP admin API (src/cluster/admin-client.ts): directly on
+ * loopback, or through a short `node` process run inside a member namespace (the test process
+ * itself lives outside them).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { TestContext } from 'node:test';
+import { AdminClient } from '../../src/cluster/admin-client.js';
+import type { ClusterStatus, GroupDigest, NodeStatus, VolumeList } from '../../src/cluster/admin-client.js';
+import type { ClusterMap } from '../../src/cluster/map.js';
+import { NetnsNetwork } from './netns.js';
+import { cliPath, repoRoot } from './paths.js';
+
+export interface ClusterOptions {
+  nodes?: number;
+  /** Each node in its own network namespace (partitions possible). Needs root. */
+  netns?: boolean;
+  pgCount?: number;
+  replicas?: number;
+  volumes?: { name: string; sizeBytes: number; extentBytes?: number }[];
+  /** Extra environment for the node processes (e.g. RAFTBLOCK_TICK_MS). */
+  env?: Record<string, string>;
+  readyTimeoutMs?: number;
+}
+
+export interface NodeAddrs {
+  peer: string;
+  nbd: string;
+  http: string;
+}
+
+export const defaultVolume = { name: 'vol0', sizeBytes: 64 * 1024 * 1024 };
+const netnsPorts = { peer: 11000, nbd: 10809, http: 10900 };
+const listenTimeoutMs = 30_000;
+const stopTimeoutMs = 15_000;
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `fn` until it returns a value other than undefined; throws with the last error at the deadline. */
+export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, intervalMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await sleep(intervalMs);
+  }
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** The groups that are not ok, for failure messages. */
+export function describeUnhealthy(s: ClusterStatus): string {
+  const bad = s.groups.filter((g) => g.health !== 'ok' || g.members.some((m) => m.appliedIndex !== g.commitIndex));
+  const nodes = s.nodes.filter((n) => !n.reachable).map((n) => `node ${n.id} unreachable (${n.error})`);
+  return [
+    ...nodes,
+    ...bad.slice(0, 6).map(
+      (g) => `group ${g.groupId} ${g.health} ${g.reason ?? ''} leader ${g.leader} term ${g.term} commit ${g.commitIndex} [${g.members.map((m) => `${m.nodeId}:${m.role ?? '-'}/${m.appliedIndex ?? '-'}`).join(' ')}]`,
+    ),
+    bad.length > 6 ? `and ${bad.length - 6} more` : '',
+  ].join('; ');
+}
+
+export class TestNode {
+  readonly id: number;
+  readonly dir: string;
+  readonly addrs: NodeAddrs;
+  readonly logPath: string;
+  proc: ChildProcess | null = null;
+  private readonly cluster: TestCluster;
+
+  constructor(cluster: TestCluster, id: number, dir: string, addrs: NodeAddrs) {
+    this.cluster = cluster;
+    this.id = id;
+    this.dir = dir;
+    this.addrs = addrs;
+    this.logPath = join(dir, 'node.log');
+  }
+
+  get running(): boolean {
+    return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  /** Starts the process and resolves once it prints its `listening` line. */
+  async start(): Promise<void> {
+    if (this.running) throw new Error(`node ${this.id} is already running`);
+    mkdirSync(join(this.dir, 'data'), { recursive: true });
+    const args = [
+      cliPath,
+      'node',
+      '--id', String(this.id),
+      '--data', join(this.dir, 'data'),
+      '--peer', this.addrs.peer,
+      '--nbd', this.addrs.nbd,
+      '--http', this.addrs.http,
+      '--labels', `zone=z${this.id},rack=r${this.id},host=h${this.id}`,
+      ...(this.id === 1 ? ['--bootstrap'] : ['--join', this.cluster.nodes[0].addrs.peer]),
+    ];
+    const log = openSync(this.logPath, 'a');
+    const env = { ...process.env, RAFTBLOCK_LOG: process.env.RAFTBLOCK_LOG ?? 'info', ...this.cluster.env };
+    const opts = { stdio: ['ignore', 'pipe', log] as ['ignore', 'pipe', number], env, cwd: repoRoot };
+    const proc = this.cluster.net ? this.cluster.net.spawnIn(this.id, process.execPath, args, opts) : spawn(process.execPath, args, opts);
+    closeSync(log);
+    this.proc = proc;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`node ${this.id} did not listen within ${listenTimeoutMs} ms; log: ${this.logTail()}`)), listenTimeoutMs);
+      const rl = createInterface({ input: proc.stdout! });
+      rl.on('line', (line) => {
+        if (line.includes('"event":"listening"')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      proc.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`node ${this.id} exited (${signal ?? code}) before listening; log: ${this.logTail()}`));
+      });
+    });
+  }
+
+  /** kill -9, and wait for the process to be gone. */
+  async kill9(): Promise<void> {
+    await this.signal('SIGKILL', 0);
+  }
+
+  /** SIGTERM (a clean stop), SIGKILL after a timeout. */
+  async stop(): Promise<void> {
+    await this.signal('SIGTERM', stopTimeoutMs);
+  }
+
+  async restart(): Promise<void> {
+    if (this.running) await this.stop();
+    await this.start();
+  }
+
+  private async signal(sig: NodeJS.Signals, escalateMs: number): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill(sig);
+    if (escalateMs > 0) {
+      const timer = setTimeout(() => p.kill('SIGKILL'), escalateMs);
+      await exited;
+      clearTimeout(timer);
+    } else {
+      await exited;
+    }
+  }
+
+  logTail(lines = 20): string {
+    try {
+      return readFileSync(this.logPath, 'utf8').trim().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+}
+
+export class TestCluster {
+  readonly nodes: TestNode[] = [];
+  readonly net: NetnsNetwork | null;
+  readonly env: Record<string, string>;
+  readonly dir: string;
+
+  private constructor(dir: string, net: NetnsNetwork | null, env: Record<string, string>) {
+    this.dir = dir;
+    this.net = net;
+    this.env = env;
+  }
+
+  /** Starts the nodes, creates pool `default` and the volumes, waits for a leader in every group. */
+  static async start(t: TestContext, opts: ClusterOptions = {}): Promise<TestCluster> {
+    const count = opts.nodes ?? 3;
+    // On a real disk, never tmpfs; removed by close() once the processes are dead.
+    const dir = mkdtempSync(join(process.env.RAFTBLOCK_TEST_DIR ?? '/var/tmp', 'raftblock-cluster-'));
+    const net = opts.netns ? NetnsNetwork.create(t, count, false) : null;
+    const cluster = new TestCluster(dir, net, { RAFTBLOCK_TICK_MS: '50', ...opts.env });
+    t.after(() => cluster.close());
+    for (let id = 1; id <= count; id++) {
+      const addrs: NodeAddrs = net
+        ? { peer: `${net.address(id)}:${netnsPorts.peer}`, nbd: `${net.address(id)}:${netnsPorts.nbd}`, http: `${net.address(id)}:${netnsPorts.http}` }
+        : { peer: `127.0.0.1:${await freePort()}`, nbd: `127.0.0.1:${await freePort()}`, http: `127.0.0.1:${await freePort()}` };
+      cluster.nodes.push(new TestNode(cluster, id, join(dir, `node-${id}`), addrs));
+    }
+    try {
+      await cluster.nodes[0].start();
+      await Promise.all(cluster.nodes.slice(1).map((n) => n.start()));
+      const timeoutMs = opts.readyTimeoutMs ?? 60_000;
+      await waitFor('every node in the map', timeoutMs, async () => ((await cluster.map()).nodes.length === count ? true : undefined));
+      await waitFor('pool default', timeoutMs, async () => {
+        await cluster
+          .admin(1, 'createPool', { name: 'default', replicas: opts.replicas ?? Math.min(3, count), pgCount: opts.pgCount ?? 8, failureDomain: 'zone' })
+          .catch((err: { code?: string }) => {
+            if (err.code !== 'ALREADY_EXISTS') throw err;
+          });
+        return true;
+      });
+      for (const v of opts.volumes ?? [defaultVolume]) {
+        await waitFor(`volume ${v.name}`, timeoutMs, async () => {
+          await cluster.admin(1, 'createVolume', v).catch((err: { code?: string }) => {
+            if (err.code !== 'ALREADY_EXISTS') throw err;
+          });
+          return true;
+        });
+      }
+      await cluster.waitLeaders(timeoutMs);
+    } catch (err) {
+      throw new Error(`cluster did not come up: ${(err as Error).message}\n${cluster.logs()}`);
+    }
+    return cluster;
+  }
+
+  node(id: number): TestNode {
+    const n = this.nodes[id - 1];
+    if (!n) throw new Error(`no node ${id}`);
+    return n;
+  }
+
+  /** `nbd://HOST:PORT/VOLUME` of node `id`'s gateway (inside its namespace in netns mode). */
+  nbdUri(id: number, volume = defaultVolume.name): string {
+    return `nbd://${this.node(id).addrs.nbd}/${volume}`;
+  }
+
+  /**
+   * Calls AdminClient[method](...args) against node `id`'s HTTP API. In netns mode the call runs
+   * in a short process inside that node's namespace. Errors carry the API's `code`.
+   */
+  async admin<T = unknown>(id: number, method: string, ...args: unknown[]): Promise<T> {
+    const server = this.node(id).addrs.http;
+    if (!this.net) {
+      const client = new AdminClient(server, { timeoutMs: 5000 }) as unknown as Record<string, (...a: unknown[]) => Promise<T>>;
+      return client[method](...args);
+    }
+    const script = `
+      import { AdminClient } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'cluster', 'admin-client.js'))};
+      try {
+        const r = await new AdminClient(${JSON.stringify(server)}, { timeoutMs: 5000 })[${JSON.stringify(method)}](...${JSON.stringify(args)});
+        process.stdout.write(JSON.stringify({ ok: r === undefined ? null : r }));
+      } catch (e) {
+        process.stdout.write(JSON.stringify({ error: { code: e.code ?? 'ERROR', message: e.message } }));
+      }`;
+    const proc = this.net.spawnIn(id, process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const errOut: Buffer[] = [];
+    proc.stdout!.on('data', (c: Buffer) => out.push(c));
+    proc.stderr!.on('data', (c: Buffer) => errOut.push(c));
+    await new Promise((r) => proc.once('exit', r));
+    const text = Buffer.concat(out).toString();
+    let parsed: { ok?: T; error?: { code: string; message: string } };
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new Error(`admin ${method} in namespace of node ${id} failed: ${Buffer.concat(errOut).toString().slice(0, 500)}`);
+    }
+    if (parsed.error) throw Object.assign(new Error(parsed.error.message), { code: parsed.error.code });
+    return parsed.ok as T;
+  }
+
+  /** The map, from the first running node that answers. */
+  async map(): Promise<ClusterMap> {
+    return this.fromAnyNode((id) => this.admin<ClusterMap>(id, 'map'));
+  }
+
+  async status(id: number): Promise<NodeStatus> {
+    return this.admin<NodeStatus>(id, 'status');
+  }
+
+  async clusterStatus(via?: number): Promise<ClusterStatus> {
+    return via ? this.admin<ClusterStatus>(via, 'clusterStatus') : this.fromAnyNode((id) => this.admin<ClusterStatus>(id, 'clusterStatus'));
+  }
+
+  async volumes(): Promise<VolumeList> {
+    return this.fromAnyNode((id) => this.admin<VolumeList>(id, 'listVolumes'));
+  }
+
+  async digest(id: number, groupId: number): Promise<GroupDigest> {
+    return this.admin<GroupDigest>(id, 'groupDigest', groupId);
+  }
+
+  private async fromAnyNode<T>(fn: (id: number) => Promise<T>): Promise<T> {
+    let last: unknown;
+    for (const n of this.nodes) {
+      if (!n.running) continue;
+      try {
+        return await fn(n.id);
+      } catch (err) {
+        last = err;
+      }
+    }
+    throw last instanceof Error ? last : new Error('no running node answered');
+  }
+
+  /** Waits until every group of every pool (and group 0) has a leader that a quorum can see. */
+  async waitLeaders(timeoutMs = 60_000): Promise<ClusterStatus> {
+    return waitFor('a leader in every group', timeoutMs, async () => {
+      const s = await this.clusterStatus();
+      if (s.summary.unavailable === 0) return s;
+      throw new Error(describeUnhealthy(s));
+    });
+  }
+
+  /** Waits until every replica of every group is reachable and caught up (health ok everywhere). */
+  async waitCaughtUp(timeoutMs = 60_000): Promise<ClusterStatus> {
+    return waitFor('every replica caught up', timeoutMs, async () => {
+      const s = await this.clusterStatus();
+      const behind = s.groups.filter((g) => g.health !== 'ok' || g.members.some((m) => m.appliedIndex !== g.commitIndex));
+      if (behind.length === 0) return s;
+      throw new Error(describeUnhealthy({ ...s, groups: behind }));
+    });
+  }
+
+  /** The node leading `groupId` now (0 when none is known). */
+  async leaderOf(groupId: number): Promise<number> {
+    const s = await this.clusterStatus();
+    return s.groups.find((g) => g.groupId === groupId)?.leader ?? 0;
+  }
+
+  /**
+   * Waits until every replica of every PG reports the same applied index and the same data
+   * digest; returns the number of groups compared. Call with writes quiesced.
+   */
+  async waitReplicasIdentical(timeoutMs = 60_000): Promise<number> {
+    const s = await this.waitCaughtUp(timeoutMs);
+    const pgs = s.groups.filter((g) => g.groupId !== 0);
+    return waitFor('identical replicas', timeoutMs, async () => {
+      for (const g of pgs) {
+        const digests = await Promise.all(g.replicas.map((id) => this.digest(id, g.groupId)));
+        const first = digests[0];
+        for (const d of digests) {
+          if (d.appliedIndex !== first.appliedIndex) return undefined;
+          if (d.digest !== first.digest) throw new Error(`group ${g.groupId}: node ${d.nodeId} digest ${d.digest} at ${d.appliedIndex} differs from node ${first.nodeId}'s ${first.digest}`);
+        }
+      }
+      return pgs.length;
+    });
+  }
+
+  async kill9All(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.kill9()));
+  }
+
+  async startAll(): Promise<void> {
+    await Promise.all(this.nodes.filter((n) => !n.running).map((n) => n.start()));
+  }
+
+  /** Kills every node, then removes the namespaces and the data. Idempotent. */
+  async close(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.kill9()));
+    this.net?.close();
+    if (process.env.RAFTBLOCK_KEEP_TEST_DATA !== '1') rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** The last lines of every node's log (for failure messages). */
+  logs(lines = 15): string {
+    return this.nodes.map((n) => `--- node ${n.id} ---\n${n.logTail(lines)}`).join('\n');
+  }
+}
