@@ -24,6 +24,8 @@ export interface BenchOptions {
   fsync: boolean;
   /** When set, raftblock runs under `node --cpu-prof` and profiles land in this directory. */
   cpuProfDir: string | undefined;
+  /** Another build's dist/src/cli/main.js to measure (a candidate change against the tree's). */
+  cliPath: string | undefined;
 }
 
 export interface OptionDefaults {
@@ -41,6 +43,7 @@ const usageText = `options:
   --profiles A,B      only these profiles
   --fsync             add write profiles that issue a FLUSH every 32 writes
   --cpu-prof DIR      run raftblock under node --cpu-prof, profiles into DIR
+  --cli PATH          measure this raftblock CLI (dist/src/cli/main.js of another build)
 `;
 
 export function usage(defaults: OptionDefaults): string {
@@ -59,6 +62,7 @@ export function parseBenchOptions(argv: string[], defaults: OptionDefaults): Ben
     profiles: [],
     fsync: false,
     cpuProfDir: undefined,
+    cliPath: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -100,6 +104,9 @@ export function parseBenchOptions(argv: string[], defaults: OptionDefaults): Ben
         break;
       case '--cpu-prof':
         opts.cpuProfDir = value();
+        break;
+      case '--cli':
+        opts.cliPath = value();
         break;
       case '--help':
       case '-h':

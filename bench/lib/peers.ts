@@ -23,6 +23,8 @@ export interface ServerContext {
   sizeBytes: number;
   /** When set, node servers run with --cpu-prof into this directory. */
   cpuProfDir?: string;
+  /** The raftblock CLI to run (default: this tree's build). */
+  cliPath?: string;
 }
 
 export interface RunningServer {
@@ -210,7 +212,7 @@ export const raftblockExportFile: ServerSpec = {
       mkdirSync(ctx.cpuProfDir, { recursive: true });
       nodeArgs.push('--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir);
     }
-    const args = [...nodeArgs, cliPath, 'export-file', file, '--name', exportName, '--listen', '127.0.0.1:0', '--size', String(ctx.sizeBytes)];
+    const args = [...nodeArgs, ctx.cliPath ?? cliPath, 'export-file', file, '--name', exportName, '--listen', '127.0.0.1:0', '--size', String(ctx.sizeBytes)];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let stderr = '';
     child.stderr!.on('data', (b: Buffer) => {
@@ -271,7 +273,7 @@ export function raftblockCluster(nodes: number, readyTimeoutMs = 180_000): Serve
         mkdirSync(ctx.cpuProfDir, { recursive: true });
         nodeArgs.push('--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir);
       }
-      const args = [...nodeArgs, cliPath, 'start', '--data', dataDir, '--nodes', String(nodes), '--nbd-port', String(port)];
+      const args = [...nodeArgs, ctx.cliPath ?? cliPath, 'start', '--data', dataDir, '--nodes', String(nodes), '--nbd-port', String(port)];
       const { child, stderrTail } = spawnServer(process.execPath, args);
       const uri = `nbd://127.0.0.1:${port}/vol0`;
       try {

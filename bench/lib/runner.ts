@@ -61,7 +61,7 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
 
     let sizeBytes = opts.sizeBytes;
     for (const spec of specs) {
-      const ctx = { dir: join(runDir, spec.name), sizeBytes, cpuProfDir: opts.cpuProfDir };
+      const ctx = { dir: join(runDir, spec.name), sizeBytes, cpuProfDir: opts.cpuProfDir, cliPath: opts.cliPath };
       try {
         log(`starting ${spec.name}`);
         const srv = await spec.start(ctx);
