@@ -78,8 +78,16 @@ interface IncomingSnapshot {
 
 const emptyData = new Uint8Array(0);
 
+/** How reads were answered, for the host's metrics and the simulator's coverage report. */
+export interface ReadCounters {
+  lease: number;
+  readIndex: number;
+  unsafe: number;
+}
+
 export class RaftNode {
   readonly id: NodeId;
+  readonly readCounters: ReadCounters = { lease: 0, readIndex: 0, unsafe: 0 };
   private readonly cfg: Config;
   readonly log: RaftLog;
 
@@ -223,6 +231,7 @@ export class RaftNode {
   readIndex(ctx: string): void {
     this.requireLeader();
     if (this.cfg.unsafe?.readWithoutLeaseOrReadIndex) {
+      this.readCounters.unsafe++;
       this.readStates.push({ index: this.log.committed, ctx });
       return;
     }
@@ -817,6 +826,7 @@ export class RaftNode {
 
   private startRead(ctx: string): void {
     if (this.leaseValid()) {
+      this.readCounters.lease++;
       this.readStates.push({ index: this.log.committed, ctx });
       return;
     }
@@ -835,6 +845,7 @@ export class RaftNode {
       const confirmed = r.seq === 0 ? this.isSingleVoter() : q >= r.seq;
       if (!confirmed) break;
       this.readStates.push({ index: r.index, ctx: r.ctx });
+      this.readCounters.readIndex++;
       n++;
     }
     if (n > 0) this.pendingReads.splice(0, n);

@@ -127,7 +127,24 @@ export class SimCluster {
     return c;
   }
 
+  /** Reads answered by lease and by ReadIndex, over every incarnation of every node. */
+  readonly reads = { lease: 0, readIndex: 0 };
+
+  private countReads(n: SimNode): void {
+    if (!n.raft) return;
+    this.reads.lease += n.raft.readCounters.lease;
+    this.reads.readIndex += n.raft.readCounters.readIndex;
+    n.raft.readCounters.lease = 0;
+    n.raft.readCounters.readIndex = 0;
+  }
+
+  /** Folds every live node's counters into `reads`. */
+  collectReadCounters(): void {
+    for (const n of this.nodes) this.countReads(n);
+  }
+
   private boot(n: SimNode): void {
+    this.countReads(n);
     const snap = n.storage.snapshot();
     n.sm = KvStateMachine.restore(snap.data, snap.metadata.index);
     const cfg = this.config(n.id);

@@ -35,6 +35,9 @@ export interface RunResult {
   ops: number;
   verdict?: string;
   trace?: string[];
+  /** Reads answered under a lease / after a ReadIndex round. */
+  leaseReads?: number;
+  readIndexReads?: number;
 }
 
 interface ClientState {
@@ -234,7 +237,9 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
     return { seed, ok: false, failure: msg, kind, nodes: simOpts.nodes, steps: c.now, ops, trace: [...c.trace.slice(-60), ...c.describe()] };
   }
   for (const cl of clients) if (cl.busy) finish(cl, 'info');
-  if (opts.skipCheck) return { seed, ok: true, nodes: simOpts.nodes, steps: c.now, ops };
+  c.collectReadCounters();
+  const reads = { leaseReads: c.reads.lease, readIndexReads: c.reads.readIndex };
+  if (opts.skipCheck) return { seed, ok: true, nodes: simOpts.nodes, steps: c.now, ops, ...reads };
   const result = checkOperations(casRegisterModel, history.operations(), { maxSteps: opts.checkMaxSteps ?? 2_000_000 });
   if (result.verdict === 'not-linearizable') {
     return {
@@ -242,7 +247,7 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
       failure: describeResult(casRegisterModel, result), trace: c.trace.slice(-60),
     };
   }
-  return { seed, ok: true, nodes: simOpts.nodes, steps: c.now, ops, verdict: result.verdict };
+  return { seed, ok: true, nodes: simOpts.nodes, steps: c.now, ops, verdict: result.verdict, ...reads };
 }
 
 class LivenessFailure extends Error {}

@@ -8,6 +8,10 @@ export interface SweepSummary {
   elapsedMs: number;
   ops: number;
   steps: number;
+  leaseReads: number;
+  readIndexReads: number;
+  /** Histories the checker could not decide within its budget. */
+  unknownVerdicts: number;
 }
 
 export function sweep(start: number, count: number, opts: RunOptions, onResult?: (r: RunResult) => void, now: () => number = () => 0): SweepSummary {
@@ -15,12 +19,18 @@ export function sweep(start: number, count: number, opts: RunOptions, onResult?:
   const failures: RunResult[] = [];
   let ops = 0;
   let steps = 0;
+  let leaseReads = 0;
+  let readIndexReads = 0;
+  let unknownVerdicts = 0;
   for (let s = start; s < start + count; s++) {
     const r = runSeed(s, opts);
     ops += r.ops;
     steps += r.steps;
+    leaseReads += r.leaseReads ?? 0;
+    readIndexReads += r.readIndexReads ?? 0;
+    if (r.verdict === 'unknown') unknownVerdicts++;
     if (!r.ok) failures.push(r);
     onResult?.(r);
   }
-  return { seeds: count, start, failures, elapsedMs: now() - t0, ops, steps };
+  return { seeds: count, start, failures, elapsedMs: now() - t0, ops, steps, leaseReads, readIndexReads, unknownVerdicts };
 }

@@ -45,7 +45,7 @@ export function register(program: Command): void {
         if (o.verbose && r.trace) for (const line of r.trace) out(`  ${line}`);
       };
       const s = sweep(start, count, opts, report, () => performance.now());
-      out(`sim summary: seeds=${s.seeds} start=${s.start} failures=${s.failures.length} ops=${s.ops} time=${(s.elapsedMs / 1000).toFixed(1)}s`);
+      out(`sim summary: seeds=${s.seeds} start=${s.start} failures=${s.failures.length} ops=${s.ops} reads(lease/readIndex)=${s.leaseReads}/${s.readIndexReads} unchecked=${s.unknownVerdicts} time=${(s.elapsedMs / 1000).toFixed(1)}s`);
       if (s.failures.length > 0) {
         out(`failing seeds: ${s.failures.map((f) => f.seed).join(' ')}`);
         process.exitCode = 1;
