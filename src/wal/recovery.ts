@@ -135,6 +135,26 @@ export async function recoverLog(io: BlockIo, dir: string, groups: GroupTable, l
       continue;
     }
 
+    // The writer also moves on early (its limits changed across a restart), possibly leaving
+    // segments without a batch: the log continues where a later segment starts with exactly
+    // the batch expected here.
+    if (expected !== -1) {
+      let jump = -1;
+      for (let j = si + 1; j < segs.length && jump === -1; j++) {
+        const next = segs[j];
+        const nextData = await load(j);
+        const nh = decodeBatchHeader(nextData, segmentHeaderBytes, next.salt, next.segmentBytes, next.maxBatchBytes);
+        if (nh && nh.batchSeq === expected) jump = j;
+        else if (nh) break;
+      }
+      if (jump !== -1) {
+        seg.writeOffset = pos;
+        si = jump;
+        pos = segmentHeaderBytes;
+        continue;
+      }
+      await load(si);
+    }
     // Stopped at (si, pos). What follows decides between end, torn tail and corruption.
     const later = await scanForward(segs, si, pos, expected, load);
     const decisive = expected === -1 ? later.filter(() => false) : later.filter((f) => f.seq >= expected + window);
