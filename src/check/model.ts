@@ -46,6 +46,12 @@ export interface Model<S, I, O> {
    * the verdict exactly; it only makes the search smaller.
    */
   simplify?(operations: Operation<I, O>[]): Operation<I, O>[];
+  /**
+   * True when the operation never changes the state, from any state it fits (a read, a
+   * failed CAS). The search then never tries alternatives to it (see search.ts). Absent:
+   * nothing is read-only.
+   */
+  readOnly?(input: I, output: O): boolean;
   /** A 32-bit hash of a state, consistent with `equal`. */
   hash(state: S): number;
   equal(a: S, b: S): boolean;

@@ -146,6 +146,11 @@ export function searchPartition<S, I, O>(
   const opHash = new Uint32Array(n);
   for (let i = 0; i < n; i++) opHash[i] = mix32((i + 1) * 0x9e3779b1);
 
+  const readOnly = new Uint8Array(n);
+  if (model.readOnly !== undefined) {
+    for (let i = 0; i < n; i++) readOnly[i] = model.readOnly(ops[i].input, ops[i].output) ? 1 : 0;
+  }
+
   const words = (n + 31) >>> 5;
   const bits = new Uint32Array(words);
   let bitsHash = 0;
@@ -176,7 +181,11 @@ export function searchPartition<S, I, O>(
   const poll = meter.pollEverySteps;
   let steps = 0;
   let sincePoll = 0;
-  let e = next[head];
+  let e = head;
+  // `fresh`: the search just reached a new (set, state) node. `dead`: the node has no way
+  // forward and the search must backtrack.
+  let fresh = true;
+  let dead = false;
   while (next[head] !== tail) {
     if (++sincePoll >= poll) {
       steps += sincePoll;
@@ -184,10 +193,83 @@ export function searchPartition<S, I, O>(
       sincePoll = 0;
       if (exhausted) return { verdict: 'unknown', steps, unknownBecause: meter.expiredBy, cacheEntries: cache.size };
     }
+
+    if (dead) {
+      dead = false;
+      // Backtrack. A read-only operation needs no alternatives (see `fresh` below): if
+      // nothing extends the prefix with it, nothing extends the prefix without it either.
+      for (;;) {
+        if (depth === 0) {
+          steps += sincePoll;
+          meter.charge(sincePoll);
+          assert(best !== undefined, 'a failed search records where it failed');
+          return { verdict: 'not-linearizable', steps, failure: best, cacheEntries: cache.size };
+        }
+        depth--;
+        const c = stackCall[depth];
+        state = stackState[depth];
+        stackState[depth] = undefined as S;
+        const id = entryOp[c];
+        bits[id >>> 5] &= ~(1 << (id & 31));
+        bitsHash = (bitsHash ^ opHash[id]) >>> 0;
+        unlift(c);
+        if (readOnly[id] === 0) {
+          e = next[c];
+          break;
+        }
+      }
+      continue;
+    }
+
+    if (fresh) {
+      fresh = false;
+      e = next[head];
+      // A read-only candidate that fits the state decides the node by itself: any
+      // linearization from here that places it later can place it now instead (it changes
+      // no state, and everything that had to precede it already does). So take it without
+      // branching; and if that successor was explored before, this node fails too.
+      let took = false;
+      for (let p = next[head]; matchOf[p] >= 0; p = next[p]) {
+        sincePoll++;
+        const id = entryOp[p];
+        if (readOnly[id] === 0) continue;
+        const op = ops[id];
+        if (!model.step(state, op.input, op.output).ok) continue;
+        const word = id >>> 5;
+        const bit = 1 << (id & 31);
+        bits[word] |= bit;
+        const newHash = (bitsHash ^ opHash[id]) >>> 0;
+        const added = cache.add(mix32((newHash ^ Math.imul(model.hash(state), 0x27d4eb2d)) | 0), bits, state);
+        if (added === CacheAdd.Added) {
+          stackCall[depth] = p;
+          stackState[depth] = state;
+          depth++;
+          bitsHash = newHash;
+          lift(p);
+          fresh = true;
+        } else if (added === CacheAdd.Present) {
+          bits[word] &= ~bit;
+          dead = true;
+        } else {
+          steps += sincePoll;
+          meter.charge(sincePoll);
+          return { verdict: 'unknown', steps, unknownBecause: 'memory', cacheEntries: cache.size };
+        }
+        took = true;
+        break;
+      }
+      if (took) continue;
+    }
+
     const m = matchOf[e];
     if (m >= 0) {
-      // A call: try to linearize its operation now.
+      // A call: try to linearize its operation now. Read-only ones do not fit (they would
+      // have been taken when this node was fresh).
       const id = entryOp[e];
+      if (readOnly[id] === 1) {
+        e = next[e];
+        continue;
+      }
       const op = ops[id];
       const r = model.step(state, op.input, op.output);
       if (r.ok) {
@@ -204,7 +286,7 @@ export function searchPartition<S, I, O>(
           state = r.newState;
           bitsHash = newHash;
           lift(e);
-          e = next[head];
+          fresh = true;
         } else if (added === CacheAdd.Present) {
           bits[word] &= ~bit;
           e = next[e];
@@ -228,21 +310,7 @@ export function searchPartition<S, I, O>(
         for (let d = 0; d < depth; d++) prefix.push(entryOp[stackCall[d]]);
         best = { longestPrefix: prefix, stuck: entryOp[e], pending };
       }
-      if (depth === 0) {
-        steps += sincePoll;
-        meter.charge(sincePoll);
-        assert(best !== undefined, 'a failed search records where it failed');
-        return { verdict: 'not-linearizable', steps, failure: best, cacheEntries: cache.size };
-      }
-      depth--;
-      const c = stackCall[depth];
-      state = stackState[depth];
-      stackState[depth] = undefined as S;
-      const id = entryOp[c];
-      bits[id >>> 5] &= ~(1 << (id & 31));
-      bitsHash = (bitsHash ^ opHash[id]) >>> 0;
-      unlift(c);
-      e = next[c];
+      dead = true;
     }
   }
   steps += sincePoll;

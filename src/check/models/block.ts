@@ -41,6 +41,7 @@ export const blockModel: Model<BlockTag, BlockInput, BlockOutput> = {
       op.input.f === 'read' && op.output.status === 'ok' ? op.output.tag ?? null : undefined,
     );
   },
+  readOnly: (input, output) => input.f === 'read' && output.status === 'ok',
   hash: hashValue,
   equal: (a, b) => a === b,
   describeOperation(input, output) {

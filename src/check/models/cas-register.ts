@@ -94,6 +94,7 @@ function makeRegisterModel(name: 'register' | 'cas-register', allowCas: boolean)
         op.input.f === 'read' && op.output.status === 'ok' ? op.output.value ?? null : undefined,
       );
     },
+    readOnly: (input, output) => (input.f === 'read' && output.status === 'ok') || (input.f === 'cas' && output.status === 'fail'),
     hash: hashValue,
     equal: (a, b) => a === b,
     describeOperation(input, output) {

@@ -49,6 +49,7 @@ export const kvModel: Model<KvState, KvInput, KvOutput> = {
   partition(ops: readonly Operation<KvInput, KvOutput>[]) {
     return partitionBy(ops, (input) => input.key);
   },
+  readOnly: (input, output) => input.f === 'get' && output.status === 'ok',
   hash: (s) => s.hash,
   equal: (a, b) => a === b || (a.hash === b.hash && a.value === b.value),
   describeOperation(input, output) {
