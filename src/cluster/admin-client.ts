@@ -254,7 +254,21 @@ export function mergeClusterStatus(
     if (s instanceof Error) continue;
     byNode.set(id, new Map(s.groups.map((g) => [g.groupId, g])));
   }
-  const metadataMembers = [...byNode.entries()].filter(([, gs]) => gs.has(0)).map(([id]) => id).sort((a, b) => a - b);
+  // Group 0 is not in the map: its members are the voters its replicas report (the highest
+  // term's view), else the nodes that report running it.
+  let metadataTerm = -1;
+  let metadataMembers: NodeId[] = [];
+  for (const [id, gs] of byNode) {
+    const g0 = gs.get(0);
+    if (!g0) continue;
+    if (g0.term > metadataTerm && g0.voters.length > 0) {
+      metadataTerm = g0.term;
+      metadataMembers = [...g0.voters];
+    } else if (metadataTerm < 0 && !metadataMembers.includes(id)) {
+      metadataMembers.push(id);
+    }
+  }
+  metadataMembers.sort((a, b) => a - b);
   const targets = [{ groupId: 0, pool: 'metadata', pgIndex: 0, replicas: metadataMembers }, ...allGroups(map)];
   const groups = targets.map((t) => viewGroup(t, byNode));
   const count = (h: GroupHealth): number => groups.filter((g) => g.health === h).length;

@@ -237,11 +237,19 @@ test('merged status: a group without a quorum of reachable replicas is unavailab
     groupId: 65536, role, term, leader: replicas[0], commitIndex: 10, appliedIndex: 10, lastIndex: 10, voters: replicas,
   });
   const statuses = new Map<number, NodeStatus | Error>([
-    [replicas[0], { nodeId: replicas[0], epoch: 5, uptimeMs: 1, groups: [group('leader', 4)] }],
     [replicas[1], new RaftblockError('UNAVAILABLE', 'down')],
     [replicas[2], new RaftblockError('UNAVAILABLE', 'down')],
   ]);
+  statuses.set(replicas[0], {
+    nodeId: replicas[0],
+    epoch: 5,
+    uptimeMs: 1,
+    groups: [{ ...group('leader', 2), groupId: 0, voters: [1, 2, 3] }, group('leader', 4)],
+  });
   const s = mergeClusterStatus('x', map, statuses);
+  const meta = s.groups.find((g) => g.groupId === 0)!;
+  assert.deepEqual(meta.replicas, [1, 2, 3], 'group 0 members come from the voters its leader reports');
+  assert.equal(meta.health, 'unavailable');
   const pg = s.groups.find((g) => g.groupId === 65536)!;
   assert.equal(pg.health, 'unavailable');
   assert.equal(pg.reason, '1 of 3 replicas reachable');
