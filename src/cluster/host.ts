@@ -39,6 +39,8 @@ export interface GroupStateMachine {
   /** Index of the last entry applied that survives a crash without the WAL. */
   readonly durableIndex: number;
   readonly appliedTerm: number;
+  /** Marks an empty state machine as having applied up to `index` (a bootstrap snapshot of the log). */
+  skip(index: number, term: number): void;
   /** Applies one committed entry; the result is handed to the proposer. */
   apply(index: number, term: number, data: Uint8Array): Promise<unknown>;
   /** Makes everything applied durable; returns the index the WAL may drop up to. */
@@ -199,7 +201,15 @@ export class MultiRaftHost {
     const base = sm.durableIndex;
     assert(sm.appliedIndex === base, 'a state machine starts from its durable state');
     if (base > 0) storage.applySnapshot({ metadata: { index: base, term: sm.appliedTerm, confState }, data: new Uint8Array(0) });
+    else {
+      // A new group's log may start from a bootstrap snapshot (the initial membership).
+      const boot = storage.snapshot().metadata;
+      if (boot.index > 0) sm.skip(boot.index, boot.term);
+    }
     const known = this.wal.groupIds().includes(id);
+    const boot = storage.snapshot().metadata;
+    // The WAL's log for a new group starts after the bootstrap snapshot, as Raft's does.
+    if (!known && boot.index > 0) await this.wal.installSnapshot(id, { index: boot.index, term: boot.term });
     if (known) {
       const hs = this.wal.hardState(id);
       const last = this.wal.lastIndex(id);

@@ -48,6 +48,12 @@ export class MetaStore implements GroupStateMachine {
     return new MetaStore(path, image, onChange);
   }
 
+  skip(index: number, term: number): void {
+    if (index <= this.appliedIndex) return;
+    this.appliedIndex = index;
+    this.appliedTerm = term;
+  }
+
   async apply(index: number, term: number, data: Uint8Array): Promise<unknown> {
     if (index <= this.appliedIndex) return undefined;
     this.appliedIndex = index;

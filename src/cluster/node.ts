@@ -465,6 +465,7 @@ function storeMachine(store: PgStore): import('./host.js').GroupStateMachine {
     get appliedTerm() {
       return store.appliedTerm;
     },
+    skip: (index, term) => store.skip(index, term),
     apply: (index, term, data) => store.apply(index, term, data),
     checkpoint: () => store.checkpoint(),
     snapshotImage: () => store.snapshotImage(),

@@ -6,7 +6,10 @@
  * the first bootstrapping it and the others joining through it. Creates pool `default`
  * (min(3, N) replicas, distinct zones) and volume `vol0` (1 GiB) when absent, waits until every
  * PG of the pool has a leader, prints how to connect, and prints one JSON line to stdout:
- *   {"event":"ready","nbd":["127.0.0.1:10809",...],"http":[...],"peer":[...]}
+ *   {"event":"ready","nbd":["127.0.0.1:10809",...],"http":[...],"peer":[...],"pids":[...]}
+ * A node process that dies is restarted after a second (it recovers from its WAL and catches
+ * up); the events {"event":"node-exit","id":N} and {"event":"node-restarted","id":N,"pid":P}
+ * are printed as JSON lines.
  * Node i (0-based) serves NBD on nbd-port + i, HTTP on http-port + i, peers on peer-port + i.
  * SIGINT/SIGTERM stops every node cleanly. Run again on the same DIR, it resumes with all data
  * (the ports are remembered in DIR/cluster.json).
@@ -110,7 +113,7 @@ async function start(opts: StartOptions): Promise<void> {
   };
 
   const listening: Promise<void>[] = [];
-  for (let i = 0; i < layout.nodes; i++) {
+  const spawnNode = (i: number, onListening?: () => void, onEarlyExit?: (err: Error) => void): void => {
     const id = i + 1;
     const dir = join(dataDir, `node-${id}`);
     mkdirSync(dir, { recursive: true });
@@ -126,26 +129,32 @@ async function start(opts: StartOptions): Promise<void> {
       '--labels', `zone=z${id},rack=r${id},host=h${id}`,
       ...(i === 0 ? ['--bootstrap'] : ['--join', addr(layout.peerPort, 0)]),
     ];
-    const logFile = createWriteStream(join(dataDir, `node-${id}.log`), { flags: 'a' });
+    const logPath = join(dataDir, `node-${id}.log`);
+    const logFile = createWriteStream(logPath, { flags: 'a' });
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
+    children[i] = child;
     child.stderr!.pipe(logFile);
-    listening.push(
-      new Promise<void>((ok, fail) => {
-        const rl = createInterface({ input: child.stdout! });
-        rl.on('line', (line) => {
-          if (line.startsWith('{"event":"listening"')) ok();
-        });
-        child.once('exit', (code, sig) => {
-          fail(new Unavailable(`node ${id} exited (${sig ?? code}) before listening; see ${join(dataDir, `node-${id}.log`)}`));
-          if (!stopping) {
-            log.error('node exited', { id, code, signal: sig });
-            stopping = true;
-            void stopAll('SIGTERM').then(() => process.exit(1));
-          }
-        });
-      }),
-    );
+    let up = false;
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.startsWith('{"event":"listening"')) {
+        up = true;
+        onListening?.();
+      }
+    });
+    child.once('exit', (code, sig) => {
+      if (stopping) return;
+      if (!up) onEarlyExit?.(new Unavailable(`node ${id} exited (${sig ?? code}) before listening; see ${logPath}`));
+      // A node that dies (crash, kill -9) is restarted: it recovers from its WAL and catches up.
+      log.warn('node exited; restarting it', { id, code, signal: sig });
+      process.stdout.write(JSON.stringify({ event: 'node-exit', id, code, signal: sig }) + '\n');
+      setTimeout(() => {
+        if (stopping) return;
+        spawnNode(i, () => process.stdout.write(JSON.stringify({ event: 'node-restarted', id, pid: children[i].pid }) + '\n'));
+      }, 1000);
+    });
+  };
+  for (let i = 0; i < layout.nodes; i++) {
+    listening.push(new Promise<void>((ok, fail) => spawnNode(i, ok, fail)));
   }
 
   const signalled = new Promise<NodeJS.Signals>((done) => {
@@ -187,7 +196,7 @@ async function start(opts: StartOptions): Promise<void> {
       '',
     ].join('\n'),
   );
-  process.stdout.write(JSON.stringify({ event: 'ready', nbd, http, peer }) + '\n');
+  process.stdout.write(JSON.stringify({ event: 'ready', nbd, http, peer, pids: children.map((c) => c.pid) }) + '\n');
   await new Promise(() => undefined);
 }
 
