@@ -255,7 +255,9 @@ class LivenessFailure extends Error {}
 function checkLiveness(c: SimCluster, l: { probe: { node: NodeId; index: number; term: number } | undefined; done: boolean; probeNo: number }): void {
   if (l.probe) {
     const n = c.node(l.probe.node);
-    if (!n.up || n.raft.currentTerm !== l.probe.term || n.raft.currentRole !== 'leader') {
+    const newer = c.leader();
+    if (!n.up || n.raft.currentTerm !== l.probe.term || n.raft.currentRole !== 'leader' || (newer && newer.raft.currentTerm > l.probe.term)) {
+      // Probe again at the newest leader (without check-quorum a deposed leader may never learn it).
       l.probe = undefined;
     } else if (n.raft.log.applied >= l.probe.index) {
       if (n.raft.log.term(l.probe.index) === l.probe.term || n.raft.log.firstIndex() > l.probe.index) l.done = true;
