@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { setLogSink } from '../../src/common/log.js';
 import { loadNative } from '../../src/io/native.js';
 import { openBlockIo } from '../../src/io/select.js';
 import { testBackends } from '../../src/io/testing.js';
+import { repoRoot } from '../helpers/paths.js';
 import { tempDir } from '../helpers/tools.js';
 
 for (const backend of testBackends()) {
@@ -120,4 +122,55 @@ test('auto picks a backend that works here and logs which one', async (t) => {
   assert.equal(forced.kind, 'fs');
   assert.ok(!existsSync(join(dir, '.raftblock-io-probe')), 'the probe cleans up');
   assert.equal(statSync(dir).isDirectory(), true);
+});
+
+const uring = testBackends().find((b) => b.name === 'uring')!;
+
+function runNode(script: string): { status: number | null; stdout: string; ms: number } {
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+  return { status: r.status, stdout: r.stdout, ms: Date.now() - t0 };
+}
+
+test('uring: an idle ring lets the process exit; in-flight I/O keeps it alive until completion', { skip: uring.skip }, (t) => {
+  const dir = tempDir(t);
+  const mod = JSON.stringify(join(repoRoot, 'dist', 'src', 'io', 'testing.js'));
+  const idle = runNode(`import { testBackends } from ${mod}; const io = testBackends()[0].make(); console.log('made', io.kind);`);
+  assert.equal(idle.status, 0);
+  assert.match(idle.stdout, /made uring/);
+  const busy = runNode(`
+    import { testBackends } from ${mod};
+    const io = testBackends()[0].make();
+    const f = await io.open(${JSON.stringify(join(dir, 'busy'))}, { create: true });
+    const buf = io.allocAligned(4 << 20);
+    // Nothing else holds the loop: only the ring's ref while the write is in flight.
+    f.pwrite(buf, 0, true).then(() => console.log('completed'));
+  `);
+  assert.equal(busy.status, 0);
+  assert.match(busy.stdout, /completed/, 'the write completed before the process exited');
+});
+
+test('uring: closing while completions drain settles every operation, then refuses new ones', { skip: uring.skip }, async (t) => {
+  const dir = tempDir(t);
+  const io = uring.make(16);
+  const f = await io.open(join(dir, 'drain'), { create: true });
+  const slab = io.allocAligned(200 * 4096);
+  const writes = Array.from({ length: 200 }, (_, i) => f.pwrite(slab.subarray(i * 4096, (i + 1) * 4096), i * 4096, i % 10 === 0));
+  const closed = io.close();
+  await Promise.all(writes);
+  await closed;
+  await assert.rejects(async () => f.pwrite(slab.subarray(0, 4096), 0), /closed/);
+  await assert.rejects(io.open(join(dir, 'x'), { create: true }), /closed/);
+  await f.close();
+});
+
+test('errors surface as IoError with errno from the ring (EINVAL for a misaligned O_DIRECT buffer)', { skip: uring.skip }, async (t) => {
+  const dir = tempDir(t);
+  const io = uring.make(8);
+  t.after(() => io.close());
+  const f = await io.open(join(dir, 'einval'), { create: true });
+  t.after(() => f.close());
+  // One byte off an aligned slab: the address is wrong, which only the kernel checks.
+  const slab = io.allocAligned(8192);
+  await assert.rejects(f.pwrite(slab.subarray(1, 4097), 0, true), (e: unknown) => e instanceof IoError && e.errno === 22 && e.syscall === 'pwrite');
 });
