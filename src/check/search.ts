@@ -87,16 +87,65 @@ export interface SearchResult {
 const maxPendingReported = 32;
 
 /**
+ * The set of linearized operations: a bitset, the XOR of its members' hashes, and the
+ * window bounds the memo stores: every word below `lo` is all ones, every word from `hi` on
+ * is zero.
+ */
+export class LinearizedSet {
+  readonly bits: Uint32Array;
+  hash = 0;
+  lo = 0;
+  hi = 0;
+  private readonly words: number;
+
+  constructor(n: number) {
+    this.words = (n + 31) >>> 5;
+    this.bits = new Uint32Array(this.words);
+  }
+
+  add(id: number, idHash: number): void {
+    const w = id >>> 5;
+    const bits = this.bits;
+    bits[w] |= 1 << (id & 31);
+    this.hash = (this.hash ^ idHash) >>> 0;
+    if (w >= this.hi) this.hi = w + 1;
+    if (w === this.lo) {
+      let lo = w;
+      while (lo < this.words && bits[lo] === 0xffffffff) lo++;
+      this.lo = lo;
+    }
+  }
+
+  clear(id: number, idHash: number): void {
+    const w = id >>> 5;
+    const bits = this.bits;
+    bits[w] &= ~(1 << (id & 31));
+    this.hash = (this.hash ^ idHash) >>> 0;
+    if (w < this.lo) this.lo = w;
+    if (w === this.hi - 1) {
+      let hi = this.hi;
+      while (hi > 0 && bits[hi - 1] === 0) hi--;
+      this.hi = hi;
+    }
+  }
+}
+
+/**
  * Searches for a linearization of `ops` (all of one partition) under `model`.
  * Unknown-outcome operations carry `returnAt = Infinity`: their return events sort last.
  */
 export function searchPartition<S, I, O>(
   model: Model<S, I, O>,
-  ops: readonly Operation<I, O>[],
+  given: readonly Operation<I, O>[],
   meter: BudgetMeter,
 ): SearchResult {
-  const n = ops.length;
+  const n = given.length;
   if (n === 0) return { verdict: 'linearizable', steps: 0, linearization: [], cacheEntries: 0 };
+  // Number operations in call order: the linearized set is then nearly always a run of
+  // ones followed by a short window, which is what the memo stores (see state-cache.ts).
+  const byCall = Array.from({ length: n }, (_, i) => i).sort((a, b) => given[a].callAt - given[b].callAt || a - b);
+  const ops = byCall.map((i) => given[i]);
+  const original = (ids: ArrayLike<number>): number[] => Array.from(ids, (id) => byCall[id]);
 
   // Entries: 0 is the head sentinel, 2n+1 the tail sentinel; the rest are call and return
   // events. entryOp[e] is the operation of entry e; matchOf[e] is the return of a call, -1 for a return.
@@ -151,18 +200,23 @@ export function searchPartition<S, I, O>(
     for (let i = 0; i < n; i++) readOnly[i] = model.readOnly(ops[i].input, ops[i].output) ? 1 : 0;
   }
 
-  const words = (n + 31) >>> 5;
-  const bits = new Uint32Array(words);
-  let bitsHash = 0;
-  const cache = new StateCache<S>(words, (a, b) => model.equal(a, b), meter.maxCacheBytes);
+  const set = new LinearizedSet(n);
+  const bits = set.bits;
+  const cache = new StateCache<S>((a, b) => model.equal(a, b), meter.maxCacheBytes);
 
   const stackCall = new Int32Array(n);
   const stackState: S[] = new Array<S>(n);
   let depth = 0;
   let state = model.init();
 
-  let best: SearchFailure | undefined;
+  // The deepest dead end so far. Its prefix is kept incrementally: the stack below
+  // `lowWater` has not changed since the last snapshot, so only the part above it is copied
+  // (amortized O(1) per step instead of O(depth) per new record).
+  const bestPrefix = new Int32Array(n);
   let bestDepth = -1;
+  let bestStuck = -1;
+  let bestPending: number[] = [];
+  let lowWater = 0;
 
   const lift = (e: number): void => {
     next[prev[e]] = next[e];
@@ -202,16 +256,21 @@ export function searchPartition<S, I, O>(
         if (depth === 0) {
           steps += sincePoll;
           meter.charge(sincePoll);
-          assert(best !== undefined, 'a failed search records where it failed');
-          return { verdict: 'not-linearizable', steps, failure: best, cacheEntries: cache.size };
+          assert(bestStuck >= 0, 'a failed search records where it failed');
+          const failure: SearchFailure = {
+            longestPrefix: original(bestPrefix.subarray(0, bestDepth)),
+            stuck: byCall[bestStuck],
+            pending: original(bestPending),
+          };
+          return { verdict: 'not-linearizable', steps, failure, cacheEntries: cache.size };
         }
         depth--;
+        if (depth < lowWater) lowWater = depth;
         const c = stackCall[depth];
         state = stackState[depth];
         stackState[depth] = undefined as S;
         const id = entryOp[c];
-        bits[id >>> 5] &= ~(1 << (id & 31));
-        bitsHash = (bitsHash ^ opHash[id]) >>> 0;
+        set.clear(id, opHash[id]);
         unlift(c);
         if (readOnly[id] === 0) {
           e = next[c];
@@ -235,20 +294,16 @@ export function searchPartition<S, I, O>(
         if (readOnly[id] === 0) continue;
         const op = ops[id];
         if (!model.step(state, op.input, op.output).ok) continue;
-        const word = id >>> 5;
-        const bit = 1 << (id & 31);
-        bits[word] |= bit;
-        const newHash = (bitsHash ^ opHash[id]) >>> 0;
-        const added = cache.add(mix32((newHash ^ Math.imul(model.hash(state), 0x27d4eb2d)) | 0), bits, state);
+        set.add(id, opHash[id]);
+        const added = cache.add(mix32((set.hash ^ Math.imul(model.hash(state), 0x27d4eb2d)) | 0), bits, set.lo, set.hi, state);
         if (added === CacheAdd.Added) {
           stackCall[depth] = p;
           stackState[depth] = state;
           depth++;
-          bitsHash = newHash;
           lift(p);
           fresh = true;
         } else if (added === CacheAdd.Present) {
-          bits[word] &= ~bit;
+          set.clear(id, opHash[id]);
           dead = true;
         } else {
           steps += sincePoll;
@@ -273,22 +328,18 @@ export function searchPartition<S, I, O>(
       const op = ops[id];
       const r = model.step(state, op.input, op.output);
       if (r.ok) {
-        const word = id >>> 5;
-        const bit = 1 << (id & 31);
-        bits[word] |= bit;
-        const newHash = (bitsHash ^ opHash[id]) >>> 0;
-        const key = mix32((newHash ^ Math.imul(model.hash(r.newState), 0x27d4eb2d)) | 0);
-        const added = cache.add(key, bits, r.newState);
+        set.add(id, opHash[id]);
+        const key = mix32((set.hash ^ Math.imul(model.hash(r.newState), 0x27d4eb2d)) | 0);
+        const added = cache.add(key, bits, set.lo, set.hi, r.newState);
         if (added === CacheAdd.Added) {
           stackCall[depth] = e;
           stackState[depth] = state;
           depth++;
           state = r.newState;
-          bitsHash = newHash;
           lift(e);
           fresh = true;
         } else if (added === CacheAdd.Present) {
-          bits[word] &= ~bit;
+          set.clear(id, opHash[id]);
           e = next[e];
         } else {
           steps += sincePoll;
@@ -301,14 +352,14 @@ export function searchPartition<S, I, O>(
     } else {
       // A return whose operation is not linearized: the prefix cannot be extended past it.
       if (depth > bestDepth) {
+        for (let d = lowWater; d < depth; d++) bestPrefix[d] = entryOp[stackCall[d]];
         bestDepth = depth;
-        const pending: number[] = [];
-        for (let p = next[head]; p !== e && pending.length < maxPendingReported; p = next[p]) {
-          if (matchOf[p] >= 0) pending.push(entryOp[p]);
+        lowWater = depth;
+        bestStuck = entryOp[e];
+        bestPending = [];
+        for (let p = next[head]; p !== e && bestPending.length < maxPendingReported; p = next[p]) {
+          if (matchOf[p] >= 0) bestPending.push(entryOp[p]);
         }
-        const prefix: number[] = [];
-        for (let d = 0; d < depth; d++) prefix.push(entryOp[stackCall[d]]);
-        best = { longestPrefix: prefix, stuck: entryOp[e], pending };
       }
       dead = true;
     }
@@ -316,6 +367,6 @@ export function searchPartition<S, I, O>(
   steps += sincePoll;
   meter.charge(sincePoll);
   const linearization: number[] = [];
-  for (let d = 0; d < depth; d++) linearization.push(entryOp[stackCall[d]]);
+  for (let d = 0; d < depth; d++) linearization.push(byCall[entryOp[stackCall[d]]]);
   return { verdict: 'linearizable', steps, linearization, cacheEntries: cache.size };
 }

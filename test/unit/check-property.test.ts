@@ -85,7 +85,22 @@ test('property: a cas-register read corrupted to a never-written value is never 
       fc.pre(reads.length > 0);
       const i = reads[pick % reads.length];
       ops[i] = { ...ops[i], output: { status: 'ok', value: 1000 } };
-      assert.equal(checkOperations(casRegisterModel, ops).verdict, 'not-linearizable');
+      const res = checkOperations(casRegisterModel, ops);
+      assert.equal(res.verdict, 'not-linearizable');
+      // The reported prefix really is a linearization of what it lists, and the stuck
+      // operation is not in it.
+      let state: RegisterValue = null;
+      const placed = new Set(res.failure!.longestPrefix);
+      for (const o of res.failure!.longestPrefix) {
+        const r = casRegisterModel.step(state, o.input, o.output);
+        assert.ok(r.ok, 'every step of the reported prefix fits');
+        state = r.newState;
+      }
+      for (const o of ops) {
+        if (placed.has(o)) continue;
+        for (const p of res.failure!.longestPrefix) assert.ok(!(o.returnAt < p.callAt), 'nothing left out had to precede the prefix');
+      }
+      assert.ok(!placed.has(res.failure!.stuck));
     }),
     { numRuns: 300, seed: 4243 },
   );
@@ -198,4 +213,43 @@ test('property: on small arbitrary cas-register histories the search agrees with
     { numRuns: 2000, seed: 4246 },
   );
   assert.ok(convicted > 100, `both verdicts are exercised (${convicted} not linearizable)`);
+});
+
+test('property: the memo finds exactly the (set, state) pairs added before, in window form', async () => {
+  const { LinearizedSet } = await import('../../src/check/search.js');
+  const { StateCache, CacheAdd } = await import('../../src/check/state-cache.js');
+  const n = 150;
+  fc.assert(
+    fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: n - 1 }), fc.integer({ min: 0, max: 2 })), { minLength: 1, maxLength: 400 }), fc.integer({ min: 0, max: 130 }), (moves, prefill) => {
+      const set = new LinearizedSet(n);
+      const member = new Array<boolean>(n).fill(false);
+      // Start from a run of ones, as a search deep into a history would.
+      for (let i = 0; i < prefill; i++) {
+        set.add(i, i * 7919);
+        member[i] = true;
+      }
+      const cache = new StateCache<number>((a, b) => a === b);
+      const seen = new Set<string>();
+      for (const [id, state] of moves) {
+        if (member[id]) set.clear(id, id * 7919);
+        else set.add(id, id * 7919);
+        member[id] = !member[id];
+        // The window bounds are canonical.
+        const words = Math.ceil(n / 32);
+        let lo = 0;
+        while (lo < words && set.bits[lo] === 0xffffffff) lo++;
+        let hi = words;
+        while (hi > 0 && set.bits[hi - 1] === 0) hi--;
+        assert.equal(set.lo, lo);
+        assert.equal(set.hi, hi);
+        const name = `${member.map((m) => (m ? 1 : 0)).join('')}/${state}`;
+        // A deliberately weak key, so that unequal pairs share buckets.
+        const r = cache.add(set.hash & 7, set.bits, set.lo, set.hi, state);
+        assert.equal(r, seen.has(name) ? CacheAdd.Present : CacheAdd.Added);
+        seen.add(name);
+      }
+      assert.equal(cache.size, seen.size);
+    }),
+    { numRuns: 200, seed: 4247 },
+  );
 });
