@@ -97,6 +97,7 @@ export class NbdServer {
       socket.destroy();
       return;
     }
+    socket.setNoDelay(true); // replies are batched by cork/uncork; never wait on Nagle
     this.metrics?.connections.inc();
     socket.once('close', () => this.metrics?.connections.dec());
     socket.on('error', (err) => log.debug('socket error', { err }));
