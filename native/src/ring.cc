@@ -86,7 +86,11 @@ Ring::Ring(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Ring>(info) {
 
 Ring::~Ring() { Destroy(); }
 
-void Ring::OnEnvTeardown(void* arg) { static_cast<Ring*>(arg)->Destroy(); }
+void Ring::OnEnvTeardown(void* arg) {
+  Ring* ring = static_cast<Ring*>(arg);
+  ring->hookRan_ = true;  // Node is running its hooks: do not remove ours from under it
+  ring->Destroy();
+}
 
 void Ring::Destroy() {
   if (destroyed_) return;
@@ -110,7 +114,7 @@ void Ring::Destroy() {
     delete asyncContext_;
     asyncContext_ = nullptr;
   }
-  if (env_ != nullptr && completions_ != nullptr) napi_remove_env_cleanup_hook(env_, OnEnvTeardown, this);
+  if (env_ != nullptr && completions_ != nullptr && !hookRan_) napi_remove_env_cleanup_hook(env_, OnEnvTeardown, this);
   completions_ = nullptr;
 }
 
@@ -289,8 +293,12 @@ void Ring::Drain() {
     Finished(count);
     Napi::Value recv = Value();
     onComplete_.MakeCallback(recv.IsEmpty() ? env.Undefined() : recv, {Napi::Number::New(env, count)}, *asyncContext_);
+    if (env.IsExceptionPending()) {
+      // Nothing in JS is below us to catch it: report it as uncaught, like any callback would.
+      Napi::Error e = env.GetAndClearPendingException();
+      napi_fatal_exception(env, e.Value());
+    }
     if (destroyed_) return;
-    if (env.IsExceptionPending()) break;
   }
   if (closing_ && inFlight_ == 0) Destroy();
 }

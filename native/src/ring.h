@@ -47,6 +47,7 @@ class Ring : public Napi::ObjectWrap<Ring> {
   bool ringReady_ = false;
   bool closing_ = false;
   bool destroyed_ = false;
+  bool hookRan_ = false;
   int eventFd_ = -1;
   uv_poll_t* poll_ = nullptr;
   uint32_t slots_ = 0;
