@@ -78,21 +78,24 @@ export class RaftLog {
 
   /**
    * Appends entries after (index, logTerm) if that entry matches. Returns the index of the last
-   * new entry, or undefined on mismatch. Never truncates committed entries (asserted).
+   * new entry and the first index actually (re)written (Infinity when every entry was already
+   * held), or undefined on mismatch. Never truncates committed entries (asserted).
    */
-  maybeAppend(index: number, logTerm: number, ents: Entry[]): number | undefined {
+  maybeAppend(index: number, logTerm: number, ents: Entry[]): { lastNew: number; writtenFrom: number } | undefined {
     if (!this.matchTerm(index, logTerm)) return undefined;
     const lastNew = index + ents.length;
+    let writtenFrom = Number.POSITIVE_INFINITY;
     for (let i = 0; i < ents.length; i++) {
       const e = ents[i];
       assert(e.index === index + 1 + i, `non-contiguous entries in append at ${e.index}`);
       if (!this.matchTerm(e.index, e.term)) {
         assert(e.index > this.committed, `conflict at committed index ${e.index} (committed ${this.committed})`);
         this.append(ents.slice(i));
+        writtenFrom = e.index;
         break;
       }
     }
-    return lastNew;
+    return { lastNew, writtenFrom };
   }
 
   /** Appends to the unstable tail; an entry at an index already held replaces it and what follows. */

@@ -95,7 +95,17 @@ export class RaftNode {
   private vote: NodeId = NONE;
   private lead: NodeId = NONE;
   private role: Role = 'follower';
-  private confState: ConfState;
+  /**
+   * Membership as the log defines it: the snapshot's configuration followed by one point per
+   * ConfChange entry in the log, in index order. A configuration takes effect as soon as its
+   * entry is in the log (appended, not applied), as in the Raft paper's joint consensus: then
+   * every candidate and every leader decides with the latest configuration it holds, and two
+   * successive configurations always have intersecting quorums. (Counting with the configuration
+   * as of the applied index instead lets a node that has not applied a change yet win an
+   * election with a quorum of a configuration two changes old.)
+   */
+  private confHistory: { index: number; cs: ConfState }[];
+  private confCheckPending = false;
 
   private prs = new Map<NodeId, Progress>();
   private votes = new Map<NodeId, boolean>();
@@ -113,7 +123,6 @@ export class RaftNode {
   private readStates: ReadState[] = [];
   private msgs: Message[] = [];
 
-  private pendingConfIndex = 0;
   private uncommittedBytes = 0;
   private leadTransferee: NodeId = NONE;
   /** A TimeoutNow was sent this term: followers may now vote early, so the lease is void. */
@@ -137,7 +146,14 @@ export class RaftNode {
     this.vote = hardState.vote;
     this.log.commitTo(hardState.commit);
     assert(this.log.applied <= this.log.committed, `applied ${this.log.applied} beyond commit ${this.log.committed}`);
-    this.confState = cloneConfState(confState);
+    this.confHistory = [{ index: storage.firstIndex() - 1, cs: cloneConfState(confState) }];
+    // Replay the membership changes in the log after the snapshot.
+    for (let lo = storage.firstIndex(); lo <= storage.lastIndex(); ) {
+      const ents = storage.entries(lo, storage.lastIndex() + 1, 64 << 20);
+      assert(ents.length > 0, 'storage returned no entries');
+      this.recordEntries(ents, lo);
+      lo = ents[ents.length - 1].index + 1;
+    }
     this.prevHardState = { ...hardState };
     this.prevSoftState = { lead: NONE, role: 'follower' };
     this.becomeFollower(this.term, NONE);
@@ -215,11 +231,9 @@ export class RaftNode {
   /** Proposes a membership change (joint consensus). Throws NotLeader, Unavailable or InvalidArgument. */
   proposeConfChange(cc: ConfChange): ProposalRef {
     this.requireLeader();
-    if (this.pendingConfIndex > this.log.applied) throw new Unavailable('a membership change is still pending');
+    if (this.latestConfIndex() > this.log.committed) throw new Unavailable('a membership change is still pending');
     validateConfChange(this.confState, cc);
-    const ref = this.appendProposal(EntryType.ConfChange, encodeConfChange(cc));
-    this.pendingConfIndex = ref.index;
-    return ref;
+    return this.appendProposal(EntryType.ConfChange, encodeConfChange(cc));
   }
 
   /**
@@ -341,12 +355,21 @@ export class RaftNode {
       assert(e.index === this.log.applied + 1, `applying ${e.index} after ${this.log.applied}`);
       this.log.applied = e.index;
       if (this.role === 'leader') this.uncommittedBytes = Math.max(0, this.uncommittedBytes - entrySizeBytes(e));
-      if (e.type === EntryType.ConfChange) this.applyConfChangeEntry(e);
     }
-    if (this.role === 'leader' && isJoint(this.confState) && this.confState.autoLeave && this.log.applied >= this.pendingConfIndex) {
-      const ref = this.appendProposal(EntryType.ConfChange, encodeConfChange({ changes: [] }), true);
-      this.pendingConfIndex = ref.index;
-    }
+    // Forget configurations the storage no longer needs (it compacted past them).
+    const floor = this.log.storage.firstIndex() - 1;
+    while (this.confHistory.length > 1 && this.confHistory[1].index <= floor) this.confHistory.shift();
+  }
+
+  /**
+   * Membership as of `index`, for a snapshot the host takes there. Valid for any index from
+   * the storage's snapshot onwards.
+   */
+  confStateAt(index: number): ConfState {
+    let found: ConfState | undefined;
+    for (const p of this.confHistory) if (p.index <= index) found = p.cs;
+    assert(found !== undefined, `membership at ${index} is no longer known (first ${this.confHistory[0].index})`);
+    return cloneConfState(found);
   }
 
   status(): Status {
@@ -387,6 +410,87 @@ export class RaftNode {
 
   private hardState(): HardState {
     return { term: this.term, vote: this.vote, commit: this.log.committed };
+  }
+
+  private get confState(): ConfState {
+    return this.confHistory[this.confHistory.length - 1].cs;
+  }
+
+  /** Index of the latest ConfChange entry in the log (or of the snapshot holding the membership). */
+  private latestConfIndex(): number {
+    return this.confHistory[this.confHistory.length - 1].index;
+  }
+
+  /** The log was (re)written from index `from` with `ents` (which may start before it). */
+  private recordEntries(ents: Entry[], from: number): void {
+    const before = this.confHistory.length;
+    let changed = false;
+    while (this.confHistory.length > 1 && this.confHistory[this.confHistory.length - 1].index >= from) {
+      this.confHistory.pop();
+      changed = true;
+    }
+    assert(this.confHistory[0].index < from, `log rewritten at ${from}, at or below the membership base ${this.confHistory[0].index}`);
+    for (const e of ents) {
+      if (e.index < from || e.type !== EntryType.ConfChange) continue;
+      const cs = this.confState;
+      const cc = decodeConfChange(e.data);
+      // Identical on every node: a change that does not fit the configuration is a no-op.
+      const fits = cc.changes.length === 0 ? isJoint(cs) : !isJoint(cs);
+      this.confHistory.push({ index: e.index, cs: fits ? applyConfChange(cs, cc) : cs });
+      changed = true;
+    }
+    if (changed || this.confHistory.length !== before) {
+      this.confCheckPending = true;
+      if (this.role === 'leader') this.syncProgress();
+    }
+  }
+
+  /**
+   * Leader: one progress per member of the latest configuration, plus members of the last
+   * committed one that a pending change removes (they keep receiving the log until the removal
+   * commits, so they learn that they are out).
+   */
+  private syncProgress(): void {
+    const members = new Set<NodeId>();
+    for (let i = this.confHistory.length - 1; i >= 0; i--) {
+      const p = this.confHistory[i];
+      for (const id of allMembers(p.cs)) members.add(id);
+      if (p.index <= this.log.committed) break;
+    }
+    for (const id of [...this.prs.keys()]) if (!members.has(id)) this.prs.delete(id);
+    const cs = this.confState;
+    for (const id of members) {
+      const learner = !cs.voters.includes(id) && !cs.votersOutgoing.includes(id);
+      const pr = this.prs.get(id);
+      if (pr) pr.isLearner = learner;
+      else this.prs.set(id, new Progress(id, this.log.lastIndex() + 1, this.cfg.maxInflightMsgs, this.cfg.maxInflightBytes, learner));
+    }
+    if (this.leadTransferee !== NONE && !cs.voters.includes(this.leadTransferee)) this.leadTransferee = NONE;
+  }
+
+  /**
+   * Leader, once its latest configuration is committed: leave a joint configuration
+   * automatically, drop progress of removed members, and step down if no longer a voter.
+   */
+  private confMaintenance(): void {
+    this.confCheckPending = false;
+    if (this.role !== 'leader' || this.latestConfIndex() > this.log.committed) return;
+    this.syncProgress();
+    const cs = this.confState;
+    if (isJoint(cs)) {
+      if (cs.autoLeave) this.appendProposal(EntryType.ConfChange, encodeConfChange({ changes: [] }), true);
+      return;
+    }
+    if (!this.promotable()) {
+      // Removed (or demoted): hand leadership to the most caught-up voter, then step down.
+      let best: Progress | undefined;
+      for (const id of cs.voters) {
+        const pr = this.prs.get(id);
+        if (pr && (!best || pr.match > best.match)) best = pr;
+      }
+      if (best && best.match === this.log.lastIndex()) this.sendTimeoutNow(best.id);
+      this.becomeFollower(this.term, NONE);
+    }
   }
 
   private promotable(): boolean {
@@ -446,25 +550,16 @@ export class RaftNode {
     this.role = 'leader';
     this.lead = this.id;
     this.ticksSinceLeader = 0;
-    const last = this.log.lastIndex();
-    for (const id of allMembers(this.confState)) {
-      const pr = this.newProgress(id, last + 1);
-      if (id === this.id) {
-        pr.match = this.log.stableLastIndex();
-        pr.becomeReplicate();
-        pr.recentActive = true;
-      }
-      this.prs.set(id, pr);
+    this.syncProgress();
+    const self = this.prs.get(this.id);
+    if (self) {
+      self.match = this.log.stableLastIndex();
+      self.becomeReplicate();
+      self.recentActive = true;
     }
-    // Conservatively assume the log's tail may hold an unapplied conf change.
-    this.pendingConfIndex = last;
+    this.confCheckPending = true;
     // The no-op of a new term: once it commits, everything before it is committed (Figure 8).
     this.appendProposal(EntryType.Normal, emptyData, true);
-  }
-
-  private newProgress(id: NodeId, next: number): Progress {
-    const learner = !this.confState.voters.includes(id) && !this.confState.votersOutgoing.includes(id);
-    return new Progress(id, next, this.cfg.maxInflightMsgs, this.cfg.maxInflightBytes, learner);
   }
 
   /**
@@ -627,8 +722,10 @@ export class RaftNode {
       this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: this.log.committed, rejectHint: 0, logTerm: 0, ...echo });
       return;
     }
-    const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.entries);
-    if (lastNew !== undefined) {
+    const res = this.log.maybeAppend(m.index, m.logTerm, m.entries);
+    if (res !== undefined) {
+      const lastNew = res.lastNew;
+      if (res.writtenFrom !== Number.POSITIVE_INFINITY) this.recordEntries(m.entries, res.writtenFrom);
       this.log.commitTo(Math.min(m.commit, lastNew));
       this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: lastNew, rejectHint: 0, logTerm: 0, ...echo });
       return;
@@ -692,7 +789,7 @@ export class RaftNode {
       return;
     }
     this.log.restore(snap);
-    this.confState = cloneConfState(meta.confState);
+    this.confHistory = [{ index: meta.index, cs: cloneConfState(meta.confState) }];
   }
 
   private stepLeader(m: Message): void {
@@ -798,7 +895,9 @@ export class RaftNode {
       if (limit > 0 && this.uncommittedBytes > 0 && this.uncommittedBytes + size > limit) throw new Unavailable('too many uncommitted bytes');
     }
     const index = this.log.lastIndex() + 1;
-    this.log.append([{ term: this.term, index, type, data }]);
+    const entry: Entry = { term: this.term, index, type, data };
+    this.log.append([entry]);
+    if (type === EntryType.ConfChange) this.recordEntries([entry], index);
     this.uncommittedBytes += size;
     this.appendsPending = true;
     return { index, term: this.term };
@@ -811,6 +910,8 @@ export class RaftNode {
     const t = this.log.term(mci);
     if (t !== this.term && !this.cfg.unsafe?.commitPreviousTermByCounting) return false;
     const hadOwn = this.committedOwnTerm();
+    const ci = this.latestConfIndex();
+    if (ci > this.log.committed && ci <= mci) this.confCheckPending = true;
     this.log.commitTo(mci);
     if (!hadOwn && this.committedOwnTerm()) {
       const waiting = this.readsAwaitingCommit;
@@ -859,6 +960,10 @@ export class RaftNode {
   /** Sends what accumulated since the last Ready: batched appends, commit news, read rounds. */
   private flush(): void {
     if (this.role !== 'leader') return;
+    if (this.confCheckPending) {
+      this.confMaintenance();
+      if (this.role !== 'leader') return;
+    }
     if (this.appendsPending || this.commitPending) {
       const sendIfEmpty = this.commitPending;
       this.appendsPending = false;
@@ -966,40 +1071,6 @@ export class RaftNode {
     this.msgs.push(m);
   }
 
-  // ------------------------------------------------------------------ membership
-
-  private applyConfChangeEntry(e: Entry): void {
-    const cc = decodeConfChange(e.data);
-    const joint = isJoint(this.confState);
-    // Applied identically on every node: a change that does not fit the configuration is a no-op.
-    if ((cc.changes.length === 0 && !joint) || (cc.changes.length > 0 && joint)) return;
-    this.confState = applyConfChange(this.confState, cc);
-    if (this.role !== 'leader') return;
-    const members = new Set(allMembers(this.confState));
-    for (const id of [...this.prs.keys()]) if (!members.has(id)) this.prs.delete(id);
-    for (const id of members) {
-      const pr = this.prs.get(id);
-      const learner = !this.confState.voters.includes(id) && !this.confState.votersOutgoing.includes(id);
-      if (pr) pr.isLearner = learner;
-      else this.prs.set(id, this.newProgress(id, this.log.lastIndex() + 1));
-    }
-    if (this.leadTransferee !== NONE && !members.has(this.leadTransferee)) this.leadTransferee = NONE;
-    if (!this.promotable()) {
-      // Removed (or demoted): hand leadership to the most caught-up voter, then step down.
-      let best: Progress | undefined;
-      for (const id of this.confState.voters) {
-        const pr = this.prs.get(id);
-        if (pr && (!best || pr.match > best.match)) best = pr;
-      }
-      if (best && best.match === this.log.lastIndex()) this.sendTimeoutNow(best.id);
-      const msgs = this.msgs;
-      this.becomeFollower(this.term, NONE);
-      this.msgs = msgs;
-      return;
-    }
-    if (this.maybeCommit()) this.commitPending = true;
-    this.appendsPending = true;
-  }
 }
 
 function hardStateEqual(a: HardState, b: HardState): boolean {

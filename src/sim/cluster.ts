@@ -352,7 +352,7 @@ export class SimCluster {
     // 4. snapshot + compaction, the host's own policy
     const snapIndex = st.snapshot().metadata.index;
     if (n.sm.applied - snapIndex >= this.opts.snapshotEveryEntries && n.sm.applied === n.raft.log.applied) {
-      st.createSnapshot(n.sm.applied, n.raft.status().confState, n.sm.snapshot());
+      st.createSnapshot(n.sm.applied, n.raft.confStateAt(n.sm.applied), n.sm.snapshot());
       const upTo = n.sm.applied - this.opts.snapshotKeepEntries;
       if (upTo > st.firstIndex() - 1) st.compact(upTo);
     }

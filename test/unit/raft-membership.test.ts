@@ -55,10 +55,14 @@ test('in a joint configuration a commit needs a majority of both halves', () => 
       { type: 'removeNode', nodeId: 3 },
     ],
   });
-  settle(h); // the enter-joint entry commits under the old configuration
+  const jointIndex = h.raft(1).log.lastIndex();
+  settle(h);
+  // The joint configuration is in force as soon as its entry is in the log: even that entry
+  // needs a majority of both halves.
   const cs = h.raft(1).status().confState;
   assert.deepEqual(cs.voters, [1, 4, 5]);
   assert.deepEqual(cs.votersOutgoing, [1, 2, 3]);
+  assert.ok(h.raft(1).committed < jointIndex, 'the joint entry waits for the incoming half');
   const ref = h.proposeString(1, 'needs-both');
   settle(h);
   assert.ok(h.raft(1).committed < ref.index, '2 and 3 acknowledged, but the incoming half has only 1');
@@ -122,4 +126,23 @@ test('conf change rules: joint changes are not nested, a leave needs a joint con
   h.elect(1);
   assert.throws(() => h.raft(1).proposeConfChange({ changes: [] }), InvalidArgument);
   assert.throws(() => h.raft(1).proposeConfChange({ changes: [{ type: 'removeNode', nodeId: 1 }] }), InvalidArgument);
+});
+
+test('a node whose log removes it does not campaign, even before it has applied the change', () => {
+  const h = new Harness([1, 2, 3, 4, 5]);
+  h.elect(1);
+  h.node(4).holdPersist = true; // 4 appends but neither persists, acknowledges nor applies
+  h.raft(1).proposeConfChange({ changes: [{ type: 'removeNode', nodeId: 4 }, { type: 'removeNode', nodeId: 5 }] });
+  settle(h, 4);
+  assert.deepEqual(h.raft(1).status().confState.voters, [1, 2, 3]);
+  assert.deepEqual(h.raft(1).status().confState.votersOutgoing, [], 'joint left');
+  const r4 = h.raft(4);
+  assert.ok(r4.log.applied < r4.log.lastIndex(), 'node 4 has not applied the change');
+  assert.deepEqual(r4.status().confState.voters, [1, 2, 3], 'but its log already says it is out');
+  const term = r4.currentTerm;
+  r4.campaign();
+  assert.equal(r4.currentRole, 'follower');
+  assert.equal(r4.currentTerm, term);
+  // Its applied-index view ({1..5}) would have let it win with votes from 4 and 5 plus one more.
+  assert.deepEqual(r4.confStateAt(r4.log.applied).voters, [1, 2, 3, 4, 5]);
 });

@@ -9,7 +9,7 @@ import { EntryType, defaultConfig, type Message, type MsgSnap } from '../../src/
 function compactLeader(h: Harness, id: number, data: Uint8Array): number {
   const n = h.node(id);
   const idx = n.raft.log.applied;
-  n.storage.createSnapshot(idx, n.raft.status().confState, data);
+  n.storage.createSnapshot(idx, n.raft.confStateAt(idx), data);
   n.storage.compact(idx);
   return idx;
 }
