@@ -135,7 +135,9 @@ io_uring_sqe* Ring::NextSqe(Napi::Env env, uint32_t token) {
 void Ring::Started() {
   if (inFlight_++ == 0) {
     uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
-    Ref();  // the JS object (and so its buffers' owners) stays alive while the kernel works
+    // The JS object (and so the owners of the buffers) stays alive while the kernel works.
+    if (unrefPending_) unrefPending_ = false;  // still held from the previous burst
+    else Ref();
   }
 }
 
@@ -143,7 +145,8 @@ void Ring::Finished(uint32_t count) {
   inFlight_ -= count;
   if (inFlight_ == 0) {
     if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
-    Unref();
+    // Dropped after the JS callback returns: the object must outlive this Drain().
+    unrefPending_ = true;
   }
 }
 
@@ -298,9 +301,13 @@ void Ring::Drain() {
       Napi::Error e = env.GetAndClearPendingException();
       napi_fatal_exception(env, e.Value());
     }
-    if (destroyed_) return;
+    if (destroyed_) break;
   }
   if (closing_ && inFlight_ == 0) Destroy();
+  if (unrefPending_) {
+    unrefPending_ = false;
+    Unref();  // may let the object be collected: nothing touches `this` afterwards
+  }
 }
 
 }  // namespace raftblock

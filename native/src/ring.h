@@ -48,6 +48,7 @@ class Ring : public Napi::ObjectWrap<Ring> {
   bool closing_ = false;
   bool destroyed_ = false;
   bool hookRan_ = false;
+  bool unrefPending_ = false;
   int eventFd_ = -1;
   uv_poll_t* poll_ = nullptr;
   uint32_t slots_ = 0;
