@@ -3,9 +3,10 @@
  * clients. Each runs as its own process (on loopback, or inside a node's namespace).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestCluster } from '../helpers/cluster.js';
-import { repoRoot } from '../helpers/paths.js';
+import { cliPath, repoRoot } from '../helpers/paths.js';
 
 export interface FioResult {
   code: number | null;
@@ -126,4 +127,31 @@ export function startJepsenClient(
     return r.stdout;
   });
   return { proc, done };
+}
+
+/**
+ * Reads every block through node `via` and returns the reads as `block` history lines, with
+ * CLOCK_MONOTONIC times (the clock the python clients use): each read's window spans the whole
+ * call, which only weakens what it claims.
+ */
+export async function finalReadsAsHistory(cluster: TestCluster, via: number, process: number, blocks: readonly number[], timeoutS = 15): Promise<string> {
+  const invokedAt = Number(globalThis.process.hrtime.bigint());
+  const results = await blockOps(cluster, via, 'read', blocks, { timeoutS });
+  const doneAt = Number(globalThis.process.hrtime.bigint());
+  const lines: string[] = [];
+  results.forEach((r, i) => {
+    const p = process * 100 + i; // one process per read: each has one operation in flight
+    lines.push(JSON.stringify({ process: p, type: 'invoke', f: 'read', block: r.block, time: invokedAt }));
+    if (r.result === 'ok') lines.push(JSON.stringify({ process: p, type: 'ok', f: 'read', block: r.block, value: r.value ?? null, time: doneAt }));
+    else lines.push(JSON.stringify({ process: p, type: 'fail', f: 'read', block: r.block, time: doneAt }));
+  });
+  return lines.join('\n') + '\n';
+}
+
+/** Runs `raftblock check-history FILE --model block` on the history lines. */
+export function checkBlockHistory(dir: string, history: string): { status: number | null; stdout: string; stderr: string } {
+  const file = join(dir, 'history.jsonl');
+  writeFileSync(file, history);
+  const r = spawnSync(globalThis.process.execPath, [cliPath, 'check-history', file, '--model', 'block', '--timeout-ms', '60000'], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
