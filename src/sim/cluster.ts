@@ -165,9 +165,19 @@ export class SimCluster {
     const n = this.node(id);
     if (!n.up) return;
     n.up = false;
+    const rd = n.outstanding?.rd;
+    if (rd && rd.entries.length > 0 && !rd.snapshot && this.persistRng.chance(0.5)) {
+      // Torn write: a prefix of the batch's entries reached the disk, its hard state did not.
+      const k = 1 + this.persistRng.nextInt(rd.entries.length);
+      const st = n.storage;
+      st.append(rd.entries.slice(0, k));
+      for (const e of rd.entries.slice(0, k)) {
+        if (e.index >= st.firstIndex()) this.inv.persisted(n.id, e, e.index - 1 >= st.firstIndex() - 1 ? st.term(e.index - 1) : undefined);
+      }
+      this.note(`crash ${id} mid-write: ${k} of ${rd.entries.length} entries persisted`);
+    }
     this.note(`crash ${id} (durable commit ${n.storage.hardState.commit}, last ${n.storage.lastIndex()})`);
-    for (const p of n.proposals.values()) void p; // clients time out on their own
-    n.outstanding = undefined;
+    n.outstanding = undefined; // clients of this node time out on their own
   }
 
   restart(id: NodeId): void {

@@ -35,7 +35,13 @@ export function register(program: Command): void {
       }
       const out = (s: string): void => void process.stdout.write(s + '\n');
       out(`sim: seeds ${start}..${start + count - 1}${opts.unsafe ? ` unsafe=${o.unsafe}` : ''}`);
+      const t0 = performance.now();
+      let done = 0;
+      let failed = 0;
       const report = (r: RunResult): void => {
+        done++;
+        if (!r.ok) failed++;
+        if (done % 1000 === 0 && done < count) out(`  ... ${done} seeds (up to ${r.seed}), ${failed} failed, ${((performance.now() - t0) / 1000).toFixed(1)}s`);
         if (r.ok) {
           if (o.verbose) out(`seed ${r.seed}: ok (${r.nodes} nodes, ${r.ops} ops, ${r.steps} steps, ${r.verdict ?? 'unchecked'})`);
           return;
