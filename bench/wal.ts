@@ -1,12 +1,13 @@
 /**
- * `npm run bench -- wal [--out FILE] [--dir DIR] [--seconds S] [--batches 1,8,32,128]`
+ * `npm run bench -- wal [--out FILE] [--dir DIR] [--seconds S] [--batches 1,8,32,128] [--repeat N]`
  *
  * WAL group commit on io_uring against the fs fallback, with the device's floor measured by
  * fio in the same run (4 KiB sequential O_DIRECT writes, fdatasync after each, QD1, on the same
  * filesystem). Each measurement appends `batch` 4 KiB records in one JS turn (one per group,
  * as a Raft host does for many PGs), waits until they are durable (one batch, one RWF_DSYNC
  * write, or pwrite + fdatasync on fs), and repeats; latency is per batch, from the first append
- * to durability. Configurations are interleaved so drift hits all alike.
+ * to durability. Configurations are interleaved and repeated (the run with the median p50 is
+ * reported) so that drift and other load on the disk hit all alike.
  *
  * Output: a table with ratios, and (with --out) a JSON array of
  * `{ backend: 'uring' | 'fallback' | 'fio-floor', batch, recordsPerSec, p50Us, p99Us }`.
@@ -34,12 +35,13 @@ interface Args {
   dir: string;
   seconds: number;
   batches: number[];
+  repeat: number;
 }
 
 const recordBytes = 4096;
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { out: undefined, dir: '/var/tmp', seconds: 3, batches: [1, 8, 32, 128] };
+  const a: Args = { out: undefined, dir: '/var/tmp', seconds: 2, batches: [1, 8, 32, 128], repeat: 3 };
   for (let i = 0; i < argv.length; i++) {
     const [k, inline] = argv[i].split('=', 2);
     const v = (): string => inline ?? argv[++i];
@@ -47,7 +49,8 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--dir') a.dir = v();
     else if (k === '--seconds') a.seconds = Number(v());
     else if (k === '--batches') a.batches = v().split(',').map(Number);
-    else throw new Error(`bench wal: unknown option ${k} (options: --out FILE --dir DIR --seconds S --batches 1,8,32,128)`);
+    else if (k === '--repeat') a.repeat = Number(v());
+    else throw new Error(`bench wal: unknown option ${k} (options: --out FILE --dir DIR --seconds S --batches 1,8,32,128 --repeat N)`);
   }
   return a;
 }
@@ -64,7 +67,7 @@ async function openBenchWal(io: BlockIo, dir: string, maxBatch: number): Promise
   const payload = Buffer.alloc(recordBytes, 0x5a);
   // Reused entry objects per group: the benchmark itself allocates nothing per record.
   const entries: WalEntry[][] = Array.from({ length: maxBatch }, () => [{ index: 0, term: 1, type: 0, data: payload }]);
-  while (wal.stats.segmentsRecycled < 2) await step(wal, entries, 128);
+  while (wal.stats.segmentsRecycled < 2) await step(wal, entries, maxBatch);
   return { wal, entries };
 }
 
@@ -164,17 +167,27 @@ export async function run(argv: string[]): Promise<void> {
       uring: await openBenchWal(uringIo, join(root, 'uring'), maxBatch),
       fallback: await openBenchWal(fsIo, join(root, 'fallback'), maxBatch),
     };
-    const rows: WalBenchRow[] = [];
-    process.stderr.write(`bench wal: fio floor (${args.seconds}s)...\n`);
-    rows.push(fioFloor(root, args.seconds));
-    for (const batch of args.batches) {
-      for (const backend of ['uring', 'fallback'] as const) {
-        process.stderr.write(`bench wal: ${backend} batch ${batch} (${args.seconds}s)...\n`);
-        const s = setups[backend];
-        await measure(s.wal, s.entries, batch, Math.min(0.3, args.seconds / 4)); // settle
-        rows.push({ backend, batch, ...(await measure(s.wal, s.entries, batch, args.seconds)) });
+    // Every configuration runs `repeat` times, interleaved; the run with the median p50 is kept.
+    const runs = new Map<string, WalBenchRow[]>();
+    const keep = (r: WalBenchRow): void => {
+      const k = `${r.backend}/${r.batch}`;
+      runs.set(k, [...(runs.get(k) ?? []), r]);
+    };
+    for (let rep = 1; rep <= args.repeat; rep++) {
+      process.stderr.write(`bench wal: [${rep}/${args.repeat}] fio floor (${args.seconds}s)...\n`);
+      keep(fioFloor(root, args.seconds));
+      for (const batch of args.batches) {
+        for (const backend of ['uring', 'fallback'] as const) {
+          process.stderr.write(`bench wal: [${rep}/${args.repeat}] ${backend} batch ${batch} (${args.seconds}s)...\n`);
+          const s = setups[backend];
+          await measure(s.wal, s.entries, batch, Math.min(0.3, args.seconds / 4)); // settle
+          keep({ backend, batch, ...(await measure(s.wal, s.entries, batch, args.seconds)) });
+        }
       }
     }
+    const median = (rs: WalBenchRow[]): WalBenchRow => [...rs].sort((a, b) => a.p50Us - b.p50Us)[Math.floor(rs.length / 2)];
+    const rows: WalBenchRow[] = [median(runs.get('fio-floor/1')!)];
+    for (const batch of args.batches) for (const backend of ['uring', 'fallback']) rows.push(median(runs.get(`${backend}/${batch}`)!));
     await setups.uring.wal.close();
     await setups.fallback.wal.close();
     await uringIo.close();
