@@ -3,8 +3,9 @@
  * and yields requests into a caller-owned, reused `NbdRequest`, with WRITE payloads copied
  * into pooled buffers. `poll()` answers NEED_MORE, REQUEST or PROTOCOL_ERROR; it never throws
  * on client input and never allocates more than `maxPayloadBytes` for one payload: a WRITE
- * that announces more is yielded with `oversized` set while its payload is read off the stream
- * and dropped.
+ * that announces more has its payload read off the stream and dropped, and is yielded with
+ * `oversized` set only once the payload is consumed (a client such as libnbd does not accept a
+ * reply to a request it has not finished sending).
  */
 import type { BufferPool, PooledBuffer } from './buffer-pool.js';
 import { NBD_CMD_WRITE, NBD_REQUEST_HEADER_BYTES, NBD_REQUEST_MAGIC } from './protocol.js';
@@ -80,7 +81,7 @@ export class RequestDecoder {
   /** A request whose header is parsed and whose payload is being filled. */
   private current: NbdRequest | null = null;
   private filled = 0;
-  /** Bytes still to drop (payload of an oversized WRITE). */
+  /** Bytes still to drop (payload of the oversized WRITE in `current`). */
   private skipBytes = 0;
   /** Set once a protocol error was returned; the stream is dead afterwards. */
   errorMessage: string | null = null;
@@ -108,10 +109,6 @@ export class RequestDecoder {
    */
   poll(out: NbdRequest): PollResult {
     if (this.errorMessage !== null) return PROTOCOL_ERROR;
-    if (this.skipBytes > 0) {
-      this.skipBytes -= this.drop(this.skipBytes);
-      if (this.skipBytes > 0) return NEED_MORE;
-    }
     if (this.current === null) {
       if (this.buffered < NBD_REQUEST_HEADER_BYTES) return NEED_MORE;
       let ok: boolean;
@@ -131,20 +128,26 @@ export class RequestDecoder {
       }
       out.reset();
       if (out.type !== NBD_CMD_WRITE || out.length === 0) return REQUEST;
+      this.current = out;
       if (out.length > this.maxPayloadBytes) {
         out.oversized = true;
-        this.skipBytes = out.length - this.drop(out.length);
-        return REQUEST;
+        this.skipBytes = out.length;
+      } else {
+        out.payload = this.pool.acquire(out.length);
+        this.filled = 0;
       }
-      out.payload = this.pool.acquire(out.length);
-      this.current = out;
-      this.filled = 0;
     } else if (this.current !== out) {
       // The owner must hand back the same object until the payload is complete.
       this.errorMessage = 'decoder misuse: a different request object while a payload is pending';
       return PROTOCOL_ERROR;
     }
     const req = this.current;
+    if (req.oversized) {
+      this.skipBytes -= this.drop(this.skipBytes);
+      if (this.skipBytes > 0) return NEED_MORE;
+      this.current = null;
+      return REQUEST;
+    }
     const want = req.length - this.filled;
     const n = this.copyOut(req.payload!.buf, this.filled, Math.min(want, this.buffered));
     this.filled += n;

@@ -371,14 +371,18 @@ test('decoder drops an oversized write payload without allocating it, then conti
   const big = 1 << 20;
   d.push(encodeRequest({ flags: 0, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: 1, offset: 0, length: big }));
   const req = new NbdRequest();
+  assert.equal(d.poll(req), NEED_MORE);
+  for (let i = 0; i < big - 65536; i += 65536) {
+    d.push(Buffer.alloc(65536));
+    assert.equal(d.poll(req), NEED_MORE);
+    assert.equal(d.bufferedBytes, 0, 'dropped as it arrives');
+  }
+  // Yielded only once the whole payload is off the stream (clients expect no earlier reply).
+  d.push(Buffer.alloc(65536));
   assert.equal(d.poll(req), REQUEST);
   assert.equal(req.oversized, true);
   assert.equal(req.payload, null);
   assert.equal(pool.outstanding, 0);
-  for (let i = 0; i < big; i += 65536) {
-    d.push(Buffer.alloc(65536));
-    assert.equal(d.poll(req), NEED_MORE);
-  }
   d.push(encodeRequest({ flags: 0, type: P.NBD_CMD_FLUSH, handleHi: 0, handleLo: 2, offset: 0, length: 0 }));
   assert.equal(d.poll(req), REQUEST);
   assert.equal(req.type, P.NBD_CMD_FLUSH);
