@@ -211,6 +211,34 @@ for (const backend of testBackends()) {
     assert.equal(wal.lastIndex(2), 4);
   });
 
+  test(name('with batches in flight, a bad batch followed only by in-window batches is a torn tail'), opts, async (t) => {
+    const dir = tempDir(t);
+    const io = backend.make();
+    t.after(() => io.close());
+    let wal = await openWal(dir, io, { maxBatchesInFlight: 3 });
+    await fill(wal, [1], 20);
+    await wal.close();
+    const seg = tailSegment(dir);
+    const bs = batchesOf(seg);
+    const victim = bs[bs.length - 3]; // entry 18; 19 and 20 may have been in flight with it
+    flipBit(seg, victim.offset + batchHeaderBytes + 40 + 10);
+    wal = await openWal(dir, io, { maxBatchesInFlight: 3 });
+    t.after(() => wal.close());
+    assert.equal(wal.recovery.corruption, null);
+    assert.ok(wal.recovery.cut);
+    assert.equal(wal.recovery.cut.offsetBytes, victim.offset);
+    assert.equal(wal.recovery.cut.batchesDropped, 2, 'the two later batches were never acknowledged');
+    assert.equal(wal.lastIndex(1), 17);
+    // Same damage one batch earlier: batch 20 could only be written after it completed.
+    await fill(wal, [1], 5);
+    await wal.close();
+    const bs2 = batchesOf(seg);
+    flipBit(seg, bs2[bs2.length - 4].offset + batchHeaderBytes + 40 + 10);
+    wal = await openWal(dir, io, { maxBatchesInFlight: 3 });
+    assert.ok(wal.recovery.corruption, 'a valid batch 3 sequence numbers later proves it was acknowledged');
+    assert.deepEqual(wal.recovery.needsRepair, [1]);
+  });
+
   test(name('an unreadable batch header mid-log flags every group'), opts, async (t) => {
     const dir = tempDir(t);
     const io = backend.make();
