@@ -100,6 +100,8 @@ export class Group {
   queuedApplyIndex: number;
   removed = false;
   snapshotInstalling = false;
+  /** A Ready of this group is being handled (one at a time per group). */
+  busy = false;
 
   constructor(id: number, raft: RaftNode, storage: MemoryStorage, sm: GroupStateMachine, confState: ConfState) {
     this.id = id;
@@ -143,7 +145,7 @@ function makeMetrics(registry: Registry | undefined): HostMetrics {
       buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1],
       registers,
     }),
-    walBatchRecords: new Histogram({ name: 'raftblock_wal_ready_batch_groups', help: 'Groups persisted per WAL group commit', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers }),
+    walBatchRecords: new Histogram({ name: 'raftblock_wal_ready_batch_groups', help: 'Groups whose Ready entered one WAL batch (group commit)', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers }),
     walFlushLatency: new Histogram({
       name: 'raftblock_wal_flush_seconds',
       help: 'Latency of one group-commit round in the WAL',
@@ -166,8 +168,9 @@ export class MultiRaftHost {
   readonly groups = new Map<number, Group>();
   private tickTimer: NodeJS.Timeout | undefined;
   private checkpointTimer: NodeJS.Timeout | undefined;
-  private running = false;
-  private again = false;
+  private pumpScheduled = false;
+  /** Groups whose Ready is being handled. */
+  private inFlight = 0;
   private stopped = false;
   private nextReadCtx = 1;
   private readonly rngSeed: number;
@@ -317,87 +320,88 @@ export class MultiRaftHost {
   }
 
   private schedule(): void {
+    if (this.stopped || this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => this.pump());
+  }
+
+  /**
+   * Takes a Ready from every group that has one and is not still handling its previous one.
+   * Each group then proceeds on its own (a slow group never holds up another), but all of
+   * their WAL appends are issued in this one synchronous run, so they share one WAL batch.
+   */
+  private pump(): void {
+    this.pumpScheduled = false;
     if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = true;
-    setImmediate(() => {
-      this.round()
+    let started = 0;
+    for (const g of this.groups.values()) {
+      if (g.busy || g.removed || g.snapshotInstalling) continue;
+      if (!g.raft.hasReady()) continue;
+      g.busy = true;
+      started++;
+      this.inFlight++;
+      const rd = g.raft.ready();
+      this.handleReady(g, rd)
         .catch((err) => {
-          this.log.error('ready round failed', { err });
+          this.log.error('ready handling failed', { group: g.id, err });
           // A failed WAL write leaves Raft's view ahead of the disk: stop rather than lie.
           process.exitCode = 70;
           setImmediate(() => process.exit(70));
         })
         .finally(() => {
-          this.running = false;
-          if (this.again) {
-            this.again = false;
-            this.schedule();
-          }
+          g.busy = false;
+          this.inFlight--;
+          this.schedule();
         });
-    });
+    }
+    if (started > 0) {
+      this.metrics.readyRounds.inc();
+      this.metrics.walBatchRecords.observe(started);
+    }
   }
 
-  /** One Ready round over every group that has work. */
-  private async round(): Promise<void> {
-    const batch: [Group, Ready][] = [];
-    for (const g of this.groups.values()) {
-      if (g.removed || g.snapshotInstalling) continue;
-      if (g.raft.hasReady()) batch.push([g, g.raft.ready()]);
-    }
-    if (batch.length === 0) return;
-    this.metrics.readyRounds.inc();
-    this.again = true;
-
-    // Snapshots first (rare): the state machine is replaced before later entries are appended.
-    for (const [g, rd] of batch) if (rd.snapshot) await this.installSnapshot(g, rd.snapshot);
-
-    // 1. Persist every group's entries and hard state in one WAL batch.
+  /** One group's Ready, in order of obligation (see raft/types.ts Ready). */
+  private async handleReady(g: Group, rd: Ready): Promise<void> {
+    // A snapshot replaces the state machine before later entries are appended (rare).
+    if (rd.snapshot) await this.installSnapshot(g, rd.snapshot);
     const persists: Promise<void>[] = [];
-    for (const [g, rd] of batch) {
-      if (rd.entries.length > 0) {
-        g.storage.append(rd.entries);
-        persists.push(this.wal.append(g.id, rd.entries));
-      }
-      if (rd.hardState) {
-        g.storage.setHardState(rd.hardState);
-        persists.push(this.wal.saveHardState(g.id, rd.hardState));
-        g.term = rd.hardState.term;
-        g.commit = rd.hardState.commit;
-      }
-      if (rd.softState) this.noteSoftState(g, rd.softState.role, rd.softState.lead);
+    if (rd.entries.length > 0) {
+      g.storage.append(rd.entries);
+      persists.push(this.wal.append(g.id, rd.entries));
+    }
+    if (rd.hardState) {
+      g.storage.setHardState(rd.hardState);
+      persists.push(this.wal.saveHardState(g.id, rd.hardState));
+      g.term = rd.hardState.term;
+      g.commit = rd.hardState.commit;
+    }
+    if (rd.softState) this.noteSoftState(g, rd.softState.role, rd.softState.lead);
+    // A leader's appends and heartbeats may leave before its own append is durable: the core
+    // does not count its own copy until advance. Everything else (votes, acknowledgements)
+    // promises what this Ready persists, so it waits.
+    const early = g.role === 'leader';
+    const later: Message[] = [];
+    for (const m of rd.messages) {
+      if (early && (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap')) this.transport.send(String(m.to), g.id, m);
+      else later.push(m);
     }
     if (persists.length > 0) {
       const t0 = process.hrtime.bigint();
       await Promise.all(persists);
       this.metrics.walFlushLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9);
-      this.metrics.walBatchRecords.observe(batch.length);
     }
-
-    // 2. Messages, now that what they promise is durable.
-    for (const [g, rd] of batch) {
-      for (const m of rd.messages) this.transport.send(String(m.to), g.id, m);
+    for (const m of later) this.transport.send(String(m.to), g.id, m);
+    if (rd.committedEntries.length > 0) this.queueApply(g, rd.committedEntries);
+    for (const rs of rd.readStates) {
+      const r = g.reads.get(rs.ctx);
+      if (!r) continue;
+      g.reads.delete(rs.ctx);
+      clearTimeout(r.timer);
+      if (g.sm.appliedIndex >= rs.index) r.resolve();
+      else g.readsAwaitingApply.push({ index: rs.index, resolve: r.resolve });
     }
-
-    // 3. Apply in per-group chains; reads wait for their index.
-    for (const [g, rd] of batch) {
-      if (rd.committedEntries.length > 0) this.queueApply(g, rd.committedEntries);
-      for (const rs of rd.readStates) {
-        const r = g.reads.get(rs.ctx);
-        if (!r) continue;
-        g.reads.delete(rs.ctx);
-        clearTimeout(r.timer);
-        if (g.sm.appliedIndex >= rs.index) r.resolve();
-        else g.readsAwaitingApply.push({ index: rs.index, resolve: r.resolve });
-      }
-      this.updateGauges(g);
-    }
-
-    // 4. Advance.
-    for (const [g, rd] of batch) if (!g.removed) g.raft.advance(rd);
+    this.updateGauges(g);
+    if (!g.removed) g.raft.advance(rd);
   }
 
   private noteSoftState(g: Group, role: string, lead: number): void {
@@ -525,8 +529,8 @@ export class MultiRaftHost {
   async stop(): Promise<void> {
     if (this.tickTimer) clearInterval(this.tickTimer);
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
-    while (this.running) await new Promise((r) => setTimeout(r, 5));
     this.stopped = true;
+    while (this.inFlight > 0) await new Promise((r) => setTimeout(r, 5));
     for (const g of this.groups.values()) await g.applyChain.catch(() => undefined);
     while (this.checkpointing) await new Promise((r) => setTimeout(r, 5));
     await this.checkpointAll(true);

@@ -22,7 +22,8 @@ import { decodeOp, OpKind } from './ops.js';
 export const storeBlockBytes = 4096;
 /** Snapshot images and scratch buffers move data in chunks of this size. */
 export const storeChunkBytes = 1024 * 1024;
-const maxFreeScratch = 8;
+/** Free buffers kept per size class (one per request in flight on the node, roughly). */
+const maxFreeScratchPerClass = 64;
 
 export interface StoreMeta {
   appliedIndex: number;
@@ -38,20 +39,31 @@ function alignUp(x: number): number {
   return Math.ceil(x / storeBlockBytes) * storeBlockBytes;
 }
 
-/** Reusable aligned buffers: nothing large is allocated per request once warm. */
+/**
+ * Reusable aligned buffers in power-of-two size classes (4 KiB and up): nothing is allocated
+ * per request once warm, and a 4 KiB write never pays for a large buffer.
+ */
 export class ScratchPool {
-  private readonly free: Buffer[] = [];
+  private readonly free = new Map<number, Buffer[]>();
   constructor(private readonly io: BlockIo) {}
 
+  private static classOf(lengthBytes: number): number {
+    let c = storeBlockBytes;
+    while (c < lengthBytes) c *= 2;
+    return c;
+  }
+
   acquire(lengthBytes: number): Buffer {
-    for (let i = 0; i < this.free.length; i++) {
-      if (this.free[i].length >= lengthBytes) return this.free.splice(i, 1)[0];
-    }
-    return this.io.allocAligned(Math.max(storeChunkBytes, Math.ceil(lengthBytes / storeChunkBytes) * storeChunkBytes));
+    const c = ScratchPool.classOf(lengthBytes);
+    const list = this.free.get(c);
+    const buf = list?.pop();
+    return buf ?? this.io.allocAligned(c);
   }
 
   release(buf: Buffer): void {
-    if (this.free.length < maxFreeScratch) this.free.push(buf);
+    let list = this.free.get(buf.length);
+    if (!list) this.free.set(buf.length, (list = []));
+    if (list.length < maxFreeScratchPerClass) list.push(buf);
   }
 }
 
