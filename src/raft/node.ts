@@ -788,8 +788,12 @@ export class RaftNode {
       this.log.commitTo(meta.index);
       return;
     }
+    // Configurations up to the old commit stay valid (the host may still snapshot there before
+    // it installs this one); everything after comes from the snapshot.
+    const committed = this.log.committed;
+    this.confHistory = this.confHistory.filter((p) => p.index <= committed);
     this.log.restore(snap);
-    this.confHistory = [{ index: meta.index, cs: cloneConfState(meta.confState) }];
+    this.confHistory.push({ index: meta.index, cs: cloneConfState(meta.confState) });
   }
 
   private stepLeader(m: Message): void {

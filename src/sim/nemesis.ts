@@ -13,7 +13,7 @@ import type { SimCluster } from './cluster.js';
  * cut off with one follower, leader isolated or crashed, quick heals), the schedule that
  * produces the Raft paper's Figure 8 situations.
  */
-export type NemesisProfile = 'mixed' | 'churn' | 'figure8';
+export type NemesisProfile = 'mixed' | 'churn' | 'figure8' | 'lease';
 
 /** Progress through one Figure 8 cycle (see `figure8`). */
 interface Figure8State {
@@ -122,6 +122,42 @@ export class Nemesis {
     c.note('figure8: cycle over, healed');
   }
 
+  private leasePhase: 'wait' | 'cut' | 'cooldown' = 'wait';
+  private leaseUntil = 0;
+
+  /**
+   * The lease's adversary: cut off a leader that holds a lease while a pinned client keeps
+   * reading from it and the others write through the majority, which elects a new leader as
+   * soon as the followers' election timers allow. A lease that outlives those timers serves a
+   * stale read.
+   */
+  private leaseCycle(): void {
+    const c = this.c;
+    const ids = this.ids();
+    const ticks = c.opts.stepsPerTick;
+    if (this.leasePhase === 'wait') {
+      const l = c.leader();
+      if (!l || !l.raft.leaseValid()) return;
+      c.net.partition([[l.id], ids.filter((i) => i !== l.id)]);
+      c.note(`lease: leader ${l.id} cut off while holding its lease`);
+      this.leasePhase = 'cut';
+      this.leaseUntil = c.now + (30 + this.rng.nextInt(30)) * ticks;
+    } else if (c.now >= this.leaseUntil) {
+      if (this.leasePhase === 'cut') {
+        c.net.heal();
+        if (this.rng.chance(0.3)) {
+          const up = c.upNodes();
+          c.crash(up[this.rng.nextInt(up.length)].id);
+        }
+        for (const n of c.nodes) if (!n.up && this.rng.chance(0.5)) c.restart(n.id);
+        this.leasePhase = 'cooldown';
+        this.leaseUntil = c.now + (5 + this.rng.nextInt(20)) * ticks;
+      } else {
+        this.leasePhase = 'wait';
+      }
+    }
+  }
+
   private churn(): void {
     const c = this.c;
     const ids = this.ids();
@@ -164,6 +200,10 @@ export class Nemesis {
   maybeAct(): void {
     if (this.profile === 'figure8') {
       this.figure8();
+      return;
+    }
+    if (this.profile === 'lease') {
+      this.leaseCycle();
       return;
     }
     if (this.c.now < this.nextAt) return;

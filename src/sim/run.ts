@@ -5,7 +5,7 @@
  */
 import { HistoryRecorder, casRegisterModel, checkOperations, describeResult, failOutput, okOutput, type RegisterInput, type RegisterOutput } from '../check/index.js';
 import { SeededRng } from '../raft/rng.js';
-import { EntryType, type NodeId, type UnsafeFlags } from '../raft/types.js';
+import { type Config, EntryType, type NodeId, type UnsafeFlags } from '../raft/types.js';
 import { type ClientReply, type ClientRequest, SimCluster, type SimOptions } from './cluster.js';
 import { InvariantViolation } from './invariants.js';
 import { encodeCommand } from './kv.js';
@@ -23,6 +23,12 @@ export interface RunOptions {
   skipCheck?: boolean;
   /** Step budget for the checker. */
   checkMaxSteps?: number;
+  /** Raft settings forced on every node (experiments); validated like any configuration. */
+  raft?: Partial<Config>;
+  /** Per-node tick rate drift, e.g. 0.1 = rates in [0.9, 1.1] (default 0.1). */
+  tickSkew?: number;
+  /** Force a fault schedule (default: chosen by the seed). */
+  profile?: NemesisProfile;
 }
 
 export interface RunResult {
@@ -53,6 +59,8 @@ interface ClientState {
   target: NodeId;
   nextAt: number;
   lastSeen: Map<string, number | null>;
+  /** Sticks to one node and ignores redirects: a client of a deposed leader that keeps reading. */
+  pinned: boolean;
 }
 
 const keys = ['x', 'y'];
@@ -61,7 +69,8 @@ export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions & 
   const r = new SeededRng(seed ^ 0x5bd1e995);
   const nodes = opts.nodes ?? (r.chance(0.5) ? 3 : 5);
   const pr = r.nextFloat();
-  const profile: NemesisProfile = nodes === 5 && pr < 0.25 ? 'figure8' : pr < 0.5 ? 'churn' : 'mixed';
+  const profile: NemesisProfile =
+    opts.profile ?? (nodes === 5 && pr < 0.2 ? 'figure8' : pr < 0.35 ? 'lease' : pr < 0.55 ? 'churn' : 'mixed');
   const checkQuorum = r.chance(0.85);
   const lease = checkQuorum && r.chance(0.7) ? 6 : 0;
   return {
@@ -69,7 +78,7 @@ export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions & 
     profile,
     spares: 1,
     stepsPerTick: 4,
-    tickSkew: 0.1,
+    tickSkew: opts.tickSkew ?? 0.1,
     maxPersistDelaySteps: r.pick([0, 1, 3]),
     snapshotEveryEntries: r.pick([8, 20, 50, 100000]),
     snapshotKeepEntries: r.pick([0, 3]),
@@ -87,6 +96,7 @@ export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions & 
       maxSnapshotChunkBytes: r.pick([16, 64, 4096]),
       maxInflightSnapshotChunks: r.pick([1, 2, 4]),
       maxCommittedSizePerReady: r.pick([100, 1 << 20]),
+      ...opts.raft,
     },
     unsafe: opts.unsafe,
   };
@@ -111,7 +121,10 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
   let ops = 0;
   const clients: ClientState[] = [];
   for (let i = 0; i < 3; i++) {
-    clients.push({ id: i + 1, busy: false, reqNo: 0, attempt: 0, deadline: 0, maybeApplied: false, target: 1, nextAt: rng.nextInt(20), lastSeen: new Map() });
+    clients.push({
+      id: i + 1, busy: false, reqNo: 0, attempt: 0, deadline: 0, maybeApplied: false, target: 1, nextAt: rng.nextInt(20),
+      lastSeen: new Map(), pinned: simOpts.profile === 'lease' && i === 0,
+    });
   }
   const clientDelay = (): number => 1 + rng.nextInt(3);
 
@@ -141,7 +154,17 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
     if (!cl.busy || cl.attempt !== attempt) return;
     const req = cl.req!;
     if (r.redirect) {
-      cl.target = r.leader && r.leader > 0 ? r.leader : 1 + rng.nextInt(c.nodes.length);
+      if (cl.pinned && c.node(cl.target).raft.currentRole !== 'leader') {
+        // Re-pin to whoever claims leadership now (possibly a stale leader).
+        const l = c.nodes.find((n) => n.up && n.raft.currentRole === 'leader');
+        if (l) cl.target = l.id;
+      } else if (!cl.pinned) {
+        cl.target = r.leader && r.leader > 0 ? r.leader : 1 + rng.nextInt(c.nodes.length);
+      }
+      if (cl.pinned) {
+        finish(cl, req.kind === 'read' ? 'fail' : req.kind === 'cas' || cl.maybeApplied ? 'info' : 'fail');
+        return;
+      }
       sendAttempt(cl);
       return;
     }
@@ -171,7 +194,7 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
 
   const startOp = (cl: ClientState): void => {
     const key = keys[rng.nextInt(keys.length)];
-    const p = rng.nextFloat();
+    const p = cl.pinned ? rng.nextFloat() * 0.5 : rng.nextFloat();
     let input: RegisterInput;
     let req: ClientRequest;
     if (p < 0.4) {
@@ -192,7 +215,7 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
     cl.req = req;
     cl.reqNo++;
     cl.maybeApplied = false;
-    cl.deadline = c.now + clientTimeoutSteps;
+    cl.deadline = c.now + (cl.pinned ? clientTimeoutSteps / 4 : simOpts.profile === 'lease' ? clientTimeoutSteps / 8 : clientTimeoutSteps);
     ops++;
     history.invoke(cl.id, input, c.now);
     sendAttempt(cl);
@@ -226,6 +249,8 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
           // Timed out: a write/CAS that may have been appended has an unknown outcome.
           if (cl.req!.kind === 'read') finish(cl, 'fail');
           else finish(cl, cl.maybeApplied ? 'info' : cl.req!.kind === 'cas' ? 'info' : 'fail');
+          // Try elsewhere next time: the node may be cut off or deposed.
+          if (!cl.pinned) cl.target = simOpts.profile === 'lease' ? (c.leader()?.id ?? 1 + rng.nextInt(c.nodes.length)) : 1 + rng.nextInt(c.nodes.length);
         } else if (!cl.busy && c.now >= cl.nextAt && c.now < endAt - 45 * simOpts.stepsPerTick) {
           startOp(cl);
         }
@@ -240,7 +265,7 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
   c.collectReadCounters();
   const reads = { leaseReads: c.reads.lease, readIndexReads: c.reads.readIndex };
   if (opts.skipCheck) return { seed, ok: true, nodes: simOpts.nodes, steps: c.now, ops, ...reads };
-  const result = checkOperations(casRegisterModel, history.operations(), { maxSteps: opts.checkMaxSteps ?? 2_000_000 });
+  const result = checkOperations(casRegisterModel, history.operations(), { maxSteps: opts.checkMaxSteps ?? 50_000_000 });
   if (result.verdict === 'not-linearizable') {
     return {
       seed, ok: false, kind: 'linearizability', verdict: result.verdict, nodes: simOpts.nodes, steps: c.now, ops,
