@@ -156,6 +156,24 @@ export class RequestDecoder {
     return REQUEST;
   }
 
+  /**
+   * Copies unconsumed input into memory the decoder owns, so the caller may reuse the buffers it
+   * pushed. Usually nothing is left (payloads are copied out as they arrive); at most a header
+   * fragment, or a backlog while the connection is paused at its in-flight bound.
+   */
+  detach(): void {
+    if (this.buffered === 0) {
+      this.chunks.length = 0;
+      this.headOffset = 0;
+      return;
+    }
+    const owned = Buffer.allocUnsafe(this.buffered);
+    const n = this.copyOut(owned, 0, this.buffered);
+    this.chunks = [owned];
+    this.headOffset = 0;
+    this.buffered = n;
+  }
+
   /** Releases a pending payload (connection closing mid-request). */
   dispose(): void {
     if (this.current?.payload) {

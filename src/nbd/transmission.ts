@@ -135,7 +135,8 @@ export class TransmissionSession {
     this.allowedFlags[NBD_CMD_WRITE_ZEROES] = FLAGS_ALWAYS | NBD_CMD_FLAG_NO_HOLE | (caps.canFastZero ? NBD_CMD_FLAG_FAST_ZERO : 0);
     this.allowedFlags[NBD_CMD_BLOCK_STATUS] = FLAGS_ALWAYS | NBD_CMD_FLAG_REQ_ONE;
 
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    // Input arrives through onData(), called by the connection (see server.ts: the socket may
+    // read into a shared buffer, in which case chunks are only valid during the call).
     socket.on('end', () => this.stop());
     socket.on('drain', () => {
       if (this.waitingDrain) {
@@ -160,10 +161,15 @@ export class TransmissionSession {
     this.maybeFinish();
   }
 
-  private onData(chunk: Buffer): void {
+  /**
+   * Client bytes. With `transient` the chunk is a view of a buffer the socket reuses for its next
+   * read, so whatever the decoder has not consumed by the end of this call is copied out.
+   */
+  onData(chunk: Buffer, transient: boolean): void {
     if (this.stopping || this.closed) return;
     this.decoder.push(chunk);
     this.pump();
+    if (transient) this.decoder.detach();
   }
 
   private onClose(): void {

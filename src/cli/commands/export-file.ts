@@ -20,6 +20,7 @@ interface ExportFileOptions {
   readonly?: boolean;
   metrics?: string;
   description?: string;
+  syncIoMax?: string;
 }
 
 function formatHostPort(a: HostPort): string {
@@ -37,6 +38,7 @@ export function register(program: Command): void {
     .option('--readonly', 'export read-only')
     .option('--metrics <host:port>', 'serve Prometheus /metrics and /healthz here')
     .option('--description <text>', 'export description shown to clients')
+    .option('--sync-io-max <bytes>', 'tuning: reads/writes up to this size use synchronous pread/pwrite (0 = always async)')
     .action(async (path: string, opts: ExportFileOptions) => {
       await exportFile(path, opts);
     });
@@ -47,7 +49,8 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
   const listen = parseHostPort(opts.listen, '--listen');
   const metricsAddr = opts.metrics ? parseHostPort(opts.metrics, '--metrics') : undefined;
   const createSizeBytes = opts.size !== undefined ? parseSize(opts.size, '--size') : undefined;
-  const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false });
+  const syncIoMaxBytes = opts.syncIoMax !== undefined ? parseSize(opts.syncIoMax, '--sync-io-max') : undefined;
+  const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false, syncIoMaxBytes });
   if (createSizeBytes !== undefined && createSizeBytes !== backend.size()) {
     log.warn('file exists with a different size; serving its actual size', { path, sizeBytes: backend.size(), requested: createSizeBytes });
   }
