@@ -12,7 +12,7 @@ import { type Logger, createLogger } from '../common/log.js';
 import { FsBlockIo } from './fs.js';
 import { loadNative } from './native.js';
 import type { BlockIo, IoBackendChoice } from './types.js';
-import { UringBlockIo, defaultRingEntries } from './uring.js';
+import { type DurableWriteMode, UringBlockIo, defaultRingEntries } from './uring.js';
 
 export interface OpenBlockIoOptions {
   /** `uring` fails when io_uring/O_DIRECT cannot be used; `fs` never tries; `auto` probes. */
@@ -20,6 +20,8 @@ export interface OpenBlockIoOptions {
   /** Directory the files will live in; the probe writes a scratch file there. */
   probeDir: string;
   ringEntries?: number;
+  /** How uring makes a durable write durable (see DurableWriteMode). */
+  durableWrites?: DurableWriteMode;
   logger?: Logger;
 }
 
@@ -43,9 +45,9 @@ export async function openBlockIo(options: OpenBlockIoOptions): Promise<BlockIo>
   if ('addon' in native) {
     let io: UringBlockIo | undefined;
     try {
-      io = new UringBlockIo(native.addon, options.ringEntries ?? defaultRingEntries);
+      io = new UringBlockIo(native.addon, options.ringEntries ?? defaultRingEntries, options.durableWrites);
       await probe(io, options.probeDir);
-      log.info('I/O backend: uring (io_uring, O_DIRECT, RWF_DSYNC)', { backend: 'uring', requested: choice });
+      log.info('I/O backend: uring (io_uring, O_DIRECT)', { backend: 'uring', requested: choice, durableWrites: io.durableWrites });
       return io;
     } catch (err) {
       if (io) await io.close().catch(() => undefined);

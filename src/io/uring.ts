@@ -13,6 +13,17 @@ import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } 
 /** Submission-queue depth; also bounds operations in flight (more wait in a JS queue). */
 export const defaultRingEntries = 256;
 
+/**
+ * How a durable (`dsync`) write is made durable:
+ *  - `rwf-dsync`: one O_DIRECT write with RWF_DSYNC (the kernel flushes when the write completes);
+ *  - `fdatasync`: an O_DIRECT write, then an fdatasync ring operation once it completed.
+ * Both end in one device flush. Which is faster depends on the kernel's completion path: on
+ * ext4 a RWF_DSYNC direct write completes through a workqueue, which under CPU contention
+ * costs more than the second ring round trip (bench/README.md has the measurement).
+ */
+export type DurableWriteMode = 'rwf-dsync' | 'fdatasync';
+export const defaultDurableWriteMode: DurableWriteMode = 'fdatasync';
+
 export const enum Op {
   Read,
   Write,
@@ -55,7 +66,11 @@ export class UringBlockIo implements BlockIo {
   private closed = false;
   private drainWaiters: (() => void)[] = [];
 
-  constructor(private readonly addon: NativeAddon, ringEntries = defaultRingEntries) {
+  constructor(
+    private readonly addon: NativeAddon,
+    ringEntries = defaultRingEntries,
+    readonly durableWrites: DurableWriteMode = defaultDurableWriteMode,
+  ) {
     const slotCount = ringEntries * 2; // the CQ is twice the SQ
     const completions = new Int32Array(slotCount * 2);
     this.ring = new addon.Ring(ringEntries, completions, (count) => this.onComplete(completions, count));
@@ -90,14 +105,27 @@ export class UringBlockIo implements BlockIo {
     if (this.closed) return Promise.resolve();
     this.closed = true;
     return new Promise<void>((resolve) => {
-      if (this.ring.inFlight === 0 && this.waitingForSlot.length === 0) resolve();
+      if (this.busyOps === 0) resolve();
       else this.drainWaiters.push(resolve);
     }).then(() => this.ring.close());
   }
 
-  /** Queues one operation; the submit happens once per JS turn (batched submission). */
+  /** Public operations started and not settled (one may take two ring operations). */
+  private busyOps = 0;
+
+  /** Runs one public operation: refused once closed; close() waits for the ones started. */
+  async run<T>(body: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new Unavailable('BlockIo is closed');
+    this.busyOps++;
+    try {
+      return await body();
+    } finally {
+      if (--this.busyOps === 0 && this.drainWaiters.length > 0) for (const w of this.drainWaiters.splice(0)) w();
+    }
+  }
+
+  /** Queues one ring operation; the submit happens once per JS turn (batched submission). */
   enqueue(op: Op, fd: number, path: string, buf: Buffer | null, bufs: readonly Buffer[] | null, offset: number, arg: number, length: number): Promise<number> {
-    if (this.closed) return Promise.reject(new Unavailable('BlockIo is closed'));
     return new Promise<number>((resolve, reject) => {
       const token = this.freeSlots.pop();
       const slot: Slot =
@@ -179,9 +207,6 @@ export class UringBlockIo implements BlockIo {
         reject(new IoError(syscallOf[op], 28 /* ENOSPC */, `short write ${res}/${expected} on ${path}`));
       else resolve(res);
     }
-    if (this.drainWaiters.length > 0 && this.ring.inFlight === 0 && this.waitingForSlot.length === 0) {
-      for (const w of this.drainWaiters.splice(0)) w();
-    }
   }
 }
 
@@ -190,14 +215,18 @@ class UringFile implements BlockFile {
   private closed = false;
   constructor(private readonly io: UringBlockIo, private readonly addon: NativeAddon, readonly path: string, private readonly fd: number) {}
 
-  pread(buf: Buffer, offsetBytes: number): Promise<number> {
+  async pread(buf: Buffer, offsetBytes: number): Promise<number> {
     checkAligned('pread', offsetBytes, buf.length);
-    return this.io.enqueue(Op.Read, this.fd, this.path, buf, null, offsetBytes, 0, buf.length);
+    return this.io.run(() => this.io.enqueue(Op.Read, this.fd, this.path, buf, null, offsetBytes, 0, buf.length));
   }
 
   async pwrite(buf: Buffer, offsetBytes: number, dsync = false): Promise<void> {
     checkAligned('pwrite', offsetBytes, buf.length);
-    await this.io.enqueue(Op.Write, this.fd, this.path, buf, null, offsetBytes, dsync ? this.addon.constants.RWF_DSYNC : 0, buf.length);
+    const viaFlag = dsync && this.io.durableWrites === 'rwf-dsync';
+    await this.io.run(async () => {
+      await this.io.enqueue(Op.Write, this.fd, this.path, buf, null, offsetBytes, viaFlag ? this.addon.constants.RWF_DSYNC : 0, buf.length);
+      if (dsync && !viaFlag) await this.io.enqueue(Op.Fsync, this.fd, this.path, null, null, 0, 1, 0);
+    });
   }
 
   async pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync = false): Promise<void> {
@@ -207,23 +236,27 @@ class UringFile implements BlockFile {
       total += b.length;
     }
     checkAligned('pwritev', offsetBytes, total);
-    await this.io.enqueue(Op.Writev, this.fd, this.path, null, bufs, offsetBytes, dsync ? this.addon.constants.RWF_DSYNC : 0, total);
+    const viaFlag = dsync && this.io.durableWrites === 'rwf-dsync';
+    await this.io.run(async () => {
+      await this.io.enqueue(Op.Writev, this.fd, this.path, null, bufs, offsetBytes, viaFlag ? this.addon.constants.RWF_DSYNC : 0, total);
+      if (dsync && !viaFlag) await this.io.enqueue(Op.Fsync, this.fd, this.path, null, null, 0, 1, 0);
+    });
   }
 
   async fdatasync(): Promise<void> {
-    await this.io.enqueue(Op.Fsync, this.fd, this.path, null, null, 0, 1, 0);
+    await this.io.run(() => this.io.enqueue(Op.Fsync, this.fd, this.path, null, null, 0, 1, 0));
   }
 
   async punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
     checkAligned('punchHole', offsetBytes, lengthBytes);
     const c = this.addon.constants;
-    await this.io.enqueue(Op.Fallocate, this.fd, this.path, null, null, offsetBytes, c.FALLOC_FL_PUNCH_HOLE | c.FALLOC_FL_KEEP_SIZE, lengthBytes);
+    await this.io.run(() => this.io.enqueue(Op.Fallocate, this.fd, this.path, null, null, offsetBytes, c.FALLOC_FL_PUNCH_HOLE | c.FALLOC_FL_KEEP_SIZE, lengthBytes));
   }
 
   async zeroRange(offsetBytes: number, lengthBytes: number): Promise<void> {
     checkAligned('zeroRange', offsetBytes, lengthBytes);
     const c = this.addon.constants;
-    await this.io.enqueue(Op.Fallocate, this.fd, this.path, null, null, offsetBytes, c.FALLOC_FL_ZERO_RANGE | c.FALLOC_FL_KEEP_SIZE, lengthBytes);
+    await this.io.run(() => this.io.enqueue(Op.Fallocate, this.fd, this.path, null, null, offsetBytes, c.FALLOC_FL_ZERO_RANGE | c.FALLOC_FL_KEEP_SIZE, lengthBytes));
   }
 
   async seekData(offsetBytes: number): Promise<number> {

@@ -9,6 +9,7 @@ import { setLogSink } from '../../src/common/log.js';
 import { loadNative } from '../../src/io/native.js';
 import { openBlockIo } from '../../src/io/select.js';
 import { testBackends } from '../../src/io/testing.js';
+import { UringBlockIo } from '../../src/io/uring.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tempDir } from '../helpers/tools.js';
 
@@ -173,4 +174,22 @@ test('errors surface as IoError with errno from the ring (EINVAL for a misaligne
   // One byte off an aligned slab: the address is wrong, which only the kernel checks.
   const slab = io.allocAligned(8192);
   await assert.rejects(f.pwrite(slab.subarray(1, 4097), 0, true), (e: unknown) => e instanceof IoError && e.errno === 22 && e.syscall === 'pwrite');
+});
+
+test('uring: both ways of making a direct write durable write the same bytes', { skip: uring.skip }, async (t) => {
+  const dir = tempDir(t);
+  const native = loadNative();
+  assert.ok('addon' in native);
+  for (const mode of ['rwf-dsync', 'fdatasync'] as const) {
+    const io = new UringBlockIo(native.addon, 16, mode);
+    assert.equal(io.durableWrites, mode);
+    const f = await io.open(join(dir, mode), { create: true });
+    const slab = io.allocAligned(3 * 4096);
+    randomBytes(2 * 4096).copy(slab);
+    await f.pwrite(slab.subarray(0, 4096), 0, true);
+    await f.pwritev([slab.subarray(4096, 8192)], 4096, true);
+    await f.close();
+    await io.close();
+    assert.ok(readFileSync(join(dir, mode)).equals(slab.subarray(0, 8192)), mode);
+  }
 });
