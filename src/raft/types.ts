@@ -336,7 +336,12 @@ export class LogUnavailable extends RaftblockError {
 }
 
 export interface Storage {
-  /** The persisted hard state and membership, read once when the node starts. */
+  /**
+   * The persisted hard state, and the membership as of the storage's snapshot (index
+   * firstIndex() - 1), read once when the node starts. The core replays the ConfChange entries
+   * held after the snapshot itself. A new group is bootstrapped by a snapshot at index 1, term 1
+   * holding the initial voters (see MemoryStorage); a node that joins later starts empty.
+   */
   initialState(): { hardState: HardState; confState: ConfState };
   /**
    * Entries [lo, hi), at most maxBytes of data but always at least one entry if any.
