@@ -181,7 +181,7 @@ test('uring: both ways of making a direct write durable write the same bytes', {
   const native = loadNative();
   assert.ok('addon' in native);
   for (const mode of ['rwf-dsync', 'fdatasync'] as const) {
-    const io = new UringBlockIo(native.addon, 16, mode);
+    const io: UringBlockIo = new UringBlockIo(native.addon, 16, mode);
     assert.equal(io.durableWrites, mode);
     const f = await io.open(join(dir, mode), { create: true });
     const slab = io.allocAligned(3 * 4096);
