@@ -166,3 +166,42 @@ test('proposals: followers refuse with a leader hint, and the uncommitted backlo
   }, Unavailable);
   assert.ok(accepted >= 7 && accepted <= 8, `accepted ${accepted}`);
 });
+
+test('a vote leaves only in the Ready that persists it, and one Ready is outstanding at a time', () => {
+  const h = new Harness([1, 2, 3]);
+  h.raft(1).campaign();
+  h.processReadies();
+  const preVotes = h.queue.splice(0).filter((m) => m.to === 2);
+  for (const m of preVotes) h.raft(2).step(m);
+  h.processReadies();
+  h.raft(1).step(h.queue.splice(0).find((m) => m.type === 'preVoteResp')!);
+  h.processReadies();
+  const vote = h.queue.splice(0).find((m) => m.type === 'vote' && m.to === 2)!;
+  h.raft(2).step(vote);
+  const r2 = h.raft(2);
+  assert.equal(r2.hasReady(), true);
+  const rd = r2.ready();
+  assert.deepEqual(rd.hardState, { term: 2, vote: 1, commit: 1 });
+  assert.equal(rd.mustSync, true);
+  assert.ok(rd.messages.some((m) => m.type === 'voteResp' && !m.reject), 'the grant travels with the vote it depends on');
+  assert.equal(r2.hasReady(), false, 'nothing more until advance');
+  assert.throws(() => r2.ready(), /outstanding/);
+  r2.advance(rd);
+});
+
+test('proposals made while a Ready is being persisted ride in the next batch', () => {
+  const h = new Harness([1]);
+  h.elect(1);
+  const r = h.raft(1);
+  h.proposeString(1, 'a');
+  const rd1 = r.ready();
+  assert.equal(rd1.entries.length, 1);
+  h.proposeString(1, 'b');
+  h.proposeString(1, 'c');
+  assert.equal(r.hasReady(), false);
+  h.node(1).storage.append(rd1.entries);
+  r.advance(rd1);
+  const rd2 = r.ready();
+  assert.deepEqual(rd2.entries.map((e) => e.index), [4, 5]);
+  assert.deepEqual(rd2.committedEntries.map((e) => e.index), [3], 'a single voter commits once durable');
+});
