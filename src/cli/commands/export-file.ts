@@ -59,16 +59,9 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
     exports: new Map([[opts.name, { backend, description: opts.description }]]),
     registry,
   });
-  const nbdAddr = await server.listen(listen);
+  // Signal handlers go in before the "listening" line: a supervisor may signal right after it.
   let stopping = false;
-  let metrics: MetricsServer | undefined;
-  if (metricsAddr) metrics = await startMetricsServer(metricsAddr, registry, () => (stopping ? 'shutting down' : null));
-  process.stdout.write(
-    JSON.stringify({ event: 'listening', nbd: formatHostPort(nbdAddr), metrics: metrics ? formatHostPort(metrics.address) : null }) + '\n',
-  );
-  log.info('serving', { path, name: opts.name, sizeBytes: backend.size(), readOnly: backend.capabilities.readOnly, nbd: formatHostPort(nbdAddr) });
-
-  await new Promise<void>((resolve) => {
+  const stopped = new Promise<void>((resolve) => {
     const onSignal = (signal: string): void => {
       if (stopping) return;
       stopping = true;
@@ -78,6 +71,14 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
     process.once('SIGINT', () => onSignal('SIGINT'));
     process.once('SIGTERM', () => onSignal('SIGTERM'));
   });
+  const nbdAddr = await server.listen(listen);
+  let metrics: MetricsServer | undefined;
+  if (metricsAddr) metrics = await startMetricsServer(metricsAddr, registry, () => (stopping ? 'shutting down' : null));
+  process.stdout.write(
+    JSON.stringify({ event: 'listening', nbd: formatHostPort(nbdAddr), metrics: metrics ? formatHostPort(metrics.address) : null }) + '\n',
+  );
+  log.info('serving', { path, name: opts.name, sizeBytes: backend.size(), readOnly: backend.capabilities.readOnly, nbd: formatHostPort(nbdAddr) });
+  await stopped;
   await server.close();
   await backend.close();
   if (metrics) await metrics.close();
