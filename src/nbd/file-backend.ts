@@ -42,6 +42,8 @@ const zeroChunkBytes = 1024 * 1024;
  * big request never stalls other connections. 0 disables.
  */
 export const defaultSyncIoMaxBytes = 64 * 1024;
+/** Scratch windows for BLOCK_STATUS/CACHE that may exist at once (bounds their memory). */
+const maxScratchBuffers = 4;
 /** CACHE warms at most this many bytes per request. */
 const cacheMaxBytes = 32 * 1024 * 1024;
 
@@ -61,6 +63,9 @@ export class FileBackend implements BlockBackend {
   private syncRunning: Promise<void> | null = null;
   private syncQueued: Promise<void> | null = null;
   private closed = false;
+  private readonly scratch: Buffer[] = [];
+  private scratchCreated = 0;
+  private readonly scratchWaiters: ((b: Buffer) => void)[] = [];
 
   private constructor(
     readonly path: string,
@@ -204,18 +209,46 @@ export class FileBackend implements BlockBackend {
   }
 
   async cache(offset: number, length: number): Promise<void> {
-    const buf = Buffer.allocUnsafe(Math.min(zeroChunkBytes, length));
-    const end = offset + Math.min(length, cacheMaxBytes);
-    for (let pos = offset; pos < end; pos += buf.length) {
-      await this.preadFully(buf, Math.min(buf.length, end - pos), pos);
+    const buf = await this.takeScratch();
+    try {
+      const end = offset + Math.min(length, cacheMaxBytes);
+      for (let pos = offset; pos < end; pos += buf.length) {
+        await this.preadFully(buf, Math.min(buf.length, end - pos), pos);
+      }
+    } finally {
+      this.giveScratch(buf);
     }
   }
 
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const window = Math.min(length, blockStatusWindowBytes);
-    const buf = Buffer.allocUnsafe(window);
-    await this.preadFully(buf, window, offset);
-    return zeroRuns(buf, window, offset, zeroGranuleBytes) ?? [{ length: window, hole: false, zero: false }];
+    const buf = await this.takeScratch();
+    try {
+      await this.preadFully(buf, window, offset);
+      return zeroRuns(buf, window, offset, zeroGranuleBytes) ?? [{ length: window, hole: false, zero: false }];
+    } finally {
+      this.giveScratch(buf);
+    }
+  }
+
+  /**
+   * A window-sized buffer for block status and cache. At most `maxScratchBuffers` exist; further
+   * callers queue, so a client flooding BLOCK_STATUS cannot make the backend allocate without bound.
+   */
+  private async takeScratch(): Promise<Buffer> {
+    const b = this.scratch.pop();
+    if (b !== undefined) return b;
+    if (this.scratchCreated < maxScratchBuffers) {
+      this.scratchCreated++;
+      return Buffer.allocUnsafeSlow(blockStatusWindowBytes);
+    }
+    return new Promise((resolve) => this.scratchWaiters.push(resolve));
+  }
+
+  private giveScratch(b: Buffer): void {
+    const w = this.scratchWaiters.shift();
+    if (w) w(b);
+    else this.scratch.push(b);
   }
 
   async close(): Promise<void> {
