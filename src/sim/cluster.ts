@@ -127,6 +127,9 @@ export class SimCluster {
     return c;
   }
 
+  /** What happened, for coverage reports. */
+  readonly counts = { crashes: 0, tornWrites: 0, snapshotsInstalled: 0, confChanges: 0, transfers: 0, elections: 0 };
+
   /** Reads answered by lease and by ReadIndex, over every incarnation of every node. */
   readonly reads = { lease: 0, readIndex: 0 };
 
@@ -175,7 +178,9 @@ export class SimCluster {
         if (e.index >= st.firstIndex()) this.inv.persisted(n.id, e, e.index - 1 >= st.firstIndex() - 1 ? st.term(e.index - 1) : undefined);
       }
       this.note(`crash ${id} mid-write: ${k} of ${rd.entries.length} entries persisted`);
+      this.counts.tornWrites++;
     }
+    this.counts.crashes++;
     this.note(`crash ${id} (durable commit ${n.storage.hardState.commit}, last ${n.storage.lastIndex()})`);
     n.outstanding = undefined; // clients of this node time out on their own
   }
@@ -241,6 +246,7 @@ export class SimCluster {
     try {
       l.raft.proposeConfChange(cc);
       this.note(`conf change via ${l.id}: ${JSON.stringify(cc.changes)}`);
+      this.counts.confChanges++;
       return true;
     } catch (e) {
       if (e instanceof RaftblockError) return false;
@@ -254,6 +260,7 @@ export class SimCluster {
     try {
       l.raft.transferLeader(to);
       this.note(`transfer ${l.id} -> ${to}`);
+      this.counts.transfers++;
       return true;
     } catch (e) {
       if (e instanceof RaftblockError) return false;
@@ -309,6 +316,7 @@ export class SimCluster {
       st.applySnapshot(rd.snapshot);
       n.sm = KvStateMachine.restore(rd.snapshot.data, rd.snapshot.metadata.index);
       this.note(`node ${n.id} installed snapshot at ${rd.snapshot.metadata.index}`);
+      this.counts.snapshotsInstalled++;
     }
     if (rd.entries.length > 0) {
       st.append(rd.entries);
@@ -373,7 +381,10 @@ export class SimCluster {
     const role = raft.currentRole;
     const term = raft.currentTerm;
     if (role === 'leader' && (n.lastRole !== 'leader' || n.lastTerm !== term)) {
-      if (this.inv.leaderSeen(n.id, term)) this.note(`node ${n.id} leads term ${term}`);
+      if (this.inv.leaderSeen(n.id, term)) {
+        this.note(`node ${n.id} leads term ${term}`);
+        this.counts.elections++;
+      }
       this.inv.leaderComplete(n.id, term, raft.log.firstIndex(), (i) => raft.log.term(i));
     }
     n.lastRole = role;

@@ -44,6 +44,7 @@ export interface RunResult {
   /** Reads answered under a lease / after a ReadIndex round. */
   leaseReads?: number;
   readIndexReads?: number;
+  counts?: SimCluster['counts'];
 }
 
 interface ClientState {
@@ -263,7 +264,7 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
   }
   for (const cl of clients) if (cl.busy) finish(cl, 'info');
   c.collectReadCounters();
-  const reads = { leaseReads: c.reads.lease, readIndexReads: c.reads.readIndex };
+  const reads = { leaseReads: c.reads.lease, readIndexReads: c.reads.readIndex, counts: { ...c.counts } };
   if (opts.skipCheck) return { seed, ok: true, nodes: simOpts.nodes, steps: c.now, ops, ...reads };
   const result = checkOperations(casRegisterModel, history.operations(), { maxSteps: opts.checkMaxSteps ?? 50_000_000 });
   if (result.verdict === 'not-linearizable') {

@@ -12,6 +12,8 @@ export interface SweepSummary {
   readIndexReads: number;
   /** Histories the checker could not decide within its budget. */
   unknownVerdicts: number;
+  /** Fault and protocol events summed over the seeds. */
+  counts: Record<string, number>;
 }
 
 export function sweep(start: number, count: number, opts: RunOptions, onResult?: (r: RunResult) => void, now: () => number = () => 0): SweepSummary {
@@ -22,6 +24,7 @@ export function sweep(start: number, count: number, opts: RunOptions, onResult?:
   let leaseReads = 0;
   let readIndexReads = 0;
   let unknownVerdicts = 0;
+  const counts: Record<string, number> = {};
   for (let s = start; s < start + count; s++) {
     const r = runSeed(s, opts);
     ops += r.ops;
@@ -29,8 +32,9 @@ export function sweep(start: number, count: number, opts: RunOptions, onResult?:
     leaseReads += r.leaseReads ?? 0;
     readIndexReads += r.readIndexReads ?? 0;
     if (r.verdict === 'unknown') unknownVerdicts++;
+    for (const [k, v] of Object.entries(r.counts ?? {})) counts[k] = (counts[k] ?? 0) + v;
     if (!r.ok) failures.push(r);
     onResult?.(r);
   }
-  return { seeds: count, start, failures, elapsedMs: now() - t0, ops, steps, leaseReads, readIndexReads, unknownVerdicts };
+  return { seeds: count, start, failures, elapsedMs: now() - t0, ops, steps, leaseReads, readIndexReads, unknownVerdicts, counts };
 }

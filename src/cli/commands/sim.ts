@@ -22,13 +22,18 @@ export function register(program: Command): void {
     .option('--seed <s>', 'run exactly this one seed (same as --start S --seeds 1)')
     .option('--nodes <n>', 'force the cluster size (3 or 5)')
     .option('--unsafe <flag>', 'enable a deliberately broken variant: readWithoutLeaseOrReadIndex | commitPreviousTermByCounting')
+    .option('--profile <name>', 'force a fault schedule: mixed | churn | figure8 | lease')
     .option('--no-check', 'skip the linearizability check of client histories')
     .option('--verbose', 'print every seed, and the event trace of failures')
-    .action((o: { seeds: string; start: string; seed?: string; nodes?: string; unsafe?: string; check: boolean; verbose?: boolean }) => {
+    .action((o: { seeds: string; start: string; seed?: string; nodes?: string; unsafe?: string; profile?: string; check: boolean; verbose?: boolean }) => {
       const start = o.seed !== undefined ? int('--seed', o.seed) : int('--start', o.start);
       const count = o.seed !== undefined ? 1 : int('--seeds', o.seeds);
       const opts: RunOptions = { skipCheck: !o.check };
       if (o.nodes !== undefined) opts.nodes = int('--nodes', o.nodes);
+      if (o.profile !== undefined) {
+        if (!['mixed', 'churn', 'figure8', 'lease'].includes(o.profile)) throw new InvalidArgument(`unknown --profile ${o.profile}`);
+        opts.profile = o.profile as RunOptions['profile'];
+      }
       if (o.unsafe !== undefined) {
         if (o.unsafe !== 'readWithoutLeaseOrReadIndex' && o.unsafe !== 'commitPreviousTermByCounting') throw new InvalidArgument(`unknown --unsafe flag ${o.unsafe}`);
         opts.unsafe = { [o.unsafe]: true };
@@ -52,6 +57,7 @@ export function register(program: Command): void {
       };
       const s = sweep(start, count, opts, report, () => performance.now());
       out(`sim summary: seeds=${s.seeds} start=${s.start} failures=${s.failures.length} ops=${s.ops} reads(lease/readIndex)=${s.leaseReads}/${s.readIndexReads} unchecked=${s.unknownVerdicts} time=${(s.elapsedMs / 1000).toFixed(1)}s`);
+      out(`sim events: ${Object.entries(s.counts).map(([k, v]) => `${k}=${v}`).join(' ')}`);
       if (s.failures.length > 0) {
         out(`failing seeds: ${s.failures.map((f) => f.seed).join(' ')}`);
         process.exitCode = 1;
