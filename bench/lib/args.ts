@@ -26,6 +26,8 @@ export interface BenchOptions {
   cpuProfDir: string | undefined;
   /** Another build's dist/src/cli/main.js to measure (a candidate change against the tree's). */
   cliPath: string | undefined;
+  /** Keep the run directory (backing files, cluster data and node logs) instead of removing it. */
+  keep: boolean;
 }
 
 export interface OptionDefaults {
@@ -44,6 +46,7 @@ const usageText = `options:
   --fsync             add write profiles that issue a FLUSH every 32 writes
   --cpu-prof DIR      run raftblock under node --cpu-prof, profiles into DIR
   --cli PATH          measure this raftblock CLI (dist/src/cli/main.js of another build)
+  --keep              keep the run directory (backing files, node logs) afterwards
 `;
 
 export function usage(defaults: OptionDefaults): string {
@@ -63,6 +66,7 @@ export function parseBenchOptions(argv: string[], defaults: OptionDefaults): Ben
     fsync: false,
     cpuProfDir: undefined,
     cliPath: undefined,
+    keep: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -104,6 +108,9 @@ export function parseBenchOptions(argv: string[], defaults: OptionDefaults): Ben
         break;
       case '--cpu-prof':
         opts.cpuProfDir = value();
+        break;
+      case '--keep':
+        opts.keep = true;
         break;
       case '--cli':
         opts.cliPath = value();

@@ -256,34 +256,93 @@ export const raftblockExportFile: ServerSpec = {
 
 export const allNbdServers: readonly ServerSpec[] = [raftblockExportFile, nbdkitMemory, nbdkitFile, qemuNbdNone, qemuNbdDirectsync];
 
+/** True when 127.0.0.1:`port` can be bound right now. */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+/** A base port such that `count` consecutive loopback ports from it are free. */
+export async function freePortRange(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 40000);
+    let ok = true;
+    for (let i = 0; i < count && ok; i++) ok = await portFree(base + i);
+    if (ok) return base;
+  }
+  throw new Error(`no ${count} consecutive free ports found`);
+}
+
 /**
  * `raftblock start`: an embedded cluster of `nodes` node processes on this machine serving
- * volume `vol0`. Its CPU is every `node` process in the tree of the start command.
+ * volume `vol0`; node i serves NBD on nbd-port + i. It prints
+ * `{"event":"ready","nbd":[...],"pids":[...]}` once every PG has a leader. Its CPU is every
+ * `node` process in the tree of the start command (the nodes and the supervisor).
  */
 export function raftblockCluster(nodes: number, readyTimeoutMs = 180_000): ServerSpec {
   return {
     name: 'raftblock-cluster',
     durability: `raftblock start, ${nodes} replicas: acknowledged once durable on a quorum (WAL with O_DSYNC)`,
     async start(ctx) {
-      const port = await freePort();
+      // NBD, HTTP and peer ports: `nodes` consecutive free ports each.
+      const base = await freePortRange(3 * nodes);
+      const nbdPort = base;
       const dataDir = join(ctx.dir, 'data');
       mkdirSync(dataDir, { recursive: true });
       const nodeArgs: string[] = [];
       if (ctx.cpuProfDir) {
         mkdirSync(ctx.cpuProfDir, { recursive: true });
+        // start passes its own execArgv to every node, so each node writes its profile too.
         nodeArgs.push('--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir);
       }
-      const args = [...nodeArgs, ctx.cliPath ?? cliPath, 'start', '--data', dataDir, '--nodes', String(nodes), '--nbd-port', String(port)];
-      const { child, stderrTail } = spawnServer(process.execPath, args);
-      const uri = `nbd://127.0.0.1:${port}/vol0`;
+      const args = [
+        ...nodeArgs, ctx.cliPath ?? cliPath, 'start', '--data', dataDir, '--nodes', String(nodes),
+        '--nbd-port', String(nbdPort), '--http-port', String(base + nodes), '--peer-port', String(base + 2 * nodes),
+      ];
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      let stderr = '';
+      child.stderr!.on('data', (b: Buffer) => {
+        stderr = (stderr + b.toString('utf8')).slice(-4000);
+      });
       try {
-        await waitForNbd(uri, child, readyTimeoutMs, 'raftblock start');
+        const nbd = await new Promise<string>((resolve, reject) => {
+          let buf = '';
+          const timer = setTimeout(() => reject(new Error(`raftblock start was not ready within ${readyTimeoutMs} ms`)), readyTimeoutMs);
+          child.stdout!.on('data', (b: Buffer) => {
+            buf += b.toString('utf8');
+            for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+              const line = buf.slice(0, nl);
+              buf = buf.slice(nl + 1);
+              if (!line.startsWith('{')) continue;
+              try {
+                const ev = JSON.parse(line) as { event?: string; nbd?: string[] };
+                if (ev.event === 'ready' && Array.isArray(ev.nbd) && ev.nbd.length > 0) {
+                  clearTimeout(timer);
+                  resolve(ev.nbd[0]);
+                } else if (ev.event === 'node-exit' || ev.event === 'node-restarted') {
+                  process.stderr.write(`[bench] raftblock start: ${line}\n`);
+                }
+              } catch {
+                // not a JSON line: ignore
+              }
+            }
+          });
+          child.once('exit', (code, sig) => {
+            clearTimeout(timer);
+            reject(new Error(`raftblock start exited (${sig ?? code}) before ready`));
+          });
+        });
+        const uri = `nbd://${nbd}/vol0`;
+        await waitForNbd(uri, child, 30_000, this.name);
+        // Ctrl-C is the documented way to stop it: every node shuts down cleanly.
+        return { name: this.name, uri, pid: child.pid!, cpuComm: /^node/, stop: () => stopProcess(child, 'SIGINT', 40_000) };
       } catch (e) {
-        await stopProcess(child, 'SIGKILL', 1000);
-        throw new Error(`${(e as Error).message}\n${stderrTail()}`);
+        await stopProcess(child, 'SIGTERM', 5000);
+        throw new Error(`${(e as Error).message}\n${stderr}\n(node logs in ${dataDir})`);
       }
-      // Ctrl-C is the documented way to stop it: every node shuts down cleanly.
-      return { name: this.name, uri, pid: child.pid!, cpuComm: /^node/, stop: () => stopProcess(child, 'SIGINT', 30_000) };
     },
   };
 }

@@ -42,7 +42,8 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
         log(`stopping ${srv.name}: ${(e as Error).message}`);
       }
     }
-    rmSync(runDir, { recursive: true, force: true });
+    if (opts.keep) log(`kept ${runDir}`);
+    else rmSync(runDir, { recursive: true, force: true });
   };
   const onSignal = (): void => {
     log('interrupted: stopping servers');
