@@ -17,12 +17,13 @@ export const defaultRingEntries = 256;
  * How a durable (`dsync`) write is made durable:
  *  - `rwf-dsync`: one O_DIRECT write with RWF_DSYNC (the kernel flushes when the write completes);
  *  - `fdatasync`: an O_DIRECT write, then an fdatasync ring operation once it completed.
- * Both end in one device flush. Which is faster depends on the kernel's completion path: on
- * ext4 a RWF_DSYNC direct write completes through a workqueue, which under CPU contention
- * costs more than the second ring round trip (bench/README.md has the measurement).
+ * Both end in one device flush. RWF_DSYNC is one ring round trip and the better tail on a
+ * quiet machine; on ext4 its completion (and the flush) runs from a kernel workqueue, which
+ * under heavy CPU contention was measured slower than the second round trip. bench/README.md
+ * has both measured.
  */
 export type DurableWriteMode = 'rwf-dsync' | 'fdatasync';
-export const defaultDurableWriteMode: DurableWriteMode = 'fdatasync';
+export const defaultDurableWriteMode: DurableWriteMode = 'rwf-dsync';
 
 export const enum Op {
   Read,
