@@ -184,24 +184,35 @@ export class Wal {
       if (e.data.length > this.maxRecordBytes) return Promise.reject(new InvalidArgument(`group ${groupId}: entry ${e.index} of ${e.data.length} bytes exceeds maxRecordBytes ${this.maxRecordBytes}`));
       if (!(e.type >= 0 && e.type <= 255) || !Number.isSafeInteger(e.term) || e.term < 0) return Promise.reject(new InvalidArgument(`group ${groupId}: entry ${e.index} has a bad type or term`));
     }
-    let start = -1;
-    // Validated against the state at the moment the records are encoded (after anything queued
-    // before this call), so queued calls keep their order.
-    const step = (): Promise<void> | null => {
+    if (this.backlog.length === 0) {
+      // Fast path, nothing queued before this call: no closure, no extra promise.
+      if (first < 1 || first > g.lastIndex + 1) return Promise.reject(new InvalidArgument(`group ${groupId}: append at ${first} leaves a gap after ${g.lastIndex}`));
+      const start = Math.max(0, g.baseIndex + 1 - first);
+      if (start >= entries.length) return this.lastPromise() ?? Promise.resolve();
+      const r = this.appendSome(g, entries, start);
+      if (r.done) return r.promise as Promise<void>;
+      return this.deferAppend(g, entries, r.next);
+    }
+    return this.deferAppend(g, entries, -1);
+  }
+
+  /**
+   * Queues (the rest of) an append behind earlier blocked calls. With `start` -1 it is
+   * validated against the state at the moment its records are encoded, so that queued calls
+   * keep their order.
+   */
+  private deferAppend(g: GroupLog, entries: readonly WalEntry[], start: number): Promise<void> {
+    const first = entries[0].index;
+    return this.defer(() => {
       if (start === -1) {
-        if (first < 1 || first > g.lastIndex + 1) return Promise.reject(new InvalidArgument(`group ${groupId}: append at ${first} leaves a gap after ${g.lastIndex}`));
+        if (first < 1 || first > g.lastIndex + 1) return Promise.reject(new InvalidArgument(`group ${g.id}: append at ${first} leaves a gap after ${g.lastIndex}`));
         start = Math.max(0, g.baseIndex + 1 - first);
         if (start >= entries.length) return this.lastPromise() ?? Promise.resolve();
       }
       const r = this.appendSome(g, entries, start);
       start = r.next;
       return r.done ? (r.promise as Promise<void>) : null;
-    };
-    if (this.backlog.length === 0) {
-      const p = step();
-      if (p) return p;
-    }
-    return this.defer(step);
+    });
   }
 
   /** Persists a group's hard state; resolves when durable. */
