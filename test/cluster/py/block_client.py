@@ -66,12 +66,14 @@ class Client:
             h.poll(max(1, int(left * 1000)))
         self.h = h
 
-    def close(self):
+    def close(self, abrupt=False):
+        """abrupt: drop the socket without NBD_CMD_DISC (which waits for commands in flight)."""
         if self.h is not None:
-            try:
-                self.h.shutdown()
-            except Exception:
-                pass
+            if not abrupt:
+                try:
+                    self.h.shutdown()
+                except Exception:
+                    pass
             try:
                 self.h.close()
             except Exception:
@@ -88,7 +90,7 @@ class Client:
                 raise
             left = deadline - time.monotonic()
             if left <= 0:
-                self.close()
+                self.close(abrupt=True)
                 raise Timeout("command")
             self.h.poll(max(1, int(left * 1000)))
 
@@ -129,7 +131,7 @@ def run_ops(argv):
             except Exception as e:
                 rec["result"] = "error"
                 rec["error"] = str(e)
-                c.close()
+                c.close(abrupt=True)
         print(json.dumps(rec), flush=True)
     c.close()
 
@@ -157,7 +159,7 @@ def run_jepsen(argv):
             try:
                 c.connect()
             except Exception:
-                c.close()
+                c.close(abrupt=True)
                 time.sleep(0.2)
                 continue
         block = rng.choice(blocks)
@@ -173,7 +175,7 @@ def run_jepsen(argv):
                 emit("info", "write", block)
                 generation += 1
                 pid = process + 1000 * generation
-                c.close()
+                c.close(abrupt=True)
                 time.sleep(0.05)
         else:
             emit("invoke", "read", block)
@@ -184,7 +186,7 @@ def run_jepsen(argv):
                 emit("fail", "read", block)
                 generation += 1
                 pid = process + 1000 * generation
-                c.close()
+                c.close(abrupt=True)
                 time.sleep(0.05)
         out.flush()
     c.close()
