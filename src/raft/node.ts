@@ -61,6 +61,8 @@ export interface ProposalRef {
 export const maxSnapshotBytes = 1 << 30;
 /** Largest number of reads waiting for a ReadIndex round. */
 export const maxPendingReads = 65536;
+/** Messages queued for the next Ready beyond this are dropped (Raft tolerates loss; a host that stopped calling ready() must not exhaust memory). */
+export const maxQueuedMessages = 1 << 16;
 
 interface PendingRead {
   ctx: string;
@@ -88,6 +90,8 @@ export interface ReadCounters {
 export class RaftNode {
   readonly id: NodeId;
   readonly readCounters: ReadCounters = { lease: 0, readIndex: 0, unsafe: 0 };
+  /** Messages dropped because the host did not take Ready batches (see maxQueuedMessages). */
+  droppedMessages = 0;
   private readonly cfg: Config;
   readonly log: RaftLog;
 
@@ -353,6 +357,7 @@ export class RaftNode {
     }
     for (const e of rd.committedEntries) {
       assert(e.index === this.log.applied + 1, `applying ${e.index} after ${this.log.applied}`);
+      assert(e.index <= this.log.committed, `applying ${e.index} beyond commit ${this.log.committed}`);
       this.log.applied = e.index;
       if (this.role === 'leader') this.uncommittedBytes = Math.max(0, this.uncommittedBytes - entrySizeBytes(e));
     }
@@ -652,6 +657,7 @@ export class RaftNode {
     if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
       this.send({ type: respType, from: this.id, to: m.from, term: m.term, reject: false });
       if (m.type === 'vote') {
+        assert(this.vote === NONE || this.vote === m.from, `second vote in term ${this.term}`);
         this.electionElapsed = 0;
         this.vote = m.from;
       }
@@ -1072,6 +1078,11 @@ export class RaftNode {
 
   private send(m: Message): void {
     assert(m.to !== this.id, 'message to self');
+    assert(m.term <= this.term || m.type === 'preVote' || m.type === 'preVoteResp', `message of future term ${m.term} at term ${this.term}`);
+    if (this.msgs.length >= maxQueuedMessages) {
+      this.droppedMessages++;
+      return;
+    }
     this.msgs.push(m);
   }
 
