@@ -104,6 +104,8 @@ export class TransmissionSession {
   private closed = false;
   private corked = false;
   private finishing = false;
+  /** The client half-closed its side. */
+  private eof = false;
   private readonly size: number;
   private readonly allowedFlags: number[] = [];
   private closedResolve!: () => void;
@@ -137,7 +139,11 @@ export class TransmissionSession {
 
     // Input arrives through onData(), called by the connection (see server.ts: the socket may
     // read into a shared buffer, in which case chunks are only valid during the call).
-    socket.on('end', () => this.stop());
+    socket.on('end', () => {
+      // The client sent everything it will send; requests still buffered are answered first.
+      this.eof = true;
+      this.pump();
+    });
     socket.on('drain', () => {
       if (this.waitingDrain) {
         this.waitingDrain = false;
@@ -214,7 +220,8 @@ export class TransmissionSession {
       this.next = req;
       const r = this.decoder.poll(req);
       if (r === NEED_MORE) {
-        this.resume();
+        if (this.eof) this.stop();
+        else this.resume();
         return;
       }
       if (r === PROTOCOL_ERROR) {

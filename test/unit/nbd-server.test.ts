@@ -275,6 +275,19 @@ test('hostile clients (bad magic, huge option, huge write, garbage) do not distu
   assert.ok(server.connectionCount >= 1);
 });
 
+test('requests pipelined before the client half-closes are all answered', async (t) => {
+  const backend = new MemoryBackend(1 << 20);
+  backend.delayMs = () => 5;
+  const { port } = await startServer(t, new Map([['m', { backend }]]), undefined, { maxInflightRequests: 4 });
+  const c = await client(t, port, 'm');
+  const n = 40;
+  for (let i = 0; i < n; i++) c.send(P.NBD_CMD_WRITE, i * 4096, 4096, 0, Buffer.alloc(4096, i + 1));
+  c.socket.end();
+  for (let i = 0; i < n; i++) assert.equal((await c.nextReply()).error, 0);
+  await c.reader.closed();
+  for (let i = 0; i < n; i++) assert.equal(backend.data[i * 4096], i + 1);
+});
+
 test('close() answers in-flight requests before closing', async (t) => {
   const backend = new MemoryBackend(1 << 20);
   backend.delayMs = () => 100;
