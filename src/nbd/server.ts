@@ -105,9 +105,20 @@ export class NbdServer {
     }
     // The connection's input handler; set below once the phase objects exist.
     let onInput: (chunk: Buffer, transient: boolean) => void = () => {};
-    const socket = adoptWithReadBuffer(accepted, this.readBuffer, (n, buf) => onInput(buf.subarray(0, n), true));
+    // Nothing a client sends may throw past its own connection: an unexpected error (a bug)
+    // closes this socket and is logged; the process and other connections carry on.
+    const guarded = (chunk: Buffer, transient: boolean): void => {
+      try {
+        onInput(chunk, transient);
+      } catch (err) {
+        log.error('connection failed', { err });
+        onInput = () => {};
+        socket.destroy();
+      }
+    };
+    const socket: Socket = adoptWithReadBuffer(accepted, this.readBuffer, (n, buf) => guarded(buf.subarray(0, n), true));
     const transient = socket !== accepted;
-    if (!transient) socket.on('data', (chunk: Buffer) => onInput(chunk, false));
+    if (!transient) socket.on('data', (chunk: Buffer) => guarded(chunk, false));
     socket.setNoDelay(true); // replies are batched by cork/uncork; never wait on Nagle
     this.metrics?.connections.inc();
     socket.once('close', () => this.metrics?.connections.dec());

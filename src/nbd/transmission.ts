@@ -81,8 +81,8 @@ class InflightRequest extends NbdRequest {
   readonly onFailure: (err: unknown) => void;
   constructor(session: TransmissionSession) {
     super();
-    this.onSuccess = (value) => session.succeeded(this, value);
-    this.onFailure = (err) => session.failed(this, err);
+    this.onSuccess = (value) => session.guard(this, value, true);
+    this.onFailure = (err) => session.guard(this, err, false);
   }
 }
 
@@ -324,7 +324,21 @@ export class TransmissionSession {
     }
   }
 
-  /** Completion of a backend call (bound per request object). */
+  /**
+   * Completion of a backend call (bound per request object). A throw here would be an unhandled
+   * rejection, which ends the process; instead the connection is closed and the bug logged.
+   */
+  guard(req: InflightRequest, value: unknown, ok: boolean): void {
+    try {
+      if (ok) this.succeeded(req, value);
+      else this.failed(req, value);
+    } catch (err) {
+      this.log.error('completion failed, closing connection', { err, command: NBD_CMD_NAMES[req.type] });
+      this.socket.destroy();
+    }
+  }
+
+  /** Reply to a request whose backend call succeeded. */
   succeeded(req: InflightRequest, value: unknown): void {
     if (this.closed) return this.finishRequest(req);
     const s = this.negotiated.structuredReplies;
