@@ -13,7 +13,7 @@ import type { SimCluster } from './cluster.js';
  * cut off with one follower, leader isolated or crashed, quick heals), the schedule that
  * produces the Raft paper's Figure 8 situations.
  */
-export type NemesisProfile = 'mixed' | 'churn' | 'figure8' | 'lease';
+export type NemesisProfile = 'mixed' | 'churn' | 'figure8' | 'lease' | 'membership';
 
 /** Progress through one Figure 8 cycle (see `figure8`). */
 interface Figure8State {
@@ -39,6 +39,7 @@ export class Nemesis {
 
   private gap(): number {
     if (this.profile === 'churn') return (2 + this.rng.nextInt(12)) * this.c.opts.stepsPerTick;
+    if (this.profile === 'membership') return (3 + this.rng.nextInt(15)) * this.c.opts.stepsPerTick;
     return (5 + this.rng.nextInt(40)) * this.c.opts.stepsPerTick;
   }
 
@@ -158,6 +159,35 @@ export class Nemesis {
     }
   }
 
+  /** Membership changes back to back, under partitions and crashes. */
+  private membershipChurn(): void {
+    const c = this.c;
+    const ids = this.ids();
+    const r = this.rng.nextInt(100);
+    if (r < 50) {
+      this.membership();
+    } else if (r < 62) {
+      const s = this.shuffled(ids);
+      const k = 1 + this.rng.nextInt(Math.floor(ids.length / 2));
+      c.net.partition([s.slice(0, k), s.slice(k)]);
+      c.note(`partition: ${JSON.stringify([s.slice(0, k), s.slice(k)])}`);
+    } else if (r < 72) {
+      const up = c.upNodes();
+      if (up.length > 0) c.crash(up[this.rng.nextInt(up.length)].id);
+    } else if (r < 85) {
+      for (const n of c.nodes) if (!n.up) c.restart(n.id);
+    } else if (r < 92) {
+      const l = c.leader();
+      if (l) {
+        const voters = l.raft.status().confState.voters.filter((v) => v !== l.id);
+        if (voters.length > 0) c.transferLeader(voters[this.rng.nextInt(voters.length)]);
+      }
+    } else {
+      c.net.heal();
+      c.note('heal partitions');
+    }
+  }
+
   private churn(): void {
     const c = this.c;
     const ids = this.ids();
@@ -210,6 +240,10 @@ export class Nemesis {
     this.nextAt = this.c.now + this.gap();
     if (this.profile === 'churn') {
       this.churn();
+      return;
+    }
+    if (this.profile === 'membership') {
+      this.membershipChurn();
       return;
     }
     const r = this.rng.nextInt(100);

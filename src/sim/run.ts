@@ -71,7 +71,7 @@ export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions & 
   const nodes = opts.nodes ?? (r.chance(0.5) ? 3 : 5);
   const pr = r.nextFloat();
   const profile: NemesisProfile =
-    opts.profile ?? (nodes === 5 && pr < 0.2 ? 'figure8' : pr < 0.35 ? 'lease' : pr < 0.55 ? 'churn' : 'mixed');
+    opts.profile ?? (nodes === 5 && pr < 0.2 ? 'figure8' : pr < 0.35 ? 'lease' : pr < 0.5 ? 'churn' : pr < 0.65 ? 'membership' : 'mixed');
   const checkQuorum = r.chance(0.85);
   const lease = checkQuorum && r.chance(0.7) ? 6 : 0;
   return {

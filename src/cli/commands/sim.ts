@@ -22,7 +22,7 @@ export function register(program: Command): void {
     .option('--seed <s>', 'run exactly this one seed (same as --start S --seeds 1)')
     .option('--nodes <n>', 'force the cluster size (3 or 5)')
     .option('--unsafe <flag>', 'enable a deliberately broken variant: readWithoutLeaseOrReadIndex | commitPreviousTermByCounting')
-    .option('--profile <name>', 'force a fault schedule: mixed | churn | figure8 | lease')
+    .option('--profile <name>', 'force a fault schedule: mixed | churn | figure8 | lease | membership')
     .option('--no-check', 'skip the linearizability check of client histories')
     .option('--verbose', 'print every seed, and the event trace of failures')
     .action((o: { seeds: string; start: string; seed?: string; nodes?: string; unsafe?: string; profile?: string; check: boolean; verbose?: boolean }) => {
@@ -31,7 +31,7 @@ export function register(program: Command): void {
       const opts: RunOptions = { skipCheck: !o.check };
       if (o.nodes !== undefined) opts.nodes = int('--nodes', o.nodes);
       if (o.profile !== undefined) {
-        if (!['mixed', 'churn', 'figure8', 'lease'].includes(o.profile)) throw new InvalidArgument(`unknown --profile ${o.profile}`);
+        if (!['mixed', 'churn', 'figure8', 'lease', 'membership'].includes(o.profile)) throw new InvalidArgument(`unknown --profile ${o.profile}`);
         opts.profile = o.profile as RunOptions['profile'];
       }
       if (o.unsafe !== undefined) {
