@@ -4,8 +4,8 @@
  * and `ready()` / `advance()` for the I/O it asks the host to perform (see `Ready`).
  *
  * Design notes (why, not what):
- *  - Conf changes take effect when applied (on `advance`), never when appended, and every
- *    change goes through a joint configuration, so any two quorums of successive
+ *  - A membership change takes effect as soon as its entry is in the log (see confHistory),
+ *    and every change goes through a joint configuration, so any two quorums of successive
  *    configurations intersect.
  *  - The leader counts its own copy of an entry only once the host says it is durable
  *    (`advance`), so "committed" always means durable on a quorum.
