@@ -148,6 +148,8 @@ export class Wal {
       await wal.prepareSpare();
       wal.live.push(wal.spare as Segment);
       wal.spare = null;
+      wal.recovery.tail = { segmentSeq: wal.live[0].seq, offsetBytes: segmentHeaderBytes };
+      wal.recovery.segments = 1;
     }
     wal.ensureSpare();
     const r = recovered.report;
