@@ -15,7 +15,7 @@
  * (the ports are remembered in DIR/cluster.json).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -130,10 +130,11 @@ async function start(opts: StartOptions): Promise<void> {
       ...(i === 0 ? ['--bootstrap'] : ['--join', addr(layout.peerPort, 0)]),
     ];
     const logPath = join(dataDir, `node-${id}.log`);
-    const logFile = createWriteStream(logPath, { flags: 'a' });
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // The node writes its log straight to the file: it never waits on this process.
+    const logFd = openSync(logPath, 'a');
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd] });
+    closeSync(logFd);
     children[i] = child;
-    child.stderr!.pipe(logFile);
     let up = false;
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (line.startsWith('{"event":"listening"')) {
