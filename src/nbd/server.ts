@@ -89,7 +89,7 @@ export class NbdServer {
     this.server.close();
     for (const s of this.handshaking) s.destroy();
     const sessions = [...this.sessions];
-    for (const s of sessions) s.stop();
+    for (const s of sessions) s.shutdown();
     await Promise.all(sessions.map((s) => s.done));
     for (const e of this.opts.exports.values()) {
       if (!e.backend.capabilities.readOnly) await e.backend.flush();
@@ -170,7 +170,7 @@ export class NbdServer {
       this.sessions.add(session);
       void session.done.then(() => this.sessions.delete(session));
       onInput = (c, t) => session.onData(c, t);
-      if (this.shuttingDown) session.stop();
+      if (this.shuttingDown) session.shutdown();
       session.start(step.leftover);
     };
     socket.on('end', () => {

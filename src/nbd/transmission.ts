@@ -35,6 +35,7 @@ import {
   NBD_EINVAL,
   NBD_ENOSPC,
   NBD_EPERM,
+  NBD_ESHUTDOWN,
   NBD_SIMPLE_REPLY_HEADER_BYTES,
   NBD_STATE_HOLE,
   NBD_STRUCTURED_REPLY_HEADER_BYTES,
@@ -106,6 +107,9 @@ export class TransmissionSession {
   private finishing = false;
   /** The client half-closed its side. */
   private eof = false;
+  private pumping = false;
+  /** The server is shutting down: remaining buffered requests get ESHUTDOWN. */
+  private shuttingDown = false;
   private readonly size: number;
   private readonly allowedFlags: number[] = [];
   private closedResolve!: () => void;
@@ -160,6 +164,17 @@ export class TransmissionSession {
     this.pump();
   }
 
+  /**
+   * Server shutdown: nothing new starts. In-flight requests complete; every request that arrives
+   * meanwhile is answered ESHUTDOWN (as the spec advises, so the client disconnects softly);
+   * once nothing is in flight the connection closes.
+   */
+  shutdown(): void {
+    if (this.stopping || this.shuttingDown) return;
+    this.shuttingDown = true;
+    this.pump();
+  }
+
   /** Stops reading requests; the connection closes once in-flight requests are answered. */
   stop(): void {
     if (this.stopping) return;
@@ -206,8 +221,21 @@ export class TransmissionSession {
 
   /** Decodes and dispatches as many requests as the bounds allow. */
   private pump(): void {
+    // Requests answered synchronously (validation errors, zero-length, ESHUTDOWN) call back into
+    // pump() through finishRequest(); the loop below already continues, so a nested call returns
+    // at once instead of growing the stack by one frame per buffered request.
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      this.pumpLoop();
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private pumpLoop(): void {
     while (!this.stopping) {
-      if (this.inflight >= this.limits.maxInflightRequests || this.inflightBytes >= this.limits.maxInflightBytes) {
+      if (!this.shuttingDown && (this.inflight >= this.limits.maxInflightRequests || this.inflightBytes >= this.limits.maxInflightBytes)) {
         this.pause();
         return;
       }
@@ -220,7 +248,7 @@ export class TransmissionSession {
       this.next = req;
       const r = this.decoder.poll(req);
       if (r === NEED_MORE) {
-        if (this.eof) this.stop();
+        if (this.eof || (this.shuttingDown && this.inflight === 0)) this.stop();
         else this.resume();
         return;
       }
@@ -252,6 +280,7 @@ export class TransmissionSession {
       this.finishRequest(req);
       return;
     }
+    if (this.shuttingDown) return this.reject(req, NBD_ESHUTDOWN, 'server is shutting down');
     const allowed = this.allowedFlags[type];
     if (allowed === undefined) return this.reject(req, NBD_EINVAL, `unknown command ${type}`);
     if ((req.flags & ~allowed) !== 0) return this.reject(req, NBD_EINVAL, `flags 0x${req.flags.toString(16)} not valid for ${NBD_CMD_NAMES[type]}`);
@@ -396,13 +425,15 @@ export class TransmissionSession {
       return;
     }
     if (this.stopping) this.maybeFinish();
-    else if (this.socketPaused && !this.waitingDrain) this.pump();
+    else if (this.shuttingDown || (this.socketPaused && !this.waitingDrain)) this.pump();
   }
 
   private maybeFinish(): void {
     if (this.inflight > 0 || this.closed || this.finishing) return;
     this.finishing = true;
     if (this.corked) this.uncork();
+    // Keep reading (and dropping) so the client's FIN is seen and the socket can close.
+    this.resume();
     this.socket.end();
     // A client that never closes its side must not hold the session (and a shutdown) forever.
     setTimeout(() => this.socket.destroy(), closeGraceMs).unref();

@@ -39,7 +39,10 @@ class MemoryBackend implements BlockBackend {
     this.data.copy(into, 0, offset, offset + length);
     return undefined;
   }
+  /** Called when a write starts (tests wait for a request to be in flight). */
+  onWriteStart: () => void = () => {};
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    this.onWriteStart();
     await this.wait(offset);
     data.copy(this.data, offset);
     if (fua) this.fuaWrites++;
@@ -275,6 +278,22 @@ test('hostile clients (bad magic, huge option, huge write, garbage) do not distu
   assert.ok(server.connectionCount >= 1);
 });
 
+test('thousands of requests answered synchronously while paused do not grow the stack', async (t) => {
+  const backend = new MemoryBackend(1 << 20);
+  backend.delayMs = (offset) => (offset === 0 ? 50 : 0);
+  const { port } = await startServer(t, new Map([['m', { backend }]]), undefined, { maxInflightRequests: 1 });
+  const c = await client(t, port, 'm', { structured: false });
+  c.send(P.NBD_CMD_WRITE, 0, 4, 0, Buffer.from('slow'));
+  const n = 20000;
+  const wire = Buffer.concat(Array.from({ length: n }, (_, i) => encodeRequest({ flags: 1 << 9, type: P.NBD_CMD_READ, handleHi: 1, handleLo: i, offset: 0, length: 0 })));
+  c.socket.write(wire);
+  const first = await c.nextReply();
+  assert.equal(first.error, 0);
+  // The rest are simple 16-byte replies with EINVAL (unknown flag); read them raw.
+  const raw = await c.reader.read(16 * n);
+  for (let i = 0; i < n; i++) assert.equal(raw.readUInt32BE(16 * i + 4), P.NBD_EINVAL);
+});
+
 test('requests pipelined before the client half-closes are all answered', async (t) => {
   const backend = new MemoryBackend(1 << 20);
   backend.delayMs = () => 5;
@@ -288,21 +307,27 @@ test('requests pipelined before the client half-closes are all answered', async 
   for (let i = 0; i < n; i++) assert.equal(backend.data[i * 4096], i + 1);
 });
 
-test('close() answers in-flight requests before closing', async (t) => {
+test('close() completes in-flight requests, answers buffered ones ESHUTDOWN, flushes, closes', async (t) => {
   const backend = new MemoryBackend(1 << 20);
   backend.delayMs = () => 100;
-  const server = new NbdServer({ exports: new Map([['m', { backend }]]) });
+  const server = new NbdServer({ exports: new Map([['m', { backend }]]), limits: { maxInflightRequests: 1 } });
   const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
   const c = await client(t, port, 'm');
-  const h = c.send(P.NBD_CMD_WRITE, 0, 4, 0, Buffer.from('wxyz'));
-  await new Promise((r) => setTimeout(r, 20));
+  const started = new Promise<void>((resolve) => (backend.onWriteStart = resolve));
+  const h1 = c.send(P.NBD_CMD_WRITE, 0, 4, 0, Buffer.from('wxyz'));
+  const h2 = c.send(P.NBD_CMD_WRITE, 4, 4, 0, Buffer.from('late'));
+  const h3 = c.send(P.NBD_CMD_READ, 0, 4);
+  await started; // h1 is in flight (for 100 ms); h2 and h3 wait behind the in-flight bound
   const closing = server.close();
-  const r = await c.nextReply();
-  assert.equal(r.handle, h);
-  assert.equal(r.error, 0);
+  const replies = new Map<number, number>();
+  for (let i = 0; i < 3; i++) {
+    const r = await c.nextReply();
+    replies.set(r.handle, r.error);
+  }
+  assert.deepEqual([replies.get(h1), replies.get(h2), replies.get(h3)], [0, P.NBD_ESHUTDOWN, P.NBD_ESHUTDOWN]);
   await c.reader.closed();
   await closing;
-  assert.equal(backend.data.subarray(0, 4).toString(), 'wxyz');
+  assert.equal(backend.data.subarray(0, 8).toString('latin1'), 'wxyz\0\0\0\0');
   assert.ok(backend.flushes >= 1, 'flushed on close');
 });
 
