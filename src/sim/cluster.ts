@@ -71,6 +71,10 @@ export class SimNode {
   lastRole = 'follower';
   lastTerm = 0;
   lastCommit = 0;
+  /** A stalled process (GC pause, overloaded host): it neither ticks nor handles anything. */
+  pausedUntil = 0;
+  backlog: Message[] = [];
+  pendingRequests: (() => void)[] = [];
   constructor(
     readonly id: NodeId,
     readonly storage: MemoryStorage,
@@ -128,7 +132,7 @@ export class SimCluster {
   }
 
   /** What happened, for coverage reports. */
-  readonly counts = { crashes: 0, tornWrites: 0, snapshotsInstalled: 0, confChanges: 0, transfers: 0, elections: 0 };
+  readonly counts = { crashes: 0, tornWrites: 0, pauses: 0, snapshotsInstalled: 0, confChanges: 0, transfers: 0, elections: 0 };
 
   /** Reads answered by lease and by ReadIndex, over every incarnation of every node. */
   readonly reads = { lease: 0, readIndex: 0 };
@@ -183,6 +187,9 @@ export class SimCluster {
     this.counts.crashes++;
     this.note(`crash ${id} (durable commit ${n.storage.hardState.commit}, last ${n.storage.lastIndex()})`);
     n.outstanding = undefined; // clients of this node time out on their own
+    n.pausedUntil = 0;
+    n.backlog = [];
+    n.pendingRequests = [];
   }
 
   restart(id: NodeId): void {
@@ -213,6 +220,10 @@ export class SimCluster {
   request(id: NodeId, req: ClientRequest, client: number, reqNo: number, onReply: (r: ClientReply) => void): void {
     const n = this.node(id);
     if (!n.up) return;
+    if (this.now < n.pausedUntil) {
+      n.pendingRequests.push(() => this.request(id, req, client, reqNo, onReply));
+      return;
+    }
     const raft = n.raft;
     if (raft.currentRole !== 'leader') {
       onReply({ ok: false, redirect: true, leader: raft.leader });
@@ -277,20 +288,45 @@ export class SimCluster {
     for (const n of this.nodes) {
       if (!n.up) continue;
       n.tickPhase += perStep * n.tickRate;
+      if (this.now < n.pausedUntil) continue;
+      // A host ticks from a monotonic clock: after a stall it catches up on every missed tick
+      // before it handles anything else.
       while (n.tickPhase >= 1) {
         n.tickPhase -= 1;
         n.raft.tick();
       }
+      // Clients first, then the peers' messages: the worst order for a stale leaseholder.
+      if (n.pendingRequests.length > 0) {
+        const reqs = n.pendingRequests;
+        n.pendingRequests = [];
+        for (const r of reqs) r();
+      }
+      if (n.backlog.length > 0) {
+        const backlog = n.backlog;
+        n.backlog = [];
+        for (const m of backlog) n.raft.step(m);
+      }
     }
     for (const m of this.net.take(this.now)) {
       const n = this.node(m.to);
-      if (n.up) n.raft.step(m);
+      if (!n.up) continue;
+      if (this.now < n.pausedUntil) n.backlog.push(m);
+      else n.raft.step(m);
     }
     for (const n of this.nodes) {
-      if (!n.up) continue;
+      if (!n.up || this.now < n.pausedUntil) continue;
       this.pumpReady(n);
       this.observe(n);
     }
+  }
+
+  /** Stalls node `id` for `steps` steps (it keeps its state; messages and requests queue). */
+  pause(id: NodeId, steps: number): void {
+    const n = this.node(id);
+    if (!n.up) return;
+    n.pausedUntil = Math.max(n.pausedUntil, this.now + steps);
+    this.counts.pauses++;
+    this.note(`pause ${id} for ${steps} steps`);
   }
 
   private pumpReady(n: SimNode): void {

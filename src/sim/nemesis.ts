@@ -139,8 +139,13 @@ export class Nemesis {
     if (this.leasePhase === 'wait') {
       const l = c.leader();
       if (!l || !l.raft.leaseValid()) return;
-      c.net.partition([[l.id], ids.filter((i) => i !== l.id)]);
-      c.note(`lease: leader ${l.id} cut off while holding its lease`);
+      if (this.rng.chance(0.3)) {
+        // A stalled leaseholder: when it resumes, its clock must catch up before it reads.
+        c.pause(l.id, (5 + this.rng.nextInt(40)) * ticks);
+      } else {
+        c.net.partition([[l.id], ids.filter((i) => i !== l.id)]);
+        c.note(`lease: leader ${l.id} cut off while holding its lease`);
+      }
       this.leasePhase = 'cut';
       this.leaseUntil = c.now + (30 + this.rng.nextInt(30)) * ticks;
     } else if (c.now >= this.leaseUntil) {
@@ -310,8 +315,12 @@ export class Nemesis {
         maxDelaySteps: this.rng.pick([2, 3, 8, 20]),
       };
       c.note(`network ${JSON.stringify(c.net.faults)}`);
-    } else if (r < 88) {
+    } else if (r < 84) {
       this.membership();
+    } else if (r < 90) {
+      // Stall a node (often the leader) for up to a few election timeouts.
+      const target = leader && this.rng.chance(0.6) ? leader : c.upNodes()[this.rng.nextInt(Math.max(1, c.upNodes().length))];
+      if (target) c.pause(target.id, (2 + this.rng.nextInt(40)) * c.opts.stepsPerTick);
     } else {
       const l = c.leader();
       if (l) {
