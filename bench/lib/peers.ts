@@ -203,7 +203,7 @@ export const qemuNbdDirectsync = qemuNbd(
  */
 export const raftblockExportFile: ServerSpec = {
   name: 'raftblock',
-  durability: 'pwrite() into the page cache (node:fs, libuv thread pool); FLUSH = fdatasync (coalesced)',
+  durability: 'pwrite() into the page cache (node:fs; small requests synchronous, larger ones on the libuv thread pool); FLUSH = fdatasync (coalesced)',
   async start(ctx) {
     const file = join(ctx.dir, 'raftblock.img');
     mkdirSync(ctx.dir, { recursive: true });

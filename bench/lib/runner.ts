@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { BenchOptions } from './args.js';
 import { prefill, runFioProfile, type FioProfile } from './fio.js';
 import { treeCpuUs } from './cpu.js';
@@ -20,6 +21,9 @@ export interface SuiteConfig {
   /** Servers whose export size the suite adopts (e.g. a cluster volume of fixed size). */
   sizeFrom?: (started: RunningServer) => number | undefined;
 }
+
+/** How long each idle server's background CPU is sampled before the runs. */
+const idleSampleMs = 2000;
 
 const log = (msg: string): void => {
   process.stderr.write(`[bench] ${msg}\n`);
@@ -89,6 +93,16 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
       }
     }
 
+    // Background CPU (timers, heartbeats) of each idle server, so the per-request CPU of the
+    // slow profiles (QD1) can be read net of it.
+    const idleCpuPct = new Map<string, number>();
+    for (const { srv } of started) {
+      const c0 = treeCpuUs(srv.pid, srv.cpuComm);
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, idleSampleMs));
+      idleCpuPct.set(srv.name, (100 * (treeCpuUs(srv.pid, srv.cpuComm) - c0)) / ((performance.now() - t0) * 1000));
+    }
+
     const runs = new Map<string, Array<{ row: BenchRow; notes: RowNotes }>>();
     for (let rep = 0; rep < opts.repeat; rep++) {
       for (const profile of profiles) {
@@ -141,8 +155,11 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
       `export ${sizeBytes} bytes, load average at end ${fmtLoad()}\n\n`);
     process.stdout.write(formatTable(rows, notes, cfg.subject, cfg.targets) + '\n\n');
     for (const spec of specs) {
-      if (names.has(spec.name)) process.stdout.write(`  ${spec.name}: ${spec.durability}\n`);
+      if (!names.has(spec.name)) continue;
+      const idle = idleCpuPct.get(spec.name);
+      process.stdout.write(`  ${spec.name}: ${spec.durability}; idle CPU ${idle === undefined ? '-' : idle.toFixed(1) + '%'} of a core\n`);
     }
+    process.stdout.write('  CPU µs/op: user+system CPU of the server\'s processes during the run ÷ requests completed (idle CPU included).\n');
     process.stdout.write('  fio sends no FLUSH in these profiles unless the name says flushN (a FLUSH every N writes).\n');
 
     const jsonRows = rows.map((r) => {
