@@ -27,6 +27,11 @@ export interface SimOptions {
   maxPersistDelaySteps: number;
   snapshotEveryEntries: number;
   snapshotKeepEntries: number;
+  /**
+   * A broken host for comparison: a stalled node loses the ticks it missed (a coalescing
+   * interval timer) instead of catching up. Leases then outlive their real duration.
+   */
+  coalesceTicksOnStall?: boolean;
   raft: Partial<Config>;
   unsafe?: UnsafeFlags;
 }
@@ -288,7 +293,10 @@ export class SimCluster {
     for (const n of this.nodes) {
       if (!n.up) continue;
       n.tickPhase += perStep * n.tickRate;
-      if (this.now < n.pausedUntil) continue;
+      if (this.now < n.pausedUntil) {
+        if (this.opts.coalesceTicksOnStall) n.tickPhase = Math.min(n.tickPhase, 0.99);
+        continue;
+      }
       // A host ticks from a monotonic clock: after a stall it catches up on every missed tick
       // before it handles anything else.
       while (n.tickPhase >= 1) {

@@ -29,6 +29,8 @@ export interface RunOptions {
   tickSkew?: number;
   /** Force a fault schedule (default: chosen by the seed). */
   profile?: NemesisProfile;
+  /** Model a host that loses ticks missed during a stall (see SimOptions). */
+  coalesceTicksOnStall?: boolean;
 }
 
 export interface RunResult {
@@ -77,6 +79,7 @@ export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions & 
   return {
     nodes,
     profile,
+    coalesceTicksOnStall: opts.coalesceTicksOnStall ?? false,
     spares: 1,
     stepsPerTick: 4,
     tickSkew: opts.tickSkew ?? 0.1,

@@ -44,3 +44,15 @@ test('mutation: a leader that commits earlier-term entries by counting replicas 
   assert.equal(f.kind, 'invariant', f.failure);
   assert.match(f.failure ?? '', /leader completeness|durability|state machine safety/);
 });
+
+test('a host that loses the ticks a stall missed lets a stalled leaseholder serve stale reads', () => {
+  let caught: ReturnType<typeof runSeed> | undefined;
+  for (let seed = 1; seed <= 200 && !caught; seed++) {
+    const r = runSeed(seed, { profile: 'lease', coalesceTicksOnStall: true });
+    if (!r.ok) caught = r;
+  }
+  assert.ok(caught, 'not caught within 200 seeds');
+  assert.equal(caught.kind, 'linearizability', caught.failure);
+  const s = sweep(1, 50, { profile: 'lease' });
+  assert.equal(s.failures.length, 0, 'catching up on missed ticks keeps the same schedules safe');
+});
