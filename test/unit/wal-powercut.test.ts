@@ -34,9 +34,10 @@ for (const backend of testBackends()) {
     const ackedTerm = new Map<number, number>(groups.map((g) => [g, 0]));
     let cuts = 0;
     let torn = 0;
+    let recycled = 0;
     for (let round = 1; round <= rounds; round++) {
       const io = new PowerCutIo(inner, rnd);
-      const wal = await Wal.open({ dir, io, segmentBytes: 256 * 1024, maxBatchBytes: 32 * 1024, maxBatchesInFlight: 1 + (round % 3), cacheBytes: 64 * 1024 });
+      const wal = await Wal.open({ dir, io, segmentBytes: 128 * 1024, maxBatchBytes: 16 * 1024, maxBatchesInFlight: 1 + (round % 3), cacheBytes: 64 * 1024 });
       const where = `seed ${seed} round ${round} (recovery ${JSON.stringify(wal.recovery)})`;
       assert.equal(wal.recovery.corruption, null, `${where}: no corruption after a power cut`);
       for (const g of groups) {
@@ -68,7 +69,7 @@ for (const backend of testBackends()) {
           for (let i = 0; i < n; i++) entries.push({ index: first + i, term: 1, type: 0, data: payload(g, first + i, round) });
           const ps = [wal.append(g, entries)];
           if (rnd() < 0.2) ps.push(wal.saveHardState(g, { term: ++term, vote: g, commit: 0 }));
-          if (rnd() < 0.05 && first > 50) ps.push(wal.checkpoint(g, first - 40));
+          if (rnd() < 0.15 && first > 20) ps.push(wal.checkpoint(g, first - 10));
           try {
             await Promise.all(ps);
           } catch {
@@ -80,15 +81,17 @@ for (const backend of testBackends()) {
           ackedTerm.set(g, term);
         }
       });
-      await new Promise((r) => setTimeout(r, 5 + rnd() * 40));
+      await new Promise((r) => setTimeout(r, 10 + rnd() * 50));
       stop = true;
+      recycled += wal.stats.segmentsRecycled;
       const r = await io.powerCut();
       cuts++;
       torn += r.tornWrites;
       await Promise.race([Promise.all(writers), new Promise((res) => setTimeout(res, 200))]);
     }
     assert.equal(cuts, rounds);
-    t.diagnostic(`seed ${seed}: ${rounds} power cuts, ${torn} torn writes, final lengths ${[...acked.values()].join(',')}`);
+    t.diagnostic(`seed ${seed}: ${rounds} power cuts, ${torn} torn writes, ${recycled} segments recycled, final lengths ${[...acked.values()].join(',')}`);
     assert.ok([...acked.values()].every((n) => n > 20), 'every group made progress');
+    assert.ok(recycled > 0, 'power cuts also hit logs whose segments were recycled');
   });
 }
