@@ -28,6 +28,8 @@ export interface BenchOptions {
   cliPath: string | undefined;
   /** Keep the run directory (backing files, cluster data and node logs) instead of removing it. */
   keep: boolean;
+  /** Skip the prefill (profiling writes only; reads would then hit unwritten blocks). */
+  prefill: boolean;
 }
 
 export interface OptionDefaults {
@@ -47,6 +49,7 @@ const usageText = `options:
   --cpu-prof DIR      run raftblock under node --cpu-prof, profiles into DIR
   --cli PATH          measure this raftblock CLI (dist/src/cli/main.js of another build)
   --keep              keep the run directory (backing files, node logs) afterwards
+  --no-prefill        skip writing every export once first (for quick write profiling)
 `;
 
 export function usage(defaults: OptionDefaults): string {
@@ -67,6 +70,7 @@ export function parseBenchOptions(argv: string[], defaults: OptionDefaults): Ben
     cpuProfDir: undefined,
     cliPath: undefined,
     keep: false,
+    prefill: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -108,6 +112,9 @@ export function parseBenchOptions(argv: string[], defaults: OptionDefaults): Ben
         break;
       case '--cpu-prof':
         opts.cpuProfDir = value();
+        break;
+      case '--no-prefill':
+        opts.prefill = false;
         break;
       case '--keep':
         opts.keep = true;

@@ -80,7 +80,7 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
         log(`SKIPPED ${spec.name}: could not start: ${(e as Error).message.trim()}`);
       }
     }
-    for (const entry of [...started]) {
+    for (const entry of opts.prefill ? [...started] : []) {
       const { srv } = entry;
       const t0 = Date.now();
       try {
