@@ -322,13 +322,13 @@ export class StorageNode implements PgClient {
     if (!g.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${groupId}`, g.lead ? String(g.lead) : undefined);
     switch (req.k) {
       case 'write':
-        return withTimeout(this.host.propose(groupId, encodeWrite(req.v, req.o, req.d)), requestTimeoutMs, 'write');
+        return withTimeout(this.host.propose(groupId, encodeWrite(req.v, req.o, req.d, { session: req.s, seq: req.q })), requestTimeoutMs, 'write');
       case 'trim':
-        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.Trim, req.v, req.o, req.l)), requestTimeoutMs, 'trim');
+        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.Trim, req.v, req.o, req.l, { session: req.s, seq: req.q })), requestTimeoutMs, 'trim');
       case 'zero':
-        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.Zero, req.v, req.o, req.l)), requestTimeoutMs, 'zero');
+        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.Zero, req.v, req.o, req.l, { session: req.s, seq: req.q })), requestTimeoutMs, 'zero');
       case 'zeroNoHole':
-        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.ZeroNoHole, req.v, req.o, req.l)), requestTimeoutMs, 'zero');
+        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.ZeroNoHole, req.v, req.o, req.l, { session: req.s, seq: req.q })), requestTimeoutMs, 'zero');
       case 'read': {
         if (req.l > maxPieceBytes) throw new InvalidArgument(`read piece of ${req.l} bytes`);
         await this.host.readBarrier(groupId);

@@ -11,11 +11,28 @@ import { NotSupported, OutOfRange } from '../common/errors.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
 import type { ClusterMap, Volume } from '../cluster/map.js';
 import { splitRange, type Piece } from './split.js';
+import { randomInt } from 'node:crypto';
+import { maxRequestSession } from '../store/ops.js';
 
-/** What a piece asks of its PG. */
+/**
+ * This process's request session: random, so a restarted gateway never reuses the ids of its
+ * previous life (the sequence starts at a random point too).
+ */
+const requestSession = randomInt(1, maxRequestSession + 1);
+let requestSeq = randomInt(0, 2 ** 32);
+
+function nextRequestId(): { s: number; q: number } {
+  requestSeq = (requestSeq + 1) % 2 ** 32;
+  return { s: requestSession, q: requestSeq };
+}
+
+/**
+ * What a piece asks of its PG. Mutations carry a request id (s: session, q: sequence) fixed
+ * before the first attempt, so that however often the piece is retried it applies once.
+ */
 export type PgRequest =
-  | { k: 'write'; v: number; o: number; d: Buffer }
-  | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number }
+  | { k: 'write'; v: number; o: number; d: Buffer; s: number; q: number }
+  | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number }
   | { k: 'read'; v: number; o: number; l: number }
   | { k: 'status'; v: number; o: number; l: number };
 
@@ -113,7 +130,7 @@ export class VolumeBackend implements BlockBackend {
       const { volume, pieces } = this.pieces(offset, data.length);
       await Promise.all(
         pieces.map((p) =>
-          this.client.call(p.groupId, p.replicas, { k: 'write', v: volume.id, o: p.offset, d: data.subarray(p.bufferOffset, p.bufferOffset + p.length) }),
+          this.client.call(p.groupId, p.replicas, { k: 'write', v: volume.id, o: p.offset, d: data.subarray(p.bufferOffset, p.bufferOffset + p.length), ...nextRequestId() }),
         ),
       );
     });
@@ -137,7 +154,7 @@ export class VolumeBackend implements BlockBackend {
     if (offset + length > volume.sizeBytes) throw new OutOfRange(`range ${offset}+${length} beyond volume ${this.name}`);
     // Ranges carry no payload, so they are split only at extents (not at the piece size).
     const pieces = splitRange(this.client.map(), volume, offset, length, volume.extentBytes);
-    await Promise.all(pieces.map((p) => this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length })));
+    await Promise.all(pieces.map((p) => this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length, ...nextRequestId() })));
   }
 
   /** Nothing to prefetch across the network that the leader's page cache would not hold. */

@@ -1,5 +1,5 @@
 /**
- * The PG state machine's commands, as they travel through the Raft log. A fixed 16-byte
+ * The PG state machine's commands, as they travel through the Raft log. A fixed 24-byte
  * header, then (for writes only) the payload. TRIM and WRITE_ZEROES are ranges: no zero-filled
  * payload ever enters the log.
  *
@@ -8,14 +8,22 @@
  *   2  u32  volume id
  *   6  u48  byte offset within the volume
  *  12  u32  length in bytes
- *  16  ...  data (write only; exactly `length` bytes)
+ *  16  u32  request session (0 = none): a gateway process's random id
+ *  20  u32  request sequence within the session
+ *  24  ...  data (write only; exactly `length` bytes)
+ *
+ * (session, sequence) names one client request however many times the gateway proposes it:
+ * a retry after an unknown outcome (timeout, lost leader) may commit twice, and the state
+ * machine applies only the first (see PgStore), so a write never takes effect twice.
  */
 import { Corruption } from '../common/errors.js';
 
 export const OpKind = { Write: 1, Trim: 2, Zero: 3, ZeroNoHole: 4 } as const;
 export type OpKind = (typeof OpKind)[keyof typeof OpKind];
 
-export const opHeaderBytes = 16;
+export const opHeaderBytes = 24;
+/** Sessions are below 2^20 so that session·2^32 + sequence is an exact number. */
+export const maxRequestSession = 2 ** 20 - 1;
 /** Largest range one command may cover (a piece never spans an extent). */
 export const maxOpLengthBytes = 64 * 1024 * 1024;
 
@@ -26,27 +34,38 @@ export interface StoreOp {
   length: number;
   /** Write payload (a view into the entry; not copied). */
   data: Uint8Array | undefined;
+  /** session·2^32 + sequence, or 0 when the command carries no request id. */
+  requestKey: number;
 }
 
-export function encodeWrite(volumeId: number, offset: number, data: Uint8Array): Buffer {
+export interface RequestId {
+  session: number;
+  seq: number;
+}
+
+export function encodeWrite(volumeId: number, offset: number, data: Uint8Array, id?: RequestId): Buffer {
   const out = Buffer.allocUnsafe(opHeaderBytes + data.length);
-  writeHeader(out, OpKind.Write, volumeId, offset, data.length);
+  writeHeader(out, OpKind.Write, volumeId, offset, data.length, id);
   out.set(data, opHeaderBytes);
   return out;
 }
 
-export function encodeRange(kind: OpKind, volumeId: number, offset: number, length: number): Buffer {
+export function encodeRange(kind: OpKind, volumeId: number, offset: number, length: number, id?: RequestId): Buffer {
   const out = Buffer.allocUnsafe(opHeaderBytes);
-  writeHeader(out, kind, volumeId, offset, length);
+  writeHeader(out, kind, volumeId, offset, length, id);
   return out;
 }
 
-function writeHeader(out: Buffer, kind: OpKind, volumeId: number, offset: number, length: number): void {
+function writeHeader(out: Buffer, kind: OpKind, volumeId: number, offset: number, length: number, id: RequestId | undefined): void {
   out.writeUInt8(kind, 0);
   out.writeUInt8(0, 1);
   out.writeUInt32BE(volumeId, 2);
   out.writeUIntBE(offset, 6, 6);
   out.writeUInt32BE(length, 12);
+  const session = id?.session ?? 0;
+  if (session < 0 || session > maxRequestSession) throw new RangeError(`request session ${session} out of range`);
+  out.writeUInt32BE(session, 16);
+  out.writeUInt32BE(id?.seq ?? 0, 20);
 }
 
 /** Decodes a command; a malformed one is Corruption (it came from our own log). */
@@ -58,6 +77,9 @@ export function decodeOp(entry: Uint8Array): StoreOp {
   const volumeId = b.readUInt32BE(2);
   const offset = b.readUIntBE(6, 6);
   const length = b.readUInt32BE(12);
+  const session = b.readUInt32BE(16);
+  if (session > maxRequestSession) throw new Corruption(`request session ${session} out of range`);
+  const requestKey = session === 0 ? 0 : session * 2 ** 32 + b.readUInt32BE(20);
   if (length > maxOpLengthBytes) throw new Corruption(`store op length ${length} too large`);
   let data: Uint8Array | undefined;
   if (kind === OpKind.Write) {
@@ -66,5 +88,5 @@ export function decodeOp(entry: Uint8Array): StoreOp {
   } else if (b.length !== opHeaderBytes) {
     throw new Corruption('range op carries a payload');
   }
-  return { kind, volumeId, offset, length, data };
+  return { kind, volumeId, offset, length, data, requestKey };
 }

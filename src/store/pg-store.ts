@@ -30,6 +30,13 @@ export interface StoreMeta {
   appliedTerm: number;
 }
 
+/**
+ * Request keys remembered per PG for deduplication (first in, first out). A gateway retries a
+ * request for at most ~30 s, so this covers the retries of every PG not writing more than
+ * ~500 requests per second; it is part of the replicated state (checkpoints, snapshots).
+ */
+export const dedupeWindowRequests = 16384;
+
 const packr = new Packr({ useRecords: false });
 
 function alignDown(x: number): number {
@@ -75,6 +82,8 @@ export class PgStore {
   private readonly files = new Map<number, BlockFile>();
   private meta: StoreMeta;
   private durable: StoreMeta;
+  /** Request keys applied recently, oldest first. */
+  private readonly recent = new Set<number>();
   private closed = false;
 
   private constructor(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, meta: StoreMeta) {
@@ -97,7 +106,39 @@ export class PgStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err instanceof Corruption ? err : new Corruption(`unreadable meta.json in ${dir}: ${(err as Error).message}`);
     }
-    return new PgStore(io, scratch, dir, groupId, meta);
+    const store = new PgStore(io, scratch, dir, groupId, meta);
+    try {
+      store.loadRecent(await readFile(join(dir, 'dedupe.bin')));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err instanceof Corruption ? err : new Corruption(`unreadable dedupe.bin in ${dir}`);
+    }
+    return store;
+  }
+
+  private loadRecent(bytes: Uint8Array): void {
+    if (bytes.byteLength % 8 !== 0) throw new Corruption(`dedupe table of ${bytes.byteLength} bytes`);
+    const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.recent.clear();
+    for (let at = 0; at < b.length; at += 8) this.recent.add(b.readDoubleBE(at));
+  }
+
+  private recentBytes(): Buffer {
+    const out = Buffer.allocUnsafe(this.recent.size * 8);
+    let at = 0;
+    for (const k of this.recent) {
+      out.writeDoubleBE(k, at);
+      at += 8;
+    }
+    return out;
+  }
+
+  /** True the first time a request key is seen; remembers it (a key of 0 is always new). */
+  private firstTime(key: number): boolean {
+    if (key === 0) return true;
+    if (this.recent.has(key)) return false;
+    this.recent.add(key);
+    if (this.recent.size > dedupeWindowRequests) this.recent.delete(this.recent.values().next().value as number);
+    return true;
   }
 
   get appliedIndex(): number {
@@ -140,6 +181,12 @@ export class PgStore {
     assert(index === this.meta.appliedIndex + 1, `apply of ${index} after ${this.meta.appliedIndex} leaves a gap`);
     if (data.byteLength > 0) {
       const op = decodeOp(data);
+      // A retried request whose first proposal also committed: applied once only.
+      if (!this.firstTime(op.requestKey)) {
+        this.meta.appliedIndex = index;
+        this.meta.appliedTerm = term;
+        return;
+      }
       switch (op.kind) {
         case OpKind.Write:
           await this.writeRange(op.volumeId, op.offset, op.data!);
@@ -271,7 +318,11 @@ export class PgStore {
   async checkpoint(): Promise<number> {
     const target = { ...this.meta };
     if (target.appliedIndex === this.durable.appliedIndex) return this.durable.appliedIndex;
+    const recent = this.recentBytes();
     for (const f of this.files.values()) await f.fdatasync();
+    // The table may end up newer than meta.json after a crash: replaying the entries between
+    // then skips requests whose data is already in the (synced) files, which changes nothing.
+    await writeFileDurably(join(this.dir, 'dedupe.bin'), recent);
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(target));
     this.durable = target;
     return target.appliedIndex;
@@ -284,6 +335,9 @@ export class PgStore {
    * newer data converges to the same bytes.
    */
   async snapshotImage(): Promise<Buffer> {
+    // Taken first: a request remembered here was applied before any data was read, so the
+    // image holds its bytes (or newer ones), and the receiver may skip it when replaying.
+    const recent = this.recentBytes();
     const vols: { id: number; runs: [number, Buffer][] }[] = [];
     for (const name of await readdir(this.dir)) {
       const m = /^vol-(\d+)\.dat$/.exec(name);
@@ -308,12 +362,12 @@ export class PgStore {
       }
       vols.push({ id, runs });
     }
-    return packr.pack({ v: 1, vols }) as Buffer;
+    return packr.pack({ v: 1, vols, recent }) as Buffer;
   }
 
   /** Replaces the whole state with a snapshot image at (index, term), durably. */
   async restoreImage(image: Uint8Array, index: number, term: number): Promise<void> {
-    let parsed: { v: number; vols: { id: number; runs: [number, Uint8Array][] }[] };
+    let parsed: { v: number; vols: { id: number; runs: [number, Uint8Array][] }[]; recent?: Uint8Array };
     try {
       parsed = packr.unpack(image) as typeof parsed;
     } catch (err) {
@@ -330,7 +384,9 @@ export class PgStore {
       for (const [at, data] of vol.runs) await this.writeRange(vol.id, at, data);
       await f.fdatasync();
     }
+    this.loadRecent(parsed.recent ?? new Uint8Array(0));
     this.meta = { appliedIndex: index, appliedTerm: term };
+    await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recentBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
     this.durable = { ...this.meta };
   }
@@ -344,7 +400,7 @@ export class PgStore {
 }
 
 /** Writes a small file so that after a crash it is either the old or the new content. */
-export async function writeFileDurably(path: string, content: string): Promise<void> {
+export async function writeFileDurably(path: string, content: string | Uint8Array): Promise<void> {
   const tmp = path + '.tmp';
   const fh = await openFs(tmp, 'w');
   try {

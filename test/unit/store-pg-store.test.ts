@@ -117,3 +117,30 @@ test('a snapshot image restores the same bytes in another replica', async (t) =>
   await again.close();
   await src.close();
 });
+
+test('a retried request (same session and sequence) applies once, across checkpoint, restart and snapshot', async (t) => {
+  const dir = tempDir(t);
+  const s = await openStore(dir);
+  const id = { session: 77, seq: 4_000_000_000 };
+  await s.apply(1, 1, encodeWrite(1, 0, Buffer.alloc(4096, 0xaa), id)); // first attempt commits
+  await s.apply(2, 1, encodeWrite(1, 0, Buffer.alloc(4096, 0xbb), { session: 77, seq: 5 })); // a newer write
+  await s.apply(3, 2, encodeWrite(1, 0, Buffer.alloc(4096, 0xaa), id)); // the retry also commits
+  assert.deepEqual(await readAll(s, 1, 0, 4096), Buffer.alloc(4096, 0xbb), 'the retry did not undo the newer write');
+  assert.equal(s.appliedIndex, 3);
+  await s.apply(4, 2, encodeRange(OpKind.Trim, 1, 0, 4096, { session: 78, seq: 1 }));
+  await s.checkpoint();
+  await s.apply(5, 2, encodeWrite(1, 0, Buffer.alloc(4096, 0xcc), { session: 79, seq: 1 }));
+  await s.close();
+  const r = await openStore(dir);
+  // After a restart the table is back: a late copy of the trim is skipped.
+  await r.apply(5, 2, encodeWrite(1, 0, Buffer.alloc(4096, 0xcc), { session: 79, seq: 1 }));
+  await r.apply(6, 2, encodeRange(OpKind.Trim, 1, 0, 4096, { session: 78, seq: 1 }));
+  assert.deepEqual(await readAll(r, 1, 0, 4096), Buffer.alloc(4096, 0xcc));
+  // And a replica restored from this one's snapshot skips it too.
+  const other = await openStore(tempDir(t));
+  await other.restoreImage(await r.snapshotImage(), 6, 2);
+  await other.apply(7, 3, encodeWrite(1, 0, Buffer.alloc(4096, 0xbb), { session: 77, seq: 5 }));
+  assert.deepEqual(await readAll(other, 1, 0, 4096), Buffer.alloc(4096, 0xcc));
+  await other.close();
+  await r.close();
+});
