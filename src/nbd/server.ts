@@ -42,6 +42,7 @@ export class NbdServer {
   private readonly handshaking = new Set<Socket>();
   private readonly sessions = new Set<TransmissionSession>();
   private shuttingDown = false;
+  private closing: Promise<void> | null = null;
   /** Shared by every connection's reads: each read is consumed before the next one starts. */
   private readonly readBuffer = Buffer.allocUnsafeSlow(readBufferBytes);
   private nextConnectionId = 1;
@@ -82,7 +83,12 @@ export class NbdServer {
    * Stops accepting, ends handshakes, lets every session answer its in-flight requests and
    * closes them, then flushes every export. Backends stay open (their owner closes them).
    */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
     this.shuttingDown = true;
     // Stops listening at once; its callback (all connections gone) is not awaited because
     // adopted sockets are not counted by net.Server. Sessions are awaited instead.
