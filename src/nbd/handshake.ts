@@ -347,7 +347,8 @@ export class Handshake {
     }
     // SET replaces whatever was selected before.
     this.metaContextExport = null;
-    if (supported && req.queries.includes(NBD_META_CONTEXT_BASE_ALLOCATION)) {
+    // A bare namespace ("base:") selects every context in it, as it lists them for LIST.
+    if (supported && req.queries.some((q) => q === 'base:' || q === NBD_META_CONTEXT_BASE_ALLOCATION)) {
       this.metaContextExport = this.canonicalName(req.exportName);
       this.reply(NBD_REP_META_CONTEXT, encodeRepMetaContext(BASE_ALLOCATION_CONTEXT_ID, NBD_META_CONTEXT_BASE_ALLOCATION));
     }
