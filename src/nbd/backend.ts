@@ -41,12 +41,18 @@ export interface BlockBackend {
   /** Size of the device in bytes. */
   size(): number;
   /**
-   * Reads `length` bytes at `offset` into `into` (which is at least `length` long).
-   * Returns the extents covered so the server can send holes as OFFSET_HOLE; a backend that
-   * does not know returns `undefined` and the whole range is data.
+   * Reads `length` bytes at `offset` into `into` (which is at least `length` long; fill exactly
+   * `into[0, length)`, zeros included). Returns the extents covered, in order from `offset`, so
+   * the server can send runs with `zero` set as OFFSET_HOLE; a backend that does not know returns
+   * `undefined` (the cheapest answer: the whole range is sent as data). `into` is a pooled buffer:
+   * do not keep it after the promise settles.
    */
   read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined>;
-  /** Writes `data` at `offset`. With `fua` the write is durable when the promise resolves. */
+  /**
+   * Writes `data` at `offset`. With `fua` the write is durable when the promise resolves.
+   * `data` is a pooled buffer that the server reuses once the promise settles: copy it if it
+   * must live longer (a cache, a log queue).
+   */
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
   /** Makes every write that completed before this call durable. */
   flush(): Promise<void>;
@@ -59,7 +65,10 @@ export interface BlockBackend {
   writeZeroes(offset: number, length: number, flags: { fua: boolean; noHole: boolean; fastZero: boolean }): Promise<void>;
   /** Hints that the range will be read soon. */
   cache(offset: number, length: number): Promise<void>;
-  /** Allocation status of the range, covering at least one byte and at most `length`. */
+  /**
+   * Allocation status of the range, covering at least one byte and at most `length` (a client
+   * asks again for the rest). `hole` → NBD_STATE_HOLE, `zero` → NBD_STATE_ZERO.
+   */
   blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
   /** Releases resources; called once when the export shuts down. */
   close(): Promise<void>;
