@@ -137,14 +137,16 @@ export async function recoverLog(io: BlockIo, dir: string, groups: GroupTable, l
 
     // The writer also moves on early (its limits changed across a restart), possibly leaving
     // segments without a batch: the log continues where a later segment starts with exactly
-    // the batch expected here.
-    if (expected !== -1) {
+    // the batch expected here. Before the first batch, leading segments without any batch
+    // (left so, then made the oldest by recycling) are skipped the same way.
+    const leadingEmpty = expected === -1 && pos === segmentHeaderBytes && !(await hasBatchAfter(segs[si], data, pos));
+    if (expected !== -1 || leadingEmpty) {
       let jump = -1;
       for (let j = si + 1; j < segs.length && jump === -1; j++) {
         const next = segs[j];
         const nextData = await load(j);
         const nh = decodeBatchHeader(nextData, segmentHeaderBytes, next.salt, next.segmentBytes, next.maxBatchBytes);
-        if (nh && nh.batchSeq === expected) jump = j;
+        if (nh && (nh.batchSeq === expected || leadingEmpty)) jump = j;
         else if (nh) break;
       }
       if (jump !== -1) {
@@ -331,6 +333,14 @@ async function scanForward(segs: Segment[], si: number, pos: number, expected: n
   }
   await load(si);
   return found;
+}
+
+/** True when a batch header of this segment's incarnation sits anywhere after `pos`. */
+async function hasBatchAfter(s: Segment, data: Buffer, pos: number): Promise<boolean> {
+  for (let off = pos + blockBytes; off + batchHeaderBytes <= s.segmentBytes; off += blockBytes) {
+    if (decodeBatchHeader(data, off, s.salt, s.segmentBytes, s.maxBatchBytes)) return true;
+  }
+  return false;
 }
 
 async function looksEmpty(s: Segment, load: (i: number) => Promise<Buffer>, i: number): Promise<boolean> {

@@ -619,9 +619,11 @@ export class Wal {
   private recyclable(): boolean {
     if (this.live.length < 2) return false;
     const oldest = this.live[0];
-    const next = this.live[1];
     if (oldest.segmentBytes !== this.segmentBytes) return false;
-    if (next.firstBatchSeq === -1 || this.durableSeq < next.firstBatchSeq) return false;
+    // The metadata that replaces it is in the first later segment holding a batch (segments
+    // left without one, after a restart with other limits, are skipped).
+    const next = this.live.find((s, i) => i > 0 && s.firstBatchSeq !== -1);
+    if (!next || this.durableSeq < next.firstBatchSeq) return false;
     for (const g of this.groups.all()) if (g.segs.length > 0 && g.segs[0] <= oldest.seq) return false;
     return true;
   }
