@@ -83,7 +83,7 @@ export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions & 
     spares: 1,
     stepsPerTick: 4,
     tickSkew: opts.tickSkew ?? 0.1,
-    maxPersistDelaySteps: r.pick([0, 1, 3]),
+    maxPersistDelaySteps: r.pick([0, 1, 3, 12]),
     snapshotEveryEntries: r.pick([8, 20, 50, 100000]),
     snapshotKeepEntries: r.pick([0, 3]),
     raft: {
