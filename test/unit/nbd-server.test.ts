@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import fc from 'fast-check';
 import { Registry } from 'prom-client';
 import type { BackendCapabilities, BlockBackend, BlockExtent } from '../../src/nbd/backend.js';
 import { FileBackend } from '../../src/nbd/file-backend.js';
@@ -18,12 +19,13 @@ import { openSocket, TinyClient, ByteReader } from './nbd-client-helper.js';
 /** An in-memory backend whose calls can be delayed, to force out-of-order completion. */
 class MemoryBackend implements BlockBackend {
   readonly capabilities: BackendCapabilities;
-  readonly blockSizes = { minimum: 1, preferred: 4096, maximum: 1 << 20 };
+  readonly blockSizes: { minimum: number; preferred: number; maximum: number };
   readonly data: Buffer;
   flushes = 0;
   fuaWrites = 0;
   delayMs: (offset: number) => number = () => 0;
-  constructor(sizeBytes: number, readOnly = false) {
+  constructor(sizeBytes: number, readOnly = false, maxBlockBytes = 1 << 20) {
+    this.blockSizes = { minimum: 1, preferred: 4096, maximum: maxBlockBytes };
     this.data = Buffer.alloc(sizeBytes);
     this.capabilities = { readOnly, canTrim: true, canWriteZeroes: true, canFastZero: false, canCache: true, canMultiConn: true, canBlockStatus: true };
   }
@@ -364,4 +366,44 @@ test('raftblock export-file prints its ports, serves, and exits 0 on SIGTERM', a
   await c.reader.closed();
   assert.equal(await exited, 0);
   assert.equal(readFileSync(path).subarray(0, 5).toString(), 'hello');
+});
+
+test('property: any sequence of well-framed requests is answered once per handle with a spec errno, and the connection lives on', async (t) => {
+  const sizeBytes = 1 << 20;
+  const maxPayloadBytes = 64 * 1024;
+  const backend = new MemoryBackend(sizeBytes, false, maxPayloadBytes);
+  backend.delayMs = (offset) => offset % 3; // completions out of order
+  const { port } = await startServer(t, new Map([['m', { backend }]]), undefined, { maxPayloadBytes, maxInflightRequests: 8 });
+  const allowedErrnos = new Set([0, P.NBD_EINVAL, P.NBD_ENOSPC, P.NBD_EPERM, P.NBD_ENOTSUP, P.NBD_EOVERFLOW]);
+  const offsetArb = fc.oneof(fc.integer({ min: 0, max: sizeBytes }), fc.constantFrom(sizeBytes - 1, sizeBytes, 2 ** 40, 2 ** 63));
+  const lengthArb = fc.oneof(fc.integer({ min: 0, max: 8192 }), fc.constantFrom(maxPayloadBytes, maxPayloadBytes + 1, 100_000));
+  const requestArb = fc.record({
+    type: fc.oneof(fc.integer({ min: 0, max: 7 }).filter((x) => x !== P.NBD_CMD_DISC), fc.integer({ min: 8, max: 0xffff })),
+    flags: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0x3f }), fc.integer({ min: 0, max: 0xffff })),
+    offset: offsetArb,
+    length: lengthArb,
+  });
+  await fc.assert(
+    fc.asyncProperty(fc.boolean(), fc.array(requestArb, { minLength: 1, maxLength: 25 }), async (structured, reqs) => {
+      const c = await TinyClient.connect(port);
+      try {
+        await c.handshake('m', { structured });
+        const handles = new Set<number>();
+        for (const r of reqs) {
+          const payload = r.type === P.NBD_CMD_WRITE ? Buffer.alloc(r.length, 0x77) : undefined;
+          handles.add(c.send(r.type, r.offset, r.length, r.flags, payload));
+        }
+        for (let i = 0; i < reqs.length; i++) {
+          const reply = await c.nextReply();
+          assert.ok(handles.delete(reply.handle), `one reply per handle (${reply.handle})`);
+          assert.ok(allowedErrnos.has(reply.error), `errno ${reply.error}`);
+        }
+        const probe = await c.request(P.NBD_CMD_READ, 0, 512);
+        assert.equal(probe.error, 0);
+      } finally {
+        c.close();
+      }
+    }),
+    { numRuns: 40 },
+  );
 });
