@@ -181,6 +181,10 @@ export class Transport {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
+        // Never sent: withdraw it, so it cannot reach the peer after its caller has moved on
+        // (its arguments may be buffers the caller reuses once this settles).
+        const queued = peer.reqs.findIndex((r) => r.id === id);
+        if (queued >= 0) peer.reqs.splice(queued, 1);
         reject(new TimedOut(`request ${op} to ${to} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer, conn: undefined, peer: to });

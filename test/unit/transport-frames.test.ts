@@ -126,3 +126,23 @@ test('a peer that restarts is reached again after reconnecting with backoff', as
   assert.equal(b2.got[0].msgs[0].g, 9);
   assert.deepEqual(await a.t.request('2', 'echo', 5), { from: '1', args: 5 });
 });
+
+test('a request that timed out before it could be sent is never delivered later', async (t) => {
+  const a = await node(t, '1');
+  const probe = await node(t, '2');
+  const port = Number(probe.t.address.split(':')[1]);
+  await probe.t.close(); // the port is free again: peer 2 is down
+  a.t.setPeerAddress('2', `127.0.0.1:${port}`);
+  await assert.rejects(a.t.request('2', 'echo', 'stale', 100), (e: Error & { code?: string }) => e.code === 'TIMED_OUT');
+  const seen: unknown[] = [];
+  const b = new Transport({
+    nodeId: '2',
+    listen: { host: '127.0.0.1', port },
+    epoch: () => 1,
+    handlers: { onMessages: () => undefined, onRequest: async (_f, _e, _op, args) => (seen.push(args), args) },
+  });
+  await b.start();
+  t.after(() => b.close());
+  assert.equal(await a.t.request('2', 'echo', 'fresh', 5000), 'fresh');
+  assert.deepEqual(seen, ['fresh']);
+});
