@@ -21,13 +21,7 @@ const blocksPerExtent = extentBytes / 4096;
 const pgCount = 8;
 const clientSeconds = 30;
 
-// todo until the gateway stops re-proposing writes whose outcome is unknown: StorageNode.call
-// retries a write after TIMED_OUT (its proposal may still commit), so a committed write can be
-// applied a second time after newer writes to the same block and its old tag resurfaces — this
-// test's history then fails the check (an old tag read again after newer ones were read).
-const knownIssue = 'gateway re-proposes writes after TIMED_OUT: a committed write can apply twice, after newer writes';
-
-test('a block history recorded under kill -9 and partitions is linearizable', { timeout: 300_000, todo: knownIssue }, async (t) => {
+test('a block history recorded under kill -9 and partitions is linearizable', { timeout: 300_000 }, async (t) => {
   if (!requireTools(t, 'ip')) return;
   if (!canUseNetns()) {
     if (process.env.CI === 'true') throw new Error('network namespaces need root');
