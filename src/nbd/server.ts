@@ -28,6 +28,11 @@ export interface NbdServerOptions {
   /** Registry for the server's metrics; omit for none. */
   registry?: Registry;
   limits?: Partial<TransmissionLimits>;
+  /**
+   * Socket reads land in one shared buffer (see adoptWithReadBuffer); false uses plain 'data'
+   * events, the path taken anyway when the runtime cannot adopt a socket handle.
+   */
+  sharedReadBuffer?: boolean;
   /** A client that has not finished the handshake by then is disconnected. */
   handshakeTimeoutMs?: number;
   logger?: Logger;
@@ -122,7 +127,8 @@ export class NbdServer {
         socket.destroy();
       }
     };
-    const socket: Socket = adoptWithReadBuffer(accepted, this.readBuffer, (n, buf) => guarded(buf.subarray(0, n), true));
+    const socket: Socket =
+      this.opts.sharedReadBuffer === false ? accepted : adoptWithReadBuffer(accepted, this.readBuffer, (n, buf) => guarded(buf.subarray(0, n), true));
     const transient = socket !== accepted;
     if (!transient) socket.on('data', (chunk: Buffer) => guarded(chunk, false));
     socket.setNoDelay(true); // replies are batched by cork/uncork; never wait on Nagle

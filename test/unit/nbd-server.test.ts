@@ -133,9 +133,11 @@ test('file export: write/read round trip, holes as OFFSET_HOLE, block status aft
   assert.equal(readFileSync(path).subarray(2 * 4096, 2 * 4096 + 10).toString('hex'), '5a'.repeat(10));
 });
 
-test('simple replies when structured replies are not negotiated', async (t) => {
+test('simple replies when structured replies are not negotiated (plain socket reads)', async (t) => {
   const backend = new MemoryBackend(1 << 20);
-  const { port } = await startServer(t, new Map([['m', { backend }]]));
+  const server = new NbdServer({ exports: new Map([['m', { backend }]]), sharedReadBuffer: false });
+  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+  t.after(() => server.close());
   const c = await client(t, port, 'm', { structured: false });
   const payload = Buffer.from('hello, block device');
   assert.equal((await c.request(P.NBD_CMD_WRITE, 100, payload.length, 0, payload)).error, 0);
@@ -145,6 +147,9 @@ test('simple replies when structured replies are not negotiated', async (t) => {
   assert.equal((await c.request(P.NBD_CMD_READ, 0, 0)).error, 0, 'zero-length read');
   assert.equal((await c.request(P.NBD_CMD_BLOCK_STATUS, 0, 10)).error, P.NBD_EINVAL, 'no meta context');
   assert.equal((await c.request(P.NBD_CMD_READ, 0, 8, P.NBD_CMD_FLAG_DF)).error, P.NBD_EINVAL, 'DF needs structured replies');
+  const big = Buffer.alloc(300_000, 0x42);
+  assert.equal((await c.request(P.NBD_CMD_WRITE, 4096, big.length, 0, big)).error, 0);
+  assert.deepEqual((await c.request(P.NBD_CMD_READ, 4096, big.length)).data, big);
 });
 
 test('replies complete out of order with many requests in flight', async (t) => {
