@@ -269,7 +269,7 @@ export function runSeed(seed: number, opts: RunOptions = {}): RunResult {
   c.collectReadCounters();
   const reads = { leaseReads: c.reads.lease, readIndexReads: c.reads.readIndex, counts: { ...c.counts } };
   if (opts.skipCheck) return { seed, ok: true, nodes: simOpts.nodes, steps: c.now, ops, ...reads };
-  const result = checkOperations(casRegisterModel, history.operations(), { maxSteps: opts.checkMaxSteps ?? 50_000_000 });
+  const result = checkOperations(casRegisterModel, history.operations(), { maxSteps: opts.checkMaxSteps ?? 200_000_000 });
   if (result.verdict === 'not-linearizable') {
     return {
       seed, ok: false, kind: 'linearizability', verdict: result.verdict, nodes: simOpts.nodes, steps: c.now, ops,

@@ -47,6 +47,7 @@ export function register(program: Command): void {
         done++;
         if (!r.ok) failed++;
         if (done % 1000 === 0 && done < count) out(`  ... ${done} seeds (up to ${r.seed}), ${failed} failed, ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+        if (r.ok && r.verdict === 'unknown') out(`seed ${r.seed}: history too large for the checker budget (unknown verdict, not a failure)`);
         if (r.ok) {
           if (o.verbose) out(`seed ${r.seed}: ok (${r.nodes} nodes, ${r.ops} ops, ${r.steps} steps, ${r.verdict ?? 'unchecked'})`);
           return;
