@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TestCluster, describeUnhealthy, sleep, waitFor } from '../helpers/cluster.js';
+import { TestCluster, describeUnhealthy, waitFor } from '../helpers/cluster.js';
 import { requireTools, tempDir } from '../helpers/tools.js';
 import { describeFio, startFio } from './io.js';
 
@@ -25,9 +25,11 @@ test('kill -9 of a PG leader during a fio verify run: I/O resumes, nothing ackno
   const dir = tempDir(t);
   const job = ['--name=failover', '--rw=randwrite', '--bs=4k', '--iodepth=8', `--size=${24 * MiB}`, '--randseed=1234'];
 
+  const committed = (s: typeof before): number => s.groups.reduce((sum, g) => sum + (g.groupId === 0 ? 0 : g.commitIndex), 0);
   const fio = startFio(cluster, gateway, [...job, '--do_verify=1'], dir);
   t.after(() => fio.proc.kill('SIGKILL'));
-  await sleep(1500);
+  // Kill once fio's writes are flowing (a few hundred committed), early in its write phase.
+  await waitFor('fio writes to commit', 60_000, async () => (committed(await cluster.clusterStatus(gateway)) >= committed(before) + 300 ? true : undefined), 100);
   assert.equal(fio.proc.exitCode, null, 'fio finished before the kill: make the job bigger');
   await cluster.node(victim).kill9();
   const killedAt = Date.now();
