@@ -469,13 +469,4 @@ export class SimCluster {
     }
     return out;
   }
-
-  /** Drains messages already in flight for node `to` (tests). */
-  deliverAll(maxSteps = 1000): void {
-    for (let i = 0; i < maxSteps; i++) this.step();
-  }
-}
-
-export function sendDirect(c: SimCluster, m: Message): void {
-  c.net.send(c.now, m);
 }
