@@ -21,8 +21,10 @@ import {
   MemoryStorage,
   RaftNode,
   SeededRng,
+  decodeConfChange,
   defaultConfig,
   emptyConfState,
+  type ConfChange,
   type ConfState,
   type Entry,
   type Message,
@@ -49,6 +51,17 @@ export interface GroupStateMachine {
   snapshotImage(): Promise<Uint8Array>;
   /** Replaces the state with an image at (index, term), durably. */
   restoreImage(image: Uint8Array, index: number, term: number): Promise<void>;
+  /**
+   * Small state machines (group 0) put their exact image into Raft snapshots: an empty
+   * snapshot then means the empty state, and nothing is pulled from a peer.
+   */
+  readonly inlineSnapshots?: boolean;
+  /** The image exactly at `index`, when the state machine still has it (inline snapshots). */
+  exactImage?(index: number): Uint8Array | undefined;
+  /** Membership kept by the state machine itself (it persists it with its image). */
+  readonly voters?: number[];
+  /** A committed membership change, in log order. */
+  applyConfChange?(cc: ConfChange): void;
   close(): Promise<void>;
 }
 
@@ -245,6 +258,14 @@ export class MultiRaftHost {
     await g.sm.close();
   }
 
+  /** Proposes a membership change of `groupId` (this node must lead it). */
+  proposeConfChange(groupId: number, cc: ConfChange): void {
+    const g = this.groups.get(groupId);
+    if (!g || !g.isLeader) throw new NotLeader(`not the leader of group ${groupId}`);
+    g.raft.proposeConfChange(cc);
+    this.schedule();
+  }
+
   /** Raft messages from a peer (already fenced by the caller). */
   receive(from: number, msgs: { g: number; m: unknown }[]): void {
     for (const { g, m } of msgs) {
@@ -432,6 +453,7 @@ export class MultiRaftHost {
         let failure: Error | undefined;
         // Conf changes are handled by the core's membership; our groups are static today.
         try {
+          if (e.type !== 0 && g.sm.applyConfChange) g.sm.applyConfChange(decodeConfChange(e.data));
           result = await g.sm.apply(e.index, e.term, e.type === 0 ? e.data : new Uint8Array(0));
         } catch (err) {
           if (!(err instanceof RaftblockError) || err.code === 'IO_ERROR' || err.code === 'CORRUPTION' || err.code === 'ASSERTION_FAILED') throw err;
@@ -476,13 +498,15 @@ export class MultiRaftHost {
     try {
       await g.applyChain;
       let image = snap.data;
-      if (image.byteLength === 0) {
+      if (image.byteLength === 0 && !g.sm.inlineSnapshots) {
         // Our PG snapshots carry no data in Raft: the image is pulled from the leader.
         const from = g.lead || g.raft.status().softState.lead;
         assert(from !== 0, 'snapshot without a known leader');
         image = await this.opts.fetchSnapshot(from, g.id);
       }
       await g.sm.restoreImage(image, snap.metadata.index, snap.metadata.term);
+      // A state machine that tracks its group's membership takes it from the snapshot too.
+      g.sm.applyConfChange?.({ changes: snap.metadata.confState.voters.map((nodeId) => ({ type: 'addVoter' as const, nodeId })) });
       g.storage.applySnapshot(snap);
       g.queuedApplyIndex = snap.metadata.index;
       await this.wal.installSnapshot(g.id, { index: snap.metadata.index, term: snap.metadata.term });
@@ -512,8 +536,12 @@ export class MultiRaftHost {
         await this.wal.checkpoint(g.id, idx);
         const keep = this.opts.keepEntriesAfterCheckpoint ?? 2048;
         const snapIndex = g.storage.snapshot().metadata.index;
+        const exact = g.sm.exactImage?.(idx);
+        // An inline-snapshot machine without its exact image at idx cannot compact its log yet.
+        if (g.sm.inlineSnapshots && !exact) continue;
         if (idx > snapIndex && idx <= g.storage.lastIndex()) {
-          g.storage.createSnapshot(idx, g.confState, new Uint8Array(0));
+          const cs = g.sm.voters ? { ...g.confState, voters: [...g.sm.voters] } : g.confState;
+          g.storage.createSnapshot(idx, cs, exact ?? new Uint8Array(0));
           const compactTo = idx - keep;
           if (compactTo > g.storage.firstIndex()) g.storage.compact(compactTo);
         }

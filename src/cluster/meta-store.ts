@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { Corruption } from '../common/errors.js';
 import type { GroupStateMachine } from './host.js';
+import type { ConfChange } from '../raft/index.js';
 import { applyCommand, decodeCommand, decodeMap, emptyMap, encodeMap, type ClusterMap } from './map.js';
 import { writeFileDurably } from '../store/pg-store.js';
 
@@ -17,6 +18,8 @@ interface MetaImage {
   index: number;
   term: number;
   map: Uint8Array;
+  /** Group 0's voters as of `index`. */
+  voters?: number[];
 }
 
 export class MetaStore implements GroupStateMachine {
@@ -26,6 +29,10 @@ export class MetaStore implements GroupStateMachine {
   appliedIndex: number;
   appliedTerm: number;
   durableIndex: number;
+  /** Group 0's voters (membership changes are entries of group 0's own log). */
+  voters: number[];
+  readonly inlineSnapshots = true;
+  private lastImage: { index: number; bytes: Uint8Array } | undefined;
 
   private constructor(path: string, image: MetaImage | undefined, onChange: (map: ClusterMap) => void) {
     this.path = path;
@@ -34,18 +41,34 @@ export class MetaStore implements GroupStateMachine {
     this.appliedIndex = image?.index ?? 0;
     this.appliedTerm = image?.term ?? 0;
     this.durableIndex = this.appliedIndex;
+    this.voters = image?.voters ? [...image.voters] : [];
+  }
+
+  applyConfChange(cc: ConfChange): void {
+    for (const c of cc.changes) {
+      if (c.type === 'addVoter' && !this.voters.includes(c.nodeId)) this.voters = [...this.voters, c.nodeId].sort((a, b) => a - b);
+      if (c.type === 'removeNode') this.voters = this.voters.filter((v) => v !== c.nodeId);
+    }
+  }
+
+  exactImage(index: number): Uint8Array | undefined {
+    return this.lastImage?.index === index ? this.lastImage.bytes : undefined;
   }
 
   static async open(dir: string, onChange: (map: ClusterMap) => void): Promise<MetaStore> {
     await mkdir(dir, { recursive: true });
     const path = join(dir, 'map.bin');
     let image: MetaImage | undefined;
+    let bytes: Buffer | undefined;
     try {
-      image = decodeImage(await readFile(path));
+      bytes = Buffer.from((await readFile(path)).toString('utf8'), 'base64');
+      image = decodeImage(bytes);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    return new MetaStore(path, image, onChange);
+    const store = new MetaStore(path, image, onChange);
+    if (image && bytes) store.lastImage = { index: image.index, bytes };
+    return store;
   }
 
   skip(index: number, term: number): void {
@@ -71,13 +94,15 @@ export class MetaStore implements GroupStateMachine {
   async checkpoint(): Promise<number> {
     if (this.durableIndex === this.appliedIndex) return this.durableIndex;
     const index = this.appliedIndex;
-    await writeFileDurably(this.path, this.imageBytes().toString('base64'));
+    const bytes = this.imageBytes();
+    await writeFileDurably(this.path, bytes.toString('base64'));
     this.durableIndex = index;
+    this.lastImage = { index, bytes };
     return index;
   }
 
   private imageBytes(): Buffer {
-    return packr.pack({ index: this.appliedIndex, term: this.appliedTerm, map: encodeMap(this.map) }) as Buffer;
+    return packr.pack({ index: this.appliedIndex, term: this.appliedTerm, map: encodeMap(this.map), voters: this.voters }) as Buffer;
   }
 
   async snapshotImage(): Promise<Uint8Array> {
@@ -85,21 +110,25 @@ export class MetaStore implements GroupStateMachine {
   }
 
   async restoreImage(image: Uint8Array, index: number, term: number): Promise<void> {
-    const img = packr.unpack(image) as MetaImage;
+    // An empty image is group 0's bootstrap state: the empty map.
+    const img = image.byteLength === 0 ? ({ index, term, map: encodeMap(emptyMap()), voters: [] } as MetaImage) : (packr.unpack(image) as MetaImage);
     this.map = decodeMap(img.map);
+    if (img.voters && img.voters.length > 0) this.voters = [...img.voters];
     this.appliedIndex = index;
     this.appliedTerm = term;
-    await writeFileDurably(this.path, Buffer.from(image).toString('base64'));
+    const bytes = this.imageBytes();
+    await writeFileDurably(this.path, bytes.toString('base64'));
     this.durableIndex = index;
+    this.lastImage = { index, bytes };
     this.onChange(this.map);
   }
 
   async close(): Promise<void> {}
 }
 
-function decodeImage(fileBytes: Buffer): MetaImage {
+function decodeImage(bytes: Buffer): MetaImage {
   try {
-    const img = packr.unpack(Buffer.from(fileBytes.toString('utf8'), 'base64')) as MetaImage;
+    const img = packr.unpack(bytes) as MetaImage;
     if (!Number.isSafeInteger(img.index) || !Number.isSafeInteger(img.term)) throw new Error('bad header');
     return img;
   } catch (err) {

@@ -47,6 +47,8 @@ export interface NodeOptions {
 }
 
 const requestTimeoutMs = 4000;
+/** Voters of the metadata group (group 0) once enough nodes have registered. */
+const metaVotersWanted = 3;
 const ioDeadlineMs = 30000;
 
 function sleep(ms: number): Promise<void> {
@@ -78,6 +80,7 @@ export class StorageNode implements PgClient {
   private reconciling: Promise<void> = Promise.resolve();
   private fetchingMapFrom = new Set<string>();
   private registered = false;
+  private metaTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   addresses!: NodeAddresses;
   private readonly startedMs = performance.now();
@@ -131,6 +134,11 @@ export class StorageNode implements PgClient {
       registry: this.registry,
       tickMs: this.opts.tickMs,
       fetchSnapshot: async (from, group) => (await this.transport.request(String(from), 'snapshot', { g: group }, 60000)) as Uint8Array,
+      onUnknownGroup: (group) => {
+        // Group 0's leader made this node a member: start it empty; a snapshot brings it up.
+        if (group === metadataGroupId) void this.joinMetaGroup();
+        return false;
+      },
     });
 
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
@@ -142,10 +150,13 @@ export class StorageNode implements PgClient {
     const hostsMeta = this.opts.bootstrap || this.wal.groupIds().includes(metadataGroupId);
     if (hostsMeta) {
       this.meta = await MetaStore.open(join(dir, 'meta'), (m) => this.onMap(m));
-      await this.host.addGroup(metadataGroupId, [this.id], this.meta, { campaign: true });
+      if (this.meta.voters.length === 0 && this.opts.bootstrap) this.meta.voters = [this.id];
+      const voters = this.meta.voters.length > 0 ? this.meta.voters : [this.id];
+      await this.host.addGroup(metadataGroupId, voters, this.meta, { campaign: this.opts.bootstrap });
     }
     for (const n of this.map().nodes) if (n.id !== this.id) this.transport.setPeerAddress(String(n.id), n.addresses.peer);
     this.host.start();
+    this.metaTimer = setInterval(() => this.maintainMetaGroup(), 1000);
     this.onMap(this.map());
     await this.reconciling;
     void this.register();
@@ -220,6 +231,43 @@ export class StorageNode implements PgClient {
     for (const name of [...this.exports.keys()]) if (!map.volumes.some((v) => v.name === name)) this.exports.delete(name);
   }
 
+  private joiningMeta = false;
+
+  private async joinMetaGroup(): Promise<void> {
+    if (this.meta || this.joiningMeta || this.stopping) return;
+    this.joiningMeta = true;
+    try {
+      const meta = await MetaStore.open(join(this.opts.dataDir, 'meta'), (m) => this.onMap(m));
+      await this.host.addGroup(metadataGroupId, [], meta);
+      this.meta = meta;
+      this.log.info('joined the metadata group');
+    } catch (err) {
+      this.log.error('could not start the metadata group', { err });
+    } finally {
+      this.joiningMeta = false;
+    }
+  }
+
+  /**
+   * On group 0's leader: grows the metadata group to `metaVotersWanted` voters, taking
+   * registered nodes in id order, one membership change at a time.
+   */
+  private maintainMetaGroup(): void {
+    const g = this.host.groups.get(metadataGroupId);
+    if (!g || !g.isLeader || this.stopping) return;
+    const cs = g.raft.status().confState;
+    if (cs.votersOutgoing.length > 0) return;
+    if (cs.voters.length >= metaVotersWanted) return;
+    const next = this.map().nodes.find((n) => n.state === 'in' && !cs.voters.includes(n.id) && this.transport.isConnected(String(n.id)));
+    if (!next) return;
+    try {
+      this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'addVoter', nodeId: next.id }] });
+      this.log.info('adding a metadata voter', { nodeId: next.id, voters: cs.voters });
+    } catch (err) {
+      this.log.debug('metadata membership change not proposed', { err });
+    }
+  }
+
   /** Registers this node in the map (addNode), retrying until group 0 accepts it. */
   private async register(): Promise<void> {
     const cmd: MapCommand = { type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels };
@@ -255,7 +303,7 @@ export class StorageNode implements PgClient {
       try {
         const g = this.host.groups.get(metadataGroupId);
         if (g && g.isLeader) return await this.host.propose(metadataGroupId, encodeCommand(cmd));
-        const target = g?.lead || this.metaHint();
+        const target = g?.lead || this.metaHint(attempt);
         if (!target || target === this.id) throw new Unavailable('group 0 has no leader yet');
         return await this.transport.request(String(target), 'meta', { cmd }, requestTimeoutMs);
       } catch (err) {
@@ -267,9 +315,10 @@ export class StorageNode implements PgClient {
     }
   }
 
-  /** A node that runs group 0, as far as this node knows (the first registered node). */
-  private metaHint(): number | undefined {
-    return this.map().nodes[0]?.id;
+  /** A node that may run group 0: its members are the first registered nodes (ids ascending). */
+  private metaHint(attempt: number): number | undefined {
+    const candidates = this.map().nodes.slice(0, metaVotersWanted).filter((n) => n.id !== this.id);
+    return candidates.length ? candidates[attempt % candidates.length].id : undefined;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -396,7 +445,7 @@ export class StorageNode implements PgClient {
         commitIndex: g.commit,
         appliedIndex: g.sm.appliedIndex,
         lastIndex: g.storage.lastIndex(),
-        voters: [...g.confState.voters],
+        voters: g.id === metadataGroupId ? [...g.raft.status().confState.voters] : [...g.confState.voters],
         needsRepair: this.wal.needsRepair(g.id) || undefined,
       }))
       .sort((x, y) => x.groupId - y.groupId);
@@ -443,6 +492,7 @@ export class StorageNode implements PgClient {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    if (this.metaTimer) clearInterval(this.metaTimer);
     this.log.info('stopping');
     await this.nbd.close().catch((err) => this.log.warn('nbd close', { err }));
     await this.host.stop();

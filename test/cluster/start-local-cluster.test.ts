@@ -43,7 +43,7 @@ function fioArgs(uri: string, name: string, offset: string, size: string, extra:
 }
 
 interface HttpStatus {
-  groups: { groupId: number; role: string; leader: number }[];
+  groups: { groupId: number; role: string; leader: number; voters: number[] }[];
 }
 
 async function status(http: string): Promise<HttpStatus> {
@@ -78,6 +78,20 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
   await t.test('fio crc32c verify through the gateways of node 0 and node 1', async () => {
     await run('fio', fioArgs(uri(0), 'via-node0', '64M', '16M'));
     await run('fio', fioArgs(uri(1), 'via-node1', '128M', '16M'));
+  });
+
+  await t.test('the metadata group has three voters: with node 1 frozen, a volume is created through node 2', async () => {
+    const s = await status(cluster.ready.http[2]);
+    assert.deepEqual(s.groups.find((g) => g.groupId === 0)!.voters, [1, 2, 3]);
+    process.kill(cluster.ready.pids[0], 'SIGSTOP');
+    try {
+      const res = await fetch(`http://${cluster.ready.http[1]}/v1/volumes`, { method: 'POST', body: JSON.stringify({ name: 'meta-ha', sizeBytes: 64 * 1024 * 1024 }) });
+      assert.equal(res.status, 201, await res.text());
+      const info = JSON.parse(await run('nbdinfo', ['--json', `nbd://${cluster.ready.nbd[2]}/meta-ha`])) as { exports: { 'export-size': number }[] };
+      assert.equal(info.exports[0]['export-size'], 64 * 1024 * 1024);
+    } finally {
+      process.kill(cluster.ready.pids[0], 'SIGCONT');
+    }
   });
 
   await t.test('kill -9 of a PG leader during a fio verify run: I/O resumes, the node restarts and catches up', async () => {
