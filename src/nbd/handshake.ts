@@ -123,6 +123,9 @@ export class Handshake {
   private option = 0;
   private optionLength = 0;
   private skipRemaining = 0;
+  /** Option payload being accumulated across reads (at most maxOptionBytes). */
+  private optionData: Buffer | null = null;
+  private optionFilled = 0;
   private optionsSeen = 0;
   private noZeroes = false;
   private structuredReplies = false;
@@ -181,9 +184,24 @@ export class Handshake {
           break;
         }
         case 'option-data': {
-          if (data.length < this.optionLength) return this.keep(data);
-          const payload = data.subarray(0, this.optionLength);
-          data = data.subarray(this.optionLength);
+          let payload: Buffer;
+          if (this.optionFilled === 0 && data.length >= this.optionLength) {
+            payload = data.subarray(0, this.optionLength); // common case: whole option in one read
+            data = data.subarray(this.optionLength);
+          } else {
+            // Accumulate into one buffer of the option's (bounded) size, so an option trickled
+            // in byte by byte costs linear, not quadratic, copying.
+            if (data.length === 0) return this.keep(data);
+            if (this.optionFilled === 0) this.optionData = Buffer.allocUnsafe(this.optionLength);
+            const n = Math.min(this.optionLength - this.optionFilled, data.length);
+            data.copy(this.optionData!, this.optionFilled, 0, n);
+            this.optionFilled += n;
+            data = data.subarray(n);
+            if (this.optionFilled < this.optionLength) return this.keep(data);
+            payload = this.optionData!;
+            this.optionData = null;
+            this.optionFilled = 0;
+          }
           this.state = 'option-header';
           const step = this.handleOption(this.option, payload);
           if (step.kind === 'transmission') {

@@ -275,6 +275,19 @@ test('handshake: an oversized option is skipped as it streams in and answered TO
   assert.equal(repliesOf(hs).at(-1)!.replyType, P.NBD_REP_ACK, 'handshake continues');
 });
 
+test('handshake: an option trickled in one byte at a time is parsed without re-copying it', () => {
+  const hs = new Handshake({ exports: exportsMap });
+  hs.output.splice(0);
+  hs.push(clientFlags());
+  const name = 'x'.repeat(4000);
+  const opt = encodeOption(P.NBD_OPT_INFO, encodeInfoRequest(name, []));
+  for (let i = 0; i < opt.length; i++) {
+    assert.equal(hs.push(opt.subarray(i, i + 1)).kind, 'continue');
+    assert.ok((hs as unknown as { pending: Buffer }).pending.length < 16);
+  }
+  assert.deepEqual(repliesOf(hs).map((x) => x.replyType), [P.NBD_REP_ERR_UNKNOWN]);
+});
+
 test('handshake: shutting down answers ERR_SHUTDOWN', () => {
   const hs = new Handshake({ exports: exportsMap, shuttingDown: () => true });
   hs.output.splice(0);
@@ -328,7 +341,7 @@ test('property: a valid option sequence gives the same replies however it is spl
       assert.equal(last, 'transmission');
       assert.deepEqual(Buffer.concat(hs.output), expected);
     }),
-    { numRuns: 200 },
+    { numRuns: 600 },
   );
 });
 
