@@ -23,6 +23,8 @@ export interface OpenBlockIoOptions {
   /** How uring makes a durable write durable (see DurableWriteMode). */
   durableWrites?: DurableWriteMode;
   logger?: Logger;
+  /** The addon to use instead of loading it (tests simulate a missing or refusing addon). */
+  native?: ReturnType<typeof loadNative>;
 }
 
 /** Parses a backend name from configuration (the CLI reads RAFTBLOCK_IO and passes it here). */
@@ -35,7 +37,7 @@ export function parseIoBackendChoice(text: string | undefined): IoBackendChoice 
 export async function openBlockIo(options: OpenBlockIoOptions): Promise<BlockIo> {
   const log = options.logger ?? createLogger('io');
   const choice = options.backend ?? 'auto';
-  const native = loadNative();
+  const native = options.native ?? loadNative();
   const allocAligned = 'addon' in native ? (n: number) => native.addon.allocAligned(n, 4096) : undefined;
   if (choice === 'fs') {
     log.info('I/O backend: fs (configured)', { backend: 'fs' });

@@ -193,3 +193,34 @@ test('uring: both ways of making a direct write durable write the same bytes', {
     assert.ok(readFileSync(join(dir, mode)).equals(slab.subarray(0, 8192)), mode);
   }
 });
+
+test('auto falls back to fs, saying why, where io_uring is refused; a forced uring fails instead', { skip: uring.skip }, async (t) => {
+  const dir = tempDir(t);
+  const lines: string[] = [];
+  setLogSink((l) => lines.push(l));
+  t.after(() => setLogSink((l) => process.stderr.write(l + '\n')));
+  const real = loadNative();
+  assert.ok('addon' in real);
+  // As under a seccomp filter: io_uring_setup fails with EPERM.
+  const refusing = {
+    addon: {
+      ...real.addon,
+      Ring: class {
+        constructor() {
+          throw Object.assign(new Error('io_uring_setup failed: Operation not permitted'), { errno: 1, syscall: 'io_uring_setup' });
+        }
+      } as never,
+    },
+  };
+  const io = await openBlockIo({ probeDir: dir, native: refusing });
+  assert.equal(io.kind, 'fs');
+  const warn = lines.map((l) => JSON.parse(l)).find((r) => r.backend === 'fs');
+  assert.ok(warn && /not permitted/.test(warn.reason), 'the log line gives the reason');
+  const missing = await openBlockIo({ probeDir: dir, native: { error: 'addon not built' } });
+  assert.equal(missing.kind, 'fs');
+  await assert.rejects(openBlockIo({ probeDir: dir, backend: 'uring', native: refusing }), /io_uring backend unavailable/);
+  // As on a filesystem refusing O_DIRECT: the probe's open fails, auto goes to fs.
+  await assert.rejects(openBlockIo({ probeDir: join(dir, 'no-such-dir'), backend: 'uring' }), /unavailable/);
+  const fromProbe = await openBlockIo({ probeDir: join(dir, 'no-such-dir') });
+  assert.equal(fromProbe.kind, 'fs');
+});
