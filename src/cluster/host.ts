@@ -392,7 +392,9 @@ export class MultiRaftHost {
     }
     if (rd.hardState) {
       g.storage.setHardState(rd.hardState);
-      persists.push(this.wal.saveHardState(g.id, rd.hardState));
+      // A hard state whose term and vote are unchanged only moves the commit index, which
+      // Raft relearns from its leader after a restart: not worth a WAL write on every commit.
+      if (rd.mustSync) persists.push(this.wal.saveHardState(g.id, rd.hardState));
       g.term = rd.hardState.term;
       g.commit = rd.hardState.commit;
     }
