@@ -19,5 +19,6 @@
  * See ./wal.ts for the class, ./format.ts for the byte layout, ./recovery.ts for open-time
  * scanning.
  */
-export { Wal } from './wal.js';
+export { Wal, type WalStats } from './wal.js';
+export { WalCompacted, WalFailed, WalIndexUnavailable } from './errors.js';
 export type { WalEntry, WalHardState, WalOptions, WalPosition, WalRecoveryReport, WalSnapshotMeta } from './types.js';
