@@ -97,6 +97,16 @@ export async function recoverLog(io: BlockIo, dir: string, groups: GroupTable, l
     }
     return buf.subarray(0, segs[i].segmentBytes);
   };
+  // Later segments are only peeked at: batches that follow a stop point sit within the first
+  // `window` batches of each later segment (every segment's log starts right after its header).
+  const peekLimit = (s: Segment): number => Math.min(s.segmentBytes, segmentHeaderBytes + window * s.maxBatchBytes + blockBytes);
+  const peekBuf = io.allocAligned(Math.max(...segs.map(peekLimit)));
+  const peek = async (i: number, bytes = peekLimit(segs[i])): Promise<Buffer> => {
+    const view = peekBuf.subarray(0, bytes);
+    const n = await segs[i].file.pread(view, 0);
+    if (n < bytes) view.fill(0, n);
+    return view;
+  };
 
   const rv = newRecordView();
   let expected = -1; // next batch sequence; -1 until the first batch
@@ -144,7 +154,7 @@ export async function recoverLog(io: BlockIo, dir: string, groups: GroupTable, l
       let jump = -1;
       for (let j = si + 1; j < segs.length && jump === -1; j++) {
         const next = segs[j];
-        const nextData = await load(j);
+        const nextData = await peek(j, segmentHeaderBytes + blockBytes);
         const nh = decodeBatchHeader(nextData, segmentHeaderBytes, next.salt, next.segmentBytes, next.maxBatchBytes);
         if (nh && (nh.batchSeq === expected || leadingEmpty)) jump = j;
         else if (nh) break;
@@ -155,10 +165,9 @@ export async function recoverLog(io: BlockIo, dir: string, groups: GroupTable, l
         pos = segmentHeaderBytes;
         continue;
       }
-      await load(si);
     }
     // Stopped at (si, pos). What follows decides between end, torn tail and corruption.
-    const later = await scanForward(segs, si, pos, expected, load);
+    const later = await scanForward(segs, si, pos, expected, data, peek);
     const decisive = expected === -1 ? later.filter(() => false) : later.filter((f) => f.seq >= expected + window);
     if (decisive.length > 0 || (expected === -1 && later.length > 0)) {
       corruptionCount++;
@@ -208,7 +217,7 @@ export async function recoverLog(io: BlockIo, dir: string, groups: GroupTable, l
   for (let i = tailIndex + 1; i < segs.length; i++) {
     const s = segs[i];
     if (!spare && s.seq === segs[tailIndex].seq + 1) {
-      if (s.firstBatchSeq !== -1 || !(await looksEmpty(s, load, i))) await writeSegmentHeader(io, s, scratch);
+      if (s.firstBatchSeq !== -1 || !looksEmpty(s, await peek(i, segmentHeaderBytes + blockBytes))) await writeSegmentHeader(io, s, scratch);
       s.writeOffset = segmentHeaderBytes;
       spare = s;
     } else {
@@ -320,18 +329,20 @@ function replayBatch(data: Buffer, pos: number, h: BatchHeader, segSeq: number, 
   }
 }
 
-/** Every valid batch header (of its segment's incarnation) after (si, pos) with seq >= expected. */
-async function scanForward(segs: Segment[], si: number, pos: number, expected: number, load: (i: number) => Promise<Buffer>): Promise<Found[]> {
+/**
+ * Every valid batch header (of its segment's incarnation) after (si, pos) with seq >= expected:
+ * the rest of the stopped segment, and the part of each later segment that can hold them.
+ */
+async function scanForward(segs: Segment[], si: number, pos: number, expected: number, data: Buffer, peek: (i: number) => Promise<Buffer>): Promise<Found[]> {
   const found: Found[] = [];
   for (let i = si; i < segs.length; i++) {
     const s = segs[i];
-    const data = await load(i);
-    for (let off = i === si ? pos + blockBytes : segmentHeaderBytes; off + batchHeaderBytes <= s.segmentBytes; off += blockBytes) {
-      const h = decodeBatchHeader(data, off, s.salt, s.segmentBytes, s.maxBatchBytes);
+    const view = i === si ? data : await peek(i);
+    for (let off = i === si ? pos + blockBytes : segmentHeaderBytes; off + batchHeaderBytes <= view.length; off += blockBytes) {
+      const h = decodeBatchHeader(view, off, s.salt, s.segmentBytes, s.maxBatchBytes);
       if (h && (expected === -1 || h.batchSeq >= expected)) found.push({ segIndex: i, offset: off, seq: h.batchSeq });
     }
   }
-  await load(si);
   return found;
 }
 
@@ -343,7 +354,6 @@ async function hasBatchAfter(s: Segment, data: Buffer, pos: number): Promise<boo
   return false;
 }
 
-async function looksEmpty(s: Segment, load: (i: number) => Promise<Buffer>, i: number): Promise<boolean> {
-  const data = await load(i);
-  return decodeBatchHeader(data, segmentHeaderBytes, s.salt, s.segmentBytes, s.maxBatchBytes) === null && isZeroHeader(data, segmentHeaderBytes);
+function looksEmpty(s: Segment, head: Buffer): boolean {
+  return decodeBatchHeader(head, segmentHeaderBytes, s.salt, s.segmentBytes, s.maxBatchBytes) === null && isZeroHeader(head, segmentHeaderBytes);
 }
