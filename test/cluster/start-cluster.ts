@@ -32,7 +32,8 @@ async function portFree(port: number): Promise<boolean> {
 /** A base port with `count` consecutive free ports after it, for each of nbd, http, peer. */
 export async function freeBase(count: number): Promise<number> {
   for (let attempt = 0; attempt < 200; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 30000);
+    // Below the ephemeral range (32768+), so outgoing connections do not take them meanwhile.
+    const base = 20000 + Math.floor(Math.random() * 12000);
     let ok = true;
     for (let i = 0; i < count && ok; i++) ok = await portFree(base + i);
     if (ok) return base;
