@@ -75,6 +75,8 @@ export interface HostOptions {
   electionTicks?: number;
   /** Entries kept in memory behind the checkpoint for slow followers. */
   keepEntriesAfterCheckpoint?: number;
+  /** Bytes of entry data kept in memory behind the checkpoint (per group). */
+  keepBytesAfterCheckpoint?: number;
   checkpointIntervalMs?: number;
   /** Pulls a snapshot image of `group` from node `from` (a follower installing a snapshot). */
   fetchSnapshot(from: number, group: number): Promise<Uint8Array>;
@@ -83,6 +85,7 @@ export interface HostOptions {
 }
 
 export const defaultTickMs = 100;
+export const defaultKeepBytesAfterCheckpoint = 4 * 1024 * 1024;
 export const defaultElectionTicks = 10;
 
 interface Waiter {
@@ -544,7 +547,18 @@ export class MultiRaftHost {
         if (idx > snapIndex && idx <= g.storage.lastIndex()) {
           const cs = g.sm.voters ? { ...g.confState, voters: [...g.sm.voters] } : g.confState;
           g.storage.createSnapshot(idx, cs, exact ?? new Uint8Array(0));
-          const compactTo = idx - keep;
+          // Keep at most `keep` entries and `keepBytes` of them behind the checkpoint: slow
+          // followers catch up from memory, slower ones get a snapshot.
+          const keepBytes = this.opts.keepBytesAfterCheckpoint ?? defaultKeepBytesAfterCheckpoint;
+          let compactTo = idx - keep;
+          let bytes = 0;
+          for (let i = idx; i > Math.max(compactTo, g.storage.firstIndex() - 1); i--) {
+            bytes += g.storage.entries(i, i + 1, Infinity)[0].data.byteLength;
+            if (bytes > keepBytes) {
+              compactTo = i;
+              break;
+            }
+          }
           if (compactTo > g.storage.firstIndex()) g.storage.compact(compactTo);
         }
       }

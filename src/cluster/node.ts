@@ -109,7 +109,7 @@ export class StorageNode implements PgClient {
     await this.checkIdentity();
     this.io = await openBlockIo({ probeDir: dir, backend: this.opts.ioBackend ?? 'auto' });
     this.scratch = new ScratchPool(this.io);
-    this.wal = await Wal.open({ dir: join(dir, 'wal'), io: this.io, maxBatchBytes: 4 * 1024 * 1024, maxBatchesInFlight: 4, logger: createLogger('wal', { node: this.id }) });
+    this.wal = await Wal.open({ dir: join(dir, 'wal'), io: this.io, maxBatchBytes: 4 * 1024 * 1024, maxBatchesInFlight: 4, cacheBytes: 8 * 1024 * 1024, logger: createLogger('wal', { node: this.id }) });
     if (this.wal.recovery.cut || this.wal.recovery.corruption) this.log.warn('wal recovery', { report: this.wal.recovery });
     await this.loadCachedMap();
 

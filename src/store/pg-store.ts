@@ -24,6 +24,7 @@ export const storeBlockBytes = 4096;
 export const storeChunkBytes = 1024 * 1024;
 /** Free buffers kept per size class (one per request in flight on the node, roughly). */
 const maxFreeScratchPerClass = 64;
+const maxFreeScratchBytesPerClass = 8 * 1024 * 1024;
 
 export interface StoreMeta {
   appliedIndex: number;
@@ -70,7 +71,8 @@ export class ScratchPool {
   release(buf: Buffer): void {
     let list = this.free.get(buf.length);
     if (!list) this.free.set(buf.length, (list = []));
-    if (list.length < maxFreeScratchPerClass) list.push(buf);
+    // Small buffers are kept generously, large ones up to a few MiB per class.
+    if (list.length < Math.min(maxFreeScratchPerClass, Math.max(4, maxFreeScratchBytesPerClass / buf.length))) list.push(buf);
   }
 }
 
