@@ -16,6 +16,12 @@
  * (length, CRC32C, type, group id, term, index, payload). The first batch of every segment
  * repeats every group's hard state, snapshot and checkpoint so older segments can be recycled.
  *
+ * Recovery tells a torn tail from corruption by sequence numbers: with at most W batches in
+ * flight (maxBatchesInFlight, and a batch's promise resolves only once all before it are
+ * written), batch N + W is written only after batch N completed. So a bad batch followed by a
+ * valid one at least W later was acknowledged: corruption, reported (needsRepair per group),
+ * never truncated. Anything less is an unacknowledged tail, cut and zeroed.
+ *
  * See ./wal.ts for the class, ./format.ts for the byte layout, ./recovery.ts for open-time
  * scanning.
  */
