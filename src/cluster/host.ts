@@ -80,6 +80,11 @@ export interface HostOptions {
   checkpointIntervalMs?: number;
   /** Pulls a snapshot image of `group` from node `from` (a follower installing a snapshot). */
   fetchSnapshot(from: number, group: number): Promise<Uint8Array>;
+  /**
+   * Streams the state of `group` from node `from` straight into its state machine, ending at
+   * (index, term) durably. When given, it replaces fetchSnapshot + restoreImage (large PGs).
+   */
+  pullSnapshot?(from: number, group: number, index: number, term: number): Promise<void>;
   /** A message arrived for a group this node does not run yet. Returns true if it now does. */
   onUnknownGroup?(group: number, msg: Message): boolean;
 }
@@ -144,6 +149,7 @@ interface HostMetrics {
   walBatchRecords: Histogram;
   walFlushLatency: Histogram;
   readyRounds: Counter;
+  snapshotsInstalled: Counter;
 }
 
 function makeMetrics(registry: Registry | undefined): HostMetrics {
@@ -169,6 +175,7 @@ function makeMetrics(registry: Registry | undefined): HostMetrics {
       registers,
     }),
     readyRounds: new Counter({ name: 'raftblock_raft_ready_rounds_total', help: 'Ready rounds handled', registers }),
+    snapshotsInstalled: new Counter({ name: 'raftblock_raft_snapshots_installed_total', help: 'Snapshots installed by followers on this node', registers }),
   };
 }
 
@@ -507,14 +514,16 @@ export class MultiRaftHost {
         // Our PG snapshots carry no data in Raft: the image is pulled from the leader.
         const from = g.lead || g.raft.status().softState.lead;
         assert(from !== 0, 'snapshot without a known leader');
-        image = await this.opts.fetchSnapshot(from, g.id);
+        if (this.opts.pullSnapshot) await this.opts.pullSnapshot(from, g.id, snap.metadata.index, snap.metadata.term);
+        else image = await this.opts.fetchSnapshot(from, g.id);
       }
-      await g.sm.restoreImage(image, snap.metadata.index, snap.metadata.term);
+      if (!(image.byteLength === 0 && !g.sm.inlineSnapshots && this.opts.pullSnapshot)) await g.sm.restoreImage(image, snap.metadata.index, snap.metadata.term);
       // A state machine that tracks its group's membership takes it from the snapshot too.
       g.sm.applyConfChange?.({ changes: snap.metadata.confState.voters.map((nodeId) => ({ type: 'addVoter' as const, nodeId })) });
       g.storage.applySnapshot(snap);
       g.queuedApplyIndex = snap.metadata.index;
       await this.wal.installSnapshot(g.id, { index: snap.metadata.index, term: snap.metadata.term });
+      this.metrics.snapshotsInstalled.inc();
       this.log.info('installed snapshot', { group: g.id, index: snap.metadata.index, bytes: image.byteLength });
     } finally {
       g.snapshotInstalling = false;

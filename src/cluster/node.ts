@@ -20,7 +20,7 @@ import type { BlockIo } from '../io/types.js';
 import { createRegistry } from '../metrics/server.js';
 import { NbdServer, type NbdExport } from '../nbd/server.js';
 import { Wal } from '../wal/index.js';
-import { PgStore, ScratchPool } from '../store/pg-store.js';
+import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { encodeRange, encodeWrite, OpKind } from '../store/ops.js';
 import { makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes } from '../gateway/split.js';
@@ -47,6 +47,8 @@ export interface NodeOptions {
 }
 
 const requestTimeoutMs = 4000;
+/** Data per streamed snapshot chunk (one frame). */
+const snapshotChunkBytes = 8 * 1024 * 1024;
 /** Voters of the metadata group (group 0) once enough nodes have registered. */
 const metaVotersWanted = 3;
 const ioDeadlineMs = 30000;
@@ -134,6 +136,21 @@ export class StorageNode implements PgClient {
       registry: this.registry,
       tickMs: this.opts.tickMs,
       fetchSnapshot: async (from, group) => (await this.transport.request(String(from), 'snapshot', { g: group }, 60000)) as Uint8Array,
+      pullSnapshot: async (from, group, index, term) => {
+        const store = this.stores.get(group);
+        if (!store) throw new Unavailable(`group ${group} is not on this node`);
+        await store.beginRestore();
+        let cursor: ImageCursor | null = null;
+        let bytes = 0;
+        do {
+          const chunk = (await this.transport.request(String(from), 'snapshotChunk', { g: group, c: cursor }, 60000)) as ImageChunk;
+          await store.restoreChunk(chunk);
+          for (const r of chunk.runs) bytes += r[2].byteLength;
+          cursor = chunk.next;
+        } while (cursor !== null);
+        await store.finishRestore(index, term);
+        this.log.info('pulled a PG image', { group, from, index, bytes });
+      },
       onUnknownGroup: (group) => {
         // Group 0's leader made this node a member: start it empty; a snapshot brings it up.
         if (group === metadataGroupId) void this.joinMetaGroup();
@@ -352,6 +369,11 @@ export class StorageNode implements PgClient {
         return this.proposeMeta(a.cmd as MapCommand);
       case 'getMap':
         return { map: encodeMap(this.map()) };
+      case 'snapshotChunk': {
+        const store = this.stores.get(a.g as number);
+        if (!store) throw new Unavailable(`group ${String(a.g)} is not on this node`);
+        return store.imageChunk((a.c as ImageCursor | null) ?? null, snapshotChunkBytes);
+      }
       case 'snapshot': {
         const g = a.g as number;
         const store = this.stores.get(g);

@@ -76,6 +76,17 @@ export class ScratchPool {
   }
 }
 
+export interface ImageCursor {
+  volumeId: number;
+  offset: number;
+}
+
+export interface ImageChunk {
+  runs: [number, number, Uint8Array][];
+  next: ImageCursor | null;
+  recent?: Uint8Array;
+}
+
 export class PgStore {
   readonly groupId: number;
   readonly dir: string;
@@ -387,6 +398,66 @@ export class PgStore {
       await f.fdatasync();
     }
     this.loadRecent(parsed.recent ?? new Uint8Array(0));
+    this.meta = { appliedIndex: index, appliedTerm: term };
+    await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recentBytes());
+    await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
+    this.durable = { ...this.meta };
+  }
+
+  /**
+   * One chunk of a streamed snapshot image: allocated runs from `cursor` on (volumes by id,
+   * offsets ascending), about `maxBytes` of data. The first chunk (cursor null) also carries the
+   * dedupe table, taken before any data is read (see snapshotImage for why that order).
+   */
+  async imageChunk(cursor: ImageCursor | null, maxBytes: number): Promise<ImageChunk> {
+    const recent = cursor === null ? this.recentBytes() : undefined;
+    const ids = (await readdir(this.dir))
+      .map((n) => /^vol-(\d+)\.dat$/.exec(n))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => Number(m[1]))
+      .sort((a, b) => a - b);
+    const runs: [number, number, Buffer][] = [];
+    let bytes = 0;
+    let vi = cursor === null ? 0 : ids.findIndex((id) => id >= cursor.volumeId);
+    let pos = cursor === null ? 0 : cursor.offset;
+    if (vi >= 0 && cursor !== null && ids[vi] !== cursor.volumeId) pos = 0;
+    for (; vi >= 0 && vi < ids.length; vi++, pos = 0) {
+      const id = ids[vi];
+      const f = (await this.file(id, false))!;
+      const size = await f.size();
+      while (pos < size) {
+        if (bytes >= maxBytes) return { runs, next: { volumeId: id, offset: pos }, recent };
+        const d = await f.seekData(pos);
+        if (d < 0 || d >= size) break;
+        const h = await f.seekHole(d);
+        const stop = Math.min(h < 0 ? size : Math.min(h, size), d + storeChunkBytes);
+        const out = Buffer.allocUnsafe(stop - d);
+        await this.read(id, d, out.length, out, 0);
+        runs.push([id, d, out]);
+        bytes += out.length;
+        pos = stop;
+      }
+    }
+    return { runs, next: null, recent };
+  }
+
+  /** Starts replacing the whole state with a streamed image: every data file is removed. */
+  async beginRestore(): Promise<void> {
+    for (const f of this.files.values()) await f.close();
+    this.files.clear();
+    for (const name of await readdir(this.dir)) {
+      if (/^vol-\d+\.dat$/.test(name)) await unlink(join(this.dir, name));
+    }
+  }
+
+  async restoreChunk(chunk: ImageChunk): Promise<void> {
+    if (chunk.recent) this.loadRecent(chunk.recent);
+    for (const [vol, at, data] of chunk.runs) await this.writeRange(vol, at, data);
+  }
+
+  /** Ends a streamed restore: the image is durable and the state is at (index, term). */
+  async finishRestore(index: number, term: number): Promise<void> {
+    for (const f of this.files.values()) await f.fdatasync();
     this.meta = { appliedIndex: index, appliedTerm: term };
     await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recentBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
