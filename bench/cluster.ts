@@ -1,4 +1,4 @@
-import { parseBenchOptions } from './lib/args.js';
+import { parseBenchOptionsOrExit } from './lib/args.js';
 import { flushProfiles, standardProfiles } from './lib/fio.js';
 import { nbdkitMemory, probeSize, qemuNbdDirectsync, raftblockCluster } from './lib/peers.js';
 import { runSuite } from './lib/runner.js';
@@ -10,7 +10,7 @@ import { runSuite } from './lib/runner.js';
  * The exports take the size of the cluster's volume `vol0`.
  */
 export async function run(argv: string[]): Promise<void> {
-  const opts = parseBenchOptions(argv, { runtimeS: 10, sizeBytes: 1024 * 1024 * 1024 });
+  const opts = parseBenchOptionsOrExit(argv, { runtimeS: 10, sizeBytes: 1024 * 1024 * 1024 });
   await runSuite(
     {
       title: 'bench cluster',

@@ -1,4 +1,4 @@
-import { parseBenchOptions } from './lib/args.js';
+import { parseBenchOptionsOrExit } from './lib/args.js';
 import { flushProfiles, standardProfiles } from './lib/fio.js';
 import { allNbdServers } from './lib/peers.js';
 import { runSuite } from './lib/runner.js';
@@ -9,7 +9,7 @@ import { runSuite } from './lib/runner.js';
  * cache=directsync; io_uring), fio's nbd engine, equal export sizes, one run.
  */
 export async function run(argv: string[]): Promise<void> {
-  const opts = parseBenchOptions(argv, { runtimeS: 10, sizeBytes: 1024 * 1024 * 1024 });
+  const opts = parseBenchOptionsOrExit(argv, { runtimeS: 10, sizeBytes: 1024 * 1024 * 1024 });
   await runSuite(
     {
       title: 'bench nbd',

@@ -45,7 +45,7 @@ const usageText = `options:
   --dir DIR           directory for backing files, a real disk (default /var/tmp)
   --servers A,B       only these servers
   --profiles A,B      only these profiles
-  --fsync             add write profiles that issue a FLUSH every 32 writes
+  --fsync             add write profiles with FLUSHes (every 32 4K / every 8 512K writes)
   --cpu-prof DIR      run raftblock under node --cpu-prof, profiles into DIR
   --cli PATH          measure this raftblock CLI (dist/src/cli/main.js of another build)
   --keep              keep the run directory (backing files, node logs) afterwards
@@ -133,6 +133,17 @@ export function parseBenchOptions(argv: string[], defaults: OptionDefaults): Ben
   }
   if (opts.dir.startsWith('/dev/shm')) throw new InvalidArgument('--dir must be a real disk, not tmpfs');
   return opts;
+}
+
+/** parseBenchOptions for a command line: a bad option prints the message and usage, exit 2. */
+export function parseBenchOptionsOrExit(argv: string[], defaults: OptionDefaults): BenchOptions {
+  try {
+    return parseBenchOptions(argv, defaults);
+  } catch (e) {
+    if (!(e instanceof InvalidArgument)) throw e;
+    process.stderr.write(`${e.message}\n`);
+    process.exit(2);
+  }
 }
 
 function positiveInt(text: string, what: string): number {
