@@ -41,6 +41,8 @@ export interface NodeOptions {
   bootstrap: boolean;
   /** Seed peer addresses (HOST:PORT) to join through. */
   join: string[];
+  /** The peer address others dial, when `peer` binds a wildcard (0.0.0.0:11000). */
+  advertisePeer?: string;
   /** Override for tests (ms per Raft tick). */
   tickMs?: number;
   ioBackend?: 'uring' | 'fs' | 'auto';
@@ -118,6 +120,7 @@ export class StorageNode implements PgClient {
     this.transport = new Transport({
       nodeId: String(this.id),
       listen: this.opts.peer,
+      advertise: this.opts.advertisePeer,
       epoch: () => this.epoch,
       registry: this.registry,
       handlers: {
@@ -162,7 +165,7 @@ export class StorageNode implements PgClient {
     this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }) });
     const nbdBound = await this.nbd.listen(this.opts.nbd);
     this.httpServer = await startAdminHttp(this.opts.http, this.registry, this);
-    this.addresses = { peer: addrString(peerBound), nbd: addrString(nbdBound), http: addrString(this.httpServer.address) };
+    this.addresses = { peer: this.opts.advertisePeer ?? addrString(peerBound), nbd: addrString(nbdBound), http: addrString(this.httpServer.address) };
 
     const hostsMeta = this.opts.bootstrap || this.wal.groupIds().includes(metadataGroupId);
     if (hostsMeta) {

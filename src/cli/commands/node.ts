@@ -1,6 +1,6 @@
 /**
  * `raftblock node --id ID --data DIR --peer HOST:PORT --nbd HOST:PORT --http HOST:PORT
- *  --labels zone=a,rack=r1,host=h1 [--bootstrap | --join HOST:PORT,...]`
+ *  --labels zone=a,rack=r1,host=h1 [--bootstrap | --join HOST:PORT,...] [--advertise HOST:PORT]`
  *
  * Runs one storage node until SIGINT/SIGTERM, then stops cleanly (NBD closed, in-flight Raft
  * work settled, stores checkpointed, WAL closed) and exits 0. Once listening it prints one
@@ -38,6 +38,7 @@ export function register(program: Command): void {
     .option('--labels <k=v,...>', 'fault-domain labels: zone, rack, host', '')
     .option('--bootstrap', 'found a new cluster (this node runs the metadata group)')
     .option('--join <host:port,...>', 'peer addresses of existing nodes to join through')
+    .option('--advertise <host:port>', 'peer address other nodes dial (when --peer binds 0.0.0.0)')
     .action(async (opts: NodeCliOptions) => {
       await runNode(opts);
     });
@@ -59,6 +60,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     labels: parseLabels(opts.labels),
     bootstrap: opts.bootstrap ?? false,
     join,
+    advertisePeer: opts.advertise ? (parseHostPort(opts.advertise, '--advertise'), opts.advertise) : undefined,
     ioBackend: parseIoBackendChoice(process.env.RAFTBLOCK_IO),
     tickMs: process.env.RAFTBLOCK_TICK_MS ? Number(process.env.RAFTBLOCK_TICK_MS) : undefined,
   });
