@@ -268,7 +268,9 @@ function portFree(port: number): Promise<boolean> {
 /** A base port such that `count` consecutive loopback ports from it are free. */
 export async function freePortRange(count: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000);
+    // Below Linux's ephemeral range (32768-60999), so outgoing connections cannot take a port
+    // between this check and the cluster binding it.
+    const base = 20000 + Math.floor(Math.random() * 12000);
     let ok = true;
     for (let i = 0; i < count && ok; i++) ok = await portFree(base + i);
     if (ok) return base;
