@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
 import { InvalidArgument, NotFound, NotLeader, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
@@ -96,6 +96,7 @@ export class StorageNode implements PgClient {
     this.id = opts.id;
     this.log = createLogger('node', { node: opts.id });
     this.registry = createRegistry();
+    this.fencedMessages = new Counter({ name: 'raftblock_transport_fenced_messages_total', help: 'Raft messages dropped: sender not a replica of the group in this map', registers: [this.registry] });
   }
 
   map(): ClusterMap {
@@ -124,7 +125,7 @@ export class StorageNode implements PgClient {
       epoch: () => this.epoch,
       registry: this.registry,
       handlers: {
-        onMessages: (from, _epoch, msgs) => this.host.receive(Number(from), msgs),
+        onMessages: (from, epoch, msgs) => this.host?.receive(Number(from), this.fenceMessages(Number(from), epoch, msgs)),
         onRequest: (from, epoch, op, args) => this.serve(from, epoch, op, args),
         onPeerEpoch: (from, epoch) => {
           if (epoch > this.epoch) void this.fetchMapFrom(from);
@@ -262,6 +263,7 @@ export class StorageNode implements PgClient {
 
   private joiningMeta = false;
   private readonly warnedMoved = new Set<number>();
+  private readonly fencedMessages: Counter;
 
   private async joinMetaGroup(): Promise<void> {
     if (this.meta || this.joiningMeta || this.stopping) return;
@@ -387,6 +389,31 @@ export class StorageNode implements PgClient {
       default:
         throw new InvalidArgument(`unknown request ${op}`);
     }
+  }
+
+  /**
+   * Fencing of Raft messages: a PG message from a node that is not one of the PG's replicas in
+   * this node's map is dropped (a removed or misplaced member). Group 0's membership lives in
+   * its own log, and a sender with a newer map is given the benefit of the doubt until this
+   * node has fetched it (Raft resends).
+   */
+  private fenceMessages(from: number, epoch: number, msgs: { g: number; m: unknown }[]): { g: number; m: unknown }[] {
+    if (epoch > this.epoch) return msgs;
+    const map = this.map();
+    let out: { g: number; m: unknown }[] | undefined;
+    for (let i = 0; i < msgs.length; i++) {
+      const g = msgs[i].g;
+      let ok = true;
+      if (g !== metadataGroupId && Number.isSafeInteger(g) && g > 0) {
+        const { poolId, pgIndex } = pgOfGroup(g);
+        const replicas = map.pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.replicas;
+        ok = replicas === undefined || replicas.includes(from);
+      }
+      if (!ok && out === undefined) out = msgs.slice(0, i);
+      else if (ok && out !== undefined) out.push(msgs[i]);
+    }
+    if (out !== undefined) this.fencedMessages.inc(msgs.length - out.length);
+    return out ?? msgs;
   }
 
   /** Refuses a forwarded request routed with a map older than this PG's replica set. */
