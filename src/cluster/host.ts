@@ -198,6 +198,9 @@ export class MultiRaftHost {
   private nextReadCtx = 1;
   private readonly rngSeed: number;
   private checkpointing = false;
+  private readonly tickMs: number;
+  private tickOriginMs = 0;
+  private ticksDone = 0;
 
   constructor(opts: HostOptions) {
     this.opts = opts;
@@ -206,12 +209,14 @@ export class MultiRaftHost {
     this.transport = opts.transport;
     this.log = createLogger('host', { node: opts.nodeId });
     this.metrics = makeMetrics(opts.registry);
+    this.tickMs = opts.tickMs ?? defaultTickMs;
     this.rngSeed = (opts.nodeId * 2654435761 + Date.now()) >>> 0;
   }
 
   start(): void {
-    const tickMs = this.opts.tickMs ?? defaultTickMs;
-    this.tickTimer = setInterval(() => this.tick(), tickMs);
+    this.tickOriginMs = performance.now();
+    this.ticksDone = 0;
+    this.tickTimer = setInterval(() => this.tick(), this.tickMs);
     this.checkpointTimer = setInterval(() => void this.checkpointAll(), this.opts.checkpointIntervalMs ?? 2000);
   }
 
@@ -333,6 +338,8 @@ export class MultiRaftHost {
         reject(new TimedOut(`read index of group ${groupId} timed out`));
       }, timeoutMs);
       g.reads.set(ctx, { resolve, reject, timer });
+      // The lease is judged on an up-to-date clock (the raft README's host contract).
+      this.tick();
       try {
         g.raft.readIndex(ctx);
       } catch (err) {
@@ -345,8 +352,17 @@ export class MultiRaftHost {
     });
   }
 
+  /**
+   * Ticks every group once per tick interval elapsed on the monotonic clock since the last
+   * call, catching up after an event-loop stall: a timer that silently coalesced missed ticks
+   * would let a leader's clock (and so its lease) lag behind its followers'.
+   */
   private tick(): void {
-    for (const g of this.groups.values()) g.raft.tick();
+    const due = Math.floor((performance.now() - this.tickOriginMs) / this.tickMs);
+    const n = due - this.ticksDone;
+    if (n <= 0) return;
+    this.ticksDone = due;
+    for (const g of this.groups.values()) for (let i = 0; i < n; i++) g.raft.tick();
     this.schedule();
   }
 
@@ -554,7 +570,7 @@ export class MultiRaftHost {
         // An inline-snapshot machine without its exact image at idx cannot compact its log yet.
         if (g.sm.inlineSnapshots && !exact) continue;
         if (idx > snapIndex && idx <= g.storage.lastIndex()) {
-          const cs = g.sm.voters ? { ...g.confState, voters: [...g.sm.voters] } : g.confState;
+          const cs = g.raft.confStateAt(idx);
           g.storage.createSnapshot(idx, cs, exact ?? new Uint8Array(0));
           // Keep at most `keep` entries and `keepBytes` of them behind the checkpoint: slow
           // followers catch up from memory, slower ones get a snapshot.
