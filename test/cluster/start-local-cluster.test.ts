@@ -38,7 +38,7 @@ function runAsync(cmd: string, args: string[], timeoutMs = 120_000): Promise<{ c
 function fioArgs(uri: string, name: string, offset: string, size: string, extra: string[] = []): string[] {
   return [
     '--ioengine=nbd', `--uri=${uri}`, `--name=${name}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', `--offset=${offset}`, `--size=${size}`,
-    '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--randrepeat=1', '--randseed=1234', ...extra,
+    '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--randrepeat=1', '--randseed=1234', '--verify_state_save=0', ...extra,
   ];
 }
 
