@@ -4,10 +4,19 @@
  * connection (fdatasync of the shared file) covers writes completed on all of them: the export
  * can advertise CAN_MULTI_CONN.
  *
- * What Node cannot do directly, and the choices made:
- * - Holes (SEEK_DATA/SEEK_HOLE): not reachable from node:fs. Allocation is inferred from
- *   content: data is scanned in `zeroGranuleBytes` granules (aligned to the device) and an
- *   all-zero granule is reported as a hole that reads as zeros. READ sends such runs as
+ * Holes and deallocation: with the native addon (./file-sparse.ts) allocation comes from
+ * lseek(SEEK_DATA/SEEK_HOLE): a real hole is reported HOLE|ZERO (READ sends it as OFFSET_HOLE),
+ * allocated blocks as data, whatever they hold. TRIM and WRITE_ZEROES punch a hole
+ * (FALLOC_FL_PUNCH_HOLE|KEEP_SIZE; the kernel zeroes partial blocks at the edges), WRITE_ZEROES
+ * with NO_HOLE uses FALLOC_FL_ZERO_RANGE, for any size. ZERO_RANGE leaves allocated (unwritten)
+ * extents that SEEK_DATA reports as data or, on some filesystems, as holes; ranges zeroed that
+ * way since the export started (and not written since) are remembered, bounded, and reported
+ * ZERO without HOLE. After a restart they are plain data again. A filesystem refusing a mode gets zeros
+ * written instead (and FAST_ZERO then fails with NotSupported).
+ *
+ * Without the addon (not built, or io_uring refused), the portable fallback:
+ * - Holes: allocation is inferred from content: data is scanned in `zeroGranuleBytes`
+ *   granules (aligned to the device) and an all-zero granule is reported as a hole that reads as zeros. READ sends such runs as
  *   OFFSET_HOLE; BLOCK_STATUS reports them HOLE|ZERO. A written block of zeros is therefore
  *   indistinguishable from an unallocated one, which the spec permits (the server MAY report
  *   a hole where no trim was requested).
@@ -16,14 +25,17 @@
  *   process: a few milliseconds, but it frees the space and costs no data I/O. Smaller ranges,
  *   or when the tool fails, are written with zeros in bounded chunks from one shared zero
  *   buffer. FAST_ZERO fails with NotSupported only when a large range would need that slow path.
- * - CACHE reads the range (bounded) to warm the page cache.
+ *
+ * CACHE reads the range (bounded) to warm the page cache.
  */
 import { execFile } from 'node:child_process';
 import { constants as fsConstants, promises as fsp, readSync, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { assert } from '../common/assert.js';
 import { InvalidArgument, IoError, NotSupported, RaftblockError } from '../common/errors.js';
+import type { loadNative } from '../io/native.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from './backend.js';
+import { openSparseFile, RangeSet, type SparseFile } from './file-sparse.js';
 import { maxPayloadBytes } from './protocol.js';
 
 /** Granule of zero detection: a granule-aligned all-zero run of this size is reported as a hole. */
@@ -46,6 +58,11 @@ export const defaultSyncIoMaxBytes = 64 * 1024;
 const maxScratchBuffers = 4;
 /** CACHE warms at most this many bytes per request. */
 const cacheMaxBytes = 32 * 1024 * 1024;
+/** Most extents one BLOCK_STATUS reply built from SEEK_DATA/SEEK_HOLE carries (2 lseeks each). */
+const seekStatusMaxExtents = 1024;
+/** Ranges zeroed with NO_HOLE remembered to report them allocated (see the header). */
+const allocatedZeroMaxRanges = 4096;
+const EOPNOTSUPP = 95;
 
 const zeros = Buffer.alloc(Math.max(zeroChunkBytes, zeroGranuleBytes));
 
@@ -55,7 +72,12 @@ export interface FileBackendOptions {
   readOnly?: boolean;
   /** See defaultSyncIoMaxBytes. */
   syncIoMaxBytes?: number;
+  /** The addon to use instead of loading it; `{ error }` forces the portable fallback. */
+  native?: ReturnType<typeof loadNative>;
 }
+
+/** How allocation is found and ranges are deallocated (see the header). */
+export type SparseMode = { kind: 'native' } | { kind: 'fallback'; reason: string };
 
 export class FileBackend implements BlockBackend {
   readonly capabilities: BackendCapabilities;
@@ -66,6 +88,14 @@ export class FileBackend implements BlockBackend {
   private readonly scratch: Buffer[] = [];
   private scratchCreated = 0;
   private readonly scratchWaiters: ((b: Buffer) => void)[] = [];
+  /** SEEK_DATA/SEEK_HOLE and fallocate, or null on the portable fallback. */
+  private readonly sparse: SparseFile | null;
+  readonly sparseMode: SparseMode;
+  /** Zeroed with ZERO_RANGE since open and not written since: allocated zeros. */
+  private readonly allocatedZeros = new RangeSet(allocatedZeroMaxRanges);
+  /** Cleared when the filesystem refuses the fallocate mode (EOPNOTSUPP). */
+  private nativePunch = true;
+  private nativeZeroRange = true;
 
   private constructor(
     readonly path: string,
@@ -75,7 +105,10 @@ export class FileBackend implements BlockBackend {
     /** False once fallocate failed once (tool missing or filesystem without support). */
     private canPunch: boolean,
     private readonly syncIoMaxBytes: number,
+    sparse: SparseFile | { error: string },
   ) {
+    this.sparse = 'error' in sparse ? null : sparse;
+    this.sparseMode = 'error' in sparse ? { kind: 'fallback', reason: sparse.error } : { kind: 'native' };
     this.capabilities = {
       readOnly,
       canTrim: !readOnly,
@@ -110,7 +143,8 @@ export class FileBackend implements BlockBackend {
       await fh.close();
       throw new InvalidArgument(`${path} is not a regular file`);
     }
-    return new FileBackend(path, fh, st.size, readOnly, true, opts.syncIoMaxBytes ?? defaultSyncIoMaxBytes);
+    const sparse = openSparseFile(fh.fd, path, opts.native);
+    return new FileBackend(path, fh, st.size, readOnly, true, opts.syncIoMaxBytes ?? defaultSyncIoMaxBytes, sparse);
   }
 
   size(): number {
@@ -119,10 +153,15 @@ export class FileBackend implements BlockBackend {
 
   async read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined> {
     await this.preadFully(into, length, offset);
-    return zeroRuns(into, length, offset, zeroGranuleBytes);
+    if (this.sparse === null) return zeroRuns(into, length, offset, zeroGranuleBytes);
+    // One lseek for the common case: data all the way.
+    const hole = this.sparse.seekHole(offset);
+    if (hole >= offset + length) return undefined;
+    return this.seekExtents(offset, length, Number.MAX_SAFE_INTEGER);
   }
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    if (this.allocatedZeros.count !== 0) this.allocatedZeros.remove(offset, offset + data.length);
     let done = 0;
     try {
       if (data.length <= this.syncIoMaxBytes) {
@@ -176,13 +215,44 @@ export class FileBackend implements BlockBackend {
   }
 
   async trim(offset: number, length: number, fua: boolean): Promise<void> {
-    await this.zeroRange(offset, length, false, false);
+    if (this.sparse !== null) await this.nativeZero(this.sparse, offset, length, false, false);
+    else await this.zeroRange(offset, length, false, false);
     if (fua) await this.flush();
   }
 
   async writeZeroes(offset: number, length: number, flags: { fua: boolean; noHole: boolean; fastZero: boolean }): Promise<void> {
-    await this.zeroRange(offset, length, flags.noHole, flags.fastZero);
+    if (this.sparse !== null) await this.nativeZero(this.sparse, offset, length, flags.noHole, flags.fastZero);
+    else await this.zeroRange(offset, length, flags.noHole, flags.fastZero);
     if (flags.fua) await this.flush();
+  }
+
+  /** fallocate through the addon; zeros written only where the filesystem refuses the mode. */
+  private async nativeZero(sparse: SparseFile, offset: number, length: number, keepAllocated: boolean, fastOnly: boolean): Promise<void> {
+    if (keepAllocated ? this.nativeZeroRange : this.nativePunch) {
+      try {
+        if (keepAllocated) {
+          // Remembered before the call, so a write that starts meanwhile removes it again.
+          this.allocatedZeros.add(offset, offset + length);
+          try {
+            await sparse.zeroRange(offset, length);
+          } catch (err) {
+            this.allocatedZeros.remove(offset, offset + length);
+            throw err;
+          }
+        } else {
+          await sparse.punchHole(offset, length);
+          this.allocatedZeros.remove(offset, offset + length);
+        }
+        return;
+      } catch (err) {
+        if (!(err instanceof IoError && err.errno === EOPNOTSUPP)) throw err;
+        if (keepAllocated) this.nativeZeroRange = false;
+        else this.nativePunch = false;
+      }
+    }
+    if (fastOnly) throw new NotSupported('this filesystem cannot zero a range faster than writing zeros');
+    await this.writeZeros(offset, length);
+    this.allocatedZeros.remove(offset, offset + length);
   }
 
   private async zeroRange(offset: number, length: number, keepAllocated: boolean, fastOnly: boolean): Promise<void> {
@@ -195,6 +265,11 @@ export class FileBackend implements BlockBackend {
       }
     }
     if (fastOnly && length >= punchMinBytes) throw new NotSupported('cannot zero this range faster than writing zeros');
+    await this.writeZeros(offset, length);
+  }
+
+  /** Writes zeros over the range in bounded chunks from the shared zero buffer. */
+  private async writeZeros(offset: number, length: number): Promise<void> {
     let done = 0;
     try {
       while (done < length) {
@@ -221,6 +296,7 @@ export class FileBackend implements BlockBackend {
   }
 
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    if (this.sparse !== null) return this.seekExtents(offset, length, seekStatusMaxExtents);
     const window = Math.min(length, blockStatusWindowBytes);
     const buf = await this.takeScratch();
     try {
@@ -229,6 +305,43 @@ export class FileBackend implements BlockBackend {
     } finally {
       this.giveScratch(buf);
     }
+  }
+
+  /**
+   * Extents of [offset, offset + length) from SEEK_DATA/SEEK_HOLE, at most `maxExtents` of them
+   * (the last may then end before the range does). Holes read as zeros; holes the export zeroed
+   * with NO_HOLE are reported ZERO without HOLE (they are allocated).
+   */
+  private seekExtents(offset: number, length: number, maxExtents: number): BlockExtent[] {
+    const sparse = this.sparse;
+    assert(sparse !== null, 'seekExtents without the addon');
+    const end = offset + length;
+    const out: BlockExtent[] = [];
+    const push = (len: number, hole: boolean, zero: boolean): void => {
+      const last = out[out.length - 1];
+      if (last !== undefined && last.hole === hole && last.zero === zero) last.length += len;
+      else out.push({ length: len, hole, zero });
+    };
+    let pos = offset;
+    while (pos < end && out.length < maxExtents) {
+      const data = sparse.seekData(pos);
+      const holeEnd = data === -1 || data > end ? end : data;
+      if (holeEnd > pos) {
+        if (this.allocatedZeros.count === 0) push(holeEnd - pos, true, true);
+        else this.allocatedZeros.forEachPiece(pos, holeEnd, (s, e, allocated) => push(e - s, !allocated, true));
+        pos = holeEnd;
+        continue;
+      }
+      const hole = sparse.seekHole(pos);
+      // hole <= pos: punched between the two calls; look again.
+      if (hole === -1 || hole <= pos) continue;
+      const dataEnd = Math.min(hole, end);
+      if (this.allocatedZeros.count === 0) push(dataEnd - pos, false, false);
+      else this.allocatedZeros.forEachPiece(pos, dataEnd, (s, e, zeroed) => push(e - s, false, zeroed));
+      pos = dataEnd;
+    }
+    assert(out.length > 0, 'block status covers at least one byte');
+    return out;
   }
 
   /**
@@ -255,6 +368,7 @@ export class FileBackend implements BlockBackend {
     if (this.closed) return;
     this.closed = true;
     if (!this.capabilities.readOnly) await this.flush();
+    this.sparse?.close();
     await this.fh.close();
   }
 

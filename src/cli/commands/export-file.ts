@@ -5,10 +5,15 @@
  * Serves one local file over NBD until SIGINT/SIGTERM, then stops accepting, lets in-flight
  * requests finish, flushes and exits 0. On start it prints one JSON line to stdout:
  * {"event":"listening","nbd":"HOST:PORT","metrics":"HOST:PORT"|null} with the real ports.
+ *
+ * Holes and deallocation use the native addon (SEEK_DATA/SEEK_HOLE, fallocate) when it loads;
+ * RAFTBLOCK_IO=fs forces the portable fallback, RAFTBLOCK_IO=uring refuses to start without it.
  */
 import type { Command } from 'commander';
 import { parseHostPort, parseSize, type HostPort } from '../../common/address.js';
+import { RaftblockError } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
+import { parseIoBackendChoice } from '../../io/select.js';
 import { createRegistry, startMetricsServer, type MetricsServer } from '../../metrics/server.js';
 import { FileBackend } from '../../nbd/file-backend.js';
 import { NbdServer } from '../../nbd/server.js';
@@ -50,7 +55,18 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
   const metricsAddr = opts.metrics ? parseHostPort(opts.metrics, '--metrics') : undefined;
   const createSizeBytes = opts.size !== undefined ? parseSize(opts.size, '--size') : undefined;
   const syncIoMaxBytes = opts.syncIoMax !== undefined ? parseSize(opts.syncIoMax, '--sync-io-max') : undefined;
-  const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false, syncIoMaxBytes });
+  const ioChoice = parseIoBackendChoice(process.env.RAFTBLOCK_IO);
+  const native = ioChoice === 'fs' ? { error: 'RAFTBLOCK_IO=fs' } : undefined;
+  const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false, syncIoMaxBytes, native });
+  if (backend.sparseMode.kind === 'fallback') {
+    if (ioChoice === 'uring') {
+      await backend.close();
+      throw new RaftblockError('IO_BACKEND_UNAVAILABLE', `native sparse-file support unavailable: ${backend.sparseMode.reason}`);
+    }
+    log.info('holes inferred from zero blocks, fallocate(1) for large trims', { sparse: 'fallback', reason: backend.sparseMode.reason });
+  } else {
+    log.info('holes from SEEK_DATA/SEEK_HOLE, trims with fallocate', { sparse: 'native' });
+  }
   if (createSizeBytes !== undefined && createSizeBytes !== backend.size()) {
     log.warn('file exists with a different size; serving its actual size', { path, sizeBytes: backend.size(), requested: createSizeBytes });
   }
