@@ -58,6 +58,13 @@ export interface GroupStateMachine {
   readonly inlineSnapshots?: boolean;
   /** The image exactly at `index`, when the state machine still has it (inline snapshots). */
   exactImage?(index: number): Uint8Array | undefined;
+  /**
+   * Applying a committed entry can only succeed (or fail fatally: the node stops and replays
+   * it from the WAL) and yields nothing for the proposer, so a proposer may be answered once
+   * its entry is committed, before it is applied. Reads stay linearizable: a read barrier
+   * waits for the applied index to reach the read index, which covers every answered write.
+   */
+  readonly ackOnCommit?: boolean;
   /** Membership kept by the state machine itself (it persists it with its image). */
   readonly voters?: number[];
   /** A committed membership change, in log order. */
@@ -92,6 +99,8 @@ export interface HostOptions {
 export const defaultTickMs = 100;
 export const defaultKeepBytesAfterCheckpoint = 4 * 1024 * 1024;
 export const defaultElectionTicks = 10;
+/** Committed entries a group may answer before applying them (see ackCommitted). */
+export const maxAckAheadOfApply = 64;
 
 interface Waiter {
   term: number;
@@ -440,7 +449,10 @@ export class MultiRaftHost {
       this.metrics.walFlushLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9);
     }
     for (const m of later) this.transport.send(String(m.to), g.id, m);
-    if (rd.committedEntries.length > 0) this.queueApply(g, rd.committedEntries);
+    if (rd.committedEntries.length > 0) {
+      if (g.sm.ackOnCommit && g.waiters.size > 0) this.ackCommitted(g, rd.committedEntries);
+      this.queueApply(g, rd.committedEntries);
+    }
     for (const rs of rd.readStates) {
       const r = g.reads.get(rs.ctx);
       if (!r) continue;
@@ -468,6 +480,26 @@ export class MultiRaftHost {
     }
     g.role = role;
     g.lead = lead;
+  }
+
+  /**
+   * Answers the proposers of committed entries (state machines with ackOnCommit). Only while
+   * the apply chain keeps up: an entry further than maxAckAheadOfApply past the applied index
+   * is answered after its apply, so clients cannot queue unbounded work (and memory) there.
+   */
+  private ackCommitted(g: Group, entries: Entry[]): void {
+    const limit = g.sm.appliedIndex + maxAckAheadOfApply;
+    for (const e of entries) {
+      if (e.index > limit) break;
+      const w = g.waiters.get(e.index);
+      if (!w) continue;
+      g.waiters.delete(e.index);
+      if (w.term !== e.term) w.reject(new NotLeader(`proposal at ${e.index} was superseded`));
+      else {
+        this.metrics.commitLatency.observe(Number(process.hrtime.bigint() - w.startedNs) / 1e9);
+        w.resolve(undefined);
+      }
+    }
   }
 
   private queueApply(g: Group, entries: Entry[]): void {

@@ -577,6 +577,8 @@ function storeMachine(store: PgStore): import('./host.js').GroupStateMachine {
     get appliedTerm() {
       return store.appliedTerm;
     },
+    // A PG's apply refuses nothing (its only errors are fatal) and returns nothing.
+    ackOnCommit: true,
     skip: (index, term) => store.skip(index, term),
     apply: (index, term, data) => store.apply(index, term, data),
     checkpoint: () => store.checkpoint(),
