@@ -1,7 +1,7 @@
 /**
  * Node-to-node transport: one TCP connection per peer pair carrying length-prefixed msgpackr
- * frames (see frame.ts). Everything queued for a peer in one event-loop turn (Raft messages
- * of every group, forwarded requests, responses) leaves in one frame. Connections are
+ * frames (see frame.ts). Everything queued for a peer by one callback (Raft messages of
+ * every group, forwarded requests, responses) leaves in one frame. Connections are
  * re-established with exponential backoff; a malformed frame closes only its connection.
  *
  * One connection per pair: either side may dial; when both connections exist at once, both
@@ -254,7 +254,11 @@ export class Transport {
   private schedule(peer: Peer): void {
     if (peer.flushScheduled || this.closing) return;
     peer.flushScheduled = true;
-    setImmediate(() => {
+    // A microtask, not setImmediate: what the running callback queues (one socket read's
+    // frames, one pump of the host, one WAL completion) still leaves in one frame per peer,
+    // and it leaves in this turn of the event loop instead of after the next poll
+    // (A/B at 4 KiB QD32 over NBD: +20 % IOPS).
+    queueMicrotask(() => {
       peer.flushScheduled = false;
       this.flush(peer);
     });
