@@ -159,6 +159,7 @@ interface HostMetrics {
   walFlushLatency: Histogram;
   readyRounds: Counter;
   snapshotsInstalled: Counter;
+  electionMessagesMuted: Counter;
 }
 
 function makeMetrics(registry: Registry | undefined): HostMetrics {
@@ -185,7 +186,17 @@ function makeMetrics(registry: Registry | undefined): HostMetrics {
     }),
     readyRounds: new Counter({ name: 'raftblock_raft_ready_rounds_total', help: 'Ready rounds handled', registers }),
     snapshotsInstalled: new Counter({ name: 'raftblock_raft_snapshots_installed_total', help: 'Snapshots installed by followers on this node', registers }),
+    electionMessagesMuted: new Counter({
+      name: 'raftblock_raft_election_messages_muted_total',
+      help: 'Vote requests and responses withheld by replicas whose WAL needs repair',
+      registers,
+    }),
   };
+}
+
+/** Messages that elect a leader: a replica awaiting repair sends none of them. */
+function isElectionMessage(m: Message): boolean {
+  return m.type === 'vote' || m.type === 'preVote' || m.type === 'voteResp' || m.type === 'preVoteResp';
 }
 
 const roleCode: Record<string, number> = { follower: 0, preCandidate: 1, candidate: 1, leader: 2 };
@@ -448,7 +459,18 @@ export class MultiRaftHost {
       await Promise.all(persists);
       this.metrics.walFlushLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9);
     }
-    for (const m of later) this.transport.send(String(m.to), g.id, m);
+    // A replica whose WAL found corruption in the middle of this group's log (acknowledged
+    // entries may be gone) must not take part in elections until a snapshot repairs it: it
+    // neither asks for votes nor grants them, so it can never help elect a leader that lacks
+    // an entry it once acknowledged.
+    const muted = this.wal.needsRepair(g.id);
+    for (const m of later) {
+      if (muted && isElectionMessage(m)) {
+        this.metrics.electionMessagesMuted.inc();
+        continue;
+      }
+      this.transport.send(String(m.to), g.id, m);
+    }
     if (rd.committedEntries.length > 0) {
       if (g.sm.ackOnCommit && g.waiters.size > 0) this.ackCommitted(g, rd.committedEntries);
       this.queueApply(g, rd.committedEntries);

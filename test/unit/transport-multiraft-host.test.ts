@@ -261,3 +261,45 @@ test('a follower that missed compacted entries catches up through a snapshot pul
   await hosts.find((h) => h.groups.get(g)!.isLeader)!.propose(g, Buffer.from('after'));
   await until(() => [...sms[V].byIndex.values()].includes('after'));
 });
+
+/** Starts hosts for `running` (a subset of the group's `voters`); `repairing` replicas' WALs need repair. */
+async function startHosts(t: { after(fn: () => Promise<void>): void }, voters: number[], running: number[], repairing: Set<number>, g: number) {
+  const hosts = new Map<number, MultiRaftHost>();
+  const transports: Transport[] = [];
+  for (const id of running) {
+    let host!: MultiRaftHost;
+    const tr = new Transport({
+      nodeId: String(id),
+      listen: { host: '127.0.0.1', port: 0 },
+      epoch: () => 1,
+      handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
+    });
+    await tr.start();
+    transports.push(tr);
+    const wal = new MemWal();
+    wal.needsRepair = () => repairing.has(id);
+    host = new MultiRaftHost({ nodeId: id, wal: wal as unknown as Wal, transport: tr, tickMs: 20, fetchSnapshot: async () => new Uint8Array(0) });
+    hosts.set(id, host);
+  }
+  for (const tr of transports) for (const [i, other] of transports.entries()) tr.setPeerAddress(String(running[i]), other.address);
+  for (const [id, h] of hosts) {
+    await h.addGroup(g, voters, new Register(), { campaign: id === running[0] });
+    h.start();
+  }
+  t.after(async () => {
+    for (const h of hosts.values()) await h.stop();
+    for (const tr of transports) await tr.close();
+  });
+  return hosts;
+}
+
+test('a replica whose WAL needs repair neither grants votes nor wins an election', async (t) => {
+  const g = 31;
+  // Nodes 1 and 3 of {1,2,3} are up; node 3 needs repair. Node 1 needs node 3's vote and must not get it.
+  const muted = await startHosts(t, [1, 2, 3], [1, 3], new Set([3]), g);
+  await new Promise((r) => setTimeout(r, 1500)); // > 5 election timeouts of 200 ms
+  for (const [id, h] of muted) assert.equal(h.groups.get(g)!.isLeader, false, `node ${id} must not lead while node 3 awaits repair`);
+  // The same pair elects a leader when node 3's log is sound, so the silence above was the repair rule.
+  const sound = await startHosts(t, [1, 2, 3], [1, 3], new Set(), g);
+  await until(() => [...sound.values()].some((h) => h.groups.get(g)!.isLeader));
+});
