@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import { IoError } from '../common/errors.js';
 import { checkAligned, toIoError } from './check.js';
+import { fdClose, fdSize, fdTruncate } from './fd.js';
 import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
 
 const zeroChunkBytes = 1 << 20;
@@ -76,23 +77,17 @@ class FsFile implements BlockFile {
   }
 
   size(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      fs.fstat(this.fd, (err, st) => (err ? reject(toIoError(err, 'fstat', this.path)) : resolve(st.size)));
-    });
+    return fdSize(this.fd, this.path);
   }
 
   truncate(sizeBytes: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      fs.ftruncate(this.fd, sizeBytes, (err) => (err ? reject(toIoError(err, 'ftruncate', this.path)) : resolve()));
-    });
+    return fdTruncate(this.fd, sizeBytes, this.path);
   }
 
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
     this.closed = true;
-    return new Promise((resolve, reject) => {
-      fs.close(this.fd, (err) => (err ? reject(toIoError(err, 'close', this.path)) : resolve()));
-    });
+    return fdClose(this.fd, this.path);
   }
 }
 

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { assert } from '../common/assert.js';
 import { IoError, Unavailable } from '../common/errors.js';
 import { checkAligned, toIoError } from './check.js';
+import { fdClose, fdSize, fdTruncate } from './fd.js';
 import type { NativeAddon, NativeRing } from './native.js';
 import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
 
@@ -277,22 +278,16 @@ class UringFile implements BlockFile {
   }
 
   size(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      fs.fstat(this.fd, (err, st) => (err ? reject(toIoError(err, 'fstat', this.path)) : resolve(st.size)));
-    });
+    return fdSize(this.fd, this.path);
   }
 
   truncate(sizeBytes: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      fs.ftruncate(this.fd, sizeBytes, (err) => (err ? reject(toIoError(err, 'ftruncate', this.path)) : resolve()));
-    });
+    return fdTruncate(this.fd, sizeBytes, this.path);
   }
 
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
     this.closed = true;
-    return new Promise((resolve, reject) => {
-      fs.close(this.fd, (err) => (err ? reject(toIoError(err, 'close', this.path)) : resolve()));
-    });
+    return fdClose(this.fd, this.path);
   }
 }
