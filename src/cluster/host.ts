@@ -84,7 +84,18 @@ export interface HostOptions {
   keepEntriesAfterCheckpoint?: number;
   /** Bytes of entry data kept in memory behind the checkpoint (per group). */
   keepBytesAfterCheckpoint?: number;
+  /** How often the host looks for groups that need a checkpoint (see checkpointDue). */
   checkpointIntervalMs?: number;
+  /** A group is checkpointed once this many bytes of entries were appended since its last one. */
+  checkpointPendingBytes?: number;
+  /** ... or this many entries were applied since its last one. */
+  checkpointPendingEntries?: number;
+  /** ... or its last checkpoint is older than this while it has applied something since. */
+  checkpointMaxAgeMs?: number;
+  /** Bytes appended since their checkpoint, summed over all groups, kept at most (roughly). */
+  checkpointNodePendingBytes?: number;
+  /** WAL segments live at most before every group with applied entries is checkpointed. */
+  checkpointMaxWalSegments?: number;
   /** Pulls a snapshot image of `group` from node `from` (a follower installing a snapshot). */
   fetchSnapshot(from: number, group: number): Promise<Uint8Array>;
   /**
@@ -99,6 +110,21 @@ export interface HostOptions {
 export const defaultTickMs = 100;
 export const defaultKeepBytesAfterCheckpoint = 4 * 1024 * 1024;
 export const defaultElectionTicks = 10;
+/*
+ * Checkpoints cost several device flushes per group (data files, dedupe table, meta.json), so
+ * a group is checkpointed when it needs it rather than on every timer round. Every trigger
+ * bounds something: pending bytes and entries bound the Raft log held in memory per group
+ * (MemoryStorage keeps everything after the last checkpoint), the node-wide byte cap bounds
+ * the sum of those, and the age and WAL segment caps bound the WAL's disk space (a segment is
+ * recycled only once every group's checkpoint has passed it, so one quiet group must not pin
+ * it for ever).
+ */
+export const defaultCheckpointScanMs = 1000;
+export const defaultCheckpointPendingBytes = 4 * 1024 * 1024;
+export const defaultCheckpointPendingEntries = 2048;
+export const defaultCheckpointMaxAgeMs = 10_000;
+export const defaultCheckpointNodePendingBytes = 64 * 1024 * 1024;
+export const defaultCheckpointMaxWalSegments = 4;
 /** Committed entries a group may answer before applying them (see ackCommitted). */
 export const maxAckAheadOfApply = 64;
 
@@ -132,6 +158,11 @@ export class Group {
   snapshotInstalling = false;
   /** A Ready of this group is being handled (one at a time per group). */
   busy = false;
+  /** Bytes of entry data appended since the last checkpoint began (an estimate: truncated
+   * suffixes are still counted, which only makes a checkpoint come sooner). */
+  pendingBytes = 0;
+  /** When the last checkpoint of this group finished (performance.now()). */
+  lastCheckpointMs = performance.now();
 
   constructor(id: number, raft: RaftNode, storage: MemoryStorage, sm: GroupStateMachine, confState: ConfState) {
     this.id = id;
@@ -237,7 +268,7 @@ export class MultiRaftHost {
     this.tickOriginMs = performance.now();
     this.ticksDone = 0;
     this.tickTimer = setInterval(() => this.tick(), this.tickMs);
-    this.checkpointTimer = setInterval(() => void this.checkpointAll(), this.opts.checkpointIntervalMs ?? 2000);
+    this.checkpointTimer = setInterval(() => void this.checkpointDue(), this.opts.checkpointIntervalMs ?? defaultCheckpointScanMs);
   }
 
   /**
@@ -434,6 +465,7 @@ export class MultiRaftHost {
     const persists: Promise<void>[] = [];
     if (rd.entries.length > 0) {
       g.storage.append(rd.entries);
+      for (const e of rd.entries) g.pendingBytes += e.data.byteLength;
       persists.push(this.wal.append(g.id, rd.entries));
     }
     if (rd.hardState) {
@@ -593,6 +625,8 @@ export class MultiRaftHost {
       g.storage.applySnapshot(snap);
       g.queuedApplyIndex = snap.metadata.index;
       await this.wal.installSnapshot(g.id, { index: snap.metadata.index, term: snap.metadata.term });
+      g.pendingBytes = 0;
+      g.lastCheckpointMs = performance.now();
       this.metrics.snapshotsInstalled.inc();
       this.log.info('installed snapshot', { group: g.id, index: snap.metadata.index, bytes: image.byteLength });
     } finally {
@@ -608,14 +642,59 @@ export class MultiRaftHost {
     this.metrics.applyLag.set(label, Math.max(0, g.commit - g.sm.appliedIndex));
   }
 
-  /** Checkpoints every group: state machine durable, then the WAL may drop, then trim memory. */
-  async checkpointAll(final = false): Promise<void> {
+  /**
+   * Checkpoints the groups that need it (the timer's round): a group past its pending bytes,
+   * entries or age limit; the groups holding the most pending bytes while the node-wide sum
+   * is over its cap; every group with applied entries while the WAL holds too many segments.
+   */
+  async checkpointDue(): Promise<void> {
+    if (this.checkpointing || this.stopped) return;
+    const now = performance.now();
+    const maxBytes = this.opts.checkpointPendingBytes ?? defaultCheckpointPendingBytes;
+    const maxEntries = this.opts.checkpointPendingEntries ?? defaultCheckpointPendingEntries;
+    const maxAgeMs = this.opts.checkpointMaxAgeMs ?? defaultCheckpointMaxAgeMs;
+    // (A WAL kept in memory, as in tests, has no segments.)
+    const walSegments = (this.wal.segmentSeqs as (() => number[]) | undefined)?.call(this.wal).length ?? 0;
+    const walFull = walSegments > (this.opts.checkpointMaxWalSegments ?? defaultCheckpointMaxWalSegments);
+    const due = new Set<Group>();
+    const rest: Group[] = [];
+    let restBytes = 0;
+    for (const g of this.groups.values()) {
+      const applied = g.sm.appliedIndex - g.sm.durableIndex;
+      if (applied <= 0 && g.pendingBytes <= maxBytes) continue;
+      if (walFull || g.pendingBytes > maxBytes || applied > maxEntries || now - g.lastCheckpointMs >= maxAgeMs) due.add(g);
+      else {
+        rest.push(g);
+        restBytes += g.pendingBytes;
+      }
+    }
+    const nodeCap = this.opts.checkpointNodePendingBytes ?? defaultCheckpointNodePendingBytes;
+    if (restBytes > nodeCap) {
+      rest.sort((a, b) => b.pendingBytes - a.pendingBytes);
+      for (const g of rest) {
+        if (restBytes <= nodeCap / 2) break;
+        due.add(g);
+        restBytes -= g.pendingBytes;
+      }
+    }
+    if (due.size > 0) await this.checkpointAll(false, due);
+  }
+
+  /**
+   * Checkpoints every group (or those in `only`): state machine durable, then the WAL may
+   * drop, then trim memory.
+   */
+  async checkpointAll(final = false, only?: ReadonlySet<Group>): Promise<void> {
     if (this.checkpointing || (this.stopped && !final)) return;
     this.checkpointing = true;
     try {
       for (const g of [...this.groups.values()]) {
         if (g.removed || g.snapshotInstalling) continue;
+        if (only && !only.has(g)) continue;
+        const pendingAtStart = g.pendingBytes;
         const idx = await g.sm.checkpoint();
+        g.pendingBytes = Math.max(0, g.pendingBytes - pendingAtStart);
+        g.lastCheckpointMs = performance.now();
         if (idx <= 0 || g.removed) continue;
         await this.wal.checkpoint(g.id, idx);
         const keep = this.opts.keepEntriesAfterCheckpoint ?? 2048;
