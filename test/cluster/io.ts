@@ -7,6 +7,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestCluster } from '../helpers/cluster.js';
 import { cliPath, repoRoot } from '../helpers/paths.js';
+import { requireCapability } from '../helpers/tools.js';
+import type { TestContext } from 'node:test';
 
 export interface FioResult {
   code: number | null;
@@ -61,6 +63,11 @@ export function describeFio(r: FioResult): string {
 export const blockClientPath = join(repoRoot, 'test', 'cluster', 'py', 'block_client.py');
 /** python3-libnbd lives in the distribution's python, not in whatever python3 is first on PATH. */
 export const systemPython = '/usr/bin/python3';
+
+/** Requires python3-libnbd in the system python; see requireCapability. */
+export function requirePythonNbd(t: TestContext): boolean {
+  return requireCapability(t, havePythonNbd(), 'python3-libnbd missing (bash scripts/install-deps.sh)');
+}
 
 /** True when the system python has libnbd's bindings (python3-libnbd). */
 export function havePythonNbd(): boolean {

@@ -10,10 +10,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { TestCluster, sleep } from '../helpers/cluster.js';
-import { canUseNetns } from '../helpers/netns.js';
-import { requireTools, tempDir } from '../helpers/tools.js';
+import { requireNetns } from '../helpers/netns.js';
+import { tempDir } from '../helpers/tools.js';
 import { pgOfExtent } from '../../src/cluster/map.js';
-import { checkBlockHistory, finalReadsAsHistory, havePythonNbd, startJepsenClient } from './io.js';
+import { checkBlockHistory, finalReadsAsHistory, requirePythonNbd, startJepsenClient } from './io.js';
 
 const MiB = 1024 * 1024;
 const extentBytes = MiB;
@@ -22,15 +22,8 @@ const pgCount = 8;
 const clientSeconds = 30;
 
 test('a block history recorded under kill -9 and partitions is linearizable', { timeout: 300_000 }, async (t) => {
-  if (!requireTools(t, 'ip')) return;
-  if (!canUseNetns()) {
-    if (process.env.CI === 'true') throw new Error('network namespaces need root');
-    return t.skip('network namespaces need root');
-  }
-  if (!havePythonNbd()) {
-    if (process.env.CI === 'true') throw new Error('python3-libnbd missing (bash scripts/install-deps.sh)');
-    return t.skip('python3-libnbd missing');
-  }
+  if (!requireNetns(t)) return;
+  if (!requirePythonNbd(t)) return;
   const cluster = await TestCluster.start(t, { nodes: 3, netns: true, pgCount, volumes: [{ name: 'vol0', sizeBytes: 64 * MiB, extentBytes }] });
   const volume = (await cluster.volumes()).volumes[0];
   // Six blocks in six extents on at least three distinct PGs.

@@ -6,17 +6,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestCluster, sleep } from '../helpers/cluster.js';
-import { requireTools, tempDir } from '../helpers/tools.js';
-import { checkBlockHistory, finalReadsAsHistory, havePythonNbd, startJepsenClient } from './io.js';
+import { tempDir } from '../helpers/tools.js';
+import { checkBlockHistory, finalReadsAsHistory, requirePythonNbd, startJepsenClient } from './io.js';
 
 const MiB = 1024 * 1024;
 const pgCount = 8;
 
 test('kill -9 of every node at once, then restart: every acknowledged write is there', { timeout: 240_000 }, async (t) => {
-  if (!havePythonNbd()) {
-    if (process.env.CI === 'true') throw new Error('python3-libnbd missing (bash scripts/install-deps.sh)');
-    return t.skip('python3-libnbd missing');
-  }
+  if (!requirePythonNbd(t)) return;
   const cluster = await TestCluster.start(t, { nodes: 3, pgCount, volumes: [{ name: 'vol0', sizeBytes: 64 * MiB, extentBytes: MiB }] });
   // 48 blocks over 48 extents, so every PG is written; one writer per gateway.
   const blocks = Array.from({ length: 48 }, (_, e) => e * 256);

@@ -1,8 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { NetnsNetwork, canUseNetns } from '../helpers/netns.js';
-import { requireTools } from '../helpers/tools.js';
+import { NetnsNetwork, requireNetns } from '../helpers/netns.js';
 
 /** Can member `from` open a TCP connection to member `to`? (A listener runs in `to`.) */
 function reaches(net: NetnsNetwork, from: number, to: number, port: number): boolean {
@@ -15,12 +14,7 @@ function reaches(net: NetnsNetwork, from: number, to: number, port: number): boo
 }
 
 test('network namespaces: partitions cut links between groups, heal restores them, close removes everything', (t) => {
-  if (!requireTools(t, 'ip')) return;
-  if (!canUseNetns()) {
-    if (process.env.CI === 'true') throw new Error('network namespaces need root');
-    t.skip('network namespaces need root');
-    return;
-  }
+  if (!requireNetns(t)) return;
   const net = NetnsNetwork.create(t, 3, false);
   const listeners = [1, 2, 3].map((i) =>
     net.spawnIn(i, process.execPath, ['-e', `require('net').createServer((c) => c.end()).listen(7000, '0.0.0.0', () => console.log('up'))`], {

@@ -13,10 +13,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestCluster, describeUnhealthy, waitFor } from '../helpers/cluster.js';
-import { canUseNetns } from '../helpers/netns.js';
-import { requireTools } from '../helpers/tools.js';
+import { requireNetns } from '../helpers/netns.js';
 import { pgGroupId, pgOfExtent } from '../../src/cluster/map.js';
-import { blockOps, havePythonNbd, type BlockOpResult } from './io.js';
+import { blockOps, requirePythonNbd, type BlockOpResult } from './io.js';
 
 const MiB = 1024 * 1024;
 const extentBytes = MiB;
@@ -29,15 +28,8 @@ function values(results: BlockOpResult[]): Map<number, string | null | undefined
 }
 
 test('partitions: a minority never acknowledges a write nor reads stale data; healed replicas are identical', { timeout: 300_000 }, async (t) => {
-  if (!requireTools(t, 'ip')) return;
-  if (!canUseNetns()) {
-    if (process.env.CI === 'true') throw new Error('network namespaces need root');
-    return t.skip('network namespaces need root');
-  }
-  if (!havePythonNbd()) {
-    if (process.env.CI === 'true') throw new Error('python3-libnbd missing (bash scripts/install-deps.sh)');
-    return t.skip('python3-libnbd missing');
-  }
+  if (!requireNetns(t)) return;
+  if (!requirePythonNbd(t)) return;
   const cluster = await TestCluster.start(t, { nodes: 3, netns: true, pgCount, volumes: [{ name: 'vol0', sizeBytes: 64 * MiB, extentBytes }] });
   const volume = (await cluster.volumes()).volumes[0];
   const map = await cluster.map();

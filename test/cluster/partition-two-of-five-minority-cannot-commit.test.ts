@@ -9,24 +9,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NodeStatus } from '../../src/cluster/admin-client.js';
 import { TestCluster, describeUnhealthy, sleep, waitFor } from '../helpers/cluster.js';
-import { canUseNetns } from '../helpers/netns.js';
-import { requireTools } from '../helpers/tools.js';
-import { blockOps, havePythonNbd } from './io.js';
+import { requireNetns } from '../helpers/netns.js';
+import { blockOps, requirePythonNbd } from './io.js';
 
 const MiB = 1024 * 1024;
 const blocksPerExtent = 256;
 const pgCount = 4;
 
 test('a two-of-five minority elects no leader, acknowledges no write and reads nothing stale', { timeout: 300_000 }, async (t) => {
-  if (!requireTools(t, 'ip')) return;
-  if (!canUseNetns()) {
-    if (process.env.CI === 'true') throw new Error('network namespaces need root');
-    return t.skip('network namespaces need root');
-  }
-  if (!havePythonNbd()) {
-    if (process.env.CI === 'true') throw new Error('python3-libnbd missing (bash scripts/install-deps.sh)');
-    return t.skip('python3-libnbd missing');
-  }
+  if (!requireNetns(t)) return;
+  if (!requirePythonNbd(t)) return;
   const cluster = await TestCluster.start(t, { nodes: 5, replicas: 5, netns: true, pgCount, volumes: [{ name: 'vol0', sizeBytes: 32 * MiB, extentBytes: MiB }] });
   const blocks = Array.from({ length: 8 }, (_, e) => e * blocksPerExtent);
   const spare = Array.from({ length: 4 }, (_, e) => (e + 8) * blocksPerExtent);

@@ -15,6 +15,7 @@
  */
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import type { TestContext } from 'node:test';
+import { requireCapability, requireTools } from './tools.js';
 
 const prefix = 'rbt';
 export const memberSubnet = '10.99.0';
@@ -49,6 +50,11 @@ export function removeStaleNamespaces(): void {
 }
 
 /** True when this process may create network namespaces (root with iproute2). */
+/** Requires `ip` and the right to make network namespaces (root); see requireCapability. */
+export function requireNetns(t: TestContext): boolean {
+  return requireTools(t, 'ip') && requireCapability(t, canUseNetns(), 'network namespaces need root');
+}
+
 export function canUseNetns(): boolean {
   if (process.getuid?.() !== 0) return false;
   try {

@@ -14,10 +14,17 @@ export function haveTool(name: string): boolean {
  */
 export function requireTools(t: TestContext, ...names: string[]): boolean {
   const missing = names.filter((n) => !haveTool(n));
-  if (missing.length === 0) return true;
-  const msg = `missing tools: ${missing.join(', ')} (bash scripts/install-deps.sh installs them)`;
-  if (process.env.CI === 'true') throw new Error(msg);
-  t.skip(msg);
+  return requireCapability(t, missing.length === 0, `missing tools: ${missing.join(', ')} (bash scripts/install-deps.sh installs them)`);
+}
+
+/**
+ * Requires something the machine must provide (root, a Python module, ...). Under CI=true its
+ * absence fails the test; elsewhere the test is skipped with `missing` as the reason.
+ */
+export function requireCapability(t: TestContext, available: boolean, missing: string): boolean {
+  if (available) return true;
+  if (process.env.CI === 'true') throw new Error(missing);
+  t.skip(missing);
   return false;
 }
 
