@@ -13,7 +13,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
-import { InvalidArgument, NotFound, NotLeader, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
+import { InvalidArgument, NotFound, NotLeader, OutOfRange, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
@@ -25,6 +25,7 @@ import { encodeRange, encodeWrite, OpKind } from '../store/ops.js';
 import { makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes } from '../gateway/split.js';
 import { MultiRaftHost } from './host.js';
+import { PgMover } from './pg-mover.js';
 import { MetaStore } from './meta-store.js';
 import { decodeMap, encodeCommand, encodeMap, emptyMap, groupsOfNode, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses } from './map.js';
 import { Transport } from './transport.js';
@@ -72,6 +73,7 @@ export class StorageNode implements PgClient {
   private wal!: Wal;
   private transport!: Transport;
   private host!: MultiRaftHost;
+  private pgMover!: PgMover;
   private scratch!: ScratchPool;
   private meta: MetaStore | undefined;
   private cachedMap: ClusterMap = emptyMap();
@@ -129,6 +131,8 @@ export class StorageNode implements PgClient {
         onRequest: (from, epoch, op, args) => this.serve(from, epoch, op, args),
         onPeerEpoch: (from, epoch) => {
           if (epoch > this.epoch) void this.fetchMapFrom(from);
+          // A peer with the same map (an older one says nothing about the cluster's).
+          else if (epoch === this.epoch) this.mapCaughtUp = true;
         },
       },
     });
@@ -158,9 +162,29 @@ export class StorageNode implements PgClient {
       onUnknownGroup: (group) => {
         // Group 0's leader made this node a member: start it empty; a snapshot brings it up.
         if (group === metadataGroupId) void this.joinMetaGroup();
+        else return this.pgMover.onUnknownGroup(group);
         return false;
       },
     });
+    this.pgMover = new PgMover({
+      nodeId: this.id,
+      dataDir: dir,
+      host: this.host,
+      wal: this.wal,
+      stores: this.stores,
+      map: () => this.map(),
+      openStore: async (g, pgDir) => {
+        const store = await PgStore.open(this.io, this.scratch, pgDir, g);
+        // Before the group replays its log: writes to volumes deleted meanwhile change nothing.
+        await this.dropDeletedVolumes(store, this.map());
+        return store;
+      },
+      request: (peer, op, args) => this.transport.request(String(peer), op, args, requestTimeoutMs),
+      registry: this.registry,
+      log: createLogger('pg-mover', { node: this.id }),
+      stopping: () => this.stopping,
+    });
+    await this.pgMover.load();
 
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
     this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }) });
@@ -177,6 +201,7 @@ export class StorageNode implements PgClient {
     }
     for (const n of this.map().nodes) if (n.id !== this.id) this.transport.setPeerAddress(String(n.id), n.addresses.peer);
     this.host.start();
+    this.pgMover.start();
     this.metaTimer = setInterval(() => this.maintainMetaGroup(), 1000);
     this.onMap(this.map());
     await this.reconciling;
@@ -217,6 +242,7 @@ export class StorageNode implements PgClient {
     try {
       const r = (await this.transport.request(peer, 'getMap', {}, requestTimeoutMs)) as { map: Uint8Array };
       this.adoptMap(decodeMap(r.map));
+      this.mapCaughtUp = true;
     } catch (err) {
       this.log.debug('map fetch failed', { peer, err });
     } finally {
@@ -236,33 +262,42 @@ export class StorageNode implements PgClient {
 
   private async reconcile(): Promise<void> {
     const map = this.map();
-    for (const g of groupsOfNode(map, this.id)) {
-      if (this.host.groups.has(g)) continue;
-      const { poolId, pgIndex } = pgOfGroup(g);
-      const pool = map.pools.find((p) => p.id === poolId)!;
-      const replicas = pool.pgs[pgIndex].replicas;
-      // A PG that placement moved after its pool was created needs its Raft membership moved
-      // (learner, catch up, swap); this node does not do that yet, and starting the group with
-      // the new replica set beside members that run the old one would split it.
-      const createdAt = Math.min(...pool.pgs.map((p) => p.sinceEpoch));
-      if (pool.pgs[pgIndex].sinceEpoch > createdAt && !this.wal.groupIds().includes(g)) {
-        if (!this.warnedMoved.has(g)) this.log.warn('PG moved by placement; not starting it here (rebalancing is not implemented)', { group: g });
-        this.warnedMoved.add(g);
-        continue;
-      }
-      const store = await PgStore.open(this.io, this.scratch, join(this.opts.dataDir, 'pgs', String(g)), g);
-      this.stores.set(g, store);
-      // The strongest placement draw campaigns first, so a new PG gets a leader at once.
-      await this.host.addGroup(g, replicas, storeMachine(store), { campaign: replicas[0] === this.id });
-    }
+    // PG replicas: new pools' PGs, replicas held here (resumed from their own membership), and
+    // moves (see pg-mover.ts).
+    await this.pgMover.reconcile(map);
     for (const v of map.volumes) {
       if (!this.exports.has(v.name)) this.exports.set(v.name, { backend: new VolumeBackend(this, v.name, this.gatewayMetrics), description: `raftblock volume ${v.name}` });
     }
     for (const name of [...this.exports.keys()]) if (!map.volumes.some((v) => v.name === name)) this.exports.delete(name);
+    for (const store of this.stores.values()) await this.dropDeletedVolumes(store, map);
+  }
+
+  /**
+   * Deletes, on this node's replicas, the data of every volume the map no longer has (see
+   * PgStore.dropVolume for why each replica may do it when its own map shows the delete).
+   * Volume ids are never reused, so an id below nextVolumeId that is not in the map was
+   * deleted; a restarted node finds here what was deleted while it was away.
+   */
+  private async dropDeletedVolumes(store: PgStore, map: ClusterMap): Promise<void> {
+    if (map.volumes.length === map.nextVolumeId - 1) return;
+    const live = new Set(map.volumes.map((v) => v.id));
+    for (let id = 1; id < map.nextVolumeId; id++) {
+      if (live.has(id)) continue;
+      try {
+        if (await store.dropVolume(id)) this.log.info('dropped the data of a deleted volume', { group: store.groupId, volume: id });
+      } catch (err) {
+        this.log.warn('could not drop a deleted volume', { group: store.groupId, volume: id, err });
+      }
+    }
   }
 
   private joiningMeta = false;
-  private readonly warnedMoved = new Set<number>();
+  /**
+   * This node's map is known to be as new as the cluster's (registered through group 0, or a
+   * peer's epoch seen no newer, or a newer map fetched). Until then a restarted node, whose
+   * cached map may predate deletes and moves, neither routes nor serves I/O.
+   */
+  private mapCaughtUp = false;
   private readonly fencedMessages: Counter;
 
   private async joinMetaGroup(): Promise<void> {
@@ -314,6 +349,7 @@ export class StorageNode implements PgClient {
           this.adoptMap(decodeMap(r.map));
         }
         this.registered = true;
+        this.mapCaughtUp = true;
         this.log.info('registered in the cluster map', { epoch: this.epoch });
       } catch (err) {
         attempt++;
@@ -362,8 +398,9 @@ export class StorageNode implements PgClient {
     switch (op) {
       case 'io': {
         const g = a.g as number;
+        if (!this.mapCaughtUp) throw new Unavailable(`node ${this.id} is catching up with the cluster map`);
         this.fence(g, epoch);
-        return this.serveLocal(g, a.q as PgRequest);
+        return this.serveLocal(g, a.q as PgRequest, epoch);
       }
       case 'join': {
         const result = await this.proposeMeta(a.cmd as MapCommand);
@@ -372,6 +409,8 @@ export class StorageNode implements PgClient {
       }
       case 'meta':
         return this.proposeMeta(a.cmd as MapCommand);
+      case 'pgConf':
+        return this.pgMover.describe(a.g as number);
       case 'getMap':
         return { map: encodeMap(this.map()) };
       case 'snapshotChunk': {
@@ -407,7 +446,8 @@ export class StorageNode implements PgClient {
       if (g !== metadataGroupId && Number.isSafeInteger(g) && g > 0) {
         const { poolId, pgIndex } = pgOfGroup(g);
         const replicas = map.pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.replicas;
-        ok = replicas === undefined || replicas.includes(from);
+        // A member of a moving PG's configuration still counts until its removal commits.
+        ok = replicas === undefined || replicas.includes(from) || this.pgMover.acceptsFrom(g, from);
       }
       if (!ok && out === undefined) out = msgs.slice(0, i);
       else if (ok && out !== undefined) out.push(msgs[i]);
@@ -425,11 +465,32 @@ export class StorageNode implements PgClient {
     if (since > epoch) throw new StaleEpoch(`group ${groupId} moved at epoch ${since}; request routed at epoch ${epoch}`);
   }
 
+  /**
+   * Fencing by volume: a request must name a volume of this node's map and stay inside it. A
+   * deleted volume is refused (every replica is dropping its data, and a write must not bring
+   * it back): STALE_EPOCH to a sender with an older map, so that it learns the delete, else
+   * NOT_FOUND. A volume newer than this node's map waits until the map arrives (STALE_EPOCH,
+   * retried). A range past the end (the volume shrank) is OUT_OF_RANGE.
+   */
+  private fenceVolume(req: PgRequest, senderEpoch: number): void {
+    const map = this.map();
+    const v = map.volumes.find((x) => x.id === req.v);
+    if (v) {
+      const length = req.k === 'write' ? req.d.byteLength : req.l;
+      if (req.o + length > v.sizeBytes) throw new OutOfRange(`range ${req.o}+${length} beyond volume ${v.name} (${v.sizeBytes} bytes at epoch ${map.epoch})`);
+      return;
+    }
+    if (req.v >= map.nextVolumeId) throw new StaleEpoch(`volume ${req.v} is newer than the map of node ${this.id} (epoch ${map.epoch})`);
+    if (senderEpoch < map.epoch) throw new StaleEpoch(`volume ${req.v} was deleted by epoch ${map.epoch}; request routed at epoch ${senderEpoch}`);
+    throw new NotFound(`volume ${req.v} was deleted`);
+  }
+
   /** Serves a PG request on this node, which must lead the PG. */
-  private async serveLocal(groupId: number, req: PgRequest): Promise<unknown> {
+  private async serveLocal(groupId: number, req: PgRequest, senderEpoch = this.epoch): Promise<unknown> {
     const store = this.stores.get(groupId);
     const g = this.host.groups.get(groupId);
     if (!store || !g) throw new NotLeader(`group ${groupId} is not on node ${this.id}`);
+    this.fenceVolume(req, senderEpoch);
     if (!g.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${groupId}`, g.lead ? String(g.lead) : undefined);
     switch (req.k) {
       case 'write':
@@ -459,6 +520,10 @@ export class StorageNode implements PgClient {
   async call(groupId: number, replicas: number[], req: PgRequest): Promise<unknown> {
     const deadline = Date.now() + ioDeadlineMs;
     let attempt = 0;
+    while (!this.mapCaughtUp) {
+      if (Date.now() > deadline || this.stopping) throw new Unavailable(`node ${this.id} has not caught up with the cluster map`);
+      await sleep(20);
+    }
     let target = this.leaderGuess(groupId, replicas);
     for (;;) {
       try {
@@ -478,7 +543,11 @@ export class StorageNode implements PgClient {
           target = hint;
           continue;
         }
-        if (e.code === 'STALE_EPOCH') await this.fetchMapFrom(String(target));
+        if (e.code === 'STALE_EPOCH') {
+          await this.fetchMapFrom(String(target));
+          const map = this.map();
+          if (req.v < map.nextVolumeId && !map.volumes.some((v) => v.id === req.v)) throw new NotFound(`volume ${req.v} was deleted`);
+        }
         const idx = replicas.indexOf(target);
         const local = this.host.groups.get(groupId);
         target = local && local.lead ? local.lead : replicas[(idx + 1) % replicas.length];
@@ -507,7 +576,7 @@ export class StorageNode implements PgClient {
         commitIndex: g.commit,
         appliedIndex: g.sm.appliedIndex,
         lastIndex: g.storage.lastIndex(),
-        voters: g.id === metadataGroupId ? [...g.raft.status().confState.voters] : [...g.confState.voters],
+        ...configurationOf(g.raft.confStateAt(Number.MAX_SAFE_INTEGER)),
         needsRepair: this.wal.needsRepair(g.id) || undefined,
       }))
       .sort((x, y) => x.groupId - y.groupId);
@@ -555,6 +624,7 @@ export class StorageNode implements PgClient {
     if (this.stopping) return;
     this.stopping = true;
     if (this.metaTimer) clearInterval(this.metaTimer);
+    this.pgMover?.stop();
     this.log.info('stopping');
     await this.nbd.close().catch((err) => this.log.warn('nbd close', { err }));
     await this.host.stop();
@@ -566,26 +636,10 @@ export class StorageNode implements PgClient {
   }
 }
 
-function storeMachine(store: PgStore): import('./host.js').GroupStateMachine {
-  return {
-    get appliedIndex() {
-      return store.appliedIndex;
-    },
-    get durableIndex() {
-      return store.durableIndex;
-    },
-    get appliedTerm() {
-      return store.appliedTerm;
-    },
-    // A PG's apply refuses nothing (its only errors are fatal) and returns nothing.
-    ackOnCommit: true,
-    skip: (index, term) => store.skip(index, term),
-    apply: (index, term, data) => store.apply(index, term, data),
-    checkpoint: () => store.checkpoint(),
-    snapshotImage: () => store.snapshotImage(),
-    restoreImage: (image, index, term) => store.restoreImage(image, index, term),
-    close: () => store.close(),
-  };
+/** A group's latest configuration as the status reports it (learners only when there are some). */
+function configurationOf(cs: import('../raft/index.js').ConfState): Pick<GroupStatus, 'voters' | 'learners' | 'votersOutgoing'> {
+  const learners = [...cs.learners, ...cs.learnersNext].sort((a, b) => a - b);
+  return { voters: [...cs.voters], learners: learners.length ? learners : undefined, votersOutgoing: cs.votersOutgoing.length ? [...cs.votersOutgoing] : undefined };
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

@@ -18,6 +18,7 @@ import { Corruption, IoError } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
 import type { BlockFile, BlockIo } from '../io/types.js';
 import { decodeOp, OpKind } from './ops.js';
+import { DirtyCache, WriteBehindBudget, type WriteBehindOptions } from './write-behind.js';
 
 export const storeBlockBytes = 4096;
 /** Snapshot images and scratch buffers move data in chunks of this size. */
@@ -53,7 +54,11 @@ function alignUp(x: number): number {
  */
 export class ScratchPool {
   private readonly free = new Map<number, Buffer[]>();
-  constructor(private readonly io: BlockIo) {}
+  /** Dirty applied data of every store that shares this pool (one pool per node). */
+  readonly writeBehind: WriteBehindBudget;
+  constructor(private readonly io: BlockIo, nodeDirtyLimitBytes?: number) {
+    this.writeBehind = new WriteBehindBudget(io, nodeDirtyLimitBytes);
+  }
 
   private static classOf(lengthBytes: number): number {
     let c = storeBlockBytes;
@@ -93,14 +98,26 @@ export class PgStore {
   private readonly io: BlockIo;
   private readonly scratch: ScratchPool;
   private readonly files = new Map<number, BlockFile>();
+  /** Applied blocks not yet written to the data files (see write-behind.ts). */
+  private readonly dirty: DirtyCache;
   private meta: StoreMeta;
   private durable: StoreMeta;
   /** Request keys applied recently, oldest first. */
   private readonly recent = new Set<number>();
   private closed = false;
+  /**
+   * Volumes deleted from the cluster map (see dropVolume): their files are gone and are never
+   * opened or created again, so commands for them still in the log change nothing.
+   */
+  private readonly dropped = new Set<number>();
+  /** Operations using each open file; a dropped volume's file is closed when its last ends. */
+  private readonly pins = new Map<BlockFile, number>();
+  /** Files of dropped volumes still pinned by an operation in flight. */
+  private readonly retired = new Set<BlockFile>();
 
-  private constructor(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, meta: StoreMeta) {
+  private constructor(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, meta: StoreMeta, options: WriteBehindOptions) {
     this.io = io;
+    this.dirty = new DirtyCache(scratch.writeBehind, (volumeId) => this.files.get(volumeId), options);
     this.scratch = scratch;
     this.dir = dir;
     this.groupId = groupId;
@@ -109,7 +126,7 @@ export class PgStore {
   }
 
   /** Opens (creating if needed) the store of one PG replica in `dir`. */
-  static async open(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number): Promise<PgStore> {
+  static async open(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, options: WriteBehindOptions = {}): Promise<PgStore> {
     await mkdir(dir, { recursive: true });
     let meta: StoreMeta = { appliedIndex: 0, appliedTerm: 0 };
     try {
@@ -119,7 +136,7 @@ export class PgStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err instanceof Corruption ? err : new Corruption(`unreadable meta.json in ${dir}: ${(err as Error).message}`);
     }
-    const store = new PgStore(io, scratch, dir, groupId, meta);
+    const store = new PgStore(io, scratch, dir, groupId, meta, options);
     try {
       store.loadRecent(await readFile(join(dir, 'dedupe.bin')));
     } catch (err) {
@@ -165,9 +182,14 @@ export class PgStore {
     return this.durable.appliedIndex;
   }
 
+  /**
+   * The open file of a volume, pinned: the caller must unpin it when done. Undefined when it
+   * does not exist and `create` is false, or when the volume was dropped.
+   */
   private async file(volumeId: number, create: boolean): Promise<BlockFile | undefined> {
+    if (this.dropped.has(volumeId)) return undefined;
     let f = this.files.get(volumeId);
-    if (f) return f;
+    if (f) return this.pin(f);
     const path = join(this.dir, `vol-${volumeId}.dat`);
     try {
       f = await this.io.open(path, { create });
@@ -176,12 +198,64 @@ export class PgStore {
       throw err;
     }
     const raced = this.files.get(volumeId);
-    if (raced) {
+    if (raced || this.dropped.has(volumeId)) {
       await f.close();
-      return raced;
+      if (!raced) {
+        // Dropped while opening (and maybe created by this open): remove it again.
+        await unlink(path).catch(() => undefined);
+        return undefined;
+      }
+      return this.pin(raced);
     }
     this.files.set(volumeId, f);
+    return this.pin(f);
+  }
+
+  private pin(f: BlockFile): BlockFile {
+    this.pins.set(f, (this.pins.get(f) ?? 0) + 1);
     return f;
+  }
+
+  private unpin(f: BlockFile): void {
+    const n = (this.pins.get(f) ?? 1) - 1;
+    if (n > 0) {
+      this.pins.set(f, n);
+      return;
+    }
+    this.pins.delete(f);
+    if (this.retired.delete(f)) void f.close().catch(() => undefined);
+  }
+
+  /**
+   * Forgets a volume that the cluster map deleted: closes its file (once no operation uses it)
+   * and unlinks it. Idempotent; after it, the volume reads as zeros and commands for it that
+   * are still in the log (or replayed from the WAL after a restart) change nothing.
+   *
+   * Replicas drop a volume when their own map shows the delete, not at one log index, so for a
+   * while one replica may hold a deleted volume's data that another does not. That never
+   * shows: volume ids are never reused, and nothing reads a deleted volume (the gateway and the
+   * serving leader refuse its I/O, digests and snapshots cover only files that exist), and
+   * every replica drops it once its map has the delete (at start too, from its cached map).
+   * Everything else the entries carry (applied index, request keys) stays deterministic.
+   */
+  async dropVolume(volumeId: number): Promise<boolean> {
+    if (this.dropped.has(volumeId)) return false;
+    this.dropped.add(volumeId);
+    // Its dirty blocks go, after the batch in flight (which may write to its file) completes.
+    await this.dirty.exclusive(async () => this.dirty.dropRange(volumeId, 0, Number.POSITIVE_INFINITY));
+    const f = this.files.get(volumeId);
+    if (f) {
+      this.files.delete(volumeId);
+      if (this.pins.has(f)) this.retired.add(f);
+      else await f.close();
+    }
+    try {
+      await unlink(join(this.dir, `vol-${volumeId}.dat`));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return f !== undefined;
+      throw new IoError('unlink', (err as NodeJS.ErrnoException).errno ?? 5, `unlink of volume ${volumeId} in ${this.dir} failed: ${(err as Error).message}`);
+    }
   }
 
   /**
@@ -190,6 +264,7 @@ export class PgStore {
    */
   async apply(index: number, term: number, data: Uint8Array): Promise<void> {
     assert(!this.closed, 'apply on a closed store');
+    if (this.dirty.failure) throw this.dirty.failure;
     if (index <= this.meta.appliedIndex) return;
     assert(index === this.meta.appliedIndex + 1, `apply of ${index} after ${this.meta.appliedIndex} leaves a gap`);
     if (data.byteLength > 0) {
@@ -224,25 +299,36 @@ export class PgStore {
     this.meta.appliedTerm = term;
   }
 
+  /**
+   * Sets a range to `data` in the dirty map (write-behind): each block touched gets a new
+   * buffer holding its newest content. A partial head or tail block starts from the block's
+   * newest version: the dirty one, or else the disk's (a block that is not dirty is on disk).
+   */
   private async writeRange(volumeId: number, offset: number, data: Uint8Array): Promise<void> {
     if (data.byteLength === 0) return;
-    const f = (await this.file(volumeId, true))!;
-    const start = alignDown(offset);
-    const end = alignUp(offset + data.byteLength);
-    const buf = this.scratch.acquire(end - start);
+    const f = await this.file(volumeId, true);
+    if (!f) return; // a dropped volume
     try {
-      const span = buf.subarray(0, end - start);
-      // Partial head or tail blocks are read, modified and written back (deterministic).
-      const headPartial = offset !== start;
-      const tailPartial = (offset + data.byteLength) % storeBlockBytes !== 0;
-      if (headPartial) await this.readBlock(f, start, span.subarray(0, storeBlockBytes));
-      const tailBlock = end - storeBlockBytes;
-      if (tailPartial && !(headPartial && tailBlock === start)) await this.readBlock(f, tailBlock, span.subarray(tailBlock - start));
-      span.set(data, offset - start);
-      await f.pwrite(span, start);
+      const end = offset + data.byteLength;
+      const first = Math.floor(offset / storeBlockBytes);
+      const last = Math.floor((end - 1) / storeBlockBytes);
+      for (let block = first; block <= last; block++) {
+        const blockStart = block * storeBlockBytes;
+        const from = Math.max(offset, blockStart);
+        const to = Math.min(end, blockStart + storeBlockBytes);
+        const buf = this.dirty.acquireBlock();
+        if (to - from < storeBlockBytes) {
+          const newest = this.dirty.get(volumeId, block);
+          if (newest) newest.copy(buf);
+          else await this.readBlock(f, blockStart, buf);
+        }
+        buf.set(data.subarray(from - offset, to - offset), from - blockStart);
+        this.dirty.put(volumeId, block, buf);
+      }
     } finally {
-      this.scratch.release(buf);
+      this.unpin(f);
     }
+    await this.dirty.afterWrite();
   }
 
   private async readBlock(f: BlockFile, at: number, into: Buffer): Promise<void> {
@@ -254,18 +340,32 @@ export class PgStore {
   private async zeroRange(volumeId: number, offset: number, length: number, mayHole: boolean): Promise<void> {
     if (length === 0) return;
     const f = await this.file(volumeId, !mayHole);
-    if (!f) return; // nothing was ever written: already zeros (and a hole)
-    const end = offset + length;
-    const innerStart = alignUp(offset);
-    const innerEnd = alignDown(end);
-    if (innerStart >= innerEnd) {
-      await this.writeZeros(volumeId, offset, length);
-      return;
+    if (!f) return; // nothing was ever written: already zeros (and a hole); or dropped
+    try {
+      const end = offset + length;
+      const innerStart = alignUp(offset);
+      const innerEnd = alignDown(end);
+      if (innerStart >= innerEnd) {
+        await this.writeZeros(volumeId, offset, length);
+        return;
+      }
+      if (offset < innerStart) await this.writeZeros(volumeId, offset, innerStart - offset);
+      const fromBlock = innerStart / storeBlockBytes;
+      const toBlock = innerEnd / storeBlockBytes;
+      if (this.dirty.hasDirtyIn(volumeId, fromBlock, toBlock)) {
+        // Between flush batches: no older version of these blocks can land after the punch.
+        // They stay dirty (visible to reads) until the punch is done, then are dropped.
+        await this.dirty.exclusive(async () => {
+          if (mayHole) await f.punchHole(innerStart, innerEnd - innerStart);
+          else await f.zeroRange(innerStart, innerEnd - innerStart);
+          this.dirty.dropRange(volumeId, fromBlock, toBlock);
+        });
+      } else if (mayHole) await f.punchHole(innerStart, innerEnd - innerStart);
+      else await f.zeroRange(innerStart, innerEnd - innerStart);
+      if (innerEnd < end) await this.writeZeros(volumeId, innerEnd, end - innerEnd);
+    } finally {
+      this.unpin(f);
     }
-    if (offset < innerStart) await this.writeZeros(volumeId, offset, innerStart - offset);
-    if (mayHole) await f.punchHole(innerStart, innerEnd - innerStart);
-    else await f.zeroRange(innerStart, innerEnd - innerStart);
-    if (innerEnd < end) await this.writeZeros(volumeId, innerEnd, end - innerEnd);
   }
 
   private async writeZeros(volumeId: number, offset: number, length: number): Promise<void> {
@@ -273,7 +373,20 @@ export class PgStore {
     await this.writeRange(volumeId, offset, Buffer.alloc(length));
   }
 
-  /** Reads a volume range into `into` (at `intoOffset`). Never-written ranges read as zeros. */
+  /**
+   * Reads a volume range into `into` (at `intoOffset`). Never-written ranges read as zeros.
+   *
+   * Why a read returns every write applied before it started, or something newer: at one
+   * instant T (synchronous, right before the disk read is issued) the range's dirty blocks
+   * are copied into `into`; a buffer in the dirty map is never written again, so that is each
+   * one's newest version at T. A block that is not dirty at T has its newest version at T on
+   * disk, because a block leaves the dirty map only once the disk holds it (its flush
+   * completed, or a punch of it completed). After T the disk only moves forward for it: a
+   * store flushes one batch at a time, each with versions newer than the last, and a punch of
+   * dirty blocks never overlaps a batch. So, per block, the disk read returns the version at T
+   * or a newer one, and the dirty copies are the versions at T. Every write applied before
+   * the read started was applied before T.
+   */
   async read(volumeId: number, offset: number, length: number, into: Buffer, intoOffset = 0): Promise<void> {
     assert(into.length >= intoOffset + length, 'read buffer too small');
     if (length === 0) return;
@@ -282,16 +395,38 @@ export class PgStore {
       into.fill(0, intoOffset, intoOffset + length);
       return;
     }
-    const start = alignDown(offset);
-    const end = alignUp(offset + length);
-    const buf = this.scratch.acquire(end - start);
+    let buf: Buffer | undefined;
     try {
+      const first = Math.floor(offset / storeBlockBytes);
+      const last = Math.floor((offset + length - 1) / storeBlockBytes);
+      // T (see above): nothing awaits between this copy and the pread.
+      const fromMemory = this.dirty.copyDirty(volumeId, offset, length, into, intoOffset);
+      let lo = first;
+      let hi = last;
+      if (fromMemory) {
+        while (lo <= hi && fromMemory[lo - first] === 1) lo++;
+        while (hi >= lo && fromMemory[hi - first] === 1) hi--;
+        if (lo > hi) return; // all of it was dirty
+      }
+      const start = lo * storeBlockBytes;
+      const end = (hi + 1) * storeBlockBytes;
+      buf = this.scratch.acquire(end - start);
       const span = buf.subarray(0, end - start);
       const n = await f.pread(span, start);
       if (n < span.length) span.fill(0, n);
-      span.copy(into, intoOffset, offset - start, offset - start + length);
+      if (!fromMemory) {
+        span.copy(into, intoOffset, offset - start, offset - start + length);
+      } else {
+        for (let block = lo; block <= hi; block++) {
+          if (fromMemory[block - first] === 1) continue;
+          const from = Math.max(offset, block * storeBlockBytes);
+          const to = Math.min(offset + length, (block + 1) * storeBlockBytes);
+          span.copy(into, intoOffset + from - offset, from - start, to - start);
+        }
+      }
     } finally {
-      this.scratch.release(buf);
+      if (buf) this.scratch.release(buf);
+      this.unpin(f);
     }
   }
 
@@ -299,6 +434,16 @@ export class PgStore {
   async blockStatus(volumeId: number, offset: number, length: number): Promise<BlockExtent[]> {
     const f = await this.file(volumeId, false);
     if (!f) return [{ length, hole: true, zero: true }];
+    try {
+      // Allocation comes from SEEK_DATA: blocks applied before this call must be on disk.
+      await this.dirty.flushAll();
+      return await this.allocation(f, offset, length);
+    } finally {
+      this.unpin(f);
+    }
+  }
+
+  private async allocation(f: BlockFile, offset: number, length: number): Promise<BlockExtent[]> {
     const end = offset + length;
     const out: BlockExtent[] = [];
     const push = (len: number, hole: boolean): void => {
@@ -332,7 +477,15 @@ export class PgStore {
     const target = { ...this.meta };
     if (target.appliedIndex === this.durable.appliedIndex) return this.durable.appliedIndex;
     const recent = this.recentBytes();
-    for (const f of this.files.values()) await f.fdatasync();
+    await this.dirty.flushAll();
+    for (const f of [...this.files.values()]) {
+      this.pin(f);
+      try {
+        await f.fdatasync();
+      } finally {
+        this.unpin(f);
+      }
+    }
     // The table may end up newer than meta.json after a crash: replaying the entries between
     // then skips requests whose data is already in the (synced) files, which changes nothing.
     await writeFileDurably(join(this.dir, 'dedupe.bin'), recent);
@@ -351,27 +504,33 @@ export class PgStore {
     // Taken first: a request remembered here was applied before any data was read, so the
     // image holds its bytes (or newer ones), and the receiver may skip it when replaying.
     const recent = this.recentBytes();
+    await this.dirty.flushAll(); // runs come from SEEK_DATA
     const vols: { id: number; runs: [number, Buffer][] }[] = [];
     for (const name of await readdir(this.dir)) {
       const m = /^vol-(\d+)\.dat$/.exec(name);
       if (!m) continue;
       const id = Number(m[1]);
-      const f = (await this.file(id, false))!;
-      const size = await f.size();
+      const f = await this.file(id, false);
+      if (!f) continue; // dropped
       const runs: [number, Buffer][] = [];
-      let pos = 0;
-      while (pos < size) {
-        const d = await f.seekData(pos);
-        if (d < 0 || d >= size) break;
-        const h = await f.seekHole(d);
-        const stop = h < 0 ? size : Math.min(h, size);
-        for (let at = d; at < stop; at += storeChunkBytes) {
-          const len = Math.min(storeChunkBytes, stop - at);
-          const out = Buffer.allocUnsafe(len);
-          await this.read(id, at, len, out, 0);
-          runs.push([at, out]);
+      try {
+        const size = await f.size();
+        let pos = 0;
+        while (pos < size) {
+          const d = await f.seekData(pos);
+          if (d < 0 || d >= size) break;
+          const h = await f.seekHole(d);
+          const stop = h < 0 ? size : Math.min(h, size);
+          for (let at = d; at < stop; at += storeChunkBytes) {
+            const len = Math.min(storeChunkBytes, stop - at);
+            const out = Buffer.allocUnsafe(len);
+            await this.read(id, at, len, out, 0);
+            runs.push([at, out]);
+          }
+          pos = stop;
         }
-        pos = stop;
+      } finally {
+        this.unpin(f);
       }
       vols.push({ id, runs });
     }
@@ -387,15 +546,22 @@ export class PgStore {
       throw new Corruption(`snapshot image undecodable: ${(err as Error).message}`);
     }
     if (parsed?.v !== 1 || !Array.isArray(parsed.vols)) throw new Corruption('snapshot image has an unknown format');
+    await this.dirty.exclusive(async () => this.dirty.dropAll());
     for (const f of this.files.values()) await f.close();
     this.files.clear();
     for (const name of await readdir(this.dir)) {
       if (/^vol-\d+\.dat$/.test(name)) await unlink(join(this.dir, name));
     }
     for (const vol of parsed.vols) {
-      const f = (await this.file(vol.id, true))!;
-      for (const [at, data] of vol.runs) await this.writeRange(vol.id, at, data);
-      await f.fdatasync();
+      const f = await this.file(vol.id, true);
+      if (!f) continue; // dropped here (the sender had not dropped it yet)
+      try {
+        for (const [at, data] of vol.runs) await this.writeRange(vol.id, at, data);
+        await this.dirty.flushAll();
+        await f.fdatasync();
+      } finally {
+        this.unpin(f);
+      }
     }
     this.loadRecent(parsed.recent ?? new Uint8Array(0));
     this.meta = { appliedIndex: index, appliedTerm: term };
@@ -411,6 +577,7 @@ export class PgStore {
    */
   async imageChunk(cursor: ImageCursor | null, maxBytes: number): Promise<ImageChunk> {
     const recent = cursor === null ? this.recentBytes() : undefined;
+    await this.dirty.flushAll(); // runs come from SEEK_DATA
     const ids = (await readdir(this.dir))
       .map((n) => /^vol-(\d+)\.dat$/.exec(n))
       .filter((m): m is RegExpExecArray => m !== null)
@@ -423,19 +590,24 @@ export class PgStore {
     if (vi >= 0 && cursor !== null && ids[vi] !== cursor.volumeId) pos = 0;
     for (; vi >= 0 && vi < ids.length; vi++, pos = 0) {
       const id = ids[vi];
-      const f = (await this.file(id, false))!;
-      const size = await f.size();
-      while (pos < size) {
-        if (bytes >= maxBytes) return { runs, next: { volumeId: id, offset: pos }, recent };
-        const d = await f.seekData(pos);
-        if (d < 0 || d >= size) break;
-        const h = await f.seekHole(d);
-        const stop = Math.min(h < 0 ? size : Math.min(h, size), d + storeChunkBytes);
-        const out = Buffer.allocUnsafe(stop - d);
-        await this.read(id, d, out.length, out, 0);
-        runs.push([id, d, out]);
-        bytes += out.length;
-        pos = stop;
+      const f = await this.file(id, false);
+      if (!f) continue; // dropped
+      try {
+        const size = await f.size();
+        while (pos < size) {
+          if (bytes >= maxBytes) return { runs, next: { volumeId: id, offset: pos }, recent };
+          const d = await f.seekData(pos);
+          if (d < 0 || d >= size) break;
+          const h = await f.seekHole(d);
+          const stop = Math.min(h < 0 ? size : Math.min(h, size), d + storeChunkBytes);
+          const out = Buffer.allocUnsafe(stop - d);
+          await this.read(id, d, out.length, out, 0);
+          runs.push([id, d, out]);
+          bytes += out.length;
+          pos = stop;
+        }
+      } finally {
+        this.unpin(f);
       }
     }
     return { runs, next: null, recent };
@@ -443,6 +615,7 @@ export class PgStore {
 
   /** Starts replacing the whole state with a streamed image: every data file is removed. */
   async beginRestore(): Promise<void> {
+    await this.dirty.exclusive(async () => this.dirty.dropAll());
     for (const f of this.files.values()) await f.close();
     this.files.clear();
     for (const name of await readdir(this.dir)) {
@@ -457,7 +630,15 @@ export class PgStore {
 
   /** Ends a streamed restore: the image is durable and the state is at (index, term). */
   async finishRestore(index: number, term: number): Promise<void> {
-    for (const f of this.files.values()) await f.fdatasync();
+    await this.dirty.flushAll();
+    for (const f of [...this.files.values()]) {
+      this.pin(f);
+      try {
+        await f.fdatasync();
+      } finally {
+        this.unpin(f);
+      }
+    }
     this.meta = { appliedIndex: index, appliedTerm: term };
     await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recentBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
@@ -467,8 +648,14 @@ export class PgStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Applied data reaches the files (unsynced: the WAL still covers it) unless a flush failed.
+    await this.dirty.flushAll().catch(() => undefined);
+    await this.dirty.exclusive(async () => this.dirty.dropAll());
+    this.dirty.close();
     for (const f of this.files.values()) await f.close();
     this.files.clear();
+    for (const f of this.retired) await f.close();
+    this.retired.clear();
   }
 }
 

@@ -1,0 +1,233 @@
+/**
+ * Fencing on the peer port of real nodes, through hand-made peer connections (frame.ts over a
+ * plain socket):
+ *  (a) a forwarded write routed with a map older than its PG's replica set is refused with
+ *      STALE_EPOCH and changes nothing; the same write at the current epoch is served;
+ *  (b) Raft messages of an older term (a deposed leader's appends, heartbeats, votes) leave the
+ *      group's term, leader and data as they were, and Raft messages from a node that is not
+ *      a replica of the PG are dropped before the core (counted as fenced);
+ *  (c) a garbage or oversized frame closes only its own connection; the node keeps serving;
+ *  (d) a node restarted with an old map learns the newer one before it serves I/O: a write
+ *      through it to a volume deleted while it was down is refused and recreates nothing.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { encodeFrame, FrameDecoder, type Frame, type RpcResponse } from '../../src/cluster/frame.js';
+import { parseHostPort } from '../../src/common/address.js';
+import { pgGroupId, pgOfExtent, type ClusterMap } from '../../src/cluster/map.js';
+import { encodeWrite } from '../../src/store/ops.js';
+import type { GroupStatus } from '../../src/cluster/admin-client.js';
+import { TestCluster, sleep, waitFor } from '../helpers/cluster.js';
+import { requireTools } from '../helpers/tools.js';
+
+/** A peer connection made by hand: sends frames as node `from`, collects what comes back. */
+class HandPeer {
+  readonly socket: Socket;
+  readonly frames: Frame[] = [];
+  closed = false;
+  private readonly decoder = new FrameDecoder();
+  private nextId = 1;
+  private readonly waiting = new Map<number, (r: RpcResponse) => void>();
+
+  private constructor(socket: Socket, readonly from: string) {
+    this.socket = socket;
+    socket.on('data', (d: Buffer) => {
+      for (const f of this.decoder.push(d)) {
+        this.frames.push(f);
+        for (const r of f.resps ?? []) this.waiting.get(r.id)?.(r);
+      }
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => (this.closed = true));
+  }
+
+  static async open(addr: string, from: string): Promise<HandPeer> {
+    const hp = parseHostPort(addr);
+    const socket = connect({ host: hp.host, port: hp.port });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    return new HandPeer(socket, from);
+  }
+
+  send(frame: Omit<Frame, 'from' | 'addr'>): void {
+    this.socket.write(encodeFrame({ from: this.from, addr: '', ...frame }));
+  }
+
+  request(epoch: number, op: string, a: unknown, timeoutMs = 10_000): Promise<RpcResponse> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no answer to ${op} within ${timeoutMs} ms`)), timeoutMs);
+      this.waiting.set(id, (r) => {
+        clearTimeout(timer);
+        this.waiting.delete(id);
+        resolve(r);
+      });
+      this.send({ epoch, reqs: [{ id, op, a }] });
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+async function metric(http: string, name: string): Promise<number> {
+  const res = await fetch(`http://${http}/metrics`);
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(await res.text());
+  return m ? Number(m[1]) : 0;
+}
+
+function groupOn(statuses: { groups: GroupStatus[] }, groupId: number): GroupStatus {
+  const g = statuses.groups.find((x) => x.groupId === groupId);
+  assert.ok(g, `group ${groupId} not on the node`);
+  return g;
+}
+
+test('fencing: stale forwarded writes and stale-term Raft messages are refused, bad frames close one connection', { timeout: 120_000 }, async (t) => {
+  if (!requireTools(t, 'nbdsh')) return;
+  const cluster = await TestCluster.start(t, {
+    nodes: 3,
+    pgCount: 2,
+    volumes: [
+      { name: 'vol0', sizeBytes: 16 * 1024 * 1024 },
+      { name: 'doomed', sizeBytes: 16 * 1024 * 1024 },
+    ],
+  });
+  const peers: HandPeer[] = [];
+  t.after(() => peers.forEach((p) => p.close()));
+  const open = async (nodeId: number, from: string): Promise<HandPeer> => {
+    const p = await HandPeer.open(cluster.node(nodeId).addrs.peer, from);
+    peers.push(p);
+    return p;
+  };
+
+  let map: ClusterMap = await cluster.map();
+  const pool = map.pools.find((p) => p.name === 'default')!;
+  const vol = map.volumes.find((v) => v.name === 'vol0')!;
+  const pgIndex = pgOfExtent(vol.id, 0, pool.pgCount);
+  const groupId = pgGroupId(pool.id, pgIndex);
+  const sinceEpoch = pool.pgs[pgIndex].sinceEpoch;
+  const leader = await waitFor('a leader of the PG', 20_000, async () => (await cluster.leaderOf(groupId)) || undefined);
+  const block = (byte: number): Buffer => Buffer.alloc(4096, byte);
+  const write = (byte: number, seq: number) => ({ g: groupId, q: { k: 'write', v: vol.id, o: 0, d: block(byte), s: 4242, q: seq } });
+  const read = { g: groupId, q: { k: 'read', v: vol.id, o: 0, l: 4096 } };
+
+  // (a) A forwarded write routed with a map from before the PG's replica set: refused.
+  const gw = await open(leader, '99');
+  let r = await gw.request(sinceEpoch - 1, 'io', write(0xab, 1));
+  assert.equal(r.e?.code, 'STALE_EPOCH', `stale write answered ${JSON.stringify(r.e ?? 'ok')}`);
+  r = await gw.request(map.epoch, 'io', read);
+  assert.equal(r.e, undefined);
+  assert.ok(Buffer.from(r.r as Uint8Array).equals(block(0)), 'the refused write changed the data');
+  // The same write at the current epoch is served (so the refusal above is the fence).
+  r = await gw.request(map.epoch, 'io', write(0xab, 2));
+  assert.equal(r.e, undefined, JSON.stringify(r.e));
+  r = await gw.request(map.epoch, 'io', read);
+  assert.ok(Buffer.from(r.r as Uint8Array).equals(block(0xab)));
+  r = await gw.request(0, 'io', write(0xcd, 3));
+  assert.equal(r.e?.code, 'STALE_EPOCH');
+  r = await gw.request(map.epoch, 'io', read);
+  assert.ok(Buffer.from(r.r as Uint8Array).equals(block(0xab)), 'a write at epoch 0 changed the data');
+
+  // (b) A deposed replica (killed, impersonated here) sends its old term's traffic.
+  const deposed = pool.pgs[pgIndex].replicas.find((id) => id !== leader)!;
+  const follower = pool.pgs[pgIndex].replicas.find((id) => id !== leader && id !== deposed)!;
+  await cluster.node(deposed).kill9();
+  const before = new Map<number, GroupStatus>();
+  for (const id of [leader, follower]) before.set(id, groupOn(await cluster.status(id), groupId));
+  const term = before.get(leader)!.term;
+  assert.ok(term >= 1);
+  const oldTerm = term - 1;
+  for (const target of [leader, follower]) {
+    const p = await open(target, String(deposed));
+    const last = before.get(target)!.lastIndex;
+    const entry = { index: last + 1, term: oldTerm, type: 0, data: encodeWrite(vol.id, 0, block(0xee)) };
+    p.send({
+      epoch: map.epoch,
+      msgs: [
+        { g: groupId, m: { type: 'app', from: deposed, to: target, term: oldTerm, index: last, logTerm: oldTerm, entries: [entry], commit: last + 1, seq: 1, tick: 1 } },
+        { g: groupId, m: { type: 'heartbeat', from: deposed, to: target, term: oldTerm, commit: last + 1, seq: 2, tick: 2 } },
+        { g: groupId, m: { type: 'vote', from: deposed, to: target, term: oldTerm, index: last + 100, logTerm: oldTerm, transfer: true } },
+        { g: groupId, m: { type: 'preVote', from: deposed, to: target, term: oldTerm, index: last + 100, logTerm: oldTerm, transfer: false } },
+      ],
+    });
+    // The core saw them (they passed the membership fence) and told the sender its newer term.
+    await waitFor(`node ${target} answers the stale leader with its term`, 10_000, async () =>
+      p.frames.some((f) => (f.msgs ?? []).some((m) => m.g === groupId && (m.m as { type: string; term: number }).type === 'appResp' && (m.m as { term: number }).term === term))
+        ? true
+        : undefined,
+    );
+  }
+  // A node outside the PG's replica set, with a higher term: dropped before the core.
+  const fencedBefore = await metric(cluster.node(leader).addrs.http, 'raftblock_transport_fenced_messages_total');
+  gw.send({ epoch: map.epoch, msgs: [{ g: groupId, m: { type: 'vote', from: 99, to: leader, term: term + 5, index: 1e6, logTerm: term + 5, transfer: true } }] });
+  await waitFor('the outsider vote counted as fenced', 10_000, async () =>
+    (await metric(cluster.node(leader).addrs.http, 'raftblock_transport_fenced_messages_total')) > fencedBefore ? true : undefined,
+  );
+  await sleep(500);
+  for (const id of [leader, follower]) {
+    const now = groupOn(await cluster.status(id), groupId);
+    assert.equal(now.term, term, `node ${id}: term moved from ${term} to ${now.term}`);
+    assert.equal(now.leader, leader, `node ${id}: leader moved`);
+  }
+  r = await gw.request(map.epoch, 'io', read);
+  assert.ok(Buffer.from(r.r as Uint8Array).equals(block(0xab)), 'stale-term Raft messages changed the data');
+
+  // (c) Bad frames: an oversized length, an undecodable body, a body that is not a frame.
+  const badBefore = await metric(cluster.node(leader).addrs.http, 'raftblock_transport_bad_frames_total');
+  const head = (n: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n);
+    return b;
+  };
+  for (const bytes of [head(0xffffffff), Buffer.concat([head(3), Buffer.from([0xc1, 0xc1, 0xc1])]), Buffer.concat([head(1), Buffer.from([0x05])])]) {
+    const bad = await open(leader, '98');
+    bad.socket.write(bytes);
+    await waitFor('the bad connection closed by the node', 10_000, async () => (bad.closed ? true : undefined));
+  }
+  assert.equal((await metric(cluster.node(leader).addrs.http, 'raftblock_transport_bad_frames_total')) - badBefore, 3);
+  assert.ok(!gw.closed, 'a good connection was closed');
+  r = await gw.request(map.epoch, 'io', read);
+  assert.ok(Buffer.from(r.r as Uint8Array).equals(block(0xab)));
+
+  // (d) `doomed` is written (its PG's replicas hold a file), then deleted while one replica is
+  // down. A write routed with the map from before the delete is refused; the replica restarted
+  // with that old map refuses a write through its gateway before it has caught up, and every
+  // replica, the restarted one included, deletes the volume's file.
+  await cluster.node(deposed).start();
+  await cluster.waitLeaders();
+  const doomed = map.volumes.find((v) => v.name === 'doomed')!;
+  const dpg = pgOfExtent(doomed.id, 0, pool.pgCount);
+  const dg = pgGroupId(pool.id, dpg);
+  const doomedLeader = await waitFor('a leader of the PG of doomed', 20_000, async () => (await cluster.leaderOf(dg)) || undefined);
+  const viaLeader = await open(doomedLeader, '97');
+  map = await cluster.map();
+  r = await viaLeader.request(map.epoch, 'io', { g: dg, q: { k: 'write', v: doomed.id, o: 0, d: block(0x77), s: 4242, q: 10 } });
+  assert.equal(r.e, undefined, JSON.stringify(r.e));
+  const epochBeforeDelete = map.epoch;
+  const restarted = pool.pgs[dpg].replicas.find((id) => id !== doomedLeader)!;
+  const files = (): string[] =>
+    cluster.nodes.flatMap((n) => {
+      const dir = join(n.dir, 'data', 'pgs', String(dg));
+      return existsSync(dir) ? readdirSync(dir).filter((f) => f === `vol-${doomed.id}.dat`).map(() => `node ${n.id}`) : [];
+    });
+  await waitFor('the write applied on every replica', 10_000, async () => (files().length === 3 ? true : undefined));
+  await cluster.node(restarted).stop();
+  await cluster.admin(doomedLeader, 'deleteVolume', 'doomed');
+  r = await viaLeader.request(epochBeforeDelete, 'io', { g: dg, q: { k: 'write', v: doomed.id, o: 4096, d: block(0x78), s: 4242, q: 11 } });
+  assert.equal(r.e?.code, 'STALE_EPOCH', `a write routed before the delete answered ${JSON.stringify(r.e ?? 'ok')}`);
+  await cluster.node(restarted).start();
+  const nbd = spawnSync('nbdsh', ['-u', cluster.nbdUri(restarted, 'doomed'), '-c', 'h.pwrite(b"\\x79" * 4096, 8192)'], { timeout: 40_000, encoding: 'utf8' });
+  assert.notEqual(nbd.status, 0, 'a write to a deleted volume through the restarted node succeeded');
+  await waitFor('no replica holds the deleted volume', 15_000, async () => (files().length === 0 ? true : undefined)).catch((err) => {
+    throw new Error(`${(err as Error).message}: ${files().join(', ')}`);
+  });
+  const vols = await cluster.admin<{ volumes: { name: string }[] }>(restarted, 'listVolumes');
+  assert.deepEqual(vols.volumes.map((v) => v.name), ['vol0']);
+});
