@@ -4,7 +4,7 @@
  * of every group, forwarded requests and their responses. Each frame names its sender and
  * the sender's map epoch (fencing), so a receiver can refuse or catch up.
  */
-import { Packr } from 'msgpackr';
+import { Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { ProtocolError } from '../common/errors.js';
 
 /** Largest frame accepted or sent; bounds the memory one peer can make us hold. */
@@ -50,13 +50,16 @@ export interface Frame {
 
 const packr = new Packr({ useRecords: false, moreTypes: false, bundleStrings: false });
 
-/** Encodes a frame with its length prefix. */
+/**
+ * Encodes a frame with its length prefix. msgpackr packs into a shared buffer that it never
+ * writes over (it starts a new one when full), so the returned bytes stay valid; reserving the
+ * header's space in front of the body spares a copy and an allocation of every frame.
+ */
 export function encodeFrame(frame: Frame): Buffer {
-  const body = packr.pack(frame);
-  if (body.length > maxFrameBytes) throw new ProtocolError(`frame of ${body.length} bytes exceeds ${maxFrameBytes}`);
-  const out = Buffer.allocUnsafe(headerBytes + body.length);
-  out.writeUInt32BE(body.length, 0);
-  body.copy(out, headerBytes);
+  const out = packr.pack(frame, RESERVE_START_SPACE | headerBytes);
+  const bodyBytes = out.length - headerBytes;
+  if (bodyBytes > maxFrameBytes) throw new ProtocolError(`frame of ${bodyBytes} bytes exceeds ${maxFrameBytes}`);
+  out.writeUInt32BE(bodyBytes, 0);
   return out;
 }
 
@@ -87,24 +90,27 @@ function validate(value: unknown): Frame {
  * a malformed or oversized frame throws ProtocolError (the caller closes that connection).
  */
 export class FrameDecoder {
+  /** Received bytes not yet decoded, oldest first; only the first may be partly consumed. */
   private chunks: Buffer[] = [];
   private buffered = 0;
 
   push(data: Buffer): Frame[] {
-    this.chunks.push(data);
-    this.buffered += data.length;
+    if (data.length > 0) {
+      this.chunks.push(data);
+      this.buffered += data.length;
+    }
     const frames: Frame[] = [];
     for (;;) {
       if (this.buffered < headerBytes) break;
-      const head = this.peek(headerBytes);
-      const bodyBytes = head.readUInt32BE(0);
+      const bodyBytes = this.readHeader();
       if (bodyBytes > maxFrameBytes) throw new ProtocolError(`frame of ${bodyBytes} bytes exceeds ${maxFrameBytes}`);
       if (bodyBytes === 0) throw new ProtocolError('empty frame');
       if (this.buffered < headerBytes + bodyBytes) break;
-      const whole = this.take(headerBytes + bodyBytes);
+      this.skip(headerBytes);
+      const body = this.take(bodyBytes);
       let value: unknown;
       try {
-        value = packr.unpack(whole.subarray(headerBytes));
+        value = packr.unpack(body);
       } catch (err) {
         throw new ProtocolError(`undecodable frame: ${(err as Error).message}`);
       }
@@ -113,19 +119,59 @@ export class FrameDecoder {
     return frames;
   }
 
-  private peek(n: number): Buffer {
-    if (this.chunks[0].length >= n) return this.chunks[0];
-    const all = Buffer.concat(this.chunks);
-    this.chunks = [all];
-    return all;
+  /** The length prefix at the front, which may straddle chunks (read without copying). */
+  private readHeader(): number {
+    const first = this.chunks[0];
+    if (first.length >= headerBytes) return first.readUInt32BE(0);
+    let value = 0;
+    let got = 0;
+    for (const c of this.chunks) {
+      for (let i = 0; i < c.length && got < headerBytes; i++, got++) value = value * 256 + c[i];
+      if (got === headerBytes) break;
+    }
+    return value;
   }
 
+  private skip(n: number): void {
+    while (n > 0) {
+      const first = this.chunks[0];
+      if (first.length <= n) {
+        this.chunks.shift();
+        n -= first.length;
+        this.buffered -= first.length;
+      } else {
+        this.chunks[0] = first.subarray(n);
+        this.buffered -= n;
+        n = 0;
+      }
+    }
+  }
+
+  /**
+   * The next n bytes. A frame inside one chunk is a view of it (payloads decode as views, no
+   * copy); one that spans chunks is copied once, and only its own bytes: the tail of the last
+   * chunk stays a view for the next frame instead of being copied again with every read.
+   */
   private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered = rest.length;
+    const first = this.chunks[0];
+    if (first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      this.buffered -= n;
+      return out;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    while (at < n) {
+      const c = this.chunks[0];
+      const use = Math.min(c.length, n - at);
+      c.copy(out, at, 0, use);
+      at += use;
+      if (use === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(use);
+    }
+    this.buffered -= n;
     return out;
   }
 }

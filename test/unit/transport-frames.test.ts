@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import fc from 'fast-check';
 import { encodeFrame, FrameDecoder, maxFrameBytes, type GroupMessage } from '../../src/cluster/frame.js';
 import { Transport } from '../../src/cluster/transport.js';
 import { ProtocolError, NotLeader } from '../../src/common/errors.js';
@@ -54,6 +55,36 @@ test('frames round-trip through the decoder even when split byte by byte', () =>
   assert.equal(out[0].epoch, 4);
   assert.equal(out[1].epoch, 5);
   assert.deepEqual(Buffer.from((out[0].msgs![0].m as { data: Uint8Array }).data), Buffer.from([1, 2, 3]));
+});
+
+test('any sequence of frames cut at any chunk boundaries decodes to the same frames', () => {
+  const frameArb = fc.record({
+    epoch: fc.nat(),
+    payloads: fc.array(fc.uint8Array({ maxLength: 9000 }), { maxLength: 4 }),
+  });
+  fc.assert(
+    fc.property(fc.array(frameArb, { minLength: 1, maxLength: 6 }), fc.array(fc.integer({ min: 1, max: 20000 }), { minLength: 1, maxLength: 30 }), (specs, cuts) => {
+      const frames = specs.map((s) => ({ from: 'n1', addr: 'a:1', epoch: s.epoch, msgs: s.payloads.map((p, g) => ({ g, m: { data: p } })) }));
+      const bytes = Buffer.concat(frames.map((f) => encodeFrame(f)));
+      const d = new FrameDecoder();
+      const out = [];
+      let at = 0;
+      for (let i = 0; at < bytes.length; i++) {
+        const n = cuts[i % cuts.length];
+        out.push(...d.push(bytes.subarray(at, at + n)));
+        at += n;
+      }
+      assert.equal(out.length, frames.length);
+      for (let i = 0; i < frames.length; i++) {
+        assert.equal(out[i].epoch, frames[i].epoch);
+        assert.deepEqual(
+          out[i].msgs!.map((m) => Buffer.from((m.m as { data: Uint8Array }).data).toString('hex')),
+          frames[i].msgs.map((m) => Buffer.from(m.m.data).toString('hex')),
+        );
+      }
+    }),
+    { numRuns: 300 },
+  );
 });
 
 test('oversized, empty and malformed frames are protocol errors', () => {
