@@ -68,8 +68,12 @@ export interface GroupStatus {
   appliedIndex: number;
   /** Last index in this node's log. */
   lastIndex: number;
-  /** Current voters of the group's Raft configuration. */
+  /** Current voters of the group's Raft configuration (the latest in this node's log). */
   voters: NodeId[];
+  /** Learners (new replicas catching up while a PG moves), when there are some. */
+  learners?: NodeId[];
+  /** The outgoing voters while the configuration is joint (a move's swap). */
+  votersOutgoing?: NodeId[];
   /** True when the WAL found corruption in this group and it waits for repair from a peer. */
   needsRepair?: boolean;
 }
@@ -202,6 +206,11 @@ export interface GroupView {
   pgIndex: number;
   /** Replica set in the map (group 0: the nodes that report running it). */
   replicas: NodeId[];
+  /**
+   * The Raft configuration as the leader reports it, when it differs from `replicas` (the PG is
+   * moving towards them; see pg-mover.ts).
+   */
+  configuration?: { voters: NodeId[]; learners?: NodeId[]; votersOutgoing?: NodeId[] };
   /** Highest-term replica that calls itself leader; 0 when none. */
   leader: NodeId;
   term: number;
@@ -299,6 +308,9 @@ function viewGroup(
   });
   let leader: ReplicaView | undefined;
   for (const m of members) if (m.role === 'leader' && (!leader || (m.term ?? 0) > (leader.term ?? 0))) leader = m;
+  const conf = leader ? byNode.get(leader.nodeId)?.get(t.groupId) : undefined;
+  const same = (a: NodeId[], b: NodeId[]): boolean => a.length === b.length && [...a].sort((x, y) => x - y).every((x, i) => x === [...b].sort((p, q) => p - q)[i]);
+  const moving = conf !== undefined && t.groupId !== 0 && (!same(conf.voters, t.replicas) || (conf.learners?.length ?? 0) > 0 || (conf.votersOutgoing?.length ?? 0) > 0);
   const reachable = members.filter((m) => m.reachable);
   const maxOf = (f: (m: ReplicaView) => number | undefined): number => reachable.reduce((a, m) => Math.max(a, f(m) ?? 0), 0);
   const view: GroupView = {
@@ -306,6 +318,7 @@ function viewGroup(
     pool: t.pool,
     pgIndex: t.pgIndex,
     replicas: t.replicas,
+    ...(moving && conf ? { configuration: { voters: conf.voters, learners: conf.learners, votersOutgoing: conf.votersOutgoing } } : {}),
     leader: leader?.nodeId ?? 0,
     term: leader?.term ?? maxOf((m) => m.term),
     commitIndex: leader?.commitIndex ?? maxOf((m) => m.commitIndex),

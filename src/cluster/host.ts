@@ -20,6 +20,7 @@ import { createLogger, type Logger } from '../common/log.js';
 import {
   MemoryStorage,
   RaftNode,
+  cloneConfState,
   SeededRng,
   decodeConfChange,
   defaultConfig,
@@ -65,6 +66,17 @@ export interface GroupStateMachine {
    * waits for the applied index to reach the read index, which covers every answered write.
    */
   readonly ackOnCommit?: boolean;
+  /**
+   * The group's membership as of `durableIndex`, when the state machine keeps it (PGs, whose
+   * configuration changes when they move; see pg-membership.ts). Without it a group resumes
+   * with the voters it is started with.
+   */
+  readonly durableConfState?: ConfState;
+  /**
+   * Persists the membership as of `index` (a checkpoint's or an installed snapshot's). The
+   * host calls it before the WAL may drop the entries up to `index`.
+   */
+  saveConfState?(index: number, cs: ConfState): Promise<void>;
   /** Membership kept by the state machine itself (it persists it with its image). */
   readonly voters?: number[];
   /** A committed membership change, in log order. */
@@ -278,8 +290,8 @@ export class MultiRaftHost {
   async addGroup(id: number, voters: number[], sm: GroupStateMachine, opts: { campaign?: boolean } = {}): Promise<Group> {
     assert(!this.groups.has(id), `group ${id} already running`);
     const storage = new MemoryStorage(voters);
-    const confState = emptyConfState();
-    confState.voters = [...voters];
+    const confState = sm.durableConfState ? cloneConfState(sm.durableConfState) : emptyConfState();
+    if (!sm.durableConfState) confState.voters = [...voters];
     const base = sm.durableIndex;
     assert(sm.appliedIndex === base, 'a state machine starts from its durable state');
     if (base > 0) storage.applySnapshot({ metadata: { index: base, term: sm.appliedTerm, confState }, data: new Uint8Array(0) });
@@ -624,6 +636,7 @@ export class MultiRaftHost {
       g.sm.applyConfChange?.({ changes: snap.metadata.confState.voters.map((nodeId) => ({ type: 'addVoter' as const, nodeId })) });
       g.storage.applySnapshot(snap);
       g.queuedApplyIndex = snap.metadata.index;
+      await g.sm.saveConfState?.(snap.metadata.index, snap.metadata.confState);
       await this.wal.installSnapshot(g.id, { index: snap.metadata.index, term: snap.metadata.term });
       g.pendingBytes = 0;
       g.lastCheckpointMs = performance.now();
@@ -696,6 +709,7 @@ export class MultiRaftHost {
         g.pendingBytes = Math.max(0, g.pendingBytes - pendingAtStart);
         g.lastCheckpointMs = performance.now();
         if (idx <= 0 || g.removed) continue;
+        if (g.sm.saveConfState) await g.sm.saveConfState(idx, g.raft.confStateAt(idx));
         await this.wal.checkpoint(g.id, idx);
         const keep = this.opts.keepEntriesAfterCheckpoint ?? 2048;
         const snapIndex = g.storage.snapshot().metadata.index;

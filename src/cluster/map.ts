@@ -104,6 +104,11 @@ export interface Pool {
   failureDomain: FailureDomain;
   /** pgs[i] is PG i (Raft group pgGroupId(id, i)). */
   pgs: PgInfo[];
+  /**
+   * The epoch that created the pool: a PG whose sinceEpoch is later was moved by placement,
+   * so its new replicas join it rather than start it (absent in maps from before it existed).
+   */
+  createdEpoch?: number;
 }
 
 export interface Volume {
@@ -374,7 +379,7 @@ function createPool(map: ClusterMap, c: CreatePoolCommand): ApplyResult {
   const id = map.nextPoolId;
   assert(Number.isSafeInteger(id * maxPgsPerPool + maxPgsPerPool), 'pool id space exhausted');
   const epoch = map.epoch + 1;
-  const draft: Pool = { id, name: c.name, replicas: c.replicas, pgCount: c.pgCount, failureDomain: c.failureDomain, pgs: [] };
+  const draft: Pool = { id, name: c.name, replicas: c.replicas, pgCount: c.pgCount, failureDomain: c.failureDomain, pgs: [], createdEpoch: epoch };
   const pool: Pool = { ...draft, pgs: placeAll(PlacementTree.build(placementNodes(map.nodes)), draft, epoch, []) };
   const next: ClusterMap = { ...map, pools: [...map.pools, pool], nextPoolId: id + 1, epoch };
   return { ok: true, map: next, changed: true, pool, movedGroups: [] };

@@ -25,8 +25,9 @@ import { encodeRange, encodeWrite, OpKind } from '../store/ops.js';
 import { makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes } from '../gateway/split.js';
 import { MultiRaftHost } from './host.js';
+import { PgMover } from './pg-mover.js';
 import { MetaStore } from './meta-store.js';
-import { decodeMap, encodeCommand, encodeMap, emptyMap, groupsOfNode, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses } from './map.js';
+import { decodeMap, encodeCommand, encodeMap, emptyMap, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses } from './map.js';
 import { Transport } from './transport.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
 import type { GroupDigest, GroupRole, GroupStatus, NodeStatus } from './admin-client.js';
@@ -72,6 +73,7 @@ export class StorageNode implements PgClient {
   private wal!: Wal;
   private transport!: Transport;
   private host!: MultiRaftHost;
+  private pgMover!: PgMover;
   private scratch!: ScratchPool;
   private meta: MetaStore | undefined;
   private cachedMap: ClusterMap = emptyMap();
@@ -160,9 +162,24 @@ export class StorageNode implements PgClient {
       onUnknownGroup: (group) => {
         // Group 0's leader made this node a member: start it empty; a snapshot brings it up.
         if (group === metadataGroupId) void this.joinMetaGroup();
+        else return this.pgMover.onUnknownGroup(group);
         return false;
       },
     });
+    this.pgMover = new PgMover({
+      nodeId: this.id,
+      dataDir: dir,
+      host: this.host,
+      wal: this.wal,
+      stores: this.stores,
+      map: () => this.map(),
+      openStore: (g, pgDir) => PgStore.open(this.io, this.scratch, pgDir, g),
+      request: (peer, op, args) => this.transport.request(String(peer), op, args, requestTimeoutMs),
+      registry: this.registry,
+      log: createLogger('pg-mover', { node: this.id }),
+      stopping: () => this.stopping,
+    });
+    await this.pgMover.load();
 
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
     this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }) });
@@ -179,6 +196,7 @@ export class StorageNode implements PgClient {
     }
     for (const n of this.map().nodes) if (n.id !== this.id) this.transport.setPeerAddress(String(n.id), n.addresses.peer);
     this.host.start();
+    this.pgMover.start();
     this.metaTimer = setInterval(() => this.maintainMetaGroup(), 1000);
     this.onMap(this.map());
     await this.reconciling;
@@ -239,27 +257,9 @@ export class StorageNode implements PgClient {
 
   private async reconcile(): Promise<void> {
     const map = this.map();
-    for (const g of groupsOfNode(map, this.id)) {
-      if (this.host.groups.has(g)) continue;
-      const { poolId, pgIndex } = pgOfGroup(g);
-      const pool = map.pools.find((p) => p.id === poolId)!;
-      const replicas = pool.pgs[pgIndex].replicas;
-      // A PG that placement moved after its pool was created needs its Raft membership moved
-      // (learner, catch up, swap); this node does not do that yet, and starting the group with
-      // the new replica set beside members that run the old one would split it.
-      const createdAt = Math.min(...pool.pgs.map((p) => p.sinceEpoch));
-      if (pool.pgs[pgIndex].sinceEpoch > createdAt && !this.wal.groupIds().includes(g)) {
-        if (!this.warnedMoved.has(g)) this.log.warn('PG moved by placement; not starting it here (rebalancing is not implemented)', { group: g });
-        this.warnedMoved.add(g);
-        continue;
-      }
-      const store = await PgStore.open(this.io, this.scratch, join(this.opts.dataDir, 'pgs', String(g)), g);
-      // Before the group replays its log: writes to volumes deleted meanwhile change nothing.
-      await this.dropDeletedVolumes(store, map);
-      this.stores.set(g, store);
-      // The strongest placement draw campaigns first, so a new PG gets a leader at once.
-      await this.host.addGroup(g, replicas, storeMachine(store), { campaign: replicas[0] === this.id });
-    }
+    // PG replicas: new pools' PGs, replicas held here (resumed from their own membership), and
+    // moves (see pg-mover.ts).
+    await this.pgMover.reconcile(map);
     for (const v of map.volumes) {
       if (!this.exports.has(v.name)) this.exports.set(v.name, { backend: new VolumeBackend(this, v.name, this.gatewayMetrics), description: `raftblock volume ${v.name}` });
     }
@@ -293,7 +293,6 @@ export class StorageNode implements PgClient {
    * cached map may predate deletes and moves, neither routes nor serves I/O.
    */
   private mapCaughtUp = false;
-  private readonly warnedMoved = new Set<number>();
   private readonly fencedMessages: Counter;
 
   private async joinMetaGroup(): Promise<void> {
@@ -405,6 +404,8 @@ export class StorageNode implements PgClient {
       }
       case 'meta':
         return this.proposeMeta(a.cmd as MapCommand);
+      case 'pgConf':
+        return this.pgMover.describe(a.g as number);
       case 'getMap':
         return { map: encodeMap(this.map()) };
       case 'snapshotChunk': {
@@ -440,7 +441,8 @@ export class StorageNode implements PgClient {
       if (g !== metadataGroupId && Number.isSafeInteger(g) && g > 0) {
         const { poolId, pgIndex } = pgOfGroup(g);
         const replicas = map.pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.replicas;
-        ok = replicas === undefined || replicas.includes(from);
+        // A member of a moving PG's configuration still counts until its removal commits.
+        ok = replicas === undefined || replicas.includes(from) || this.pgMover.acceptsFrom(g, from);
       }
       if (!ok && out === undefined) out = msgs.slice(0, i);
       else if (ok && out !== undefined) out.push(msgs[i]);
@@ -569,7 +571,7 @@ export class StorageNode implements PgClient {
         commitIndex: g.commit,
         appliedIndex: g.sm.appliedIndex,
         lastIndex: g.storage.lastIndex(),
-        voters: g.id === metadataGroupId ? [...g.raft.status().confState.voters] : [...g.confState.voters],
+        ...configurationOf(g.raft.confStateAt(Number.MAX_SAFE_INTEGER)),
         needsRepair: this.wal.needsRepair(g.id) || undefined,
       }))
       .sort((x, y) => x.groupId - y.groupId);
@@ -617,6 +619,7 @@ export class StorageNode implements PgClient {
     if (this.stopping) return;
     this.stopping = true;
     if (this.metaTimer) clearInterval(this.metaTimer);
+    this.pgMover?.stop();
     this.log.info('stopping');
     await this.nbd.close().catch((err) => this.log.warn('nbd close', { err }));
     await this.host.stop();
@@ -628,26 +631,10 @@ export class StorageNode implements PgClient {
   }
 }
 
-function storeMachine(store: PgStore): import('./host.js').GroupStateMachine {
-  return {
-    get appliedIndex() {
-      return store.appliedIndex;
-    },
-    get durableIndex() {
-      return store.durableIndex;
-    },
-    get appliedTerm() {
-      return store.appliedTerm;
-    },
-    // A PG's apply refuses nothing (its only errors are fatal) and returns nothing.
-    ackOnCommit: true,
-    skip: (index, term) => store.skip(index, term),
-    apply: (index, term, data) => store.apply(index, term, data),
-    checkpoint: () => store.checkpoint(),
-    snapshotImage: () => store.snapshotImage(),
-    restoreImage: (image, index, term) => store.restoreImage(image, index, term),
-    close: () => store.close(),
-  };
+/** A group's latest configuration as the status reports it (learners only when there are some). */
+function configurationOf(cs: import('../raft/index.js').ConfState): Pick<GroupStatus, 'voters' | 'learners' | 'votersOutgoing'> {
+  const learners = [...cs.learners, ...cs.learnersNext].sort((a, b) => a - b);
+  return { voters: [...cs.voters], learners: learners.length ? learners : undefined, votersOutgoing: cs.votersOutgoing.length ? [...cs.votersOutgoing] : undefined };
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

@@ -234,6 +234,21 @@ export class TestCluster {
     return cluster;
   }
 
+  /**
+   * Starts one more node (the next id, in a zone of its own) that joins through node 1, and
+   * waits until the map lists it. Loopback clusters only.
+   */
+  async addNode(timeoutMs = 30_000): Promise<TestNode> {
+    if (this.net) throw new Error('addNode: loopback clusters only');
+    const id = this.nodes.length + 1;
+    const addrs: NodeAddrs = { peer: `127.0.0.1:${await freePort()}`, nbd: `127.0.0.1:${await freePort()}`, http: `127.0.0.1:${await freePort()}` };
+    const node = new TestNode(this, id, join(this.dir, `node-${id}`), addrs);
+    this.nodes.push(node);
+    await node.start();
+    await waitFor(`node ${id} in the map`, timeoutMs, async () => ((await this.map()).nodes.some((n) => n.id === id) ? true : undefined));
+    return node;
+  }
+
   node(id: number): TestNode {
     const n = this.nodes[id - 1];
     if (!n) throw new Error(`no node ${id}`);

@@ -43,7 +43,7 @@ export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }):
         String(g.groupId),
         g.pool,
         g.groupId === 0 ? '-' : String(g.pgIndex),
-        g.replicas.join(',') || '-',
+        (g.replicas.join(',') || '-') + (g.configuration ? ` (moving from ${describeConfiguration(g.configuration)})` : ''),
         g.leader === 0 ? 'none' : String(g.leader),
         String(g.term),
         String(g.commitIndex),
@@ -54,6 +54,14 @@ export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }):
     out.push(table(rows));
   }
   return out.join('\n') + '\n';
+}
+
+/** A Raft configuration that differs from the map: `1,2,3 +4 learner` or `2,3,4 / 1,2,3 joint`. */
+function describeConfiguration(c: NonNullable<ClusterStatus['groups'][number]['configuration']>): string {
+  let out = c.voters.join(',');
+  if (c.votersOutgoing?.length) out += ` / ${c.votersOutgoing.join(',')} joint`;
+  if (c.learners?.length) out += ` +${c.learners.join(',')} learner`;
+  return out;
 }
 
 export function register(program: Command): void {

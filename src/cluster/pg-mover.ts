@@ -1,0 +1,439 @@
+/**
+ * Rebalancing: moves each PG's Raft membership to the replica set the cluster map wants, and
+ * starts, resumes and retires this node's PG replicas.
+ *
+ * The Raft configuration is the truth, the map is the goal. Nothing about a move is kept
+ * outside Raft: every round (`moveIntervalMs`) the leader of each PG compares its
+ * configuration with the map (pg-move-plan.ts decides the next step: hand over leadership,
+ * add learners, or one joint change that promotes the caught-up learners and removes the
+ * members the map no longer wants). A node restarted in the middle of a move resumes its
+ * groups from their WAL and saved membership (pg-membership.ts), whatever the map says, and
+ * the leader carries on from the configuration it finds.
+ *
+ * On this node:
+ * - a PG of a new pool is bootstrapped with the map's replicas (every replica identically);
+ * - a PG this node gains by a move is started empty, as a joiner, when its leader first
+ *   contacts it (`onUnknownGroup`); the leader's snapshot (pulled in chunks) fills it;
+ * - a PG replica this node holds (WAL or PG directory) is resumed even when the map no longer
+ *   lists this node here: until the change removing it commits, it may be needed for a quorum;
+ * - a PG replica is retired — group stopped, directory removed, the WAL told it may drop the
+ *   group's entries, a tombstone kept — only when the map does not want it here AND a
+ *   configuration without it is committed (seen in this node's log, or reported by the
+ *   group's current leader), so a new replica set already holds a quorum.
+ *
+ * At most `maxMovesPerNode` PGs led by this node are being moved (learners or a joint
+ * configuration) at once; handing over leadership is not counted.
+ */
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { allMembers, isJoint } from '../raft/confchange.js';
+import { cloneConfState, emptyConfState, type ConfState } from '../raft/index.js';
+import type { Logger } from '../common/log.js';
+import { Unavailable } from '../common/errors.js';
+import type { PgStore } from '../store/pg-store.js';
+import { writeFileDurably } from '../store/pg-store.js';
+import type { Wal } from '../wal/index.js';
+import type { GroupStateMachine, MultiRaftHost } from './host.js';
+import { metadataGroupId, pgOfGroup, groupsOfNode, type ClusterMap, type NodeId, type Pool } from './map.js';
+import { bootstrapMembership, joinerMembership, loadMembership, membershipAt, saveMembership, type SavedMembership } from './pg-membership.js';
+import { confMatchesTarget, planMove } from './pg-move-plan.js';
+
+export const maxMovesPerNode = 4;
+export const moveIntervalMs = 300;
+/** How often a replica the map no longer wants asks the group's leader whether it is out. */
+export const retireCheckIntervalMs = 1000;
+const retiredFileName = 'retired-pgs.json';
+
+export interface PgMoverDeps {
+  nodeId: NodeId;
+  dataDir: string;
+  host: MultiRaftHost;
+  wal: Wal;
+  /** The node's open PG stores (the mover adds and removes entries). */
+  stores: Map<number, PgStore>;
+  map(): ClusterMap;
+  openStore(groupId: number, dir: string): Promise<PgStore>;
+  /** A request to a peer node (the `pgConf` op is answered by `describe`). */
+  request(peer: NodeId, op: string, args: unknown): Promise<unknown>;
+  registry: Registry;
+  log: Logger;
+  stopping(): boolean;
+}
+
+/** What a replica tells others about a group's configuration (the `pgConf` request). */
+export interface PgConfReport {
+  nodeId: NodeId;
+  term: number;
+  isLeader: boolean;
+  /** The latest configuration in this replica's log. */
+  latest: ConfState;
+  /** The configuration as of this replica's commit index. */
+  committed: ConfState;
+}
+
+/** The replicas the map wants for a PG group, or undefined if the map has no such PG. */
+export function targetOf(map: ClusterMap, groupId: number): NodeId[] | undefined {
+  if (groupId === metadataGroupId) return undefined;
+  const { poolId, pgIndex } = pgOfGroup(groupId);
+  return map.pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.replicas;
+}
+
+/**
+ * True when a PG's replica set is the one its pool was created with (so its replicas start it
+ * from scratch, identically), false when placement moved it since (it is joined).
+ */
+function isOriginalPlacement(pool: Pool, pgIndex: number): boolean {
+  const created = pool.createdEpoch ?? Math.min(...pool.pgs.map((p) => p.sinceEpoch));
+  return pool.pgs[pgIndex].sinceEpoch <= created;
+}
+
+function sameConf(a: ConfState, b: ConfState): boolean {
+  const eq = (x: number[], y: number[]): boolean => x.length === y.length && x.every((v, i) => v === y[i]);
+  const s = (x: number[]): number[] => [...x].sort((p, q) => p - q);
+  return eq(s(a.voters), s(b.voters)) && eq(s(a.votersOutgoing), s(b.votersOutgoing)) && eq(s(a.learners), s(b.learners)) && eq(s(a.learnersNext), s(b.learnersNext));
+}
+
+export class PgMover {
+  private readonly d: PgMoverDeps;
+  private readonly retired = new Set<number>();
+  private readonly starting = new Set<number>();
+  private readonly retiring = new Set<number>();
+  /** Groups led here seen away from their target (for the completed counter). */
+  private readonly movingHere = new Set<number>();
+  private readonly warned = new Set<string>();
+  private readonly lastRetireCheckMs = new Map<number, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly movingGauge: Gauge;
+  private readonly completed: Counter;
+  private readonly retiredCount: Counter;
+  private readonly joined: Counter;
+
+  constructor(deps: PgMoverDeps) {
+    this.d = deps;
+    const registers = [deps.registry];
+    this.movingGauge = new Gauge({ name: 'raftblock_pg_moves_in_progress', help: 'PGs led by this node whose Raft configuration differs from the map', registers });
+    this.completed = new Counter({ name: 'raftblock_pg_moves_completed_total', help: 'PG moves finished by a leader on this node (configuration equal to the map again)', registers });
+    this.retiredCount = new Counter({ name: 'raftblock_pg_replicas_retired_total', help: 'PG replicas removed from this node after a committed move', registers });
+    this.joined = new Counter({ name: 'raftblock_pg_replicas_joined_total', help: 'PG replicas started empty on this node to join a moved PG', registers });
+  }
+
+  private pgDir(groupId: number): string {
+    return join(this.d.dataDir, 'pgs', String(groupId));
+  }
+
+  private warnOnce(key: string, msg: string, fields: Record<string, unknown>): void {
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    this.d.log.warn(msg, fields);
+  }
+
+  /** Reads the tombstones of retired replicas. Call before the first reconcile. */
+  async load(): Promise<void> {
+    try {
+      const ids = JSON.parse(await readFile(join(this.d.dataDir, retiredFileName), 'utf8')) as number[];
+      for (const g of ids) this.retired.add(g);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    // A retirement interrupted after its tombstone: finish removing the directory.
+    for (const g of this.retired) await rm(this.pgDir(g), { recursive: true, force: true });
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.round(), moveIntervalMs);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Starting replicas
+
+  /** Starts the PG replicas this node should run (serialised by the caller with map changes). */
+  async reconcile(map: ClusterMap): Promise<void> {
+    const running = (g: number): boolean => this.d.host.groups.has(g) || this.starting.has(g) || this.retiring.has(g);
+    const known = new Set(this.d.wal.groupIds());
+    for (const g of groupsOfNode(map, this.d.nodeId)) {
+      if (running(g)) continue;
+      if (this.retired.has(g)) {
+        this.warnOnce(`retired-${g}`, 'the map gives this node a PG replica it retired before; not rejoining it (its WAL state was dropped)', { group: g });
+        continue;
+      }
+      const { poolId, pgIndex } = pgOfGroup(g);
+      const pool = map.pools.find((p) => p.id === poolId)!;
+      const replicas = pool.pgs[pgIndex].replicas;
+      if (known.has(g) || (await loadMembership(this.pgDir(g))) !== undefined) {
+        await this.guardStart(g, () => this.resume(g, replicas));
+      } else if (isOriginalPlacement(pool, pgIndex)) {
+        // The strongest placement draw campaigns first, so a new PG gets a leader at once.
+        await this.guardStart(g, () => this.bootstrap(g, replicas, replicas[0] === this.d.nodeId));
+      }
+      // Else placement moved the PG here: its leader adds this node and onUnknownGroup starts it.
+    }
+    // Replicas held here that the map no longer lists: still members until their removal commits.
+    for (const g of known) {
+      if (g === metadataGroupId || running(g) || this.retired.has(g)) continue;
+      await this.guardStart(g, () => this.resume(g, targetOf(map, g) ?? []));
+    }
+  }
+
+  private async guardStart(g: number, fn: () => Promise<void>): Promise<void> {
+    if (this.starting.has(g)) return;
+    this.starting.add(g);
+    try {
+      await fn();
+    } catch (err) {
+      this.d.log.error('could not start a PG replica', { group: g, err });
+    } finally {
+      this.starting.delete(g);
+    }
+  }
+
+  private async bootstrap(g: number, replicas: NodeId[], campaign: boolean): Promise<void> {
+    const dir = this.pgDir(g);
+    await mkdir(dir, { recursive: true });
+    const m = bootstrapMembership(replicas);
+    await saveMembership(dir, m);
+    const store = await this.d.openStore(g, dir);
+    await this.addGroup(g, store, m.confState, m.confState, [...replicas], campaign);
+  }
+
+  /** A replica with state on this node: its saved membership (advanced over the WAL) rules. */
+  private async resume(g: number, legacyVoters: NodeId[]): Promise<void> {
+    const dir = this.pgDir(g);
+    await mkdir(dir, { recursive: true });
+    let saved = await loadMembership(dir);
+    if (!saved) {
+      // Written before memberships were saved: created with the map's replicas, never moved.
+      saved = bootstrapMembership(legacyVoters);
+      await saveMembership(dir, saved);
+    }
+    const store = await this.d.openStore(g, dir);
+    let cs = await membershipAt(saved, this.d.wal, g, store.durableIndex);
+    if (!cs) {
+      this.d.log.warn('PG membership at the durable index unknown; resuming as a non-voter until the leader tells more', { group: g, saved: saved.index, durable: store.durableIndex });
+      cs = emptyConfState();
+    }
+    await this.addGroup(g, store, saved.confState, cs, saved.index === 1 ? [...saved.confState.voters] : [], false);
+  }
+
+  /** A replica placement moved here, started empty: the leader's snapshot fills it. */
+  private async join(g: number): Promise<void> {
+    const dir = this.pgDir(g);
+    if (!this.d.wal.groupIds().includes(g)) await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    const m = joinerMembership();
+    await saveMembership(dir, m);
+    const store = await this.d.openStore(g, dir);
+    await this.addGroup(g, store, m.confState, m.confState, [], false);
+    this.joined.inc();
+    this.d.log.info('joined a moved PG as a new replica', { group: g });
+  }
+
+  private async addGroup(g: number, store: PgStore, savedConf: ConfState, durableConf: ConfState, voters: NodeId[], campaign: boolean): Promise<void> {
+    if (this.d.stopping()) {
+      await store.close();
+      return;
+    }
+    this.d.stores.set(g, store);
+    await this.d.host.addGroup(g, voters, pgStateMachine(store, this.pgDir(g), savedConf, durableConf), { campaign });
+  }
+
+  /** Host callback: a message for a group this node does not run. Starts a joiner if wanted. */
+  onUnknownGroup(g: number): boolean {
+    if (g === metadataGroupId || this.d.stopping() || this.starting.has(g) || this.retiring.has(g) || this.d.host.groups.has(g)) return false;
+    const target = targetOf(this.d.map(), g);
+    if (!target || !target.includes(this.d.nodeId)) return false;
+    if (this.retired.has(g)) {
+      this.warnOnce(`retired-${g}`, 'the map gives this node a PG replica it retired before; not rejoining it (its WAL state was dropped)', { group: g });
+      return false;
+    }
+    const { poolId, pgIndex } = pgOfGroup(g);
+    const pool = this.d.map().pools.find((p) => p.id === poolId)!;
+    // A peer may reach this node before its own reconcile has started a new pool's PG: it is
+    // an original member then, bootstrapped like the others; only a moved PG is joined empty.
+    const start = (): Promise<void> =>
+      this.d.wal.groupIds().includes(g) ? this.resume(g, target) : isOriginalPlacement(pool, pgIndex) ? this.bootstrap(g, target, false) : this.join(g);
+    void this.guardStart(g, start);
+    return false; // the leader resends
+  }
+
+  /**
+   * Fencing help: a member of the group's configuration as this node knows it may send Raft
+   * messages even when the map no longer lists it (it still counts until its removal
+   * commits); and a node the map wants here accepts its group's first messages from anyone.
+   */
+  acceptsFrom(g: number, from: NodeId): boolean {
+    const group = this.d.host.groups.get(g);
+    if (!group) {
+      const target = targetOf(this.d.map(), g);
+      return target !== undefined && target.includes(this.d.nodeId);
+    }
+    return allMembers(group.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(from);
+  }
+
+  /** The `pgConf` request. */
+  describe(g: number): PgConfReport {
+    const group = this.d.host.groups.get(g);
+    if (!group) throw new Unavailable(`group ${g} is not on node ${this.d.nodeId}`);
+    const st = group.raft.status();
+    return { nodeId: this.d.nodeId, term: st.hardState.term, isLeader: group.isLeader, latest: st.confState, committed: group.raft.confStateAt(group.raft.committed) };
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The moving round
+
+  private async round(): Promise<void> {
+    if (this.d.stopping()) return;
+    const map = this.d.map();
+    let moving = 0;
+    let active = 0;
+    const led: number[] = [];
+    for (const g of this.d.host.groups.values()) {
+      if (g.id === metadataGroupId || !g.isLeader) continue;
+      const cs = g.raft.confStateAt(Number.MAX_SAFE_INTEGER);
+      if (isJoint(cs) || cs.learners.length > 0 || cs.learnersNext.length > 0) active++;
+      led.push(g.id);
+    }
+    for (const id of led.sort((a, b) => a - b)) {
+      const g = this.d.host.groups.get(id);
+      const target = targetOf(map, id);
+      if (!g || !g.isLeader || !target) continue;
+      const st = g.raft.status();
+      if (confMatchesTarget(st.confState, target)) {
+        if (this.movingHere.delete(id)) {
+          this.completed.inc();
+          this.d.log.info('PG move complete', { group: id, voters: st.confState.voters });
+        }
+        continue;
+      }
+      moving++;
+      this.movingHere.add(id);
+      const committed = g.raft.confStateAt(g.raft.committed);
+      const step = planMove({
+        self: this.d.nodeId,
+        conf: st.confState,
+        changePending: !sameConf(committed, st.confState),
+        target,
+        progress: st.progress ?? new Map(),
+        commitIndex: st.hardState.commit,
+        lastIndex: st.lastIndex,
+      });
+      try {
+        switch (step.kind) {
+          case 'transferLeader':
+            if (st.leadTransferee === 0) {
+              this.d.log.info('PG move: handing leadership to a wanted replica', { group: id, to: step.to, target });
+              g.raft.transferLeader(step.to);
+            }
+            break;
+          case 'addLearners': {
+            const started = st.confState.learners.length > 0;
+            if (!started && active >= maxMovesPerNode) break;
+            if (!started) active++;
+            this.d.host.proposeConfChange(id, { changes: step.nodes.map((nodeId) => ({ type: 'addLearner' as const, nodeId })) });
+            this.d.log.info('PG move: adding learners', { group: id, learners: step.nodes, voters: st.confState.voters, target });
+            break;
+          }
+          case 'swap':
+            this.d.host.proposeConfChange(id, { changes: step.changes });
+            this.d.log.info('PG move: joint change', { group: id, changes: step.changes, voters: st.confState.voters, target });
+            break;
+          default:
+            break;
+        }
+      } catch (err) {
+        this.d.log.debug('PG move step not taken', { group: id, step: step.kind, err });
+      }
+    }
+    this.movingGauge.set(moving);
+    await this.retireRemoved(map);
+  }
+
+  /** Replicas the map no longer wants here whose removal has committed are retired. */
+  private async retireRemoved(map: ClusterMap): Promise<void> {
+    const now = performance.now();
+    for (const g of [...this.d.host.groups.values()]) {
+      if (g.id === metadataGroupId || this.retiring.has(g.id)) continue;
+      const target = targetOf(map, g.id);
+      if (!target || target.includes(this.d.nodeId)) continue;
+      const self = this.d.nodeId;
+      const out = (cs: ConfState): boolean => !isJoint(cs) && cs.voters.length > 0 && !allMembers(cs).includes(self);
+      let proof: string | undefined;
+      const committed = g.raft.confStateAt(g.raft.committed);
+      if (out(committed)) proof = 'local';
+      else if (now - (this.lastRetireCheckMs.get(g.id) ?? 0) >= retireCheckIntervalMs) {
+        this.lastRetireCheckMs.set(g.id, now);
+        const myTerm = g.raft.status().hardState.term;
+        const answers = await Promise.allSettled(target.map((p) => this.d.request(p, 'pgConf', { g: g.id }) as Promise<PgConfReport>));
+        for (const a of answers) {
+          if (a.status !== 'fulfilled') continue;
+          const r = a.value;
+          // Only a leader at least as new as anything this replica has seen has every
+          // committed entry (leader completeness), so its committed configuration is current.
+          if (r.isLeader && r.term >= myTerm && sameConf(r.latest, r.committed) && out(r.committed)) proof = `leader ${r.nodeId} term ${r.term}`;
+        }
+      }
+      if (proof) await this.retire(g.id, proof);
+    }
+  }
+
+  private async retire(g: number, proof: string): Promise<void> {
+    if (this.retiring.has(g)) return;
+    this.retiring.add(g);
+    try {
+      // Tombstone first: a crash after it finishes the removal at the next start.
+      this.retired.add(g);
+      await writeFileDurably(join(this.d.dataDir, retiredFileName), JSON.stringify([...this.retired].sort((a, b) => a - b)));
+      await this.d.host.removeGroup(g);
+      this.d.stores.delete(g);
+      await rm(this.pgDir(g), { recursive: true, force: true });
+      // Let the WAL recycle the segments holding this group's entries.
+      const last = this.d.wal.lastIndex(g);
+      if (last > 0) await this.d.wal.checkpoint(g, last);
+      this.retiredCount.inc();
+      this.d.log.info('retired a PG replica after its removal committed', { group: g, proof });
+    } catch (err) {
+      this.d.log.error('could not retire a PG replica', { group: g, err });
+    } finally {
+      this.retiring.delete(g);
+    }
+  }
+}
+
+/** A PG store as a Raft group's state machine, with its membership saved beside it. */
+export function pgStateMachine(store: PgStore, dir: string, savedConf: ConfState, durableConf: ConfState): GroupStateMachine {
+  let durableConfState = cloneConfState(durableConf);
+  // What membership.json holds: a save that would write the same is skipped.
+  let fileConf = cloneConfState(savedConf);
+  return {
+    get appliedIndex() {
+      return store.appliedIndex;
+    },
+    get durableIndex() {
+      return store.durableIndex;
+    },
+    get appliedTerm() {
+      return store.appliedTerm;
+    },
+    // A PG's apply refuses nothing (its only errors are fatal) and returns nothing.
+    ackOnCommit: true,
+    skip: (index, term) => store.skip(index, term),
+    apply: (index, term, data) => store.apply(index, term, data),
+    checkpoint: () => store.checkpoint(),
+    snapshotImage: () => store.snapshotImage(),
+    restoreImage: (image, index, term) => store.restoreImage(image, index, term),
+    get durableConfState() {
+      return durableConfState;
+    },
+    saveConfState: async (index, cs) => {
+      durableConfState = cloneConfState(cs);
+      if (sameConf(cs, fileConf)) return;
+      await saveMembership(dir, { index, confState: cs });
+      fileConf = cloneConfState(cs);
+    },
+    close: () => store.close(),
+  };
+}
