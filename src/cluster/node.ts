@@ -56,8 +56,18 @@ const snapshotChunkBytes = 8 * 1024 * 1024;
 const metaVotersWanted = 3;
 const ioDeadlineMs = 30000;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+/** Resolves after `ms`, or at once when `signal` is aborted. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }
 
 function addrString(hp: HostPort): string {
@@ -173,7 +183,12 @@ export class StorageNode implements PgClient {
       wal: this.wal,
       stores: this.stores,
       map: () => this.map(),
-      openStore: (g, pgDir) => PgStore.open(this.io, this.scratch, pgDir, g),
+      openStore: async (g, pgDir) => {
+        const store = await PgStore.open(this.io, this.scratch, pgDir, g);
+        // Before the group replays its log: writes to volumes deleted meanwhile change nothing.
+        await this.dropDeletedVolumes(store, this.map());
+        return store;
+      },
       request: (peer, op, args) => this.transport.request(String(peer), op, args, requestTimeoutMs),
       registry: this.registry,
       log: createLogger('pg-mover', { node: this.id }),
@@ -511,13 +526,18 @@ export class StorageNode implements PgClient {
     }
   }
 
-  /** PgClient: routes a piece to its PG's leader, retrying until it succeeds or the deadline. */
-  async call(groupId: number, replicas: number[], req: PgRequest): Promise<unknown> {
+  /**
+   * PgClient: routes a piece to its PG's leader, retrying until it succeeds, the deadline
+   * passes, or `signal` says its NBD client is gone (an attempt in flight then still ends on
+   * its own; no new one starts).
+   */
+  async call(groupId: number, replicas: number[], req: PgRequest, signal?: AbortSignal): Promise<unknown> {
     const deadline = Date.now() + ioDeadlineMs;
     let attempt = 0;
     while (!this.mapCaughtUp) {
       if (Date.now() > deadline || this.stopping) throw new Unavailable(`node ${this.id} has not caught up with the cluster map`);
-      await sleep(20);
+      this.giveUpIfGone(signal);
+      await sleep(20, signal);
     }
     let target = this.leaderGuess(groupId, replicas);
     for (;;) {
@@ -532,7 +552,9 @@ export class StorageNode implements PgClient {
         const e = err as RaftblockError & { leaderHint?: string };
         const retriable = ['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT', 'STALE_EPOCH', 'PROTOCOL_ERROR'].includes(e.code);
         if (!retriable || Date.now() > deadline || this.stopping) throw err instanceof RaftblockError ? err : new Unavailable(String(err));
+        this.giveUpIfGone(signal);
         attempt++;
+        this.gatewayMetrics.retries.inc();
         const hint = e.code === 'NOT_LEADER' && e.leaderHint ? Number(e.leaderHint) : 0;
         if (hint && replicas.includes(hint) && hint !== target) {
           target = hint;
@@ -547,9 +569,15 @@ export class StorageNode implements PgClient {
         const local = this.host.groups.get(groupId);
         target = local && local.lead ? local.lead : replicas[(idx + 1) % replicas.length];
         this.leaderCache.delete(groupId);
-        await sleep(Math.min(10 * 2 ** Math.min(attempt, 6), 300));
+        await sleep(Math.min(10 * 2 ** Math.min(attempt, 6), 300), signal);
       }
     }
+  }
+
+  private giveUpIfGone(signal: AbortSignal | undefined): void {
+    if (!signal?.aborted) return;
+    this.gatewayMetrics.abandoned.inc();
+    throw new Unavailable('the NBD client disconnected: request abandoned');
   }
 
   private leaderGuess(groupId: number, replicas: number[]): number {

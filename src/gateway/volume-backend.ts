@@ -40,13 +40,20 @@ export type PgRequest =
 export interface PgClient {
   /** The current cluster map (refreshed by the client when it learns of a newer epoch). */
   map(): ClusterMap;
-  /** `read` resolves with the bytes, `status` with extents, the others with nothing. */
-  call(groupId: number, replicas: number[], req: PgRequest): Promise<unknown>;
+  /**
+   * `read` resolves with the bytes, `status` with extents, the others with nothing. Once
+   * `signal` is aborted (the NBD client is gone) the client stops retrying and rejects.
+   */
+  call(groupId: number, replicas: number[], req: PgRequest, signal?: AbortSignal): Promise<unknown>;
 }
 
 export interface GatewayMetrics {
   latency: Histogram;
   bytes: Counter;
+  /** Attempts of a piece after its first (NotLeader, timeouts, stale epochs, lost peers). */
+  retries: Counter;
+  /** Pieces given up because their NBD client disconnected. */
+  abandoned: Counter;
 }
 
 export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetrics {
@@ -60,6 +67,8 @@ export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetri
       registers,
     }),
     bytes: new Counter({ name: 'raftblock_gateway_bytes_total', help: 'Bytes read and written through the gateway', labelNames: ['command'], registers }),
+    retries: new Counter({ name: 'raftblock_gateway_retries_total', help: 'Retried attempts of request pieces (NotLeader, timeouts, stale epochs, lost peers)', registers }),
+    abandoned: new Counter({ name: 'raftblock_gateway_abandoned_total', help: 'Request pieces given up because their NBD client disconnected', registers }),
   };
 }
 
@@ -112,12 +121,12 @@ export class VolumeBackend implements BlockBackend {
     return out;
   }
 
-  read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined> {
+  read(offset: number, length: number, into: Buffer, signal?: AbortSignal): Promise<BlockExtent[] | undefined> {
     return this.timed('read', length, async () => {
       const { volume, pieces } = this.pieces(offset, length);
       await Promise.all(
         pieces.map(async (p) => {
-          const data = (await this.client.call(p.groupId, p.replicas, { k: 'read', v: volume.id, o: p.offset, l: p.length })) as Uint8Array;
+          const data = (await this.client.call(p.groupId, p.replicas, { k: 'read', v: volume.id, o: p.offset, l: p.length }, signal)) as Uint8Array;
           into.set(data.subarray(0, p.length), p.bufferOffset);
         }),
       );
@@ -125,12 +134,12 @@ export class VolumeBackend implements BlockBackend {
     });
   }
 
-  write(offset: number, data: Buffer, _fua: boolean): Promise<void> {
+  write(offset: number, data: Buffer, _fua: boolean, signal?: AbortSignal): Promise<void> {
     return this.timed('write', data.length, async () => {
       const { volume, pieces } = this.pieces(offset, data.length);
       await Promise.all(
         pieces.map((p) =>
-          this.client.call(p.groupId, p.replicas, { k: 'write', v: volume.id, o: p.offset, d: data.subarray(p.bufferOffset, p.bufferOffset + p.length), ...nextRequestId() }),
+          this.client.call(p.groupId, p.replicas, { k: 'write', v: volume.id, o: p.offset, d: data.subarray(p.bufferOffset, p.bufferOffset + p.length), ...nextRequestId() }, signal),
         ),
       );
     });
@@ -141,33 +150,33 @@ export class VolumeBackend implements BlockBackend {
     this.metrics?.latency.observe({ command: 'flush' }, 0);
   }
 
-  trim(offset: number, length: number, _fua: boolean): Promise<void> {
-    return this.timed('trim', 0, () => this.range('trim', offset, length));
+  trim(offset: number, length: number, _fua: boolean, signal?: AbortSignal): Promise<void> {
+    return this.timed('trim', 0, () => this.range('trim', offset, length, signal));
   }
 
-  writeZeroes(offset: number, length: number, flags: { fua: boolean; noHole: boolean; fastZero: boolean }): Promise<void> {
-    return this.timed('write_zeroes', 0, () => this.range(flags.noHole ? 'zeroNoHole' : 'zero', offset, length));
+  writeZeroes(offset: number, length: number, flags: { fua: boolean; noHole: boolean; fastZero: boolean }, signal?: AbortSignal): Promise<void> {
+    return this.timed('write_zeroes', 0, () => this.range(flags.noHole ? 'zeroNoHole' : 'zero', offset, length, signal));
   }
 
-  private async range(k: 'trim' | 'zero' | 'zeroNoHole', offset: number, length: number): Promise<void> {
+  private async range(k: 'trim' | 'zero' | 'zeroNoHole', offset: number, length: number, signal: AbortSignal | undefined): Promise<void> {
     const volume = this.volume();
     if (offset + length > volume.sizeBytes) throw new OutOfRange(`range ${offset}+${length} beyond volume ${this.name}`);
     // Ranges carry no payload, so they are split only at extents (not at the piece size).
     const pieces = splitRange(this.client.map(), volume, offset, length, volume.extentBytes);
-    await Promise.all(pieces.map((p) => this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length, ...nextRequestId() })));
+    await Promise.all(pieces.map((p) => this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length, ...nextRequestId() }, signal)));
   }
 
   /** Nothing to prefetch across the network that the leader's page cache would not hold. */
   async cache(_offset: number, _length: number): Promise<void> {}
 
-  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+  blockStatus(offset: number, length: number, signal?: AbortSignal): Promise<BlockExtent[]> {
     return this.timed('block_status', 0, async () => {
       const volume = this.volume();
       // One extent's worth at most: the answer may cover less than asked (the spec allows it).
       const pieces = splitRange(this.client.map(), volume, offset, length, volume.extentBytes).slice(0, 1);
       const p = pieces[0];
       if (!p) throw new NotSupported('empty block status request');
-      const extents = (await this.client.call(p.groupId, p.replicas, { k: 'status', v: volume.id, o: p.offset, l: p.length })) as BlockExtent[];
+      const extents = (await this.client.call(p.groupId, p.replicas, { k: 'status', v: volume.id, o: p.offset, l: p.length }, signal)) as BlockExtent[];
       return extents;
     });
   }

@@ -35,6 +35,12 @@ export interface BlockSizes {
   maximum: number;
 }
 
+/**
+ * Every request method may take a last `signal`: one per client connection, aborted once the
+ * connection is gone (its replies can no longer be delivered). A backend that waits or retries
+ * (the cluster gateway) may then give up and reject; one that ignores it stays correct. The
+ * server passes the same signal object to every request of a connection (no allocation).
+ */
 export interface BlockBackend {
   readonly capabilities: BackendCapabilities;
   readonly blockSizes: BlockSizes;
@@ -47,29 +53,29 @@ export interface BlockBackend {
    * `undefined` (the cheapest answer: the whole range is sent as data). `into` is a pooled buffer:
    * do not keep it after the promise settles.
    */
-  read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined>;
+  read(offset: number, length: number, into: Buffer, signal?: AbortSignal): Promise<BlockExtent[] | undefined>;
   /**
    * Writes `data` at `offset`. With `fua` the write is durable when the promise resolves.
    * `data` is a pooled buffer that the server reuses once the promise settles: copy it if it
    * must live longer (a cache, a log queue).
    */
-  write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  write(offset: number, data: Buffer, fua: boolean, signal?: AbortSignal): Promise<void>;
   /** Makes every write that completed before this call durable. */
   flush(): Promise<void>;
   /** Deallocates a range (reads afterwards return zeros). */
-  trim(offset: number, length: number, fua: boolean): Promise<void>;
+  trim(offset: number, length: number, fua: boolean, signal?: AbortSignal): Promise<void>;
   /**
    * Zeroes a range. `noHole`: the range must stay allocated. `fastZero`: fail with
    * NotSupported rather than fall back to a slow write of zeros.
    */
-  writeZeroes(offset: number, length: number, flags: { fua: boolean; noHole: boolean; fastZero: boolean }): Promise<void>;
+  writeZeroes(offset: number, length: number, flags: { fua: boolean; noHole: boolean; fastZero: boolean }, signal?: AbortSignal): Promise<void>;
   /** Hints that the range will be read soon. */
-  cache(offset: number, length: number): Promise<void>;
+  cache(offset: number, length: number, signal?: AbortSignal): Promise<void>;
   /**
    * Allocation status of the range, covering at least one byte and at most `length` (a client
    * asks again for the rest). `hole` → NBD_STATE_HOLE, `zero` → NBD_STATE_ZERO.
    */
-  blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
+  blockStatus(offset: number, length: number, signal?: AbortSignal): Promise<BlockExtent[]>;
   /** Releases resources; called once when the export shuts down. */
   close(): Promise<void>;
 }

@@ -113,6 +113,14 @@ export class TransmissionSession {
   private readonly size: number;
   private readonly allowedFlags: number[] = [];
   private closedResolve!: () => void;
+  /**
+   * Aborted once the client is gone: the socket closed, or the client closed its side without
+   * NBD_CMD_DISC (killed, or gave up). The backend may then stop working on its requests. After
+   * a DISC the client may still wait for its replies (the spec has them completed), so a
+   * half-close after DISC aborts nothing.
+   */
+  private readonly gone = new AbortController();
+  private discReceived = false;
   /** Resolves once the socket is closed and every request has completed. */
   readonly done: Promise<void>;
   private readonly uncork = (): void => {
@@ -146,6 +154,7 @@ export class TransmissionSession {
     socket.on('end', () => {
       // The client sent everything it will send; requests still buffered are answered first.
       this.eof = true;
+      if (!this.discReceived) this.gone.abort();
       this.pump();
     });
     socket.on('drain', () => {
@@ -197,6 +206,7 @@ export class TransmissionSession {
     if (this.closed) return;
     this.closed = true;
     this.stopping = true;
+    this.gone.abort();
     this.decoder.dispose();
     if (this.next?.payload) {
       this.next.payload.release();
@@ -276,6 +286,7 @@ export class TransmissionSession {
     this.inflightBytes += req.heldBytes;
     const type = req.type;
     if (type === NBD_CMD_DISC) {
+      this.discReceived = true;
       this.stopping = true;
       this.finishRequest(req);
       return;
@@ -297,7 +308,7 @@ export class TransmissionSession {
           req.readBuffer = this.pool.acquire(req.length);
           req.heldBytes = req.length;
           this.inflightBytes += req.length;
-          backend.read(req.offset, req.length, req.readBuffer.buf).then(req.onSuccess, req.onFailure);
+          backend.read(req.offset, req.length, req.readBuffer.buf, this.gone.signal).then(req.onSuccess, req.onFailure);
           return;
         case NBD_CMD_WRITE:
           if (req.oversized) return this.reject(req, NBD_EINVAL, 'write longer than the maximum block size');
@@ -306,7 +317,7 @@ export class TransmissionSession {
           if (req.length === 0) return this.succeeded(req, undefined);
           {
             const b = req.payload!.buf;
-            backend.write(req.offset, b.length === req.length ? b : b.subarray(0, req.length), fua).then(req.onSuccess, req.onFailure);
+            backend.write(req.offset, b.length === req.length ? b : b.subarray(0, req.length), fua, this.gone.signal).then(req.onSuccess, req.onFailure);
           }
           return;
         case NBD_CMD_FLUSH:
@@ -317,7 +328,7 @@ export class TransmissionSession {
           if (!caps.canTrim) return this.reject(req, NBD_EINVAL, 'trim not supported');
           if (end > this.size) return this.reject(req, NBD_EINVAL, 'trim beyond the end of the export');
           if (req.length === 0) return this.succeeded(req, undefined);
-          backend.trim(req.offset, req.length, fua).then(req.onSuccess, req.onFailure);
+          backend.trim(req.offset, req.length, fua, this.gone.signal).then(req.onSuccess, req.onFailure);
           return;
         case NBD_CMD_WRITE_ZEROES:
           if (caps.readOnly) return this.reject(req, NBD_EPERM, 'export is read-only');
@@ -329,20 +340,20 @@ export class TransmissionSession {
               fua,
               noHole: (req.flags & NBD_CMD_FLAG_NO_HOLE) !== 0,
               fastZero: (req.flags & NBD_CMD_FLAG_FAST_ZERO) !== 0,
-            })
+            }, this.gone.signal)
             .then(req.onSuccess, req.onFailure);
           return;
         case NBD_CMD_CACHE:
           if (!caps.canCache) return this.reject(req, NBD_EINVAL, 'cache not supported');
           if (end > this.size) return this.reject(req, NBD_EINVAL, 'cache beyond the end of the export');
           if (req.length === 0) return this.succeeded(req, undefined);
-          backend.cache(req.offset, req.length).then(req.onSuccess, req.onFailure);
+          backend.cache(req.offset, req.length, this.gone.signal).then(req.onSuccess, req.onFailure);
           return;
         case NBD_CMD_BLOCK_STATUS:
           if (!this.negotiated.baseAllocation) return this.reject(req, NBD_EINVAL, 'no metadata context negotiated');
           if (req.length === 0) return this.reject(req, NBD_EINVAL, 'block status of zero bytes');
           if (end > this.size) return this.reject(req, NBD_EINVAL, 'block status beyond the end of the export');
-          backend.blockStatus(req.offset, req.length).then(req.onSuccess, req.onFailure);
+          backend.blockStatus(req.offset, req.length, this.gone.signal).then(req.onSuccess, req.onFailure);
           return;
         default:
           return this.reject(req, NBD_EINVAL, `unknown command ${type}`);
