@@ -4,11 +4,14 @@
  * 4 KiB-aligned buffers (O_DIRECT on io_uring). Holes are real holes (punched on TRIM), so
  * BLOCK_STATUS comes from the file's allocation (SEEK_DATA / SEEK_HOLE).
  *
+ * Applied data is written behind (write-behind.ts): apply puts the blocks in a dirty map and
+ * returns; a flusher writes them in sorted, merged batches; reads overlay the dirty blocks.
+ *
  * Applying is sequential per PG and deterministic: every replica that applies the same
  * entries in the same order holds the same bytes. Durability of applied data is the WAL's
- * job until `checkpoint()`: it fdatasyncs the data files, then persists the applied index
- * (meta.json, written to a temp file, fsynced, renamed), and only then may the caller let
- * the WAL drop the entries up to that index.
+ * job until `checkpoint()`: it flushes the dirty blocks, fdatasyncs the data files, then
+ * persists the applied index (meta.json, written to a temp file, fsynced, renamed), and only
+ * then may the caller let the WAL drop the entries up to that index.
  */
 import { mkdir, open as openFs, readdir, rename, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,6 +21,7 @@ import { Corruption, IoError } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
 import type { BlockFile, BlockIo } from '../io/types.js';
 import { decodeOp, OpKind } from './ops.js';
+import { DirtyCache, WriteBehindBudget, type WriteBehindOptions } from './write-behind.js';
 
 export const storeBlockBytes = 4096;
 /** Snapshot images and scratch buffers move data in chunks of this size. */
@@ -53,7 +57,11 @@ function alignUp(x: number): number {
  */
 export class ScratchPool {
   private readonly free = new Map<number, Buffer[]>();
-  constructor(private readonly io: BlockIo) {}
+  /** Dirty applied data of every store that shares this pool (one pool per node). */
+  readonly writeBehind: WriteBehindBudget;
+  constructor(private readonly io: BlockIo, nodeDirtyLimitBytes?: number) {
+    this.writeBehind = new WriteBehindBudget(io, nodeDirtyLimitBytes);
+  }
 
   private static classOf(lengthBytes: number): number {
     let c = storeBlockBytes;
@@ -93,6 +101,8 @@ export class PgStore {
   private readonly io: BlockIo;
   private readonly scratch: ScratchPool;
   private readonly files = new Map<number, BlockFile>();
+  /** Applied blocks not yet written to the data files (see write-behind.ts). */
+  private readonly dirty: DirtyCache;
   private meta: StoreMeta;
   private durable: StoreMeta;
   /** Request keys applied recently, oldest first. */
@@ -108,8 +118,9 @@ export class PgStore {
   /** Files of dropped volumes still pinned by an operation in flight. */
   private readonly retired = new Set<BlockFile>();
 
-  private constructor(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, meta: StoreMeta) {
+  private constructor(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, meta: StoreMeta, options: WriteBehindOptions) {
     this.io = io;
+    this.dirty = new DirtyCache(scratch.writeBehind, (volumeId) => this.files.get(volumeId), options);
     this.scratch = scratch;
     this.dir = dir;
     this.groupId = groupId;
@@ -118,7 +129,7 @@ export class PgStore {
   }
 
   /** Opens (creating if needed) the store of one PG replica in `dir`. */
-  static async open(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number): Promise<PgStore> {
+  static async open(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, options: WriteBehindOptions = {}): Promise<PgStore> {
     await mkdir(dir, { recursive: true });
     let meta: StoreMeta = { appliedIndex: 0, appliedTerm: 0 };
     try {
@@ -128,7 +139,7 @@ export class PgStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err instanceof Corruption ? err : new Corruption(`unreadable meta.json in ${dir}: ${(err as Error).message}`);
     }
-    const store = new PgStore(io, scratch, dir, groupId, meta);
+    const store = new PgStore(io, scratch, dir, groupId, meta, options);
     try {
       store.loadRecent(await readFile(join(dir, 'dedupe.bin')));
     } catch (err) {
@@ -233,6 +244,8 @@ export class PgStore {
   async dropVolume(volumeId: number): Promise<boolean> {
     if (this.dropped.has(volumeId)) return false;
     this.dropped.add(volumeId);
+    // Its dirty blocks go, after the batch in flight (which may write to its file) completes.
+    await this.dirty.exclusive(async () => this.dirty.dropRange(volumeId, 0, Number.POSITIVE_INFINITY));
     const f = this.files.get(volumeId);
     if (f) {
       this.files.delete(volumeId);
@@ -254,6 +267,7 @@ export class PgStore {
    */
   async apply(index: number, term: number, data: Uint8Array): Promise<void> {
     assert(!this.closed, 'apply on a closed store');
+    if (this.dirty.failure) throw this.dirty.failure;
     if (index <= this.meta.appliedIndex) return;
     assert(index === this.meta.appliedIndex + 1, `apply of ${index} after ${this.meta.appliedIndex} leaves a gap`);
     if (data.byteLength > 0) {
@@ -288,27 +302,36 @@ export class PgStore {
     this.meta.appliedTerm = term;
   }
 
+  /**
+   * Sets a range to `data` in the dirty map (write-behind): each block touched gets a new
+   * buffer holding its newest content. A partial head or tail block starts from the block's
+   * newest version: the dirty one, or else the disk's (a block that is not dirty is on disk).
+   */
   private async writeRange(volumeId: number, offset: number, data: Uint8Array): Promise<void> {
     if (data.byteLength === 0) return;
     const f = await this.file(volumeId, true);
     if (!f) return; // a dropped volume
-    const start = alignDown(offset);
-    const end = alignUp(offset + data.byteLength);
-    const buf = this.scratch.acquire(end - start);
     try {
-      const span = buf.subarray(0, end - start);
-      // Partial head or tail blocks are read, modified and written back (deterministic).
-      const headPartial = offset !== start;
-      const tailPartial = (offset + data.byteLength) % storeBlockBytes !== 0;
-      if (headPartial) await this.readBlock(f, start, span.subarray(0, storeBlockBytes));
-      const tailBlock = end - storeBlockBytes;
-      if (tailPartial && !(headPartial && tailBlock === start)) await this.readBlock(f, tailBlock, span.subarray(tailBlock - start));
-      span.set(data, offset - start);
-      await f.pwrite(span, start);
+      const end = offset + data.byteLength;
+      const first = Math.floor(offset / storeBlockBytes);
+      const last = Math.floor((end - 1) / storeBlockBytes);
+      for (let block = first; block <= last; block++) {
+        const blockStart = block * storeBlockBytes;
+        const from = Math.max(offset, blockStart);
+        const to = Math.min(end, blockStart + storeBlockBytes);
+        const buf = this.dirty.acquireBlock();
+        if (to - from < storeBlockBytes) {
+          const newest = this.dirty.get(volumeId, block);
+          if (newest) newest.copy(buf);
+          else await this.readBlock(f, blockStart, buf);
+        }
+        buf.set(data.subarray(from - offset, to - offset), from - blockStart);
+        this.dirty.put(volumeId, block, buf);
+      }
     } finally {
-      this.scratch.release(buf);
       this.unpin(f);
     }
+    await this.dirty.afterWrite();
   }
 
   private async readBlock(f: BlockFile, at: number, into: Buffer): Promise<void> {
@@ -330,7 +353,17 @@ export class PgStore {
         return;
       }
       if (offset < innerStart) await this.writeZeros(volumeId, offset, innerStart - offset);
-      if (mayHole) await f.punchHole(innerStart, innerEnd - innerStart);
+      const fromBlock = innerStart / storeBlockBytes;
+      const toBlock = innerEnd / storeBlockBytes;
+      if (this.dirty.hasDirtyIn(volumeId, fromBlock, toBlock)) {
+        // Between flush batches: no older version of these blocks can land after the punch.
+        // They stay dirty (visible to reads) until the punch is done, then are dropped.
+        await this.dirty.exclusive(async () => {
+          if (mayHole) await f.punchHole(innerStart, innerEnd - innerStart);
+          else await f.zeroRange(innerStart, innerEnd - innerStart);
+          this.dirty.dropRange(volumeId, fromBlock, toBlock);
+        });
+      } else if (mayHole) await f.punchHole(innerStart, innerEnd - innerStart);
       else await f.zeroRange(innerStart, innerEnd - innerStart);
       if (innerEnd < end) await this.writeZeros(volumeId, innerEnd, end - innerEnd);
     } finally {
@@ -343,7 +376,20 @@ export class PgStore {
     await this.writeRange(volumeId, offset, Buffer.alloc(length));
   }
 
-  /** Reads a volume range into `into` (at `intoOffset`). Never-written ranges read as zeros. */
+  /**
+   * Reads a volume range into `into` (at `intoOffset`). Never-written ranges read as zeros.
+   *
+   * Why a read returns every write applied before it started, or something newer: at one
+   * instant T (synchronous, right before the disk read is issued) the range's dirty blocks
+   * are copied into `into`; a buffer in the dirty map is never written again, so that is each
+   * one's newest version at T. A block that is not dirty at T has its newest version at T on
+   * disk, because a block leaves the dirty map only once the disk holds it (its flush
+   * completed, or a punch of it completed). After T the disk only moves forward for it: a
+   * store flushes one batch at a time, each with versions newer than the last, and a punch of
+   * dirty blocks never overlaps a batch. So, per block, the disk read returns the version at T
+   * or a newer one, and the dirty copies are the versions at T. Every write applied before
+   * the read started was applied before T.
+   */
   async read(volumeId: number, offset: number, length: number, into: Buffer, intoOffset = 0): Promise<void> {
     assert(into.length >= intoOffset + length, 'read buffer too small');
     if (length === 0) return;
@@ -352,16 +398,37 @@ export class PgStore {
       into.fill(0, intoOffset, intoOffset + length);
       return;
     }
-    const start = alignDown(offset);
-    const end = alignUp(offset + length);
-    const buf = this.scratch.acquire(end - start);
+    let buf: Buffer | undefined;
     try {
+      const first = Math.floor(offset / storeBlockBytes);
+      const last = Math.floor((offset + length - 1) / storeBlockBytes);
+      // T (see above): nothing awaits between this copy and the pread.
+      const fromMemory = this.dirty.copyDirty(volumeId, offset, length, into, intoOffset);
+      let lo = first;
+      let hi = last;
+      if (fromMemory) {
+        while (lo <= hi && fromMemory[lo - first] === 1) lo++;
+        while (hi >= lo && fromMemory[hi - first] === 1) hi--;
+        if (lo > hi) return; // all of it was dirty
+      }
+      const start = lo * storeBlockBytes;
+      const end = (hi + 1) * storeBlockBytes;
+      buf = this.scratch.acquire(end - start);
       const span = buf.subarray(0, end - start);
       const n = await f.pread(span, start);
       if (n < span.length) span.fill(0, n);
-      span.copy(into, intoOffset, offset - start, offset - start + length);
+      if (!fromMemory) {
+        span.copy(into, intoOffset, offset - start, offset - start + length);
+      } else {
+        for (let block = lo; block <= hi; block++) {
+          if (fromMemory[block - first] === 1) continue;
+          const from = Math.max(offset, block * storeBlockBytes);
+          const to = Math.min(offset + length, (block + 1) * storeBlockBytes);
+          span.copy(into, intoOffset + from - offset, from - start, to - start);
+        }
+      }
     } finally {
-      this.scratch.release(buf);
+      if (buf) this.scratch.release(buf);
       this.unpin(f);
     }
   }
@@ -371,6 +438,8 @@ export class PgStore {
     const f = await this.file(volumeId, false);
     if (!f) return [{ length, hole: true, zero: true }];
     try {
+      // Allocation comes from SEEK_DATA: blocks applied before this call must be on disk.
+      await this.dirty.flushAll();
       return await this.allocation(f, offset, length);
     } finally {
       this.unpin(f);
@@ -411,6 +480,7 @@ export class PgStore {
     const target = { ...this.meta };
     if (target.appliedIndex === this.durable.appliedIndex) return this.durable.appliedIndex;
     const recent = this.recentBytes();
+    await this.dirty.flushAll();
     for (const f of [...this.files.values()]) {
       this.pin(f);
       try {
@@ -437,6 +507,7 @@ export class PgStore {
     // Taken first: a request remembered here was applied before any data was read, so the
     // image holds its bytes (or newer ones), and the receiver may skip it when replaying.
     const recent = this.recentBytes();
+    await this.dirty.flushAll(); // runs come from SEEK_DATA
     const vols: { id: number; runs: [number, Buffer][] }[] = [];
     for (const name of await readdir(this.dir)) {
       const m = /^vol-(\d+)\.dat$/.exec(name);
@@ -478,6 +549,7 @@ export class PgStore {
       throw new Corruption(`snapshot image undecodable: ${(err as Error).message}`);
     }
     if (parsed?.v !== 1 || !Array.isArray(parsed.vols)) throw new Corruption('snapshot image has an unknown format');
+    await this.dirty.exclusive(async () => this.dirty.dropAll());
     for (const f of this.files.values()) await f.close();
     this.files.clear();
     for (const name of await readdir(this.dir)) {
@@ -488,6 +560,7 @@ export class PgStore {
       if (!f) continue; // dropped here (the sender had not dropped it yet)
       try {
         for (const [at, data] of vol.runs) await this.writeRange(vol.id, at, data);
+        await this.dirty.flushAll();
         await f.fdatasync();
       } finally {
         this.unpin(f);
@@ -507,6 +580,7 @@ export class PgStore {
    */
   async imageChunk(cursor: ImageCursor | null, maxBytes: number): Promise<ImageChunk> {
     const recent = cursor === null ? this.recentBytes() : undefined;
+    await this.dirty.flushAll(); // runs come from SEEK_DATA
     const ids = (await readdir(this.dir))
       .map((n) => /^vol-(\d+)\.dat$/.exec(n))
       .filter((m): m is RegExpExecArray => m !== null)
@@ -544,6 +618,7 @@ export class PgStore {
 
   /** Starts replacing the whole state with a streamed image: every data file is removed. */
   async beginRestore(): Promise<void> {
+    await this.dirty.exclusive(async () => this.dirty.dropAll());
     for (const f of this.files.values()) await f.close();
     this.files.clear();
     for (const name of await readdir(this.dir)) {
@@ -558,6 +633,7 @@ export class PgStore {
 
   /** Ends a streamed restore: the image is durable and the state is at (index, term). */
   async finishRestore(index: number, term: number): Promise<void> {
+    await this.dirty.flushAll();
     for (const f of [...this.files.values()]) {
       this.pin(f);
       try {
@@ -575,6 +651,10 @@ export class PgStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Applied data reaches the files (unsynced: the WAL still covers it) unless a flush failed.
+    await this.dirty.flushAll().catch(() => undefined);
+    await this.dirty.exclusive(async () => this.dirty.dropAll());
+    this.dirty.close();
     for (const f of this.files.values()) await f.close();
     this.files.clear();
     for (const f of this.retired) await f.close();
