@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { register as checkHistory } from './check-history.js';
 import { register as exportFile } from './export-file.js';
 import { register as volume } from './volume.js';
+import { register as pool } from './pool.js';
 import { register as status } from './status.js';
 import { register as node } from './node.js';
 import { register as start } from './start.js';
@@ -12,4 +13,4 @@ import { register as sim } from './sim.js';
  */
 export type RegisterCommand = (program: Command) => void;
 
-export const commands: RegisterCommand[] = [checkHistory, exportFile, volume, status, sim, node, start];
+export const commands: RegisterCommand[] = [checkHistory, exportFile, volume, pool, status, sim, node, start];

@@ -1,0 +1,81 @@
+/**
+ * `raftblock pool create|list`: manage pools through a node's admin API
+ * (src/cluster/admin-client.ts). A pool fixes the replication factor, the number of placement
+ * groups and the fault-domain level its replicas are spread over; `list` reads them from the
+ * cluster map. `--server` and `--json` as for `volume`; errors print `raftblock: MESSAGE [CODE]`
+ * and exit 2.
+ */
+import { Option, type Command } from 'commander';
+import { InvalidArgument } from '../../common/errors.js';
+import { AdminClient } from '../../cluster/admin-client.js';
+import { maxPgsPerPool, maxReplicas, type ClusterMap, type Pool } from '../../cluster/map.js';
+import { failureDomainLevels, type FailureDomain } from '../../cluster/placement.js';
+import { addCommonOptions, table } from './volume.js';
+
+interface CommonOptions {
+  server: string;
+  json?: boolean;
+}
+
+/** What `pool list --json` prints per pool (the map's pool without its per-PG replica sets). */
+export interface PoolSummary {
+  id: number;
+  name: string;
+  replicas: number;
+  pgCount: number;
+  failureDomain: FailureDomain;
+  /** Volumes placed in the pool. */
+  volumes: number;
+}
+
+export function summarizePool(p: Pool, volumes: number): PoolSummary {
+  return { id: p.id, name: p.name, replicas: p.replicas, pgCount: p.pgCount, failureDomain: p.failureDomain, volumes };
+}
+
+export function summarizePools(map: ClusterMap): PoolSummary[] {
+  return map.pools.map((p) => summarizePool(p, map.volumes.filter((v) => v.pool === p.name).length));
+}
+
+function integer(text: string, flag: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text)) throw new InvalidArgument(`${flag} must be an integer, got ${JSON.stringify(text)}`);
+  const n = Number(text);
+  if (n < min || n > max) throw new InvalidArgument(`${flag} must be in [${min}, ${max}], got ${n}`);
+  return n;
+}
+
+function print(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : text + '\n');
+}
+
+function describePool(p: Pool | PoolSummary): string {
+  return `${p.name}: ${p.replicas} replicas on distinct ${p.failureDomain}s, ${p.pgCount} PGs (id ${p.id})`;
+}
+
+export function register(program: Command): void {
+  const pool = program.command('pool').description('create and list pools (replication factor, placement groups, fault domain)');
+
+  addCommonOptions(
+    pool
+      .command('create <name>')
+      .description('create a pool')
+      .requiredOption('--replicas <n>', `copies of every block, each in a distinct fault domain (1-${maxReplicas})`)
+      .requiredOption('--pgs <n>', `placement groups (Raft groups) the pool's volumes are striped over (1-${maxPgsPerPool})`)
+      .addOption(new Option('--domain <level>', 'fault-domain level the replicas of a PG are spread over').choices([...failureDomainLevels]).default('zone')),
+  ).action(async (name: string, opts: CommonOptions & { replicas: string; pgs: string; domain: FailureDomain }) => {
+    const replicas = integer(opts.replicas, '--replicas', 1, maxReplicas);
+    const pgCount = integer(opts.pgs, '--pgs', 1, maxPgsPerPool);
+    const res = await new AdminClient(opts.server).createPool({ name, replicas, pgCount, failureDomain: opts.domain });
+    if (opts.json) print(JSON.stringify({ epoch: res.epoch, pool: summarizePool(res.pool, 0) }, null, 2));
+    else print(`created pool ${describePool(res.pool)} at map epoch ${res.epoch}`);
+  });
+
+  addCommonOptions(pool.command('list').description('list pools')).action(async (opts: CommonOptions) => {
+    const map = await new AdminClient(opts.server).map();
+    const pools = summarizePools(map);
+    if (opts.json) return print(JSON.stringify({ epoch: map.epoch, pools }, null, 2));
+    if (pools.length === 0) return print(`no pools (map epoch ${map.epoch})`);
+    const rows = [['NAME', 'ID', 'REPLICAS', 'PGS', 'DOMAIN', 'VOLUMES']];
+    for (const p of pools) rows.push([p.name, String(p.id), String(p.replicas), String(p.pgCount), p.failureDomain, String(p.volumes)]);
+    print(table(rows));
+  });
+}
