@@ -13,6 +13,8 @@
  *   DELETE /v1/volumes/{name}            → 200 VolumeResponse (the volume as it was)
  *   POST   /v1/pools                     ← CreatePoolRequest    → 201 PoolResponse
  *   GET    /v1/groups/{groupId}/digest   → GroupDigest     checksum of this replica's data
+ *   POST   /v1/nodes/{id}/state          ← { state: "in" | "out" }  → 200 { epoch }
+ *                                         `out` drains the node: placement moves its PGs away
  *
  * Changes to the map (volumes, pools) are group-0 commands (see map.ts): the node that
  * receives one proposes it to group 0 — forwarding it to the group-0 leader over the peer
@@ -382,6 +384,11 @@ export class AdminClient {
 
   createPool(req: CreatePoolRequest): Promise<PoolResponse> {
     return this.call('POST', '/v1/pools', req);
+  }
+
+  /** Marks a node `out` (its PGs move to other nodes) or back `in`. */
+  setNodeState(nodeId: NodeId, state: NodeState): Promise<{ epoch: number }> {
+    return this.call('POST', `/v1/nodes/${nodeId}/state`, { state });
   }
 
   groupDigest(groupId: number): Promise<GroupDigest> {

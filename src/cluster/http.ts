@@ -8,7 +8,7 @@ import type { Registry } from 'prom-client';
 import type { HostPort } from '../common/address.js';
 import { RaftblockError } from '../common/errors.js';
 import { httpStatusOf, type GroupDigest, type NodeStatus } from './admin-client.js';
-import type { ClusterMap, MapCommand, Pool, Volume } from './map.js';
+import type { ClusterMap, MapCommand, NodeState, Pool, Volume } from './map.js';
 
 export interface AdminSource {
   map(): ClusterMap;
@@ -99,6 +99,12 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       if (method === 'POST' && url === '/v1/pools') {
         const b = await json();
         return changed({ type: 'createPool', name: b.name as string, replicas: b.replicas as number, pgCount: b.pgCount as number, failureDomain: b.failureDomain as Pool['failureDomain'] }, 201, 'pool');
+      }
+      const nodeState = /^\/v1\/nodes\/(\d+)\/state$/.exec(url);
+      if (method === 'POST' && nodeState) {
+        const b = await json();
+        const result = (await source.proposeMeta({ type: 'setNodeState', id: Number(nodeState[1]), state: b.state as NodeState })) as { epoch: number };
+        return sendJson(res, 200, { epoch: result.epoch });
       }
       const digest = /^\/v1\/groups\/(\d+)\/digest$/.exec(url);
       if (method === 'GET' && digest) return sendJson(res, 200, await source.groupDigest(Number(digest[1])));

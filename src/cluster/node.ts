@@ -169,10 +169,10 @@ export class StorageNode implements PgClient {
         await store.finishRestore(index, term);
         this.log.info('pulled a PG image', { group, from, index, bytes });
       },
-      onUnknownGroup: (group) => {
+      onUnknownGroup: (group, msg) => {
         // Group 0's leader made this node a member: start it empty; a snapshot brings it up.
         if (group === metadataGroupId) void this.joinMetaGroup();
-        else return this.pgMover.onUnknownGroup(group);
+        else return this.pgMover.onUnknownGroup(group, msg.from);
         return false;
       },
     });
@@ -421,6 +421,8 @@ export class StorageNode implements PgClient {
         return this.proposeMeta(a.cmd as MapCommand);
       case 'pgConf':
         return this.pgMover.describe(a.g as number);
+      case 'pgCompact':
+        return this.pgMover.compactFor(a.g as number, a.atLeast as number);
       case 'getMap':
         return { map: encodeMap(this.map()) };
       case 'snapshotChunk': {

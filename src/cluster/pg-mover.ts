@@ -16,10 +16,12 @@
  *   contacts it (`onUnknownGroup`); the leader's snapshot (pulled in chunks) fills it;
  * - a PG replica this node holds (WAL or PG directory) is resumed even when the map no longer
  *   lists this node here: until the change removing it commits, it may be needed for a quorum;
- * - a PG replica is retired — group stopped, directory removed, the WAL told it may drop the
- *   group's entries, a tombstone kept — only when the map does not want it here AND a
+ * - a PG replica is retired — group stopped, directory removed, the group's entries dropped
+ *   from the WAL, a tombstone kept — only when the map does not want it here AND a
  *   configuration without it is committed (seen in this node's log, or reported by the
- *   group's current leader), so a new replica set already holds a quorum.
+ *   group's current leader), so a new replica set already holds a quorum;
+ * - a replica retired here and wanted again (a node marked out, then in) rejoins empty once
+ *   the leader's snapshot is past what this node's WAL still remembers of the group.
  *
  * At most `maxMovesPerNode` PGs led by this node are being moved (learners or a joint
  * configuration) at once; handing over leadership is not counted.
@@ -97,6 +99,7 @@ function sameConf(a: ConfState, b: ConfState): boolean {
 export class PgMover {
   private readonly d: PgMoverDeps;
   private readonly retired = new Set<number>();
+  private retiredWrites: Promise<void> = Promise.resolve();
   private readonly starting = new Set<number>();
   private readonly retiring = new Set<number>();
   /** Groups led here seen away from their target (for the completed counter). */
@@ -157,10 +160,8 @@ export class PgMover {
     const known = new Set(this.d.wal.groupIds());
     for (const g of groupsOfNode(map, this.d.nodeId)) {
       if (running(g)) continue;
-      if (this.retired.has(g)) {
-        this.warnOnce(`retired-${g}`, 'the map gives this node a PG replica it retired before; not rejoining it (its WAL state was dropped)', { group: g });
-        continue;
-      }
+      // A replica retired here before and wanted again rejoins when its leader calls.
+      if (this.retired.has(g)) continue;
       const { poolId, pgIndex } = pgOfGroup(g);
       const pool = map.pools.find((p) => p.id === poolId)!;
       const replicas = pool.pgs[pgIndex].replicas;
@@ -201,10 +202,15 @@ export class PgMover {
   }
 
   /** A replica with state on this node: its saved membership (advanced over the WAL) rules. */
-  private async resume(g: number, legacyVoters: NodeId[]): Promise<void> {
+  private async resume(g: number, legacyVoters: NodeId[], leader?: NodeId): Promise<void> {
     const dir = this.pgDir(g);
     await mkdir(dir, { recursive: true });
     let saved = await loadMembership(dir);
+    if (saved && saved.index === 0 && this.d.wal.firstIndex(g) > 1) {
+      // A rejoin that had not received its snapshot yet: it starts over when the leader calls.
+      if (leader !== undefined) await this.rejoin(g, leader);
+      return;
+    }
     if (!saved) {
       // Written before memberships were saved: created with the map's replicas, never moved.
       saved = bootstrapMembership(legacyVoters);
@@ -232,6 +238,55 @@ export class PgMover {
     this.d.log.info('joined a moved PG as a new replica', { group: g });
   }
 
+  /**
+   * A replica retired here and wanted again. The WAL still knows the group, compacted at
+   * `base` (it cannot forget a group), and ignores entries at or below it: so the snapshot
+   * this replica starts from must be at `base` or later, or the entries between would be
+   * acknowledged without being durable. The leader is asked for one that new first.
+   */
+  private async rejoin(g: number, leader: NodeId): Promise<void> {
+    const base = this.d.wal.firstIndex(g) - 1;
+    if (base > 0) {
+      const r = (await this.d.request(leader, 'pgCompact', { g, atLeast: base })) as { snapshotIndex: number };
+      if (r.snapshotIndex < base) {
+        this.d.log.info('rejoining a PG waits for a snapshot past this WAL\'s compaction point', { group: g, base, snapshotIndex: r.snapshotIndex, leader });
+        return;
+      }
+    }
+    const dir = this.pgDir(g);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    const m = joinerMembership();
+    // The joiner's membership first: a crash before the tombstone goes leaves it retired
+    // (load() removes the directory), one after resumes it as a joiner.
+    await saveMembership(dir, m);
+    this.retired.delete(g);
+    await this.saveRetired();
+    const store = await this.d.openStore(g, dir);
+    await this.addGroup(g, store, m.confState, m.confState, [], false);
+    this.joined.inc();
+    this.d.log.info('rejoined a PG retired here before', { group: g, walBase: base });
+  }
+
+  /**
+   * The `pgCompact` request, on a PG's leader: makes sure its Raft snapshot (what a new
+   * replica starts from) is at `atLeast` or later, checkpointing the group if needed.
+   */
+  async compactFor(g: number, atLeast: number): Promise<{ snapshotIndex: number }> {
+    const group = this.d.host.groups.get(g);
+    if (!group) throw new Unavailable(`group ${g} is not on node ${this.d.nodeId}`);
+    if (group.storage.snapshot().metadata.index < atLeast) await this.d.host.checkpointAll(false, new Set([group]));
+    return { snapshotIndex: group.storage.snapshot().metadata.index };
+  }
+
+  /** Writes the tombstones (one write at a time: they share a temporary file). */
+  private saveRetired(): Promise<void> {
+    const write = (): Promise<void> => writeFileDurably(join(this.d.dataDir, retiredFileName), JSON.stringify([...this.retired].sort((a, b) => a - b)));
+    const p = this.retiredWrites.then(write, write);
+    this.retiredWrites = p.catch(() => undefined);
+    return p;
+  }
+
   private async addGroup(g: number, store: PgStore, savedConf: ConfState, durableConf: ConfState, voters: NodeId[], campaign: boolean): Promise<void> {
     if (this.d.stopping()) {
       await store.close();
@@ -242,12 +297,12 @@ export class PgMover {
   }
 
   /** Host callback: a message for a group this node does not run. Starts a joiner if wanted. */
-  onUnknownGroup(g: number): boolean {
+  onUnknownGroup(g: number, from: NodeId): boolean {
     if (g === metadataGroupId || this.d.stopping() || this.starting.has(g) || this.retiring.has(g) || this.d.host.groups.has(g)) return false;
     const target = targetOf(this.d.map(), g);
     if (!target || !target.includes(this.d.nodeId)) return false;
     if (this.retired.has(g)) {
-      this.warnOnce(`retired-${g}`, 'the map gives this node a PG replica it retired before; not rejoining it (its WAL state was dropped)', { group: g });
+      void this.guardStart(g, () => this.rejoin(g, from));
       return false;
     }
     const { poolId, pgIndex } = pgOfGroup(g);
@@ -255,7 +310,7 @@ export class PgMover {
     // A peer may reach this node before its own reconcile has started a new pool's PG: it is
     // an original member then, bootstrapped like the others; only a moved PG is joined empty.
     const start = (): Promise<void> =>
-      this.d.wal.groupIds().includes(g) ? this.resume(g, target) : isOriginalPlacement(pool, pgIndex) ? this.bootstrap(g, target, false) : this.join(g);
+      this.d.wal.groupIds().includes(g) ? this.resume(g, target, from) : isOriginalPlacement(pool, pgIndex) ? this.bootstrap(g, target, false) : this.join(g);
     void this.guardStart(g, start);
     return false; // the leader resends
   }
@@ -386,13 +441,14 @@ export class PgMover {
     try {
       // Tombstone first: a crash after it finishes the removal at the next start.
       this.retired.add(g);
-      await writeFileDurably(join(this.d.dataDir, retiredFileName), JSON.stringify([...this.retired].sort((a, b) => a - b)));
+      await this.saveRetired();
       await this.d.host.removeGroup(g);
       this.d.stores.delete(g);
       await rm(this.pgDir(g), { recursive: true, force: true });
-      // Let the WAL recycle the segments holding this group's entries.
-      const last = this.d.wal.lastIndex(g);
-      if (last > 0) await this.d.wal.checkpoint(g, last);
+      // Let the WAL recycle the segments holding this group's entries. Dropped rather than
+      // checkpointed: the WAL's compaction point stays as low as it was, which a rejoin needs.
+      const first = this.d.wal.firstIndex(g);
+      if (this.d.wal.lastIndex(g) >= first) await this.d.wal.truncateSuffix(g, first);
       this.retiredCount.inc();
       this.d.log.info('retired a PG replica after its removal committed', { group: g, proof });
     } catch (err) {

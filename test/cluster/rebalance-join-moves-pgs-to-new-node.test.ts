@@ -4,7 +4,8 @@
  * follows (learner, snapshot in chunks, one joint change, old replica retired) while a client
  * keeps writing. Then every PG's configuration equals its map replicas, the new node holds PGs,
  * the old replicas of moved PGs are gone, every byte reads back (fio crc32c verify) through the
- * new node's gateway, and every replica of every PG holds the same bytes.
+ * new node's gateway, and every replica of every PG holds the same bytes. Then node 1 is marked
+ * out and drains the same way (leaders on it hand over first), its gateway still serving.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -40,7 +41,7 @@ async function metricSum(http: string, name: string): Promise<number> {
   return sum;
 }
 
-test('a node joining in a new zone takes over PGs: configurations follow the map, data intact everywhere', { timeout: 120_000 }, async (t) => {
+test('a node joining in a new zone takes over PGs, a node marked out drains: configurations follow the map, data intact everywhere', { timeout: 120_000 }, async (t) => {
   if (!requireTools(t, 'fio')) return;
   const started = Date.now();
   const cluster = await TestCluster.start(t, { nodes: 3, pgCount, volumes: [{ name: 'vol0', sizeBytes: volumeBytes, extentBytes: MiB }] });
@@ -107,5 +108,23 @@ test('a node joining in a new zone takes over PGs: configurations follow the map
   }
   assert.ok(completed >= 1, `${completed} moves completed, ${moved.length} PGs moved`);
   assert.equal(retired, moved.length, 'every moved PG retired exactly one old replica');
-  t.diagnostic(`${moved.length} of ${pgCount} PGs moved to node 4; ${Date.now() - started} ms in all`);
+  t.diagnostic(`${moved.length} of ${pgCount} PGs moved to node 4 in ${Date.now() - started} ms`);
+
+  // Node 1 marked out (`raftblock node-state 1 out`): it drains; PGs it leads hand over first.
+  const out = spawnSync(process.execPath, [cliPath, 'node-state', '1', 'out', '--server', cluster.node(2).addrs.http], { encoding: 'utf8' });
+  assert.equal(out.status, 0, out.stderr);
+  await waitFor('node 1 drained', 60_000, async () => {
+    const s = (last = await cluster.clusterStatus());
+    const groups = s.groups.filter((g) => g.groupId !== 0);
+    if (groups.some((g) => g.configuration !== undefined || g.health !== 'ok' || g.replicas.includes(1))) return undefined;
+    return (await cluster.status(1)).groups.some((g) => g.groupId !== 0) ? undefined : true;
+  }, 250).catch((err: Error) => {
+    throw new Error(`${err.message}\n${last ? describeUnhealthy(last) + '\n' + JSON.stringify(last.groups.filter((g) => g.configuration)) : ''}\n${cluster.logs(8)}`);
+  });
+  for (const offset of [0, half]) {
+    const v = await startFio(cluster, 1, fioRegion(offset, true), dir).done;
+    assert.equal(v.code, 0, `verify through the drained node's gateway: ${describeFio(v)}`);
+  }
+  assert.equal(await cluster.waitReplicasIdentical(30_000), pgCount);
+  t.diagnostic(`node 1 drained; ${Date.now() - started} ms in all`);
 });
