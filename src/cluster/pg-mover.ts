@@ -107,6 +107,7 @@ export class PgMover {
   private readonly warned = new Set<string>();
   private readonly lastRetireCheckMs = new Map<number, number>();
   private timer: NodeJS.Timeout | undefined;
+  private roundRunning = false;
   private readonly movingGauge: Gauge;
   private readonly completed: Counter;
   private readonly retiredCount: Counter;
@@ -144,7 +145,15 @@ export class PgMover {
   }
 
   start(): void {
-    this.timer = setInterval(() => void this.round(), moveIntervalMs);
+    this.timer = setInterval(() => {
+      if (this.roundRunning) return;
+      this.roundRunning = true;
+      this.round()
+        .catch((err) => this.d.log.error('PG move round failed', { err }))
+        .finally(() => {
+          this.roundRunning = false;
+        });
+    }, moveIntervalMs);
   }
 
   stop(): void {
@@ -322,11 +331,14 @@ export class PgMover {
    */
   acceptsFrom(g: number, from: NodeId): boolean {
     const group = this.d.host.groups.get(g);
-    if (!group) {
+    const cs = group?.raft.confStateAt(Number.MAX_SAFE_INTEGER);
+    if (cs && allMembers(cs).includes(from)) return true;
+    // Not running yet, or a joiner that knows no configuration before its first snapshot.
+    if (!cs || cs.voters.length === 0) {
       const target = targetOf(this.d.map(), g);
       return target !== undefined && target.includes(this.d.nodeId);
     }
-    return allMembers(group.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(from);
+    return false;
   }
 
   /** The `pgConf` request. */

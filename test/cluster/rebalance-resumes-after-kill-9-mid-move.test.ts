@@ -3,7 +3,8 @@
  * moving (learners catching up, joint changes in flight), then restarted. Each resumes its
  * groups from the Raft configuration it had (the WAL and the membership saved beside each PG),
  * whatever the map says; the leaders carry the moves on to the map's replica sets; nothing
- * written before or during the move is lost, and every replica of every PG agrees.
+ * written before or during the move is lost, and every replica of every PG agrees. Then every
+ * node is killed and restarted: the moved configurations come back as they were.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -60,6 +61,21 @@ test('kill -9 of the new node and of an old member mid-move: the moves resume an
     const v = await startFio(cluster, via, fioArgs(true), dir).done;
     assert.equal(v.code, 0, `verify through node ${via}: ${describeFio(v)}`);
   }
+  assert.equal(await cluster.waitReplicasIdentical(30_000), pgCount);
+
+  // Every node killed and restarted after the moves: each PG comes back with its moved
+  // configuration (saved beside it), not the one it was created with.
+  await cluster.kill9All();
+  await cluster.startAll();
+  await waitFor('every PG back with its moved configuration', 60_000, async () => {
+    const s = (last = await cluster.clusterStatus());
+    const pgs = s.groups.filter((g) => g.groupId !== 0);
+    return pgs.every((g) => g.health === 'ok' && g.configuration === undefined) ? true : undefined;
+  }).catch((err: Error) => {
+    throw new Error(`${err.message}\n${last ? describeUnhealthy(last) + '\n' + JSON.stringify(last.groups.filter((g) => g.configuration)) : ''}\n${cluster.logs(10)}`);
+  });
+  const v = await startFio(cluster, 3, fioArgs(true), dir).done;
+  assert.equal(v.code, 0, `verify after restarting every node: ${describeFio(v)}`);
   assert.equal(await cluster.waitReplicasIdentical(30_000), pgCount);
   t.diagnostic(`node 4 holds ${onNew.length} PGs; ${Date.now() - started} ms in all`);
 });
