@@ -183,6 +183,7 @@ export class StorageNode implements PgClient {
       wal: this.wal,
       stores: this.stores,
       map: () => this.map(),
+      mapCurrent: () => this.mapCaughtUp,
       openStore: async (g, pgDir) => {
         const store = await PgStore.open(this.io, this.scratch, pgDir, g);
         // Before the group replays its log: writes to volumes deleted meanwhile change nothing.

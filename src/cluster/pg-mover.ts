@@ -55,6 +55,8 @@ export interface PgMoverDeps {
   /** The node's open PG stores (the mover adds and removes entries). */
   stores: Map<number, PgStore>;
   map(): ClusterMap;
+  /** False while this node's map may be older than the cluster's (just restarted). */
+  mapCurrent(): boolean;
   openStore(groupId: number, dir: string): Promise<PgStore>;
   /** A request to a peer node (the `pgConf` op is answered by `describe`). */
   request(peer: NodeId, op: string, args: unknown): Promise<unknown>;
@@ -353,7 +355,8 @@ export class PgMover {
   // The moving round
 
   private async round(): Promise<void> {
-    if (this.d.stopping()) return;
+    // A stale map would be a stale goal: a leader could move a PG back where it came from.
+    if (this.d.stopping() || !this.d.mapCurrent()) return;
     const map = this.d.map();
     let moving = 0;
     let active = 0;
