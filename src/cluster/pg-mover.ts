@@ -106,6 +106,8 @@ export class PgMover {
   private readonly retiring = new Set<number>();
   /** Groups led here seen away from their target (for the completed counter). */
   private readonly movingHere = new Set<number>();
+  /** Groups led here found equal to the map, at which map epoch and leader term. */
+  private readonly settled = new Map<number, { epoch: number; term: number }>();
   private readonly warned = new Set<string>();
   private readonly lastRetireCheckMs = new Map<number, number>();
   private timer: NodeJS.Timeout | undefined;
@@ -363,6 +365,10 @@ export class PgMover {
     const led: number[] = [];
     for (const g of this.d.host.groups.values()) {
       if (g.id === metadataGroupId || !g.isLeader) continue;
+      // Only this mover changes a PG's configuration, through its leader: one found settled
+      // at this map epoch and leader term stays settled (spares a status per group per round).
+      const s = this.settled.get(g.id);
+      if (s && s.epoch === map.epoch && s.term === g.raft.currentTerm) continue;
       const cs = g.raft.confStateAt(Number.MAX_SAFE_INTEGER);
       if (isJoint(cs) || cs.learners.length > 0 || cs.learnersNext.length > 0) active++;
       led.push(g.id);
@@ -373,12 +379,14 @@ export class PgMover {
       if (!g || !g.isLeader || !target) continue;
       const st = g.raft.status();
       if (confMatchesTarget(st.confState, target)) {
+        this.settled.set(id, { epoch: map.epoch, term: g.raft.currentTerm });
         if (this.movingHere.delete(id)) {
           this.completed.inc();
           this.d.log.info('PG move complete', { group: id, voters: st.confState.voters });
         }
         continue;
       }
+      this.settled.delete(id);
       moving++;
       this.movingHere.add(id);
       const committed = g.raft.confStateAt(g.raft.committed);
@@ -459,6 +467,7 @@ export class PgMover {
       await this.saveRetired();
       await this.d.host.removeGroup(g);
       this.d.stores.delete(g);
+      this.settled.delete(g);
       await rm(this.pgDir(g), { recursive: true, force: true });
       // Let the WAL recycle the segments holding this group's entries. Dropped rather than
       // checkpointed: the WAL's compaction point stays as low as it was, which a rejoin needs.
