@@ -27,8 +27,9 @@ import { maxPieceBytes } from '../gateway/split.js';
 import { MultiRaftHost } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { MetaStore } from './meta-store.js';
-import { decodeMap, encodeCommand, encodeMap, emptyMap, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses } from './map.js';
+import { decodeMap, encodeCommand, encodeMap, emptyMap, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses } from './map.js';
 import { Transport } from './transport.js';
+import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
 import type { GroupDigest, GroupRole, GroupStatus, NodeStatus } from './admin-client.js';
 
@@ -109,6 +110,7 @@ export class StorageNode implements PgClient {
     this.log = createLogger('node', { node: opts.id });
     this.registry = createRegistry();
     this.fencedMessages = new Counter({ name: 'raftblock_transport_fenced_messages_total', help: 'Raft messages dropped: sender not a replica of the group in this map', registers: [this.registry] });
+    this.malformedMessages = new Counter({ name: 'raftblock_transport_malformed_messages_total', help: 'Raft messages dropped: malformed, or not from the node that sent the frame', registers: [this.registry] });
   }
 
   map(): ClusterMap {
@@ -310,6 +312,7 @@ export class StorageNode implements PgClient {
    */
   private mapCaughtUp = false;
   private readonly fencedMessages: Counter;
+  private readonly malformedMessages: Counter;
 
   private async joinMetaGroup(): Promise<void> {
     if (this.meta || this.joiningMeta || this.stopping) return;
@@ -444,19 +447,23 @@ export class StorageNode implements PgClient {
   }
 
   /**
-   * Fencing of Raft messages: a PG message from a node that is not one of the PG's replicas in
-   * this node's map is dropped (a removed or misplaced member). Group 0's membership lives in
+   * Fencing of Raft messages: a malformed message, or one whose `from` is not the frame's
+   * sender, is dropped (raft-message-check.ts); so is a PG message from a node that is not one
+   * of the PG's replicas in this node's map (a removed or misplaced member). Group 0's membership lives in
    * its own log, and a sender with a newer map is given the benefit of the doubt until this
    * node has fetched it (Raft resends).
    */
   private fenceMessages(from: number, epoch: number, msgs: { g: number; m: unknown }[]): { g: number; m: unknown }[] {
-    if (epoch > this.epoch) return msgs;
+    const newerMap = epoch > this.epoch;
     const map = this.map();
     let out: { g: number; m: unknown }[] | undefined;
+    let malformed = 0;
     for (let i = 0; i < msgs.length; i++) {
       const g = msgs[i].g;
-      let ok = true;
-      if (g !== metadataGroupId && Number.isSafeInteger(g) && g > 0) {
+      // Malformed input (or a node speaking for another) never reaches the core.
+      let ok = Number.isSafeInteger(g) && (g === metadataGroupId || g >= maxPgsPerPool) && isWellFormedMessage(msgs[i].m, from, this.id);
+      if (!ok) malformed++;
+      else if (g !== metadataGroupId && !newerMap) {
         const { poolId, pgIndex } = pgOfGroup(g);
         const replicas = map.pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.replicas;
         // A member of a moving PG's configuration still counts until its removal commits.
@@ -465,7 +472,10 @@ export class StorageNode implements PgClient {
       if (!ok && out === undefined) out = msgs.slice(0, i);
       else if (ok && out !== undefined) out.push(msgs[i]);
     }
-    if (out !== undefined) this.fencedMessages.inc(msgs.length - out.length);
+    if (out !== undefined) {
+      if (malformed > 0) this.malformedMessages.inc(malformed);
+      if (msgs.length - out.length > malformed) this.fencedMessages.inc(msgs.length - out.length - malformed);
+    }
     return out ?? msgs;
   }
 

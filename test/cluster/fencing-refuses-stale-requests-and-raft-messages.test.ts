@@ -165,6 +165,26 @@ test('fencing: stale forwarded writes and stale-term Raft messages are refused, 
         : undefined,
     );
   }
+  // Every Raft message the cluster sent itself so far was well formed.
+  for (const n of cluster.nodes) {
+    if (n.running) assert.equal(await metric(n.addrs.http, 'raftblock_transport_malformed_messages_total'), 0, `node ${n.id} dropped a message of its peers`);
+  }
+  // Malformed messages from a replica's identity: a string where a number belongs, a message
+  // speaking for another node, a group id that names no group. Dropped before the core.
+  {
+    const p = await open(leader, String(deposed));
+    p.send({
+      epoch: map.epoch,
+      msgs: [
+        { g: groupId, m: { type: 'app', from: deposed, to: leader, term: term + 7, index: 'x', logTerm: 0, entries: 5, commit: 'y', seq: 0, tick: 0 } },
+        { g: groupId, m: { type: 'vote', from: follower, to: leader, term: term + 7, index: 1e6, logTerm: term + 7, transfer: true } },
+        { g: 5, m: { type: 'heartbeat', from: deposed, to: leader, term: term + 7, commit: 0, seq: 0, tick: 0 } },
+      ],
+    });
+    await waitFor('the malformed messages counted', 10_000, async () =>
+      (await metric(cluster.node(leader).addrs.http, 'raftblock_transport_malformed_messages_total')) === 3 ? true : undefined,
+    );
+  }
   // A node outside the PG's replica set, with a higher term: dropped before the core.
   const fencedBefore = await metric(cluster.node(leader).addrs.http, 'raftblock_transport_fenced_messages_total');
   gw.send({ epoch: map.epoch, msgs: [{ g: groupId, m: { type: 'vote', from: 99, to: leader, term: term + 5, index: 1e6, logTerm: term + 5, transfer: true } }] });
