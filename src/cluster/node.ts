@@ -22,7 +22,7 @@ import { NbdServer, type NbdExport } from '../nbd/server.js';
 import { Wal } from '../wal/index.js';
 import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { encodeRange, encodeWrite, OpKind } from '../store/ops.js';
-import { makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
+import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes } from '../gateway/split.js';
 import { MultiRaftHost } from './host.js';
 import { PgMover } from './pg-mover.js';
@@ -411,10 +411,12 @@ export class StorageNode implements PgClient {
     const a = (args ?? {}) as Record<string, unknown>;
     switch (op) {
       case 'io': {
-        const g = a.g as number;
+        const g = a.g;
+        if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < maxPgsPerPool) throw new InvalidArgument('io: bad group id');
+        const q = checkPgRequest(a.q);
         if (!this.mapCaughtUp) throw new Unavailable(`node ${this.id} is catching up with the cluster map`);
         this.fence(g, epoch);
-        return this.serveLocal(g, a.q as PgRequest, epoch);
+        return this.serveLocal(g, q, epoch);
       }
       case 'join': {
         const result = await this.proposeMeta(a.cmd as MapCommand);

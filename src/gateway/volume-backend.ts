@@ -7,12 +7,12 @@
  * extra work, and every connection sees every completed write (CAN_MULTI_CONN is honest).
  */
 import { Histogram, Counter, type Registry } from 'prom-client';
-import { NotSupported, OutOfRange } from '../common/errors.js';
+import { InvalidArgument, NotSupported, OutOfRange } from '../common/errors.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
-import type { ClusterMap, Volume } from '../cluster/map.js';
-import { splitRange, type Piece } from './split.js';
+import { maxExtentBytes, maxVolumeBytes, type ClusterMap, type Volume } from '../cluster/map.js';
+import { maxPieceBytes, splitRange, type Piece } from './split.js';
 import { randomInt } from 'node:crypto';
-import { maxRequestSession } from '../store/ops.js';
+import { maxOpLengthBytes, maxRequestSession } from '../store/ops.js';
 
 /**
  * This process's request session: random, so a restarted gateway never reuses the ids of its
@@ -35,6 +35,46 @@ export type PgRequest =
   | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number }
   | { k: 'read'; v: number; o: number; l: number }
   | { k: 'status'; v: number; o: number; l: number };
+
+const u32 = 2 ** 32;
+
+function isCount(v: unknown, max: number): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
+}
+
+/**
+ * Checks a PgRequest that arrived from a peer (types and ranges; whether the volume and the
+ * range exist is the serving node's fence). Throws InvalidArgument on anything else.
+ */
+export function checkPgRequest(q: unknown): PgRequest {
+  if (typeof q !== 'object' || q === null) throw new InvalidArgument('PG request is not an object');
+  const r = q as Record<string, unknown>;
+  if (!isCount(r.v, u32 - 1) || r.v === 0) throw new InvalidArgument('PG request: bad volume id');
+  if (!isCount(r.o, maxVolumeBytes)) throw new InvalidArgument('PG request: bad offset');
+  const mutation = (): void => {
+    if (!isCount(r.s, maxRequestSession) || !isCount(r.q, u32 - 1)) throw new InvalidArgument('PG request: bad request id');
+  };
+  switch (r.k) {
+    case 'write':
+      if (!(r.d instanceof Uint8Array) || r.d.byteLength === 0 || r.d.byteLength > maxPieceBytes) throw new InvalidArgument('PG request: bad write payload');
+      mutation();
+      return q as PgRequest;
+    case 'trim':
+    case 'zero':
+    case 'zeroNoHole':
+      if (!isCount(r.l, maxOpLengthBytes)) throw new InvalidArgument('PG request: bad length');
+      mutation();
+      return q as PgRequest;
+    case 'read':
+      if (!isCount(r.l, maxPieceBytes)) throw new InvalidArgument('PG request: bad length');
+      return q as PgRequest;
+    case 'status':
+      if (!isCount(r.l, maxExtentBytes)) throw new InvalidArgument('PG request: bad length');
+      return q as PgRequest;
+    default:
+      throw new InvalidArgument(`PG request: unknown kind ${JSON.stringify(r.k)}`);
+  }
+}
 
 /** Routes a request to the leader of `groupId` and returns its result. */
 export interface PgClient {
@@ -161,8 +201,9 @@ export class VolumeBackend implements BlockBackend {
   private async range(k: 'trim' | 'zero' | 'zeroNoHole', offset: number, length: number, signal: AbortSignal | undefined): Promise<void> {
     const volume = this.volume();
     if (offset + length > volume.sizeBytes) throw new OutOfRange(`range ${offset}+${length} beyond volume ${this.name}`);
-    // Ranges carry no payload, so they are split only at extents (not at the piece size).
-    const pieces = splitRange(this.client.map(), volume, offset, length, volume.extentBytes);
+    // Ranges carry no payload, so they are split only at extents (not at the piece size), and
+    // at the largest range one store command may hold (an extent can be larger).
+    const pieces = splitRange(this.client.map(), volume, offset, length, Math.min(volume.extentBytes, maxOpLengthBytes));
     await Promise.all(pieces.map((p) => this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length, ...nextRequestId() }, signal)));
   }
 

@@ -215,6 +215,18 @@ test('fencing: stale forwarded writes and stale-term Raft messages are refused, 
     await waitFor('the bad connection closed by the node', 10_000, async () => (bad.closed ? true : undefined));
   }
   assert.equal((await metric(cluster.node(leader).addrs.http, 'raftblock_transport_bad_frames_total')) - badBefore, 3);
+  // Well-framed but malformed forwarded requests: refused one by one, the connection stays.
+  for (const [g, q] of [
+    [groupId, { k: 'write', v: vol.id, o: -4096, d: block(1), s: 4242, q: 20 }],
+    [groupId, { k: 'write', v: vol.id, o: 0, d: 'not bytes', s: 4242, q: 21 }],
+    [groupId, { k: 'erase', v: vol.id, o: 0, l: 4096 }],
+    [groupId, { k: 'read', v: vol.id, o: 0, l: 2 ** 40 }],
+    [groupId, null],
+    [7, read.q],
+  ] as const) {
+    r = await gw.request(map.epoch, 'io', { g, q });
+    assert.equal(r.e?.code, 'INVALID_ARGUMENT', `${JSON.stringify(q)} answered ${JSON.stringify(r.e ?? 'ok')}`);
+  }
   assert.ok(!gw.closed, 'a good connection was closed');
   r = await gw.request(map.epoch, 'io', read);
   assert.ok(Buffer.from(r.r as Uint8Array).equals(block(0xab)));
