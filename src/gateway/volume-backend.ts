@@ -114,6 +114,20 @@ export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetri
 
 export const gatewayMaxRequestBytes = 32 * 1024 * 1024;
 
+/**
+ * Waits until every piece has settled, then fails with the first failure. A request must not
+ * settle while one of its pieces still runs: the NBD server then reuses the request's pooled
+ * buffer, which a piece still in flight would read from (a retried write sending another
+ * request's bytes) or write into (a read landing in another request's buffer).
+ */
+async function allPieces(pieces: Promise<unknown>[]): Promise<void> {
+  if (pieces.length === 1) {
+    await pieces[0];
+    return;
+  }
+  for (const r of await Promise.allSettled(pieces)) if (r.status === 'rejected') throw r.reason;
+}
+
 export class VolumeBackend implements BlockBackend {
   readonly capabilities: BackendCapabilities = {
     readOnly: false,
@@ -164,7 +178,7 @@ export class VolumeBackend implements BlockBackend {
   read(offset: number, length: number, into: Buffer, signal?: AbortSignal): Promise<BlockExtent[] | undefined> {
     return this.timed('read', length, async () => {
       const { volume, pieces } = this.pieces(offset, length);
-      await Promise.all(
+      await allPieces(
         pieces.map(async (p) => {
           const data = (await this.client.call(p.groupId, p.replicas, { k: 'read', v: volume.id, o: p.offset, l: p.length }, signal)) as Uint8Array;
           into.set(data.subarray(0, p.length), p.bufferOffset);
@@ -177,7 +191,7 @@ export class VolumeBackend implements BlockBackend {
   write(offset: number, data: Buffer, _fua: boolean, signal?: AbortSignal): Promise<void> {
     return this.timed('write', data.length, async () => {
       const { volume, pieces } = this.pieces(offset, data.length);
-      await Promise.all(
+      await allPieces(
         pieces.map((p) =>
           this.client.call(p.groupId, p.replicas, { k: 'write', v: volume.id, o: p.offset, d: data.subarray(p.bufferOffset, p.bufferOffset + p.length), ...nextRequestId() }, signal),
         ),
@@ -204,7 +218,7 @@ export class VolumeBackend implements BlockBackend {
     // Ranges carry no payload, so they are split only at extents (not at the piece size), and
     // at the largest range one store command may hold (an extent can be larger).
     const pieces = splitRange(this.client.map(), volume, offset, length, Math.min(volume.extentBytes, maxOpLengthBytes));
-    await Promise.all(pieces.map((p) => this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length, ...nextRequestId() }, signal)));
+    await allPieces(pieces.map((p) => this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length, ...nextRequestId() }, signal)));
   }
 
   /** Nothing to prefetch across the network that the leader's page cache would not hold. */

@@ -1,0 +1,72 @@
+/**
+ * A gateway request over several PGs settles only once every piece has: when one piece fails
+ * early, the others may still be writing into the request's (pooled) read buffer or sending
+ * from its write buffer, which the NBD server reuses as soon as the request settles. And the
+ * connection's abort signal reaches every piece.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { applyCommand, emptyMap, type ClusterMap, type MapCommand } from '../../src/cluster/map.js';
+import { Unavailable } from '../../src/common/errors.js';
+import { VolumeBackend, type PgClient, type PgRequest } from '../../src/gateway/volume-backend.js';
+
+const MiB = 1024 * 1024;
+
+function clusterMap(): ClusterMap {
+  let map = emptyMap();
+  const cmds: MapCommand[] = [
+    { type: 'addNode', id: 1, addresses: { peer: '127.0.0.1:11001', nbd: '127.0.0.1:10801', http: '127.0.0.1:10901' }, labels: { zone: 'z1' } },
+    { type: 'createPool', name: 'default', replicas: 1, pgCount: 8, failureDomain: 'zone' },
+    { type: 'createVolume', name: 'vol0', sizeBytes: 16 * MiB, extentBytes: MiB },
+  ];
+  for (const c of cmds) {
+    const r = applyCommand(map, c);
+    assert.ok(r.ok);
+    map = r.map;
+  }
+  return map;
+}
+
+/** The first piece fails at once; the others answer after `slowMs`. */
+class OneFailsFast implements PgClient {
+  readonly events: string[] = [];
+  readonly signals: (AbortSignal | undefined)[] = [];
+  private first = true;
+  constructor(private readonly m: ClusterMap, private readonly slowMs: number) {}
+  map(): ClusterMap {
+    return this.m;
+  }
+  async call(_groupId: number, _replicas: number[], req: PgRequest, signal?: AbortSignal): Promise<unknown> {
+    this.signals.push(signal);
+    if (this.first) {
+      this.first = false;
+      this.events.push('failed');
+      throw new Unavailable('no leader');
+    }
+    await new Promise((r) => setTimeout(r, this.slowMs));
+    this.events.push('piece done');
+    return req.k === 'read' ? Buffer.alloc(req.l, 0x61) : undefined;
+  }
+}
+
+test('a read or write over several PGs fails only after every piece has settled', async () => {
+  for (const op of ['read', 'write', 'zero'] as const) {
+    const client = new OneFailsFast(clusterMap(), 30);
+    const backend = new VolumeBackend(client, 'vol0');
+    const buf = Buffer.alloc(3 * MiB);
+    const gone = new AbortController();
+    const run =
+      op === 'read'
+        ? backend.read(MiB / 2, 2 * MiB, buf, gone.signal)
+        : op === 'write'
+          ? backend.write(MiB / 2, buf.subarray(0, 2 * MiB), false, gone.signal)
+          : backend.writeZeroes(MiB / 2, 2 * MiB, { fua: false, noHole: false, fastZero: false }, gone.signal);
+    await assert.rejects(
+      run.finally(() => client.events.push('request settled')),
+      /no leader/,
+    );
+    assert.ok(client.events.length >= 3, `${op}: ${client.events.join(', ')}`);
+    assert.equal(client.events.at(-1), 'request settled', `${op}: ${client.events.join(', ')}`);
+    assert.ok(client.signals.every((s) => s === gone.signal), `${op}: a piece lost the connection's signal`);
+  }
+});
