@@ -229,8 +229,26 @@ export class PgMover {
       saved = bootstrapMembership(legacyVoters);
       await saveMembership(dir, saved);
     }
-    const store = await this.d.openStore(g, dir);
-    let cs = await membershipAt(saved, this.d.wal, g, store.durableIndex);
+    let store = await this.d.openStore(g, dir);
+    let confLost = false;
+    if (store.durableIndex > this.d.wal.lastIndex(g)) {
+      // A snapshot install cut short after the store was restored, before the WAL was told.
+      if (saved.index === 0) {
+        // A joiner's first snapshot (it has promised nothing yet): start it over, empty.
+        await store.close();
+        await rm(dir, { recursive: true, force: true });
+        await mkdir(dir, { recursive: true });
+        await saveMembership(dir, saved);
+        store = await this.d.openStore(g, dir);
+        this.d.log.warn('a PG snapshot install was cut short on a new replica; starting it over', { group: g });
+      } else {
+        await this.d.wal.installSnapshot(g, { index: store.durableIndex, term: store.appliedTerm });
+        // The snapshot's membership was not saved: changes after the saved one are unknown.
+        confLost = saved.index < store.durableIndex;
+        this.d.log.warn('a PG snapshot install was cut short; the WAL now starts at the restored image', { group: g, index: store.durableIndex });
+      }
+    }
+    let cs = confLost ? undefined : await membershipAt(saved, this.d.wal, g, store.durableIndex);
     if (!cs) {
       this.d.log.warn('PG membership at the durable index unknown; resuming as a non-voter until the leader tells more', { group: g, saved: saved.index, durable: store.durableIndex });
       cs = emptyConfState();
