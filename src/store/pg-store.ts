@@ -21,7 +21,7 @@ import { Corruption, IoError } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
 import type { BlockFile, BlockIo } from '../io/types.js';
 import { decodeOp, OpKind } from './ops.js';
-import { DirtyCache, WriteBehindBudget, type WriteBehindOptions } from './write-behind.js';
+import { DirtyCache, WriteBehindBudget, type WriteBehindBudgetOptions, type WriteBehindOptions } from './write-behind.js';
 
 export const storeBlockBytes = 4096;
 /** Snapshot images and scratch buffers move data in chunks of this size. */
@@ -59,8 +59,8 @@ export class ScratchPool {
   private readonly free = new Map<number, Buffer[]>();
   /** Dirty applied data of every store that shares this pool (one pool per node). */
   readonly writeBehind: WriteBehindBudget;
-  constructor(private readonly io: BlockIo, nodeDirtyLimitBytes?: number) {
-    this.writeBehind = new WriteBehindBudget(io, nodeDirtyLimitBytes);
+  constructor(private readonly io: BlockIo, writeBehind: WriteBehindBudgetOptions = {}) {
+    this.writeBehind = new WriteBehindBudget(io, writeBehind);
   }
 
   private static classOf(lengthBytes: number): number {

@@ -22,7 +22,12 @@ import { assert } from '../common/assert.js';
 import type { BlockFile, BlockIo } from '../io/types.js';
 
 export const dirtyBlockBytes = 4096;
-/** Delay before dirty blocks are flushed when no size limit forces it sooner. */
+/**
+ * Delay before dirty blocks are flushed when no size limit forces it sooner. One node-wide
+ * timer: every store's batch of the round is queued in the same JS turn, so one io_uring
+ * submit carries the data writes of every PG on the node (a node holds tens of PGs; each
+ * sees only a few writes per round).
+ */
 export const defaultFlushDelayMs = 5;
 /** A store with this many dirty bytes starts a flush at once. */
 export const defaultStoreFlushBytes = 1024 * 1024;
@@ -35,10 +40,16 @@ const maxRunBlocks = 256;
 /** Free 4 KiB buffers kept for reuse by the node (16 MiB). */
 const maxFreeBlocks = 4096;
 
+/** Per store. */
 export interface WriteBehindOptions {
-  flushDelayMs?: number;
   flushBytes?: number;
   storeLimitBytes?: number;
+}
+
+/** Per node. */
+export interface WriteBehindBudgetOptions {
+  nodeDirtyLimitBytes?: number;
+  flushDelayMs?: number;
 }
 
 /** The node-wide side: dirty bytes of all stores, and the pool of 4 KiB block buffers. */
@@ -48,10 +59,36 @@ export class WriteBehindBudget {
   private readonly freeBlocks: Buffer[] = [];
   private readonly waiters: (() => void)[] = [];
   private readonly dirtyCaches = new Set<DirtyCache>();
+  /** Stores waiting for the next flush round. */
+  private readonly due = new Set<DirtyCache>();
+  private timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
+  readonly limitBytes: number;
+  readonly flushDelayMs: number;
 
-  constructor(private readonly io: BlockIo, readonly limitBytes = defaultNodeDirtyLimitBytes) {
-    assert(limitBytes >= dirtyBlockBytes, `node dirty limit ${limitBytes} below one block`);
+  constructor(private readonly io: BlockIo, options: WriteBehindBudgetOptions = {}) {
+    this.limitBytes = options.nodeDirtyLimitBytes ?? defaultNodeDirtyLimitBytes;
+    this.flushDelayMs = options.flushDelayMs ?? defaultFlushDelayMs;
+    assert(this.limitBytes >= dirtyBlockBytes, `node dirty limit ${this.limitBytes} below one block`);
   }
+
+  /** Puts a store in the next flush round (one timer for the node). */
+  schedule(cache: DirtyCache): void {
+    this.due.add(cache);
+    if (this.timer) return;
+    if (this.flushDelayMs <= 0) this.timer = setImmediate(this.onTimer);
+    else this.timer = setTimeout(this.onTimer, this.flushDelayMs).unref();
+  }
+
+  unschedule(cache: DirtyCache): void {
+    this.due.delete(cache);
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = null;
+    // Every batch starts in the microtasks of this turn: their writes share one submit.
+    for (const c of this.due) c.requestFlush();
+    this.due.clear();
+  };
 
   /** An aligned 4 KiB buffer; its old content is garbage. */
   acquireBlock(): Buffer {
@@ -107,9 +144,7 @@ export class DirtyCache {
   private lane: Promise<unknown> = Promise.resolve();
   /** A batch queued on the lane that has not started: a later request may share it. */
   private queued: Promise<void> | null = null;
-  private timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
   private closed = false;
-  private readonly flushDelayMs: number;
   private readonly flushBytes: number;
   private readonly limitBytes: number;
 
@@ -118,7 +153,6 @@ export class DirtyCache {
     private readonly fileOf: (volumeId: number) => BlockFile | undefined,
     options: WriteBehindOptions = {},
   ) {
-    this.flushDelayMs = options.flushDelayMs ?? defaultFlushDelayMs;
     this.flushBytes = options.flushBytes ?? defaultStoreFlushBytes;
     this.limitBytes = Math.max(options.storeLimitBytes ?? defaultStoreDirtyLimitBytes, this.flushBytes);
   }
@@ -274,21 +308,8 @@ export class DirtyCache {
   }
 
   private scheduleFlush(): void {
-    if (this.timer || this.queued || this.closed) return;
-    if (this.flushDelayMs <= 0) this.timer = setImmediate(this.onTimer);
-    else this.timer = setTimeout(this.onTimer, this.flushDelayMs).unref();
-  }
-
-  private readonly onTimer = (): void => {
-    this.timer = null;
-    this.requestFlush();
-  };
-
-  private clearTimer(): void {
-    if (!this.timer) return;
-    if (this.flushDelayMs <= 0) clearImmediate(this.timer as NodeJS.Immediate);
-    else clearTimeout(this.timer as NodeJS.Timeout);
-    this.timer = null;
+    if (this.queued || this.closed) return;
+    this.budget.schedule(this);
   }
 
   /** A batch after whatever runs on the lane; one not yet started is shared. */
@@ -304,7 +325,7 @@ export class DirtyCache {
 
   /** Writes every block dirty now: sorted, merged into runs, all queued in this turn. */
   private async runBatch(): Promise<void> {
-    this.clearTimer();
+    this.budget.unschedule(this);
     if (this.failure) throw this.failure;
     if (this.bytes === 0) return;
     const vols: number[] = [];
@@ -369,7 +390,7 @@ export class DirtyCache {
   /** No more flushes start (call after flushAll, or when the data is being thrown away). */
   close(): void {
     this.closed = true;
-    this.clearTimer();
+    this.budget.unschedule(this);
   }
 }
 

@@ -17,7 +17,7 @@ const volBlocks = 48;
 const volBytes = volBlocks * B;
 const vols = [1, 2];
 /** Tiny limits: flushes start after a few blocks or soon, and run while reads are in flight. */
-const optionsArb: fc.Arbitrary<WriteBehindOptions> = fc.record({
+const optionsArb = fc.record({
   flushDelayMs: fc.constantFrom(0, 2, 1000),
   flushBytes: fc.constantFrom(2 * B, 16 * B),
   storeLimitBytes: fc.constantFrom(8 * B, 32 * B),
@@ -103,8 +103,10 @@ async function afterDelay(delay: number): Promise<void> {
   await new Promise((r) => (delay === 3 ? setImmediate(r) : setTimeout(r, delay - 3)));
 }
 
-async function runSequence(io: BlockIo, dir: string, eager: WriteBehindOptions, cmds: Cmd[]): Promise<void> {
-  const scratch = new ScratchPool(io, 16 * B); // a node limit this small makes applies wait too
+async function runSequence(io: BlockIo, dir: string, options: WriteBehindOptions & { flushDelayMs: number }, cmds: Cmd[]): Promise<void> {
+  // A node limit this small makes applies wait too.
+  const scratch = new ScratchPool(io, { nodeDirtyLimitBytes: 16 * B, flushDelayMs: options.flushDelayMs });
+  const eager: WriteBehindOptions = { flushBytes: options.flushBytes, storeLimitBytes: options.storeLimitBytes };
   let s = await PgStore.open(io, scratch, dir, 7, eager);
   const model = new Map(vols.map((v) => [v, Buffer.alloc(volBytes)]));
   let index = 0;
@@ -231,7 +233,7 @@ for (const backend of testBackends()) {
 test('write-behind store: overwrites of a dirty block coalesce, and the newest version wins on disk', async (t) => {
   const io = new FsBlockIo();
   const dir = tempDir(t);
-  const s = await PgStore.open(io, new ScratchPool(io), dir, 7, { flushDelayMs: 60_000 });
+  const s = await PgStore.open(io, new ScratchPool(io, { flushDelayMs: 60_000 }), dir, 7);
   for (let i = 1; i <= 50; i++) await s.apply(i, 1, encodeWrite(1, 0, Buffer.alloc(B, i)));
   // Nothing was written yet (the flush is far away): the data file is empty.
   assert.equal(readFileSync(join(dir, 'vol-1.dat')).length, 0, 'applies did not write the data file');
@@ -251,7 +253,7 @@ test('write-behind store: a crash after a checkpoint leaves exactly the checkpoi
   const dir = tempDir(t);
   // Every write not covered by an fdatasync is rolled back at the cut (the harshest disk).
   const cutIo = new PowerCutIo(new FsBlockIo(), () => 0.9);
-  const s = await PgStore.open(cutIo, new ScratchPool(cutIo), dir, 7, { flushDelayMs: 0, flushBytes: 2 * B });
+  const s = await PgStore.open(cutIo, new ScratchPool(cutIo, { flushDelayMs: 0 }), dir, 7, { flushBytes: 2 * B });
   const model = Buffer.alloc(volBytes);
   const entries: Buffer[] = [];
   const applyAll = async (cmds: Buffer[]): Promise<void> => {
@@ -295,7 +297,7 @@ for (const backend of testBackends()) {
   test(`write-behind store (${backend.name}): reads during a trim of dirty blocks never return data older than the trimmed write`, { skip: backend.skip }, async (t) => {
     const io = backend.make();
     t.after(() => io.close());
-    const s = await PgStore.open(io, new ScratchPool(io), tempDir(t), 7, { flushDelayMs: 60_000 });
+    const s = await PgStore.open(io, new ScratchPool(io, { flushDelayMs: 60_000 }), tempDir(t), 7);
     const blocks = 64;
     let index = 0;
     for (let round = 1; round <= 10; round++) {
@@ -339,7 +341,7 @@ for (const backend of testBackends()) {
     const io = backend.make();
     t.after(() => io.close());
     const dir = tempDir(t);
-    const s = await PgStore.open(io, new ScratchPool(io), dir, 7, { flushDelayMs: 0, flushBytes: B });
+    const s = await PgStore.open(io, new ScratchPool(io, { flushDelayMs: 0 }), dir, 7, { flushBytes: B });
     const model = Buffer.alloc(volBytes);
     let index = 0;
     for (let i = 1; i <= 400; i++) {
