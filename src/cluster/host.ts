@@ -77,6 +77,12 @@ export interface GroupStateMachine {
    * host calls it before the WAL may drop the entries up to `index`.
    */
   saveConfState?(index: number, cs: ConfState): Promise<void>;
+  /**
+   * A snapshot at `index` with membership `cs` is about to replace the state: the machine
+   * keeps `cs` aside, so that a crash after its state reached `index` but before the snapshot
+   * was recorded anywhere else still finds the membership that goes with it.
+   */
+  prepareSnapshot?(index: number, cs: ConfState): Promise<void>;
   /** Membership kept by the state machine itself (it persists it with its image). */
   readonly voters?: number[];
   /** A committed membership change, in log order. */
@@ -170,6 +176,8 @@ export class Group {
   snapshotInstalling = false;
   /** A Ready of this group is being handled (one at a time per group). */
   busy = false;
+  /** Proposals up to this index were answered from the quorum's commit (see ackQuorumCommitted). */
+  quorumAckedIndex = 0;
   /** Bytes of entry data appended since the last checkpoint began (an estimate: truncated
    * suffixes are still counted, which only makes a checkpoint come sooner). */
   pendingBytes = 0;
@@ -360,8 +368,33 @@ export class MultiRaftHost {
       } catch (err) {
         this.log.warn('step failed', { group: g, type: msg.type, err });
       }
+      if (group.waiters.size > 0 && group.sm.ackOnCommit) this.ackQuorumCommitted(group);
     }
     this.schedule();
+  }
+
+  /**
+   * Answers proposals the leader's quorum has committed without waiting for the next Ready.
+   * Ready only hands out entries that are durable here, and a Ready waits for the previous
+   * one's WAL write: tying acknowledgements to it makes every write wait for the leader's own
+   * device write even when both followers have already made it durable on a quorum. An entry
+   * a leader of term T proposed in T and counts as committed in T is durable on a quorum (its
+   * own copy is counted only once durable, and leaders never rewrite their own entries), so
+   * its proposer may be answered now; proposals of earlier terms wait for apply as before.
+   */
+  private ackQuorumCommitted(g: Group): void {
+    if (g.raft.currentRole !== 'leader') return;
+    const term = g.raft.currentTerm;
+    const upTo = Math.min(g.raft.committed, g.sm.appliedIndex + maxAckAheadOfApply);
+    if (upTo <= g.quorumAckedIndex) return;
+    // Waiters are few (the requests in flight) and mostly in index order.
+    for (const [i, w] of g.waiters) {
+      if (i > upTo || w.term !== term) continue;
+      g.waiters.delete(i);
+      this.metrics.commitLatency.observe(Number(process.hrtime.bigint() - w.startedNs) / 1e9);
+      w.resolve(undefined);
+    }
+    if (upTo > g.quorumAckedIndex) g.quorumAckedIndex = upTo;
   }
 
   /**
@@ -498,6 +531,21 @@ export class MultiRaftHost {
       if (early && (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap')) this.transport.send(String(m.to), g.id, m);
       else later.push(m);
     }
+    // Committed entries are already durable here (the core hands out only stable ones) and on
+    // a quorum: answer and apply them now rather than after this Ready's own WAL write, which
+    // would add a whole device write to every acknowledgement while proposals keep arriving.
+    if (rd.committedEntries.length > 0) {
+      if (g.sm.ackOnCommit && g.waiters.size > 0) this.ackCommitted(g, rd.committedEntries);
+      this.queueApply(g, rd.committedEntries);
+    }
+    for (const rs of rd.readStates) {
+      const r = g.reads.get(rs.ctx);
+      if (!r) continue;
+      g.reads.delete(rs.ctx);
+      clearTimeout(r.timer);
+      if (g.sm.appliedIndex >= rs.index) r.resolve();
+      else g.readsAwaitingApply.push({ index: rs.index, resolve: r.resolve });
+    }
     if (persists.length > 0) {
       const t0 = process.hrtime.bigint();
       await Promise.all(persists);
@@ -514,18 +562,6 @@ export class MultiRaftHost {
         continue;
       }
       this.transport.send(String(m.to), g.id, m);
-    }
-    if (rd.committedEntries.length > 0) {
-      if (g.sm.ackOnCommit && g.waiters.size > 0) this.ackCommitted(g, rd.committedEntries);
-      this.queueApply(g, rd.committedEntries);
-    }
-    for (const rs of rd.readStates) {
-      const r = g.reads.get(rs.ctx);
-      if (!r) continue;
-      g.reads.delete(rs.ctx);
-      clearTimeout(r.timer);
-      if (g.sm.appliedIndex >= rs.index) r.resolve();
-      else g.readsAwaitingApply.push({ index: rs.index, resolve: r.resolve });
     }
     this.updateGauges(g);
     if (!g.removed) g.raft.advance(rd);
@@ -623,6 +659,7 @@ export class MultiRaftHost {
     g.snapshotInstalling = true;
     try {
       await g.applyChain;
+      await g.sm.prepareSnapshot?.(snap.metadata.index, snap.metadata.confState);
       let image = snap.data;
       if (image.byteLength === 0 && !g.sm.inlineSnapshots) {
         // Our PG snapshots carry no data in Raft: the image is pulled from the leader.
