@@ -14,7 +14,8 @@
  * configuration is skipped (checkpoints are frequent, moves are rare): the file then holds the
  * configuration at the WAL's compaction point, which is all a replay needs.
  *
- * The file: `{ "index": N, "confState": {...} }`. `index` 1 is a new group's bootstrap
+ * The file: `{ "index": N, "confState": {...}, "pending"?: { "index": S, "confState": {...} } }`
+ * (`pending`: a snapshot being installed, whose membership must survive a crash in the middle). `index` 1 is a new group's bootstrap
  * membership (Raft's initial snapshot at index 1); `index` 0 with no voters is a replica that
  * joins an existing group (it learns the membership from the snapshot it receives).
  */
@@ -31,6 +32,12 @@ export const membershipFileName = 'membership.json';
 export interface SavedMembership {
   index: number;
   confState: ConfState;
+  /**
+   * A snapshot being installed: its index and membership, saved before the store starts to
+   * take its image (see the host's prepareSnapshot). Once the install is recorded, the next
+   * save replaces the whole file.
+   */
+  pending?: { index: number; confState: ConfState };
 }
 
 export async function loadMembership(pgDir: string): Promise<SavedMembership | undefined> {
@@ -46,11 +53,15 @@ export async function loadMembership(pgDir: string): Promise<SavedMembership | u
     throw new Corruption(`bad ${membershipFileName} in ${pgDir}`);
   }
   const cs = { ...emptyConfState(), ...v.confState };
-  return { index: v.index, confState: cloneConfState(cs) };
+  const out: SavedMembership = { index: v.index, confState: cloneConfState(cs) };
+  if (v.pending && Number.isSafeInteger(v.pending.index) && v.pending.confState && Array.isArray(v.pending.confState.voters)) {
+    out.pending = { index: v.pending.index, confState: cloneConfState({ ...emptyConfState(), ...v.pending.confState }) };
+  }
+  return out;
 }
 
 export async function saveMembership(pgDir: string, m: SavedMembership): Promise<void> {
-  await writeFileDurably(join(pgDir, membershipFileName), JSON.stringify({ index: m.index, confState: m.confState }));
+  await writeFileDurably(join(pgDir, membershipFileName), JSON.stringify({ index: m.index, confState: m.confState, ...(m.pending ? { pending: m.pending } : {}) }));
 }
 
 /** The bootstrap membership of a new group (Raft's snapshot at index 1). */

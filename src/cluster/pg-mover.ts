@@ -211,7 +211,7 @@ export class PgMover {
     const m = bootstrapMembership(replicas);
     await saveMembership(dir, m);
     const store = await this.d.openStore(g, dir);
-    await this.addGroup(g, store, m.confState, m.confState, [...replicas], campaign);
+    await this.addGroup(g, store, m, m.confState, [...replicas], campaign);
   }
 
   /** A replica with state on this node: its saved membership (advanced over the WAL) rules. */
@@ -233,7 +233,14 @@ export class PgMover {
     let confLost = false;
     if (store.durableIndex > this.d.wal.lastIndex(g)) {
       // A snapshot install cut short after the store was restored, before the WAL was told.
-      if (saved.index === 0) {
+      const pending = saved.pending;
+      if (pending && pending.index === store.durableIndex) {
+        // Finish it: the WAL starts at the image, with the membership kept aside for it.
+        await this.d.wal.installSnapshot(g, { index: store.durableIndex, term: store.appliedTerm });
+        saved = { index: pending.index, confState: pending.confState };
+        await saveMembership(dir, saved);
+        this.d.log.warn('finished a PG snapshot install cut short by a crash', { group: g, index: store.durableIndex });
+      } else if (saved.index === 0) {
         // A joiner's first snapshot (it has promised nothing yet): start it over, empty.
         await store.close();
         await rm(dir, { recursive: true, force: true });
@@ -242,18 +249,22 @@ export class PgMover {
         store = await this.d.openStore(g, dir);
         this.d.log.warn('a PG snapshot install was cut short on a new replica; starting it over', { group: g });
       } else {
-        await this.d.wal.installSnapshot(g, { index: store.durableIndex, term: store.appliedTerm });
-        // The snapshot's membership was not saved: changes after the saved one are unknown.
-        confLost = saved.index < store.durableIndex;
-        this.d.log.warn('a PG snapshot install was cut short; the WAL now starts at the restored image', { group: g, index: store.durableIndex });
+        // Not expected (the membership is kept aside before the image is taken): rather than
+        // guess a configuration, this replica stays down; its image is kept for an operator.
+        await store.close();
+        confLost = true;
       }
     }
-    let cs = confLost ? undefined : await membershipAt(saved, this.d.wal, g, store.durableIndex);
+    if (confLost) {
+      this.warnOnce(`conf-lost-${g}`, 'PG replica not started: its membership at the restored image is unknown (needs repair)', { group: g, durable: store.durableIndex, saved: saved.index });
+      return;
+    }
+    let cs = await membershipAt(saved, this.d.wal, g, store.durableIndex);
     if (!cs) {
       this.d.log.warn('PG membership at the durable index unknown; resuming as a non-voter until the leader tells more', { group: g, saved: saved.index, durable: store.durableIndex });
       cs = emptyConfState();
     }
-    await this.addGroup(g, store, saved.confState, cs, saved.index === 1 ? [...saved.confState.voters] : [], false);
+    await this.addGroup(g, store, saved, cs, saved.index === 1 ? [...saved.confState.voters] : [], false);
   }
 
   /** A replica placement moved here, started empty: the leader's snapshot fills it. */
@@ -264,7 +275,7 @@ export class PgMover {
     const m = joinerMembership();
     await saveMembership(dir, m);
     const store = await this.d.openStore(g, dir);
-    await this.addGroup(g, store, m.confState, m.confState, [], false);
+    await this.addGroup(g, store, m, m.confState, [], false);
     this.joined.inc();
     this.d.log.info('joined a moved PG as a new replica', { group: g });
   }
@@ -294,7 +305,7 @@ export class PgMover {
     this.retired.delete(g);
     await this.saveRetired();
     const store = await this.d.openStore(g, dir);
-    await this.addGroup(g, store, m.confState, m.confState, [], false);
+    await this.addGroup(g, store, m, m.confState, [], false);
     this.joined.inc();
     this.d.log.info('rejoined a PG retired here before', { group: g, walBase: base });
   }
@@ -318,13 +329,13 @@ export class PgMover {
     return p;
   }
 
-  private async addGroup(g: number, store: PgStore, savedConf: ConfState, durableConf: ConfState, voters: NodeId[], campaign: boolean): Promise<void> {
+  private async addGroup(g: number, store: PgStore, saved: SavedMembership, durableConf: ConfState, voters: NodeId[], campaign: boolean): Promise<void> {
     if (this.d.stopping()) {
       await store.close();
       return;
     }
     this.d.stores.set(g, store);
-    await this.d.host.addGroup(g, voters, pgStateMachine(store, this.pgDir(g), savedConf, durableConf), { campaign });
+    await this.d.host.addGroup(g, voters, pgStateMachine(store, this.pgDir(g), saved, durableConf), { campaign });
   }
 
   /** Host callback: a message for a group this node does not run. Starts a joiner if wanted. */
@@ -501,11 +512,14 @@ export class PgMover {
   }
 }
 
-/** A PG store as a Raft group's state machine, with its membership saved beside it. */
-export function pgStateMachine(store: PgStore, dir: string, savedConf: ConfState, durableConf: ConfState): GroupStateMachine {
+/**
+ * A PG store as a Raft group's state machine, with its membership saved beside it (`saved`
+ * is what membership.json holds now; `durableConf` the membership at the store's durable index).
+ */
+export function pgStateMachine(store: PgStore, dir: string, saved: SavedMembership, durableConf: ConfState): GroupStateMachine {
   let durableConfState = cloneConfState(durableConf);
   // What membership.json holds: a save that would write the same is skipped.
-  let fileConf = cloneConfState(savedConf);
+  let file: SavedMembership = { index: saved.index, confState: cloneConfState(saved.confState), pending: saved.pending };
   return {
     get appliedIndex() {
       return store.appliedIndex;
@@ -526,11 +540,17 @@ export function pgStateMachine(store: PgStore, dir: string, savedConf: ConfState
     get durableConfState() {
       return durableConfState;
     },
+    prepareSnapshot: async (index, cs) => {
+      const next = { index: file.index, confState: file.confState, pending: { index, confState: cloneConfState(cs) } };
+      await saveMembership(dir, next);
+      file = next;
+    },
     saveConfState: async (index, cs) => {
       durableConfState = cloneConfState(cs);
-      if (sameConf(cs, fileConf)) return;
-      await saveMembership(dir, { index, confState: cs });
-      fileConf = cloneConfState(cs);
+      if (!file.pending && sameConf(cs, file.confState)) return;
+      const next = { index, confState: cloneConfState(cs) };
+      await saveMembership(dir, next);
+      file = next;
     },
     close: () => store.close(),
   };

@@ -68,6 +68,10 @@ test('the membership file round-trips and is written atomically', async (t) => {
   const m = { index: 42, confState: { voters: [2, 3, 4], votersOutgoing: [], learners: [5], learnersNext: [], autoLeave: false } };
   await saveMembership(dir, m);
   assert.deepEqual(await loadMembership(dir), m);
+  // A snapshot being installed keeps its membership aside, beside the current one.
+  const pending = { ...m, pending: { index: 90, confState: { voters: [3, 4, 5], votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false } } };
+  await saveMembership(dir, pending);
+  assert.deepEqual(await loadMembership(dir), pending);
 });
 
 test('status shows a PG whose Raft configuration differs from its map replicas', () => {

@@ -303,3 +303,76 @@ test('a replica whose WAL needs repair neither grants votes nor wins an election
   const sound = await startHosts(t, [1, 2, 3], [1, 3], new Set(), g);
   await until(() => [...sound.values()].some((h) => h.groups.get(g)!.isLeader));
 });
+
+/** A WAL whose appends wait for a gate the test opens: a leader with a stuck device. */
+class GatedWal extends MemWal {
+  closed = false;
+  appendsHeld = 0;
+  private release: (() => void)[] = [];
+  override append(id: number, entries: { index: number; term: number; type: number; data: Uint8Array }[]): Promise<void> {
+    const done = super.append(id, entries);
+    if (!this.closed) return done;
+    this.appendsHeld++;
+    return done.then(() => new Promise<void>((r) => this.release.push(r)));
+  }
+  open(): void {
+    this.closed = false;
+    for (const r of this.release.splice(0)) r();
+  }
+}
+
+class AckOnCommitRegister extends Register {
+  readonly ackOnCommit = true;
+}
+
+test('a write is answered once both followers made it durable, while the leader’s own WAL write is still stuck', async (t) => {
+  const ids = [1, 2, 3];
+  const hosts: MultiRaftHost[] = [];
+  const transports: Transport[] = [];
+  const wals: GatedWal[] = [];
+  const sms: AckOnCommitRegister[] = [];
+  for (const id of ids) {
+    let host!: MultiRaftHost;
+    const tr = new Transport({
+      nodeId: String(id),
+      listen: { host: '127.0.0.1', port: 0 },
+      epoch: () => 1,
+      handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
+    });
+    await tr.start();
+    transports.push(tr);
+    const wal = new GatedWal();
+    wals.push(wal);
+    host = new MultiRaftHost({ nodeId: id, wal: wal as unknown as Wal, transport: tr, tickMs: 50, fetchSnapshot: async () => new Uint8Array(0) });
+    hosts.push(host);
+  }
+  for (const tr of transports) for (const [i, other] of transports.entries()) tr.setPeerAddress(String(ids[i]), other.address);
+  const g = 21;
+  for (const [i, h] of hosts.entries()) {
+    const sm = new AckOnCommitRegister();
+    sms.push(sm);
+    await h.addGroup(g, ids, sm, { campaign: i === 0 });
+    h.start();
+  }
+  t.after(async () => {
+    for (const w of wals) w.open();
+    for (const h of hosts) await h.stop();
+    for (const tr of transports) await tr.close();
+  });
+  let lead = -1;
+  await until(() => (lead = hosts.findIndex((h) => h.groups.get(g)?.isLeader === true)) >= 0);
+  // The leader commits an entry of its term first (its no-op), then its device gets stuck.
+  await hosts[lead].propose(g, Buffer.from('before'));
+  wals[lead].closed = true;
+  const answered = hosts[lead].propose(g, Buffer.from('while-stuck'));
+  let timer: NodeJS.Timeout | undefined;
+  const giveUp = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('the write was not answered while the leader’s WAL was stuck')), 5000);
+  });
+  await Promise.race([answered, giveUp]).finally(() => clearTimeout(timer));
+  assert.ok(wals[lead].appendsHeld > 0, 'the leader’s own append of the entry is still held');
+  assert.equal(sms[lead].values.includes('while-stuck'), false, 'the leader has not applied it: it is not durable here yet');
+  // Once the leader's device completes, the entry is applied everywhere, once.
+  wals[lead].open();
+  await until(() => sms.every((sm) => sm.values.join(',') === 'before,while-stuck'));
+});
