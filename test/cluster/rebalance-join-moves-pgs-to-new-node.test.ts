@@ -15,9 +15,10 @@ import { cliPath } from '../helpers/paths.js';
 import { requireTools, tempDir } from '../helpers/tools.js';
 import type { ClusterStatus } from '../../src/cluster/admin-client.js';
 import { describeFio, startFio } from './io.js';
+import { maxMovesPerNode } from '../../src/cluster/pg-mover.js';
 
 const MiB = 1024 * 1024;
-const pgCount = 8;
+const pgCount = 16;
 const volumeBytes = 32 * MiB;
 const half = volumeBytes / 2;
 
@@ -62,9 +63,17 @@ test('a node joining in a new zone takes over PGs, a node marked out drains: con
   const second = startFio(cluster, 2, fioRegion(half, false), dir);
 
   let last: ClusterStatus | undefined;
+  let mostMovingOnOneLeader = 0;
   await waitFor('every PG configuration equal to its map replicas, old replicas retired', 60_000, async () => {
     const s = (last = await cluster.clusterStatus());
     const pgs = s.groups.filter((g) => g.groupId !== 0);
+    // At most maxMovesPerNode PGs led by one node have learners or a joint configuration.
+    const perLeader = new Map<number, number>();
+    for (const g of pgs) if (g.configuration?.learners?.length || g.configuration?.votersOutgoing?.length) perLeader.set(g.leader, (perLeader.get(g.leader) ?? 0) + 1);
+    for (const [leader, n] of perLeader) {
+      mostMovingOnOneLeader = Math.max(mostMovingOnOneLeader, n);
+      assert.ok(n <= maxMovesPerNode, `node ${leader} moves ${n} PGs at once`);
+    }
     if (pgs.some((g) => g.configuration !== undefined || g.health !== 'ok')) return undefined;
     for (const n of cluster.nodes) {
       const st = await cluster.status(n.id);
@@ -108,7 +117,7 @@ test('a node joining in a new zone takes over PGs, a node marked out drains: con
   }
   assert.ok(completed >= 1, `${completed} moves completed, ${moved.length} PGs moved`);
   assert.equal(retired, moved.length, 'every moved PG retired exactly one old replica');
-  t.diagnostic(`${moved.length} of ${pgCount} PGs moved to node 4 in ${Date.now() - started} ms`);
+  t.diagnostic(`${moved.length} of ${pgCount} PGs moved to node 4 in ${Date.now() - started} ms; at most ${mostMovingOnOneLeader} moving on one leader`);
 
   // Node 1 marked out (`raftblock node-state 1 out`): it drains; PGs it leads hand over first.
   const out = spawnSync(process.execPath, [cliPath, 'node-state', '1', 'out', '--server', cluster.node(2).addrs.http], { encoding: 'utf8' });
