@@ -78,9 +78,9 @@ export function joinerMembership(): SavedMembership {
 
 /**
  * The membership at `durableIndex`: the saved one, advanced over the configuration changes the
- * WAL holds after it. Undefined when the WAL no longer holds them (the caller then treats the
- * replica as a non-voter until the leader tells it more: it can never help elect anybody with
- * a configuration it does not know).
+ * WAL holds after it. Undefined when the WAL no longer holds them: the caller then does not
+ * start the replica (a guessed configuration, with later changes applied to it, could make a
+ * replica believe it is a quorum on its own).
  */
 export async function membershipAt(saved: SavedMembership, wal: Wal, groupId: number, durableIndex: number): Promise<ConfState | undefined> {
   if (saved.index >= durableIndex) return cloneConfState(saved.confState);

@@ -30,7 +30,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { allMembers, isJoint } from '../raft/confchange.js';
-import { cloneConfState, emptyConfState, type ConfState } from '../raft/index.js';
+import { cloneConfState, type ConfState } from '../raft/index.js';
 import type { Logger } from '../common/log.js';
 import { Unavailable } from '../common/errors.js';
 import type { PgStore } from '../store/pg-store.js';
@@ -255,14 +255,13 @@ export class PgMover {
         confLost = true;
       }
     }
-    if (confLost) {
-      this.warnOnce(`conf-lost-${g}`, 'PG replica not started: its membership at the restored image is unknown (needs repair)', { group: g, durable: store.durableIndex, saved: saved.index });
-      return;
-    }
-    let cs = await membershipAt(saved, this.d.wal, g, store.durableIndex);
+    const cs = confLost ? undefined : await membershipAt(saved, this.d.wal, g, store.durableIndex);
     if (!cs) {
-      this.d.log.warn('PG membership at the durable index unknown; resuming as a non-voter until the leader tells more', { group: g, saved: saved.index, durable: store.durableIndex });
-      cs = emptyConfState();
+      // Never a guessed configuration: later changes applied to a wrong one could make this
+      // replica believe it is a quorum on its own.
+      if (!confLost) await store.close();
+      this.warnOnce(`conf-lost-${g}`, 'PG replica not started: its membership at its durable index is unknown (needs repair)', { group: g, durable: store.durableIndex, saved: saved.index });
+      return;
     }
     await this.addGroup(g, store, saved, cs, saved.index === 1 ? [...saved.confState.voters] : [], false);
   }
