@@ -213,13 +213,30 @@ interface HostMetrics {
   electionMessagesMuted: Counter;
 }
 
-function makeMetrics(registry: Registry | undefined): HostMetrics {
+/**
+ * Per-group gauges are read at scrape time from the groups themselves: setting four labelled
+ * gauges on every Ready cost a label lookup each on the hot path.
+ */
+function perGroupGauge(name: string, help: string, registers: Registry[], groups: () => Iterable<Group>, value: (g: Group) => number): Gauge {
+  return new Gauge({
+    name,
+    help,
+    labelNames: ['group'],
+    registers,
+    collect(this: Gauge) {
+      this.reset();
+      for (const g of groups()) this.set({ group: String(g.id) }, value(g));
+    },
+  });
+}
+
+function makeMetrics(registry: Registry | undefined, groups: () => Iterable<Group>): HostMetrics {
   const registers = registry ? [registry] : [];
   return {
-    role: new Gauge({ name: 'raftblock_raft_role', help: 'Role per group: 0 follower, 1 candidate, 2 leader', labelNames: ['group'], registers }),
-    term: new Gauge({ name: 'raftblock_raft_term', help: 'Current term per group', labelNames: ['group'], registers }),
-    commit: new Gauge({ name: 'raftblock_raft_commit_index', help: 'Commit index per group', labelNames: ['group'], registers }),
-    applyLag: new Gauge({ name: 'raftblock_raft_apply_lag_entries', help: 'Commit index minus applied index per group', labelNames: ['group'], registers }),
+    role: perGroupGauge('raftblock_raft_role', 'Role per group: 0 follower, 1 candidate, 2 leader', registers, groups, (g) => roleCode[g.role] ?? 0),
+    term: perGroupGauge('raftblock_raft_term', 'Current term per group', registers, groups, (g) => g.term),
+    commit: perGroupGauge('raftblock_raft_commit_index', 'Commit index per group', registers, groups, (g) => g.commit),
+    applyLag: perGroupGauge('raftblock_raft_apply_lag_entries', 'Commit index minus applied index per group', registers, groups, (g) => Math.max(0, g.commit - g.sm.appliedIndex)),
     elections: new Counter({ name: 'raftblock_raft_leader_changes_total', help: 'Times a group on this node became leader', registers }),
     proposals: new Counter({ name: 'raftblock_raft_proposals_total', help: 'Entries proposed by leaders on this node', registers }),
     commitLatency: new Histogram({
@@ -279,7 +296,7 @@ export class MultiRaftHost {
     this.wal = opts.wal;
     this.transport = opts.transport;
     this.log = createLogger('host', { node: opts.nodeId });
-    this.metrics = makeMetrics(opts.registry);
+    this.metrics = makeMetrics(opts.registry, () => this.groups.values());
     this.tickMs = opts.tickMs ?? defaultTickMs;
     this.rngSeed = (opts.nodeId * 2654435761 + Date.now()) >>> 0;
   }
@@ -563,7 +580,6 @@ export class MultiRaftHost {
       }
       this.transport.send(String(m.to), g.id, m);
     }
-    this.updateGauges(g);
     if (!g.removed) g.raft.advance(rd);
   }
 
@@ -682,14 +698,6 @@ export class MultiRaftHost {
     } finally {
       g.snapshotInstalling = false;
     }
-  }
-
-  private updateGauges(g: Group): void {
-    const label = { group: String(g.id) };
-    this.metrics.role.set(label, roleCode[g.role] ?? 0);
-    this.metrics.term.set(label, g.term);
-    this.metrics.commit.set(label, g.commit);
-    this.metrics.applyLag.set(label, Math.max(0, g.commit - g.sm.appliedIndex));
   }
 
   /**

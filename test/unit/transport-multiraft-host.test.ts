@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { MultiRaftHost, type GroupStateMachine } from '../../src/cluster/host.js';
 import { Transport } from '../../src/cluster/transport.js';
 import type { Wal } from '../../src/wal/index.js';
+import { Registry } from 'prom-client';
 
 /** A WAL stand-in with the same contract, in memory (the real one is tested on its own). */
 class MemWal {
@@ -114,6 +115,7 @@ test('three hosts elect a leader per group, replicate proposals, and share one W
   const wals: MemWal[] = [];
   const sms = new Map<string, Register>();
   const transports: Transport[] = [];
+  const registries = ids.map(() => new Registry());
   for (const id of ids) {
     let host!: MultiRaftHost;
     const tr = new Transport({
@@ -129,7 +131,7 @@ test('three hosts elect a leader per group, replicate proposals, and share one W
     transports.push(tr);
     const wal = new MemWal();
     wals.push(wal);
-    host = new MultiRaftHost({ nodeId: id, wal: wal as unknown as Wal, transport: tr, tickMs: 50, fetchSnapshot: async () => new Uint8Array(0) });
+    host = new MultiRaftHost({ nodeId: id, wal: wal as unknown as Wal, transport: tr, tickMs: 50, fetchSnapshot: async () => new Uint8Array(0), registry: registries[id - 1] });
     hosts.push(host);
   }
   for (const tr of transports) for (const [i, other] of transports.entries()) tr.setPeerAddress(String(ids[i]), other.address);
@@ -171,6 +173,11 @@ test('three hosts elect a leader per group, replicate proposals, and share one W
   await assert.rejects(follower.propose(g, Buffer.from('x')), (e: Error & { code?: string; leaderHint?: string }) => e.code === 'NOT_LEADER' && e.leaderHint === String(ids[leaderOf(g)]));
   // Linearizable read barrier on the leader resolves.
   await hosts[leaderOf(g)].readBarrier(g);
+  // Per-group gauges are read from the groups when scraped.
+  const text = await registries[leaderOf(g)].metrics();
+  assert.match(text, new RegExp(`raftblock_raft_role\\{group="${g}"\\} 2`));
+  const commit = Number(new RegExp(`raftblock_raft_commit_index\\{group="${g}"\\} (\\d+)`).exec(text)?.[1]);
+  assert.ok(commit >= 20, `commit index gauge ${commit}`);
 });
 
 /** A state machine whose replays are idempotent (value by index), like the block store's. */
