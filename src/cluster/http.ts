@@ -16,6 +16,8 @@ export interface AdminSource {
   health(): string | null;
   /** Runs a map command in group 0; resolves once applied, with what it created or changed. */
   proposeMeta(cmd: MapCommand): Promise<unknown>;
+  /** Resizes a volume; a shrink also discards the data past the new end on every replica. */
+  resizeVolume(name: string, sizeBytes: number, allowShrink: boolean): Promise<{ epoch: number; volume: Volume }>;
   groupDigest(groupId: number): Promise<GroupDigest>;
 }
 
@@ -92,7 +94,8 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       const resize = /^\/v1\/volumes\/([^/]+)\/resize$/.exec(url);
       if (method === 'POST' && resize) {
         const b = await json();
-        return changed({ type: 'resizeVolume', name: decodeURIComponent(resize[1]), sizeBytes: b.sizeBytes as number, allowShrink: b.allowShrink === true }, 200, 'volume');
+        const result = await source.resizeVolume(decodeURIComponent(resize[1]), b.sizeBytes as number, b.allowShrink === true);
+        return sendJson(res, 200, { epoch: result.epoch, volume: result.volume });
       }
       const vol = /^\/v1\/volumes\/([^/]+)$/.exec(url);
       if (method === 'DELETE' && vol) return changed({ type: 'deleteVolume', name: decodeURIComponent(vol[1]) }, 200, 'volume');

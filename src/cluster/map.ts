@@ -118,6 +118,12 @@ export interface Volume {
   pool: string;
   sizeBytes: number;
   extentBytes: number;
+  /**
+   * A shrink whose discard has not finished on every replica: data of the earlier, larger
+   * size may remain in [sizeBytes, discardToBytes). The volume cannot grow until it is gone
+   * (the admin API discards it through the PG logs, then sends `volumeDiscarded`).
+   */
+  discardToBytes?: number;
 }
 
 export interface ClusterMap {
@@ -181,6 +187,14 @@ export interface ResizeVolumeCommand {
   /** Shrinking discards the data past the new end; refused unless set. */
   allowShrink?: boolean;
 }
+/** The data past a volume's end was discarded on every PG (clears `discardToBytes`). */
+export interface VolumeDiscardedCommand {
+  type: 'volumeDiscarded';
+  name: string;
+  /** The size and the discard bound the discard covered: a command for another state changes nothing. */
+  sizeBytes: number;
+  discardToBytes: number;
+}
 export interface DeleteVolumeCommand {
   type: 'deleteVolume';
   name: string;
@@ -193,6 +207,7 @@ export type MapCommand =
   | CreatePoolCommand
   | CreateVolumeCommand
   | ResizeVolumeCommand
+  | VolumeDiscardedCommand
   | DeleteVolumeCommand;
 
 export type ApplyResult =
@@ -258,9 +273,23 @@ function applyOrThrow(map: ClusterMap, command: MapCommand): ApplyResult {
         );
       }
       if (command.sizeBytes === volume.sizeBytes) return { ...unchanged(map), volume };
-      const resized = { ...volume, sizeBytes: command.sizeBytes };
+      // Growing over bytes a shrink left behind would show them again.
+      if (command.sizeBytes > volume.sizeBytes && (volume.discardToBytes ?? 0) > volume.sizeBytes) {
+        throw new InvalidArgument(`volume ${volume.name}: the data past its end (${volume.sizeBytes} to ${volume.discardToBytes} bytes) is still being discarded; run the shrink again to finish it, then grow`);
+      }
+      const discardToBytes = command.sizeBytes < volume.sizeBytes ? Math.max(volume.discardToBytes ?? 0, volume.sizeBytes) : volume.discardToBytes;
+      const resized: Volume = { ...volume, sizeBytes: command.sizeBytes, ...(discardToBytes !== undefined ? { discardToBytes } : {}) };
       const next = bump(map, { volumes: map.volumes.map((v) => (v.id === volume.id ? resized : v)) });
       return { ok: true, map: next, changed: true, volume: resized, movedGroups: [] };
+    }
+    case 'volumeDiscarded': {
+      const volume = findVolume(map, command.name);
+      if (volume.discardToBytes === undefined || volume.sizeBytes !== command.sizeBytes || volume.discardToBytes !== command.discardToBytes) {
+        return { ...unchanged(map), volume };
+      }
+      const { discardToBytes: _done, ...clean } = volume;
+      const next = bump(map, { volumes: map.volumes.map((v) => (v.id === volume.id ? clean : v)) });
+      return { ok: true, map: next, changed: true, volume: clean, movedGroups: [] };
     }
     case 'deleteVolume': {
       const volume = findVolume(map, command.name);

@@ -21,13 +21,13 @@ import { createRegistry } from '../metrics/server.js';
 import { NbdServer, type NbdExport } from '../nbd/server.js';
 import { Wal } from '../wal/index.js';
 import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
-import { encodeRange, encodeWrite, OpKind } from '../store/ops.js';
+import { encodeRange, encodeWrite, maxOpLengthBytes, OpKind } from '../store/ops.js';
 import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
-import { maxPieceBytes } from '../gateway/split.js';
+import { maxPieceBytes, splitRange } from '../gateway/split.js';
 import { MultiRaftHost } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { MetaStore } from './meta-store.js';
-import { decodeMap, encodeCommand, encodeMap, emptyMap, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses } from './map.js';
+import { decodeMap, encodeCommand, encodeMap, emptyMap, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
 import { Transport } from './transport.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
@@ -431,6 +431,15 @@ export class StorageNode implements PgClient {
         return this.pgMover.compactFor(a.g as number, a.atLeast as number);
       case 'getMap':
         return { map: encodeMap(this.map()) };
+      case 'mapAtLeast': {
+        // The sender is about to discard data past a volume's end (see discardPastEnd).
+        const e = a.e as number;
+        for (let i = 0; i < 50 && this.epoch < e && !this.stopping; i++) {
+          await this.fetchMapFrom(from);
+          if (this.epoch < e) await sleep(40);
+        }
+        return { epoch: this.epoch };
+      }
       case 'snapshotChunk': {
         const store = this.stores.get(a.g as number);
         if (!store) throw new Unavailable(`group ${String(a.g)} is not on this node`);
@@ -501,6 +510,13 @@ export class StorageNode implements PgClient {
     const map = this.map();
     const v = map.volumes.find((x) => x.id === req.v);
     if (v) {
+      if (req.k === 'trim' && req.pastEnd === true) {
+        // A shrink's discard: served only with the map that shrank the volume (whose leader
+        // then refuses writes there), and never inside the volume (it grew meanwhile).
+        if (map.epoch < senderEpoch) throw new Unavailable(`node ${this.id} is fetching map epoch ${senderEpoch} before discarding past the end of volume ${v.name}`);
+        if (req.o < v.sizeBytes) throw new InvalidArgument(`discard at ${req.o} is inside volume ${v.name} (${v.sizeBytes} bytes at epoch ${map.epoch})`);
+        return;
+      }
       const length = req.k === 'write' ? req.d.byteLength : req.l;
       if (req.o + length > v.sizeBytes) throw new OutOfRange(`range ${req.o}+${length} beyond volume ${v.name} (${v.sizeBytes} bytes at epoch ${map.epoch})`);
       return;
@@ -599,6 +615,80 @@ export class StorageNode implements PgClient {
     const local = this.host.groups.get(groupId);
     if (local && local.lead) return local.lead;
     return this.leaderCache.get(groupId) ?? replicas[0];
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Volume resize (admin API)
+
+  /**
+   * Resizes a volume. A shrink discards [new size, old size) on every replica through the PG
+   * logs (TRIM range commands), so that growing the volume again reads zeros there. The map
+   * shrinks first (from then on no up-to-date leader accepts a write there), and remembers the
+   * range (`discardToBytes`) until the discard is done: a discard cut short (a PG without a
+   * leader, this node stopped) is finished by running the command again, and the volume cannot
+   * grow before (the map refuses it; this handler finishes a pending discard before a grow).
+   */
+  async resizeVolume(name: string, sizeBytes: number, allowShrink: boolean): Promise<{ epoch: number; volume: Volume }> {
+    const before = this.map().volumes.find((v) => v.name === name);
+    if (before && (before.discardToBytes ?? 0) > before.sizeBytes && sizeBytes >= before.sizeBytes) await this.discardWithAdvice(before);
+    const r = (await this.proposeMeta({ type: 'resizeVolume', name, sizeBytes, allowShrink })) as { epoch: number; volume: Volume };
+    if ((r.volume.discardToBytes ?? 0) > r.volume.sizeBytes) return this.discardWithAdvice(r.volume);
+    return r;
+  }
+
+  private async discardWithAdvice(v: Volume): Promise<{ epoch: number; volume: Volume }> {
+    try {
+      return await this.discardPastEnd(v);
+    } catch (err) {
+      if ((err as RaftblockError).code === 'NOT_FOUND') throw err;
+      throw new Unavailable(
+        `volume ${v.name} is ${v.sizeBytes} bytes, but discarding its old data up to ${v.discardToBytes} bytes did not finish on every replica ` +
+          `(${(err as Error).message}); run the same resize command again to finish it (nothing is lost by repeating it)`,
+      );
+    }
+  }
+
+  /** Max TRIM commands in flight for one discard. */
+  private static readonly discardConcurrency = 16;
+
+  /**
+   * Trims [sizeBytes, discardToBytes) of `v` in every PG, through its leader and its log, then
+   * clears the range in the map. Each piece stays in one extent (one PG) and within one store
+   * command's largest range. Trims carry no request id: repeating one is harmless, since
+   * nothing can write past the end meanwhile.
+   */
+  private async discardPastEnd(v: Volume): Promise<{ epoch: number; volume: Volume }> {
+    const from = v.sizeBytes;
+    const to = v.discardToBytes ?? from;
+    const map = this.map();
+    // Every reachable node learns the map that shrank the volume before anything is trimmed:
+    // a replica still holding an older map could otherwise become a PG leader and accept a
+    // write past the new end, from a gateway with an older map too, after the trim.
+    await Promise.all(
+      map.nodes
+        .filter((n) => n.id !== this.id && this.transport.isConnected(String(n.id)))
+        .map(async (n) => {
+          const r = (await this.transport.request(String(n.id), 'mapAtLeast', { e: map.epoch }, requestTimeoutMs)) as { epoch: number };
+          if (r.epoch < map.epoch) throw new Unavailable(`node ${n.id} still has map epoch ${r.epoch}, not ${map.epoch}`);
+        }),
+    );
+    const pieces = splitRange(map, { ...v, sizeBytes: to }, from, to - from, Math.min(v.extentBytes, maxOpLengthBytes));
+    let next = 0;
+    let failed = false;
+    const worker = async (): Promise<void> => {
+      while (next < pieces.length && !failed) {
+        const p = pieces[next++];
+        try {
+          await this.call(p.groupId, p.replicas, { k: 'trim', v: v.id, o: p.offset, l: p.length, s: 0, q: 0, pastEnd: true });
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(StorageNode.discardConcurrency, pieces.length) }, worker));
+    this.log.info('discarded the data past the end of a shrunk volume', { volume: v.name, from, to, pieces: pieces.length });
+    return (await this.proposeMeta({ type: 'volumeDiscarded', name: v.name, sizeBytes: from, discardToBytes: to })) as { epoch: number; volume: Volume };
   }
 
   // ---------------------------------------------------------------------------------------

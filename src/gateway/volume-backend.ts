@@ -32,7 +32,7 @@ function nextRequestId(): { s: number; q: number } {
  */
 export type PgRequest =
   | { k: 'write'; v: number; o: number; d: Buffer; s: number; q: number }
-  | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number }
+  | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number; pastEnd?: true }
   | { k: 'read'; v: number; o: number; l: number }
   | { k: 'status'; v: number; o: number; l: number };
 
@@ -63,6 +63,8 @@ export function checkPgRequest(q: unknown): PgRequest {
     case 'zero':
     case 'zeroNoHole':
       if (!isCount(r.l, maxOpLengthBytes)) throw new InvalidArgument('PG request: bad length');
+      // pastEnd: a shrunk volume's old data, only on a trim (see StorageNode.discardPastEnd).
+      if (r.pastEnd !== undefined && (r.pastEnd !== true || r.k !== 'trim')) throw new InvalidArgument('PG request: bad pastEnd flag');
       mutation();
       return q as PgRequest;
     case 'read':
