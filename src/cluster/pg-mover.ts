@@ -92,6 +92,11 @@ function isOriginalPlacement(pool: Pool, pgIndex: number): boolean {
   return pool.pgs[pgIndex].sinceEpoch <= created;
 }
 
+/** A committed, non-joint configuration that does not list `self` in any role. */
+function isOut(cs: ConfState, self: NodeId): boolean {
+  return !isJoint(cs) && cs.voters.length > 0 && !allMembers(cs).includes(self);
+}
+
 function sameConf(a: ConfState, b: ConfState): boolean {
   const eq = (x: number[], y: number[]): boolean => x.length === y.length && x.every((v, i) => v === y[i]);
   const s = (x: number[]): number[] => [...x].sort((p, q) => p - q);
@@ -110,6 +115,7 @@ export class PgMover {
   private readonly settled = new Map<number, { epoch: number; term: number }>();
   private readonly warned = new Set<string>();
   private readonly lastRetireCheckMs = new Map<number, number>();
+  private readonly retireChecks = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
   private roundRunning = false;
   private readonly movingGauge: Gauge;
@@ -465,29 +471,37 @@ export class PgMover {
       if (g.id === metadataGroupId || this.retiring.has(g.id)) continue;
       const target = targetOf(map, g.id);
       if (!target || target.includes(this.d.nodeId)) continue;
-      const self = this.d.nodeId;
-      const out = (cs: ConfState): boolean => !isJoint(cs) && cs.voters.length > 0 && !allMembers(cs).includes(self);
-      let proof: string | undefined;
-      const committed = g.raft.confStateAt(g.raft.committed);
-      if (out(committed)) proof = 'local';
-      else if (now - (this.lastRetireCheckMs.get(g.id) ?? 0) >= retireCheckIntervalMs) {
+      if (isOut(g.raft.confStateAt(g.raft.committed), this.d.nodeId)) {
+        await this.retire(g.id, 'local');
+      } else if (!this.retireChecks.has(g.id) && now - (this.lastRetireCheckMs.get(g.id) ?? 0) >= retireCheckIntervalMs) {
+        // Asked in the background: a peer that does not answer must not hold up the moves.
         this.lastRetireCheckMs.set(g.id, now);
-        const myTerm = g.raft.status().hardState.term;
-        const answers = await Promise.allSettled(target.map((p) => this.d.request(p, 'pgConf', { g: g.id }) as Promise<PgConfReport>));
-        for (const a of answers) {
-          if (a.status !== 'fulfilled') continue;
-          const r = a.value;
-          // Only a leader at least as new as anything this replica has seen has every
-          // committed entry (leader completeness), so its committed configuration is current.
-          if (r.isLeader && r.term >= myTerm && sameConf(r.latest, r.committed) && out(r.committed)) proof = `leader ${r.nodeId} term ${r.term}`;
-        }
+        this.retireChecks.add(g.id);
+        void this.askLeaders(g.id, target, g.raft.status().hardState.term).finally(() => this.retireChecks.delete(g.id));
       }
-      if (proof) await this.retire(g.id, proof);
+    }
+  }
+
+  /** Retires `g` if the group's current leader reports a committed configuration without us. */
+  private async askLeaders(g: number, target: readonly NodeId[], myTerm: number): Promise<void> {
+    const answers = await Promise.allSettled(target.map((p) => this.d.request(p, 'pgConf', { g }) as Promise<PgConfReport>));
+    for (const a of answers) {
+      if (a.status !== 'fulfilled') continue;
+      const r = a.value;
+      // Only a leader at least as new as anything this replica has seen has every committed
+      // entry (leader completeness), so its committed configuration is current.
+      if (r.isLeader && r.term >= myTerm && sameConf(r.latest, r.committed) && isOut(r.committed, this.d.nodeId)) {
+        await this.retire(g, `leader ${r.nodeId} term ${r.term}`);
+        return;
+      }
     }
   }
 
   private async retire(g: number, proof: string): Promise<void> {
-    if (this.retiring.has(g)) return;
+    if (this.retiring.has(g) || !this.d.host.groups.has(g)) return;
+    // The map may have changed while a leader was asked: only a replica it does not want goes.
+    const target = targetOf(this.d.map(), g);
+    if (!target || target.includes(this.d.nodeId)) return;
     this.retiring.add(g);
     try {
       // Tombstone first: a crash after it finishes the removal at the next start.
@@ -496,6 +510,7 @@ export class PgMover {
       await this.d.host.removeGroup(g);
       this.d.stores.delete(g);
       this.settled.delete(g);
+      this.lastRetireCheckMs.delete(g);
       await rm(this.pgDir(g), { recursive: true, force: true });
       // Let the WAL recycle the segments holding this group's entries. Dropped rather than
       // checkpointed: the WAL's compaction point stays as low as it was, which a rejoin needs.
