@@ -696,17 +696,21 @@ export class StorageNode implements PgClient {
 
   status(): NodeStatus {
     const groups: GroupStatus[] = [...this.host.groups.values()]
-      .map((g) => ({
-        groupId: g.id,
-        role: g.role as GroupRole,
-        term: g.term,
-        leader: g.lead,
-        commitIndex: g.commit,
-        appliedIndex: g.sm.appliedIndex,
-        lastIndex: g.storage.lastIndex(),
-        ...configurationOf(g.raft.confStateAt(Number.MAX_SAFE_INTEGER)),
-        needsRepair: this.wal.needsRepair(g.id) || undefined,
-      }))
+      .map((g) => {
+        const conf = configurationOf(g.raft.confStateAt(Number.MAX_SAFE_INTEGER));
+        return {
+          groupId: g.id,
+          // A replica catching up during a move says so.
+          role: (conf.learners?.includes(this.id) ? 'learner' : g.role) as GroupRole,
+          term: g.term,
+          leader: g.lead,
+          commitIndex: g.commit,
+          appliedIndex: g.sm.appliedIndex,
+          lastIndex: g.storage.lastIndex(),
+          ...conf,
+          needsRepair: this.wal.needsRepair(g.id) || undefined,
+        };
+      })
       .sort((x, y) => x.groupId - y.groupId);
     return { nodeId: this.id, epoch: this.epoch, uptimeMs: Math.round(performance.now() - this.startedMs), groups };
   }
