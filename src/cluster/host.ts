@@ -123,7 +123,25 @@ export interface HostOptions {
   pullSnapshot?(from: number, group: number, index: number, term: number): Promise<void>;
   /** A message arrived for a group this node does not run yet. Returns true if it now does. */
   onUnknownGroup?(group: number, msg: Message): boolean;
+  /**
+   * Asks node `from` (the group's leader) for a snapshot point at `atLeast` or later, and at
+   * least at its commit index, to rebuild a replica whose WAL needs repair (see repair()).
+   * When not given, such a replica only stays out of elections.
+   */
+  repairPoint?(from: number, group: number, atLeast: number): Promise<RepairPoint>;
 }
+
+/** Where a leader's Raft snapshot of a group stands (a repairing replica rebuilds from it). */
+export interface RepairPoint {
+  index: number;
+  term: number;
+  confState: ConfState;
+  /** The leader's current term. */
+  leaderTerm: number;
+}
+
+/** Pause between attempts to repair one replica. */
+const repairRetryMs = 1000;
 
 export const defaultTickMs = 100;
 export const defaultKeepBytesAfterCheckpoint = 4 * 1024 * 1024;
@@ -155,7 +173,8 @@ interface Waiter {
 
 export class Group {
   readonly id: number;
-  readonly raft: RaftNode;
+  /** Replaced once, when a replica whose WAL needed repair is rebuilt (see MultiRaftHost.repair). */
+  raft: RaftNode;
   readonly storage: MemoryStorage;
   readonly sm: GroupStateMachine;
   confState: ConfState;
@@ -174,6 +193,14 @@ export class Group {
   queuedApplyIndex: number;
   removed = false;
   snapshotInstalling = false;
+  /**
+   * The WAL found this replica's log damaged: its Raft node is held (not ticked, stepped or
+   * asked for a Ready, so it sends nothing, acknowledges nothing and votes in nothing) until
+   * the state is rebuilt from the leader's snapshot.
+   */
+  repairing = false;
+  repairRunning = false;
+  repairRetryAtMs = 0;
   /** A Ready of this group is being handled (one at a time per group). */
   busy = false;
   /** Proposals up to this index were answered from the quorum's commit (see ackQuorumCommitted). */
@@ -211,6 +238,7 @@ interface HostMetrics {
   readyRounds: Counter;
   snapshotsInstalled: Counter;
   electionMessagesMuted: Counter;
+  replicasRepaired: Counter;
 }
 
 /**
@@ -254,6 +282,11 @@ function makeMetrics(registry: Registry | undefined, groups: () => Iterable<Grou
     }),
     readyRounds: new Counter({ name: 'raftblock_raft_ready_rounds_total', help: 'Ready rounds handled', registers }),
     snapshotsInstalled: new Counter({ name: 'raftblock_raft_snapshots_installed_total', help: 'Snapshots installed by followers on this node', registers }),
+    replicasRepaired: new Counter({
+      name: 'raftblock_raft_replicas_repaired_total',
+      help: 'Replicas whose WAL needed repair, rebuilt from their leader\'s snapshot',
+      registers,
+    }),
     electionMessagesMuted: new Counter({
       name: 'raftblock_raft_election_messages_muted_total',
       help: 'Vote requests and responses withheld by replicas whose WAL needs repair',
@@ -329,11 +362,14 @@ export class MultiRaftHost {
     const boot = storage.snapshot().metadata;
     // The WAL's log for a new group starts after the bootstrap snapshot, as Raft's does.
     if (!known && boot.index > 0) await this.wal.installSnapshot(id, { index: boot.index, term: boot.term });
+    // A damaged log (records lost in the middle, entries after the loss that may not belong
+    // together) is not loaded at all: the replica is rebuilt from its leader (repair()).
+    const repairing = known && id !== 0 && this.wal.needsRepair(id) && this.opts.repairPoint !== undefined;
     if (known) {
       const hs = this.wal.hardState(id);
       const last = this.wal.lastIndex(id);
       const first = Math.max(this.wal.firstIndex(id), base + 1);
-      if (last >= first) {
+      if (last >= first && !repairing) {
         const ents = await this.wal.entries(id, first, last + 1);
         storage.append(ents.map((e) => ({ index: e.index, term: e.term, type: e.type as Entry['type'], data: e.data })));
       }
@@ -344,6 +380,8 @@ export class MultiRaftHost {
     cfg.applied = base;
     const raft = new RaftNode(cfg, storage);
     const g = new Group(id, raft, storage, sm, confState);
+    g.repairing = repairing;
+    if (repairing) this.log.warn('PG replica held until it is rebuilt from its leader: its WAL needs repair', { group: id, durableIndex: base });
     this.groups.set(id, g);
     if (opts.campaign && !known) raft.campaign();
     this.schedule();
@@ -380,6 +418,11 @@ export class MultiRaftHost {
       }
       const msg = m as Message;
       if (typeof msg !== 'object' || msg === null || msg.to !== this.nodeId) continue;
+      if (group.repairing) {
+        // Only who leads matters now; the held Raft node hears nothing.
+        if ((msg.type === 'app' || msg.type === 'heartbeat' || msg.type === 'snap') && msg.term >= group.term) void this.repair(group, msg.from);
+        continue;
+      }
       try {
         group.raft.step(msg);
       } catch (err) {
@@ -475,7 +518,7 @@ export class MultiRaftHost {
     const n = due - this.ticksDone;
     if (n <= 0) return;
     this.ticksDone = due;
-    for (const g of this.groups.values()) for (let i = 0; i < n; i++) g.raft.tick();
+    for (const g of this.groups.values()) if (!g.repairing) for (let i = 0; i < n; i++) g.raft.tick();
     this.schedule();
   }
 
@@ -495,7 +538,7 @@ export class MultiRaftHost {
     if (this.stopped) return;
     let started = 0;
     for (const g of this.groups.values()) {
-      if (g.busy || g.removed || g.snapshotInstalling) continue;
+      if (g.busy || g.removed || g.snapshotInstalling || g.repairing) continue;
       if (!g.raft.hasReady()) continue;
       g.busy = true;
       started++;
@@ -701,6 +744,55 @@ export class MultiRaftHost {
   }
 
   /**
+   * Rebuilds a replica whose WAL needs repair from `leader`: asks it for a snapshot point at or
+   * past everything this WAL still holds of the group and past the leader's commit index (so
+   * every entry this replica ever helped commit is in it), drops the group's whole log here,
+   * pulls the leader's image into the state machine (the chunked snapshot path), records the
+   * snapshot in the WAL (which clears the repair flag), and only then starts a fresh Raft node
+   * from it: from then on the replica acknowledges and votes like any follower. A crash
+   * midway leaves the flag set (the damaged batch is still on disk and no snapshot record
+   * follows it), so the replica is held again and the repair starts over.
+   */
+  private async repair(g: Group, leader: number): Promise<void> {
+    if (!g.repairing || g.repairRunning || this.stopped || performance.now() < g.repairRetryAtMs) return;
+    g.repairRunning = true;
+    try {
+      const atLeast = Math.max(this.wal.firstIndex(g.id) - 1, g.sm.durableIndex);
+      const point = await this.opts.repairPoint!(leader, g.id, atLeast);
+      assert(point.index >= atLeast, `repair point ${point.index} below ${atLeast}`);
+      if (this.stopped || g.removed) return;
+      const first = this.wal.firstIndex(g.id);
+      if (this.wal.lastIndex(g.id) >= first) await this.wal.truncateSuffix(g.id, first);
+      g.lead = leader;
+      await this.installSnapshot(g, { metadata: { index: point.index, term: point.term, confState: point.confState }, data: new Uint8Array(0) });
+      assert(!this.wal.needsRepair(g.id), 'snapshot installed, repair flag still set');
+      // The hard state may have been in the damaged records: take the leader's term with a
+      // vote for the leader (already elected in it), so no second vote in that term is given.
+      const hs = this.wal.hardState(g.id);
+      const hard = hs.term > point.leaderTerm ? { term: hs.term, vote: hs.vote, commit: point.index } : { term: point.leaderTerm, vote: leader, commit: point.index };
+      await this.wal.saveHardState(g.id, hard);
+      g.storage.setHardState(hard);
+      const cfg = defaultConfig(this.nodeId, new SeededRng(this.rngSeed ^ g.id ^ 0x5bd1e995));
+      cfg.electionTicks = this.opts.electionTicks ?? defaultElectionTicks;
+      cfg.applied = point.index;
+      g.raft = new RaftNode(cfg, g.storage);
+      g.confState = cloneConfState(point.confState);
+      g.term = hard.term;
+      g.commit = point.index;
+      g.role = 'follower';
+      g.repairing = false;
+      this.metrics.replicasRepaired.inc();
+      this.log.warn('PG replica repaired from its leader', { group: g.id, leader, index: point.index, term: point.term });
+    } catch (err) {
+      g.repairRetryAtMs = performance.now() + repairRetryMs;
+      this.log.info('PG replica repair not done yet; retrying', { group: g.id, leader, err });
+    } finally {
+      g.repairRunning = false;
+      this.schedule();
+    }
+  }
+
+  /**
    * Checkpoints the groups that need it (the timer's round): a group past its pending bytes,
    * entries or age limit; the groups holding the most pending bytes while the node-wide sum
    * is over its cap; every group with applied entries while the WAL holds too many segments.
@@ -747,7 +839,7 @@ export class MultiRaftHost {
     this.checkpointing = true;
     try {
       for (const g of [...this.groups.values()]) {
-        if (g.removed || g.snapshotInstalling) continue;
+        if (g.removed || g.snapshotInstalling || g.repairing) continue;
         if (only && !only.has(g)) continue;
         const pendingAtStart = g.pendingBytes;
         const idx = await g.sm.checkpoint();

@@ -24,7 +24,7 @@ import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../stor
 import { encodeRange, encodeWrite, maxOpLengthBytes, OpKind } from '../store/ops.js';
 import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, splitRange } from '../gateway/split.js';
-import { MultiRaftHost } from './host.js';
+import { MultiRaftHost, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { MetaStore } from './meta-store.js';
 import { decodeMap, encodeCommand, encodeMap, emptyMap, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
@@ -171,6 +171,7 @@ export class StorageNode implements PgClient {
         await store.finishRestore(index, term);
         this.log.info('pulled a PG image', { group, from, index, bytes });
       },
+      repairPoint: async (from, group, atLeast) => (await this.transport.request(String(from), 'pgRepairPoint', { g: group, atLeast }, 30000)) as RepairPoint,
       onUnknownGroup: (group, msg) => {
         // Group 0's leader made this node a member: start it empty; a snapshot brings it up.
         if (group === metadataGroupId) void this.joinMetaGroup();
@@ -429,6 +430,19 @@ export class StorageNode implements PgClient {
         return this.pgMover.describe(a.g as number);
       case 'pgCompact':
         return this.pgMover.compactFor(a.g as number, a.atLeast as number);
+      case 'pgRepairPoint': {
+        // A replica whose WAL needs repair rebuilds from this leader's snapshot (host.ts repair).
+        const g = a.g as number;
+        if (!Number.isSafeInteger(a.atLeast) || (a.atLeast as number) < 0) throw new InvalidArgument('pgRepairPoint: bad index');
+        const group = this.host.groups.get(g);
+        if (!group || !group.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${g}`);
+        const atLeast = Math.max(a.atLeast as number, group.commit);
+        await this.pgMover.compactFor(g, atLeast);
+        const md = group.storage.snapshot().metadata;
+        if (md.index < atLeast) throw new Unavailable(`group ${g}: snapshot at ${md.index}, not yet at ${atLeast}`);
+        const point: RepairPoint = { index: md.index, term: md.term, confState: md.confState, leaderTerm: group.term };
+        return point;
+      }
       case 'getMap':
         return { map: encodeMap(this.map()) };
       case 'mapAtLeast': {
