@@ -365,3 +365,30 @@ for (const backend of testBackends()) {
     await r.close();
   });
 }
+
+test('write-behind stores sharing a node budget: an apply over the node limit waits for flushes, so dirty bytes stay bounded', async (t) => {
+  const io = new FsBlockIo();
+  const limitBlocks = 32;
+  // No timer flush within the test: only the limits make data reach the files.
+  const scratch = new ScratchPool(io, { nodeDirtyLimitBytes: limitBlocks * B, flushDelayMs: 60_000 });
+  const stores = [await PgStore.open(io, scratch, tempDir(t), 1), await PgStore.open(io, scratch, tempDir(t), 2)];
+  const models = [Buffer.alloc(volBytes), Buffer.alloc(volBytes)];
+  let peak = 0;
+  for (let i = 1; i <= 300; i++) {
+    const k = i % 2;
+    const block = (i * 7) % (volBlocks - 2);
+    const data = pattern(i, 2 * B);
+    await stores[k].apply(Math.ceil(i / 2), 1, encodeWrite(1, block * B, data));
+    data.copy(models[k], block * B);
+    peak = Math.max(peak, scratch.writeBehind.bytes);
+    assert.ok(scratch.writeBehind.bytes <= limitBlocks * B, `${scratch.writeBehind.bytes} dirty bytes after apply ${i}`);
+  }
+  assert.ok(peak > (limitBlocks / 2) * B, `the limit was reached (peak ${peak})`);
+  for (const [k, s] of stores.entries()) {
+    const out = Buffer.alloc(volBytes);
+    await s.read(1, 0, volBytes, out);
+    assert.ok(out.equals(models[k]), `store ${k} reads back`);
+    await s.close();
+  }
+  assert.equal(scratch.writeBehind.bytes, 0);
+});
