@@ -64,12 +64,33 @@ export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Prom
   }
 }
 
+/** Ports this process has given to nodes (each node keeps its ports across restarts). */
+const portsHandedOut = new Set<number>();
+
+async function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A port for a node to listen on. Never one this process handed out before: the kernel's own
+ * pick (listen on port 0, then close) can return a port twice in a row, which a node started
+ * later then finds taken by an earlier one (EADDRINUSE before it listens). Below the
+ * ephemeral range (32768+), so that no outgoing connection takes it between this check and
+ * the node's bind, or while its node is down for a restart.
+ */
 async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (portsHandedOut.has(port)) continue;
+    if (!(await portFree(port))) continue;
+    portsHandedOut.add(port);
+    return port;
+  }
+  throw new Error('no free port below the ephemeral range');
 }
 
 /** The groups that are not ok, for failure messages. */
