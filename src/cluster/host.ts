@@ -269,7 +269,7 @@ function makeMetrics(registry: Registry | undefined, groups: () => Iterable<Grou
     proposals: new Counter({ name: 'raftblock_raft_proposals_total', help: 'Entries proposed by leaders on this node', registers }),
     commitLatency: new Histogram({
       name: 'raftblock_raft_propose_to_apply_seconds',
-      help: 'Proposal to committed-and-applied latency on the leader',
+      help: 'Proposal to answer on the leader: committed on a quorum (PGs) or applied (metadata group)',
       buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1],
       registers,
     }),
