@@ -480,15 +480,7 @@ export class PgStore {
     const target = { ...this.meta };
     if (target.appliedIndex === this.durable.appliedIndex) return this.durable.appliedIndex;
     const recent = this.recentBytes();
-    await this.dirty.flushAll();
-    for (const f of [...this.files.values()]) {
-      this.pin(f);
-      try {
-        await f.fdatasync();
-      } finally {
-        this.unpin(f);
-      }
-    }
+    await this.syncDataFiles();
     // The table may end up newer than meta.json after a crash: replaying the entries between
     // then skips requests whose data is already in the (synced) files, which changes nothing.
     await writeFileDurably(join(this.dir, 'dedupe.bin'), recent);
@@ -631,8 +623,8 @@ export class PgStore {
     for (const [vol, at, data] of chunk.runs) await this.writeRange(vol, at, data);
   }
 
-  /** Ends a streamed restore: the image is durable and the state is at (index, term). */
-  async finishRestore(index: number, term: number): Promise<void> {
+  /** Writes out every dirty block, then makes every data file durable. */
+  private async syncDataFiles(): Promise<void> {
     await this.dirty.flushAll();
     for (const f of [...this.files.values()]) {
       this.pin(f);
@@ -642,6 +634,11 @@ export class PgStore {
         this.unpin(f);
       }
     }
+  }
+
+  /** Ends a streamed restore: the image is durable and the state is at (index, term). */
+  async finishRestore(index: number, term: number): Promise<void> {
+    await this.syncDataFiles();
     this.meta = { appliedIndex: index, appliedTerm: term };
     await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recentBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));

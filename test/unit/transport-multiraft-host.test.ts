@@ -109,32 +109,35 @@ async function until(cond: () => boolean, ms = 10000): Promise<void> {
   }
 }
 
-test('three hosts elect a leader per group, replicate proposals, and share one WAL batch per round', async (t) => {
-  const ids = [1, 2, 3];
+/** Hosts on real loopback transports that know each other's addresses (no groups yet). */
+async function connectHosts<W extends MemWal>(ids: number[], makeWal: (id: number) => W, opts: { tickMs: number; registries?: Registry[] }) {
   const hosts: MultiRaftHost[] = [];
-  const wals: MemWal[] = [];
-  const sms = new Map<string, Register>();
+  const wals: W[] = [];
   const transports: Transport[] = [];
-  const registries = ids.map(() => new Registry());
-  for (const id of ids) {
+  for (const [i, id] of ids.entries()) {
     let host!: MultiRaftHost;
     const tr = new Transport({
       nodeId: String(id),
       listen: { host: '127.0.0.1', port: 0 },
       epoch: () => 1,
-      handlers: {
-        onMessages: (from, _e, msgs) => host.receive(Number(from), msgs),
-        onRequest: async () => undefined,
-      },
+      handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
     });
     await tr.start();
     transports.push(tr);
-    const wal = new MemWal();
+    const wal = makeWal(id);
     wals.push(wal);
-    host = new MultiRaftHost({ nodeId: id, wal: wal as unknown as Wal, transport: tr, tickMs: 50, fetchSnapshot: async () => new Uint8Array(0), registry: registries[id - 1] });
+    host = new MultiRaftHost({ nodeId: id, wal: wal as unknown as Wal, transport: tr, tickMs: opts.tickMs, fetchSnapshot: async () => new Uint8Array(0), registry: opts.registries?.[i] });
     hosts.push(host);
   }
   for (const tr of transports) for (const [i, other] of transports.entries()) tr.setPeerAddress(String(ids[i]), other.address);
+  return { hosts, wals, transports };
+}
+
+test('three hosts elect a leader per group, replicate proposals, and share one WAL batch per round', async (t) => {
+  const ids = [1, 2, 3];
+  const sms = new Map<string, Register>();
+  const registries = ids.map(() => new Registry());
+  const { hosts, wals, transports } = await connectHosts(ids, () => new MemWal(), { tickMs: 50, registries });
   const groups = [11, 12, 13, 14];
   for (const [i, h] of hosts.entries()) {
     for (const g of groups) {
@@ -271,24 +274,17 @@ test('a follower that missed compacted entries catches up through a snapshot pul
 
 /** Starts hosts for `running` (a subset of the group's `voters`); `repairing` replicas' WALs need repair. */
 async function startHosts(t: { after(fn: () => Promise<void>): void }, voters: number[], running: number[], repairing: Set<number>, g: number) {
-  const hosts = new Map<number, MultiRaftHost>();
-  const transports: Transport[] = [];
-  for (const id of running) {
-    let host!: MultiRaftHost;
-    const tr = new Transport({
-      nodeId: String(id),
-      listen: { host: '127.0.0.1', port: 0 },
-      epoch: () => 1,
-      handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
-    });
-    await tr.start();
-    transports.push(tr);
-    const wal = new MemWal();
-    wal.needsRepair = () => repairing.has(id);
-    host = new MultiRaftHost({ nodeId: id, wal: wal as unknown as Wal, transport: tr, tickMs: 20, fetchSnapshot: async () => new Uint8Array(0) });
-    hosts.set(id, host);
-  }
-  for (const tr of transports) for (const [i, other] of transports.entries()) tr.setPeerAddress(String(running[i]), other.address);
+  const made = await connectHosts(
+    running,
+    (id) => {
+      const wal = new MemWal();
+      wal.needsRepair = () => repairing.has(id);
+      return wal;
+    },
+    { tickMs: 20 },
+  );
+  const hosts = new Map(made.hosts.map((h, i) => [running[i], h] as const));
+  const transports = made.transports;
   for (const [id, h] of hosts) {
     await h.addGroup(g, voters, new Register(), { campaign: id === running[0] });
     h.start();
@@ -334,26 +330,8 @@ class AckOnCommitRegister extends Register {
 
 test('a write is answered once both followers made it durable, while the leader’s own WAL write is still stuck', async (t) => {
   const ids = [1, 2, 3];
-  const hosts: MultiRaftHost[] = [];
-  const transports: Transport[] = [];
-  const wals: GatedWal[] = [];
   const sms: AckOnCommitRegister[] = [];
-  for (const id of ids) {
-    let host!: MultiRaftHost;
-    const tr = new Transport({
-      nodeId: String(id),
-      listen: { host: '127.0.0.1', port: 0 },
-      epoch: () => 1,
-      handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
-    });
-    await tr.start();
-    transports.push(tr);
-    const wal = new GatedWal();
-    wals.push(wal);
-    host = new MultiRaftHost({ nodeId: id, wal: wal as unknown as Wal, transport: tr, tickMs: 50, fetchSnapshot: async () => new Uint8Array(0) });
-    hosts.push(host);
-  }
-  for (const tr of transports) for (const [i, other] of transports.entries()) tr.setPeerAddress(String(ids[i]), other.address);
+  const { hosts, wals, transports } = await connectHosts(ids, () => new GatedWal(), { tickMs: 50 });
   const g = 21;
   for (const [i, h] of hosts.entries()) {
     const sm = new AckOnCommitRegister();
