@@ -26,6 +26,7 @@ import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics,
 import { maxPieceBytes, splitRange } from '../gateway/split.js';
 import { MultiRaftHost, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
+import { LeaderAffinity } from './leader-affinity.js';
 import { MetaStore } from './meta-store.js';
 import { decodeMap, encodeCommand, encodeMap, emptyMap, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
 import { Transport } from './transport.js';
@@ -48,6 +49,8 @@ export interface NodeOptions {
   /** Override for tests (ms per Raft tick). */
   tickMs?: number;
   ioBackend?: 'uring' | 'fs' | 'auto';
+  /** PG leadership moves toward the gateway that sends a PG most of its requests (default on). */
+  leaderFollowsIo?: boolean;
 }
 
 const requestTimeoutMs = 4000;
@@ -56,6 +59,8 @@ const snapshotChunkBytes = 8 * 1024 * 1024;
 /** Voters of the metadata group (group 0) once enough nodes have registered. */
 const metaVotersWanted = 3;
 const ioDeadlineMs = 30000;
+/** A PG is handed over for locality only to a voter at most this many entries behind. */
+const maxHandoverLagEntries = 64;
 
 /** Resolves after `ms`, or at once when `signal` is aborted. */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -98,6 +103,9 @@ export class StorageNode implements PgClient {
   private fetchingMapFrom = new Set<string>();
   private registered = false;
   private metaTimer: NodeJS.Timeout | undefined;
+  private affinityTimer: NodeJS.Timeout | undefined;
+  private readonly affinity = new LeaderAffinity();
+  private leaderHandovers!: Counter;
   private stopping = false;
   addresses!: NodeAddresses;
   private readonly startedMs = performance.now();
@@ -110,6 +118,7 @@ export class StorageNode implements PgClient {
     this.log = createLogger('node', { node: opts.id });
     this.registry = createRegistry();
     this.fencedMessages = new Counter({ name: 'raftblock_transport_fenced_messages_total', help: 'Raft messages dropped: sender not a replica of the group in this map', registers: [this.registry] });
+    this.leaderHandovers = new Counter({ name: 'raftblock_pg_leader_handovers_total', help: 'PG leaderships handed to the node whose gateway sent most of their requests', registers: [this.registry] });
     this.malformedMessages = new Counter({ name: 'raftblock_transport_malformed_messages_total', help: 'Raft messages dropped: malformed, or not from the node that sent the frame', registers: [this.registry] });
   }
 
@@ -217,6 +226,7 @@ export class StorageNode implements PgClient {
     this.host.start();
     this.pgMover.start();
     this.metaTimer = setInterval(() => this.maintainMetaGroup(), 1000);
+    if (this.opts.leaderFollowsIo !== false) this.affinityTimer = setInterval(() => this.followIo(), 1000);
     this.onMap(this.map());
     await this.reconciling;
     void this.register();
@@ -417,6 +427,7 @@ export class StorageNode implements PgClient {
         const q = checkPgRequest(a.q);
         if (!this.mapCaughtUp) throw new Unavailable(`node ${this.id} is catching up with the cluster map`);
         this.fence(g, epoch);
+        this.affinity.note(g, Number(from));
         return this.serveLocal(g, q, epoch);
       }
       case 'join': {
@@ -587,6 +598,7 @@ export class StorageNode implements PgClient {
     let target = this.leaderGuess(groupId, replicas);
     for (;;) {
       try {
+        if (target === this.id) this.affinity.note(groupId, this.id);
         const r =
           target === this.id
             ? await this.serveLocal(groupId, req)
@@ -617,6 +629,36 @@ export class StorageNode implements PgClient {
         await sleep(Math.min(10 * 2 ** Math.min(attempt, 6), 300), signal);
       }
     }
+  }
+
+  /** Ends an affinity round: hands PGs to the node whose gateway sends them their I/O. */
+  private followIo(): void {
+    if (this.stopping || !this.mapCaughtUp) return;
+    const map = this.map();
+    for (const h of this.affinity.round(performance.now(), this.id, (group, to) => this.mayHandOver(group, to, map))) {
+      const g = this.host.groups.get(h.group);
+      if (!g) continue;
+      this.log.info('PG leadership follows its I/O', { group: h.group, to: h.to });
+      this.leaderHandovers.inc();
+      g.raft.transferLeader(h.to);
+    }
+  }
+
+  /** A settled PG this node leads, whose voter `to` is wanted by the map, reachable and caught up. */
+  private mayHandOver(group: number, to: number, map: ClusterMap): boolean {
+    const g = this.host.groups.get(group);
+    if (!g || !g.isLeader || group === metadataGroupId) return false;
+    const { poolId, pgIndex } = pgOfGroup(group);
+    const pg = map.pools.find((p) => p.id === poolId)?.pgs[pgIndex];
+    if (!pg || !pg.replicas.includes(to)) return false;
+    const st = g.raft.status();
+    const cs = st.confState;
+    if (st.leadTransferee || cs.learners.length > 0 || cs.votersOutgoing.length > 0 || !cs.voters.includes(to)) return false;
+    // Nearly caught up is enough: the core's transfer finishes the catch-up before TimeoutNow,
+    // and under steady load a follower's match trails the last index by the entries in flight.
+    const pr = st.progress?.get(to);
+    if (!pr || pr.state !== 'replicate' || pr.match + maxHandoverLagEntries < st.lastIndex) return false;
+    return this.transport.isConnected(String(to));
   }
 
   private giveUpIfGone(signal: AbortSignal | undefined): void {
@@ -770,6 +812,7 @@ export class StorageNode implements PgClient {
     if (this.stopping) return;
     this.stopping = true;
     if (this.metaTimer) clearInterval(this.metaTimer);
+    if (this.affinityTimer) clearInterval(this.affinityTimer);
     this.pgMover?.stop();
     this.log.info('stopping');
     await this.nbd.close().catch((err) => this.log.warn('nbd close', { err }));

@@ -123,32 +123,47 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
     assert.ok(installed > 0, 'node 3 caught up by snapshot, not only from the log');
   });
 
+  await t.test('PG leadership follows the I/O: after seconds of writes through node 1, node 1 leads most PGs', async () => {
+    await run('fio', [...fioArgs(uri(0), 'affinity', '800M', '224M'), '--time_based', '--runtime=6', '--verify=0', '--do_verify=0']);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const s = await status(cluster.ready.http[0]);
+      const pgs = s.groups.filter((g) => g.groupId !== 0);
+      const local = pgs.filter((g) => g.role === 'leader').length;
+      if (local >= Math.ceil(pgs.length * 0.75)) break;
+      assert.ok(Date.now() < deadline, `node 1 leads ${local} of ${pgs.length} PGs`);
+      await run('fio', [...fioArgs(uri(0), 'affinity', '800M', '224M'), '--time_based', '--runtime=2', '--verify=0', '--do_verify=0']);
+    }
+    const handed = await Promise.all(cluster.ready.http.slice(1).map(async (h) => Number(/^raftblock_pg_leader_handovers_total (\d+)/m.exec(await (await fetch(`http://${h}/metrics`)).text())?.[1] ?? 0)));
+    assert.ok(handed[0] + handed[1] > 0, 'nodes 2 and 3 handed PGs over');
+  });
+
   await t.test('kill -9 of a PG leader during a fio verify run: I/O resumes, the node restarts and catches up', async () => {
-    const s = await status(cluster.ready.http[1]);
-    const led = s.groups.filter((g) => g.groupId !== 0 && g.role === 'leader').length;
-    assert.ok(led > 0, 'node 2 leads some PGs');
-    // fio through node 0 while node 2 (a leader of several PGs) dies.
-    const fio = runAsync('fio', fioArgs(uri(0), 'failover', '256M', '24M', ['--time_based=0']));
+    // Leadership follows the I/O, so pick the node that leads the most PGs now, and drive fio
+    // through another node's gateway while it dies.
+    const led = await Promise.all(cluster.ready.http.map(async (h) => (await status(h)).groups.filter((g) => g.groupId !== 0 && g.role === 'leader').length));
+    const victim = led.indexOf(Math.max(...led));
+    const gateway = (victim + 1) % 3;
+    const checker = (victim + 2) % 3;
+    assert.ok(led[victim] > 0, `node ${victim + 1} leads some PGs`);
+    const fio = runAsync('fio', fioArgs(uri(gateway), 'failover', '256M', '24M', ['--time_based=0']));
     await new Promise((r) => setTimeout(r, 700));
-    process.kill(cluster.ready.pids[1], 'SIGKILL');
+    process.kill(cluster.ready.pids[victim], 'SIGKILL');
     const r = await fio;
     assert.equal(r.code, 0, `fio verify across a leader kill failed:\n${r.out.slice(-2000)}`);
     const deadline = Date.now() + 60_000;
-    while (!cluster.events.some((e) => e.event === 'node-restarted' && e.id === 2)) {
-      assert.ok(Date.now() < deadline, 'node 2 restarted');
+    while (!cluster.events.some((e) => e.event === 'node-restarted' && e.id === victim + 1)) {
+      assert.ok(Date.now() < deadline, `node ${victim + 1} restarted`);
       await new Promise((res) => setTimeout(res, 200));
     }
-    // The restarted node catches up: every PG it holds reaches the leader's commit.
+    // The restarted node catches up: every PG it holds knows its leader again.
     for (;;) {
-      const [a, b] = await Promise.all([status(cluster.ready.http[0]).catch(() => undefined), status(cluster.ready.http[1]).catch(() => undefined)]);
-      if (a && b && b.groups.length > 1) {
-        const lagging = b.groups.filter((g) => g.groupId !== 0 && g.leader === 0);
-        if (lagging.length === 0) break;
-      }
-      assert.ok(Date.now() < deadline, 'node 2 rejoined every PG');
+      const b = await status(cluster.ready.http[victim]).catch(() => undefined);
+      if (b && b.groups.length > 1 && b.groups.filter((g) => g.groupId !== 0 && g.leader === 0).length === 0) break;
+      assert.ok(Date.now() < deadline, `node ${victim + 1} rejoined every PG`);
       await new Promise((res) => setTimeout(res, 300));
     }
-    await run('fio', fioArgs(uri(1), 'failover', '256M', '24M', ['--verify_only=1']));
+    await run('fio', fioArgs(uri(checker), 'failover', '256M', '24M', ['--verify_only=1']));
   });
 
   await t.test('stop with SIGINT and start again on the same directory: the data is still there', async () => {

@@ -24,6 +24,7 @@ interface NodeCliOptions {
   bootstrap?: boolean;
   join?: string;
   advertise?: string;
+  leaderFollowsIo: boolean;
 }
 
 export function register(program: Command): void {
@@ -39,6 +40,7 @@ export function register(program: Command): void {
     .option('--bootstrap', 'found a new cluster (this node runs the metadata group)')
     .option('--join <host:port,...>', 'peer addresses of existing nodes to join through')
     .option('--advertise <host:port>', 'peer address other nodes dial (when --peer binds 0.0.0.0)')
+    .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
     .action(async (opts: NodeCliOptions) => {
       await runNode(opts);
     });
@@ -63,6 +65,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     advertisePeer: opts.advertise ? (parseHostPort(opts.advertise, '--advertise'), opts.advertise) : undefined,
     ioBackend: parseIoBackendChoice(process.env.RAFTBLOCK_IO),
     tickMs: process.env.RAFTBLOCK_TICK_MS ? Number(process.env.RAFTBLOCK_TICK_MS) : undefined,
+    leaderFollowsIo: opts.leaderFollowsIo,
   });
   await node.start();
   process.stdout.write(JSON.stringify({ event: 'listening', id, ...node.addresses }) + '\n');

@@ -1,0 +1,45 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { LeaderAffinity } from '../../src/cluster/leader-affinity.js';
+
+const cfg = { minRequestsPerRound: 10, share: 0.75, confirmRounds: 2, cooldownMs: 30_000 };
+const yes = (): boolean => true;
+
+function feed(a: LeaderAffinity, group: number, origins: Record<number, number>): void {
+  for (const [origin, n] of Object.entries(origins)) for (let i = 0; i < n; i++) a.note(group, Number(origin));
+}
+
+test('a PG whose requests come from one other gateway for two rounds is handed to that node', () => {
+  const a = new LeaderAffinity(cfg);
+  feed(a, 7, { 2: 30, 1: 2 });
+  assert.deepEqual(a.round(1000, 1, yes), [], 'one round is not enough');
+  feed(a, 7, { 2: 30, 1: 2 });
+  assert.deepEqual(a.round(2000, 1, yes), [{ group: 7, to: 2 }]);
+});
+
+test('no hand-over for local load, light load, a split load, or a target the caller refuses', () => {
+  const a = new LeaderAffinity(cfg);
+  for (let r = 1; r <= 3; r++) {
+    feed(a, 1, { 1: 50 }); // served through this node's own gateway
+    feed(a, 2, { 3: 5 }); // too few requests
+    feed(a, 3, { 2: 20, 3: 20 }); // no node dominates
+    feed(a, 4, { 2: 40 }); // dominated, but refused by the caller
+    assert.deepEqual(a.round(r * 1000, 1, (g) => g !== 4), []);
+  }
+});
+
+test('a dominating node must hold two rounds in a row, and a PG moves at most once per cooldown', () => {
+  const a = new LeaderAffinity(cfg);
+  feed(a, 5, { 2: 40 });
+  a.round(1000, 1, yes);
+  feed(a, 5, { 3: 40 }); // another node takes over: the streak restarts
+  assert.deepEqual(a.round(2000, 1, yes), []);
+  feed(a, 5, { 3: 40 });
+  assert.deepEqual(a.round(3000, 1, yes), [{ group: 5, to: 3 }]);
+  for (let t = 4000; t < 33_000; t += 1000) {
+    feed(a, 5, { 2: 40 });
+    assert.deepEqual(a.round(t, 3, yes), [], `no second hand-over at ${t} ms`);
+  }
+  feed(a, 5, { 2: 40 });
+  assert.deepEqual(a.round(33_000, 3, yes), [{ group: 5, to: 2 }]);
+});
