@@ -18,6 +18,8 @@ export interface AdminSource {
   proposeMeta(cmd: MapCommand): Promise<unknown>;
   /** Resizes a volume; a shrink also discards the data past the new end on every replica. */
   resizeVolume(name: string, sizeBytes: number, allowShrink: boolean): Promise<{ epoch: number; volume: Volume }>;
+  /** Waits (bounded, best effort) until every reachable node holds a map at least `epoch`. */
+  spreadMap(epoch: number): Promise<void>;
   groupDigest(groupId: number): Promise<GroupDigest>;
 }
 
@@ -71,6 +73,8 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
     };
     const changed = async (cmd: MapCommand, status: number, key: 'volume' | 'pool'): Promise<void> => {
       const result = (await source.proposeMeta(cmd)) as { epoch: number; volume?: Volume; pool?: Pool };
+      // A client told "created" may connect to any gateway next: let them all know first.
+      await source.spreadMap(result.epoch);
       sendJson(res, status, { epoch: result.epoch, [key]: result[key] });
     };
     const handle = async (): Promise<void> => {

@@ -59,6 +59,8 @@ const snapshotChunkBytes = 8 * 1024 * 1024;
 /** Voters of the metadata group (group 0) once enough nodes have registered. */
 const metaVotersWanted = 3;
 const ioDeadlineMs = 30000;
+/** How long an admin command waits for reachable nodes to learn the map it changed. */
+const spreadMapTimeoutMs = 1000;
 /** A PG is handed over for locality only to a voter at most this many entries behind. */
 const maxHandoverLagEntries = 64;
 
@@ -707,6 +709,23 @@ export class StorageNode implements PgClient {
   /** Max TRIM commands in flight for one discard. */
   private static readonly discardConcurrency = 16;
 
+  /** Every reachable node holds a map of at least `epoch` (throws Unavailable otherwise). */
+  private async mapAtLeastEverywhere(epoch: number, timeoutMs: number): Promise<void> {
+    await Promise.all(
+      this.map()
+        .nodes.filter((n) => n.id !== this.id && this.transport.isConnected(String(n.id)))
+        .map(async (n) => {
+          const r = (await this.transport.request(String(n.id), 'mapAtLeast', { e: epoch }, timeoutMs)) as { epoch: number };
+          if (r.epoch < epoch) throw new Unavailable(`node ${n.id} still has map epoch ${r.epoch}, not ${epoch}`);
+        }),
+    );
+  }
+
+  /** AdminSource: best effort, a stalled or cut-off node must not hold up an admin command. */
+  async spreadMap(epoch: number): Promise<void> {
+    await this.mapAtLeastEverywhere(epoch, spreadMapTimeoutMs).catch((err) => this.log.debug('map not yet everywhere', { epoch, err }));
+  }
+
   /**
    * Trims [sizeBytes, discardToBytes) of `v` in every PG, through its leader and its log, then
    * clears the range in the map. Each piece stays in one extent (one PG) and within one store
@@ -720,14 +739,7 @@ export class StorageNode implements PgClient {
     // Every reachable node learns the map that shrank the volume before anything is trimmed:
     // a replica still holding an older map could otherwise become a PG leader and accept a
     // write past the new end, from a gateway with an older map too, after the trim.
-    await Promise.all(
-      map.nodes
-        .filter((n) => n.id !== this.id && this.transport.isConnected(String(n.id)))
-        .map(async (n) => {
-          const r = (await this.transport.request(String(n.id), 'mapAtLeast', { e: map.epoch }, requestTimeoutMs)) as { epoch: number };
-          if (r.epoch < map.epoch) throw new Unavailable(`node ${n.id} still has map epoch ${r.epoch}, not ${map.epoch}`);
-        }),
-    );
+    await this.mapAtLeastEverywhere(map.epoch, requestTimeoutMs);
     const pieces = splitRange(map, { ...v, sizeBytes: to }, from, to - from, Math.min(v.extentBytes, maxOpLengthBytes));
     let next = 0;
     let failed = false;
