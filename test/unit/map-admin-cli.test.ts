@@ -6,6 +6,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { zonedMap } from '../helpers/map.js';
 import { execFile } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -223,15 +224,7 @@ test('status lists nodes and groups with leader, term, indexes, and flags laggin
 });
 
 test('merged status: a group without a quorum of reachable replicas is unavailable even with a leader', () => {
-  let map = emptyMap();
-  for (let id = 1; id <= 3; id++) {
-    const r = applyCommand(map, { type: 'addNode', id, addresses: { peer: `h:${id}`, nbd: `h:${id + 10}`, http: `h:${id + 20}` }, labels: { zone: `z${id}` } });
-    assert.ok(r.ok);
-    map = r.map;
-  }
-  const r = applyCommand(map, { type: 'createPool', name: 'default', replicas: 3, pgCount: 1, failureDomain: 'zone' });
-  assert.ok(r.ok);
-  map = r.map;
+  const map = zonedMap(3, 1);
   const replicas = map.pools[0].pgs[0].replicas;
   const group = (role: GroupStatus['role'], term: number): GroupStatus => ({
     groupId: 65536, role, term, leader: replicas[0], commitIndex: 10, appliedIndex: 10, lastIndex: 10, voters: replicas,

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { addNodeCommand, applyAll, nodeAddresses } from '../helpers/map.js';
 import fc from 'fast-check';
 import {
   applyCommand,
@@ -23,24 +24,9 @@ import {
 } from '../../src/cluster/map.js';
 import type { RaftblockError } from '../../src/common/errors.js';
 
-function addr(id: number): { peer: string; nbd: string; http: string } {
-  return { peer: `127.0.0.1:${20000 + id}`, nbd: `127.0.0.1:${21000 + id}`, http: `127.0.0.1:${22000 + id}` };
-}
-
-function addNode(id: number, labels: Record<string, string> = { zone: `z${id}` }, weight?: number): MapCommand {
-  return { type: 'addNode', id, addresses: addr(id), labels, ...(weight === undefined ? {} : { weight }) };
-}
-
-/** Applies commands that must succeed; returns the final map. */
-function run(map: ClusterMap, ...commands: MapCommand[]): ClusterMap {
-  for (const c of commands) {
-    const r = applyCommand(map, c);
-    if (!r.ok) throw r.error;
-    checkMap(r.map);
-    map = r.map;
-  }
-  return map;
-}
+const addr = nodeAddresses;
+const addNode = addNodeCommand;
+const run = applyAll;
 
 function rejected(r: ApplyResult, code: string): void {
   assert.equal(r.ok, false, 'command was accepted');

@@ -5,27 +5,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { applyCommand, checkMap, decodeMap, emptyMap, encodeMap, type ClusterMap, type MapCommand } from '../../src/cluster/map.js';
+import { addNodeCommand, applyAll } from '../helpers/map.js';
+import { applyCommand, decodeMap, emptyMap, encodeMap, type ClusterMap } from '../../src/cluster/map.js';
 
 const MiB = 1024 * 1024;
 
-function run(map: ClusterMap, ...commands: MapCommand[]): ClusterMap {
-  for (const c of commands) {
-    const r = applyCommand(map, c);
-    if (!r.ok) throw r.error;
-    checkMap(r.map);
-    map = r.map;
-  }
-  return map;
-}
+const run = applyAll;
 
 function base(): ClusterMap {
-  const nodes: MapCommand[] = [1, 2, 3].map((id) => ({
-    type: 'addNode' as const,
-    id,
-    addresses: { peer: `127.0.0.1:${20000 + id}`, nbd: `127.0.0.1:${21000 + id}`, http: `127.0.0.1:${22000 + id}` },
-    labels: { zone: `z${id}` },
-  }));
+  const nodes = [1, 2, 3].map((id) => addNodeCommand(id));
   return run(
     emptyMap(),
     ...nodes,

@@ -6,12 +6,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { zonedMap } from '../helpers/map.js';
 import { FsBlockIo } from '../../src/io/fs.js';
 import { Wal } from '../../src/wal/index.js';
 import { encodeConfChange, EntryType, type ConfChange } from '../../src/raft/index.js';
 import { bootstrapMembership, joinerMembership, loadMembership, membershipAt, saveMembership } from '../../src/cluster/pg-membership.js';
 import { mergeClusterStatus, type GroupStatus, type NodeStatus } from '../../src/cluster/admin-client.js';
-import { applyCommand, emptyMap } from '../../src/cluster/map.js';
 import { renderStatus } from '../../src/cli/commands/status.js';
 import { setLogSink } from '../../src/common/log.js';
 import { tempDir } from '../helpers/tools.js';
@@ -75,15 +75,7 @@ test('the membership file round-trips and is written atomically', async (t) => {
 });
 
 test('status shows a PG whose Raft configuration differs from its map replicas', () => {
-  let map = emptyMap();
-  for (let id = 1; id <= 4; id++) {
-    const r = applyCommand(map, { type: 'addNode', id, addresses: { peer: `h:${id}`, nbd: `h:${id + 10}`, http: `h:${id + 20}` }, labels: { zone: `z${id}` } });
-    assert.ok(r.ok);
-    map = r.map;
-  }
-  const r = applyCommand(map, { type: 'createPool', name: 'default', replicas: 3, pgCount: 1, failureDomain: 'zone' });
-  assert.ok(r.ok);
-  map = r.map;
+  const map = zonedMap(4, 1);
   assert.equal(map.pools[0].createdEpoch, map.epoch, 'a pool remembers the epoch that created it');
   const replicas = map.pools[0].pgs[0].replicas;
   const others = [1, 2, 3, 4].filter((n) => !replicas.includes(n));
