@@ -1,6 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, ftruncateSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { freePortRange } from '../../src/common/ports.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -256,27 +257,6 @@ export const raftblockExportFile: ServerSpec = {
 
 export const allNbdServers: readonly ServerSpec[] = [raftblockExportFile, nbdkitMemory, nbdkitFile, qemuNbdNone, qemuNbdDirectsync];
 
-/** True when 127.0.0.1:`port` can be bound right now. */
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
-/** A base port such that `count` consecutive loopback ports from it are free. */
-export async function freePortRange(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    // Below Linux's ephemeral range (32768-60999), so outgoing connections cannot take a port
-    // between this check and the cluster binding it.
-    const base = 20000 + Math.floor(Math.random() * 12000);
-    let ok = true;
-    for (let i = 0; i < count && ok; i++) ok = await portFree(base + i);
-    if (ok) return base;
-  }
-  throw new Error(`no ${count} consecutive free ports found`);
-}
 
 /**
  * `raftblock start`: an embedded cluster of `nodes` node processes on this machine serving

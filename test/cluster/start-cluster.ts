@@ -5,7 +5,7 @@
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { freePortRange } from '../../src/common/ports.js';
 import { createInterface } from 'node:readline';
 import { cliPath } from '../helpers/paths.js';
 
@@ -21,25 +21,8 @@ export interface Cluster {
   events: Record<string, unknown>[];
 }
 
-async function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
 /** A base port with `count` consecutive free ports after it, for each of nbd, http, peer. */
-export async function freeBase(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    // Below the ephemeral range (32768+), so outgoing connections do not take them meanwhile.
-    const base = 20000 + Math.floor(Math.random() * 12000);
-    let ok = true;
-    for (let i = 0; i < count && ok; i++) ok = await portFree(base + i);
-    if (ok) return base;
-  }
-  throw new Error('no free port range');
-}
+export const freeBase = (count: number): Promise<number> => freePortRange(count);
 
 export function startCluster(t: TestContext, dir: string, ports: { nbd: number; http: number; peer: number }, timeoutMs = 90_000): Promise<Cluster> {
   const proc = spawn(

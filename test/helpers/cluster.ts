@@ -11,7 +11,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePortRange } from '../../src/common/ports.js';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { TestContext } from 'node:test';
@@ -67,14 +67,6 @@ export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Prom
 /** Ports this process has given to nodes (each node keeps its ports across restarts). */
 const portsHandedOut = new Set<number>();
 
-async function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
 /**
  * A port for a node to listen on. Never one this process handed out before: the kernel's own
  * pick (listen on port 0, then close) can return a port twice in a row, which a node started
@@ -83,14 +75,9 @@ async function portFree(port: number): Promise<boolean> {
  * the node's bind, or while its node is down for a restart.
  */
 async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 1000; attempt++) {
-    const port = 20000 + Math.floor(Math.random() * 12000);
-    if (portsHandedOut.has(port)) continue;
-    if (!(await portFree(port))) continue;
-    portsHandedOut.add(port);
-    return port;
-  }
-  throw new Error('no free port below the ephemeral range');
+  const port = await freePortRange(1, portsHandedOut);
+  portsHandedOut.add(port);
+  return port;
 }
 
 /** The groups that are not ok, for failure messages. */
