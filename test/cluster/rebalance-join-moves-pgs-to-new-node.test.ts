@@ -120,16 +120,7 @@ test('a node joining in a new zone takes over PGs, a node marked out drains: con
   t.diagnostic(`${moved.length} of ${pgCount} PGs moved to node 4 in ${Date.now() - started} ms; at most ${mostMovingOnOneLeader} moving on one leader`);
 
   // Node 1 marked out (`raftblock node-state 1 out`): it drains; PGs it leads hand over first.
-  const out = spawnSync(process.execPath, [cliPath, 'node-state', '1', 'out', '--server', cluster.node(2).addrs.http], { encoding: 'utf8' });
-  assert.equal(out.status, 0, out.stderr);
-  await waitFor('node 1 drained', 60_000, async () => {
-    const s = (last = await cluster.clusterStatus());
-    const groups = s.groups.filter((g) => g.groupId !== 0);
-    if (groups.some((g) => g.configuration !== undefined || g.health !== 'ok' || g.replicas.includes(1))) return undefined;
-    return (await cluster.status(1)).groups.some((g) => g.groupId !== 0) ? undefined : true;
-  }, 250).catch((err: Error) => {
-    throw new Error(`${err.message}\n${last ? describeUnhealthy(last) + '\n' + JSON.stringify(last.groups.filter((g) => g.configuration)) : ''}\n${cluster.logs(8)}`);
-  });
+  await cluster.drainNode(1, 2);
   for (const offset of [0, half]) {
     const v = await startFio(cluster, 1, fioRegion(offset, true), dir).done;
     assert.equal(v.code, 0, `verify through the drained node's gateway: ${describeFio(v)}`);

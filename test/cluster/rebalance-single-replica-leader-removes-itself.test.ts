@@ -6,11 +6,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { TestCluster, waitFor, describeUnhealthy } from '../helpers/cluster.js';
-import { cliPath } from '../helpers/paths.js';
+import { TestCluster } from '../helpers/cluster.js';
 import { requireTools, tempDir } from '../helpers/tools.js';
-import type { ClusterStatus } from '../../src/cluster/admin-client.js';
 import { pgGroupId } from '../../src/cluster/map.js';
 import { describeFio, startFio } from './io.js';
 
@@ -37,17 +34,7 @@ test('a single-replica PG on a drained node moves: its leader removes itself, da
   const onNode1 = solo.pgs.map((pg, i) => ({ i, pg })).filter(({ pg }) => pg.replicas[0] === 1).map(({ i }) => pgGroupId(solo.id, i));
   assert.ok(onNode1.length > 0, 'placement put no single-replica PG on node 1');
 
-  const out = spawnSync(process.execPath, [cliPath, 'node-state', '1', 'out', '--server', cluster.node(2).addrs.http], { encoding: 'utf8' });
-  assert.equal(out.status, 0, out.stderr);
-  let last: ClusterStatus | undefined;
-  await waitFor('node 1 drained', 60_000, async () => {
-    const s = (last = await cluster.clusterStatus());
-    const pgs = s.groups.filter((g) => g.groupId !== 0);
-    if (pgs.some((g) => g.configuration !== undefined || g.health !== 'ok' || g.replicas.includes(1))) return undefined;
-    return (await cluster.status(1)).groups.some((g) => g.groupId !== 0) ? undefined : true;
-  }, 250).catch((err: Error) => {
-    throw new Error(`${err.message}\n${last ? describeUnhealthy(last) + '\n' + JSON.stringify(last.groups.filter((g) => g.configuration)) : ''}\n${cluster.logs(10)}`);
-  });
+  await cluster.drainNode(1, 2);
   const s = await cluster.clusterStatus();
   for (const g of onNode1) {
     const view = s.groups.find((x) => x.groupId === g)!;

@@ -9,7 +9,7 @@
  * loopback, or through a short `node` process run inside a member namespace (the test process
  * itself lives outside them).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { freePortRange } from '../../src/common/ports.js';
 import { join } from 'node:path';
@@ -400,5 +400,23 @@ export class TestCluster {
   /** The last lines of every node's log (for failure messages). */
   logs(lines = 15): string {
     return this.nodes.map((n) => `--- node ${n.id} ---\n${n.logTail(lines)}`).join('\n');
+  }
+
+  /**
+   * `raftblock node-state ID out` through node `via`'s admin API, then waits until every PG
+   * is settled (no move under way, healthy) without node `id`, and node `id` holds no PG.
+   */
+  async drainNode(id: number, via: number, timeoutMs = 60_000): Promise<void> {
+    const out = spawnSync(process.execPath, [cliPath, 'node-state', String(id), 'out', '--server', this.node(via).addrs.http], { encoding: 'utf8' });
+    if (out.status !== 0) throw new Error(`node-state ${id} out failed (${out.status}): ${out.stderr}`);
+    let last: ClusterStatus | undefined;
+    await waitFor(`node ${id} drained`, timeoutMs, async () => {
+      const s = (last = await this.clusterStatus());
+      const pgs = s.groups.filter((g) => g.groupId !== 0);
+      if (pgs.some((g) => g.configuration !== undefined || g.health !== 'ok' || g.replicas.includes(id))) return undefined;
+      return (await this.status(id)).groups.some((g) => g.groupId !== 0) ? undefined : true;
+    }, 250).catch((err: Error) => {
+      throw new Error(`${err.message}\n${last ? describeUnhealthy(last) + '\n' + JSON.stringify(last.groups.filter((g) => g.configuration)) : ''}\n${this.logs(10)}`);
+    });
   }
 }
