@@ -9,17 +9,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import type { ClusterStatus, VolumeList, VolumeResponse } from '../../src/cluster/admin-client.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
-import { cliPath } from '../helpers/paths.js';
+import { runCli, type CliResult } from '../helpers/cli.js';
 import { requireTools } from '../helpers/tools.js';
 
-function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cliPath, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (...args: string[]): Promise<CliResult> => runCli(args);
 
 test('volume commands and status work against a real cluster', { timeout: 180_000 }, async (t) => {
   if (!requireTools(t, 'nbdinfo')) return;

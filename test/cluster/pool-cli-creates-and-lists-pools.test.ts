@@ -6,20 +6,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import type { PoolSummary } from '../../src/cli/commands/pool.js';
 import { pgGroupId } from '../../src/cluster/map.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
-import { cliPath } from '../helpers/paths.js';
+import { runCli, type CliResult } from '../helpers/cli.js';
 
-function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cliPath, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (...args: string[]): Promise<CliResult> => runCli(args);
 
 test('pool commands create and list pools on a real cluster', { timeout: 120_000 }, async (t) => {
   const cluster = await TestCluster.start(t, { nodes: 3, pgCount: 2 });

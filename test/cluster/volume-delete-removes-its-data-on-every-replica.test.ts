@@ -6,22 +6,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VolumeResponse } from '../../src/cluster/admin-client.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
-import { cliPath } from '../helpers/paths.js';
+import { runCli, type CliResult } from '../helpers/cli.js';
 import { requirePythonNbd, systemPython } from './io.js';
 
-function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cliPath, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (...args: string[]): Promise<CliResult> => runCli(args);
 
 /** Writes `count` 64 KiB blocks of `byte` spread over the volume (every extent). */
 function writeBlocks(uri: string, byte: number, count: number, stride: number): void {

@@ -6,23 +6,16 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import type { VolumeResponse } from '../../src/cluster/admin-client.js';
 import { TestCluster } from '../helpers/cluster.js';
-import { cliPath } from '../helpers/paths.js';
+import { runCli, type CliResult } from '../helpers/cli.js';
 import { requirePythonNbd, systemPython } from './io.js';
 
 const MiB = 1024 * 1024;
 const KiB = 1024;
 
-function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cliPath, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (...args: string[]): Promise<CliResult> => runCli(args);
 
 function python(lines: string[]): void {
   const r = spawnSync(systemPython, ['-c', lines.join('\n')], { encoding: 'utf8', timeout: 30_000 });

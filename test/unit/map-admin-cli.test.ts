@@ -7,7 +7,6 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { zonedMap } from '../helpers/map.js';
-import { execFile } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
@@ -21,22 +20,9 @@ import {
 } from '../../src/cluster/admin-client.js';
 import { allGroups, applyCommand, emptyMap, type ClusterMap, type MapCommand } from '../../src/cluster/map.js';
 import { RaftblockError } from '../../src/common/errors.js';
-import { cliPath } from '../helpers/paths.js';
+import { runCli, type CliResult as Cli } from '../helpers/cli.js';
 
-interface Cli {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(...args: string[]): Promise<Cli> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cliPath, ...args], { timeout: 20_000, env: { ...process.env, RAFTBLOCK_SERVER: '' } }, (err, stdout, stderr) => {
-      const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-      resolve({ code: typeof code === 'number' ? code : 1, stdout, stderr });
-    });
-  });
-}
+const cli = (...args: string[]): Promise<Cli> => runCli(args, { timeoutMs: 20_000, env: { ...process.env, RAFTBLOCK_SERVER: '' } });
 
 /** Three stub nodes sharing one map; node `redirector` answers writes with NOT_LEADER. */
 class StubCluster {
