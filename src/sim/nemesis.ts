@@ -172,10 +172,7 @@ export class Nemesis {
     if (r < 50) {
       this.membership();
     } else if (r < 62) {
-      const s = this.shuffled(ids);
-      const k = 1 + this.rng.nextInt(Math.floor(ids.length / 2));
-      c.net.partition([s.slice(0, k), s.slice(k)]);
-      c.note(`partition: ${JSON.stringify([s.slice(0, k), s.slice(k)])}`);
+      this.splitAtRandom(c, ids);
     } else if (r < 72) {
       const up = c.upNodes();
       if (up.length > 0) c.crash(up[this.rng.nextInt(up.length)].id);
@@ -221,6 +218,14 @@ export class Nemesis {
 
   private ids(): NodeId[] {
     return this.c.nodes.map((n) => n.id);
+  }
+
+  /** Cuts the nodes into a random minority (at least one node) and the rest. */
+  private splitAtRandom(c: SimCluster, ids: NodeId[]): void {
+    const s = this.shuffled(ids);
+    const k = 1 + this.rng.nextInt(Math.floor(ids.length / 2));
+    c.net.partition([s.slice(0, k), s.slice(k)]);
+    c.note(`partition: ${JSON.stringify([s.slice(0, k), s.slice(k)])}`);
   }
 
   private shuffled(xs: NodeId[]): NodeId[] {
@@ -269,10 +274,7 @@ export class Nemesis {
         c.note(`partition: leader ${leader.id} with ${other}`);
       }
     } else if (r < 26) {
-      const s = this.shuffled(ids);
-      const k = 1 + this.rng.nextInt(Math.floor(ids.length / 2));
-      c.net.partition([s.slice(0, k), s.slice(k)]);
-      c.note(`partition: ${JSON.stringify([s.slice(0, k), s.slice(k)])}`);
+      this.splitAtRandom(c, ids);
     } else if (r < 30) {
       // Bridge: two halves that only one node connects.
       const s = this.shuffled(ids);
