@@ -498,8 +498,33 @@ export function parseLabels(text: string): Record<string, string> {
 // ---------------------------------------------------------------------------------------------
 // Lookups for the node process, the gateway and the admin API
 
+/**
+ * Volumes of a map by name and by id, built once per map (maps are immutable values: a change
+ * makes a new one), so the I/O path looks a volume up without scanning the list per request.
+ */
+const volumeIndexes = new WeakMap<ClusterMap, { byName: Map<string, Volume>; byId: Map<number, Volume> }>();
+
+function volumeIndex(map: ClusterMap): { byName: Map<string, Volume>; byId: Map<number, Volume> } {
+  let ix = volumeIndexes.get(map);
+  if (!ix) {
+    ix = { byName: new Map(map.volumes.map((v) => [v.name, v])), byId: new Map(map.volumes.map((v) => [v.id, v])) };
+    volumeIndexes.set(map, ix);
+  }
+  return ix;
+}
+
+/** The volume named `name`, or undefined. */
+export function volumeNamed(map: ClusterMap, name: string): Volume | undefined {
+  return volumeIndex(map).byName.get(name);
+}
+
+/** The volume with id `id`, or undefined. */
+export function volumeWithId(map: ClusterMap, id: number): Volume | undefined {
+  return volumeIndex(map).byId.get(id);
+}
+
 export function findVolume(map: ClusterMap, name: string): Volume {
-  const v = map.volumes.find((x) => x.name === name);
+  const v = volumeNamed(map, name);
   if (!v) throw new NotFound(`volume ${name} does not exist`);
   return v;
 }

@@ -28,7 +28,7 @@ import { MultiRaftHost, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { MetaStore } from './meta-store.js';
-import { decodeMap, encodeCommand, encodeMap, emptyMap, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, encodeCommand, encodeMap, emptyMap, volumeWithId, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
 import { Transport } from './transport.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
@@ -535,7 +535,7 @@ export class StorageNode implements PgClient {
    */
   private fenceVolume(req: PgRequest, senderEpoch: number): void {
     const map = this.map();
-    const v = map.volumes.find((x) => x.id === req.v);
+    const v = volumeWithId(map, req.v);
     if (v) {
       if (req.k === 'trim' && req.pastEnd === true) {
         // A shrink's discard: served only with the map that shrank the volume (whose leader

@@ -9,7 +9,7 @@
 import { Histogram, Counter, type Registry } from 'prom-client';
 import { InvalidArgument, NotSupported, OutOfRange } from '../common/errors.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
-import { maxExtentBytes, maxVolumeBytes, type ClusterMap, type Volume } from '../cluster/map.js';
+import { maxExtentBytes, maxVolumeBytes, volumeNamed, type ClusterMap, type Volume } from '../cluster/map.js';
 import { maxPieceBytes, splitRange, type Piece } from './split.js';
 import { randomInt } from 'node:crypto';
 import { maxOpLengthBytes, maxRequestSession } from '../store/ops.js';
@@ -153,13 +153,13 @@ export class VolumeBackend implements BlockBackend {
   }
 
   private volume(): Volume {
-    const v = this.client.map().volumes.find((x) => x.name === this.name);
+    const v = volumeNamed(this.client.map(), this.name);
     if (!v) throw new OutOfRange(`volume ${this.name} no longer exists`);
     return v;
   }
 
   size(): number {
-    const v = this.client.map().volumes.find((x) => x.name === this.name);
+    const v = volumeNamed(this.client.map(), this.name);
     return v ? v.sizeBytes : 0;
   }
 

@@ -8,6 +8,8 @@ import {
   decodeCommand,
   decodeMap,
   emptyMap,
+  volumeNamed,
+  volumeWithId,
   encodeCommand,
   encodeMap,
   groupsOfNode,
@@ -232,3 +234,16 @@ test('random command sequences keep every map invariant (property)', () => {
 });
 
 const PINNED_PGS: number[] = [29, 27, 49, 0];
+
+test('volume lookups by name and id follow each new map (the index is per map value)', () => {
+  const m1 = run(emptyMap(), addNode(1), addNode(2), addNode(3), { type: 'createPool', name: 'default', replicas: 3, pgCount: 4, failureDomain: 'zone' }, { type: 'createVolume', name: 'a', sizeBytes: 1 << 20 });
+  const a = volumeNamed(m1, 'a');
+  assert.ok(a);
+  assert.equal(volumeWithId(m1, a.id), a);
+  const m2 = run(m1, { type: 'resizeVolume', name: 'a', sizeBytes: 2 << 20 });
+  assert.equal(volumeNamed(m2, 'a')?.sizeBytes, 2 << 20);
+  assert.equal(volumeNamed(m1, 'a')?.sizeBytes, 1 << 20, 'the older map keeps its own answer');
+  const m3 = run(m2, { type: 'deleteVolume', name: 'a' });
+  assert.equal(volumeNamed(m3, 'a'), undefined);
+  assert.equal(volumeWithId(m3, a.id), undefined);
+});
