@@ -23,6 +23,7 @@ import {
   cloneConfState,
   SeededRng,
   decodeConfChange,
+  type Config,
   defaultConfig,
   emptyConfState,
   type ConfChange,
@@ -98,6 +99,8 @@ export interface HostOptions {
   /** Milliseconds per Raft tick. */
   tickMs?: number;
   electionTicks?: number;
+  /** Readies per group handled at once (see Config.maxOutstandingReadies); default 4. */
+  maxOutstandingReadies?: number;
   /** Entries kept in memory behind the checkpoint for slow followers. */
   keepEntriesAfterCheckpoint?: number;
   /** Bytes of entry data kept in memory behind the checkpoint (per group). */
@@ -146,6 +149,14 @@ const repairRetryMs = 1000;
 export const defaultTickMs = 100;
 export const defaultKeepBytesAfterCheckpoint = 4 * 1024 * 1024;
 export const defaultElectionTicks = 10;
+/*
+ * A group's next Ready is taken while the WAL is still writing the previous one, so its new
+ * entries reach the WAL (and, on a leader, its followers) without waiting a whole device
+ * write: without this a request that arrives during a write waits for it to end, then for its
+ * own write, on the leader and again on each follower. Four matches the WAL's batches in
+ * flight.
+ */
+export const defaultMaxOutstandingReadies = 4;
 /*
  * Checkpoints cost several device flushes per group (data files, dedupe table, meta.json), so
  * a group is checkpointed when it needs it rather than on every timer round. Every trigger
@@ -201,8 +212,11 @@ export class Group {
   repairing = false;
   repairRunning = false;
   repairRetryAtMs = 0;
-  /** A Ready of this group is being handled (one at a time per group). */
-  busy = false;
+  /**
+   * Settles once every Ready taken so far is handled: the next one waits for it before it
+   * sends what its own write promises and advances (Readies advance in the order taken).
+   */
+  readyTail: Promise<void> = Promise.resolve();
   /** Proposals up to this index were answered from the quorum's commit (see ackQuorumCommitted). */
   quorumAckedIndex = 0;
   /** Bytes of entry data appended since the last checkpoint began (an estimate: truncated
@@ -375,10 +389,7 @@ export class MultiRaftHost {
       }
       storage.setHardState({ term: hs.term, vote: hs.vote, commit: Math.max(Math.min(hs.commit, storage.lastIndex()), base) });
     }
-    const cfg = defaultConfig(this.nodeId, new SeededRng(this.rngSeed ^ id));
-    cfg.electionTicks = this.opts.electionTicks ?? defaultElectionTicks;
-    cfg.applied = base;
-    const raft = new RaftNode(cfg, storage);
+    const raft = new RaftNode(this.raftConfig(this.rngSeed ^ id, base), storage);
     const g = new Group(id, raft, storage, sm, confState);
     g.repairing = repairing;
     if (repairing) this.log.warn('PG replica held until it is rebuilt from its leader: its WAL needs repair', { group: id, durableIndex: base });
@@ -386,6 +397,17 @@ export class MultiRaftHost {
     if (opts.campaign && !known) raft.campaign();
     this.schedule();
     return g;
+  }
+
+  private raftConfig(seed: number, applied: number): Config {
+    const cfg = defaultConfig(this.nodeId, new SeededRng(seed));
+    cfg.electionTicks = this.opts.electionTicks ?? defaultElectionTicks;
+    cfg.maxOutstandingReadies = this.opts.maxOutstandingReadies ?? defaultMaxOutstandingReadies;
+    // Followers learn the commit index from the next append or heartbeat: an empty append to
+    // each follower on every commit (and its acknowledgement) doubled the frames per write.
+    cfg.eagerCommitNews = false;
+    cfg.applied = applied;
+    return cfg;
   }
 
   async removeGroup(id: number): Promise<void> {
@@ -538,13 +560,14 @@ export class MultiRaftHost {
     if (this.stopped) return;
     let started = 0;
     for (const g of this.groups.values()) {
-      if (g.busy || g.removed || g.snapshotInstalling || g.repairing) continue;
+      if (g.removed || g.snapshotInstalling || g.repairing) continue;
+      // The core bounds how many Readies a group has out (Config.maxOutstandingReadies).
       if (!g.raft.hasReady()) continue;
-      g.busy = true;
       started++;
       this.inFlight++;
       const rd = g.raft.ready();
-      this.handleReady(g, rd)
+      const handled = this.handleReady(g, g.raft, rd, g.readyTail);
+      g.readyTail = handled
         .catch((err) => {
           this.log.error('ready handling failed', { group: g.id, err });
           // A failed WAL write leaves Raft's view ahead of the disk: stop rather than lie.
@@ -552,7 +575,6 @@ export class MultiRaftHost {
           setImmediate(() => process.exit(70));
         })
         .finally(() => {
-          g.busy = false;
           this.inFlight--;
           this.schedule();
         });
@@ -563,9 +585,13 @@ export class MultiRaftHost {
     }
   }
 
-  /** One group's Ready, in order of obligation (see raft/types.ts Ready). */
-  private async handleReady(g: Group, rd: Ready): Promise<void> {
-    // A snapshot replaces the state machine before later entries are appended (rare).
+  /**
+   * One group's Ready, in order of obligation (see raft/types.ts Ready). `before` settles once
+   * the group's earlier Readies are handled: this one's messages may promise what they wrote.
+   */
+  private async handleReady(g: Group, raft: RaftNode, rd: Ready, before: Promise<void>): Promise<void> {
+    // A snapshot replaces the state machine before later entries are appended (rare; the core
+    // hands one out only when no other Ready is outstanding).
     if (rd.snapshot) await this.installSnapshot(g, rd.snapshot);
     const persists: Promise<void>[] = [];
     if (rd.entries.length > 0) {
@@ -584,7 +610,7 @@ export class MultiRaftHost {
     if (rd.softState) this.noteSoftState(g, rd.softState.role, rd.softState.lead);
     // A leader's appends and heartbeats may leave before its own append is durable: the core
     // does not count its own copy until advance. Everything else (votes, acknowledgements)
-    // promises what this Ready persists, so it waits.
+    // promises what this Ready and the ones before it persist, so it waits.
     const early = g.role === 'leader';
     const later: Message[] = [];
     for (const m of rd.messages) {
@@ -611,6 +637,7 @@ export class MultiRaftHost {
       await Promise.all(persists);
       this.metrics.walFlushLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9);
     }
+    await before;
     // A replica whose WAL found corruption in the middle of this group's log (acknowledged
     // entries may be gone) must not take part in elections until a snapshot repairs it: it
     // neither asks for votes nor grants them, so it can never help elect a leader that lacks
@@ -623,7 +650,7 @@ export class MultiRaftHost {
       }
       this.transport.send(String(m.to), g.id, m);
     }
-    if (!g.removed) g.raft.advance(rd);
+    if (!g.removed && g.raft === raft) raft.advance(rd);
   }
 
   private noteSoftState(g: Group, role: string, lead: number): void {
@@ -772,10 +799,7 @@ export class MultiRaftHost {
       const hard = hs.term > point.leaderTerm ? { term: hs.term, vote: hs.vote, commit: point.index } : { term: point.leaderTerm, vote: leader, commit: point.index };
       await this.wal.saveHardState(g.id, hard);
       g.storage.setHardState(hard);
-      const cfg = defaultConfig(this.nodeId, new SeededRng(this.rngSeed ^ g.id ^ 0x5bd1e995));
-      cfg.electionTicks = this.opts.electionTicks ?? defaultElectionTicks;
-      cfg.applied = point.index;
-      g.raft = new RaftNode(cfg, g.storage);
+      g.raft = new RaftNode(this.raftConfig(this.rngSeed ^ g.id ^ 0x5bd1e995, point.index), g.storage);
       g.confState = cloneConfState(point.confState);
       g.term = hard.term;
       g.commit = point.index;

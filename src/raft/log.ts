@@ -13,6 +13,12 @@ export class RaftLog {
   /** unstable[i].index === unstableOffset + i. */
   unstable: Entry[] = [];
   unstableOffset: number;
+  /**
+   * Highest unstable index already handed to the host to persist (in a Ready not yet
+   * advanced). Entries after it go out in the next Ready; a tail replaced below it is handed
+   * out again (the host's log lets a later write replace an earlier one's tail).
+   */
+  handedOutTo: number;
   committed: number;
   /** Highest index the host acknowledged applying. */
   applied: number;
@@ -20,6 +26,7 @@ export class RaftLog {
   constructor(storage: Storage, applied: number) {
     this.storage = storage;
     this.unstableOffset = storage.lastIndex() + 1;
+    this.handedOutTo = storage.lastIndex();
     this.committed = storage.firstIndex() - 1;
     this.applied = Math.max(applied, storage.firstIndex() - 1);
   }
@@ -114,6 +121,22 @@ export class RaftLog {
       this.unstable.length = after - this.unstableOffset;
       for (const e of ents) this.unstable.push(e);
     }
+    if (this.handedOutTo >= after) this.handedOutTo = after - 1;
+  }
+
+  /** Unstable entries not yet handed to the host (the next Ready's `entries`). */
+  entriesToPersist(): Entry[] {
+    const from = Math.max(0, this.handedOutTo + 1 - this.unstableOffset);
+    return from === 0 ? [...this.unstable] : this.unstable.slice(from);
+  }
+
+  hasEntriesToPersist(): boolean {
+    return this.unstableOffset + this.unstable.length - 1 > this.handedOutTo;
+  }
+
+  /** The host has been handed everything up to the last index. */
+  handOutAll(): void {
+    this.handedOutTo = this.lastIndex();
   }
 
   /** Entries [lo, hi) with at most maxBytes (at least one entry). Undefined if lo is compacted. */
@@ -194,6 +217,7 @@ export class RaftLog {
     this.unstableSnapshot = snap;
     this.unstable = [];
     this.unstableOffset = snap.metadata.index + 1;
+    this.handedOutTo = snap.metadata.index;
     this.committed = snap.metadata.index;
   }
 }

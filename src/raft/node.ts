@@ -135,7 +135,10 @@ export class RaftNode {
   private commitPending = false;
 
   private incoming: IncomingSnapshot | undefined;
-  private outstanding: Ready | undefined;
+  /** Readies handed out and not yet advanced, oldest first (at most cfg.maxOutstandingReadies). */
+  private outstanding: Ready[] = [];
+  /** Highest committed index handed out for apply (in an outstanding Ready or applied). */
+  private applyingTo = 0;
   private prevHardState: HardState;
   private prevSoftState: SoftState;
 
@@ -295,29 +298,51 @@ export class RaftNode {
     if (this.role === 'leader' && pr && pr.state === 'replicate') pr.becomeProbe();
   }
 
+  /**
+   * A Ready may be taken while earlier ones are still being persisted (up to
+   * `maxOutstandingReadies`): the host's writes then overlap instead of each waiting for the
+   * one before. Readies must be advanced in the order they were taken, and a host persists
+   * them in that order (a later one's messages may promise what an earlier one writes). A
+   * snapshot travels alone: it is handed out only when nothing else is outstanding, and
+   * nothing follows it until it is advanced.
+   */
   hasReady(): boolean {
-    if (this.outstanding) return false;
+    if (!this.mayTakeReady()) return false;
     this.flush();
     const hs = this.hardState();
     if (!hardStateEqual(hs, this.prevHardState)) return true;
     if (this.lead !== this.prevSoftState.lead || this.role !== this.prevSoftState.role) return true;
-    if (this.log.unstable.length > 0 || this.log.unstableSnapshot) return true;
+    if (this.log.unstableSnapshot) return this.outstanding.length === 0;
+    if (this.log.hasEntriesToPersist()) return true;
     if (this.msgs.length > 0 || this.readStates.length > 0) return true;
-    return Math.min(this.log.committed, this.log.stableLastIndex()) > this.log.applied;
+    return Math.min(this.log.committed, this.log.stableLastIndex()) > this.nextApplyFrom() - 1;
   }
 
-  /** The next batch of work; call `advance(ready)` when it is done. One Ready at a time. */
+  private mayTakeReady(): boolean {
+    const n = this.outstanding.length;
+    if (n === 0) return true;
+    if (n >= this.cfg.maxOutstandingReadies) return false;
+    return this.outstanding[n - 1].snapshot === undefined && this.log.unstableSnapshot === undefined;
+  }
+
+  private nextApplyFrom(): number {
+    return Math.max(this.applyingTo, this.log.applied) + 1;
+  }
+
+  /** The next batch of work; call `advance(ready)` when it is done, in the order taken. */
   ready(): Ready {
-    assert(this.outstanding === undefined, 'ready() while a Ready is outstanding');
+    assert(this.mayTakeReady(), 'ready() while maxOutstandingReadies are outstanding, or behind a snapshot');
     this.flush();
     const hs = this.hardState();
+    const snapshot = this.outstanding.length === 0 ? this.log.unstableSnapshot : undefined;
     const rd: Ready = {
-      entries: [...this.log.unstable],
+      entries: this.log.entriesToPersist(),
       messages: this.msgs,
-      committedEntries: this.log.nextCommittedEntries(this.log.applied + 1, this.cfg.maxCommittedSizePerReady),
+      committedEntries: this.log.nextCommittedEntries(this.nextApplyFrom(), this.cfg.maxCommittedSizePerReady),
       readStates: this.readStates,
       mustSync: false,
     };
+    this.log.handOutAll();
     if (!hardStateEqual(hs, this.prevHardState)) {
       rd.hardState = hs;
       rd.mustSync = hs.term !== this.prevHardState.term || hs.vote !== this.prevHardState.vote;
@@ -325,27 +350,30 @@ export class RaftNode {
     if (this.lead !== this.prevSoftState.lead || this.role !== this.prevSoftState.role) {
       rd.softState = { lead: this.lead, role: this.role };
     }
-    if (this.log.unstableSnapshot) rd.snapshot = this.log.unstableSnapshot;
+    if (snapshot) rd.snapshot = snapshot;
     if (rd.entries.length > 0 || rd.snapshot) rd.mustSync = true;
+    if (rd.committedEntries.length > 0) this.applyingTo = rd.committedEntries[rd.committedEntries.length - 1].index;
     this.msgs = [];
     this.readStates = [];
-    this.outstanding = rd;
+    this.outstanding.push(rd);
     this.prevHardState = hs;
     this.prevSoftState = { lead: this.lead, role: this.role };
     return rd;
   }
 
   /**
-   * The host persisted rd's snapshot, entries and hard state, sent its messages and applied its
-   * committed entries. May be called asynchronously, after more ticks and steps.
+   * The host persisted rd's snapshot, entries and hard state (and everything of the Readies
+   * taken before it), sent its messages and applied its committed entries. May be called
+   * asynchronously, after more ticks and steps; Readies are advanced in the order taken.
    */
   advance(rd: Ready): void {
-    assert(rd === this.outstanding, 'advance() of a Ready that is not outstanding');
-    this.outstanding = undefined;
+    assert(rd === this.outstanding[0], 'advance() of a Ready that is not the oldest outstanding');
+    this.outstanding.shift();
     if (rd.snapshot) {
       const idx = rd.snapshot.metadata.index;
       this.log.stableSnapTo(idx);
       if (idx > this.log.applied) this.log.applied = idx;
+      if (idx > this.applyingTo) this.applyingTo = idx;
     }
     if (rd.entries.length > 0) {
       const last = rd.entries[rd.entries.length - 1];
@@ -975,7 +1003,7 @@ export class RaftNode {
       if (this.role !== 'leader') return;
     }
     if (this.appendsPending || this.commitPending) {
-      const sendIfEmpty = this.commitPending;
+      const sendIfEmpty = this.commitPending && this.cfg.eagerCommitNews;
       this.appendsPending = false;
       this.commitPending = false;
       for (const pr of this.sortedPeers()) this.sendAppend(pr, sendIfEmpty);
@@ -1103,6 +1131,7 @@ function validateConfig(c: Config): void {
   assert(c.maxCommittedSizePerReady > 0, 'maxCommittedSizePerReady must be positive');
   assert(c.maxSnapshotChunkBytes > 0, 'maxSnapshotChunkBytes must be positive');
   assert(c.maxInflightSnapshotChunks > 0, 'maxInflightSnapshotChunks must be positive');
+  assert(Number.isInteger(c.maxOutstandingReadies) && c.maxOutstandingReadies > 0, 'maxOutstandingReadies must be a positive integer');
   assert(c.maxClockDriftTicks >= 0, 'maxClockDriftTicks must be >= 0');
   if (c.leaseTicks > 0) {
     assert(c.checkQuorum, 'a leader lease requires checkQuorum (followers must refuse early votes)');

@@ -254,6 +254,18 @@ export interface Config {
   maxSnapshotChunkBytes: number;
   /** Snapshot chunks in flight per follower. */
   maxInflightSnapshotChunks: number;
+  /**
+   * Readies the host may hold at once (taken, not yet advanced): above 1, a group's next
+   * entries go to the host's log while the previous write is still in flight.
+   */
+  maxOutstandingReadies: number;
+  /**
+   * When the commit index advances, tell the followers at once (an empty MsgApp when no entry
+   * is due). False leaves it to the next MsgApp or heartbeat (at most heartbeatTicks later):
+   * each commit then costs no extra message and no extra acknowledgement per follower, and
+   * followers apply a little later (reads are served by leaders, which know the commit).
+   */
+  eagerCommitNews: boolean;
   preVote: boolean;
   checkQuorum: boolean;
   /**
@@ -284,6 +296,8 @@ export function defaultConfig(id: NodeId, rng: Rng): Config {
     maxCommittedSizePerReady: 16 << 20,
     maxSnapshotChunkBytes: 1 << 20,
     maxInflightSnapshotChunks: 4,
+    maxOutstandingReadies: 1,
+    eagerCommitNews: true,
     preVote: true,
     checkQuorum: true,
     leaseTicks: 7,

@@ -69,7 +69,8 @@ export class SimNode {
   incarnation = 0;
   tickPhase = 0;
   tickRate = 1;
-  outstanding: { rd: Ready; persistAt: number } | undefined;
+  /** Readies taken and not yet persisted, oldest first; they complete in this order. */
+  outstanding: { rd: Ready; persistAt: number }[] = [];
   proposals = new Map<number, PendingProposal>();
   readCtx = new Map<string, { key: string; onReply: (r: ClientReply) => void }>();
   reads: PendingRead[] = [];
@@ -162,7 +163,7 @@ export class SimCluster {
     const cfg = this.config(n.id);
     cfg.applied = snap.metadata.index;
     n.raft = new RaftNode(cfg, n.storage);
-    n.outstanding = undefined;
+    n.outstanding = [];
     n.proposals.clear();
     n.readCtx.clear();
     n.reads = [];
@@ -177,7 +178,7 @@ export class SimCluster {
     const n = this.node(id);
     if (!n.up) return;
     n.up = false;
-    const rd = n.outstanding?.rd;
+    const rd = n.outstanding[0]?.rd;
     if (rd && rd.entries.length > 0 && !rd.snapshot && this.persistRng.chance(0.5)) {
       // Torn write: a prefix of the batch's entries reached the disk, its hard state did not.
       const k = 1 + this.persistRng.nextInt(rd.entries.length);
@@ -191,7 +192,7 @@ export class SimCluster {
     }
     this.counts.crashes++;
     this.note(`crash ${id} (durable commit ${n.storage.hardState.commit}, last ${n.storage.lastIndex()})`);
-    n.outstanding = undefined; // clients of this node time out on their own
+    n.outstanding = []; // clients of this node time out on their own
     n.pausedUntil = 0;
     n.backlog = [];
     n.pendingRequests = [];
@@ -339,17 +340,18 @@ export class SimCluster {
 
   private pumpReady(n: SimNode): void {
     for (let rounds = 0; rounds < 4; rounds++) {
-      if (n.outstanding) {
-        if (n.outstanding.persistAt > this.now) return;
-        const rd = n.outstanding.rd;
-        n.outstanding = undefined;
-        this.completeReady(n, rd);
+      const head = n.outstanding[0];
+      if (head && head.persistAt <= this.now) {
+        n.outstanding.shift();
+        this.completeReady(n, head.rd);
         continue;
       }
       if (!n.raft.hasReady()) return;
       const rd = n.raft.ready();
       const delay = this.opts.maxPersistDelaySteps > 0 && rd.mustSync ? this.persistRng.nextInt(this.opts.maxPersistDelaySteps + 1) : 0;
-      n.outstanding = { rd, persistAt: this.now + delay };
+      // Writes complete in the order they were issued (the WAL's batches become durable in order).
+      const prevAt = n.outstanding.length > 0 ? n.outstanding[n.outstanding.length - 1].persistAt : 0;
+      n.outstanding.push({ rd, persistAt: Math.max(prevAt, this.now + delay) });
     }
   }
 

@@ -100,6 +100,9 @@ export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions & 
       maxSnapshotChunkBytes: r.pick([16, 64, 4096]),
       maxInflightSnapshotChunks: r.pick([1, 2, 4]),
       maxCommittedSizePerReady: r.pick([100, 1 << 20]),
+      // Drawn last so that every earlier draw (and so each seed's other settings) is unchanged.
+      maxOutstandingReadies: r.pick([1, 1, 2, 4]),
+      eagerCommitNews: r.chance(0.5),
       ...opts.raft,
     },
     unsafe: opts.unsafe,
