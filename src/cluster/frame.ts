@@ -36,6 +36,9 @@ export interface RpcResponse {
   e?: { code: string; message: string; leader?: string };
 }
 
+/** Longest cluster id a frame may carry (ids are UUIDs: 36 characters). */
+export const maxFrameClusterIdChars = 64;
+
 export interface Frame {
   /** Sender node id. */
   from: string;
@@ -43,6 +46,12 @@ export interface Frame {
   addr: string;
   /** Sender's cluster map epoch. */
   epoch: number;
+  /**
+   * Sender's cluster id, so that a receiver refuses a node of another cluster (transport.ts);
+   * '' (or absent, from a node that predates cluster ids) while the sender does not know it.
+   * A one-letter key: it is on every frame.
+   */
+  c?: string;
   msgs?: GroupMessage[];
   reqs?: RpcRequest[];
   resps?: RpcResponse[];
@@ -69,6 +78,7 @@ function validate(value: unknown): Frame {
   if (typeof f.from !== 'string' || f.from.length === 0 || f.from.length > 256) throw new ProtocolError('frame.from must be a node id');
   if (typeof f.addr !== 'string' || f.addr.length > 300) throw new ProtocolError('frame.addr must be a string');
   if (typeof f.epoch !== 'number' || !Number.isSafeInteger(f.epoch) || f.epoch < 0) throw new ProtocolError('frame.epoch must be a non-negative integer');
+  if (f.c !== undefined && (typeof f.c !== 'string' || f.c.length > maxFrameClusterIdChars)) throw new ProtocolError('frame.c must be a cluster id');
   for (const key of ['msgs', 'reqs', 'resps'] as const) {
     if (f[key] !== undefined && !Array.isArray(f[key])) throw new ProtocolError(`frame.${key} must be an array`);
   }

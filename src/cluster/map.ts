@@ -13,6 +13,10 @@
  * round-trips through msgpackr (`encodeMap` / `decodeMap`, for group-0 snapshots) and JSON
  * (the admin HTTP API).
  *
+ * The cluster id (`clusterId`) names the cluster: made up once by the node that founded it (or,
+ * for a cluster from before ids, by group 0's leader on its first start; see node.ts) and set
+ * by `setClusterId`, which no command changes afterwards. Peers of another cluster are refused.
+ *
  * For the node process and the gateway:
  * - Raft group ids: group 0 is this map; PG `i` of pool `p` is group `pgGroupId(p, i)`
  *   (= p * maxPgsPerPool + i; pool ids start at 1, so no PG is group 0). `pgOfGroup` inverts it.
@@ -63,6 +67,8 @@ export const defaultPoolName = 'default';
 export const defaultNodeWeight = 1;
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const labelPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** A cluster id: a UUID as made (crypto.randomUUID), any 1-64 letters, digits and '-' accepted. */
+const clusterIdPattern = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
 /** Labels that place a node in the fault-domain tree; others are kept but not used for placement. */
 export const domainLabels = ['zone', 'rack', 'host'] as const;
 
@@ -129,6 +135,8 @@ export interface Volume {
 export interface ClusterMap {
   /** Format version of this structure. */
   format: 1;
+  /** The cluster's id (absent in a new map, and in maps from before ids, until set). */
+  clusterId?: string;
   epoch: number;
   /** Sorted by id. */
   nodes: NodeInfo[];
@@ -199,6 +207,11 @@ export interface DeleteVolumeCommand {
   type: 'deleteVolume';
   name: string;
 }
+/** Names the cluster, once: the same id again changes nothing, another one is refused. */
+export interface SetClusterIdCommand {
+  type: 'setClusterId';
+  id: string;
+}
 
 export type MapCommand =
   | AddNodeCommand
@@ -208,7 +221,8 @@ export type MapCommand =
   | CreateVolumeCommand
   | ResizeVolumeCommand
   | VolumeDiscardedCommand
-  | DeleteVolumeCommand;
+  | DeleteVolumeCommand
+  | SetClusterIdCommand;
 
 export type ApplyResult =
   | {
@@ -295,6 +309,12 @@ function applyOrThrow(map: ClusterMap, command: MapCommand): ApplyResult {
       const volume = findVolume(map, command.name);
       const next = bump(map, { volumes: map.volumes.filter((v) => v.id !== volume.id) });
       return { ok: true, map: next, changed: true, volume, movedGroups: [] };
+    }
+    case 'setClusterId': {
+      if (!isClusterId(command.id)) throw new InvalidArgument(`cluster id must be 1-64 letters, digits or '-', got ${JSON.stringify(command.id)}`);
+      if (map.clusterId === command.id) return unchanged(map);
+      if (map.clusterId !== undefined) throw new InvalidArgument(`the map belongs to cluster ${map.clusterId}; it cannot become ${command.id}`);
+      return { ok: true, map: bump(map, { clusterId: command.id }), changed: true, movedGroups: [] };
     }
     default:
       throw new InvalidArgument(`unknown map command ${JSON.stringify((command as { type?: unknown }).type)}`);
@@ -437,6 +457,11 @@ function createVolume(map: ClusterMap, c: CreateVolumeCommand): ApplyResult {
 
 // ---------------------------------------------------------------------------------------------
 // Validation of command fields (input from the admin API: expected errors, never asserts)
+
+/** Whether `id` is a well-formed cluster id. */
+export function isClusterId(id: unknown): id is string {
+  return typeof id === 'string' && clusterIdPattern.test(id);
+}
 
 function checkNodeId(id: unknown): asserts id is NodeId {
   if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1 || id > 0x7fffffff) {
@@ -616,6 +641,7 @@ export function groupsOfNode(map: ClusterMap, nodeId: NodeId): number[] {
 export function checkMap(map: ClusterMap): void {
   assert(map.format === 1, `unknown map format ${String(map.format)}`);
   assert(Number.isSafeInteger(map.epoch) && map.epoch >= 0, 'epoch must be a non-negative integer');
+  assert(map.clusterId === undefined || isClusterId(map.clusterId), `bad cluster id ${JSON.stringify(map.clusterId)}`);
   const byId = new Map<NodeId, NodeInfo>();
   for (let i = 0; i < map.nodes.length; i++) {
     const n = map.nodes[i];

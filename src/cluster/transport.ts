@@ -7,9 +7,17 @@
  * One connection per pair: either side may dial; when both connections exist at once, both
  * sides keep the one dialed by the smaller node id and close the other, so they agree
  * without talking about it.
+ *
+ * Cluster identity: every frame carries its sender's cluster id, and a node that knows its own
+ * refuses a frame with another id, or with none outside the join exchange (an empty frame, or
+ * only `join` / `getMap` requests: what a new node needs before it knows its id): the frame
+ * is dropped, counted, the connection closed (one warning per connection), and no other
+ * connection is touched. A dialer resets its reconnect backoff only once the far end has
+ * answered as a member of its cluster, so a refused node does not redial in a tight loop.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { assert } from '../common/assert.js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
 import { ProtocolError, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
@@ -21,6 +29,8 @@ export const maxQueuedMessagesPerPeer = 4096;
 export const reconnectMinMs = 50;
 export const reconnectMaxMs = 2000;
 export const defaultRequestTimeoutMs = 5000;
+/** Requests a node without a cluster id may make of a node that has one (see `admit`). */
+const joinExchangeOps: ReadonlySet<string> = new Set(['join', 'getMap']);
 
 export interface TransportHandlers {
   /** Raft messages from `from`, sent at its map epoch `epoch`. */
@@ -39,6 +49,14 @@ export interface TransportOptions {
   epoch(): number;
   handlers: TransportHandlers;
   registry?: Registry;
+  /** This node's cluster id; '' or absent while it does not know it (see `setClusterId`). */
+  clusterId?: string;
+  /**
+   * Only while this node has no cluster id: true for a new node waiting for its join answer,
+   * which takes nothing from a frame but the answers to its own requests; false (default) for a
+   * node whose state predates cluster ids, which takes every frame until it learns its id.
+   */
+  awaitingJoin?: boolean;
 }
 
 interface Conn {
@@ -49,6 +67,10 @@ interface Conn {
   /** Node id of the side that opened the connection. */
   dialer: string | undefined;
   closed: boolean;
+  /** A frame came through the cluster check (a dialer's backoff is reset then). */
+  heard: boolean;
+  /** Closed for a frame of another cluster (warned once). */
+  refused: boolean;
 }
 
 interface Pending {
@@ -78,6 +100,7 @@ interface TransportMetrics {
   framesSent: Counter;
   framesReceived: Counter;
   badFrames: Counter;
+  foreignFrames: Counter;
   dropped: Counter;
   queueBytes: Gauge;
   connections: Gauge;
@@ -91,6 +114,11 @@ function makeMetrics(registry: Registry | undefined): TransportMetrics {
     framesSent: new Counter({ name: 'raftblock_transport_sent_frames_total', help: 'Frames sent to peers', registers }),
     framesReceived: new Counter({ name: 'raftblock_transport_received_frames_total', help: 'Frames received from peers', registers }),
     badFrames: new Counter({ name: 'raftblock_transport_bad_frames_total', help: 'Connections closed for a malformed frame', registers }),
+    foreignFrames: new Counter({
+      name: 'raftblock_transport_foreign_frames_total',
+      help: 'Frames refused (their connection closed): sent by a node of another cluster, or without a cluster id outside the join exchange',
+      registers,
+    }),
     dropped: new Counter({ name: 'raftblock_transport_dropped_messages_total', help: 'Raft messages dropped for an unreachable peer', registers }),
     queueBytes: new Gauge({ name: 'raftblock_transport_queue_bytes', help: 'Bytes waiting in socket send buffers', registers }),
     connections: new Gauge({ name: 'raftblock_transport_connections', help: 'Open peer connections', registers }),
@@ -110,10 +138,13 @@ export class Transport {
   private advertised = '';
   private closing = false;
   private queueTimer: NodeJS.Timeout | undefined;
+  /** This node's cluster id, '' while unknown; every frame sent carries it. */
+  private clusterId: string;
 
   constructor(opts: TransportOptions) {
     this.opts = opts;
     this.nodeId = opts.nodeId;
+    this.clusterId = opts.clusterId ?? '';
     this.log = createLogger('transport', { node: opts.nodeId });
     this.metrics = makeMetrics(opts.registry);
   }
@@ -140,6 +171,16 @@ export class Transport {
 
   get address(): string {
     return this.advertised;
+  }
+
+  /**
+   * Learns this node's cluster id (once; it never changes): from now on frames carry it, and
+   * only frames of this cluster (and the join exchange) are taken.
+   */
+  setClusterId(id: string): void {
+    assert(id.length > 0, 'an empty cluster id');
+    assert(this.clusterId === '' || this.clusterId === id, `cluster id ${this.clusterId} cannot become ${id}`);
+    this.clusterId = id;
   }
 
   /** Records (or updates) where a peer listens. */
@@ -217,13 +258,18 @@ export class Transport {
         clearTimeout(timer);
         reject(new Unavailable(`cannot reach ${addr}: ${err.message}`));
       });
+      // Closed before it said who it is (a node of another cluster refuses us so): no wait for the timeout.
+      socket.once('close', () => {
+        clearTimeout(timer);
+        reject(new Unavailable(`${addr} closed the connection before it answered`));
+      });
       socket.once('connect', () => {
         const conn = this.adopt(socket, undefined, this.nodeId, (remote) => {
           clearTimeout(timer);
           this.setPeerAddress(remote, addr);
           resolve(remote);
         });
-        this.writeFrame(conn, { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch() });
+        this.writeFrame(conn, this.intro());
       });
     });
   }
@@ -272,7 +318,7 @@ export class Transport {
       this.dial(peer);
       return;
     }
-    const frame: Frame = { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch() };
+    const frame: Frame = { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch(), c: this.clusterId };
     if (peer.msgs.length) frame.msgs = peer.msgs;
     if (peer.reqs.length) frame.reqs = peer.reqs;
     if (peer.resps.length) frame.resps = peer.resps;
@@ -324,11 +370,15 @@ export class Transport {
     socket.once('connect', () => {
       socket.off('error', onFail);
       peer.dialing = false;
-      peer.backoffMs = reconnectMinMs;
+      // The backoff is reset when the far end answers as a member of this cluster (`heard`);
+      // until then a connection counts as an attempt, so a node that refuses us is redialed
+      // less and less often.
+      peer.nextDialAt = Date.now() + peer.backoffMs;
+      peer.backoffMs = Math.min(peer.backoffMs * 2, reconnectMaxMs);
       const conn = this.adopt(socket, peer.id, this.nodeId);
       this.bind(peer, conn);
       // The first frame introduces us; it also carries whatever is queued.
-      this.writeFrame(conn, { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch() });
+      this.writeFrame(conn, this.intro());
       this.flush(peer);
     });
   }
@@ -351,7 +401,7 @@ export class Transport {
 
   private adopt(socket: Socket, remoteId: string | undefined, dialer: string | undefined, onIdentified?: (id: string) => void): Conn {
     socket.setNoDelay(true);
-    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false };
+    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false };
     this.conns.add(conn);
     socket.on('data', (data: Buffer) => {
       this.metrics.bytesReceived.inc(data.length);
@@ -365,7 +415,7 @@ export class Transport {
         return;
       }
       for (const f of frames) {
-        if (conn.closed && conn.remoteId === undefined) break;
+        if (conn.closed && (conn.remoteId === undefined || conn.refused)) break;
         this.receive(conn, f, onIdentified);
         onIdentified = undefined;
       }
@@ -394,6 +444,8 @@ export class Transport {
 
   private receive(conn: Conn, f: Frame, onIdentified: ((id: string) => void) | undefined): void {
     this.metrics.framesReceived.inc();
+    if ((f.c !== this.clusterId || this.clusterId === '') && !this.admit(conn, f)) return;
+    if (!conn.heard) this.heard(conn, f.from);
     if (f.from === this.nodeId) {
       conn.socket.destroy();
       return;
@@ -405,7 +457,7 @@ export class Transport {
       const peer = this.peer(f.from);
       if (f.addr) this.setPeerAddress(f.from, f.addr);
       this.bind(peer, conn);
-      if (conn.dialer === f.from) this.writeFrame(conn, { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch() });
+      if (conn.dialer === f.from) this.writeFrame(conn, this.intro());
       this.flush(peer);
     } else if (conn.remoteId !== f.from) {
       this.log.warn('peer changed identity on a connection', { was: conn.remoteId, now: f.from });
@@ -424,6 +476,54 @@ export class Transport {
     }
     for (const r of f.resps ?? []) this.settle(r);
     for (const q of f.reqs ?? []) this.serve(conn, f.from, f.epoch, q);
+  }
+
+  /** The frame that introduces this node on a new connection. */
+  private intro(): Frame {
+    return { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch(), c: this.clusterId };
+  }
+
+  /**
+   * The cluster check of a frame whose cluster id is not this node's, or of any frame while
+   * this node has none. Returns whether to go on with the frame (a new node's is cut down to
+   * the answers it carries); a refused frame closes its connection, and only that one.
+   */
+  private admit(conn: Conn, f: Frame): boolean {
+    if (this.clusterId === '') {
+      // State from before cluster ids: every frame, as before, until the map brings the id.
+      if (!this.opts.awaitingJoin) return true;
+      // A new node waiting for its join answer, which cannot tell its cluster's nodes from
+      // others yet: it takes part in nothing (Raft resends; requests time out and are retried).
+      f.msgs = undefined;
+      f.reqs = undefined;
+      return true;
+    }
+    const theirs = f.c ?? '';
+    if (theirs === '' && !f.msgs?.length && !f.resps?.length && (f.reqs ?? []).every((q) => joinExchangeOps.has(q.op))) return true;
+    this.metrics.foreignFrames.inc();
+    if (!conn.refused) {
+      conn.refused = true;
+      conn.closed = true;
+      this.log.warn('refusing a peer of another cluster: connection closed', {
+        cluster: this.clusterId,
+        peerCluster: theirs === '' ? '(none)' : theirs,
+        peerNode: f.from,
+        remote: `${conn.socket.remoteAddress}:${conn.socket.remotePort}`,
+      });
+      conn.socket.destroy();
+    }
+    return false;
+  }
+
+  /** The first frame through the cluster check: the far end is one of us, a dialer may redial soon again. */
+  private heard(conn: Conn, from: string): void {
+    conn.heard = true;
+    if (conn.dialer !== this.nodeId) return;
+    const peer = this.peers.get(from);
+    if (peer) {
+      peer.backoffMs = reconnectMinMs;
+      peer.nextDialAt = 0;
+    }
   }
 
   private serve(conn: Conn, from: string, epoch: number, q: RpcRequest): void {

@@ -1,0 +1,178 @@
+/**
+ * Cluster identity: the map's cluster id (set once by setClusterId), the frame field that
+ * carries a sender's cluster id, and the transport's check: a node that knows its cluster id
+ * refuses frames of another cluster, or without an id outside the join exchange, closing only
+ * that connection; a new node waiting for its join answer takes nothing but answers; a node
+ * whose state predates cluster ids takes everything.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import fc from 'fast-check';
+import { Registry } from 'prom-client';
+import { encodeFrame, FrameDecoder, maxFrameClusterIdChars, type Frame, type GroupMessage } from '../../src/cluster/frame.js';
+import { applyCommand, decodeMap, emptyMap, encodeMap } from '../../src/cluster/map.js';
+import { Transport } from '../../src/cluster/transport.js';
+import { ProtocolError } from '../../src/common/errors.js';
+
+test('setClusterId names the cluster once: the same id changes nothing, another is refused', () => {
+  const id = randomUUID();
+  const r = applyCommand(emptyMap(), { type: 'setClusterId', id });
+  assert.ok(r.ok && r.changed);
+  assert.equal(r.map.clusterId, id);
+  assert.equal(r.map.epoch, 1);
+  assert.equal(decodeMap(encodeMap(r.map)).clusterId, id, 'the id survives the map codec (group-0 snapshots, map-cache.bin)');
+  const again = applyCommand(r.map, { type: 'setClusterId', id });
+  assert.ok(again.ok && !again.changed && again.map === r.map);
+  const other = applyCommand(r.map, { type: 'setClusterId', id: randomUUID() });
+  assert.ok(!other.ok && other.error.code === 'INVALID_ARGUMENT');
+  for (const bad of ['', 'a b', 'x'.repeat(65), 7]) {
+    const b = applyCommand(emptyMap(), { type: 'setClusterId', id: bad as string });
+    assert.ok(!b.ok && b.error.code === 'INVALID_ARGUMENT', `accepted ${JSON.stringify(bad)}`);
+  }
+  assert.equal(emptyMap().clusterId, undefined);
+});
+
+test('frames carry the cluster id through the decoder, cut at any chunk boundaries', () => {
+  const idArb = fc.oneof(fc.constant(''), fc.uuid(), fc.string({ maxLength: maxFrameClusterIdChars }));
+  fc.assert(
+    fc.property(
+      fc.array(fc.record({ c: fc.option(idArb, { nil: undefined }), epoch: fc.nat(), payload: fc.uint8Array({ maxLength: 3000 }) }), { minLength: 1, maxLength: 5 }),
+      fc.integer({ min: 1, max: 4000 }),
+      (specs, cut) => {
+        const frames: Frame[] = specs.map((s) => ({ from: '1', addr: 'a:1', epoch: s.epoch, ...(s.c === undefined ? {} : { c: s.c }), msgs: [{ g: 1, m: { data: s.payload } }] }));
+        const bytes = Buffer.concat(frames.map((f) => encodeFrame(f)));
+        const d = new FrameDecoder();
+        const out: Frame[] = [];
+        for (let at = 0; at < bytes.length; at += cut) out.push(...d.push(bytes.subarray(at, at + cut)));
+        assert.equal(out.length, frames.length);
+        for (let i = 0; i < frames.length; i++) {
+          assert.equal(out[i].c, frames[i].c);
+          assert.equal(out[i].epoch, frames[i].epoch);
+          assert.deepEqual(Buffer.from((out[i].msgs![0].m as { data: Uint8Array }).data), Buffer.from(specs[i].payload));
+        }
+      },
+    ),
+    { numRuns: 200 },
+  );
+});
+
+test('a cluster id that is not a string, or too long, is a protocol error', () => {
+  assert.throws(() => new FrameDecoder().push(encodeFrame({ from: '1', addr: '', epoch: 0, c: 7 as unknown as string })), ProtocolError);
+  assert.throws(() => new FrameDecoder().push(encodeFrame({ from: '1', addr: '', epoch: 0, c: 'x'.repeat(maxFrameClusterIdChars + 1) })), ProtocolError);
+  assert.equal(new FrameDecoder().push(encodeFrame({ from: '1', addr: '', epoch: 0, c: 'x'.repeat(maxFrameClusterIdChars) }))[0].c?.length, maxFrameClusterIdChars);
+});
+
+interface Node {
+  t: Transport;
+  got: { from: string; msgs: GroupMessage[] }[];
+  served: string[];
+  foreign: () => Promise<number>;
+}
+
+async function node(t: import('node:test').TestContext, id: string, clusterId: string | undefined, awaitingJoin = false): Promise<Node> {
+  const got: Node['got'] = [];
+  const served: string[] = [];
+  const registry = new Registry();
+  const tr = new Transport({
+    nodeId: id,
+    listen: { host: '127.0.0.1', port: 0 },
+    epoch: () => 1,
+    registry,
+    clusterId,
+    awaitingJoin,
+    handlers: {
+      onMessages: (from, _epoch, msgs) => got.push({ from, msgs }),
+      onRequest: async (from, _epoch, op, args) => {
+        served.push(op);
+        return { from, op, args };
+      },
+    },
+  });
+  await tr.start();
+  t.after(() => tr.close());
+  const foreign = async (): Promise<number> => (await registry.getSingleMetric('raftblock_transport_foreign_frames_total')!.get()).values[0]?.value ?? 0;
+  return { t: tr, got, served, foreign };
+}
+
+async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+test('a node of another cluster with the same node id is refused; the real peer is undisturbed', async (t) => {
+  const A = randomUUID();
+  const B = randomUUID();
+  const a1 = await node(t, '1', A);
+  const a2 = await node(t, '2', A);
+  const b2 = await node(t, '2', B);
+  a2.t.setPeerAddress('1', a1.t.address);
+  assert.deepEqual(await a2.t.request('1', 'echo', 1), { from: '2', op: 'echo', args: 1 });
+  assert.ok(a1.t.isConnected('2'));
+
+  // Node 2 of cluster B believes node 1 listens where A's node 1 does (a reused port).
+  b2.t.setPeerAddress('1', a1.t.address);
+  b2.t.send('1', 7, { type: 'app', from: 2, term: 99 });
+  await assert.rejects(b2.t.request('1', 'echo', 'intruder', 3000), (e: Error & { code?: string }) => e.code === 'UNAVAILABLE');
+  await until(async () => (await a1.foreign()) >= 1);
+  // A's node 1 saw nothing of it, and still talks to its own node 2, both ways.
+  assert.ok(!a1.got.some((g) => g.msgs.some((m) => m.g === 7)), 'a Raft message of another cluster was delivered');
+  assert.deepEqual(a1.served, ['echo'], 'a request of another cluster was served');
+  assert.ok(a1.t.isConnected('2'), 'the refusal closed the connection of the real node 2');
+  assert.deepEqual(await a1.t.request('2', 'echo', 2), { from: '1', op: 'echo', args: 2 });
+  a2.t.send('1', 3, { type: 'heartbeat' });
+  await until(() => a1.got.some((g) => g.from === '2' && g.msgs.some((m) => m.g === 3)));
+
+  // The refused node backs off instead of redialing in a tight loop.
+  const before = await a1.foreign();
+  b2.t.send('1', 8, { type: 'heartbeat' });
+  await sleep(1500);
+  const refusals = (await a1.foreign()) - before;
+  assert.ok(refusals >= 1 && refusals <= 10, `${refusals} refused frames in 1.5 s`);
+});
+
+test('without a cluster id only the join exchange is served; a request or message closes the connection', async (t) => {
+  const A = randomUUID();
+  const a1 = await node(t, '1', A);
+  // A node whose state predates cluster ids (no id, takes everything) asks to join, and for the map.
+  const legacy = await node(t, '5', undefined);
+  assert.deepEqual(await legacy.t.requestAddress(a1.t.address, 'join', { x: 1 }), { from: '5', op: 'join', args: { x: 1 } });
+  assert.equal(((await legacy.t.request('1', 'getMap', {})) as { op: string }).op, 'getMap');
+  assert.equal(await a1.foreign(), 0);
+  await assert.rejects(legacy.t.request('1', 'io', {}, 3000), (e: Error & { code?: string }) => e.code === 'UNAVAILABLE');
+  assert.equal(await a1.foreign(), 1);
+  assert.deepEqual(a1.served, ['join', 'getMap']);
+  // It takes frames of any cluster (as before ids existed): A's node 1 reaches it.
+  a1.t.send('5', 4, { type: 'heartbeat' });
+  await until(() => legacy.got.some((g) => g.from === '1'));
+  // Once it knows the id, it is one of A's nodes.
+  legacy.t.setClusterId(A);
+  assert.equal(((await legacy.t.request('1', 'io', 1)) as { op: string }).op, 'io');
+});
+
+test('a new node waiting for its join answer takes only answers, then its cluster once it knows the id', async (t) => {
+  const A = randomUUID();
+  const a1 = await node(t, '1', A);
+  const fresh = await node(t, '4', undefined, true);
+  assert.equal(((await fresh.t.requestAddress(a1.t.address, 'join', {})) as { op: string }).op, 'join');
+  // Before it knows its cluster it takes part in nothing: no Raft message, no request.
+  a1.t.send('4', 9, { type: 'heartbeat' });
+  await assert.rejects(a1.t.request('4', 'echo', 1, 300), (e: Error & { code?: string }) => e.code === 'TIMED_OUT');
+  assert.equal(fresh.got.length, 0);
+  assert.deepEqual(fresh.served, []);
+  fresh.t.setClusterId(A);
+  a1.t.send('4', 10, { type: 'heartbeat' });
+  await until(() => fresh.got.some((g) => g.msgs.some((m) => m.g === 10)));
+  assert.deepEqual(await a1.t.request('4', 'echo', 2), { from: '1', op: 'echo', args: 2 });
+  // A frame of another cluster now closes its connection, on the new node too.
+  const b = await node(t, '1', randomUUID());
+  b.t.setPeerAddress('4', fresh.t.address);
+  b.t.send('4', 11, { type: 'heartbeat' });
+  await until(async () => (await fresh.foreign()) >= 1);
+  assert.ok(!fresh.got.some((g) => g.msgs.some((m) => m.g === 11)));
+});
