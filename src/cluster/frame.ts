@@ -1,8 +1,15 @@
 /**
- * Peer wire framing: a 4-byte big-endian length, then one msgpackr-encoded `Frame`.
+ * Peer wire framing: a 4-byte big-endian length of what follows, a 4-byte big-endian length
+ * of the msgpackr-encoded `Frame` head, the head, then the frame's attachments.
  * A frame carries everything queued for one destination since the last flush: Raft messages
  * of every group, forwarded requests and their responses. Each frame names its sender and
  * the sender's map epoch (fencing), so a receiver can refuse or catch up.
+ *
+ * Attachments: the data of a Raft append's entries of at least `minAttachedBytes` leaves the
+ * head (its length stands in its place) and follows it as raw bytes, in message and entry
+ * order. The sender hands the entries' own buffers to the socket (one writev), instead of
+ * msgpackr copying every payload into a fresh buffer per frame: those copies were most of
+ * the memory a leader allocated per write, and what made its major GCs frequent.
  */
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { ProtocolError } from '../common/errors.js';
@@ -10,6 +17,10 @@ import { ProtocolError } from '../common/errors.js';
 /** Largest frame accepted or sent; bounds the memory one peer can make us hold. */
 export const maxFrameBytes = 64 * 1024 * 1024;
 const headerBytes = 4;
+/** The head's own length word, after the frame's. */
+const headLengthBytes = 4;
+/** Entry payloads at least this long travel as attachments; smaller ones stay in the head. */
+export const minAttachedBytes = 512;
 
 /** A Raft message for one group, opaque to the transport. */
 export interface GroupMessage {
@@ -59,17 +70,89 @@ export interface Frame {
 
 const packr = new Packr({ useRecords: false, moreTypes: false, bundleStrings: false });
 
+interface WireEntry {
+  index: number;
+  term: number;
+  type: number;
+  data: Uint8Array | number;
+}
+
+interface AppLike {
+  type?: unknown;
+  entries?: unknown;
+}
+
+/** Whether a group message is an append carrying at least one payload worth attaching. */
+function attachable(m: unknown): m is { type: 'app'; entries: WireEntry[] } {
+  const a = m as AppLike;
+  if (typeof a !== 'object' || a === null || a.type !== 'app' || !Array.isArray(a.entries)) return false;
+  for (const e of a.entries as WireEntry[]) if (e.data instanceof Uint8Array && e.data.length >= minAttachedBytes) return true;
+  return false;
+}
+
 /**
- * Encodes a frame with its length prefix. msgpackr packs into a shared buffer that it never
- * writes over (it starts a new one when full), so the returned bytes stay valid; reserving the
- * header's space in front of the body spares a copy and an allocation of every frame.
+ * Encodes a frame as the buffers to write, in order: the length words and head first, then
+ * the attachments (the entries' own buffers, not copies: they must not change until written).
+ * msgpackr packs the head into a shared buffer that it never writes over (it starts a new one
+ * when full), so the head stays valid; reserving the words' space in front of it spares a copy.
  */
-export function encodeFrame(frame: Frame): Buffer {
-  const out = packr.pack(frame, RESERVE_START_SPACE | headerBytes);
-  const bodyBytes = out.length - headerBytes;
+export function encodeFrameParts(frame: Frame): Buffer[] {
+  const parts: Buffer[] = [];
+  let attachedBytes = 0;
+  let wire = frame;
+  const msgs = frame.msgs;
+  if (msgs) {
+    let rewritten: GroupMessage[] | undefined;
+    for (let i = 0; i < msgs.length; i++) {
+      const gm = msgs[i];
+      if (!attachable(gm.m)) continue;
+      const ents: WireEntry[] = [];
+      for (const e of gm.m.entries) {
+        const data = e.data as Uint8Array;
+        if (data.length < minAttachedBytes) {
+          ents.push(e);
+          continue;
+        }
+        parts.push(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length));
+        attachedBytes += data.length;
+        ents.push({ index: e.index, term: e.term, type: e.type, data: data.length });
+      }
+      rewritten ??= msgs.slice();
+      rewritten[i] = { g: gm.g, m: { ...gm.m, entries: ents } };
+    }
+    if (rewritten) wire = { ...frame, msgs: rewritten };
+  }
+  const head = packr.pack(wire, RESERVE_START_SPACE | (headerBytes + headLengthBytes));
+  const headBytes = head.length - headerBytes - headLengthBytes;
+  const bodyBytes = headLengthBytes + headBytes + attachedBytes;
   if (bodyBytes > maxFrameBytes) throw new ProtocolError(`frame of ${bodyBytes} bytes exceeds ${maxFrameBytes}`);
-  out.writeUInt32BE(bodyBytes, 0);
-  return out;
+  head.writeUInt32BE(bodyBytes, 0);
+  head.writeUInt32BE(headBytes, headerBytes);
+  parts.unshift(head);
+  return parts;
+}
+
+/** Encodes a frame into one buffer (tests, tools; the transport writes the parts). */
+export function encodeFrame(frame: Frame): Buffer {
+  const parts = encodeFrameParts(frame);
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+}
+
+/** Gives attached entries their payloads back, in the order the sender attached them. */
+function restoreAttachments(frame: Frame, attachments: Buffer): void {
+  let at = 0;
+  for (const gm of frame.msgs ?? []) {
+    const a = gm.m as AppLike;
+    if (typeof a !== 'object' || a === null || a.type !== 'app' || !Array.isArray(a.entries)) continue;
+    for (const e of a.entries as WireEntry[]) {
+      if (typeof e !== 'object' || e === null || typeof e.data !== 'number') continue;
+      const n = e.data;
+      if (!Number.isSafeInteger(n) || n < minAttachedBytes || n > attachments.length - at) throw new ProtocolError('attached entry beyond the frame');
+      e.data = attachments.subarray(at, at + n);
+      at += n;
+    }
+  }
+  if (at !== attachments.length) throw new ProtocolError(`frame has ${attachments.length - at} attached bytes no entry claims`);
 }
 
 function validate(value: unknown): Frame {
@@ -118,13 +201,18 @@ export class FrameDecoder {
       if (this.buffered < headerBytes + bodyBytes) break;
       this.skip(headerBytes);
       const body = this.take(bodyBytes);
+      if (bodyBytes < headLengthBytes) throw new ProtocolError('frame too short for its head length');
+      const headBytes = body.readUInt32BE(0);
+      if (headBytes === 0 || headBytes > bodyBytes - headLengthBytes) throw new ProtocolError(`frame head of ${headBytes} bytes in a body of ${bodyBytes}`);
       let value: unknown;
       try {
-        value = packr.unpack(body);
+        value = packr.unpack(body.subarray(headLengthBytes, headLengthBytes + headBytes));
       } catch (err) {
         throw new ProtocolError(`undecodable frame: ${(err as Error).message}`);
       }
-      frames.push(validate(value));
+      const frame = validate(value);
+      restoreAttachments(frame, body.subarray(headLengthBytes + headBytes));
+      frames.push(frame);
     }
     return frames;
   }

@@ -22,7 +22,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
 import { ProtocolError, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
-import { encodeFrame, FrameDecoder, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
+import { encodeFrameParts, FrameDecoder, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
 
 /** Raft messages queued for an unreachable peer beyond this are dropped (Raft resends). */
 export const maxQueuedMessagesPerPeer = 4096;
@@ -333,18 +333,31 @@ export class Transport {
   }
 
   private writeFrame(conn: Conn, frame: Frame): void {
-    let bytes: Buffer;
+    let parts: Buffer[];
     try {
-      bytes = encodeFrame(frame);
+      parts = encodeFrameParts(frame);
     } catch (err) {
       // An oversized frame is our bug or an oversized request: fail its requests, keep the link.
       this.log.error('frame not sent', { err });
       for (const r of frame.reqs ?? []) this.settle({ id: r.id, e: { code: 'PROTOCOL_ERROR', message: (err as Error).message } });
       return;
     }
-    this.metrics.bytesSent.inc(bytes.length);
+    const socket = conn.socket;
+    if (parts.length === 1) {
+      this.metrics.bytesSent.inc(parts[0].length);
+      socket.write(parts[0]);
+    } else {
+      // One writev for the head and the attached payloads.
+      let bytes = 0;
+      socket.cork();
+      for (const p of parts) {
+        bytes += p.length;
+        socket.write(p);
+      }
+      socket.uncork();
+      this.metrics.bytesSent.inc(bytes);
+    }
     this.metrics.framesSent.inc();
-    conn.socket.write(bytes);
   }
 
   private dial(peer: Peer): void {

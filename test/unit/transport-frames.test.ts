@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import fc from 'fast-check';
-import { encodeFrame, FrameDecoder, maxFrameBytes, type GroupMessage } from '../../src/cluster/frame.js';
+import { encodeFrame, encodeFrameParts, FrameDecoder, maxFrameBytes, minAttachedBytes, type GroupMessage } from '../../src/cluster/frame.js';
 import { Transport } from '../../src/cluster/transport.js';
 import { ProtocolError, NotLeader } from '../../src/common/errors.js';
 
@@ -85,6 +85,56 @@ test('any sequence of frames cut at any chunk boundaries decodes to the same fra
     }),
     { numRuns: 300 },
   );
+});
+
+test('append payloads travel as attachments after the head and come back in place, cut anywhere', () => {
+  const entryArb = fc.record({ index: fc.nat(), term: fc.nat(), type: fc.constantFrom(0, 1), data: fc.uint8Array({ maxLength: 9000 }) });
+  const msgArb = fc.oneof(
+    fc.record({ g: fc.nat({ max: 70000 }), m: fc.record({ type: fc.constant('app'), index: fc.nat(), entries: fc.array(entryArb, { maxLength: 5 }) }) }),
+    fc.record({ g: fc.nat({ max: 70000 }), m: fc.record({ type: fc.constant('heartbeat'), data: fc.uint8Array({ maxLength: 2000 }) }) }),
+  );
+  fc.assert(
+    fc.property(fc.array(fc.array(msgArb, { maxLength: 5 }), { minLength: 1, maxLength: 4 }), fc.array(fc.integer({ min: 1, max: 30000 }), { minLength: 1, maxLength: 20 }), (msgLists, cuts) => {
+      const frames = msgLists.map((msgs, i) => ({ from: 'n1', addr: 'a:1', epoch: i, msgs }));
+      const partsPerFrame = frames.map((f) => encodeFrameParts(f));
+      const bytes = Buffer.concat(partsPerFrame.flat());
+      const d = new FrameDecoder();
+      const out = [];
+      for (let i = 0, at = 0; at < bytes.length; i++) {
+        const n = cuts[i % cuts.length];
+        out.push(...d.push(bytes.subarray(at, at + n)));
+        at += n;
+      }
+      assert.equal(out.length, frames.length);
+      const norm = (v: unknown): unknown => JSON.parse(JSON.stringify(v, (_k, x) => (x instanceof Uint8Array || (x && x.type === 'Buffer') ? Buffer.from(x.data ?? x).toString('hex') : x)));
+      for (let i = 0; i < frames.length; i++) assert.deepEqual(norm(out[i].msgs ?? []), norm(frames[i].msgs));
+      // Every payload of at least minAttachedBytes left the head as a buffer of its own, uncopied.
+      const attached = frames.flatMap((f) => f.msgs.flatMap((gm) => (gm.m.type === 'app' ? (gm.m as { entries: { data: Uint8Array }[] }).entries.map((e) => e.data).filter((x) => x.length >= minAttachedBytes) : [])));
+      const sent = partsPerFrame.flatMap((p) => p.slice(1));
+      assert.equal(sent.length, attached.length);
+      for (let k = 0; k < sent.length; k++) assert.equal(sent[k].buffer, attached[k].buffer, 'an attachment is the entry\'s own memory');
+    }),
+    { numRuns: 200 },
+  );
+});
+
+test('attachments that entries do not account for exactly are protocol errors', () => {
+  const data = Buffer.alloc(minAttachedBytes, 7);
+  const f = { from: 'n1', addr: '', epoch: 1, msgs: [{ g: 1, m: { type: 'app', entries: [{ index: 1, term: 1, type: 0, data }] } }] };
+  const good = encodeFrame(f);
+  assert.equal(new FrameDecoder().push(good).length, 1);
+  // One attached byte too many (lengths patched to match), and one too few.
+  const extra = Buffer.concat([good, Buffer.from([9])]);
+  extra.writeUInt32BE(extra.length - 4, 0);
+  assert.throws(() => new FrameDecoder().push(extra), /no entry claims/);
+  const short = good.subarray(0, good.length - 1);
+  const shortCopy = Buffer.from(short);
+  shortCopy.writeUInt32BE(shortCopy.length - 4, 0);
+  assert.throws(() => new FrameDecoder().push(shortCopy), /beyond the frame/);
+  // A head length that points past the body.
+  const badHead = Buffer.from(good);
+  badHead.writeUInt32BE(good.length, 4);
+  assert.throws(() => new FrameDecoder().push(badHead), ProtocolError);
 });
 
 test('oversized, empty and malformed frames are protocol errors', () => {
