@@ -50,6 +50,8 @@ export const maxRedirects = 3;
 /** GET /v1/status */
 export interface NodeStatus {
   nodeId: NodeId;
+  /** The cluster this node belongs to (absent while it does not know it yet). */
+  clusterId?: string;
   /** Epoch of the map applied on this node. */
   epoch: number;
   /** Milliseconds since the process started. */
@@ -232,6 +234,8 @@ export interface NodeView {
   weight: number;
   state: NodeState;
   reachable: boolean;
+  /** The cluster id the node reports (when reachable and it knows it). */
+  clusterId?: string;
   /** The map epoch the node has applied (when reachable). */
   epoch?: number;
   uptimeMs?: number;
@@ -239,6 +243,8 @@ export interface NodeView {
 }
 
 export interface ClusterStatus {
+  /** The cluster's id, from the map served by the server asked (null in a map without one yet). */
+  clusterId: string | null;
   /** Epoch of the map served by the server asked. */
   epoch: number;
   server: string;
@@ -253,16 +259,19 @@ export function mergeClusterStatus(
   map: ClusterMap,
   statuses: ReadonlyMap<NodeId, NodeStatus | Error>,
 ): ClusterStatus {
+  const foreign = (s: NodeStatus): boolean => s.clusterId !== undefined && map.clusterId !== undefined && s.clusterId !== map.clusterId;
   const nodes: NodeView[] = map.nodes.map((n) => {
     const s = statuses.get(n.id);
     const base = { id: n.id, addresses: n.addresses, labels: n.labels, weight: n.weight, state: n.state };
     if (s === undefined) return { ...base, reachable: false, error: 'not asked' };
     if (s instanceof Error) return { ...base, reachable: false, error: s.message };
-    return { ...base, reachable: true, epoch: s.epoch, uptimeMs: s.uptimeMs };
+    // Something else now answers at that address (a node of another cluster on a reused port).
+    if (foreign(s)) return { ...base, reachable: false, clusterId: s.clusterId, error: `answers as a node of cluster ${s.clusterId}` };
+    return { ...base, reachable: true, clusterId: s.clusterId, epoch: s.epoch, uptimeMs: s.uptimeMs };
   });
   const byNode = new Map<NodeId, Map<number, GroupStatus>>();
   for (const [id, s] of statuses) {
-    if (s instanceof Error) continue;
+    if (s instanceof Error || foreign(s)) continue;
     byNode.set(id, new Map(s.groups.map((g) => [g.groupId, g])));
   }
   // Group 0 is not in the map: its members are the voters its replicas report (the highest
@@ -284,6 +293,7 @@ export function mergeClusterStatus(
   const groups = targets.map((t) => viewGroup(t, byNode));
   const count = (h: GroupHealth): number => groups.filter((g) => g.health === h).length;
   return {
+    clusterId: map.clusterId ?? null,
     epoch: map.epoch,
     server,
     nodes,

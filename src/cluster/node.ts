@@ -7,8 +7,14 @@
  * registers itself in the map; any other node asks a seed to register it (`join`), which the
  * seed forwards to group 0's leader. Every frame carries its sender's map epoch; a node that
  * sees a newer one fetches the map from that peer. PG replicas are created from the map.
+ *
+ * Cluster identity: the founding node makes up the cluster id and group 0 puts it in the map;
+ * every node keeps it in node.json as soon as it knows it, a joining node from its seed's
+ * answer to the join, before it takes part in anything. The transport refuses peers of
+ * another cluster (transport.ts). A node.json from before ids has none: such a node takes any
+ * peer until it learns the id from the map, which group 0's leader gives one (ensureClusterId).
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, type Registry } from 'prom-client';
@@ -20,7 +26,7 @@ import type { BlockIo } from '../io/types.js';
 import { createRegistry } from '../metrics/server.js';
 import { NbdServer, type NbdExport } from '../nbd/server.js';
 import { Wal } from '../wal/index.js';
-import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
+import { PgStore, ScratchPool, writeFileDurably, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { encodeRange, encodeWrite, maxOpLengthBytes, OpKind } from '../store/ops.js';
 import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, splitRange } from '../gateway/split.js';
@@ -28,7 +34,7 @@ import { MultiRaftHost, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { MetaStore } from './meta-store.js';
-import { decodeMap, encodeCommand, encodeMap, emptyMap, volumeWithId, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, encodeCommand, encodeMap, emptyMap, isClusterId, volumeWithId, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
 import { Transport } from './transport.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
@@ -111,6 +117,12 @@ export class StorageNode implements PgClient {
   private stopping = false;
   addresses!: NodeAddresses;
   private readonly startedMs = performance.now();
+  /** This node's cluster id, '' until known (see checkIdentity); saved in node.json. */
+  private clusterId = '';
+  /** A new node that learns its cluster id from its join answer and takes part in nothing before. */
+  private awaitingJoin = false;
+  /** A setClusterId proposal of this node (as group 0's leader) is in flight. */
+  private proposingClusterId = false;
 
   constructor(opts: NodeOptions) {
     if (!Number.isSafeInteger(opts.id) || opts.id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${opts.id}`);
@@ -142,6 +154,7 @@ export class StorageNode implements PgClient {
     this.wal = await Wal.open({ dir: join(dir, 'wal'), io: this.io, maxBatchBytes: 4 * 1024 * 1024, maxBatchesInFlight: 4, cacheBytes: 8 * 1024 * 1024, logger: createLogger('wal', { node: this.id }) });
     if (this.wal.recovery.cut || this.wal.recovery.corruption) this.log.warn('wal recovery', { report: this.wal.recovery });
     await this.loadCachedMap();
+    await this.checkMapCluster(this.cachedMap, 'map-cache.bin');
 
     this.transport = new Transport({
       nodeId: String(this.id),
@@ -149,10 +162,14 @@ export class StorageNode implements PgClient {
       advertise: this.opts.advertisePeer,
       epoch: () => this.epoch,
       registry: this.registry,
+      clusterId: this.clusterId,
+      awaitingJoin: this.awaitingJoin,
       handlers: {
         onMessages: (from, epoch, msgs) => this.host?.receive(Number(from), this.fenceMessages(Number(from), epoch, msgs)),
         onRequest: (from, epoch, op, args) => this.serve(from, epoch, op, args),
         onPeerEpoch: (from, epoch) => {
+          // A new node learns its map (and cluster) from its join answer only.
+          if (this.awaitingJoin) return;
           if (epoch > this.epoch) void this.fetchMapFrom(from);
           // A peer with the same map (an older one says nothing about the cluster's).
           else if (epoch === this.epoch) this.mapCaughtUp = true;
@@ -220,6 +237,7 @@ export class StorageNode implements PgClient {
     const hostsMeta = this.opts.bootstrap || this.wal.groupIds().includes(metadataGroupId);
     if (hostsMeta) {
       this.meta = await MetaStore.open(join(dir, 'meta'), (m) => this.onMap(m));
+      await this.checkMapCluster(this.meta.map, 'meta/map.bin');
       if (this.meta.voters.length === 0 && this.opts.bootstrap) this.meta.voters = [this.id];
       const voters = this.meta.voters.length > 0 ? this.meta.voters : [this.id];
       await this.host.addGroup(metadataGroupId, voters, this.meta, { campaign: this.opts.bootstrap });
@@ -232,18 +250,91 @@ export class StorageNode implements PgClient {
     this.onMap(this.map());
     await this.reconciling;
     void this.register();
-    this.log.info('node started', { addresses: this.addresses, bootstrap: this.opts.bootstrap, io: this.io.kind });
+    this.log.info('node started', { addresses: this.addresses, bootstrap: this.opts.bootstrap, io: this.io.kind, clusterId: this.clusterId || undefined });
   }
 
+  /**
+   * node.json: `{"id": N, "clusterId": ...}`. A new data dir gets one at once: a bootstrapping
+   * node founds a cluster and makes up its id; a joining node writes `null` (it learns the id
+   * from its join answer, and takes part in nothing before). A node.json without the field was
+   * written before cluster ids: the node learns the id from the map (onMap).
+   */
   private async checkIdentity(): Promise<void> {
     const path = join(this.opts.dataDir, 'node.json');
+    let saved: { id: number; clusterId?: unknown } | undefined;
     try {
-      const saved = JSON.parse(await readFile(path, 'utf8')) as { id: number };
-      if (saved.id !== this.id) throw new InvalidArgument(`data dir ${this.opts.dataDir} belongs to node ${saved.id}, not ${this.id}`);
+      saved = JSON.parse(await readFile(path, 'utf8')) as { id: number; clusterId?: unknown };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      await writeFile(path, JSON.stringify({ id: this.id }) + '\n');
     }
+    if (saved !== undefined && saved.id !== this.id) throw new InvalidArgument(`data dir ${this.opts.dataDir} belongs to node ${saved.id}, not ${this.id}`);
+    if (saved !== undefined && saved.clusterId !== undefined && saved.clusterId !== null && !isClusterId(saved.clusterId)) {
+      throw new InvalidArgument(`${path}: bad cluster id ${JSON.stringify(saved.clusterId)}`);
+    }
+    if (isClusterId(saved?.clusterId)) {
+      this.clusterId = saved.clusterId;
+    } else if (saved === undefined || saved.clusterId === null) {
+      // A new node (or one whose join never got its answer).
+      if (this.opts.bootstrap) this.clusterId = randomUUID();
+      else this.awaitingJoin = true;
+      await this.saveIdentity(this.clusterId || null);
+      if (this.clusterId) this.log.info('founding a new cluster', { clusterId: this.clusterId });
+    }
+  }
+
+  private async saveIdentity(clusterId: string | null): Promise<void> {
+    await writeFileDurably(join(this.opts.dataDir, 'node.json'), JSON.stringify({ id: this.id, clusterId }) + '\n');
+  }
+
+  /** A map stored in this data dir must be of this node's cluster. */
+  private async checkMapCluster(map: ClusterMap, what: string): Promise<void> {
+    const theirs = map.clusterId;
+    if (theirs === undefined || theirs === this.clusterId) return;
+    if (this.clusterId !== '') throw new InvalidArgument(`data dir ${this.opts.dataDir}: ${what} is a map of cluster ${theirs}, but node.json says cluster ${this.clusterId}`);
+    if (!this.awaitingJoin) await this.learnClusterId(theirs, what);
+  }
+
+  /**
+   * Takes `id` as this node's cluster id: saved in node.json first, then enforced by the
+   * transport. An id that differs from the one known is refused (an error: it never changes).
+   * One at a time, so node.json never names an id the node did not take.
+   */
+  private learnClusterId(id: string, source: string): Promise<void> {
+    const next = this.learningClusterId.then(() => this.learnClusterIdNow(id, source));
+    this.learningClusterId = next.catch(() => undefined);
+    return next;
+  }
+
+  private learningClusterId: Promise<void> = Promise.resolve();
+
+  private async learnClusterIdNow(id: string, source: string): Promise<void> {
+    if (id === this.clusterId) return;
+    if (this.clusterId !== '') throw new InvalidArgument(`${source} names cluster ${id}, but node ${this.id} belongs to cluster ${this.clusterId}`);
+    await this.saveIdentity(id);
+    this.clusterId = id;
+    this.awaitingJoin = false;
+    this.transport?.setClusterId(id);
+    this.log.info('learned the cluster id', { clusterId: id, from: source });
+  }
+
+  /**
+   * On group 0's leader, a map without a cluster id (a new cluster, or one from before ids)
+   * gets this node's id, or a new one if this node has none either; nodes adopt it from the
+   * map. Applying setClusterId refuses a second, different id, so two leaders that both
+   * propose one leave the map with the first.
+   */
+  private ensureClusterId(): void {
+    const g = this.host.groups.get(metadataGroupId);
+    if (!g || !g.isLeader || !this.meta || this.meta.map.clusterId !== undefined || this.proposingClusterId || this.stopping) return;
+    const id = this.clusterId || randomUUID();
+    this.proposingClusterId = true;
+    this.host
+      .propose(metadataGroupId, encodeCommand({ type: 'setClusterId', id }))
+      .then(
+        () => this.log.info('the cluster map has its cluster id', { clusterId: this.meta?.map.clusterId }),
+        (err) => this.log.debug('setClusterId not applied', { err }),
+      )
+      .finally(() => (this.proposingClusterId = false));
   }
 
   private async loadCachedMap(): Promise<void> {
@@ -279,6 +370,9 @@ export class StorageNode implements PgClient {
   /** A new map (applied in group 0 here, or fetched): peers, PG replicas, exports. */
   private onMap(map: ClusterMap): void {
     if (this.stopping) return;
+    if (map.clusterId !== undefined && map.clusterId !== this.clusterId && !this.awaitingJoin) {
+      void this.learnClusterId(map.clusterId, `map epoch ${map.epoch}`).catch((err) => this.log.error('map of another cluster', { err }));
+    }
     for (const n of map.nodes) if (n.id !== this.id) this.transport.setPeerAddress(String(n.id), n.addresses.peer);
     if (this.meta && map === this.meta.map) {
       void writeFile(join(this.opts.dataDir, 'map-cache.bin'), encodeMap(map)).catch(() => undefined);
@@ -349,6 +443,7 @@ export class StorageNode implements PgClient {
   private maintainMetaGroup(): void {
     const g = this.host.groups.get(metadataGroupId);
     if (!g || !g.isLeader || this.stopping) return;
+    this.ensureClusterId();
     const cs = g.raft.status().confState;
     if (cs.votersOutgoing.length > 0) return;
     if (cs.voters.length >= metaVotersWanted) return;
@@ -369,11 +464,18 @@ export class StorageNode implements PgClient {
     while (!this.stopping && !this.registered) {
       try {
         if (this.meta) {
+          // A founding node names its cluster in the map first (else the leader does within a second).
+          if (this.clusterId && this.map().clusterId === undefined) await this.proposeMeta({ type: 'setClusterId', id: this.clusterId });
           await this.proposeMeta(cmd);
         } else {
           const seed = this.opts.join[attempt % this.opts.join.length];
-          const r = (await this.transport.requestAddress(seed, 'join', { cmd }, requestTimeoutMs)) as { map: Uint8Array };
-          this.adoptMap(decodeMap(r.map));
+          const r = (await this.transport.requestAddress(seed, 'join', { cmd }, requestTimeoutMs)) as { map: Uint8Array; clusterId?: string };
+          const map = decodeMap(r.map);
+          const clusterId = isClusterId(r.clusterId) ? r.clusterId : map.clusterId;
+          // Its cluster's nodes refuse one without the id: keep asking until the seed knows it.
+          if (clusterId === undefined) throw new Unavailable(`seed ${seed} does not know its cluster id yet`);
+          await this.learnClusterId(clusterId, `the join answer of seed ${seed}`);
+          this.adoptMap(map);
         }
         this.registered = true;
         this.mapCaughtUp = true;
@@ -433,9 +535,12 @@ export class StorageNode implements PgClient {
         return this.serveLocal(g, q, epoch);
       }
       case 'join': {
+        // Open to a node that has no cluster id yet (transport.ts): registering itself is all it may do.
+        if ((a.cmd as MapCommand | undefined)?.type !== 'addNode') throw new InvalidArgument('join: the command must be addNode');
         const result = await this.proposeMeta(a.cmd as MapCommand);
         void result;
-        return { map: encodeMap(this.map()) };
+        // The joining node's cluster id comes from here: this node's own, which its transport enforces.
+        return { map: encodeMap(this.map()), clusterId: this.clusterId || undefined };
       }
       case 'meta':
         return this.proposeMeta(a.cmd as MapCommand);
@@ -780,7 +885,7 @@ export class StorageNode implements PgClient {
         };
       })
       .sort((x, y) => x.groupId - y.groupId);
-    return { nodeId: this.id, epoch: this.epoch, uptimeMs: Math.round(performance.now() - this.startedMs), groups };
+    return { nodeId: this.id, clusterId: this.clusterId || undefined, epoch: this.epoch, uptimeMs: Math.round(performance.now() - this.startedMs), groups };
   }
 
   /** A checksum of this replica's extents (canonical order, holes as zeros); see admin-client.ts. */

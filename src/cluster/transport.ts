@@ -12,8 +12,10 @@
  * refuses a frame with another id, or with none outside the join exchange (an empty frame, or
  * only `join` / `getMap` requests: what a new node needs before it knows its id): the frame
  * is dropped, counted, the connection closed (one warning per connection), and no other
- * connection is touched. A dialer resets its reconnect backoff only once the far end has
- * answered as a member of its cluster, so a refused node does not redial in a tight loop.
+ * connection is touched. A new node waiting for its join answer (no id yet) uses only the
+ * connection it opened to its seed, and takes nothing from it but answers. A dialer resets its
+ * reconnect backoff only once the far end has answered as a member of its cluster, so a
+ * refused node does not redial in a tight loop.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -69,7 +71,7 @@ interface Conn {
   closed: boolean;
   /** A frame came through the cluster check (a dialer's backoff is reset then). */
   heard: boolean;
-  /** Closed for a frame of another cluster (warned once). */
+  /** Closed by the cluster check (a frame of another cluster: warned once). */
   refused: boolean;
 }
 
@@ -505,8 +507,16 @@ export class Transport {
     if (this.clusterId === '') {
       // State from before cluster ids: every frame, as before, until the map brings the id.
       if (!this.opts.awaitingJoin) return true;
-      // A new node waiting for its join answer, which cannot tell its cluster's nodes from
-      // others yet: it takes part in nothing (Raft resends; requests time out and are retried).
+      // A new node waiting for its join answer cannot tell its cluster's nodes from others yet
+      // (nodes of any cluster may dial its address, with the node ids of its own): it talks
+      // only on connections it opened itself (to its seed), and takes part in nothing (Raft
+      // resends; requests time out and are retried). Whoever dialed it redials once it joined.
+      if (conn.dialer !== this.nodeId) {
+        conn.refused = true;
+        conn.closed = true;
+        conn.socket.destroy();
+        return false;
+      }
       f.msgs = undefined;
       f.reqs = undefined;
       return true;

@@ -15,74 +15,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { encodeFrame, FrameDecoder, type Frame, type RpcResponse } from '../../src/cluster/frame.js';
-import { parseHostPort } from '../../src/common/address.js';
 import { pgGroupId, pgOfExtent, type ClusterMap } from '../../src/cluster/map.js';
 import { encodeWrite } from '../../src/store/ops.js';
 import type { GroupStatus } from '../../src/cluster/admin-client.js';
 import { TestCluster, sleep, waitFor } from '../helpers/cluster.js';
+import { HandPeer, metric } from '../helpers/hand-peer.js';
 import { requirePythonNbd, systemPython } from './io.js';
-
-/** A peer connection made by hand: sends frames as node `from`, collects what comes back. */
-class HandPeer {
-  readonly socket: Socket;
-  readonly frames: Frame[] = [];
-  closed = false;
-  private readonly decoder = new FrameDecoder();
-  private nextId = 1;
-  private readonly waiting = new Map<number, (r: RpcResponse) => void>();
-
-  private constructor(socket: Socket, readonly from: string) {
-    this.socket = socket;
-    socket.on('data', (d: Buffer) => {
-      for (const f of this.decoder.push(d)) {
-        this.frames.push(f);
-        for (const r of f.resps ?? []) this.waiting.get(r.id)?.(r);
-      }
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => (this.closed = true));
-  }
-
-  static async open(addr: string, from: string): Promise<HandPeer> {
-    const hp = parseHostPort(addr);
-    const socket = connect({ host: hp.host, port: hp.port });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    return new HandPeer(socket, from);
-  }
-
-  send(frame: Omit<Frame, 'from' | 'addr'>): void {
-    this.socket.write(encodeFrame({ from: this.from, addr: '', ...frame }));
-  }
-
-  request(epoch: number, op: string, a: unknown, timeoutMs = 10_000): Promise<RpcResponse> {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no answer to ${op} within ${timeoutMs} ms`)), timeoutMs);
-      this.waiting.set(id, (r) => {
-        clearTimeout(timer);
-        this.waiting.delete(id);
-        resolve(r);
-      });
-      this.send({ epoch, reqs: [{ id, op, a }] });
-    });
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
-
-async function metric(http: string, name: string): Promise<number> {
-  const res = await fetch(`http://${http}/metrics`);
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(await res.text());
-  return m ? Number(m[1]) : 0;
-}
 
 function groupOn(statuses: { groups: GroupStatus[] }, groupId: number): GroupStatus {
   const g = statuses.groups.find((x) => x.groupId === groupId);
@@ -102,8 +41,11 @@ test('fencing: stale forwarded writes and stale-term Raft messages are refused, 
   });
   const peers: HandPeer[] = [];
   t.after(() => peers.forEach((p) => p.close()));
+  // The hand-made peers speak as nodes of this cluster (a node refuses frames of another one).
+  const clusterId = (await cluster.map()).clusterId ?? '';
+  assert.ok(clusterId, 'the map has no cluster id');
   const open = async (nodeId: number, from: string): Promise<HandPeer> => {
-    const p = await HandPeer.open(cluster.node(nodeId).addrs.peer, from);
+    const p = await HandPeer.open(cluster.node(nodeId).addrs.peer, from, clusterId);
     peers.push(p);
     return p;
   };

@@ -99,6 +99,8 @@ export class TestNode {
   readonly addrs: NodeAddrs;
   readonly logPath: string;
   proc: ChildProcess | null = null;
+  /** The seed peer address a non-bootstrap node joins through (default: node 1 of its cluster). */
+  joinVia: string | undefined = undefined;
   private readonly cluster: TestCluster;
 
   constructor(cluster: TestCluster, id: number, dir: string, addrs: NodeAddrs) {
@@ -126,7 +128,7 @@ export class TestNode {
       '--nbd', this.addrs.nbd,
       '--http', this.addrs.http,
       '--labels', `zone=z${this.id},rack=r${this.id},host=h${this.id}`,
-      ...(this.id === 1 ? ['--bootstrap'] : ['--join', this.cluster.nodes[0].addrs.peer]),
+      ...(this.id === 1 ? ['--bootstrap'] : ['--join', this.joinVia ?? this.cluster.nodes[0].addrs.peer]),
     ];
     const log = openSync(this.logPath, 'a');
     const env = { ...process.env, RAFTBLOCK_LOG: process.env.RAFTBLOCK_LOG ?? 'info', ...this.cluster.env };

@@ -3,7 +3,7 @@
  * carries a sender's cluster id, and the transport's check: a node that knows its cluster id
  * refuses frames of another cluster, or without an id outside the join exchange, closing only
  * that connection; a new node waiting for its join answer takes nothing but answers; a node
- * whose state predates cluster ids takes everything.
+ * whose state predates cluster ids takes everything. `raftblock status` names the cluster.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +14,9 @@ import { encodeFrame, FrameDecoder, maxFrameClusterIdChars, type Frame, type Gro
 import { applyCommand, decodeMap, emptyMap, encodeMap } from '../../src/cluster/map.js';
 import { Transport } from '../../src/cluster/transport.js';
 import { ProtocolError } from '../../src/common/errors.js';
+import { mergeClusterStatus, type GroupStatus, type NodeStatus } from '../../src/cluster/admin-client.js';
+import { renderStatus } from '../../src/cli/commands/status.js';
+import { zonedMap } from '../helpers/map.js';
 
 test('setClusterId names the cluster once: the same id changes nothing, another is refused', () => {
   const id = randomUUID();
@@ -163,8 +166,13 @@ test('a new node waiting for its join answer takes only answers, then its cluste
   // Before it knows its cluster it takes part in nothing: no Raft message, no request.
   a1.t.send('4', 9, { type: 'heartbeat' });
   await assert.rejects(a1.t.request('4', 'echo', 1, 300), (e: Error & { code?: string }) => e.code === 'TIMED_OUT');
+  // Nor does it take connections others open: nodes of any cluster may dial its address.
+  const other = await node(t, '7', A);
+  other.t.setPeerAddress('4', fresh.t.address);
+  await assert.rejects(other.t.request('4', 'echo', 1, 3000), (e: Error & { code?: string }) => e.code === 'UNAVAILABLE');
   assert.equal(fresh.got.length, 0);
   assert.deepEqual(fresh.served, []);
+  assert.equal(await fresh.foreign(), 0, 'refused as not yet joined, not as foreign');
   fresh.t.setClusterId(A);
   a1.t.send('4', 10, { type: 'heartbeat' });
   await until(() => fresh.got.some((g) => g.msgs.some((m) => m.g === 10)));
@@ -175,4 +183,25 @@ test('a new node waiting for its join answer takes only answers, then its cluste
   b.t.send('4', 11, { type: 'heartbeat' });
   await until(async () => (await fresh.foreign()) >= 1);
   assert.ok(!fresh.got.some((g) => g.msgs.some((m) => m.g === 11)));
+});
+
+test('status names the cluster, and a node that answers for another cluster is not counted as one of its own', () => {
+  const id = randomUUID();
+  const named = applyCommand(zonedMap(3, 1), { type: 'setClusterId', id });
+  assert.ok(named.ok);
+  const map = named.map;
+  const replicas = map.pools[0].pgs[0].replicas;
+  const group: GroupStatus = { groupId: 65536, role: 'leader', term: 3, leader: replicas[0], commitIndex: 9, appliedIndex: 9, lastIndex: 9, voters: replicas };
+  const statuses = new Map<number, NodeStatus | Error>(replicas.map((n) => [n, { nodeId: n, clusterId: id, epoch: map.epoch, uptimeMs: 1, groups: n === replicas[0] ? [group] : [] }]));
+  // Another cluster's node on the address of the PG's leader: it says it leads, it does not count.
+  statuses.set(replicas[0], { nodeId: replicas[0], clusterId: randomUUID(), epoch: 1, uptimeMs: 1, groups: [group] });
+  const s = mergeClusterStatus('x', map, statuses);
+  assert.equal(s.clusterId, id);
+  const impostor = s.nodes.find((n) => n.id === replicas[0])!;
+  assert.equal(impostor.reachable, false);
+  assert.match(impostor.error!, /answers as a node of cluster/);
+  assert.equal(s.groups.find((g) => g.groupId === 65536)!.leader, 0);
+  assert.deepEqual(s.nodes.filter((n) => n.reachable).map((n) => n.clusterId), [id, id]);
+  assert.match(renderStatus(s, { problemsOnly: true }), new RegExp(`^cluster ${id}; map epoch ${map.epoch} `));
+  assert.match(renderStatus(mergeClusterStatus('x', zonedMap(3, 1), new Map()), { problemsOnly: true }), /^cluster \(no id yet\); map epoch/);
 });

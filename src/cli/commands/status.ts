@@ -1,5 +1,5 @@
 /**
- * `raftblock status`: the cluster as the nodes see it — nodes (reachable, map epoch), and every
+ * `raftblock status`: the cluster as the nodes see it — its id, nodes (reachable, map epoch), and every
  * placement group with its leader, term, commit and applied index, and whether it is ok,
  * lagging or unavailable. The map comes from `--server`; every node in it is asked for its own
  * /v1/status in parallel (see mergeClusterStatus). Exit 0 when the map was read, whatever the
@@ -13,7 +13,7 @@ export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }):
   const out: string[] = [];
   const { summary } = s;
   out.push(
-    `map epoch ${s.epoch} (from ${s.server}); nodes ${summary.nodesReachable}/${summary.nodes} reachable; ` +
+    `cluster ${s.clusterId ?? '(no id yet)'}; map epoch ${s.epoch} (from ${s.server}); nodes ${summary.nodesReachable}/${summary.nodes} reachable; ` +
       `groups ${summary.groups}: ${summary.ok} ok, ${summary.lagging} lagging, ${summary.unavailable} unavailable`,
   );
   out.push('');
