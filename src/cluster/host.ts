@@ -366,8 +366,17 @@ export class MultiRaftHost {
     if (!sm.durableConfState) confState.voters = [...voters];
     const base = sm.durableIndex;
     assert(sm.appliedIndex === base, 'a state machine starts from its durable state');
-    if (base > 0) storage.applySnapshot({ metadata: { index: base, term: sm.appliedTerm, confState }, data: new Uint8Array(0) });
-    else {
+    if (base > 0) {
+      // This snapshot is what the group hands a follower that needs one before the next
+      // checkpoint replaces it. For an inline-snapshot machine (group 0) its data IS the state
+      // (an empty one means the empty map), so it must carry the exact image at `base`: with
+      // empty data a member joining after a restart installed an empty map at `base`, then
+      // applied the later entries on top of it, and held another map than its peers at the
+      // same applied index. Other machines' images are pulled from the leader's live state.
+      const image = sm.inlineSnapshots ? sm.exactImage?.(base) : new Uint8Array(0);
+      assert(image !== undefined, `group ${id} resumes at ${base} without its image at that index`);
+      storage.applySnapshot({ metadata: { index: base, term: sm.appliedTerm, confState }, data: image });
+    } else {
       // A new group's log may start from a bootstrap snapshot (the initial membership).
       const boot = storage.snapshot().metadata;
       if (boot.index > 0) sm.skip(boot.index, boot.term);

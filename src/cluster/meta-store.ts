@@ -6,6 +6,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
+import { assert } from '../common/assert.js';
 import { Corruption } from '../common/errors.js';
 import type { GroupStateMachine } from './host.js';
 import type { ConfChange } from '../raft/index.js';
@@ -33,6 +34,8 @@ export class MetaStore implements GroupStateMachine {
   voters: number[];
   readonly inlineSnapshots = true;
   private lastImage: { index: number; bytes: Uint8Array } | undefined;
+  /** The map.bin write in flight (see writeImage). */
+  private writing: Promise<void> = Promise.resolve();
 
   private constructor(path: string, image: MetaImage | undefined, onChange: (map: ClusterMap) => void) {
     this.path = path;
@@ -93,12 +96,29 @@ export class MetaStore implements GroupStateMachine {
 
   async checkpoint(): Promise<number> {
     if (this.durableIndex === this.appliedIndex) return this.durableIndex;
+    // The image is taken now, in one synchronous run with its index: entries the apply chain
+    // applies while it is written belong to the next checkpoint.
     const index = this.appliedIndex;
-    const bytes = this.imageBytes();
-    await writeFileDurably(this.path, bytes.toString('base64'));
-    this.durableIndex = index;
-    this.lastImage = { index, bytes };
+    await this.writeImage(index, this.imageBytes());
     return index;
+  }
+
+  /**
+   * Writes map.bin, one write at a time and never going back: a checkpoint's write still in
+   * flight when a snapshot is restored (the host skips groups installing a snapshot only when
+   * a checkpoint starts) would otherwise share map.bin's temporary file with the restore's, or
+   * land after it and leave the older map on disk while the WAL has dropped the entries
+   * between the two (a restart would then miss them).
+   */
+  private writeImage(index: number, bytes: Buffer): Promise<void> {
+    const write = this.writing.then(async () => {
+      if (index <= this.durableIndex) return; // an image at least as new is on disk already
+      await writeFileDurably(this.path, bytes.toString('base64'));
+      this.durableIndex = index;
+      this.lastImage = { index, bytes };
+    });
+    this.writing = write.catch(() => undefined);
+    return write;
   }
 
   private imageBytes(): Buffer {
@@ -110,16 +130,19 @@ export class MetaStore implements GroupStateMachine {
   }
 
   async restoreImage(image: Uint8Array, index: number, term: number): Promise<void> {
-    // An empty image is group 0's bootstrap state: the empty map.
+    // An empty image is group 0's bootstrap state, the empty map, and only that: the bootstrap
+    // snapshot (index 1) is the one snapshot of group 0 without data. Any later snapshot
+    // carries its map (see MultiRaftHost.addGroup and checkpointAll); taking an empty one as
+    // the empty map there would silently diverge from the other replicas, so it stops the node.
+    assert(image.byteLength > 0 || index <= 1, `group 0 snapshot at index ${index} carries no map`);
     const img = image.byteLength === 0 ? ({ index, term, map: encodeMap(emptyMap()), voters: [] } as MetaImage) : (packr.unpack(image) as MetaImage);
     this.map = decodeMap(img.map);
     if (img.voters && img.voters.length > 0) this.voters = [...img.voters];
     this.appliedIndex = index;
     this.appliedTerm = term;
-    const bytes = this.imageBytes();
-    await writeFileDurably(this.path, bytes.toString('base64'));
-    this.durableIndex = index;
-    this.lastImage = { index, bytes };
+    // A restored image is durable before the WAL drops the entries it covers (the host records
+    // the snapshot in the WAL only after this returns).
+    await this.writeImage(index, this.imageBytes());
     this.onChange(this.map);
   }
 

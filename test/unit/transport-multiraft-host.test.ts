@@ -4,6 +4,12 @@ import { MultiRaftHost, type GroupStateMachine } from '../../src/cluster/host.js
 import { Transport } from '../../src/cluster/transport.js';
 import type { Wal } from '../../src/wal/index.js';
 import { Registry } from 'prom-client';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MetaStore } from '../../src/cluster/meta-store.js';
+import { encodeCommand, encodeMap, type ClusterMap } from '../../src/cluster/map.js';
+import { addNodeCommand } from '../helpers/map.js';
 
 /** A WAL stand-in with the same contract, in memory (the real one is tested on its own). */
 class MemWal {
@@ -360,4 +366,53 @@ test('a write is answered once both followers made it durable, while the leaderâ
   // Once the leader's device completes, the entry is applied everywhere, once.
   wals[lead].open();
   await until(() => sms.every((sm) => sm.values.join(',') === 'before,while-stuck'));
+});
+
+test('group 0 restarted from its map.bin hands a joining member the map at its snapshot index, not an empty one', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'raftblock-meta-restart-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const noMap = (): void => undefined;
+  const g = 0;
+  const wal1 = new MemWal();
+  // First life of node 1: it founds group 0 alone, fills the map, checkpoints (map.bin at the
+  // applied index, the WAL dropped up to there) and stops.
+  {
+    const { hosts, transports } = await connectHosts([1], () => wal1, { tickMs: 20 });
+    const meta = await MetaStore.open(join(dir, 'node-1'), noMap);
+    meta.voters = [1];
+    await hosts[0].addGroup(g, [1], meta, { campaign: true });
+    hosts[0].start();
+    await until(() => hosts[0].groups.get(g)!.isLeader);
+    for (const cmd of [addNodeCommand(1), addNodeCommand(2), { type: 'createPool', name: 'default', replicas: 1, pgCount: 4, failureDomain: 'host' } as const, { type: 'createVolume', name: 'vol0', sizeBytes: 1 << 20 } as const]) {
+      await hosts[0].propose(g, encodeCommand(cmd));
+    }
+    assert.deepEqual(meta.map.volumes.map((v) => v.name), ['vol0']);
+    await hosts[0].stop();
+    for (const tr of transports) await tr.close();
+  }
+  // Second life: node 1 resumes group 0 from map.bin (its log starts after it), then node 2
+  // joins the group empty, as a new metadata voter does, and can only catch up by a snapshot.
+  const { hosts, transports } = await connectHosts([1, 2], (id) => (id === 1 ? wal1 : new MemWal()), { tickMs: 20 });
+  const metas = [await MetaStore.open(join(dir, 'node-1'), noMap), await MetaStore.open(join(dir, 'node-2'), noMap)];
+  t.after(async () => {
+    for (const h of hosts) await h.stop();
+    for (const tr of transports) await tr.close();
+  });
+  const base = metas[0].durableIndex;
+  assert.ok(base > 1 && metas[0].map.epoch > 0, 'node 1 resumes from a checkpointed map');
+  await hosts[0].addGroup(g, metas[0].voters, metas[0]);
+  await hosts[1].addGroup(g, [], metas[1]);
+  for (const h of hosts) h.start();
+  await until(() => hosts[0].groups.get(g)!.isLeader);
+  hosts[0].proposeConfChange(g, { changes: [{ type: 'addVoter', nodeId: 2 }] });
+  await hosts[0].propose(g, encodeCommand({ type: 'createVolume', name: 'vol1', sizeBytes: 1 << 20 }));
+  await until(() => metas[1].appliedIndex === metas[0].appliedIndex);
+  const view = (m: ClusterMap) => ({ epoch: m.epoch, pools: m.pools.map((p) => p.name), volumes: m.volumes.map((v) => v.name), bytes: Buffer.from(encodeMap(m)).toString('base64') });
+  assert.deepEqual(view(metas[1].map), view(metas[0].map), `the replicas disagree at applied index ${metas[0].appliedIndex}`);
+  assert.deepEqual(view(metas[1].map).volumes, ['vol0', 'vol1']);
+  // What node 2 keeps on disk is that same map: a restart finds it there.
+  for (const h of hosts) await h.checkpointAll();
+  const reopened = await MetaStore.open(join(dir, 'node-2'), noMap);
+  assert.equal(reopened.durableIndex, metas[0].appliedIndex);
+  assert.deepEqual(view(reopened.map), view(metas[0].map));
 });
