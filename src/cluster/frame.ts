@@ -5,11 +5,15 @@
  * of every group, forwarded requests and their responses. Each frame names its sender and
  * the sender's map epoch (fencing), so a receiver can refuse or catch up.
  *
- * Attachments: the data of a Raft append's entries of at least `minAttachedBytes` leaves the
- * head (its length stands in its place) and follows it as raw bytes, in message and entry
- * order. The sender hands the entries' own buffers to the socket (one writev), instead of
- * msgpackr copying every payload into a fresh buffer per frame: those copies were most of
- * the memory a leader allocated per write, and what made its major GCs frequent.
+ * Attachments: the data of a Raft append's entries, and the payload of a forwarded write (a
+ * request whose arguments carry `q.d`, see `attachedPayload`), of at least `minAttachedBytes`
+ * leave the head (the length stands in their place) and follow it as raw bytes: messages'
+ * entries in order, then requests' payloads in order. The sender hands those buffers to the
+ * socket (one writev), instead of msgpackr copying every payload into a fresh buffer per
+ * frame: those copies were most of the memory a leader allocated per write, and what made
+ * its major GCs frequent. Entries never change once made; a forwarded write's payload is a
+ * view of a client's buffer, which the transport keeps from reuse until it is written
+ * (Transport.request).
  */
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { ProtocolError } from '../common/errors.js';
@@ -82,6 +86,23 @@ interface AppLike {
   entries?: unknown;
 }
 
+interface IoArgs {
+  q?: { d?: unknown };
+}
+
+/**
+ * The payload a request carries that travels as an attachment: the data of a forwarded write
+ * (`{ g, q: { ..., d } }`), when it is long enough; undefined otherwise.
+ */
+export function attachedPayload(r: RpcRequest): Uint8Array | undefined {
+  const d = (r.a as IoArgs | null)?.q?.d;
+  return d instanceof Uint8Array && d.length >= minAttachedBytes ? d : undefined;
+}
+
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
+}
+
 /** Whether a group message is an append carrying at least one payload worth attaching. */
 function attachable(m: unknown): m is { type: 'app'; entries: WireEntry[] } {
   const a = m as AppLike;
@@ -113,7 +134,7 @@ export function encodeFrameParts(frame: Frame): Buffer[] {
           ents.push(e);
           continue;
         }
-        parts.push(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length));
+        parts.push(asBuffer(data));
         attachedBytes += data.length;
         ents.push({ index: e.index, term: e.term, type: e.type, data: data.length });
       }
@@ -121,6 +142,21 @@ export function encodeFrameParts(frame: Frame): Buffer[] {
       rewritten[i] = { g: gm.g, m: { ...gm.m, entries: ents } };
     }
     if (rewritten) wire = { ...frame, msgs: rewritten };
+  }
+  const reqs = frame.reqs;
+  if (reqs) {
+    let rewritten: RpcRequest[] | undefined;
+    for (let i = 0; i < reqs.length; i++) {
+      const r = reqs[i];
+      const d = attachedPayload(r);
+      if (!d) continue;
+      parts.push(asBuffer(d));
+      attachedBytes += d.length;
+      const a = r.a as { q: object };
+      rewritten ??= reqs.slice();
+      rewritten[i] = { id: r.id, op: r.op, a: { ...a, q: { ...a.q, d: d.length } } };
+    }
+    if (rewritten) wire = { ...wire, reqs: rewritten };
   }
   const head = packr.pack(wire, RESERVE_START_SPACE | (headerBytes + headLengthBytes));
   const headBytes = head.length - headerBytes - headLengthBytes;
@@ -151,6 +187,14 @@ function restoreAttachments(frame: Frame, attachments: Buffer): void {
       e.data = attachments.subarray(at, at + n);
       at += n;
     }
+  }
+  for (const r of frame.reqs ?? []) {
+    const q = (r.a as IoArgs | null)?.q;
+    if (typeof q !== 'object' || q === null || typeof q.d !== 'number') continue;
+    const n = q.d;
+    if (!Number.isSafeInteger(n) || n < minAttachedBytes || n > attachments.length - at) throw new ProtocolError('attached payload beyond the frame');
+    q.d = attachments.subarray(at, at + n);
+    at += n;
   }
   if (at !== attachments.length) throw new ProtocolError(`frame has ${attachments.length - at} attached bytes no entry claims`);
 }

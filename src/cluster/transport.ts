@@ -24,7 +24,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
 import { ProtocolError, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
-import { encodeFrameParts, FrameDecoder, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
+import { attachedPayload, encodeFrameParts, FrameDecoder, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
 
 /** Raft messages queued for an unreachable peer beyond this are dropped (Raft resends). */
 export const maxQueuedMessagesPerPeer = 4096;
@@ -81,6 +81,11 @@ interface Pending {
   timer: NodeJS.Timeout;
   conn: Conn | undefined;
   peer: string;
+  /**
+   * False while a payload the request carries as an attachment (a view of its caller's
+   * buffer, not a copy) may still be queued in the socket.
+   */
+  written: boolean;
 }
 
 interface Peer {
@@ -223,14 +228,22 @@ export class Transport {
     const id = this.nextRequestId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
+        const p = this.pending.get(id);
         this.pending.delete(id);
         // Never sent: withdraw it, so it cannot reach the peer after its caller has moved on
         // (its arguments may be buffers the caller reuses once this settles).
         const queued = peer.reqs.findIndex((r) => r.id === id);
         if (queued >= 0) peer.reqs.splice(queued, 1);
+        // Sent with its payload still queued in a socket that has not drained for the whole
+        // timeout: close that connection, which drops the queued bytes, so the caller may
+        // reuse its buffer once this settles (the peer never reads half-overwritten data).
+        if (p && !p.written && p.conn && !p.conn.closed) {
+          this.log.warn('request timed out with its payload still queued; closing the connection', { peer: to, op });
+          p.conn.socket.destroy();
+        }
         reject(new TimedOut(`request ${op} to ${to} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer, conn: undefined, peer: to });
+      this.pending.set(id, { resolve, reject, timer, conn: undefined, peer: to, written: true });
       peer.reqs.push({ id, op, a: args });
       this.schedule(peer);
     });
@@ -349,12 +362,26 @@ export class Transport {
       this.metrics.bytesSent.inc(parts[0].length);
       socket.write(parts[0]);
     } else {
+      // Requests whose payload is written from their caller's buffer: marked written once the
+      // socket has taken the last byte (see Pending.written).
+      let carrying: Pending[] | undefined;
+      for (const r of frame.reqs ?? []) {
+        const p = attachedPayload(r) ? this.pending.get(r.id) : undefined;
+        if (!p) continue;
+        p.written = false;
+        (carrying ??= []).push(p);
+      }
       // One writev for the head and the attached payloads.
       let bytes = 0;
       socket.cork();
-      for (const p of parts) {
-        bytes += p.length;
-        socket.write(p);
+      for (let i = 0; i < parts.length; i++) {
+        bytes += parts[i].length;
+        if (carrying && i === parts.length - 1) {
+          const done = carrying;
+          socket.write(parts[i], () => {
+            for (const p of done) p.written = true;
+          });
+        } else socket.write(parts[i]);
       }
       socket.uncork();
       this.metrics.bytesSent.inc(bytes);

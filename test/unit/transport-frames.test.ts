@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import fc from 'fast-check';
 import { encodeFrame, encodeFrameParts, FrameDecoder, maxFrameBytes, minAttachedBytes, type GroupMessage } from '../../src/cluster/frame.js';
 import { Transport } from '../../src/cluster/transport.js';
@@ -93,9 +93,10 @@ test('append payloads travel as attachments after the head and come back in plac
     fc.record({ g: fc.nat({ max: 70000 }), m: fc.record({ type: fc.constant('app'), index: fc.nat(), entries: fc.array(entryArb, { maxLength: 5 }) }) }),
     fc.record({ g: fc.nat({ max: 70000 }), m: fc.record({ type: fc.constant('heartbeat'), data: fc.uint8Array({ maxLength: 2000 }) }) }),
   );
+  const reqArb = fc.record({ id: fc.nat(), op: fc.constant('io'), a: fc.record({ g: fc.nat(), q: fc.record({ k: fc.constant('write'), o: fc.nat(), d: fc.uint8Array({ maxLength: 9000 }) }) }) });
   fc.assert(
-    fc.property(fc.array(fc.array(msgArb, { maxLength: 5 }), { minLength: 1, maxLength: 4 }), fc.array(fc.integer({ min: 1, max: 30000 }), { minLength: 1, maxLength: 20 }), (msgLists, cuts) => {
-      const frames = msgLists.map((msgs, i) => ({ from: 'n1', addr: 'a:1', epoch: i, msgs }));
+    fc.property(fc.array(fc.tuple(fc.array(msgArb, { maxLength: 5 }), fc.array(reqArb, { maxLength: 3 })), { minLength: 1, maxLength: 4 }), fc.array(fc.integer({ min: 1, max: 30000 }), { minLength: 1, maxLength: 20 }), (specs, cuts) => {
+      const frames = specs.map(([msgs, reqs], i) => ({ from: 'n1', addr: 'a:1', epoch: i, msgs, reqs }));
       const partsPerFrame = frames.map((f) => encodeFrameParts(f));
       const bytes = Buffer.concat(partsPerFrame.flat());
       const d = new FrameDecoder();
@@ -107,9 +108,15 @@ test('append payloads travel as attachments after the head and come back in plac
       }
       assert.equal(out.length, frames.length);
       const norm = (v: unknown): unknown => JSON.parse(JSON.stringify(v, (_k, x) => (x instanceof Uint8Array || (x && x.type === 'Buffer') ? Buffer.from(x.data ?? x).toString('hex') : x)));
-      for (let i = 0; i < frames.length; i++) assert.deepEqual(norm(out[i].msgs ?? []), norm(frames[i].msgs));
+      for (let i = 0; i < frames.length; i++) {
+        assert.deepEqual(norm(out[i].msgs ?? []), norm(frames[i].msgs));
+        assert.deepEqual(norm(out[i].reqs ?? []), norm(frames[i].reqs));
+      }
       // Every payload of at least minAttachedBytes left the head as a buffer of its own, uncopied.
-      const attached = frames.flatMap((f) => f.msgs.flatMap((gm) => (gm.m.type === 'app' ? (gm.m as { entries: { data: Uint8Array }[] }).entries.map((e) => e.data).filter((x) => x.length >= minAttachedBytes) : [])));
+      const attached = frames.flatMap((f) => [
+        ...f.msgs.flatMap((gm) => (gm.m.type === 'app' ? (gm.m as { entries: { data: Uint8Array }[] }).entries.map((e) => e.data).filter((x) => x.length >= minAttachedBytes) : [])),
+        ...f.reqs.map((r) => r.a.q.d).filter((x) => x.length >= minAttachedBytes),
+      ]);
       const sent = partsPerFrame.flatMap((p) => p.slice(1));
       assert.equal(sent.length, attached.length);
       for (let k = 0; k < sent.length; k++) assert.equal(sent[k].buffer, attached[k].buffer, 'an attachment is the entry\'s own memory');
@@ -135,6 +142,32 @@ test('attachments that entries do not account for exactly are protocol errors', 
   const badHead = Buffer.from(good);
   badHead.writeUInt32BE(good.length, 4);
   assert.throws(() => new FrameDecoder().push(badHead), ProtocolError);
+});
+
+test('a forwarded write\'s payload arrives intact, and one that times out still queued closes its connection', async (t) => {
+  const a = await node(t, '1');
+  const b = await node(t, '2');
+  a.t.setPeerAddress('2', b.t.address);
+  const d = Buffer.alloc(64 * 1024);
+  for (let i = 0; i < d.length; i++) d[i] = (i * 7) & 0xff;
+  const r = (await a.t.request('2', 'echo', { g: 3, q: { k: 'write', o: 0, d } })) as { args: { q: { d: Uint8Array } } };
+  assert.ok(Buffer.from(r.args.q.d).equals(d), 'payload changed on the way');
+  // A peer that accepts and never reads: the payload cannot leave the socket before the
+  // timeout, so the caller's buffer would still be in use; the connection is closed instead.
+  const accepted: import('node:net').Socket[] = [];
+  const sink = createServer((s) => {
+    s.pause();
+    accepted.push(s);
+  });
+  await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    for (const s of accepted) s.destroy();
+    sink.close();
+  });
+  a.t.setPeerAddress('9', `127.0.0.1:${(sink.address() as AddressInfo).port}`);
+  const big = Buffer.alloc(48 << 20, 1);
+  await assert.rejects(a.t.request('9', 'io', { g: 1, q: { k: 'write', o: 0, d: big } }, 500), (e: Error & { code?: string }) => e.code === 'TIMED_OUT');
+  await until(() => !a.t.isConnected('9'));
 });
 
 test('oversized, empty and malformed frames are protocol errors', () => {
