@@ -5,10 +5,11 @@
  * of every group, forwarded requests and their responses. Each frame names its sender and
  * the sender's map epoch (fencing), so a receiver can refuse or catch up.
  *
- * Attachments: the data of a Raft append's entries, and the payload of a forwarded write (a
- * request whose arguments carry `q.d`, see `attachedPayload`), of at least `minAttachedBytes`
- * leave the head (the length stands in their place) and follow it as raw bytes: messages'
- * entries in order, then requests' payloads in order. The sender hands those buffers to the
+ * Attachments: the data of a Raft append's entries, the payload of a forwarded write (a
+ * request whose arguments carry `q.d`, see `attachedPayload`) and a response that is bytes (a
+ * forwarded read's answer), of at least `minAttachedBytes`, leave the head (the length stands
+ * in their place; a response says so with `x`) and follow it as raw bytes: messages' entries
+ * in order, then requests' payloads, then responses'. The sender hands those buffers to the
  * socket (one writev), instead of msgpackr copying every payload into a fresh buffer per
  * frame: those copies were most of the memory a leader allocated per write, and what made
  * its major GCs frequent. Entries never change once made; a forwarded write's payload is a
@@ -47,6 +48,8 @@ export interface RpcResponse {
   id: number;
   /** Result on success. */
   r?: unknown;
+  /** On the wire only: `r` is the length of an attachment (bytes the response carries). */
+  x?: 1;
   /** Error on failure: stable code and message (and leader hint for NOT_LEADER). */
   e?: { code: string; message: string; leader?: string };
 }
@@ -158,6 +161,19 @@ export function encodeFrameParts(frame: Frame): Buffer[] {
     }
     if (rewritten) wire = { ...wire, reqs: rewritten };
   }
+  const resps = frame.resps;
+  if (resps) {
+    let rewritten: RpcResponse[] | undefined;
+    for (let i = 0; i < resps.length; i++) {
+      const r = resps[i].r;
+      if (!(r instanceof Uint8Array) || r.length < minAttachedBytes) continue;
+      parts.push(asBuffer(r));
+      attachedBytes += r.length;
+      rewritten ??= resps.slice();
+      rewritten[i] = { id: resps[i].id, r: r.length, x: 1 };
+    }
+    if (rewritten) wire = { ...wire, resps: rewritten };
+  }
   const head = packr.pack(wire, RESERVE_START_SPACE | (headerBytes + headLengthBytes));
   const headBytes = head.length - headerBytes - headLengthBytes;
   const bodyBytes = headLengthBytes + headBytes + attachedBytes;
@@ -194,6 +210,14 @@ function restoreAttachments(frame: Frame, attachments: Buffer): void {
     const n = q.d;
     if (!Number.isSafeInteger(n) || n < minAttachedBytes || n > attachments.length - at) throw new ProtocolError('attached payload beyond the frame');
     q.d = attachments.subarray(at, at + n);
+    at += n;
+  }
+  for (const r of frame.resps ?? []) {
+    if (r.x === undefined) continue;
+    const n = r.r;
+    if (r.x !== 1 || typeof n !== 'number' || !Number.isSafeInteger(n) || n < minAttachedBytes || n > attachments.length - at) throw new ProtocolError('attached response beyond the frame');
+    r.r = attachments.subarray(at, at + n);
+    delete r.x;
     at += n;
   }
   if (at !== attachments.length) throw new ProtocolError(`frame has ${attachments.length - at} attached bytes no entry claims`);

@@ -94,9 +94,10 @@ test('append payloads travel as attachments after the head and come back in plac
     fc.record({ g: fc.nat({ max: 70000 }), m: fc.record({ type: fc.constant('heartbeat'), data: fc.uint8Array({ maxLength: 2000 }) }) }),
   );
   const reqArb = fc.record({ id: fc.nat(), op: fc.constant('io'), a: fc.record({ g: fc.nat(), q: fc.record({ k: fc.constant('write'), o: fc.nat(), d: fc.uint8Array({ maxLength: 9000 }) }) }) });
+  const respArb = fc.record({ id: fc.nat(), r: fc.oneof(fc.uint8Array({ maxLength: 9000 }), fc.nat(), fc.record({ epoch: fc.nat() })) });
   fc.assert(
-    fc.property(fc.array(fc.tuple(fc.array(msgArb, { maxLength: 5 }), fc.array(reqArb, { maxLength: 3 })), { minLength: 1, maxLength: 4 }), fc.array(fc.integer({ min: 1, max: 30000 }), { minLength: 1, maxLength: 20 }), (specs, cuts) => {
-      const frames = specs.map(([msgs, reqs], i) => ({ from: 'n1', addr: 'a:1', epoch: i, msgs, reqs }));
+    fc.property(fc.array(fc.tuple(fc.array(msgArb, { maxLength: 5 }), fc.array(reqArb, { maxLength: 3 }), fc.array(respArb, { maxLength: 3 })), { minLength: 1, maxLength: 4 }), fc.array(fc.integer({ min: 1, max: 30000 }), { minLength: 1, maxLength: 20 }), (specs, cuts) => {
+      const frames = specs.map(([msgs, reqs, resps], i) => ({ from: 'n1', addr: 'a:1', epoch: i, msgs, reqs, resps }));
       const partsPerFrame = frames.map((f) => encodeFrameParts(f));
       const bytes = Buffer.concat(partsPerFrame.flat());
       const d = new FrameDecoder();
@@ -111,11 +112,13 @@ test('append payloads travel as attachments after the head and come back in plac
       for (let i = 0; i < frames.length; i++) {
         assert.deepEqual(norm(out[i].msgs ?? []), norm(frames[i].msgs));
         assert.deepEqual(norm(out[i].reqs ?? []), norm(frames[i].reqs));
+        assert.deepEqual(norm(out[i].resps ?? []), norm(frames[i].resps));
       }
       // Every payload of at least minAttachedBytes left the head as a buffer of its own, uncopied.
       const attached = frames.flatMap((f) => [
         ...f.msgs.flatMap((gm) => (gm.m.type === 'app' ? (gm.m as { entries: { data: Uint8Array }[] }).entries.map((e) => e.data).filter((x) => x.length >= minAttachedBytes) : [])),
         ...f.reqs.map((r) => r.a.q.d).filter((x) => x.length >= minAttachedBytes),
+        ...f.resps.flatMap((r) => (r.r instanceof Uint8Array && r.r.length >= minAttachedBytes ? [r.r] : [])),
       ]);
       const sent = partsPerFrame.flatMap((p) => p.slice(1));
       assert.equal(sent.length, attached.length);
@@ -138,6 +141,8 @@ test('attachments that entries do not account for exactly are protocol errors', 
   const shortCopy = Buffer.from(short);
   shortCopy.writeUInt32BE(shortCopy.length - 4, 0);
   assert.throws(() => new FrameDecoder().push(shortCopy), /beyond the frame/);
+  // A response that claims an attachment the frame does not carry.
+  assert.throws(() => new FrameDecoder().push(encodeFrame({ from: 'n1', addr: '', epoch: 1, resps: [{ id: 1, r: 4096, x: 1 }] })), /attached response/);
   // A head length that points past the body.
   const badHead = Buffer.from(good);
   badHead.writeUInt32BE(good.length, 4);
