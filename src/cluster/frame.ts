@@ -102,16 +102,52 @@ export function attachedPayload(r: RpcRequest): Uint8Array | undefined {
   return d instanceof Uint8Array && d.length >= minAttachedBytes ? d : undefined;
 }
 
-function asBuffer(data: Uint8Array): Buffer {
-  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
+function isAppend(m: unknown): m is { type: 'app'; entries: WireEntry[] } {
+  const a = m as AppLike;
+  return typeof a === 'object' && a !== null && a.type === 'app' && Array.isArray(a.entries);
 }
 
 /** Whether a group message is an append carrying at least one payload worth attaching. */
 function attachable(m: unknown): m is { type: 'app'; entries: WireEntry[] } {
-  const a = m as AppLike;
-  if (typeof a !== 'object' || a === null || a.type !== 'app' || !Array.isArray(a.entries)) return false;
-  for (const e of a.entries as WireEntry[]) if (e.data instanceof Uint8Array && e.data.length >= minAttachedBytes) return true;
+  if (!isAppend(m)) return false;
+  for (const e of m.entries) if (e.data instanceof Uint8Array && e.data.length >= minAttachedBytes) return true;
   return false;
+}
+
+/** The buffers a frame attaches, in the order they follow the head. */
+class AttachmentWriter {
+  readonly parts: Buffer[] = [];
+  bytes = 0;
+
+  /** Attaches `data`; returns the length that stands in its place in the head. */
+  add(data: Uint8Array): number {
+    this.parts.push(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length));
+    this.bytes += data.length;
+    return data.length;
+  }
+}
+
+/** Hands out a received frame's attachments in order, each claim checked against the bytes there. */
+class AttachmentReader {
+  private at = 0;
+
+  constructor(private readonly bytes: Buffer) {}
+
+  take(claim: unknown, what: string): Buffer {
+    const n = claim as number;
+    if (typeof claim !== 'number' || !Number.isSafeInteger(n) || n < minAttachedBytes || n > this.bytes.length - this.at) {
+      throw new ProtocolError(`attached ${what} beyond the frame`);
+    }
+    const out = this.bytes.subarray(this.at, this.at + n);
+    this.at += n;
+    return out;
+  }
+
+  /** Every attached byte must belong to something in the head. */
+  finish(): void {
+    const left = this.bytes.length - this.at;
+    if (left !== 0) throw new ProtocolError(`frame has ${left} attached bytes no entry claims`);
+  }
 }
 
 /**
@@ -121,8 +157,7 @@ function attachable(m: unknown): m is { type: 'app'; entries: WireEntry[] } {
  * when full), so the head stays valid; reserving the words' space in front of it spares a copy.
  */
 export function encodeFrameParts(frame: Frame): Buffer[] {
-  const parts: Buffer[] = [];
-  let attachedBytes = 0;
+  const attached = new AttachmentWriter();
   let wire = frame;
   const msgs = frame.msgs;
   if (msgs) {
@@ -130,17 +165,10 @@ export function encodeFrameParts(frame: Frame): Buffer[] {
     for (let i = 0; i < msgs.length; i++) {
       const gm = msgs[i];
       if (!attachable(gm.m)) continue;
-      const ents: WireEntry[] = [];
-      for (const e of gm.m.entries) {
+      const ents = gm.m.entries.map((e): WireEntry => {
         const data = e.data as Uint8Array;
-        if (data.length < minAttachedBytes) {
-          ents.push(e);
-          continue;
-        }
-        parts.push(asBuffer(data));
-        attachedBytes += data.length;
-        ents.push({ index: e.index, term: e.term, type: e.type, data: data.length });
-      }
+        return data.length < minAttachedBytes ? e : { index: e.index, term: e.term, type: e.type, data: attached.add(data) };
+      });
       rewritten ??= msgs.slice();
       rewritten[i] = { g: gm.g, m: { ...gm.m, entries: ents } };
     }
@@ -153,11 +181,9 @@ export function encodeFrameParts(frame: Frame): Buffer[] {
       const r = reqs[i];
       const d = attachedPayload(r);
       if (!d) continue;
-      parts.push(asBuffer(d));
-      attachedBytes += d.length;
       const a = r.a as { q: object };
       rewritten ??= reqs.slice();
-      rewritten[i] = { id: r.id, op: r.op, a: { ...a, q: { ...a.q, d: d.length } } };
+      rewritten[i] = { id: r.id, op: r.op, a: { ...a, q: { ...a.q, d: attached.add(d) } } };
     }
     if (rewritten) wire = { ...wire, reqs: rewritten };
   }
@@ -167,21 +193,18 @@ export function encodeFrameParts(frame: Frame): Buffer[] {
     for (let i = 0; i < resps.length; i++) {
       const r = resps[i].r;
       if (!(r instanceof Uint8Array) || r.length < minAttachedBytes) continue;
-      parts.push(asBuffer(r));
-      attachedBytes += r.length;
       rewritten ??= resps.slice();
-      rewritten[i] = { id: resps[i].id, r: r.length, x: 1 };
+      rewritten[i] = { id: resps[i].id, r: attached.add(r), x: 1 };
     }
     if (rewritten) wire = { ...wire, resps: rewritten };
   }
   const head = packr.pack(wire, RESERVE_START_SPACE | (headerBytes + headLengthBytes));
   const headBytes = head.length - headerBytes - headLengthBytes;
-  const bodyBytes = headLengthBytes + headBytes + attachedBytes;
+  const bodyBytes = headLengthBytes + headBytes + attached.bytes;
   if (bodyBytes > maxFrameBytes) throw new ProtocolError(`frame of ${bodyBytes} bytes exceeds ${maxFrameBytes}`);
   head.writeUInt32BE(bodyBytes, 0);
   head.writeUInt32BE(headBytes, headerBytes);
-  parts.unshift(head);
-  return parts;
+  return [head, ...attached.parts];
 }
 
 /** Encodes a frame into one buffer (tests, tools; the transport writes the parts). */
@@ -190,37 +213,25 @@ export function encodeFrame(frame: Frame): Buffer {
   return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }
 
-/** Gives attached entries their payloads back, in the order the sender attached them. */
+/** Gives attached entries, payloads and responses their bytes back, in the order attached. */
 function restoreAttachments(frame: Frame, attachments: Buffer): void {
-  let at = 0;
+  const reader = new AttachmentReader(attachments);
   for (const gm of frame.msgs ?? []) {
-    const a = gm.m as AppLike;
-    if (typeof a !== 'object' || a === null || a.type !== 'app' || !Array.isArray(a.entries)) continue;
-    for (const e of a.entries as WireEntry[]) {
-      if (typeof e !== 'object' || e === null || typeof e.data !== 'number') continue;
-      const n = e.data;
-      if (!Number.isSafeInteger(n) || n < minAttachedBytes || n > attachments.length - at) throw new ProtocolError('attached entry beyond the frame');
-      e.data = attachments.subarray(at, at + n);
-      at += n;
+    if (!isAppend(gm.m)) continue;
+    for (const e of gm.m.entries) {
+      if (typeof e === 'object' && e !== null && typeof e.data === 'number') e.data = reader.take(e.data, 'entry');
     }
   }
   for (const r of frame.reqs ?? []) {
     const q = (r.a as IoArgs | null)?.q;
-    if (typeof q !== 'object' || q === null || typeof q.d !== 'number') continue;
-    const n = q.d;
-    if (!Number.isSafeInteger(n) || n < minAttachedBytes || n > attachments.length - at) throw new ProtocolError('attached payload beyond the frame');
-    q.d = attachments.subarray(at, at + n);
-    at += n;
+    if (typeof q === 'object' && q !== null && typeof q.d === 'number') q.d = reader.take(q.d, 'payload');
   }
   for (const r of frame.resps ?? []) {
     if (r.x === undefined) continue;
-    const n = r.r;
-    if (r.x !== 1 || typeof n !== 'number' || !Number.isSafeInteger(n) || n < minAttachedBytes || n > attachments.length - at) throw new ProtocolError('attached response beyond the frame');
-    r.r = attachments.subarray(at, at + n);
+    r.r = reader.take(r.x === 1 ? r.r : undefined, 'response');
     delete r.x;
-    at += n;
   }
-  if (at !== attachments.length) throw new ProtocolError(`frame has ${attachments.length - at} attached bytes no entry claims`);
+  reader.finish();
 }
 
 function validate(value: unknown): Frame {

@@ -312,8 +312,8 @@ export class RaftNode {
     const hs = this.hardState();
     if (!hardStateEqual(hs, this.prevHardState)) return true;
     if (this.lead !== this.prevSoftState.lead || this.role !== this.prevSoftState.role) return true;
-    if (this.log.unstableSnapshot) return this.outstanding.length === 0;
-    if (this.log.hasEntriesToPersist()) return true;
+    // (A snapshot waiting here means nothing is outstanding: see mayTakeReady.)
+    if (this.log.unstableSnapshot || this.log.hasEntriesToPersist()) return true;
     if (this.msgs.length > 0 || this.readStates.length > 0) return true;
     return Math.min(this.log.committed, this.log.stableLastIndex()) > this.nextApplyFrom() - 1;
   }
@@ -334,7 +334,6 @@ export class RaftNode {
     assert(this.mayTakeReady(), 'ready() while maxOutstandingReadies are outstanding, or behind a snapshot');
     this.flush();
     const hs = this.hardState();
-    const snapshot = this.outstanding.length === 0 ? this.log.unstableSnapshot : undefined;
     const rd: Ready = {
       entries: this.log.entriesToPersist(),
       messages: this.msgs,
@@ -350,7 +349,8 @@ export class RaftNode {
     if (this.lead !== this.prevSoftState.lead || this.role !== this.prevSoftState.role) {
       rd.softState = { lead: this.lead, role: this.role };
     }
-    if (snapshot) rd.snapshot = snapshot;
+    // Only with nothing outstanding (mayTakeReady): a snapshot travels alone.
+    if (this.log.unstableSnapshot) rd.snapshot = this.log.unstableSnapshot;
     if (rd.entries.length > 0 || rd.snapshot) rd.mustSync = true;
     if (rd.committedEntries.length > 0) this.applyingTo = rd.committedEntries[rd.committedEntries.length - 1].index;
     this.msgs = [];
