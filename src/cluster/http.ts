@@ -3,9 +3,8 @@
  * API whose contract (paths, bodies, error codes) is in admin-client.ts.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import type { HostPort } from '../common/address.js';
+import { listenOn, type HostPort } from '../common/address.js';
 import { RaftblockError } from '../common/errors.js';
 import { httpStatusOf, type GroupDigest, type NodeStatus } from './admin-client.js';
 import type { ClusterMap, MapCommand, NodeState, Pool, Volume } from './map.js';
@@ -119,13 +118,9 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
     };
     handle().catch((err) => sendError(res, err));
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(listen.port, listen.host, () => resolve());
-  });
-  const a = server.address() as AddressInfo;
+  const address = await listenOn(server, listen, 'HTTP server (--http)');
   return {
-    address: { host: a.address, port: a.port },
+    address,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections?.();

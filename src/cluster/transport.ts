@@ -18,10 +18,9 @@
  * refused node does not redial in a tight loop.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { assert } from '../common/assert.js';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { parseHostPort, type HostPort } from '../common/address.js';
+import { listenOn, parseHostPort, type HostPort } from '../common/address.js';
 import { ProtocolError, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { attachedPayload, encodeFrameParts, FrameDecoder, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
@@ -159,13 +158,9 @@ export class Transport {
   /** Starts listening; returns the bound address. */
   async start(): Promise<HostPort> {
     const server = createServer((socket) => this.adopt(socket, undefined, undefined));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.opts.listen.port, this.opts.listen.host, () => resolve());
-    });
+    const a = await listenOn(server, this.opts.listen, 'peer transport (--peer)');
     this.server = server;
-    const a = server.address() as AddressInfo;
-    this.advertised = this.opts.advertise ?? `${a.address}:${a.port}`;
+    this.advertised = this.opts.advertise ?? `${a.host}:${a.port}`;
     this.queueTimer = setInterval(() => {
       let bytes = 0;
       for (const c of this.conns) bytes += c.socket.writableLength;
@@ -173,7 +168,7 @@ export class Transport {
       this.metrics.connections.set(this.conns.size);
     }, 1000);
     this.queueTimer.unref();
-    return { host: a.address, port: a.port };
+    return a;
   }
 
   get address(): string {

@@ -1,4 +1,5 @@
-import { InvalidArgument } from './errors.js';
+import type { AddressInfo, Server } from 'node:net';
+import { AddressUnavailable, InvalidArgument } from './errors.js';
 
 export interface HostPort {
   host: string;
@@ -24,4 +25,25 @@ export function parseSize(text: string, what = 'size'): number {
   const value = Number(m[1]) * 2 ** shift;
   if (!Number.isSafeInteger(value)) throw new InvalidArgument(`${what} too large: ${text}`);
   return value;
+}
+
+/**
+ * Starts `server` listening on `address` and returns the bound address. An address that cannot
+ * be taken (in use, not local, not permitted) is an AddressUnavailable naming `what`, so the
+ * operator reads which flag to change rather than a bare errno.
+ */
+export async function listenOn(server: Server, address: HostPort, what: string): Promise<HostPort> {
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      const reason = err.code === 'EADDRINUSE' ? 'it is in use' : err.code === 'EADDRNOTAVAIL' ? 'it is not an address of this host' : err.code === 'EACCES' ? 'permission denied' : err.message;
+      reject(new AddressUnavailable(`${what}: cannot listen on ${address.host}:${address.port}: ${reason}`, { cause: err }));
+    };
+    server.once('error', onError);
+    server.listen(address.port, address.host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  const a = server.address() as AddressInfo;
+  return { host: a.address, port: a.port };
 }

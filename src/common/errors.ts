@@ -121,3 +121,10 @@ export class AlreadyExists extends RaftblockError {
     super('ALREADY_EXISTS', message);
   }
 }
+
+/** A server could not listen on its address (in use, not local, not permitted). */
+export class AddressUnavailable extends RaftblockError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ADDRESS_UNAVAILABLE', message, options);
+  }
+}

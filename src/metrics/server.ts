@@ -1,7 +1,6 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import type { HostPort } from '../common/address.js';
+import { listenOn, type HostPort } from '../common/address.js';
 import { createLogger } from '../common/log.js';
 
 const log = createLogger('metrics');
@@ -62,13 +61,8 @@ export async function startMetricsServer(
     }
     res.writeHead(404).end();
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(listen.port, listen.host, () => resolve());
-  });
-  const a = server.address() as AddressInfo;
-  const address = { host: a.address, port: a.port };
-  log.info('metrics listening', { address: `${a.address}:${a.port}` });
+  const address = await listenOn(server, listen, 'metrics server');
+  log.info('metrics listening', { address: `${address.host}:${address.port}` });
   return {
     address,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),

@@ -7,9 +7,8 @@
  * (protocol errors close that socket only), and a connection's failure never touches another.
  */
 import { createServer, Socket as NetSocket, type Server, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import type { HostPort } from '../common/address.js';
+import { listenOn, type HostPort } from '../common/address.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { BufferPool } from './buffer-pool.js';
 import { Handshake, type NbdExport } from './handshake.js';
@@ -72,16 +71,7 @@ export class NbdServer {
   }
 
   async listen(address: HostPort): Promise<HostPort> {
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      this.server.once('error', onError);
-      this.server.listen(address.port, address.host, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
-    const a = this.server.address() as AddressInfo;
-    return { host: a.address, port: a.port };
+    return listenOn(this.server, address, 'NBD server');
   }
 
   /**

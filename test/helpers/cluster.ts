@@ -64,20 +64,14 @@ export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Prom
   }
 }
 
-/** Ports this process has given to nodes (each node keeps its ports across restarts). */
-const portsHandedOut = new Set<number>();
-
 /**
- * A port for a node to listen on. Never one this process handed out before: the kernel's own
- * pick (listen on port 0, then close) can return a port twice in a row, which a node started
- * later then finds taken by an earlier one (EADDRINUSE before it listens). Below the
- * ephemeral range (32768+), so that no outgoing connection takes it between this check and
- * the node's bind, or while its node is down for a restart.
+ * A port for a node to listen on. freePortRange reserves it for this process: never handed out
+ * twice (the kernel's own pick, listen on port 0 then close, can return a port twice in a
+ * row), below the ephemeral range so that no outgoing connection takes it while its node is
+ * down for a restart.
  */
-async function freePort(): Promise<number> {
-  const port = await freePortRange(1, portsHandedOut);
-  portsHandedOut.add(port);
-  return port;
+function freePort(): Promise<number> {
+  return freePortRange(1);
 }
 
 /** The groups that are not ok, for failure messages. */

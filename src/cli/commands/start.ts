@@ -68,6 +68,15 @@ function port(text: string, what: string): number {
   return n;
 }
 
+/** The last `lines` lines of a node's log, for an error message. */
+function logTail(path: string, lines: number): string {
+  try {
+    return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch (err) {
+    return `(unreadable: ${(err as Error).message})`;
+  }
+}
+
 const cliMain = join(fileURLToPath(import.meta.url), '..', '..', 'main.js');
 
 async function start(opts: StartOptions): Promise<void> {
@@ -144,7 +153,7 @@ async function start(opts: StartOptions): Promise<void> {
     });
     child.once('exit', (code, sig) => {
       if (stopping) return;
-      if (!up) onEarlyExit?.(new Unavailable(`node ${id} exited (${sig ?? code}) before listening; see ${logPath}`));
+      if (!up) onEarlyExit?.(new Unavailable(`node ${id} exited (${sig ?? code}) before listening; the end of ${logPath}:\n${logTail(logPath, 6)}`));
       // A node that dies (crash, kill -9) is restarted: it recovers from its WAL and catches up.
       log.warn('node exited; restarting it', { id, code, signal: sig });
       process.stdout.write(JSON.stringify({ event: 'node-exit', id, code, signal: sig }) + '\n');
