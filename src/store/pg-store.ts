@@ -21,6 +21,7 @@ import { Corruption, IoError } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
 import type { BlockFile, BlockIo } from '../io/types.js';
 import { decodeOp, OpKind } from './ops.js';
+import { RecentRequests } from './recent-requests.js';
 import { DirtyCache, WriteBehindBudget, type WriteBehindBudgetOptions, type WriteBehindOptions } from './write-behind.js';
 
 export const storeBlockBytes = 4096;
@@ -106,7 +107,7 @@ export class PgStore {
   private meta: StoreMeta;
   private durable: StoreMeta;
   /** Request keys applied recently, oldest first. */
-  private readonly recent = new Set<number>();
+  private readonly recent = new RecentRequests(dedupeWindowRequests);
   private closed = false;
   /**
    * Volumes deleted from the cluster map (see dropVolume): their files are gone and are never
@@ -141,37 +142,11 @@ export class PgStore {
     }
     const store = new PgStore(io, scratch, dir, groupId, meta, options);
     try {
-      store.loadRecent(await readFile(join(dir, 'dedupe.bin')));
+      store.recent.load(await readFile(join(dir, 'dedupe.bin')));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err instanceof Corruption ? err : new Corruption(`unreadable dedupe.bin in ${dir}`);
     }
     return store;
-  }
-
-  private loadRecent(bytes: Uint8Array): void {
-    if (bytes.byteLength % 8 !== 0) throw new Corruption(`dedupe table of ${bytes.byteLength} bytes`);
-    const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    this.recent.clear();
-    for (let at = 0; at < b.length; at += 8) this.recent.add(b.readDoubleBE(at));
-  }
-
-  private recentBytes(): Buffer {
-    const out = Buffer.allocUnsafe(this.recent.size * 8);
-    let at = 0;
-    for (const k of this.recent) {
-      out.writeDoubleBE(k, at);
-      at += 8;
-    }
-    return out;
-  }
-
-  /** True the first time a request key is seen; remembers it (a key of 0 is always new). */
-  private firstTime(key: number): boolean {
-    if (key === 0) return true;
-    if (this.recent.has(key)) return false;
-    this.recent.add(key);
-    if (this.recent.size > dedupeWindowRequests) this.recent.delete(this.recent.values().next().value as number);
-    return true;
   }
 
   get appliedIndex(): number {
@@ -273,7 +248,7 @@ export class PgStore {
     if (data.byteLength > 0) {
       const op = decodeOp(data);
       // A retried request whose first proposal also committed: applied once only.
-      if (!this.firstTime(op.requestKey)) {
+      if (!this.recent.firstTime(op.requestKey)) {
         this.meta.appliedIndex = index;
         this.meta.appliedTerm = term;
         return;
@@ -479,7 +454,7 @@ export class PgStore {
   async checkpoint(): Promise<number> {
     const target = { ...this.meta };
     if (target.appliedIndex === this.durable.appliedIndex) return this.durable.appliedIndex;
-    const recent = this.recentBytes();
+    const recent = this.recent.toBytes();
     await this.syncDataFiles();
     // The table may end up newer than meta.json after a crash: replaying the entries between
     // then skips requests whose data is already in the (synced) files, which changes nothing.
@@ -498,7 +473,7 @@ export class PgStore {
   async snapshotImage(): Promise<Buffer> {
     // Taken first: a request remembered here was applied before any data was read, so the
     // image holds its bytes (or newer ones), and the receiver may skip it when replaying.
-    const recent = this.recentBytes();
+    const recent = this.recent.toBytes();
     await this.dirty.flushAll(); // runs come from SEEK_DATA
     const vols: { id: number; runs: [number, Buffer][] }[] = [];
     for (const name of await readdir(this.dir)) {
@@ -558,9 +533,9 @@ export class PgStore {
         this.unpin(f);
       }
     }
-    this.loadRecent(parsed.recent ?? new Uint8Array(0));
+    this.recent.load(parsed.recent ?? new Uint8Array(0));
     this.meta = { appliedIndex: index, appliedTerm: term };
-    await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recentBytes());
+    await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recent.toBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
     this.durable = { ...this.meta };
   }
@@ -571,7 +546,7 @@ export class PgStore {
    * dedupe table, taken before any data is read (see snapshotImage for why that order).
    */
   async imageChunk(cursor: ImageCursor | null, maxBytes: number): Promise<ImageChunk> {
-    const recent = cursor === null ? this.recentBytes() : undefined;
+    const recent = cursor === null ? this.recent.toBytes() : undefined;
     await this.dirty.flushAll(); // runs come from SEEK_DATA
     const ids = (await readdir(this.dir))
       .map((n) => /^vol-(\d+)\.dat$/.exec(n))
@@ -619,7 +594,7 @@ export class PgStore {
   }
 
   async restoreChunk(chunk: ImageChunk): Promise<void> {
-    if (chunk.recent) this.loadRecent(chunk.recent);
+    if (chunk.recent) this.recent.load(chunk.recent);
     for (const [vol, at, data] of chunk.runs) await this.writeRange(vol, at, data);
   }
 
@@ -640,7 +615,7 @@ export class PgStore {
   async finishRestore(index: number, term: number): Promise<void> {
     await this.syncDataFiles();
     this.meta = { appliedIndex: index, appliedTerm: term };
-    await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recentBytes());
+    await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recent.toBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
     this.durable = { ...this.meta };
   }

@@ -1,0 +1,64 @@
+/**
+ * The request keys a PG applied most recently, first in first out, for deduplication (see
+ * PgStore): a bounded window whose membership test and update are O(1). The keys also live in
+ * a ring in arrival order, so the oldest is dropped without walking the set (a Set's first
+ * element sits behind every slot deleted before it: asking a full window for its oldest key
+ * on every write cost a follower a few percent of its CPU).
+ */
+import { Corruption } from '../common/errors.js';
+
+export class RecentRequests {
+  private readonly keys = new Set<number>();
+  private readonly ring: Float64Array;
+  /** Ring slot of the oldest key. */
+  private head = 0;
+
+  constructor(readonly capacity: number) {
+    if (!Number.isSafeInteger(capacity) || capacity < 1) throw new RangeError(`window of ${capacity} requests`);
+    this.ring = new Float64Array(capacity);
+  }
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  /** True the first time `key` is seen within the window; remembers it. A key of 0 is always new. */
+  firstTime(key: number): boolean {
+    if (key === 0) return true;
+    if (this.keys.has(key)) return false;
+    this.remember(key);
+    return true;
+  }
+
+  private remember(key: number): void {
+    const size = this.keys.size;
+    if (size === this.capacity) {
+      this.keys.delete(this.ring[this.head]);
+      this.ring[this.head] = key;
+      this.head = (this.head + 1) % this.capacity;
+    } else {
+      this.ring[(this.head + size) % this.capacity] = key;
+    }
+    this.keys.add(key);
+  }
+
+  /** The keys oldest first, 8 bytes each (big-endian doubles): the replicated form. */
+  toBytes(): Buffer {
+    const size = this.keys.size;
+    const out = Buffer.allocUnsafe(size * 8);
+    for (let i = 0; i < size; i++) out.writeDoubleBE(this.ring[(this.head + i) % this.capacity], i * 8);
+    return out;
+  }
+
+  /** Replaces the window with `bytes` (toBytes' form); beyond the capacity, the newest keys stay. */
+  load(bytes: Uint8Array): void {
+    if (bytes.byteLength % 8 !== 0) throw new Corruption(`dedupe table of ${bytes.byteLength} bytes`);
+    const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.keys.clear();
+    this.head = 0;
+    for (let at = 0; at < b.length; at += 8) {
+      const key = b.readDoubleBE(at);
+      if (key !== 0 && !this.keys.has(key)) this.remember(key);
+    }
+  }
+}
