@@ -129,24 +129,28 @@ class AttachmentWriter {
 
 /** Hands out a received frame's attachments in order, each claim checked against the bytes there. */
 class AttachmentReader {
-  private at = 0;
+  private left: number;
 
-  constructor(private readonly bytes: Buffer) {}
+  /** `bytes` attached bytes follow the head; `next(n)` hands out the next n of them. */
+  constructor(
+    bytes: number,
+    private readonly next: (n: number) => Buffer,
+  ) {
+    this.left = bytes;
+  }
 
   take(claim: unknown, what: string): Buffer {
     const n = claim as number;
-    if (typeof claim !== 'number' || !Number.isSafeInteger(n) || n < minAttachedBytes || n > this.bytes.length - this.at) {
+    if (typeof claim !== 'number' || !Number.isSafeInteger(n) || n < minAttachedBytes || n > this.left) {
       throw new ProtocolError(`attached ${what} beyond the frame`);
     }
-    const out = this.bytes.subarray(this.at, this.at + n);
-    this.at += n;
-    return out;
+    this.left -= n;
+    return this.next(n);
   }
 
   /** Every attached byte must belong to something in the head. */
   finish(): void {
-    const left = this.bytes.length - this.at;
-    if (left !== 0) throw new ProtocolError(`frame has ${left} attached bytes no entry claims`);
+    if (this.left !== 0) throw new ProtocolError(`frame has ${this.left} attached bytes no entry claims`);
   }
 }
 
@@ -214,8 +218,7 @@ export function encodeFrame(frame: Frame): Buffer {
 }
 
 /** Gives attached entries, payloads and responses their bytes back, in the order attached. */
-function restoreAttachments(frame: Frame, attachments: Buffer): void {
-  const reader = new AttachmentReader(attachments);
+function restoreAttachments(frame: Frame, reader: AttachmentReader): void {
   for (const gm of frame.msgs ?? []) {
     if (!isAppend(gm.m)) continue;
     for (const e of gm.m.entries) {
@@ -279,24 +282,27 @@ export class FrameDecoder {
       if (bodyBytes === 0) throw new ProtocolError('empty frame');
       if (this.buffered < headerBytes + bodyBytes) break;
       this.skip(headerBytes);
-      const body = this.take(bodyBytes);
       if (bodyBytes < headLengthBytes) throw new ProtocolError('frame too short for its head length');
-      const headBytes = body.readUInt32BE(0);
+      const headBytes = this.readHeader();
       if (headBytes === 0 || headBytes > bodyBytes - headLengthBytes) throw new ProtocolError(`frame head of ${headBytes} bytes in a body of ${bodyBytes}`);
+      this.skip(headLengthBytes);
       let value: unknown;
       try {
-        value = packr.unpack(body.subarray(headLengthBytes, headLengthBytes + headBytes));
+        value = packr.unpack(this.take(headBytes));
       } catch (err) {
         throw new ProtocolError(`undecodable frame: ${(err as Error).message}`);
       }
       const frame = validate(value);
-      restoreAttachments(frame, body.subarray(headLengthBytes + headBytes));
+      // Attachments are taken one by one: each is a view of the chunk it arrived in unless it
+      // straddles two (then only its own bytes are copied), where taking the whole body at
+      // once copied every frame longer than one socket read (most appends at queue depth).
+      restoreAttachments(frame, new AttachmentReader(bodyBytes - headLengthBytes - headBytes, (n) => this.take(n)));
       frames.push(frame);
     }
     return frames;
   }
 
-  /** The length prefix at the front, which may straddle chunks (read without copying). */
+  /** The length word at the front, which may straddle chunks (read without copying). */
   private readHeader(): number {
     const first = this.chunks[0];
     if (first.length >= headerBytes) return first.readUInt32BE(0);
@@ -325,9 +331,9 @@ export class FrameDecoder {
   }
 
   /**
-   * The next n bytes. A frame inside one chunk is a view of it (payloads decode as views, no
-   * copy); one that spans chunks is copied once, and only its own bytes: the tail of the last
-   * chunk stays a view for the next frame instead of being copied again with every read.
+   * The next n bytes. Bytes inside one chunk are a view of it (no copy); bytes that span
+   * chunks are copied once, and only they: the tail of the last chunk stays a view for what
+   * follows instead of being copied again with every read.
    */
   private take(n: number): Buffer {
     const first = this.chunks[0];

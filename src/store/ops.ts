@@ -17,6 +17,7 @@
  * machine applies only the first (see PgStore), so a write never takes effect twice.
  */
 import { Corruption } from '../common/errors.js';
+import { Slab } from '../common/slab.js';
 
 export const OpKind = { Write: 1, Trim: 2, Zero: 3, ZeroNoHole: 4 } as const;
 export type OpKind = (typeof OpKind)[keyof typeof OpKind];
@@ -43,8 +44,11 @@ export interface RequestId {
   seq: number;
 }
 
+/** Write commands live in the Raft log until it is compacted: cut from shared chunks. */
+const writeCommandSlab = new Slab();
+
 export function encodeWrite(volumeId: number, offset: number, data: Uint8Array, id?: RequestId): Buffer {
-  const out = Buffer.allocUnsafe(opHeaderBytes + data.length);
+  const out = writeCommandSlab.alloc(opHeaderBytes + data.length);
   writeHeader(out, OpKind.Write, volumeId, offset, data.length, id);
   out.set(data, opHeaderBytes);
   return out;
