@@ -162,6 +162,12 @@ export interface AddNodeCommand {
   labels?: Record<string, string>;
   /** Default 1. */
   weight?: number;
+  /**
+   * Set by the seed that forwards a join from a node without a cluster id (a new or wiped data
+   * dir): such a node cannot take over the id of a member with other addresses. A member that
+   * already has the cluster id re-registers without it, and may change its addresses.
+   */
+  newNode?: boolean;
 }
 export interface RemoveNodeCommand {
   type: 'removeNode';
@@ -244,7 +250,10 @@ export type ApplyResult =
  * AlreadyExists or PlacementImpossible, and leave the map unchanged.
  *
  * addNode for an id already present updates its addresses, labels and weight (a restarted node
- * re-registering is harmless); identical values change nothing and keep the epoch.
+ * re-registering is harmless); identical values change nothing and keep the epoch. With
+ * `newNode` (a join from a node without a cluster id) other addresses are refused
+ * (ALREADY_EXISTS): the id belongs to a member, and a node of that id that lost its data dir
+ * must be removed first; the same addresses stay idempotent (a join whose answer was lost).
  */
 export function applyCommand(map: ClusterMap, command: MapCommand): ApplyResult {
   try {
@@ -344,6 +353,14 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
     const addressesSame =
       existing.addresses.peer === addresses.peer && existing.addresses.nbd === addresses.nbd && existing.addresses.http === addresses.http;
     if (placementSame && addressesSame) return unchanged(map);
+    // Decided here, in the deterministic apply, not by the seed before it proposes: two joins
+    // in flight for one id would both pass a check made on the seed's map.
+    if (c.newNode === true && !addressesSame) {
+      throw new AlreadyExists(
+        `node ${c.id} is already a member at ${describeAddresses(existing.addresses)}; a node without the cluster id (a new or wiped data dir) ` +
+          `cannot join as node ${c.id} from ${describeAddresses(addresses)}: if node ${c.id} lost its data dir, remove it from the map first, else give the new node another id`,
+      );
+    }
     const nodes = map.nodes.map((n) => (n.id === c.id ? node : n));
     if (placementSame) return { ok: true, map: bump(map, { nodes }), changed: true, movedGroups: [] };
     return withNodes(map, nodes);
@@ -357,6 +374,10 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
   }
   const nodes = [...map.nodes, node].sort((a, b) => a.id - b.id);
   return withNodes(map, nodes);
+}
+
+function describeAddresses(a: NodeAddresses): string {
+  return `peer ${a.peer}, nbd ${a.nbd}, http ${a.http}`;
 }
 
 function isWildcardPortZero(addr: string): boolean {

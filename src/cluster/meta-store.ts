@@ -2,6 +2,11 @@
  * Group 0's state machine: the cluster map (see map.ts for the commands). Applying a command is
  * pure and deterministic; the map is written to `map.bin` (with its applied index) at each
  * checkpoint, durably, so the WAL can drop group 0's entries up to there.
+ *
+ * map.bin counts only as far as the WAL vouches for it (`openMetaGroup`): a checkpoint writes
+ * it before the WAL drops the entries it covers, and an installed snapshot's image is written
+ * before the WAL records the snapshot; an image past the WAL's log is a snapshot install cut
+ * short by a crash, whose Raft configuration nothing recorded.
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,8 +14,9 @@ import { Packr } from 'msgpackr';
 import { assert } from '../common/assert.js';
 import { Corruption } from '../common/errors.js';
 import type { GroupStateMachine } from './host.js';
-import type { ConfChange } from '../raft/index.js';
-import { applyCommand, decodeCommand, decodeMap, emptyMap, encodeMap, type ClusterMap } from './map.js';
+import type { ConfChange, ConfState } from '../raft/index.js';
+import type { Wal } from '../wal/index.js';
+import { applyCommand, decodeCommand, decodeMap, emptyMap, encodeMap, metadataGroupId, type ClusterMap } from './map.js';
 import { writeFileDurably } from '../store/pg-store.js';
 
 const packr = new Packr({ useRecords: false });
@@ -36,6 +42,8 @@ export class MetaStore implements GroupStateMachine {
   private lastImage: { index: number; bytes: Uint8Array } | undefined;
   /** The map.bin write in flight (see writeImage). */
   private writing: Promise<void> = Promise.resolve();
+  /** The voters of the snapshot being installed (see prepareSnapshot). */
+  private snapshotVoters: { index: number; voters: number[] } | undefined;
 
   private constructor(path: string, image: MetaImage | undefined, onChange: (map: ClusterMap) => void) {
     this.path = path;
@@ -72,6 +80,22 @@ export class MetaStore implements GroupStateMachine {
     const store = new MetaStore(path, image, onChange);
     if (image && bytes) store.lastImage = { index: image.index, bytes };
     return store;
+  }
+
+  /** The empty state (index 0, the empty map, no voters), whatever map.bin holds; the next image overwrites it. */
+  static async empty(dir: string, onChange: (map: ClusterMap) => void): Promise<MetaStore> {
+    await mkdir(dir, { recursive: true });
+    return new MetaStore(join(dir, 'map.bin'), undefined, onChange);
+  }
+
+  /**
+   * A snapshot at `index` is about to be restored (the host calls this first): its image is
+   * saved with the snapshot's own voters, the Raft configuration at `index`, rather than the
+   * list inside the image, which may lag it or, in the bootstrap snapshot's empty image, be
+   * missing. A restart then resumes the group with them.
+   */
+  async prepareSnapshot(index: number, cs: ConfState): Promise<void> {
+    this.snapshotVoters = { index, voters: [...cs.voters].sort((a, b) => a - b) };
   }
 
   skip(index: number, term: number): void {
@@ -137,7 +161,10 @@ export class MetaStore implements GroupStateMachine {
     assert(image.byteLength > 0 || index <= 1, `group 0 snapshot at index ${index} carries no map`);
     const img = image.byteLength === 0 ? ({ index, term, map: encodeMap(emptyMap()), voters: [] } as MetaImage) : (packr.unpack(image) as MetaImage);
     this.map = decodeMap(img.map);
-    if (img.voters && img.voters.length > 0) this.voters = [...img.voters];
+    const prepared = this.snapshotVoters?.index === index ? this.snapshotVoters.voters : undefined;
+    this.snapshotVoters = undefined;
+    if (prepared && prepared.length > 0) this.voters = [...prepared];
+    else if (img.voters && img.voters.length > 0) this.voters = [...img.voters];
     this.appliedIndex = index;
     this.appliedTerm = term;
     // A restored image is durable before the WAL drops the entries it covers (the host records
@@ -147,6 +174,55 @@ export class MetaStore implements GroupStateMachine {
   }
 
   async close(): Promise<void> {}
+}
+
+/** What openMetaGroup reads of the node's WAL. */
+export type MetaWal = Pick<Wal, 'lastIndex' | 'snapshotMeta'>;
+
+export type MetaOpening =
+  | {
+      meta: MetaStore;
+      /** The voters group 0 starts with (none: a member waiting for its leader's snapshot). */
+      voters: number[];
+      /** The index of an image that was set aside (a snapshot install cut short). */
+      discardedIndex?: number;
+    }
+  | { meta: undefined; reason: string };
+
+/**
+ * Opens group 0's state machine on node `nodeId` as far as its WAL vouches for it, and says
+ * with which voters the group starts. The Raft configuration is the truth: the group never
+ * starts with voters that neither its WAL nor an image the WAL vouches for gives.
+ *
+ * An image past the WAL's log of group 0 is a snapshot install cut short by a crash (the host
+ * writes the image, then records the snapshot in the WAL): the node's core took the snapshot,
+ * but nothing it keeps says so. With no log of group 0 in the WAL (a new member: it
+ * acknowledged nothing, at most it saved a term and a vote), the image is set aside and the
+ * group starts over, empty and with no voters, as before the snapshot came: its leader sends
+ * it again. A member that holds entries of group 0 below the image cannot go back to its state
+ * before the snapshot (map.bin was replaced), nor forget the entries it acknowledged without
+ * care for the WAL's compaction point: it stays out of group 0 (`meta` undefined, with why).
+ *
+ * Without an image, only the founder starts with itself as voter (`bootstrap`, or the
+ * bootstrap snapshot at index 1 in its WAL); any other member waits for its leader's snapshot
+ * with none: guessing itself would make it a quorum on its own.
+ */
+export async function openMetaGroup(dir: string, nodeId: number, wal: MetaWal, bootstrap: boolean, onChange: (map: ClusterMap) => void): Promise<MetaOpening> {
+  let meta = await MetaStore.open(dir, onChange);
+  let discardedIndex: number | undefined;
+  const walLast = wal.lastIndex(metadataGroupId);
+  if (meta.durableIndex > walLast) {
+    if (walLast > 0) {
+      return {
+        meta: undefined,
+        reason: `${join(dir, 'map.bin')} is at index ${meta.durableIndex}, past group 0's log in the WAL (last index ${walLast}): a snapshot install was cut short, and this member's state before it is gone`,
+      };
+    }
+    discardedIndex = meta.durableIndex;
+    meta = await MetaStore.empty(dir, onChange);
+  }
+  if (meta.voters.length === 0 && (bootstrap || wal.snapshotMeta(metadataGroupId).index === 1)) meta.voters = [nodeId];
+  return { meta, voters: [...meta.voters], discardedIndex };
 }
 
 function decodeImage(bytes: Buffer): MetaImage {

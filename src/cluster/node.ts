@@ -33,7 +33,7 @@ import { maxPieceBytes, splitRange } from '../gateway/split.js';
 import { MultiRaftHost, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
-import { MetaStore } from './meta-store.js';
+import { openMetaGroup, type MetaStore } from './meta-store.js';
 import { decodeMap, encodeCommand, encodeMap, emptyMap, isClusterId, volumeWithId, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
 import { Transport } from './transport.js';
 import { isWellFormedMessage } from './raft-message-check.js';
@@ -166,7 +166,7 @@ export class StorageNode implements PgClient {
       awaitingJoin: this.awaitingJoin,
       handlers: {
         onMessages: (from, epoch, msgs) => this.host?.receive(Number(from), this.fenceMessages(Number(from), epoch, msgs)),
-        onRequest: (from, epoch, op, args) => this.serve(from, epoch, op, args),
+        onRequest: (from, epoch, op, args, joining) => this.serve(from, epoch, op, args, joining),
         onPeerEpoch: (from, epoch) => {
           // A new node learns its map (and cluster) from its join answer only.
           if (this.awaitingJoin) return;
@@ -236,11 +236,12 @@ export class StorageNode implements PgClient {
 
     const hostsMeta = this.opts.bootstrap || this.wal.groupIds().includes(metadataGroupId);
     if (hostsMeta) {
-      this.meta = await MetaStore.open(join(dir, 'meta'), (m) => this.onMap(m));
-      await this.checkMapCluster(this.meta.map, 'meta/map.bin');
-      if (this.meta.voters.length === 0 && this.opts.bootstrap) this.meta.voters = [this.id];
-      const voters = this.meta.voters.length > 0 ? this.meta.voters : [this.id];
-      await this.host.addGroup(metadataGroupId, voters, this.meta, { campaign: this.opts.bootstrap });
+      const opened = await this.openMeta();
+      if (opened) {
+        await this.checkMapCluster(opened.meta.map, 'meta/map.bin');
+        this.meta = opened.meta;
+        await this.host.addGroup(metadataGroupId, opened.voters, opened.meta, { campaign: this.opts.bootstrap });
+      }
     }
     for (const n of this.map().nodes) if (n.id !== this.id) this.transport.setPeerAddress(String(n.id), n.addresses.peer);
     this.host.start();
@@ -425,15 +426,33 @@ export class StorageNode implements PgClient {
     if (this.meta || this.joiningMeta || this.stopping) return;
     this.joiningMeta = true;
     try {
-      const meta = await MetaStore.open(join(this.opts.dataDir, 'meta'), (m) => this.onMap(m));
-      await this.host.addGroup(metadataGroupId, [], meta);
-      this.meta = meta;
-      this.log.info('joined the metadata group');
+      const opened = await this.openMeta();
+      if (!opened) return;
+      await this.host.addGroup(metadataGroupId, opened.voters, opened.meta);
+      this.meta = opened.meta;
+      this.log.info('joined the metadata group', { voters: opened.voters, index: opened.meta.durableIndex });
     } catch (err) {
       this.log.error('could not start the metadata group', { err });
     } finally {
       this.joiningMeta = false;
     }
+  }
+
+  /** Set once this node's group 0 replica is held out (see openMetaGroup): warned once. */
+  private metaHeld = false;
+
+  /** Group 0's state machine and starting voters, as far as the WAL vouches for map.bin (meta-store.ts). */
+  private async openMeta(): Promise<{ meta: MetaStore; voters: number[] } | undefined> {
+    const opened = await openMetaGroup(join(this.opts.dataDir, 'meta'), this.id, this.wal, this.opts.bootstrap, (m) => this.onMap(m));
+    if (opened.meta === undefined) {
+      if (!this.metaHeld) this.log.error('metadata group replica not started: it needs repair', { reason: opened.reason });
+      this.metaHeld = true;
+      return undefined;
+    }
+    if (opened.discardedIndex !== undefined) {
+      this.log.warn('a metadata group snapshot install was cut short before the WAL recorded it; starting the group over empty', { imageIndex: opened.discardedIndex });
+    }
+    return opened;
   }
 
   /**
@@ -461,6 +480,7 @@ export class StorageNode implements PgClient {
   private async register(): Promise<void> {
     const cmd: MapCommand = { type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels };
     let attempt = 0;
+    let refused = '';
     while (!this.stopping && !this.registered) {
       try {
         if (this.meta) {
@@ -482,7 +502,11 @@ export class StorageNode implements PgClient {
         this.log.info('registered in the cluster map', { epoch: this.epoch });
       } catch (err) {
         attempt++;
-        this.log.debug('registration not yet accepted', { err });
+        // Refused for good until an operator acts (this node's id is a member elsewhere): said once.
+        if ((err as RaftblockError).code === 'ALREADY_EXISTS' && refused !== (err as Error).message) {
+          refused = (err as Error).message;
+          this.log.error('registration refused', { err });
+        } else this.log.debug('registration not yet accepted', { err });
         await sleep(Math.min(100 * attempt, 1000));
       }
     }
@@ -521,8 +545,9 @@ export class StorageNode implements PgClient {
   // ---------------------------------------------------------------------------------------
   // Requests from peers
 
-  private async serve(from: string, epoch: number, op: string, args: unknown): Promise<unknown> {
-    if (epoch > this.epoch) void this.fetchMapFrom(from);
+  private async serve(from: string, epoch: number, op: string, args: unknown, joining = false): Promise<unknown> {
+    // A joining node's id is only a claim (and it has no map to give).
+    if (epoch > this.epoch && !joining) void this.fetchMapFrom(from);
     const a = (args ?? {}) as Record<string, unknown>;
     switch (op) {
       case 'io': {
@@ -536,9 +561,12 @@ export class StorageNode implements PgClient {
       }
       case 'join': {
         // Open to a node that has no cluster id yet (transport.ts): registering itself is all it may do.
-        if ((a.cmd as MapCommand | undefined)?.type !== 'addNode') throw new InvalidArgument('join: the command must be addNode');
-        const result = await this.proposeMeta(a.cmd as MapCommand);
-        void result;
+        const cmd = a.cmd as MapCommand | undefined;
+        if (cmd?.type !== 'addNode') throw new InvalidArgument('join: the command must be addNode');
+        // Such a node cannot take over a member's id (the map refuses other addresses for it);
+        // a member that has the cluster id re-registers, possibly from new addresses.
+        const { newNode: _claimed, ...rest } = cmd;
+        await this.proposeMeta(joining ? { ...rest, newNode: true } : rest);
         // The joining node's cluster id comes from here: this node's own, which its transport enforces.
         return { map: encodeMap(this.map()), clusterId: this.clusterId || undefined };
       }

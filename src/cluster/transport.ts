@@ -36,8 +36,12 @@ const joinExchangeOps: ReadonlySet<string> = new Set(['join', 'getMap']);
 export interface TransportHandlers {
   /** Raft messages from `from`, sent at its map epoch `epoch`. */
   onMessages(from: string, epoch: number, msgs: GroupMessage[]): void;
-  /** A forwarded request; resolves with the result or rejects with a RaftblockError. */
-  onRequest(from: string, epoch: number, op: string, args: unknown): Promise<unknown>;
+  /**
+   * A forwarded request; resolves with the result or rejects with a RaftblockError. `joining`:
+   * it came without a cluster id while this node knows its own (the join exchange of a node
+   * that has not joined yet; its `from` is only a claim).
+   */
+  onRequest(from: string, epoch: number, op: string, args: unknown, joining: boolean): Promise<unknown>;
   /** Every frame's sender epoch, so a node can notice that its map is stale. */
   onPeerEpoch?(from: string, epoch: number, addr: string): void;
 }
@@ -72,6 +76,12 @@ interface Conn {
   heard: boolean;
   /** Closed by the cluster check (a frame of another cluster: warned once). */
   refused: boolean;
+  /**
+   * Accepted from a node without a cluster id while this node knows its own (the join
+   * exchange): answered on this connection only, never made the connection of the node id it
+   * claims, so a node claiming a member's id cannot take that member's traffic.
+   */
+  joining: boolean;
 }
 
 interface Pending {
@@ -438,7 +448,7 @@ export class Transport {
 
   private adopt(socket: Socket, remoteId: string | undefined, dialer: string | undefined, onIdentified?: (id: string) => void): Conn {
     socket.setNoDelay(true);
-    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false };
+    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false };
     this.conns.add(conn);
     socket.on('data', (data: Buffer) => {
       this.metrics.bytesReceived.inc(data.length);
@@ -487,23 +497,40 @@ export class Transport {
       conn.socket.destroy();
       return;
     }
-    if (conn.remoteId === undefined) {
-      // First frame on an accepted connection (or on a seed dial): now we know who it is.
-      conn.remoteId = f.from;
-      if (conn.dialer === undefined) conn.dialer = f.from;
-      const peer = this.peer(f.from);
-      if (f.addr) this.setPeerAddress(f.from, f.addr);
-      this.bind(peer, conn);
-      if (conn.dialer === f.from) this.writeFrame(conn, this.intro());
-      this.flush(peer);
-    } else if (conn.remoteId !== f.from) {
+    // Past the cluster check without this node's id: the join exchange of a node that has not
+    // joined yet. Its node id is only a claim (a wiped node may claim a member's): the
+    // connection is kept apart from that id's peer, whose connection and address stay as they are.
+    const joining = this.clusterId !== '' && f.c !== this.clusterId;
+    if (conn.remoteId !== undefined && conn.remoteId !== f.from) {
       this.log.warn('peer changed identity on a connection', { was: conn.remoteId, now: f.from });
       conn.socket.destroy();
       return;
     }
+    if (joining) {
+      if (conn.remoteId === undefined) {
+        conn.remoteId = f.from;
+        if (conn.dialer === undefined) conn.dialer = f.from;
+        conn.joining = true;
+        if (conn.dialer === f.from) this.writeFrame(conn, this.intro());
+      }
+    } else if (conn.remoteId === undefined || conn.joining) {
+      // First frame of this cluster on an accepted connection (or on a seed dial; or a new
+      // node's first since its join answer): now we know who it is.
+      const first = conn.remoteId === undefined;
+      conn.remoteId = f.from;
+      conn.joining = false;
+      if (conn.dialer === undefined) conn.dialer = f.from;
+      const peer = this.peer(f.from);
+      if (f.addr) this.setPeerAddress(f.from, f.addr);
+      this.bind(peer, conn);
+      if (first && conn.dialer === f.from) this.writeFrame(conn, this.intro());
+      this.flush(peer);
+    }
     if (onIdentified) onIdentified(f.from);
-    if (f.addr && this.peers.get(f.from)?.addr !== f.addr) this.setPeerAddress(f.from, f.addr);
-    this.opts.handlers.onPeerEpoch?.(f.from, f.epoch, f.addr);
+    if (!joining) {
+      if (f.addr && this.peers.get(f.from)?.addr !== f.addr) this.setPeerAddress(f.from, f.addr);
+      this.opts.handlers.onPeerEpoch?.(f.from, f.epoch, f.addr);
+    }
     if (f.msgs && f.msgs.length) {
       try {
         this.opts.handlers.onMessages(f.from, f.epoch, f.msgs);
@@ -512,7 +539,7 @@ export class Transport {
       }
     }
     for (const r of f.resps ?? []) this.settle(r);
-    for (const q of f.reqs ?? []) this.serve(conn, f.from, f.epoch, q);
+    for (const q of f.reqs ?? []) this.serve(conn, f.from, f.epoch, q, joining);
   }
 
   /** The frame that introduces this node on a new connection. */
@@ -571,10 +598,10 @@ export class Transport {
     }
   }
 
-  private serve(conn: Conn, from: string, epoch: number, q: RpcRequest): void {
+  private serve(conn: Conn, from: string, epoch: number, q: RpcRequest, joining: boolean): void {
     let result: Promise<unknown>;
     try {
-      result = this.opts.handlers.onRequest(from, epoch, q.op, q.a);
+      result = this.opts.handlers.onRequest(from, epoch, q.op, q.a, joining);
     } catch (err) {
       result = Promise.reject(err);
     }
@@ -591,6 +618,11 @@ export class Transport {
   }
 
   private respond(conn: Conn, from: string, resp: RpcResponse): void {
+    if (conn.joining) {
+      // The join exchange is answered where it was asked, never on the claimed id's connection.
+      if (!conn.closed) this.writeFrame(conn, { ...this.intro(), resps: [resp] });
+      return;
+    }
     const peer = this.peer(from);
     // Answer on the peer's current connection; the request's own may have lost a race.
     if (!peer.conn || peer.conn.closed) {

@@ -19,6 +19,7 @@ import {
   pgGroupId,
   pgOfExtent,
   pgOfGroup,
+  type AddNodeCommand,
   type ApplyResult,
   type ClusterMap,
   type MapCommand,
@@ -147,6 +148,35 @@ test('adding a node moves only the PGs it joins, marks them with the new epoch a
   // Draining the node moves its PGs away again.
   const out = run(r.map, { type: 'setNodeState', id: 13, state: 'out' });
   assert.equal(groupsOfNode(out, 13).length, 0);
+});
+
+test('a join from a node without the cluster id cannot take over a member with other addresses; the same addresses stay idempotent', () => {
+  const map = deepFreeze(threeZones());
+  const before = encodeMap(map);
+  const moved = { ...addr(2), peer: '127.0.0.1:29002' };
+  // A wiped node (or an impostor) claiming node 2 from elsewhere: refused, the map untouched.
+  const r = applyCommand(map, { type: 'addNode', id: 2, addresses: moved, labels: { zone: 'z2' }, newNode: true });
+  rejected(r, 'ALREADY_EXISTS');
+  if (!r.ok) {
+    assert.match(r.error.message, /node 2 is already a member at peer 127\.0\.0\.1:20002, nbd 127\.0\.0\.1:21002, http 127\.0\.0\.1:22002/);
+    assert.match(r.error.message, /remove it from the map first/);
+  }
+  // Any one address differing is enough.
+  rejected(applyCommand(map, { type: 'addNode', id: 2, addresses: { ...addr(2), http: '127.0.0.1:29999' }, labels: { zone: 'z2' }, newNode: true }), 'ALREADY_EXISTS');
+  assert.deepEqual(encodeMap(map), before);
+  // A new node whose first join answer was lost asks again with the same addresses: no change.
+  const again = applyCommand(map, { ...(addNode(2) as AddNodeCommand), newNode: true });
+  assert.ok(again.ok && !again.changed && again.map.epoch === map.epoch);
+  // A member that has the cluster id re-registers from new addresses (a restart): accepted.
+  const restarted = applyCommand(map, { type: 'addNode', id: 2, addresses: moved, labels: { zone: 'z2' } });
+  assert.ok(restarted.ok && restarted.changed && restarted.movedGroups.length === 0);
+  assert.deepEqual(restarted.map.nodes.find((n) => n.id === 2)?.addresses, moved);
+  // The flag is the command's, not the map's.
+  assert.ok(!('newNode' in (restarted.map.nodes.find((n) => n.id === 2) ?? {})));
+  // A new id joins as before, flag or not.
+  const four = applyCommand(map, { ...(addNode(4) as AddNodeCommand), newNode: true });
+  assert.ok(four.ok && four.changed);
+  assert.ok(!('newNode' in (four.map.nodes.find((n) => n.id === 4) ?? {})));
 });
 
 test('the same commands give byte-identical maps, which round-trip through msgpackr and JSON', () => {

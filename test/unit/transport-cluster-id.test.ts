@@ -70,12 +70,15 @@ interface Node {
   t: Transport;
   got: { from: string; msgs: GroupMessage[] }[];
   served: string[];
+  /** Per request served: whether it came as the join exchange of a node without the cluster id. */
+  joining: boolean[];
   foreign: () => Promise<number>;
 }
 
 async function node(t: import('node:test').TestContext, id: string, clusterId: string | undefined, awaitingJoin = false): Promise<Node> {
   const got: Node['got'] = [];
   const served: string[] = [];
+  const joining: boolean[] = [];
   const registry = new Registry();
   const tr = new Transport({
     nodeId: id,
@@ -86,8 +89,9 @@ async function node(t: import('node:test').TestContext, id: string, clusterId: s
     awaitingJoin,
     handlers: {
       onMessages: (from, _epoch, msgs) => got.push({ from, msgs }),
-      onRequest: async (from, _epoch, op, args) => {
+      onRequest: async (from, _epoch, op, args, isJoin) => {
         served.push(op);
+        joining.push(isJoin);
         return { from, op, args };
       },
     },
@@ -95,7 +99,7 @@ async function node(t: import('node:test').TestContext, id: string, clusterId: s
   await tr.start();
   t.after(() => tr.close());
   const foreign = async (): Promise<number> => (await registry.getSingleMetric('raftblock_transport_foreign_frames_total')!.get()).values[0]?.value ?? 0;
-  return { t: tr, got, served, foreign };
+  return { t: tr, got, served, joining, foreign };
 }
 
 async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
@@ -150,7 +154,9 @@ test('without a cluster id only the join exchange is served; a request or messag
   await assert.rejects(legacy.t.request('1', 'io', {}, 3000), (e: Error & { code?: string }) => e.code === 'UNAVAILABLE');
   assert.equal(await a1.foreign(), 1);
   assert.deepEqual(a1.served, ['join', 'getMap']);
-  // It takes frames of any cluster (as before ids existed): A's node 1 reaches it.
+  // It takes frames of any cluster (as before ids existed): A's node 1 reaches it, at the
+  // address its join put in the map (a join connection never sets a peer's address).
+  a1.t.setPeerAddress('5', legacy.t.address);
   a1.t.send('5', 4, { type: 'heartbeat' });
   await until(() => legacy.got.some((g) => g.from === '1'));
   // Once it knows the id, it is one of A's nodes.
@@ -174,6 +180,8 @@ test('a new node waiting for its join answer takes only answers, then its cluste
   assert.deepEqual(fresh.served, []);
   assert.equal(await fresh.foreign(), 0, 'refused as not yet joined, not as foreign');
   fresh.t.setClusterId(A);
+  // The seed reaches it at the address its join put in the map.
+  a1.t.setPeerAddress('4', fresh.t.address);
   a1.t.send('4', 10, { type: 'heartbeat' });
   await until(() => fresh.got.some((g) => g.msgs.some((m) => m.g === 10)));
   assert.deepEqual(await a1.t.request('4', 'echo', 2), { from: '1', op: 'echo', args: 2 });
@@ -183,6 +191,43 @@ test('a new node waiting for its join answer takes only answers, then its cluste
   b.t.send('4', 11, { type: 'heartbeat' });
   await until(async () => (await fresh.foreign()) >= 1);
   assert.ok(!fresh.got.some((g) => g.msgs.some((m) => m.g === 11)));
+});
+
+test("a join without a cluster id claiming a member's id is answered on its own connection; the member keeps its connection and address", async (t) => {
+  const A = randomUUID();
+  const a1 = await node(t, '1', A);
+  const a2 = await node(t, '2', A);
+  // The real node 2 talks to node 1 on a connection it opened (the one a same-id dialer would replace).
+  a2.t.setPeerAddress('1', a1.t.address);
+  assert.deepEqual(await a2.t.request('1', 'echo', 1), { from: '2', op: 'echo', args: 1 });
+  assert.equal(a1.t.peerAddress('2'), a2.t.address);
+
+  // A node with a wiped data dir (no cluster id) claims id 2 and joins through node 1.
+  const wiped = await node(t, '2', undefined, true);
+  assert.deepEqual(await wiped.t.requestAddress(a1.t.address, 'join', { x: 2 }), { from: '2', op: 'join', args: { x: 2 } });
+  assert.deepEqual(a1.joining, [false, true], 'the join was not marked as coming from a node without the cluster id');
+  assert.deepEqual(await wiped.t.request('1', 'getMap', {}), { from: '2', op: 'getMap', args: {} });
+  // Node 1 still knows node 2 where the real one listens, and still talks to it on its connection.
+  assert.equal(a1.t.peerAddress('2'), a2.t.address, "the join overwrote the member's address");
+  assert.ok(a1.t.isConnected('2'));
+  assert.deepEqual(await a1.t.request('2', 'echo', 3), { from: '1', op: 'echo', args: 3 });
+  assert.deepEqual(a2.served, ['echo'], 'the real node 2 did not get the request meant for it');
+  a1.t.send('2', 5, { type: 'heartbeat' });
+  await until(() => a2.got.some((g) => g.from === '1' && g.msgs.some((m) => m.g === 5)));
+  assert.equal(wiped.got.length, 0, 'traffic of the real node 2 went to the wiped one');
+  a2.t.send('1', 6, { type: 'heartbeat' });
+  await until(() => a1.got.some((g) => g.from === '2' && g.msgs.some((m) => m.g === 6)));
+  assert.equal(await a1.foreign(), 0);
+
+  // A new node's join connection becomes its connection once it speaks with the cluster id.
+  const fresh = await node(t, '4', undefined, true);
+  await fresh.t.requestAddress(a1.t.address, 'join', {});
+  assert.equal(a1.t.isConnected('4'), false);
+  fresh.t.setClusterId(A);
+  assert.deepEqual(await fresh.t.request('1', 'echo', 4), { from: '4', op: 'echo', args: 4 });
+  assert.deepEqual(a1.joining.slice(-2), [true, false]);
+  assert.ok(a1.t.isConnected('4'));
+  assert.deepEqual(await a1.t.request('4', 'echo', 5), { from: '1', op: 'echo', args: 5 });
 });
 
 test('status names the cluster, and a node that answers for another cluster is not counted as one of its own', () => {

@@ -2,12 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MultiRaftHost, type GroupStateMachine } from '../../src/cluster/host.js';
 import { Transport } from '../../src/cluster/transport.js';
-import type { Wal } from '../../src/wal/index.js';
+import { Wal } from '../../src/wal/index.js';
+import { FsBlockIo } from '../../src/io/fs.js';
+import { cpSync } from 'node:fs';
+import { tempDir } from '../helpers/tools.js';
 import { Registry } from 'prom-client';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MetaStore } from '../../src/cluster/meta-store.js';
+import { MetaStore, openMetaGroup } from '../../src/cluster/meta-store.js';
 import { encodeCommand, encodeMap, type ClusterMap } from '../../src/cluster/map.js';
 import { addNodeCommand } from '../helpers/map.js';
 
@@ -415,4 +418,142 @@ test('group 0 restarted from its map.bin hands a joining member the map at its s
   const reopened = await MetaStore.open(join(dir, 'node-2'), noMap);
   assert.equal(reopened.durableIndex, metas[0].appliedIndex);
   assert.deepEqual(view(reopened.map), view(metas[0].map));
+});
+
+test('a new group 0 member whose snapshot install is cut short after map.bin, before the WAL record, starts the group over empty and takes its voters from the leader', async (t) => {
+  // Torn down in this order: hosts, transports, WAL, then the files.
+  const teardown: (() => Promise<void>)[] = [];
+  t.after(async () => {
+    for (const f of teardown.reverse()) await f();
+  });
+  const dir = await mkdtemp(join(process.env.RAFTBLOCK_TEST_DIR ?? '/var/tmp', 'raftblock-meta-cut-'));
+  teardown.push(() => rm(dir, { recursive: true, force: true }));
+  const noMap = (): void => undefined;
+  const g = 0;
+  const walOptions = { segmentBytes: 256 * 1024, maxBatchBytes: 32 * 1024 };
+  const io = new FsBlockIo();
+  const node = async (id: number, wal: Wal | MemWal) => {
+    let host!: MultiRaftHost;
+    const tr = new Transport({
+      nodeId: String(id),
+      listen: { host: '127.0.0.1', port: 0 },
+      epoch: () => 1,
+      handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
+    });
+    await tr.start();
+    host = new MultiRaftHost({ nodeId: id, wal: wal as unknown as Wal, transport: tr, tickMs: 20, fetchSnapshot: async () => new Uint8Array(0) });
+    return { host, tr };
+  };
+  const meet = (a: Transport, b: Transport): void => {
+    a.setPeerAddress(b.nodeId, b.address);
+    b.setPeerAddress(a.nodeId, a.address);
+  };
+
+  // Node 1 founds group 0, fills the map and checkpoints: its snapshot carries the map.
+  const n1 = await node(1, new MemWal());
+  teardown.push(async () => {
+    await n1.host.stop();
+    await n1.tr.close();
+  });
+  const meta1 = await MetaStore.open(join(dir, 'node-1'), noMap);
+  meta1.voters = [1];
+  await n1.host.addGroup(g, [1], meta1, { campaign: true });
+  n1.host.start();
+  await until(() => n1.host.groups.get(g)!.isLeader);
+  for (const cmd of [addNodeCommand(1), addNodeCommand(2), { type: 'createPool', name: 'default', replicas: 1, pgCount: 4, failureDomain: 'host' } as const]) {
+    await n1.host.propose(g, encodeCommand(cmd));
+  }
+  await n1.host.checkpointAll();
+
+  // Node 2 joins as a new member does (group 0 started empty, no voters) on a real WAL whose
+  // record of group 0's snapshot never happens: the crash. Its files at that moment are the
+  // disk after the crash; then the record is let through and this life ends.
+  const dir2 = join(dir, 'node-2');
+  const wal2 = await Wal.open({ dir: join(dir2, 'wal'), io, ...walOptions });
+  const record = wal2.installSnapshot.bind(wal2);
+  let release!: () => void;
+  const cut = new Promise<void>((reached) => {
+    wal2.installSnapshot = async (id, snap) => {
+      if (id === g) {
+        reached();
+        await new Promise<void>((r) => (release = r));
+      }
+      return record(id, snap);
+    };
+  });
+  const n2 = await node(2, wal2);
+  meet(n1.tr, n2.tr);
+  const meta2 = await MetaStore.open(join(dir2, 'meta'), noMap);
+  await n2.host.addGroup(g, [], meta2);
+  n2.host.start();
+  n1.host.proposeConfChange(g, { changes: [{ type: 'addVoter', nodeId: 2 }] });
+  await cut;
+  // Nothing of this life reaches the leader any more (it acknowledged nothing of the snapshot).
+  await n2.tr.close();
+  const crashed = join(dir, 'node-2-after-crash');
+  cpSync(dir2, crashed, { recursive: true });
+  release();
+  await n2.host.stop();
+  await wal2.close();
+
+  // What the crash left: the image with its voters, and a WAL that knows group 0 (a term was
+  // saved) but holds no log of it. Resuming from the image would put the group at the image's
+  // index with nothing in the WAL up to there: the next entry from the leader cannot be logged.
+  const image = await MetaStore.open(join(crashed, 'meta'), noMap);
+  assert.ok(image.durableIndex > 1, `map.bin at ${image.durableIndex}`);
+  assert.deepEqual(image.voters, [...n1.host.groups.get(g)!.raft.confStateAt(image.durableIndex).voters], "the image holds its snapshot's voters");
+  const walAfter = await Wal.open({ dir: join(crashed, 'wal'), io, ...walOptions });
+  teardown.push(() => walAfter.close());
+  assert.ok(walAfter.groupIds().includes(g));
+  assert.equal(walAfter.lastIndex(g), 0);
+  await assert.rejects(walAfter.append(g, [{ index: image.durableIndex + 1, term: image.appliedTerm, type: 0, data: new Uint8Array(0) }]), /leaves a gap/);
+
+  // The restart: the image is set aside, group 0 starts over empty and with no voters ...
+  const opened = await openMetaGroup(join(crashed, 'meta'), 2, walAfter, false, noMap);
+  assert.ok(opened.meta);
+  assert.equal(opened.discardedIndex, image.durableIndex);
+  assert.equal(opened.meta.durableIndex, 0);
+  assert.deepEqual(opened.voters, [], 'group 0 restarts with voters its WAL does not vouch for');
+  const n2b = await node(2, walAfter);
+  teardown.push(async () => {
+    await n2b.host.stop();
+    await n2b.tr.close();
+  });
+  await n2b.host.addGroup(g, opened.voters, opened.meta);
+  assert.deepEqual(n2b.host.groups.get(g)!.raft.status().confState.voters, []);
+  // ... and the leader's snapshot brings the map and the configuration, recorded this time.
+  meet(n1.tr, n2b.tr);
+  n2b.host.start();
+  await n1.host.propose(g, encodeCommand({ type: 'createVolume', name: 'vol1', sizeBytes: 1 << 20 }));
+  await until(() => opened.meta!.appliedIndex === meta1.appliedIndex);
+  assert.deepEqual(Buffer.from(encodeMap(opened.meta.map)), Buffer.from(encodeMap(meta1.map)));
+  assert.deepEqual(n2b.host.groups.get(g)!.raft.status().confState.voters, [1, 2]);
+  assert.ok(walAfter.snapshotMeta(g).index > 0, 'the snapshot is recorded in the WAL');
+  // A later restart resumes from map.bin, which the WAL now vouches for, with the voters saved with it.
+  await n2b.host.checkpointAll();
+  const again = await openMetaGroup(join(crashed, 'meta'), 2, walAfter, false, noMap);
+  assert.ok(again.meta);
+  assert.equal(again.discardedIndex, undefined);
+  assert.equal(again.meta.durableIndex, opened.meta.durableIndex);
+  assert.deepEqual(again.voters, [1, 2]);
+});
+
+test('without an image, group 0 starts with the node itself as voter only on its founder', async (t) => {
+  const dir = tempDir(t, 'raftblock-meta-voters-');
+  const noMap = (): void => undefined;
+  const wal = await Wal.open({ dir: join(dir, 'wal'), io: new FsBlockIo(), segmentBytes: 256 * 1024, maxBatchBytes: 32 * 1024 });
+  t.after(() => wal.close());
+  // A member that saved a term in group 0 but has no snapshot yet (it crashed waiting for it).
+  await wal.saveHardState(0, { term: 3, vote: 0, commit: 0 });
+  const member = await openMetaGroup(join(dir, 'm'), 2, wal, false, noMap);
+  assert.ok(member.meta);
+  assert.deepEqual(member.voters, [], 'a member without an image guessed itself as the only voter');
+  // The founder: by its flag, or by the bootstrap snapshot its WAL records.
+  const flagged = await openMetaGroup(join(dir, 'f'), 1, wal, true, noMap);
+  assert.ok(flagged.meta);
+  assert.deepEqual(flagged.voters, [1]);
+  await wal.installSnapshot(0, { index: 1, term: 1 });
+  const founder = await openMetaGroup(join(dir, 'f'), 1, wal, false, noMap);
+  assert.ok(founder.meta);
+  assert.deepEqual(founder.voters, [1]);
 });
