@@ -10,6 +10,8 @@ export interface BenchOptions {
   out: string | undefined;
   /** Measured seconds per fio profile (time-based). */
   runtimeS: number;
+  /** Unmeasured seconds of the same profile before each measured run (0: none). */
+  warmupS: number;
   /** Size of every export in bytes (equal for every server). */
   sizeBytes: number;
   /** Runs per (server, profile), interleaved across servers; the median by IOPS is reported. */
@@ -40,6 +42,7 @@ export interface OptionDefaults {
 const usageText = `options:
   --out FILE          write the results as JSON to FILE
   --runtime SECONDS   measured seconds per profile (default %RUNTIME%)
+  --warmup SECONDS    unmeasured seconds of the same profile before each run (default 5)
   --size BYTES        size of every export, e.g. 1G (default %SIZE%)
   --repeat N          runs per server and profile, interleaved; median by IOPS (default 1)
   --dir DIR           directory for backing files, a real disk (default /var/tmp)
@@ -61,6 +64,7 @@ export function parseBenchOptions(argv: string[], defaults: OptionDefaults): Ben
   const opts: BenchOptions = {
     out: undefined,
     runtimeS: defaults.runtimeS,
+    warmupS: 5,
     sizeBytes: defaults.sizeBytes,
     repeat: 1,
     dir: '/var/tmp',
@@ -88,6 +92,9 @@ export function parseBenchOptions(argv: string[], defaults: OptionDefaults): Ben
         break;
       case '--runtime':
         opts.runtimeS = positiveInt(value(), name);
+        break;
+      case '--warmup':
+        opts.warmupS = nonNegativeInt(value(), name);
         break;
       case '--size':
         opts.sizeBytes = parseSize(value(), name);
@@ -149,6 +156,12 @@ export function parseBenchOptionsOrExit(argv: string[], defaults: OptionDefaults
 function positiveInt(text: string, what: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgument(`${what} must be a positive integer, got ${text}`);
+  return n;
+}
+
+function nonNegativeInt(text: string, what: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgument(`${what} must be a non-negative integer, got ${text}`);
   return n;
 }
 

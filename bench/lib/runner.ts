@@ -108,9 +108,14 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
       for (const profile of profiles) {
         for (let i = 0; i < started.length; i++) {
           const { srv } = started[(i + rep) % started.length];
-          const cpu0 = treeCpuUs(srv.pid, srv.cpuComm);
           let res;
+          let cpu0 = 0;
           try {
+            // Unmeasured first: the same profile warms the server's path (a JIT compiles what
+            // runs hot; a cluster's leaders settle where this client's requests go), for every
+            // server alike, so that the measured run sees its steady state, not its start.
+            if (opts.warmupS > 0) await runFioProfile(srv.uri, profile, opts.warmupS, sizeBytes);
+            cpu0 = treeCpuUs(srv.pid, srv.cpuComm);
             res = await runFioProfile(srv.uri, profile, opts.runtimeS, sizeBytes);
           } catch (e) {
             log(`FAILED ${srv.name} ${profile.name}: ${(e as Error).message.trim()}`);
