@@ -26,7 +26,8 @@ export function portFree(port: number): Promise<boolean> {
   });
 }
 
-function pidAlive(pid: number): boolean {
+/** True while process `pid` exists (signal 0 reaches it, or it exists but is not ours). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePortRange } from '../../src/common/ports.js';
-import { TestCluster, TestNode, waitFor } from '../helpers/cluster.js';
+import { logRecords, TestCluster, TestNode, waitFor } from '../helpers/cluster.js';
 import { runCli } from '../helpers/cli.js';
 import { HandPeer, metric } from '../helpers/hand-peer.js';
 import { blockOps, requirePythonNbd } from './io.js';
@@ -27,15 +27,6 @@ const blocks = [0, 1, 2, 3, 17, 33, 100, 511];
 
 function nodeJson(n: TestNode): { id: number; clusterId: string | null } {
   return JSON.parse(readFileSync(join(n.dir, 'data', 'node.json'), 'utf8')) as { id: number; clusterId: string | null };
-}
-
-/** Log records of `n` (its stderr, one JSON object a line) whose msg is `msg`. */
-function logRecords(n: TestNode, msg: string): Record<string, unknown>[] {
-  return readFileSync(n.logPath, 'utf8')
-    .split('\n')
-    .filter((l) => l.includes(msg))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .filter((r) => r.msg === msg);
 }
 
 async function readsAll(a: TestCluster, via: number, tag: string): Promise<void> {

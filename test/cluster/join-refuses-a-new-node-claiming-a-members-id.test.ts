@@ -19,20 +19,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePortRange } from '../../src/common/ports.js';
 import { decodeMap } from '../../src/cluster/map.js';
-import { TestCluster, TestNode, waitFor, type NodeAddrs } from '../helpers/cluster.js';
+import { logRecords, TestCluster, TestNode, waitFor, type NodeAddrs } from '../helpers/cluster.js';
 import { HandPeer, metric } from '../helpers/hand-peer.js';
 import { blockOps, requirePythonNbd } from './io.js';
 
 const blocks = [0, 1, 2, 5, 17, 33, 100, 200];
-
-/** Log records of `n` (one JSON object a line) whose msg is `msg`. */
-function logRecords(n: TestNode, msg: string): Record<string, unknown>[] {
-  return readFileSync(n.logPath, 'utf8')
-    .split('\n')
-    .filter((l) => l.includes(msg))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .filter((r) => r.msg === msg);
-}
 
 async function writesAndReads(a: TestCluster, via: number, tag: string): Promise<void> {
   const w = await blockOps(a, via, 'write', blocks, { tag, timeoutS: 20 });

@@ -74,6 +74,15 @@ function freePort(): Promise<number> {
   return freePortRange(1);
 }
 
+/** Log records of `n` (its stderr, one JSON object a line) whose msg is `msg`. */
+export function logRecords(n: TestNode, msg: string): Record<string, unknown>[] {
+  return readFileSync(n.logPath, 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(msg))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((r) => r.msg === msg);
+}
+
 /** The groups that are not ok, for failure messages. */
 export function describeUnhealthy(s: ClusterStatus): string {
   const bad = s.groups.filter((g) => g.health !== 'ok' || g.members.some((m) => m.appliedIndex !== g.commitIndex));

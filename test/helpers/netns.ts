@@ -16,21 +16,13 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import type { TestContext } from 'node:test';
 import { requireCapability, requireTools } from './tools.js';
+import { pidAlive } from '../../src/common/ports.js';
 
 const prefix = 'rbt';
 export const memberSubnet = '10.99.0';
 
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Removes namespaces that earlier test runs (now dead) left behind. */

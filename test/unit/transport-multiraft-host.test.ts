@@ -118,6 +118,18 @@ async function until(cond: () => boolean, ms = 10000): Promise<void> {
   }
 }
 
+/** A started loopback transport of node `id` that hands Raft messages to the host `host()` returns. */
+async function loopbackTransport(id: number, host: () => MultiRaftHost): Promise<Transport> {
+  const tr = new Transport({
+    nodeId: String(id),
+    listen: { host: '127.0.0.1', port: 0 },
+    epoch: () => 1,
+    handlers: { onMessages: (from, _e, msgs) => host().receive(Number(from), msgs), onRequest: async () => undefined },
+  });
+  await tr.start();
+  return tr;
+}
+
 /** Hosts on real loopback transports that know each other's addresses (no groups yet). */
 async function connectHosts<W extends MemWal>(ids: number[], makeWal: (id: number) => W, opts: { tickMs: number; registries?: Registry[] }) {
   const hosts: MultiRaftHost[] = [];
@@ -125,13 +137,7 @@ async function connectHosts<W extends MemWal>(ids: number[], makeWal: (id: numbe
   const transports: Transport[] = [];
   for (const [i, id] of ids.entries()) {
     let host!: MultiRaftHost;
-    const tr = new Transport({
-      nodeId: String(id),
-      listen: { host: '127.0.0.1', port: 0 },
-      epoch: () => 1,
-      handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
-    });
-    await tr.start();
+    const tr = await loopbackTransport(id, () => host);
     transports.push(tr);
     const wal = makeWal(id);
     wals.push(wal);
@@ -434,13 +440,7 @@ test('a new group 0 member whose snapshot install is cut short after map.bin, be
   const io = new FsBlockIo();
   const node = async (id: number, wal: Wal | MemWal) => {
     let host!: MultiRaftHost;
-    const tr = new Transport({
-      nodeId: String(id),
-      listen: { host: '127.0.0.1', port: 0 },
-      epoch: () => 1,
-      handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
-    });
-    await tr.start();
+    const tr = await loopbackTransport(id, () => host);
     host = new MultiRaftHost({ nodeId: id, wal: wal as unknown as Wal, transport: tr, tickMs: 20, fetchSnapshot: async () => new Uint8Array(0) });
     return { host, tr };
   };
