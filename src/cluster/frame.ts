@@ -97,7 +97,7 @@ interface IoArgs {
  * The payload a request carries that travels as an attachment: the data of a forwarded write
  * (`{ g, q: { ..., d } }`), when it is long enough; undefined otherwise.
  */
-export function attachedPayload(r: RpcRequest): Uint8Array | undefined {
+function attachedPayload(r: RpcRequest): Uint8Array | undefined {
   const d = (r.a as IoArgs | null)?.q?.d;
   return d instanceof Uint8Array && d.length >= minAttachedBytes ? d : undefined;
 }
@@ -159,8 +159,9 @@ class AttachmentReader {
  * the attachments (the entries' own buffers, not copies: they must not change until written).
  * msgpackr packs the head into a shared buffer that it never writes over (it starts a new one
  * when full), so the head stays valid; reserving the words' space in front of it spares a copy.
+ * The ids of the requests whose payload became an attachment are pushed to `payloadRequestIds`.
  */
-export function encodeFrameParts(frame: Frame): Buffer[] {
+export function encodeFrameParts(frame: Frame, payloadRequestIds?: number[]): Buffer[] {
   const attached = new AttachmentWriter();
   let wire = frame;
   const msgs = frame.msgs;
@@ -188,6 +189,7 @@ export function encodeFrameParts(frame: Frame): Buffer[] {
       const a = r.a as { q: object };
       rewritten ??= reqs.slice();
       rewritten[i] = { id: r.id, op: r.op, a: { ...a, q: { ...a.q, d: attached.add(d) } } };
+      payloadRequestIds?.push(r.id);
     }
     if (rewritten) wire = { ...wire, reqs: rewritten };
   }

@@ -17,7 +17,7 @@ import type { GroupStateMachine } from './host.js';
 import type { ConfChange, ConfState } from '../raft/index.js';
 import type { Wal } from '../wal/index.js';
 import { applyCommand, decodeCommand, decodeMap, emptyMap, encodeMap, metadataGroupId, type ClusterMap } from './map.js';
-import { writeFileDurably } from '../store/pg-store.js';
+import { writeFileDurably } from '../common/durable-file.js';
 
 const packr = new Packr({ useRecords: false });
 

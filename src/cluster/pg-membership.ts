@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { applyConfChange, isJoint } from '../raft/confchange.js';
 import { cloneConfState, decodeConfChange, emptyConfState, EntryType, type ConfState } from '../raft/index.js';
 import type { Wal } from '../wal/index.js';
-import { writeFileDurably } from '../store/pg-store.js';
+import { writeFileDurably } from '../common/durable-file.js';
 import { Corruption } from '../common/errors.js';
 
 export const membershipFileName = 'membership.json';

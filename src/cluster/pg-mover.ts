@@ -34,7 +34,7 @@ import { cloneConfState, type ConfState } from '../raft/index.js';
 import type { Logger } from '../common/log.js';
 import { Unavailable } from '../common/errors.js';
 import type { PgStore } from '../store/pg-store.js';
-import { writeFileDurably } from '../store/pg-store.js';
+import { writeFileDurably } from '../common/durable-file.js';
 import type { Wal } from '../wal/index.js';
 import type { GroupStateMachine, MultiRaftHost } from './host.js';
 import { metadataGroupId, pgOfGroup, groupsOfNode, type ClusterMap, type NodeId, type Pool } from './map.js';

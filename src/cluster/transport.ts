@@ -23,7 +23,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { listenOn, parseHostPort, type HostPort } from '../common/address.js';
 import { ProtocolError, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
-import { attachedPayload, encodeFrameParts, FrameDecoder, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
+import { encodeFrameParts, FrameDecoder, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
 
 /** Raft messages queued for an unreachable peer beyond this are dropped (Raft resends). */
 export const maxQueuedMessagesPerPeer = 4096;
@@ -354,8 +354,9 @@ export class Transport {
 
   private writeFrame(conn: Conn, frame: Frame): void {
     let parts: Buffer[];
+    const payloadRequestIds: number[] = [];
     try {
-      parts = encodeFrameParts(frame);
+      parts = encodeFrameParts(frame, payloadRequestIds);
     } catch (err) {
       // An oversized frame is our bug or an oversized request: fail its requests, keep the link.
       this.log.error('frame not sent', { err });
@@ -370,8 +371,8 @@ export class Transport {
       // Requests whose payload is written from their caller's buffer: marked written once the
       // socket has taken the last byte (see Pending.written).
       let carrying: Pending[] | undefined;
-      for (const r of frame.reqs ?? []) {
-        const p = attachedPayload(r) ? this.pending.get(r.id) : undefined;
+      for (const id of payloadRequestIds) {
+        const p = this.pending.get(id);
         if (!p) continue;
         p.written = false;
         (carrying ??= []).push(p);

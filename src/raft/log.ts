@@ -126,8 +126,7 @@ export class RaftLog {
 
   /** Unstable entries not yet handed to the host (the next Ready's `entries`). */
   entriesToPersist(): Entry[] {
-    const from = Math.max(0, this.handedOutTo + 1 - this.unstableOffset);
-    return from === 0 ? [...this.unstable] : this.unstable.slice(from);
+    return this.unstable.slice(Math.max(0, this.handedOutTo + 1 - this.unstableOffset));
   }
 
   hasEntriesToPersist(): boolean {

@@ -13,7 +13,8 @@
  * persists the applied index (meta.json, written to a temp file, fsynced, renamed), and only
  * then may the caller let the WAL drop the entries up to that index.
  */
-import { mkdir, open as openFs, readdir, rename, readFile, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { writeFileDurably } from '../common/durable-file.js';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { assert } from '../common/assert.js';
@@ -631,24 +632,5 @@ export class PgStore {
     this.files.clear();
     for (const f of this.retired) await f.close();
     this.retired.clear();
-  }
-}
-
-/** Writes a small file so that after a crash it is either the old or the new content. */
-export async function writeFileDurably(path: string, content: string | Uint8Array): Promise<void> {
-  const tmp = path + '.tmp';
-  const fh = await openFs(tmp, 'w');
-  try {
-    await fh.writeFile(content);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-  const dir = await openFs(join(path, '..'), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
   }
 }

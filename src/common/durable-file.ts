@@ -1,0 +1,21 @@
+import { open, rename } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+/** Writes a small file so that after a crash it is either the old or the new content. */
+export async function writeFileDurably(path: string, content: string | Uint8Array): Promise<void> {
+  const tmp = path + '.tmp';
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.writeFile(content);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  const dir = await open(dirname(path), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
