@@ -15,6 +15,12 @@
  *   GET    /v1/groups/{groupId}/digest   → GroupDigest     checksum of this replica's data
  *   POST   /v1/nodes/{id}/state          ← { state: "in" | "out" }  → 200 { epoch }
  *                                         `out` drains the node: placement moves its PGs away
+ *   DELETE /v1/nodes/{id}                → 200 RemoveNodeResponse  removes a drained node from
+ *                                         the map (and from the metadata group first); refused
+ *                                         409 NODE_STILL_IN (not out), NODE_HOLDS_REPLICAS (a PG
+ *                                         lists it in the map or its Raft configuration; the
+ *                                         body's `groups` names them), META_QUORUM_AT_RISK;
+ *                                         404 NOT_FOUND once removed
  *
  * Changes to the map (volumes, pools) are group-0 commands (see map.ts): the node that
  * receives one proposes it to group 0 — forwarding it to the group-0 leader over the peer
@@ -26,7 +32,20 @@
  * HOST:PORT } }`, CODE being the RaftblockError code; `httpStatusOf(code)` is the status table
  * both sides use.
  */
-import { InvalidArgument, NotFound, AlreadyExists, ProtocolError, RaftblockError, TimedOut, Unavailable, NotLeader } from '../common/errors.js';
+import {
+  InvalidArgument,
+  NotFound,
+  AlreadyExists,
+  ProtocolError,
+  RaftblockError,
+  TimedOut,
+  Unavailable,
+  NotLeader,
+  NodeStillIn,
+  NodeHoldsReplicas,
+  MetaQuorumAtRisk,
+  NodeRemoved,
+} from '../common/errors.js';
 import { request as httpRequest } from 'node:http';
 import { parseHostPort } from '../common/address.js';
 import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
@@ -138,8 +157,18 @@ export interface GroupDigest {
   digest: string;
 }
 
+/** DELETE /v1/nodes/{id} */
+export interface RemoveNodeResponse {
+  /** The map epoch without the node. */
+  epoch: number;
+  nodeId: NodeId;
+  /** The node was a member of the metadata group (group 0) and left it first. */
+  metaVoterRemoved: boolean;
+}
+
 export interface ErrorBody {
-  error: { code: string; message: string; leader?: string };
+  /** `groups`: the PG group ids a NODE_HOLDS_REPLICAS refusal names. */
+  error: { code: string; message: string; leader?: string; groups?: number[] };
 }
 
 /** The HTTP status for a RaftblockError code; both the server and this client use it. */
@@ -152,6 +181,10 @@ export function httpStatusOf(code: string): number {
       return 404;
     case 'ALREADY_EXISTS':
     case 'STALE_EPOCH':
+    case 'NODE_STILL_IN':
+    case 'NODE_HOLDS_REPLICAS':
+    case 'META_QUORUM_AT_RISK':
+    case 'NODE_REMOVED':
       return 409;
     case 'PLACEMENT_IMPOSSIBLE':
       return 422;
@@ -182,6 +215,14 @@ export function errorFromBody(body: ErrorBody['error']): RaftblockError {
       return new TimedOut(body.message);
     case 'NOT_LEADER':
       return new NotLeader(body.message, body.leader);
+    case 'NODE_STILL_IN':
+      return new NodeStillIn(body.message);
+    case 'NODE_HOLDS_REPLICAS':
+      return new NodeHoldsReplicas(body.message, Array.isArray(body.groups) ? body.groups : []);
+    case 'META_QUORUM_AT_RISK':
+      return new MetaQuorumAtRisk(body.message);
+    case 'NODE_REMOVED':
+      return new NodeRemoved(body.message);
     default:
       return new RaftblockError(body.code, body.message);
   }
@@ -399,6 +440,14 @@ export class AdminClient {
   /** Marks a node `out` (its PGs move to other nodes) or back `in`. */
   setNodeState(nodeId: NodeId, state: NodeState): Promise<{ epoch: number }> {
     return this.call('POST', `/v1/nodes/${nodeId}/state`, { state });
+  }
+
+  /**
+   * Removes a drained node (`out`, every PG moved off it) from the map, taking it out of the
+   * metadata group first when it is a member. Again after success: NOT_FOUND.
+   */
+  removeNode(nodeId: NodeId): Promise<RemoveNodeResponse> {
+    return this.call('DELETE', `/v1/nodes/${nodeId}`);
   }
 
   groupDigest(groupId: number): Promise<GroupDigest> {

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Registry } from 'prom-client';
 import { listenOn, type HostPort } from '../common/address.js';
 import { RaftblockError } from '../common/errors.js';
-import { httpStatusOf, type GroupDigest, type NodeStatus } from './admin-client.js';
+import { httpStatusOf, type GroupDigest, type NodeStatus, type RemoveNodeResponse } from './admin-client.js';
 import type { ClusterMap, MapCommand, NodeState, Pool, Volume } from './map.js';
 
 export interface AdminSource {
@@ -20,6 +20,8 @@ export interface AdminSource {
   /** Waits (bounded, best effort) until every reachable node holds a map at least `epoch`. */
   spreadMap(epoch: number): Promise<void>;
   groupDigest(groupId: number): Promise<GroupDigest>;
+  /** Removes a drained node from the map (and from group 0), decided on group 0's leader. */
+  removeNode(id: number): Promise<RemoveNodeResponse>;
 }
 
 export interface AdminHttp {
@@ -36,7 +38,8 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 function sendError(res: ServerResponse, err: unknown): void {
   const e = err instanceof RaftblockError ? err : undefined;
   const code = e?.code ?? (typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : 'INTERNAL');
-  sendJson(res, httpStatusOf(code), { error: { code, message: (err as Error)?.message ?? String(err) } });
+  const groups = (err as { groups?: unknown })?.groups;
+  sendJson(res, httpStatusOf(code), { error: { code, message: (err as Error)?.message ?? String(err), ...(Array.isArray(groups) ? { groups } : {}) } });
 }
 
 function readBody(req: IncomingMessage): Promise<string> {
@@ -112,6 +115,8 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
         const result = (await source.proposeMeta({ type: 'setNodeState', id: Number(nodeState[1]), state: b.state as NodeState })) as { epoch: number };
         return sendJson(res, 200, { epoch: result.epoch });
       }
+      const nodeId = /^\/v1\/nodes\/(\d+)$/.exec(url);
+      if (method === 'DELETE' && nodeId) return sendJson(res, 200, await source.removeNode(Number(nodeId[1])));
       const digest = /^\/v1\/groups\/(\d+)\/digest$/.exec(url);
       if (method === 'GET' && digest) return sendJson(res, 200, await source.groupDigest(Number(digest[1])));
       sendJson(res, 404, { error: { code: 'NOT_FOUND', message: `no route ${method} ${url}` } });

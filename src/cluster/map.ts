@@ -33,7 +33,7 @@
 import { Packr } from 'msgpackr';
 import { parseHostPort } from '../common/address.js';
 import { assert } from '../common/assert.js';
-import { AlreadyExists, InvalidArgument, NotFound, RaftblockError } from '../common/errors.js';
+import { AlreadyExists, InvalidArgument, NodeHoldsReplicas, NodeRemoved, NodeStillIn, NotFound, RaftblockError } from '../common/errors.js';
 import {
   PlacementImpossible,
   PlacementTree,
@@ -168,7 +168,18 @@ export interface AddNodeCommand {
    * already has the cluster id re-registers without it, and may change its addresses.
    */
   newNode?: boolean;
+  /**
+   * Set by a node whose own stored map lists it (it was a member): if the id is no longer in
+   * the map, the node was removed, and it is refused (NODE_REMOVED) rather than added again
+   * with its old data dir.
+   */
+  member?: boolean;
 }
+/**
+ * Removes a drained node: refused unless it is `out` and no PG of the map lists it (see
+ * `removeNodeRefusal`). The admin API also takes it out of group 0 and checks the PGs' Raft
+ * configurations before it proposes this (node.ts removeNode).
+ */
 export interface RemoveNodeCommand {
   type: 'removeNode';
   id: NodeId;
@@ -247,7 +258,12 @@ export type ApplyResult =
 
 /**
  * Applies one command. Pure: `map` is not modified. Errors are InvalidArgument, NotFound,
- * AlreadyExists or PlacementImpossible, and leave the map unchanged.
+ * AlreadyExists, PlacementImpossible, NodeStillIn, NodeHoldsReplicas or NodeRemoved, and leave
+ * the map unchanged.
+ *
+ * removeNode takes only a node marked `out` that no PG lists (removeNodeRefusal); removing it
+ * again answers NOT_FOUND. addNode with `member` (a node whose stored map listed it) for an id
+ * not in the map is refused with NODE_REMOVED: that node was removed.
  *
  * addNode for an id already present updates its addresses, labels and weight (a restarted node
  * re-registering is harmless); identical values change nothing and keep the epoch. With
@@ -271,8 +287,8 @@ function applyOrThrow(map: ClusterMap, command: MapCommand): ApplyResult {
       return addNode(map, command);
     case 'removeNode': {
       checkNodeId(command.id);
-      const node = map.nodes.find((n) => n.id === command.id);
-      if (!node) throw new NotFound(`node ${command.id} is not in the map`);
+      const refusal = removeNodeRefusal(map, command.id);
+      if (refusal) throw refusal;
       return withNodes(map, map.nodes.filter((n) => n.id !== command.id));
     }
     case 'setNodeState': {
@@ -330,6 +346,34 @@ function applyOrThrow(map: ClusterMap, command: MapCommand): ApplyResult {
   }
 }
 
+/**
+ * Why node `id` cannot be removed from `map` now, or undefined when it can: NOT_FOUND (not in
+ * the map: removed already), NODE_STILL_IN (mark it out first), NODE_HOLDS_REPLICAS (a PG of
+ * the map still lists it: its move has not been decided yet).
+ */
+export function removeNodeRefusal(map: ClusterMap, id: NodeId): RaftblockError | undefined {
+  const node = map.nodes.find((n) => n.id === id);
+  if (!node) return new NotFound(`node ${id} is not in the map (removed already, or never joined)`);
+  if (node.state !== 'out') return new NodeStillIn(`node ${id} is ${node.state}: mark it out first (\`raftblock node-state ${id} out\`), wait until \`raftblock status\` shows its PGs moved, then remove it`);
+  const pgs: string[] = [];
+  const groups: number[] = [];
+  for (const pool of map.pools) {
+    for (let i = 0; i < pool.pgCount; i++) {
+      if (!pool.pgs[i].replicas.includes(id)) continue;
+      pgs.push(`${pool.name}/${i}`);
+      groups.push(pgGroupId(pool.id, i));
+    }
+  }
+  if (groups.length > 0) return new NodeHoldsReplicas(describeHeldPgs(id, pgs, 'in the map'), groups);
+  return undefined;
+}
+
+/** The refusal text of NODE_HOLDS_REPLICAS ("node 4 still holds replicas of PGs default/3, default/7 ..."). */
+export function describeHeldPgs(id: NodeId, pgs: readonly string[], where: string): string {
+  const shown = pgs.length > 12 ? [...pgs.slice(0, 12), `and ${pgs.length - 12} more`] : pgs;
+  return `node ${id} still holds replicas of PGs ${shown.join(', ')} (${where}): wait until \`raftblock status\` shows them moved`;
+}
+
 function unchanged(map: ClusterMap): { ok: true; map: ClusterMap; changed: false; movedGroups: number[] } {
   return { ok: true, map, changed: false, movedGroups: [] };
 }
@@ -358,7 +402,7 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
     if (c.newNode === true && !addressesSame) {
       throw new AlreadyExists(
         `node ${c.id} is already a member at ${describeAddresses(existing.addresses)}; a node without the cluster id (a new or wiped data dir) ` +
-          `cannot join as node ${c.id} from ${describeAddresses(addresses)}: if node ${c.id} lost its data dir, remove it from the map first, else give the new node another id`,
+          `cannot join as node ${c.id} from ${describeAddresses(addresses)}: if node ${c.id} lost its data dir, remove it from the map first (\`raftblock node-state ${c.id} out\`, then \`raftblock node remove ${c.id}\`), else give the new node another id`,
       );
     }
     const nodes = map.nodes.map((n) => (n.id === c.id ? node : n));
@@ -371,6 +415,11 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
         throw new AlreadyExists(`node ${n.id} already uses ${key} address ${addresses[key]}`);
       }
     }
+  }
+  // A node that was a member and is no longer in the map was removed: its old data dir (its
+  // WAL, its group-0 log, its tombstones) does not come back; a new data dir may take the id.
+  if (c.member === true) {
+    throw new NodeRemoved(`node ${c.id} was removed from the cluster map; its data dir cannot join again: start it with an empty data dir to rejoin as node ${c.id}`);
   }
   const nodes = [...map.nodes, node].sort((a, b) => a.id - b.id);
   return withNodes(map, nodes);

@@ -19,7 +19,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
-import { InvalidArgument, NotFound, NotLeader, OutOfRange, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
+import { InvalidArgument, MetaQuorumAtRisk, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
@@ -35,11 +35,13 @@ import { MultiRaftHost, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, encodeCommand, encodeMap, emptyMap, isClusterId, volumeWithId, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, volumeWithId, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
+import { checkMetaRemoval, planMetaGroup, sameConfState } from './meta-group-plan.js';
+import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
-import type { GroupDigest, GroupRole, GroupStatus, NodeStatus } from './admin-client.js';
+import type { GroupDigest, GroupRole, GroupStatus, NodeStatus, RemoveNodeResponse } from './admin-client.js';
 
 export interface NodeOptions {
   id: number;
@@ -70,6 +72,14 @@ const ioDeadlineMs = 30000;
 const spreadMapTimeoutMs = 1000;
 /** A PG is handed over for locality only to a voter at most this many entries behind. */
 const maxHandoverLagEntries = 64;
+/** How long `node remove` keeps trying (leader changes, a group-0 change in flight) before it gives up. */
+const removeNodeDeadlineMs = 20000;
+/** How long group 0's leader waits for the removal of a voter from group 0 to commit. */
+const metaChangeCommitTimeoutMs = 5000;
+/** How long group 0's leader waits for each node's list of the PG configurations naming a node. */
+const groupsListingTimeoutMs = 3000;
+/** How long a node that learns it was removed keeps its transport open for answers in flight. */
+const removedGraceMs = 2000;
 
 /** Resolves after `ms`, or at once when `signal` is aborted. */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -111,6 +121,10 @@ export class StorageNode implements PgClient {
   private reconciling: Promise<void> = Promise.resolve();
   private fetchingMapFrom = new Set<string>();
   private registered = false;
+  /** The map epoch at which this node's registration was accepted. */
+  private registeredEpoch = 0;
+  /** This node was removed from the cluster map (see onRemoved): it takes part in nothing. */
+  private removed = false;
   private metaTimer: NodeJS.Timeout | undefined;
   private affinityTimer: NodeJS.Timeout | undefined;
   private readonly affinity = new LeaderAffinity();
@@ -263,13 +277,18 @@ export class StorageNode implements PgClient {
    */
   private async checkIdentity(): Promise<void> {
     const path = join(this.opts.dataDir, 'node.json');
-    let saved: { id: number; clusterId?: unknown } | undefined;
+    let saved: { id: number; clusterId?: unknown; removed?: unknown } | undefined;
     try {
-      saved = JSON.parse(await readFile(path, 'utf8')) as { id: number; clusterId?: unknown };
+      saved = JSON.parse(await readFile(path, 'utf8')) as { id: number; clusterId?: unknown; removed?: unknown };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     if (saved !== undefined && saved.id !== this.id) throw new InvalidArgument(`data dir ${this.opts.dataDir} belongs to node ${saved.id}, not ${this.id}`);
+    if (saved?.removed === true) {
+      throw new NodeRemoved(
+        `data dir ${this.opts.dataDir}: node ${this.id} was removed from cluster ${String(saved.clusterId)}; this data dir cannot join again: start node ${this.id} with an empty data dir to rejoin`,
+      );
+    }
     if (saved !== undefined && saved.clusterId !== undefined && saved.clusterId !== null && !isClusterId(saved.clusterId)) {
       throw new InvalidArgument(`${path}: bad cluster id ${JSON.stringify(saved.clusterId)}`);
     }
@@ -284,8 +303,8 @@ export class StorageNode implements PgClient {
     }
   }
 
-  private async saveIdentity(clusterId: string | null): Promise<void> {
-    await writeFileDurably(join(this.opts.dataDir, 'node.json'), JSON.stringify({ id: this.id, clusterId }) + '\n');
+  private async saveIdentity(clusterId: string | null, removed = false): Promise<void> {
+    await writeFileDurably(join(this.opts.dataDir, 'node.json'), JSON.stringify({ id: this.id, clusterId, ...(removed ? { removed } : {}) }) + '\n');
   }
 
   /** A map stored in this data dir must be of this node's cluster. */
@@ -371,7 +390,14 @@ export class StorageNode implements PgClient {
 
   /** A new map (applied in group 0 here, or fetched): peers, PG replicas, exports. */
   private onMap(map: ClusterMap): void {
-    if (this.stopping) return;
+    if (this.stopping || this.removed) return;
+    const current = this.map();
+    // Epochs only grow and only removeNode takes a node out: a registered node missing from a
+    // map newer than its registration was removed.
+    if (this.registered && current.epoch > this.registeredEpoch && !current.nodes.some((n) => n.id === this.id)) {
+      void this.onRemoved(`map epoch ${current.epoch} does not list node ${this.id}`);
+      return;
+    }
     if (map.clusterId !== undefined && map.clusterId !== this.clusterId && !this.awaitingJoin) {
       void this.learnClusterId(map.clusterId, `map epoch ${map.epoch}`).catch((err) => this.log.error('map of another cluster', { err }));
     }
@@ -457,21 +483,62 @@ export class StorageNode implements PgClient {
   }
 
   /**
-   * On group 0's leader: grows the metadata group to `metaVotersWanted` voters, taking
-   * registered nodes in id order, one membership change at a time.
+   * On group 0's leader: keeps `metaVotersWanted` voters on nodes the map has `in` — grows
+   * the group as nodes register, and replaces a voter marked out or gone from the map (the
+   * replacement joins first, then the voter leaves) — one membership change at a time, never
+   * at the cost of the quorum (meta-group-plan.ts decides).
    */
   private maintainMetaGroup(): void {
     const g = this.host.groups.get(metadataGroupId);
-    if (!g || !g.isLeader || this.stopping) return;
+    if (!g || !g.isLeader || this.stopping || this.removed) return;
     this.ensureClusterId();
-    const cs = g.raft.status().confState;
-    if (cs.votersOutgoing.length > 0) return;
-    if (cs.voters.length >= metaVotersWanted) return;
-    const next = this.map().nodes.find((n) => n.state === 'in' && !cs.voters.includes(n.id) && this.transport.isConnected(String(n.id)));
-    if (!next) return;
+    // Judged on a map that has every committed entry applied: a new leader still applying
+    // would take a voter registered after its map for a node gone from the map.
+    if (!this.meta || this.meta.appliedIndex < g.raft.committed) return;
+    const st = g.raft.status();
+    const map = this.map();
+    // Connections are made on demand, and a node that shares no PG with this leader may have
+    // none: while group 0 wants voters, call the nodes that could become one, so that a live
+    // one shows as connected (the plan takes only connected nodes).
+    const inVoters = st.confState.voters.filter((v) => map.nodes.some((n) => n.id === v && n.state === 'in')).length;
+    if (inVoters < metaVotersWanted) {
+      for (const n of map.nodes) {
+        if (n.id === this.id || n.state !== 'in' || st.confState.voters.includes(n.id) || this.transport.isConnected(String(n.id))) continue;
+        void this.transport.request(String(n.id), 'mapAtLeast', { e: 0 }, 1000).catch(() => undefined);
+      }
+    }
+    const step = planMetaGroup({
+      self: this.id,
+      conf: st.confState,
+      changePending: !sameConfState(g.raft.confStateAt(g.raft.committed), st.confState),
+      nodes: map.nodes,
+      connected: this.connectedNodes(),
+      progress: st.progress ?? new Map(),
+      commitIndex: st.hardState.commit,
+      votersWanted: metaVotersWanted,
+    });
     try {
-      this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'addVoter', nodeId: next.id }] });
-      this.log.info('adding a metadata voter', { nodeId: next.id, voters: cs.voters });
+      switch (step.kind) {
+        case 'addVoter':
+          this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'addVoter', nodeId: step.nodeId }] });
+          this.log.info('adding a metadata voter', { nodeId: step.nodeId, voters: st.confState.voters });
+          break;
+        case 'removeVoter':
+          this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'removeNode', nodeId: step.nodeId }] });
+          this.log.info('removing a metadata voter that is out or gone from the map', { nodeId: step.nodeId, voters: st.confState.voters });
+          break;
+        case 'transferLeader':
+          if (st.leadTransferee === 0) {
+            this.log.info('handing the metadata group leadership to a voter that stays', { to: step.to });
+            g.raft.transferLeader(step.to);
+          }
+          break;
+        case 'wait':
+          this.log.debug('metadata membership: waiting', { reason: step.reason });
+          break;
+        default:
+          break;
+      }
     } catch (err) {
       this.log.debug('metadata membership change not proposed', { err });
     }
@@ -479,10 +546,13 @@ export class StorageNode implements PgClient {
 
   /** Registers this node in the map (addNode), retrying until group 0 accepts it. */
   private async register(): Promise<void> {
-    const cmd: MapCommand = { type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels };
+    // A node whose stored map lists it was a member: if the map no longer has it, it was
+    // removed, and group 0 refuses it (NODE_REMOVED) instead of adding its old data dir again.
+    const member = this.clusterId !== '' && this.map().nodes.some((n) => n.id === this.id);
+    const cmd: MapCommand = { type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels, ...(member ? { member } : {}) };
     let attempt = 0;
     let refused = '';
-    while (!this.stopping && !this.registered) {
+    while (!this.stopping && !this.registered && !this.removed) {
       try {
         if (this.meta) {
           // A founding node names its cluster in the map first (else the leader does within a second).
@@ -498,11 +568,16 @@ export class StorageNode implements PgClient {
           await this.learnClusterId(clusterId, `the join answer of seed ${seed}`);
           this.adoptMap(map);
         }
+        this.registeredEpoch = this.epoch;
         this.registered = true;
         this.mapCaughtUp = true;
         this.log.info('registered in the cluster map', { epoch: this.epoch });
       } catch (err) {
         attempt++;
+        if ((err as RaftblockError).code === 'NODE_REMOVED') {
+          await this.onRemoved((err as Error).message);
+          return;
+        }
         // Refused for good until an operator acts (this node's id is a member elsewhere): said once.
         if ((err as RaftblockError).code === 'ALREADY_EXISTS' && refused !== (err as Error).message) {
           refused = (err as Error).message;
@@ -517,6 +592,157 @@ export class StorageNode implements PgClient {
     return this.registered;
   }
 
+  /**
+   * This node was removed from the cluster map (`raftblock node remove`), seen in a map newer
+   * than its registration or in group 0's answer to it. It stops taking part: no more NBD
+   * exports (a request in flight fails), no PG moves, no group-0 upkeep, and its transport is
+   * closed, so its frames neither reach nor are served by the cluster; the HTTP server stays
+   * up (/healthz says why). node.json remembers it: this data dir never starts again (a node
+   * with an empty data dir may join with this id).
+   */
+  private async onRemoved(why: string): Promise<void> {
+    if (this.removed || this.stopping) return;
+    this.removed = true;
+    this.log.error('this node was removed from the cluster map: it serves nothing and takes part in nothing; stop it (to rejoin as this id, start it with an empty data dir)', {
+      why,
+      epoch: this.epoch,
+    });
+    this.exports.clear();
+    if (this.metaTimer) clearInterval(this.metaTimer);
+    if (this.affinityTimer) clearInterval(this.affinityTimer);
+    this.metaTimer = undefined;
+    this.affinityTimer = undefined;
+    this.pgMover.stop();
+    await this.saveIdentity(this.clusterId || null, true).catch((err) => this.log.error('could not record the removal in node.json', { err }));
+    // A moment for the answers already on their way (the `node remove` asked through this very
+    // node is answered by group 0's leader after it told this node).
+    await sleep(removedGraceMs);
+    if (!this.stopping) await this.transport.close().catch((err) => this.log.warn('transport close', { err }));
+  }
+
+  /**
+   * `raftblock node remove ID` (admin API): decided on group 0's leader (forwarded there),
+   * retried across leader changes and group-0 changes in flight. See removeNodeAsLeader.
+   */
+  async removeNode(id: number): Promise<RemoveNodeResponse> {
+    if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
+    const deadline = Date.now() + removeNodeDeadlineMs;
+    let attempt = 0;
+    for (;;) {
+      try {
+        if (this.removed) throw new NodeRemoved(`node ${this.id} was removed from the cluster map; ask another node`);
+        const g = this.host.groups.get(metadataGroupId);
+        if (g && g.isLeader) return await this.removeNodeAsLeader(id);
+        const target = this.metaTarget(attempt);
+        if (!target || target === this.id) throw new Unavailable('group 0 has no leader yet');
+        return (await this.transport.request(String(target), 'removeNode', { id }, removeNodeDeadlineMs)) as RemoveNodeResponse;
+      } catch (err) {
+        const code = (err as RaftblockError).code;
+        if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT'].includes(code) || Date.now() > deadline) throw err;
+        attempt++;
+        await sleep(Math.min(50 * attempt, 500));
+      }
+    }
+  }
+
+  /**
+   * On group 0's leader. The node must be `out` and listed by no PG of the map (the same rule
+   * the map's apply enforces: removeNodeRefusal), and no PG's Raft configuration may name it
+   * as far as this leader can tell (every node it reaches lists its groups' configurations).
+   * A member of group 0 leaves group 0 first, by one configuration change, refused if that
+   * would leave group 0 without a quorum (MetaQuorumAtRisk); a leader to be removed hands its
+   * leadership over first. Then the map command. A node removed already: NOT_FOUND.
+   */
+  private async removeNodeAsLeader(id: number): Promise<RemoveNodeResponse> {
+    if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
+    const g = this.host.groups.get(metadataGroupId);
+    if (!g || !g.isLeader || !this.meta) throw new NotLeader(`node ${this.id} does not lead the metadata group`, g?.lead ? String(g.lead) : undefined);
+    const refusal = removeNodeRefusal(this.map(), id);
+    if (refusal) throw refusal;
+    const held = await this.groupsNamingEverywhere(id);
+    if (held.length > 0) throw new NodeHoldsReplicas(describeHeldPgs(id, held.map((x) => this.pgName(x)), 'in their Raft configuration'), held);
+    let metaVoterRemoved = false;
+    if (allMembers(g.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(id)) {
+      await this.removeMetaMember(id);
+      metaVoterRemoved = true;
+    }
+    const r = (await this.proposeMeta({ type: 'removeNode', id })) as { epoch: number };
+    this.log.info('removed a node from the cluster map', { nodeId: id, epoch: r.epoch, metaVoterRemoved });
+    await this.spreadMap(r.epoch);
+    // The removed node is in the map no more, so spreadMap skips it: tell it (best effort; a
+    // node that does not hear it learns at its next start, when group 0 refuses it).
+    if (this.transport.isConnected(String(id))) {
+      await this.transport.request(String(id), 'mapAtLeast', { e: r.epoch }, spreadMapTimeoutMs).catch((err) => this.log.debug('removed node not told', { nodeId: id, err }));
+    }
+    return { epoch: r.epoch, nodeId: id, metaVoterRemoved };
+  }
+
+  /** `default/3` for a PG group id (the pool's name in this node's map). */
+  private pgName(groupId: number): string {
+    const { poolId, pgIndex } = pgOfGroup(groupId);
+    const pool = this.map().pools.find((p) => p.id === poolId);
+    return `${pool?.name ?? `pool ${poolId}`}/${pgIndex}`;
+  }
+
+  /** The PG groups run here whose latest Raft configuration names `id` (in any role). */
+  private groupsNaming(id: number): number[] {
+    const out: number[] = [];
+    for (const g of this.host.groups.values()) {
+      if (g.id !== metadataGroupId && allMembers(g.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(id)) out.push(g.id);
+    }
+    return out;
+  }
+
+  /** groupsNaming on this node and on every node of the map it reaches, merged. */
+  private async groupsNamingEverywhere(id: number): Promise<number[]> {
+    const peers = [...this.connectedNodes()];
+    const lists = await Promise.all(
+      peers.map((peer) =>
+        this.transport.request(String(peer), 'groupsNaming', { id }, groupsListingTimeoutMs).then(
+          (r) => (Array.isArray(r) ? (r as unknown[]).filter((x): x is number => Number.isSafeInteger(x)) : []),
+          (err) => {
+            this.log.debug('a node did not list its PG configurations', { nodeId: peer, err });
+            return [] as number[];
+          },
+        ),
+      ),
+    );
+    return [...new Set([...this.groupsNaming(id), ...lists.flat()])].sort((a, b) => a - b);
+  }
+
+  /** Removes `id` from group 0's configuration (this node leads it) and waits until that commits. */
+  private async removeMetaMember(id: number): Promise<void> {
+    const g = this.host.groups.get(metadataGroupId);
+    if (!g || !g.isLeader) throw new NotLeader(`node ${this.id} does not lead the metadata group`, g?.lead ? String(g.lead) : undefined);
+    const st = g.raft.status();
+    if (isJoint(st.confState) || !sameConfState(g.raft.confStateAt(g.raft.committed), st.confState)) {
+      throw new Unavailable('a metadata group membership change is in flight; retrying');
+    }
+    const check = checkMetaRemoval(
+      { self: this.id, conf: st.confState, changePending: false, connected: this.connectedNodes(), progress: st.progress ?? new Map(), commitIndex: st.hardState.commit },
+      id,
+    );
+    if (!check.ok) {
+      if (check.transferTo === undefined) throw new MetaQuorumAtRisk(check.reason);
+      this.log.info('handing the metadata group leadership over before leaving it', { to: check.transferTo });
+      if (st.leadTransferee === 0) g.raft.transferLeader(check.transferTo);
+      throw new Unavailable(check.reason);
+    }
+    this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'removeNode', nodeId: id }] });
+    this.log.info('removing a metadata group member', { nodeId: id, voters: st.confState.voters });
+    const deadline = Date.now() + metaChangeCommitTimeoutMs;
+    while (allMembers(g.raft.confStateAt(g.raft.committed)).includes(id)) {
+      if (!g.isLeader) throw new NotLeader(`node ${this.id} lost the metadata group leadership`, g.lead ? String(g.lead) : undefined);
+      if (Date.now() > deadline) throw new TimedOut(`removing node ${id} from the metadata group did not commit within ${metaChangeCommitTimeoutMs} ms`);
+      await sleep(20);
+    }
+  }
+
+  /** The map's nodes this node's transport is connected to now. */
+  private connectedNodes(): Set<number> {
+    return new Set(this.map().nodes.filter((n) => n.id !== this.id && this.transport.isConnected(String(n.id))).map((n) => n.id));
+  }
+
   /** Runs a map command in group 0: here if this node leads it, else at its leader. */
   async proposeMeta(cmd: MapCommand): Promise<unknown> {
     const deadline = Date.now() + 10000;
@@ -525,7 +751,7 @@ export class StorageNode implements PgClient {
       try {
         const g = this.host.groups.get(metadataGroupId);
         if (g && g.isLeader) return await this.host.propose(metadataGroupId, encodeCommand(cmd));
-        const target = g?.lead || this.metaHint(attempt);
+        const target = this.metaTarget(attempt);
         if (!target || target === this.id) throw new Unavailable('group 0 has no leader yet');
         return await this.transport.request(String(target), 'meta', { cmd }, requestTimeoutMs);
       } catch (err) {
@@ -537,9 +763,16 @@ export class StorageNode implements PgClient {
     }
   }
 
-  /** A node that may run group 0: its members are the first registered nodes (ids ascending). */
-  private metaHint(attempt: number): number | undefined {
-    const candidates = this.map().nodes.slice(0, metaVotersWanted).filter((n) => n.id !== this.id);
+  /**
+   * Where to send a group-0 command: the leader this node's group-0 replica knows of, if this
+   * node is a member (a replica that group 0 replaced hears from no leader any more: the one it
+   * knew may be long gone); else a node that may run group 0, in id order (the group grows in
+   * id order), each of which forwards further.
+   */
+  private metaTarget(attempt: number): number | undefined {
+    const g = this.host.groups.get(metadataGroupId);
+    if (g && g.lead && this.metaGroupNames(this.id)) return g.lead;
+    const candidates = this.map().nodes.filter((n) => n.id !== this.id);
     return candidates.length ? candidates[attempt % candidates.length].id : undefined;
   }
 
@@ -566,13 +799,20 @@ export class StorageNode implements PgClient {
         if (cmd?.type !== 'addNode') throw new InvalidArgument('join: the command must be addNode');
         // Such a node cannot take over a member's id (the map refuses other addresses for it);
         // a member that has the cluster id re-registers, possibly from new addresses.
-        const { newNode: _claimed, ...rest } = cmd;
-        await this.proposeMeta(joining ? { ...rest, newNode: true } : rest);
+        const { newNode: _claimed, member, ...rest } = cmd;
+        await this.proposeMeta(joining ? { ...rest, newNode: true } : { ...rest, ...(member === true ? { member } : {}) });
         // The joining node's cluster id comes from here: this node's own, which its transport enforces.
         return { map: encodeMap(this.map()), clusterId: this.clusterId || undefined };
       }
       case 'meta':
+        this.fenceNonMember(from, epoch, op);
         return this.proposeMeta(a.cmd as MapCommand);
+      case 'removeNode':
+        this.fenceNonMember(from, epoch, op);
+        return this.removeNodeAsLeader(a.id as number);
+      case 'groupsNaming':
+        if (!Number.isSafeInteger(a.id)) throw new InvalidArgument('groupsNaming: bad node id');
+        return this.groupsNaming(a.id as number);
       case 'pgConf':
         return this.pgMover.describe(a.g as number);
       case 'pgCompact':
@@ -635,7 +875,12 @@ export class StorageNode implements PgClient {
       // Malformed input (or a node speaking for another) never reaches the core.
       let ok = Number.isSafeInteger(g) && (g === metadataGroupId || g >= maxPgsPerPool) && isWellFormedMessage(msgs[i].m, from, this.id);
       if (!ok) malformed++;
-      else if (g !== metadataGroupId && !newerMap) {
+      else if (g === metadataGroupId && !newerMap) {
+        // Group 0's membership lives in its own log, but its members are nodes of the map: a
+        // removed node (out of the map, and out of group 0's configuration as known here) is
+        // heard no more, nor does it make a node start a group-0 replica.
+        ok = map.nodes.some((n) => n.id === from) || this.metaGroupNames(from);
+      } else if (g !== metadataGroupId && !newerMap) {
         const { poolId, pgIndex } = pgOfGroup(g);
         const replicas = map.pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.replicas;
         // A member of a moving PG's configuration still counts until its removal commits.
@@ -649,6 +894,23 @@ export class StorageNode implements PgClient {
       if (msgs.length - out.length > malformed) this.fencedMessages.inc(msgs.length - out.length - malformed);
     }
     return out ?? msgs;
+  }
+
+  /**
+   * Refuses a map change from a node that this node's map does not list, unless its map is
+   * newer (it may have just joined): a removed node changes nothing. (A removed node's gateway
+   * stops by itself, see onRemoved; forwarded I/O is fenced by epoch and volume, not by sender.)
+   */
+  private fenceNonMember(from: string, epoch: number, op: string): void {
+    if (epoch > this.epoch) return;
+    const id = Number(from);
+    if (!this.map().nodes.some((n) => n.id === id)) throw new NodeRemoved(`${op} from node ${from} refused: it is not in the cluster map (epoch ${this.epoch})`);
+  }
+
+  /** Whether group 0's latest configuration on this node names `id`. */
+  private metaGroupNames(id: number): boolean {
+    const g = this.host.groups.get(metadataGroupId);
+    return g !== undefined && allMembers(g.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(id);
   }
 
   /** Refuses a forwarded request routed with a map older than this PG's replica set. */
@@ -726,6 +988,7 @@ export class StorageNode implements PgClient {
   async call(groupId: number, replicas: number[], req: PgRequest, signal?: AbortSignal): Promise<unknown> {
     const deadline = Date.now() + ioDeadlineMs;
     let attempt = 0;
+    if (this.removed) throw new NodeRemoved(`node ${this.id} was removed from the cluster map: it serves no I/O`);
     while (!this.mapCaughtUp) {
       if (Date.now() > deadline || this.stopping) throw new Unavailable(`node ${this.id} has not caught up with the cluster map`);
       this.giveUpIfGone(signal);
@@ -950,6 +1213,7 @@ export class StorageNode implements PgClient {
 
   health(): string | null {
     if (this.stopping) return 'stopping';
+    if (this.removed) return 'removed from the cluster map';
     if (!this.registered) return 'not registered in the cluster map yet';
     return null;
   }

@@ -128,3 +128,36 @@ export class AddressUnavailable extends RaftblockError {
     super('ADDRESS_UNAVAILABLE', message, options);
   }
 }
+
+/** A node cannot be removed from the map while it is `in`: it must be marked `out` (drained) first. */
+export class NodeStillIn extends RaftblockError {
+  constructor(message: string) {
+    super('NODE_STILL_IN', message);
+  }
+}
+
+/**
+ * A node cannot be removed from the map while a PG still lists it as a replica (in the map or
+ * in its Raft configuration): its data has not moved away yet. `groups` names those PGs.
+ */
+export class NodeHoldsReplicas extends RaftblockError {
+  readonly groups: number[];
+  constructor(message: string, groups: number[]) {
+    super('NODE_HOLDS_REPLICAS', message);
+    this.groups = groups;
+  }
+}
+
+/** A change to the metadata group's voters (group 0) would leave it without a quorum. */
+export class MetaQuorumAtRisk extends RaftblockError {
+  constructor(message: string) {
+    super('META_QUORUM_AT_RISK', message);
+  }
+}
+
+/** This node was removed from the cluster map: it takes part in nothing, and its data dir cannot rejoin. */
+export class NodeRemoved extends RaftblockError {
+  constructor(message: string) {
+    super('NODE_REMOVED', message);
+  }
+}

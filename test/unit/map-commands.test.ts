@@ -99,7 +99,7 @@ test('bad commands are refused with typed errors and leave the map and its epoch
     [{ type: 'createPool', name: 'p', replicas: 0, pgCount: 8, failureDomain: 'zone' }, 'INVALID_ARGUMENT'],
     [{ type: 'createPool', name: 'p', replicas: 3, pgCount: maxPgsPerPool + 1, failureDomain: 'zone' }, 'INVALID_ARGUMENT'],
     [{ type: 'createPool', name: 'p', replicas: 3, pgCount: 8, failureDomain: 'row' as 'zone' }, 'INVALID_ARGUMENT'],
-    [{ type: 'removeNode', id: 2 }, 'PLACEMENT_IMPOSSIBLE'],
+    [{ type: 'removeNode', id: 2 }, 'NODE_STILL_IN'],
     [{ type: 'removeNode', id: 9 }, 'NOT_FOUND'],
     [{ type: 'setNodeState', id: 1, state: 'out' }, 'PLACEMENT_IMPOSSIBLE'],
     [{ type: 'addNode', id: 0, addresses: addr(0) }, 'INVALID_ARGUMENT'],

@@ -5,6 +5,10 @@
  * Runs one storage node until SIGINT/SIGTERM, then stops cleanly (NBD closed, in-flight Raft
  * work settled, stores checkpointed, WAL closed) and exits 0. Once listening it prints one
  * JSON line to stdout: {"event":"listening","id":N,"peer":...,"nbd":...,"http":...}.
+ *
+ * `raftblock node remove ID` (node-remove.ts) is a subcommand of this one: commander does not
+ * dispatch to a subcommand of a command with required options, so --id and --data are
+ * checked here, with commander's own message and exit code.
  */
 import type { Command } from 'commander';
 import { parseHostPort } from '../../common/address.js';
@@ -13,6 +17,7 @@ import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
 import { parseLabels } from '../../cluster/map.js';
 import { StorageNode } from '../../cluster/node.js';
+import { registerNodeRemove } from './node-remove.js';
 
 interface NodeCliOptions {
   id: string;
@@ -28,11 +33,11 @@ interface NodeCliOptions {
 }
 
 export function register(program: Command): void {
-  program
+  const node = program
     .command('node')
-    .description('run one storage node of a raftblock cluster')
-    .requiredOption('--id <n>', 'node id (a positive integer, unique in the cluster, fixed for its data dir)')
-    .requiredOption('--data <dir>', 'data directory (WAL, extent stores, metadata)')
+    .description('run one storage node of a raftblock cluster (required: --id, --data)')
+    .option('--id <n>', 'node id (a positive integer, unique in the cluster, fixed for its data dir)')
+    .option('--data <dir>', 'data directory (WAL, extent stores, metadata)')
     .option('--peer <host:port>', 'node-to-node transport address', '127.0.0.1:11000')
     .option('--nbd <host:port>', 'NBD listen address (every volume is served here)', '127.0.0.1:10809')
     .option('--http <host:port>', 'HTTP address for /metrics, /healthz and the admin API', '127.0.0.1:10900')
@@ -41,9 +46,13 @@ export function register(program: Command): void {
     .option('--join <host:port,...>', 'peer addresses of existing nodes to join through')
     .option('--advertise <host:port>', 'peer address other nodes dial (when --peer binds 0.0.0.0)')
     .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
-    .action(async (opts: NodeCliOptions) => {
-      await runNode(opts);
+    .action(async (opts: Partial<NodeCliOptions>, cmd: Command) => {
+      for (const [key, flag] of [['id', '--id <n>'], ['data', '--data <dir>']] as const) {
+        if (opts[key] === undefined) cmd.error(`error: required option '${flag}' not specified`, { code: 'commander.missingMandatoryOptionValue' });
+      }
+      await runNode(opts as NodeCliOptions);
     });
+  registerNodeRemove(node);
 }
 
 async function runNode(opts: NodeCliOptions): Promise<void> {

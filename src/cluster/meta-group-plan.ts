@@ -1,0 +1,153 @@
+/**
+ * What group 0's leader does next to its own membership (pure: no I/O, no clock, so it is
+ * unit-tested on its own, like pg-move-plan.ts for the PGs).
+ *
+ * Group 0 (the cluster map) wants `votersWanted` voters on nodes the map has `in`. Its leader
+ * takes one step at a time, never while a change is in flight:
+ *
+ *  1. fewer than `votersWanted` voters are `in`, and an `in` node that is not a member is
+ *     connected: add it (the lowest id) as a voter — the group grows as nodes register, and a
+ *     voter marked `out` or gone from the map gets its replacement first;
+ *  2. then a voter marked `out`, or no longer in the map, leaves once `votersWanted` voters
+ *     are `in` without it: the unreachable ones first, then by id. A leader that would leave
+ *     hands its leadership to a caught-up voter that stays instead (the next leader removes it).
+ *
+ * No step may cost the group its quorum: an addition needs the healthy voters plus the new one
+ * to make a quorum of the grown group; a removal needs the healthy voters left to make a quorum
+ * of the smaller group, and never removes the last voter. Healthy: the leader itself, or a
+ * voter connected to it, replicating and caught up.
+ */
+import type { ConfState, NodeId, ProgressStatus } from '../raft/index.js';
+import type { NodeState } from './map.js';
+import { caughtUpSlackEntries } from './pg-move-plan.js';
+
+export interface MetaGroupInput {
+  /** This node, group 0's leader. */
+  self: NodeId;
+  /** Group 0's latest configuration (the leader's log). */
+  conf: ConfState;
+  /** True while the latest configuration change is not committed yet. */
+  changePending: boolean;
+  /** The map's nodes (id and state), any order. */
+  nodes: readonly { id: NodeId; state: NodeState }[];
+  /** Nodes the leader's transport is connected to now. */
+  connected: ReadonlySet<NodeId>;
+  /** The leader's view of every member's replication. */
+  progress: ReadonlyMap<NodeId, Pick<ProgressStatus, 'match' | 'state'>>;
+  commitIndex: number;
+  votersWanted: number;
+}
+
+export type MetaGroupStep =
+  /** Nothing to change. */
+  | { kind: 'none' }
+  /** A change would be wanted but cannot be taken now (in flight, or it would risk the quorum). */
+  | { kind: 'wait'; reason: string }
+  | { kind: 'addVoter'; nodeId: NodeId }
+  | { kind: 'removeVoter'; nodeId: NodeId }
+  | { kind: 'transferLeader'; to: NodeId };
+
+/** Votes a group of `voters` voters needs to decide anything. */
+export function quorumOf(voters: number): number {
+  return Math.floor(voters / 2) + 1;
+}
+
+function sorted(xs: Iterable<NodeId>): NodeId[] {
+  return [...xs].sort((a, b) => a - b);
+}
+
+/** The leader itself, or a voter connected to it, replicating and caught up. */
+export function isHealthyVoter(input: Pick<MetaGroupInput, 'self' | 'connected' | 'progress' | 'commitIndex'>, id: NodeId): boolean {
+  if (id === input.self) return true;
+  if (!input.connected.has(id)) return false;
+  const pr = input.progress.get(id);
+  return pr !== undefined && pr.state === 'replicate' && pr.match + caughtUpSlackEntries >= input.commitIndex;
+}
+
+export type MetaRemoval =
+  | { ok: true }
+  /** `id` leads group 0: it hands the leadership to `to` first. */
+  | { ok: false; transferTo: NodeId; reason: string }
+  /** Removing `id` now would leave group 0 without a quorum (or without voters). */
+  | { ok: false; transferTo?: undefined; reason: string };
+
+/**
+ * Whether voter `id` may leave group 0 now (one change, without costing the quorum). Used by
+ * the plan below and by `raftblock node remove` (node.ts).
+ */
+export function checkMetaRemoval(input: Omit<MetaGroupInput, 'nodes' | 'votersWanted'>, id: NodeId): MetaRemoval {
+  const voters = sorted(input.conf.voters);
+  if (!voters.includes(id)) return { ok: true };
+  const remaining = voters.filter((v) => v !== id);
+  if (remaining.length === 0) return { ok: false, reason: `node ${id} is the only voter of the metadata group: removing it would leave the cluster map without any voter` };
+  const healthy = remaining.filter((v) => isHealthyVoter(input, v));
+  const need = quorumOf(remaining.length);
+  if (id === input.self) {
+    // The leader does not remove itself: it hands over to the most caught-up voter that stays.
+    let best: NodeId | undefined;
+    let bestMatch = -1;
+    for (const v of healthy) {
+      const m = input.progress.get(v)?.match ?? -1;
+      if (m > bestMatch) {
+        best = v;
+        bestMatch = m;
+      }
+    }
+    if (best === undefined) return { ok: false, reason: `node ${id} leads the metadata group and no other voter is reachable and caught up to take over` };
+    if (healthy.length < need) return { ok: false, reason: metaQuorumText(id, remaining, healthy, need) };
+    return { ok: false, transferTo: best, reason: `node ${id} leads the metadata group: handing the leadership to node ${best} first` };
+  }
+  if (healthy.length < need) return { ok: false, reason: metaQuorumText(id, remaining, healthy, need) };
+  return { ok: true };
+}
+
+function metaQuorumText(id: NodeId, remaining: readonly NodeId[], healthy: readonly NodeId[], need: number): string {
+  return (
+    `removing node ${id} from the metadata group would leave voters ${remaining.join(', ')}, of which ${healthy.length} ` +
+    `(${healthy.join(', ') || 'none'}) are reachable and caught up; a quorum needs ${need}`
+  );
+}
+
+export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
+  const { conf } = input;
+  if (conf.votersOutgoing.length > 0) return { kind: 'wait', reason: 'joint configuration' };
+  if (input.changePending) return { kind: 'wait', reason: 'a configuration change is not committed yet' };
+  const state = new Map(input.nodes.map((n) => [n.id, n.state]));
+  const voters = sorted(conf.voters);
+  const members = new Set([...voters, ...conf.learners, ...conf.learnersNext]);
+  const staying = voters.filter((v) => state.get(v) === 'in');
+  const leaving = voters.filter((v) => state.get(v) !== 'in');
+
+  // 1. Grow, or bring in the replacement of a voter that leaves.
+  if (staying.length < input.votersWanted) {
+    const candidate = sorted(input.nodes.filter((n) => n.state === 'in' && !members.has(n.id) && input.connected.has(n.id)).map((n) => n.id))[0];
+    if (candidate !== undefined) {
+      const healthy = voters.filter((v) => isHealthyVoter(input, v)).length;
+      if (healthy + 1 >= quorumOf(voters.length + 1)) return { kind: 'addVoter', nodeId: candidate };
+      return { kind: 'wait', reason: `adding node ${candidate} needs ${quorumOf(voters.length + 1)} healthy voters with it, ${healthy} without` };
+    }
+  }
+
+  // 2. A voter that leaves goes once enough voters stay without it.
+  if (leaving.length === 0 || staying.length < input.votersWanted) return { kind: 'none' };
+  const order = [...leaving].sort((a, b) => {
+    // Unreachable first (it costs the group most), the leader last (it hands over first).
+    const rank = (v: NodeId): number => (v === input.self ? 2 : isHealthyVoter(input, v) ? 1 : 0);
+    return rank(a) - rank(b) || a - b;
+  });
+  const id = order[0];
+  const removal = checkMetaRemoval(input, id);
+  if (removal.ok) return { kind: 'removeVoter', nodeId: id };
+  if (removal.transferTo !== undefined) return { kind: 'transferLeader', to: removal.transferTo };
+  return { kind: 'wait', reason: removal.reason };
+}
+
+/** Whether two configurations have the same members in the same roles. */
+export function sameConfState(a: ConfState, b: ConfState): boolean {
+  const eq = (x: readonly number[], y: readonly number[]): boolean => {
+    const p = sorted(x);
+    const q = sorted(y);
+    return p.length === q.length && p.every((v, i) => v === q[i]);
+  };
+  return eq(a.voters, b.voters) && eq(a.votersOutgoing, b.votersOutgoing) && eq(a.learners, b.learners) && eq(a.learnersNext, b.learnersNext);
+}
