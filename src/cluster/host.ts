@@ -219,6 +219,8 @@ export class Group {
   readyTail: Promise<void> = Promise.resolve();
   /** Proposals up to this index were answered from the quorum's commit (see ackQuorumCommitted). */
   quorumAckedIndex = 0;
+  /** In the host's list of groups the next pump asks for a Ready (see MultiRaftHost.touch). */
+  touched = false;
   /** Bytes of entry data appended since the last checkpoint began (an estimate: truncated
    * suffixes are still counted, which only makes a checkpoint come sooner). */
   pendingBytes = 0;
@@ -333,6 +335,11 @@ export class MultiRaftHost {
   private nextReadCtx = 1;
   private readonly rngSeed: number;
   private checkpointing = false;
+  /** Groups to ask for a Ready in the next pump, and the list the pump after it fills. */
+  private touched: Group[] = [];
+  private touchedSpare: Group[] = [];
+  /** The next pump asks every group (a tick passed). */
+  private scanAll = true;
   private readonly tickMs: number;
   private tickOriginMs = 0;
   private ticksDone = 0;
@@ -404,7 +411,7 @@ export class MultiRaftHost {
     if (repairing) this.log.warn('PG replica held until it is rebuilt from its leader: its WAL needs repair', { group: id, durableIndex: base });
     this.groups.set(id, g);
     if (opts.campaign && !known) raft.campaign();
-    this.schedule();
+    this.touch(g);
     return g;
   }
 
@@ -435,7 +442,7 @@ export class MultiRaftHost {
     const g = this.groups.get(groupId);
     if (!g || !g.isLeader) throw new NotLeader(`not the leader of group ${groupId}`);
     g.raft.proposeConfChange(cc);
-    this.schedule();
+    this.touch(g);
   }
 
   /** Raft messages from a peer (already fenced by the caller). */
@@ -460,6 +467,7 @@ export class MultiRaftHost {
         this.log.warn('step failed', { group: g, type: msg.type, err });
       }
       if (group.waiters.size > 0 && group.sm.ackOnCommit) this.ackQuorumCommitted(group);
+      this.touch(group);
     }
     this.schedule();
   }
@@ -503,7 +511,7 @@ export class MultiRaftHost {
       return Promise.reject(err);
     }
     this.metrics.proposals.inc();
-    this.schedule();
+    this.touch(g);
     return new Promise((resolve, reject) => {
       g.waiters.set(ref.index, { term: ref.term, startedNs: process.hrtime.bigint(), resolve, reject });
     });
@@ -535,7 +543,7 @@ export class MultiRaftHost {
         reject(err);
         return;
       }
-      this.schedule();
+      this.touch(g);
     });
   }
 
@@ -550,6 +558,9 @@ export class MultiRaftHost {
     if (n <= 0) return;
     this.ticksDone = due;
     for (const g of this.groups.values()) if (!g.repairing) for (let i = 0; i < n; i++) g.raft.tick();
+    // Every group, every tick: also picks up what callers outside the host changed in a Raft
+    // node (a leadership transfer), within one tick.
+    this.scanAll = true;
     this.schedule();
   }
 
@@ -567,8 +578,17 @@ export class MultiRaftHost {
   private pump(): void {
     this.pumpScheduled = false;
     if (this.stopped) return;
+    // Only groups something happened to since the last pump can have a Ready; asking each of
+    // a node's groups on every pump cost more than the Readies themselves. Swapped, not
+    // cleared: whatever this pump's handling touches lands in the other list, for the next one.
+    const touched = this.touched;
+    this.touched = this.touchedSpare;
+    this.touchedSpare = touched;
+    for (const g of touched) g.touched = false;
+    const scan: Iterable<Group> = this.scanAll ? this.groups.values() : touched;
+    this.scanAll = false;
     let started = 0;
-    for (const g of this.groups.values()) {
+    for (const g of scan) {
       if (g.removed || g.snapshotInstalling || g.repairing) continue;
       // The core bounds how many Readies a group has out (Config.maxOutstandingReadies).
       if (!g.raft.hasReady()) continue;
@@ -585,13 +605,23 @@ export class MultiRaftHost {
         })
         .finally(() => {
           this.inFlight--;
-          this.schedule();
+          this.touch(g);
         });
     }
+    touched.length = 0;
     if (started > 0) {
       this.metrics.readyRounds.inc();
       this.metrics.walBatchRecords.observe(started);
     }
+  }
+
+  /** Something happened to `g` (a step, proposal, read, advance): ask it for a Ready soon. */
+  private touch(g: Group): void {
+    if (!g.touched) {
+      g.touched = true;
+      this.touched.push(g);
+    }
+    this.schedule();
   }
 
   /**
@@ -821,7 +851,7 @@ export class MultiRaftHost {
       this.log.info('PG replica repair not done yet; retrying', { group: g.id, leader, err });
     } finally {
       g.repairRunning = false;
-      this.schedule();
+      this.touch(g);
     }
   }
 

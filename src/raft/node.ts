@@ -112,6 +112,8 @@ export class RaftNode {
   private confCheckPending = false;
 
   private prs = new Map<NodeId, Progress>();
+  /** sortedPeers()' answer; null whenever prs gains or loses a member. */
+  private peersSorted: Progress[] | null = null;
   private votes = new Map<NodeId, boolean>();
 
   private tickCount = 0;
@@ -309,8 +311,9 @@ export class RaftNode {
   hasReady(): boolean {
     if (!this.mayTakeReady()) return false;
     this.flush();
-    const hs = this.hardState();
-    if (!hardStateEqual(hs, this.prevHardState)) return true;
+    // Field by field, not hardState(): a host asks every touched group on every pump.
+    const prev = this.prevHardState;
+    if (this.term !== prev.term || this.vote !== prev.vote || this.log.committed !== prev.commit) return true;
     if (this.lead !== this.prevSoftState.lead || this.role !== this.prevSoftState.role) return true;
     // (A snapshot waiting here means nothing is outstanding: see mayTakeReady.)
     if (this.log.unstableSnapshot || this.log.hasEntriesToPersist()) return true;
@@ -490,6 +493,7 @@ export class RaftNode {
       for (const id of allMembers(p.cs)) members.add(id);
       if (p.index <= this.log.committed) break;
     }
+    this.peersSorted = null;
     for (const id of [...this.prs.keys()]) if (!members.has(id)) this.prs.delete(id);
     const cs = this.confState;
     for (const id of members) {
@@ -543,6 +547,7 @@ export class RaftNode {
     this.leadTransferee = NONE;
     this.votes.clear();
     this.prs.clear();
+    this.peersSorted = null;
     this.pendingReads = [];
     this.readsAwaitingCommit = [];
     this.leaseRevoked = false;
@@ -563,6 +568,7 @@ export class RaftNode {
     // A pre-candidate keeps its term and vote: a failed pre-vote disturbs nobody.
     this.votes.clear();
     this.prs.clear();
+    this.peersSorted = null;
     this.role = 'preCandidate';
     this.lead = NONE;
     this.electionElapsed = 0;
@@ -1016,10 +1022,14 @@ export class RaftNode {
     }
   }
 
-  private sortedPeers(): Progress[] {
-    const out: Progress[] = [];
-    for (const [id, pr] of this.prs) if (id !== this.id) out.push(pr);
-    return out.sort((a, b) => a.id - b.id);
+  /** The other members' progress in id order; cached until the set of members changes. */
+  private sortedPeers(): readonly Progress[] {
+    if (this.peersSorted === null) {
+      const out: Progress[] = [];
+      for (const [id, pr] of this.prs) if (id !== this.id) out.push(pr);
+      this.peersSorted = out.sort((a, b) => a.id - b.id);
+    }
+    return this.peersSorted;
   }
 
   /** Sends MsgApp to pr while the pipeline has room. Returns whether anything was sent. */
