@@ -1,7 +1,8 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=512
 /**
  * The `raftblock` command. The only module that reads argv and the environment.
  * Each subcommand lives in its own file under ./commands and registers itself here.
+ * The shebang's V8 flag is the storage nodes' (node-flags.ts; keep the two equal).
  */
 import { Command, CommanderError } from 'commander';
 import { RaftblockError } from '../common/errors.js';

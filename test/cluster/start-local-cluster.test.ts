@@ -7,6 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { nodeV8Flags } from '../../src/cli/node-flags.js';
 import { requireTools, tempDir } from '../helpers/tools.js';
 import { currentPids, freeBase, startCluster, stopCluster } from './start-cluster.js';
 
@@ -57,6 +59,13 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
   const ports = { nbd: await freeBase(3), http: await freeBase(3), peer: await freeBase(3) };
   let cluster = await startCluster(t, dir, ports);
   const uri = (i: number): string => `nbd://${cluster.ready.nbd[i]}/vol0`;
+
+  await t.test('every node process runs with the storage nodes’ V8 flags', () => {
+    for (const pid of cluster.ready.pids) {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      for (const flag of nodeV8Flags) assert.ok(argv.includes(flag), `node ${pid} runs without ${flag}: ${argv.join(' ')}`);
+    }
+  });
 
   await t.test('nbdinfo sees the 1 GiB volume with multi-conn, trim, zero and block status', async () => {
     const info = JSON.parse(await run('nbdinfo', ['--json', uri(0)])) as { exports: { 'export-size': number; can_multi_conn: boolean; can_trim: boolean; can_zero: boolean; contexts: string[] }[] };

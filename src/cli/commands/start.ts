@@ -24,6 +24,7 @@ import { InvalidArgument, Unavailable } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { AdminClient, defaultAdminHttpPort } from '../../cluster/admin-client.js';
 import { allGroups } from '../../cluster/map.js';
+import { missingFlags, nodeV8Flags } from '../node-flags.js';
 
 interface StartOptions {
   data: string;
@@ -128,6 +129,7 @@ async function start(opts: StartOptions): Promise<void> {
     mkdirSync(dir, { recursive: true });
     const args = [
       ...process.execArgv,
+      ...missingFlags(nodeV8Flags, process.execArgv),
       cliMain,
       'node',
       '--id', String(id),
