@@ -159,10 +159,25 @@ export class Progress {
   }
 }
 
+/** majorityValue's sorting space: it runs on every commit check, so it allocates nothing. */
+const majorityScratch: number[] = [];
+
 /** The value a majority of `ids` has reached: the (n/2+1)-th largest of value(id). */
 export function majorityValue(ids: readonly NodeId[], value: (id: NodeId) => number): number {
   if (ids.length === 0) return Number.POSITIVE_INFINITY; // an empty half never constrains a joint quorum
-  const vals = ids.map(value).sort((a, b) => b - a);
+  // Insertion sort, largest first: a configuration has a handful of voters.
+  const vals = majorityScratch;
+  vals.length = 0;
+  for (const id of ids) {
+    const x = value(id);
+    let i = vals.length;
+    vals.push(x);
+    while (i > 0 && vals[i - 1] < x) {
+      vals[i] = vals[i - 1];
+      i--;
+    }
+    vals[i] = x;
+  }
   return vals[Math.floor(ids.length / 2)];
 }
 
