@@ -177,7 +177,12 @@ export const maxAckAheadOfApply = 64;
 
 interface Waiter {
   term: number;
-  startedNs: bigint;
+  /** performance.now() when proposed. */
+  startedMs: number;
+  /** performance.now() past which the proposer is answered TimedOut (Infinity: never). */
+  deadlineMs: number;
+  /** What was proposed, for the timeout's message. */
+  what: string;
   resolve(result: unknown): void;
   reject(err: Error): void;
 }
@@ -490,7 +495,7 @@ export class MultiRaftHost {
     for (const [i, w] of g.waiters) {
       if (i > upTo || w.term !== term) continue;
       g.waiters.delete(i);
-      this.metrics.commitLatency.observe(Number(process.hrtime.bigint() - w.startedNs) / 1e9);
+      this.metrics.commitLatency.observe((performance.now() - w.startedMs) / 1000);
       w.resolve(undefined);
     }
     if (upTo > g.quorumAckedIndex) g.quorumAckedIndex = upTo;
@@ -498,9 +503,11 @@ export class MultiRaftHost {
 
   /**
    * Proposes `data` in `group` on this node (which must lead it). Resolves with the state
-   * machine's result once the entry is committed and applied here.
+   * machine's result once the entry is committed and applied here; rejects with TimedOut once
+   * `timeoutMs` have passed without (checked every tick, so up to one tick late: a timer per
+   * proposal cost more than the rest of its bookkeeping).
    */
-  propose(groupId: number, data: Uint8Array): Promise<unknown> {
+  propose(groupId: number, data: Uint8Array, timeoutMs = Number.POSITIVE_INFINITY, what = 'proposal'): Promise<unknown> {
     const g = this.groups.get(groupId);
     if (!g) return Promise.reject(new NotLeader(`group ${groupId} is not on this node`));
     if (!g.isLeader) return Promise.reject(new NotLeader(`not the leader of group ${groupId}`, g.lead ? String(g.lead) : undefined));
@@ -513,7 +520,8 @@ export class MultiRaftHost {
     this.metrics.proposals.inc();
     this.touch(g);
     return new Promise((resolve, reject) => {
-      g.waiters.set(ref.index, { term: ref.term, startedNs: process.hrtime.bigint(), resolve, reject });
+      const now = performance.now();
+      g.waiters.set(ref.index, { term: ref.term, startedMs: now, deadlineMs: now + timeoutMs, what, resolve, reject });
     });
   }
 
@@ -557,11 +565,24 @@ export class MultiRaftHost {
     const n = due - this.ticksDone;
     if (n <= 0) return;
     this.ticksDone = due;
-    for (const g of this.groups.values()) if (!g.repairing) for (let i = 0; i < n; i++) g.raft.tick();
+    for (const g of this.groups.values()) {
+      if (!g.repairing) for (let i = 0; i < n; i++) g.raft.tick();
+      if (g.waiters.size > 0) this.expireWaiters(g);
+    }
     // Every group, every tick: also picks up what callers outside the host changed in a Raft
     // node (a leadership transfer), within one tick.
     this.scanAll = true;
     this.schedule();
+  }
+
+  /** Answers TimedOut to proposers whose deadline has passed (the entry may still commit). */
+  private expireWaiters(g: Group): void {
+    const now = performance.now();
+    for (const [i, w] of g.waiters) {
+      if (w.deadlineMs > now) continue;
+      g.waiters.delete(i);
+      w.reject(new TimedOut(`${w.what} not committed within ${Math.round(now - w.startedMs)} ms`));
+    }
   }
 
   private schedule(): void {
@@ -723,7 +744,7 @@ export class MultiRaftHost {
       g.waiters.delete(e.index);
       if (w.term !== e.term) w.reject(new NotLeader(`proposal at ${e.index} was superseded`));
       else {
-        this.metrics.commitLatency.observe(Number(process.hrtime.bigint() - w.startedNs) / 1e9);
+        this.metrics.commitLatency.observe((performance.now() - w.startedMs) / 1000);
         w.resolve(undefined);
       }
     }
@@ -752,7 +773,7 @@ export class MultiRaftHost {
           if (w.term !== e.term) w.reject(new NotLeader(`proposal at ${e.index} was superseded`));
           else if (failure) w.reject(failure);
           else {
-            this.metrics.commitLatency.observe(Number(process.hrtime.bigint() - w.startedNs) / 1e9);
+            this.metrics.commitLatency.observe((performance.now() - w.startedMs) / 1000);
             w.resolve(result);
           }
         }

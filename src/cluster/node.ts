@@ -958,13 +958,13 @@ export class StorageNode implements PgClient {
     if (!g.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${groupId}`, g.lead ? String(g.lead) : undefined);
     switch (req.k) {
       case 'write':
-        return withTimeout(this.host.propose(groupId, encodeWrite(req.v, req.o, req.d, { session: req.s, seq: req.q })), requestTimeoutMs, 'write');
+        return this.host.propose(groupId, encodeWrite(req.v, req.o, req.d, { session: req.s, seq: req.q }), requestTimeoutMs, 'write');
       case 'trim':
-        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.Trim, req.v, req.o, req.l, { session: req.s, seq: req.q })), requestTimeoutMs, 'trim');
+        return this.host.propose(groupId, encodeRange(OpKind.Trim, req.v, req.o, req.l, { session: req.s, seq: req.q }), requestTimeoutMs, 'trim');
       case 'zero':
-        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.Zero, req.v, req.o, req.l, { session: req.s, seq: req.q })), requestTimeoutMs, 'zero');
+        return this.host.propose(groupId, encodeRange(OpKind.Zero, req.v, req.o, req.l, { session: req.s, seq: req.q }), requestTimeoutMs, 'zero');
       case 'zeroNoHole':
-        return withTimeout(this.host.propose(groupId, encodeRange(OpKind.ZeroNoHole, req.v, req.o, req.l, { session: req.s, seq: req.q })), requestTimeoutMs, 'zero');
+        return this.host.propose(groupId, encodeRange(OpKind.ZeroNoHole, req.v, req.o, req.l, { session: req.s, seq: req.q }), requestTimeoutMs, 'zero');
       case 'read': {
         if (req.l > maxPieceBytes) throw new InvalidArgument(`read piece of ${req.l} bytes`);
         await this.host.readBarrier(groupId);
@@ -1239,22 +1239,6 @@ export class StorageNode implements PgClient {
 function configurationOf(cs: import('../raft/index.js').ConfState): Pick<GroupStatus, 'voters' | 'learners' | 'votersOutgoing'> {
   const learners = [...cs.learners, ...cs.learnersNext].sort((a, b) => a - b);
   return { voters: [...cs.voters], learners: learners.length ? learners : undefined, votersOutgoing: cs.votersOutgoing.length ? [...cs.votersOutgoing] : undefined };
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new TimedOut(`${what} not committed within ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (err) => {
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
 }
 
 export { parseHostPort };

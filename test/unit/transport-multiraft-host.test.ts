@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { MetaStore, openMetaGroup } from '../../src/cluster/meta-store.js';
 import { encodeCommand, encodeMap, type ClusterMap } from '../../src/cluster/map.js';
 import { addNodeCommand } from '../helpers/map.js';
+import { TimedOut } from '../../src/common/errors.js';
 
 /** A WAL stand-in with the same contract, in memory (the real one is tested on its own). */
 class MemWal {
@@ -375,6 +376,40 @@ test('a write is answered once both followers made it durable, while the leaderâ
   // Once the leader's device completes, the entry is applied everywhere, once.
   wals[lead].open();
   await until(() => sms.every((sm) => sm.values.join(',') === 'before,while-stuck'));
+});
+
+test('a proposal that cannot commit is answered TimedOut once its deadline passes, and forgotten', async (t) => {
+  const ids = [1, 2, 3];
+  const { hosts, wals, transports } = await connectHosts(ids, () => new GatedWal(), { tickMs: 20 });
+  const g = 22;
+  for (const [i, h] of hosts.entries()) {
+    await h.addGroup(g, ids, new AckOnCommitRegister(), { campaign: i === 0 });
+    h.start();
+  }
+  t.after(async () => {
+    for (const w of wals) w.open();
+    for (const h of hosts) await h.stop();
+    for (const tr of transports) await tr.close();
+  });
+  let lead = -1;
+  await until(() => (lead = hosts.findIndex((h) => h.groups.get(g)?.isLeader === true)) >= 0);
+  await hosts[lead].propose(g, Buffer.from('before'));
+  // Every device stuck: nothing more can become durable on a quorum.
+  for (const w of wals) w.closed = true;
+  const started = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const giveUp = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('the proposal was never answered')), 5000);
+  });
+  const answered = Promise.race([hosts[lead].propose(g, Buffer.from('stuck'), 150, 'write'), giveUp]).finally(() => clearTimeout(timer));
+  await assert.rejects(answered, (err: Error) => {
+    assert.ok(err instanceof TimedOut, `rejected with ${err}`);
+    assert.match(err.message, /^write not committed within \d+ ms$/);
+    return true;
+  });
+  const tookMs = Date.now() - started;
+  assert.ok(tookMs >= 150 && tookMs < 2000, `answered after ${tookMs} ms, not about 150 ms`);
+  assert.equal(hosts[lead].groups.get(g)?.waiters.size, 0, 'the timed-out proposal is no longer waited for');
 });
 
 test('group 0 restarted from its map.bin hands a joining member the map at its snapshot index, not an empty one', async (t) => {
