@@ -344,11 +344,14 @@ class AckOnCommitRegister extends Register {
   readonly ackOnCommit = true;
 }
 
-test('a write is answered once both followers made it durable, while the leader’s own WAL write is still stuck', async (t) => {
+/**
+ * Three hosts on gated WALs running group `g` (campaigning on the first), stopped after the
+ * test; resolves once a leader is elected and has committed an entry `before` of its term.
+ */
+async function gatedGroup(t: { after(fn: () => Promise<void>): void }, g: number, tickMs: number) {
   const ids = [1, 2, 3];
   const sms: AckOnCommitRegister[] = [];
-  const { hosts, wals, transports } = await connectHosts(ids, () => new GatedWal(), { tickMs: 50 });
-  const g = 21;
+  const { hosts, wals, transports } = await connectHosts(ids, () => new GatedWal(), { tickMs });
   for (const [i, h] of hosts.entries()) {
     const sm = new AckOnCommitRegister();
     sms.push(sm);
@@ -362,15 +365,25 @@ test('a write is answered once both followers made it durable, while the leader�
   });
   let lead = -1;
   await until(() => (lead = hosts.findIndex((h) => h.groups.get(g)?.isLeader === true)) >= 0);
-  // The leader commits an entry of its term first (its no-op), then its device gets stuck.
   await hosts[lead].propose(g, Buffer.from('before'));
-  wals[lead].closed = true;
-  const answered = hosts[lead].propose(g, Buffer.from('while-stuck'));
+  return { hosts, wals, sms, lead };
+}
+
+/** `p`, or a rejection naming `what` if it has not settled within 5 s. */
+function within5s<T>(p: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const giveUp = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error('the write was not answered while the leader’s WAL was stuck')), 5000);
+    timer = setTimeout(() => reject(new Error(what)), 5000);
   });
-  await Promise.race([answered, giveUp]).finally(() => clearTimeout(timer));
+  return Promise.race([p, giveUp]).finally(() => clearTimeout(timer));
+}
+
+test('a write is answered once both followers made it durable, while the leader’s own WAL write is still stuck', async (t) => {
+  const g = 21;
+  const { hosts, wals, sms, lead } = await gatedGroup(t, g, 50);
+  // The leader has committed an entry of its term (its no-op); now its device gets stuck.
+  wals[lead].closed = true;
+  await within5s(hosts[lead].propose(g, Buffer.from('while-stuck')), 'the write was not answered while the leader’s WAL was stuck');
   assert.ok(wals[lead].appendsHeld > 0, 'the leader’s own append of the entry is still held');
   assert.equal(sms[lead].values.includes('while-stuck'), false, 'the leader has not applied it: it is not durable here yet');
   // Once the leader's device completes, the entry is applied everywhere, once.
@@ -379,30 +392,12 @@ test('a write is answered once both followers made it durable, while the leader�
 });
 
 test('a proposal that cannot commit is answered TimedOut once its deadline passes, and forgotten', async (t) => {
-  const ids = [1, 2, 3];
-  const { hosts, wals, transports } = await connectHosts(ids, () => new GatedWal(), { tickMs: 20 });
   const g = 22;
-  for (const [i, h] of hosts.entries()) {
-    await h.addGroup(g, ids, new AckOnCommitRegister(), { campaign: i === 0 });
-    h.start();
-  }
-  t.after(async () => {
-    for (const w of wals) w.open();
-    for (const h of hosts) await h.stop();
-    for (const tr of transports) await tr.close();
-  });
-  let lead = -1;
-  await until(() => (lead = hosts.findIndex((h) => h.groups.get(g)?.isLeader === true)) >= 0);
-  await hosts[lead].propose(g, Buffer.from('before'));
+  const { hosts, wals, lead } = await gatedGroup(t, g, 20);
   // Every device stuck: nothing more can become durable on a quorum.
   for (const w of wals) w.closed = true;
   const started = Date.now();
-  let timer: NodeJS.Timeout | undefined;
-  const giveUp = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error('the proposal was never answered')), 5000);
-  });
-  const answered = Promise.race([hosts[lead].propose(g, Buffer.from('stuck'), 150, 'write'), giveUp]).finally(() => clearTimeout(timer));
-  await assert.rejects(answered, (err: Error) => {
+  await assert.rejects(within5s(hosts[lead].propose(g, Buffer.from('stuck'), 150, 'write'), 'the proposal was never answered'), (err: Error) => {
     assert.ok(err instanceof TimedOut, `rejected with ${err}`);
     assert.match(err.message, /^write not committed within \d+ ms$/);
     return true;
