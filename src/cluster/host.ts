@@ -474,7 +474,6 @@ export class MultiRaftHost {
       if (group.waiters.size > 0 && group.sm.ackOnCommit) this.ackQuorumCommitted(group);
       this.touch(group);
     }
-    this.schedule();
   }
 
   /**

@@ -31,7 +31,7 @@ import { writeFileDurably } from '../common/durable-file.js';
 import { encodeRange, encodeWrite, maxOpLengthBytes, OpKind } from '../store/ops.js';
 import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, splitRange } from '../gateway/split.js';
-import { MultiRaftHost, type RepairPoint } from './host.js';
+import { MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
@@ -498,13 +498,13 @@ export class StorageNode implements PgClient {
     const st = g.raft.status();
     const map = this.map();
     // Connections are made on demand, and a node that shares no PG with this leader may have
-    // none: while group 0 wants voters, call the nodes that could become one, so that a live
+    // none: while group 0 wants voters, dial the nodes that could become one, so that a live
     // one shows as connected (the plan takes only connected nodes).
     const inVoters = st.confState.voters.filter((v) => map.nodes.some((n) => n.id === v && n.state === 'in')).length;
     if (inVoters < metaVotersWanted) {
       for (const n of map.nodes) {
         if (n.id === this.id || n.state !== 'in' || st.confState.voters.includes(n.id) || this.transport.isConnected(String(n.id))) continue;
-        void this.transport.request(String(n.id), 'mapAtLeast', { e: 0 }, 1000).catch(() => undefined);
+        this.transport.connect(String(n.id));
       }
     }
     const step = planMetaGroup({
@@ -662,7 +662,7 @@ export class StorageNode implements PgClient {
     const held = await this.groupsNamingEverywhere(id);
     if (held.length > 0) throw new NodeHoldsReplicas(describeHeldPgs(id, held.map((x) => this.pgName(x)), 'in their Raft configuration'), held);
     let metaVoterRemoved = false;
-    if (allMembers(g.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(id)) {
+    if (latestConfNames(g, id)) {
       await this.removeMetaMember(id);
       metaVoterRemoved = true;
     }
@@ -688,7 +688,7 @@ export class StorageNode implements PgClient {
   private groupsNaming(id: number): number[] {
     const out: number[] = [];
     for (const g of this.host.groups.values()) {
-      if (g.id !== metadataGroupId && allMembers(g.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(id)) out.push(g.id);
+      if (g.id !== metadataGroupId && latestConfNames(g, id)) out.push(g.id);
     }
     return out;
   }
@@ -910,7 +910,7 @@ export class StorageNode implements PgClient {
   /** Whether group 0's latest configuration on this node names `id`. */
   private metaGroupNames(id: number): boolean {
     const g = this.host.groups.get(metadataGroupId);
-    return g !== undefined && allMembers(g.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(id);
+    return g !== undefined && latestConfNames(g, id);
   }
 
   /** Refuses a forwarded request routed with a map older than this PG's replica set. */
@@ -1239,6 +1239,11 @@ export class StorageNode implements PgClient {
 function configurationOf(cs: import('../raft/index.js').ConfState): Pick<GroupStatus, 'voters' | 'learners' | 'votersOutgoing'> {
   const learners = [...cs.learners, ...cs.learnersNext].sort((a, b) => a - b);
   return { voters: [...cs.voters], learners: learners.length ? learners : undefined, votersOutgoing: cs.votersOutgoing.length ? [...cs.votersOutgoing] : undefined };
+}
+
+/** Whether `g`'s latest Raft configuration (committed or not) names node `id`, in any role. */
+function latestConfNames(g: Group, id: number): boolean {
+  return allMembers(g.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(id);
 }
 
 export { parseHostPort };

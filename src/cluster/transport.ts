@@ -215,6 +215,16 @@ export class Transport {
     return c !== undefined && !c.closed;
   }
 
+  /**
+   * Dials `id` unless a connection is up or being made (connections are otherwise made on
+   * demand, by the first message or request for the peer); a dial in backoff is skipped.
+   */
+  connect(id: string): void {
+    const peer = this.peer(id);
+    if (peer.conn && !peer.conn.closed) return;
+    if (Date.now() >= peer.nextDialAt) this.dial(peer);
+  }
+
   /** Queues a Raft message; every message queued in this turn leaves in one frame per peer. */
   send(to: string, group: number, msg: unknown): void {
     const peer = this.peer(to);
