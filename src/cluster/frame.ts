@@ -70,6 +70,8 @@ export interface Frame {
    * A one-letter key: it is on every frame.
    */
   c?: string;
+  /** Sender's incarnation (map.ts NodeInfo.incarnation), checked against the map's. */
+  i?: string;
   msgs?: GroupMessage[];
   reqs?: RpcRequest[];
   resps?: RpcResponse[];
@@ -246,6 +248,7 @@ function validate(value: unknown): Frame {
   if (typeof f.addr !== 'string' || f.addr.length > 300) throw new ProtocolError('frame.addr must be a string');
   if (typeof f.epoch !== 'number' || !Number.isSafeInteger(f.epoch) || f.epoch < 0) throw new ProtocolError('frame.epoch must be a non-negative integer');
   if (f.c !== undefined && (typeof f.c !== 'string' || f.c.length > maxFrameClusterIdChars)) throw new ProtocolError('frame.c must be a cluster id');
+  if (f.i !== undefined && (typeof f.i !== 'string' || f.i.length > 64)) throw new ProtocolError('frame.i must be an incarnation');
   for (const key of ['msgs', 'reqs', 'resps'] as const) {
     if (f[key] !== undefined && !Array.isArray(f[key])) throw new ProtocolError(`frame.${key} must be an array`);
   }

@@ -69,6 +69,8 @@ const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const labelPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** A cluster id: a UUID as made (crypto.randomUUID), any 1-64 letters, digits and '-' accepted. */
 const clusterIdPattern = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
+/** A node incarnation: hex digits made up when a data dir is first used (see NodeInfo). */
+const incarnationPattern = /^[0-9a-f]{8,64}$/;
 /** Labels that place a node in the fault-domain tree; others are kept but not used for placement. */
 export const domainLabels = ['zone', 'rack', 'host'] as const;
 
@@ -93,6 +95,15 @@ export interface NodeInfo {
   labels: Record<string, string>;
   weight: number;
   state: NodeState;
+  /**
+   * The data dir behind this id, made up when that dir was first used (node.json). A node
+   * whose incarnation differs is another data dir claiming the id (a wiped or replaced disk,
+   * or a fresh node reusing a removed node's id while the old one still runs): group 0 does
+   * not let it register, and peers refuse its frames, so an empty replica never votes or
+   * acknowledges as the member that held the data. Not an authentication: the map is no
+   * secret. Absent only in entries written before incarnations existed.
+   */
+  incarnation?: string;
 }
 
 export interface PgInfo {
@@ -174,6 +185,8 @@ export interface AddNodeCommand {
    * with its old data dir.
    */
   member?: boolean;
+  /** The registering data dir's incarnation (NodeInfo.incarnation). */
+  incarnation?: string;
 }
 /**
  * Removes a drained node: refused unless it is `out` and no PG of the map lists it (see
@@ -270,6 +283,8 @@ export type ApplyResult =
  * `newNode` (a join from a node without a cluster id) other addresses are refused
  * (ALREADY_EXISTS): the id belongs to a member, and a node of that id that lost its data dir
  * must be removed first; the same addresses stay idempotent (a join whose answer was lost).
+ * Whatever the addresses, a registration whose incarnation differs from the member's (another
+ * data dir under its id) is refused (ALREADY_EXISTS); an entry without one takes the first.
  */
 export function applyCommand(map: ClusterMap, command: MapCommand): ApplyResult {
   try {
@@ -390,19 +405,30 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
   if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0 || weight > 1e6) {
     throw new InvalidArgument(`node ${c.id}: weight must be a number in [0, 1e6], got ${String(weight)}`);
   }
+  const incarnation = c.incarnation === undefined ? undefined : checkIncarnation(c.incarnation);
   const existing = map.nodes.find((n) => n.id === c.id);
-  const node: NodeInfo = { id: c.id, addresses, labels, weight, state: existing?.state ?? 'in' };
+  const node: NodeInfo = { id: c.id, addresses, labels, weight, state: existing?.state ?? 'in', ...(incarnation !== undefined ? { incarnation } : {}) };
   if (existing) {
     const placementSame = existing.weight === weight && sameLabels(existing.labels, labels);
     const addressesSame =
       existing.addresses.peer === addresses.peer && existing.addresses.nbd === addresses.nbd && existing.addresses.http === addresses.http;
-    if (placementSame && addressesSame) return unchanged(map);
+    // An entry from before incarnations takes the first one its node registers with.
+    const incarnationSame = existing.incarnation === node.incarnation;
+    if (placementSame && addressesSame && incarnationSame) return unchanged(map);
     // Decided here, in the deterministic apply, not by the seed before it proposes: two joins
     // in flight for one id would both pass a check made on the seed's map.
     if (c.newNode === true && !addressesSame) {
       throw new AlreadyExists(
         `node ${c.id} is already a member at ${describeAddresses(existing.addresses)}; a node without the cluster id (a new or wiped data dir) ` +
           `cannot join as node ${c.id} from ${describeAddresses(addresses)}: if node ${c.id} lost its data dir, remove it from the map first (\`raftblock node-state ${c.id} out\`, then \`raftblock node remove ${c.id}\`), else give the new node another id`,
+      );
+    }
+    // Another data dir under a member's id: with its empty logs it could vote for a candidate
+    // that lacks acknowledged writes, or acknowledge entries it never stored.
+    if (existing.incarnation !== undefined && incarnation !== existing.incarnation) {
+      throw new AlreadyExists(
+        `node ${c.id} is a member whose data dir is incarnation ${existing.incarnation}; this data dir is ${incarnation === undefined ? 'of no incarnation' : `incarnation ${incarnation}`}: ` +
+          `if node ${c.id} lost or replaced its data dir, remove it from the map first (\`raftblock node-state ${c.id} out\`, then \`raftblock node remove ${c.id}\`), else give the new node another id`,
       );
     }
     const nodes = map.nodes.map((n) => (n.id === c.id ? node : n));
@@ -549,6 +575,16 @@ function checkVolumeSize(size: unknown): asserts size is number {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0 || size > maxVolumeBytes || size % volumeAlignmentBytes !== 0) {
     throw new InvalidArgument(`volume size must be a positive multiple of ${volumeAlignmentBytes} bytes up to 1 PiB, got ${String(size)}`);
   }
+}
+
+function checkIncarnation(x: unknown): string {
+  if (!isIncarnation(x)) throw new InvalidArgument(`node incarnation must be 8-64 lowercase hex digits, got ${JSON.stringify(x)}`);
+  return x;
+}
+
+/** Whether `x` is a well-formed node incarnation. */
+export function isIncarnation(x: unknown): x is string {
+  return typeof x === 'string' && incarnationPattern.test(x);
 }
 
 function checkAddresses(a: unknown): NodeAddresses {
@@ -716,6 +752,7 @@ export function checkMap(map: ClusterMap): void {
   for (let i = 0; i < map.nodes.length; i++) {
     const n = map.nodes[i];
     assert(i === 0 || map.nodes[i - 1].id < n.id, 'nodes must be sorted by id, without duplicates');
+    assert(n.incarnation === undefined || isIncarnation(n.incarnation), `node ${n.id}: bad incarnation ${JSON.stringify(n.incarnation)}`);
     byId.set(n.id, n);
   }
   const poolNames = new Set<string>();

@@ -14,7 +14,7 @@
  * another cluster (transport.ts). A node.json from before ids has none: such a node takes any
  * peer until it learns the id from the map, which group 0's leader gives one (ensureClusterId).
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, type Registry } from 'prom-client';
@@ -35,7 +35,7 @@ import { MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, volumeWithId, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, planMetaGroup, sameConfState } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
@@ -134,6 +134,10 @@ export class StorageNode implements PgClient {
   private readonly startedMs = performance.now();
   /** This node's cluster id, '' until known (see checkIdentity); saved in node.json. */
   private clusterId = '';
+  /** This data dir's incarnation (node.json; see NodeInfo.incarnation). */
+  private incarnation = '';
+  /** Incarnations of the map's nodes by id, for the transport's check of every frame. */
+  private incarnations: { epoch: number; byId: Map<string, string> } = { epoch: -1, byId: new Map() };
   /** A new node that learns its cluster id from its join answer and takes part in nothing before. */
   private awaitingJoin = false;
   /** A setClusterId proposal of this node (as group 0's leader) is in flight. */
@@ -179,6 +183,8 @@ export class StorageNode implements PgClient {
       registry: this.registry,
       clusterId: this.clusterId,
       awaitingJoin: this.awaitingJoin,
+      incarnation: this.incarnation,
+      incarnationOf: (id) => this.incarnationOf(id),
       handlers: {
         onMessages: (from, epoch, msgs) => this.host?.receive(Number(from), this.fenceMessages(Number(from), epoch, msgs)),
         onRequest: (from, epoch, op, args, joining) => this.serve(from, epoch, op, args, joining),
@@ -270,16 +276,19 @@ export class StorageNode implements PgClient {
   }
 
   /**
-   * node.json: `{"id": N, "clusterId": ...}`. A new data dir gets one at once: a bootstrapping
-   * node founds a cluster and makes up its id; a joining node writes `null` (it learns the id
-   * from its join answer, and takes part in nothing before). A node.json without the field was
-   * written before cluster ids: the node learns the id from the map (onMap).
+   * node.json: `{"id": N, "clusterId": ..., "incarnation": ...}`. A new data dir gets one at
+   * once: a bootstrapping node founds a cluster and makes up its id; a joining node writes
+   * `null` (it learns the id from its join answer, and takes part in nothing before). A
+   * node.json without the field was written before cluster ids: the node learns the id from
+   * the map (onMap). The incarnation is made up once per data dir (one written before
+   * incarnations gets one now) and never changes: it tells this data dir from another under
+   * the same id.
    */
   private async checkIdentity(): Promise<void> {
     const path = join(this.opts.dataDir, 'node.json');
-    let saved: { id: number; clusterId?: unknown; removed?: unknown } | undefined;
+    let saved: { id: number; clusterId?: unknown; removed?: unknown; incarnation?: unknown } | undefined;
     try {
-      saved = JSON.parse(await readFile(path, 'utf8')) as { id: number; clusterId?: unknown; removed?: unknown };
+      saved = JSON.parse(await readFile(path, 'utf8')) as { id: number; clusterId?: unknown; removed?: unknown; incarnation?: unknown };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
@@ -292,19 +301,36 @@ export class StorageNode implements PgClient {
     if (saved !== undefined && saved.clusterId !== undefined && saved.clusterId !== null && !isClusterId(saved.clusterId)) {
       throw new InvalidArgument(`${path}: bad cluster id ${JSON.stringify(saved.clusterId)}`);
     }
+    if (saved?.incarnation !== undefined && !isIncarnation(saved.incarnation)) throw new InvalidArgument(`${path}: bad incarnation ${JSON.stringify(saved.incarnation)}`);
+    const madeIncarnation = !isIncarnation(saved?.incarnation);
+    this.incarnation = isIncarnation(saved?.incarnation) ? saved.incarnation : randomBytes(8).toString('hex');
     if (isClusterId(saved?.clusterId)) {
       this.clusterId = saved.clusterId;
+      if (madeIncarnation) await this.saveIdentity(this.clusterId);
     } else if (saved === undefined || saved.clusterId === null) {
       // A new node (or one whose join never got its answer).
       if (this.opts.bootstrap) this.clusterId = randomUUID();
       else this.awaitingJoin = true;
       await this.saveIdentity(this.clusterId || null);
       if (this.clusterId) this.log.info('founding a new cluster', { clusterId: this.clusterId });
-    }
+    } else if (madeIncarnation) await this.saveIdentity(undefined);
   }
 
-  private async saveIdentity(clusterId: string | null, removed = false): Promise<void> {
-    await writeFileDurably(join(this.opts.dataDir, 'node.json'), JSON.stringify({ id: this.id, clusterId, ...(removed ? { removed } : {}) }) + '\n');
+  /** `clusterId` undefined: a node.json from before cluster ids, which keeps having none. */
+  private async saveIdentity(clusterId: string | null | undefined, removed = false): Promise<void> {
+    const identity = { id: this.id, clusterId, incarnation: this.incarnation, ...(removed ? { removed } : {}) };
+    await writeFileDurably(join(this.opts.dataDir, 'node.json'), JSON.stringify(identity) + '\n');
+  }
+
+  /** The incarnation the map records for node `id` (undefined: none, or not in the map). */
+  private incarnationOf(id: string): string | undefined {
+    const map = this.map();
+    if (this.incarnations.epoch !== map.epoch) {
+      const byId = new Map<string, string>();
+      for (const n of map.nodes) if (n.incarnation !== undefined) byId.set(String(n.id), n.incarnation);
+      this.incarnations = { epoch: map.epoch, byId };
+    }
+    return this.incarnations.byId.get(id);
   }
 
   /** A map stored in this data dir must be of this node's cluster. */
@@ -549,7 +575,7 @@ export class StorageNode implements PgClient {
     // A node whose stored map lists it was a member: if the map no longer has it, it was
     // removed, and group 0 refuses it (NODE_REMOVED) instead of adding its old data dir again.
     const member = this.clusterId !== '' && this.map().nodes.some((n) => n.id === this.id);
-    const cmd: MapCommand = { type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels, ...(member ? { member } : {}) };
+    const cmd: MapCommand = { type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels, incarnation: this.incarnation, ...(member ? { member } : {}) };
     let attempt = 0;
     let refused = '';
     while (!this.stopping && !this.registered && !this.removed) {
@@ -693,20 +719,28 @@ export class StorageNode implements PgClient {
     return out;
   }
 
-  /** groupsNaming on this node and on every node of the map it reaches, merged. */
+  /**
+   * groupsNaming on this node and on every node of the map it reaches, merged. A node still
+   * connected that does not answer fails the whole listing (UNAVAILABLE, which the caller
+   * retries): its silence is no evidence that none of its groups names `id`. One that is gone
+   * (dead, partitioned away) is skipped: it leads nothing that can commit without the others.
+   */
   private async groupsNamingEverywhere(id: number): Promise<number[]> {
     const peers = [...this.connectedNodes()];
+    const silent: number[] = [];
     const lists = await Promise.all(
       peers.map((peer) =>
         this.transport.request(String(peer), 'groupsNaming', { id }, groupsListingTimeoutMs).then(
           (r) => (Array.isArray(r) ? (r as unknown[]).filter((x): x is number => Number.isSafeInteger(x)) : []),
           (err) => {
             this.log.debug('a node did not list its PG configurations', { nodeId: peer, err });
+            if (peer !== id && this.transport.isConnected(String(peer))) silent.push(peer);
             return [] as number[];
           },
         ),
       ),
     );
+    if (silent.length > 0) throw new Unavailable(`node ${silent.join(', ')} did not list its PG configurations in time`);
     return [...new Set([...this.groupsNaming(id), ...lists.flat()])].sort((a, b) => a - b);
   }
 

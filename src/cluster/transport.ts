@@ -62,6 +62,14 @@ export interface TransportOptions {
    * node whose state predates cluster ids, which takes every frame until it learns its id.
    */
   awaitingJoin?: boolean;
+  /** This node's incarnation, sent on every frame (map.ts NodeInfo.incarnation). */
+  incarnation?: string;
+  /**
+   * The incarnation the map records for a node id, if any: a frame of this cluster from that
+   * id with another one is refused (another data dir under the id, such as a removed node
+   * still running after a fresh one took its id).
+   */
+  incarnationOf?(id: string): string | undefined;
 }
 
 interface Conn {
@@ -117,6 +125,7 @@ interface TransportMetrics {
   framesReceived: Counter;
   badFrames: Counter;
   foreignFrames: Counter;
+  staleIncarnationFrames: Counter;
   dropped: Counter;
   queueBytes: Gauge;
   connections: Gauge;
@@ -133,6 +142,11 @@ function makeMetrics(registry: Registry | undefined): TransportMetrics {
     foreignFrames: new Counter({
       name: 'raftblock_transport_foreign_frames_total',
       help: 'Frames refused (their connection closed): sent by a node of another cluster, or without a cluster id outside the join exchange',
+      registers,
+    }),
+    staleIncarnationFrames: new Counter({
+      name: 'raftblock_transport_stale_incarnation_frames_total',
+      help: 'Frames refused (their connection closed): sent under a node id by a data dir other than the one the map records for it',
       registers,
     }),
     dropped: new Counter({ name: 'raftblock_transport_dropped_messages_total', help: 'Raft messages dropped for an unreachable peer', registers }),
@@ -348,7 +362,7 @@ export class Transport {
       this.dial(peer);
       return;
     }
-    const frame: Frame = { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch(), c: this.clusterId };
+    const frame = this.intro();
     if (peer.msgs.length) frame.msgs = peer.msgs;
     if (peer.reqs.length) frame.reqs = peer.reqs;
     if (peer.resps.length) frame.resps = peer.resps;
@@ -503,6 +517,7 @@ export class Transport {
   private receive(conn: Conn, f: Frame, onIdentified: ((id: string) => void) | undefined): void {
     this.metrics.framesReceived.inc();
     if ((f.c !== this.clusterId || this.clusterId === '') && !this.admit(conn, f)) return;
+    if (this.opts.incarnationOf && f.c === this.clusterId && !this.admitIncarnation(conn, f)) return;
     if (!conn.heard) this.heard(conn, f.from);
     if (f.from === this.nodeId) {
       conn.socket.destroy();
@@ -553,9 +568,34 @@ export class Transport {
     for (const q of f.reqs ?? []) this.serve(conn, f.from, f.epoch, q, joining);
   }
 
-  /** The frame that introduces this node on a new connection. */
+  /**
+   * A frame of this cluster whose sender the map records with another incarnation is refused
+   * before it names or binds anything: a removed node still running must not take over the
+   * connection (or the vote) of the fresh node that now has its id.
+   */
+  private admitIncarnation(conn: Conn, f: Frame): boolean {
+    const want = this.opts.incarnationOf?.(f.from);
+    if (want === undefined || f.i === want) return true;
+    this.metrics.staleIncarnationFrames.inc();
+    if (!conn.refused) {
+      conn.refused = true;
+      conn.closed = true;
+      this.log.warn('refusing a peer whose data dir is not the one the map records for its id: connection closed', {
+        peerNode: f.from,
+        peerIncarnation: f.i ?? '(none)',
+        mapIncarnation: want,
+        remote: `${conn.socket.remoteAddress}:${conn.socket.remotePort}`,
+      });
+      conn.socket.destroy();
+    }
+    return false;
+  }
+
+  /** The frame that introduces this node on a new connection (and every frame's head). */
   private intro(): Frame {
-    return { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch(), c: this.clusterId };
+    const f: Frame = { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch(), c: this.clusterId };
+    if (this.opts.incarnation !== undefined) f.i = this.opts.incarnation;
+    return f;
   }
 
   /**

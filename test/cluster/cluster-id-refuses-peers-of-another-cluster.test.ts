@@ -25,8 +25,8 @@ import type { ClusterStatus } from '../../src/cluster/admin-client.js';
 const foreignMetric = 'raftblock_transport_foreign_frames_total';
 const blocks = [0, 1, 2, 3, 17, 33, 100, 511];
 
-function nodeJson(n: TestNode): { id: number; clusterId: string | null } {
-  return JSON.parse(readFileSync(join(n.dir, 'data', 'node.json'), 'utf8')) as { id: number; clusterId: string | null };
+function nodeJson(n: TestNode): { id: number; clusterId: string | null; incarnation: string } {
+  return JSON.parse(readFileSync(join(n.dir, 'data', 'node.json'), 'utf8')) as { id: number; clusterId: string | null; incarnation: string };
 }
 
 async function readsAll(a: TestCluster, via: number, tag: string): Promise<void> {
@@ -45,8 +45,16 @@ test('cluster id: nodes of another cluster are refused on the peer port; the clu
   assert.match(idB, /^[0-9a-f-]{36}$/);
   assert.notEqual(idA, idB);
   // Every node keeps its cluster's id in its own state (the joined ones learned it from the join).
-  for (const n of a.nodes) assert.deepEqual(nodeJson(n), { id: n.id, clusterId: idA });
-  for (const n of b.nodes) assert.deepEqual(nodeJson(n), { id: n.id, clusterId: idB });
+  // ... next to the data dir's incarnation, which the map records for the node.
+  for (const [c, id] of [[a, idA], [b, idB]] as const) {
+    const map = await c.map();
+    for (const n of c.nodes) {
+      const { incarnation, ...rest } = nodeJson(n);
+      assert.deepEqual(rest, { id: n.id, clusterId: id });
+      assert.match(incarnation, /^[0-9a-f]{16}$/);
+      assert.equal(map.nodes.find((m) => m.id === n.id)?.incarnation, incarnation);
+    }
+  }
   // `raftblock status` names the cluster, and every node reports it.
   const json = await runCli(['status', '--json', '--server', a.node(2).addrs.http]);
   assert.equal(json.code, 0, json.stderr);

@@ -44,8 +44,10 @@ test('fencing: stale forwarded writes and stale-term Raft messages are refused, 
   // The hand-made peers speak as nodes of this cluster (a node refuses frames of another one).
   const clusterId = (await cluster.map()).clusterId ?? '';
   assert.ok(clusterId, 'the map has no cluster id');
+  // ... and, under a member's id, as its data dir (a node refuses another incarnation's frames).
+  const incarnations = new Map((await cluster.map()).nodes.map((n) => [String(n.id), n.incarnation]));
   const open = async (nodeId: number, from: string): Promise<HandPeer> => {
-    const p = await HandPeer.open(cluster.node(nodeId).addrs.peer, from, clusterId);
+    const p = await HandPeer.open(cluster.node(nodeId).addrs.peer, from, clusterId, incarnations.get(from));
     peers.push(p);
     return p;
   };

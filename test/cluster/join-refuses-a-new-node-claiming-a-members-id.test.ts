@@ -4,18 +4,22 @@
  * 4-node cluster (group 0 on three of them), then:
  *  (a) by hand, a peer claiming node 2's id, without a cluster id, joins through node 1 from
  *      other addresses while node 2 is connected: refused with ALREADY_EXISTS, answered on its
- *      own connection; the same join from node 2's own addresses is idempotent (a new node
- *      whose first answer was lost asks again) and changes nothing;
+ *      own connection; the same join from node 2's own addresses and data dir (incarnation) is
+ *      idempotent (a new node whose first answer was lost asks again) and changes nothing, while
+ *      from another data dir it is refused even at node 2's addresses;
  *  (b) a real `raftblock node --join` with a fresh data dir and node 2's id: refused, logged,
  *      never registered, never given the cluster id;
  *  (c) the node outside group 0 (which registers through the join exchange, with its cluster
- *      id) restarts on new ports: its new addresses are taken.
+ *      id) restarts on new ports: its new addresses are taken;
+ *  (d) that node's data dir is wiped and it starts again at its very addresses: another
+ *      incarnation under a member's id is refused (its empty replicas must never vote or
+ *      acknowledge as the member that held the data), and it starts no PG replica.
  * Throughout, the map keeps node 2's addresses, node 2 keeps its traffic: its PG replicas stay
  * caught up and identical, and writes through its NBD gateway go on.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePortRange } from '../../src/common/ports.js';
 import { decodeMap } from '../../src/cluster/map.js';
@@ -60,8 +64,13 @@ test('join: a new node claiming a member id is refused (ALREADY_EXISTS); the mem
   assert.match(refused.e!.message, new RegExp(`node 2 is already a member at peer ${real2.addresses.peer}, nbd ${real2.addresses.nbd}, http ${real2.addresses.http}`));
   assert.match(refused.e!.message, /remove it from the map first/);
   assert.ok(!peer.closed, 'a refused join closes its connection');
-  // The same join from node 2's own addresses is idempotent: the map, as it was.
-  const again = await peer.request(0, 'join', { cmd: { type: 'addNode', id: 2, addresses: real2.addresses, labels: real2.labels } });
+  // Another data dir at node 2's very addresses (a wiped disk): refused.
+  assert.ok(real2.incarnation, 'node 2 registered without an incarnation');
+  const wiped = await peer.request(0, 'join', { cmd: { type: 'addNode', id: 2, addresses: real2.addresses, labels: real2.labels, incarnation: 'feed'.repeat(4) } });
+  assert.equal(wiped.e?.code, 'ALREADY_EXISTS', wiped.e ? JSON.stringify(wiped.e) : 'the join was accepted');
+  assert.match(wiped.e!.message, new RegExp(`node 2 is a member whose data dir is incarnation ${real2.incarnation}`));
+  // The same join from node 2's own addresses and data dir is idempotent: the map, as it was.
+  const again = await peer.request(0, 'join', { cmd: { type: 'addNode', id: 2, addresses: real2.addresses, labels: real2.labels, incarnation: real2.incarnation } });
   assert.equal(again.e, undefined, JSON.stringify(again.e));
   const answer = again.r as { map: Uint8Array; clusterId: string };
   assert.equal(answer.clusterId, clusterId);
@@ -108,4 +117,25 @@ test('join: a new node claiming a member id is refused (ALREADY_EXISTS); the mem
   await a.waitLeaders();
   await writesAndReads(a, 2, 'after');
   assert.deepEqual((await a.map()).nodes.find((n) => n.id === 2), real2);
+
+  // (d) Its data dir wiped, the same node starts again at the same addresses.
+  const member = (await a.map()).nodes.find((n) => n.id === moved.id)!;
+  await moved.stop();
+  rmSync(join(moved.dir, 'data'), { recursive: true, force: true });
+  const blank = new TestNode(a, moved.id, moved.dir, moved.addrs);
+  t.after(() => blank.kill9());
+  blank.joinVia = a.node(1).addrs.peer;
+  await blank.start();
+  const wipedRefusal = await waitFor('the wiped node is refused', 30_000, async () => logRecords(blank, 'registration refused')[0]);
+  assert.equal((wipedRefusal.err as { code?: string }).code, 'ALREADY_EXISTS', JSON.stringify(wipedRefusal));
+  assert.match(String((wipedRefusal.err as { message?: string }).message), new RegExp(`incarnation ${member.incarnation}`));
+  assert.notEqual((await fetch(`http://${blank.addrs.http}/healthz`)).status, 200, 'the wiped node registered');
+  const blankIdentity = JSON.parse(readFileSync(join(blank.dir, 'data', 'node.json'), 'utf8')) as { clusterId: string | null; incarnation: string };
+  assert.equal(blankIdentity.clusterId, null, 'the wiped node learned the cluster id');
+  assert.notEqual(blankIdentity.incarnation, member.incarnation);
+  const pgDirs = existsSync(join(blank.dir, 'data', 'pgs')) ? readdirSync(join(blank.dir, 'data', 'pgs')) : [];
+  assert.deepEqual(pgDirs, [], 'the wiped node started PG replicas');
+  assert.deepEqual((await a.map()).nodes.find((n) => n.id === moved.id), member, 'the member entry changed');
+  await writesAndReads(a, 2, 'wiped');
+  await blank.stop();
 });

@@ -1,7 +1,8 @@
 /**
  * A peer connection made by hand (frame.ts over a plain socket), for cluster tests that speak
  * to a node's peer port as some node would: sends frames as node `from` of cluster `clusterId`
- * (a frame may name another cluster with its own `c`), collects what comes back.
+ * (a frame may name another cluster with its own `c`), and of data dir `incarnation` if given
+ * (a node refuses a member's id from another one than its map records), collects what comes back.
  */
 import { connect, type Socket } from 'node:net';
 import { encodeFrame, FrameDecoder, type Frame, type RpcResponse } from '../../src/cluster/frame.js';
@@ -19,6 +20,7 @@ export class HandPeer {
     socket: Socket,
     readonly from: string,
     readonly clusterId: string,
+    readonly incarnation: string | undefined,
   ) {
     this.socket = socket;
     socket.on('data', (d: Buffer) => {
@@ -31,18 +33,18 @@ export class HandPeer {
     socket.on('close', () => (this.closed = true));
   }
 
-  static async open(addr: string, from: string, clusterId: string): Promise<HandPeer> {
+  static async open(addr: string, from: string, clusterId: string, incarnation?: string): Promise<HandPeer> {
     const hp = parseHostPort(addr);
     const socket = connect({ host: hp.host, port: hp.port });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    return new HandPeer(socket, from, clusterId);
+    return new HandPeer(socket, from, clusterId, incarnation);
   }
 
   send(frame: Omit<Frame, 'from' | 'addr'>): void {
-    this.socket.write(encodeFrame({ from: this.from, addr: '', c: this.clusterId, ...frame }));
+    this.socket.write(encodeFrame({ from: this.from, addr: '', c: this.clusterId, ...(this.incarnation !== undefined ? { i: this.incarnation } : {}), ...frame }));
   }
 
   request(epoch: number, op: string, a: unknown, timeoutMs = 10_000): Promise<RpcResponse> {

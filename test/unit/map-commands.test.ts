@@ -179,6 +179,44 @@ test('a join from a node without the cluster id cannot take over a member with o
   assert.ok(!('newNode' in (four.map.nodes.find((n) => n.id === 4) ?? {})));
 });
 
+test('a registration from another data dir (incarnation) under a member id is refused whatever its addresses; the same one is idempotent', () => {
+  const inc = (n: number): string => n.toString(16).padStart(16, '0');
+  let map = threeZones();
+  // A member from before incarnations takes the first one it registers with (no move).
+  const adopted = applyCommand(map, { ...(addNode(2) as AddNodeCommand), incarnation: inc(2) });
+  assert.ok(adopted.ok && adopted.changed && adopted.movedGroups.length === 0);
+  map = deepFreeze(adopted.map);
+  assert.equal(map.nodes.find((n) => n.id === 2)?.incarnation, inc(2));
+  checkMap(map);
+  const before = encodeMap(map);
+  // The same data dir again (a restart, or a join whose answer was lost): no change.
+  for (const extra of [{}, { newNode: true }, { member: true }]) {
+    const again = applyCommand(map, { ...(addNode(2) as AddNodeCommand), incarnation: inc(2), ...extra });
+    assert.ok(again.ok && !again.changed && again.map.epoch === map.epoch, JSON.stringify(extra));
+  }
+  // A wiped or replaced data dir with node 2's very addresses: refused, with or without the
+  // cluster id, and so is a registration that names no incarnation.
+  for (const extra of [{ newNode: true }, {}, { member: true }]) {
+    const r = applyCommand(map, { ...(addNode(2) as AddNodeCommand), incarnation: inc(0xbad), ...extra });
+    rejected(r, 'ALREADY_EXISTS');
+    if (!r.ok) {
+      assert.match(r.error.message, new RegExp(`node 2 is a member whose data dir is incarnation ${inc(2)}; this data dir is incarnation ${inc(0xbad)}`));
+      assert.match(r.error.message, /remove it from the map first/);
+    }
+  }
+  rejected(applyCommand(map, addNode(2)), 'ALREADY_EXISTS');
+  assert.deepEqual(encodeMap(map), before);
+  // Malformed incarnations are refused; a new id keeps the one it registers with.
+  for (const bad of ['', 'XYZ', '12', 'g'.repeat(16), 7]) rejected(applyCommand(map, { ...(addNode(4) as AddNodeCommand), incarnation: bad as string }), 'INVALID_ARGUMENT');
+  const four = applyCommand(map, { ...(addNode(4) as AddNodeCommand), incarnation: inc(4), newNode: true });
+  assert.ok(four.ok && four.changed);
+  assert.equal(four.map.nodes.find((n) => n.id === 4)?.incarnation, inc(4));
+  // Once removed, the id is free for any data dir.
+  const drained = run(four.map, { type: 'setNodeState', id: 4, state: 'out' }, { type: 'removeNode', id: 4 });
+  const fresh = applyCommand(drained, { ...(addNode(4) as AddNodeCommand), incarnation: inc(0x44), newNode: true });
+  assert.ok(fresh.ok && fresh.map.nodes.find((n) => n.id === 4)?.incarnation === inc(0x44));
+});
+
 test('the same commands give byte-identical maps, which round-trip through msgpackr and JSON', () => {
   const commands: MapCommand[] = [
     addNode(5, { zone: 'a', rack: 'r1', host: 'h1' }, 2),

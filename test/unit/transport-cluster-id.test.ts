@@ -3,7 +3,8 @@
  * carries a sender's cluster id, and the transport's check: a node that knows its cluster id
  * refuses frames of another cluster, or without an id outside the join exchange, closing only
  * that connection; a new node waiting for its join answer takes nothing but answers; a node
- * whose state predates cluster ids takes everything. `raftblock status` names the cluster.
+ * whose state predates cluster ids takes everything; a frame under a member id from another data
+ * dir (incarnation) than the map records is refused. `raftblock status` names the cluster.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -73,9 +74,17 @@ interface Node {
   /** Per request served: whether it came as the join exchange of a node without the cluster id. */
   joining: boolean[];
   foreign: () => Promise<number>;
+  staleIncarnations: () => Promise<number>;
 }
 
-async function node(t: import('node:test').TestContext, id: string, clusterId: string | undefined, awaitingJoin = false): Promise<Node> {
+/** `incarnations`: this node's own and the map's view of every node's (incarnationOf). */
+async function node(
+  t: import('node:test').TestContext,
+  id: string,
+  clusterId: string | undefined,
+  awaitingJoin = false,
+  incarnations?: { self: string; map: Map<string, string> },
+): Promise<Node> {
   const got: Node['got'] = [];
   const served: string[] = [];
   const joining: boolean[] = [];
@@ -87,6 +96,7 @@ async function node(t: import('node:test').TestContext, id: string, clusterId: s
     registry,
     clusterId,
     awaitingJoin,
+    ...(incarnations ? { incarnation: incarnations.self, incarnationOf: (peer: string) => incarnations.map.get(peer) } : {}),
     handlers: {
       onMessages: (from, _epoch, msgs) => got.push({ from, msgs }),
       onRequest: async (from, _epoch, op, args, isJoin) => {
@@ -99,7 +109,8 @@ async function node(t: import('node:test').TestContext, id: string, clusterId: s
   await tr.start();
   t.after(() => tr.close());
   const foreign = async (): Promise<number> => (await registry.getSingleMetric('raftblock_transport_foreign_frames_total')!.get()).values[0]?.value ?? 0;
-  return { t: tr, got, served, joining, foreign };
+  const staleIncarnations = async (): Promise<number> => (await registry.getSingleMetric('raftblock_transport_stale_incarnation_frames_total')!.get()).values[0]?.value ?? 0;
+  return { t: tr, got, served, joining, foreign, staleIncarnations };
 }
 
 async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
@@ -141,6 +152,47 @@ test('a node of another cluster with the same node id is refused; the real peer 
   await sleep(1500);
   const refusals = (await a1.foreign()) - before;
   assert.ok(refusals >= 1 && refusals <= 10, `${refusals} refused frames in 1.5 s`);
+});
+
+test("a node of this cluster under a member's id but from another data dir (incarnation) is refused; the member is undisturbed", async (t) => {
+  const A = randomUUID();
+  // The map as node 1 sees it: node 2 is the data dir of incarnation 2222…; node 3 predates
+  // incarnations (none recorded), so any is taken from it.
+  const map = new Map([
+    ['1', '1'.repeat(16)],
+    ['2', '2'.repeat(16)],
+  ]);
+  const a1 = await node(t, '1', A, false, { self: '1'.repeat(16), map });
+  const a2 = await node(t, '2', A, false, { self: '2'.repeat(16), map });
+  const stale2 = await node(t, '2', A, false, { self: 'dead'.repeat(4), map });
+  const a3 = await node(t, '3', A, false, { self: '3'.repeat(16), map });
+  const staleCount = a1.staleIncarnations;
+  a2.t.setPeerAddress('1', a1.t.address);
+  assert.deepEqual(await a2.t.request('1', 'echo', 1), { from: '2', op: 'echo', args: 1 });
+
+  // A removed node 2 still running (or a wiped one): same cluster, same id, another data dir.
+  stale2.t.setPeerAddress('1', a1.t.address);
+  stale2.t.send('1', 7, { type: 'appResp', from: 2, term: 99 });
+  await assert.rejects(stale2.t.request('1', 'echo', 'stale', 3000), (e: Error & { code?: string }) => e.code === 'UNAVAILABLE');
+  await until(async () => (await staleCount()) >= 1);
+  assert.ok(!a1.got.some((g) => g.msgs.some((m) => m.g === 7)), 'a Raft message of a stale incarnation was delivered');
+  assert.deepEqual(a1.served, ['echo'], 'a request of a stale incarnation was served');
+  assert.equal(await a1.foreign(), 0, 'counted as another cluster');
+  // Node 1 still reaches the real node 2, both ways, on the address the map's node 2 gave.
+  assert.ok(a1.t.isConnected('2'), 'the refusal closed the connection of the real node 2');
+  assert.deepEqual(await a1.t.request('2', 'echo', 2), { from: '1', op: 'echo', args: 2 });
+  a2.t.send('1', 3, { type: 'heartbeat' });
+  await until(() => a1.got.some((g) => g.from === '2' && g.msgs.some((m) => m.g === 3)));
+  // An id the map records no incarnation for is taken as before.
+  a3.t.setPeerAddress('1', a1.t.address);
+  assert.deepEqual(await a3.t.request('1', 'echo', 3), { from: '3', op: 'echo', args: 3 });
+  // The map moves on (node 2 removed, a fresh data dir took its id): now the old one is refused.
+  map.set('2', 'beef'.repeat(4));
+  a2.t.send('1', 4, { type: 'heartbeat' });
+  await until(async () => (await staleCount()) >= 2);
+  await sleep(200);
+  assert.ok(!a1.got.some((g) => g.msgs.some((m) => m.g === 4)), 'a message of the replaced incarnation was delivered');
+  assert.ok(!a1.t.isConnected('2'));
 });
 
 test('without a cluster id only the join exchange is served; a request or message closes the connection', async (t) => {
