@@ -577,18 +577,21 @@ export class Transport {
     const want = this.opts.incarnationOf?.(f.from);
     if (want === undefined || f.i === want) return true;
     this.metrics.staleIncarnationFrames.inc();
-    if (!conn.refused) {
-      conn.refused = true;
-      conn.closed = true;
-      this.log.warn('refusing a peer whose data dir is not the one the map records for its id: connection closed', {
-        peerNode: f.from,
-        peerIncarnation: f.i ?? '(none)',
-        mapIncarnation: want,
-        remote: `${conn.socket.remoteAddress}:${conn.socket.remotePort}`,
-      });
-      conn.socket.destroy();
-    }
+    this.refuse(conn, 'refusing a peer whose data dir is not the one the map records for its id: connection closed', {
+      peerNode: f.from,
+      peerIncarnation: f.i ?? '(none)',
+      mapIncarnation: want,
+    });
     return false;
+  }
+
+  /** Closes a refused connection, warning once for it (with the remote address). */
+  private refuse(conn: Conn, why: string, fields: Record<string, unknown>): void {
+    if (conn.refused) return;
+    conn.refused = true;
+    conn.closed = true;
+    this.log.warn(why, { ...fields, remote: `${conn.socket.remoteAddress}:${conn.socket.remotePort}` });
+    conn.socket.destroy();
   }
 
   /** The frame that introduces this node on a new connection (and every frame's head). */
@@ -624,17 +627,7 @@ export class Transport {
     const theirs = f.c ?? '';
     if (theirs === '' && !f.msgs?.length && !f.resps?.length && (f.reqs ?? []).every((q) => joinExchangeOps.has(q.op))) return true;
     this.metrics.foreignFrames.inc();
-    if (!conn.refused) {
-      conn.refused = true;
-      conn.closed = true;
-      this.log.warn('refusing a peer of another cluster: connection closed', {
-        cluster: this.clusterId,
-        peerCluster: theirs === '' ? '(none)' : theirs,
-        peerNode: f.from,
-        remote: `${conn.socket.remoteAddress}:${conn.socket.remotePort}`,
-      });
-      conn.socket.destroy();
-    }
+    this.refuse(conn, 'refusing a peer of another cluster: connection closed', { cluster: this.clusterId, peerCluster: theirs === '' ? '(none)' : theirs, peerNode: f.from });
     return false;
   }
 
