@@ -21,6 +21,11 @@
  *                                         lists it in the map or its Raft configuration; the
  *                                         body's `groups` names them), META_QUORUM_AT_RISK;
  *                                         404 NOT_FOUND once removed
+ *   POST   /v1/nodes/{id}/replace        → 200 ReplaceNodeResponse  the node's data dir was
+ *                                         lost: the next data dir to register under the id
+ *                                         is taken and rebuilds its replicas from their
+ *                                         leaders; refused 409 NODE_ALIVE (reachable),
+ *                                         META_QUORUM_AT_RISK; 404 NOT_FOUND (not in the map)
  *
  * Changes to the map (volumes, pools) are group-0 commands (see map.ts): the node that
  * receives one proposes it to group 0 — forwarding it to the group-0 leader over the peer
@@ -41,6 +46,7 @@ import {
   TimedOut,
   Unavailable,
   NotLeader,
+  NodeAlive,
   NodeStillIn,
   NodeHoldsReplicas,
   MetaQuorumAtRisk,
@@ -166,6 +172,15 @@ export interface RemoveNodeResponse {
   metaVoterRemoved: boolean;
 }
 
+/** POST /v1/nodes/{id}/replace */
+export interface ReplaceNodeResponse {
+  /** The map epoch that forgot the lost data dir (the node's rebuiltAtEpoch). */
+  epoch: number;
+  nodeId: NodeId;
+  /** The node was a member of the metadata group (group 0) and left it first. */
+  metaVoterRemoved: boolean;
+}
+
 export interface ErrorBody {
   /** `groups`: the PG group ids a NODE_HOLDS_REPLICAS refusal names. */
   error: { code: string; message: string; leader?: string; groups?: number[] };
@@ -185,6 +200,7 @@ export function httpStatusOf(code: string): number {
     case 'NODE_HOLDS_REPLICAS':
     case 'META_QUORUM_AT_RISK':
     case 'NODE_REMOVED':
+    case 'NODE_ALIVE':
       return 409;
     case 'PLACEMENT_IMPOSSIBLE':
       return 422;
@@ -223,6 +239,8 @@ export function errorFromBody(body: ErrorBody['error']): RaftblockError {
       return new MetaQuorumAtRisk(body.message);
     case 'NODE_REMOVED':
       return new NodeRemoved(body.message);
+    case 'NODE_ALIVE':
+      return new NodeAlive(body.message);
     default:
       return new RaftblockError(body.code, body.message);
   }
@@ -448,6 +466,14 @@ export class AdminClient {
    */
   removeNode(nodeId: NodeId): Promise<RemoveNodeResponse> {
     return this.call('DELETE', `/v1/nodes/${nodeId}`);
+  }
+
+  /**
+   * The node's data dir was lost (the node is down): the next data dir to register under its
+   * id is taken, and rebuilds every replica the id held from its leader.
+   */
+  replaceNode(nodeId: NodeId): Promise<ReplaceNodeResponse> {
+    return this.call('POST', `/v1/nodes/${nodeId}/replace`);
   }
 
   groupDigest(groupId: number): Promise<GroupDigest> {

@@ -371,7 +371,12 @@ export class MultiRaftHost {
    * Starts (or resumes) a group. A fresh group starts with `voters`; a group with state in
    * the WAL resumes from it and the state machine's durable index.
    */
-  async addGroup(id: number, voters: number[], sm: GroupStateMachine, opts: { campaign?: boolean } = {}): Promise<Group> {
+  /**
+   * `rebuild`: a replica this node held before its data dir was lost (map.ts rebuiltAtEpoch).
+   * It starts held, like a replica whose WAL needs repair, and takes part in nothing until
+   * repair() has rebuilt it from its leader: empty, it must neither vote nor acknowledge.
+   */
+  async addGroup(id: number, voters: number[], sm: GroupStateMachine, opts: { campaign?: boolean; rebuild?: boolean } = {}): Promise<Group> {
     assert(!this.groups.has(id), `group ${id} already running`);
     const storage = new MemoryStorage(voters);
     const confState = sm.durableConfState ? cloneConfState(sm.durableConfState) : emptyConfState();
@@ -395,11 +400,15 @@ export class MultiRaftHost {
     }
     const known = this.wal.groupIds().includes(id);
     const boot = storage.snapshot().metadata;
-    // The WAL's log for a new group starts after the bootstrap snapshot, as Raft's does.
-    if (!known && boot.index > 0) await this.wal.installSnapshot(id, { index: boot.index, term: boot.term });
+    // The WAL's log for a new group starts after the bootstrap snapshot, as Raft's does. A
+    // rebuilt replica leaves no trace in the WAL before its leader's snapshot (whatever its
+    // store holds from a rebuild cut short): a crash meanwhile must find it unknown, and
+    // rebuild it again rather than resume it.
+    if (!known && boot.index > 0 && opts.rebuild !== true) await this.wal.installSnapshot(id, { index: boot.index, term: boot.term });
     // A damaged log (records lost in the middle, entries after the loss that may not belong
     // together) is not loaded at all: the replica is rebuilt from its leader (repair()).
-    const repairing = known && id !== 0 && this.wal.needsRepair(id) && this.opts.repairPoint !== undefined;
+    const repairing = id !== 0 && this.opts.repairPoint !== undefined && (known ? this.wal.needsRepair(id) : opts.rebuild === true);
+    assert(!opts.rebuild || repairing, `group ${id} cannot be rebuilt: ${known ? 'its WAL knows it' : 'no repair source'}`);
     if (known) {
       const hs = this.wal.hardState(id);
       const last = this.wal.lastIndex(id);
@@ -413,7 +422,10 @@ export class MultiRaftHost {
     const raft = new RaftNode(this.raftConfig(this.rngSeed ^ id, base), storage);
     const g = new Group(id, raft, storage, sm, confState);
     g.repairing = repairing;
-    if (repairing) this.log.warn('PG replica held until it is rebuilt from its leader: its WAL needs repair', { group: id, durableIndex: base });
+    if (repairing) {
+      const why = known ? 'its WAL needs repair' : "this node's data dir was replaced";
+      this.log.warn(`PG replica held until it is rebuilt from its leader: ${why}`, { group: id, durableIndex: base });
+    }
     this.groups.set(id, g);
     if (opts.campaign && !known) raft.campaign();
     this.touch(g);

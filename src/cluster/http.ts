@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Registry } from 'prom-client';
 import { listenOn, type HostPort } from '../common/address.js';
 import { RaftblockError } from '../common/errors.js';
-import { httpStatusOf, type GroupDigest, type NodeStatus, type RemoveNodeResponse } from './admin-client.js';
+import { httpStatusOf, type GroupDigest, type NodeStatus, type RemoveNodeResponse, type ReplaceNodeResponse } from './admin-client.js';
 import type { ClusterMap, MapCommand, NodeState, Pool, Volume } from './map.js';
 
 export interface AdminSource {
@@ -22,6 +22,8 @@ export interface AdminSource {
   groupDigest(groupId: number): Promise<GroupDigest>;
   /** Removes a drained node from the map (and from group 0), decided on group 0's leader. */
   removeNode(id: number): Promise<RemoveNodeResponse>;
+  /** Marks a node whose data dir was lost as being replaced, decided on group 0's leader. */
+  replaceNode(id: number): Promise<ReplaceNodeResponse>;
 }
 
 export interface AdminHttp {
@@ -115,6 +117,8 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
         const result = (await source.proposeMeta({ type: 'setNodeState', id: Number(nodeState[1]), state: b.state as NodeState })) as { epoch: number };
         return sendJson(res, 200, { epoch: result.epoch });
       }
+      const replace = /^\/v1\/nodes\/(\d+)\/replace$/.exec(url);
+      if (method === 'POST' && replace) return sendJson(res, 200, await source.replaceNode(Number(replace[1])));
       const nodeId = /^\/v1\/nodes\/(\d+)$/.exec(url);
       if (method === 'DELETE' && nodeId) return sendJson(res, 200, await source.removeNode(Number(nodeId[1])));
       const digest = /^\/v1\/groups\/(\d+)\/digest$/.exec(url);

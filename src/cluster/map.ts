@@ -101,9 +101,21 @@ export interface NodeInfo {
    * or a fresh node reusing a removed node's id while the old one still runs): group 0 does
    * not let it register, and peers refuse its frames, so an empty replica never votes or
    * acknowledges as the member that held the data. Not an authentication: the map is no
-   * secret. Absent only in entries written before incarnations existed.
+   * secret. Absent only in entries written before incarnations existed, and while the node
+   * is being replaced.
    */
   incarnation?: string;
+  /**
+   * Set by `replaceNode` (the node's data dir was lost) until a data dir registers under the
+   * id: that registration is taken whatever its incarnation and addresses.
+   */
+  replacing?: true;
+  /**
+   * The epoch of the node's last `replaceNode`: its replicas of PGs placed on it at or before
+   * that epoch were lost with the old data dir, so the node that took the id starts them only
+   * by rebuilding them from their leaders (pg-mover.ts), never empty as voters.
+   */
+  rebuiltAtEpoch?: number;
 }
 
 export interface PgInfo {
@@ -197,6 +209,16 @@ export interface RemoveNodeCommand {
   type: 'removeNode';
   id: NodeId;
 }
+/**
+ * Marks a node whose data dir was lost as being replaced: its incarnation is forgotten, the
+ * next data dir to register under its id is taken, and that node rebuilds its replicas from
+ * their leaders (rebuiltAtEpoch). The admin API checks first that the node is not reachable
+ * and takes it out of group 0 (node.ts replaceNode).
+ */
+export interface ReplaceNodeCommand {
+  type: 'replaceNode';
+  id: NodeId;
+}
 export interface SetNodeStateCommand {
   type: 'setNodeState';
   id: NodeId;
@@ -246,6 +268,7 @@ export interface SetClusterIdCommand {
 export type MapCommand =
   | AddNodeCommand
   | RemoveNodeCommand
+  | ReplaceNodeCommand
   | SetNodeStateCommand
   | CreatePoolCommand
   | CreateVolumeCommand
@@ -305,6 +328,15 @@ function applyOrThrow(map: ClusterMap, command: MapCommand): ApplyResult {
       const refusal = removeNodeRefusal(map, command.id);
       if (refusal) throw refusal;
       return withNodes(map, map.nodes.filter((n) => n.id !== command.id));
+    }
+    case 'replaceNode': {
+      checkNodeId(command.id);
+      const node = map.nodes.find((n) => n.id === command.id);
+      if (!node) throw new NotFound(`node ${command.id} is not in the map`);
+      const epoch = map.epoch + 1;
+      const { incarnation: _lost, ...rest } = node;
+      const replaced: NodeInfo = { ...rest, replacing: true, rebuiltAtEpoch: epoch };
+      return { ok: true, map: bump(map, { nodes: map.nodes.map((n) => (n.id === command.id ? replaced : n)) }), changed: true, movedGroups: [] };
     }
     case 'setNodeState': {
       checkNodeId(command.id);
@@ -407,7 +439,20 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
   }
   const incarnation = c.incarnation === undefined ? undefined : checkIncarnation(c.incarnation);
   const existing = map.nodes.find((n) => n.id === c.id);
-  const node: NodeInfo = { id: c.id, addresses, labels, weight, state: existing?.state ?? 'in', ...(incarnation !== undefined ? { incarnation } : {}) };
+  const node: NodeInfo = {
+    id: c.id,
+    addresses,
+    labels,
+    weight,
+    state: existing?.state ?? 'in',
+    ...(incarnation !== undefined ? { incarnation } : {}),
+    ...(existing?.rebuiltAtEpoch !== undefined ? { rebuiltAtEpoch: existing.rebuiltAtEpoch } : {}),
+  };
+  // Being replaced: the first data dir to register under the id takes it, from anywhere (it
+  // rebuilds its replicas from their leaders; see rebuiltAtEpoch).
+  if (existing?.replacing && incarnation !== undefined) {
+    return withNodes(map, map.nodes.map((n) => (n.id === c.id ? node : n)));
+  }
   if (existing) {
     const placementSame = existing.weight === weight && sameLabels(existing.labels, labels);
     const addressesSame =
@@ -428,7 +473,7 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
     if (existing.incarnation !== undefined && incarnation !== existing.incarnation) {
       throw new AlreadyExists(
         `node ${c.id} is a member whose data dir is incarnation ${existing.incarnation}; this data dir is ${incarnation === undefined ? 'of no incarnation' : `incarnation ${incarnation}`}: ` +
-          `if node ${c.id} lost or replaced its data dir, remove it from the map first (\`raftblock node-state ${c.id} out\`, then \`raftblock node remove ${c.id}\`), else give the new node another id`,
+          `if node ${c.id} lost its data dir, let this one rebuild it in place (\`raftblock node replace ${c.id}\`, with node ${c.id} stopped) or remove it from the map first (\`raftblock node-state ${c.id} out\`, then \`raftblock node remove ${c.id}\`), else give the new node another id`,
       );
     }
     const nodes = map.nodes.map((n) => (n.id === c.id ? node : n));
@@ -753,6 +798,8 @@ export function checkMap(map: ClusterMap): void {
     const n = map.nodes[i];
     assert(i === 0 || map.nodes[i - 1].id < n.id, 'nodes must be sorted by id, without duplicates');
     assert(n.incarnation === undefined || isIncarnation(n.incarnation), `node ${n.id}: bad incarnation ${JSON.stringify(n.incarnation)}`);
+    assert(n.replacing === undefined || (n.replacing === true && n.incarnation === undefined), `node ${n.id}: replacing with an incarnation`);
+    assert(n.rebuiltAtEpoch === undefined || (Number.isSafeInteger(n.rebuiltAtEpoch) && n.rebuiltAtEpoch >= 1 && n.rebuiltAtEpoch <= map.epoch), `node ${n.id}: bad rebuiltAtEpoch`);
     byId.set(n.id, n);
   }
   const poolNames = new Set<string>();

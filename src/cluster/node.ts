@@ -19,7 +19,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
-import { InvalidArgument, MetaQuorumAtRisk, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
+import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
@@ -41,7 +41,7 @@ import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
-import type { GroupDigest, GroupRole, GroupStatus, NodeStatus, RemoveNodeResponse } from './admin-client.js';
+import type { GroupDigest, GroupRole, GroupStatus, NodeStatus, RemoveNodeResponse, ReplaceNodeResponse } from './admin-client.js';
 
 export interface NodeOptions {
   id: number;
@@ -651,6 +651,19 @@ export class StorageNode implements PgClient {
    * retried across leader changes and group-0 changes in flight. See removeNodeAsLeader.
    */
   async removeNode(id: number): Promise<RemoveNodeResponse> {
+    return this.atMetaLeader('removeNode', id, () => this.removeNodeAsLeader(id));
+  }
+
+  /**
+   * `raftblock node replace ID` (admin API): decided on group 0's leader like a removal. See
+   * replaceNodeAsLeader.
+   */
+  async replaceNode(id: number): Promise<ReplaceNodeResponse> {
+    return this.atMetaLeader('replaceNode', id, () => this.replaceNodeAsLeader(id));
+  }
+
+  /** Runs a node command on group 0's leader: here if this node leads it, else forwarded. */
+  private async atMetaLeader<T>(op: 'removeNode' | 'replaceNode', id: number, asLeader: () => Promise<T>): Promise<T> {
     if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
     const deadline = Date.now() + removeNodeDeadlineMs;
     let attempt = 0;
@@ -658,10 +671,10 @@ export class StorageNode implements PgClient {
       try {
         if (this.removed) throw new NodeRemoved(`node ${this.id} was removed from the cluster map; ask another node`);
         const g = this.host.groups.get(metadataGroupId);
-        if (g && g.isLeader) return await this.removeNodeAsLeader(id);
+        if (g && g.isLeader) return await asLeader();
         const target = this.metaTarget(attempt);
         if (!target || target === this.id) throw new Unavailable('group 0 has no leader yet');
-        return (await this.transport.request(String(target), 'removeNode', { id }, removeNodeDeadlineMs)) as RemoveNodeResponse;
+        return (await this.transport.request(String(target), op, { id }, removeNodeDeadlineMs)) as T;
       } catch (err) {
         const code = (err as RaftblockError).code;
         if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT'].includes(code) || Date.now() > deadline) throw err;
@@ -669,6 +682,32 @@ export class StorageNode implements PgClient {
         await sleep(Math.min(50 * attempt, 500));
       }
     }
+  }
+
+  /**
+   * On group 0's leader. The node's data dir was lost: it must not be reachable (a live node
+   * is never replaced: NODE_ALIVE); a member of group 0 leaves group 0 first (as in a
+   * removal), since group 0 has no rebuild path (the plan adds a voter back once the new data
+   * dir registers); then the map forgets its incarnation (replaceNode), so the next data dir
+   * to register under the id is taken, and rebuilds every replica the id held from its leader.
+   */
+  private async replaceNodeAsLeader(id: number): Promise<ReplaceNodeResponse> {
+    if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
+    const g = this.host.groups.get(metadataGroupId);
+    if (!g || !g.isLeader || !this.meta) throw new NotLeader(`node ${this.id} does not lead the metadata group`, g?.lead ? String(g.lead) : undefined);
+    if (!this.map().nodes.some((n) => n.id === id)) throw new NotFound(`node ${id} is not in the map`);
+    if (id === this.id || this.transport.isConnected(String(id))) {
+      throw new NodeAlive(`node ${id} is running and reachable: only a node whose data dir was lost is replaced (stop it first; to take it out for good, use node remove)`);
+    }
+    let metaVoterRemoved = false;
+    if (latestConfNames(g, id)) {
+      await this.removeMetaMember(id);
+      metaVoterRemoved = true;
+    }
+    const r = (await this.proposeMeta({ type: 'replaceNode', id })) as { epoch: number };
+    this.log.warn('a node is being replaced: the next data dir to register under its id rebuilds its replicas', { nodeId: id, epoch: r.epoch, metaVoterRemoved });
+    await this.spreadMap(r.epoch);
+    return { epoch: r.epoch, nodeId: id, metaVoterRemoved };
   }
 
   /**
@@ -844,6 +883,9 @@ export class StorageNode implements PgClient {
       case 'removeNode':
         this.fenceNonMember(from, epoch, op);
         return this.removeNodeAsLeader(a.id as number);
+      case 'replaceNode':
+        this.fenceNonMember(from, epoch, op);
+        return this.replaceNodeAsLeader(a.id as number);
       case 'groupsNaming':
         if (!Number.isSafeInteger(a.id)) throw new InvalidArgument('groupsNaming: bad node id');
         return this.groupsNaming(a.id as number);

@@ -92,6 +92,16 @@ function isOriginalPlacement(pool: Pool, pgIndex: number): boolean {
   return pool.pgs[pgIndex].sinceEpoch <= created;
 }
 
+/**
+ * True when this node held PG `pgIndex` of `pool` before its data dir was replaced (map.ts
+ * rebuiltAtEpoch): the PG's replica set dates from then or before, so that replica's state was
+ * lost and a leader holds what it acknowledged. A PG placed here later is joined as usual.
+ */
+function lostWithDataDir(map: ClusterMap, self: NodeId, pool: Pool, pgIndex: number): boolean {
+  const rebuiltAt = map.nodes.find((n) => n.id === self)?.rebuiltAtEpoch;
+  return rebuiltAt !== undefined && pool.pgs[pgIndex].sinceEpoch <= rebuiltAt;
+}
+
 /** A committed, non-joint configuration that does not list `self` in any role. */
 function isOut(cs: ConfState, self: NodeId): boolean {
   return !isJoint(cs) && cs.voters.length > 0 && !allMembers(cs).includes(self);
@@ -184,7 +194,9 @@ export class PgMover {
       const { poolId, pgIndex } = pgOfGroup(g);
       const pool = map.pools.find((p) => p.id === poolId)!;
       const replicas = pool.pgs[pgIndex].replicas;
-      if (known.has(g) || (await loadMembership(this.pgDir(g))) !== undefined) {
+      if (!known.has(g) && lostWithDataDir(map, this.d.nodeId, pool, pgIndex)) {
+        await this.guardStart(g, () => this.rebuild(g));
+      } else if (known.has(g) || (await loadMembership(this.pgDir(g))) !== undefined) {
         await this.guardStart(g, () => this.resume(g, replicas));
       } else if (isOriginalPlacement(pool, pgIndex)) {
         // The strongest placement draw campaigns first, so a new PG gets a leader at once.
@@ -218,6 +230,20 @@ export class PgMover {
     await saveMembership(dir, m);
     const store = await this.d.openStore(g, dir);
     await this.addGroup(g, store, m, m.confState, [...replicas], campaign);
+  }
+
+  /**
+   * A replica this node held before its data dir was lost (it was replaced): started held,
+   * and rebuilt from its leader's snapshot before it votes or acknowledges anything (host.ts
+   * repair). Nothing is saved before that: a crash meanwhile starts the rebuild over.
+   */
+  private async rebuild(g: number): Promise<void> {
+    const dir = this.pgDir(g);
+    await mkdir(dir, { recursive: true });
+    // Like a joiner's: no membership (nor bootstrap snapshot) until the leader's snapshot.
+    const m = joinerMembership();
+    const store = await this.d.openStore(g, dir);
+    await this.addGroup(g, store, m, m.confState, [], false, true);
   }
 
   /** A replica with state on this node: its saved membership (advanced over the WAL) rules. */
@@ -334,13 +360,13 @@ export class PgMover {
     return p;
   }
 
-  private async addGroup(g: number, store: PgStore, saved: SavedMembership, durableConf: ConfState, voters: NodeId[], campaign: boolean): Promise<void> {
+  private async addGroup(g: number, store: PgStore, saved: SavedMembership, durableConf: ConfState, voters: NodeId[], campaign: boolean, rebuild = false): Promise<void> {
     if (this.d.stopping()) {
       await store.close();
       return;
     }
     this.d.stores.set(g, store);
-    await this.d.host.addGroup(g, voters, pgStateMachine(store, this.pgDir(g), saved, durableConf), { campaign });
+    await this.d.host.addGroup(g, voters, pgStateMachine(store, this.pgDir(g), saved, durableConf), { campaign, rebuild });
   }
 
   /** Host callback: a message for a group this node does not run. Starts a joiner if wanted. */
@@ -356,8 +382,15 @@ export class PgMover {
     const pool = this.d.map().pools.find((p) => p.id === poolId)!;
     // A peer may reach this node before its own reconcile has started a new pool's PG: it is
     // an original member then, bootstrapped like the others; only a moved PG is joined empty.
+    const known = this.d.wal.groupIds().includes(g);
     const start = (): Promise<void> =>
-      this.d.wal.groupIds().includes(g) ? this.resume(g, target, from) : isOriginalPlacement(pool, pgIndex) ? this.bootstrap(g, target, false) : this.join(g);
+      !known && lostWithDataDir(this.d.map(), this.d.nodeId, pool, pgIndex)
+        ? this.rebuild(g)
+        : known
+          ? this.resume(g, target, from)
+          : isOriginalPlacement(pool, pgIndex)
+            ? this.bootstrap(g, target, false)
+            : this.join(g);
     void this.guardStart(g, start);
     return false; // the leader resends
   }

@@ -129,6 +129,13 @@ export class AddressUnavailable extends RaftblockError {
   }
 }
 
+/** A node that is running and reachable is not replaced: replacement is for a lost data dir. */
+export class NodeAlive extends RaftblockError {
+  constructor(message: string) {
+    super('NODE_ALIVE', message);
+  }
+}
+
 /** A node cannot be removed from the map while it is `in`: it must be marked `out` (drained) first. */
 export class NodeStillIn extends RaftblockError {
   constructor(message: string) {

@@ -217,6 +217,35 @@ test('a registration from another data dir (incarnation) under a member id is re
   assert.ok(fresh.ok && fresh.map.nodes.find((n) => n.id === 4)?.incarnation === inc(0x44));
 });
 
+test('replaceNode forgets a lost data dir: the next registration under the id is taken from anywhere, and the id remembers the epoch', () => {
+  const inc = (n: number): string => n.toString(16).padStart(16, '0');
+  let map = threeZones();
+  for (const id of [1, 2, 3]) map = run(map, { ...(addNode(id) as AddNodeCommand), incarnation: inc(id) });
+  rejected(applyCommand(map, { type: 'replaceNode', id: 9 }), 'NOT_FOUND');
+  const r = applyCommand(map, { type: 'replaceNode', id: 2 });
+  assert.ok(r.ok && r.changed && r.movedGroups.length === 0 && r.map.epoch === map.epoch + 1);
+  const replaced = r.map.nodes.find((n) => n.id === 2)!;
+  assert.equal(replaced.incarnation, undefined);
+  assert.equal(replaced.replacing, true);
+  assert.equal(replaced.rebuiltAtEpoch, r.map.epoch);
+  checkMap(r.map);
+  // No placement moved: the PGs keep their replica sets (and their sinceEpoch).
+  assert.deepEqual(r.map.pools, map.pools);
+  // A new data dir, without the cluster id, from other addresses: taken.
+  const moved = { peer: '127.0.0.1:29002', nbd: '127.0.0.1:29003', http: '127.0.0.1:29004' };
+  const joined = applyCommand(r.map, { type: 'addNode', id: 2, addresses: moved, labels: { zone: 'z2' }, incarnation: inc(0x22), newNode: true });
+  assert.ok(joined.ok && joined.changed, joined.ok ? '' : joined.error.message);
+  const back = joined.map.nodes.find((n) => n.id === 2)!;
+  assert.deepEqual(back, { id: 2, addresses: moved, labels: { zone: 'z2' }, weight: 1, state: 'in', incarnation: inc(0x22), rebuiltAtEpoch: r.map.epoch });
+  checkMap(joined.map);
+  // From then on the id is that data dir's: the lost one (or any other) is refused again.
+  rejected(applyCommand(joined.map, { ...(addNode(2) as AddNodeCommand), incarnation: inc(2) }), 'ALREADY_EXISTS');
+  const again = applyCommand(joined.map, { type: 'addNode', id: 2, addresses: moved, labels: { zone: 'z2' }, incarnation: inc(0x22) });
+  assert.ok(again.ok && !again.changed);
+  // A map that says `replacing` next to an incarnation is not a map.
+  assert.throws(() => checkMap({ ...joined.map, nodes: joined.map.nodes.map((n) => (n.id === 2 ? { ...n, replacing: true as const } : n)) }));
+});
+
 test('the same commands give byte-identical maps, which round-trip through msgpackr and JSON', () => {
   const commands: MapCommand[] = [
     addNode(5, { zone: 'a', rack: 'r1', host: 'h1' }, 2),

@@ -18,6 +18,7 @@ import { parseIoBackendChoice } from '../../io/select.js';
 import { parseLabels } from '../../cluster/map.js';
 import { StorageNode } from '../../cluster/node.js';
 import { registerNodeRemove } from './node-remove.js';
+import { registerNodeReplace } from './node-replace.js';
 
 interface NodeCliOptions {
   id: string;
@@ -53,6 +54,7 @@ export function register(program: Command): void {
       await runNode(opts as NodeCliOptions);
     });
   registerNodeRemove(node);
+  registerNodeReplace(node);
 }
 
 async function runNode(opts: NodeCliOptions): Promise<void> {
