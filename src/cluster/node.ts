@@ -693,21 +693,30 @@ export class StorageNode implements PgClient {
    */
   private async replaceNodeAsLeader(id: number): Promise<ReplaceNodeResponse> {
     if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
-    const g = this.host.groups.get(metadataGroupId);
-    if (!g || !g.isLeader || !this.meta) throw new NotLeader(`node ${this.id} does not lead the metadata group`, g?.lead ? String(g.lead) : undefined);
+    this.metaLeaderGroup();
     if (!this.map().nodes.some((n) => n.id === id)) throw new NotFound(`node ${id} is not in the map`);
     if (id === this.id || this.transport.isConnected(String(id))) {
       throw new NodeAlive(`node ${id} is running and reachable: only a node whose data dir was lost is replaced (stop it first; to take it out for good, use node remove)`);
     }
-    let metaVoterRemoved = false;
-    if (latestConfNames(g, id)) {
-      await this.removeMetaMember(id);
-      metaVoterRemoved = true;
-    }
-    const r = (await this.proposeMeta({ type: 'replaceNode', id })) as { epoch: number };
-    this.log.warn('a node is being replaced: the next data dir to register under its id rebuilds its replicas', { nodeId: id, epoch: r.epoch, metaVoterRemoved });
-    await this.spreadMap(r.epoch);
-    return { epoch: r.epoch, nodeId: id, metaVoterRemoved };
+    const r = await this.leaveMetaThenPropose(id, { type: 'replaceNode', id });
+    this.log.warn('a node is being replaced: the next data dir to register under its id rebuilds its replicas', { nodeId: id, ...r });
+    return { ...r, nodeId: id };
+  }
+
+  /** Group 0's replica here, which must lead it (else NotLeader, naming the leader if known). */
+  private metaLeaderGroup(): Group {
+    const g = this.host.groups.get(metadataGroupId);
+    if (!g || !g.isLeader || !this.meta) throw new NotLeader(`node ${this.id} does not lead the metadata group`, g?.lead ? String(g.lead) : undefined);
+    return g;
+  }
+
+  /** Takes node `id` out of group 0 if it is a member there, then runs `cmd` and spreads the map. */
+  private async leaveMetaThenPropose(id: number, cmd: MapCommand): Promise<{ epoch: number; metaVoterRemoved: boolean }> {
+    const metaVoterRemoved = latestConfNames(this.metaLeaderGroup(), id);
+    if (metaVoterRemoved) await this.removeMetaMember(id);
+    const { epoch } = (await this.proposeMeta(cmd)) as { epoch: number };
+    await this.spreadMap(epoch);
+    return { epoch, metaVoterRemoved };
   }
 
   /**
@@ -720,26 +729,19 @@ export class StorageNode implements PgClient {
    */
   private async removeNodeAsLeader(id: number): Promise<RemoveNodeResponse> {
     if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
-    const g = this.host.groups.get(metadataGroupId);
-    if (!g || !g.isLeader || !this.meta) throw new NotLeader(`node ${this.id} does not lead the metadata group`, g?.lead ? String(g.lead) : undefined);
+    this.metaLeaderGroup();
     const refusal = removeNodeRefusal(this.map(), id);
     if (refusal) throw refusal;
     const held = await this.groupsNamingEverywhere(id);
     if (held.length > 0) throw new NodeHoldsReplicas(describeHeldPgs(id, held.map((x) => this.pgName(x)), 'in their Raft configuration'), held);
-    let metaVoterRemoved = false;
-    if (latestConfNames(g, id)) {
-      await this.removeMetaMember(id);
-      metaVoterRemoved = true;
-    }
-    const r = (await this.proposeMeta({ type: 'removeNode', id })) as { epoch: number };
-    this.log.info('removed a node from the cluster map', { nodeId: id, epoch: r.epoch, metaVoterRemoved });
-    await this.spreadMap(r.epoch);
+    const r = await this.leaveMetaThenPropose(id, { type: 'removeNode', id });
+    this.log.info('removed a node from the cluster map', { nodeId: id, ...r });
     // The removed node is in the map no more, so spreadMap skips it: tell it (best effort; a
     // node that does not hear it learns at its next start, when group 0 refuses it).
     if (this.transport.isConnected(String(id))) {
       await this.transport.request(String(id), 'mapAtLeast', { e: r.epoch }, spreadMapTimeoutMs).catch((err) => this.log.debug('removed node not told', { nodeId: id, err }));
     }
-    return { epoch: r.epoch, nodeId: id, metaVoterRemoved };
+    return { ...r, nodeId: id };
   }
 
   /** `default/3` for a PG group id (the pool's name in this node's map). */

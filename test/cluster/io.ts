@@ -3,6 +3,7 @@
  * clients. Each runs as its own process (on loopback, or inside a node's namespace).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestCluster } from '../helpers/cluster.js';
@@ -110,6 +111,18 @@ export async function blockOps(
   const r = await runProcess(spawnClient(cluster, via, args));
   if (r.code !== 0) throw new Error(`block client (${op} via node ${via}) exited ${r.code}: ${r.stderr.slice(-1500)}`);
   return r.stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as BlockOpResult);
+}
+
+/** Writes `tag` to every block through node `via`; every write must succeed. */
+export async function writeTagged(cluster: TestCluster, via: number, blocks: readonly number[], tag: string, timeoutS = 20): Promise<void> {
+  const w = await blockOps(cluster, via, 'write', blocks, { tag, timeoutS });
+  assert.ok(w.every((x) => x.result === 'ok'), `writes via node ${via}: ${JSON.stringify(w)}`);
+}
+
+/** Reads every block through node `via`; each must hold `tag`. */
+export async function expectTagged(cluster: TestCluster, via: number, blocks: readonly number[], tag: string, timeoutS = 20): Promise<void> {
+  const r = await blockOps(cluster, via, 'read', blocks, { timeoutS });
+  assert.deepEqual(r.map((x) => x.value), blocks.map(() => tag), `reads via node ${via}: ${JSON.stringify(r)}`);
 }
 
 /** One Jepsen-style client: returns its history lines (block format). */

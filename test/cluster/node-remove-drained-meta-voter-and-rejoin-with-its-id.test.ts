@@ -18,26 +18,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { logRecords, TestCluster, TestNode, waitFor } from '../helpers/cluster.js';
+import { logRecords, metaVoters, TestCluster, TestNode, waitFor } from '../helpers/cluster.js';
 import { runCli } from '../helpers/cli.js';
 import type { ClusterStatus, RemoveNodeResponse } from '../../src/cluster/admin-client.js';
-import { blockOps, requirePythonNbd } from './io.js';
+import { expectTagged, requirePythonNbd, writeTagged } from './io.js';
 
 const blocks = [0, 3, 9, 40, 77, 130];
 
-async function writeAll(cluster: TestCluster, via: number, tag: string): Promise<void> {
-  const w = await blockOps(cluster, via, 'write', blocks, { tag, timeoutS: 20 });
-  assert.ok(w.every((x) => x.result === 'ok'), `writes via node ${via}: ${JSON.stringify(w)}`);
-}
+const writeAll = (cluster: TestCluster, via: number, tag: string): Promise<void> => writeTagged(cluster, via, blocks, tag);
+const readAll = (cluster: TestCluster, via: number, tag: string): Promise<void> => expectTagged(cluster, via, blocks, tag);
 
-async function readAll(cluster: TestCluster, via: number, tag: string): Promise<void> {
-  const r = await blockOps(cluster, via, 'read', blocks, { timeoutS: 20 });
-  assert.deepEqual(r.map((x) => x.value), blocks.map(() => tag), `reads via node ${via}: ${JSON.stringify(r)}`);
-}
-
-function metaVoters(s: ClusterStatus): number[] {
-  return [...s.groups.find((g) => g.groupId === 0)!.replicas].sort((a, b) => a - b);
-}
 
 test('node remove: refused while in; a drained group-0 voter is replaced and removed; its id joins again from a new data dir', { timeout: 150_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;

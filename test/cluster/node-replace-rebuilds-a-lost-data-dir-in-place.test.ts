@@ -15,27 +15,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { logRecords, TestCluster, TestNode, waitFor } from '../helpers/cluster.js';
+import { logRecords, metaVoters, TestCluster, TestNode, waitFor } from '../helpers/cluster.js';
 import { runCli } from '../helpers/cli.js';
 import { metric } from '../helpers/hand-peer.js';
-import type { ClusterStatus, ReplaceNodeResponse } from '../../src/cluster/admin-client.js';
-import { blockOps, requirePythonNbd } from './io.js';
+import type { ReplaceNodeResponse } from '../../src/cluster/admin-client.js';
+import { expectTagged, requirePythonNbd, writeTagged } from './io.js';
 
 const blocks = [0, 3, 9, 40, 77, 130, 260, 511];
 
-async function writeAll(cluster: TestCluster, via: number, tag: string): Promise<void> {
-  const w = await blockOps(cluster, via, 'write', blocks, { tag, timeoutS: 30 });
-  assert.ok(w.every((x) => x.result === 'ok'), `writes via node ${via}: ${JSON.stringify(w)}`);
-}
+const writeAll = (cluster: TestCluster, via: number, tag: string): Promise<void> => writeTagged(cluster, via, blocks, tag, 30);
+const readAll = (cluster: TestCluster, via: number, tag: string): Promise<void> => expectTagged(cluster, via, blocks, tag, 30);
 
-async function readAll(cluster: TestCluster, via: number, tag: string): Promise<void> {
-  const r = await blockOps(cluster, via, 'read', blocks, { timeoutS: 30 });
-  assert.deepEqual(r.map((x) => x.value), blocks.map(() => tag), `reads via node ${via}: ${JSON.stringify(r)}`);
-}
-
-function metaVoters(s: ClusterStatus): number[] {
-  return [...s.groups.find((g) => g.groupId === 0)!.replicas].sort((a, b) => a - b);
-}
 
 test('node replace: a node whose data dir was lost rejoins under its id and rebuilds every replica from its leader', { timeout: 240_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;

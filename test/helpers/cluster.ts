@@ -83,6 +83,11 @@ export function logRecords(n: TestNode, msg: string): Record<string, unknown>[] 
     .filter((r) => r.msg === msg);
 }
 
+/** Group 0's voters in a status, sorted. */
+export function metaVoters(s: ClusterStatus): number[] {
+  return [...(s.groups.find((g) => g.groupId === 0)?.replicas ?? [])].sort((a, b) => a - b);
+}
+
 /** The groups that are not ok, for failure messages. */
 export function describeUnhealthy(s: ClusterStatus): string {
   const bad = s.groups.filter((g) => g.health !== 'ok' || g.members.some((m) => m.appliedIndex !== g.commitIndex));

@@ -6,9 +6,9 @@
  * work settled, stores checkpointed, WAL closed) and exits 0. Once listening it prints one
  * JSON line to stdout: {"event":"listening","id":N,"peer":...,"nbd":...,"http":...}.
  *
- * `raftblock node remove ID` (node-remove.ts) is a subcommand of this one: commander does not
- * dispatch to a subcommand of a command with required options, so --id and --data are
- * checked here, with commander's own message and exit code.
+ * `raftblock node remove ID` and `node replace ID` (node-admin.ts) are subcommands of this
+ * one: commander does not dispatch to a subcommand of a command with required options, so --id
+ * and --data are checked here, with commander's own message and exit code.
  */
 import type { Command } from 'commander';
 import { parseHostPort } from '../../common/address.js';
@@ -17,8 +17,7 @@ import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
 import { parseLabels } from '../../cluster/map.js';
 import { StorageNode } from '../../cluster/node.js';
-import { registerNodeRemove } from './node-remove.js';
-import { registerNodeReplace } from './node-replace.js';
+import { registerNodeAdmin } from './node-admin.js';
 
 interface NodeCliOptions {
   id: string;
@@ -53,8 +52,7 @@ export function register(program: Command): void {
       }
       await runNode(opts as NodeCliOptions);
     });
-  registerNodeRemove(node);
-  registerNodeReplace(node);
+  registerNodeAdmin(node);
 }
 
 async function runNode(opts: NodeCliOptions): Promise<void> {
