@@ -370,8 +370,7 @@ export class MultiRaftHost {
   /**
    * Starts (or resumes) a group. A fresh group starts with `voters`; a group with state in
    * the WAL resumes from it and the state machine's durable index.
-   */
-  /**
+   *
    * `rebuild`: a replica this node held before its data dir was lost (map.ts rebuiltAtEpoch).
    * It starts held, like a replica whose WAL needs repair, and takes part in nothing until
    * repair() has rebuilt it from its leader: empty, it must neither vote nor acknowledge.

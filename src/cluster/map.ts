@@ -451,6 +451,7 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
   // Being replaced: the first data dir to register under the id takes it, from anywhere (it
   // rebuilds its replicas from their leaders; see rebuiltAtEpoch).
   if (existing?.replacing && incarnation !== undefined) {
+    checkAddressesFree(map, c.id, addresses);
     return withNodes(map, map.nodes.map((n) => (n.id === c.id ? node : n)));
   }
   if (existing) {
@@ -480,13 +481,7 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
     if (placementSame) return { ok: true, map: bump(map, { nodes }), changed: true, movedGroups: [] };
     return withNodes(map, nodes);
   }
-  for (const n of map.nodes) {
-    for (const key of ['peer', 'nbd', 'http'] as const) {
-      if (n.addresses[key] === addresses[key] && !isWildcardPortZero(addresses[key])) {
-        throw new AlreadyExists(`node ${n.id} already uses ${key} address ${addresses[key]}`);
-      }
-    }
-  }
+  checkAddressesFree(map, c.id, addresses);
   // A node that was a member and is no longer in the map was removed: its old data dir (its
   // WAL, its group-0 log, its tombstones) does not come back; a new data dir may take the id.
   if (c.member === true) {
@@ -494,6 +489,18 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
   }
   const nodes = [...map.nodes, node].sort((a, b) => a.id - b.id);
   return withNodes(map, nodes);
+}
+
+/** No node but `id` may use any of these addresses. */
+function checkAddressesFree(map: ClusterMap, id: NodeId, addresses: NodeAddresses): void {
+  for (const n of map.nodes) {
+    if (n.id === id) continue;
+    for (const key of ['peer', 'nbd', 'http'] as const) {
+      if (n.addresses[key] === addresses[key] && !isWildcardPortZero(addresses[key])) {
+        throw new AlreadyExists(`node ${n.id} already uses ${key} address ${addresses[key]}`);
+      }
+    }
+  }
 }
 
 function describeAddresses(a: NodeAddresses): string {

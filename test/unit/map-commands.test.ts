@@ -231,6 +231,8 @@ test('replaceNode forgets a lost data dir: the next registration under the id is
   checkMap(r.map);
   // No placement moved: the PGs keep their replica sets (and their sinceEpoch).
   assert.deepEqual(r.map.pools, map.pools);
+  // ... but not at another node's address.
+  rejected(applyCommand(r.map, { type: 'addNode', id: 2, addresses: { ...addr(2), peer: addr(3).peer }, labels: { zone: 'z2' }, incarnation: inc(0x22), newNode: true }), 'ALREADY_EXISTS');
   // A new data dir, without the cluster id, from other addresses: taken.
   const moved = { peer: '127.0.0.1:29002', nbd: '127.0.0.1:29003', http: '127.0.0.1:29004' };
   const joined = applyCommand(r.map, { type: 'addNode', id: 2, addresses: moved, labels: { zone: 'z2' }, incarnation: inc(0x22), newNode: true });
