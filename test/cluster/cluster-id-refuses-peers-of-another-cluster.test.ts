@@ -128,7 +128,8 @@ test('cluster id: nodes of another cluster are refused on the peer port; the clu
   b.nodes.push(b3);
   await b3.start();
   await waitFor('the node of B on the reused address joins B', 30_000, async () => ((await b.map()).nodes.some((n) => n.id === 3) ? true : undefined));
-  assert.equal(nodeJson(b3).clusterId, idB);
+  // The map lists it once group 0 commits its join; it saves B's id when the answer reaches it.
+  await waitFor('the node of B stores its cluster id', 10_000, async () => (nodeJson(b3).clusterId === idB ? true : undefined));
   // A's nodes send node 3's Raft traffic there: the node of B refuses it.
   await waitFor('the node of B refuses A', 20_000, async () => ((await metric(b3.addrs.http, foreignMetric)) > 0 ? true : undefined));
   assert.ok(logRecords(b3, 'refusing a peer of another cluster: connection closed').some((r) => r.cluster === idB && r.peerCluster === idA));
