@@ -70,6 +70,9 @@ test('node replace: a node whose data dir was lost rejoins under its id and rebu
   assert.equal(during.replacing, true);
   assert.equal(during.rebuiltAtEpoch, answer.epoch);
   assert.ok(!metaVoters(await cluster.clusterStatus()).includes(3), 'node 3 still votes in group 0');
+  const shown = await runCli(['status', '--server', http]);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.match(shown.stdout, /^3\s+in \(replacing\)\s+no /m, shown.stdout);
 
   // Node 3 starts empty again: taken, and every replica rebuilt before it counts. It is
   // killed once its first replica is rebuilt, and started again on that data dir: the
