@@ -21,6 +21,34 @@ const blocksPerExtent = extentBytes / 4096;
 const pgCount = 8;
 const clientSeconds = 30;
 
+interface HistoryEvent {
+  process: number;
+  type: string;
+  f: string;
+  block: number;
+  value?: string | null;
+  time: number;
+}
+
+/**
+ * For a failed check: every final read, and every event (of any block) of the writes whose
+ * tags the final reads returned, so the failure says which block a tag was written to, when,
+ * and whether it was acknowledged (the checker's report shows only the failing block).
+ */
+function finalReadEvidence(lines: string[]): string {
+  const events = lines.map((l) => JSON.parse(l) as HistoryEvent);
+  const finals = events.filter((e) => e.process >= 1100 && e.f === 'read');
+  const tags = new Set(finals.map((e) => e.value).filter((v): v is string => typeof v === 'string'));
+  const out = ['final reads, and the writes of the tags they returned (invocation, then completion):', ...finals.map((e) => JSON.stringify(e))];
+  events.forEach((e, i) => {
+    if (e.f !== 'write' || e.type !== 'invoke' || typeof e.value !== 'string' || !tags.has(e.value)) return;
+    // A process has one operation in flight: its next event completes this write (if any).
+    const done = events.slice(i + 1).find((x) => x.process === e.process);
+    out.push(JSON.stringify(e), done ? JSON.stringify(done) : '(never completed)');
+  });
+  return out.join('\n');
+}
+
 test('a block history recorded under kill -9 and partitions is linearizable', { timeout: 300_000 }, async (t) => {
   if (!requireNetns(t)) return;
   if (!requirePythonNbd(t)) return;
@@ -85,7 +113,7 @@ test('a block history recorded under kill -9 and partitions is linearizable', { 
   const history = lines.join('\n') + '\n';
   const check = checkBlockHistory(tempDir(t), history);
   if (check.status !== 0 && process.env.RAFTBLOCK_KEEP_TEST_DATA === '1') writeFileSync(join(cluster.dir, 'history.jsonl'), history);
-  assert.equal(check.status, 0, `check-history: ${check.stdout}\n${check.stderr}\nfaults: ${faults.join(', ')}`);
+  if (check.status !== 0) assert.fail(`check-history: ${check.stdout}\n${check.stderr}\nfaults: ${faults.join(', ')}\n${finalReadEvidence(lines)}`);
   assert.match(check.stdout, /^linearizable/);
   t.diagnostic(`${lines.length} events (${okWrites} writes, ${okReads} reads acknowledged) over ${pgs.size} PGs; faults: ${faults.join(', ')}`);
 });
