@@ -505,8 +505,7 @@ export class MultiRaftHost {
     for (const [i, w] of g.waiters) {
       if (i > upTo || w.term !== term) continue;
       g.waiters.delete(i);
-      this.metrics.commitLatency.observe((performance.now() - w.startedMs) / 1000);
-      w.resolve(undefined);
+      this.settle(w, i, term);
     }
     if (upTo > g.quorumAckedIndex) g.quorumAckedIndex = upTo;
   }
@@ -583,6 +582,19 @@ export class MultiRaftHost {
     // node (a leadership transfer), within one tick.
     this.scanAll = true;
     this.schedule();
+  }
+
+  /**
+   * Answers the proposer of the entry at `index`, which committed in `entryTerm`: superseded
+   * if another leader's entry took the index, else the state machine's result or refusal.
+   */
+  private settle(w: Waiter, index: number, entryTerm: number, result?: unknown, failure?: Error): void {
+    if (w.term !== entryTerm) w.reject(new NotLeader(`proposal at ${index} was superseded`));
+    else if (failure) w.reject(failure);
+    else {
+      this.metrics.commitLatency.observe((performance.now() - w.startedMs) / 1000);
+      w.resolve(result);
+    }
   }
 
   /** Answers TimedOut to proposers whose deadline has passed (the entry may still commit). */
@@ -752,11 +764,7 @@ export class MultiRaftHost {
       const w = g.waiters.get(e.index);
       if (!w) continue;
       g.waiters.delete(e.index);
-      if (w.term !== e.term) w.reject(new NotLeader(`proposal at ${e.index} was superseded`));
-      else {
-        this.metrics.commitLatency.observe((performance.now() - w.startedMs) / 1000);
-        w.resolve(undefined);
-      }
+      this.settle(w, e.index, e.term);
     }
   }
 
@@ -780,12 +788,7 @@ export class MultiRaftHost {
         const w = g.waiters.get(e.index);
         if (w) {
           g.waiters.delete(e.index);
-          if (w.term !== e.term) w.reject(new NotLeader(`proposal at ${e.index} was superseded`));
-          else if (failure) w.reject(failure);
-          else {
-            this.metrics.commitLatency.observe((performance.now() - w.startedMs) / 1000);
-            w.resolve(result);
-          }
+          this.settle(w, e.index, e.term, result, failure);
         }
         // Waiters below the applied index whose entries were replaced by a new leader's log.
         if (g.waiters.size > 0 && !g.isLeader) {

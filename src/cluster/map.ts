@@ -466,7 +466,7 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
     if (c.newNode === true && !addressesSame) {
       throw new AlreadyExists(
         `node ${c.id} is already a member at ${describeAddresses(existing.addresses)}; a node without the cluster id (a new or wiped data dir) ` +
-          `cannot join as node ${c.id} from ${describeAddresses(addresses)}: if node ${c.id} lost its data dir, remove it from the map first (\`raftblock node-state ${c.id} out\`, then \`raftblock node remove ${c.id}\`), else give the new node another id`,
+          `cannot join as node ${c.id} from ${describeAddresses(addresses)}: ${lostDataDirAdvice(c.id)}`,
       );
     }
     // Another data dir under a member's id: with its empty logs it could vote for a candidate
@@ -474,7 +474,7 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
     if (existing.incarnation !== undefined && incarnation !== existing.incarnation) {
       throw new AlreadyExists(
         `node ${c.id} is a member whose data dir is incarnation ${existing.incarnation}; this data dir is ${incarnation === undefined ? 'of no incarnation' : `incarnation ${incarnation}`}: ` +
-          `if node ${c.id} lost its data dir, let this one rebuild it in place (\`raftblock node replace ${c.id}\`, with node ${c.id} stopped) or remove it from the map first (\`raftblock node-state ${c.id} out\`, then \`raftblock node remove ${c.id}\`), else give the new node another id`,
+          lostDataDirAdvice(c.id),
       );
     }
     const nodes = map.nodes.map((n) => (n.id === c.id ? node : n));
@@ -501,6 +501,14 @@ function checkAddressesFree(map: ClusterMap, id: NodeId, addresses: NodeAddresse
       }
     }
   }
+}
+
+/** What to do when a data dir claims the id of a member (both refusals of addNode say it). */
+function lostDataDirAdvice(id: NodeId): string {
+  return (
+    `if node ${id} lost its data dir, let the new one rebuild it in place (\`raftblock node replace ${id}\`, with node ${id} stopped) ` +
+    `or remove it from the map first (\`raftblock node-state ${id} out\`, then \`raftblock node remove ${id}\`), else give the new node another id`
+  );
 }
 
 function describeAddresses(a: NodeAddresses): string {
