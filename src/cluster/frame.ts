@@ -15,6 +15,13 @@
  * its major GCs frequent. Entries never change once made; a forwarded write's payload is a
  * view of a client's buffer, which the transport keeps from reuse until it is written
  * (Transport.request).
+ *
+ * Heartbeats coalesced: the heartbeats and heartbeat responses a frame carries (one per group
+ * the sender leads or follows on this node pair, every tick) travel as rows of integers in
+ * one flat array per kind (`hb`, `hbr`), not as a msgpack map each, and come back out of the
+ * decoder as ordinary group messages after the frame's others. An idle node pair's frame is
+ * then a few bytes per group; a row's values are checked like any message's (the receiver's
+ * raft-message-check), its shape here. Raft does not depend on the order of messages.
  */
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { ProtocolError } from '../common/errors.js';
@@ -75,6 +82,93 @@ export interface Frame {
   msgs?: GroupMessage[];
   reqs?: RpcRequest[];
   resps?: RpcResponse[];
+  /** On the wire only: coalesced heartbeats, `heartbeatRow` integers each (see above). */
+  hb?: number[];
+  /** On the wire only: coalesced heartbeat responses, `heartbeatRespRow` integers each. */
+  hbr?: number[];
+}
+
+/** The fields of a heartbeat row after its group id, in order. */
+const heartbeatFields = ['from', 'to', 'term', 'commit', 'seq', 'tick'] as const;
+/** The fields of a heartbeat response row after its group id, in order. */
+const heartbeatRespFields = ['from', 'to', 'term', 'seq', 'tick'] as const;
+
+interface RowKind {
+  type: 'heartbeat' | 'heartbeatResp';
+  key: 'hb' | 'hbr';
+  fields: readonly string[];
+}
+
+const rowKinds: readonly RowKind[] = [
+  { type: 'heartbeat', key: 'hb', fields: heartbeatFields },
+  { type: 'heartbeatResp', key: 'hbr', fields: heartbeatRespFields },
+];
+
+/**
+ * The row kind a group message travels as, if any: a heartbeat (or response) with exactly
+ * its fields, each a safe integer (anything else stays a map, and is judged by the receiver).
+ */
+function rowKindOf(gm: GroupMessage): RowKind | undefined {
+  const m = gm.m as Record<string, unknown> | null;
+  if (typeof m !== 'object' || m === null || !Number.isSafeInteger(gm.g)) return undefined;
+  const kind = m.type === 'heartbeat' ? rowKinds[0] : m.type === 'heartbeatResp' ? rowKinds[1] : undefined;
+  if (!kind) return undefined;
+  let keys = 0;
+  for (const k in m) {
+    if (k !== 'type' && !kind.fields.includes(k)) return undefined;
+    keys++;
+  }
+  if (keys !== kind.fields.length + 1) return undefined;
+  for (const f of kind.fields) if (!Number.isSafeInteger(m[f])) return undefined;
+  return kind;
+}
+
+/**
+ * Splits a frame's heartbeats (and responses) out of its messages into rows. Returns the
+ * frame unchanged when it has none.
+ */
+function coalesceHeartbeats(frame: Frame): Frame {
+  const msgs = frame.msgs;
+  if (!msgs) return frame;
+  let rows: { hb: number[]; hbr: number[] } | undefined;
+  let rest: GroupMessage[] | undefined;
+  for (let i = 0; i < msgs.length; i++) {
+    const gm = msgs[i];
+    const kind = rowKindOf(gm);
+    if (!kind) {
+      rest?.push(gm);
+      continue;
+    }
+    if (!rows) {
+      rows = { hb: [], hbr: [] };
+      rest = msgs.slice(0, i);
+    }
+    const m = gm.m as Record<string, number>;
+    const row = rows[kind.key];
+    row.push(gm.g);
+    for (const f of kind.fields) row.push(m[f]);
+  }
+  if (!rows) return frame;
+  const out: Frame = { ...frame, msgs: rest!.length > 0 ? rest : undefined };
+  if (rows.hb.length > 0) out.hb = rows.hb;
+  if (rows.hbr.length > 0) out.hbr = rows.hbr;
+  return out;
+}
+
+/** Turns a received frame's rows back into group messages (after its other messages). */
+function expandHeartbeats(frame: Frame): void {
+  for (const kind of rowKinds) {
+    const row = frame[kind.key];
+    if (row === undefined) continue;
+    delete frame[kind.key];
+    const width = kind.fields.length + 1;
+    const msgs = (frame.msgs ??= []);
+    for (let at = 0; at < row.length; at += width) {
+      const m: Record<string, unknown> = { type: kind.type };
+      for (let f = 0; f < kind.fields.length; f++) m[kind.fields[f]] = row[at + 1 + f];
+      msgs.push({ g: row[at], m });
+    }
+  }
 }
 
 const packr = new Packr({ useRecords: false, moreTypes: false, bundleStrings: false });
@@ -165,8 +259,8 @@ class AttachmentReader {
  */
 export function encodeFrameParts(frame: Frame, payloadRequestIds?: number[]): Buffer[] {
   const attached = new AttachmentWriter();
-  let wire = frame;
-  const msgs = frame.msgs;
+  let wire = coalesceHeartbeats(frame);
+  const msgs = wire.msgs;
   if (msgs) {
     let rewritten: GroupMessage[] | undefined;
     for (let i = 0; i < msgs.length; i++) {
@@ -179,7 +273,7 @@ export function encodeFrameParts(frame: Frame, payloadRequestIds?: number[]): Bu
       rewritten ??= msgs.slice();
       rewritten[i] = { g: gm.g, m: { ...gm.m, entries: ents } };
     }
-    if (rewritten) wire = { ...frame, msgs: rewritten };
+    if (rewritten) wire = { ...wire, msgs: rewritten };
   }
   const reqs = frame.reqs;
   if (reqs) {
@@ -252,6 +346,12 @@ function validate(value: unknown): Frame {
   for (const key of ['msgs', 'reqs', 'resps'] as const) {
     if (f[key] !== undefined && !Array.isArray(f[key])) throw new ProtocolError(`frame.${key} must be an array`);
   }
+  for (const kind of rowKinds) {
+    const row = f[kind.key];
+    if (row === undefined) continue;
+    if (!Array.isArray(row) || row.length % (kind.fields.length + 1) !== 0) throw new ProtocolError(`frame.${kind.key} must be rows of ${kind.fields.length + 1} integers`);
+    for (const v of row) if (!Number.isSafeInteger(v)) throw new ProtocolError(`frame.${kind.key} must hold integers only`);
+  }
   for (const m of (f.msgs as unknown[] | undefined) ?? []) {
     if (typeof m !== 'object' || m === null || typeof (m as GroupMessage).g !== 'number') throw new ProtocolError('bad group message');
   }
@@ -302,6 +402,7 @@ export class FrameDecoder {
       // straddles two (then only its own bytes are copied), where taking the whole body at
       // once copied every frame longer than one socket read (most appends at queue depth).
       restoreAttachments(frame, new AttachmentReader(bodyBytes - headLengthBytes - headBytes, (n) => this.take(n)));
+      expandHeartbeats(frame);
       frames.push(frame);
     }
     return frames;

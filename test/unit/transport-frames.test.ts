@@ -128,6 +128,47 @@ test('append payloads travel as attachments after the head and come back in plac
   );
 });
 
+test('heartbeats and their responses travel coalesced as rows of integers and come back as the same messages', () => {
+  const int = fc.integer({ min: -(2 ** 40), max: 2 ** 40 });
+  const hbArb = fc.record({ g: fc.nat({ max: 70000 }), m: fc.record({ type: fc.constant('heartbeat'), from: fc.nat(), to: fc.nat(), term: fc.nat(), commit: fc.nat(), seq: int, tick: int }) });
+  const hbrArb = fc.record({ g: fc.nat({ max: 70000 }), m: fc.record({ type: fc.constant('heartbeatResp'), from: fc.nat(), to: fc.nat(), term: fc.nat(), seq: int, tick: int }) });
+  // Not rows: other types, a heartbeat with a field more, or a value that is not an integer.
+  const otherArb = fc.oneof(
+    fc.record({ g: fc.nat(), m: fc.record({ type: fc.constant('appResp'), from: fc.nat(), index: fc.nat() }) }),
+    fc.record({ g: fc.nat(), m: fc.record({ type: fc.constant('heartbeat'), from: fc.nat(), to: fc.nat(), term: fc.nat(), commit: fc.nat(), seq: int, tick: int, extra: fc.nat() }) }),
+    fc.record({ g: fc.nat(), m: fc.record({ type: fc.constant('heartbeatResp'), from: fc.nat(), to: fc.constant('2'), term: fc.nat(), seq: int, tick: int }) }),
+  );
+  fc.assert(
+    fc.property(fc.array(fc.oneof(hbArb, hbrArb, otherArb), { maxLength: 40 }), (msgs) => {
+      const frame = { from: 'n1', addr: 'a:1', epoch: 1, msgs };
+      const out = new FrameDecoder().push(encodeFrame(frame));
+      assert.equal(out.length, 1);
+      const got = out[0].msgs ?? [];
+      const rows = msgs.filter((gm) => !('extra' in gm.m) && typeof (gm.m as { to: unknown }).to === 'number' && gm.m.type.startsWith('heartbeat'));
+      const kept = msgs.filter((gm) => !rows.includes(gm));
+      // Messages that are not rows keep their place at the front; rows follow, heartbeats first.
+      const expected = [...kept, ...rows.filter((gm) => gm.m.type === 'heartbeat'), ...rows.filter((gm) => gm.m.type === 'heartbeatResp')];
+      const plain = (v: unknown): unknown => JSON.parse(JSON.stringify(v));
+      assert.deepEqual(plain(got), plain(expected));
+      assert.equal('hb' in out[0] || 'hbr' in out[0], false, 'rows never reach the transport');
+    }),
+    { numRuns: 300 },
+  );
+  // 32 groups' heartbeats: ~15 bytes a group, where a map each took ~70.
+  const beats = Array.from({ length: 32 }, (_, g) => ({ g: g + 1, m: { type: 'heartbeat', from: 1, to: 2, term: 7, commit: 123456, seq: 0, tick: 98765 } }));
+  assert.ok(encodeFrame({ from: '1', addr: 'a:1', epoch: 1, msgs: beats }).length < 32 * 20);
+});
+
+test('malformed heartbeat rows are protocol errors', () => {
+  const frameWith = (rows: Record<string, unknown>): Buffer => encodeFrame({ from: 'n1', addr: 'a:1', epoch: 1, ...rows } as never);
+  assert.throws(() => new FrameDecoder().push(frameWith({ hb: [1, 2, 3] })), ProtocolError);
+  assert.throws(() => new FrameDecoder().push(frameWith({ hbr: [1, 2, 3, 4, 5, 0.5] })), ProtocolError);
+  assert.throws(() => new FrameDecoder().push(frameWith({ hb: 'rows' })), ProtocolError);
+  assert.throws(() => new FrameDecoder().push(frameWith({ hbr: [1, 2, 3, 4, 5, '6'] })), ProtocolError);
+  const ok = new FrameDecoder().push(frameWith({ hbr: [4, 1, 2, 3, 9, 10] }));
+  assert.deepEqual(ok[0].msgs, [{ g: 4, m: { type: 'heartbeatResp', from: 1, to: 2, term: 3, seq: 9, tick: 10 } }]);
+});
+
 test('attachments that entries do not account for exactly are protocol errors', () => {
   const data = Buffer.alloc(minAttachedBytes, 7);
   const f = { from: 'n1', addr: '', epoch: 1, msgs: [{ g: 1, m: { type: 'app', entries: [{ index: 1, term: 1, type: 0, data }] } }] };
