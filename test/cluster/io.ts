@@ -42,7 +42,8 @@ export function startFio(cluster: TestCluster, via: number, args: string[], cwd:
   proc.stdout!.on('data', (c: Buffer) => out.push(c));
   proc.stderr!.on('data', (c: Buffer) => err.push(c));
   const done = new Promise<FioResult>((resolve) => {
-    proc.once('exit', (code) => {
+    // 'close', not 'exit': the end of fio's JSON may still be unread at its exit (see runProcess).
+    proc.once('close', (code) => {
       const stdout = Buffer.concat(out).toString();
       const stderr = Buffer.concat(err).toString();
       let job: FioResult['job'];
@@ -82,12 +83,17 @@ export interface BlockOpResult {
   error?: string;
 }
 
-function runProcess(proc: ChildProcess): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/**
+ * Everything a child wrote, once its stdout and stderr are closed: on 'close', not 'exit', at
+ * which its last output may still be unread (a Jepsen history then lost its last operations,
+ * and a final read of a tag they wrote looked like a read of a value nobody wrote).
+ */
+export function runProcess(proc: ChildProcess): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   proc.stdout!.on('data', (c: Buffer) => out.push(c));
   proc.stderr!.on('data', (c: Buffer) => err.push(c));
-  return new Promise((resolve) => proc.once('exit', (code) => resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() })));
+  return new Promise((resolve) => proc.once('close', (code) => resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() })));
 }
 
 function spawnClient(cluster: TestCluster, via: number, args: string[]): ChildProcess {
