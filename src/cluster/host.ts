@@ -117,8 +117,11 @@ export interface HostOptions {
   checkpointNodePendingBytes?: number;
   /** WAL segments live at most before every group with applied entries is checkpointed. */
   checkpointMaxWalSegments?: number;
-  /** Pulls a snapshot image of `group` from node `from` (a follower installing a snapshot). */
-  fetchSnapshot(from: number, group: number): Promise<Uint8Array>;
+  /**
+   * Pulls a snapshot image of `group` from node `from` (a follower installing a snapshot at
+   * `atLeast`, which the source refuses, UNAVAILABLE, until it has applied up to it).
+   */
+  fetchSnapshot(from: number, group: number, atLeast?: number): Promise<Uint8Array>;
   /**
    * Streams the state of `group` from node `from` straight into its state machine, ending at
    * (index, term) durably. When given, it replaces fetchSnapshot + restoreImage (large PGs).
@@ -463,6 +466,9 @@ export class MultiRaftHost {
 
   /** Raft messages from a peer (already fenced by the caller). */
   receive(from: number, msgs: { g: number; m: unknown }[]): void {
+    // A step may judge the lease too (reads that waited for the leader's first commit start
+    // inside it): on an up-to-date clock, as in readBarrier.
+    this.tick();
     for (const { g, m } of msgs) {
       let group = this.groups.get(g);
       if (!group) {
@@ -570,6 +576,7 @@ export class MultiRaftHost {
    * would let a leader's clock (and so its lease) lag behind its followers'.
    */
   private tick(): void {
+    if (this.tickTimer === undefined) return; // not started: no clock yet
     const due = Math.floor((performance.now() - this.tickOriginMs) / this.tickMs);
     const n = due - this.ticksDone;
     if (n <= 0) return;
@@ -821,11 +828,25 @@ export class MultiRaftHost {
       await g.sm.prepareSnapshot?.(snap.metadata.index, snap.metadata.confState);
       let image = snap.data;
       if (image.byteLength === 0 && !g.sm.inlineSnapshots) {
-        // Our PG snapshots carry no data in Raft: the image is pulled from the leader.
-        const from = g.lead || g.raft.status().softState.lead;
-        assert(from !== 0, 'snapshot without a known leader');
-        if (this.opts.pullSnapshot) await this.opts.pullSnapshot(from, g.id, snap.metadata.index, snap.metadata.term);
-        else image = await this.opts.fetchSnapshot(from, g.id);
+        // Our PG snapshots carry no data in Raft: the image is pulled from the leader, as the
+        // core knows it now (g.lead is updated later in this Ready: it may name the previous
+        // one). A source that has not applied up to the snapshot refuses; so does one without
+        // the group: the pull is retried, from whoever leads then, until one serves it (a
+        // repair has its own retry, from the leader it was given).
+        for (let attempt = 1; ; attempt++) {
+          const from = g.repairing ? g.lead : g.raft.status().softState.lead || g.lead;
+          try {
+            if (from === 0) throw new Unavailable(`group ${g.id}: no known leader to pull a snapshot from`);
+            if (this.opts.pullSnapshot) await this.opts.pullSnapshot(from, g.id, snap.metadata.index, snap.metadata.term);
+            else image = await this.opts.fetchSnapshot(from, g.id, snap.metadata.index);
+            break;
+          } catch (err) {
+            const code = err instanceof RaftblockError ? err.code : '';
+            if (g.repairing || g.removed || this.stopped || !(code === 'UNAVAILABLE' || code === 'TIMED_OUT' || code === 'NOT_LEADER')) throw err;
+            if (attempt === 1 || attempt % 20 === 0) this.log.info('snapshot pull failed; retrying', { group: g.id, from, index: snap.metadata.index, attempt, err });
+            await new Promise((r) => setTimeout(r, Math.min(50 * attempt, 1000)));
+          }
+        }
       }
       if (!(image.byteLength === 0 && !g.sm.inlineSnapshots && this.opts.pullSnapshot)) await g.sm.restoreImage(image, snap.metadata.index, snap.metadata.term);
       // A state machine that tracks its group's membership takes it from the snapshot too.
