@@ -16,7 +16,16 @@
  * connection it opened to its seed, and takes nothing from it but answers. A dialer resets its
  * reconnect backoff only once the far end has answered as a member of its cluster, so a
  * refused node does not redial in a tight loop.
+ *
+ * Responses: a request is answered on the connection it came on, and a response settles a
+ * request only when it arrives on the connection that request was written to; a response whose
+ * connection is gone is dropped (its requester fails the request with Unavailable when it sees
+ * that connection close). Request ids are per process, so without this a late answer to a
+ * previous life of a restarted peer, flushed on its new connection, could settle the new life's
+ * request of the same id with another request's result. Ids also start at a random point per
+ * process, so two lives' ids do not meet in practice either.
  */
+import { randomInt } from 'node:crypto';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { assert } from '../common/assert.js';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -90,12 +99,21 @@ interface Conn {
    * claims, so a node claiming a member's id cannot take that member's traffic.
    */
   joining: boolean;
+  /**
+   * Responses to requests that came on this connection, waiting for the peer's next frame
+   * (only while this is the peer's connection; they are dropped with it).
+   */
+  resps: RpcResponse[];
 }
 
 interface Pending {
   resolve(value: unknown): void;
   reject(err: Error): void;
   timer: NodeJS.Timeout;
+  /**
+   * The connection the request was written to (undefined while queued): only a response that
+   * arrives on it settles the request, and its close fails it.
+   */
   conn: Conn | undefined;
   peer: string;
   /**
@@ -114,7 +132,6 @@ interface Peer {
   nextDialAt: number;
   msgs: GroupMessage[];
   reqs: RpcRequest[];
-  resps: RpcResponse[];
   flushScheduled: boolean;
 }
 
@@ -164,7 +181,8 @@ export class Transport {
   private readonly peers = new Map<string, Peer>();
   private readonly conns = new Set<Conn>();
   private readonly pending = new Map<number, Pending>();
-  private nextRequestId = 1;
+  /** Random start: a restarted process does not reuse its previous life's ids (see the top). */
+  private nextRequestId = randomInt(1, 2 ** 47);
   private advertised = '';
   private closing = false;
   private queueTimer: NodeJS.Timeout | undefined;
@@ -266,7 +284,9 @@ export class Transport {
         // Sent with its payload still queued in a socket that has not drained for the whole
         // timeout: close that connection, which drops the queued bytes, so the caller may
         // reuse its buffer once this settles (the peer never reads half-overwritten data).
-        if (p && !p.written && p.conn && !p.conn.closed) {
+        // Also when the connection is already marked closed: one that lost a simultaneous-dial
+        // race is only ended, and an ended socket still writes out what it holds.
+        if (p && !p.written && p.conn && !p.conn.socket.destroyed) {
           this.log.warn('request timed out with its payload still queued; closing the connection', { peer: to, op });
           p.conn.socket.destroy();
         }
@@ -335,7 +355,7 @@ export class Transport {
   private peer(id: string): Peer {
     let p = this.peers.get(id);
     if (!p) {
-      p = { id, addr: undefined, conn: undefined, dialing: false, backoffMs: reconnectMinMs, nextDialAt: 0, msgs: [], reqs: [], resps: [], flushScheduled: false };
+      p = { id, addr: undefined, conn: undefined, dialing: false, backoffMs: reconnectMinMs, nextDialAt: 0, msgs: [], reqs: [], flushScheduled: false };
       this.peers.set(id, p);
     }
     return p;
@@ -356,23 +376,25 @@ export class Transport {
 
   private flush(peer: Peer): void {
     if (this.closing) return;
-    if (peer.msgs.length === 0 && peer.reqs.length === 0 && peer.resps.length === 0) return;
     const conn = peer.conn;
-    if (!conn || conn.closed) {
+    const live = conn !== undefined && !conn.closed;
+    if (peer.msgs.length === 0 && peer.reqs.length === 0 && !(live && conn.resps.length > 0)) return;
+    if (!live) {
+      // Responses never move to another connection (see the top): only messages and requests wait.
       this.dial(peer);
       return;
     }
     const frame = this.intro();
     if (peer.msgs.length) frame.msgs = peer.msgs;
     if (peer.reqs.length) frame.reqs = peer.reqs;
-    if (peer.resps.length) frame.resps = peer.resps;
+    if (conn.resps.length) frame.resps = conn.resps;
     for (const r of peer.reqs) {
       const p = this.pending.get(r.id);
       if (p) p.conn = conn;
     }
     peer.msgs = [];
     peer.reqs = [];
-    peer.resps = [];
+    conn.resps = [];
     this.writeFrame(conn, frame);
   }
 
@@ -384,7 +406,7 @@ export class Transport {
     } catch (err) {
       // An oversized frame is our bug or an oversized request: fail its requests, keep the link.
       this.log.error('frame not sent', { err });
-      for (const r of frame.reqs ?? []) this.settle({ id: r.id, e: { code: 'PROTOCOL_ERROR', message: (err as Error).message } });
+      for (const r of frame.reqs ?? []) this.settle({ id: r.id, e: { code: 'PROTOCOL_ERROR', message: (err as Error).message } }, undefined);
       return;
     }
     const socket = conn.socket;
@@ -436,7 +458,7 @@ export class Transport {
       peer.nextDialAt = Date.now() + peer.backoffMs;
       peer.backoffMs = Math.min(peer.backoffMs * 2, reconnectMaxMs);
       // Requests wait for their timeout; messages stay queued (bounded) for the next attempt.
-      if (peer.msgs.length || peer.reqs.length || peer.resps.length) setTimeout(() => this.flush(peer), peer.nextDialAt - Date.now()).unref();
+      if (peer.msgs.length || peer.reqs.length) setTimeout(() => this.flush(peer), peer.nextDialAt - Date.now()).unref();
     };
     socket.once('error', onFail);
     socket.once('connect', () => {
@@ -473,7 +495,7 @@ export class Transport {
 
   private adopt(socket: Socket, remoteId: string | undefined, dialer: string | undefined, onIdentified?: (id: string) => void): Conn {
     socket.setNoDelay(true);
-    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false };
+    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [] };
     this.conns.add(conn);
     socket.on('data', (data: Buffer) => {
       this.metrics.bytesReceived.inc(data.length);
@@ -564,7 +586,7 @@ export class Transport {
         this.log.error('message handler failed', { err });
       }
     }
-    for (const r of f.resps ?? []) this.settle(r);
+    for (const r of f.resps ?? []) this.settle(r, conn);
     for (const q of f.reqs ?? []) this.serve(conn, f.from, f.epoch, q, joining);
   }
 
@@ -661,25 +683,40 @@ export class Transport {
     );
   }
 
+  /**
+   * Answers on the connection the request came on, or not at all (see the top): the requester
+   * takes a response only there, and the peer's current connection may belong to another life
+   * of it, whose requests reuse ids. A request that came on a connection since closed (it lost
+   * a simultaneous-dial race, or died) fails at its requester with Unavailable when the
+   * requester sees that connection close; its caller retries.
+   */
   private respond(conn: Conn, from: string, resp: RpcResponse): void {
+    if (conn.closed) return;
     if (conn.joining) {
       // The join exchange is answered where it was asked, never on the claimed id's connection.
-      if (!conn.closed) this.writeFrame(conn, { ...this.intro(), resps: [resp] });
+      this.writeFrame(conn, { ...this.intro(), resps: [resp] });
       return;
     }
     const peer = this.peer(from);
-    // Answer on the peer's current connection; the request's own may have lost a race.
-    if (!peer.conn || peer.conn.closed) {
-      if (conn.closed) return;
-      this.bind(peer, conn);
-    }
-    peer.resps.push(resp);
-    this.schedule(peer);
+    if (!peer.conn || peer.conn.closed) this.bind(peer, conn);
+    if (peer.conn === conn) {
+      // With whatever else the peer is sent in this turn.
+      conn.resps.push(resp);
+      this.schedule(peer);
+    } else this.writeFrame(conn, { ...this.intro(), resps: [resp] });
   }
 
-  private settle(r: RpcResponse): void {
+  /**
+   * Settles the request a response answers, if it arrived on the connection the request was
+   * written to (`via`; undefined for a failure found here, before sending).
+   */
+  private settle(r: RpcResponse, via: Conn | undefined): void {
     const p = this.pending.get(r.id);
     if (!p) return;
+    if (via !== undefined && p.conn !== via) {
+      this.log.debug('response dropped: its request was not written to this connection', { peer: p.peer, id: r.id });
+      return;
+    }
     this.pending.delete(r.id);
     clearTimeout(p.timer);
     if (r.e) p.reject(remoteError(r.e));

@@ -1,0 +1,193 @@
+/**
+ * Which connection a response and a queued payload belong to: a response answers only the
+ * request written to the connection it arrives on (a restarted peer reuses request ids), and a
+ * payload still queued when its request times out never reaches the peer afterwards, even on a
+ * connection that lost a simultaneous-dial race. The far end is a hand-made peer speaking
+ * frames, so ids and connections are under the test's control.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { encodeFrame, FrameDecoder, type Frame } from '../../src/cluster/frame.js';
+import { Transport, type TransportHandlers } from '../../src/cluster/transport.js';
+import { ProtocolError } from '../../src/common/errors.js';
+
+async function transport(t: import('node:test').TestContext, id: string, onRequest?: TransportHandlers['onRequest']): Promise<Transport> {
+  const tr = new Transport({
+    nodeId: id,
+    listen: { host: '127.0.0.1', port: 0 },
+    epoch: () => 1,
+    handlers: {
+      onMessages: () => undefined,
+      onRequest:
+        onRequest ??
+        (async () => {
+          throw new ProtocolError('unknown op');
+        }),
+    },
+  });
+  await tr.start();
+  t.after(() => tr.close());
+  return tr;
+}
+
+/** The frames a socket receives, as they arrive. */
+function framesOf(socket: Socket): Frame[] {
+  const got: Frame[] = [];
+  const d = new FrameDecoder();
+  socket.on('data', (b: Buffer) => got.push(...d.push(b)));
+  socket.on('error', () => undefined);
+  return got;
+}
+
+/** A hand-made peer's frame: node `from`, no address, no cluster id (the transport has none either). */
+function frame(from: string, rest: Partial<Frame>): Buffer {
+  return encodeFrame({ from, addr: '', epoch: 1, ...rest });
+}
+
+async function dial(address: string, t: import('node:test').TestContext): Promise<Socket> {
+  const [host, port] = address.split(':');
+  const s = connect({ host, port: Number(port) });
+  s.on('error', () => undefined);
+  t.after(() => s.destroy());
+  await new Promise((r) => s.once('connect', r));
+  return s;
+}
+
+/** A server whose accepted sockets are handed to `onSocket`. */
+async function listen(t: import('node:test').TestContext, onSocket: (s: Socket) => void): Promise<{ server: Server; address: string }> {
+  const accepted: Socket[] = [];
+  const server = createServer((s) => {
+    s.on('error', () => undefined);
+    accepted.push(s);
+    onSocket(s);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    for (const s of accepted) s.destroy();
+    server.close();
+  });
+  return { server, address: `127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+test("a late answer to a restarted peer's previous life never reaches its new life, even for a request of the same id", async (t) => {
+  // Node 2 serves reads; each waits until the test releases it.
+  const release = new Map<number, () => void>();
+  const b = await transport(t, '2', (_from, _epoch, op, args) => {
+    assert.equal(op, 'read');
+    const block = (args as { block: number }).block;
+    return new Promise((resolve) => release.set(block, () => resolve(Buffer.alloc(4096, block))));
+  });
+  // Node 1's first life asks for block 1 with request id 7, then dies before the answer.
+  const old = await dial(b.address, t);
+  framesOf(old);
+  old.write(frame('1', { reqs: [{ id: 7, op: 'read', a: { block: 1 } }] }));
+  await until(() => release.has(1));
+  old.destroy();
+  await until(() => !b.isConnected('1'));
+  // Its second life counts from the same start and asks for block 2 with id 7.
+  const fresh = await dial(b.address, t);
+  const got = framesOf(fresh);
+  fresh.write(frame('1', { reqs: [{ id: 7, op: 'read', a: { block: 2 } }] }));
+  await until(() => release.has(2) && b.isConnected('1'));
+  release.get(1)!(); // the previous life's answer comes late
+  await sleep(50);
+  release.get(2)!();
+  const answers = (): Buffer[] => got.flatMap((f) => (f.resps ?? []).map((r) => Buffer.from(r.r as Uint8Array)));
+  await until(() => answers().length > 0);
+  await sleep(50);
+  assert.deepEqual(
+    answers().map((r) => r[0]),
+    [2],
+    'the new life got only the answer to its own request (block 2), never block 1',
+  );
+});
+
+test('a response that arrives on another connection than its request was written to does not settle it', async (t) => {
+  const a = await transport(t, '1');
+  let fakeToA: Socket | undefined;
+  const seen: Frame[] = [];
+  const fake = await listen(t, (s) => {
+    fakeToA = s;
+    const d = new FrameDecoder();
+    s.on('data', (chunk: Buffer) => seen.push(...d.push(chunk)));
+  });
+  a.setPeerAddress('2', fake.address);
+  const answer = a.request('2', 'read', { block: 2 }, 5000);
+  await until(() => seen.some((f) => f.reqs?.length));
+  const id = seen.find((f) => f.reqs?.length)!.reqs![0].id;
+  // A second connection from node 2 (it loses to the one node 1 dialed) carries an answer with
+  // the request's id: not an answer to it (the request was never written there).
+  const other = await dial(a.address, t);
+  framesOf(other);
+  other.write(frame('2', { resps: [{ id, r: 'wrong' }] }));
+  await sleep(100);
+  fakeToA!.write(frame('2', { resps: [{ id, r: 'right' }] }));
+  assert.equal(await answer, 'right');
+});
+
+test('a request in flight on a connection that loses a simultaneous-dial race fails with Unavailable before its timeout', async (t) => {
+  // Node 2 dials node 1 and sends a request; node 1 dials back at the same time, and node 1's
+  // connection wins (smaller dialer id). The request's own connection closes under it; its
+  // answer cannot come on the winner, so it must fail (callers retry), not wait for the timeout.
+  const b = await transport(t, '2');
+  let accepted = false;
+  const fake = await listen(t, (s) => {
+    accepted = true;
+    framesOf(s);
+  });
+  b.setPeerAddress('1', fake.address);
+  const started = Date.now();
+  const answer = b.request('1', 'read', { block: 1 }, 10000);
+  await until(() => accepted);
+  await sleep(50);
+  const winner = await dial(b.address, t);
+  framesOf(winner);
+  winner.write(frame('1', {}));
+  await assert.rejects(answer, (e: Error & { code?: string }) => e.code === 'UNAVAILABLE');
+  assert.ok(Date.now() - started < 5000, 'failed before its timeout');
+  await until(() => b.isConnected('1'));
+});
+
+test("a forwarded write's payload still queued on a connection that lost a dial race never reaches the peer once its request timed out", async (t) => {
+  const b = await transport(t, '2');
+  // Node 1 accepts node 2's connection and does not read it (yet): the payload stays queued.
+  let slow: Socket | undefined;
+  const fake = await listen(t, (s) => {
+    s.pause();
+    slow = s;
+  });
+  b.setPeerAddress('1', fake.address);
+  const big = Buffer.alloc(48 << 20, 0xaa);
+  const answer = b.request('1', 'io', { g: 1, q: { k: 'write', o: 0, d: big } }, 1000);
+  await until(() => slow !== undefined);
+  await sleep(100);
+  // Node 1 dials too, and its connection wins: node 2 ends the one carrying the payload.
+  const winner = await dial(b.address, t);
+  framesOf(winner);
+  winner.write(frame('1', {}));
+  await assert.rejects(answer, (e: Error & { code?: string }) => e.code === 'TIMED_OUT');
+  // The caller reuses its buffer as soon as the request settled.
+  big.fill(0xbb);
+  // Whatever node 1 reads on that connection from now on must not be the buffer's new bytes.
+  const received: Buffer[] = [];
+  const done = new Promise<void>((resolve) => {
+    slow!.on('data', (c: Buffer) => received.push(c));
+    slow!.on('close', () => resolve());
+  });
+  slow!.resume();
+  await done;
+  const all = Buffer.concat(received);
+  assert.ok(all.length < big.length, 'the queued payload was cut off');
+  assert.equal(all.indexOf(Buffer.alloc(64, 0xbb)), -1, 'the peer read bytes the caller wrote after its request settled');
+});
