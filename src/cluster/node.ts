@@ -95,6 +95,13 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** The snapshot index a peer's image request must cover: absent (no check), or an index. */
+function snapshotIndexArg(v: unknown): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new InvalidArgument('snapshot image request: bad index');
+  return v as number;
+}
+
 function addrString(hp: HostPort): string {
   return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
@@ -204,19 +211,22 @@ export class StorageNode implements PgClient {
       transport: this.transport,
       registry: this.registry,
       tickMs: this.opts.tickMs,
-      fetchSnapshot: async (from, group) => (await this.transport.request(String(from), 'snapshot', { g: group }, 60000)) as Uint8Array,
+      fetchSnapshot: async (from, group, atLeast) => (await this.transport.request(String(from), 'snapshot', { g: group, atLeast }, 60000)) as Uint8Array,
       pullSnapshot: async (from, group, index, term) => {
         const store = this.stores.get(group);
         if (!store) throw new Unavailable(`group ${group} is not on this node`);
+        // The first chunk carries the snapshot's index: a source that has not applied up to it
+        // refuses (its image would miss acknowledged writes). Asked for before anything here
+        // is replaced, so a refusal leaves this replica as it was for the host's next attempt.
+        let chunk = (await this.transport.request(String(from), 'snapshotChunk', { g: group, c: null, atLeast: index }, 60000)) as ImageChunk;
         await store.beginRestore();
-        let cursor: ImageCursor | null = null;
         let bytes = 0;
-        do {
-          const chunk = (await this.transport.request(String(from), 'snapshotChunk', { g: group, c: cursor }, 60000)) as ImageChunk;
+        for (;;) {
           await store.restoreChunk(chunk);
           for (const r of chunk.runs) bytes += r[2].byteLength;
-          cursor = chunk.next;
-        } while (cursor !== null);
+          if (chunk.next === null) break;
+          chunk = (await this.transport.request(String(from), 'snapshotChunk', { g: group, c: chunk.next }, 60000)) as ImageChunk;
+        }
         await store.finishRestore(index, term);
         this.log.info('pulled a PG image', { group, from, index, bytes });
       },
@@ -922,12 +932,13 @@ export class StorageNode implements PgClient {
       case 'snapshotChunk': {
         const store = this.stores.get(a.g as number);
         if (!store) throw new Unavailable(`group ${String(a.g)} is not on this node`);
-        return store.imageChunk((a.c as ImageCursor | null) ?? null, snapshotChunkBytes);
+        // The first chunk is refused unless this store has applied up to the snapshot's index.
+        return store.imageChunk((a.c as ImageCursor | null) ?? null, snapshotChunkBytes, snapshotIndexArg(a.atLeast));
       }
       case 'snapshot': {
         const g = a.g as number;
         const store = this.stores.get(g);
-        if (store) return store.snapshotImage();
+        if (store) return store.snapshotImage(snapshotIndexArg(a.atLeast));
         if (g === metadataGroupId && this.meta) return this.meta.snapshotImage();
         throw new Unavailable(`group ${g} is not on this node`);
       }

@@ -18,7 +18,7 @@ import { writeFileDurably } from '../common/durable-file.js';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { assert } from '../common/assert.js';
-import { Corruption, IoError } from '../common/errors.js';
+import { Corruption, IoError, Unavailable } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
 import type { BlockFile, BlockIo } from '../io/types.js';
 import { decodeOp, OpKind } from './ops.js';
@@ -110,6 +110,8 @@ export class PgStore {
   /** Request keys applied recently, oldest first. */
   private readonly recent = new RecentRequests(dedupeWindowRequests);
   private closed = false;
+  /** A restore is under way (or was cut short): the files hold part of an image. */
+  private restoring = false;
   /**
    * Volumes deleted from the cluster map (see dropVolume): their files are gone and are never
    * opened or created again, so commands for them still in the log change nothing.
@@ -249,7 +251,7 @@ export class PgStore {
     if (data.byteLength > 0) {
       const op = decodeOp(data);
       // A retried request whose first proposal also committed: applied once only.
-      if (!this.recent.firstTime(op.requestKey)) {
+      if (this.recent.has(op.requestKey)) {
         this.meta.appliedIndex = index;
         this.meta.appliedTerm = term;
         return;
@@ -266,6 +268,12 @@ export class PgStore {
           await this.zeroRange(op.volumeId, op.offset, op.length, false);
           break;
       }
+      // Remembered only now that the data is in place, in the same synchronous step as the
+      // applied index: a checkpoint or snapshot image taken while the apply above awaited I/O
+      // must not hold the key without the data and with an applied index before the entry
+      // (a replay from that index would skip the entry as a duplicate, losing the write).
+      // Checking first and remembering last is safe: applies of a PG run one at a time.
+      this.recent.remember(op.requestKey);
     }
     this.meta.appliedIndex = index;
     this.meta.appliedTerm = term;
@@ -469,9 +477,11 @@ export class PgStore {
    * An image of every allocated run of every volume, for InstallSnapshot. Taken while applies
    * may continue, it can hold data newer than `appliedIndex`: the receiver replays the log
    * from the snapshot's index, and every command sets a range to a value, so replaying over
-   * newer data converges to the same bytes.
+   * newer data converges to the same bytes. Refused unless this store has applied up to
+   * `atLeast`, the snapshot's index (see assertImageCovers).
    */
-  async snapshotImage(): Promise<Buffer> {
+  async snapshotImage(atLeast?: number): Promise<Buffer> {
+    this.assertImageCovers(atLeast);
     // Taken first: a request remembered here was applied before any data was read, so the
     // image holds its bytes (or newer ones), and the receiver may skip it when replaying.
     const recent = this.recent.toBytes();
@@ -508,6 +518,23 @@ export class PgStore {
     return packr.pack({ v: 1, vols, recent }) as Buffer;
   }
 
+  /**
+   * Refuses (Unavailable) to start an image for a replica installing a snapshot at `atLeast`
+   * unless this store has applied up to it. The receiver takes the image as the state AT that
+   * index and replays only the entries after it: an image taken before the store applied the
+   * entries up to it (a node that is behind, or was the leader before the one that sent the
+   * snapshot) lacks their writes, and their request keys, for good. Checked in the same
+   * synchronous step as the dedupe table is taken (see snapshotImage for why the table comes
+   * first): every entry up to `atLeast` is then in the table and its data in the dirty map or
+   * the files, which the image reads after. `atLeast` undefined: no index to cover.
+   */
+  private assertImageCovers(atLeast: number | undefined): void {
+    if (this.restoring) throw new Unavailable(`PG ${this.groupId}: restoring a snapshot, no image to serve`);
+    if (atLeast !== undefined && this.meta.appliedIndex < atLeast) {
+      throw new Unavailable(`PG ${this.groupId}: applied up to ${this.meta.appliedIndex}, an image for a snapshot at ${atLeast} would miss writes`);
+    }
+  }
+
   /** Replaces the whole state with a snapshot image at (index, term), durably. */
   async restoreImage(image: Uint8Array, index: number, term: number): Promise<void> {
     let parsed: { v: number; vols: { id: number; runs: [number, Uint8Array][] }[]; recent?: Uint8Array };
@@ -517,6 +544,7 @@ export class PgStore {
       throw new Corruption(`snapshot image undecodable: ${(err as Error).message}`);
     }
     if (parsed?.v !== 1 || !Array.isArray(parsed.vols)) throw new Corruption('snapshot image has an unknown format');
+    this.restoring = true;
     await this.dirty.exclusive(async () => this.dirty.dropAll());
     for (const f of this.files.values()) await f.close();
     this.files.clear();
@@ -539,14 +567,18 @@ export class PgStore {
     await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recent.toBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
     this.durable = { ...this.meta };
+    this.restoring = false;
   }
 
   /**
    * One chunk of a streamed snapshot image: allocated runs from `cursor` on (volumes by id,
    * offsets ascending), about `maxBytes` of data. The first chunk (cursor null) also carries the
-   * dedupe table, taken before any data is read (see snapshotImage for why that order).
+   * dedupe table, taken before any data is read (see snapshotImage for why that order), and is
+   * refused unless this store has applied up to `atLeast` (see assertImageCovers).
    */
-  async imageChunk(cursor: ImageCursor | null, maxBytes: number): Promise<ImageChunk> {
+  async imageChunk(cursor: ImageCursor | null, maxBytes: number, atLeast?: number): Promise<ImageChunk> {
+    if (cursor === null) this.assertImageCovers(atLeast);
+    else if (this.restoring) throw new Unavailable(`PG ${this.groupId}: restoring a snapshot, no image to serve`);
     const recent = cursor === null ? this.recent.toBytes() : undefined;
     await this.dirty.flushAll(); // runs come from SEEK_DATA
     const ids = (await readdir(this.dir))
@@ -586,6 +618,7 @@ export class PgStore {
 
   /** Starts replacing the whole state with a streamed image: every data file is removed. */
   async beginRestore(): Promise<void> {
+    this.restoring = true;
     await this.dirty.exclusive(async () => this.dirty.dropAll());
     for (const f of this.files.values()) await f.close();
     this.files.clear();
@@ -619,6 +652,7 @@ export class PgStore {
     await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recent.toBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
     this.durable = { ...this.meta };
+    this.restoring = false;
   }
 
   async close(): Promise<void> {

@@ -22,15 +22,25 @@ export class RecentRequests {
     return this.keys.size;
   }
 
+  /** True when `key` is in the window. A key of 0 (no request id) never is. */
+  has(key: number): boolean {
+    return key !== 0 && this.keys.has(key);
+  }
+
   /** True the first time `key` is seen within the window; remembers it. A key of 0 is always new. */
   firstTime(key: number): boolean {
-    if (key === 0) return true;
-    if (this.keys.has(key)) return false;
+    if (this.has(key)) return false;
     this.remember(key);
     return true;
   }
 
-  private remember(key: number): void {
+  /**
+   * Puts `key` in the window (the oldest key leaves a full one); a key already there, or 0,
+   * changes nothing. A PG remembers a request's key only once its data is in place (see
+   * PgStore.apply), so that every image of the window also holds that data.
+   */
+  remember(key: number): void {
+    if (key === 0 || this.keys.has(key)) return;
     const size = this.keys.size;
     if (size === this.capacity) {
       this.keys.delete(this.ring[this.head]);

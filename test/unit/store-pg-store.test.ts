@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { FsBlockIo } from '../../src/io/fs.js';
-import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
+import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../../src/store/pg-store.js';
+import type { BlockFile, BlockIo, OpenFileOptions } from '../../src/io/types.js';
 import { decodeOp, encodeRange, encodeWrite, OpKind } from '../../src/store/ops.js';
 import { Corruption } from '../../src/common/errors.js';
 import { tempDir } from '../helpers/tools.js';
@@ -171,5 +172,105 @@ test('a snapshot streamed in small chunks restores the same bytes and dedupe tab
   assert.deepEqual(await readAll(dst, 1, 0, 4096), await readAll(src, 1, 0, 4096));
   assert.equal(dst.durableIndex, idx);
   await dst.close();
+  await src.close();
+});
+
+/** A BlockIo whose next open() waits, once held, until the test releases it (a slow open). */
+class HeldOpenIo implements BlockIo {
+  readonly kind: BlockIo['kind'];
+  readonly alignmentBytes: number;
+  private held: { entered: () => void; gate: Promise<void> } | undefined;
+  constructor(private readonly inner: BlockIo) {
+    this.kind = inner.kind;
+    this.alignmentBytes = inner.alignmentBytes;
+  }
+  /** Holds the next open(): `entered` settles once it waits, `release` lets it go on. */
+  holdNextOpen(): { entered: Promise<void>; release: () => void } {
+    let entered!: () => void;
+    let release!: () => void;
+    const enteredP = new Promise<void>((r) => (entered = r));
+    const gate = new Promise<void>((r) => (release = r));
+    this.held = { entered, gate };
+    return { entered: enteredP, release };
+  }
+  async open(path: string, options?: OpenFileOptions): Promise<BlockFile> {
+    const h = this.held;
+    if (h) {
+      this.held = undefined;
+      h.entered();
+      await h.gate;
+    }
+    return this.inner.open(path, options);
+  }
+  allocAligned(lengthBytes: number): Buffer {
+    return this.inner.allocAligned(lengthBytes);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+test('a checkpoint or image taken while an apply waits for I/O holds neither its request key nor a claim to its data: a replay applies it', async (t) => {
+  const dir = tempDir(t);
+  const io = new HeldOpenIo(new FsBlockIo());
+  const s = await PgStore.open(io, new ScratchPool(io), dir, 7);
+  await s.apply(1, 1, encodeWrite(2, 0, Buffer.alloc(4096, 0x11), { session: 5, seq: 1 }));
+  // Entry 2 writes a volume whose file is not open yet: its apply waits in open().
+  const entry2 = encodeWrite(1, 0, Buffer.alloc(4096, 0x22), { session: 5, seq: 2 });
+  const held = io.holdNextOpen();
+  const applying = s.apply(2, 1, entry2);
+  await held.entered;
+  assert.equal(s.appliedIndex, 1);
+  assert.equal(await s.checkpoint(), 1);
+  // An image for a snapshot at 1, taken in the same gap, streamed into another replica.
+  const dst = await openStore(tempDir(t));
+  await dst.beginRestore();
+  for (let cursor: ImageCursor | null = null, first = true; first || cursor !== null; first = false) {
+    const chunk: ImageChunk = await s.imageChunk(cursor, 1 << 20, first ? 1 : undefined);
+    await dst.restoreChunk(chunk);
+    cursor = chunk.next;
+  }
+  await dst.finishRestore(1, 1);
+  // A crash now: the store restarts from its checkpoint, and the WAL replays entry 2.
+  const r = await openStore(dir);
+  assert.equal(r.appliedIndex, 1);
+  await r.apply(2, 1, entry2);
+  assert.deepEqual(await readAll(r, 1, 0, 4096), Buffer.alloc(4096, 0x22), 'the replayed write was skipped as a duplicate');
+  // The replica restored at 1 replays entry 2 from the log as well.
+  await dst.apply(2, 1, entry2);
+  assert.deepEqual(await readAll(dst, 1, 0, 4096), Buffer.alloc(4096, 0x22), 'the restored replica skipped the write as a duplicate');
+  // Once applied, the key is remembered: a retry's copy changes nothing.
+  await r.apply(3, 1, encodeWrite(1, 0, Buffer.alloc(4096, 0x33)));
+  await r.apply(4, 2, entry2);
+  assert.deepEqual(await readAll(r, 1, 0, 4096), Buffer.alloc(4096, 0x33));
+  await r.close();
+  await dst.close();
+  held.release();
+  await applying;
+  assert.equal(s.appliedIndex, 2);
+  await s.close();
+});
+
+test('an image for a snapshot at an index is refused until the store has applied up to it, and while the store restores one', async (t) => {
+  const src = await openStore(tempDir(t));
+  for (let i = 1; i <= 3; i++) await src.apply(i, 1, encodeWrite(1, i * 4096, Buffer.alloc(4096, i), { session: 3, seq: i }));
+  // A source behind the snapshot (a former leader, a lagging follower) would miss entry 4's write.
+  await assert.rejects(src.imageChunk(null, 1 << 20, 4), { code: 'UNAVAILABLE' });
+  await assert.rejects(src.snapshotImage(4), { code: 'UNAVAILABLE' });
+  // At or past the index it serves (an image newer than the snapshot converges on replay).
+  assert.equal((await src.imageChunk(null, 1 << 20, 3)).runs.length, 1);
+  assert.equal((await src.imageChunk(null, 1 << 20, 2)).runs.length, 1);
+  await src.snapshotImage(3);
+  // A store in the middle of a restore holds part of an image: it serves none.
+  const mid = await openStore(tempDir(t));
+  await mid.apply(1, 1, encodeWrite(1, 0, Buffer.alloc(4096, 9)));
+  await mid.beginRestore();
+  await mid.restoreChunk(await src.imageChunk(null, 4096, 3));
+  await assert.rejects(mid.imageChunk(null, 1 << 20, 0), { code: 'UNAVAILABLE' });
+  await assert.rejects(mid.imageChunk({ volumeId: 1, offset: 0 }, 1 << 20), { code: 'UNAVAILABLE' });
+  await assert.rejects(mid.snapshotImage(), { code: 'UNAVAILABLE' });
+  await mid.finishRestore(3, 1);
+  assert.equal((await mid.imageChunk(null, 1 << 20, 3)).next, null);
+  await mid.close();
   await src.close();
 });

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { MetaStore, openMetaGroup } from '../../src/cluster/meta-store.js';
 import { encodeCommand, encodeMap, type ClusterMap } from '../../src/cluster/map.js';
 import { addNodeCommand } from '../helpers/map.js';
-import { TimedOut } from '../../src/common/errors.js';
+import { TimedOut, Unavailable } from '../../src/common/errors.js';
 
 /** A WAL stand-in with the same contract, in memory (the real one is tested on its own). */
 class MemWal {
@@ -218,7 +218,12 @@ class Journal extends Register {
   }
 }
 
-test('a follower that missed compacted entries catches up through a snapshot pulled from the leader', async (t) => {
+/**
+ * A follower partitioned away while the others write and compact catches up through a snapshot
+ * pulled from the leader; `serve` answers each image request (the source's state machine, the
+ * request's snapshot index), or refuses it by throwing.
+ */
+async function catchUpThroughSnapshot(t: { after(fn: () => Promise<void>): void }, serve: (sm: Journal, atLeast: unknown) => Promise<Uint8Array>): Promise<void> {
   const ids = [1, 2, 3];
   const hosts: MultiRaftHost[] = [];
   const transports: Transport[] = [];
@@ -238,7 +243,7 @@ test('a follower that missed compacted entries catches up through a snapshot pul
         },
         onRequest: async (_from, _e, op, args) => {
           assert.equal(op, 'snapshot');
-          return sms[id - 1].snapshotImage();
+          return serve(sms[id - 1], (args as { atLeast?: unknown }).atLeast);
         },
       },
     });
@@ -251,7 +256,7 @@ test('a follower that missed compacted entries catches up through a snapshot pul
       tickMs: 50,
       keepEntriesAfterCheckpoint: 10,
       checkpointIntervalMs: 3_600_000,
-      fetchSnapshot: async (from, group) => (await tr.request(String(from), 'snapshot', { g: group })) as Uint8Array,
+      fetchSnapshot: async (from, group, atLeast) => (await tr.request(String(from), 'snapshot', { g: group, atLeast })) as Uint8Array,
     });
     hosts.push(host);
   }
@@ -286,6 +291,51 @@ test('a follower that missed compacted entries catches up through a snapshot pul
   await until(() => hosts.some((h) => h.groups.get(g)!.isLeader));
   await hosts.find((h) => h.groups.get(g)!.isLeader)!.propose(g, Buffer.from('after'));
   await until(() => [...sms[V].byIndex.values()].includes('after'));
+}
+
+test('a follower that missed compacted entries catches up through a snapshot pulled from the leader', async (t) => {
+  await catchUpThroughSnapshot(t, (sm) => sm.snapshotImage());
+});
+
+test('a snapshot pull refused by its source (not yet applied up to the snapshot) is retried, and the image installed covers the snapshot', async (t) => {
+  let refused = 0;
+  let served = 0;
+  await catchUpThroughSnapshot(t, async (sm, atLeast) => {
+    assert.ok(typeof atLeast === 'number' && atLeast > 100, `the pull names the snapshot's index (${String(atLeast)})`);
+    // The first two attempts find the source behind (as a former leader could be): refused.
+    if (refused < 2 || sm.appliedIndex < atLeast) {
+      refused++;
+      throw new Unavailable(`applied up to ${sm.appliedIndex}, not ${atLeast}`);
+    }
+    served++;
+    return sm.snapshotImage();
+  });
+  assert.equal(refused, 2);
+  assert.equal(served, 1);
+});
+
+test('a host catches up the ticks an event-loop stall missed before it steps messages: the lease is judged on the real clock', async (t) => {
+  const ids = [1, 2, 3];
+  const g = 41;
+  const { hosts, transports } = await connectHosts(ids, () => new MemWal(), { tickMs: 20 });
+  for (const [i, h] of hosts.entries()) {
+    await h.addGroup(g, ids, new Register(), { campaign: i === 0 });
+    h.start();
+  }
+  t.after(async () => {
+    for (const h of hosts) await h.stop();
+    for (const tr of transports) await tr.close();
+  });
+  const leader = (): boolean => hosts[0].groups.get(g)!.isLeader && hosts[0].groups.get(g)!.raft.status().leaseValid;
+  await until(leader);
+  const raft = hosts[0].groups.get(g)!.raft;
+  // The event loop stalls for 12 ticks (past the 7-tick lease): no timer runs, no tick either.
+  const end = performance.now() + 12 * 20;
+  while (performance.now() < end);
+  assert.equal(raft.status().leaseValid, true, 'the core has not seen the stall yet');
+  // Messages arrive first (a step may start a read that judges the lease): the host ticks first.
+  hosts[0].receive(2, []);
+  assert.equal(raft.status().leaseValid, false, 'a lease judged after the stall outlived its real duration');
 });
 
 /** Starts hosts for `running` (a subset of the group's `voters`); `repairing` replicas' WALs need repair. */
