@@ -739,7 +739,12 @@ export class MultiRaftHost {
       }
       this.transport.send(String(m.to), g.id, m);
     }
-    if (!g.removed && g.raft === raft) raft.advance(rd);
+    if (!g.removed && g.raft === raft) {
+      // advance() may start reads that waited for this leader's first commit, and judge the
+      // lease for them: on an up-to-date clock, as in receive() and readBarrier().
+      this.tick();
+      raft.advance(rd);
+    }
   }
 
   private noteSoftState(g: Group, role: string, lead: number): void {
