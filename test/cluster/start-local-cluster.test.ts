@@ -128,6 +128,8 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
   });
 
   await t.test('PG leadership follows the I/O: after seconds of writes through node 1, node 1 leads most PGs', async () => {
+    // Elections may already have made node 1 lead every PG (a few PGs: now and then).
+    const ledElsewhere = (await status(cluster.ready.http[0])).groups.filter((g) => g.groupId !== 0 && g.role !== 'leader').length;
     await run('fio', [...fioArgs(uri(0), 'affinity', '800M', '224M'), '--time_based', '--runtime=6', '--verify=0', '--do_verify=0']);
     const deadline = Date.now() + 20_000;
     for (;;) {
@@ -139,7 +141,7 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
       await run('fio', [...fioArgs(uri(0), 'affinity', '800M', '224M'), '--time_based', '--runtime=2', '--verify=0', '--do_verify=0']);
     }
     const handed = await Promise.all(cluster.ready.http.slice(1).map(async (h) => Number(/^raftblock_pg_leader_handovers_total (\d+)/m.exec(await (await fetch(`http://${h}/metrics`)).text())?.[1] ?? 0)));
-    assert.ok(handed[0] + handed[1] > 0, 'nodes 2 and 3 handed PGs over');
+    if (ledElsewhere > 0) assert.ok(handed[0] + handed[1] > 0, 'nodes 2 and 3 handed PGs over');
   });
 
   await t.test('kill -9 of a PG leader during a fio verify run: I/O resumes, the node restarts and catches up', async () => {

@@ -1,10 +1,10 @@
 /**
  * `raftblock start [--data DIR] [--nodes 3] [--nbd-port 10809] [--http-port 10900]
- *  [--peer-port 11000] [--host 127.0.0.1]`
+ *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N]`
  *
  * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
  * the first bootstrapping it and the others joining through it. Creates pool `default`
- * (min(3, N) replicas, distinct zones) and volume `vol0` (1 GiB) when absent, waits until every
+ * (min(3, N) replicas, distinct zones, `defaultPgCount` PGs) and volume `vol0` (1 GiB) when absent, waits until every
  * PG of the pool has a leader, prints how to connect, and prints one JSON line to stdout:
  *   {"event":"ready","nbd":["127.0.0.1:10809",...],"http":[...],"peer":[...],"pids":[...]}
  * A node process that dies is restarted after a second (it recovers from its WAL and catches
@@ -23,7 +23,7 @@ import type { Command } from 'commander';
 import { InvalidArgument, Unavailable } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { AdminClient, defaultAdminHttpPort } from '../../cluster/admin-client.js';
-import { allGroups } from '../../cluster/map.js';
+import { allGroups, maxPgsPerPool } from '../../cluster/map.js';
 import { missingFlags, nodeV8Flags } from '../node-flags.js';
 
 interface StartOptions {
@@ -33,6 +33,7 @@ interface StartOptions {
   httpPort: string;
   peerPort: string;
   host: string;
+  pgCount?: string;
 }
 
 interface Layout {
@@ -41,9 +42,32 @@ interface Layout {
   nbdPort: number;
   httpPort: number;
   peerPort: number;
+  /** PGs of pool `default` (clusters made before this was recorded: `defaultPgCount`). */
+  pgCount?: number;
 }
 
-export const defaultPoolPgCount = 32;
+/** PG replicas per node that pool `default` aims at (see defaultPgCount). */
+export const defaultPgReplicasPerNode = 4;
+
+/**
+ * PGs of pool `default` for `nodes` nodes holding `replicas` copies each: about
+ * `defaultPgReplicasPerNode` replicas per node, rounded up to a power of two, at least 4.
+ *
+ * Why so few: a PG is a Raft group, and its work per round is paid per group whatever the
+ * round carries: a Ready, a WAL record, an append and its acknowledgement per follower, an
+ * apply, on every replica. The writes a node receives at once are spread over its PGs, so the
+ * fewer (and busier) the PGs, the more entries each round carries. Measured with 3 nodes and
+ * 4 KiB random writes at QD32 (bench/README.md): 32 PGs cost ~250 µs of cluster CPU per
+ * write, 8 PGs ~185 µs, 4 PGs ~135 µs. More PGs buy finer rebalancing steps and more leaders
+ * to spread, which a cluster of a few nodes does not need; a pool made with the admin API or
+ * `raftblock pool create` takes any count.
+ */
+export function defaultPgCount(nodes: number, replicas: number): number {
+  const wanted = Math.ceil((defaultPgReplicasPerNode * nodes) / Math.max(1, replicas));
+  let n = 4;
+  while (n < wanted && n < maxPgsPerPool) n *= 2;
+  return n;
+}
 export const defaultVolumeBytes = 1024 * 1024 * 1024;
 const readyTimeoutMs = 120_000;
 const stopTimeoutMs = 30_000;
@@ -58,6 +82,7 @@ export function register(program: Command): void {
     .option('--http-port <port>', 'HTTP port of node 0 (metrics, admin API)', String(defaultAdminHttpPort))
     .option('--peer-port <port>', 'node-to-node port of node 0', '11000')
     .option('--host <addr>', 'address every node listens on', '127.0.0.1')
+    .option('--pg-count <n>', 'PGs of pool default, when it is created (default: about 4 PG replicas per node)')
     .action(async (opts: StartOptions) => {
       await start(opts);
     });
@@ -89,10 +114,14 @@ async function start(opts: StartOptions): Promise<void> {
   if (existsSync(layoutPath)) {
     layout = JSON.parse(readFileSync(layoutPath, 'utf8')) as Layout;
     log.info('resuming the cluster in its data directory', { dataDir, nodes: layout.nodes });
+    if (opts.pgCount !== undefined) log.warn('--pg-count applies when the cluster is made; this one keeps its pool', { pgCount: opts.pgCount });
   } else {
     const nodes = Number(opts.nodes);
     if (!Number.isInteger(nodes) || nodes < 1 || nodes > 64) throw new InvalidArgument(`--nodes must be 1..64, got ${opts.nodes}`);
+    const pgCount = opts.pgCount === undefined ? defaultPgCount(nodes, Math.min(3, nodes)) : Number(opts.pgCount);
+    if (!Number.isInteger(pgCount) || pgCount < 1 || pgCount > maxPgsPerPool) throw new InvalidArgument(`--pg-count must be 1..${maxPgsPerPool}, got ${opts.pgCount}`);
     layout = {
+      pgCount,
       nodes,
       host: opts.host,
       nbdPort: port(opts.nbdPort, '--nbd-port'),
@@ -237,7 +266,7 @@ async function ensureVolume(layout: Layout, addr: (base: number, i: number) => s
   await retry('pool default', async () => {
     const map = await admin.map();
     if (!map.pools.some((p) => p.name === 'default')) {
-      await admin.createPool({ name: 'default', replicas: Math.min(3, layout.nodes), pgCount: defaultPoolPgCount, failureDomain: 'zone' }).catch((err) => {
+      await admin.createPool({ name: 'default', replicas: Math.min(3, layout.nodes), pgCount: layout.pgCount ?? defaultPgCount(layout.nodes, Math.min(3, layout.nodes)), failureDomain: 'zone' }).catch((err) => {
         if (err.code !== 'ALREADY_EXISTS') throw err;
       });
     }
