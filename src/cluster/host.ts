@@ -374,9 +374,11 @@ export class MultiRaftHost {
    * Starts (or resumes) a group. A fresh group starts with `voters`; a group with state in
    * the WAL resumes from it and the state machine's durable index.
    *
-   * `rebuild`: a replica this node held before its data dir was lost (map.ts rebuiltAtEpoch).
-   * It starts held, like a replica whose WAL needs repair, and takes part in nothing until
-   * repair() has rebuilt it from its leader: empty, it must neither vote nor acknowledge.
+   * `rebuild`: a replica this node held before its data dir was lost (map.ts rebuiltAtEpoch),
+   * or whose store a crash left with part of a snapshot image (PgStore.restoreCutShort). It
+   * starts held, like a replica whose WAL needs repair, and takes part in nothing until
+   * repair() has rebuilt it from its leader: its state cannot be trusted, so it must neither
+   * vote nor acknowledge.
    */
   async addGroup(id: number, voters: number[], sm: GroupStateMachine, opts: { campaign?: boolean; rebuild?: boolean } = {}): Promise<Group> {
     assert(!this.groups.has(id), `group ${id} already running`);
@@ -409,8 +411,10 @@ export class MultiRaftHost {
     if (!known && boot.index > 0 && opts.rebuild !== true) await this.wal.installSnapshot(id, { index: boot.index, term: boot.term });
     // A damaged log (records lost in the middle, entries after the loss that may not belong
     // together) is not loaded at all: the replica is rebuilt from its leader (repair()).
-    const repairing = id !== 0 && this.opts.repairPoint !== undefined && (known ? this.wal.needsRepair(id) : opts.rebuild === true);
-    assert(!opts.rebuild || repairing, `group ${id} cannot be rebuilt: ${known ? 'its WAL knows it' : 'no repair source'}`);
+    // Rebuilt too: a replica whose store a crash left with part of a snapshot image (the WAL
+    // knows it, but its state machine cannot be trusted), and one whose data dir was replaced.
+    const repairing = id !== 0 && this.opts.repairPoint !== undefined && (opts.rebuild === true || (known && this.wal.needsRepair(id)));
+    assert(!opts.rebuild || repairing, `group ${id} cannot be rebuilt: no repair source`);
     if (known) {
       const hs = this.wal.hardState(id);
       const last = this.wal.lastIndex(id);
@@ -425,7 +429,7 @@ export class MultiRaftHost {
     const g = new Group(id, raft, storage, sm, confState);
     g.repairing = repairing;
     if (repairing) {
-      const why = known ? 'its WAL needs repair' : "this node's data dir was replaced";
+      const why = !opts.rebuild ? 'its WAL needs repair' : known ? 'a snapshot restore was cut short by a crash' : "this node's data dir was replaced";
       this.log.warn(`PG replica held until it is rebuilt from its leader: ${why}`, { group: id, durableIndex: base });
     }
     this.groups.set(id, g);

@@ -263,6 +263,7 @@ export class PgMover {
     }
     let store = await this.d.openStore(g, dir);
     let confLost = false;
+    let installFinished = false;
     if (store.durableIndex > this.d.wal.lastIndex(g)) {
       // A snapshot install cut short after the store was restored, before the WAL was told.
       const pending = saved.pending;
@@ -271,6 +272,7 @@ export class PgMover {
         await this.d.wal.installSnapshot(g, { index: store.durableIndex, term: store.appliedTerm });
         saved = { index: pending.index, confState: pending.confState };
         await saveMembership(dir, saved);
+        installFinished = true;
         this.d.log.warn('finished a PG snapshot install cut short by a crash', { group: g, index: store.durableIndex });
       } else if (saved.index === 0) {
         // A joiner's first snapshot (it has promised nothing yet): start it over, empty.
@@ -295,7 +297,20 @@ export class PgMover {
       this.warnOnce(`conf-lost-${g}`, 'PG replica not started: its membership at its durable index is unknown (needs repair)', { group: g, durable: store.durableIndex, saved: saved.index });
       return;
     }
-    await this.addGroup(g, store, saved, cs, saved.index === 1 ? [...saved.confState.voters] : [], false);
+    // A restore cut short between wiping the data files and recording the image's index: the
+    // files hold part of an image under the older applied index, and replaying the log from
+    // there would not bring back what the wipe removed (a leader whose log still reaches that
+    // index sends entries, not a snapshot). Rebuilt from the leader, held until then. One cut
+    // short after its index was recorded was finished above: the image is whole.
+    let rebuild = false;
+    if (store.restoreCutShort) {
+      if (installFinished) await store.clearRestoreMark();
+      else {
+        rebuild = true;
+        this.d.log.warn('a PG snapshot restore was cut short by a crash; the replica is rebuilt from its leader', { group: g, durable: store.durableIndex });
+      }
+    }
+    await this.addGroup(g, store, saved, cs, saved.index === 1 ? [...saved.confState.voters] : [], false, rebuild);
   }
 
   /** A replica placement moved here, started empty: the leader's snapshot fills it. */

@@ -13,7 +13,7 @@
  * persists the applied index (meta.json, written to a temp file, fsynced, renamed), and only
  * then may the caller let the WAL drop the entries up to that index.
  */
-import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { writeFileDurably } from '../common/durable-file.js';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
@@ -43,6 +43,12 @@ export interface StoreMeta {
  * ~500 requests per second; it is part of the replicated state (checkpoints, snapshots).
  */
 export const dedupeWindowRequests = 16384;
+/**
+ * Present from the moment a snapshot restore starts replacing the data files until its index
+ * is recorded in meta.json: a store that opens with it holds part of an image under an older
+ * applied index (see PgStore.restoreCutShort).
+ */
+export const restoreMarkerFile = 'restoring';
 
 const packr = new Packr({ useRecords: false });
 
@@ -112,6 +118,8 @@ export class PgStore {
   private closed = false;
   /** A restore is under way (or was cut short): the files hold part of an image. */
   private restoring = false;
+  /** Opened with the restore marker of a restore a crash cut short (see restoreCutShort). */
+  private cutShort = false;
   /**
    * Volumes deleted from the cluster map (see dropVolume): their files are gone and are never
    * opened or created again, so commands for them still in the log change nothing.
@@ -144,6 +152,10 @@ export class PgStore {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err instanceof Corruption ? err : new Corruption(`unreadable meta.json in ${dir}: ${(err as Error).message}`);
     }
     const store = new PgStore(io, scratch, dir, groupId, meta, options);
+    store.cutShort = await access(join(dir, restoreMarkerFile)).then(
+      () => true,
+      () => false,
+    );
     try {
       store.recent.load(await readFile(join(dir, 'dedupe.bin')));
     } catch (err) {
@@ -154,6 +166,37 @@ export class PgStore {
 
   get appliedIndex(): number {
     return this.meta.appliedIndex;
+  }
+
+  /**
+   * A snapshot restore was under way when this store last ran, and a crash cut it short: its
+   * data files were wiped and partly refilled from an image, while meta.json still names the
+   * applied index from before. Replaying the log from that index would not bring back the
+   * writes the wipe removed, so such a replica must be rebuilt from its leader (PgMover) and
+   * must never take part as it is; a completed restore (`finishRestore`, `restoreImage`)
+   * clears the mark.
+   */
+  get restoreCutShort(): boolean {
+    return this.cutShort;
+  }
+
+  /** Marks a restore as started, durably, before anything is replaced. */
+  private async markRestoring(): Promise<void> {
+    this.restoring = true;
+    await writeFileDurably(join(this.dir, restoreMarkerFile), 'a snapshot restore is under way\n');
+  }
+
+  /**
+   * Clears the restore mark, once the image and its index are durable (or an operator-free
+   * recovery found them complete). A mark that a crash keeps after this point only costs a
+   * rebuild that was not needed.
+   */
+  async clearRestoreMark(): Promise<void> {
+    await unlink(join(this.dir, restoreMarkerFile)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+    this.restoring = false;
+    this.cutShort = false;
   }
   get appliedTerm(): number {
     return this.meta.appliedTerm;
@@ -529,7 +572,7 @@ export class PgStore {
    * the files, which the image reads after. `atLeast` undefined: no index to cover.
    */
   private assertImageCovers(atLeast: number | undefined): void {
-    if (this.restoring) throw new Unavailable(`PG ${this.groupId}: restoring a snapshot, no image to serve`);
+    if (this.restoring || this.cutShort) throw new Unavailable(`PG ${this.groupId}: restoring a snapshot, no image to serve`);
     if (atLeast !== undefined && this.meta.appliedIndex < atLeast) {
       throw new Unavailable(`PG ${this.groupId}: applied up to ${this.meta.appliedIndex}, an image for a snapshot at ${atLeast} would miss writes`);
     }
@@ -544,7 +587,7 @@ export class PgStore {
       throw new Corruption(`snapshot image undecodable: ${(err as Error).message}`);
     }
     if (parsed?.v !== 1 || !Array.isArray(parsed.vols)) throw new Corruption('snapshot image has an unknown format');
-    this.restoring = true;
+    await this.markRestoring();
     await this.dirty.exclusive(async () => this.dirty.dropAll());
     for (const f of this.files.values()) await f.close();
     this.files.clear();
@@ -567,7 +610,7 @@ export class PgStore {
     await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recent.toBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
     this.durable = { ...this.meta };
-    this.restoring = false;
+    await this.clearRestoreMark();
   }
 
   /**
@@ -618,7 +661,7 @@ export class PgStore {
 
   /** Starts replacing the whole state with a streamed image: every data file is removed. */
   async beginRestore(): Promise<void> {
-    this.restoring = true;
+    await this.markRestoring();
     await this.dirty.exclusive(async () => this.dirty.dropAll());
     for (const f of this.files.values()) await f.close();
     this.files.clear();
@@ -652,7 +695,7 @@ export class PgStore {
     await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recent.toBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
     this.durable = { ...this.meta };
-    this.restoring = false;
+    await this.clearRestoreMark();
   }
 
   async close(): Promise<void> {

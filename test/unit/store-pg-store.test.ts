@@ -274,3 +274,42 @@ test('an image for a snapshot at an index is refused until the store has applied
   await mid.close();
   await src.close();
 });
+
+test('a restore cut short by a crash leaves its mark: a reopened store says so, refuses to serve an image, and a finished restore clears it', async (t) => {
+  const src = await openStore(tempDir(t));
+  for (let i = 1; i <= 6; i++) await src.apply(i, 1, encodeWrite(1, i * 4096, Buffer.alloc(4096, i)));
+  const dir = tempDir(t);
+  const dst = await openStore(dir);
+  await dst.apply(1, 1, encodeWrite(1, 0, Buffer.alloc(4096, 0x55)));
+  await dst.checkpoint();
+  assert.equal(dst.restoreCutShort, false);
+  // The streamed restore starts (the data files are wiped), takes one chunk, and the node dies.
+  await dst.beginRestore();
+  await dst.restoreChunk(await src.imageChunk(null, 4096));
+  await dst.close();
+  const reopened = await openStore(dir);
+  assert.equal(reopened.restoreCutShort, true, 'the crash cut the restore short');
+  assert.equal(reopened.durableIndex, 1, 'meta.json still names the index from before');
+  await assert.rejects(reopened.imageChunk(null, 4096), /restoring a snapshot/);
+  // The rebuild (a full restore) clears the mark, durably.
+  await reopened.beginRestore();
+  for (let cursor: ImageCursor | null = null, first = true; first || cursor !== null; first = false) {
+    const chunk: ImageChunk = await src.imageChunk(cursor, 8192);
+    await reopened.restoreChunk(chunk);
+    cursor = chunk.next;
+  }
+  await reopened.finishRestore(6, 1);
+  assert.equal(reopened.restoreCutShort, false);
+  await reopened.close();
+  const again = await openStore(dir);
+  assert.equal(again.restoreCutShort, false);
+  assert.equal(again.durableIndex, 6);
+  assert.deepEqual(await readAll(again, 1, 0, 7 * 4096), await readAll(src, 1, 0, 7 * 4096));
+  await again.close();
+  // restoreImage (the whole image at once) marks and clears the same way.
+  const whole = await openStore(tempDir(t));
+  await whole.restoreImage(await src.snapshotImage(), 6, 1);
+  assert.equal(whole.restoreCutShort, false);
+  await whole.close();
+  await src.close();
+});
