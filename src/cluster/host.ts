@@ -308,7 +308,7 @@ function makeMetrics(registry: Registry | undefined, groups: () => Iterable<Grou
     snapshotsInstalled: new Counter({ name: 'raftblock_raft_snapshots_installed_total', help: 'Snapshots installed by followers on this node', registers }),
     replicasRepaired: new Counter({
       name: 'raftblock_raft_replicas_repaired_total',
-      help: 'Replicas whose WAL needed repair, rebuilt from their leader\'s snapshot',
+      help: 'Replicas rebuilt from their leader\'s snapshot (a damaged WAL, a replaced data dir, a restore cut short)',
       registers,
     }),
     electionMessagesMuted: new Counter({

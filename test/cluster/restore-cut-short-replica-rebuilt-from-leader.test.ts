@@ -10,15 +10,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { metric } from '../helpers/hand-peer.js';
 import { TestCluster, sleep, waitFor } from '../helpers/cluster.js';
 import { requirePythonNbd, systemPython } from './io.js';
 import { restoreMarkerFile } from '../../src/store/pg-store.js';
 
-async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(url)).text();
-  const line = text.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'));
-  return line ? Number(line.split(' ').pop()) : 0;
-}
 
 test('a replica whose snapshot restore a crash cut short is rebuilt from its leader, not resumed', { timeout: 120_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;
@@ -54,8 +50,7 @@ test('a replica whose snapshot restore a crash cut short is rebuilt from its lea
   }
 
   await victim.start();
-  const metrics = `http://${victim.addrs.http}/metrics`;
-  await waitFor('both cut-short replicas rebuilt', 60_000, async () => ((await metric(metrics, 'raftblock_raft_replicas_repaired_total')) >= 2 ? true : undefined));
+  await waitFor('both cut-short replicas rebuilt', 60_000, async () => ((await metric(victim.addrs.http, 'raftblock_raft_replicas_repaired_total')) >= 2 ? true : undefined));
   assert.match(readFileSync(victim.logPath, 'utf8'), /snapshot restore was cut short by a crash/);
   for (const dir of pgDirs()) assert.equal(readdirSync(dir).includes(restoreMarkerFile), false, `${dir}: the mark is cleared once rebuilt`);
 

@@ -11,6 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { maxPgsPerPool } from '../../src/cluster/map.js';
+import { metric } from '../helpers/hand-peer.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { requirePythonNbd, systemPython } from './io.js';
 
@@ -56,11 +57,6 @@ function batchesOf(bytes: Buffer): Batch[] {
   return out;
 }
 
-async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(url)).text();
-  const line = text.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'));
-  return line ? Number(line.split(' ').pop()) : 0;
-}
 
 test('a replica whose WAL is corrupt in the middle of a PG log is rebuilt from the leader', { timeout: 90_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;
@@ -96,8 +92,7 @@ test('a replica whose WAL is corrupt in the middle of a PG log is rebuilt from t
   assert.ok(flipped, 'a batch of PG entries in the middle of the WAL to damage');
 
   await victim.start();
-  const metrics = `http://${victim.addrs.http}/metrics`;
-  await waitFor('the damaged replica repaired', 40_000, async () => ((await metric(metrics, 'raftblock_raft_replicas_repaired_total')) >= 1 ? true : undefined));
+  await waitFor('the damaged replica repaired', 40_000, async () => ((await metric(victim.addrs.http, 'raftblock_raft_replicas_repaired_total')) >= 1 ? true : undefined));
   assert.match(readFileSync(victim.logPath, 'utf8'), /WAL corruption in the middle of the log/);
   await waitFor('no group of node 3 flagged for repair', 20_000, async () => {
     const s = await cluster.status(3);
