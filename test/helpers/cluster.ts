@@ -301,7 +301,8 @@ export class TestCluster {
     const errOut: Buffer[] = [];
     proc.stdout!.on('data', (c: Buffer) => out.push(c));
     proc.stderr!.on('data', (c: Buffer) => errOut.push(c));
-    await new Promise((r) => proc.once('exit', r));
+    // 'close', not 'exit': at exit the child's last output may still be unread.
+    await new Promise((r) => proc.once('close', r));
     const text = Buffer.concat(out).toString();
     let parsed: { ok?: T; error?: { code: string; message: string } };
     try {
