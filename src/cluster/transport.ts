@@ -571,7 +571,8 @@ export class Transport {
       const peer = this.peer(f.from);
       if (f.addr) this.setPeerAddress(f.from, f.addr);
       this.bind(peer, conn);
-      if (first && conn.dialer === f.from) this.writeFrame(conn, this.intro());
+      // (Not on a connection bind() just ended as the loser of a simultaneous dial.)
+      if (first && conn.dialer === f.from && !conn.closed) this.writeFrame(conn, this.intro());
       this.flush(peer);
     }
     if (onIdentified) onIdentified(f.from);
