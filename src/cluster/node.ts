@@ -1266,6 +1266,11 @@ export class StorageNode implements PgClient {
         };
       })
       .sort((x, y) => x.groupId - y.groupId);
+    if (this.metaHeld && !this.host.groups.has(metadataGroupId)) {
+      // A group-0 replica held out (openMetaGroup: it needs repair) runs nothing, but its
+      // node still answers: say so, so that status names it instead of calling it unreachable.
+      groups.unshift({ groupId: metadataGroupId, role: 'follower', term: 0, leader: 0, commitIndex: 0, appliedIndex: 0, lastIndex: 0, voters: [], needsRepair: true });
+    }
     return { nodeId: this.id, clusterId: this.clusterId || undefined, epoch: this.epoch, uptimeMs: Math.round(performance.now() - this.startedMs), groups };
   }
 

@@ -240,3 +240,23 @@ test('merged status: a group without a quorum of reachable replicas is unavailab
   assert.equal(pg2.term, 5);
   assert.equal(pg2.health, 'lagging');
 });
+
+test('merged status: a group-0 member held out for repair is named as such, not as unreachable', () => {
+  const map = zonedMap(3, 1);
+  const meta = (nodeId: number, over: Partial<GroupStatus>): NodeStatus => ({
+    nodeId,
+    epoch: 5,
+    uptimeMs: 1,
+    groups: [{ groupId: 0, role: 'follower', term: 3, leader: 1, commitIndex: 40, appliedIndex: 40, lastIndex: 40, voters: [1, 2, 3], ...over }],
+  });
+  const statuses = new Map<number, NodeStatus | Error>([
+    [1, meta(1, { role: 'leader' })],
+    [2, meta(2, {})],
+    // What a node whose group-0 replica is held out reports (StorageNode.status).
+    [3, meta(3, { role: 'follower', term: 0, leader: 0, commitIndex: 0, appliedIndex: 0, lastIndex: 0, voters: [], needsRepair: true })],
+  ]);
+  const g0 = mergeClusterStatus('x', map, statuses).groups.find((g) => g.groupId === 0)!;
+  assert.deepEqual(g0.replicas, [1, 2, 3], 'members still come from the leader');
+  assert.equal(g0.health, 'lagging');
+  assert.equal(g0.reason, '3 needs repair');
+});
