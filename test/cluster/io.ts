@@ -33,6 +33,9 @@ export function startFio(cluster: TestCluster, via: number, args: string[], cwd:
     '--verify_fatal=1',
     '--exitall_on_error=1',
     '--verify_state_save=0',
+    // Jobs as threads of one process: a SIGKILL ends all of fio (a forked job outlived it,
+    // holding the pipes open, so 'close' never came).
+    '--thread',
     ...args,
   ];
   const opts = { cwd, stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'] };

@@ -27,6 +27,9 @@ test('kill -9 of the server loses no write acknowledged by a FLUSH or FUA reply'
     '--ioengine=nbd', `--uri=${server.uri}`, '--name=load', '--rw=randwrite', '--bs=4k', '--iodepth=16',
     `--offset=${64 * MiB}`, `--size=${64 * MiB}`, '--fsync=16', '--time_based', '--runtime=60', '--output=/dev/null',
     '--verify_state_save=0',
+    // Jobs as threads of one process, so the SIGKILL below ends all of fio (a forked job
+    // process outlived it, running on after the test).
+    '--thread',
   ], { stdio: 'ignore', cwd: dir });
   const fioExited = new Promise<void>((r) => fio.once('close', () => r()));
   t.after(async () => {
