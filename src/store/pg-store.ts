@@ -116,10 +116,11 @@ export class PgStore {
   /** Request keys applied recently, oldest first. */
   private readonly recent = new RecentRequests(dedupeWindowRequests);
   private closed = false;
-  /** A restore is under way (or was cut short): the files hold part of an image. */
+  /**
+   * The files hold part of an image: a restore is under way, or a crash cut one short (the
+   * restore marker was there at open; see restoreCutShort).
+   */
   private restoring = false;
-  /** Opened with the restore marker of a restore a crash cut short (see restoreCutShort). */
-  private cutShort = false;
   /**
    * Volumes deleted from the cluster map (see dropVolume): their files are gone and are never
    * opened or created again, so commands for them still in the log change nothing.
@@ -152,7 +153,7 @@ export class PgStore {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err instanceof Corruption ? err : new Corruption(`unreadable meta.json in ${dir}: ${(err as Error).message}`);
     }
     const store = new PgStore(io, scratch, dir, groupId, meta, options);
-    store.cutShort = await access(join(dir, restoreMarkerFile)).then(
+    store.restoring = await access(join(dir, restoreMarkerFile)).then(
       () => true,
       () => false,
     );
@@ -177,7 +178,8 @@ export class PgStore {
    * clears the mark.
    */
   get restoreCutShort(): boolean {
-    return this.cutShort;
+    // Asked right after open, before this process could have started a restore of its own.
+    return this.restoring;
   }
 
   /** Marks a restore as started, durably, before anything is replaced. */
@@ -196,7 +198,6 @@ export class PgStore {
       if (err.code !== 'ENOENT') throw err;
     });
     this.restoring = false;
-    this.cutShort = false;
   }
   get appliedTerm(): number {
     return this.meta.appliedTerm;
@@ -572,7 +573,7 @@ export class PgStore {
    * the files, which the image reads after. `atLeast` undefined: no index to cover.
    */
   private assertImageCovers(atLeast: number | undefined): void {
-    if (this.restoring || this.cutShort) throw new Unavailable(`PG ${this.groupId}: restoring a snapshot, no image to serve`);
+    if (this.restoring) throw new Unavailable(`PG ${this.groupId}: restoring a snapshot, no image to serve`);
     if (atLeast !== undefined && this.meta.appliedIndex < atLeast) {
       throw new Unavailable(`PG ${this.groupId}: applied up to ${this.meta.appliedIndex}, an image for a snapshot at ${atLeast} would miss writes`);
     }
@@ -587,30 +588,10 @@ export class PgStore {
       throw new Corruption(`snapshot image undecodable: ${(err as Error).message}`);
     }
     if (parsed?.v !== 1 || !Array.isArray(parsed.vols)) throw new Corruption('snapshot image has an unknown format');
-    await this.markRestoring();
-    await this.dirty.exclusive(async () => this.dirty.dropAll());
-    for (const f of this.files.values()) await f.close();
-    this.files.clear();
-    for (const name of await readdir(this.dir)) {
-      if (/^vol-\d+\.dat$/.test(name)) await unlink(join(this.dir, name));
-    }
-    for (const vol of parsed.vols) {
-      const f = await this.file(vol.id, true);
-      if (!f) continue; // dropped here (the sender had not dropped it yet)
-      try {
-        for (const [at, data] of vol.runs) await this.writeRange(vol.id, at, data);
-        await this.dirty.flushAll();
-        await f.fdatasync();
-      } finally {
-        this.unpin(f);
-      }
-    }
-    this.recent.load(parsed.recent ?? new Uint8Array(0));
-    this.meta = { appliedIndex: index, appliedTerm: term };
-    await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recent.toBytes());
-    await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
-    this.durable = { ...this.meta };
-    await this.clearRestoreMark();
+    // The whole image is one chunk of a streamed restore (and an absent table an empty one).
+    await this.beginRestore();
+    await this.restoreChunk({ runs: parsed.vols.flatMap((vol) => vol.runs.map(([at, data]): [number, number, Uint8Array] => [vol.id, at, data])), next: null, recent: parsed.recent ?? new Uint8Array(0) });
+    await this.finishRestore(index, term);
   }
 
   /**
@@ -620,8 +601,8 @@ export class PgStore {
    * refused unless this store has applied up to `atLeast` (see assertImageCovers).
    */
   async imageChunk(cursor: ImageCursor | null, maxBytes: number, atLeast?: number): Promise<ImageChunk> {
-    if (cursor === null) this.assertImageCovers(atLeast);
-    else if (this.restoring) throw new Unavailable(`PG ${this.groupId}: restoring a snapshot, no image to serve`);
+    // Only the first chunk has an index to cover; every chunk needs a whole state to read.
+    this.assertImageCovers(cursor === null ? atLeast : undefined);
     const recent = cursor === null ? this.recent.toBytes() : undefined;
     await this.dirty.flushAll(); // runs come from SEEK_DATA
     const ids = (await readdir(this.dir))

@@ -46,6 +46,11 @@ interface Layout {
   pgCount?: number;
 }
 
+/** Copies pool `default` keeps on a cluster of `nodes` nodes (one per zone, at most 3). */
+function defaultReplicas(nodes: number): number {
+  return Math.min(3, nodes);
+}
+
 /** PG replicas per node that pool `default` aims at (see defaultPgCount). */
 export const defaultPgReplicasPerNode = 4;
 
@@ -118,7 +123,7 @@ async function start(opts: StartOptions): Promise<void> {
   } else {
     const nodes = Number(opts.nodes);
     if (!Number.isInteger(nodes) || nodes < 1 || nodes > 64) throw new InvalidArgument(`--nodes must be 1..64, got ${opts.nodes}`);
-    const pgCount = opts.pgCount === undefined ? defaultPgCount(nodes, Math.min(3, nodes)) : Number(opts.pgCount);
+    const pgCount = opts.pgCount === undefined ? defaultPgCount(nodes, defaultReplicas(nodes)) : Number(opts.pgCount);
     if (!Number.isInteger(pgCount) || pgCount < 1 || pgCount > maxPgsPerPool) throw new InvalidArgument(`--pg-count must be 1..${maxPgsPerPool}, got ${opts.pgCount}`);
     layout = {
       pgCount,
@@ -266,7 +271,8 @@ async function ensureVolume(layout: Layout, addr: (base: number, i: number) => s
   await retry('pool default', async () => {
     const map = await admin.map();
     if (!map.pools.some((p) => p.name === 'default')) {
-      await admin.createPool({ name: 'default', replicas: Math.min(3, layout.nodes), pgCount: layout.pgCount ?? defaultPgCount(layout.nodes, Math.min(3, layout.nodes)), failureDomain: 'zone' }).catch((err) => {
+      const replicas = defaultReplicas(layout.nodes);
+      await admin.createPool({ name: 'default', replicas, pgCount: layout.pgCount ?? defaultPgCount(layout.nodes, replicas), failureDomain: 'zone' }).catch((err) => {
         if (err.code !== 'ALREADY_EXISTS') throw err;
       });
     }
