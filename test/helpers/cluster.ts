@@ -198,6 +198,9 @@ export class TestNode {
   }
 }
 
+/** See TestCluster.admin. */
+const adminTimeoutMs = 15_000;
+
 export class TestCluster {
   readonly nodes: TestNode[] = [];
   readonly net: NetnsNetwork | null;
@@ -284,14 +287,17 @@ export class TestCluster {
    */
   async admin<T = unknown>(id: number, method: string, ...args: unknown[]): Promise<T> {
     const server = this.node(id).addrs.http;
+    // Longer than a node's own retry of a group-0 command (10 s, StorageNode.proposeMeta):
+    // across a group-0 leader change (a test stopping the node that led it) an answer may take
+    // several seconds, and the node's own answer or refusal should arrive, not this timeout.
     if (!this.net) {
-      const client = new AdminClient(server, { timeoutMs: 5000 }) as unknown as Record<string, (...a: unknown[]) => Promise<T>>;
+      const client = new AdminClient(server, { timeoutMs: adminTimeoutMs }) as unknown as Record<string, (...a: unknown[]) => Promise<T>>;
       return client[method](...args);
     }
     const script = `
       import { AdminClient } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'cluster', 'admin-client.js'))};
       try {
-        const r = await new AdminClient(${JSON.stringify(server)}, { timeoutMs: 5000 })[${JSON.stringify(method)}](...${JSON.stringify(args)});
+        const r = await new AdminClient(${JSON.stringify(server)}, { timeoutMs: ${adminTimeoutMs} })[${JSON.stringify(method)}](...${JSON.stringify(args)});
         process.stdout.write(JSON.stringify({ ok: r === undefined ? null : r }));
       } catch (e) {
         process.stdout.write(JSON.stringify({ error: { code: e.code ?? 'ERROR', message: e.message } }));
