@@ -11,11 +11,18 @@ import { cliPath, repoRoot } from '../helpers/paths.js';
 import { requireCapability } from '../helpers/tools.js';
 import type { TestContext } from 'node:test';
 
+/** One direction of a fio job's JSON result (completion latencies in ns). */
+export interface FioDirection {
+  io_bytes: number;
+  iops: number;
+  clat_ns?: { max: number; mean: number };
+}
+
 export interface FioResult {
   code: number | null;
   stdout: string;
   stderr: string;
-  job?: { error: number; write: { io_bytes: number; iops: number }; read: { io_bytes: number; iops: number } };
+  job?: { error: number; write: FioDirection; read: FioDirection };
 }
 
 export interface FioRun {

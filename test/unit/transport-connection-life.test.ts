@@ -191,3 +191,35 @@ test("a forwarded write's payload still queued on a connection that lost a dial 
   assert.ok(all.length < big.length, 'the queued payload was cut off');
   assert.equal(all.indexOf(Buffer.alloc(64, 0xbb)), -1, 'the peer read bytes the caller wrote after its request settled');
 });
+
+test('requests to a peer that cannot be reached fail with Unavailable at once; Raft messages wait and leave once it is back', { timeout: 20_000 }, async (t) => {
+  const a = await transport(t, '1');
+  // A port nobody listens on (yet).
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  a.setPeerAddress('2', `127.0.0.1:${port}`);
+
+  // The dial is refused: the request was never sent, so it fails now, not after its minute.
+  const started = Date.now();
+  await assert.rejects(a.request('2', 'io', {}, 60_000), (err: Error & { code?: string }) => err.code === 'UNAVAILABLE' && /cannot reach node 2/.test(err.message));
+  // Within the reconnect backoff no dial is made: refused at once too.
+  a.send('2', 7, { type: 'heartbeat', to: 2 });
+  await assert.rejects(a.request('2', 'io', {}, 60_000), (err: Error & { code?: string }) => err.code === 'UNAVAILABLE' && /unreachable/.test(err.message));
+  assert.ok(Date.now() - started < 10_000);
+
+  // The peer comes up: the queued message is delivered by the next dial.
+  const got: Frame[] = [];
+  await new Promise<void>((resolve) => {
+    const server = createServer((s) => {
+      s.on('error', () => undefined);
+      const d = new FrameDecoder();
+      s.on('data', (b: Buffer) => got.push(...d.push(b)));
+      t.after(() => s.destroy());
+    });
+    server.listen(port, '127.0.0.1', resolve);
+    t.after(() => server.close());
+  });
+  await until(() => got.some((f) => (f.msgs ?? []).some((m) => m.g === 7)), 10_000);
+});
