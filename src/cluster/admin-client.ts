@@ -335,20 +335,22 @@ export function mergeClusterStatus(
     if (s instanceof Error || foreign(s)) continue;
     byNode.set(id, new Map(s.groups.map((g) => [g.groupId, g])));
   }
-  // Group 0 is not in the map: its members are the voters its replicas report (the highest
-  // term's view), else the nodes that report running it.
-  let metadataTerm = -1;
-  let metadataMembers: NodeId[] = [];
+  // Group 0 is not in the map: its members are the voters its replicas report, else the nodes
+  // that report running it. The newest view wins: highest term, then its leader's, then the
+  // longest log. A replica still catching up reports the same term with an older
+  // configuration, and must not win by answering first (status once named a group of three
+  // voters [1] so, from a voter that had not yet appended the entries adding the other two).
+  let best: GroupStatus | undefined;
+  const newer = (a: GroupStatus, b: GroupStatus): boolean =>
+    a.term !== b.term ? a.term > b.term : (a.role === 'leader') !== (b.role === 'leader') ? a.role === 'leader' : a.lastIndex > b.lastIndex;
+  const running: NodeId[] = [];
   for (const [id, gs] of byNode) {
     const g0 = gs.get(0);
     if (!g0) continue;
-    if (g0.term > metadataTerm && g0.voters.length > 0) {
-      metadataTerm = g0.term;
-      metadataMembers = [...g0.voters];
-    } else if (metadataTerm < 0 && !metadataMembers.includes(id)) {
-      metadataMembers.push(id);
-    }
+    running.push(id);
+    if (g0.voters.length > 0 && (best === undefined || newer(g0, best))) best = g0;
   }
+  const metadataMembers = best ? [...best.voters] : running;
   metadataMembers.sort((a, b) => a - b);
   const targets = [{ groupId: 0, pool: 'metadata', pgIndex: 0, replicas: metadataMembers }, ...allGroups(map)];
   const groups = targets.map((t) => viewGroup(t, byNode));

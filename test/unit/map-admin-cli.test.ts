@@ -260,3 +260,35 @@ test('merged status: a group-0 member held out for repair is named as such, not 
   assert.equal(g0.health, 'lagging');
   assert.equal(g0.reason, '3 needs repair');
 });
+
+test('merged status: group 0 members come from the newest view, not from a replica that answered first while catching up', () => {
+  const map = zonedMap(3, 1);
+  const meta = (nodeId: number, over: Partial<GroupStatus>): NodeStatus => ({
+    nodeId,
+    epoch: 5,
+    uptimeMs: 1,
+    groups: [{ groupId: 0, role: 'follower', term: 2, leader: 1, commitIndex: 30, appliedIndex: 30, lastIndex: 30, voters: [1, 2, 3], ...over }],
+  });
+  for (const order of [
+    [2, 1, 3],
+    [2, 3, 1],
+    [1, 2, 3],
+  ]) {
+    const byId: Record<number, NodeStatus> = {
+      // Same term, an older configuration: it has not appended the entries adding 2 and 3 yet.
+      2: meta(2, { commitIndex: 3, appliedIndex: 3, lastIndex: 3, voters: [1] }),
+      1: meta(1, { role: 'leader' }),
+      3: meta(3, { lastIndex: 29, appliedIndex: 29 }),
+    };
+    const statuses = new Map<number, NodeStatus | Error>(order.map((id) => [id, byId[id]]));
+    const g0 = mergeClusterStatus('x', map, statuses).groups.find((g) => g.groupId === 0)!;
+    assert.deepEqual(g0.replicas, [1, 2, 3], `answers in order ${order.join(',')}`);
+    assert.equal(g0.members.find((m) => m.nodeId === 2)?.appliedIndex, 3, 'the replica catching up is seen behind');
+  }
+  // Without a leader the longest log wins at the same term.
+  const statuses = new Map<number, NodeStatus | Error>([
+    [2, meta(2, { lastIndex: 3, voters: [1] })],
+    [3, meta(3, { lastIndex: 29 })],
+  ]);
+  assert.deepEqual(mergeClusterStatus('x', map, statuses).groups.find((g) => g.groupId === 0)!.replicas, [1, 2, 3]);
+});
