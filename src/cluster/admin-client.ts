@@ -63,7 +63,11 @@ import { allGroups } from './map.js';
  */
 export const defaultAdminHttpPort = 10900;
 export const defaultAdminServer = `127.0.0.1:${defaultAdminHttpPort}`;
-export const defaultAdminTimeoutMs = 10_000;
+/**
+ * Longer than a node's own retry of a map command (metaCommandDeadlineMs in node.ts, 10 s):
+ * across a group-0 leader change the node's answer or its refusal arrives, not this timeout.
+ */
+export const defaultAdminTimeoutMs = 15_000;
 /** A replica whose applied index trails the leader's commit index by more is "lagging". */
 export const lagThresholdEntries = 64;
 /** NOT_LEADER redirects followed before giving up. */

@@ -74,6 +74,12 @@ const spreadMapTimeoutMs = 1000;
 const maxHandoverLagEntries = 64;
 /** How long `node remove` keeps trying (leader changes, a group-0 change in flight) before it gives up. */
 const removeNodeDeadlineMs = 20000;
+/**
+ * How long a node keeps retrying a map command (volume and pool changes, joins) across group-0
+ * leader changes before it answers Unavailable. An admin client waits longer
+ * (defaultAdminTimeoutMs), so it gets this answer rather than its own timeout.
+ */
+export const metaCommandDeadlineMs = 10_000;
 /** How long group 0's leader waits for the removal of a voter from group 0 to commit. */
 const metaChangeCommitTimeoutMs = 5000;
 /** How long group 0's leader waits for each node's list of the PG configurations naming a node. */
@@ -830,7 +836,7 @@ export class StorageNode implements PgClient {
 
   /** Runs a map command in group 0: here if this node leads it, else at its leader. */
   async proposeMeta(cmd: MapCommand): Promise<unknown> {
-    const deadline = Date.now() + 10000;
+    const deadline = Date.now() + metaCommandDeadlineMs;
     let attempt = 0;
     for (;;) {
       try {

@@ -15,7 +15,7 @@ import { freePortRange } from '../../src/common/ports.js';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { TestContext } from 'node:test';
-import { AdminClient } from '../../src/cluster/admin-client.js';
+import { AdminClient, defaultAdminTimeoutMs } from '../../src/cluster/admin-client.js';
 import type { ClusterStatus, GroupDigest, NodeStatus, VolumeList } from '../../src/cluster/admin-client.js';
 import type { ClusterMap } from '../../src/cluster/map.js';
 import { NetnsNetwork } from './netns.js';
@@ -198,8 +198,8 @@ export class TestNode {
   }
 }
 
-/** See TestCluster.admin. */
-const adminTimeoutMs = 15_000;
+/** See TestCluster.admin: the admin client's own default, longer than a node's retry. */
+const adminTimeoutMs = defaultAdminTimeoutMs;
 
 export class TestCluster {
   readonly nodes: TestNode[] = [];

@@ -252,7 +252,7 @@ function sleep(ms: number): Promise<void> {
 
 /** Pool `default` and volume `vol0` exist, and every PG of the pool has a leader. */
 async function ensureVolume(layout: Layout, addr: (base: number, i: number) => string): Promise<void> {
-  const admin = new AdminClient(addr(layout.httpPort, 0), { timeoutMs: 10_000 });
+  const admin = new AdminClient(addr(layout.httpPort, 0));
   const deadline = Date.now() + readyTimeoutMs;
   const retry = async <T>(what: string, fn: () => Promise<T | undefined>): Promise<T> => {
     let last: unknown;
