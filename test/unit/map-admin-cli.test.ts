@@ -241,19 +241,23 @@ test('merged status: a group without a quorum of reachable replicas is unavailab
   assert.equal(pg2.health, 'lagging');
 });
 
-test('merged status: a group-0 member held out for repair is named as such, not as unreachable', () => {
-  const map = zonedMap(3, 1);
-  const meta = (nodeId: number, over: Partial<GroupStatus>): NodeStatus => ({
+/** A node's status holding only its group-0 replica: follower at term 3, applied to 40, voters 1-3, unless `over` says otherwise. */
+function metaStatus(nodeId: number, over: Partial<GroupStatus>): NodeStatus {
+  return {
     nodeId,
     epoch: 5,
     uptimeMs: 1,
     groups: [{ groupId: 0, role: 'follower', term: 3, leader: 1, commitIndex: 40, appliedIndex: 40, lastIndex: 40, voters: [1, 2, 3], ...over }],
-  });
+  };
+}
+
+test('merged status: a group-0 member held out for repair is named as such, not as unreachable', () => {
+  const map = zonedMap(3, 1);
   const statuses = new Map<number, NodeStatus | Error>([
-    [1, meta(1, { role: 'leader' })],
-    [2, meta(2, {})],
+    [1, metaStatus(1, { role: 'leader' })],
+    [2, metaStatus(2, {})],
     // What a node whose group-0 replica is held out reports (StorageNode.status).
-    [3, meta(3, { role: 'follower', term: 0, leader: 0, commitIndex: 0, appliedIndex: 0, lastIndex: 0, voters: [], needsRepair: true })],
+    [3, metaStatus(3, { role: 'follower', term: 0, leader: 0, commitIndex: 0, appliedIndex: 0, lastIndex: 0, voters: [], needsRepair: true })],
   ]);
   const g0 = mergeClusterStatus('x', map, statuses).groups.find((g) => g.groupId === 0)!;
   assert.deepEqual(g0.replicas, [1, 2, 3], 'members still come from the leader');
@@ -263,12 +267,6 @@ test('merged status: a group-0 member held out for repair is named as such, not 
 
 test('merged status: group 0 members come from the newest view, not from a replica that answered first while catching up', () => {
   const map = zonedMap(3, 1);
-  const meta = (nodeId: number, over: Partial<GroupStatus>): NodeStatus => ({
-    nodeId,
-    epoch: 5,
-    uptimeMs: 1,
-    groups: [{ groupId: 0, role: 'follower', term: 2, leader: 1, commitIndex: 30, appliedIndex: 30, lastIndex: 30, voters: [1, 2, 3], ...over }],
-  });
   for (const order of [
     [2, 1, 3],
     [2, 3, 1],
@@ -276,9 +274,9 @@ test('merged status: group 0 members come from the newest view, not from a repli
   ]) {
     const byId: Record<number, NodeStatus> = {
       // Same term, an older configuration: it has not appended the entries adding 2 and 3 yet.
-      2: meta(2, { commitIndex: 3, appliedIndex: 3, lastIndex: 3, voters: [1] }),
-      1: meta(1, { role: 'leader' }),
-      3: meta(3, { lastIndex: 29, appliedIndex: 29 }),
+      2: metaStatus(2, { commitIndex: 3, appliedIndex: 3, lastIndex: 3, voters: [1] }),
+      1: metaStatus(1, { role: 'leader' }),
+      3: metaStatus(3, { lastIndex: 39, appliedIndex: 39 }),
     };
     const statuses = new Map<number, NodeStatus | Error>(order.map((id) => [id, byId[id]]));
     const g0 = mergeClusterStatus('x', map, statuses).groups.find((g) => g.groupId === 0)!;
@@ -287,8 +285,8 @@ test('merged status: group 0 members come from the newest view, not from a repli
   }
   // Without a leader the longest log wins at the same term.
   const statuses = new Map<number, NodeStatus | Error>([
-    [2, meta(2, { lastIndex: 3, voters: [1] })],
-    [3, meta(3, { lastIndex: 29 })],
+    [2, metaStatus(2, { lastIndex: 3, voters: [1] })],
+    [3, metaStatus(3, { lastIndex: 39 })],
   ]);
   assert.deepEqual(mergeClusterStatus('x', map, statuses).groups.find((g) => g.groupId === 0)!.replicas, [1, 2, 3]);
 });
