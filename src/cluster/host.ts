@@ -198,8 +198,15 @@ export class Group {
   readonly sm: GroupStateMachine;
   confState: ConfState;
   role = 'follower';
+  /** The leader this replica knows of (0: none); set through noteLead. */
   lead = 0;
   term = 0;
+  /**
+   * Aborted whenever this replica learns of another leader or loses the one it knew, then
+   * replaced: a gateway waiting for the leader it forwarded to stops waiting and asks again
+   * (a partitioned leader never answers; its request would otherwise wait out its timeout).
+   */
+  private leadChange = new AbortController();
   commit = 0;
   /** Proposals by index, answered after apply. */
   readonly waiters = new Map<number, Waiter>();
@@ -234,6 +241,18 @@ export class Group {
   pendingBytes = 0;
   /** When the last checkpoint of this group finished (performance.now()). */
   lastCheckpointMs = performance.now();
+
+  /** Aborts when the leader this replica knows of changes (see leadChange). */
+  get leadChanged(): AbortSignal {
+    return this.leadChange.signal;
+  }
+
+  noteLead(lead: number): void {
+    if (lead === this.lead) return;
+    this.lead = lead;
+    this.leadChange.abort();
+    this.leadChange = new AbortController();
+  }
 
   constructor(id: number, raft: RaftNode, storage: MemoryStorage, sm: GroupStateMachine, confState: ConfState) {
     this.id = id;
@@ -765,7 +784,7 @@ export class MultiRaftHost {
       }
     }
     g.role = role;
-    g.lead = lead;
+    g.noteLead(lead);
   }
 
   /**
@@ -893,7 +912,7 @@ export class MultiRaftHost {
       if (this.stopped || g.removed) return;
       const first = this.wal.firstIndex(g.id);
       if (this.wal.lastIndex(g.id) >= first) await this.wal.truncateSuffix(g.id, first);
-      g.lead = leader;
+      g.noteLead(leader);
       await this.installSnapshot(g, { metadata: { index: point.index, term: point.term, confState: point.confState }, data: new Uint8Array(0) });
       assert(!this.wal.needsRepair(g.id), 'snapshot installed, repair flag still set');
       // The hard state may have been in the damaged records: take the leader's term with a

@@ -1093,10 +1093,14 @@ export class StorageNode implements PgClient {
     for (;;) {
       try {
         if (target === this.id) this.affinity.note(groupId, this.id);
+        // Forwarded: abandoned when this node's replica of the group sees its leader change
+        // (the target may be cut off and never answer; the retry goes to the new leader, and
+        // the request id keeps a write that did land from applying twice).
+        const local = target === this.id ? undefined : this.host.groups.get(groupId);
         const r =
           target === this.id
             ? await this.serveLocal(groupId, req)
-            : await this.transport.request(String(target), 'io', { g: groupId, q: req }, requestTimeoutMs);
+            : await this.transport.request(String(target), 'io', { g: groupId, q: req }, requestTimeoutMs, local?.leadChanged, () => new NotLeader(`group ${groupId}: its leader changed while a request to node ${target} was in flight`));
         this.leaderCache.set(groupId, target);
         return r;
       } catch (err) {

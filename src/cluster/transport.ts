@@ -116,6 +116,7 @@ interface Pending {
    */
   conn: Conn | undefined;
   peer: string;
+  op: string;
   /**
    * False while a payload the request carries as an attachment (a view of its caller's
    * buffer, not a copy) may still be queued in the socket.
@@ -268,34 +269,55 @@ export class Transport {
     this.schedule(peer);
   }
 
-  /** Sends a request to a peer and waits for its response. */
-  request(to: string, op: string, args: unknown, timeoutMs = defaultRequestTimeoutMs): Promise<unknown> {
+  /**
+   * Sends a request to a peer and waits for its response. `signal`, when given, abandons the
+   * wait when it aborts (the request fails with `abortError()`; its outcome is unknown, as on
+   * a timeout): a gateway stops waiting for a PG leader its replica has seen replaced.
+   */
+  request(to: string, op: string, args: unknown, timeoutMs = defaultRequestTimeoutMs, signal?: AbortSignal, abortError?: () => Error): Promise<unknown> {
     if (this.closing) return Promise.reject(new Unavailable('transport closed'));
+    if (signal?.aborted) return Promise.reject(abortError ? abortError() : new Unavailable(`request ${op} to ${to} abandoned`));
     const peer = this.peer(to);
     const id = this.nextRequestId++;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const p = this.pending.get(id);
-        this.pending.delete(id);
-        // Never sent: withdraw it, so it cannot reach the peer after its caller has moved on
-        // (its arguments may be buffers the caller reuses once this settles).
-        const queued = peer.reqs.findIndex((r) => r.id === id);
-        if (queued >= 0) peer.reqs.splice(queued, 1);
-        // Sent with its payload still queued in a socket that has not drained for the whole
-        // timeout: close that connection, which drops the queued bytes, so the caller may
-        // reuse its buffer once this settles (the peer never reads half-overwritten data).
-        // Also when the connection is already marked closed: one that lost a simultaneous-dial
-        // race is only ended, and an ended socket still writes out what it holds.
-        if (p && !p.written && p.conn && !p.conn.socket.destroyed) {
-          this.log.warn('request timed out with its payload still queued; closing the connection', { peer: to, op });
-          p.conn.socket.destroy();
-        }
-        reject(new TimedOut(`request ${op} to ${to} timed out after ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer, conn: undefined, peer: to, written: true });
+      const timer = setTimeout(() => this.abandon(id, new TimedOut(`request ${op} to ${to} timed out after ${timeoutMs} ms`)), timeoutMs);
+      if (signal === undefined) {
+        this.pending.set(id, { resolve, reject, timer, conn: undefined, peer: to, op, written: true });
+      } else {
+        // The listener lives as long as the request: removed however it settles.
+        const onAbort = (): void => this.abandon(id, abortError ? abortError() : new Unavailable(`request ${op} to ${to} abandoned`));
+        signal.addEventListener('abort', onAbort, { once: true });
+        const detach = (): void => signal.removeEventListener('abort', onAbort);
+        const settleResolve = (v: unknown): void => (detach(), resolve(v));
+        const settleReject = (e: Error): void => (detach(), reject(e));
+        this.pending.set(id, { resolve: settleResolve, reject: settleReject, timer, conn: undefined, peer: to, op, written: true });
+      }
       peer.reqs.push({ id, op, a: args });
       this.schedule(peer);
     });
+  }
+
+  /** Gives up waiting for request `id` (timed out or abandoned by its caller): fails it with `err`. */
+  private abandon(id: number, err: Error): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    // Never sent: withdraw it, so it cannot reach the peer after its caller has moved on
+    // (its arguments may be buffers the caller reuses once this settles).
+    const peer = this.peers.get(p.peer);
+    const queued = peer ? peer.reqs.findIndex((r) => r.id === id) : -1;
+    if (peer && queued >= 0) peer.reqs.splice(queued, 1);
+    // Sent with its payload still queued in a socket that has not drained: close that
+    // connection, which drops the queued bytes, so the caller may reuse its buffer once this
+    // settles (the peer never reads half-overwritten data). Also when the connection is
+    // already marked closed: one that lost a simultaneous-dial race is only ended, and an
+    // ended socket still writes out what it holds.
+    if (!p.written && p.conn && !p.conn.socket.destroyed) {
+      this.log.warn('request given up with its payload still queued; closing the connection', { peer: p.peer, op: p.op, err: err.message });
+      p.conn.socket.destroy();
+    }
+    p.reject(err);
   }
 
   /**

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { encodeFrame, FrameDecoder, type Frame } from '../../src/cluster/frame.js';
 import { Transport, type TransportHandlers } from '../../src/cluster/transport.js';
-import { ProtocolError } from '../../src/common/errors.js';
+import { NotLeader, ProtocolError } from '../../src/common/errors.js';
+import { getEventListeners } from 'node:events';
 
 async function transport(t: import('node:test').TestContext, id: string, onRequest?: TransportHandlers['onRequest']): Promise<Transport> {
   const tr = new Transport({
@@ -222,4 +223,37 @@ test('requests to a peer that cannot be reached fail with Unavailable at once; R
     t.after(() => server.close());
   });
   await until(() => got.some((f) => (f.msgs ?? []).some((m) => m.g === 7)), 10_000);
+});
+
+test('a request whose caller abandons it fails at once with the caller\'s error; a late answer settles nothing; no listener is left behind', async (t) => {
+  const a = await transport(t, '1');
+  const seen: Frame[] = [];
+  let toA: Socket | undefined;
+  const fake = await listen(t, (s) => {
+    toA = s;
+    const d = new FrameDecoder();
+    s.on('data', (chunk: Buffer) => seen.push(...d.push(chunk)));
+  });
+  a.setPeerAddress('2', fake.address);
+  const ids = (): number[] => seen.flatMap((f) => (f.reqs ?? []).map((r) => r.id));
+
+  // Sent, never answered (a cut-off leader): abandoned when the signal aborts, long before its timeout.
+  const leaderChanged = new AbortController();
+  const abandoned = a.request('2', 'io', { n: 1 }, 60_000, leaderChanged.signal, () => new NotLeader('leader changed'));
+  await until(() => ids().length === 1);
+  leaderChanged.abort();
+  await assert.rejects(abandoned, (err: Error & { code?: string }) => err.code === 'NOT_LEADER' && err.message === 'leader changed');
+  assert.equal(getEventListeners(leaderChanged.signal, 'abort').length, 0);
+  // Its answer arriving now settles nothing, and the next request on the connection works.
+  toA!.write(frame('2', { resps: [{ id: ids()[0], r: 'late' }] }));
+  const stays = new AbortController();
+  const next = a.request('2', 'io', { n: 2 }, 60_000, stays.signal);
+  await until(() => ids().length === 2);
+  toA!.write(frame('2', { resps: [{ id: ids()[1], r: 'second' }] }));
+  assert.equal(await next, 'second');
+  assert.equal(getEventListeners(stays.signal, 'abort').length, 0, 'an answered request leaves no listener on the signal');
+  // Already aborted: refused without being sent.
+  await assert.rejects(a.request('2', 'io', { n: 3 }, 60_000, leaderChanged.signal, () => new NotLeader('leader changed')), (err: Error & { code?: string }) => err.code === 'NOT_LEADER');
+  await sleep(50);
+  assert.equal(ids().length, 2);
 });
