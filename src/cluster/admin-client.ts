@@ -138,6 +138,8 @@ export interface ResizeVolumeRequest {
 export interface VolumeResponse {
   epoch: number;
   volume: Volume;
+  /** False when a create found the identical volume already there (nothing changed). */
+  changed?: boolean;
 }
 
 /** POST /v1/pools */
@@ -151,6 +153,8 @@ export interface CreatePoolRequest {
 export interface PoolResponse {
   epoch: number;
   pool: Pool;
+  /** False when a create found the identical pool already there (nothing changed). */
+  changed?: boolean;
 }
 
 /**

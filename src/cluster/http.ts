@@ -76,10 +76,12 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       }
     };
     const changed = async (cmd: MapCommand, status: number, key: 'volume' | 'pool'): Promise<void> => {
-      const result = (await source.proposeMeta(cmd)) as { epoch: number; volume?: Volume; pool?: Pool };
+      const result = (await source.proposeMeta(cmd)) as { epoch: number; changed?: boolean; volume?: Volume; pool?: Pool };
       // A client told "created" may connect to any gateway next: let them all know first.
       await source.spreadMap(result.epoch);
-      sendJson(res, status, { epoch: result.epoch, [key]: result[key] });
+      // 200, not 201, when the command asked for what already was (an identical create).
+      const unchanged = result.changed === false;
+      sendJson(res, unchanged && status === 201 ? 200 : status, { epoch: result.epoch, [key]: result[key], ...(unchanged ? { changed: false } : {}) });
     };
     const handle = async (): Promise<void> => {
       if (method === 'GET' && url === '/metrics') {

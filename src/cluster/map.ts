@@ -580,7 +580,12 @@ function createPool(map: ClusterMap, c: CreatePoolCommand): ApplyResult {
   if (!(failureDomainLevels as readonly string[]).includes(c.failureDomain)) {
     throw new InvalidArgument(`pool ${c.name}: failure domain must be one of ${failureDomainLevels.join(', ')}, got ${String(c.failureDomain)}`);
   }
-  if (map.pools.some((p) => p.name === c.name)) throw new AlreadyExists(`pool ${c.name} exists`);
+  const existing = map.pools.find((p) => p.name === c.name);
+  if (existing) {
+    // The same pool asked for again (a node retrying a command whose answer it lost): done.
+    if (existing.replicas === c.replicas && existing.pgCount === c.pgCount && existing.failureDomain === c.failureDomain) return { ok: true, map, changed: false, pool: existing, movedGroups: [] };
+    throw new AlreadyExists(`pool ${c.name} exists (${existing.replicas} replicas, ${existing.pgCount} PGs, failure domain ${existing.failureDomain})`);
+  }
   const id = map.nextPoolId;
   assert(Number.isSafeInteger(id * maxPgsPerPool + maxPgsPerPool), 'pool id space exhausted');
   const epoch = map.epoch + 1;
@@ -605,7 +610,14 @@ function createVolume(map: ClusterMap, c: CreateVolumeCommand): ApplyResult {
   ) {
     throw new InvalidArgument(`extent size must be a power of two in [${minExtentBytes}, ${maxExtentBytes}] bytes, got ${String(extentBytes)}`);
   }
-  if (map.volumes.some((v) => v.name === c.name)) throw new AlreadyExists(`volume ${c.name} exists`);
+  const existing = map.volumes.find((v) => v.name === c.name);
+  if (existing) {
+    // The same volume asked for again (a node retrying a command whose answer it lost, e.g.
+    // across a group-0 leader change): done, so a retried create never fails on its own
+    // success. Any other volume of that name is a conflict.
+    if (existing.pool === pool.name && existing.sizeBytes === c.sizeBytes && existing.extentBytes === extentBytes) return { ok: true, map, changed: false, volume: existing, movedGroups: [] };
+    throw new AlreadyExists(`volume ${c.name} exists (${existing.sizeBytes} bytes in pool ${existing.pool}, extents of ${existing.extentBytes} bytes)`);
+  }
   const volume: Volume = { id: map.nextVolumeId, name: c.name, pool: pool.name, sizeBytes: c.sizeBytes, extentBytes };
   const next = bump(map, { volumes: [...map.volumes, volume], nextVolumeId: volume.id + 1 });
   return { ok: true, map: next, changed: true, volume, movedGroups: [] };

@@ -26,6 +26,12 @@ test('volume commands and status work against a real cluster', { timeout: 180_00
   r = await cli('volume', 'create', 'data1', '--size', '1G', ...c);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /ALREADY_EXISTS/);
+  // The identical create (what a node's retry across a group-0 leader change sends) is done.
+  r = await cli('volume', 'create', 'data1', '--size', '256M', '--extent-size', '1M', '--json', ...c);
+  assert.equal(r.code, 0, r.stderr);
+  const again = JSON.parse(r.stdout) as VolumeResponse;
+  assert.equal(again.changed, false);
+  assert.deepEqual(again.volume, created.volume);
 
   // Every node learns the change (its map epoch reaches the one the change was applied at).
   await waitFor('every node at the new epoch', 20_000, async () => {

@@ -68,6 +68,8 @@ class StubCluster {
       if (nodeId === this.redirector) return fail('NOT_LEADER', 'not the metadata leader', this.addr(1));
       const r = this.apply(c);
       if (!r.ok) return fail(r.error.code, r.error.message);
+      // As the node's API answers an identical create: 200 and changed: false.
+      if (!r.changed) return send(status === 201 ? 200 : status, { epoch: r.map.epoch, volume: r.volume, pool: r.pool, changed: false });
       send(status, { epoch: r.map.epoch, volume: r.volume });
     };
     const url = req.url ?? '';
@@ -138,6 +140,10 @@ test('bad input and refused changes exit non-zero with a clear message', async (
   await stub.start(t, 3);
   const server = ['--server', stub.addr(1)];
   assert.equal((await cli('volume', 'create', 'vol0', '--size', '1G', ...server)).code, 0);
+  // The identical create again (as a retry would send it) is done, not refused.
+  const again = await cli('volume', 'create', 'vol0', '--size', '1G', ...server);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /volume vol0: 1 GiB in pool default .* already exists as asked/);
   const before = stub.requests.length;
   const cases: [string[], number, RegExp][] = [
     [['volume', 'create', 'x', '--size', '1.5G'], 2, /size must be a number of bytes.*\[INVALID_ARGUMENT\]/],
@@ -152,7 +158,7 @@ test('bad input and refused changes exit non-zero with a clear message', async (
   }
   assert.equal(stub.requests.length, before, 'input the CLI can judge must not reach the server');
   const refused: [string[], RegExp][] = [
-    [['volume', 'create', 'vol0', '--size', '1G'], /volume vol0 exists \[ALREADY_EXISTS\]/],
+    [['volume', 'create', 'vol0', '--size', '2G'], /volume vol0 exists \(1073741824 bytes in pool default, extents of 4194304 bytes\) \[ALREADY_EXISTS\]/],
     [['volume', 'create', 'odd', '--size', '1000'], /multiple of 4096.*\[INVALID_ARGUMENT\]/],
     [['volume', 'create', 'y', '--size', '1G', '--pool', 'nope'], /pool nope does not exist \[NOT_FOUND\]/],
     [['volume', 'resize', 'vol0', '--size', '512M'], /shrink.*\[INVALID_ARGUMENT\]/],

@@ -346,3 +346,29 @@ test('volume lookups by name and id follow each new map (the index is per map va
   assert.equal(volumeNamed(m3, 'a'), undefined);
   assert.equal(volumeWithId(m3, a.id), undefined);
 });
+
+test('an identical create is done, not refused (a retried command whose answer was lost); any other of that name conflicts', () => {
+  let map = threeZones();
+  const create = { type: 'createVolume', name: 'vol0', sizeBytes: 1 << 30 } as const;
+  const first = applyCommand(map, create);
+  assert.ok(first.ok && first.changed);
+  map = first.map;
+  // The same command again, with the defaults spelled out or not: the same volume, nothing changes.
+  for (const again of [create, { ...create, pool: 'default', extentBytes: 4 << 20 }]) {
+    const r = applyCommand(map, again);
+    assert.ok(r.ok && !r.changed, JSON.stringify(again));
+    assert.equal(r.map, map, 'the map (and its epoch) is untouched');
+    assert.deepEqual(r.volume, first.volume);
+  }
+  rejected(applyCommand(map, { ...create, sizeBytes: 2 * 2 ** 30 }), 'ALREADY_EXISTS');
+  rejected(applyCommand(map, { ...create, extentBytes: 1 << 20 }), 'ALREADY_EXISTS');
+  // Resized since: the original create is another volume now.
+  map = run(map, { type: 'resizeVolume', name: 'vol0', sizeBytes: 2 * 2 ** 30 });
+  rejected(applyCommand(map, create), 'ALREADY_EXISTS');
+
+  const pool = { type: 'createPool', name: 'default', replicas: 3, pgCount: 64, failureDomain: 'zone' } as const;
+  const samePool = applyCommand(map, pool);
+  assert.ok(samePool.ok && !samePool.changed && samePool.map === map);
+  assert.equal(samePool.pool, map.pools[0]);
+  rejected(applyCommand(map, { ...pool, pgCount: 8 }), 'ALREADY_EXISTS');
+});

@@ -66,6 +66,7 @@ export function register(program: Command): void {
     const pgCount = integer(opts.pgs, '--pgs', 1, maxPgsPerPool);
     const res = await new AdminClient(opts.server).createPool({ name, replicas, pgCount, failureDomain: opts.domain });
     if (opts.json) print(JSON.stringify({ epoch: res.epoch, pool: summarizePool(res.pool, 0) }, null, 2));
+    else if (res.changed === false) print(`pool ${describePool(res.pool)} already exists as asked (map epoch ${res.epoch})`);
     else print(`created pool ${describePool(res.pool)} at map epoch ${res.epoch}`);
   });
 

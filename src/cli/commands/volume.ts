@@ -83,6 +83,7 @@ export function register(program: Command): void {
       ...(extentBytes === undefined ? {} : { extentBytes }),
     });
     if (opts.json) printJson(res);
+    else if (res.changed === false) print(`volume ${describeVolume(res.volume)} already exists as asked (map epoch ${res.epoch})`);
     else print(`created volume ${describeVolume(res.volume)} at map epoch ${res.epoch}`);
   });
 
