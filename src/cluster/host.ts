@@ -13,6 +13,7 @@
  * Raft's Storage is a MemoryStorage per group holding what the WAL holds since the last
  * checkpoint (the WAL is the durable copy; the cache is rebuilt from it at start).
  */
+import { setMaxListeners } from 'node:events';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { assert } from '../common/assert.js';
 import { NotLeader, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
@@ -190,6 +191,16 @@ interface Waiter {
   reject(err: Error): void;
 }
 
+/**
+ * An AbortController whose signal takes any number of listeners: every request forwarded to
+ * a group's leader listens to it (32 in flight is normal), and Node warns of a leak past 10.
+ */
+function unlimitedAbortController(): AbortController {
+  const c = new AbortController();
+  setMaxListeners(0, c.signal);
+  return c;
+}
+
 export class Group {
   readonly id: number;
   /** Replaced once, when a replica whose WAL needed repair is rebuilt (see MultiRaftHost.repair). */
@@ -206,7 +217,7 @@ export class Group {
    * replaced: a gateway waiting for the leader it forwarded to stops waiting and asks again
    * (a partitioned leader never answers; its request would otherwise wait out its timeout).
    */
-  private leadChange = new AbortController();
+  private leadChange = unlimitedAbortController();
   commit = 0;
   /** Proposals by index, answered after apply. */
   readonly waiters = new Map<number, Waiter>();
@@ -251,7 +262,7 @@ export class Group {
     if (lead === this.lead) return;
     this.lead = lead;
     this.leadChange.abort();
-    this.leadChange = new AbortController();
+    this.leadChange = unlimitedAbortController();
   }
 
   constructor(id: number, raft: RaftNode, storage: MemoryStorage, sm: GroupStateMachine, confState: ConfState) {

@@ -637,3 +637,35 @@ test('without an image, group 0 starts with the node itself as voter only on its
   assert.ok(founder.meta);
   assert.deepEqual(founder.voters, [1]);
 });
+
+test("a replica's leadChanged signal aborts when it learns of another leader, takes any number of listeners, and is replaced", async (t) => {
+  const ids = [1, 2, 3];
+  const { hosts, transports } = await connectHosts(ids, () => new MemWal(), { tickMs: 50 });
+  for (const [i, h] of hosts.entries()) {
+    await h.addGroup(21, ids, new Register(), { campaign: ids[i] === 1 });
+    h.start();
+  }
+  t.after(async () => {
+    for (const h of hosts) await h.stop();
+    for (const tr of transports) await tr.close();
+  });
+  const follower = hosts[2].groups.get(21)!;
+  await until(() => follower.lead === 1);
+  const signal = follower.leadChanged;
+  assert.equal(signal.aborted, false);
+  assert.equal(follower.leadChanged, signal, 'the same signal while the leader stays');
+  // As many waiters as a gateway has requests in flight, without a leak warning.
+  const warnings: Error[] = [];
+  const onWarning = (w: Error): number => warnings.push(w);
+  process.on('warning', onWarning);
+  t.after(() => process.off('warning', onWarning));
+  let aborted = 0;
+  for (let i = 0; i < 40; i++) signal.addEventListener('abort', () => aborted++, { once: true });
+  hosts[0].groups.get(21)!.raft.transferLeader(2);
+  await until(() => follower.lead === 2);
+  assert.equal(signal.aborted, true);
+  assert.equal(aborted, 40);
+  assert.equal(follower.leadChanged.aborted, false, 'a fresh signal for the new leader');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(warnings.map((w) => w.name), []);
+});
