@@ -649,8 +649,12 @@ test("a replica's leadChanged signal aborts when it learns of another leader, ta
     for (const h of hosts) await h.stop();
     for (const tr of transports) await tr.close();
   });
-  const follower = hosts[2].groups.get(21)!;
-  await until(() => follower.lead === 1);
+  // Whoever wins the first election (node 1 campaigns, but a slow start may let another win).
+  const leaderAt = (): number => hosts.findIndex((h) => h.groups.get(21)?.isLeader);
+  await until(() => leaderAt() >= 0 && hosts.every((h) => h.groups.get(21)!.lead === ids[leaderAt()]));
+  const leader = leaderAt();
+  const follower = hosts[(leader + 1) % 3].groups.get(21)!;
+  const next = ids[(leader + 2) % 3];
   const signal = follower.leadChanged;
   assert.equal(signal.aborted, false);
   assert.equal(follower.leadChanged, signal, 'the same signal while the leader stays');
@@ -661,8 +665,8 @@ test("a replica's leadChanged signal aborts when it learns of another leader, ta
   t.after(() => process.off('warning', onWarning));
   let aborted = 0;
   for (let i = 0; i < 40; i++) signal.addEventListener('abort', () => aborted++, { once: true });
-  hosts[0].groups.get(21)!.raft.transferLeader(2);
-  await until(() => follower.lead === 2);
+  hosts[leader].groups.get(21)!.raft.transferLeader(next);
+  await until(() => follower.lead === next);
   assert.equal(signal.aborted, true);
   assert.equal(aborted, 40);
   assert.equal(follower.leadChanged.aborted, false, 'a fresh signal for the new leader');
