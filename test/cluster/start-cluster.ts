@@ -28,7 +28,9 @@ export function startCluster(t: TestContext, dir: string, ports: { nbd: number; 
   const proc = spawn(
     process.execPath,
     [cliPath, 'start', '--data', dir, '--nodes', '3', '--nbd-port', String(ports.nbd), '--http-port', String(ports.http), '--peer-port', String(ports.peer)],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RAFTBLOCK_LOG: 'warn' } },
+    // Info, not warn: the nodes' files then record snapshot installs, restores and repairs,
+    // which a failed verify pass reports (start-local-cluster's clusterEvidence).
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RAFTBLOCK_LOG: 'info' } },
   );
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));

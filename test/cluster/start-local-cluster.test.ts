@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { nodeV8Flags } from '../../src/cli/node-flags.js';
 import { requireTools, tempDir } from '../helpers/tools.js';
 import { currentPids, freeBase, startCluster, stopCluster } from './start-cluster.js';
@@ -42,6 +43,40 @@ function fioArgs(uri: string, name: string, offset: string, size: string, extra:
     '--ioengine=nbd', `--uri=${uri}`, `--name=${name}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', `--offset=${offset}`, `--size=${size}`,
     '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--randrepeat=1', '--randseed=1234', '--verify_state_save=0', ...extra,
   ];
+}
+
+/**
+ * What a failed verify pass needs to be explained: each PG's applied index and data digest on
+ * every node, and the lines of each node's log about snapshots, restores, repairs and
+ * failures (the cluster's directory is removed with the test).
+ */
+async function clusterEvidence(dir: string, http: string[]): Promise<string> {
+  const lines: string[] = [];
+  const groups = await status(http[0])
+    .then((s) => s.groups.filter((g) => g.groupId !== 0).map((g) => g.groupId))
+    .catch((err: Error) => (lines.push(`status: ${err.message}`), [] as number[]));
+  for (const g of groups) {
+    const d = await Promise.all(http.map((h) => fetch(`http://${h}/v1/groups/${g}/digest`).then((r) => r.text(), (err: Error) => err.message)));
+    lines.push(`group ${g}: ${d.join(' | ')}`);
+  }
+  for (let id = 1; id <= http.length; id++) {
+    let log = '';
+    try {
+      log = readFileSync(join(dir, `node-${id}.log`), 'utf8');
+    } catch (err) {
+      log = (err as Error).message;
+    }
+    const notable = log.split('\n').filter((l) => /snapshot|image|restor|repair|rebuil|cut short|replay|"level":"(warn|error)"/.test(l));
+    lines.push(`node ${id} log (${notable.length} notable lines, last 40):`, ...notable.slice(-40));
+  }
+  return lines.join('\n');
+}
+
+/** fio's verify-only pass over a job's region; on failure, the cluster's evidence with it. */
+async function verifyRegion(dir: string, http: string[], uri: string, name: string, offset: string, size: string): Promise<void> {
+  const r = await runAsync('fio', fioArgs(uri, name, offset, size, ['--verify_only=1']));
+  if (r.code === 0) return;
+  assert.fail(`fio verify of ${name} (${size} at ${offset}) failed (${r.code}): ${r.out.slice(-2000)}\n--- evidence ---\n${await clusterEvidence(dir, http)}`);
 }
 
 interface HttpStatus {
@@ -171,14 +206,14 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
       assert.ok(Date.now() < deadline, `node ${victim + 1} rejoined every PG`);
       await new Promise((res) => setTimeout(res, 300));
     }
-    await run('fio', fioArgs(uri(checker), 'failover', '256M', '24M', ['--verify_only=1']));
+    await verifyRegion(dir, cluster.ready.http, uri(checker), 'failover', '256M', '24M');
   });
 
   await t.test('stop with SIGINT and start again on the same directory: the data is still there', async () => {
     await stopCluster(cluster);
     cluster = await startCluster(t, dir, ports);
     await run('qemu-io', ['-f', 'raw', uri(2), '-c', 'read -P 0xa5 1179648 64k', '-c', 'read -P 0x3c 7340544 1536', '-c', 'read -P 0 1M 128k']);
-    await run('fio', fioArgs(uri(0), 'via-node0', '64M', '16M', ['--verify_only=1']));
+    await verifyRegion(dir, cluster.ready.http, uri(0), 'via-node0', '64M', '16M');
   });
 
   await t.test('kill -9 of every node, then restart: every acknowledged write is there', async () => {
@@ -193,8 +228,8 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
     }
     await new Promise((r) => setTimeout(r, 300));
     cluster = await startCluster(t, dir, ports);
-    await run('fio', fioArgs(uri(2), 'before-crash', '512M', '16M', ['--verify_only=1']));
-    await run('fio', fioArgs(uri(0), 'failover', '256M', '24M', ['--verify_only=1']));
+    await verifyRegion(dir, cluster.ready.http, uri(2), 'before-crash', '512M', '16M');
+    await verifyRegion(dir, cluster.ready.http, uri(0), 'failover', '256M', '24M');
     await stopCluster(cluster);
   });
 });
