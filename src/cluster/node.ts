@@ -1093,14 +1093,7 @@ export class StorageNode implements PgClient {
     for (;;) {
       try {
         if (target === this.id) this.affinity.note(groupId, this.id);
-        // Forwarded: abandoned when this node's replica of the group sees its leader change
-        // (the target may be cut off and never answer; the retry goes to the new leader, and
-        // the request id keeps a write that did land from applying twice).
-        const local = target === this.id ? undefined : this.host.groups.get(groupId);
-        const r =
-          target === this.id
-            ? await this.serveLocal(groupId, req)
-            : await this.transport.request(String(target), 'io', { g: groupId, q: req }, requestTimeoutMs, local?.leadChanged, () => new NotLeader(`group ${groupId}: its leader changed while a request to node ${target} was in flight`));
+        const r = target === this.id ? await this.serveLocal(groupId, req) : await this.forward(target, groupId, req);
         this.leaderCache.set(groupId, target);
         return r;
       } catch (err) {
@@ -1127,6 +1120,17 @@ export class StorageNode implements PgClient {
         await sleep(Math.min(10 * 2 ** Math.min(attempt, 6), 300), signal);
       }
     }
+  }
+
+  /**
+   * Sends a piece to the PG leader on node `target`. Abandoned when this node's replica of the
+   * group sees its leader change: the target may be cut off and never answer; the caller
+   * retries at the new leader, and the request id keeps a write that did land from applying
+   * twice.
+   */
+  private forward(target: number, groupId: number, req: PgRequest): Promise<unknown> {
+    const local = this.host.groups.get(groupId);
+    return this.transport.request(String(target), 'io', { g: groupId, q: req }, requestTimeoutMs, local?.leadChanged, () => new NotLeader(`group ${groupId}: its leader changed while a request to node ${target} was in flight`));
   }
 
   /** Ends an affinity round: hands PGs to the node whose gateway sends them their I/O. */

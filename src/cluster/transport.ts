@@ -511,13 +511,8 @@ export class Transport {
 
   /** Fails the requests queued for `peer` (none of them was written anywhere) with Unavailable. */
   private refuseQueuedRequests(peer: Peer, why: string): void {
-    for (const r of peer.reqs.splice(0)) {
-      const p = this.pending.get(r.id);
-      if (!p) continue;
-      clearTimeout(p.timer);
-      this.pending.delete(r.id);
-      p.reject(new Unavailable(why));
-    }
+    for (const r of [...peer.reqs]) this.abandon(r.id, new Unavailable(why));
+    peer.reqs.length = 0;
   }
 
   /** Makes `conn` the peer's connection, resolving a simultaneous-dial race by dialer id. */
@@ -569,11 +564,7 @@ export class Transport {
       }
       // Requests in flight on a dead connection have an unknown outcome; callers retry.
       for (const [id, p] of this.pending) {
-        if (p.conn === conn) {
-          clearTimeout(p.timer);
-          this.pending.delete(id);
-          p.reject(new Unavailable(`connection to ${p.peer} lost`));
-        }
+        if (p.conn === conn) this.abandon(id, new Unavailable(`connection to ${p.peer} lost`));
       }
     });
     return conn;

@@ -55,15 +55,15 @@ async function dial(address: string, t: import('node:test').TestContext): Promis
   return s;
 }
 
-/** A server whose accepted sockets are handed to `onSocket`. */
-async function listen(t: import('node:test').TestContext, onSocket: (s: Socket) => void): Promise<{ server: Server; address: string }> {
+/** A server (on `port`, else any free one) whose accepted sockets are handed to `onSocket`. */
+async function listen(t: import('node:test').TestContext, onSocket: (s: Socket) => void, port = 0): Promise<{ server: Server; address: string }> {
   const accepted: Socket[] = [];
   const server = createServer((s) => {
     s.on('error', () => undefined);
     accepted.push(s);
     onSocket(s);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   t.after(() => {
     for (const s of accepted) s.destroy();
     server.close();
@@ -212,16 +212,10 @@ test('requests to a peer that cannot be reached fail with Unavailable at once; R
 
   // The peer comes up: the queued message is delivered by the next dial.
   const got: Frame[] = [];
-  await new Promise<void>((resolve) => {
-    const server = createServer((s) => {
-      s.on('error', () => undefined);
-      const d = new FrameDecoder();
-      s.on('data', (b: Buffer) => got.push(...d.push(b)));
-      t.after(() => s.destroy());
-    });
-    server.listen(port, '127.0.0.1', resolve);
-    t.after(() => server.close());
-  });
+  await listen(t, (s) => {
+    const d = new FrameDecoder();
+    s.on('data', (b: Buffer) => got.push(...d.push(b)));
+  }, port);
   await until(() => got.some((f) => (f.msgs ?? []).some((m) => m.g === 7)), 10_000);
 });
 
