@@ -1041,6 +1041,9 @@ export class MultiRaftHost {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.stopped = true;
     while (this.inFlight > 0) await new Promise((r) => setTimeout(r, 5));
+    // A repair restores its store outside any Ready: it ends (done, or refused) before the
+    // stores close under it.
+    while ([...this.groups.values()].some((g) => g.repairRunning)) await new Promise((r) => setTimeout(r, 5));
     for (const g of this.groups.values()) await g.applyChain.catch(() => undefined);
     while (this.checkpointing) await new Promise((r) => setTimeout(r, 5));
     await this.checkpointAll(true);

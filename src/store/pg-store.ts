@@ -640,8 +640,18 @@ export class PgStore {
     return { runs, next: null, recent };
   }
 
+  /**
+   * Refuses a restore step on a closed store. A restore that went on after close() would put
+   * blocks in a dirty map nobody flushes (or that close's dropAll throws away), and could then
+   * record its index as complete in meta.json over files missing those blocks.
+   */
+  private assertOpen(what: string): void {
+    if (this.closed) throw new Unavailable(`PG ${this.groupId}: store closed, ${what} refused`);
+  }
+
   /** Starts replacing the whole state with a streamed image: every data file is removed. */
   async beginRestore(): Promise<void> {
+    this.assertOpen('restore');
     await this.markRestoring();
     await this.dirty.exclusive(async () => this.dirty.dropAll());
     for (const f of this.files.values()) await f.close();
@@ -652,6 +662,7 @@ export class PgStore {
   }
 
   async restoreChunk(chunk: ImageChunk): Promise<void> {
+    this.assertOpen('restore chunk');
     if (chunk.recent) this.recent.load(chunk.recent);
     for (const [vol, at, data] of chunk.runs) await this.writeRange(vol, at, data);
   }
@@ -671,7 +682,15 @@ export class PgStore {
 
   /** Ends a streamed restore: the image is durable and the state is at (index, term). */
   async finishRestore(index: number, term: number): Promise<void> {
-    await this.syncDataFiles();
+    this.assertOpen('restore end');
+    try {
+      await this.syncDataFiles();
+    } catch (err) {
+      this.assertOpen('restore end'); // closed under the sync: that, not the closed fd, is why
+      throw err;
+    }
+    // close() may have run while the files were synced: the image is then not known whole.
+    this.assertOpen('restore end');
     this.meta = { appliedIndex: index, appliedTerm: term };
     await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recent.toBytes());
     await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));

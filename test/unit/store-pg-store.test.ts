@@ -313,3 +313,36 @@ test('a restore cut short by a crash leaves its mark: a reopened store says so, 
   await whole.close();
   await src.close();
 });
+
+test('a restore never completes on a store closed under it: the next chunk and the end are refused, and the mark stays', async (t) => {
+  const src = await openStore(tempDir(t));
+  // One volume per write: each is a run of its own, so chunks of 4 KiB take one each.
+  for (let i = 1; i <= 8; i++) await src.apply(i, 1, encodeWrite(i, 4096, Buffer.alloc(4096, i)));
+  const dir = tempDir(t);
+  const dst = await openStore(dir);
+  await dst.beginRestore();
+  const first = await src.imageChunk(null, 4096);
+  assert.ok(first.next !== null, 'the image takes more than one chunk');
+  await dst.restoreChunk(first);
+  // The node stops (its stores close) while the pull is still under way.
+  await dst.close();
+  await assert.rejects(dst.restoreChunk(await src.imageChunk(first.next, 4096)), { code: 'UNAVAILABLE' });
+  await assert.rejects(dst.finishRestore(8, 1), { code: 'UNAVAILABLE' });
+  const reopened = await openStore(dir);
+  assert.equal(reopened.restoreCutShort, true, 'the restore is known cut short, so the replica is rebuilt');
+  assert.equal(reopened.durableIndex, 0);
+  await reopened.close();
+  // Closing while the end syncs the files is refused too (the close lands between its steps).
+  const racing = await openStore(tempDir(t));
+  await racing.beginRestore();
+  for (let cursor: ImageCursor | null = null, firstChunk = true; firstChunk || cursor !== null; firstChunk = false) {
+    const chunk: ImageChunk = await src.imageChunk(cursor, 4096);
+    await racing.restoreChunk(chunk);
+    cursor = chunk.next;
+  }
+  const ending = racing.finishRestore(8, 1);
+  await racing.close();
+  await assert.rejects(ending, { code: 'UNAVAILABLE' });
+  assert.equal(racing.durableIndex, 0);
+  await src.close();
+});
