@@ -61,6 +61,18 @@ export interface RpcResponse {
   e?: { code: string; message: string; leader?: string };
 }
 
+/**
+ * The peer wire protocol this build speaks, named by every frame (`v`). A node refuses a frame
+ * of a newer protocol than its own, closing that connection and saying which versions met: it
+ * cannot know what a newer sender's fields mean, and guessing could misread a Raft message. A
+ * frame without `v` comes from a build before protocol versions: protocol 1. Bump this on any
+ * change an older node would misread; a build that still understands an older protocol keeps
+ * accepting it (a rolling upgrade runs both).
+ */
+export const wireProtocolVersion = 1;
+/** Largest protocol number a frame may name (anything else is a malformed frame). */
+const maxWireProtocolVersion = 0xffff;
+
 /** Longest cluster id a frame may carry (ids are UUIDs: 36 characters). */
 export const maxFrameClusterIdChars = 64;
 
@@ -79,6 +91,8 @@ export interface Frame {
   c?: string;
   /** Sender's incarnation (map.ts NodeInfo.incarnation), checked against the map's. */
   i?: string;
+  /** Sender's wire protocol (wireProtocolVersion); absent: 1. One letter: on every frame. */
+  v?: number;
   msgs?: GroupMessage[];
   reqs?: RpcRequest[];
   resps?: RpcResponse[];
@@ -343,6 +357,7 @@ function validate(value: unknown): Frame {
   if (typeof f.epoch !== 'number' || !Number.isSafeInteger(f.epoch) || f.epoch < 0) throw new ProtocolError('frame.epoch must be a non-negative integer');
   if (f.c !== undefined && (typeof f.c !== 'string' || f.c.length > maxFrameClusterIdChars)) throw new ProtocolError('frame.c must be a cluster id');
   if (f.i !== undefined && (typeof f.i !== 'string' || f.i.length > 64)) throw new ProtocolError('frame.i must be an incarnation');
+  if (f.v !== undefined && (typeof f.v !== 'number' || !Number.isSafeInteger(f.v) || f.v < 1 || f.v > maxWireProtocolVersion)) throw new ProtocolError('frame.v must be a wire protocol number');
   for (const key of ['msgs', 'reqs', 'resps'] as const) {
     if (f[key] !== undefined && !Array.isArray(f[key])) throw new ProtocolError(`frame.${key} must be an array`);
   }

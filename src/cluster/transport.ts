@@ -32,7 +32,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { listenOn, parseHostPort, type HostPort } from '../common/address.js';
 import { ProtocolError, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
-import { encodeFrameParts, FrameDecoder, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
+import { encodeFrameParts, FrameDecoder, wireProtocolVersion, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
 
 /** Raft messages queued for an unreachable peer beyond this are dropped (Raft resends). */
 export const maxQueuedMessagesPerPeer = 4096;
@@ -144,6 +144,7 @@ interface TransportMetrics {
   badFrames: Counter;
   foreignFrames: Counter;
   staleIncarnationFrames: Counter;
+  newerProtocolFrames: Counter;
   dropped: Counter;
   queueBytes: Gauge;
   connections: Gauge;
@@ -165,6 +166,11 @@ function makeMetrics(registry: Registry | undefined): TransportMetrics {
     staleIncarnationFrames: new Counter({
       name: 'raftblock_transport_stale_incarnation_frames_total',
       help: 'Frames refused (their connection closed): sent under a node id by a data dir other than the one the map records for it',
+      registers,
+    }),
+    newerProtocolFrames: new Counter({
+      name: 'raftblock_transport_newer_protocol_frames_total',
+      help: 'Frames refused (their connection closed): sent in a newer wire protocol than this node speaks',
       registers,
     }),
     dropped: new Counter({ name: 'raftblock_transport_dropped_messages_total', help: 'Raft messages dropped for an unreachable peer', registers }),
@@ -572,6 +578,16 @@ export class Transport {
 
   private receive(conn: Conn, f: Frame, onIdentified: ((id: string) => void) | undefined): void {
     this.metrics.framesReceived.inc();
+    if ((f.v ?? 1) > wireProtocolVersion) {
+      // Before anything else: none of the frame's fields can be trusted to mean what we think.
+      this.metrics.newerProtocolFrames.inc();
+      this.refuse(conn, 'refusing a peer that speaks a newer wire protocol than this node: connection closed (upgrade this node)', {
+        peerNode: f.from,
+        peerProtocol: f.v,
+        protocol: wireProtocolVersion,
+      });
+      return;
+    }
     if ((f.c !== this.clusterId || this.clusterId === '') && !this.admit(conn, f)) return;
     if (this.opts.incarnationOf && f.c === this.clusterId && !this.admitIncarnation(conn, f)) return;
     if (!conn.heard) this.heard(conn, f.from);
@@ -653,7 +669,7 @@ export class Transport {
 
   /** The frame that introduces this node on a new connection (and every frame's head). */
   private intro(): Frame {
-    const f: Frame = { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch(), c: this.clusterId };
+    const f: Frame = { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch(), c: this.clusterId, v: wireProtocolVersion };
     if (this.opts.incarnation !== undefined) f.i = this.opts.incarnation;
     return f;
   }

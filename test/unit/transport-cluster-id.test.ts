@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { Registry } from 'prom-client';
-import { encodeFrame, FrameDecoder, maxFrameClusterIdChars, type Frame, type GroupMessage } from '../../src/cluster/frame.js';
+import { encodeFrame, FrameDecoder, maxFrameClusterIdChars, wireProtocolVersion, type Frame, type GroupMessage } from '../../src/cluster/frame.js';
+import { HandPeer } from '../helpers/hand-peer.js';
 import { applyCommand, decodeMap, emptyMap, encodeMap } from '../../src/cluster/map.js';
 import { Transport } from '../../src/cluster/transport.js';
 import { ProtocolError } from '../../src/common/errors.js';
@@ -75,6 +76,7 @@ interface Node {
   joining: boolean[];
   foreign: () => Promise<number>;
   staleIncarnations: () => Promise<number>;
+  registry: Registry;
 }
 
 /** `incarnations`: this node's own and the map's view of every node's (incarnationOf). */
@@ -110,7 +112,7 @@ async function node(
   t.after(() => tr.close());
   const foreign = async (): Promise<number> => (await registry.getSingleMetric('raftblock_transport_foreign_frames_total')!.get()).values[0]?.value ?? 0;
   const staleIncarnations = async (): Promise<number> => (await registry.getSingleMetric('raftblock_transport_stale_incarnation_frames_total')!.get()).values[0]?.value ?? 0;
-  return { t: tr, got, served, joining, foreign, staleIncarnations };
+  return { t: tr, got, served, joining, foreign, staleIncarnations, registry };
 }
 
 async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
@@ -302,4 +304,41 @@ test('status names the cluster, and a node that answers for another cluster is n
   assert.deepEqual(s.nodes.filter((n) => n.reachable).map((n) => n.clusterId), [id, id]);
   assert.match(renderStatus(s, { problemsOnly: true }), new RegExp(`^cluster ${id}; map epoch ${map.epoch} `));
   assert.match(renderStatus(mergeClusterStatus('x', zonedMap(3, 1), new Map()), { problemsOnly: true }), /^cluster \(no id yet\); map epoch/);
+});
+
+test('a frame of a newer wire protocol is refused before anything in it is read; older and unversioned frames are served', async (t) => {
+  const A = randomUUID();
+  const a1 = await node(t, '1', A);
+  const a2 = await node(t, '2', A);
+  a2.t.setPeerAddress('1', a1.t.address);
+  assert.deepEqual(await a2.t.request('1', 'echo', 'v-now'), { from: '2', op: 'echo', args: 'v-now' });
+  // A node one protocol ahead (a later build) sends a Raft message and a request.
+  const ahead = await HandPeer.open(a1.t.address, '3', A);
+  t.after(() => ahead.socket.destroy());
+  ahead.send({ epoch: 1, v: wireProtocolVersion + 1, msgs: [{ g: 9, m: { type: 'app', from: 3, to: 1, term: 5 } }], reqs: [{ id: 1, op: 'echo', a: 'ahead' }] });
+  await until(() => ahead.closed);
+  const refused = (await a1.registry.getSingleMetric('raftblock_transport_newer_protocol_frames_total')!.get()).values[0]?.value;
+  assert.equal(refused, 1);
+  assert.ok(!a1.got.some((g) => g.msgs.some((m) => m.g === 9)), 'a message of a newer protocol was delivered');
+  assert.ok(!a1.served.includes('ahead') && a1.served.every((op) => op === 'echo'), 'a request of a newer protocol was served');
+  // The node's own peers are undisturbed; a frame naming this protocol, or none (a build from
+  // before versions), is served.
+  assert.deepEqual(await a2.t.request('1', 'echo', 'still'), { from: '2', op: 'echo', args: 'still' });
+  for (const v of [wireProtocolVersion, undefined]) {
+    const peer = await HandPeer.open(a1.t.address, '4', A);
+    t.after(() => peer.socket.destroy());
+    peer.send({ epoch: 1, ...(v === undefined ? {} : { v }), reqs: [{ id: 1, op: 'echo', a: String(v) }] });
+    await until(() => peer.frames.some((f) => f.resps?.length));
+    const r = peer.frames.flatMap((f) => f.resps ?? [])[0];
+    assert.deepEqual(r.r, { from: '4', op: 'echo', args: String(v) }, `a frame of protocol ${v} was not served`);
+    assert.ok(!peer.closed, `a frame of protocol ${v} closed its connection`);
+    assert.ok(peer.frames.every((f) => f.v === wireProtocolVersion), 'every frame names its protocol');
+  }
+});
+
+test('a wire protocol that is not a small positive integer is a protocol error', () => {
+  for (const v of [0, -1, 1.5, 0x10000, '1']) {
+    assert.throws(() => new FrameDecoder().push(encodeFrame({ from: '1', addr: '', epoch: 0, v: v as number })), ProtocolError, `accepted v=${JSON.stringify(v)}`);
+  }
+  assert.equal(new FrameDecoder().push(encodeFrame({ from: '1', addr: '', epoch: 0, v: wireProtocolVersion }))[0].v, wireProtocolVersion);
 });
