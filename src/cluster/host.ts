@@ -239,6 +239,11 @@ export class Group {
   repairRunning = false;
   repairRetryAtMs = 0;
   /**
+   * The host tick at which this replica stopped leading with no leader in sight, while it
+   * still knows of none; -1 otherwise (see MultiRaftHost.noteSoftState).
+   */
+  leaderlessSinceTick = -1;
+  /**
    * Settles once every Ready taken so far is handled: the next one waits for it before it
    * sends what its own write promises and advances (Readies advance in the order taken).
    */
@@ -615,9 +620,15 @@ export class MultiRaftHost {
     const n = due - this.ticksDone;
     if (n <= 0) return;
     this.ticksDone = due;
+    const electionTicks = this.opts.electionTicks ?? defaultElectionTicks;
     for (const g of this.groups.values()) {
       if (!g.repairing) for (let i = 0; i < n; i++) g.raft.tick();
-      if (g.waiters.size > 0) this.expireWaiters(g);
+      if (g.waiters.size === 0) continue;
+      this.expireWaiters(g);
+      if (g.leaderlessSinceTick >= 0 && due - g.leaderlessSinceTick >= electionTicks) {
+        g.leaderlessSinceTick = -1;
+        this.abandonWaiters(g, `group ${g.id}: this node stopped leading and has heard of no leader since, before the proposal committed; its outcome is unknown`);
+      }
     }
     // Every group, every tick: also picks up what callers outside the host changed in a Raft
     // node (a leadership transfer), within one tick.
@@ -787,15 +798,33 @@ export class MultiRaftHost {
       this.log.info('became leader', { group: g.id, term: g.term });
     }
     if (g.role === 'leader' && role !== 'leader') {
-      // Proposals may still commit under the new leader; their proposers retry on timeout.
       for (const [ctx, r] of g.reads) {
         clearTimeout(r.timer);
         r.reject(new NotLeader(`lost leadership of group ${g.id}`));
         g.reads.delete(ctx);
       }
+      // Its proposals may still commit under the next leader, and each proposer is answered
+      // when its entry applies here. A transfer or a new election steps a leader down with no
+      // leader known too, for the moment until the winner's first append; but one cut off from
+      // its followers (check-quorum) never hears the winner, and its proposers would wait out
+      // their whole deadline. tick() answers them once no leader has been heard of for an
+      // election timeout (abandonWaiters).
+      if (lead === 0) g.leaderlessSinceTick = this.ticksDone;
     }
+    if (lead !== 0 || role === 'leader') g.leaderlessSinceTick = -1;
     g.role = role;
     g.noteLead(lead);
+  }
+
+  /**
+   * Answers every proposer still waiting in `g` with Unavailable: the outcome is unknown (the
+   * entry may yet commit under a leader this node cannot hear), and the caller retries
+   * elsewhere with the same request id, so one that did commit is not applied twice.
+   */
+  private abandonWaiters(g: Group, why: string): void {
+    if (g.waiters.size === 0) return;
+    for (const w of g.waiters.values()) w.reject(new Unavailable(why));
+    g.waiters.clear();
   }
 
   /**

@@ -673,3 +673,33 @@ test("a replica's leadChanged signal aborts when it learns of another leader, ta
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(warnings.map((w) => w.name), []);
 });
+
+/** Drops every Raft message between node index `cut` and the others (both ways), from now on. */
+function isolate(hosts: MultiRaftHost[], ids: number[], cut: number): void {
+  for (const [i, h] of hosts.entries()) {
+    const receive = h.receive.bind(h);
+    h.receive = (from, msgs) => {
+      if (i === cut || from === ids[cut]) return;
+      receive(from, msgs);
+    };
+  }
+}
+
+test('a leader cut off from its followers answers its waiting proposers (outcome unknown) an election timeout after it steps down, not at their deadline', async (t) => {
+  const g = 23;
+  const ids = [1, 2, 3];
+  const tickMs = 20;
+  const { hosts, lead } = await gatedGroup(t, g, tickMs);
+  isolate(hosts, ids, lead);
+  // Check-quorum steps it down after an election timeout (10 ticks), then one more passes:
+  // well within 5 s, against the proposal's 20 s deadline.
+  const deadlineMs = 20_000;
+  await assert.rejects(within5s(hosts[lead].propose(g, Buffer.from('cut-off'), deadlineMs, 'write'), 'the proposal waited for its deadline'), (err: Error) => {
+    assert.ok(err instanceof Unavailable, `rejected with ${err}`);
+    assert.match(err.message, /outcome is unknown/);
+    return true;
+  });
+  assert.equal(hosts[lead].groups.get(g)?.waiters.size, 0, 'the proposal is no longer waited for');
+  // The others elected a leader of their own meanwhile.
+  await until(() => hosts.some((h, i) => i !== lead && h.groups.get(g)?.isLeader === true));
+});
