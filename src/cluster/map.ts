@@ -277,6 +277,54 @@ export type MapCommand =
   | DeleteVolumeCommand
   | SetClusterIdCommand;
 
+// ---------------------------------------------------------------------------------------------
+// Command ids
+
+/**
+ * Names one map command however many times nodes propose it. The node a command starts on
+ * fixes it before the first attempt (its process's random session and the next sequence);
+ * every retry, and every forward towards group 0's leader, carries the same id, and the log
+ * entry carries it beside the command (`encodeCommand`). Group 0 applies an id once and answers
+ * a repeat with the first apply's answer (MetaStore), so a retry whose first attempt committed
+ * but whose answer was lost (a leader change, a timeout) is not applied a second time: a
+ * retried delete does not answer NOT_FOUND, a retried create does not find a volume that was
+ * changed meanwhile. An entry without an id (proposed by a node from before ids) is applied
+ * each time it commits, as before.
+ */
+export interface MetaCommandId {
+  /** A process's random session, in [1, maxMetaCommandSession]. */
+  session: number;
+  /** The command's sequence in its session, in [0, 2^32). */
+  seq: number;
+}
+
+/** Sessions stay below 2^20, so session·2^32 + seq (the id's key) is an exact number. */
+export const maxMetaCommandSession = 2 ** 20 - 1;
+
+/** The number group 0 remembers an id by: session·2^32 + seq, never 0 (no id). */
+export function metaCommandKey(id: MetaCommandId): number {
+  return id.session * 2 ** 32 + id.seq;
+}
+
+/** An id's wire form, in a peer request and in a log entry: [session, seq]. */
+export function metaCommandIdToWire(id: MetaCommandId): [number, number] {
+  return [id.session, id.seq];
+}
+
+/** An id from its wire form; undefined when none was sent, InvalidArgument when malformed. */
+export function metaCommandIdFromWire(x: unknown): MetaCommandId | undefined {
+  if (x === undefined || x === null) return undefined;
+  if (!Array.isArray(x) || x.length !== 2) throw new InvalidArgument('map command id must be [session, seq]');
+  const [session, seq] = x as unknown[];
+  if (typeof session !== 'number' || !Number.isSafeInteger(session) || session < 1 || session > maxMetaCommandSession) {
+    throw new InvalidArgument(`map command session must be an integer in [1, ${maxMetaCommandSession}], got ${String(session)}`);
+  }
+  if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0 || seq >= 2 ** 32) {
+    throw new InvalidArgument(`map command sequence must be an integer in [0, 2^32), got ${String(seq)}`);
+  }
+  return { session, seq };
+}
+
 export type ApplyResult =
   | {
       ok: true;
@@ -582,7 +630,7 @@ function createPool(map: ClusterMap, c: CreatePoolCommand): ApplyResult {
   }
   const existing = map.pools.find((p) => p.name === c.name);
   if (existing) {
-    // The same pool asked for again (a node retrying a command whose answer it lost): done.
+    // The same pool asked for again (a client asking again after a lost answer): done.
     if (existing.replicas === c.replicas && existing.pgCount === c.pgCount && existing.failureDomain === c.failureDomain) return { ok: true, map, changed: false, pool: existing, movedGroups: [] };
     throw new AlreadyExists(`pool ${c.name} exists (${existing.replicas} replicas, ${existing.pgCount} PGs, failure domain ${existing.failureDomain})`);
   }
@@ -612,9 +660,9 @@ function createVolume(map: ClusterMap, c: CreateVolumeCommand): ApplyResult {
   }
   const existing = map.volumes.find((v) => v.name === c.name);
   if (existing) {
-    // The same volume asked for again (a node retrying a command whose answer it lost, e.g.
-    // across a group-0 leader change): done, so a retried create never fails on its own
-    // success. Any other volume of that name is a conflict.
+    // The same volume asked for again (a client asking again after a lost answer: a new
+    // command, whose id group 0 has not seen; see MetaCommandId): done, so a retried create
+    // never fails on its own success. Any other volume of that name is a conflict.
     if (existing.pool === pool.name && existing.sizeBytes === c.sizeBytes && existing.extentBytes === extentBytes) return { ok: true, map, changed: false, volume: existing, movedGroups: [] };
     throw new AlreadyExists(`volume ${c.name} exists (${existing.sizeBytes} bytes in pool ${existing.pool}, extents of ${existing.extentBytes} bytes)`);
   }
@@ -881,13 +929,30 @@ export function decodeMap(bytes: Uint8Array): ClusterMap {
   return map;
 }
 
-export function encodeCommand(command: MapCommand): Buffer {
-  return packr.pack(command);
+/**
+ * A log entry of group 0: the command's own fields, plus `cid` (MetaCommandId's wire form) when
+ * it has an id. Beside the command rather than around it: a replica from before ids reads the
+ * entry as the command it always was.
+ */
+export function encodeCommand(command: MapCommand, id?: MetaCommandId): Buffer {
+  const { cid: _any, ...plain } = command as MapCommand & { cid?: unknown };
+  return packr.pack(id === undefined ? plain : { ...plain, cid: metaCommandIdToWire(id) });
 }
 
-/** Decodes a command from a log entry. Its fields are validated by applyCommand. */
+/** Decodes a command from a log entry (its id, if any, left out). Its fields are validated by applyCommand. */
 export function decodeCommand(bytes: Uint8Array): MapCommand {
-  const c = packr.unpack(bytes) as MapCommand;
+  return decodeMetaEntry(bytes).command;
+}
+
+/**
+ * Decodes a log entry of group 0: the command and its id's key (metaCommandKey; 0 when it has
+ * none). A malformed entry or id is InvalidArgument (the command is refused, on every replica alike).
+ */
+export function decodeMetaEntry(bytes: Uint8Array): { command: MapCommand; key: number } {
+  const c = packr.unpack(bytes) as (MapCommand & { cid?: unknown }) | null;
   if (c === null || typeof c !== 'object' || typeof c.type !== 'string') throw new InvalidArgument('not a map command');
-  return c;
+  if (!('cid' in c)) return { command: c, key: 0 };
+  const { cid, ...command } = c;
+  const id = metaCommandIdFromWire(cid);
+  return { command: command as MapCommand, key: id === undefined ? 0 : metaCommandKey(id) };
 }

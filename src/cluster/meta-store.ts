@@ -7,16 +7,21 @@
  * it before the WAL drops the entries it covers, and an installed snapshot's image is written
  * before the WAL records the snapshot; an image past the WAL's log is a snapshot install cut
  * short by a crash, whose Raft configuration nothing recorded.
+ *
+ * A command proposed with an id (MetaCommandId, see map.ts) is applied once: the store
+ * remembers the answers of the last `metaDedupeWindowCommands` ids it applied (RecentMetaAnswers)
+ * and answers an id it remembers with its first answer, applying nothing. The window is
+ * replicated state like the map: filled in log order, kept in map.bin and in every image.
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { assert } from '../common/assert.js';
-import { Corruption } from '../common/errors.js';
+import { Corruption, NodeHoldsReplicas, RaftblockError } from '../common/errors.js';
 import type { GroupStateMachine } from './host.js';
 import type { ConfChange, ConfState } from '../raft/index.js';
 import type { Wal } from '../wal/index.js';
-import { applyCommand, decodeCommand, decodeMap, emptyMap, encodeMap, metadataGroupId, type ClusterMap } from './map.js';
+import { applyCommand, decodeMap, decodeMetaEntry, emptyMap, encodeMap, metadataGroupId, type ApplyResult, type ClusterMap, type Pool, type Volume } from './map.js';
 import { writeFileDurably } from '../common/durable-file.js';
 
 const packr = new Packr({ useRecords: false });
@@ -27,6 +32,95 @@ interface MetaImage {
   map: Uint8Array;
   /** Group 0's voters as of `index`. */
   voters?: number[];
+  /** The remembered answers, oldest first (absent in images from before command ids: none). */
+  answers?: [number, MetaAnswer][];
+}
+
+/** Command ids whose answers group 0 remembers: far more than a node retries within metaCommandDeadlineMs. */
+export const metaDedupeWindowCommands = 1024;
+
+/**
+ * What group 0 answered a command: what its callers read of a success (the epoch of the map it
+ * left, whether it changed anything, the volume or pool it was about), or its refusal as the
+ * transport carries one (code and message, and a NodeHoldsReplicas' groups).
+ *
+ * A repeated id is answered with the first apply's answer, as it was then, even when the map
+ * has moved on since (the volume deleted meanwhile, resized, created again): it is the answer
+ * the first attempt would have had, had it arrived, and its epoch is the one that command made
+ * (or found), which a caller waiting for nodes to hold "at least that epoch" may use as well
+ * as a newer one. Answering from the current map instead would tell a retried create about a
+ * volume someone else changed since, and a retried delete that nothing was there.
+ */
+export type MetaAnswer =
+  | { epoch: number; changed: boolean; volume?: Volume; pool?: Pool }
+  | { refused: { code: string; message: string; groups?: number[] } };
+
+/**
+ * The answers of the last `capacity` command ids applied, first in first out. Deterministic:
+ * every replica fills it in log order, and images carry it in that order.
+ */
+export class RecentMetaAnswers {
+  /** Insertion order is apply order: the first key is the oldest. */
+  private readonly answers = new Map<number, MetaAnswer>();
+
+  constructor(readonly capacity = metaDedupeWindowCommands) {
+    assert(Number.isSafeInteger(capacity) && capacity >= 1, `window of ${capacity} map commands`);
+  }
+
+  get size(): number {
+    return this.answers.size;
+  }
+
+  /** The answer remembered for `key`; never one for key 0 (no id). */
+  get(key: number): MetaAnswer | undefined {
+    return key === 0 ? undefined : this.answers.get(key);
+  }
+
+  /** Remembers the first answer of `key` (the oldest leaves a full window); key 0 is not remembered. */
+  remember(key: number, answer: MetaAnswer): void {
+    if (key === 0 || this.answers.has(key)) return;
+    if (this.answers.size === this.capacity) this.answers.delete(this.answers.keys().next().value as number);
+    this.answers.set(key, answer);
+  }
+
+  /** The window oldest first: the image's form. */
+  toImage(): [number, MetaAnswer][] {
+    return [...this.answers];
+  }
+
+  /** A window from an image's form (absent: empty); beyond the capacity, the newest stay. */
+  static fromImage(entries: unknown, capacity = metaDedupeWindowCommands): RecentMetaAnswers {
+    const out = new RecentMetaAnswers(capacity);
+    if (entries === undefined) return out;
+    if (!Array.isArray(entries)) throw new Corruption('group 0 image: remembered answers are not a list');
+    for (const e of entries as unknown[]) {
+      if (!Array.isArray(e) || e.length !== 2 || !Number.isSafeInteger(e[0]) || (e[0] as number) <= 0 || e[1] === null || typeof e[1] !== 'object') {
+        throw new Corruption(`group 0 image: bad remembered answer ${JSON.stringify(e)}`);
+      }
+      out.remember(e[0] as number, e[1] as MetaAnswer);
+    }
+    return out;
+  }
+}
+
+/** The answer of one apply, as remembered. */
+function answerOf(result: ApplyResult): MetaAnswer {
+  if (result.ok) {
+    const { volume, pool } = result;
+    return { epoch: result.map.epoch, changed: result.changed, ...(volume ? { volume } : {}), ...(pool ? { pool } : {}) };
+  }
+  const { code, message } = result.error;
+  const groups = result.error instanceof NodeHoldsReplicas ? { groups: [...result.error.groups] } : {};
+  return { refused: { code, message, ...groups } };
+}
+
+/** What the proposer gets for `answer`: its result, or its refusal thrown. */
+function settle(answer: MetaAnswer): { epoch: number; changed: boolean; volume?: Volume; pool?: Pool } {
+  if ('refused' in answer) {
+    const { code, message, groups } = answer.refused;
+    throw code === 'NODE_HOLDS_REPLICAS' && groups ? new NodeHoldsReplicas(message, groups) : new RaftblockError(code, message);
+  }
+  return { epoch: answer.epoch, changed: answer.changed, volume: answer.volume, pool: answer.pool };
 }
 
 export class MetaStore implements GroupStateMachine {
@@ -44,6 +138,8 @@ export class MetaStore implements GroupStateMachine {
   private writing: Promise<void> = Promise.resolve();
   /** The voters of the snapshot being installed (see prepareSnapshot). */
   private snapshotVoters: { index: number; voters: number[] } | undefined;
+  /** The answers of the last command ids applied (replicated: see RecentMetaAnswers). */
+  answers: RecentMetaAnswers;
 
   private constructor(path: string, image: MetaImage | undefined, onChange: (map: ClusterMap) => void) {
     this.path = path;
@@ -53,6 +149,7 @@ export class MetaStore implements GroupStateMachine {
     this.appliedTerm = image?.term ?? 0;
     this.durableIndex = this.appliedIndex;
     this.voters = image?.voters ? [...image.voters] : [];
+    this.answers = RecentMetaAnswers.fromImage(image?.answers);
   }
 
   applyConfChange(cc: ConfChange): void {
@@ -109,13 +206,20 @@ export class MetaStore implements GroupStateMachine {
     this.appliedIndex = index;
     this.appliedTerm = term;
     if (data.byteLength === 0) return undefined;
-    const result = applyCommand(this.map, decodeCommand(data));
-    if (!result.ok) throw result.error;
-    if (result.changed) {
+    const { command, key } = decodeMetaEntry(data);
+    // A retry of a command applied already (its answer was lost): the first answer, nothing applied.
+    const remembered = this.answers.get(key);
+    if (remembered) return settle(remembered);
+    const result = applyCommand(this.map, command);
+    // A refusal is remembered too: the retry of a refused command is refused alike, even if
+    // the map would take it now (it was not applied, and its caller may already know that).
+    const answer = answerOf(result);
+    this.answers.remember(key, answer);
+    if (result.ok && result.changed) {
       this.map = result.map;
       this.onChange(this.map);
     }
-    return { epoch: this.map.epoch, changed: result.changed, volume: result.volume, pool: result.pool };
+    return settle(answer);
   }
 
   async checkpoint(): Promise<number> {
@@ -146,7 +250,7 @@ export class MetaStore implements GroupStateMachine {
   }
 
   private imageBytes(): Buffer {
-    return packr.pack({ index: this.appliedIndex, term: this.appliedTerm, map: encodeMap(this.map), voters: this.voters }) as Buffer;
+    return packr.pack({ index: this.appliedIndex, term: this.appliedTerm, map: encodeMap(this.map), voters: this.voters, answers: this.answers.toImage() }) as Buffer;
   }
 
   async snapshotImage(): Promise<Uint8Array> {
@@ -160,7 +264,9 @@ export class MetaStore implements GroupStateMachine {
     // the empty map there would silently diverge from the other replicas, so it stops the node.
     assert(image.byteLength > 0 || index <= 1, `group 0 snapshot at index ${index} carries no map`);
     const img = image.byteLength === 0 ? ({ index, term, map: encodeMap(emptyMap()), voters: [] } as MetaImage) : (packr.unpack(image) as MetaImage);
+    const answers = RecentMetaAnswers.fromImage(img.answers);
     this.map = decodeMap(img.map);
+    this.answers = answers;
     const prepared = this.snapshotVoters?.index === index ? this.snapshotVoters.voters : undefined;
     this.snapshotVoters = undefined;
     if (prepared && prepared.length > 0) this.voters = [...prepared];

@@ -14,7 +14,7 @@
  * another cluster (transport.ts). A node.json from before ids has none: such a node takes any
  * peer until it learns the id from the map, which group 0's leader gives one (ensureClusterId).
  */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomInt, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, type Registry } from 'prom-client';
@@ -35,7 +35,7 @@ import { MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxPgsPerPool, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxMetaCommandSession, maxPgsPerPool, metaCommandIdFromWire, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, planMetaGroup, sameConfState } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
@@ -834,17 +834,35 @@ export class StorageNode implements PgClient {
     return new Set(this.map().nodes.filter((n) => n.id !== this.id && this.transport.isConnected(String(n.id))).map((n) => n.id));
   }
 
-  /** Runs a map command in group 0: here if this node leads it, else at its leader. */
-  async proposeMeta(cmd: MapCommand): Promise<unknown> {
+  /**
+   * This process's map command session: random, so a restarted node never reuses the ids of
+   * its previous life (the sequence starts at a random point too).
+   */
+  private static readonly metaCommandSession = randomInt(1, maxMetaCommandSession + 1);
+  private static metaCommandSeq = randomInt(0, 2 ** 32);
+
+  /** A new id for a map command started on this node (see MetaCommandId). */
+  private static nextMetaCommandId(): MetaCommandId {
+    StorageNode.metaCommandSeq = (StorageNode.metaCommandSeq + 1) % 2 ** 32;
+    return { session: StorageNode.metaCommandSession, seq: StorageNode.metaCommandSeq };
+  }
+
+  /**
+   * Runs a map command in group 0: here if this node leads it, else at its leader. Every
+   * attempt carries the same id (`id`: made here, unless a peer forwarding the command gave
+   * one), so group 0 applies the command once however many attempts commit, and answers a
+   * retry whose first attempt committed (its answer lost) with that attempt's answer.
+   */
+  async proposeMeta(cmd: MapCommand, id: MetaCommandId = StorageNode.nextMetaCommandId()): Promise<unknown> {
     const deadline = Date.now() + metaCommandDeadlineMs;
     let attempt = 0;
     for (;;) {
       try {
         const g = this.host.groups.get(metadataGroupId);
-        if (g && g.isLeader) return await this.host.propose(metadataGroupId, encodeCommand(cmd));
+        if (g && g.isLeader) return await this.host.propose(metadataGroupId, encodeCommand(cmd, id));
         const target = this.metaTarget(attempt);
         if (!target || target === this.id) throw new Unavailable('group 0 has no leader yet');
-        return await this.transport.request(String(target), 'meta', { cmd }, requestTimeoutMs);
+        return await this.transport.request(String(target), 'meta', { cmd, cid: metaCommandIdToWire(id) }, requestTimeoutMs);
       } catch (err) {
         const code = (err as RaftblockError).code;
         if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT'].includes(code) || Date.now() > deadline) throw err;
@@ -891,13 +909,15 @@ export class StorageNode implements PgClient {
         // Such a node cannot take over a member's id (the map refuses other addresses for it);
         // a member that has the cluster id re-registers, possibly from new addresses.
         const { newNode: _claimed, member, ...rest } = cmd;
-        await this.proposeMeta(joining ? { ...rest, newNode: true } : { ...rest, ...(member === true ? { member } : {}) });
+        // Under the id the joining node fixed, if it sent one (else one is made here).
+        await this.proposeMeta(joining ? { ...rest, newNode: true } : { ...rest, ...(member === true ? { member } : {}) }, metaCommandIdFromWire(a.cid));
         // The joining node's cluster id comes from here: this node's own, which its transport enforces.
         return { map: encodeMap(this.map()), clusterId: this.clusterId || undefined };
       }
       case 'meta':
         this.fenceNonMember(from, epoch, op);
-        return this.proposeMeta(a.cmd as MapCommand);
+        // The id its sender fixed (a peer from before ids sends none: one is made here).
+        return this.proposeMeta(a.cmd as MapCommand, metaCommandIdFromWire(a.cid));
       case 'removeNode':
         this.fenceNonMember(from, epoch, op);
         return this.removeNodeAsLeader(a.id as number);
