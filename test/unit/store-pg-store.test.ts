@@ -340,9 +340,10 @@ test('a restore never completes on a store closed under it: the next chunk and t
     await racing.restoreChunk(chunk);
     cursor = chunk.next;
   }
-  const ending = racing.finishRestore(8, 1);
+  // Its refusal is awaited from the start: it may come before close() has finished.
+  const ending = assert.rejects(racing.finishRestore(8, 1), { code: 'UNAVAILABLE' });
   await racing.close();
-  await assert.rejects(ending, { code: 'UNAVAILABLE' });
+  await ending;
   assert.equal(racing.durableIndex, 0);
   await src.close();
 });
