@@ -21,7 +21,7 @@ import { Corruption, NodeHoldsReplicas, RaftblockError } from '../common/errors.
 import type { GroupStateMachine } from './host.js';
 import type { ConfChange, ConfState } from '../raft/index.js';
 import type { Wal } from '../wal/index.js';
-import { applyCommand, decodeMap, decodeMetaEntry, emptyMap, encodeMap, metadataGroupId, type ApplyResult, type ClusterMap, type Pool, type Volume } from './map.js';
+import { applyCommand, decodeMap, decodeMetaEntry, emptyMap, encodeMap, metaCommandKey, metadataGroupId, type ApplyResult, type ClusterMap, type MetaCommandId, type Pool, type Volume } from './map.js';
 import { writeFileDurably } from '../common/durable-file.js';
 
 const packr = new Packr({ useRecords: false });
@@ -199,6 +199,15 @@ export class MetaStore implements GroupStateMachine {
     if (index <= this.appliedIndex) return;
     this.appliedIndex = index;
     this.appliedTerm = term;
+  }
+
+  /**
+   * The answer this replica applied for command `id`, its refusal thrown; undefined when the
+   * id is not in the window (never applied here, or too long ago).
+   */
+  answerOf(id: MetaCommandId): { epoch: number; changed: boolean; volume?: Volume; pool?: Pool } | undefined {
+    const remembered = this.answers.get(metaCommandKey(id));
+    return remembered ? settle(remembered) : undefined;
   }
 
   async apply(index: number, term: number, data: Uint8Array): Promise<unknown> {

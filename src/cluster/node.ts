@@ -667,7 +667,7 @@ export class StorageNode implements PgClient {
    * retried across leader changes and group-0 changes in flight. See removeNodeAsLeader.
    */
   async removeNode(id: number): Promise<RemoveNodeResponse> {
-    return this.atMetaLeader('removeNode', id, () => this.removeNodeAsLeader(id));
+    return this.atMetaLeader('removeNode', id, (cid) => this.removeNodeAsLeader(id, cid));
   }
 
   /**
@@ -675,22 +675,28 @@ export class StorageNode implements PgClient {
    * replaceNodeAsLeader.
    */
   async replaceNode(id: number): Promise<ReplaceNodeResponse> {
-    return this.atMetaLeader('replaceNode', id, () => this.replaceNodeAsLeader(id));
+    return this.atMetaLeader('replaceNode', id, (cid) => this.replaceNodeAsLeader(id, cid));
   }
 
-  /** Runs a node command on group 0's leader: here if this node leads it, else forwarded. */
-  private async atMetaLeader<T>(op: 'removeNode' | 'replaceNode', id: number, asLeader: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a node command on group 0's leader: here if this node leads it, else forwarded. Every
+   * attempt carries one map command id (`cid`), so an attempt whose answer was lost (its
+   * leader changed, its connection dropped) is answered on retry from what group 0 remembers
+   * of it (see answeredBefore), not refused because the node is gone already.
+   */
+  private async atMetaLeader<T>(op: 'removeNode' | 'replaceNode', id: number, asLeader: (cid: MetaCommandId) => Promise<T>): Promise<T> {
     if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
+    const cid = StorageNode.nextMetaCommandId();
     const deadline = Date.now() + removeNodeDeadlineMs;
     let attempt = 0;
     for (;;) {
       try {
         if (this.removed) throw new NodeRemoved(`node ${this.id} was removed from the cluster map; ask another node`);
         const g = this.host.groups.get(metadataGroupId);
-        if (g && g.isLeader) return await asLeader();
+        if (g && g.isLeader) return await asLeader(cid);
         const target = this.metaTarget(attempt);
         if (!target || target === this.id) throw new Unavailable('group 0 has no leader yet');
-        return (await this.transport.request(String(target), op, { id }, removeNodeDeadlineMs)) as T;
+        return (await this.transport.request(String(target), op, { id, cid: metaCommandIdToWire(cid) }, removeNodeDeadlineMs)) as T;
       } catch (err) {
         const code = (err as RaftblockError).code;
         if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT'].includes(code) || Date.now() > deadline) throw err;
@@ -707,14 +713,16 @@ export class StorageNode implements PgClient {
    * dir registers); then the map forgets its incarnation (replaceNode), so the next data dir
    * to register under the id is taken, and rebuilds every replica the id held from its leader.
    */
-  private async replaceNodeAsLeader(id: number): Promise<ReplaceNodeResponse> {
+  private async replaceNodeAsLeader(id: number, cid: MetaCommandId = StorageNode.nextMetaCommandId()): Promise<ReplaceNodeResponse> {
     if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
     this.metaLeaderGroup();
+    const done = this.answeredBefore(cid);
+    if (done) return { epoch: done.epoch, metaVoterRemoved: false, nodeId: id };
     if (!this.map().nodes.some((n) => n.id === id)) throw new NotFound(`node ${id} is not in the map`);
     if (id === this.id || this.transport.isConnected(String(id))) {
       throw new NodeAlive(`node ${id} is running and reachable: only a node whose data dir was lost is replaced (stop it first; to take it out for good, use node remove)`);
     }
-    const r = await this.leaveMetaThenPropose(id, { type: 'replaceNode', id });
+    const r = await this.leaveMetaThenPropose(id, { type: 'replaceNode', id }, cid);
     this.log.warn('a node is being replaced: the next data dir to register under its id rebuilds its replicas', { nodeId: id, ...r });
     return { ...r, nodeId: id };
   }
@@ -726,11 +734,22 @@ export class StorageNode implements PgClient {
     return g;
   }
 
+  /**
+   * The answer group 0 gave the map command `cid` if it applied it already (an earlier
+   * attempt of this command committed, and its answer was lost), its refusal thrown; else
+   * undefined. Asked before the map's own checks: the map and the remembered answers change
+   * in the same apply, so a command whose effect the map shows has its answer here (while it
+   * is among the last ids remembered), and one not applied yet is proposed again under its id.
+   */
+  private answeredBefore(cid: MetaCommandId): { epoch: number } | undefined {
+    return this.meta?.answerOf(cid);
+  }
+
   /** Takes node `id` out of group 0 if it is a member there, then runs `cmd` and spreads the map. */
-  private async leaveMetaThenPropose(id: number, cmd: MapCommand): Promise<{ epoch: number; metaVoterRemoved: boolean }> {
+  private async leaveMetaThenPropose(id: number, cmd: MapCommand, cid: MetaCommandId): Promise<{ epoch: number; metaVoterRemoved: boolean }> {
     const metaVoterRemoved = latestConfNames(this.metaLeaderGroup(), id);
     if (metaVoterRemoved) await this.removeMetaMember(id);
-    const { epoch } = (await this.proposeMeta(cmd)) as { epoch: number };
+    const { epoch } = (await this.proposeMeta(cmd, cid)) as { epoch: number };
     await this.spreadMap(epoch);
     return { epoch, metaVoterRemoved };
   }
@@ -743,14 +762,18 @@ export class StorageNode implements PgClient {
    * would leave group 0 without a quorum (MetaQuorumAtRisk); a leader to be removed hands its
    * leadership over first. Then the map command. A node removed already: NOT_FOUND.
    */
-  private async removeNodeAsLeader(id: number): Promise<RemoveNodeResponse> {
+  private async removeNodeAsLeader(id: number, cid: MetaCommandId = StorageNode.nextMetaCommandId()): Promise<RemoveNodeResponse> {
     if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
     this.metaLeaderGroup();
+    // A retry whose first attempt removed it: that attempt's answer (it left group 0 then too,
+    // if it was a member, which the answer does not record).
+    const done = this.answeredBefore(cid);
+    if (done) return { epoch: done.epoch, metaVoterRemoved: false, nodeId: id };
     const refusal = removeNodeRefusal(this.map(), id);
     if (refusal) throw refusal;
     const held = await this.groupsNamingEverywhere(id);
     if (held.length > 0) throw new NodeHoldsReplicas(describeHeldPgs(id, held.map((x) => this.pgName(x)), 'in their Raft configuration'), held);
-    const r = await this.leaveMetaThenPropose(id, { type: 'removeNode', id });
+    const r = await this.leaveMetaThenPropose(id, { type: 'removeNode', id }, cid);
     this.log.info('removed a node from the cluster map', { nodeId: id, ...r });
     // The removed node is in the map no more, so spreadMap skips it: tell it (best effort; a
     // node that does not hear it learns at its next start, when group 0 refuses it).
@@ -920,10 +943,10 @@ export class StorageNode implements PgClient {
         return this.proposeMeta(a.cmd as MapCommand, metaCommandIdFromWire(a.cid));
       case 'removeNode':
         this.fenceNonMember(from, epoch, op);
-        return this.removeNodeAsLeader(a.id as number);
+        return this.removeNodeAsLeader(a.id as number, metaCommandIdFromWire(a.cid));
       case 'replaceNode':
         this.fenceNonMember(from, epoch, op);
-        return this.replaceNodeAsLeader(a.id as number);
+        return this.replaceNodeAsLeader(a.id as number, metaCommandIdFromWire(a.cid));
       case 'groupsNaming':
         if (!Number.isSafeInteger(a.id)) throw new InvalidArgument('groupsNaming: bad node id');
         return this.groupsNaming(a.id as number);

@@ -309,3 +309,64 @@ test('proposeMeta forwards the id it is given (a forwarding node makes none of i
   const { ids } = await proposeThroughLossyLeader(t, given);
   assert.deepEqual(ids.slice(0, 2), [[99, 5], [99, 5]]);
 });
+
+/**
+ * `node remove` retried above proposeMeta: a node forwards the whole removal to group 0's
+ * leader (StorageNode.atMetaLeader), and the forwarded request's answer is lost after the
+ * leader removed the node. The retry goes to the leader again under the same id and must be
+ * answered with that removal, not refused NOT_FOUND by the leader's own check that the node
+ * is in the map. Both nodes are stand-ins around the real StorageNode methods.
+ */
+test('node remove: a retry after a lost answer is answered with the removal its first attempt made, not NOT_FOUND', async (t) => {
+  const feeder = await filledStore(tempDir(t, 'raftblock-meta-ids-'));
+  await feeder.apply(addNodeCommand(4), newId());
+  await feeder.apply({ type: 'setNodeState', id: 4, state: 'out' }, newId());
+  assert.ok(feeder.meta.map.pools.every((p) => p.pgs.every((pg) => !pg.replicas.includes(4))), 'node 4 holds no PG in the map');
+  const quiet = { info: noMap, warn: noMap, debug: noMap, error: noMap };
+  // Group 0's leader (node 2): its Raft group is a stand-in; its map commands apply to the real store.
+  const leader = Object.create(StorageNode.prototype) as StorageNode;
+  Object.assign(leader, {
+    id: 2,
+    meta: feeder.meta,
+    log: quiet,
+    removed: false,
+    map: () => feeder.meta.map,
+    groupsNamingEverywhere: async () => [],
+    spreadMap: async () => undefined,
+    host: {
+      groups: new Map([[0, { id: 0, isLeader: true, lead: 2, raft: { confStateAt: () => ({ voters: [1, 2, 3], votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false }) } }]]),
+      propose: async (_g: number, data: Uint8Array) => feeder.meta.apply(feeder.meta.appliedIndex + 1, term, data),
+    },
+    transport: { isConnected: () => false },
+  });
+  // The node asked (node 1), which forwards to the leader; the first answer is lost.
+  const ids: unknown[] = [];
+  const asked = Object.create(StorageNode.prototype) as StorageNode;
+  Object.assign(asked, {
+    id: 1,
+    log: quiet,
+    removed: false,
+    metaTarget: () => 2,
+    map: () => feeder.meta.map,
+    host: { groups: new Map() },
+    transport: {
+      request: async (_to: string, op: string, args: { id: number; cid?: unknown }) => {
+        assert.equal(op, 'removeNode');
+        ids.push(args.cid);
+        const answer = await (leader as unknown as { removeNodeAsLeader(id: number, cid?: MetaCommandId): Promise<unknown> }).removeNodeAsLeader(args.id, metaCommandIdFromWire(args.cid));
+        if (ids.length === 1) throw new TimedOut('request to node 2 timed out'); // removed, answer lost
+        return answer;
+      },
+    },
+  });
+  const epochBefore = feeder.meta.map.epoch;
+  const answer = (await asked.removeNode(4)) as { nodeId: number; epoch: number };
+  assert.equal(ids.length, 2);
+  assert.deepEqual(ids[1], ids[0], 'the retry carried another id');
+  assert.equal(answer.nodeId, 4);
+  assert.equal(answer.epoch, epochBefore + 1, 'the answer is the removal’s epoch');
+  assert.ok(!feeder.meta.map.nodes.some((n) => n.id === 4), 'node 4 is removed');
+  assert.equal(feeder.meta.map.epoch, epochBefore + 1, 'removed once');
+  // A new removal of the same node (another id) is refused as before.
+  await assert.rejects(asked.removeNode(4), { code: 'NOT_FOUND' });
+});
