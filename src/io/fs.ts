@@ -16,7 +16,13 @@ class FsFile implements BlockFile {
   private closed = false;
   constructor(readonly path: string, private readonly fd: number) {}
 
+  /** The refusal of an operation on a closed file (never the fd: its number may be reused). */
+  private closedError(op: string): IoError {
+    return new IoError(op, 9 /* EBADF */, `${op} on ${this.path} after it was closed`);
+  }
+
   pread(buf: Buffer, offsetBytes: number): Promise<number> {
+    if (this.closed) return Promise.reject(this.closedError('pread'));
     checkAligned('pread', offsetBytes, buf.length);
     return new Promise((resolve, reject) => {
       fs.read(this.fd, buf, 0, buf.length, offsetBytes, (err, n) => (err ? reject(toIoError(err, 'pread', this.path)) : resolve(n)));
@@ -24,6 +30,7 @@ class FsFile implements BlockFile {
   }
 
   pwrite(buf: Buffer, offsetBytes: number, dsync = false): Promise<void> {
+    if (this.closed) return Promise.reject(this.closedError('pwrite'));
     checkAligned('pwrite', offsetBytes, buf.length);
     return new Promise<void>((resolve, reject) => {
       fs.write(this.fd, buf, 0, buf.length, offsetBytes, (err, n) => {
@@ -35,6 +42,7 @@ class FsFile implements BlockFile {
   }
 
   pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync = false): Promise<void> {
+    if (this.closed) return Promise.reject(this.closedError('pwritev'));
     let total = 0;
     for (const b of bufs) total += b.length;
     checkAligned('pwritev', offsetBytes, total);
@@ -48,6 +56,7 @@ class FsFile implements BlockFile {
   }
 
   fdatasync(): Promise<void> {
+    if (this.closed) return Promise.reject(this.closedError('fdatasync'));
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.fd, (err) => (err ? reject(toIoError(err, 'fdatasync', this.path)) : resolve()));
     });
@@ -59,6 +68,7 @@ class FsFile implements BlockFile {
   }
 
   async zeroRange(offsetBytes: number, lengthBytes: number): Promise<void> {
+    if (this.closed) throw this.closedError('pwrite');
     checkAligned('zeroRange', offsetBytes, lengthBytes);
     const zeros = Buffer.alloc(Math.min(zeroChunkBytes, lengthBytes));
     for (let done = 0; done < lengthBytes; done += zeros.length) {
@@ -77,10 +87,12 @@ class FsFile implements BlockFile {
   }
 
   size(): Promise<number> {
+    if (this.closed) return Promise.reject(this.closedError('fstat'));
     return fdSize(this.fd, this.path);
   }
 
   truncate(sizeBytes: number): Promise<void> {
+    if (this.closed) return Promise.reject(this.closedError('ftruncate'));
     return fdTruncate(this.fd, sizeBytes, this.path);
   }
 

@@ -130,6 +130,14 @@ export class PgStore {
   private readonly pins = new Map<BlockFile, number>();
   /** Files of dropped volumes still pinned by an operation in flight. */
   private readonly retired = new Set<BlockFile>();
+  /**
+   * Moves whenever the data files are replaced (a restore removes them) or the store closes:
+   * an open() that started under another value may have opened a file that is gone since
+   * (unlinked: writes to it are lost at the next start), so file() does not keep it.
+   */
+  private fileGeneration = 0;
+  /** A restore's removal of the data files, while it runs: file() opens nothing meanwhile. */
+  private filesRemoval: Promise<void> | null = null;
 
   private constructor(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, meta: StoreMeta, options: WriteBehindOptions) {
     this.io = io;
@@ -212,16 +220,38 @@ export class PgStore {
    * does not exist and `create` is false, or when the volume was dropped.
    */
   private async file(volumeId: number, create: boolean): Promise<BlockFile | undefined> {
-    if (this.dropped.has(volumeId)) return undefined;
-    let f = this.files.get(volumeId);
-    if (f) return this.pin(f);
-    const path = join(this.dir, `vol-${volumeId}.dat`);
-    try {
-      f = await this.io.open(path, { create });
-    } catch (err) {
-      if (!create && err instanceof IoError && err.errno === 2) return undefined;
-      throw err;
+    for (;;) {
+      if (this.closed) throw new Unavailable(`PG ${this.groupId}: store closed`);
+      if (this.dropped.has(volumeId)) return undefined;
+      const open = this.files.get(volumeId);
+      if (open) return this.pin(open);
+      if (this.filesRemoval) {
+        await this.filesRemoval.catch(() => undefined);
+        continue;
+      }
+      const generation = this.fileGeneration;
+      const path = join(this.dir, `vol-${volumeId}.dat`);
+      let f: BlockFile;
+      try {
+        f = await this.io.open(path, { create });
+      } catch (err) {
+        if (generation !== this.fileGeneration) continue; // asked of files since replaced
+        if (!create && err instanceof IoError && err.errno === 2) return undefined;
+        throw err;
+      }
+      if (generation !== this.fileGeneration) {
+        // A restore removed the data files (or the store closed) while this opened: the file
+        // opened may be the one removed since, and whatever were written to it would be lost
+        // at the next start. Asked again of the files as they are now.
+        await f.close();
+        continue;
+      }
+      return this.adopt(volumeId, path, f);
     }
+  }
+
+  /** Keeps a freshly opened file of a volume (unless another open or a drop came first), pinned. */
+  private async adopt(volumeId: number, path: string, f: BlockFile): Promise<BlockFile | undefined> {
     const raced = this.files.get(volumeId);
     if (raced || this.dropped.has(volumeId)) {
       await f.close();
@@ -653,11 +683,22 @@ export class PgStore {
   async beginRestore(): Promise<void> {
     this.assertOpen('restore');
     await this.markRestoring();
-    await this.dirty.exclusive(async () => this.dirty.dropAll());
-    for (const f of this.files.values()) await f.close();
-    this.files.clear();
-    for (const name of await readdir(this.dir)) {
-      if (/^vol-\d+\.dat$/.test(name)) await unlink(join(this.dir, name));
+    assert(this.filesRemoval === null, 'two restores at once');
+    // Opens under way now may return a file removed below; file() opens none until it is done.
+    this.fileGeneration++;
+    const removal = (async () => {
+      await this.dirty.exclusive(async () => this.dirty.dropAll());
+      for (const f of this.files.values()) await f.close();
+      this.files.clear();
+      for (const name of await readdir(this.dir)) {
+        if (/^vol-\d+\.dat$/.test(name)) await unlink(join(this.dir, name));
+      }
+    })();
+    this.filesRemoval = removal;
+    try {
+      await removal;
+    } finally {
+      this.filesRemoval = null;
     }
   }
 
@@ -701,6 +742,7 @@ export class PgStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.fileGeneration++;
     // Applied data reaches the files (unsynced: the WAL still covers it) unless a flush failed.
     await this.dirty.flushAll().catch(() => undefined);
     await this.dirty.exclusive(async () => this.dirty.dropAll());

@@ -14,6 +14,23 @@ import { repoRoot } from '../helpers/paths.js';
 import { tempDir } from '../helpers/tools.js';
 
 for (const backend of testBackends()) {
+  test(`${backend.name}: a closed file refuses every operation (EBADF), never reaching the file that took its fd number`, { skip: backend.skip }, async (t) => {
+    const dir = tempDir(t);
+    const io = backend.make();
+    t.after(() => io.close());
+    const buf = io.allocAligned(4096);
+    const stale = await io.open(join(dir, 'old'), { create: true });
+    await stale.close();
+    // Opened next, it most likely takes the number the closed one had.
+    const other = await io.open(join(dir, 'other'), { create: true });
+    t.after(() => other.close());
+    buf.fill(0x5a);
+    for (const op of [() => stale.pwrite(buf, 0), () => stale.pwritev([buf], 4096), () => stale.pread(buf, 0), () => stale.fdatasync(), () => stale.size(), () => stale.zeroRange(0, 4096), () => stale.truncate(8192)]) {
+      await assert.rejects(op(), (err: Error) => err instanceof IoError && err.errno === 9 && /after it was closed/.test(err.message));
+    }
+    assert.equal(await other.size(), 0, 'a write through the closed file reached another');
+  });
+
   test(`${backend.name}: aligned writes read back and survive reopen`, { skip: backend.skip }, async (t) => {
     const dir = tempDir(t);
     const io = backend.make();

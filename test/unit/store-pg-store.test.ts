@@ -179,28 +179,32 @@ test('a snapshot streamed in small chunks restores the same bytes and dedupe tab
 class HeldOpenIo implements BlockIo {
   readonly kind: BlockIo['kind'];
   readonly alignmentBytes: number;
-  private held: { entered: () => void; gate: Promise<void> } | undefined;
+  private held: { entered: () => void; gate: Promise<void>; afterOpen: boolean } | undefined;
   constructor(private readonly inner: BlockIo) {
     this.kind = inner.kind;
     this.alignmentBytes = inner.alignmentBytes;
   }
-  /** Holds the next open(): `entered` settles once it waits, `release` lets it go on. */
-  holdNextOpen(): { entered: Promise<void>; release: () => void } {
+  /**
+   * Holds the next open(): `entered` settles once it waits, `release` lets it go on. With
+   * `afterOpen`, the file is opened first and only the answer is held (the open itself is
+   * done: a slow answer, as from a busy thread pool).
+   */
+  holdNextOpen(afterOpen = false): { entered: Promise<void>; release: () => void } {
     let entered!: () => void;
     let release!: () => void;
     const enteredP = new Promise<void>((r) => (entered = r));
     const gate = new Promise<void>((r) => (release = r));
-    this.held = { entered, gate };
+    this.held = { entered, gate, afterOpen };
     return { entered: enteredP, release };
   }
   async open(path: string, options?: OpenFileOptions): Promise<BlockFile> {
     const h = this.held;
-    if (h) {
-      this.held = undefined;
-      h.entered();
-      await h.gate;
-    }
-    return this.inner.open(path, options);
+    if (!h) return this.inner.open(path, options);
+    this.held = undefined;
+    const opened = h.afterOpen ? await this.inner.open(path, options) : undefined;
+    h.entered();
+    await h.gate;
+    return opened ?? this.inner.open(path, options);
   }
   allocAligned(lengthBytes: number): Buffer {
     return this.inner.allocAligned(lengthBytes);
@@ -345,5 +349,40 @@ test('a restore never completes on a store closed under it: the next chunk and t
   await racing.close();
   await ending;
   assert.equal(racing.durableIndex, 0);
+  await src.close();
+});
+
+test('a file opened while a restore replaced the data files is not used: the restored data is in the file on disk, not in the inode the restore unlinked', async (t) => {
+  const src = await openStore(tempDir(t));
+  for (let i = 1; i <= 4; i++) await src.apply(i, 1, encodeWrite(1, i * 4096, Buffer.alloc(4096, 0x40 + i)));
+  const dir = tempDir(t);
+  const before = await openStore(dir);
+  await before.apply(1, 1, encodeWrite(1, 0, Buffer.alloc(4096, 0x11)));
+  await before.checkpoint();
+  await before.close();
+  // Reopened: vol-1.dat exists, and nothing has opened it yet.
+  const io = new HeldOpenIo(new FsBlockIo());
+  const dst = await PgStore.open(io, new ScratchPool(io), dir, 7);
+  // A read (a digest, say) opens vol-1.dat; the open is done, its answer comes late...
+  const held = io.holdNextOpen(true);
+  const reading = dst.read(1, 0, 4096, Buffer.alloc(4096));
+  await held.entered;
+  // ...after a restore has begun: the data files are removed (vol-1.dat unlinked).
+  await dst.beginRestore();
+  held.release();
+  await reading;
+  for (let cursor: ImageCursor | null = null, first = true; first || cursor !== null; first = false) {
+    const chunk: ImageChunk = await src.imageChunk(cursor, 8192);
+    await dst.restoreChunk(chunk);
+    cursor = chunk.next;
+  }
+  await dst.finishRestore(4, 1);
+  assert.deepEqual(await readAll(dst, 1, 0, 5 * 4096), await readAll(src, 1, 0, 5 * 4096));
+  await dst.close();
+  // What a restart finds on disk: the image, not a file the restore had removed.
+  const again = await openStore(dir);
+  assert.equal(again.durableIndex, 4);
+  assert.deepEqual(await readAll(again, 1, 0, 5 * 4096), await readAll(src, 1, 0, 5 * 4096), 'the restored data is not in vol-1.dat');
+  await again.close();
   await src.close();
 });
