@@ -79,6 +79,23 @@ async function verifyRegion(dir: string, http: string[], uri: string, name: stri
   assert.fail(`fio verify of ${name} (${size} at ${offset}) failed (${r.code}): ${r.out.slice(-2000)}\n--- evidence ---\n${await clusterEvidence(dir, http)}`);
 }
 
+/**
+ * Waits until every replica of every PG holds the same bytes at the same applied index (the
+ * digest endpoint), at most 60 s; the last digests are in the failure.
+ */
+async function replicasAgree(http: string[]): Promise<void> {
+  const groups = (await status(http[0])).groups.filter((g) => g.groupId !== 0).map((g) => g.groupId);
+  const deadline = Date.now() + 60_000;
+  for (const g of groups) {
+    for (;;) {
+      const d = await Promise.all(http.map(async (h) => (await (await fetch(`http://${h}/v1/groups/${g}/digest`)).json()) as { appliedIndex: number; digest: string }));
+      if (d.every((x) => x.appliedIndex === d[0].appliedIndex && x.digest === d[0].digest)) break;
+      assert.ok(Date.now() < deadline, `group ${g} replicas converge: ${JSON.stringify(d)}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+}
+
 interface HttpStatus {
   groups: { groupId: number; role: string; leader: number; voters: number[] }[];
 }
@@ -149,16 +166,7 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
     } finally {
       process.kill(cluster.ready.pids[2], 'SIGCONT');
     }
-    const groups = (await status(cluster.ready.http[0])).groups.filter((g) => g.groupId !== 0).map((g) => g.groupId);
-    const deadline = Date.now() + 60_000;
-    for (const g of groups) {
-      for (;;) {
-        const d = await Promise.all(cluster.ready.http.map(async (h) => (await (await fetch(`http://${h}/v1/groups/${g}/digest`)).json()) as { appliedIndex: number; digest: string }));
-        if (d.every((x) => x.appliedIndex === d[0].appliedIndex && x.digest === d[0].digest)) break;
-        assert.ok(Date.now() < deadline, `group ${g} replicas converge: ${JSON.stringify(d)}`);
-        await new Promise((r) => setTimeout(r, 300));
-      }
-    }
+    await replicasAgree(cluster.ready.http);
     const metrics = await (await fetch(`http://${cluster.ready.http[2]}/metrics`)).text();
     const installed = Number(/^raftblock_raft_snapshots_installed_total (\d+)/m.exec(metrics)?.[1] ?? 0);
     assert.ok(installed > 0, 'node 3 caught up by snapshot, not only from the log');
@@ -214,6 +222,9 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
     cluster = await startCluster(t, dir, ports);
     await run('qemu-io', ['-f', 'raw', uri(2), '-c', 'read -P 0xa5 1179648 64k', '-c', 'read -P 0x3c 7340544 1536', '-c', 'read -P 0 1M 128k']);
     await verifyRegion(dir, cluster.ready.http, uri(0), 'via-node0', '64M', '16M');
+    // Every replica, not only the ones that lead now: a replica whose files lost data (a
+    // restore's wipe that raced an open) shows here whoever leads.
+    await replicasAgree(cluster.ready.http);
   });
 
   await t.test('kill -9 of every node, then restart: every acknowledged write is there', async () => {
@@ -230,6 +241,7 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
     cluster = await startCluster(t, dir, ports);
     await verifyRegion(dir, cluster.ready.http, uri(2), 'before-crash', '512M', '16M');
     await verifyRegion(dir, cluster.ready.http, uri(0), 'failover', '256M', '24M');
+    await replicasAgree(cluster.ready.http);
     await stopCluster(cluster);
   });
 });
