@@ -1335,6 +1335,8 @@ export class StorageNode implements PgClient {
   async groupDigest(groupId: number): Promise<GroupDigest> {
     const store = this.stores.get(groupId);
     if (!store) throw new NotFound(`group ${groupId} is not on node ${this.id}`);
+    // Its files are being replaced: no state to checksum (ask again once it has caught up).
+    if (store.holdsPartialImage) throw new Unavailable(`group ${groupId} on node ${this.id} is restoring a snapshot`);
     const map = this.map();
     const { poolId, pgIndex } = pgOfGroup(groupId);
     const pool = map.pools.find((p) => p.id === poolId);

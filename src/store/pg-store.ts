@@ -190,6 +190,11 @@ export class PgStore {
     return this.restoring;
   }
 
+  /** The files hold part of an image: a restore is under way, or a crash cut one short. */
+  get holdsPartialImage(): boolean {
+    return this.restoring;
+  }
+
   /** Marks a restore as started, durably, before anything is replaced. */
   private async markRestoring(): Promise<void> {
     this.restoring = true;

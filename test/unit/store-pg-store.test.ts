@@ -338,7 +338,9 @@ test('a restore never completes on a store closed under it: the next chunk and t
   await reopened.close();
   // Closing while the end syncs the files is refused too (the close lands between its steps).
   const racing = await openStore(tempDir(t));
+  assert.equal(racing.holdsPartialImage, false);
   await racing.beginRestore();
+  assert.equal(racing.holdsPartialImage, true, 'a restore under way: no state to checksum or serve');
   for (let cursor: ImageCursor | null = null, firstChunk = true; firstChunk || cursor !== null; firstChunk = false) {
     const chunk: ImageChunk = await src.imageChunk(cursor, 4096);
     await racing.restoreChunk(chunk);
