@@ -33,6 +33,7 @@
 import { Packr } from 'msgpackr';
 import { parseHostPort } from '../common/address.js';
 import { assert } from '../common/assert.js';
+import { maxRequestSession, requestKey, requestSeqLimit, type RequestId } from '../common/request-id.js';
 import { AlreadyExists, InvalidArgument, NodeHoldsReplicas, NodeRemoved, NodeStillIn, NotFound, RaftblockError } from '../common/errors.js';
 import {
   PlacementImpossible,
@@ -291,19 +292,11 @@ export type MapCommand =
  * changed meanwhile. An entry without an id (proposed by a node from before ids) is applied
  * each time it commits, as before.
  */
-export interface MetaCommandId {
-  /** A process's random session, in [1, maxMetaCommandSession]. */
-  session: number;
-  /** The command's sequence in its session, in [0, 2^32). */
-  seq: number;
-}
+export type MetaCommandId = RequestId;
 
-/** Sessions stay below 2^20, so session·2^32 + seq (the id's key) is an exact number. */
-export const maxMetaCommandSession = 2 ** 20 - 1;
-
-/** The number group 0 remembers an id by: session·2^32 + seq, never 0 (no id). */
+/** The number group 0 remembers an id by (common/request-id.ts requestKey), never 0 (no id). */
 export function metaCommandKey(id: MetaCommandId): number {
-  return id.session * 2 ** 32 + id.seq;
+  return requestKey(id.session, id.seq);
 }
 
 /** An id's wire form, in a peer request and in a log entry: [session, seq]. */
@@ -316,10 +309,10 @@ export function metaCommandIdFromWire(x: unknown): MetaCommandId | undefined {
   if (x === undefined || x === null) return undefined;
   if (!Array.isArray(x) || x.length !== 2) throw new InvalidArgument('map command id must be [session, seq]');
   const [session, seq] = x as unknown[];
-  if (typeof session !== 'number' || !Number.isSafeInteger(session) || session < 1 || session > maxMetaCommandSession) {
-    throw new InvalidArgument(`map command session must be an integer in [1, ${maxMetaCommandSession}], got ${String(session)}`);
+  if (typeof session !== 'number' || !Number.isSafeInteger(session) || session < 1 || session > maxRequestSession) {
+    throw new InvalidArgument(`map command session must be an integer in [1, ${maxRequestSession}], got ${String(session)}`);
   }
-  if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0 || seq >= 2 ** 32) {
+  if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0 || seq >= requestSeqLimit) {
     throw new InvalidArgument(`map command sequence must be an integer in [0, 2^32), got ${String(seq)}`);
   }
   return { session, seq };

@@ -14,7 +14,8 @@
  * another cluster (transport.ts). A node.json from before ids has none: such a node takes any
  * peer until it learns the id from the map, which group 0's leader gives one (ensureClusterId).
  */
-import { createHash, randomBytes, randomInt, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { RequestIdSource } from '../common/request-id.js';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, type Registry } from 'prom-client';
@@ -35,7 +36,7 @@ import { MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxMetaCommandSession, maxPgsPerPool, metaCommandIdFromWire, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxPgsPerPool, metaCommandIdFromWire, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, planMetaGroup, sameConfState } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
@@ -857,17 +858,12 @@ export class StorageNode implements PgClient {
     return new Set(this.map().nodes.filter((n) => n.id !== this.id && this.transport.isConnected(String(n.id))).map((n) => n.id));
   }
 
-  /**
-   * This process's map command session: random, so a restarted node never reuses the ids of
-   * its previous life (the sequence starts at a random point too).
-   */
-  private static readonly metaCommandSession = randomInt(1, maxMetaCommandSession + 1);
-  private static metaCommandSeq = randomInt(0, 2 ** 32);
+  /** This process's map command ids (see common/request-id.ts). */
+  private static readonly metaCommandIds = new RequestIdSource();
 
   /** A new id for a map command started on this node (see MetaCommandId). */
   private static nextMetaCommandId(): MetaCommandId {
-    StorageNode.metaCommandSeq = (StorageNode.metaCommandSeq + 1) % 2 ** 32;
-    return { session: StorageNode.metaCommandSession, seq: StorageNode.metaCommandSeq };
+    return StorageNode.metaCommandIds.next();
   }
 
   /**

@@ -11,19 +11,14 @@ import { InvalidArgument, NotSupported, OutOfRange } from '../common/errors.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
 import { maxExtentBytes, maxVolumeBytes, volumeNamed, type ClusterMap, type Volume } from '../cluster/map.js';
 import { maxPieceBytes, splitRange, type Piece } from './split.js';
-import { randomInt } from 'node:crypto';
-import { maxOpLengthBytes, maxRequestSession } from '../store/ops.js';
+import { maxOpLengthBytes } from '../store/ops.js';
+import { maxRequestSession, RequestIdSource } from '../common/request-id.js';
 
-/**
- * This process's request session: random, so a restarted gateway never reuses the ids of its
- * previous life (the sequence starts at a random point too).
- */
-const requestSession = randomInt(1, maxRequestSession + 1);
-let requestSeq = randomInt(0, 2 ** 32);
+/** This process's PG request ids (see common/request-id.ts). */
+const requestIds = new RequestIdSource();
 
 function nextRequestId(): { s: number; q: number } {
-  requestSeq = (requestSeq + 1) % 2 ** 32;
-  return { s: requestSession, q: requestSeq };
+  return { s: requestIds.session, q: requestIds.nextSeq() };
 }
 
 /**

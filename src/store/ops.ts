@@ -18,13 +18,14 @@
  */
 import { Corruption } from '../common/errors.js';
 import { Slab } from '../common/slab.js';
+import { maxRequestSession, requestKey, type RequestId } from '../common/request-id.js';
+
+export { maxRequestSession, type RequestId };
 
 export const OpKind = { Write: 1, Trim: 2, Zero: 3, ZeroNoHole: 4 } as const;
 export type OpKind = (typeof OpKind)[keyof typeof OpKind];
 
 export const opHeaderBytes = 24;
-/** Sessions are below 2^20 so that session·2^32 + sequence is an exact number. */
-export const maxRequestSession = 2 ** 20 - 1;
 /** Largest range one command may cover (a piece never spans an extent). */
 export const maxOpLengthBytes = 64 * 1024 * 1024;
 
@@ -37,11 +38,6 @@ export interface StoreOp {
   data: Uint8Array | undefined;
   /** session·2^32 + sequence, or 0 when the command carries no request id. */
   requestKey: number;
-}
-
-export interface RequestId {
-  session: number;
-  seq: number;
 }
 
 /** Write commands live in the Raft log until it is compacted: cut from shared chunks. */
@@ -83,7 +79,7 @@ export function decodeOp(entry: Uint8Array): StoreOp {
   const length = b.readUInt32BE(12);
   const session = b.readUInt32BE(16);
   if (session > maxRequestSession) throw new Corruption(`request session ${session} out of range`);
-  const requestKey = session === 0 ? 0 : session * 2 ** 32 + b.readUInt32BE(20);
+  const key = session === 0 ? 0 : requestKey(session, b.readUInt32BE(20));
   if (length > maxOpLengthBytes) throw new Corruption(`store op length ${length} too large`);
   let data: Uint8Array | undefined;
   if (kind === OpKind.Write) {
@@ -92,5 +88,5 @@ export function decodeOp(entry: Uint8Array): StoreOp {
   } else if (b.length !== opHeaderBytes) {
     throw new Corruption('range op carries a payload');
   }
-  return { kind, volumeId, offset, length, data, requestKey };
+  return { kind, volumeId, offset, length, data, requestKey: key };
 }
