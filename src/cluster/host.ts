@@ -410,7 +410,7 @@ export class MultiRaftHost {
    * the WAL resumes from it and the state machine's durable index.
    *
    * `rebuild`: a replica this node held before its data dir was lost (map.ts rebuiltAtEpoch),
-   * or whose store a crash left with part of a snapshot image (PgStore.restoreCutShort). It
+   * or whose store a crash left with part of a snapshot image (PgStore.holdsPartialImage). It
    * starts held, like a replica whose WAL needs repair, and takes part in nothing until
    * repair() has rebuilt it from its leader: its state cannot be trusted, so it must neither
    * vote nor acknowledge.

@@ -303,7 +303,7 @@ export class PgMover {
     // index sends entries, not a snapshot). Rebuilt from the leader, held until then. One cut
     // short after its index was recorded was finished above: the image is whole.
     let rebuild = false;
-    if (store.restoreCutShort) {
+    if (store.holdsPartialImage) {
       if (installFinished) await store.clearRestoreMark();
       else {
         rebuild = true;

@@ -19,3 +19,12 @@ export function toIoError(err: unknown, syscall: string, path?: string): IoError
   const msg = `${sc}${path ? ` ${path}` : ''} failed: ${e.code ?? 'errno ' + errno}${e.message ? ` (${e.message})` : ''}`;
   return new IoError(sc, errno, msg);
 }
+
+/**
+ * The refusal of an operation on a closed file (EBADF). Never the fd: once closed, its number
+ * may already name another file the process opened since (a data file, a WAL segment), and a
+ * late write through a stale handle would land there.
+ */
+export function closedFileError(op: string, path: string): IoError {
+  return new IoError(op, 9 /* EBADF */, `${op} on ${path} after it was closed`);
+}

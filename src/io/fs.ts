@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { IoError } from '../common/errors.js';
-import { checkAligned, toIoError } from './check.js';
+import { checkAligned, closedFileError, toIoError } from './check.js';
 import { fdClose, fdSize, fdTruncate } from './fd.js';
 import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
 
@@ -16,13 +16,9 @@ class FsFile implements BlockFile {
   private closed = false;
   constructor(readonly path: string, private readonly fd: number) {}
 
-  /** The refusal of an operation on a closed file (never the fd: its number may be reused). */
-  private closedError(op: string): IoError {
-    return new IoError(op, 9 /* EBADF */, `${op} on ${this.path} after it was closed`);
-  }
 
   pread(buf: Buffer, offsetBytes: number): Promise<number> {
-    if (this.closed) return Promise.reject(this.closedError('pread'));
+    if (this.closed) return Promise.reject(closedFileError('pread', this.path));
     checkAligned('pread', offsetBytes, buf.length);
     return new Promise((resolve, reject) => {
       fs.read(this.fd, buf, 0, buf.length, offsetBytes, (err, n) => (err ? reject(toIoError(err, 'pread', this.path)) : resolve(n)));
@@ -30,7 +26,7 @@ class FsFile implements BlockFile {
   }
 
   pwrite(buf: Buffer, offsetBytes: number, dsync = false): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError('pwrite'));
+    if (this.closed) return Promise.reject(closedFileError('pwrite', this.path));
     checkAligned('pwrite', offsetBytes, buf.length);
     return new Promise<void>((resolve, reject) => {
       fs.write(this.fd, buf, 0, buf.length, offsetBytes, (err, n) => {
@@ -42,7 +38,7 @@ class FsFile implements BlockFile {
   }
 
   pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync = false): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError('pwritev'));
+    if (this.closed) return Promise.reject(closedFileError('pwritev', this.path));
     let total = 0;
     for (const b of bufs) total += b.length;
     checkAligned('pwritev', offsetBytes, total);
@@ -56,7 +52,7 @@ class FsFile implements BlockFile {
   }
 
   fdatasync(): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError('fdatasync'));
+    if (this.closed) return Promise.reject(closedFileError('fdatasync', this.path));
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.fd, (err) => (err ? reject(toIoError(err, 'fdatasync', this.path)) : resolve()));
     });
@@ -68,7 +64,7 @@ class FsFile implements BlockFile {
   }
 
   async zeroRange(offsetBytes: number, lengthBytes: number): Promise<void> {
-    if (this.closed) throw this.closedError('pwrite');
+    if (this.closed) throw closedFileError('pwrite', this.path);
     checkAligned('zeroRange', offsetBytes, lengthBytes);
     const zeros = Buffer.alloc(Math.min(zeroChunkBytes, lengthBytes));
     for (let done = 0; done < lengthBytes; done += zeros.length) {
@@ -87,12 +83,12 @@ class FsFile implements BlockFile {
   }
 
   size(): Promise<number> {
-    if (this.closed) return Promise.reject(this.closedError('fstat'));
+    if (this.closed) return Promise.reject(closedFileError('fstat', this.path));
     return fdSize(this.fd, this.path);
   }
 
   truncate(sizeBytes: number): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError('ftruncate'));
+    if (this.closed) return Promise.reject(closedFileError('ftruncate', this.path));
     return fdTruncate(this.fd, sizeBytes, this.path);
   }
 

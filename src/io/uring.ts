@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import { assert } from '../common/assert.js';
 import { IoError, Unavailable } from '../common/errors.js';
-import { checkAligned, toIoError } from './check.js';
+import { checkAligned, closedFileError, toIoError } from './check.js';
 import { fdClose, fdSize, fdTruncate } from './fd.js';
 import type { NativeAddon, NativeRing } from './native.js';
 import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
@@ -238,17 +238,9 @@ class UringFile implements BlockFile {
   private closed = false;
   constructor(private readonly io: UringBlockIo, private readonly addon: NativeAddon, readonly path: string, private readonly fd: number) {}
 
-  /**
-   * The refusal of an operation on a closed file. Never the fd: once closed, its number may
-   * already name another file this process opened since (a data file, a WAL segment), and a
-   * late write through a stale handle would land there.
-   */
-  private closedError(op: string): IoError {
-    return new IoError(op, 9 /* EBADF */, `${op} on ${this.path} after it was closed`);
-  }
 
   pread(buf: Buffer, offsetBytes: number): Promise<number> {
-    if (this.closed) return Promise.reject(this.closedError('pread'));
+    if (this.closed) return Promise.reject(closedFileError('pread', this.path));
     try {
       checkAligned('pread', offsetBytes, buf.length);
     } catch (err) {
@@ -261,7 +253,7 @@ class UringFile implements BlockFile {
   // straight from submitOne (no wrapper to drop it): callers of a void promise ignore it.
 
   pwrite(buf: Buffer, offsetBytes: number, dsync = false): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError('pwrite'));
+    if (this.closed) return Promise.reject(closedFileError('pwrite', this.path));
     try {
       checkAligned('pwrite', offsetBytes, buf.length);
     } catch (err) {
@@ -279,7 +271,7 @@ class UringFile implements BlockFile {
   }
 
   pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync = false): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError('pwritev'));
+    if (this.closed) return Promise.reject(closedFileError('pwritev', this.path));
     let total = 0;
     try {
       for (const b of bufs) {
@@ -302,26 +294,26 @@ class UringFile implements BlockFile {
   }
 
   fdatasync(): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError('fdatasync'));
+    if (this.closed) return Promise.reject(closedFileError('fdatasync', this.path));
     return this.io.submitOne(Op.Fsync, this.fd, this.path, null, null, 0, 1, 0) as Promise<unknown> as Promise<void>;
   }
 
   async punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
-    if (this.closed) throw this.closedError('fallocate');
+    if (this.closed) throw closedFileError('fallocate', this.path);
     checkAligned('punchHole', offsetBytes, lengthBytes);
     const c = this.addon.constants;
     await this.io.run(() => this.io.enqueue(Op.Fallocate, this.fd, this.path, null, null, offsetBytes, c.FALLOC_FL_PUNCH_HOLE | c.FALLOC_FL_KEEP_SIZE, lengthBytes));
   }
 
   async zeroRange(offsetBytes: number, lengthBytes: number): Promise<void> {
-    if (this.closed) throw this.closedError('fallocate');
+    if (this.closed) throw closedFileError('fallocate', this.path);
     checkAligned('zeroRange', offsetBytes, lengthBytes);
     const c = this.addon.constants;
     await this.io.run(() => this.io.enqueue(Op.Fallocate, this.fd, this.path, null, null, offsetBytes, c.FALLOC_FL_ZERO_RANGE | c.FALLOC_FL_KEEP_SIZE, lengthBytes));
   }
 
   async seekData(offsetBytes: number): Promise<number> {
-    if (this.closed) throw this.closedError('lseek');
+    if (this.closed) throw closedFileError('lseek', this.path);
     try {
       return this.addon.lseek(this.fd, offsetBytes, this.addon.constants.SEEK_DATA);
     } catch (err) {
@@ -330,7 +322,7 @@ class UringFile implements BlockFile {
   }
 
   async seekHole(offsetBytes: number): Promise<number> {
-    if (this.closed) throw this.closedError('lseek');
+    if (this.closed) throw closedFileError('lseek', this.path);
     try {
       return this.addon.lseek(this.fd, offsetBytes, this.addon.constants.SEEK_HOLE);
     } catch (err) {
@@ -339,12 +331,12 @@ class UringFile implements BlockFile {
   }
 
   size(): Promise<number> {
-    if (this.closed) return Promise.reject(this.closedError('fstat'));
+    if (this.closed) return Promise.reject(closedFileError('fstat', this.path));
     return fdSize(this.fd, this.path);
   }
 
   truncate(sizeBytes: number): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError('ftruncate'));
+    if (this.closed) return Promise.reject(closedFileError('ftruncate', this.path));
     return fdTruncate(this.fd, sizeBytes, this.path);
   }
 

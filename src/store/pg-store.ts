@@ -46,7 +46,7 @@ export const dedupeWindowRequests = 16384;
 /**
  * Present from the moment a snapshot restore starts replacing the data files until its index
  * is recorded in meta.json: a store that opens with it holds part of an image under an older
- * applied index (see PgStore.restoreCutShort).
+ * applied index (see PgStore.holdsPartialImage).
  */
 export const restoreMarkerFile = 'restoring';
 
@@ -118,7 +118,7 @@ export class PgStore {
   private closed = false;
   /**
    * The files hold part of an image: a restore is under way, or a crash cut one short (the
-   * restore marker was there at open; see restoreCutShort).
+   * restore marker was there at open; see holdsPartialImage).
    */
   private restoring = false;
   /**
@@ -177,20 +177,17 @@ export class PgStore {
     return this.meta.appliedIndex;
   }
 
+
   /**
-   * A snapshot restore was under way when this store last ran, and a crash cut it short: its
-   * data files were wiped and partly refilled from an image, while meta.json still names the
-   * applied index from before. Replaying the log from that index would not bring back the
-   * writes the wipe removed, so such a replica must be rebuilt from its leader (PgMover) and
-   * must never take part as it is; a completed restore (`finishRestore`, `restoreImage`)
+   * The files hold part of a snapshot image: a restore is under way, or one was when this
+   * store last ran and a crash cut it short. In the second case (asked right after open,
+   * before this process could start a restore of its own) the data files were wiped and
+   * partly refilled while meta.json still names the applied index from before: replaying the
+   * log from that index would not bring back what the wipe removed, so the replica must be
+   * rebuilt from its leader (PgMover) and never take part as it is. In either case there is
+   * no state to serve or checksum. A completed restore (`finishRestore`, `restoreImage`)
    * clears the mark.
    */
-  get restoreCutShort(): boolean {
-    // Asked right after open, before this process could have started a restore of its own.
-    return this.restoring;
-  }
-
-  /** The files hold part of an image: a restore is under way, or a crash cut one short. */
   get holdsPartialImage(): boolean {
     return this.restoring;
   }

@@ -286,13 +286,13 @@ test('a restore cut short by a crash leaves its mark: a reopened store says so, 
   const dst = await openStore(dir);
   await dst.apply(1, 1, encodeWrite(1, 0, Buffer.alloc(4096, 0x55)));
   await dst.checkpoint();
-  assert.equal(dst.restoreCutShort, false);
+  assert.equal(dst.holdsPartialImage, false);
   // The streamed restore starts (the data files are wiped), takes one chunk, and the node dies.
   await dst.beginRestore();
   await dst.restoreChunk(await src.imageChunk(null, 4096));
   await dst.close();
   const reopened = await openStore(dir);
-  assert.equal(reopened.restoreCutShort, true, 'the crash cut the restore short');
+  assert.equal(reopened.holdsPartialImage, true, 'the crash cut the restore short');
   assert.equal(reopened.durableIndex, 1, 'meta.json still names the index from before');
   await assert.rejects(reopened.imageChunk(null, 4096), /restoring a snapshot/);
   // The rebuild (a full restore) clears the mark, durably.
@@ -303,17 +303,17 @@ test('a restore cut short by a crash leaves its mark: a reopened store says so, 
     cursor = chunk.next;
   }
   await reopened.finishRestore(6, 1);
-  assert.equal(reopened.restoreCutShort, false);
+  assert.equal(reopened.holdsPartialImage, false);
   await reopened.close();
   const again = await openStore(dir);
-  assert.equal(again.restoreCutShort, false);
+  assert.equal(again.holdsPartialImage, false);
   assert.equal(again.durableIndex, 6);
   assert.deepEqual(await readAll(again, 1, 0, 7 * 4096), await readAll(src, 1, 0, 7 * 4096));
   await again.close();
   // restoreImage (the whole image at once) marks and clears the same way.
   const whole = await openStore(tempDir(t));
   await whole.restoreImage(await src.snapshotImage(), 6, 1);
-  assert.equal(whole.restoreCutShort, false);
+  assert.equal(whole.holdsPartialImage, false);
   await whole.close();
   await src.close();
 });
@@ -333,7 +333,7 @@ test('a restore never completes on a store closed under it: the next chunk and t
   await assert.rejects(dst.restoreChunk(await src.imageChunk(first.next, 4096)), { code: 'UNAVAILABLE' });
   await assert.rejects(dst.finishRestore(8, 1), { code: 'UNAVAILABLE' });
   const reopened = await openStore(dir);
-  assert.equal(reopened.restoreCutShort, true, 'the restore is known cut short, so the replica is rebuilt');
+  assert.equal(reopened.holdsPartialImage, true, 'the restore is known cut short, so the replica is rebuilt');
   assert.equal(reopened.durableIndex, 0);
   await reopened.close();
   // Closing while the end syncs the files is refused too (the close lands between its steps).
