@@ -5,6 +5,7 @@ import { performance } from 'node:perf_hooks';
 import type { BenchOptions } from './args.js';
 import { prefill, runFioProfile, type FioProfile } from './fio.js';
 import { treeCpuUs } from './cpu.js';
+import { diskOf, diskPerOp, readDisk } from './disk.js';
 import { summarizeProfileDir } from './cpuprofile.js';
 import type { RunningServer, ServerSpec } from './peers.js';
 import { formatTable, medianByIops, type BenchRow, type RowNotes, type Target } from './table.js';
@@ -61,8 +62,10 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
     const profiles = cfg.profiles.filter((p) => opts.profiles.length === 0 || opts.profiles.includes(p.name));
     if (specs.length === 0 || profiles.length === 0) throw new Error('no server or no profile selected');
     const cores = cpus().length;
+    // Every server's files are under runDir: this disk serves them all (fio's own I/O is over NBD).
+    const disk = diskOf(runDir);
     log(`${cfg.title}: ${specs.length} servers × ${profiles.length} profiles × ${opts.repeat} runs of ${opts.runtimeS} s; ` +
-      `${cores} cores, load ${fmtLoad()}; files in ${runDir}`);
+      `${cores} cores, load ${fmtLoad()}; files in ${runDir} (disk ${disk ?? 'none: no device columns'})`);
 
     let sizeBytes = opts.sizeBytes;
     for (const spec of specs) {
@@ -110,12 +113,14 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
           const { srv } = started[(i + rep) % started.length];
           let res;
           let cpu0 = 0;
+          let disk0;
           try {
             // Unmeasured first: the same profile warms the server's path (a JIT compiles what
             // runs hot; a cluster's leaders settle where this client's requests go), for every
             // server alike, so that the measured run sees its steady state, not its start.
             if (opts.warmupS > 0) await runFioProfile(srv.uri, profile, opts.warmupS, sizeBytes);
             cpu0 = treeCpuUs(srv.pid, srv.cpuComm);
+            disk0 = disk === undefined ? undefined : readDisk(disk);
             res = await runFioProfile(srv.uri, profile, opts.runtimeS, sizeBytes);
           } catch (e) {
             log(`FAILED ${srv.name} ${profile.name}: ${(e as Error).message.trim()}`);
@@ -131,7 +136,8 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
             p99Us: round(res.p99Us, 1),
             serverCpuUsPerOp: res.ios > 0 ? round(cpuUs / res.ios, 2) : undefined,
           };
-          const notes = { load1: loadavg()[0] };
+          const disk1 = disk === undefined ? undefined : readDisk(disk);
+          const notes = { load1: loadavg()[0], disk: disk0 && disk1 ? diskPerOp(disk0, disk1, res.ios) : undefined };
           log(`${srv.name} ${profile.name}: ${row.iops.toFixed(0)} IOPS ${row.mibps.toFixed(1)} MiB/s ` +
             `p50 ${row.p50Us} µs p99 ${row.p99Us} µs cpu ${row.serverCpuUsPerOp ?? '-'} µs/op load ${fmtLoad()}`);
           const key = `${srv.name}\u0000${profile.name}`;
@@ -166,6 +172,10 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
     }
     process.stdout.write('  CPU µs/op: user+system CPU of the server\'s processes during the run ÷ requests completed (idle CPU included).\n');
     process.stdout.write('  fio sends no FLUSH in these profiles unless the name says flushN (a FLUSH every N writes).\n');
+    if (disk !== undefined) {
+      process.stdout.write(`  device ${disk} per request: writes / flushes / KiB written that /proc/diskstats counted during the run ÷ requests ` +
+        '(the whole disk: anything else writing to it counts too); µs: mean issue-to-completion time of a device write / flush.\n');
+    }
 
     const jsonRows = rows.map((r) => {
       if (cfg.cpuInJson) return r;

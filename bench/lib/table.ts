@@ -1,3 +1,5 @@
+import type { DiskPerOp } from './disk.js';
+
 /** One measured (server, profile) cell, as written to the JSON results. */
 export interface BenchRow {
   server: string;
@@ -14,6 +16,8 @@ export interface BenchRow {
 export interface RowNotes {
   /** 1-minute load average when the run ended (the machine is shared: numbers are noisy). */
   load1: number;
+  /** What the disk under the servers' files did per request (absent without a block device). */
+  disk?: DiskPerOp;
 }
 
 /** A goal for the subject: an IOPS ratio to a peer, or a p99 latency bound. */
@@ -28,7 +32,9 @@ export type Target =
 export function formatTable(rows: readonly BenchRow[], notes: ReadonlyMap<BenchRow, RowNotes>, subject: string, targets: readonly Target[] = []): string {
   const profiles = [...new Set(rows.map((r) => r.profile))];
   const withCpu = rows.some((r) => r.serverCpuUsPerOp !== undefined);
-  const header = ['profile', 'server', 'IOPS', 'MiB/s', 'p50 µs', 'p99 µs', ...(withCpu ? ['CPU µs/op'] : []), `${subject} ÷ this`, 'load1'];
+  const withDisk = rows.some((r) => notes.get(r)?.disk !== undefined);
+  const header = ['profile', 'server', 'IOPS', 'MiB/s', 'p50 µs', 'p99 µs', ...(withCpu ? ['CPU µs/op'] : []), `${subject} ÷ this`, 'load1',
+    ...(withDisk ? ['dev writes / flushes / KiB per op', 'dev µs write / flush'] : [])];
   const lines: string[][] = [header];
   for (const profile of profiles) {
     const block = rows.filter((r) => r.profile === profile);
@@ -44,6 +50,7 @@ export function formatTable(rows: readonly BenchRow[], notes: ReadonlyMap<BenchR
         ...(withCpu ? [r.serverCpuUsPerOp === undefined ? '-' : fmt(r.serverCpuUsPerOp, 1)] : []),
         subj && r.iops > 0 ? `${(subj.iops / r.iops).toFixed(2)}×` : '-',
         fmt(notes.get(r)?.load1 ?? NaN, 2),
+        ...(withDisk ? diskCells(notes.get(r)?.disk) : []),
       ]);
     }
   }
@@ -67,6 +74,11 @@ export function formatTable(rows: readonly BenchRow[], notes: ReadonlyMap<BenchR
     out.push(`target ${subject} ≥ ${t.minRatio}× ${t.peer} IOPS on ${t.profile}: ${ratio.toFixed(2)}× ${ratio >= t.minRatio ? 'MET' : 'MISSED'}`);
   }
   return out.join('\n');
+}
+
+function diskCells(d: DiskPerOp | undefined): string[] {
+  if (!d) return ['-', '-'];
+  return [`${fmt(d.writesPerOp, 2)} / ${fmt(d.flushesPerOp, 2)} / ${fmt(d.kibWrittenPerOp, 1)}`, `${fmt(d.writeMeanUs, 0)} / ${fmt(d.flushMeanUs, 0)}`];
 }
 
 function fmt(n: number, digits: number): string {
