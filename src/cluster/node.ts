@@ -32,9 +32,10 @@ import { writeFileDurably } from '../common/durable-file.js';
 import { encodeRange, encodeWrite, maxOpLengthBytes, OpKind } from '../store/ops.js';
 import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, splitRange } from '../gateway/split.js';
-import { MultiRaftHost, type Group, type RepairPoint } from './host.js';
+import { defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
+import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
 import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxPgsPerPool, metaCommandIdFromWire, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, planMetaGroup, sameConfState } from './meta-group-plan.js';
@@ -64,6 +65,8 @@ export interface NodeOptions {
 }
 
 const requestTimeoutMs = 4000;
+/** A replica asked whom it follows answers at once, or is skipped for the next one. */
+const leaderProbeTimeoutMs = 500;
 /** Data per streamed snapshot chunk (one frame). */
 const snapshotChunkBytes = 8 * 1024 * 1024;
 /** Voters of the metadata group (group 0) once enough nodes have registered. */
@@ -142,6 +145,8 @@ export class StorageNode implements PgClient {
   private metaTimer: NodeJS.Timeout | undefined;
   private affinityTimer: NodeJS.Timeout | undefined;
   private readonly affinity = new LeaderAffinity();
+  /** Leaders of PGs this node has no replica of, watched while pieces wait on them. */
+  private readonly remoteLeaders: RemoteLeaderWatch;
   private leaderHandovers!: Counter;
   private stopping = false;
   addresses!: NodeAddresses;
@@ -167,6 +172,13 @@ export class StorageNode implements PgClient {
     this.fencedMessages = new Counter({ name: 'raftblock_transport_fenced_messages_total', help: 'Raft messages dropped: sender not a replica of the group in this map', registers: [this.registry] });
     this.leaderHandovers = new Counter({ name: 'raftblock_pg_leader_handovers_total', help: 'PG leaderships handed to the node whose gateway sent most of their requests', registers: [this.registry] });
     this.malformedMessages = new Counter({ name: 'raftblock_transport_malformed_messages_total', help: 'Raft messages dropped: malformed, or not from the node that sent the frame', registers: [this.registry] });
+    // Replicas elect a new leader within about an election timeout of losing the old one: ask
+    // them from half of it on, four times per election timeout.
+    const electionTimeoutMs = defaultElectionTicks * (opts.tickMs ?? defaultTickMs);
+    this.remoteLeaders = new RemoteLeaderWatch((group, peer) => this.probeLeader(group, peer), {
+      probeAfterMs: electionTimeoutMs / 2,
+      probeIntervalMs: electionTimeoutMs / 4,
+    });
   }
 
   map(): ClusterMap {
@@ -921,6 +933,12 @@ export class StorageNode implements PgClient {
         this.affinity.note(g, Number(from));
         return this.serveLocal(g, q, epoch);
       }
+      case 'lead': {
+        // Advisory, for gateways without a replica (RemoteLeaderWatch): whom this replica follows.
+        const g = a.g;
+        if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < maxPgsPerPool) throw new InvalidArgument('lead: bad group id');
+        return { lead: this.host.groups.get(g)?.lead ?? 0 };
+      }
       case 'join': {
         // Open to a node that has no cluster id yet (transport.ts): registering itself is all it may do.
         const cmd = a.cmd as MapCommand | undefined;
@@ -1132,7 +1150,7 @@ export class StorageNode implements PgClient {
     for (;;) {
       try {
         if (target === this.id) this.affinity.note(groupId, this.id);
-        const r = target === this.id ? await this.serveLocal(groupId, req) : await this.forward(target, groupId, req);
+        const r = target === this.id ? await this.serveLocal(groupId, req) : await this.forward(target, groupId, req, replicas);
         this.leaderCache.set(groupId, target);
         return r;
       } catch (err) {
@@ -1162,14 +1180,30 @@ export class StorageNode implements PgClient {
   }
 
   /**
-   * Sends a piece to the PG leader on node `target`. Abandoned when this node's replica of the
-   * group sees its leader change: the target may be cut off and never answer; the caller
-   * retries at the new leader, and the request id keeps a write that did land from applying
-   * twice.
+   * Sends a piece to the PG leader on node `target`. Abandoned when the group's leader is seen
+   * to change (the target may be cut off, or frozen, and never answer): by this node's replica
+   * of the group, or, on a node without one, by the group's other replicas when asked
+   * (RemoteLeaderWatch). The caller retries at the new leader, and the request id keeps a
+   * write that did land from applying twice.
    */
-  private forward(target: number, groupId: number, req: PgRequest): Promise<unknown> {
+  private forward(target: number, groupId: number, req: PgRequest, replicas: readonly number[]): Promise<unknown> {
     const local = this.host.groups.get(groupId);
-    return this.transport.request(String(target), 'io', { g: groupId, q: req }, requestTimeoutMs, local?.leadChanged, () => new NotLeader(`group ${groupId}: its leader changed while a request to node ${target} was in flight`));
+    const args = { g: groupId, q: req };
+    if (local) {
+      return this.transport.request(String(target), 'io', args, requestTimeoutMs, local.leadChanged, () => new NotLeader(`group ${groupId}: its leader changed while a request to node ${target} was in flight`));
+    }
+    const ticket = this.remoteLeaders.watch(groupId, target, replicas);
+    const replaced = (): Error => new NotLeader(`group ${groupId}: its replicas follow node ${ticket.replacedBy} now; node ${target} has not answered`, String(ticket.replacedBy));
+    const answer = this.transport.request(String(target), 'io', args, requestTimeoutMs, ticket.signal, replaced);
+    answer.then(ticket.release, ticket.release);
+    return answer;
+  }
+
+  /** The node `peer` follows as leader of `group` (0: none known there). */
+  private async probeLeader(group: number, peer: number): Promise<number> {
+    const r = (await this.transport.request(String(peer), 'lead', { g: group }, leaderProbeTimeoutMs)) as { lead?: unknown } | undefined;
+    const lead = r?.lead;
+    return typeof lead === 'number' && Number.isSafeInteger(lead) && lead >= 0 ? lead : 0;
   }
 
   /** Ends an affinity round: hands PGs to the node whose gateway sends them their I/O. */
@@ -1372,6 +1406,7 @@ export class StorageNode implements PgClient {
     this.stopping = true;
     if (this.metaTimer) clearInterval(this.metaTimer);
     if (this.affinityTimer) clearInterval(this.affinityTimer);
+    this.remoteLeaders.stop();
     this.pgMover?.stop();
     this.log.info('stopping');
     await this.nbd.close().catch((err) => this.log.warn('nbd close', { err }));
