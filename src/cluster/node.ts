@@ -41,6 +41,7 @@ import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClust
 import { checkMetaRemoval, planMetaGroup, sameConfState } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
+import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
 import type { GroupDigest, GroupRole, GroupStatus, NodeStatus, RemoveNodeResponse, ReplaceNodeResponse } from './admin-client.js';
@@ -62,6 +63,8 @@ export interface NodeOptions {
   ioBackend?: 'uring' | 'fs' | 'auto';
   /** PG leadership moves toward the gateway that sends a PG most of its requests (default on). */
   leaderFollowsIo?: boolean;
+  /** Peers must prove this key on every connection (peer-auth.ts); absent: none is asked. */
+  clusterKey?: ClusterKey;
 }
 
 const requestTimeoutMs = 4000;
@@ -211,6 +214,7 @@ export class StorageNode implements PgClient {
       awaitingJoin: this.awaitingJoin,
       incarnation: this.incarnation,
       incarnationOf: (id) => this.incarnationOf(id),
+      clusterKey: this.opts.clusterKey,
       handlers: {
         onMessages: (from, epoch, msgs) => this.host?.receive(Number(from), this.fenceMessages(Number(from), epoch, msgs)),
         onRequest: (from, epoch, op, args, joining) => this.serve(from, epoch, op, args, joining),

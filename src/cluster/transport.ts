@@ -27,6 +27,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { authenticateAsAcceptor, authenticateAsDialer, type ClusterKey } from './peer-auth.js';
 import { assert } from '../common/assert.js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { listenOn, parseHostPort, type HostPort } from '../common/address.js';
@@ -79,6 +80,11 @@ export interface TransportOptions {
    * still running after a fresh one took its id).
    */
   incarnationOf?(id: string): string | undefined;
+  /**
+   * The cluster's pre-shared key: every connection, accepted or dialed, proves it before its
+   * first frame (peer-auth.ts); one that does not is closed. Absent: no proof is asked.
+   */
+  clusterKey?: ClusterKey;
 }
 
 interface Conn {
@@ -148,6 +154,7 @@ interface TransportMetrics {
   dropped: Counter;
   queueBytes: Gauge;
   connections: Gauge;
+  unauthenticated: Counter;
 }
 
 function makeMetrics(registry: Registry | undefined): TransportMetrics {
@@ -173,6 +180,11 @@ function makeMetrics(registry: Registry | undefined): TransportMetrics {
       help: 'Frames refused (their connection closed): sent in a newer wire protocol than this node speaks',
       registers,
     }),
+    unauthenticated: new Counter({
+      name: 'raftblock_transport_unauthenticated_connections_total',
+      help: 'Peer connections closed before their first frame: the far end did not prove the cluster key (or this node does not hold the one it asked for)',
+      registers,
+    }),
     dropped: new Counter({ name: 'raftblock_transport_dropped_messages_total', help: 'Raft messages dropped for an unreachable peer', registers }),
     queueBytes: new Gauge({ name: 'raftblock_transport_queue_bytes', help: 'Bytes waiting in socket send buffers', registers }),
     connections: new Gauge({ name: 'raftblock_transport_connections', help: 'Open peer connections', registers }),
@@ -187,6 +199,8 @@ export class Transport {
   private server: Server | undefined;
   private readonly peers = new Map<string, Peer>();
   private readonly conns = new Set<Conn>();
+  /** Sockets still proving the cluster key (not yet conns): closed with the transport. */
+  private readonly authenticating = new Set<Socket>();
   private readonly pending = new Map<number, Pending>();
   /** Random start: a restarted process does not reuse its previous life's ids (see the top). */
   private nextRequestId = randomInt(1, 2 ** 47);
@@ -206,7 +220,7 @@ export class Transport {
 
   /** Starts listening; returns the bound address. */
   async start(): Promise<HostPort> {
-    const server = createServer((socket) => this.adopt(socket, undefined, undefined));
+    const server = createServer((socket) => this.accept(socket));
     const a = await listenOn(server, this.opts.listen, 'peer transport (--peer)');
     this.server = server;
     this.advertised = this.opts.advertise ?? `${a.host}:${a.port}`;
@@ -356,12 +370,17 @@ export class Transport {
         reject(new Unavailable(`${addr} closed the connection before it answered`));
       });
       socket.once('connect', () => {
-        const conn = this.adopt(socket, undefined, this.nodeId, (remote) => {
+        this.proveKey(socket, 'dialer', `seed ${addr}`, () => {
+          const conn = this.adopt(socket, undefined, this.nodeId, (remote) => {
+            clearTimeout(timer);
+            this.setPeerAddress(remote, addr);
+            resolve(remote);
+          });
+          this.writeFrame(conn, this.intro());
+        }, (err) => {
           clearTimeout(timer);
-          this.setPeerAddress(remote, addr);
-          resolve(remote);
+          reject(err);
         });
-        this.writeFrame(conn, this.intro());
       });
     });
   }
@@ -376,6 +395,8 @@ export class Transport {
     }
     for (const c of this.conns) c.socket.destroy();
     this.conns.clear();
+    for (const socket of this.authenticating) socket.destroy();
+    this.authenticating.clear();
     const server = this.server;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
@@ -501,18 +522,67 @@ export class Transport {
     socket.once('error', onFail);
     socket.once('connect', () => {
       socket.off('error', onFail);
-      peer.dialing = false;
-      // The backoff is reset when the far end answers as a member of this cluster (`heard`);
-      // until then a connection counts as an attempt, so a node that refuses us is redialed
-      // less and less often.
-      peer.nextDialAt = Date.now() + peer.backoffMs;
-      peer.backoffMs = Math.min(peer.backoffMs * 2, reconnectMaxMs);
-      const conn = this.adopt(socket, peer.id, this.nodeId);
-      this.bind(peer, conn);
-      // The first frame introduces us; it also carries whatever is queued.
-      this.writeFrame(conn, this.intro());
-      this.flush(peer);
+      this.proveKey(socket, 'dialer', `node ${peer.id} at ${peer.addr}`, () => this.dialed(peer, socket), onFail);
     });
+  }
+
+  /** A dial to `peer` connected (and proved the cluster key, if there is one). */
+  private dialed(peer: Peer, socket: Socket): void {
+    peer.dialing = false;
+    // The backoff is reset when the far end answers as a member of this cluster (`heard`);
+    // until then a connection counts as an attempt, so a node that refuses us is redialed
+    // less and less often.
+    peer.nextDialAt = Date.now() + peer.backoffMs;
+    peer.backoffMs = Math.min(peer.backoffMs * 2, reconnectMaxMs);
+    const conn = this.adopt(socket, peer.id, this.nodeId);
+    this.bind(peer, conn);
+    // The first frame introduces us; it also carries whatever is queued.
+    this.writeFrame(conn, this.intro());
+    this.flush(peer);
+  }
+
+  /** An accepted connection: taken once it proved the cluster key (at once without one). */
+  private accept(socket: Socket): void {
+    this.proveKey(socket, 'acceptor', 'an accepted connection', () => {
+      this.adopt(socket, undefined, undefined);
+    });
+  }
+
+  /**
+   * Runs `then` on `socket` once the far end proved the cluster key (at once without a key);
+   * else closes the socket, warns, counts it, and runs `failed`. The socket is paused during
+   * the exchange and resumed after `then` attached the frame reader.
+   */
+  private proveKey(socket: Socket, role: 'dialer' | 'acceptor', who: string, then: () => void, failed?: (err: Error) => void): void {
+    const key = this.opts.clusterKey;
+    if (!key) {
+      then();
+      return;
+    }
+    socket.setNoDelay(true);
+    // 'error' after a failed exchange must not be unhandled; adopt() listens once it takes over.
+    socket.on('error', () => {});
+    this.authenticating.add(socket);
+    const exchange = role === 'dialer' ? authenticateAsDialer(socket, key) : authenticateAsAcceptor(socket, key);
+    exchange.then(
+      () => {
+        this.authenticating.delete(socket);
+        if (this.closing || socket.destroyed) {
+          socket.destroy();
+          failed?.(new Unavailable('transport closed'));
+          return;
+        }
+        then();
+        socket.resume();
+      },
+      (err: Error) => {
+        this.authenticating.delete(socket);
+        this.metrics.unauthenticated.inc();
+        if (!this.closing) this.log.warn('peer connection closed: the cluster key was not proved', { peer: who, remote: `${socket.remoteAddress}:${socket.remotePort}`, err: err.message });
+        socket.destroy();
+        failed?.(err);
+      },
+    );
   }
 
   /** Fails the requests queued for `peer` (none of them was written anywhere) with Unavailable. */

@@ -168,3 +168,10 @@ export class NodeRemoved extends RaftblockError {
     super('NODE_REMOVED', message);
   }
 }
+
+/** A peer connection did not prove it holds the cluster's key (or sent no proof at all). */
+export class Unauthenticated extends RaftblockError {
+  constructor(message: string) {
+    super('UNAUTHENTICATED', message);
+  }
+}

@@ -7,8 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
+import { encodeFrame } from '../../src/cluster/frame.js';
 import { nodeV8Flags } from '../../src/cli/node-flags.js';
 import { requireTools, tempDir } from '../helpers/tools.js';
 import { currentPids, freeBase, startCluster, stopCluster } from './start-cluster.js';
@@ -117,6 +119,31 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
       const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
       for (const flag of nodeV8Flags) assert.ok(argv.includes(flag), `node ${pid} runs without ${flag}: ${argv.join(' ')}`);
     }
+  });
+
+  await t.test('the nodes prove the cluster key: a peer connection without it is closed before its first frame', async () => {
+    const keyPath = join(dir, 'cluster.key');
+    assert.equal(statSync(keyPath).mode & 0o777, 0o600, 'the cluster key is readable by its owner only');
+    for (const pid of cluster.ready.pids) {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      assert.equal(argv[argv.indexOf('--cluster-key-file') + 1], keyPath, `node ${pid} runs without the key: ${argv.join(' ')}`);
+    }
+    const unauthenticated = async (): Promise<number> =>
+      Number(/^raftblock_transport_unauthenticated_connections_total (\d+)/m.exec(await (await fetch(`http://${cluster.ready.http[0]}/metrics`)).text())?.[1] ?? 0);
+    const before = await unauthenticated();
+    // A frame as a keyless node sends it: the node reads none of it and closes the connection.
+    const map = (await (await fetch(`http://${cluster.ready.http[0]}/v1/map`)).json()) as { clusterId?: string };
+    const closed = await new Promise<boolean>((resolve, reject) => {
+      const s = createConnection({ host: '127.0.0.1', port: ports.peer }, () => {
+        s.write(encodeFrame({ from: '2', addr: '127.0.0.1:1', epoch: 1_000_000, c: map.clusterId ?? '', reqs: [{ id: 1, op: 'getMap', a: {} }] }));
+      });
+      s.on('data', () => resolve(false));
+      s.on('close', () => resolve(true));
+      s.on('error', reject);
+      setTimeout(() => resolve(false), 15_000).unref();
+    });
+    assert.ok(closed, 'the connection stayed open or was answered');
+    assert.equal(await unauthenticated(), before + 1);
   });
 
   await t.test('nbdinfo sees the 1 GiB volume with multi-conn, trim, zero and block status', async () => {

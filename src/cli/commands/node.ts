@@ -16,6 +16,7 @@ import { InvalidArgument } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
 import { parseLabels } from '../../cluster/map.js';
+import { ClusterKey } from '../../cluster/peer-auth.js';
 import { StorageNode } from '../../cluster/node.js';
 import { registerNodeAdmin } from './node-admin.js';
 
@@ -30,6 +31,7 @@ interface NodeCliOptions {
   join?: string;
   advertise?: string;
   leaderFollowsIo: boolean;
+  clusterKeyFile?: string;
 }
 
 export function register(program: Command): void {
@@ -45,6 +47,7 @@ export function register(program: Command): void {
     .option('--bootstrap', 'found a new cluster (this node runs the metadata group)')
     .option('--join <host:port,...>', 'peer addresses of existing nodes to join through')
     .option('--advertise <host:port>', 'peer address other nodes dial (when --peer binds 0.0.0.0)')
+    .option('--cluster-key-file <path>', 'a file of at least 16 bytes that every node of the cluster holds a copy of: peers prove it on every connection (without it, any process that reaches --peer is taken for a node)')
     .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
     .action(async (opts: Partial<NodeCliOptions>, cmd: Command) => {
       for (const [key, flag] of [['id', '--id <n>'], ['data', '--data <dir>']] as const) {
@@ -75,7 +78,9 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     ioBackend: parseIoBackendChoice(process.env.RAFTBLOCK_IO),
     tickMs: process.env.RAFTBLOCK_TICK_MS ? Number(process.env.RAFTBLOCK_TICK_MS) : undefined,
     leaderFollowsIo: opts.leaderFollowsIo,
+    clusterKey: opts.clusterKeyFile === undefined ? undefined : ClusterKey.fromFile(opts.clusterKeyFile),
   });
+  if (opts.clusterKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
   await node.start();
   process.stdout.write(JSON.stringify({ event: 'listening', id, ...node.addresses }) + '\n');
   await new Promise<void>((resolve) => {

@@ -24,6 +24,7 @@ import { InvalidArgument, Unavailable } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { AdminClient, defaultAdminHttpPort } from '../../cluster/admin-client.js';
 import { allGroups, maxPgsPerPool } from '../../cluster/map.js';
+import { ClusterKey } from '../../cluster/peer-auth.js';
 import { missingFlags, nodeV8Flags } from '../node-flags.js';
 
 interface StartOptions {
@@ -135,6 +136,11 @@ async function start(opts: StartOptions): Promise<void> {
     };
     writeFileSync(layoutPath, JSON.stringify(layout, null, 2) + '\n');
   }
+  // The nodes prove this key to each other on every peer connection (peer-auth.ts). Made with
+  // the cluster; a data dir from before keys gets one now (its nodes all start together).
+  const keyPath = join(dataDir, 'cluster.key');
+  if (!existsSync(keyPath)) writeFileSync(keyPath, ClusterKey.generateText(), { mode: 0o600, flag: 'wx' });
+  ClusterKey.fromFile(keyPath); // a damaged key file stops here, not in every node
   const addr = (base: number, i: number): string => `${layout.host}:${base + i}`;
   const children: ChildProcess[] = [];
   let stopping = false;
@@ -172,6 +178,7 @@ async function start(opts: StartOptions): Promise<void> {
       '--nbd', addr(layout.nbdPort, i),
       '--http', addr(layout.httpPort, i),
       '--labels', `zone=z${id},rack=r${id},host=h${id}`,
+      '--cluster-key-file', keyPath,
       ...(i === 0 ? ['--bootstrap'] : ['--join', addr(layout.peerPort, 0)]),
     ];
     const logPath = join(dataDir, `node-${id}.log`);

@@ -1,0 +1,130 @@
+/**
+ * Peer authentication: with a cluster key configured (`--cluster-key-file`), every peer
+ * connection starts with a challenge-response on the raw socket, before the first frame:
+ *
+ *   dialer   → acceptor   hello:   magic "RBPA" | version 1 | 11 zero bytes | nonce_d (16)
+ *   acceptor → dialer     proof:   nonce_a (16) | HMAC-SHA256(key, "raftblock acceptor" | nonce_d | nonce_a)
+ *   dialer   → acceptor   proof:   HMAC-SHA256(key, "raftblock dialer" | nonce_a | nonce_d)
+ *
+ * Each side proves the key over a nonce the other just chose, so a recorded exchange cannot
+ * be replayed, and the role labels keep one side's proof from being reflected as the
+ * other's. The dialer sends nothing of its own (no frame, no queued request) before the
+ * acceptor has proved the key: an impostor at a peer's address learns nothing. The acceptor
+ * reads no frame before the dialer's proof. Frames then flow as without a key: this
+ * authenticates who may connect, it does not encrypt or sign the traffic.
+ *
+ * A node without a key speaking to one with a key fails closed either way: its first frame is
+ * no hello (refused), and a hello read as a frame announces an impossible length (refused).
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { InvalidArgument, Unauthenticated } from '../common/errors.js';
+
+const magic = Buffer.from('RBPA\x01', 'latin1');
+const helloBytes = 32;
+const nonceBytes = 16;
+const macBytes = 32;
+/** Key material below this many bytes is refused (a typo, an empty file). */
+export const minKeyBytes = 16;
+/** A side that has not sent its part of the exchange by then is dropped. */
+export const authTimeoutMs = 5000;
+
+/** The cluster's pre-shared key. */
+export class ClusterKey {
+  private constructor(private readonly key: Buffer) {}
+
+  /**
+   * Reads a key file: its bytes, less trailing line ends (so a key written as hex or base64
+   * text with `echo` matches the same text written without a newline). Every node of a
+   * cluster reads a copy of the same file.
+   */
+  static fromFile(path: string): ClusterKey {
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(path);
+    } catch (err) {
+      throw new InvalidArgument(`cannot read the cluster key file ${path}: ${(err as Error).message}`);
+    }
+    let end = bytes.length;
+    while (end > 0 && (bytes[end - 1] === 0x0a || bytes[end - 1] === 0x0d)) end--;
+    return ClusterKey.fromBytes(bytes.subarray(0, end), path);
+  }
+
+  static fromBytes(bytes: Uint8Array, what = 'the cluster key'): ClusterKey {
+    if (bytes.length < minKeyBytes) throw new InvalidArgument(`${what} holds ${bytes.length} bytes; a cluster key needs at least ${minKeyBytes}`);
+    return new ClusterKey(Buffer.from(bytes));
+  }
+
+  /** Fresh key material for a new cluster (32 random bytes, as hex text). */
+  static generateText(): string {
+    return randomBytes(32).toString('hex') + '\n';
+  }
+
+  mac(label: string, first: Buffer, second: Buffer): Buffer {
+    return createHmac('sha256', this.key).update(label).update(first).update(second).digest();
+  }
+}
+
+/**
+ * The dialer's side, on a connected socket. Resolves once the acceptor proved the key and
+ * this side's proof is written; the socket is then paused, holding any bytes that followed.
+ */
+export async function authenticateAsDialer(socket: Socket, key: ClusterKey, timeoutMs = authTimeoutMs): Promise<void> {
+  const nonceD = randomBytes(nonceBytes);
+  const hello = Buffer.alloc(helloBytes);
+  magic.copy(hello, 0);
+  nonceD.copy(hello, helloBytes - nonceBytes);
+  socket.write(hello);
+  const reply = await readExactly(socket, nonceBytes + macBytes, timeoutMs, 'the acceptor\'s proof');
+  const nonceA = reply.subarray(0, nonceBytes);
+  const want = key.mac('raftblock acceptor', nonceD, nonceA);
+  if (!timingSafeEqual(reply.subarray(nonceBytes), want)) throw new Unauthenticated('the node dialed does not hold this cluster\'s key');
+  socket.write(key.mac('raftblock dialer', nonceA, nonceD));
+}
+
+/** The acceptor's side, on an accepted socket; like authenticateAsDialer, leaves it paused. */
+export async function authenticateAsAcceptor(socket: Socket, key: ClusterKey, timeoutMs = authTimeoutMs): Promise<void> {
+  const hello = await readExactly(socket, helloBytes, timeoutMs, 'a hello');
+  if (!hello.subarray(0, magic.length).equals(magic)) throw new Unauthenticated('the peer sent no authentication hello (does it run without the cluster key?)');
+  const nonceD = hello.subarray(helloBytes - nonceBytes);
+  const nonceA = randomBytes(nonceBytes);
+  socket.write(Buffer.concat([nonceA, key.mac('raftblock acceptor', nonceD, nonceA)]));
+  const proof = await readExactly(socket, macBytes, timeoutMs, 'the dialer\'s proof');
+  if (!timingSafeEqual(proof, key.mac('raftblock dialer', nonceA, nonceD))) throw new Unauthenticated('the peer does not hold this cluster\'s key');
+}
+
+/**
+ * The next `n` bytes of `socket`. Bytes past them are put back and the socket paused, so the
+ * frame reader that takes over next (it resumes the socket) sees them first.
+ */
+function readExactly(socket: Socket, n: number, timeoutMs: number, what: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let have = 0;
+    const done = (err: Error | null, value?: Buffer): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      if (err) reject(err);
+      else resolve(value as Buffer);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      have += chunk.length;
+      if (have < n) return;
+      socket.pause();
+      const all = Buffer.concat(chunks, have);
+      if (have > n) socket.unshift(all.subarray(n));
+      done(null, all.subarray(0, n));
+    };
+    const onError = (err: Error): void => done(new Unauthenticated(`connection failed while waiting for ${what}: ${err.message}`));
+    const onClose = (): void => done(new Unauthenticated(`connection closed while waiting for ${what}`));
+    const timer = setTimeout(() => done(new Unauthenticated(`no ${what} within ${timeoutMs} ms`)), timeoutMs);
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    socket.resume();
+  });
+}
