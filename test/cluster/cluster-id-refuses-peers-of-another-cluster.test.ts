@@ -37,7 +37,8 @@ async function readsAll(a: TestCluster, via: number, tag: string): Promise<void>
 test('cluster id: nodes of another cluster are refused on the peer port; the cluster keeps its map, data and I/O', { timeout: 240_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;
   const a = await TestCluster.start(t, { nodes: 3, pgCount: 4 });
-  const b = await TestCluster.start(t, { nodes: 2, pgCount: 2 });
+  // The same key as A (an operator who reuses one): what keeps them apart is the cluster id.
+  const b = await TestCluster.start(t, { nodes: 2, pgCount: 2, clusterKeyFile: a.clusterKeyFile });
   const mapA = await a.map();
   const idA = mapA.clusterId!;
   const idB = (await b.map()).clusterId!;
@@ -73,7 +74,7 @@ test('cluster id: nodes of another cluster are refused on the peer port; the clu
   const peers: HandPeer[] = [];
   t.after(() => peers.forEach((p) => p.close()));
   const open = async (from: string, clusterId: string): Promise<HandPeer> => {
-    const p = await HandPeer.open(a.node(1).addrs.peer, from, clusterId);
+    const p = await HandPeer.open(a.node(1).addrs.peer, from, clusterId, undefined, a.clusterKey);
     peers.push(p);
     return p;
   };

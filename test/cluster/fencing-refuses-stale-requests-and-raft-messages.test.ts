@@ -47,7 +47,7 @@ test('fencing: stale forwarded writes and stale-term Raft messages are refused, 
   // ... and, under a member's id, as its data dir (a node refuses another incarnation's frames).
   const incarnations = new Map((await cluster.map()).nodes.map((n) => [String(n.id), n.incarnation]));
   const open = async (nodeId: number, from: string): Promise<HandPeer> => {
-    const p = await HandPeer.open(cluster.node(nodeId).addrs.peer, from, clusterId, incarnations.get(from));
+    const p = await HandPeer.open(cluster.node(nodeId).addrs.peer, from, clusterId, incarnations.get(from), cluster.clusterKey);
     peers.push(p);
     return p;
   };

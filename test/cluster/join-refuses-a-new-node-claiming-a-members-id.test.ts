@@ -55,7 +55,7 @@ test('join: a new node claiming a member id is refused (ALREADY_EXISTS); the mem
 
   // (a) By hand: "node 2" without a cluster id, from other addresses, through node 1.
   const other = await freshAddrs();
-  const peer = await HandPeer.open(a.node(1).addrs.peer, '2', '');
+  const peer = await HandPeer.open(a.node(1).addrs.peer, '2', '', undefined, a.clusterKey);
   t.after(() => peer.close());
   peer.send({ epoch: 0 });
   await waitFor("node 1's introduction", 10_000, async () => (peer.frames.length > 0 ? true : undefined));

@@ -10,7 +10,7 @@
  * itself lives outside them).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { freePortRange } from '../../src/common/ports.js';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -18,6 +18,7 @@ import type { TestContext } from 'node:test';
 import { AdminClient, defaultAdminTimeoutMs } from '../../src/cluster/admin-client.js';
 import type { ClusterStatus, GroupDigest, NodeStatus, VolumeList } from '../../src/cluster/admin-client.js';
 import type { ClusterMap } from '../../src/cluster/map.js';
+import { ClusterKey } from '../../src/cluster/peer-auth.js';
 import { NetnsNetwork } from './netns.js';
 import { cliPath, repoRoot } from './paths.js';
 
@@ -30,6 +31,11 @@ export interface ClusterOptions {
   volumes?: { name: string; sizeBytes: number; extentBytes?: number }[];
   /** Extra environment for the node processes (e.g. RAFTBLOCK_TICK_MS). */
   env?: Record<string, string>;
+  /**
+   * The cluster key file every node gets (`--cluster-key-file`): by default one made for this
+   * cluster, as `raftblock start` does; another cluster's to share its key; null for none.
+   */
+  clusterKeyFile?: string | null;
   readyTimeoutMs?: number;
 }
 
@@ -136,6 +142,7 @@ export class TestNode {
       '--nbd', this.addrs.nbd,
       '--http', this.addrs.http,
       '--labels', `zone=z${this.id},rack=r${this.id},host=h${this.id}`,
+      ...(this.cluster.clusterKeyFile ? ['--cluster-key-file', this.cluster.clusterKeyFile] : []),
       ...(this.id === 1 ? ['--bootstrap'] : ['--join', this.joinVia ?? this.cluster.nodes[0].addrs.peer]),
     ];
     const log = openSync(this.logPath, 'a');
@@ -206,11 +213,17 @@ export class TestCluster {
   readonly net: NetnsNetwork | null;
   readonly env: Record<string, string>;
   readonly dir: string;
+  /** The key file the nodes prove to each other (undefined: they run without one). */
+  readonly clusterKeyFile: string | undefined;
+  /** Its key, for hand-made peer connections (HandPeer). */
+  readonly clusterKey: ClusterKey | undefined;
 
-  private constructor(dir: string, net: NetnsNetwork | null, env: Record<string, string>) {
+  private constructor(dir: string, net: NetnsNetwork | null, env: Record<string, string>, clusterKeyFile: string | undefined) {
     this.dir = dir;
     this.net = net;
     this.env = env;
+    this.clusterKeyFile = clusterKeyFile;
+    this.clusterKey = clusterKeyFile === undefined ? undefined : ClusterKey.fromFile(clusterKeyFile);
   }
 
   /** Starts the nodes, creates pool `default` and the volumes, waits for a leader in every group. */
@@ -219,7 +232,12 @@ export class TestCluster {
     // On a real disk, never tmpfs; removed by close() once the processes are dead.
     const dir = mkdtempSync(join(process.env.RAFTBLOCK_TEST_DIR ?? '/var/tmp', 'raftblock-cluster-'));
     const net = opts.netns ? NetnsNetwork.create(t, count, false) : null;
-    const cluster = new TestCluster(dir, net, { RAFTBLOCK_TICK_MS: '50', ...opts.env });
+    let keyFile = opts.clusterKeyFile ?? undefined;
+    if (opts.clusterKeyFile === undefined) {
+      keyFile = join(dir, 'cluster.key');
+      writeFileSync(keyFile, ClusterKey.generateText(), { mode: 0o600 });
+    }
+    const cluster = new TestCluster(dir, net, { RAFTBLOCK_TICK_MS: '50', ...opts.env }, keyFile);
     t.after(() => cluster.close());
     for (let id = 1; id <= count; id++) {
       const addrs: NodeAddrs = net

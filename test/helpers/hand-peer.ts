@@ -7,6 +7,7 @@
 import { connect, type Socket } from 'node:net';
 import { encodeFrame, FrameDecoder, type Frame, type RpcResponse } from '../../src/cluster/frame.js';
 import { parseHostPort } from '../../src/common/address.js';
+import { authenticateAsDialer, type ClusterKey } from '../../src/cluster/peer-auth.js';
 
 export class HandPeer {
   readonly socket: Socket;
@@ -33,14 +34,18 @@ export class HandPeer {
     socket.on('close', () => (this.closed = true));
   }
 
-  static async open(addr: string, from: string, clusterId: string, incarnation?: string): Promise<HandPeer> {
+  /** With `key`, proves it first, as a node of a keyed cluster does (peer-auth.ts). */
+  static async open(addr: string, from: string, clusterId: string, incarnation?: string, key?: ClusterKey): Promise<HandPeer> {
     const hp = parseHostPort(addr);
     const socket = connect({ host: hp.host, port: hp.port });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    return new HandPeer(socket, from, clusterId, incarnation);
+    if (key) await authenticateAsDialer(socket, key);
+    const peer = new HandPeer(socket, from, clusterId, incarnation);
+    socket.resume();
+    return peer;
   }
 
   send(frame: Omit<Frame, 'from' | 'addr'>): void {
