@@ -12,10 +12,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Registry } from 'prom-client';
 import { encodeFrame, type GroupMessage } from '../../src/cluster/frame.js';
 import { authenticateAsAcceptor, authenticateAsDialer, ClusterKey, minKeyBytes } from '../../src/cluster/peer-auth.js';
-import { Transport } from '../../src/cluster/transport.js';
+import type { Transport } from '../../src/cluster/transport.js';
+import { startEchoTransport } from '../helpers/echo-transport.js';
 import { runCli } from '../helpers/cli.js';
 
 const key = ClusterKey.fromBytes(randomBytes(32));
@@ -119,33 +119,21 @@ test('a client that sends a frame instead of a hello, or nothing, is refused', a
 interface Node {
   t: Transport;
   got: { from: string; msgs: GroupMessage[] }[];
+  /** The arguments of the requests served. */
   served: unknown[];
   unauthenticated: () => Promise<number>;
 }
 
 async function node(t: import('node:test').TestContext, id: string, clusterId: string, clusterKey: ClusterKey | undefined): Promise<Node> {
-  const got: Node['got'] = [];
-  const served: unknown[] = [];
-  const registry = new Registry();
-  const tr = new Transport({
-    nodeId: id,
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
-    registry,
-    clusterId,
-    clusterKey,
-    handlers: {
-      onMessages: (from, _epoch, msgs) => got.push({ from, msgs }),
-      onRequest: async (from, _epoch, op, args) => {
-        served.push(args);
-        return { from, op, args };
-      },
+  const n = await startEchoTransport(t, { nodeId: id, clusterId, clusterKey });
+  return {
+    t: n.t,
+    got: n.got,
+    get served() {
+      return n.requests.map((r) => r.args);
     },
-  });
-  await tr.start();
-  t.after(() => tr.close());
-  const unauthenticated = async (): Promise<number> => (await registry.getSingleMetric('raftblock_transport_unauthenticated_connections_total')!.get()).values[0]?.value ?? 0;
-  return { t: tr, got, served, unauthenticated };
+    unauthenticated: () => n.counter('raftblock_transport_unauthenticated_connections_total'),
+  };
 }
 
 async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {

@@ -10,11 +10,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
-import { Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import type { Transport } from '../../src/cluster/transport.js';
 import { encodeFrame, FrameDecoder, maxFrameClusterIdChars, wireProtocolVersion, type Frame, type GroupMessage } from '../../src/cluster/frame.js';
 import { HandPeer } from '../helpers/hand-peer.js';
 import { applyCommand, decodeMap, emptyMap, encodeMap } from '../../src/cluster/map.js';
-import { Transport } from '../../src/cluster/transport.js';
+import { startEchoTransport } from '../helpers/echo-transport.js';
 import { ProtocolError } from '../../src/common/errors.js';
 import { mergeClusterStatus, type GroupStatus, type NodeStatus } from '../../src/cluster/admin-client.js';
 import { renderStatus } from '../../src/cli/commands/status.js';
@@ -87,32 +88,25 @@ async function node(
   awaitingJoin = false,
   incarnations?: { self: string; map: Map<string, string> },
 ): Promise<Node> {
-  const got: Node['got'] = [];
-  const served: string[] = [];
-  const joining: boolean[] = [];
-  const registry = new Registry();
-  const tr = new Transport({
+  const n = await startEchoTransport(t, {
     nodeId: id,
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
-    registry,
     clusterId,
     awaitingJoin,
     ...(incarnations ? { incarnation: incarnations.self, incarnationOf: (peer: string) => incarnations.map.get(peer) } : {}),
-    handlers: {
-      onMessages: (from, _epoch, msgs) => got.push({ from, msgs }),
-      onRequest: async (from, _epoch, op, args, isJoin) => {
-        served.push(op);
-        joining.push(isJoin);
-        return { from, op, args };
-      },
-    },
   });
-  await tr.start();
-  t.after(() => tr.close());
-  const foreign = async (): Promise<number> => (await registry.getSingleMetric('raftblock_transport_foreign_frames_total')!.get()).values[0]?.value ?? 0;
-  const staleIncarnations = async (): Promise<number> => (await registry.getSingleMetric('raftblock_transport_stale_incarnation_frames_total')!.get()).values[0]?.value ?? 0;
-  return { t: tr, got, served, joining, foreign, staleIncarnations, registry };
+  return {
+    t: n.t,
+    got: n.got,
+    get served() {
+      return n.requests.map((r) => r.op);
+    },
+    get joining() {
+      return n.requests.map((r) => r.joining);
+    },
+    foreign: () => n.counter('raftblock_transport_foreign_frames_total'),
+    staleIncarnations: () => n.counter('raftblock_transport_stale_incarnation_frames_total'),
+    registry: n.registry,
+  };
 }
 
 async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
