@@ -16,7 +16,6 @@ class FsFile implements BlockFile {
   private closed = false;
   constructor(readonly path: string, private readonly fd: number) {}
 
-
   pread(buf: Buffer, offsetBytes: number): Promise<number> {
     if (this.closed) return Promise.reject(closedFileError('pread', this.path));
     checkAligned('pread', offsetBytes, buf.length);

@@ -238,7 +238,6 @@ class UringFile implements BlockFile {
   private closed = false;
   constructor(private readonly io: UringBlockIo, private readonly addon: NativeAddon, readonly path: string, private readonly fd: number) {}
 
-
   pread(buf: Buffer, offsetBytes: number): Promise<number> {
     if (this.closed) return Promise.reject(closedFileError('pread', this.path));
     try {

@@ -20,8 +20,6 @@ import { Corruption } from '../common/errors.js';
 import { Slab } from '../common/slab.js';
 import { maxRequestSession, requestKey, type RequestId } from '../common/request-id.js';
 
-export { maxRequestSession, type RequestId };
-
 export const OpKind = { Write: 1, Trim: 2, Zero: 3, ZeroNoHole: 4 } as const;
 export type OpKind = (typeof OpKind)[keyof typeof OpKind];
 

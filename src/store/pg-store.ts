@@ -177,7 +177,6 @@ export class PgStore {
     return this.meta.appliedIndex;
   }
 
-
   /**
    * The files hold part of a snapshot image: a restore is under way, or one was when this
    * store last ran and a crash cut it short. In the second case (asked right after open,

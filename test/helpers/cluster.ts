@@ -232,11 +232,12 @@ export class TestCluster {
     // On a real disk, never tmpfs; removed by close() once the processes are dead.
     const dir = mkdtempSync(join(process.env.RAFTBLOCK_TEST_DIR ?? '/var/tmp', 'raftblock-cluster-'));
     const net = opts.netns ? NetnsNetwork.create(t, count, false) : null;
-    let keyFile = opts.clusterKeyFile ?? undefined;
+    let keyFile: string | undefined;
     if (opts.clusterKeyFile === undefined) {
+      // A key of its own, as `raftblock start` makes one.
       keyFile = join(dir, 'cluster.key');
       writeFileSync(keyFile, ClusterKey.generateText(), { mode: 0o600 });
-    }
+    } else if (opts.clusterKeyFile !== null) keyFile = opts.clusterKeyFile;
     const cluster = new TestCluster(dir, net, { RAFTBLOCK_TICK_MS: '50', ...opts.env }, keyFile);
     t.after(() => cluster.close());
     for (let id = 1; id <= count; id++) {
