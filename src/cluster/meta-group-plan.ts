@@ -7,7 +7,10 @@
  *
  *  1. fewer than `votersWanted` voters are `in`, and an `in` node that is not a member is
  *     connected: add it (the lowest id) as a voter — the group grows as nodes register, and a
- *     voter marked `out` or gone from the map gets its replacement first;
+ *     voter marked `out` or gone from the map gets its replacement first. From an odd count,
+ *     the group grows by two at once (one joint change): one at a time would pass through an
+ *     even count, which survives no more failures than the odd count below it and has one more
+ *     node whose loss stops the map (two voters: either one). It waits for the second node;
  *  2. then a voter marked `out`, or no longer in the map, leaves once `votersWanted` voters
  *     are `in` without it: the unreachable ones first, then by id. A leader that would leave
  *     hands its leadership to a caught-up voter that stays instead (the next leader removes it).
@@ -43,7 +46,8 @@ export type MetaGroupStep =
   | { kind: 'none' }
   /** A change would be wanted but cannot be taken now (in flight, or it would risk the quorum). */
   | { kind: 'wait'; reason: string }
-  | { kind: 'addVoter'; nodeId: NodeId }
+  /** One change; two ids when the group grows from an odd count (see above). */
+  | { kind: 'addVoters'; nodeIds: NodeId[] }
   | { kind: 'removeVoter'; nodeId: NodeId }
   | { kind: 'transferLeader'; to: NodeId };
 
@@ -120,11 +124,17 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
 
   // 1. Grow, or bring in the replacement of a voter that leaves.
   if (staying.length < input.votersWanted) {
-    const candidate = sorted(input.nodes.filter((n) => n.state === 'in' && !members.has(n.id) && input.connected.has(n.id)).map((n) => n.id))[0];
-    if (candidate !== undefined) {
+    const candidates = sorted(input.nodes.filter((n) => n.state === 'in' && !members.has(n.id) && input.connected.has(n.id)).map((n) => n.id));
+    // A replacement joins alone: the even count it makes lasts until the leaving voter goes.
+    const joining = leaving.length === 0 && voters.length % 2 === 1 && staying.length + 2 <= input.votersWanted ? 2 : 1;
+    if (candidates.length > 0 && candidates.length < joining) {
+      return { kind: 'wait', reason: `node ${candidates[0]} joins the metadata group with a second node, to keep an odd number of voters` };
+    }
+    if (candidates.length > 0) {
+      const nodeIds = candidates.slice(0, joining);
       const healthy = voters.filter((v) => isHealthyVoter(input, v)).length;
-      if (healthy + 1 >= quorumOf(voters.length + 1)) return { kind: 'addVoter', nodeId: candidate };
-      return { kind: 'wait', reason: `adding node ${candidate} needs ${quorumOf(voters.length + 1)} healthy voters with it, ${healthy} without` };
+      if (healthy + joining >= quorumOf(voters.length + joining)) return { kind: 'addVoters', nodeIds };
+      return { kind: 'wait', reason: `adding node ${nodeIds.join(' and ')} needs ${quorumOf(voters.length + joining)} healthy voters with them, ${healthy} without` };
     }
   }
 

@@ -578,9 +578,9 @@ export class StorageNode implements PgClient {
     });
     try {
       switch (step.kind) {
-        case 'addVoter':
-          this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'addVoter', nodeId: step.nodeId }] });
-          this.log.info('adding a metadata voter', { nodeId: step.nodeId, voters: st.confState.voters });
+        case 'addVoters':
+          this.host.proposeConfChange(metadataGroupId, { changes: step.nodeIds.map((nodeId) => ({ type: 'addVoter' as const, nodeId })) });
+          this.log.info('adding metadata voters', { nodeIds: step.nodeIds, voters: st.confState.voters });
           break;
         case 'removeVoter':
           this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'removeNode', nodeId: step.nodeId }] });

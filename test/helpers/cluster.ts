@@ -226,7 +226,10 @@ export class TestCluster {
     this.clusterKey = clusterKeyFile === undefined ? undefined : ClusterKey.fromFile(clusterKeyFile);
   }
 
-  /** Starts the nodes, creates pool `default` and the volumes, waits for a leader in every group. */
+  /**
+   * Starts the nodes, creates pool `default` and the volumes, waits for a leader in every group
+   * and for group 0's voters.
+   */
   static async start(t: TestContext, opts: ClusterOptions = {}): Promise<TestCluster> {
     const count = opts.nodes ?? 3;
     // On a real disk, never tmpfs; removed by close() once the processes are dead.
@@ -268,6 +271,9 @@ export class TestCluster {
         });
       }
       await cluster.waitLeaders(timeoutMs);
+      // Ready means the map survives a node's loss, as the tests that kill one assume: group 0
+      // has its three voters (it grows from one to three in one change; two nodes keep one).
+      if (count >= 3) await waitFor('group 0 on three voters', timeoutMs, async () => (metaVoters(await cluster.clusterStatus()).length === 3 ? true : undefined));
     } catch (err) {
       throw new Error(`cluster did not come up: ${(err as Error).message}\n${cluster.logs()}`);
     }

@@ -34,11 +34,19 @@ test('quorums', () => {
   assert.ok(!sameConfState(conf([1, 2]), conf([1, 2], [1, 2, 3])));
 });
 
-test('the group grows one voter at a time, lowest connected in node first, to the wanted count', () => {
-  assert.deepEqual(planMetaGroup(input({ conf: conf([1]) })), { kind: 'addVoter', nodeId: 2 });
-  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]) })), { kind: 'addVoter', nodeId: 3 });
-  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]), down: [3] })), { kind: 'addVoter', nodeId: 4 });
-  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]), out: [3] })), { kind: 'addVoter', nodeId: 4 });
+test('the group grows to the wanted count, lowest connected in nodes first, never through two voters', () => {
+  // From one voter, two join in one change: a group of two stops when either node does.
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1]) })), { kind: 'addVoters', nodeIds: [2, 3] });
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1]), down: [2] })), { kind: 'addVoters', nodeIds: [3, 4] });
+  // With one node to add, the single voter waits for a second (a two-node cluster keeps one).
+  const alone = planMetaGroup(input({ n: 2, conf: conf([1]) }));
+  assert.equal(alone.kind, 'wait');
+  assert.match((alone as { reason: string }).reason, /node 2 joins the metadata group with a second node/);
+  assert.equal(planMetaGroup(input({ conf: conf([1]), down: [3, 4] })).kind, 'wait');
+  // A group of two (grown before this rule) takes one more.
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]) })), { kind: 'addVoters', nodeIds: [3] });
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]), down: [3] })), { kind: 'addVoters', nodeIds: [4] });
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]), out: [3] })), { kind: 'addVoters', nodeIds: [4] });
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2, 3]) })), { kind: 'none' });
   assert.deepEqual(planMetaGroup(input({ n: 2, conf: conf([1, 2]) })), { kind: 'none' }, 'no node to add');
 });
@@ -50,7 +58,7 @@ test('nothing is decided while a change is in flight', () => {
 
 test('a voter marked out is replaced: the replacement joins first, then the out voter leaves', () => {
   // 1, 2, 3 voters, 3 out, 4 in and connected.
-  assert.deepEqual(planMetaGroup(input({ out: [3] })), { kind: 'addVoter', nodeId: 4 });
+  assert.deepEqual(planMetaGroup(input({ out: [3] })), { kind: 'addVoters', nodeIds: [4] });
   // Once 4 is a voter, 3 leaves (even while 4 still catches up: 1 and 2 make the quorum of 1, 2, 4).
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2, 3, 4]), out: [3] })), { kind: 'removeVoter', nodeId: 3 });
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2, 3, 4]), out: [3], lag: { 4: [0, 'snapshot'] } })), { kind: 'removeVoter', nodeId: 3 });
@@ -58,7 +66,7 @@ test('a voter marked out is replaced: the replacement joins first, then the out 
 });
 
 test('a voter gone from the map is replaced the same way', () => {
-  assert.deepEqual(planMetaGroup(input({ gone: [3] })), { kind: 'addVoter', nodeId: 4 });
+  assert.deepEqual(planMetaGroup(input({ gone: [3] })), { kind: 'addVoters', nodeIds: [4] });
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2, 3, 4]), gone: [3], down: [3] })), { kind: 'removeVoter', nodeId: 3 });
 });
 
