@@ -2,13 +2,14 @@
  * The admin CLI against real nodes: volumes created, listed, resized and deleted through any
  * node (changes go through group 0 and every node sees them), a new volume served over NBD at
  * its size, and `raftblock status` reporting every PG's leader, term and indexes — and a killed
- * node as unreachable with its groups lagging.
+ * node as unreachable with its groups lagging. This cluster runs without a cluster key (the
+ * others have one), so the keyless peer transport is covered end to end; each node warns so.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import type { ClusterStatus, VolumeList, VolumeResponse } from '../../src/cluster/admin-client.js';
-import { TestCluster, waitFor } from '../helpers/cluster.js';
+import { logRecords, TestCluster, waitFor } from '../helpers/cluster.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { requireTools } from '../helpers/tools.js';
 
@@ -16,7 +17,8 @@ const cli = (...args: string[]): Promise<CliResult> => runCli(args);
 
 test('volume commands and status work against a real cluster', { timeout: 180_000 }, async (t) => {
   if (!requireTools(t, 'nbdinfo')) return;
-  const cluster = await TestCluster.start(t, { nodes: 3, pgCount: 8 });
+  const cluster = await TestCluster.start(t, { nodes: 3, pgCount: 8, clusterKeyFile: null });
+  for (const n of cluster.nodes) assert.equal(logRecords(n, 'no --cluster-key-file: peer connections are not authenticated').length, 1, `node ${n.id} did not warn`);
   const [a, b, c] = cluster.nodes.map((n) => ['--server', n.addrs.http]);
 
   let r = await cli('volume', 'create', 'data1', '--size', '256M', '--extent-size', '1M', '--json', ...b);
