@@ -5,7 +5,8 @@
  * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
  * the first bootstrapping it and the others joining through it. Creates pool `default`
  * (min(3, N) replicas, distinct zones, `defaultPgCount` PGs) and volume `vol0` (1 GiB) when absent, waits until every
- * PG of the pool has a leader, prints how to connect, and prints one JSON line to stdout:
+ * PG of the pool has a leader and (with three nodes or more) the metadata group has three
+ * voters, prints how to connect, and prints one JSON line to stdout:
  *   {"event":"ready","nbd":["127.0.0.1:10809",...],"http":[...],"peer":[...],"pids":[...]}
  * A node process that dies is restarted after a second (it recovers from its WAL and catches
  * up); the events {"event":"node-exit","id":N} and {"event":"node-restarted","id":N,"pid":P}
@@ -23,7 +24,7 @@ import type { Command } from 'commander';
 import { InvalidArgument, Unavailable } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { AdminClient, defaultAdminHttpPort } from '../../cluster/admin-client.js';
-import { allGroups, maxPgsPerPool } from '../../cluster/map.js';
+import { allGroups, maxPgsPerPool, metadataGroupId } from '../../cluster/map.js';
 import { ClusterKey } from '../../cluster/peer-auth.js';
 import { missingFlags, nodeV8Flags } from '../node-flags.js';
 
@@ -257,7 +258,10 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** Pool `default` and volume `vol0` exist, and every PG of the pool has a leader. */
+/**
+ * Pool `default` and volume `vol0` exist, every PG of the pool has a leader, and the map
+ * survives the loss of a node (group 0 on three voters) when there are three nodes or more.
+ */
 async function ensureVolume(layout: Layout, addr: (base: number, i: number) => string): Promise<void> {
   const admin = new AdminClient(addr(layout.httpPort, 0));
   const deadline = Date.now() + readyTimeoutMs;
@@ -305,4 +309,13 @@ async function ensureVolume(layout: Layout, addr: (base: number, i: number) => s
     }
     return groups.every((g) => led.has(g.groupId)) ? true : undefined;
   });
+  // Group 0 grows from one voter to three in one change once the nodes are connected: a node
+  // lost before that would leave the map unchangeable until it came back.
+  if (layout.nodes >= 3) {
+    await retry('the metadata group on three voters', async () => {
+      const s = await admin.clusterStatus();
+      const meta = s.groups.find((g) => g.groupId === metadataGroupId);
+      return meta && meta.replicas.length >= 3 && meta.health === 'ok' ? true : undefined;
+    });
+  }
 }
