@@ -126,11 +126,11 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
   if (staying.length < input.votersWanted) {
     const candidates = sorted(input.nodes.filter((n) => n.state === 'in' && !members.has(n.id) && input.connected.has(n.id)).map((n) => n.id));
     // A replacement joins alone: the even count it makes lasts until the leaving voter goes.
-    const joining = leaving.length === 0 && voters.length % 2 === 1 && staying.length + 2 <= input.votersWanted ? 2 : 1;
-    if (candidates.length > 0 && candidates.length < joining) {
-      return { kind: 'wait', reason: `node ${candidates[0]} joins the metadata group with a second node, to keep an odd number of voters` };
-    }
+    const joining = leaving.length === 0 && voters.length % 2 === 1 && voters.length + 2 <= input.votersWanted ? 2 : 1;
     if (candidates.length > 0) {
+      if (candidates.length < joining) {
+        return { kind: 'wait', reason: `node ${candidates[0]} joins the metadata group with a second node, to keep an odd number of voters` };
+      }
       const nodeIds = candidates.slice(0, joining);
       const healthy = voters.filter((v) => isHealthyVoter(input, v)).length;
       if (healthy + joining >= quorumOf(voters.length + joining)) return { kind: 'addVoters', nodeIds };
