@@ -46,7 +46,7 @@ const usageText = `options:
   --size BYTES        size of every export, e.g. 1G (default %SIZE%)
   --repeat N          runs per server and profile, interleaved; median by IOPS (default 1)
   --dir DIR           directory for backing files, a real disk (default /var/tmp)
-  --servers A,B       only these servers
+  --servers A,B       only these servers (variants such as raftblock-cluster-tls run only when named)
   --profiles A,B      only these profiles
   --fsync             add write profiles with FLUSHes (every 32 4K / every 8 512K writes)
   --cpu-prof DIR      run raftblock under node --cpu-prof, profiles into DIR

@@ -41,6 +41,8 @@ export interface RunningServer {
 
 export interface ServerSpec {
   name: string;
+  /** Run only when named in `--servers` (a variant of another server, measured on request). */
+  onRequest?: boolean;
   /** What an acknowledged write means for this server; printed beside the table. */
   durability: string;
   start(ctx: ServerContext): Promise<RunningServer>;
@@ -264,10 +266,12 @@ export const allNbdServers: readonly ServerSpec[] = [raftblockExportFile, nbdkit
  * `{"event":"ready","nbd":[...],"pids":[...]}` once every PG has a leader. Its CPU is every
  * `node` process in the tree of the start command (the nodes and the supervisor).
  */
-export function raftblockCluster(nodes: number, readyTimeoutMs = 180_000): ServerSpec {
+/** `raftblock start` with `nodes` nodes; `peerTls`: its peers speak TLS (`--peer-tls`). */
+export function raftblockCluster(nodes: number, peerTls = false, readyTimeoutMs = 180_000): ServerSpec {
   return {
-    name: 'raftblock-cluster',
-    durability: `raftblock start, ${nodes} replicas: acknowledged once durable on a quorum (WAL with O_DSYNC)`,
+    name: peerTls ? 'raftblock-cluster-tls' : 'raftblock-cluster',
+    onRequest: peerTls,
+    durability: `raftblock start${peerTls ? ' --peer-tls' : ''}, ${nodes} replicas: acknowledged once durable on a quorum (WAL with O_DSYNC)`,
     async start(ctx) {
       // NBD, HTTP and peer ports: `nodes` consecutive free ports each.
       const base = await freePortRange(3 * nodes);
@@ -283,6 +287,7 @@ export function raftblockCluster(nodes: number, readyTimeoutMs = 180_000): Serve
       const args = [
         ...nodeArgs, ctx.cliPath ?? cliPath, 'start', '--data', dataDir, '--nodes', String(nodes),
         '--nbd-port', String(nbdPort), '--http-port', String(base + nodes), '--peer-port', String(base + 2 * nodes),
+        ...(peerTls ? ['--peer-tls'] : []),
       ];
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
       let stderr = '';

@@ -58,7 +58,7 @@ export async function runSuite(cfg: SuiteConfig, opts: BenchOptions): Promise<Be
   process.once('SIGTERM', onSignal);
 
   try {
-    const specs = cfg.servers.filter((s) => opts.servers.length === 0 || opts.servers.includes(s.name));
+    const specs = cfg.servers.filter((s) => (opts.servers.length === 0 ? !s.onRequest : opts.servers.includes(s.name)));
     const profiles = cfg.profiles.filter((p) => opts.profiles.length === 0 || opts.profiles.includes(p.name));
     if (specs.length === 0 || profiles.length === 0) throw new Error('no server or no profile selected');
     const cores = cpus().length;

@@ -65,6 +65,8 @@ export interface NodeOptions {
   leaderFollowsIo?: boolean;
   /** Peers must prove this key on every connection (peer-auth.ts); absent: none is asked. */
   clusterKey?: ClusterKey;
+  /** Peer connections run TLS keyed by clusterKey (peer-tls.ts); needs clusterKey. */
+  peerTls?: boolean;
 }
 
 const requestTimeoutMs = 4000;
@@ -215,6 +217,7 @@ export class StorageNode implements PgClient {
       incarnation: this.incarnation,
       incarnationOf: (id) => this.incarnationOf(id),
       clusterKey: this.opts.clusterKey,
+      peerTls: this.opts.peerTls,
       handlers: {
         onMessages: (from, epoch, msgs) => this.host?.receive(Number(from), this.fenceMessages(Number(from), epoch, msgs)),
         onRequest: (from, epoch, op, args, joining) => this.serve(from, epoch, op, args, joining),

@@ -2,26 +2,37 @@
  * Peer authentication: with a cluster key configured (`--cluster-key-file`), every peer
  * connection starts with a challenge-response on the raw socket, before the first frame:
  *
- *   dialer   → acceptor   hello:   magic "RBPA" | version 1 | 11 zero bytes | nonce_d (16)
+ *   dialer   → acceptor   hello:   magic "RBPA" | version 1 | flags (1) | 10 zero bytes | nonce_d (16)
  *   acceptor → dialer     proof:   nonce_a (16) | HMAC-SHA256(key, "raftblock acceptor" | nonce_d | nonce_a)
  *   dialer   → acceptor   proof:   HMAC-SHA256(key, "raftblock dialer" | nonce_a | nonce_d)
+ *   acceptor → dialer     go (1):  0x01, only with TLS (flag bit 0), after which TLS starts (peer-tls.ts)
  *
  * Each side proves the key over a nonce the other just chose, so a recorded exchange cannot
  * be replayed, and the role labels keep one side's proof from being reflected as the
  * other's. The dialer sends nothing of its own (no frame, no queued request) before the
  * acceptor has proved the key: an impostor at a peer's address learns nothing. The acceptor
  * reads no frame before the dialer's proof. Frames then flow as without a key: this
- * authenticates who may connect, it does not encrypt or sign the traffic.
+ * authenticates who may connect, it does not encrypt or sign the traffic. With `--peer-tls`
+ * both sides then run TLS 1.3 keyed by the same cluster key (peer-tls.ts), which does.
+ *
+ * The TLS flag in the hello only makes a mismatch a clear refusal: each side holds to its own
+ * setting (a TLS node never takes frames in the clear), so flipping the bit on the way cannot
+ * downgrade a connection. The go byte keeps the TLS handshake's first bytes out of the raw
+ * socket's buffer before TLS takes the socket over: neither side sends a byte of TLS before
+ * the other is ready to read it through TLS.
  *
  * A node without a key speaking to one with a key fails closed either way: its first frame is
  * no hello (refused), and a hello read as a frame announces an impossible length (refused).
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { InvalidArgument, Unauthenticated } from '../common/errors.js';
 
 const magic = Buffer.from('RBPA\x01', 'latin1');
+const flagsOffset = magic.length;
+const flagTls = 0x01;
+const goByte = 0x01;
 const helloBytes = 32;
 const nonceBytes = 16;
 const macBytes = 32;
@@ -64,34 +75,57 @@ export class ClusterKey {
   mac(label: string, first: Buffer, second: Buffer): Buffer {
     return createHmac('sha256', this.key).update(label).update(first).update(second).digest();
   }
+
+  /** A key for another use (`purpose` names it), so the key itself serves only the proofs above. */
+  derive(purpose: string, bytes = 32): Buffer {
+    return Buffer.from(hkdfSync('sha256', this.key, Buffer.alloc(0), purpose, bytes));
+  }
+}
+
+export interface AuthOptions {
+  /** TLS follows the exchange (`--peer-tls`): this side asks for it, or requires it. */
+  tls?: boolean;
+  timeoutMs?: number;
 }
 
 /**
  * The dialer's side, on a connected socket. Resolves once the acceptor proved the key and
  * this side's proof is written; the socket is then paused, holding any bytes that followed.
  */
-export async function authenticateAsDialer(socket: Socket, key: ClusterKey, timeoutMs = authTimeoutMs): Promise<void> {
+export async function authenticateAsDialer(socket: Socket, key: ClusterKey, opts: AuthOptions = {}): Promise<void> {
+  const timeoutMs = opts.timeoutMs ?? authTimeoutMs;
   const nonceD = randomBytes(nonceBytes);
   const hello = Buffer.alloc(helloBytes);
   magic.copy(hello, 0);
+  if (opts.tls) hello[flagsOffset] = flagTls;
   nonceD.copy(hello, helloBytes - nonceBytes);
   socket.write(hello);
-  const reply = await readExactly(socket, nonceBytes + macBytes, timeoutMs, 'the acceptor\'s proof');
+  const reply = await readExactly(socket, nonceBytes + macBytes, timeoutMs, 'the acceptor\'s proof (a node with another key or another --peer-tls setting closes the connection instead)');
   const nonceA = reply.subarray(0, nonceBytes);
   const want = key.mac('raftblock acceptor', nonceD, nonceA);
   if (!timingSafeEqual(reply.subarray(nonceBytes), want)) throw new Unauthenticated('the node dialed does not hold this cluster\'s key');
   socket.write(key.mac('raftblock dialer', nonceA, nonceD));
+  if (opts.tls) {
+    const go = await readExactly(socket, 1, timeoutMs, 'the acceptor\'s go-ahead for TLS');
+    if (go[0] !== goByte) throw new Unauthenticated(`the acceptor answered ${go[0]} where TLS was to start`);
+  }
 }
 
 /** The acceptor's side, on an accepted socket; like authenticateAsDialer, leaves it paused. */
-export async function authenticateAsAcceptor(socket: Socket, key: ClusterKey, timeoutMs = authTimeoutMs): Promise<void> {
+export async function authenticateAsAcceptor(socket: Socket, key: ClusterKey, opts: AuthOptions = {}): Promise<void> {
+  const timeoutMs = opts.timeoutMs ?? authTimeoutMs;
   const hello = await readExactly(socket, helloBytes, timeoutMs, 'a hello');
   if (!hello.subarray(0, magic.length).equals(magic)) throw new Unauthenticated('the peer sent no authentication hello (does it run without the cluster key?)');
+  const wantsTls = (hello[flagsOffset] & flagTls) !== 0;
+  if (wantsTls !== (opts.tls ?? false)) {
+    throw new Unauthenticated(wantsTls ? 'the peer asks for TLS and this node runs without --peer-tls' : 'the peer runs without --peer-tls and this node requires TLS');
+  }
   const nonceD = hello.subarray(helloBytes - nonceBytes);
   const nonceA = randomBytes(nonceBytes);
   socket.write(Buffer.concat([nonceA, key.mac('raftblock acceptor', nonceD, nonceA)]));
   const proof = await readExactly(socket, macBytes, timeoutMs, 'the dialer\'s proof');
   if (!timingSafeEqual(proof, key.mac('raftblock dialer', nonceA, nonceD))) throw new Unauthenticated('the peer does not hold this cluster\'s key');
+  if (opts.tls) socket.write(Buffer.of(goByte));
 }
 
 /**

@@ -28,6 +28,7 @@
 import { randomInt } from 'node:crypto';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { authenticateAsAcceptor, authenticateAsDialer, type ClusterKey } from './peer-auth.js';
+import { secureAsAcceptor, secureAsDialer } from './peer-tls.js';
 import { assert } from '../common/assert.js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { listenOn, parseHostPort, type HostPort } from '../common/address.js';
@@ -85,6 +86,11 @@ export interface TransportOptions {
    * first frame (peer-auth.ts); one that does not is closed. Absent: no proof is asked.
    */
   clusterKey?: ClusterKey;
+  /**
+   * With a cluster key: every connection then runs TLS keyed by it (peer-tls.ts), so frames
+   * are encrypted and authenticated; a peer without it is refused.
+   */
+  peerTls?: boolean;
 }
 
 interface Conn {
@@ -155,6 +161,7 @@ interface TransportMetrics {
   queueBytes: Gauge;
   connections: Gauge;
   unauthenticated: Counter;
+  tlsConnections: Counter;
 }
 
 function makeMetrics(registry: Registry | undefined): TransportMetrics {
@@ -183,6 +190,11 @@ function makeMetrics(registry: Registry | undefined): TransportMetrics {
     unauthenticated: new Counter({
       name: 'raftblock_transport_unauthenticated_connections_total',
       help: 'Peer connections closed before their first frame: the far end did not prove the cluster key (or this node does not hold the one it asked for)',
+      registers,
+    }),
+    tlsConnections: new Counter({
+      name: 'raftblock_transport_tls_connections_total',
+      help: 'Peer connections that completed their TLS handshake (--peer-tls), dialed or accepted',
       registers,
     }),
     dropped: new Counter({ name: 'raftblock_transport_dropped_messages_total', help: 'Raft messages dropped for an unreachable peer', registers }),
@@ -370,8 +382,8 @@ export class Transport {
         reject(new Unavailable(`${addr} closed the connection before it answered`));
       });
       socket.once('connect', () => {
-        this.proveKey(socket, 'dialer', `seed ${addr}`, () => {
-          const conn = this.adopt(socket, undefined, this.nodeId, (remote) => {
+        this.proveKey(socket, 'dialer', `seed ${addr}`, (secured) => {
+          const conn = this.adopt(secured, undefined, this.nodeId, (remote) => {
             clearTimeout(timer);
             this.setPeerAddress(remote, addr);
             resolve(remote);
@@ -522,7 +534,7 @@ export class Transport {
     socket.once('error', onFail);
     socket.once('connect', () => {
       socket.off('error', onFail);
-      this.proveKey(socket, 'dialer', `node ${peer.id} at ${peer.addr}`, () => this.dialed(peer, socket), onFail);
+      this.proveKey(socket, 'dialer', `node ${peer.id} at ${peer.addr}`, (secured) => this.dialed(peer, secured), onFail);
     });
   }
 
@@ -543,37 +555,42 @@ export class Transport {
 
   /** An accepted connection: taken once it proved the cluster key (at once without one). */
   private accept(socket: Socket): void {
-    this.proveKey(socket, 'acceptor', 'an accepted connection', () => {
-      this.adopt(socket, undefined, undefined);
+    this.proveKey(socket, 'acceptor', 'an accepted connection', (secured) => {
+      this.adopt(secured, undefined, undefined);
     });
   }
 
   /**
-   * Runs `then` on `socket` once the far end proved the cluster key (at once without a key);
-   * else closes the socket, warns, counts it, and runs `failed`. The socket is paused during
-   * the exchange and resumed after `then` attached the frame reader.
+   * Runs `then` once the far end proved the cluster key (at once without a key), with the
+   * socket to speak frames on: `socket` itself, or with `peerTls` the TLS socket over it. Else
+   * closes the socket, warns, counts it, and runs `failed`. The socket is paused during the
+   * exchange and resumed after `then` attached the frame reader.
    */
-  private proveKey(socket: Socket, role: 'dialer' | 'acceptor', who: string, then: () => void, failed?: (err: Error) => void): void {
+  private proveKey(socket: Socket, role: 'dialer' | 'acceptor', who: string, then: (secured: Socket) => void, failed?: (err: Error) => void): void {
     const key = this.opts.clusterKey;
     if (!key) {
-      then();
+      then(socket);
       return;
     }
+    const tls = this.opts.peerTls === true;
     socket.setNoDelay(true);
     // 'error' after a failed exchange must not be unhandled; adopt() listens once it takes over.
     socket.on('error', () => {});
     this.authenticating.add(socket);
-    const exchange = role === 'dialer' ? authenticateAsDialer(socket, key) : authenticateAsAcceptor(socket, key);
+    const proved = role === 'dialer' ? authenticateAsDialer(socket, key, { tls }) : authenticateAsAcceptor(socket, key, { tls });
+    const exchange: Promise<Socket> = !tls ? proved.then(() => socket) : proved.then(() => (role === 'dialer' ? secureAsDialer(socket, key) : secureAsAcceptor(socket, key)));
     exchange.then(
-      () => {
+      (secured) => {
         this.authenticating.delete(socket);
+        if (secured !== socket) this.metrics.tlsConnections.inc();
         if (this.closing || socket.destroyed) {
+          secured.destroy();
           socket.destroy();
           failed?.(new Unavailable('transport closed'));
           return;
         }
-        then();
-        socket.resume();
+        then(secured);
+        secured.resume();
       },
       (err: Error) => {
         this.authenticating.delete(socket);

@@ -3,6 +3,8 @@
  * through another node's gateway. I/O resumes after re-election, fio's verify pass finds every
  * acknowledged block intact, the restarted node catches up, a verify-only pass through the
  * restarted node's own gateway finds the same data, and all replicas hold the same bytes.
+ * The nodes run `--peer-tls`: the forwarded I/O, the catch-up and the reconnections after the
+ * kill all travel over TLS.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +16,7 @@ const MiB = 1024 * 1024;
 
 test('kill -9 of a PG leader during a fio verify run: I/O resumes, nothing acknowledged is lost, the node catches up', { timeout: 240_000 }, async (t) => {
   if (!requireTools(t, 'fio')) return;
-  const cluster = await TestCluster.start(t, { nodes: 3, pgCount: 8, volumes: [{ name: 'vol0', sizeBytes: 64 * MiB, extentBytes: MiB }] });
+  const cluster = await TestCluster.start(t, { nodes: 3, pgCount: 8, peerTls: true, volumes: [{ name: 'vol0', sizeBytes: 64 * MiB, extentBytes: MiB }] });
   const before = await cluster.clusterStatus();
   const led = new Map<number, number>();
   for (const g of before.groups) if (g.groupId !== 0) led.set(g.leader, (led.get(g.leader) ?? 0) + 1);
@@ -61,6 +63,10 @@ test('kill -9 of a PG leader during a fio verify run: I/O resumes, nothing ackno
 
   const compared = await cluster.waitReplicasIdentical(60_000);
   assert.equal(compared, 8);
+  for (const n of cluster.nodes) {
+    assert.ok((await cluster.metric(n.id, 'raftblock_transport_tls_connections_total')) >= 1, `node ${n.id} made no TLS connection`);
+    assert.equal(await cluster.metric(n.id, 'raftblock_transport_unauthenticated_connections_total'), 0, `node ${n.id} refused a connection`);
+  }
   // The longest a write waited (the I/O pause of the failover), for the record: not asserted.
   const stallMs = Math.round((result.job?.write.clat_ns?.max ?? 0) / 1e6);
   t.diagnostic(`victim node ${victim} led ${victimGroups.length} PGs; new leaders within ${reelectedMs} ms; longest write ${stallMs} ms`);

@@ -9,6 +9,9 @@
  * outcome is unknown (the gateway may still deliver them once the partition heals, which a
  * block device may do with writes its client abandoned), so those blocks may end up holding
  * either value; the blocks the test checks exactly are written only by the majority.
+ *
+ * The nodes run `--peer-tls`: the links cut and healed carry TLS, and the connections remade
+ * after the heal handshake again.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -30,7 +33,7 @@ function values(results: BlockOpResult[]): Map<number, string | null | undefined
 test('partitions: a minority never acknowledges a write nor reads stale data; healed replicas are identical', { timeout: 300_000 }, async (t) => {
   if (!requireNetns(t)) return;
   if (!requirePythonNbd(t)) return;
-  const cluster = await TestCluster.start(t, { nodes: 3, netns: true, pgCount, volumes: [{ name: 'vol0', sizeBytes: 64 * MiB, extentBytes }] });
+  const cluster = await TestCluster.start(t, { nodes: 3, netns: true, pgCount, peerTls: true, volumes: [{ name: 'vol0', sizeBytes: 64 * MiB, extentBytes }] });
   const volume = (await cluster.volumes()).volumes[0];
   const map = await cluster.map();
   const poolId = map.pools[0].id;
@@ -124,5 +127,6 @@ test('partitions: a minority never acknowledges a write nor reads stale data; he
   const compared = await cluster.waitReplicasIdentical(90_000);
   assert.equal(compared, pgCount);
   phase('replicas identical');
+  for (const n of cluster.nodes) assert.ok((await cluster.metric(n.id, 'raftblock_transport_tls_connections_total')) >= 2, `node ${n.id} completed fewer than two TLS handshakes (one per peer at least)`);
   t.diagnostic(`isolated leader node ${leader} (led ${ledGroups.size} PGs), then split node ${loner}`);
 });

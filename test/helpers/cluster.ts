@@ -36,6 +36,8 @@ export interface ClusterOptions {
    * cluster, as `raftblock start` does; another cluster's to share its key; null for none.
    */
   clusterKeyFile?: string | null;
+  /** Every node runs `--peer-tls` (TLS keyed by the cluster key between peers). */
+  peerTls?: boolean;
   readyTimeoutMs?: number;
 }
 
@@ -143,6 +145,7 @@ export class TestNode {
       '--http', this.addrs.http,
       '--labels', `zone=z${this.id},rack=r${this.id},host=h${this.id}`,
       ...(this.cluster.clusterKeyFile ? ['--cluster-key-file', this.cluster.clusterKeyFile] : []),
+      ...(this.cluster.peerTls ? ['--peer-tls'] : []),
       ...(this.id === 1 ? ['--bootstrap'] : ['--join', this.joinVia ?? this.cluster.nodes[0].addrs.peer]),
     ];
     const log = openSync(this.logPath, 'a');
@@ -217,9 +220,12 @@ export class TestCluster {
   readonly clusterKeyFile: string | undefined;
   /** Its key, for hand-made peer connections (HandPeer). */
   readonly clusterKey: ClusterKey | undefined;
+  /** The nodes encrypt their peer connections (`--peer-tls`). */
+  readonly peerTls: boolean;
 
-  private constructor(dir: string, net: NetnsNetwork | null, env: Record<string, string>, clusterKeyFile: string | undefined) {
+  private constructor(dir: string, net: NetnsNetwork | null, env: Record<string, string>, clusterKeyFile: string | undefined, peerTls: boolean) {
     this.dir = dir;
+    this.peerTls = peerTls;
     this.net = net;
     this.env = env;
     this.clusterKeyFile = clusterKeyFile;
@@ -241,7 +247,7 @@ export class TestCluster {
       keyFile = join(dir, 'cluster.key');
       writeFileSync(keyFile, ClusterKey.generateText(), { mode: 0o600 });
     } else if (opts.clusterKeyFile !== null) keyFile = opts.clusterKeyFile;
-    const cluster = new TestCluster(dir, net, { RAFTBLOCK_TICK_MS: '50', ...opts.env }, keyFile);
+    const cluster = new TestCluster(dir, net, { RAFTBLOCK_TICK_MS: '50', ...opts.env }, keyFile, opts.peerTls === true);
     t.after(() => cluster.close());
     for (let id = 1; id <= count; id++) {
       const addrs: NodeAddrs = net
@@ -343,6 +349,26 @@ export class TestCluster {
     }
     if (parsed.error) throw Object.assign(new Error(parsed.error.message), { code: parsed.error.code });
     return parsed.ok as T;
+  }
+
+  /**
+   * The value of an unlabelled metric on node `id`'s /metrics (0 when absent); in netns mode
+   * read from inside that node's namespace.
+   */
+  async metric(id: number, name: string): Promise<number> {
+    const url = `http://${this.node(id).addrs.http}/metrics`;
+    let text: string;
+    if (!this.net) text = await (await fetch(url)).text();
+    else {
+      const proc = this.net.spawnIn(id, process.execPath, ['-e', `fetch(${JSON.stringify(url)}).then((r) => r.text()).then((t) => process.stdout.write(t), (e) => { console.error(e.message); process.exit(1); })`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const out: Buffer[] = [];
+      proc.stdout!.on('data', (c: Buffer) => out.push(c));
+      const code = await new Promise((r) => proc.once('close', r));
+      if (code !== 0) throw new Error(`reading ${url} in the namespace of node ${id} failed`);
+      text = Buffer.concat(out).toString();
+    }
+    const m = new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : 0;
   }
 
   /** The map, from the first running node that answers. */

@@ -103,7 +103,7 @@ test('another key: each side refuses the other, and the dialer sends nothing pas
 test('a client that sends a frame instead of a hello, or nothing, is refused', async (t) => {
   const results: Promise<string>[] = [];
   const { port } = await listen(t, (s) => {
-    results.push(authenticateAsAcceptor(s, key, 300).then(() => 'accepted', (e: Error) => e.message));
+    results.push(authenticateAsAcceptor(s, key, { timeoutMs: 300 }).then(() => 'accepted', (e: Error) => e.message));
   });
   const framer = await connect(port);
   t.after(() => framer.destroy());

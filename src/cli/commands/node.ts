@@ -32,6 +32,7 @@ interface NodeCliOptions {
   advertise?: string;
   leaderFollowsIo: boolean;
   clusterKeyFile?: string;
+  peerTls?: boolean;
 }
 
 export function register(program: Command): void {
@@ -48,6 +49,7 @@ export function register(program: Command): void {
     .option('--join <host:port,...>', 'peer addresses of existing nodes to join through')
     .option('--advertise <host:port>', 'peer address other nodes dial (when --peer binds 0.0.0.0)')
     .option('--cluster-key-file <path>', 'a file of at least 16 bytes that every node of the cluster holds a copy of: peers prove it on every connection (without it, any process that reaches --peer is taken for a node)')
+    .option('--peer-tls', 'encrypt peer connections: TLS 1.3 keyed by the cluster key (needs --cluster-key-file; every node of the cluster must give it)')
     .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
     .action(async (opts: Partial<NodeCliOptions>, cmd: Command) => {
       for (const [key, flag] of [['id', '--id <n>'], ['data', '--data <dir>']] as const) {
@@ -65,6 +67,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
   if (opts.bootstrap && opts.join) throw new InvalidArgument('--bootstrap and --join exclude each other');
   const join = (opts.join ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
   for (const j of join) parseHostPort(j, '--join');
+  if (opts.peerTls && opts.clusterKeyFile === undefined) throw new InvalidArgument('--peer-tls needs --cluster-key-file: TLS between peers is keyed by the cluster key');
   const node = new StorageNode({
     id,
     dataDir: opts.data,
@@ -79,6 +82,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     tickMs: process.env.RAFTBLOCK_TICK_MS ? Number(process.env.RAFTBLOCK_TICK_MS) : undefined,
     leaderFollowsIo: opts.leaderFollowsIo,
     clusterKey: opts.clusterKeyFile === undefined ? undefined : ClusterKey.fromFile(opts.clusterKeyFile),
+    peerTls: opts.peerTls === true,
   });
   if (opts.clusterKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
   await node.start();

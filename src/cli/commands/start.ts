@@ -1,6 +1,6 @@
 /**
  * `raftblock start [--data DIR] [--nodes 3] [--nbd-port 10809] [--http-port 10900]
- *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N]`
+ *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N] [--peer-tls]`
  *
  * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
  * the first bootstrapping it and the others joining through it. Creates pool `default`
@@ -36,6 +36,7 @@ interface StartOptions {
   peerPort: string;
   host: string;
   pgCount?: string;
+  peerTls?: boolean;
 }
 
 interface Layout {
@@ -90,6 +91,7 @@ export function register(program: Command): void {
     .option('--peer-port <port>', 'node-to-node port of node 0', '11000')
     .option('--host <addr>', 'address every node listens on', '127.0.0.1')
     .option('--pg-count <n>', 'PGs of pool default, when it is created (default: about 4 PG replicas per node)')
+    .option('--peer-tls', 'encrypt the connections between nodes (TLS keyed by DIR/cluster.key); worth it when --host is not a loopback address')
     .action(async (opts: StartOptions) => {
       await start(opts);
     });
@@ -180,6 +182,7 @@ async function start(opts: StartOptions): Promise<void> {
       '--http', addr(layout.httpPort, i),
       '--labels', `zone=z${id},rack=r${id},host=h${id}`,
       '--cluster-key-file', keyPath,
+      ...(opts.peerTls ? ['--peer-tls'] : []),
       ...(i === 0 ? ['--bootstrap'] : ['--join', addr(layout.peerPort, 0)]),
     ];
     const logPath = join(dataDir, `node-${id}.log`);
