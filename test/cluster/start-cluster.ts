@@ -24,10 +24,11 @@ export interface Cluster {
 /** A base port with `count` consecutive free ports after it, for each of nbd, http, peer. */
 export const freeBase = (count: number): Promise<number> => freePortRange(count);
 
-export function startCluster(t: TestContext, dir: string, ports: { nbd: number; http: number; peer: number }, timeoutMs = 90_000): Promise<Cluster> {
+/** `raftblock start` on `dir` with three nodes; `extraArgs` go to it after the ports. */
+export function startCluster(t: TestContext, dir: string, ports: { nbd: number; http: number; peer: number }, extraArgs: string[] = [], timeoutMs = 90_000): Promise<Cluster> {
   const proc = spawn(
     process.execPath,
-    [cliPath, 'start', '--data', dir, '--nodes', '3', '--nbd-port', String(ports.nbd), '--http-port', String(ports.http), '--peer-port', String(ports.peer)],
+    [cliPath, 'start', '--data', dir, '--nodes', '3', '--nbd-port', String(ports.nbd), '--http-port', String(ports.http), '--peer-port', String(ports.peer), ...extraArgs],
     // Info, not warn: the nodes' files then record snapshot installs, restores and repairs,
     // which a failed verify pass reports (start-local-cluster's clusterEvidence).
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RAFTBLOCK_LOG: 'info' } },

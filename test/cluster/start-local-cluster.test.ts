@@ -244,9 +244,15 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
     await verifyRegion(dir, cluster.ready.http, uri(checker), 'failover', '256M', '24M');
   });
 
-  await t.test('stop with SIGINT and start again on the same directory: the data is still there', async () => {
+  await t.test('stop with SIGINT and start again on the same directory, now with --peer-tls: the data is still there', async () => {
     await stopCluster(cluster);
-    cluster = await startCluster(t, dir, ports);
+    // A running cluster adopts TLS by a stop and start of all its nodes.
+    cluster = await startCluster(t, dir, ports, ['--peer-tls']);
+    for (const h of cluster.ready.http) {
+      const metrics = await (await fetch(`http://${h}/metrics`)).text();
+      const tls = Number(/^raftblock_transport_tls_connections_total (\d+)/m.exec(metrics)?.[1] ?? 0);
+      assert.ok(tls >= 1, `the node at ${h} made no TLS connection to a peer`);
+    }
     await run('qemu-io', ['-f', 'raw', uri(2), '-c', 'read -P 0xa5 1179648 64k', '-c', 'read -P 0x3c 7340544 1536', '-c', 'read -P 0 1M 128k']);
     await verifyRegion(dir, cluster.ready.http, uri(0), 'via-node0', '64M', '16M');
     // Every replica, not only the ones that lead now: a replica whose files lost data (a
@@ -265,7 +271,7 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
       }
     }
     await new Promise((r) => setTimeout(r, 300));
-    cluster = await startCluster(t, dir, ports);
+    cluster = await startCluster(t, dir, ports, ['--peer-tls']);
     await verifyRegion(dir, cluster.ready.http, uri(2), 'before-crash', '512M', '16M');
     await verifyRegion(dir, cluster.ready.http, uri(0), 'failover', '256M', '24M');
     await replicasAgree(cluster.ready.http);
