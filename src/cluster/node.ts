@@ -26,6 +26,7 @@ import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
 import { createRegistry } from '../metrics/server.js';
 import { NbdServer, type NbdExport } from '../nbd/server.js';
+import type { PskKeys } from '../nbd/tls-psk.js';
 import { Wal } from '../wal/index.js';
 import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { writeFileDurably } from '../common/durable-file.js';
@@ -67,6 +68,8 @@ export interface NodeOptions {
   clusterKey?: ClusterKey;
   /** Peer connections run TLS keyed by clusterKey (peer-tls.ts); needs clusterKey. */
   peerTls?: boolean;
+  /** NBD clients must upgrade to TLS and prove one of these keys (nbd/tls-psk.ts). */
+  nbdTlsPsk?: PskKeys;
 }
 
 const requestTimeoutMs = 4000;
@@ -286,7 +289,7 @@ export class StorageNode implements PgClient {
     await this.pgMover.load();
 
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
-    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }) });
+    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk });
     const nbdBound = await this.nbd.listen(this.opts.nbd);
     this.httpServer = await startAdminHttp(this.opts.http, this.registry, this);
     this.addresses = { peer: this.opts.advertisePeer ?? addrString(peerBound), nbd: addrString(nbdBound), http: addrString(this.httpServer.address) };

@@ -55,6 +55,7 @@ import {
   NBD_REP_ERR_INVALID,
   NBD_REP_ERR_POLICY,
   NBD_REP_ERR_SHUTDOWN,
+  NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_TOO_BIG,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
@@ -83,6 +84,13 @@ export interface Negotiated {
 
 export type HandshakeStep =
   | { kind: 'continue' }
+  /**
+   * NBD_OPT_STARTTLS was acknowledged (the ACK is in `output`): the owner sends it, runs the
+   * TLS handshake as the server, calls tlsStarted(), and feeds the decrypted bytes from then
+   * on. A client may not send anything between its STARTTLS and our ACK, so bytes that came
+   * after the option (`leftover`) are a protocol error.
+   */
+  | { kind: 'starttls'; leftover: Buffer }
   | { kind: 'transmission'; negotiated: Negotiated; leftover: Buffer }
   | { kind: 'close'; reason: string; protocolError: boolean };
 
@@ -92,6 +100,12 @@ export interface HandshakeOptions {
   defaultExport?: string;
   /** True while the server shuts down: options get NBD_REP_ERR_SHUTDOWN. */
   shuttingDown?: () => boolean;
+  /**
+   * FORCEDTLS (the spec's term): before TLS, every option but NBD_OPT_STARTTLS and
+   * NBD_OPT_ABORT is answered NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME ends the session.
+   * False: NOTLS, and STARTTLS is refused by policy.
+   */
+  tlsRequired?: boolean;
 }
 
 /** The transmission flags for an export, given whether structured replies were negotiated. */
@@ -131,9 +145,15 @@ export class Handshake {
   private structuredReplies = false;
   /** Export for which `base:allocation` was selected, if any. */
   private metaContextExport: string | null = null;
+  private tlsActive = false;
 
   constructor(private readonly opts: HandshakeOptions) {
     this.output.push(encodeServerGreeting(SERVER_HANDSHAKE_FLAGS));
+  }
+
+  /** The owner completed the TLS handshake a `starttls` step asked for. */
+  tlsStarted(): void {
+    this.tlsActive = true;
   }
 
   /** Consumes client bytes. Once it returns `transmission` or `close`, do not call again. */
@@ -212,6 +232,7 @@ export class Handshake {
             this.state = 'done';
             return step;
           }
+          if (step.kind === 'starttls') return { kind: 'starttls', leftover: Buffer.from(data) };
           break;
         }
       }
@@ -254,6 +275,12 @@ export class Handshake {
       this.reply(NBD_REP_ERR_SHUTDOWN, 'server is shutting down');
       return { kind: 'continue' };
     }
+    if (this.opts.tlsRequired && !this.tlsActive && option !== NBD_OPT_STARTTLS && option !== NBD_OPT_ABORT) {
+      // EXPORT_NAME cannot be answered with an error: the spec has the session end instead.
+      if (option === NBD_OPT_EXPORT_NAME) return this.close('NBD_OPT_EXPORT_NAME before TLS on a server that requires TLS', false);
+      this.reply(NBD_REP_ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
+      return { kind: 'continue' };
+    }
     switch (option) {
       case NBD_OPT_EXPORT_NAME:
         return this.exportName(data);
@@ -269,9 +296,17 @@ export class Handshake {
         this.reply(NBD_REP_ACK);
         return { kind: 'continue' };
       case NBD_OPT_STARTTLS:
-        // NOTLS mode: the spec allows ERR_POLICY or ERR_UNSUP; this server has no TLS by policy.
-        this.reply(NBD_REP_ERR_POLICY, 'TLS is not supported by this server');
-        return { kind: 'continue' };
+        if (!this.opts.tlsRequired) {
+          // NOTLS mode: the spec allows ERR_POLICY or ERR_UNSUP; this server has no TLS by policy.
+          this.reply(NBD_REP_ERR_POLICY, 'TLS is not supported by this server');
+          return { kind: 'continue' };
+        }
+        if (this.tlsActive || data.length !== 0) {
+          this.reply(NBD_REP_ERR_INVALID, this.tlsActive ? 'TLS is already on' : 'NBD_OPT_STARTTLS takes no data');
+          return { kind: 'continue' };
+        }
+        this.reply(NBD_REP_ACK);
+        return { kind: 'starttls', leftover: Buffer.alloc(0) };
       case NBD_OPT_INFO:
       case NBD_OPT_GO:
         return this.infoOrGo(option, data);

@@ -12,6 +12,7 @@ import { listenOn, type HostPort } from '../common/address.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { BufferPool } from './buffer-pool.js';
 import { Handshake, type NbdExport } from './handshake.js';
+import { startTlsAsServer, type PskKeys } from './tls-psk.js';
 import { NbdMetrics } from './metrics.js';
 import { defaultTransmissionLimits, TransmissionSession, type TransmissionLimits } from './transmission.js';
 
@@ -34,6 +35,11 @@ export interface NbdServerOptions {
   sharedReadBuffer?: boolean;
   /** A client that has not finished the handshake by then is disconnected. */
   handshakeTimeoutMs?: number;
+  /**
+   * Clients must upgrade to TLS (NBD_OPT_STARTTLS, FORCEDTLS) and prove one of these users'
+   * pre-shared keys; absent: no TLS (NOTLS).
+   */
+  tlsPsk?: PskKeys;
   logger?: Logger;
 }
 
@@ -104,6 +110,7 @@ export class NbdServer {
       accepted.destroy();
       return;
     }
+    const tlsKeys = this.opts.tlsPsk;
     // The connection's input handler; set below once the phase objects exist.
     let onInput: (chunk: Buffer, transient: boolean) => void = () => {};
     // Nothing a client sends may throw past its own connection: an unexpected error (a bug)
@@ -114,16 +121,20 @@ export class NbdServer {
       } catch (err) {
         log.error('connection failed', { err });
         onInput = () => {};
+        io.destroy();
         socket.destroy();
       }
     };
+    // TLS reads through its own stream, so a TLS server takes plain 'data' events throughout.
     const socket: Socket =
-      this.opts.sharedReadBuffer === false ? accepted : adoptWithReadBuffer(accepted, this.readBuffer, (n, buf) => guarded(buf.subarray(0, n), true));
+      tlsKeys !== undefined || this.opts.sharedReadBuffer === false ? accepted : adoptWithReadBuffer(accepted, this.readBuffer, (n, buf) => guarded(buf.subarray(0, n), true));
+    /** The socket the handshake and the session speak on: `socket`, or the TLS socket over it after STARTTLS. */
+    let io: Socket = socket;
     const transient = socket !== accepted;
-    if (!transient) socket.on('data', (chunk: Buffer) => guarded(chunk, false));
+    const onPlainData = (chunk: Buffer): void => guarded(chunk, false);
+    if (!transient) socket.on('data', onPlainData);
     socket.setNoDelay(true); // replies are batched by cork/uncork; never wait on Nagle
     this.metrics?.connections.inc();
-    socket.once('close', () => this.metrics?.connections.dec());
     socket.on('error', (err) => log.debug('socket error', { err }));
     this.handshaking.add(socket);
     log.debug('connected', { userReadBuffer: transient });
@@ -132,23 +143,71 @@ export class NbdServer {
       exports: this.opts.exports,
       defaultExport: this.opts.defaultExport,
       shuttingDown: () => this.shuttingDown,
+      tlsRequired: tlsKeys !== undefined,
     });
     const timer = setTimeout(() => {
       log.warn('handshake timed out');
+      io.destroy();
       socket.destroy();
     }, this.opts.handshakeTimeoutMs ?? 60_000);
     timer.unref();
     const flush = (): void => {
-      socket.cork();
-      for (const b of hs.output) socket.write(b);
-      socket.uncork();
+      io.cork();
+      for (const b of hs.output) io.write(b);
+      io.uncork();
       hs.output.length = 0;
     };
+    const onEnd = (): void => {
+      // EOF before transmission: nothing more can be negotiated.
+      if (this.handshaking.has(socket)) io.end();
+    };
+    let closed = false;
+    const onClose = (): void => {
+      if (closed) return;
+      closed = true;
+      clearTimeout(timer);
+      this.handshaking.delete(socket);
+      this.metrics?.connections.dec();
+    };
+    const startTls = (keys: PskKeys): void => {
+      // Raw bytes no longer reach the handshake: the next ones are the client's TLS hello.
+      onInput = () => {};
+      socket.off('data', onPlainData);
+      socket.pause();
+      startTlsAsServer(socket, keys).then(
+        ({ tls, user }) => {
+          if (closed || this.shuttingDown) {
+            tls.destroy();
+            return;
+          }
+          io = tls;
+          tls.on('error', (err) => log.debug('TLS socket error', { err }));
+          tls.on('end', onEnd);
+          tls.once('close', onClose);
+          hs.tlsStarted();
+          onInput = handshakeInput;
+          tls.on('data', (chunk: Buffer) => guarded(chunk, false));
+          log.debug('TLS on', { user, protocol: tls.getProtocol(), cipher: tls.getCipher().name });
+        },
+        (err: Error) => {
+          log.warn('TLS handshake failed, closing', { err: err.message });
+          this.metrics?.protocolErrors.inc();
+        },
+      );
+    };
     // The handshake copies whatever it keeps, so transient chunks are safe to hand it.
-    onInput = (chunk) => {
+    const handshakeInput = (chunk: Buffer): void => {
       const step = hs.push(chunk);
       flush();
       if (step.kind === 'continue') return;
+      if (step.kind === 'starttls') {
+        if (step.leftover.length === 0 && tlsKeys) return startTls(tlsKeys);
+        log.warn('handshake protocol error, closing', { reason: 'bytes sent between NBD_OPT_STARTTLS and its reply' });
+        this.metrics?.protocolErrors.inc();
+        onInput = () => {};
+        socket.destroy();
+        return;
+      }
       onInput = () => {};
       clearTimeout(timer);
       this.handshaking.delete(socket);
@@ -156,10 +215,11 @@ export class NbdServer {
         if (step.protocolError) {
           log.warn('handshake protocol error, closing', { reason: step.reason });
           this.metrics?.protocolErrors.inc();
+          io.destroy();
           socket.destroy();
         } else {
           log.debug('handshake ended', { reason: step.reason });
-          socket.end();
+          io.end();
         }
         return;
       }
@@ -167,22 +227,18 @@ export class NbdServer {
         export: step.negotiated.exportName,
         structuredReplies: step.negotiated.structuredReplies,
         baseAllocation: step.negotiated.baseAllocation,
+        tls: io !== socket,
       });
-      const session = new TransmissionSession(socket, step.negotiated, this.pool, this.limits, this.metrics, log);
+      const session = new TransmissionSession(io, step.negotiated, this.pool, this.limits, this.metrics, log);
       this.sessions.add(session);
       void session.done.then(() => this.sessions.delete(session));
       onInput = (c, t) => session.onData(c, t);
       if (this.shuttingDown) session.shutdown();
       session.start(step.leftover);
     };
-    socket.on('end', () => {
-      // EOF before transmission: nothing more can be negotiated.
-      if (this.handshaking.has(socket)) socket.end();
-    });
-    socket.once('close', () => {
-      clearTimeout(timer);
-      this.handshaking.delete(socket);
-    });
+    onInput = handshakeInput;
+    socket.on('end', onEnd);
+    socket.once('close', onClose);
     flush();
     socket.resume();
   }

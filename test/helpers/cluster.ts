@@ -38,6 +38,8 @@ export interface ClusterOptions {
   clusterKeyFile?: string | null;
   /** Every node runs `--peer-tls` (TLS keyed by the cluster key between peers). */
   peerTls?: boolean;
+  /** Every node requires NBD clients to use TLS with a key of this PSK file (`--nbd-tls-psk`). */
+  nbdTlsPskFile?: string;
   readyTimeoutMs?: number;
 }
 
@@ -146,6 +148,7 @@ export class TestNode {
       '--labels', `zone=z${this.id},rack=r${this.id},host=h${this.id}`,
       ...(this.cluster.clusterKeyFile ? ['--cluster-key-file', this.cluster.clusterKeyFile] : []),
       ...(this.cluster.peerTls ? ['--peer-tls'] : []),
+      ...(this.cluster.nbdTlsPskFile ? ['--nbd-tls-psk', this.cluster.nbdTlsPskFile] : []),
       ...(this.id === 1 ? ['--bootstrap'] : ['--join', this.joinVia ?? this.cluster.nodes[0].addrs.peer]),
     ];
     const log = openSync(this.logPath, 'a');
@@ -222,10 +225,13 @@ export class TestCluster {
   readonly clusterKey: ClusterKey | undefined;
   /** The nodes encrypt their peer connections (`--peer-tls`). */
   readonly peerTls: boolean;
+  /** The PSK file NBD clients must prove a key of (`--nbd-tls-psk`), if any. */
+  readonly nbdTlsPskFile: string | undefined;
 
-  private constructor(dir: string, net: NetnsNetwork | null, env: Record<string, string>, clusterKeyFile: string | undefined, peerTls: boolean) {
+  private constructor(dir: string, net: NetnsNetwork | null, env: Record<string, string>, clusterKeyFile: string | undefined, tls: { peerTls: boolean; nbdTlsPskFile?: string }) {
     this.dir = dir;
-    this.peerTls = peerTls;
+    this.peerTls = tls.peerTls;
+    this.nbdTlsPskFile = tls.nbdTlsPskFile;
     this.net = net;
     this.env = env;
     this.clusterKeyFile = clusterKeyFile;
@@ -247,7 +253,7 @@ export class TestCluster {
       keyFile = join(dir, 'cluster.key');
       writeFileSync(keyFile, ClusterKey.generateText(), { mode: 0o600 });
     } else if (opts.clusterKeyFile !== null) keyFile = opts.clusterKeyFile;
-    const cluster = new TestCluster(dir, net, { RAFTBLOCK_TICK_MS: '50', ...opts.env }, keyFile, opts.peerTls === true);
+    const cluster = new TestCluster(dir, net, { RAFTBLOCK_TICK_MS: '50', ...opts.env }, keyFile, { peerTls: opts.peerTls === true, nbdTlsPskFile: opts.nbdTlsPskFile });
     t.after(() => cluster.close());
     for (let id = 1; id <= count; id++) {
       const addrs: NodeAddrs = net

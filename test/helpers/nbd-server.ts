@@ -23,6 +23,8 @@ export interface ExportFileOptions {
   metrics?: boolean;
   /** How long to wait for the listening line. */
   startTimeoutMs?: number;
+  /** Require TLS with the keys of this PSK file (`--tls-psk`). */
+  tlsPskFile?: string;
 }
 
 export interface ExportFileServer {
@@ -104,6 +106,7 @@ export async function startExportFile(t: TestContext, opts: ExportFileOptions): 
     if (opts.sizeBytes !== undefined) args.push('--size', String(opts.sizeBytes));
     if (opts.readOnly) args.push('--readonly');
     if (opts.metrics) args.push('--metrics', '127.0.0.1:0');
+    if (opts.tlsPskFile) args.push('--tls-psk', opts.tlsPskFile);
     proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   }
 

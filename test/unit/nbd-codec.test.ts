@@ -47,6 +47,7 @@ import {
 import { nbdErrnoOf } from '../../src/nbd/errno.js';
 import { IoError, NoSpace, NotSupported, OutOfRange, ReadOnly, Unavailable } from '../../src/common/errors.js';
 import { zeroRuns } from '../../src/nbd/file-backend.js';
+import { PskKeys } from '../../src/nbd/tls-psk.js';
 
 // ---- fixtures ---------------------------------------------------------------------------------
 
@@ -256,6 +257,69 @@ test('handshake: ABORT is acknowledged then closes; unknown client flags close',
   const bad = new Handshake({ exports: exportsMap });
   const s2 = bad.push(clientFlags(0x80));
   assert.deepEqual(s2.kind === 'close' && s2.protocolError, true);
+});
+
+test('handshake, FORCEDTLS: every option but STARTTLS and ABORT is TLS_REQD, EXPORT_NAME closes; after TLS options work and STARTTLS is invalid', () => {
+  const hs = new Handshake({ exports: exportsMap, tlsRequired: true });
+  hs.output.splice(0);
+  hs.push(clientFlags());
+  for (const [option, data] of [
+    [P.NBD_OPT_LIST, Buffer.alloc(0)],
+    [P.NBD_OPT_GO, encodeInfoRequest('disk', [])],
+    [P.NBD_OPT_INFO, encodeInfoRequest('disk', [])],
+    [P.NBD_OPT_STRUCTURED_REPLY, Buffer.alloc(0)],
+    [99, Buffer.from('whatever')],
+  ] as const) {
+    assert.equal(hs.push(encodeOption(option, data)).kind, 'continue');
+    assert.deepEqual(repliesOf(hs).map((x) => [x.option, x.replyType]), [[option, P.NBD_REP_ERR_TLS_REQD]], `option ${option} before TLS`);
+  }
+  // STARTTLS with data is invalid; without, acknowledged, and the owner takes over for TLS.
+  assert.equal(hs.push(encodeOption(P.NBD_OPT_STARTTLS, Buffer.from('x'))).kind, 'continue');
+  assert.deepEqual(repliesOf(hs).map((x) => x.replyType), [P.NBD_REP_ERR_INVALID]);
+  const step = hs.push(encodeOption(P.NBD_OPT_STARTTLS));
+  assert.deepEqual(step, { kind: 'starttls', leftover: Buffer.alloc(0) });
+  assert.deepEqual(repliesOf(hs).map((x) => x.replyType), [P.NBD_REP_ACK]);
+  hs.tlsStarted();
+  hs.push(encodeOption(P.NBD_OPT_STARTTLS));
+  assert.deepEqual(repliesOf(hs).map((x) => x.replyType), [P.NBD_REP_ERR_INVALID], 'a second STARTTLS');
+  hs.push(encodeOption(P.NBD_OPT_LIST));
+  assert.equal(repliesOf(hs).at(-1)!.replyType, P.NBD_REP_ACK);
+  const go = hs.push(encodeOption(P.NBD_OPT_GO, encodeInfoRequest('disk', [])));
+  assert.equal(go.kind, 'transmission');
+
+  // Bytes pipelined behind STARTTLS come back as leftover (the owner refuses them).
+  const eager = new Handshake({ exports: exportsMap, tlsRequired: true });
+  eager.push(clientFlags());
+  const piped = eager.push(Buffer.concat([encodeOption(P.NBD_OPT_STARTTLS), Buffer.from([0x16, 0x03, 0x01])]));
+  assert.equal(piped.kind, 'starttls');
+  assert.equal(piped.kind === 'starttls' && piped.leftover.length, 3);
+
+  // EXPORT_NAME cannot be refused by a reply: the session ends, with no reply.
+  const legacy = new Handshake({ exports: exportsMap, tlsRequired: true });
+  legacy.output.splice(0);
+  legacy.push(clientFlags());
+  const end = legacy.push(encodeOption(P.NBD_OPT_EXPORT_NAME, Buffer.from('disk')));
+  assert.equal(end.kind, 'close');
+  assert.equal(Buffer.concat(legacy.output).length, 0);
+  // ABORT is answered before TLS too.
+  const quitter = new Handshake({ exports: exportsMap, tlsRequired: true });
+  quitter.output.splice(0);
+  quitter.push(clientFlags());
+  assert.equal(quitter.push(encodeOption(P.NBD_OPT_ABORT)).kind, 'close');
+  assert.deepEqual(repliesOf(quitter).map((x) => x.replyType), [P.NBD_REP_ACK]);
+});
+
+test('PSK files: username:hexkey lines; comments and blanks skipped; short keys, bad lines, duplicates and empty files refused', () => {
+  const k = PskKeys.parse(`# users\nalice:${'ab'.repeat(32)}\n\nbob:${'01'.repeat(16)}\r\n`);
+  assert.deepEqual(k.keyOf('alice'), Buffer.alloc(32, 0xab));
+  assert.deepEqual(k.keyOf('bob'), Buffer.alloc(16, 0x01));
+  assert.equal(k.keyOf('carol'), undefined);
+  assert.throws(() => PskKeys.parse(`alice:${'ab'.repeat(8)}`), /holds 8 bytes; at least 16/);
+  assert.throws(() => PskKeys.parse('alice'), /line 1: expected username:hexkey/);
+  assert.throws(() => PskKeys.parse(`alice:${'zz'.repeat(16)}`), /expected username:hexkey/);
+  assert.throws(() => PskKeys.parse(`:${'ab'.repeat(16)}`), /expected username:hexkey/);
+  assert.throws(() => PskKeys.parse(`a:${'ab'.repeat(16)}\na:${'cd'.repeat(16)}`), /line 2: user a is named twice/);
+  assert.throws(() => PskKeys.parse('# nothing\n'), /names no user/);
 });
 
 test('handshake: an oversized option is skipped as it streams in and answered TOO_BIG', () => {

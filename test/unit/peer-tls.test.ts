@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
+import { recordingProxy } from '../helpers/recording-proxy.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { authenticateAsAcceptor, authenticateAsDialer, ClusterKey } from '../../src/cluster/peer-auth.js';
@@ -16,38 +17,6 @@ import { startEchoTransport, type EchoTransport } from '../helpers/echo-transpor
 import { runCli } from '../helpers/cli.js';
 
 const key = ClusterKey.fromBytes(randomBytes(32));
-
-/** A TCP proxy to `target` that keeps every byte it forwards, both ways. */
-async function recordingProxy(t: import('node:test').TestContext, target: string): Promise<{ address: string; bytes: () => Buffer }> {
-  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
-  const seen: Buffer[] = [];
-  const sockets = new Set<Socket>();
-  const server = createServer((inbound) => {
-    const outbound = createConnection({ host, port });
-    for (const s of [inbound, outbound]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => {
-        inbound.destroy();
-        outbound.destroy();
-      });
-    }
-    inbound.on('data', (d: Buffer) => {
-      seen.push(Buffer.from(d));
-      outbound.write(d);
-    });
-    outbound.on('data', (d: Buffer) => {
-      seen.push(Buffer.from(d));
-      inbound.write(d);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  });
-  return { address: `127.0.0.1:${(server.address() as { port: number }).port}`, bytes: () => Buffer.concat(seen) };
-}
 
 async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
   const end = Date.now() + ms;

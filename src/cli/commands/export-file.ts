@@ -1,6 +1,6 @@
 /**
  * `raftblock export-file PATH --name NAME --listen HOST:PORT [--size BYTES] [--readonly]
- *  [--metrics HOST:PORT] [--description TEXT]`
+ *  [--metrics HOST:PORT] [--description TEXT] [--tls-psk FILE]`
  *
  * Serves one local file over NBD until SIGINT/SIGTERM, then stops accepting, lets in-flight
  * requests finish, flushes and exits 0. On start it prints one JSON line to stdout:
@@ -17,6 +17,7 @@ import { parseIoBackendChoice } from '../../io/select.js';
 import { createRegistry, startMetricsServer, type MetricsServer } from '../../metrics/server.js';
 import { FileBackend } from '../../nbd/file-backend.js';
 import { NbdServer } from '../../nbd/server.js';
+import { PskKeys } from '../../nbd/tls-psk.js';
 
 interface ExportFileOptions {
   name: string;
@@ -26,6 +27,7 @@ interface ExportFileOptions {
   metrics?: string;
   description?: string;
   syncIoMax?: string;
+  tlsPsk?: string;
 }
 
 function formatHostPort(a: HostPort): string {
@@ -43,6 +45,7 @@ export function register(program: Command): void {
     .option('--readonly', 'export read-only')
     .option('--metrics <host:port>', 'serve Prometheus /metrics and /healthz here')
     .option('--description <text>', 'export description shown to clients')
+    .option('--tls-psk <file>', 'require TLS: clients prove a key of this PSK file (username:hexkey lines, as psktool writes)')
     .option('--sync-io-max <bytes>', 'tuning: reads/writes up to this size use synchronous pread/pwrite (0 = always async)')
     .action(async (path: string, opts: ExportFileOptions) => {
       await exportFile(path, opts);
@@ -55,6 +58,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
   const metricsAddr = opts.metrics ? parseHostPort(opts.metrics, '--metrics') : undefined;
   const createSizeBytes = opts.size !== undefined ? parseSize(opts.size, '--size') : undefined;
   const syncIoMaxBytes = opts.syncIoMax !== undefined ? parseSize(opts.syncIoMax, '--sync-io-max') : undefined;
+  const tlsPsk = opts.tlsPsk !== undefined ? PskKeys.fromFile(opts.tlsPsk) : undefined;
   const ioChoice = parseIoBackendChoice(process.env.RAFTBLOCK_IO);
   const native = ioChoice === 'fs' ? { error: 'RAFTBLOCK_IO=fs' } : undefined;
   const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false, syncIoMaxBytes, native });
@@ -74,6 +78,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
   const server = new NbdServer({
     exports: new Map([[opts.name, { backend, description: opts.description }]]),
     registry,
+    tlsPsk,
   });
   // Signal handlers go in before the "listening" line: a supervisor may signal right after it.
   let stopping = false;

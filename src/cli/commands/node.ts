@@ -17,6 +17,7 @@ import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
 import { parseLabels } from '../../cluster/map.js';
 import { ClusterKey } from '../../cluster/peer-auth.js';
+import { PskKeys } from '../../nbd/tls-psk.js';
 import { StorageNode } from '../../cluster/node.js';
 import { registerNodeAdmin } from './node-admin.js';
 
@@ -33,6 +34,7 @@ interface NodeCliOptions {
   leaderFollowsIo: boolean;
   clusterKeyFile?: string;
   peerTls?: boolean;
+  nbdTlsPsk?: string;
 }
 
 export function register(program: Command): void {
@@ -50,6 +52,7 @@ export function register(program: Command): void {
     .option('--advertise <host:port>', 'peer address other nodes dial (when --peer binds 0.0.0.0)')
     .option('--cluster-key-file <path>', 'a file of at least 16 bytes that every node of the cluster holds a copy of: peers prove it on every connection (without it, any process that reaches --peer is taken for a node)')
     .option('--peer-tls', 'encrypt peer connections: TLS 1.3 keyed by the cluster key (needs --cluster-key-file; every node of the cluster must give it)')
+    .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines, as psktool writes; qemu tls-creds-psk and libnbd tls-psk-file read the same)')
     .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
     .action(async (opts: Partial<NodeCliOptions>, cmd: Command) => {
       for (const [key, flag] of [['id', '--id <n>'], ['data', '--data <dir>']] as const) {
@@ -83,6 +86,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     leaderFollowsIo: opts.leaderFollowsIo,
     clusterKey: opts.clusterKeyFile === undefined ? undefined : ClusterKey.fromFile(opts.clusterKeyFile),
     peerTls: opts.peerTls === true,
+    nbdTlsPsk: opts.nbdTlsPsk === undefined ? undefined : PskKeys.fromFile(opts.nbdTlsPsk),
   });
   if (opts.clusterKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
   await node.start();

@@ -1,6 +1,6 @@
 /**
  * `raftblock start [--data DIR] [--nodes 3] [--nbd-port 10809] [--http-port 10900]
- *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N] [--peer-tls]`
+ *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N] [--peer-tls] [--nbd-tls-psk FILE]`
  *
  * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
  * the first bootstrapping it and the others joining through it. Creates pool `default`
@@ -26,6 +26,7 @@ import { createLogger } from '../../common/log.js';
 import { AdminClient, defaultAdminHttpPort } from '../../cluster/admin-client.js';
 import { allGroups, maxPgsPerPool, metadataGroupId } from '../../cluster/map.js';
 import { ClusterKey } from '../../cluster/peer-auth.js';
+import { PskKeys } from '../../nbd/tls-psk.js';
 import { missingFlags, nodeV8Flags } from '../node-flags.js';
 
 interface StartOptions {
@@ -37,6 +38,7 @@ interface StartOptions {
   host: string;
   pgCount?: string;
   peerTls?: boolean;
+  nbdTlsPsk?: string;
 }
 
 interface Layout {
@@ -91,6 +93,7 @@ export function register(program: Command): void {
     .option('--peer-port <port>', 'node-to-node port of node 0', '11000')
     .option('--host <addr>', 'address every node listens on', '127.0.0.1')
     .option('--pg-count <n>', 'PGs of pool default, when it is created (default: about 4 PG replicas per node)')
+    .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines); every node serves with it')
     .option('--peer-tls', 'encrypt the connections between nodes (TLS keyed by DIR/cluster.key); worth it when --host is not a loopback address')
     .action(async (opts: StartOptions) => {
       await start(opts);
@@ -144,6 +147,8 @@ async function start(opts: StartOptions): Promise<void> {
   const keyPath = join(dataDir, 'cluster.key');
   if (!existsSync(keyPath)) writeFileSync(keyPath, ClusterKey.generateText(), { mode: 0o600, flag: 'wx' });
   ClusterKey.fromFile(keyPath); // a damaged key file stops here, not in every node
+  const nbdTlsPsk = opts.nbdTlsPsk === undefined ? undefined : resolve(opts.nbdTlsPsk);
+  if (nbdTlsPsk) PskKeys.fromFile(nbdTlsPsk); // likewise a bad PSK file
   const addr = (base: number, i: number): string => `${layout.host}:${base + i}`;
   const children: ChildProcess[] = [];
   let stopping = false;
@@ -183,6 +188,7 @@ async function start(opts: StartOptions): Promise<void> {
       '--labels', `zone=z${id},rack=r${id},host=h${id}`,
       '--cluster-key-file', keyPath,
       ...(opts.peerTls ? ['--peer-tls'] : []),
+      ...(nbdTlsPsk ? ['--nbd-tls-psk', nbdTlsPsk] : []),
       ...(i === 0 ? ['--bootstrap'] : ['--join', addr(layout.peerPort, 0)]),
     ];
     const logPath = join(dataDir, `node-${id}.log`);
@@ -242,12 +248,21 @@ async function start(opts: StartOptions): Promise<void> {
   const http = children.map((_, i) => addr(layout.httpPort, i));
   const peer = children.map((_, i) => addr(layout.peerPort, i));
   const [h, p] = [layout.host, layout.nbdPort];
+  // With TLS, the clients that take a PSK file (libnbd's tools, qemu) are the ones to show.
+  const connect = nbdTlsPsk
+    ? [
+        `  nbdinfo 'nbds://USER@${h}:${p}/vol0?tls-psk-file=${nbdTlsPsk}'     (USER: a name in the PSK file)`,
+        `  qemu-io --object tls-creds-psk,id=tls0,endpoint=client,dir=DIR,username=USER --image-opts driver=nbd,host=${h},port=${p},export=vol0,tls-creds=tls0     (DIR holds the file as keys.psk)`,
+      ]
+    : [
+        `  nbdinfo nbd://${h}:${p}/vol0`,
+        `  nbd-client ${h} ${p} /dev/nbd0 -N vol0`,
+        `  fio --ioengine=nbd --uri=nbd://${h}:${p}/vol0 --rw=randwrite --bs=4k --iodepth=32 --size=256M --name=rw`,
+      ];
   process.stdout.write(
     [
-      `raftblock: ${layout.nodes} nodes up, volume vol0 served by every node (data in ${dataDir}, logs in node-N.log)`,
-      `  nbdinfo nbd://${h}:${p}/vol0`,
-      `  nbd-client ${h} ${p} /dev/nbd0 -N vol0`,
-      `  fio --ioengine=nbd --uri=nbd://${h}:${p}/vol0 --rw=randwrite --bs=4k --iodepth=32 --size=256M --name=rw`,
+      `raftblock: ${layout.nodes} nodes up, volume vol0 served by every node (data in ${dataDir}, logs in node-N.log)${nbdTlsPsk ? '; NBD requires TLS' : ''}`,
+      ...connect,
       `  raftblock status --server ${http[0]}     (metrics: http://${http[0]}/metrics)`,
       `Ctrl-C stops every node cleanly.`,
       '',
