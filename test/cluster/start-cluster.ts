@@ -19,6 +19,8 @@ export interface Cluster {
   proc: ChildProcess;
   ready: Ready;
   events: Record<string, unknown>[];
+  /** Every line it printed to stdout, JSON or not (the connect instructions). */
+  lines: string[];
 }
 
 /** A base port with `count` consecutive free ports after it, for each of nbd, http, peer. */
@@ -36,6 +38,7 @@ export function startCluster(t: TestContext, dir: string, ports: { nbd: number; 
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const events: Record<string, unknown>[] = [];
+  const lines: string[] = [];
   t.after(() => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
     const last = events.find((e) => e.event === 'ready') as unknown as Ready | undefined;
@@ -59,12 +62,13 @@ export function startCluster(t: TestContext, dir: string, ports: { nbd: number; 
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`raftblock start not ready in ${timeoutMs} ms: ${stderr}`)), timeoutMs);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
+      lines.push(line);
       if (!line.startsWith('{')) return;
       const e = JSON.parse(line) as Record<string, unknown>;
       events.push(e);
       if (e.event === 'ready') {
         clearTimeout(timer);
-        resolve({ proc, ready: e as unknown as Ready, events });
+        resolve({ proc, ready: e as unknown as Ready, events, lines });
       }
     });
     proc.once('exit', (code) => {

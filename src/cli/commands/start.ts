@@ -119,6 +119,9 @@ const cliMain = join(fileURLToPath(import.meta.url), '..', '..', 'main.js');
 
 async function start(opts: StartOptions): Promise<void> {
   const log = createLogger('start');
+  // A bad PSK file stops here, before anything is made or started.
+  const nbdTlsPsk = opts.nbdTlsPsk === undefined ? undefined : resolve(opts.nbdTlsPsk);
+  if (nbdTlsPsk) PskKeys.fromFile(nbdTlsPsk);
   const dataDir = resolve(opts.data);
   mkdirSync(dataDir, { recursive: true });
   const layoutPath = join(dataDir, 'cluster.json');
@@ -147,8 +150,6 @@ async function start(opts: StartOptions): Promise<void> {
   const keyPath = join(dataDir, 'cluster.key');
   if (!existsSync(keyPath)) writeFileSync(keyPath, ClusterKey.generateText(), { mode: 0o600, flag: 'wx' });
   ClusterKey.fromFile(keyPath); // a damaged key file stops here, not in every node
-  const nbdTlsPsk = opts.nbdTlsPsk === undefined ? undefined : resolve(opts.nbdTlsPsk);
-  if (nbdTlsPsk) PskKeys.fromFile(nbdTlsPsk); // likewise a bad PSK file
   const addr = (base: number, i: number): string => `${layout.host}:${base + i}`;
   const children: ChildProcess[] = [];
   let stopping = false;

@@ -1,0 +1,54 @@
+/**
+ * `raftblock start --nbd-tls-psk FILE --peer-tls`: every node gets the PSK file, vol0 is served
+ * over TLS only, the printed instructions show TLS clients, and a bad PSK file stops the start
+ * before any node runs.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runCli } from '../helpers/cli.js';
+import { describeRun, runTool, runToolOk } from '../helpers/nbd-server.js';
+import { requireTools, tempDir } from '../helpers/tools.js';
+import { currentPids, freeBase, startCluster, stopCluster } from './start-cluster.js';
+
+test('raftblock start --nbd-tls-psk: every node serves vol0 to TLS-PSK clients only', { timeout: 180_000 }, async (t) => {
+  if (!requireTools(t, 'nbdinfo', 'qemu-io')) return;
+  const dir = tempDir(t);
+  const keys = join(dir, 'nbd.psk');
+  writeFileSync(keys, `ops:${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+
+  const bad = join(dir, 'bad.psk');
+  writeFileSync(bad, 'ops:abcd\n');
+  const refused = await runCli(['start', '--data', join(dir, 'refused'), '--nbd-tls-psk', bad], { timeoutMs: 30_000 });
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /the key of ops holds 2 bytes; at least 16 are needed/);
+  assert.ok(!existsSync(join(dir, 'refused')), 'the start made its data dir before it read the PSK file');
+
+  const cluster = await startCluster(t, join(dir, 'data'), { nbd: await freeBase(3), http: await freeBase(3), peer: await freeBase(3) }, ['--nbd-tls-psk', keys, '--peer-tls']);
+  for (const pid of currentPids(cluster)) {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    assert.equal(argv[argv.indexOf('--nbd-tls-psk') + 1], keys, `node ${pid} runs without the PSK file: ${argv.join(' ')}`);
+  }
+  assert.ok(cluster.lines.some((l) => l.includes('NBD requires TLS')), cluster.lines.join('\n'));
+  assert.ok(cluster.lines.some((l) => l.includes(`tls-psk-file=${keys}`)), cluster.lines.join('\n'));
+
+  const [first, , last] = cluster.ready.nbd;
+  const info = await runToolOk('nbdinfo', [`nbds://ops@${first}/vol0?tls-psk-file=${keys}`]);
+  assert.match(info.stdout, /with TLS/);
+  assert.match(info.stdout, /export-size: 1073741824/);
+  const plain = await runTool('nbdinfo', [`nbd://${last}/vol0`]);
+  assert.notEqual(plain.code, 0, describeRun('nbdinfo without TLS', plain));
+
+  const qemuDir = join(dir, 'qemu');
+  await runToolOk('mkdir', ['-p', qemuDir]);
+  await runToolOk('cp', [keys, join(qemuDir, 'keys.psk')]);
+  const through = (hostPort: string): string[] => {
+    const [host, port] = hostPort.split(':');
+    return ['--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${qemuDir},username=ops`, '--image-opts', `driver=nbd,host=${host},port=${port},export=vol0,tls-creds=tls0`];
+  };
+  await runToolOk('qemu-io', [...through(first), '-c', 'write -P 0x7e 3M 256k', '-c', 'flush']);
+  await runToolOk('qemu-io', [...through(last), '-c', 'read -P 0x7e 3M 256k']);
+  await stopCluster(cluster);
+});
