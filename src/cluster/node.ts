@@ -66,6 +66,8 @@ export interface NodeOptions {
   leaderFollowsIo?: boolean;
   /** Peers must prove this key on every connection (peer-auth.ts); absent: none is asked. */
   clusterKey?: ClusterKey;
+  /** Keys peers may prove besides clusterKey (a key rotation under way). */
+  clusterKeysAlsoAccepted?: readonly ClusterKey[];
   /** Peer connections run TLS keyed by clusterKey (peer-tls.ts); needs clusterKey. */
   peerTls?: boolean;
   /** NBD clients must upgrade to TLS and prove one of these keys (nbd/tls-psk.ts). */
@@ -220,6 +222,7 @@ export class StorageNode implements PgClient {
       incarnation: this.incarnation,
       incarnationOf: (id) => this.incarnationOf(id),
       clusterKey: this.opts.clusterKey,
+      clusterKeysAlsoAccepted: this.opts.clusterKeysAlsoAccepted,
       peerTls: this.opts.peerTls,
       handlers: {
         onMessages: (from, epoch, msgs) => this.host?.receive(Number(from), this.fenceMessages(Number(from), epoch, msgs)),

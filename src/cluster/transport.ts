@@ -87,6 +87,11 @@ export interface TransportOptions {
    */
   clusterKey?: ClusterKey;
   /**
+   * Keys accepted from peers besides clusterKey, during a key rotation (peer-auth.ts): a
+   * connection uses a key both ends hold.
+   */
+  clusterKeysAlsoAccepted?: readonly ClusterKey[];
+  /**
    * With a cluster key: every connection then runs TLS keyed by it (peer-tls.ts), so frames
    * are encrypted and authenticated; a peer without it is refused.
    */
@@ -577,8 +582,10 @@ export class Transport {
     // 'error' after a failed exchange must not be unhandled; adopt() listens once it takes over.
     socket.on('error', () => {});
     this.authenticating.add(socket);
-    const proved = role === 'dialer' ? authenticateAsDialer(socket, key, { tls }) : authenticateAsAcceptor(socket, key, { tls });
-    const exchange: Promise<Socket> = !tls ? proved.then(() => socket) : proved.then(() => (role === 'dialer' ? secureAsDialer(socket, key) : secureAsAcceptor(socket, key)));
+    const auth = { tls, alsoAccepted: this.opts.clusterKeysAlsoAccepted };
+    const proved = role === 'dialer' ? authenticateAsDialer(socket, key, auth) : authenticateAsAcceptor(socket, key, auth);
+    // TLS is keyed by the key the exchange settled on (the two ends may hold different sets).
+    const exchange: Promise<Socket> = !tls ? proved.then(() => socket) : proved.then((used) => (role === 'dialer' ? secureAsDialer(socket, used) : secureAsAcceptor(socket, used)));
     exchange.then(
       (secured) => {
         this.authenticating.delete(socket);

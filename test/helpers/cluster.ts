@@ -119,6 +119,11 @@ export class TestNode {
   proc: ChildProcess | null = null;
   /** The seed peer address a non-bootstrap node joins through (default: node 1 of its cluster). */
   joinVia: string | undefined = undefined;
+  /**
+   * The key files this node starts with, the one it proves first (`--cluster-key-file`, given
+   * once per file); undefined: the cluster's one (a key rotation sets them node by node).
+   */
+  clusterKeyFiles: string[] | undefined = undefined;
   private readonly cluster: TestCluster;
 
   constructor(cluster: TestCluster, id: number, dir: string, addrs: NodeAddrs) {
@@ -146,7 +151,7 @@ export class TestNode {
       '--nbd', this.addrs.nbd,
       '--http', this.addrs.http,
       '--labels', `zone=z${this.id},rack=r${this.id},host=h${this.id}`,
-      ...(this.cluster.clusterKeyFile ? ['--cluster-key-file', this.cluster.clusterKeyFile] : []),
+      ...(this.clusterKeyFiles ?? (this.cluster.clusterKeyFile ? [this.cluster.clusterKeyFile] : [])).flatMap((f) => ['--cluster-key-file', f]),
       ...(this.cluster.peerTls ? ['--peer-tls'] : []),
       ...(this.cluster.nbdTlsPskFile ? ['--nbd-tls-psk', this.cluster.nbdTlsPskFile] : []),
       ...(this.id === 1 ? ['--bootstrap'] : ['--join', this.joinVia ?? this.cluster.nodes[0].addrs.peer]),

@@ -177,6 +177,44 @@ test('transport: keyed nodes talk both ways; another key or none is refused befo
   await until(async () => (await impostor.unauthenticated()) >= 1);
 });
 
+test('key rotation: nodes that share a key talk whichever each proves, over TLS too; nodes that share none refuse each other', async (t) => {
+  const oldKey = ClusterKey.fromBytes(randomBytes(32));
+  const newKey = ClusterKey.fromBytes(randomBytes(32));
+  for (const peerTls of [false, true]) {
+    const cluster = randomUUID();
+    const start = (id: string, own: ClusterKey, also: ClusterKey[]) => startEchoTransport(t, { nodeId: id, clusterId: cluster, clusterKey: own, clusterKeysAlsoAccepted: also, peerTls });
+    // The three steps of a rotation, and a node that missed it.
+    const accepting = await start('1', oldKey, [newKey]);
+    const proving = await start('2', newKey, [oldKey]);
+    const done = await start('3', newKey, []);
+    const missed = await start('4', oldKey, []);
+    const all = [accepting, proving, done, missed];
+    for (const a of all) for (const b of all) if (a !== b) a.t.setPeerAddress(b.t.nodeId, b.t.address);
+    const talk = async (from: typeof accepting, to: typeof accepting): Promise<boolean> =>
+      from.t.request(to.t.nodeId, 'echo', `${from.t.nodeId}→${to.t.nodeId}`, 3000).then(
+        () => true,
+        () => false,
+      );
+    const pairs: [typeof accepting, typeof accepting, boolean][] = [
+      [accepting, proving, true],
+      [proving, accepting, true],
+      [proving, done, true],
+      [done, proving, true],
+      [accepting, done, true],
+      [done, accepting, true],
+      [missed, accepting, true],
+      [proving, missed, true],
+      [missed, done, false],
+      [done, missed, false],
+    ];
+    for (const [from, to, ok] of pairs) assert.equal(await talk(from, to), ok, `node ${from.t.nodeId} → node ${to.t.nodeId} (tls ${peerTls})`);
+    assert.ok((await done.counter('raftblock_transport_unauthenticated_connections_total')) >= 1);
+    assert.equal(await proving.counter('raftblock_transport_unauthenticated_connections_total'), 0);
+    if (peerTls) assert.ok((await proving.counter('raftblock_transport_tls_connections_total')) >= 3);
+    for (const n of all) await n.t.close();
+  }
+});
+
 test('raftblock node: a missing or short key file is a clear error before anything listens', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'raftblock-keycli-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -188,4 +226,9 @@ test('raftblock node: a missing or short key file is a clear error before anythi
   const short = await runCli([...base, '--cluster-key-file', join(dir, 'short.key')], { timeoutMs: 20_000 });
   assert.notEqual(short.code, 0);
   assert.match(short.stderr, /holds 3 bytes; a cluster key needs at least 16/);
+  // A key accepted during a rotation is read as strictly as the node's own.
+  writeFileSync(join(dir, 'good.key'), randomBytes(32).toString('hex') + '\n');
+  const second = await runCli([...base, '--cluster-key-file', join(dir, 'good.key'), '--cluster-key-file', join(dir, 'short.key')], { timeoutMs: 20_000 });
+  assert.notEqual(second.code, 0);
+  assert.match(second.stderr, /short\.key holds 3 bytes/);
 });

@@ -32,7 +32,8 @@ interface NodeCliOptions {
   join?: string;
   advertise?: string;
   leaderFollowsIo: boolean;
-  clusterKeyFile?: string;
+  /** Repeatable: the first is proved, the others accepted too (a key rotation). */
+  clusterKeyFile: string[];
   peerTls?: boolean;
   nbdTlsPsk?: string;
 }
@@ -50,7 +51,12 @@ export function register(program: Command): void {
     .option('--bootstrap', 'found a new cluster (this node runs the metadata group)')
     .option('--join <host:port,...>', 'peer addresses of existing nodes to join through')
     .option('--advertise <host:port>', 'peer address other nodes dial (when --peer binds 0.0.0.0)')
-    .option('--cluster-key-file <path>', 'a file of at least 16 bytes that every node of the cluster holds a copy of: peers prove it on every connection (without it, any process that reaches --peer is taken for a node)')
+    .option(
+      '--cluster-key-file <path>',
+      'a file of at least 16 bytes that every node of the cluster holds a copy of: peers prove it on every connection (without it, any process that reaches --peer is taken for a node); give it again with more files to accept their keys too while a key rotation is under way (the first is the one this node proves)',
+      (path: string, previous: string[]) => [...previous, path],
+      [] as string[],
+    )
     .option('--peer-tls', 'encrypt peer connections: TLS 1.3 keyed by the cluster key (needs --cluster-key-file; every node of the cluster must give it)')
     .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines, as psktool writes; qemu tls-creds-psk and libnbd tls-psk-file read the same)')
     .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
@@ -70,7 +76,8 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
   if (opts.bootstrap && opts.join) throw new InvalidArgument('--bootstrap and --join exclude each other');
   const join = (opts.join ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
   for (const j of join) parseHostPort(j, '--join');
-  if (opts.peerTls && opts.clusterKeyFile === undefined) throw new InvalidArgument('--peer-tls needs --cluster-key-file: TLS between peers is keyed by the cluster key');
+  const [ownKeyFile, ...acceptedKeyFiles] = opts.clusterKeyFile;
+  if (opts.peerTls && ownKeyFile === undefined) throw new InvalidArgument('--peer-tls needs --cluster-key-file: TLS between peers is keyed by the cluster key');
   const node = new StorageNode({
     id,
     dataDir: opts.data,
@@ -84,11 +91,12 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     ioBackend: parseIoBackendChoice(process.env.RAFTBLOCK_IO),
     tickMs: process.env.RAFTBLOCK_TICK_MS ? Number(process.env.RAFTBLOCK_TICK_MS) : undefined,
     leaderFollowsIo: opts.leaderFollowsIo,
-    clusterKey: opts.clusterKeyFile === undefined ? undefined : ClusterKey.fromFile(opts.clusterKeyFile),
+    clusterKey: ownKeyFile === undefined ? undefined : ClusterKey.fromFile(ownKeyFile),
+    clusterKeysAlsoAccepted: acceptedKeyFiles.map((f) => ClusterKey.fromFile(f)),
     peerTls: opts.peerTls === true,
     nbdTlsPsk: opts.nbdTlsPsk === undefined ? undefined : PskKeys.fromFile(opts.nbdTlsPsk),
   });
-  if (opts.clusterKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
+  if (ownKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
   await node.start();
   process.stdout.write(JSON.stringify({ event: 'listening', id, ...node.addresses }) + '\n');
   await new Promise<void>((resolve) => {
