@@ -200,6 +200,11 @@ export class StorageNode implements PgClient {
     return this.map().epoch;
   }
 
+  /** New keys for NBD clients' TLS (the PSK file re-read); see NbdServer.setTlsPsk. */
+  setTlsPsk(keys: PskKeys): void {
+    this.nbd.setTlsPsk(keys);
+  }
+
   async start(): Promise<void> {
     const dir = this.opts.dataDir;
     await mkdir(dir, { recursive: true });

@@ -57,7 +57,7 @@ export class NbdServer {
   private readonly readBuffer = Buffer.allocUnsafeSlow(readBufferBytes);
   private nextConnectionId = 1;
 
-  constructor(private readonly opts: NbdServerOptions) {
+  constructor(private opts: NbdServerOptions) {
     this.limits = { ...defaultTransmissionLimits, ...opts.limits };
     for (const [name, e] of opts.exports) {
       if (e.backend.blockSizes.maximum > this.limits.maxPayloadBytes) {
@@ -69,6 +69,15 @@ export class NbdServer {
     this.log = opts.logger ?? createLogger('nbd');
     this.server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket));
     this.server.on('error', (err) => this.log.error('listener error', { err }));
+  }
+
+  /**
+   * Replaces the TLS keys (a PSK file re-read): connections from now on prove the new ones;
+   * open sessions keep going. Only for a server that requires TLS already.
+   */
+  setTlsPsk(keys: PskKeys): void {
+    if (this.opts.tlsPsk === undefined) throw new Error('this NBD server runs without TLS; it cannot take keys now');
+    this.opts = { ...this.opts, tlsPsk: keys };
   }
 
   /** Open connections (handshaking or transmitting). */

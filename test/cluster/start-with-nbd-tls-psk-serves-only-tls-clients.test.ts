@@ -1,7 +1,7 @@
 /**
  * `raftblock start --nbd-tls-psk FILE --peer-tls`: every node gets the PSK file, vol0 is served
- * over TLS only, the printed instructions show TLS clients, and a bad PSK file stops the start
- * before any node runs.
+ * over TLS only, the printed instructions show TLS clients, a bad PSK file stops the start
+ * before any node runs, and SIGHUP has every node re-read the file.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -50,5 +50,21 @@ test('raftblock start --nbd-tls-psk: every node serves vol0 to TLS-PSK clients o
   };
   await runToolOk('qemu-io', [...through(first), '-c', 'write -P 0x7e 3M 256k', '-c', 'flush']);
   await runToolOk('qemu-io', [...through(last), '-c', 'read -P 0x7e 3M 256k']);
+
+  // SIGHUP to raftblock start: every node re-reads the file, and a user added is let in.
+  const newcomer = join(dir, 'newcomer.psk');
+  const line = `newcomer:${randomBytes(32).toString('hex')}\n`;
+  writeFileSync(newcomer, line);
+  writeFileSync(keys, readFileSync(keys, 'utf8') + line);
+  cluster.proc.kill('SIGHUP');
+  for (const hostPort of cluster.ready.nbd) {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const r = await runTool('nbdinfo', [`nbds://newcomer@${hostPort}/vol0?tls-psk-file=${newcomer}`]);
+      if (r.code === 0) break;
+      if (Date.now() > deadline) assert.fail(describeRun(`nbdinfo as the new user at ${hostPort}`, r));
+      await new Promise((res) => setTimeout(res, 200));
+    }
+  }
   await stopCluster(cluster);
 });

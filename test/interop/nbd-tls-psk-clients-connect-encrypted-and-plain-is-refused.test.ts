@@ -3,12 +3,12 @@
  * and qemu's tls-creds-psk connect, upgrade with NBD_OPT_STARTTLS and move data; what crosses
  * the wire (seen through a recording proxy) holds neither the data nor the export's name. A
  * client without TLS, with the wrong key or an unknown user gets nothing, and the server keeps
- * serving the right ones.
+ * serving the right ones. SIGHUP re-reads the key file.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeRun, runTool, runToolOk, startExportFile } from '../helpers/nbd-server.js';
 import { recordingProxy } from '../helpers/recording-proxy.js';
@@ -69,5 +69,30 @@ test('NBD over TLS-PSK: nbdinfo, qemu-io and nbdcopy work encrypted; plain, wron
 
   // The server is undisturbed: the data written before is still served.
   await runToolOk('qemu-io', [...qemu.map((a) => a.replace(`host=${proxyHost},port=${proxyPort}`, `host=${server.host},port=${server.port}`)), '-c', 'read -P 0x5a 12M 1M']);
+
+  // SIGHUP re-reads the PSK file: a user added is let in, a user removed is not, and a file
+  // that no longer parses leaves the keys in force.
+  const bobKeys = join(dir, 'bob.psk');
+  const bobLine = `bob:${randomBytes(32).toString('hex')}\n`;
+  writeFileSync(bobKeys, bobLine);
+  const reloaded = async (n: number): Promise<void> => {
+    server.proc.kill('SIGHUP');
+    const deadline = Date.now() + 10_000;
+    while ((server.stderr().match(/NBD TLS keys/g) ?? []).length < n) {
+      if (Date.now() > deadline) throw new Error(`no reload logged: ${server.stderr().slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  writeFileSync(keys, readFileSync(keys, 'utf8') + bobLine);
+  await reloaded(1);
+  await runToolOk('nbdinfo', [tlsUri(direct, 'bob', bobKeys)]);
+  writeFileSync(keys, bobLine);
+  await reloaded(2);
+  const removed = await runTool('nbdinfo', [tlsUri(direct, 'alice', join(qemuDir, 'keys.psk'))]);
+  assert.notEqual(removed.code, 0, describeRun('nbdinfo as a user removed from the file', removed));
+  writeFileSync(keys, 'not a psk file\n');
+  await reloaded(3);
+  assert.match(server.stderr(), /NBD TLS keys not reloaded; the previous ones stay/);
+  await runToolOk('nbdinfo', [tlsUri(direct, 'bob', bobKeys)]);
   assert.equal(await server.stop(), 0);
 });

@@ -18,6 +18,7 @@ import { createRegistry, startMetricsServer, type MetricsServer } from '../../me
 import { FileBackend } from '../../nbd/file-backend.js';
 import { NbdServer } from '../../nbd/server.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
+import { reloadPskOnSighup } from '../../nbd/psk-reload.js';
 
 interface ExportFileOptions {
   name: string;
@@ -45,7 +46,7 @@ export function register(program: Command): void {
     .option('--readonly', 'export read-only')
     .option('--metrics <host:port>', 'serve Prometheus /metrics and /healthz here')
     .option('--description <text>', 'export description shown to clients')
-    .option('--tls-psk <file>', 'require TLS: clients prove a key of this PSK file (username:hexkey lines, as psktool writes)')
+    .option('--tls-psk <file>', 'require TLS: clients prove a key of this PSK file (username:hexkey lines, as psktool writes; re-read on SIGHUP)')
     .option('--sync-io-max <bytes>', 'tuning: reads/writes up to this size use synchronous pread/pwrite (0 = always async)')
     .action(async (path: string, opts: ExportFileOptions) => {
       await exportFile(path, opts);
@@ -92,6 +93,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
     process.once('SIGINT', () => onSignal('SIGINT'));
     process.once('SIGTERM', () => onSignal('SIGTERM'));
   });
+  if (opts.tlsPsk !== undefined) reloadPskOnSighup(server, opts.tlsPsk, log);
   const nbdAddr = await server.listen(listen);
   let metrics: MetricsServer | undefined;
   if (metricsAddr) metrics = await startMetricsServer(metricsAddr, registry, () => (stopping ? 'shutting down' : null));

@@ -18,6 +18,7 @@ import { parseIoBackendChoice } from '../../io/select.js';
 import { parseLabels } from '../../cluster/map.js';
 import { ClusterKey } from '../../cluster/peer-auth.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
+import { reloadPskOnSighup } from '../../nbd/psk-reload.js';
 import { StorageNode } from '../../cluster/node.js';
 import { registerNodeAdmin } from './node-admin.js';
 
@@ -58,7 +59,7 @@ export function register(program: Command): void {
       [] as string[],
     )
     .option('--peer-tls', 'encrypt peer connections: TLS 1.3 keyed by the cluster key (needs --cluster-key-file; every node of the cluster must give it)')
-    .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines, as psktool writes; qemu tls-creds-psk and libnbd tls-psk-file read the same)')
+    .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines, as psktool writes; qemu tls-creds-psk and libnbd tls-psk-file read the same); re-read on SIGHUP')
     .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
     .action(async (opts: Partial<NodeCliOptions>, cmd: Command) => {
       for (const [key, flag] of [['id', '--id <n>'], ['data', '--data <dir>']] as const) {
@@ -98,6 +99,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
   });
   if (ownKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
   await node.start();
+  if (opts.nbdTlsPsk !== undefined) reloadPskOnSighup(node, opts.nbdTlsPsk, log);
   process.stdout.write(JSON.stringify({ event: 'listening', id, ...node.addresses }) + '\n');
   await new Promise<void>((resolve) => {
     let stopping = false;

@@ -12,7 +12,7 @@
  * up); the events {"event":"node-exit","id":N} and {"event":"node-restarted","id":N,"pid":P}
  * are printed as JSON lines.
  * Node i (0-based) serves NBD on nbd-port + i, HTTP on http-port + i, peers on peer-port + i.
- * SIGINT/SIGTERM stops every node cleanly. Run again on the same DIR, it resumes with all data
+ * SIGHUP (with --nbd-tls-psk) has every node re-read the PSK file. SIGINT/SIGTERM stops every node cleanly. Run again on the same DIR, it resumes with all data
  * (the ports are remembered in DIR/cluster.json).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -221,6 +221,8 @@ async function start(opts: StartOptions): Promise<void> {
     listening.push(new Promise<void>((ok, fail) => spawnNode(i, ok, fail)));
   }
 
+  // Every node re-reads the PSK file on SIGHUP; a node without one would exit on it.
+  if (nbdTlsPsk) process.on('SIGHUP', () => children.forEach((c) => c.kill('SIGHUP')));
   const signalled = new Promise<NodeJS.Signals>((done) => {
     process.once('SIGINT', () => done('SIGINT'));
     process.once('SIGTERM', () => done('SIGTERM'));
