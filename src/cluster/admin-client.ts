@@ -200,6 +200,8 @@ export function httpStatusOf(code: string): number {
     case 'INVALID_ARGUMENT':
     case 'OUT_OF_RANGE':
       return 400;
+    case 'UNAUTHENTICATED':
+      return 401;
     case 'NOT_FOUND':
       return 404;
     case 'ALREADY_EXISTS':
@@ -426,17 +428,21 @@ function viewGroup(
 
 export interface AdminClientOptions {
   timeoutMs?: number;
+  /** The admin token (admin-token.ts), sent as a bearer token on every request. */
+  token?: string;
 }
 
 export class AdminClient {
   readonly server: string;
   private readonly timeoutMs: number;
+  private readonly token: string | undefined;
 
   /** `server` is a node's HTTP HOST:PORT. */
   constructor(server: string, opts: AdminClientOptions = {}) {
     parseHostPort(server, 'server');
     this.server = server;
     this.timeoutMs = opts.timeoutMs ?? defaultAdminTimeoutMs;
+    this.token = opts.token;
   }
 
   status(): Promise<NodeStatus> {
@@ -499,7 +505,7 @@ export class AdminClient {
     await Promise.all(
       map.nodes.map(async (n) => {
         try {
-          statuses.set(n.id, await new AdminClient(n.addresses.http, { timeoutMs: Math.min(this.timeoutMs, 3000) }).status());
+          statuses.set(n.id, await new AdminClient(n.addresses.http, { timeoutMs: Math.min(this.timeoutMs, 3000), token: this.token }).status());
         } catch (err) {
           statuses.set(n.id, err instanceof Error ? err : new Error(String(err)));
         }
@@ -534,7 +540,10 @@ export class AdminClient {
           port,
           path,
           method,
-          headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': payload.length },
+          headers: {
+            ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': payload.length }),
+            ...(this.token === undefined ? {} : { authorization: `Bearer ${this.token}` }),
+          },
           timeout: this.timeoutMs,
         },
         (res) => {

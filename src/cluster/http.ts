@@ -5,7 +5,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import { listenOn, type HostPort } from '../common/address.js';
-import { RaftblockError } from '../common/errors.js';
+import { RaftblockError, Unauthenticated } from '../common/errors.js';
+import { AdminTokenCheck } from './admin-token.js';
 import { httpStatusOf, type GroupDigest, type NodeStatus, type RemoveNodeResponse, type ReplaceNodeResponse } from './admin-client.js';
 import type { ClusterMap, MapCommand, NodeState, Pool, Volume } from './map.js';
 
@@ -62,7 +63,13 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
-export async function startAdminHttp(listen: HostPort, registry: Registry, source: AdminSource): Promise<AdminHttp> {
+export interface AdminHttpOptions {
+  /** Every /v1 request must carry it (admin-token.ts); absent: the API is open. */
+  adminToken?: string;
+}
+
+export async function startAdminHttp(listen: HostPort, registry: Registry, source: AdminSource, opts: AdminHttpOptions = {}): Promise<AdminHttp> {
+  const tokenCheck = opts.adminToken === undefined ? undefined : new AdminTokenCheck(opts.adminToken);
   const server: Server = createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
@@ -93,6 +100,10 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
         if (reason === null) res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
         else res.writeHead(503, { 'content-type': 'text/plain' }).end(reason + '\n');
         return;
+      }
+      // Everything past monitoring is the admin API.
+      if (tokenCheck && !tokenCheck.allows(req.headers.authorization)) {
+        return sendError(res, new Unauthenticated('this admin API needs its token: send Authorization: Bearer TOKEN (raftblock commands: --token-file FILE or $RAFTBLOCK_ADMIN_TOKEN_FILE)'));
       }
       if (method === 'GET' && url === '/v1/status') return sendJson(res, 200, source.status());
       if (method === 'GET' && url === '/v1/map') return sendJson(res, 200, source.map());

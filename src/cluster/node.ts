@@ -72,6 +72,8 @@ export interface NodeOptions {
   peerTls?: boolean;
   /** NBD clients must upgrade to TLS and prove one of these keys (nbd/tls-psk.ts). */
   nbdTlsPsk?: PskKeys;
+  /** The admin API's bearer token (admin-token.ts); absent: the API is open. */
+  adminToken?: string;
 }
 
 const requestTimeoutMs = 4000;
@@ -299,7 +301,7 @@ export class StorageNode implements PgClient {
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
     this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk });
     const nbdBound = await this.nbd.listen(this.opts.nbd);
-    this.httpServer = await startAdminHttp(this.opts.http, this.registry, this);
+    this.httpServer = await startAdminHttp(this.opts.http, this.registry, this, { adminToken: this.opts.adminToken });
     this.addresses = { peer: this.opts.advertisePeer ?? addrString(peerBound), nbd: addrString(nbdBound), http: addrString(this.httpServer.address) };
 
     const hostsMeta = this.opts.bootstrap || this.wal.groupIds().includes(metadataGroupId);

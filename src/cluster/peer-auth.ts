@@ -33,9 +33,9 @@
  * no hello (refused), and a hello read as a frame announces an impossible length (refused).
  */
 import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { InvalidArgument, Unauthenticated } from '../common/errors.js';
+import { readSecretFile } from '../common/secret-file.js';
 
 const magic = Buffer.from('RBPA\x01', 'latin1');
 const flagsOffset = magic.length;
@@ -67,15 +67,7 @@ export class ClusterKey {
    * cluster reads a copy of the same file.
    */
   static fromFile(path: string): ClusterKey {
-    let bytes: Buffer;
-    try {
-      bytes = readFileSync(path);
-    } catch (err) {
-      throw new InvalidArgument(`cannot read the cluster key file ${path}: ${(err as Error).message}`);
-    }
-    let end = bytes.length;
-    while (end > 0 && (bytes[end - 1] === 0x0a || bytes[end - 1] === 0x0d)) end--;
-    return ClusterKey.fromBytes(bytes.subarray(0, end), path);
+    return new ClusterKey(Buffer.from(readSecretFile(path, 'cluster key', minKeyBytes)));
   }
 
   static fromBytes(bytes: Uint8Array, what = 'the cluster key'): ClusterKey {

@@ -1,7 +1,9 @@
 /**
- * `raftblock start --nbd-tls-psk FILE --peer-tls`: every node gets the PSK file, vol0 is served
- * over TLS only, the printed instructions show TLS clients, a bad PSK file stops the start
- * before any node runs, and SIGHUP has every node re-read the file.
+ * `raftblock start --nbd-tls-psk FILE --peer-tls --admin-token-file FILE`: every node gets the
+ * PSK file, vol0 is served over TLS only, the printed instructions show TLS clients, a bad PSK
+ * file stops the start before any node runs, and SIGHUP has every node re-read the file. The
+ * admin API of every node wants the token, which the admin commands take from --token-file or
+ * $RAFTBLOCK_ADMIN_TOKEN_FILE; /metrics stays open.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,13 +28,28 @@ test('raftblock start --nbd-tls-psk: every node serves vol0 to TLS-PSK clients o
   assert.match(refused.stderr, /the key of ops holds 2 bytes; at least 16 are needed/);
   assert.ok(!existsSync(join(dir, 'refused')), 'the start made its data dir before it read the PSK file');
 
-  const cluster = await startCluster(t, join(dir, 'data'), { nbd: await freeBase(3), http: await freeBase(3), peer: await freeBase(3) }, ['--nbd-tls-psk', keys, '--peer-tls']);
+  const tokenFile = join(dir, 'admin.token');
+  writeFileSync(tokenFile, `${randomBytes(24).toString('base64url')}\n`, { mode: 0o600 });
+  const cluster = await startCluster(t, join(dir, 'data'), { nbd: await freeBase(3), http: await freeBase(3), peer: await freeBase(3) }, ['--nbd-tls-psk', keys, '--peer-tls', '--admin-token-file', tokenFile]);
   for (const pid of currentPids(cluster)) {
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     assert.equal(argv[argv.indexOf('--nbd-tls-psk') + 1], keys, `node ${pid} runs without the PSK file: ${argv.join(' ')}`);
   }
   assert.ok(cluster.lines.some((l) => l.includes('NBD requires TLS')), cluster.lines.join('\n'));
   assert.ok(cluster.lines.some((l) => l.includes(`tls-psk-file=${keys}`)), cluster.lines.join('\n'));
+
+  // The admin API: refused without the token, served with it (flag or environment).
+  const http = cluster.ready.http;
+  const denied = await runCli(['status', '--server', http[1]]);
+  assert.notEqual(denied.code, 0);
+  assert.match(denied.stderr, /UNAUTHENTICATED/);
+  const status = await runCli(['status', '--server', http[1], '--token-file', tokenFile, '--json']);
+  assert.equal(status.code, 0, status.stderr);
+  assert.equal((JSON.parse(status.stdout) as { nodes: unknown[] }).nodes.length, 3);
+  const listed = await runCli(['volume', 'list', '--server', http[2]], { env: { ...process.env, RAFTBLOCK_ADMIN_TOKEN_FILE: tokenFile } });
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(listed.stdout, /^vol0\s/m);
+  assert.match(await (await fetch(`http://${http[0]}/metrics`)).text(), /raftblock_transport_tls_connections_total/);
 
   const [first, , last] = cluster.ready.nbd;
   const info = await runToolOk('nbdinfo', [`nbds://ops@${first}/vol0?tls-psk-file=${keys}`]);

@@ -20,7 +20,7 @@
 import type { Command } from 'commander';
 import { InvalidArgument } from '../../common/errors.js';
 import { AdminClient, type RemoveNodeResponse } from '../../cluster/admin-client.js';
-import { addCommonOptions } from './volume.js';
+import { adminClientFor, addCommonOptions } from './volume.js';
 
 /** Long enough for the leader's checks, a group-0 change and the map change, across a leader change. */
 const nodeChangeTimeoutMs = 30_000;
@@ -49,10 +49,10 @@ function nodeChange(
   call: (client: AdminClient, nodeId: number) => Promise<NodeChangeResponse>,
   describe: (nodeId: number, res: NodeChangeResponse, meta: string) => string,
 ): void {
-  addCommonOptions(node.command(`${name} <id>`).description(description)).action(async (id: string, opts: { server: string; json?: boolean }) => {
+  addCommonOptions(node.command(`${name} <id>`).description(description)).action(async (id: string, opts: { server: string; tokenFile?: string; json?: boolean }) => {
     const nodeId = Number(id);
     if (!Number.isSafeInteger(nodeId) || nodeId < 1) throw new InvalidArgument(`node id must be a positive integer, got ${JSON.stringify(id)}`);
-    const res = await call(new AdminClient(opts.server, { timeoutMs: nodeChangeTimeoutMs }), nodeId);
+    const res = await call(adminClientFor(opts, { timeoutMs: nodeChangeTimeoutMs }), nodeId);
     if (opts.json) process.stdout.write(JSON.stringify(res) + '\n');
     else process.stdout.write(describe(nodeId, res, res.metaVoterRemoved ? ' (it left the metadata group first)' : '') + '\n');
   });

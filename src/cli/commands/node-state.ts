@@ -5,19 +5,18 @@
  */
 import type { Command } from 'commander';
 import { InvalidArgument } from '../../common/errors.js';
-import { AdminClient } from '../../cluster/admin-client.js';
-import { addCommonOptions } from './volume.js';
+import { adminClientFor, addCommonOptions } from './volume.js';
 
 export function register(program: Command): void {
   addCommonOptions(
     program
       .command('node-state <id> <state>')
       .description('mark a node out (its placement groups move to other nodes) or back in'),
-  ).action(async (id: string, state: string, opts: { server: string; json?: boolean }) => {
+  ).action(async (id: string, state: string, opts: { server: string; tokenFile?: string; json?: boolean }) => {
     const nodeId = Number(id);
     if (!Number.isSafeInteger(nodeId) || nodeId < 1) throw new InvalidArgument(`node id must be a positive integer, got ${JSON.stringify(id)}`);
     if (state !== 'in' && state !== 'out') throw new InvalidArgument(`state must be in or out, got ${JSON.stringify(state)}`);
-    const res = await new AdminClient(opts.server).setNodeState(nodeId, state);
+    const res = await adminClientFor(opts).setNodeState(nodeId, state);
     if (opts.json) process.stdout.write(JSON.stringify(res) + '\n');
     else process.stdout.write(`node ${nodeId} is ${state} at map epoch ${res.epoch}\n`);
   });

@@ -17,6 +17,7 @@ import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
 import { parseLabels } from '../../cluster/map.js';
 import { ClusterKey } from '../../cluster/peer-auth.js';
+import { readAdminToken } from '../../cluster/admin-token.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
 import { reloadPskOnSighup } from '../../nbd/psk-reload.js';
 import { StorageNode } from '../../cluster/node.js';
@@ -37,6 +38,7 @@ interface NodeCliOptions {
   clusterKeyFile: string[];
   peerTls?: boolean;
   nbdTlsPsk?: string;
+  adminTokenFile?: string;
 }
 
 export function register(program: Command): void {
@@ -60,6 +62,7 @@ export function register(program: Command): void {
     )
     .option('--peer-tls', 'encrypt peer connections: TLS 1.3 keyed by the cluster key (needs --cluster-key-file; every node of the cluster must give it)')
     .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines, as psktool writes; qemu tls-creds-psk and libnbd tls-psk-file read the same); re-read on SIGHUP')
+    .option('--admin-token-file <path>', 'the admin API (/v1) answers only requests that carry this token (Authorization: Bearer; printable ASCII, at least 16 characters); /metrics and /healthz stay open')
     .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
     .action(async (opts: Partial<NodeCliOptions>, cmd: Command) => {
       for (const [key, flag] of [['id', '--id <n>'], ['data', '--data <dir>']] as const) {
@@ -96,6 +99,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     clusterKeysAlsoAccepted: acceptedKeyFiles.map((f) => ClusterKey.fromFile(f)),
     peerTls: opts.peerTls === true,
     nbdTlsPsk: opts.nbdTlsPsk === undefined ? undefined : PskKeys.fromFile(opts.nbdTlsPsk),
+    adminToken: opts.adminTokenFile === undefined ? undefined : readAdminToken(opts.adminTokenFile),
   });
   if (ownKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
   await node.start();

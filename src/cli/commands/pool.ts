@@ -7,13 +7,13 @@
  */
 import { Option, type Command } from 'commander';
 import { InvalidArgument } from '../../common/errors.js';
-import { AdminClient } from '../../cluster/admin-client.js';
 import { maxPgsPerPool, maxReplicas, type ClusterMap, type Pool } from '../../cluster/map.js';
 import { failureDomainLevels, type FailureDomain } from '../../cluster/placement.js';
-import { addCommonOptions, table } from './volume.js';
+import { adminClientFor, addCommonOptions, table } from './volume.js';
 
 interface CommonOptions {
   server: string;
+  tokenFile?: string;
   json?: boolean;
 }
 
@@ -64,14 +64,14 @@ export function register(program: Command): void {
   ).action(async (name: string, opts: CommonOptions & { replicas: string; pgs: string; domain: FailureDomain }) => {
     const replicas = integer(opts.replicas, '--replicas', 1, maxReplicas);
     const pgCount = integer(opts.pgs, '--pgs', 1, maxPgsPerPool);
-    const res = await new AdminClient(opts.server).createPool({ name, replicas, pgCount, failureDomain: opts.domain });
+    const res = await adminClientFor(opts).createPool({ name, replicas, pgCount, failureDomain: opts.domain });
     if (opts.json) print(JSON.stringify({ epoch: res.epoch, pool: summarizePool(res.pool, 0) }, null, 2));
     else if (res.changed === false) print(`pool ${describePool(res.pool)} already exists as asked (map epoch ${res.epoch})`);
     else print(`created pool ${describePool(res.pool)} at map epoch ${res.epoch}`);
   });
 
   addCommonOptions(pool.command('list').description('list pools')).action(async (opts: CommonOptions) => {
-    const map = await new AdminClient(opts.server).map();
+    const map = await adminClientFor(opts).map();
     const pools = summarizePools(map);
     if (opts.json) return print(JSON.stringify({ epoch: map.epoch, pools }, null, 2));
     if (pools.length === 0) return print(`no pools (map epoch ${map.epoch})`);

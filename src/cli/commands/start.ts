@@ -1,6 +1,7 @@
 /**
  * `raftblock start [--data DIR] [--nodes 3] [--nbd-port 10809] [--http-port 10900]
- *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N] [--peer-tls] [--nbd-tls-psk FILE]`
+ *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N] [--peer-tls] [--nbd-tls-psk FILE]
+ *  [--admin-token-file FILE]`
  *
  * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
  * the first bootstrapping it and the others joining through it. Creates pool `default`
@@ -27,6 +28,7 @@ import { AdminClient, defaultAdminHttpPort } from '../../cluster/admin-client.js
 import { allGroups, maxPgsPerPool, metadataGroupId } from '../../cluster/map.js';
 import { ClusterKey } from '../../cluster/peer-auth.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
+import { readAdminToken } from '../../cluster/admin-token.js';
 import { missingFlags, nodeV8Flags } from '../node-flags.js';
 
 interface StartOptions {
@@ -39,6 +41,7 @@ interface StartOptions {
   pgCount?: string;
   peerTls?: boolean;
   nbdTlsPsk?: string;
+  adminTokenFile?: string;
 }
 
 interface Layout {
@@ -94,6 +97,7 @@ export function register(program: Command): void {
     .option('--host <addr>', 'address every node listens on', '127.0.0.1')
     .option('--pg-count <n>', 'PGs of pool default, when it is created (default: about 4 PG replicas per node)')
     .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines); every node serves with it')
+    .option('--admin-token-file <path>', 'every node answers its admin API (/v1) only with this token; give the admin commands --token-file PATH too')
     .option('--peer-tls', 'encrypt the connections between nodes (TLS keyed by DIR/cluster.key); worth it when --host is not a loopback address')
     .action(async (opts: StartOptions) => {
       await start(opts);
@@ -122,6 +126,8 @@ async function start(opts: StartOptions): Promise<void> {
   // A bad PSK file stops here, before anything is made or started.
   const nbdTlsPsk = opts.nbdTlsPsk === undefined ? undefined : resolve(opts.nbdTlsPsk);
   if (nbdTlsPsk) PskKeys.fromFile(nbdTlsPsk);
+  const adminTokenFile = opts.adminTokenFile === undefined ? undefined : resolve(opts.adminTokenFile);
+  const adminToken = adminTokenFile === undefined ? undefined : readAdminToken(adminTokenFile);
   const dataDir = resolve(opts.data);
   mkdirSync(dataDir, { recursive: true });
   const layoutPath = join(dataDir, 'cluster.json');
@@ -190,6 +196,7 @@ async function start(opts: StartOptions): Promise<void> {
       '--cluster-key-file', keyPath,
       ...(opts.peerTls ? ['--peer-tls'] : []),
       ...(nbdTlsPsk ? ['--nbd-tls-psk', nbdTlsPsk] : []),
+      ...(adminTokenFile ? ['--admin-token-file', adminTokenFile] : []),
       ...(i === 0 ? ['--bootstrap'] : ['--join', addr(layout.peerPort, 0)]),
     ];
     const logPath = join(dataDir, `node-${id}.log`);
@@ -238,7 +245,7 @@ async function start(opts: StartOptions): Promise<void> {
 
   try {
     await Promise.all(listening);
-    await ensureVolume(layout, addr);
+    await ensureVolume(layout, addr, adminToken);
   } catch (err) {
     if (!stopping) {
       stopping = true;
@@ -266,7 +273,7 @@ async function start(opts: StartOptions): Promise<void> {
     [
       `raftblock: ${layout.nodes} nodes up, volume vol0 served by every node (data in ${dataDir}, logs in node-N.log)${nbdTlsPsk ? '; NBD requires TLS' : ''}`,
       ...connect,
-      `  raftblock status --server ${http[0]}     (metrics: http://${http[0]}/metrics)`,
+      `  raftblock status --server ${http[0]}${adminTokenFile ? ` --token-file ${adminTokenFile}` : ''}     (metrics: http://${http[0]}/metrics)`,
       `Ctrl-C stops every node cleanly.`,
       '',
     ].join('\n'),
@@ -283,8 +290,8 @@ function sleep(ms: number): Promise<void> {
  * Pool `default` and volume `vol0` exist, every PG of the pool has a leader, and the map
  * survives the loss of a node (group 0 on three voters) when there are three nodes or more.
  */
-async function ensureVolume(layout: Layout, addr: (base: number, i: number) => string): Promise<void> {
-  const admin = new AdminClient(addr(layout.httpPort, 0));
+async function ensureVolume(layout: Layout, addr: (base: number, i: number) => string, adminToken: string | undefined): Promise<void> {
+  const admin = new AdminClient(addr(layout.httpPort, 0), { token: adminToken });
   const deadline = Date.now() + readyTimeoutMs;
   const retry = async <T>(what: string, fn: () => Promise<T | undefined>): Promise<T> => {
     let last: unknown;
@@ -324,7 +331,7 @@ async function ensureVolume(layout: Layout, addr: (base: number, i: number) => s
     const groups = allGroups(map).filter((g) => g.pool === 'default');
     const led = new Set<number>();
     for (let i = 0; i < layout.nodes; i++) {
-      const s = await new AdminClient(addr(layout.httpPort, i), { timeoutMs: 3000 }).status().catch(() => undefined);
+      const s = await new AdminClient(addr(layout.httpPort, i), { timeoutMs: 3000, token: adminToken }).status().catch(() => undefined);
       if (!s || s.epoch < map.epoch) return undefined;
       for (const g of s.groups) if (g.role === 'leader' && g.appliedIndex >= 1) led.add(g.groupId);
     }

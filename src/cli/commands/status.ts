@@ -6,8 +6,8 @@
  * groups' health (that is what the output is for); exit 2 when the server cannot be reached.
  */
 import type { Command } from 'commander';
-import { AdminClient, type ClusterStatus } from '../../cluster/admin-client.js';
-import { addCommonOptions, table } from './volume.js';
+import type { ClusterStatus } from '../../cluster/admin-client.js';
+import { adminClientFor, addCommonOptions, table } from './volume.js';
 
 export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }): string {
   const out: string[] = [];
@@ -70,8 +70,8 @@ export function register(program: Command): void {
       .command('status')
       .description('nodes and placement groups: leader, term, commit and applied index, lagging or unavailable groups')
       .option('--problems', 'list only the groups that are lagging or unavailable'),
-  ).action(async (opts: { server: string; json?: boolean; problems?: boolean }) => {
-    const status = await new AdminClient(opts.server).clusterStatus();
+  ).action(async (opts: { server: string; tokenFile?: string; json?: boolean; problems?: boolean }) => {
+    const status = await adminClientFor(opts).clusterStatus();
     if (opts.json) process.stdout.write(JSON.stringify(status, null, 2) + '\n');
     else process.stdout.write(renderStatus(status, { problemsOnly: opts.problems === true }));
   });

@@ -7,11 +7,13 @@
 import type { Command } from 'commander';
 import { parseSize } from '../../common/address.js';
 import { InvalidArgument } from '../../common/errors.js';
-import { AdminClient, defaultAdminServer } from '../../cluster/admin-client.js';
+import { AdminClient, defaultAdminServer, type AdminClientOptions } from '../../cluster/admin-client.js';
+import { readAdminToken } from '../../cluster/admin-token.js';
 import type { Volume } from '../../cluster/map.js';
 
 interface CommonOptions {
   server: string;
+  tokenFile?: string;
   json?: boolean;
 }
 
@@ -23,7 +25,13 @@ export function serverDefault(): string {
 export function addCommonOptions(cmd: Command): Command {
   return cmd
     .option('--server <host:port>', "a node's HTTP admin address", serverDefault())
+    .option('--token-file <path>', "the admin token, for nodes started with --admin-token-file (default: $RAFTBLOCK_ADMIN_TOKEN_FILE)", process.env.RAFTBLOCK_ADMIN_TOKEN_FILE || undefined)
     .option('--json', 'print JSON instead of text');
+}
+
+/** A client for the options addCommonOptions parsed. */
+export function adminClientFor(opts: { server: string; tokenFile?: string }, extra: AdminClientOptions = {}): AdminClient {
+  return new AdminClient(opts.server, { ...extra, ...(opts.tokenFile === undefined ? {} : { token: readAdminToken(opts.tokenFile) }) });
 }
 
 /** `1073741824` → `1 GiB`; keeps exact values exact (`1536 MiB`, not `1.5 GiB`). */
@@ -76,7 +84,7 @@ export function register(program: Command): void {
   ).action(async (name: string, opts: CommonOptions & { size: string; pool?: string; extentSize?: string }) => {
     const sizeBytes = sizeOption(opts.size, 'volume create');
     const extentBytes = opts.extentSize === undefined ? undefined : parseSize(opts.extentSize, '--extent-size');
-    const res = await new AdminClient(opts.server).createVolume({
+    const res = await adminClientFor(opts).createVolume({
       name,
       sizeBytes,
       ...(opts.pool === undefined ? {} : { pool: opts.pool }),
@@ -88,7 +96,7 @@ export function register(program: Command): void {
   });
 
   addCommonOptions(volume.command('list').description('list volumes')).action(async (opts: CommonOptions) => {
-    const res = await new AdminClient(opts.server).listVolumes();
+    const res = await adminClientFor(opts).listVolumes();
     if (opts.json) return printJson(res);
     if (res.volumes.length === 0) return print(`no volumes (map epoch ${res.epoch})`);
     const rows = [['NAME', 'ID', 'POOL', 'SIZE', 'EXTENT']];
@@ -104,13 +112,13 @@ export function register(program: Command): void {
       .option('--shrink', 'allow a smaller size: the data past the new end is discarded'),
   ).action(async (name: string, opts: CommonOptions & { size: string; shrink?: boolean }) => {
     const sizeBytes = sizeOption(opts.size, 'volume resize');
-    const res = await new AdminClient(opts.server).resizeVolume(name, { sizeBytes, ...(opts.shrink ? { allowShrink: true } : {}) });
+    const res = await adminClientFor(opts).resizeVolume(name, { sizeBytes, ...(opts.shrink ? { allowShrink: true } : {}) });
     if (opts.json) printJson(res);
     else print(`resized volume ${describeVolume(res.volume)} at map epoch ${res.epoch}`);
   });
 
   addCommonOptions(volume.command('delete <name>').description('delete a volume and its data')).action(async (name: string, opts: CommonOptions) => {
-    const res = await new AdminClient(opts.server).deleteVolume(name);
+    const res = await adminClientFor(opts).deleteVolume(name);
     if (opts.json) printJson(res);
     else print(`deleted volume ${res.volume.name} at map epoch ${res.epoch}`);
   });
