@@ -6,6 +6,7 @@ const benches: Record<string, () => Promise<{ run(argv: string[]): Promise<void>
   nbd: () => import('./nbd.js'),
   wal: () => import('./wal.js'),
   cluster: () => import('./cluster.js'),
+  'nbd-tls': () => import('./nbd-tls.js'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

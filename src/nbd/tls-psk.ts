@@ -17,16 +17,14 @@ export const minPskBytes = 16;
 export const nbdTlsHandshakeTimeoutMs = 10_000;
 
 /**
- * TLS 1.3 suites, then TLS 1.2 PSK suites with an ephemeral key exchange, then plain PSK ones
- * (older clients). All AEAD.
+ * TLS 1.3 suites, then for TLS 1.2 clients the PSK suite with an ephemeral key exchange, then
+ * plain PSK ones. All AEAD.
  */
 const ciphers = [
   'TLS_AES_128_GCM_SHA256',
   'TLS_AES_256_GCM_SHA384',
   'TLS_CHACHA20_POLY1305_SHA256',
   'ECDHE-PSK-CHACHA20-POLY1305',
-  'DHE-PSK-AES256-GCM-SHA384',
-  'DHE-PSK-AES128-GCM-SHA256',
   'PSK-AES256-GCM-SHA384',
   'PSK-AES128-GCM-SHA256',
 ].join(':');
