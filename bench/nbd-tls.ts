@@ -43,38 +43,36 @@ async function served(uri: string, pid: number, stderrTail: () => string, what: 
   }
 }
 
-function raftblock(tls: boolean): Variant {
+/** A server started as `launch` says, on a free loopback port, served once it answers. */
+function variant(name: string, tls: boolean, launch: (file: string, port: number, pskFile: string, sizeBytes: number) => { cmd: string; args: string[] }): Variant {
   return {
-    name: tls ? 'raftblock-tls' : 'raftblock',
+    name,
     tls,
     async start(dir, sizeBytes, pskFile) {
       const port = await freePort();
-      const file = join(dir, `${this.name}.img`);
-      const args = [cliPath, 'export-file', file, '--name', exportName, '--listen', `127.0.0.1:${port}`, '--size', String(sizeBytes), ...(tls ? ['--tls-psk', pskFile] : [])];
-      const { child, stderrTail } = spawnServer(process.execPath, args);
+      const { cmd, args } = launch(join(dir, `${name}.img`), port, pskFile, sizeBytes);
+      const { child, stderrTail } = spawnServer(cmd, args);
       const uri = uriOf(`127.0.0.1:${port}`, tls, pskFile);
-      await served(uri, child.pid!, stderrTail, this.name);
+      await served(uri, child.pid!, stderrTail, name);
       return { uri, pid: child.pid!, stop: () => stopProcess(child) };
     },
   };
 }
 
-function nbdkit(tls: boolean): Variant {
-  return {
-    name: tls ? 'nbdkit-file-tls' : 'nbdkit-file',
-    tls,
-    async start(dir, sizeBytes, pskFile) {
-      const port = await freePort();
-      const file = join(dir, `${this.name}.img`);
-      makeSparseFile(file, sizeBytes);
-      const args = ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), '-e', exportName, ...(tls ? ['--tls=require', `--tls-psk=${pskFile}`] : []), 'file', `file=${file}`];
-      const { child, stderrTail } = spawnServer('nbdkit', args);
-      const uri = uriOf(`127.0.0.1:${port}`, tls, pskFile);
-      await served(uri, child.pid!, stderrTail, this.name);
-      return { uri, pid: child.pid!, stop: () => stopProcess(child) };
-    },
-  };
-}
+const raftblock = (tls: boolean): Variant =>
+  variant(tls ? 'raftblock-tls' : 'raftblock', tls, (file, port, pskFile, sizeBytes) => ({
+    cmd: process.execPath,
+    args: [cliPath, 'export-file', file, '--name', exportName, '--listen', `127.0.0.1:${port}`, '--size', String(sizeBytes), ...(tls ? ['--tls-psk', pskFile] : [])],
+  }));
+
+const nbdkit = (tls: boolean): Variant =>
+  variant(tls ? 'nbdkit-file-tls' : 'nbdkit-file', tls, (file, port, pskFile, sizeBytes) => {
+    makeSparseFile(file, sizeBytes);
+    return {
+      cmd: 'nbdkit',
+      args: ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), '-e', exportName, ...(tls ? ['--tls=require', `--tls-psk=${pskFile}`] : []), 'file', `file=${file}`],
+    };
+  });
 
 function nbdcopy(args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {

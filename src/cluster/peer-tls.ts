@@ -11,7 +11,7 @@
  */
 import type { Socket } from 'node:net';
 import { connect, TLSSocket, type TlsOptions } from 'node:tls';
-import { Unauthenticated } from '../common/errors.js';
+import { awaitTlsHandshake } from '../common/tls-handshake.js';
 import type { ClusterKey } from './peer-auth.js';
 
 /** The PSK identity both sides name; the key is what matters, this only labels it. */
@@ -32,7 +32,7 @@ function common(key: ClusterKey): Pick<TlsOptions, 'minVersion' | 'maxVersion' |
 export function secureAsDialer(socket: Socket, key: ClusterKey, timeoutMs = tlsHandshakeTimeoutMs): Promise<TLSSocket> {
   const { psk, ...opts } = common(key);
   const tls = connect({ ...opts, socket, pskCallback: () => ({ psk, identity: pskIdentity }) });
-  return handshake(tls, socket, 'secureConnect', timeoutMs);
+  return awaitTlsHandshake(tls, socket, 'secureConnect', timeoutMs);
 }
 
 /** Runs TLS as the server on an accepted `socket`; like secureAsDialer. */
@@ -44,28 +44,5 @@ export function secureAsAcceptor(socket: Socket, key: ClusterKey, timeoutMs = tl
     // Refused (null) for any other identity: a peer of this project names only this one.
     pskCallback: (_sock: TLSSocket, identity: string) => (identity === pskIdentity ? psk : null),
   } as TlsOptions & { isServer: true });
-  return handshake(tls, socket, 'secure', timeoutMs);
-}
-
-function handshake(tls: TLSSocket, raw: Socket, done: 'secure' | 'secureConnect', timeoutMs: number): Promise<TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const finish = (err: Error | undefined): void => {
-      clearTimeout(timer);
-      tls.off(done, onDone);
-      tls.off('error', onError);
-      tls.off('close', onClose);
-      if (err) {
-        tls.destroy();
-        raw.destroy();
-        reject(err);
-      } else resolve(tls);
-    };
-    const onDone = (): void => finish(undefined);
-    const onError = (err: Error): void => finish(new Unauthenticated(`the TLS handshake failed: ${err.message}`));
-    const onClose = (): void => finish(new Unauthenticated('the connection closed during the TLS handshake'));
-    const timer = setTimeout(() => finish(new Unauthenticated(`no TLS handshake within ${timeoutMs} ms`)), timeoutMs);
-    tls.once(done, onDone);
-    tls.on('error', onError);
-    tls.once('close', onClose);
-  });
+  return awaitTlsHandshake(tls, socket, 'secure', timeoutMs);
 }

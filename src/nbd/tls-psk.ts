@@ -10,7 +10,8 @@
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { TLSSocket, type TLSSocketOptions } from 'node:tls';
-import { InvalidArgument, Unauthenticated } from '../common/errors.js';
+import { InvalidArgument } from '../common/errors.js';
+import { awaitTlsHandshake } from '../common/tls-handshake.js';
 
 /** PSK keys shorter than this are refused (a typo, a test value left in place). */
 export const minPskBytes = 16;
@@ -88,24 +89,5 @@ export function startTlsAsServer(socket: Socket, keys: PskKeys, timeoutMs = nbdT
     },
     // pskCallback is a server option of TLSSocket too, though its type lists it for servers only.
   } as TLSSocketOptions);
-  return new Promise((resolve, reject) => {
-    const finish = (err: Error | undefined): void => {
-      clearTimeout(timer);
-      tls.off('secure', onSecure);
-      tls.off('error', onError);
-      tls.off('close', onClose);
-      if (err) {
-        tls.destroy();
-        socket.destroy();
-        reject(err);
-      } else resolve({ tls, user });
-    };
-    const onSecure = (): void => finish(undefined);
-    const onError = (err: Error): void => finish(new Unauthenticated(`TLS handshake failed: ${err.message}`));
-    const onClose = (): void => finish(new Unauthenticated('the client closed the connection during the TLS handshake'));
-    const timer = setTimeout(() => finish(new Unauthenticated(`no TLS handshake within ${timeoutMs} ms`)), timeoutMs);
-    tls.once('secure', onSecure);
-    tls.on('error', onError);
-    tls.once('close', onClose);
-  });
+  return awaitTlsHandshake(tls, socket, 'secure', timeoutMs).then(() => ({ tls, user }));
 }
