@@ -13,8 +13,9 @@
  * up); the events {"event":"node-exit","id":N} and {"event":"node-restarted","id":N,"pid":P}
  * are printed as JSON lines.
  * Node i (0-based) serves NBD on nbd-port + i, HTTP on http-port + i, peers on peer-port + i.
- * SIGHUP (with --nbd-tls-psk) has every node re-read the PSK file. SIGINT/SIGTERM stops every node cleanly. Run again on the same DIR, it resumes with all data
- * (the ports are remembered in DIR/cluster.json).
+ * SIGHUP (with --nbd-tls-psk) has every node re-read the PSK file. SIGINT/SIGTERM stops every
+ * node cleanly. Run again on the same DIR, it resumes with all data (the ports are remembered
+ * in DIR/cluster.json; the TLS and token flags are not: give them again).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
