@@ -107,6 +107,11 @@ export interface GroupStatus {
   learners?: NodeId[];
   /** The outgoing voters while the configuration is joint (a move's swap). */
   votersOutgoing?: NodeId[];
+  /**
+   * The latest configuration in this node's log is joint or not yet committed: a membership
+   * change is under way, and until it settles the group may need a member it is about to drop.
+   */
+  configurationPending?: boolean;
   /** True when the WAL found corruption in this group and it waits for repair from a peer. */
   needsRepair?: boolean;
 }
@@ -396,6 +401,9 @@ function viewGroup(
   const conf = leader ? byNode.get(leader.nodeId)?.get(t.groupId) : undefined;
   const same = (a: NodeId[], b: NodeId[]): boolean => a.length === b.length && [...a].sort((x, y) => x - y).every((x, i) => x === [...b].sort((p, q) => p - q)[i]);
   const moving = conf !== undefined && t.groupId !== 0 && (!same(conf.voters, t.replicas) || (conf.learners?.length ?? 0) > 0 || (conf.votersOutgoing?.length ?? 0) > 0);
+  // Group 0 grows in one joint change; until it settles the map may still need the one old
+  // voter (its loss would stop the map), so the group is not yet ok.
+  const metaSettling = t.groupId === 0 && conf?.configurationPending === true;
   const reachable = members.filter((m) => m.reachable);
   const maxOf = (f: (m: ReplicaView) => number | undefined): number => reachable.reduce((a, m) => Math.max(a, f(m) ?? 0), 0);
   const view: GroupView = {
@@ -415,6 +423,7 @@ function viewGroup(
   if (t.replicas.length === 0) return { ...view, health: 'unavailable', reason: 'no replica reports the group' };
   if (!leader) return { ...view, health: 'unavailable', reason: 'no leader' };
   if (reachable.length < quorum) return { ...view, health: 'unavailable', reason: `${reachable.length} of ${t.replicas.length} replicas reachable` };
+  if (metaSettling) return { ...view, health: 'lagging', reason: 'a membership change is under way (joint or uncommitted configuration)' };
   const behind = members.filter((m) => !m.reachable || m.needsRepair || view.commitIndex - (m.appliedIndex ?? 0) > lagThresholdEntries);
   if (behind.length > 0) {
     const what = behind.map((m) => (!m.reachable ? `${m.nodeId} unreachable` : m.needsRepair ? `${m.nodeId} needs repair` : `${m.nodeId} applied ${m.appliedIndex}`));

@@ -1358,7 +1358,9 @@ export class StorageNode implements PgClient {
   status(): NodeStatus {
     const groups: GroupStatus[] = [...this.host.groups.values()]
       .map((g) => {
-        const conf = configurationOf(g.raft.confStateAt(Number.MAX_SAFE_INTEGER));
+        const latest = g.raft.confStateAt(Number.MAX_SAFE_INTEGER);
+        const conf = configurationOf(latest);
+        const pending = isJoint(latest) || (g.id === metadataGroupId && !this.confCommitted(g.raft, latest));
         return {
           groupId: g.id,
           // A replica catching up during a move says so.
@@ -1369,6 +1371,7 @@ export class StorageNode implements PgClient {
           appliedIndex: g.sm.appliedIndex,
           lastIndex: g.storage.lastIndex(),
           ...conf,
+          configurationPending: pending || undefined,
           needsRepair: this.wal.needsRepair(g.id) || undefined,
         };
       })
@@ -1379,6 +1382,16 @@ export class StorageNode implements PgClient {
       groups.unshift({ groupId: metadataGroupId, role: 'follower', term: 0, leader: 0, commitIndex: 0, appliedIndex: 0, lastIndex: 0, voters: [], needsRepair: true });
     }
     return { nodeId: this.id, clusterId: this.clusterId || undefined, epoch: this.epoch, uptimeMs: Math.round(performance.now() - this.startedMs), groups };
+  }
+
+  /** The latest configuration `latest` of `raft` is the one at its commit index (best effort). */
+  private confCommitted(raft: { committed: number; confStateAt(index: number): import('../raft/index.js').ConfState }, latest: import('../raft/index.js').ConfState): boolean {
+    try {
+      return sameConfState(raft.confStateAt(raft.committed), latest);
+    } catch {
+      // The membership at the commit index is no longer known (compacted): long settled.
+      return true;
+    }
   }
 
   /** A checksum of this replica's extents (canonical order, holes as zeros); see admin-client.ts. */

@@ -290,7 +290,14 @@ export class TestCluster {
       await cluster.waitLeaders(timeoutMs);
       // Ready means the map survives a node's loss, as the tests that kill one assume: group 0
       // has its three voters (it grows from one to three in one change; two nodes keep one).
-      if (count >= 3) await waitFor('group 0 on three voters', timeoutMs, async () => (metaVoters(await cluster.clusterStatus()).length === 3 ? true : undefined));
+      // Settled, too: while the change that added them is joint or uncommitted, the old voter's
+      // loss would still stop the map (group 0 is not ok until then).
+      if (count >= 3) {
+        await waitFor('group 0 on three voters', timeoutMs, async () => {
+          const s = await cluster.clusterStatus();
+          return metaVoters(s).length === 3 && s.groups.find((g) => g.groupId === 0)?.health === 'ok' ? true : undefined;
+        });
+      }
     } catch (err) {
       throw new Error(`cluster did not come up: ${(err as Error).message}\n${cluster.logs()}`);
     }

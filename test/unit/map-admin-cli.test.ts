@@ -296,3 +296,22 @@ test('merged status: group 0 members come from the newest view, not from a repli
   ]);
   assert.deepEqual(mergeClusterStatus('x', map, statuses).groups.find((g) => g.groupId === 0)!.replicas, [1, 2, 3]);
 });
+
+test('merged status: group 0 is not ok while its leader reports a membership change under way (joint or uncommitted)', () => {
+  const map = zonedMap(3, 1);
+  const statuses = (leaderOver: Partial<GroupStatus>): Map<number, NodeStatus | Error> =>
+    new Map<number, NodeStatus | Error>([
+      [1, metaStatus(1, { role: 'leader', ...leaderOver })],
+      [2, metaStatus(2, {})],
+      [3, metaStatus(3, {})],
+    ]);
+  // Group 0 grew from node 1 alone to three voters: joint, its outgoing side node 1.
+  const joint = mergeClusterStatus('x', map, statuses({ votersOutgoing: [1], configurationPending: true })).groups.find((g) => g.groupId === 0)!;
+  assert.deepEqual(joint.replicas, [1, 2, 3]);
+  assert.equal(joint.health, 'lagging');
+  assert.match(joint.reason ?? '', /membership change is under way/);
+  // Left the joint configuration, but that entry is not committed yet: still not ok.
+  assert.equal(mergeClusterStatus('x', map, statuses({ configurationPending: true })).groups.find((g) => g.groupId === 0)!.health, 'lagging');
+  // Settled.
+  assert.equal(mergeClusterStatus('x', map, statuses({})).groups.find((g) => g.groupId === 0)!.health, 'ok');
+});
