@@ -585,7 +585,7 @@ export class StorageNode implements PgClient {
     const step = planMetaGroup({
       self: this.id,
       conf: st.confState,
-      changePending: !sameConfState(g.raft.confStateAt(g.raft.committed), st.confState),
+      changePending: confUncommitted(g.raft, st.confState),
       nodes: map.nodes,
       connected: this.connectedNodes(),
       progress: st.progress ?? new Map(),
@@ -862,7 +862,7 @@ export class StorageNode implements PgClient {
     const g = this.host.groups.get(metadataGroupId);
     if (!g || !g.isLeader) throw new NotLeader(`node ${this.id} does not lead the metadata group`, g?.lead ? String(g.lead) : undefined);
     const st = g.raft.status();
-    if (isJoint(st.confState) || !sameConfState(g.raft.confStateAt(g.raft.committed), st.confState)) {
+    if (isJoint(st.confState) || confUncommitted(g.raft, st.confState)) {
       throw new Unavailable('a metadata group membership change is in flight; retrying');
     }
     const check = checkMetaRemoval(
@@ -1360,7 +1360,7 @@ export class StorageNode implements PgClient {
       .map((g) => {
         const latest = g.raft.confStateAt(Number.MAX_SAFE_INTEGER);
         const conf = configurationOf(latest);
-        const pending = isJoint(latest) || (g.id === metadataGroupId && !this.confCommitted(g.raft, latest));
+        const pending = isJoint(latest) || (g.id === metadataGroupId && confUncommittedIfKnown(g.raft, latest));
         return {
           groupId: g.id,
           // A replica catching up during a move says so.
@@ -1382,16 +1382,6 @@ export class StorageNode implements PgClient {
       groups.unshift({ groupId: metadataGroupId, role: 'follower', term: 0, leader: 0, commitIndex: 0, appliedIndex: 0, lastIndex: 0, voters: [], needsRepair: true });
     }
     return { nodeId: this.id, clusterId: this.clusterId || undefined, epoch: this.epoch, uptimeMs: Math.round(performance.now() - this.startedMs), groups };
-  }
-
-  /** The latest configuration `latest` of `raft` is the one at its commit index (best effort). */
-  private confCommitted(raft: { committed: number; confStateAt(index: number): import('../raft/index.js').ConfState }, latest: import('../raft/index.js').ConfState): boolean {
-    try {
-      return sameConfState(raft.confStateAt(raft.committed), latest);
-    } catch {
-      // The membership at the commit index is no longer known (compacted): long settled.
-      return true;
-    }
   }
 
   /** A checksum of this replica's extents (canonical order, holes as zeros); see admin-client.ts. */
@@ -1453,6 +1443,22 @@ export class StorageNode implements PgClient {
 }
 
 /** A group's latest configuration as the status reports it (learners only when there are some). */
+type ConfState = import('../raft/index.js').ConfState;
+
+/** `latest`, the newest configuration in `raft`'s log, is not yet the one at its commit index. */
+function confUncommitted(raft: { committed: number; confStateAt(index: number): ConfState }, latest: ConfState): boolean {
+  return !sameConfState(raft.confStateAt(raft.committed), latest);
+}
+
+/** confUncommitted for status: a membership at the commit index no longer known (compacted) is long settled. */
+function confUncommittedIfKnown(raft: { committed: number; confStateAt(index: number): ConfState }, latest: ConfState): boolean {
+  try {
+    return confUncommitted(raft, latest);
+  } catch {
+    return false;
+  }
+}
+
 function configurationOf(cs: import('../raft/index.js').ConfState): Pick<GroupStatus, 'voters' | 'learners' | 'votersOutgoing'> {
   const learners = [...cs.learners, ...cs.learnersNext].sort((a, b) => a - b);
   return { voters: [...cs.voters], learners: learners.length ? learners : undefined, votersOutgoing: cs.votersOutgoing.length ? [...cs.votersOutgoing] : undefined };
