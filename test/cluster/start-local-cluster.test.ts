@@ -271,7 +271,11 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
       }
     }
     await new Promise((r) => setTimeout(r, 300));
-    cluster = await startCluster(t, dir, ports, ['--peer-tls']);
+    // Without the flag: DIR/cluster.json remembers --peer-tls.
+    cluster = await startCluster(t, dir, ports);
+    for (const pid of currentPids(cluster)) {
+      assert.ok(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--peer-tls'), `node ${pid} restarted without the remembered --peer-tls`);
+    }
     await verifyRegion(dir, cluster.ready.http, uri(2), 'before-crash', '512M', '16M');
     await verifyRegion(dir, cluster.ready.http, uri(0), 'failover', '256M', '24M');
     await replicasAgree(cluster.ready.http);

@@ -3,7 +3,8 @@
  * PSK file, vol0 is served over TLS only, the printed instructions show TLS clients, a bad PSK
  * file stops the start before any node runs, and SIGHUP has every node re-read the file. The
  * admin API of every node wants the token, which the admin commands take from --token-file or
- * $RAFTBLOCK_ADMIN_TOKEN_FILE; /metrics stays open.
+ * $RAFTBLOCK_ADMIN_TOKEN_FILE; /metrics stays open. Started again without the flags, the cluster
+ * keeps them (DIR/cluster.json); `--no-…` turns them off.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -84,4 +85,32 @@ test('raftblock start --nbd-tls-psk: every node serves vol0 to TLS-PSK clients o
     }
   }
   await stopCluster(cluster);
+
+  // Started again without the flags: cluster.json remembers them, so nothing is served in the clear.
+  const ports = { nbd: Number(first.split(':')[1]), http: Number(http[0].split(':')[1]), peer: 0 };
+  const layout = JSON.parse(readFileSync(join(dir, 'data', 'cluster.json'), 'utf8')) as { peerPort: number };
+  ports.peer = layout.peerPort;
+  const again = await startCluster(t, join(dir, 'data'), ports);
+  for (const pid of currentPids(again)) {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    assert.equal(argv[argv.indexOf('--nbd-tls-psk') + 1], keys, `node ${pid} restarted without the PSK file: ${argv.join(' ')}`);
+    assert.equal(argv[argv.indexOf('--admin-token-file') + 1], tokenFile, `node ${pid} restarted without the token: ${argv.join(' ')}`);
+    assert.ok(argv.includes('--peer-tls'), `node ${pid} restarted without --peer-tls: ${argv.join(' ')}`);
+  }
+  assert.ok(again.lines.some((l) => l.includes(`with --nbd-tls-psk ${keys} (remembered`)), again.lines.join('\n'));
+  const stillPlain = await runTool('nbdinfo', [`nbd://${first}/vol0`]);
+  assert.notEqual(stillPlain.code, 0, describeRun('nbdinfo without TLS after a restart without the flags', stillPlain));
+  assert.match((await runCli(['status', '--server', http[0]])).stderr, /UNAUTHENTICATED/);
+  await stopCluster(again);
+
+  // --no-… turns them off: plain clients and tokenless admin commands are served, the data is there.
+  const open = await startCluster(t, join(dir, 'data'), ports, ['--no-nbd-tls-psk', '--no-admin-token-file', '--no-peer-tls']);
+  for (const pid of currentPids(open)) {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    for (const flag of ['--nbd-tls-psk', '--admin-token-file', '--peer-tls']) assert.ok(!argv.includes(flag), `node ${pid} runs with ${flag}: ${argv.join(' ')}`);
+  }
+  await runToolOk('qemu-io', ['-f', 'raw', `nbd://${last}/vol0`, '-c', 'read -P 0x7e 3M 256k']);
+  const openStatus = await runCli(['status', '--server', http[0], '--json']);
+  assert.equal(openStatus.code, 0, openStatus.stderr);
+  await stopCluster(open);
 });

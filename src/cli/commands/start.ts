@@ -1,7 +1,7 @@
 /**
  * `raftblock start [--data DIR] [--nodes 3] [--nbd-port 10809] [--http-port 10900]
- *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N] [--peer-tls] [--nbd-tls-psk FILE]
- *  [--admin-token-file FILE]`
+ *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N] [--[no-]peer-tls] [--nbd-tls-psk FILE |
+ *  --no-nbd-tls-psk] [--admin-token-file FILE | --no-admin-token-file]`
  *
  * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
  * the first bootstrapping it and the others joining through it. Creates pool `default`
@@ -14,16 +14,17 @@
  * are printed as JSON lines.
  * Node i (0-based) serves NBD on nbd-port + i, HTTP on http-port + i, peers on peer-port + i.
  * SIGHUP (with --nbd-tls-psk) has every node re-read the PSK file. SIGINT/SIGTERM stops every
- * node cleanly. Run again on the same DIR, it resumes with all data (the ports are remembered
- * in DIR/cluster.json; the TLS and token flags are not: give them again).
+ * node cleanly. Run again on the same DIR, it resumes with all data (the ports, and the TLS and
+ * token settings, are remembered in DIR/cluster.json; see start-security.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileDurably } from '../../common/durable-file.js';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { InvalidArgument, Unavailable } from '../../common/errors.js';
+import { InvalidArgument, RaftblockError, Unavailable } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { AdminClient, defaultAdminHttpPort } from '../../cluster/admin-client.js';
 import { allGroups, maxPgsPerPool, metadataGroupId } from '../../cluster/map.js';
@@ -31,6 +32,7 @@ import { ClusterKey } from '../../cluster/peer-auth.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
 import { readAdminToken } from '../../cluster/admin-token.js';
 import { missingFlags, nodeV8Flags } from '../node-flags.js';
+import { resolveSecurity, type SecuritySettings } from './start-security.js';
 
 interface StartOptions {
   data: string;
@@ -41,8 +43,10 @@ interface StartOptions {
   host: string;
   pgCount?: string;
   peerTls?: boolean;
-  nbdTlsPsk?: string;
-  adminTokenFile?: string;
+  /** false: --no-nbd-tls-psk */
+  nbdTlsPsk?: string | false;
+  /** false: --no-admin-token-file */
+  adminTokenFile?: string | false;
 }
 
 interface Layout {
@@ -53,6 +57,8 @@ interface Layout {
   peerPort: number;
   /** PGs of pool `default` (clusters made before this was recorded: `defaultPgCount`). */
   pgCount?: number;
+  /** TLS and token settings (clusters made before they were remembered: none). */
+  security?: SecuritySettings;
 }
 
 /** Copies pool `default` keeps on a cluster of `nodes` nodes (one per zone, at most 3). */
@@ -97,9 +103,12 @@ export function register(program: Command): void {
     .option('--peer-port <port>', 'node-to-node port of node 0', '11000')
     .option('--host <addr>', 'address every node listens on', '127.0.0.1')
     .option('--pg-count <n>', 'PGs of pool default, when it is created (default: about 4 PG replicas per node)')
-    .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines); every node serves with it')
-    .option('--admin-token-file <path>', 'every node answers its admin API (/v1) only with this token; give the admin commands --token-file PATH too')
-    .option('--peer-tls', 'encrypt the connections between nodes (TLS keyed by DIR/cluster.key); worth it when --host is not a loopback address')
+    .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines); every node serves with it (remembered in DIR/cluster.json)')
+    .option('--admin-token-file <path>', 'every node answers its admin API (/v1) only with this token; give the admin commands --token-file PATH too (remembered in DIR/cluster.json)')
+    .option('--peer-tls', 'encrypt the connections between nodes (TLS keyed by DIR/cluster.key; remembered in DIR/cluster.json); worth it when --host is not a loopback address')
+    .option('--no-peer-tls', 'turn off a remembered --peer-tls')
+    .option('--no-nbd-tls-psk', 'turn off a remembered --nbd-tls-psk: serve NBD in the clear')
+    .option('--no-admin-token-file', 'turn off a remembered --admin-token-file: the admin API answers anyone who reaches it')
     .action(async (opts: StartOptions) => {
       await start(opts);
     });
@@ -124,18 +133,25 @@ const cliMain = join(fileURLToPath(import.meta.url), '..', '..', 'main.js');
 
 async function start(opts: StartOptions): Promise<void> {
   const log = createLogger('start');
-  // A bad PSK file stops here, before anything is made or started.
-  const nbdTlsPsk = opts.nbdTlsPsk === undefined ? undefined : resolve(opts.nbdTlsPsk);
-  if (nbdTlsPsk) PskKeys.fromFile(nbdTlsPsk);
-  const adminTokenFile = opts.adminTokenFile === undefined ? undefined : resolve(opts.adminTokenFile);
-  const adminToken = adminTokenFile === undefined ? undefined : readAdminToken(adminTokenFile);
   const dataDir = resolve(opts.data);
-  mkdirSync(dataDir, { recursive: true });
   const layoutPath = join(dataDir, 'cluster.json');
+  const previous = existsSync(layoutPath) ? readLayout(layoutPath) : undefined;
+  const { settings: security, remembered } = resolveSecurity(opts, previous?.security);
+  // A bad PSK or token file stops here, before anything is made or started.
+  const { nbdTlsPsk, adminTokenFile, peerTls } = security;
+  let adminToken: string | undefined;
+  try {
+    if (nbdTlsPsk) PskKeys.fromFile(nbdTlsPsk);
+    if (adminTokenFile) adminToken = readAdminToken(adminTokenFile);
+  } catch (err) {
+    if (remembered.length === 0 || !(err instanceof RaftblockError)) throw err;
+    throw new InvalidArgument(`${err.message}; ${layoutPath} remembers ${remembered.join(', ')}`);
+  }
+  mkdirSync(dataDir, { recursive: true });
   let layout: Layout;
-  if (existsSync(layoutPath)) {
-    layout = JSON.parse(readFileSync(layoutPath, 'utf8')) as Layout;
-    log.info('resuming the cluster in its data directory', { dataDir, nodes: layout.nodes });
+  if (previous) {
+    layout = { ...previous, security };
+    log.info('resuming the cluster in its data directory', { dataDir, nodes: layout.nodes, remembered });
     if (opts.pgCount !== undefined) log.warn('--pg-count applies when the cluster is made; this one keeps its pool', { pgCount: opts.pgCount });
   } else {
     const nodes = Number(opts.nodes);
@@ -149,9 +165,10 @@ async function start(opts: StartOptions): Promise<void> {
       nbdPort: port(opts.nbdPort, '--nbd-port'),
       httpPort: port(opts.httpPort, '--http-port'),
       peerPort: port(opts.peerPort, '--peer-port'),
+      security,
     };
-    writeFileSync(layoutPath, JSON.stringify(layout, null, 2) + '\n');
   }
+  await writeFileDurably(layoutPath, JSON.stringify(layout, null, 2) + '\n');
   // The nodes prove this key to each other on every peer connection (peer-auth.ts). Made with
   // the cluster; a data dir from before keys gets one now (its nodes all start together).
   const keyPath = join(dataDir, 'cluster.key');
@@ -195,7 +212,7 @@ async function start(opts: StartOptions): Promise<void> {
       '--http', addr(layout.httpPort, i),
       '--labels', `zone=z${id},rack=r${id},host=h${id}`,
       '--cluster-key-file', keyPath,
-      ...(opts.peerTls ? ['--peer-tls'] : []),
+      ...(peerTls ? ['--peer-tls'] : []),
       ...(nbdTlsPsk ? ['--nbd-tls-psk', nbdTlsPsk] : []),
       ...(adminTokenFile ? ['--admin-token-file', adminTokenFile] : []),
       ...(i === 0 ? ['--bootstrap'] : ['--join', addr(layout.peerPort, 0)]),
@@ -273,6 +290,7 @@ async function start(opts: StartOptions): Promise<void> {
   process.stdout.write(
     [
       `raftblock: ${layout.nodes} nodes up, volume vol0 served by every node (data in ${dataDir}, logs in node-N.log)${nbdTlsPsk ? '; NBD requires TLS' : ''}`,
+      ...remembered.map((r) => `  with ${r}`),
       ...connect,
       `  raftblock status --server ${http[0]}${adminTokenFile ? ` --token-file ${adminTokenFile}` : ''}     (metrics: http://${http[0]}/metrics)`,
       `Ctrl-C stops every node cleanly.`,
@@ -281,6 +299,26 @@ async function start(opts: StartOptions): Promise<void> {
   );
   process.stdout.write(JSON.stringify({ event: 'ready', nbd, http, peer, pids: children.map((c) => c.pid) }) + '\n');
   await new Promise(() => undefined);
+}
+
+/** DIR/cluster.json, checked enough that a damaged file is named rather than crashing later. */
+function readLayout(path: string): Layout {
+  let layout: Partial<Layout>;
+  try {
+    layout = JSON.parse(readFileSync(path, 'utf8')) as Partial<Layout>;
+  } catch (err) {
+    throw new InvalidArgument(`${path} is not readable JSON (${(err as Error).message}); it records the cluster's ports: mend or restore it`);
+  }
+  const isPort = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535;
+  if (
+    typeof layout !== 'object' || layout === null ||
+    !Number.isInteger(layout.nodes) || (layout.nodes as number) < 1 ||
+    typeof layout.host !== 'string' ||
+    !isPort(layout.nbdPort) || !isPort(layout.httpPort) || !isPort(layout.peerPort)
+  ) {
+    throw new InvalidArgument(`${path} does not describe a cluster (nodes, host, nbdPort, httpPort, peerPort); mend or restore it`);
+  }
+  return layout as Layout;
 }
 
 function sleep(ms: number): Promise<void> {
