@@ -33,6 +33,11 @@
  * map epoch that includes it. A node that cannot forward answers 503 NOT_LEADER with `leader`
  * set to the group-0 leader's HTTP address when known; this client then retries there.
  *
+ * Changes (POST, DELETE) may carry `Idempotency-Key: KEY` (1..128 printable ASCII characters):
+ * the same key on the same method and path is one command, applied once, and a repeat is
+ * answered as the first attempt was (idempotency-key.ts). This client sends a fresh key with
+ * every change and repeats the change under it when the answer is lost.
+ *
  * Errors: a non-2xx status with body `{ "error": { "code": CODE, "message": TEXT, "leader"?:
  * HOST:PORT } }`, CODE being the RaftblockError code; `httpStatusOf(code)` is the status table
  * both sides use.
@@ -52,7 +57,9 @@ import {
   MetaQuorumAtRisk,
   NodeRemoved,
 } from '../common/errors.js';
+import { randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
+import { idempotencyKeyHeader } from './idempotency-key.js';
 import { parseHostPort } from '../common/address.js';
 import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
 import { allGroups } from './map.js';
@@ -72,6 +79,10 @@ export const defaultAdminTimeoutMs = 15_000;
 export const lagThresholdEntries = 64;
 /** NOT_LEADER redirects followed before giving up. */
 export const maxRedirects = 3;
+/** Repeats of a change whose outcome is unknown (UNAVAILABLE, TIMED_OUT), under its Idempotency-Key. */
+export const maxInDoubtRetries = 2;
+/** Pause before the n-th repeat: n times this. */
+const inDoubtRetryPauseMs = 500;
 
 // ---------------------------------------------------------------------------------------------
 // Request and response bodies
@@ -523,14 +534,29 @@ export class AdminClient {
     return mergeClusterStatus(this.server, map, statuses);
   }
 
+  /**
+   * One API call, following NOT_LEADER redirects. A change (POST, DELETE) carries one fresh
+   * Idempotency-Key on every attempt, so when its answer is lost (a dropped connection, a
+   * timeout, a node that could not finish in time) it is sent again, up to
+   * `maxInDoubtRetries` times: group 0 applies it once and answers a repeat as it answered
+   * the first attempt (idempotency-key.ts).
+   */
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     let server = this.server;
-    for (let hop = 0; ; hop++) {
+    const key = method === 'GET' ? undefined : randomUUID();
+    let redirects = 0;
+    for (let retries = 0; ; ) {
       try {
-        return await this.once<T>(server, method, path, body);
+        return await this.once<T>(server, method, path, body, key);
       } catch (err) {
-        if (err instanceof NotLeader && err.leaderHint && err.leaderHint !== server && hop < maxRedirects) {
+        if (err instanceof NotLeader && err.leaderHint && err.leaderHint !== server && redirects < maxRedirects) {
           server = err.leaderHint;
+          redirects++;
+          continue;
+        }
+        if (key !== undefined && (err instanceof Unavailable || err instanceof TimedOut) && retries < maxInDoubtRetries) {
+          retries++;
+          await new Promise((r) => setTimeout(r, inDoubtRetryPauseMs * retries));
           continue;
         }
         throw err;
@@ -538,7 +564,7 @@ export class AdminClient {
     }
   }
 
-  private async once<T>(server: string, method: string, path: string, body: unknown): Promise<T> {
+  private async once<T>(server: string, method: string, path: string, body: unknown, idempotencyKey: string | undefined): Promise<T> {
     const { host, port } = parseHostPort(server, 'server');
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     // node:http rather than fetch: fetch refuses the "bad ports" of browsers (e.g. 6000).
@@ -552,6 +578,7 @@ export class AdminClient {
           headers: {
             ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': payload.length }),
             ...(this.token === undefined ? {} : { authorization: `Bearer ${this.token}` }),
+            ...(idempotencyKey === undefined ? {} : { [idempotencyKeyHeader]: idempotencyKey }),
           },
           timeout: this.timeoutMs,
         },

@@ -8,23 +8,27 @@ import { listenOn, type HostPort } from '../common/address.js';
 import { RaftblockError, Unauthenticated } from '../common/errors.js';
 import { AdminTokenCheck } from './admin-token.js';
 import { httpStatusOf, type GroupDigest, type NodeStatus, type RemoveNodeResponse, type ReplaceNodeResponse } from './admin-client.js';
-import type { ClusterMap, MapCommand, NodeState, Pool, Volume } from './map.js';
+import type { ClusterMap, MapCommand, MetaCommandId, NodeState, Pool, Volume } from './map.js';
+import { commandIdOfKey, idempotencyKeyHeader } from './idempotency-key.js';
 
 export interface AdminSource {
   map(): ClusterMap;
   status(): NodeStatus;
   health(): string | null;
-  /** Runs a map command in group 0; resolves once applied, with what it created or changed. */
-  proposeMeta(cmd: MapCommand): Promise<unknown>;
+  /**
+   * Runs a map command in group 0; resolves once applied, with what it created or changed.
+   * `cid` (from an Idempotency-Key) names the command across the client's retries.
+   */
+  proposeMeta(cmd: MapCommand, cid?: MetaCommandId): Promise<unknown>;
   /** Resizes a volume; a shrink also discards the data past the new end on every replica. */
-  resizeVolume(name: string, sizeBytes: number, allowShrink: boolean): Promise<{ epoch: number; volume: Volume }>;
+  resizeVolume(name: string, sizeBytes: number, allowShrink: boolean, cid?: MetaCommandId): Promise<{ epoch: number; volume: Volume }>;
   /** Waits (bounded, best effort) until every reachable node holds a map at least `epoch`. */
   spreadMap(epoch: number): Promise<void>;
   groupDigest(groupId: number): Promise<GroupDigest>;
   /** Removes a drained node from the map (and from group 0), decided on group 0's leader. */
-  removeNode(id: number): Promise<RemoveNodeResponse>;
+  removeNode(id: number, cid?: MetaCommandId): Promise<RemoveNodeResponse>;
   /** Marks a node whose data dir was lost as being replaced, decided on group 0's leader. */
-  replaceNode(id: number): Promise<ReplaceNodeResponse>;
+  replaceNode(id: number, cid?: MetaCommandId): Promise<ReplaceNodeResponse>;
 }
 
 export interface AdminHttp {
@@ -82,8 +86,15 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
         throw err instanceof RaftblockError ? err : new RaftblockError('INVALID_ARGUMENT', `body must be a JSON object: ${(err as Error).message}`);
       }
     };
+    // The map command id a client's Idempotency-Key names (idempotency-key.ts); else one per request.
+    const commandId = (): MetaCommandId | undefined => {
+      const key = req.headers[idempotencyKeyHeader];
+      if (key === undefined) return undefined;
+      if (typeof key !== 'string') throw new RaftblockError('INVALID_ARGUMENT', `one ${idempotencyKeyHeader} header at most`);
+      return commandIdOfKey(key, method, url);
+    };
     const changed = async (cmd: MapCommand, status: number, key: 'volume' | 'pool'): Promise<void> => {
-      const result = (await source.proposeMeta(cmd)) as { epoch: number; changed?: boolean; volume?: Volume; pool?: Pool };
+      const result = (await source.proposeMeta(cmd, commandId())) as { epoch: number; changed?: boolean; volume?: Volume; pool?: Pool };
       // A client told "created" may connect to any gateway next: let them all know first.
       await source.spreadMap(result.epoch);
       // 200, not 201, when the command asked for what already was (an identical create).
@@ -115,7 +126,7 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       const resize = /^\/v1\/volumes\/([^/]+)\/resize$/.exec(url);
       if (method === 'POST' && resize) {
         const b = await json();
-        const result = await source.resizeVolume(decodeURIComponent(resize[1]), b.sizeBytes as number, b.allowShrink === true);
+        const result = await source.resizeVolume(decodeURIComponent(resize[1]), b.sizeBytes as number, b.allowShrink === true, commandId());
         return sendJson(res, 200, { epoch: result.epoch, volume: result.volume });
       }
       const vol = /^\/v1\/volumes\/([^/]+)$/.exec(url);
@@ -127,13 +138,13 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       const nodeState = /^\/v1\/nodes\/(\d+)\/state$/.exec(url);
       if (method === 'POST' && nodeState) {
         const b = await json();
-        const result = (await source.proposeMeta({ type: 'setNodeState', id: Number(nodeState[1]), state: b.state as NodeState })) as { epoch: number };
+        const result = (await source.proposeMeta({ type: 'setNodeState', id: Number(nodeState[1]), state: b.state as NodeState }, commandId())) as { epoch: number };
         return sendJson(res, 200, { epoch: result.epoch });
       }
       const replace = /^\/v1\/nodes\/(\d+)\/replace$/.exec(url);
-      if (method === 'POST' && replace) return sendJson(res, 200, await source.replaceNode(Number(replace[1])));
+      if (method === 'POST' && replace) return sendJson(res, 200, await source.replaceNode(Number(replace[1]), commandId()));
       const nodeId = /^\/v1\/nodes\/(\d+)$/.exec(url);
-      if (method === 'DELETE' && nodeId) return sendJson(res, 200, await source.removeNode(Number(nodeId[1])));
+      if (method === 'DELETE' && nodeId) return sendJson(res, 200, await source.removeNode(Number(nodeId[1]), commandId()));
       const digest = /^\/v1\/groups\/(\d+)\/digest$/.exec(url);
       if (method === 'GET' && digest) return sendJson(res, 200, await source.groupDigest(Number(digest[1])));
       sendJson(res, 404, { error: { code: 'NOT_FOUND', message: `no route ${method} ${url}` } });

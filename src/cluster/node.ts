@@ -699,27 +699,27 @@ export class StorageNode implements PgClient {
    * `raftblock node remove ID` (admin API): decided on group 0's leader (forwarded there),
    * retried across leader changes and group-0 changes in flight. See removeNodeAsLeader.
    */
-  async removeNode(id: number): Promise<RemoveNodeResponse> {
-    return this.atMetaLeader('removeNode', id, (cid) => this.removeNodeAsLeader(id, cid));
+  async removeNode(id: number, cid?: MetaCommandId): Promise<RemoveNodeResponse> {
+    return this.atMetaLeader('removeNode', id, (c) => this.removeNodeAsLeader(id, c), cid);
   }
 
   /**
    * `raftblock node replace ID` (admin API): decided on group 0's leader like a removal. See
    * replaceNodeAsLeader.
    */
-  async replaceNode(id: number): Promise<ReplaceNodeResponse> {
-    return this.atMetaLeader('replaceNode', id, (cid) => this.replaceNodeAsLeader(id, cid));
+  async replaceNode(id: number, cid?: MetaCommandId): Promise<ReplaceNodeResponse> {
+    return this.atMetaLeader('replaceNode', id, (c) => this.replaceNodeAsLeader(id, c), cid);
   }
 
   /**
    * Runs a node command on group 0's leader: here if this node leads it, else forwarded. Every
-   * attempt carries one map command id (`cid`), so an attempt whose answer was lost (its
+   * attempt carries one map command id (`cid`: the client's, from its Idempotency-Key, else
+   * made here), so an attempt whose answer was lost (its
    * leader changed, its connection dropped) is answered on retry from what group 0 remembers
    * of it (see answeredBefore), not refused because the node is gone already.
    */
-  private async atMetaLeader<T>(op: 'removeNode' | 'replaceNode', id: number, asLeader: (cid: MetaCommandId) => Promise<T>): Promise<T> {
+  private async atMetaLeader<T>(op: 'removeNode' | 'replaceNode', id: number, asLeader: (cid: MetaCommandId) => Promise<T>, cid = StorageNode.nextMetaCommandId()): Promise<T> {
     if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
-    const cid = StorageNode.nextMetaCommandId();
     const deadline = Date.now() + removeNodeDeadlineMs;
     let attempt = 0;
     for (;;) {
@@ -1279,10 +1279,10 @@ export class StorageNode implements PgClient {
    * leader, this node stopped) is finished by running the command again, and the volume cannot
    * grow before (the map refuses it; this handler finishes a pending discard before a grow).
    */
-  async resizeVolume(name: string, sizeBytes: number, allowShrink: boolean): Promise<{ epoch: number; volume: Volume }> {
+  async resizeVolume(name: string, sizeBytes: number, allowShrink: boolean, cid?: MetaCommandId): Promise<{ epoch: number; volume: Volume }> {
     const before = this.map().volumes.find((v) => v.name === name);
     if (before && (before.discardToBytes ?? 0) > before.sizeBytes && sizeBytes >= before.sizeBytes) await this.discardWithAdvice(before);
-    const r = (await this.proposeMeta({ type: 'resizeVolume', name, sizeBytes, allowShrink })) as { epoch: number; volume: Volume };
+    const r = (await this.proposeMeta({ type: 'resizeVolume', name, sizeBytes, allowShrink }, cid)) as { epoch: number; volume: Volume };
     if ((r.volume.discardToBytes ?? 0) > r.volume.sizeBytes) return this.discardWithAdvice(r.volume);
     return r;
   }

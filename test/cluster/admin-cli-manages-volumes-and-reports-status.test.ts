@@ -5,10 +5,11 @@
  * node as unreachable with its groups lagging. This cluster runs without a cluster key (the
  * others have one), so the keyless peer transport is covered end to end; each node warns so.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import type { ClusterStatus, VolumeList, VolumeResponse } from '../../src/cluster/admin-client.js';
+import { AdminClient, type ClusterStatus, type VolumeList, type VolumeResponse } from '../../src/cluster/admin-client.js';
+import { recordingProxy } from '../helpers/recording-proxy.js';
 import { logRecords, TestCluster, waitFor } from '../helpers/cluster.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { requireTools } from '../helpers/tools.js';
@@ -64,6 +65,8 @@ test('volume commands and status work against a real cluster', { timeout: 180_00
   }
   assert.ok(s.groups.some((g) => g.groupId === 0 && g.leader > 0), 'group 0 has a leader');
 
+  await lostAnswersAreAnsweredOnce(t, cluster.nodes[0].addrs.http);
+
   await cluster.node(3).kill9();
   r = await cli('status', ...a);
   assert.equal(r.code, 0, r.stderr);
@@ -78,3 +81,44 @@ test('volume commands and status work against a real cluster', { timeout: 180_00
   r = await cli('volume', 'list', '--json', ...a);
   assert.deepEqual((JSON.parse(r.stdout) as VolumeList).volumes.map((v) => v.name), ['vol0']);
 });
+
+/**
+ * A change whose answer is lost is sent again under its Idempotency-Key and answered as its
+ * first attempt was: created (not "already there"), deleted (not NOT_FOUND).
+ */
+async function lostAnswersAreAnsweredOnce(t: TestContext, http: string): Promise<void> {
+  const lossy = await recordingProxy(t, http, { dropAnswers: 1 });
+  const created = await new AdminClient(lossy.address).createVolume({ name: 'lost1', sizeBytes: 64 * 1024 * 1024 });
+  assert.equal(lossy.connections(), 2, 'the first answer was dropped, so the client sent the create again');
+  assert.equal(created.changed, undefined, `the repeat was answered as a new identical create, not as the first attempt: ${JSON.stringify(created)}`);
+  const lossyDelete = await recordingProxy(t, http, { dropAnswers: 1 });
+  const deleted = await new AdminClient(lossyDelete.address).deleteVolume('lost1');
+  assert.equal(lossyDelete.connections(), 2);
+  assert.equal(deleted.volume.name, 'lost1');
+  assert.ok(deleted.epoch > created.epoch);
+
+  // The API itself: a key is one command per method and path; without one, a repeat is new.
+  const send = async (method: string, path: string, key?: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const res = await fetch(`http://${http}${path}`, {
+      method,
+      headers: { ...(key === undefined ? {} : { 'idempotency-key': key }), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+  assert.equal((await send('POST', '/v1/volumes', 'k-create-2', { name: 'lost2', sizeBytes: 1 << 26 })).status, 201);
+  const first = await send('DELETE', '/v1/volumes/lost2', 'k-delete-2');
+  assert.equal(first.status, 200);
+  const repeat = await send('DELETE', '/v1/volumes/lost2', 'k-delete-2');
+  assert.deepEqual(repeat, first);
+  const unkeyed = await send('DELETE', '/v1/volumes/lost2');
+  assert.equal(unkeyed.status, 404, JSON.stringify(unkeyed));
+  // The create's key again, after the delete: the create's first answer, nothing made anew.
+  const stale = await send('POST', '/v1/volumes', 'k-create-2', { name: 'lost2', sizeBytes: 1 << 26 });
+  assert.equal(stale.status, 201);
+  assert.ok((stale.body.epoch as number) < (first.body.epoch as number));
+  assert.ok(!(await new AdminClient(http).listVolumes()).volumes.some((v) => v.name === 'lost2'), 'a repeated key created the volume again');
+  const bad = await send('DELETE', '/v1/volumes/vol0', 'has space');
+  assert.equal(bad.status, 400);
+  assert.match(JSON.stringify(bad.body), /INVALID_ARGUMENT/);
+}
