@@ -2,18 +2,29 @@
  * What group 0's leader does next to its own membership (pure: no I/O, no clock, so it is
  * unit-tested on its own, like pg-move-plan.ts for the PGs).
  *
- * Group 0 (the cluster map) wants `votersWanted` voters on nodes the map has `in`. Its leader
- * takes one step at a time, never while a change is in flight:
+ * Group 0 (the cluster map) wants `votersWanted` voters on nodes the map has `in`
+ * (metaVotersWanted: five once five nodes are in, so that the map outlives two lost zones as a
+ * five-replica pool does; else three), spread over as many fault domains as the nodes offer:
+ * the most distinct zones, then racks, then hosts (`spreadOf`). Its leader takes one step at a
+ * time, never while a change is in flight:
  *
  *  1. fewer than `votersWanted` voters are `in`, and an `in` node that is not a member is
- *     connected: add it (the lowest id) as a voter — the group grows as nodes register, and a
- *     voter marked `out` or gone from the map gets its replacement first. From an odd count,
- *     the group grows by two at once (one joint change): one at a time would pass through an
- *     even count, which survives no more failures than the odd count below it and has one more
- *     node whose loss stops the map (two voters: either one). It waits for the second node;
+ *     connected: add it as a voter, the one that widens the spread most (then the lowest id) —
+ *     the group grows as nodes register, and a voter marked `out` or gone from the map gets its
+ *     replacement first. From an odd count, the group grows by two at once (one joint change):
+ *     one at a time would pass through an even count, which survives no more failures than the
+ *     odd count below it and has one more node whose loss stops the map (two voters: either
+ *     one). It waits for the second node;
  *  2. then a voter marked `out`, or no longer in the map, leaves once `votersWanted` voters
  *     are `in` without it: the unreachable ones first, then by id. A leader that would leave
- *     hands its leadership to a caught-up voter that stays instead (the next leader removes it).
+ *     hands its leadership to a caught-up voter that stays instead (the next leader removes it);
+ *  3. more `in` voters than wanted (a move under way, or fewer nodes in than before): one
+ *     leaves, an unreachable one first, else the one whose departure keeps the widest spread,
+ *     once every voter that stays is caught up;
+ *  4. every voter healthy, as many as wanted, and a connected `in` node would widen the spread
+ *     in place of a voter (three voters in one zone, a node in another zone): the node joins
+ *     (step 3 then takes out the voter it replaces). Each such move widens the spread, so
+ *     moves end.
  *
  * No step may cost the group its quorum: an addition needs the healthy voters plus the new one
  * to make a quorum of the grown group; a removal needs the healthy voters left to make a quorum
@@ -23,6 +34,20 @@
 import type { ConfState, NodeId, ProgressStatus } from '../raft/index.js';
 import type { NodeState } from './map.js';
 import { caughtUpSlackEntries } from './pg-move-plan.js';
+import { nodeDomains } from './placement.js';
+
+/** Voters group 0 wants with `inNodes` nodes in: five from five nodes (two losses survived), else three. */
+export function metaVotersWanted(inNodes: number): number {
+  return inNodes >= 5 ? 5 : 3;
+}
+
+/** A map node as the plan sees it. */
+export interface MetaNode {
+  id: NodeId;
+  state: NodeState;
+  /** Its fault-domain labels (`zone`, `rack`, `host`); absent: one zone and rack, its own host. */
+  labels?: Readonly<Record<string, string>>;
+}
 
 export interface MetaGroupInput {
   /** This node, group 0's leader. */
@@ -31,8 +56,8 @@ export interface MetaGroupInput {
   conf: ConfState;
   /** True while the latest configuration change is not committed yet. */
   changePending: boolean;
-  /** The map's nodes (id and state), any order. */
-  nodes: readonly { id: NodeId; state: NodeState }[];
+  /** The map's nodes, any order. */
+  nodes: readonly MetaNode[];
   /** Nodes the leader's transport is connected to now. */
   connected: ReadonlySet<NodeId>;
   /** The leader's view of every member's replication. */
@@ -58,6 +83,50 @@ export function quorumOf(voters: number): number {
 
 function sorted(xs: Iterable<NodeId>): NodeId[] {
   return [...xs].sort((a, b) => a - b);
+}
+
+/** How widely a set of nodes spreads: [distinct zones, racks, hosts]; compare with `widerThan`. */
+export type Spread = readonly [number, number, number];
+
+export function spreadOf(nodes: readonly MetaNode[], ids: Iterable<NodeId>): Spread {
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const zones = new Set<string>();
+  const racks = new Set<string>();
+  const hosts = new Set<string>();
+  for (const id of ids) {
+    const d = nodeDomains({ id, labels: byId.get(id)?.labels ?? {}, weight: 0 });
+    // Paths, as placement names domains: rack r1 of zone a is not rack r1 of zone b.
+    zones.add(d.zone);
+    racks.add(`${d.zone}/${d.rack}`);
+    hosts.add(`${d.zone}/${d.rack}/${d.host}`);
+  }
+  return [zones.size, racks.size, hosts.size];
+}
+
+/** a spreads wider than b (zones first, then racks, then hosts). */
+export function widerThan(a: Spread, b: Spread): boolean {
+  for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i] > b[i];
+  return false;
+}
+
+/** Node `c` in place of one of `voters` would spread them wider. */
+export function widensInPlaceOfAVoter(nodes: readonly MetaNode[], voters: readonly NodeId[], c: NodeId): boolean {
+  const now = spreadOf(nodes, voters);
+  return voters.some((v) => widerThan(spreadOf(nodes, [...voters.filter((x) => x !== v), c]), now));
+}
+
+/** The candidate whose joining `members` spreads the group widest; ties to the lowest id. */
+function widestAddition(nodes: readonly MetaNode[], members: readonly NodeId[], candidates: readonly NodeId[]): NodeId | undefined {
+  let best: NodeId | undefined;
+  let bestSpread: Spread = [-1, -1, -1];
+  for (const c of sorted(candidates)) {
+    const s = spreadOf(nodes, [...members, c]);
+    if (widerThan(s, bestSpread)) {
+      best = c;
+      bestSpread = s;
+    }
+  }
+  return best;
 }
 
 /** The leader itself, or a voter connected to it, replicating and caught up. */
@@ -122,30 +191,61 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
   const staying = voters.filter((v) => state.get(v) === 'in');
   const leaving = voters.filter((v) => state.get(v) !== 'in');
 
+  const candidates = sorted(input.nodes.filter((n) => n.state === 'in' && !members.has(n.id) && input.connected.has(n.id)).map((n) => n.id));
+  const healthy = voters.filter((v) => isHealthyVoter(input, v)).length;
+  const add = (nodeIds: NodeId[]): MetaGroupStep => {
+    const need = quorumOf(voters.length + nodeIds.length);
+    if (healthy + nodeIds.length >= need) return { kind: 'addVoters', nodeIds };
+    return { kind: 'wait', reason: `adding node ${nodeIds.join(' and ')} needs ${need} healthy voters with them, ${healthy} without` };
+  };
+  // Unreachable first (it costs the group most), the leader last (it hands over first).
+  const rank = (v: NodeId): number => (v === input.self ? 2 : isHealthyVoter(input, v) ? 1 : 0);
+
   // 1. Grow, or bring in the replacement of a voter that leaves.
-  if (staying.length < input.votersWanted) {
-    const candidates = sorted(input.nodes.filter((n) => n.state === 'in' && !members.has(n.id) && input.connected.has(n.id)).map((n) => n.id));
+  if (staying.length < input.votersWanted && candidates.length > 0) {
     // A replacement joins alone: the even count it makes lasts until the leaving voter goes.
     const joining = leaving.length === 0 && voters.length % 2 === 1 && voters.length + 2 <= input.votersWanted ? 2 : 1;
-    if (candidates.length > 0) {
-      if (candidates.length < joining) {
-        return { kind: 'wait', reason: `node ${candidates[0]} joins the metadata group with a second node, to keep an odd number of voters` };
-      }
-      const nodeIds = candidates.slice(0, joining);
-      const healthy = voters.filter((v) => isHealthyVoter(input, v)).length;
-      if (healthy + joining >= quorumOf(voters.length + joining)) return { kind: 'addVoters', nodeIds };
-      return { kind: 'wait', reason: `adding node ${nodeIds.join(' and ')} needs ${quorumOf(voters.length + joining)} healthy voters with them, ${healthy} without` };
+    if (candidates.length < joining) {
+      return { kind: 'wait', reason: `node ${candidates[0]} joins the metadata group with a second node, to keep an odd number of voters` };
     }
+    const nodeIds: NodeId[] = [];
+    while (nodeIds.length < joining) {
+      nodeIds.push(widestAddition(input.nodes, [...staying, ...nodeIds], candidates.filter((c) => !nodeIds.includes(c)))!);
+    }
+    return add(nodeIds);
   }
 
   // 2. A voter that leaves goes once enough voters stay without it.
-  if (leaving.length === 0 || staying.length < input.votersWanted) return { kind: 'none' };
-  const order = [...leaving].sort((a, b) => {
-    // Unreachable first (it costs the group most), the leader last (it hands over first).
-    const rank = (v: NodeId): number => (v === input.self ? 2 : isHealthyVoter(input, v) ? 1 : 0);
-    return rank(a) - rank(b) || a - b;
-  });
-  const id = order[0];
+  if (leaving.length > 0) {
+    if (staying.length < input.votersWanted) return { kind: 'none' };
+    return removeStep(input, [...leaving].sort((a, b) => rank(a) - rank(b) || a - b)[0]);
+  }
+
+  // 3. More voters than wanted: one leaves, once every voter that stays is caught up (the one
+  // that just joined to take its place, above all).
+  if (staying.length > input.votersWanted) {
+    // The leader is not kept for being the leader: if its leaving spreads the group widest, it
+    // hands over first (removeStep), so that every move widens the spread and moves end.
+    // Reachable, not healthy: a voter that just joined and still catches up is not the one to
+    // drop (that would undo the move it is part of).
+    const reachable = (v: NodeId): number => (v === input.self || input.connected.has(v) ? 1 : 0);
+    const spreadWithout = (v: NodeId): Spread => spreadOf(input.nodes, staying.filter((x) => x !== v));
+    const wider = (a: NodeId, b: NodeId): number => (widerThan(spreadWithout(a), spreadWithout(b)) ? -1 : widerThan(spreadWithout(b), spreadWithout(a)) ? 1 : 0);
+    const id = [...staying].sort((a, b) => reachable(a) - reachable(b) || wider(a, b) || b - a)[0];
+    const lagging = staying.filter((v) => v !== id && !isHealthyVoter(input, v));
+    if (reachable(id) > 0 && lagging.length > 0) return { kind: 'wait', reason: `node ${lagging.join(', ')} catches up before node ${id} leaves the metadata group` };
+    return removeStep(input, id);
+  }
+
+  // 4. A node that would spread the group wider in place of a voter joins (step 3 follows).
+  if (staying.length === input.votersWanted && healthy === voters.length && candidates.some((c) => widensInPlaceOfAVoter(input.nodes, staying, c))) {
+    return add([widestAddition(input.nodes, staying, candidates)!]);
+  }
+  return { kind: 'none' };
+}
+
+/** Voter `id` leaves now, or its leadership goes first, or the quorum forbids it. */
+function removeStep(input: MetaGroupInput, id: NodeId): MetaGroupStep {
   const removal = checkMetaRemoval(input, id);
   if (removal.ok) return { kind: 'removeVoter', nodeId: id };
   if (removal.transferTo !== undefined) return { kind: 'transferLeader', to: removal.transferTo };

@@ -39,7 +39,7 @@ import { LeaderAffinity } from './leader-affinity.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
 import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxPgsPerPool, metaCommandIdFromWire, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
-import { checkMetaRemoval, planMetaGroup, sameConfState } from './meta-group-plan.js';
+import { checkMetaRemoval, metaVotersWanted, planMetaGroup, sameConfState, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
@@ -82,7 +82,6 @@ const leaderProbeTimeoutMs = 500;
 /** Data per streamed snapshot chunk (one frame). */
 const snapshotChunkBytes = 8 * 1024 * 1024;
 /** Voters of the metadata group (group 0) once enough nodes have registered. */
-const metaVotersWanted = 3;
 const ioDeadlineMs = 30000;
 /** How long an admin command waits for reachable nodes to learn the map it changed. */
 const spreadMapTimeoutMs = 1000;
@@ -558,10 +557,11 @@ export class StorageNode implements PgClient {
   }
 
   /**
-   * On group 0's leader: keeps `metaVotersWanted` voters on nodes the map has `in` — grows
-   * the group as nodes register, and replaces a voter marked out or gone from the map (the
-   * replacement joins first, then the voter leaves) — one membership change at a time, never
-   * at the cost of the quorum (meta-group-plan.ts decides).
+   * On group 0's leader: keeps `metaVotersWanted` voters on nodes the map has `in`, spread
+   * over fault domains — grows the group as nodes register, replaces a voter marked out or
+   * gone from the map (the replacement joins first, then the voter leaves), and moves a voter
+   * to a node that spreads the group wider — one membership change at a time, never at the
+   * cost of the quorum (meta-group-plan.ts decides).
    */
   private maintainMetaGroup(): void {
     const g = this.host.groups.get(metadataGroupId);
@@ -573,14 +573,14 @@ export class StorageNode implements PgClient {
     const st = g.raft.status();
     const map = this.map();
     // Connections are made on demand, and a node that shares no PG with this leader may have
-    // none: while group 0 wants voters, dial the nodes that could become one, so that a live
-    // one shows as connected (the plan takes only connected nodes).
-    const inVoters = st.confState.voters.filter((v) => map.nodes.some((n) => n.id === v && n.state === 'in')).length;
-    if (inVoters < metaVotersWanted) {
-      for (const n of map.nodes) {
-        if (n.id === this.id || n.state !== 'in' || st.confState.voters.includes(n.id) || this.transport.isConnected(String(n.id))) continue;
-        this.transport.connect(String(n.id));
-      }
+    // none: while group 0 wants voters, or its voters could spread wider, dial the nodes that
+    // could become one, so that a live one shows as connected (the plan takes only connected
+    // nodes).
+    const votersWanted = metaVotersWanted(map.nodes.filter((n) => n.state === 'in').length);
+    const inVoters = st.confState.voters.filter((v) => map.nodes.some((n) => n.id === v && n.state === 'in'));
+    for (const n of map.nodes) {
+      if (n.id === this.id || n.state !== 'in' || st.confState.voters.includes(n.id) || this.transport.isConnected(String(n.id))) continue;
+      if (inVoters.length < votersWanted || widensInPlaceOfAVoter(map.nodes, inVoters, n.id)) this.transport.connect(String(n.id));
     }
     const step = planMetaGroup({
       self: this.id,
@@ -590,7 +590,7 @@ export class StorageNode implements PgClient {
       connected: this.connectedNodes(),
       progress: st.progress ?? new Map(),
       commitIndex: st.hardState.commit,
-      votersWanted: metaVotersWanted,
+      votersWanted,
     });
     try {
       switch (step.kind) {
@@ -600,7 +600,7 @@ export class StorageNode implements PgClient {
           break;
         case 'removeVoter':
           this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'removeNode', nodeId: step.nodeId }] });
-          this.log.info('removing a metadata voter that is out or gone from the map', { nodeId: step.nodeId, voters: st.confState.voters });
+          this.log.info('removing a metadata voter that is out or gone from the map, or crowds a fault domain', { nodeId: step.nodeId, voters: st.confState.voters });
           break;
         case 'transferLeader':
           if (st.leadTransferee === 0) {

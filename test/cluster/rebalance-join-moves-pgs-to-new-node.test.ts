@@ -10,7 +10,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { TestCluster, waitFor, describeUnhealthy } from '../helpers/cluster.js';
+import { TestCluster, waitFor, describeUnhealthy, logRecords } from '../helpers/cluster.js';
 import { cliPath } from '../helpers/paths.js';
 import { requireTools, tempDir } from '../helpers/tools.js';
 import type { ClusterStatus } from '../../src/cluster/admin-client.js';
@@ -116,7 +116,10 @@ test('a node joining in a new zone takes over PGs, a node marked out drains: con
     assert.equal(await metricSum(n.addrs.http, 'raftblock_pg_moves_in_progress'), 0);
   }
   assert.ok(completed >= 1, `${completed} moves completed, ${moved.length} PGs moved`);
-  assert.equal(retired, moved.length, 'every moved PG retired exactly one old replica');
+  // On a mismatch, what the nodes said of their retirements (a failed one logs its error).
+  const retirements = (): string =>
+    JSON.stringify(cluster.nodes.flatMap((n) => [...logRecords(n, 'retired a PG replica after its removal committed'), ...logRecords(n, 'could not retire a PG replica')].map((r) => ({ node: n.id, ...r }))));
+  assert.equal(retired, moved.length, `every moved PG retired exactly one old replica: ${retirements()}`);
   t.diagnostic(`${moved.length} of ${pgCount} PGs moved to node 4 in ${Date.now() - started} ms; at most ${mostMovingOnOneLeader} moving on one leader`);
 
   // Node 1 marked out (`raftblock node-state 1 out`): it drains; PGs it leads hand over first.

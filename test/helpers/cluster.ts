@@ -19,6 +19,7 @@ import { AdminClient, defaultAdminTimeoutMs } from '../../src/cluster/admin-clie
 import type { ClusterStatus, GroupDigest, NodeStatus, VolumeList } from '../../src/cluster/admin-client.js';
 import type { ClusterMap } from '../../src/cluster/map.js';
 import { ClusterKey } from '../../src/cluster/peer-auth.js';
+import { metaVotersWanted } from '../../src/cluster/meta-group-plan.js';
 import { NetnsNetwork } from './netns.js';
 import { cliPath, repoRoot } from './paths.js';
 
@@ -28,6 +29,10 @@ export interface ClusterOptions {
   netns?: boolean;
   pgCount?: number;
   replicas?: number;
+  /** Pool `default`'s failure domain (default zone). */
+  failureDomain?: 'zone' | 'rack' | 'host';
+  /** Node `id`'s --labels (default: a zone, rack and host of its own, `zone=z<id>,...`). */
+  labels?: (id: number) => string;
   volumes?: { name: string; sizeBytes: number; extentBytes?: number }[];
   /** Extra environment for the node processes (e.g. RAFTBLOCK_TICK_MS). */
   env?: Record<string, string>;
@@ -150,7 +155,7 @@ export class TestNode {
       '--peer', this.addrs.peer,
       '--nbd', this.addrs.nbd,
       '--http', this.addrs.http,
-      '--labels', `zone=z${this.id},rack=r${this.id},host=h${this.id}`,
+      '--labels', this.cluster.labels(this.id),
       ...(this.clusterKeyFiles ?? (this.cluster.clusterKeyFile ? [this.cluster.clusterKeyFile] : [])).flatMap((f) => ['--cluster-key-file', f]),
       ...(this.cluster.peerTls ? ['--peer-tls'] : []),
       ...(this.cluster.nbdTlsPskFile ? ['--nbd-tls-psk', this.cluster.nbdTlsPskFile] : []),
@@ -232,6 +237,8 @@ export class TestCluster {
   readonly peerTls: boolean;
   /** The PSK file NBD clients must prove a key of (`--nbd-tls-psk`), if any. */
   readonly nbdTlsPskFile: string | undefined;
+  /** Node id → its --labels. */
+  labels: (id: number) => string = (id) => `zone=z${id},rack=r${id},host=h${id}`;
 
   private constructor(dir: string, net: NetnsNetwork | null, env: Record<string, string>, clusterKeyFile: string | undefined, tls: { peerTls: boolean; nbdTlsPskFile?: string }) {
     this.dir = dir;
@@ -260,6 +267,7 @@ export class TestCluster {
     } else if (opts.clusterKeyFile !== null) keyFile = opts.clusterKeyFile;
     const cluster = new TestCluster(dir, net, { RAFTBLOCK_TICK_MS: '50', ...opts.env }, keyFile, { peerTls: opts.peerTls === true, nbdTlsPskFile: opts.nbdTlsPskFile });
     t.after(() => cluster.close());
+    if (opts.labels) cluster.labels = opts.labels;
     for (let id = 1; id <= count; id++) {
       const addrs: NodeAddrs = net
         ? { peer: `${net.address(id)}:${netnsPorts.peer}`, nbd: `${net.address(id)}:${netnsPorts.nbd}`, http: `${net.address(id)}:${netnsPorts.http}` }
@@ -273,7 +281,7 @@ export class TestCluster {
       await waitFor('every node in the map', timeoutMs, async () => ((await cluster.map()).nodes.length === count ? true : undefined));
       await waitFor('pool default', timeoutMs, async () => {
         await cluster
-          .admin(1, 'createPool', { name: 'default', replicas: opts.replicas ?? Math.min(3, count), pgCount: opts.pgCount ?? 8, failureDomain: 'zone' })
+          .admin(1, 'createPool', { name: 'default', replicas: opts.replicas ?? Math.min(3, count), pgCount: opts.pgCount ?? 8, failureDomain: opts.failureDomain ?? 'zone' })
           .catch((err: { code?: string }) => {
             if (err.code !== 'ALREADY_EXISTS') throw err;
           });
@@ -289,13 +297,14 @@ export class TestCluster {
       }
       await cluster.waitLeaders(timeoutMs);
       // Ready means the map survives a node's loss, as the tests that kill one assume: group 0
-      // has its three voters (it grows from one to three in one change; two nodes keep one).
-      // Settled, too: while the change that added them is joint or uncommitted, the old voter's
-      // loss would still stop the map (group 0 is not ok until then).
+      // has its voters (three, five from five nodes; it grows from one to three in one change,
+      // and two nodes keep one). Settled, too: while the change that added them is joint or
+      // uncommitted, the old voter's loss would still stop the map (group 0 is not ok until then).
       if (count >= 3) {
-        await waitFor('group 0 on three voters', timeoutMs, async () => {
+        const wanted = metaVotersWanted(count);
+        await waitFor(`group 0 on ${wanted} voters`, timeoutMs, async () => {
           const s = await cluster.clusterStatus();
-          return metaVoters(s).length === 3 && s.groups.find((g) => g.groupId === 0)?.health === 'ok' ? true : undefined;
+          return metaVoters(s).length === wanted && s.groups.find((g) => g.groupId === 0)?.health === 'ok' ? true : undefined;
         });
       }
     } catch (err) {
@@ -305,8 +314,8 @@ export class TestCluster {
   }
 
   /**
-   * Starts one more node (the next id, in a zone of its own) that joins through node 1, and
-   * waits until the map lists it. Loopback clusters only.
+   * Starts one more node (the next id, labelled as the cluster labels it) that joins through
+   * node 1, and waits until the map lists it. Loopback clusters only.
    */
   async addNode(timeoutMs = 30_000): Promise<TestNode> {
     if (this.net) throw new Error('addNode: loopback clusters only');

@@ -5,7 +5,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkMetaRemoval, planMetaGroup, quorumOf, sameConfState, type MetaGroupInput } from '../../src/cluster/meta-group-plan.js';
+import fc from 'fast-check';
+import { checkMetaRemoval, metaVotersWanted, planMetaGroup, quorumOf, sameConfState, spreadOf, widensInPlaceOfAVoter, widerThan, type MetaGroupInput } from '../../src/cluster/meta-group-plan.js';
 import type { ConfState, ProgressState } from '../../src/raft/index.js';
 import type { NodeState } from '../../src/cluster/map.js';
 
@@ -111,4 +112,98 @@ test('checkMetaRemoval (node remove): the only voter, a lost quorum, a leader', 
   assert.equal((lead as { transferTo?: number }).transferTo, 2);
   // A dead voter of two: the leader alone is the quorum of one.
   assert.deepEqual(checkMetaRemoval({ ...base, connected: new Set(), conf: conf([1, 2]), progress: pr([]) }, 2), { ok: true });
+});
+
+/** Nodes with labels zone/rack/host from `where` (id → "zone/rack"), all in, connected, caught up. */
+function spreadInput(where: Record<number, string>, voters: number[], over: Partial<MetaGroupInput> = {}): MetaGroupInput {
+  const nodes = Object.entries(where).map(([id, zr]) => {
+    const [zone, rack] = zr.split('/');
+    return { id: Number(id), state: 'in' as NodeState, labels: { zone, rack: rack ?? 'r', host: `h${id}` } };
+  });
+  const self = over.self ?? voters[0];
+  const progress = new Map(voters.filter((v) => v !== self).map((v) => [v, { match: 100, state: 'replicate' as ProgressState }]));
+  return {
+    self,
+    conf: conf(voters),
+    changePending: false,
+    nodes,
+    connected: new Set(nodes.map((n) => n.id).filter((id) => id !== self)),
+    progress,
+    commitIndex: 100,
+    votersWanted: metaVotersWanted(nodes.length),
+    ...over,
+  };
+}
+
+test('five voters from five nodes in, three below', () => {
+  assert.deepEqual([1, 2, 3, 4, 5, 6, 100].map(metaVotersWanted), [3, 3, 3, 3, 5, 5, 5]);
+  // Three voters of five nodes: two more join in one change.
+  const five = { 1: 'a', 2: 'b', 3: 'c', 4: 'd', 5: 'e' };
+  assert.deepEqual(planMetaGroup(spreadInput(five, [1, 2, 3])), { kind: 'addVoters', nodeIds: [4, 5] });
+  // Down to four nodes in: one voter leaves (the highest id of equals), and not before the others are caught up.
+  const four = spreadInput(five, [1, 2, 3, 4, 5], { nodes: spreadInput(five, []).nodes.map((n) => (n.id === 5 ? { ...n, state: 'out' as NodeState } : n)), votersWanted: 3 });
+  assert.deepEqual(planMetaGroup(four), { kind: 'removeVoter', nodeId: 5 });
+  assert.deepEqual(planMetaGroup({ ...four, conf: conf([1, 2, 3, 4]) }), { kind: 'removeVoter', nodeId: 4 });
+});
+
+test('the group grows onto the nodes that spread it over the most zones, then racks, then hosts', () => {
+  const where = { 1: 'a/r1', 2: 'a/r1', 3: 'a/r2', 4: 'b/r1', 5: 'a/r1' };
+  // 4 brings zone b, then 3 brings rack r2 (not 2 or 5: same rack as 1).
+  assert.deepEqual(planMetaGroup(spreadInput(where, [1], { votersWanted: 3 })), { kind: 'addVoters', nodeIds: [4, 3] });
+  const flat = { 1: 'a', 2: 'a', 3: 'a', 4: 'a' };
+  assert.deepEqual(planMetaGroup(spreadInput(flat, [1])), { kind: 'addVoters', nodeIds: [2, 3] }, 'one zone and rack: lowest ids');
+});
+
+test('voters crowded in one zone move to other zones one at a time: a node joins, then a crowded voter leaves', () => {
+  const where = { 1: 'a', 2: 'a', 3: 'a', 4: 'b' };
+  assert.deepEqual(planMetaGroup(spreadInput(where, [1, 2, 3])), { kind: 'addVoters', nodeIds: [4] });
+  // Not while a voter is unhealthy.
+  assert.equal(planMetaGroup(spreadInput(where, [1, 2, 3], { connected: new Set([3, 4]) })).kind, 'none');
+  // The newcomer catches up before a voter leaves; then the highest id of the crowded zone goes.
+  const joined = spreadInput(where, [1, 2, 3, 4]);
+  const lagging = planMetaGroup({ ...joined, progress: new Map([...joined.progress, [4, { match: 0, state: 'snapshot' as ProgressState }]]) });
+  assert.equal(lagging.kind, 'wait');
+  assert.match((lagging as { reason: string }).reason, /node 4 catches up before node 3 leaves/);
+  assert.deepEqual(planMetaGroup(joined), { kind: 'removeVoter', nodeId: 3 });
+  assert.deepEqual(planMetaGroup(spreadInput(where, [1, 2, 4])), { kind: 'none' }, 'as wide as these nodes allow');
+  // The leader is not kept for leading: it hands over, and the next leader removes it.
+  assert.deepEqual(planMetaGroup(spreadInput({ 1: 'a', 2: 'b', 3: 'c', 4: 'a' }, [1, 2, 3, 4], { self: 4, votersWanted: 3 })), { kind: 'transferLeader', to: 1 });
+});
+
+test('from any start, the plan ends with the wanted voters, spread as wide as the nodes allow', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 4 }), fc.integer({ min: 0, max: 2 })), { minLength: 1, maxLength: 9 }),
+      fc.integer({ min: 1, max: 9 }),
+      (placement, firstVoter) => {
+        const where: Record<number, string> = {};
+        placement.forEach(([zone, rack], i) => (where[i + 1] = `z${zone}/r${rack}`));
+        const n = placement.length;
+        let voters = [Math.min(firstVoter, n)];
+        let self = voters[0];
+        const trace: string[] = [];
+        for (let step = 0; step < 40; step++) {
+          const input = spreadInput(where, voters, { self });
+          const next = planMetaGroup(input);
+          trace.push(`${JSON.stringify(voters)} → ${JSON.stringify(next)}`);
+          if (next.kind === 'addVoters') voters = [...voters, ...next.nodeIds];
+          else if (next.kind === 'removeVoter') voters = voters.filter((v) => v !== next.nodeId);
+          else if (next.kind === 'transferLeader') self = next.to;
+          else {
+            const wanted = metaVotersWanted(n);
+            const expected = n === 2 ? 1 : Math.min(wanted, n);
+            assert.equal(voters.length, expected, trace.join('\n'));
+            for (let c = 1; c <= n; c++) {
+              if (!voters.includes(c)) assert.ok(!widensInPlaceOfAVoter(input.nodes, voters, c), `node ${c} would spread wider:\n${trace.join('\n')}`);
+            }
+            assert.ok(!widerThan([0, 0, 0], spreadOf(input.nodes, voters)));
+            return;
+          }
+          assert.notEqual(voters.length, 2, `group 0 ran on two voters:\n${trace.join('\n')}`);
+        }
+        assert.fail(`no end in 40 steps:\n${trace.join('\n')}`);
+      },
+    ),
+    { numRuns: 300 },
+  );
 });

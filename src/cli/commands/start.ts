@@ -6,8 +6,8 @@
  * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
  * the first bootstrapping it and the others joining through it. Creates pool `default`
  * (min(3, N) replicas, distinct zones, `defaultPgCount` PGs) and volume `vol0` (1 GiB) when absent, waits until every
- * PG of the pool has a leader and (with three nodes or more) the metadata group has three
- * voters, prints how to connect, and prints one JSON line to stdout:
+ * PG of the pool has a leader and (with three nodes or more) the metadata group has its
+ * voters (three; five from five nodes), prints how to connect, and prints one JSON line to stdout:
  *   {"event":"ready","nbd":["127.0.0.1:10809",...],"http":[...],"peer":[...],"pids":[...]}
  * A node process that dies is restarted after a second (it recovers from its WAL and catches
  * up); the events {"event":"node-exit","id":N} and {"event":"node-restarted","id":N,"pid":P}
@@ -32,6 +32,7 @@ import { ClusterKey } from '../../cluster/peer-auth.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
 import { readAdminToken } from '../../cluster/admin-token.js';
 import { missingFlags, nodeV8Flags } from '../node-flags.js';
+import { metaVotersWanted } from '../../cluster/meta-group-plan.js';
 import { resolveSecurity, type SecuritySettings } from './start-security.js';
 
 interface StartOptions {
@@ -327,7 +328,7 @@ function sleep(ms: number): Promise<void> {
 
 /**
  * Pool `default` and volume `vol0` exist, every PG of the pool has a leader, and the map
- * survives the loss of a node (group 0 on three voters) when there are three nodes or more.
+ * survives the loss of a node (group 0 on its voters) when there are three nodes or more.
  */
 async function ensureVolume(layout: Layout, addr: (base: number, i: number) => string, adminToken: string | undefined): Promise<void> {
   const admin = new AdminClient(addr(layout.httpPort, 0), { token: adminToken });
@@ -376,13 +377,15 @@ async function ensureVolume(layout: Layout, addr: (base: number, i: number) => s
     }
     return groups.every((g) => led.has(g.groupId)) ? true : undefined;
   });
-  // Group 0 grows from one voter to three in one change once the nodes are connected: a node
-  // lost before that would leave the map unchangeable until it came back.
+  // Group 0 grows from one voter to three in one change once the nodes are connected (then to
+  // five with five nodes): a node lost before that would leave the map unchangeable until it
+  // came back.
   if (layout.nodes >= 3) {
-    await retry('the metadata group on three voters', async () => {
+    const voters = metaVotersWanted(layout.nodes);
+    await retry(`the metadata group on ${voters} voters`, async () => {
       const s = await admin.clusterStatus();
       const meta = s.groups.find((g) => g.groupId === metadataGroupId);
-      return meta && meta.replicas.length >= 3 && meta.health === 'ok' ? true : undefined;
+      return meta && meta.replicas.length >= voters && meta.health === 'ok' ? true : undefined;
     });
   }
 }
