@@ -1,18 +1,19 @@
 /**
- * The NBD server: accepts TCP connections, runs the handshake phase on each, then hands the
- * socket to a transmission session. Any number of exports (name → backend) may be served; the
- * file export and a cluster node both use this class.
+ * The NBD server: accepts TCP connections and keeps count of them; each runs its handshake
+ * phase, then a transmission session (connection.ts). Any number of exports (name → backend)
+ * may be served; the file export and a cluster node both use this class.
  *
  * Isolation: every connection has its own state; client input never throws past a connection
  * (protocol errors close that socket only), and a connection's failure never touches another.
  */
-import { createServer, Socket as NetSocket, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import { listenOn, type HostPort } from '../common/address.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { BufferPool } from './buffer-pool.js';
-import { Handshake, type NbdExport } from './handshake.js';
-import { startTlsAsServer, type PskKeys } from './tls-psk.js';
+import type { NbdExport } from './handshake.js';
+import { NbdConnection, type ConnectionContext } from './connection.js';
+import type { PskKeys } from './tls-psk.js';
 import { NbdMetrics } from './metrics.js';
 import { defaultTransmissionLimits, TransmissionSession, type TransmissionLimits } from './transmission.js';
 
@@ -49,7 +50,7 @@ export class NbdServer {
   private readonly limits: TransmissionLimits;
   private readonly metrics: NbdMetrics | null;
   private readonly log: Logger;
-  private readonly handshaking = new Set<Socket>();
+  private readonly handshaking = new Set<NbdConnection>();
   private readonly sessions = new Set<TransmissionSession>();
   private shuttingDown = false;
   private closing: Promise<void> | null = null;
@@ -119,162 +120,29 @@ export class NbdServer {
       accepted.destroy();
       return;
     }
-    const tlsKeys = this.opts.tlsPsk;
-    // The connection's input handler; set below once the phase objects exist.
-    let onInput: (chunk: Buffer, transient: boolean) => void = () => {};
-    // Nothing a client sends may throw past its own connection: an unexpected error (a bug)
-    // closes this socket and is logged; the process and other connections carry on.
-    const guarded = (chunk: Buffer, transient: boolean): void => {
-      try {
-        onInput(chunk, transient);
-      } catch (err) {
-        log.error('connection failed', { err });
-        onInput = () => {};
-        io.destroy();
-        socket.destroy();
-      }
-    };
-    // TLS reads through its own stream, so a TLS server takes plain 'data' events throughout.
-    const socket: Socket =
-      tlsKeys !== undefined || this.opts.sharedReadBuffer === false ? accepted : adoptWithReadBuffer(accepted, this.readBuffer, (n, buf) => guarded(buf.subarray(0, n), true));
-    /** The socket the handshake and the session speak on: `socket`, or the TLS socket over it after STARTTLS. */
-    let io: Socket = socket;
-    const transient = socket !== accepted;
-    const onPlainData = (chunk: Buffer): void => guarded(chunk, false);
-    if (!transient) socket.on('data', onPlainData);
-    socket.setNoDelay(true); // replies are batched by cork/uncork; never wait on Nagle
-    this.metrics?.connections.inc();
-    socket.on('error', (err) => log.debug('socket error', { err }));
-    this.handshaking.add(socket);
-    log.debug('connected', { userReadBuffer: transient });
+    const conn = new NbdConnection(accepted, this.connectionContext(), log);
+    this.handshaking.add(conn);
+    conn.start();
+  }
 
-    const hs = new Handshake({
+  /** What a new connection needs: the options as they are now (setTlsPsk may change them). */
+  private connectionContext(): ConnectionContext {
+    return {
       exports: this.opts.exports,
       defaultExport: this.opts.defaultExport,
+      tlsPsk: this.opts.tlsPsk,
+      sharedReadBuffer: this.opts.sharedReadBuffer !== false,
+      readBuffer: this.readBuffer,
+      handshakeTimeoutMs: this.opts.handshakeTimeoutMs ?? 60_000,
+      pool: this.pool,
+      limits: this.limits,
+      metrics: this.metrics,
       shuttingDown: () => this.shuttingDown,
-      tlsRequired: tlsKeys !== undefined,
-    });
-    const timer = setTimeout(() => {
-      log.warn('handshake timed out');
-      io.destroy();
-      socket.destroy();
-    }, this.opts.handshakeTimeoutMs ?? 60_000);
-    timer.unref();
-    const flush = (): void => {
-      io.cork();
-      for (const b of hs.output) io.write(b);
-      io.uncork();
-      hs.output.length = 0;
+      handshakeEnded: (conn) => this.handshaking.delete(conn),
+      sessionStarted: (session) => {
+        this.sessions.add(session);
+        void session.done.then(() => this.sessions.delete(session));
+      },
     };
-    const onEnd = (): void => {
-      // EOF before transmission: nothing more can be negotiated.
-      if (this.handshaking.has(socket)) io.end();
-    };
-    let closed = false;
-    const onClose = (): void => {
-      if (closed) return;
-      closed = true;
-      clearTimeout(timer);
-      this.handshaking.delete(socket);
-      this.metrics?.connections.dec();
-    };
-    const startTls = (keys: PskKeys): void => {
-      // Raw bytes no longer reach the handshake: the next ones are the client's TLS hello.
-      onInput = () => {};
-      socket.off('data', onPlainData);
-      socket.pause();
-      startTlsAsServer(socket, keys).then(
-        ({ tls, user }) => {
-          if (closed || this.shuttingDown) {
-            tls.destroy();
-            return;
-          }
-          io = tls;
-          tls.on('error', (err) => log.debug('TLS socket error', { err }));
-          tls.on('end', onEnd);
-          tls.once('close', onClose);
-          hs.tlsStarted();
-          onInput = handshakeInput;
-          tls.on('data', (chunk: Buffer) => guarded(chunk, false));
-          log.debug('TLS on', { user, protocol: tls.getProtocol(), cipher: tls.getCipher().name });
-        },
-        (err: Error) => {
-          log.warn('TLS handshake failed, closing', { err: err.message });
-          this.metrics?.protocolErrors.inc();
-        },
-      );
-    };
-    // The handshake copies whatever it keeps, so transient chunks are safe to hand it.
-    const handshakeInput = (chunk: Buffer): void => {
-      const step = hs.push(chunk);
-      flush();
-      if (step.kind === 'continue') return;
-      if (step.kind === 'starttls') {
-        if (step.leftover.length === 0 && tlsKeys) return startTls(tlsKeys);
-        log.warn('handshake protocol error, closing', { reason: 'bytes sent between NBD_OPT_STARTTLS and its reply' });
-        this.metrics?.protocolErrors.inc();
-        onInput = () => {};
-        socket.destroy();
-        return;
-      }
-      onInput = () => {};
-      clearTimeout(timer);
-      this.handshaking.delete(socket);
-      if (step.kind === 'close') {
-        if (step.protocolError) {
-          log.warn('handshake protocol error, closing', { reason: step.reason });
-          this.metrics?.protocolErrors.inc();
-          io.destroy();
-          socket.destroy();
-        } else {
-          log.debug('handshake ended', { reason: step.reason });
-          io.end();
-        }
-        return;
-      }
-      log.debug('transmission', {
-        export: step.negotiated.exportName,
-        structuredReplies: step.negotiated.structuredReplies,
-        baseAllocation: step.negotiated.baseAllocation,
-        tls: io !== socket,
-      });
-      const session = new TransmissionSession(io, step.negotiated, this.pool, this.limits, this.metrics, log);
-      this.sessions.add(session);
-      void session.done.then(() => this.sessions.delete(session));
-      onInput = (c, t) => session.onData(c, t);
-      if (this.shuttingDown) session.shutdown();
-      session.start(step.leftover);
-    };
-    onInput = handshakeInput;
-    socket.on('end', onEnd);
-    socket.once('close', onClose);
-    flush();
-    socket.resume();
-  }
-}
-
-/**
- * Re-wraps an accepted socket (created paused) so that libuv reads straight into `buffer`
- * instead of allocating a fresh chunk per read: `onRead(n, buffer)` sees each read and must
- * consume or copy it before returning. This roughly halves the CPU cost of receiving WRITE
- * payloads (no per-read allocation, no GC of 64 KiB chunks, larger reads). Node offers this
- * (`onread`) only to sockets it constructs, so the accepted socket's handle is adopted by a new
- * Socket; when that is not possible the accepted socket is returned unchanged.
- */
-function adoptWithReadBuffer(accepted: Socket, buffer: Buffer, onRead: (n: number, buf: Buffer) => void): Socket {
-  const handle = (accepted as unknown as { _handle?: { useUserBuffer?: unknown } })._handle;
-  if (!handle || typeof handle.useUserBuffer !== 'function') return accepted;
-  try {
-    const socket = new NetSocket({
-      handle: handle as never,
-      allowHalfOpen: true,
-      onread: { buffer, callback: (n: number, buf: Uint8Array) => void onRead(n, buf as Buffer) },
-    } as ConstructorParameters<typeof NetSocket>[0]);
-    // The old wrapper must never touch the handle again.
-    (accepted as unknown as { _handle: unknown })._handle = null;
-    socket.pause();
-    return socket;
-  } catch {
-    return accepted;
   }
 }
