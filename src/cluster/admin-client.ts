@@ -59,6 +59,7 @@ import {
 } from '../common/errors.js';
 import { randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { idempotencyKeyHeader } from './idempotency-key.js';
 import { parseHostPort } from '../common/address.js';
 import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
@@ -450,12 +451,20 @@ export interface AdminClientOptions {
   timeoutMs?: number;
   /** The admin token (admin-token.ts), sent as a bearer token on every request. */
   token?: string;
+  /** Speak HTTPS to the nodes, trusting these PEM CA certificates (http-tls.ts); absent: HTTP. */
+  ca?: Buffer;
+}
+
+/** Errors of a TLS connection that repeating it cannot mend (an untrusted or mismatched certificate). */
+function isTlsFailure(code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_') || code === 'EPROTO' || /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code));
 }
 
 export class AdminClient {
   readonly server: string;
   private readonly timeoutMs: number;
   private readonly token: string | undefined;
+  private readonly ca: Buffer | undefined;
 
   /** `server` is a node's HTTP HOST:PORT. */
   constructor(server: string, opts: AdminClientOptions = {}) {
@@ -463,6 +472,7 @@ export class AdminClient {
     this.server = server;
     this.timeoutMs = opts.timeoutMs ?? defaultAdminTimeoutMs;
     this.token = opts.token;
+    this.ca = opts.ca;
   }
 
   status(): Promise<NodeStatus> {
@@ -525,7 +535,7 @@ export class AdminClient {
     await Promise.all(
       map.nodes.map(async (n) => {
         try {
-          statuses.set(n.id, await new AdminClient(n.addresses.http, { timeoutMs: Math.min(this.timeoutMs, 3000), token: this.token }).status());
+          statuses.set(n.id, await new AdminClient(n.addresses.http, { timeoutMs: Math.min(this.timeoutMs, 3000), token: this.token, ca: this.ca }).status());
         } catch (err) {
           statuses.set(n.id, err instanceof Error ? err : new Error(String(err)));
         }
@@ -569,12 +579,14 @@ export class AdminClient {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     // node:http rather than fetch: fetch refuses the "bad ports" of browsers (e.g. 6000).
     const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = httpRequest(
+      const request = this.ca === undefined ? httpRequest : httpsRequest;
+      const req = request(
         {
           host,
           port,
           path,
           method,
+          ...(this.ca === undefined ? {} : { ca: this.ca }),
           headers: {
             ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': payload.length }),
             ...(this.token === undefined ? {} : { authorization: `Bearer ${this.token}` }),
@@ -592,7 +604,9 @@ export class AdminClient {
       req.on('timeout', () => req.destroy(new TimedOut(`no answer from raftblock node ${server} within ${this.timeoutMs} ms (${method} ${path})`)));
       req.on('error', (err: Error & { code?: string }) => {
         if (err instanceof RaftblockError) reject(err);
-        else reject(new Unavailable(`cannot reach raftblock node at ${server}: ${err.code ?? err.message}`));
+        else if (this.ca !== undefined && isTlsFailure(err.code)) {
+          reject(new ProtocolError(`TLS with raftblock node ${server} failed: ${err.message} (does the node serve HTTPS with a certificate of the CA in --ca-file, for this address?)`));
+        } else reject(new Unavailable(`cannot reach raftblock node at ${server}: ${err.code ?? err.message}`));
       });
       req.end(payload);
     });

@@ -2,7 +2,7 @@
  * The admin API's bearer token (`--admin-token-file` on a node, `--token-file` on the admin
  * commands): with one set, every /v1 request must carry `Authorization: Bearer TOKEN`;
  * /metrics and /healthz stay open to monitoring. Over plain HTTP the token is only as private
- * as the network: bind --http to an address only operators reach, or put TLS in front.
+ * as the network: serve HTTPS (http-tls.ts), or bind --http to an address only operators reach.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { InvalidArgument } from '../common/errors.js';

@@ -3,6 +3,8 @@
  * API whose contract (paths, bodies, error codes) is in admin-client.ts.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { httpTlsMinVersion, type HttpTls } from './http-tls.js';
 import type { Registry } from 'prom-client';
 import { listenOn, type HostPort } from '../common/address.js';
 import { RaftblockError, Unauthenticated } from '../common/errors.js';
@@ -33,6 +35,8 @@ export interface AdminSource {
 
 export interface AdminHttp {
   readonly address: HostPort;
+  /** Serves HTTPS with a new certificate from now on (a server started with one only). */
+  setTls(tls: HttpTls): void;
   close(): Promise<void>;
 }
 
@@ -70,11 +74,13 @@ function readBody(req: IncomingMessage): Promise<string> {
 export interface AdminHttpOptions {
   /** Every /v1 request must carry it (admin-token.ts); absent: the API is open. */
   adminToken?: string;
+  /** Serve HTTPS with this certificate (http-tls.ts); absent: plain HTTP. */
+  tls?: HttpTls;
 }
 
 export async function startAdminHttp(listen: HostPort, registry: Registry, source: AdminSource, opts: AdminHttpOptions = {}): Promise<AdminHttp> {
   const tokenCheck = opts.adminToken === undefined ? undefined : new AdminTokenCheck(opts.adminToken);
-  const server: Server = createServer((req, res) => {
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
     const url = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
     const json = async (): Promise<Record<string, unknown>> => {
@@ -150,10 +156,15 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       sendJson(res, 404, { error: { code: 'NOT_FOUND', message: `no route ${method} ${url}` } });
     };
     handle().catch((err) => sendError(res, err));
-  });
-  const address = await listenOn(server, listen, 'HTTP server (--http)');
+  };
+  const server: Server | HttpsServer = opts.tls ? createHttpsServer({ ...opts.tls, minVersion: httpTlsMinVersion }, serve) : createServer(serve);
+  const address = await listenOn(server, listen, opts.tls ? 'HTTPS server (--http)' : 'HTTP server (--http)');
   return {
     address,
+    setTls: (tls) => {
+      if (!('setSecureContext' in server)) throw new Error('this HTTP port was started without TLS; it cannot take a certificate now');
+      server.setSecureContext({ ...tls, minVersion: httpTlsMinVersion });
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections?.();

@@ -45,6 +45,7 @@ import { Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
+import type { HttpTls } from './http-tls.js';
 import type { GroupDigest, GroupRole, GroupStatus, NodeStatus, RemoveNodeResponse, ReplaceNodeResponse } from './admin-client.js';
 
 export interface NodeOptions {
@@ -74,6 +75,8 @@ export interface NodeOptions {
   nbdTlsPsk?: PskKeys;
   /** The admin API's bearer token (admin-token.ts); absent: the API is open. */
   adminToken?: string;
+  /** The HTTP port serves HTTPS with this certificate (http-tls.ts); absent: plain HTTP. */
+  httpTls?: HttpTls;
 }
 
 const requestTimeoutMs = 4000;
@@ -201,6 +204,12 @@ export class StorageNode implements PgClient {
     return this.map().epoch;
   }
 
+  /** A new HTTPS certificate (the files re-read); only for a node serving HTTPS already. */
+  setHttpTls(tls: HttpTls): void {
+    if (!this.httpServer) throw new Error('the HTTP server is not running');
+    this.httpServer.setTls(tls);
+  }
+
   /** New keys for NBD clients' TLS (the PSK file re-read); see NbdServer.setTlsPsk. */
   setTlsPsk(keys: PskKeys): void {
     this.nbd.setTlsPsk(keys);
@@ -300,7 +309,7 @@ export class StorageNode implements PgClient {
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
     this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk });
     const nbdBound = await this.nbd.listen(this.opts.nbd);
-    this.httpServer = await startAdminHttp(this.opts.http, this.registry, this, { adminToken: this.opts.adminToken });
+    this.httpServer = await startAdminHttp(this.opts.http, this.registry, this, { adminToken: this.opts.adminToken, tls: this.opts.httpTls });
     this.addresses = { peer: this.opts.advertisePeer ?? addrString(peerBound), nbd: addrString(nbdBound), http: addrString(this.httpServer.address) };
 
     const hostsMeta = this.opts.bootstrap || this.wal.groupIds().includes(metadataGroupId);

@@ -18,7 +18,7 @@ import { createRegistry, startMetricsServer, type MetricsServer } from '../../me
 import { FileBackend } from '../../nbd/file-backend.js';
 import { NbdServer } from '../../nbd/server.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
-import { reloadPskOnSighup } from '../../nbd/psk-reload.js';
+import { reloadOnSighup } from '../../common/sighup-reload.js';
 
 interface ExportFileOptions {
   name: string;
@@ -93,7 +93,8 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
     process.once('SIGINT', () => onSignal('SIGINT'));
     process.once('SIGTERM', () => onSignal('SIGTERM'));
   });
-  if (opts.tlsPsk !== undefined) reloadPskOnSighup(server, opts.tlsPsk, log);
+  const pskFile = opts.tlsPsk;
+  if (pskFile !== undefined) reloadOnSighup('the NBD TLS keys', pskFile, () => server.setTlsPsk(PskKeys.fromFile(pskFile)), log);
   const nbdAddr = await server.listen(listen);
   let metrics: MetricsServer | undefined;
   if (metricsAddr) metrics = await startMetricsServer(metricsAddr, registry, () => (stopping ? 'shutting down' : null));

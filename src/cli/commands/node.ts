@@ -19,7 +19,8 @@ import { parseLabels } from '../../cluster/map.js';
 import { ClusterKey } from '../../cluster/peer-auth.js';
 import { readAdminToken } from '../../cluster/admin-token.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
-import { reloadPskOnSighup } from '../../nbd/psk-reload.js';
+import { reloadOnSighup } from '../../common/sighup-reload.js';
+import { httpTlsFromFlags, readHttpTls } from '../../cluster/http-tls.js';
 import { StorageNode } from '../../cluster/node.js';
 import { registerNodeAdmin } from './node-admin.js';
 
@@ -39,6 +40,8 @@ interface NodeCliOptions {
   peerTls?: boolean;
   nbdTlsPsk?: string;
   adminTokenFile?: string;
+  httpTlsCert?: string;
+  httpTlsKey?: string;
 }
 
 export function register(program: Command): void {
@@ -63,6 +66,8 @@ export function register(program: Command): void {
     .option('--peer-tls', 'encrypt peer connections: TLS 1.3 keyed by the cluster key (needs --cluster-key-file; every node of the cluster must give it)')
     .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines, as psktool writes; qemu tls-creds-psk and libnbd tls-psk-file read the same); re-read on SIGHUP')
     .option('--admin-token-file <path>', 'the admin API (/v1) answers only requests that carry this token (Authorization: Bearer; printable ASCII, at least 16 characters); /metrics and /healthz stay open')
+    .option('--http-tls-cert <file>', 'serve HTTPS on --http (metrics, health, admin API) with this PEM certificate chain; needs --http-tls-key; both re-read on SIGHUP')
+    .option('--http-tls-key <file>', 'the PEM private key of --http-tls-cert')
     .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
     .action(async (opts: Partial<NodeCliOptions>, cmd: Command) => {
       for (const [key, flag] of [['id', '--id <n>'], ['data', '--data <dir>']] as const) {
@@ -100,10 +105,16 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     peerTls: opts.peerTls === true,
     nbdTlsPsk: opts.nbdTlsPsk === undefined ? undefined : PskKeys.fromFile(opts.nbdTlsPsk),
     adminToken: opts.adminTokenFile === undefined ? undefined : readAdminToken(opts.adminTokenFile),
+    httpTls: httpTlsFromFlags(opts.httpTlsCert, opts.httpTlsKey),
   });
   if (ownKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
   await node.start();
-  if (opts.nbdTlsPsk !== undefined) reloadPskOnSighup(node, opts.nbdTlsPsk, log);
+  const pskFile = opts.nbdTlsPsk;
+  if (pskFile !== undefined) reloadOnSighup('the NBD TLS keys', pskFile, () => node.setTlsPsk(PskKeys.fromFile(pskFile)), log);
+  const { httpTlsCert, httpTlsKey } = opts;
+  if (httpTlsCert !== undefined && httpTlsKey !== undefined) {
+    reloadOnSighup('the HTTPS certificate', httpTlsCert, () => node.setHttpTls(readHttpTls(httpTlsCert, httpTlsKey)), log);
+  }
   process.stdout.write(JSON.stringify({ event: 'listening', id, ...node.addresses }) + '\n');
   await new Promise<void>((resolve) => {
     let stopping = false;

@@ -1,7 +1,8 @@
 /**
  * `raftblock start [--data DIR] [--nodes 3] [--nbd-port 10809] [--http-port 10900]
  *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N] [--[no-]peer-tls] [--nbd-tls-psk FILE |
- *  --no-nbd-tls-psk] [--admin-token-file FILE | --no-admin-token-file]`
+ *  --no-nbd-tls-psk] [--admin-token-file FILE | --no-admin-token-file] [--http-tls-cert FILE
+ *  --http-tls-key FILE [--http-tls-ca FILE] | --no-http-tls]`
  *
  * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
  * the first bootstrapping it and the others joining through it. Creates pool `default`
@@ -13,7 +14,8 @@
  * up); the events {"event":"node-exit","id":N} and {"event":"node-restarted","id":N,"pid":P}
  * are printed as JSON lines.
  * Node i (0-based) serves NBD on nbd-port + i, HTTP on http-port + i, peers on peer-port + i.
- * SIGHUP (with --nbd-tls-psk) has every node re-read the PSK file. SIGINT/SIGTERM stops every
+ * SIGHUP (with --nbd-tls-psk or --http-tls-cert) has every node re-read the PSK file and the
+ * certificate. SIGINT/SIGTERM stops every
  * node cleanly. Run again on the same DIR, it resumes with all data (the ports, and the TLS and
  * token settings, are remembered in DIR/cluster.json; see start-security.ts).
  */
@@ -31,6 +33,7 @@ import { allGroups, maxPgsPerPool, metadataGroupId } from '../../cluster/map.js'
 import { ClusterKey } from '../../cluster/peer-auth.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
 import { readAdminToken } from '../../cluster/admin-token.js';
+import { httpTlsFromFlags, readCaFile } from '../../cluster/http-tls.js';
 import { missingFlags, nodeV8Flags } from '../node-flags.js';
 import { metaVotersWanted } from '../../cluster/meta-group-plan.js';
 import { resolveSecurity, type SecuritySettings } from './start-security.js';
@@ -48,6 +51,11 @@ interface StartOptions {
   nbdTlsPsk?: string | false;
   /** false: --no-admin-token-file */
   adminTokenFile?: string | false;
+  httpTlsCert?: string;
+  httpTlsKey?: string;
+  httpTlsCa?: string;
+  /** false: --no-http-tls (true when not given) */
+  httpTls?: boolean;
 }
 
 interface Layout {
@@ -110,6 +118,10 @@ export function register(program: Command): void {
     .option('--no-peer-tls', 'turn off a remembered --peer-tls')
     .option('--no-nbd-tls-psk', 'turn off a remembered --nbd-tls-psk: serve NBD in the clear')
     .option('--no-admin-token-file', 'turn off a remembered --admin-token-file: the admin API answers anyone who reaches it')
+    .option('--http-tls-cert <file>', 'every node serves HTTPS on its HTTP port with this PEM certificate (its addresses, e.g. IP:127.0.0.1, among its names; remembered in DIR/cluster.json)')
+    .option('--http-tls-key <file>', 'the PEM private key of --http-tls-cert')
+    .option('--http-tls-ca <file>', 'the CA this command trusts for the nodes\' HTTPS (default: the certificate itself, when it is self-signed)')
+    .option('--no-http-tls', 'turn off a remembered --http-tls-cert: plain HTTP')
     .action(async (opts: StartOptions) => {
       await start(opts);
     });
@@ -139,11 +151,13 @@ async function start(opts: StartOptions): Promise<void> {
   const previous = existsSync(layoutPath) ? readLayout(layoutPath) : undefined;
   const { settings: security, remembered } = resolveSecurity(opts, previous?.security);
   // A bad PSK or token file stops here, before anything is made or started.
-  const { nbdTlsPsk, adminTokenFile, peerTls } = security;
+  const { nbdTlsPsk, adminTokenFile, peerTls, httpTlsCert, httpTlsKey } = security;
   let adminToken: string | undefined;
+  let httpsCa: Buffer | undefined;
   try {
     if (nbdTlsPsk) PskKeys.fromFile(nbdTlsPsk);
     if (adminTokenFile) adminToken = readAdminToken(adminTokenFile);
+    if (httpTlsFromFlags(httpTlsCert, httpTlsKey)) httpsCa = readCaFile(security.httpTlsCa ?? httpTlsCert!);
   } catch (err) {
     if (remembered.length === 0 || !(err instanceof RaftblockError)) throw err;
     throw new InvalidArgument(`${err.message}; ${layoutPath} remembers ${remembered.join(', ')}`);
@@ -216,6 +230,7 @@ async function start(opts: StartOptions): Promise<void> {
       ...(peerTls ? ['--peer-tls'] : []),
       ...(nbdTlsPsk ? ['--nbd-tls-psk', nbdTlsPsk] : []),
       ...(adminTokenFile ? ['--admin-token-file', adminTokenFile] : []),
+      ...(httpTlsCert && httpTlsKey ? ['--http-tls-cert', httpTlsCert, '--http-tls-key', httpTlsKey] : []),
       ...(i === 0 ? ['--bootstrap'] : ['--join', addr(layout.peerPort, 0)]),
     ];
     const logPath = join(dataDir, `node-${id}.log`);
@@ -247,8 +262,8 @@ async function start(opts: StartOptions): Promise<void> {
     listening.push(new Promise<void>((ok, fail) => spawnNode(i, ok, fail)));
   }
 
-  // Every node re-reads the PSK file on SIGHUP; a node without one would exit on it.
-  if (nbdTlsPsk) process.on('SIGHUP', () => children.forEach((c) => c.kill('SIGHUP')));
+  // Every node re-reads the PSK file and the certificate on SIGHUP; a node without either would exit on it.
+  if (nbdTlsPsk || httpTlsCert) process.on('SIGHUP', () => children.forEach((c) => c.kill('SIGHUP')));
   const signalled = new Promise<NodeJS.Signals>((done) => {
     process.once('SIGINT', () => done('SIGINT'));
     process.once('SIGTERM', () => done('SIGTERM'));
@@ -264,7 +279,7 @@ async function start(opts: StartOptions): Promise<void> {
 
   try {
     await Promise.all(listening);
-    await ensureVolume(layout, addr, adminToken);
+    await ensureVolume(layout, addr, { token: adminToken, ca: httpsCa });
   } catch (err) {
     if (!stopping) {
       stopping = true;
@@ -293,7 +308,7 @@ async function start(opts: StartOptions): Promise<void> {
       `raftblock: ${layout.nodes} nodes up, volume vol0 served by every node (data in ${dataDir}, logs in node-N.log)${nbdTlsPsk ? '; NBD requires TLS' : ''}`,
       ...remembered.map((r) => `  with ${r}`),
       ...connect,
-      `  raftblock status --server ${http[0]}${adminTokenFile ? ` --token-file ${adminTokenFile}` : ''}     (metrics: http://${http[0]}/metrics)`,
+      `  raftblock status --server ${http[0]}${adminTokenFile ? ` --token-file ${adminTokenFile}` : ''}${httpsCa ? ` --ca-file ${security.httpTlsCa ?? httpTlsCert}` : ''}     (metrics: ${httpsCa ? 'https' : 'http'}://${http[0]}/metrics)`,
       `Ctrl-C stops every node cleanly.`,
       '',
     ].join('\n'),
@@ -330,8 +345,8 @@ function sleep(ms: number): Promise<void> {
  * Pool `default` and volume `vol0` exist, every PG of the pool has a leader, and the map
  * survives the loss of a node (group 0 on its voters) when there are three nodes or more.
  */
-async function ensureVolume(layout: Layout, addr: (base: number, i: number) => string, adminToken: string | undefined): Promise<void> {
-  const admin = new AdminClient(addr(layout.httpPort, 0), { token: adminToken });
+async function ensureVolume(layout: Layout, addr: (base: number, i: number) => string, access: { token?: string; ca?: Buffer }): Promise<void> {
+  const admin = new AdminClient(addr(layout.httpPort, 0), access);
   const deadline = Date.now() + readyTimeoutMs;
   const retry = async <T>(what: string, fn: () => Promise<T | undefined>): Promise<T> => {
     let last: unknown;
@@ -371,7 +386,7 @@ async function ensureVolume(layout: Layout, addr: (base: number, i: number) => s
     const groups = allGroups(map).filter((g) => g.pool === 'default');
     const led = new Set<number>();
     for (let i = 0; i < layout.nodes; i++) {
-      const s = await new AdminClient(addr(layout.httpPort, i), { timeoutMs: 3000, token: adminToken }).status().catch(() => undefined);
+      const s = await new AdminClient(addr(layout.httpPort, i), { ...access, timeoutMs: 3000 }).status().catch(() => undefined);
       if (!s || s.epoch < map.epoch) return undefined;
       for (const g of s.groups) if (g.role === 'leader' && g.appliedIndex >= 1) led.add(g.groupId);
     }

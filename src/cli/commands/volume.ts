@@ -9,11 +9,13 @@ import { parseSize } from '../../common/address.js';
 import { InvalidArgument } from '../../common/errors.js';
 import { AdminClient, defaultAdminServer, type AdminClientOptions } from '../../cluster/admin-client.js';
 import { readAdminToken } from '../../cluster/admin-token.js';
+import { readCaFile } from '../../cluster/http-tls.js';
 import type { Volume } from '../../cluster/map.js';
 
 interface CommonOptions {
   server: string;
   tokenFile?: string;
+  caFile?: string;
   json?: boolean;
 }
 
@@ -26,12 +28,17 @@ export function addCommonOptions(cmd: Command): Command {
   return cmd
     .option('--server <host:port>', "a node's HTTP admin address", serverDefault())
     .option('--token-file <path>', "the admin token, for nodes started with --admin-token-file (default: $RAFTBLOCK_ADMIN_TOKEN_FILE)", process.env.RAFTBLOCK_ADMIN_TOKEN_FILE || undefined)
+    .option('--ca-file <path>', 'speak HTTPS to nodes started with --http-tls-cert, trusting this PEM CA file (default: $RAFTBLOCK_CA_FILE)', process.env.RAFTBLOCK_CA_FILE || undefined)
     .option('--json', 'print JSON instead of text');
 }
 
 /** A client for the options addCommonOptions parsed. */
-export function adminClientFor(opts: { server: string; tokenFile?: string }, extra: AdminClientOptions = {}): AdminClient {
-  return new AdminClient(opts.server, { ...extra, ...(opts.tokenFile === undefined ? {} : { token: readAdminToken(opts.tokenFile) }) });
+export function adminClientFor(opts: { server: string; tokenFile?: string; caFile?: string }, extra: AdminClientOptions = {}): AdminClient {
+  return new AdminClient(opts.server, {
+    ...extra,
+    ...(opts.tokenFile === undefined ? {} : { token: readAdminToken(opts.tokenFile) }),
+    ...(opts.caFile === undefined ? {} : { ca: readCaFile(opts.caFile) }),
+  });
 }
 
 /** `1073741824` → `1 GiB`; keeps exact values exact (`1536 MiB`, not `1.5 GiB`). */
