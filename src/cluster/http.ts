@@ -7,6 +7,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { httpTlsMinVersion, type HttpTls } from './http-tls.js';
 import type { Registry } from 'prom-client';
 import { listenOn, type HostPort } from '../common/address.js';
+import { limitHttpServer } from '../common/http-limits.js';
 import { RaftblockError, Unauthenticated } from '../common/errors.js';
 import { AdminTokenCheck } from './admin-token.js';
 import { httpStatusOf, type GroupDigest, type NodeStatus, type RemoveNodeResponse, type ReplaceNodeResponse } from './admin-client.js';
@@ -158,6 +159,7 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
     handle().catch((err) => sendError(res, err));
   };
   const server: Server | HttpsServer = opts.tls ? createHttpsServer({ ...opts.tls, minVersion: httpTlsMinVersion }, serve) : createServer(serve);
+  limitHttpServer(server);
   const address = await listenOn(server, listen, opts.tls ? 'HTTPS server (--http)' : 'HTTP server (--http)');
   return {
     address,

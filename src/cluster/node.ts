@@ -77,6 +77,8 @@ export interface NodeOptions {
   adminToken?: string;
   /** The HTTP port serves HTTPS with this certificate (http-tls.ts); absent: plain HTTP. */
   httpTls?: HttpTls;
+  /** Open NBD connections at most (NbdServerOptions.maxConnections). */
+  nbdMaxConnections?: number;
 }
 
 const requestTimeoutMs = 4000;
@@ -307,7 +309,7 @@ export class StorageNode implements PgClient {
     await this.pgMover.load();
 
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
-    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk });
+    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk, maxConnections: this.opts.nbdMaxConnections });
     const nbdBound = await this.nbd.listen(this.opts.nbd);
     this.httpServer = await startAdminHttp(this.opts.http, this.registry, this, { adminToken: this.opts.adminToken, tls: this.opts.httpTls });
     this.addresses = { peer: this.opts.advertisePeer ?? addrString(peerBound), nbd: addrString(nbdBound), http: addrString(this.httpServer.address) };

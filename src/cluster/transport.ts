@@ -41,6 +41,8 @@ export const maxQueuedMessagesPerPeer = 4096;
 export const reconnectMinMs = 50;
 export const reconnectMaxMs = 2000;
 export const defaultRequestTimeoutMs = 5000;
+/** Connections still proving the cluster key, at most (see accept). */
+export const maxUnprovenConnections = 64;
 /** Requests a node without a cluster id may make of a node that has one (see `admit`). */
 const joinExchangeOps: ReadonlySet<string> = new Set(['join', 'getMap']);
 
@@ -560,6 +562,13 @@ export class Transport {
 
   /** An accepted connection: taken once it proved the cluster key (at once without one). */
   private accept(socket: Socket): void {
+    // Connections that prove nothing are held at most authTimeoutMs each, and at most this many
+    // at once: a client opening them without end takes no more of the process's descriptors.
+    if (this.opts.clusterKey && this.authenticating.size >= maxUnprovenConnections) {
+      socket.destroy();
+      this.metrics.unauthenticated.inc();
+      return;
+    }
     this.proveKey(socket, 'acceptor', 'an accepted connection', (secured) => {
       this.adopt(secured, undefined, undefined);
     });

@@ -27,6 +27,13 @@ export function parseSize(text: string, what = 'size'): number {
   return value;
 }
 
+/** Parses a count of at least 1 (a flag such as --max-connections). */
+export function parseCount(text: string, what: string): number {
+  const n = Number(text.trim());
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgument(`${what} must be a whole number of at least 1, got ${JSON.stringify(text)}`);
+  return n;
+}
+
 /**
  * Starts `server` listening on `address` and returns the bound address. An address that cannot
  * be taken (in use, not local, not permitted) is an AddressUnavailable naming `what`, so the

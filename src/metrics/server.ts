@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { listenOn, type HostPort } from '../common/address.js';
+import { limitHttpServer } from '../common/http-limits.js';
 import { createLogger } from '../common/log.js';
 
 const log = createLogger('metrics');
@@ -61,6 +62,7 @@ export async function startMetricsServer(
     }
     res.writeHead(404).end();
   });
+  limitHttpServer(server);
   const address = await listenOn(server, listen, 'metrics server');
   log.info('metrics listening', { address: `${address.host}:${address.port}` });
   return {

@@ -13,6 +13,7 @@ export class NbdMetrics {
   readonly bytesWritten: Counter;
   readonly connections: Gauge;
   readonly protocolErrors: Counter;
+  readonly connectionsRefused: Counter;
   private readonly requestsBy: { inc(): void }[] = [];
   private readonly latencyBy: { observe(v: number): void }[] = [];
 
@@ -38,6 +39,11 @@ export class NbdMetrics {
     this.protocolErrors = new Counter({
       name: 'raftblock_nbd_protocol_errors_total',
       help: 'Connections closed because the client broke the protocol',
+      registers,
+    });
+    this.connectionsRefused = new Counter({
+      name: 'raftblock_nbd_connections_refused_total',
+      help: 'Connections closed at once because the server already had its maximum open',
       registers,
     });
     for (let c = 0; c <= NBD_CMD_MAX; c++) {

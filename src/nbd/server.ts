@@ -37,12 +37,22 @@ export interface NbdServerOptions {
   /** A client that has not finished the handshake by then is disconnected. */
   handshakeTimeoutMs?: number;
   /**
+   * Open connections (handshaking or transmitting) at most (default defaultMaxNbdConnections):
+   * one more is closed at once, so that a client opening connections without end exhausts
+   * this limit, not the process's file descriptors (which its WAL, data files and peers need).
+   */
+  maxConnections?: number;
+  /**
    * Clients must upgrade to TLS (NBD_OPT_STARTTLS, FORCEDTLS) and prove one of these users'
    * pre-shared keys; absent: no TLS (NOTLS).
    */
   tlsPsk?: PskKeys;
   logger?: Logger;
 }
+
+export const defaultMaxNbdConnections = 1024;
+/** At most one warning per this long about connections refused at the limit. */
+const refusedWarningIntervalMs = 10_000;
 
 export class NbdServer {
   private readonly server: Server;
@@ -57,9 +67,14 @@ export class NbdServer {
   /** Shared by every connection's reads: each read is consumed before the next one starts. */
   private readonly readBuffer = Buffer.allocUnsafeSlow(readBufferBytes);
   private nextConnectionId = 1;
+  private readonly maxConnections: number;
+  private refusedSinceWarning = 0;
+  private lastRefusedWarningMs = -Infinity;
 
   constructor(private opts: NbdServerOptions) {
     this.limits = { ...defaultTransmissionLimits, ...opts.limits };
+    this.maxConnections = opts.maxConnections ?? defaultMaxNbdConnections;
+    if (!Number.isSafeInteger(this.maxConnections) || this.maxConnections < 1) throw new Error(`maxConnections must be a positive integer, got ${opts.maxConnections}`);
     for (const [name, e] of opts.exports) {
       if (e.backend.blockSizes.maximum > this.limits.maxPayloadBytes) {
         throw new Error(`export ${name}: maximum block size exceeds the server's payload limit`);
@@ -120,9 +135,25 @@ export class NbdServer {
       accepted.destroy();
       return;
     }
+    if (this.connectionCount >= this.maxConnections) {
+      accepted.destroy();
+      this.refused(log);
+      return;
+    }
     const conn = new NbdConnection(accepted, this.connectionContext(), log);
     this.handshaking.add(conn);
     conn.start();
+  }
+
+  /** Counts a connection refused at the limit; warns at most once per interval. */
+  private refused(log: Logger): void {
+    this.metrics?.connectionsRefused.inc();
+    this.refusedSinceWarning++;
+    const now = performance.now();
+    if (now - this.lastRefusedWarningMs < refusedWarningIntervalMs) return;
+    log.warn('NBD connection refused: the server has its maximum open', { maxConnections: this.maxConnections, refusedSinceLastWarning: this.refusedSinceWarning });
+    this.refusedSinceWarning = 0;
+    this.lastRefusedWarningMs = now;
   }
 
   /** What a new connection needs: the options as they are now (setTlsPsk may change them). */

@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { createConnection, type Socket } from 'node:net';
+import { maxHttpConnections } from '../../src/common/http-limits.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -72,4 +74,33 @@ test('admin token files: trailing line ends dropped; short, spaced or missing on
   writeFileSync(join(dir, 'spaced'), 'a token with spaces in it\n');
   assert.throws(() => readAdminToken(join(dir, 'spaced')), /printable ASCII without spaces/);
   assert.throws(() => readAdminToken(join(dir, 'absent')), /cannot read the admin token file/);
+});
+
+test('the HTTP port holds a bounded number of connections: more are closed at once, and monitoring gets in again', async (t) => {
+  const source = { map: () => emptyMap(), status: () => ({}), health: () => null } as unknown as AdminSource;
+  const http = await startAdminHttp({ host: '127.0.0.1', port: 0 }, new Registry(), source);
+  t.after(() => http.close());
+  const addr = `127.0.0.1:${http.address.port}`;
+  const idle = await Promise.all(
+    Array.from({ length: maxHttpConnections + 20 }, () => new Promise<Socket>((resolve, reject) => {
+      const s = createConnection({ host: '127.0.0.1', port: http.address.port }, () => resolve(s));
+      s.once('error', reject);
+    })),
+  );
+  t.after(() => idle.forEach((s) => s.destroy()));
+  const closed = await Promise.all(idle.map((s) => new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), 1000);
+    s.once('close', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  })));
+  assert.equal(closed.filter((c) => c).length, 20, 'connections past the limit were not closed');
+  idle.forEach((s) => s.destroy());
+  for (let i = 0; ; i++) {
+    const r = await get(addr, '/healthz').catch(() => undefined);
+    if (r?.status === 200) break;
+    assert.ok(i < 200, 'the port did not serve again once the idle connections closed');
+    await new Promise((res) => setTimeout(res, 10));
+  }
 });

@@ -1,6 +1,6 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -411,4 +411,46 @@ test('property: any sequence of well-framed requests is answered once per handle
     }),
     { numRuns: 40 },
   );
+});
+
+test('connections past maxConnections are closed at once; the clients already in carry on, and a slot freed is taken again', async (t) => {
+  const registry = new Registry();
+  const backend = new MemoryBackend(1 << 20);
+  const server = new NbdServer({ exports: new Map([['m', { backend }]]), registry, maxConnections: 4 });
+  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+  t.after(() => server.close());
+  const inside = await client(t, port, 'm');
+  // A client opening connections without end (never sending a byte): three fill the slots left.
+  const hogs = await Promise.all(Array.from({ length: 10 }, () => openSocket(port)));
+  t.after(() => hogs.forEach((s) => s.destroy()));
+  const closedAtOnce = await Promise.all(
+    hogs.map((s) => new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 1000);
+      s.once('close', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    })),
+  );
+  assert.equal(closedAtOnce.filter((c) => c).length, 7, 'connections past the limit were not closed');
+  assert.equal(server.connectionCount, 4);
+  const payload = Buffer.alloc(4096, 0x5a);
+  assert.equal((await inside.request(P.NBD_CMD_WRITE, 0, payload.length, P.NBD_CMD_FLAG_FUA, payload)).error, 0);
+  assert.deepEqual((await inside.request(P.NBD_CMD_READ, 0, 4096)).data, payload);
+  const refused = /^raftblock_nbd_connections_refused_total (\d+)/m.exec(await registry.metrics());
+  assert.equal(Number(refused?.[1]), 7);
+  // The hogs gone, a client gets in again.
+  hogs.forEach((s) => s.destroy());
+  const open = (): number => server.connectionCount;
+  while (open() !== 1) await new Promise((r) => setTimeout(r, 10));
+  const again = await client(t, port, 'm');
+  assert.deepEqual((await again.request(P.NBD_CMD_READ, 0, 4096)).data, payload);
+});
+
+test('export-file refuses a --max-connections that is not a count of at least 1', () => {
+  for (const bad of ['0', '-1', 'many', '2.5']) {
+    const r = spawnSync(process.execPath, [cliPath, 'export-file', '/nonexistent', '--name', 'x', '--max-connections', bad], { encoding: 'utf8', timeout: 20_000 });
+    assert.notEqual(r.status, 0, `--max-connections ${bad} was accepted`);
+    assert.match(r.stderr, /--max-connections must be a whole number of at least 1/);
+  }
 });

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeFrame, type GroupMessage } from '../../src/cluster/frame.js';
 import { authenticateAsAcceptor, authenticateAsDialer, ClusterKey, minKeyBytes } from '../../src/cluster/peer-auth.js';
-import type { Transport } from '../../src/cluster/transport.js';
+import { maxUnprovenConnections, type Transport } from '../../src/cluster/transport.js';
 import { startEchoTransport } from '../helpers/echo-transport.js';
 import { runCli } from '../helpers/cli.js';
 
@@ -231,4 +231,32 @@ test('raftblock node: a missing or short key file is a clear error before anythi
   const second = await runCli([...base, '--cluster-key-file', join(dir, 'good.key'), '--cluster-key-file', join(dir, 'short.key')], { timeoutMs: 20_000 });
   assert.notEqual(second.code, 0);
   assert.match(second.stderr, /short\.key holds 3 bytes/);
+});
+
+test('connections that prove nothing are held 64 at most: more are closed at once, and a keyed node still gets in', async (t) => {
+  const cluster = randomUUID();
+  const n1 = await node(t, '1', cluster, key);
+  const port = Number(n1.t.address.split(':').pop());
+  const silent = await Promise.all(Array.from({ length: maxUnprovenConnections + 16 }, () => connect(port)));
+  t.after(() => silent.forEach((s) => s.destroy()));
+  const closedAtOnce = await Promise.all(
+    silent.map((s) => new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 1000);
+      s.once('close', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    })),
+  );
+  assert.equal(closedAtOnce.filter((c) => c).length, 16, 'connections past the limit were not closed at once');
+  silent.forEach((s) => s.destroy());
+  const n2 = await node(t, '2', cluster, key);
+  n2.t.setPeerAddress('1', n1.t.address);
+  await until(async () => {
+    try {
+      return JSON.stringify(await n2.t.request('1', 'echo', 'in', 1000)) === JSON.stringify({ from: '2', op: 'echo', args: 'in' });
+    } catch {
+      return false;
+    }
+  });
 });

@@ -10,13 +10,13 @@
  * RAFTBLOCK_IO=fs forces the portable fallback, RAFTBLOCK_IO=uring refuses to start without it.
  */
 import type { Command } from 'commander';
-import { parseHostPort, parseSize, type HostPort } from '../../common/address.js';
+import { parseCount, parseHostPort, parseSize, type HostPort } from '../../common/address.js';
 import { RaftblockError } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
 import { createRegistry, startMetricsServer, type MetricsServer } from '../../metrics/server.js';
 import { FileBackend } from '../../nbd/file-backend.js';
-import { NbdServer } from '../../nbd/server.js';
+import { defaultMaxNbdConnections, NbdServer } from '../../nbd/server.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
 import { reloadOnSighup } from '../../common/sighup-reload.js';
 
@@ -29,6 +29,7 @@ interface ExportFileOptions {
   description?: string;
   syncIoMax?: string;
   tlsPsk?: string;
+  maxConnections?: string;
 }
 
 function formatHostPort(a: HostPort): string {
@@ -46,6 +47,7 @@ export function register(program: Command): void {
     .option('--readonly', 'export read-only')
     .option('--metrics <host:port>', 'serve Prometheus /metrics and /healthz here')
     .option('--description <text>', 'export description shown to clients')
+    .option('--max-connections <n>', `open client connections at most; one more is closed at once (default ${defaultMaxNbdConnections})`)
     .option('--tls-psk <file>', 'require TLS: clients prove a key of this PSK file (username:hexkey lines, as psktool writes; re-read on SIGHUP)')
     .option('--sync-io-max <bytes>', 'tuning: reads/writes up to this size use synchronous pread/pwrite (0 = always async)')
     .action(async (path: string, opts: ExportFileOptions) => {
@@ -60,6 +62,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
   const createSizeBytes = opts.size !== undefined ? parseSize(opts.size, '--size') : undefined;
   const syncIoMaxBytes = opts.syncIoMax !== undefined ? parseSize(opts.syncIoMax, '--sync-io-max') : undefined;
   const tlsPsk = opts.tlsPsk !== undefined ? PskKeys.fromFile(opts.tlsPsk) : undefined;
+  const maxConnections = opts.maxConnections !== undefined ? parseCount(opts.maxConnections, '--max-connections') : undefined;
   const ioChoice = parseIoBackendChoice(process.env.RAFTBLOCK_IO);
   const native = ioChoice === 'fs' ? { error: 'RAFTBLOCK_IO=fs' } : undefined;
   const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false, syncIoMaxBytes, native });
@@ -80,6 +83,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
     exports: new Map([[opts.name, { backend, description: opts.description }]]),
     registry,
     tlsPsk,
+    maxConnections,
   });
   // Signal handlers go in before the "listening" line: a supervisor may signal right after it.
   let stopping = false;
