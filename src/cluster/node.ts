@@ -18,7 +18,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { RequestIdSource } from '../common/request-id.js';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Counter, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
 import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
@@ -39,7 +39,7 @@ import { LeaderAffinity } from './leader-affinity.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
 import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxPgsPerPool, metaCommandIdFromWire, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
-import { checkMetaRemoval, metaVotersWanted, planMetaGroup, sameConfState, widensInPlaceOfAVoter } from './meta-group-plan.js';
+import { checkMetaRemoval, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
@@ -188,6 +188,7 @@ export class StorageNode implements PgClient {
     this.fencedMessages = new Counter({ name: 'raftblock_transport_fenced_messages_total', help: 'Raft messages dropped: sender not a replica of the group in this map', registers: [this.registry] });
     this.leaderHandovers = new Counter({ name: 'raftblock_pg_leader_handovers_total', help: 'PG leaderships handed to the node whose gateway sent most of their requests', registers: [this.registry] });
     this.malformedMessages = new Counter({ name: 'raftblock_transport_malformed_messages_total', help: 'Raft messages dropped: malformed, or not from the node that sent the frame', registers: [this.registry] });
+    this.metaVoterGauge();
     // Replicas elect a new leader within about an election timeout of losing the old one: ask
     // them from half of it on, four times per election timeout.
     const electionTimeoutMs = defaultElectionTicks * (opts.tickMs ?? defaultTickMs);
@@ -204,6 +205,32 @@ export class StorageNode implements PgClient {
 
   get epoch(): number {
     return this.map().epoch;
+  }
+
+  /**
+   * On group 0's leader, at scrape time: its voters and the distinct zones, racks and hosts
+   * they sit in, so an alert can say when the map would not outlive the loss of a zone
+   * (`raftblock_meta_voter_domains{level="zone"} < 3`). Other nodes report nothing.
+   */
+  private metaVoterGauge(): void {
+    const node = this;
+    new Gauge({
+      name: 'raftblock_meta_voter_domains',
+      help: 'On the metadata group leader: its voters (level="voters"), and the distinct zones, racks and hosts they sit in',
+      labelNames: ['level'],
+      registers: [this.registry],
+      collect(this: Gauge) {
+        this.reset();
+        const g = node.host?.groups.get(metadataGroupId);
+        if (!g || !g.isLeader) return;
+        const voters = g.raft.status().confState.voters;
+        const [zones, racks, hosts] = spreadOf(node.map().nodes, voters);
+        this.set({ level: 'voters' }, voters.length);
+        this.set({ level: 'zone' }, zones);
+        this.set({ level: 'rack' }, racks);
+        this.set({ level: 'host' }, hosts);
+      },
+    });
   }
 
   /** A new HTTPS certificate (the files re-read); only for a node serving HTTPS already. */

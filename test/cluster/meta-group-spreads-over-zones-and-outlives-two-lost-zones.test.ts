@@ -35,6 +35,10 @@ test('group 0 moves a voter out of a crowded zone when a node of another zone jo
   const removed = cluster.nodes.flatMap((n) => logRecords(n, 'removing a metadata voter that is out or gone from the map, or crowds a fault domain'));
   assert.equal(removed.length, 1, JSON.stringify(removed));
   assert.ok(!voters.includes(removed[0].nodeId as number));
+  // The group-0 leader reports where its voters sit.
+  const metaLeader = s.groups.find((g) => g.groupId === 0)!.leader;
+  assert.equal(await cluster.metric(metaLeader, 'raftblock_meta_voter_domains{level="zone"}'), 2);
+  assert.equal(await cluster.metric(metaLeader, 'raftblock_meta_voter_domains{level="voters"}'), 3);
 
   // The map still changes.
   await cluster.admin(2, 'createVolume', { name: 'after-move', sizeBytes: 8 * MiB });
@@ -44,7 +48,9 @@ test('group 0 moves a voter out of a crowded zone when a node of another zone jo
 test('five zones, five replicas: kill -9 of two zones leaves the map and every PG working', { timeout: 300_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;
   const cluster = await TestCluster.start(t, { nodes: 5, replicas: 5, pgCount: 4, volumes: [{ name: 'vol0', sizeBytes: 16 * MiB, extentBytes: MiB }] });
-  assert.deepEqual(metaVoters(await cluster.clusterStatus()), [1, 2, 3, 4, 5]);
+  const before = await cluster.clusterStatus();
+  assert.deepEqual(metaVoters(before), [1, 2, 3, 4, 5]);
+  assert.equal(await cluster.metric(before.groups.find((g) => g.groupId === 0)!.leader, 'raftblock_meta_voter_domains{level="zone"}'), 5);
   // One block in each of eight extents: every PG holds some.
   const blocks = Array.from({ length: 8 }, (_, e) => e * 256);
   await writeTagged(cluster, 3, blocks, 'before');
