@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { createConnection, type Socket } from 'node:net';
+import { closedWithin, openIdle } from '../helpers/sockets.js';
 import { maxHttpConnections } from '../../src/common/http-limits.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,21 +81,9 @@ test('the HTTP port holds a bounded number of connections: more are closed at on
   const http = await startAdminHttp({ host: '127.0.0.1', port: 0 }, new Registry(), source);
   t.after(() => http.close());
   const addr = `127.0.0.1:${http.address.port}`;
-  const idle = await Promise.all(
-    Array.from({ length: maxHttpConnections + 20 }, () => new Promise<Socket>((resolve, reject) => {
-      const s = createConnection({ host: '127.0.0.1', port: http.address.port }, () => resolve(s));
-      s.once('error', reject);
-    })),
-  );
+  const idle = await openIdle(http.address.port, maxHttpConnections + 20);
   t.after(() => idle.forEach((s) => s.destroy()));
-  const closed = await Promise.all(idle.map((s) => new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => resolve(false), 1000);
-    s.once('close', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  })));
-  assert.equal(closed.filter((c) => c).length, 20, 'connections past the limit were not closed');
+  assert.equal(await closedWithin(idle, 1000), 20, 'connections past the limit were not closed');
   idle.forEach((s) => s.destroy());
   for (let i = 0; ; i++) {
     const r = await get(addr, '/healthz').catch(() => undefined);

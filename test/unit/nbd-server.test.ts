@@ -15,6 +15,7 @@ import { NbdServer, type NbdExport } from '../../src/nbd/server.js';
 import { cliPath } from '../helpers/paths.js';
 import { tempDir } from '../helpers/tools.js';
 import { openSocket, TinyClient, ByteReader } from './nbd-client-helper.js';
+import { closedWithin, openIdle } from '../helpers/sockets.js';
 
 /** An in-memory backend whose calls can be delayed, to force out-of-order completion. */
 class MemoryBackend implements BlockBackend {
@@ -421,18 +422,9 @@ test('connections past maxConnections are closed at once; the clients already in
   t.after(() => server.close());
   const inside = await client(t, port, 'm');
   // A client opening connections without end (never sending a byte): three fill the slots left.
-  const hogs = await Promise.all(Array.from({ length: 10 }, () => openSocket(port)));
+  const hogs = await openIdle(port, 10);
   t.after(() => hogs.forEach((s) => s.destroy()));
-  const closedAtOnce = await Promise.all(
-    hogs.map((s) => new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), 1000);
-      s.once('close', () => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    })),
-  );
-  assert.equal(closedAtOnce.filter((c) => c).length, 7, 'connections past the limit were not closed');
+  assert.equal(await closedWithin(hogs, 1000), 7, 'connections past the limit were not closed');
   assert.equal(server.connectionCount, 4);
   const payload = Buffer.alloc(4096, 0x5a);
   assert.equal((await inside.request(P.NBD_CMD_WRITE, 0, payload.length, P.NBD_CMD_FLAG_FUA, payload)).error, 0);

@@ -17,6 +17,7 @@ import { authenticateAsAcceptor, authenticateAsDialer, ClusterKey, minKeyBytes }
 import { maxUnprovenConnections, type Transport } from '../../src/cluster/transport.js';
 import { startEchoTransport } from '../helpers/echo-transport.js';
 import { runCli } from '../helpers/cli.js';
+import { closedWithin, openIdle } from '../helpers/sockets.js';
 
 const key = ClusterKey.fromBytes(randomBytes(32));
 const otherKey = ClusterKey.fromBytes(randomBytes(32));
@@ -237,18 +238,9 @@ test('connections that prove nothing are held 64 at most: more are closed at onc
   const cluster = randomUUID();
   const n1 = await node(t, '1', cluster, key);
   const port = Number(n1.t.address.split(':').pop());
-  const silent = await Promise.all(Array.from({ length: maxUnprovenConnections + 16 }, () => connect(port)));
+  const silent = await openIdle(port, maxUnprovenConnections + 16);
   t.after(() => silent.forEach((s) => s.destroy()));
-  const closedAtOnce = await Promise.all(
-    silent.map((s) => new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), 1000);
-      s.once('close', () => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    })),
-  );
-  assert.equal(closedAtOnce.filter((c) => c).length, 16, 'connections past the limit were not closed at once');
+  assert.equal(await closedWithin(silent, 1000), 16, 'connections past the limit were not closed at once');
   silent.forEach((s) => s.destroy());
   const n2 = await node(t, '2', cluster, key);
   n2.t.setPeerAddress('1', n1.t.address);

@@ -36,9 +36,10 @@ import { readAdminToken } from '../../cluster/admin-token.js';
 import { httpTlsFromFlags, readCaFile } from '../../cluster/http-tls.js';
 import { missingFlags, nodeV8Flags } from '../node-flags.js';
 import { metaVotersWanted } from '../../cluster/meta-group-plan.js';
-import { resolveSecurity, type SecuritySettings } from './start-security.js';
+import { resolveSecurity, type SecurityFlags, type SecuritySettings } from './start-security.js';
 
-interface StartOptions {
+/** The command's flags: the layout's, and the security ones (start-security.ts). */
+interface StartOptions extends SecurityFlags {
   data: string;
   nodes: string;
   nbdPort: string;
@@ -46,16 +47,6 @@ interface StartOptions {
   peerPort: string;
   host: string;
   pgCount?: string;
-  peerTls?: boolean;
-  /** false: --no-nbd-tls-psk */
-  nbdTlsPsk?: string | false;
-  /** false: --no-admin-token-file */
-  adminTokenFile?: string | false;
-  httpTlsCert?: string;
-  httpTlsKey?: string;
-  httpTlsCa?: string;
-  /** false: --no-http-tls (true when not given) */
-  httpTls?: boolean;
 }
 
 interface Layout {
