@@ -12,6 +12,9 @@
  *   POST   /v1/volumes/{name}/resize     ← ResizeVolumeRequest  → 200 VolumeResponse
  *   DELETE /v1/volumes/{name}            → 200 VolumeResponse (the volume as it was)
  *   POST   /v1/pools                     ← CreatePoolRequest    → 201 PoolResponse
+ *   POST   /v1/pools/{name}/pgs/{i}/reset ← { acceptDataLoss: true } → 200 PoolResponse  PG i
+ *                                         starts over empty; refused 409 PG_NOT_LOST unless
+ *                                         every replica's node was replaced (data dir lost)
  *   GET    /v1/groups/{groupId}/digest   → GroupDigest     checksum of this replica's data
  *   POST   /v1/nodes/{id}/state          ← { state: "in" | "out" }  → 200 { epoch }
  *                                         `out` drains the node: placement moves its PGs away
@@ -56,6 +59,7 @@ import {
   NodeHoldsReplicas,
   MetaQuorumAtRisk,
   NodeRemoved,
+  PgNotLost,
 } from '../common/errors.js';
 import { randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
@@ -228,6 +232,7 @@ export function httpStatusOf(code: string): number {
     case 'META_QUORUM_AT_RISK':
     case 'NODE_REMOVED':
     case 'NODE_ALIVE':
+    case 'PG_NOT_LOST':
       return 409;
     case 'PLACEMENT_IMPOSSIBLE':
       return 422;
@@ -268,6 +273,8 @@ export function errorFromBody(body: ErrorBody['error']): RaftblockError {
       return new NodeRemoved(body.message);
     case 'NODE_ALIVE':
       return new NodeAlive(body.message);
+    case 'PG_NOT_LOST':
+      return new PgNotLost(body.message);
     default:
       return new RaftblockError(body.code, body.message);
   }
@@ -501,6 +508,14 @@ export class AdminClient {
 
   createPool(req: CreatePoolRequest): Promise<PoolResponse> {
     return this.call('POST', '/v1/pools', req);
+  }
+
+  /**
+   * Starts PG `pg` of `pool` over, empty, once every replica of it lost its data dir (each
+   * node replaced): what it held is gone. Refused PG_NOT_LOST while a replica may hold data.
+   */
+  resetPg(pool: string, pg: number): Promise<PoolResponse> {
+    return this.call('POST', `/v1/pools/${encodeURIComponent(pool)}/pgs/${pg}/reset`, { acceptDataLoss: true });
   }
 
   /** Marks a node `out` (its PGs move to other nodes) or back `in`. */

@@ -142,6 +142,12 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
         const b = await json();
         return changed({ type: 'createPool', name: b.name as string, replicas: b.replicas as number, pgCount: b.pgCount as number, failureDomain: b.failureDomain as Pool['failureDomain'] }, 201, 'pool');
       }
+      const reset = /^\/v1\/pools\/([^/]+)\/pgs\/(\d+)\/reset$/.exec(url);
+      if (method === 'POST' && reset) {
+        const b = await json();
+        if (b.acceptDataLoss !== true) throw new RaftblockError('INVALID_ARGUMENT', 'a PG reset loses whatever the PG held: send {"acceptDataLoss": true}');
+        return changed({ type: 'resetPg', pool: decodeURIComponent(reset[1]), pg: Number(reset[2]) }, 200, 'pool');
+      }
       const nodeState = /^\/v1\/nodes\/(\d+)\/state$/.exec(url);
       if (method === 'POST' && nodeState) {
         const b = await json();

@@ -34,7 +34,7 @@ import { Packr } from 'msgpackr';
 import { parseHostPort } from '../common/address.js';
 import { assert } from '../common/assert.js';
 import { maxRequestSession, requestKey, requestSeqLimit, type RequestId } from '../common/request-id.js';
-import { AlreadyExists, InvalidArgument, NodeHoldsReplicas, NodeRemoved, NodeStillIn, NotFound, RaftblockError } from '../common/errors.js';
+import { AlreadyExists, InvalidArgument, NodeHoldsReplicas, NodeRemoved, NodeStillIn, NotFound, PgNotLost, RaftblockError } from '../common/errors.js';
 import {
   PlacementImpossible,
   PlacementTree,
@@ -124,6 +124,12 @@ export interface PgInfo {
   replicas: NodeId[];
   /** The epoch at which this replica set was computed (it is unchanged since). */
   sinceEpoch: number;
+  /**
+   * Set by `resetPg` (every replica had lost its data): the replicas start the PG empty, as at
+   * its creation, instead of waiting for a leader to rebuild them from. Equals sinceEpoch
+   * until placement moves the PG again.
+   */
+  resetEpoch?: number;
 }
 
 export interface Pool {
@@ -260,6 +266,17 @@ export interface DeleteVolumeCommand {
   type: 'deleteVolume';
   name: string;
 }
+/**
+ * Starts PG `pg` of pool `pool` over, empty, on the replicas the map lists: for a PG whose
+ * every replica lost its data dir (each node was replaced since the PG was placed on it), so
+ * none can be rebuilt from a leader. What the PG held is gone: its blocks read as zeros.
+ * Refused (PG_NOT_LOST) while any replica may still hold data.
+ */
+export interface ResetPgCommand {
+  type: 'resetPg';
+  pool: string;
+  pg: number;
+}
 /** Names the cluster, once: the same id again changes nothing, another one is refused. */
 export interface SetClusterIdCommand {
   type: 'setClusterId';
@@ -276,6 +293,7 @@ export type MapCommand =
   | ResizeVolumeCommand
   | VolumeDiscardedCommand
   | DeleteVolumeCommand
+  | ResetPgCommand
   | SetClusterIdCommand;
 
 // ---------------------------------------------------------------------------------------------
@@ -379,6 +397,8 @@ function applyOrThrow(map: ClusterMap, command: MapCommand): ApplyResult {
       const replaced: NodeInfo = { ...rest, replacing: true, rebuiltAtEpoch: epoch };
       return { ok: true, map: bump(map, { nodes: map.nodes.map((n) => (n.id === command.id ? replaced : n)) }), changed: true, movedGroups: [] };
     }
+    case 'resetPg':
+      return resetPg(map, command);
     case 'setNodeState': {
       checkNodeId(command.id);
       if (command.state !== 'in' && command.state !== 'out') throw new InvalidArgument(`node state must be in or out`);
@@ -574,6 +594,27 @@ function withNodes(map: ClusterMap, nodes: NodeInfo[]): ApplyResult {
 
 function placementNodes(nodes: readonly NodeInfo[]): PlacementNode[] {
   return nodes.map((n) => ({ id: n.id, labels: n.labels, weight: n.state === 'in' ? n.weight : 0 }));
+}
+
+function resetPg(map: ClusterMap, c: ResetPgCommand): ApplyResult {
+  const pool = map.pools.find((p) => p.name === c.pool);
+  if (!pool) throw new NotFound(`pool ${String(c.pool)} does not exist`);
+  if (!Number.isSafeInteger(c.pg) || c.pg < 0 || c.pg >= pool.pgCount) throw new NotFound(`pool ${pool.name} has no PG ${String(c.pg)} (it has ${pool.pgCount})`);
+  const pg = pool.pgs[c.pg];
+  // Each replica's node must have been replaced (its data dir lost) since the PG was placed on it.
+  const holding = pg.replicas.filter((id) => {
+    const rebuiltAt = map.nodes.find((n) => n.id === id)?.rebuiltAtEpoch;
+    return rebuiltAt === undefined || rebuiltAt < pg.sinceEpoch;
+  });
+  if (holding.length > 0) {
+    throw new PgNotLost(
+      `PG ${pool.name}/${c.pg}: node ${holding.join(', ')} may still hold its data (not replaced since the PG was placed there); ` +
+        'only a PG whose every replica lost its data dir is reset (node replace each one first)',
+    );
+  }
+  const epoch = map.epoch + 1;
+  const pgs = pool.pgs.map((p, i) => (i === c.pg ? { replicas: p.replicas, sinceEpoch: epoch, resetEpoch: epoch } : p));
+  return { ok: true, map: bump(map, { pools: map.pools.map((p) => (p.id === pool.id ? { ...p, pgs } : p)) }), changed: true, pool: { ...pool, pgs }, movedGroups: [] };
 }
 
 /** New PgInfo list for `pool`, reusing unchanged entries (and the array when nothing moved). */
@@ -881,6 +922,8 @@ export function checkMap(map: ClusterMap): void {
     for (let pg = 0; pg < p.pgCount; pg++) {
       const { replicas, sinceEpoch } = p.pgs[pg];
       assert(sinceEpoch <= map.epoch, `pool ${p.name} pg ${pg}: sinceEpoch after the map's epoch`);
+      const { resetEpoch } = p.pgs[pg];
+      assert(resetEpoch === undefined || resetEpoch === sinceEpoch, `pool ${p.name} pg ${pg}: resetEpoch other than sinceEpoch`);
       assert(replicas.length === p.replicas, `pool ${p.name} pg ${pg}: ${replicas.length} replicas, want ${p.replicas}`);
       const domains = new Set<string>();
       for (const id of replicas) {

@@ -97,6 +97,12 @@ function isOriginalPlacement(pool: Pool, pgIndex: number): boolean {
  * rebuiltAtEpoch): the PG's replica set dates from then or before, so that replica's state was
  * lost and a leader holds what it acknowledged. A PG placed here later is joined as usual.
  */
+/** The PG was reset (map.ts resetPg) and placement has not moved it since: it starts over empty. */
+function isResetPlacement(pool: Pool, pgIndex: number): boolean {
+  const pg = pool.pgs[pgIndex];
+  return pg.resetEpoch !== undefined && pg.resetEpoch === pg.sinceEpoch;
+}
+
 function lostWithDataDir(map: ClusterMap, self: NodeId, pool: Pool, pgIndex: number): boolean {
   const rebuiltAt = map.nodes.find((n) => n.id === self)?.rebuiltAtEpoch;
   return rebuiltAt !== undefined && pool.pgs[pgIndex].sinceEpoch <= rebuiltAt;
@@ -188,6 +194,21 @@ export class PgMover {
     const running = (g: number): boolean => this.d.host.groups.has(g) || this.starting.has(g) || this.retiring.has(g);
     const known = new Set(this.d.wal.groupIds());
     for (const g of groupsOfNode(map, this.d.nodeId)) {
+      const { poolId: resetPool, pgIndex: resetIndex } = pgOfGroup(g);
+      const held = this.d.host.groups.get(g);
+      if (held?.repairing && !known.has(g) && isResetPlacement(map.pools.find((p) => p.id === resetPool)!, resetIndex)) {
+        // Held for a rebuild no leader will ever serve: the PG was reset, so it starts over.
+        await this.guardStart(g, async () => {
+          await this.d.host.removeGroup(g);
+          this.d.stores.delete(g);
+          await rm(this.pgDir(g), { recursive: true, force: true });
+          const pool = map.pools.find((p) => p.id === resetPool)!;
+          const replicas = pool.pgs[resetIndex].replicas;
+          await this.bootstrap(g, replicas, replicas[0] === this.d.nodeId);
+          this.d.log.warn('a PG reset after the loss of every replica starts over empty here', { group: g });
+        });
+        continue;
+      }
       if (running(g)) continue;
       // A replica retired here before and wanted again rejoins when its leader calls.
       if (this.retired.has(g)) continue;
@@ -198,7 +219,7 @@ export class PgMover {
         await this.guardStart(g, () => this.rebuild(g));
       } else if (known.has(g) || (await loadMembership(this.pgDir(g))) !== undefined) {
         await this.guardStart(g, () => this.resume(g, replicas));
-      } else if (isOriginalPlacement(pool, pgIndex)) {
+      } else if (isOriginalPlacement(pool, pgIndex) || isResetPlacement(pool, pgIndex)) {
         // The strongest placement draw campaigns first, so a new PG gets a leader at once.
         await this.guardStart(g, () => this.bootstrap(g, replicas, replicas[0] === this.d.nodeId));
       }

@@ -155,6 +155,13 @@ export class NodeHoldsReplicas extends RaftblockError {
   }
 }
 
+/** A PG reset was asked for a PG that still has a replica that did not lose its data. */
+export class PgNotLost extends RaftblockError {
+  constructor(message: string) {
+    super('PG_NOT_LOST', message);
+  }
+}
+
 /** A change to the metadata group's voters (group 0) would leave it without a quorum. */
 export class MetaQuorumAtRisk extends RaftblockError {
   constructor(message: string) {

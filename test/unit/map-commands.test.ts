@@ -372,3 +372,31 @@ test('an identical create is done, not refused (a retried command whose answer w
   assert.equal(samePool.pool, map.pools[0]);
   rejected(applyCommand(map, { ...pool, pgCount: 8 }), 'ALREADY_EXISTS');
 });
+
+test('resetPg starts a PG over only once every replica lost its data dir; it keeps the replicas and marks the epoch', () => {
+  let map = applyAll(emptyMap(), ...[1, 2, 3, 4].map((id) => addNodeCommand(id)), { type: 'createPool', name: 'one', replicas: 1, pgCount: 4, failureDomain: 'zone' });
+  const pool = map.pools[0];
+  const pg = pool.pgs.findIndex((p) => p.replicas[0] === 2);
+  assert.ok(pg >= 0, 'no PG on node 2');
+  rejected(applyCommand(map, { type: 'resetPg', pool: 'nope', pg }), 'NOT_FOUND');
+  rejected(applyCommand(map, { type: 'resetPg', pool: 'one', pg: 4 }), 'NOT_FOUND');
+  // Node 2 still holds its data: refused.
+  const refused = applyCommand(map, { type: 'resetPg', pool: 'one', pg });
+  rejected(refused, 'PG_NOT_LOST');
+  assert.match((refused as { error: Error }).error.message, /node 2 may still hold its data/);
+  map = applyAll(map, { type: 'replaceNode', id: 2 });
+  const r = applyCommand(map, { type: 'resetPg', pool: 'one', pg });
+  assert.ok(r.ok);
+  if (!r.ok) return;
+  checkMap(r.map);
+  const after = r.map.pools[0].pgs[pg];
+  assert.deepEqual(after, { replicas: [2], sinceEpoch: r.map.epoch, resetEpoch: r.map.epoch });
+  // The other PGs are untouched.
+  r.map.pools[0].pgs.forEach((p, i) => i !== pg && assert.deepEqual(p, pool.pgs[i]));
+  // A three-replica PG with one replica left that was never replaced: refused.
+  let three = applyAll(emptyMap(), ...[1, 2, 3].map((id) => addNodeCommand(id)), { type: 'createPool', name: 'default', replicas: 3, pgCount: 2, failureDomain: 'zone' });
+  three = applyAll(three, { type: 'replaceNode', id: 1 }, { type: 'replaceNode', id: 2 });
+  rejected(applyCommand(three, { type: 'resetPg', pool: 'default', pg: 0 }), 'PG_NOT_LOST');
+  three = applyAll(three, { type: 'replaceNode', id: 3 });
+  assert.ok(applyCommand(three, { type: 'resetPg', pool: 'default', pg: 0 }).ok);
+});

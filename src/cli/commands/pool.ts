@@ -1,5 +1,5 @@
 /**
- * `raftblock pool create|list`: manage pools through a node's admin API
+ * `raftblock pool create|list|reset-pg`: manage pools through a node's admin API
  * (src/cluster/admin-client.ts). A pool fixes the replication factor, the number of placement
  * groups and the fault-domain level its replicas are spread over; `list` reads them from the
  * cluster map. `--server` and `--json` as for `volume`; errors print `raftblock: MESSAGE [CODE]`
@@ -68,6 +68,19 @@ export function register(program: Command): void {
     if (opts.json) print(JSON.stringify({ epoch: res.epoch, pool: summarizePool(res.pool, 0) }, null, 2));
     else if (res.changed === false) print(`pool ${describePool(res.pool)} already exists as asked (map epoch ${res.epoch})`);
     else print(`created pool ${describePool(res.pool)} at map epoch ${res.epoch}`);
+  });
+
+  addCommonOptions(
+    pool
+      .command('reset-pg <pool> <index>')
+      .description('start a PG over, empty, after every replica of it lost its data dir (each node replaced): what it held is lost')
+      .option('--accept-data-loss', 'required: the PG\'s blocks read as zeros afterwards'),
+  ).action(async (name: string, index: string, opts: CommonOptions & { acceptDataLoss?: boolean }) => {
+    const pg = integer(index, 'index', 0, maxPgsPerPool - 1);
+    if (!opts.acceptDataLoss) throw new InvalidArgument(`resetting PG ${name}/${pg} loses whatever it held: give --accept-data-loss`);
+    const res = await adminClientFor(opts).resetPg(name, pg);
+    if (opts.json) print(JSON.stringify({ epoch: res.epoch, pool: name, pg, replicas: res.pool.pgs[pg].replicas }, null, 2));
+    else print(`PG ${name}/${pg} starts over empty on node ${res.pool.pgs[pg].replicas.join(', ')} (map epoch ${res.epoch})`);
   });
 
   addCommonOptions(pool.command('list').description('list pools')).action(async (opts: CommonOptions) => {
