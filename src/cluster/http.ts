@@ -30,6 +30,8 @@ export interface AdminSource {
   groupDigest(groupId: number): Promise<GroupDigest>;
   /** Removes a drained node from the map (and from group 0), decided on group 0's leader. */
   removeNode(id: number, cid?: MetaCommandId): Promise<RemoveNodeResponse>;
+  /** Starts a PG whose every replica was lost over, empty, decided on group 0's leader. */
+  resetPg(pool: string, pg: number, cid?: MetaCommandId): Promise<unknown>;
   /** Marks a node whose data dir was lost as being replaced, decided on group 0's leader. */
   replaceNode(id: number, cid?: MetaCommandId): Promise<ReplaceNodeResponse>;
 }
@@ -146,7 +148,8 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       if (method === 'POST' && reset) {
         const b = await json();
         if (b.acceptDataLoss !== true) throw new RaftblockError('INVALID_ARGUMENT', 'a PG reset loses whatever the PG held: send {"acceptDataLoss": true}');
-        return changed({ type: 'resetPg', pool: decodeURIComponent(reset[1]), pg: Number(reset[2]) }, 200, 'pool');
+        const result = (await source.resetPg(decodeURIComponent(reset[1]), Number(reset[2]), commandId())) as { epoch: number; pool?: Pool };
+        return sendJson(res, 200, { epoch: result.epoch, pool: result.pool });
       }
       const nodeState = /^\/v1\/nodes\/(\d+)\/state$/.exec(url);
       if (method === 'POST' && nodeState) {

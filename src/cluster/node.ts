@@ -20,7 +20,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
-import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
+import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgNotLost, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
@@ -38,7 +38,7 @@ import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxPgsPerPool, metaCommandIdFromWire, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxPgsPerPool, metaCommandIdFromWire, pgGroupId, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
@@ -122,6 +122,11 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** The snapshot index a peer's image request must cover: absent (no check), or an index. */
+/** A node id an admin command names. */
+function checkAdminNodeId(id: number): void {
+  if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
+}
+
 function snapshotIndexArg(v: unknown): number | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Number.isSafeInteger(v) || (v as number) < 0) throw new InvalidArgument('snapshot image request: bad index');
@@ -738,7 +743,8 @@ export class StorageNode implements PgClient {
    * retried across leader changes and group-0 changes in flight. See removeNodeAsLeader.
    */
   async removeNode(id: number, cid?: MetaCommandId): Promise<RemoveNodeResponse> {
-    return this.atMetaLeader('removeNode', id, (c) => this.removeNodeAsLeader(id, c), cid);
+    checkAdminNodeId(id);
+    return this.atMetaLeader('removeNode', { id }, (c) => this.removeNodeAsLeader(id, c), cid);
   }
 
   /**
@@ -746,7 +752,48 @@ export class StorageNode implements PgClient {
    * replaceNodeAsLeader.
    */
   async replaceNode(id: number, cid?: MetaCommandId): Promise<ReplaceNodeResponse> {
-    return this.atMetaLeader('replaceNode', id, (c) => this.replaceNodeAsLeader(id, c), cid);
+    checkAdminNodeId(id);
+    return this.atMetaLeader('replaceNode', { id }, (c) => this.replaceNodeAsLeader(id, c), cid);
+  }
+
+  /**
+   * `raftblock pool reset-pg POOL N` (admin API): decided on group 0's leader like a removal.
+   * See resetPgAsLeader.
+   */
+  async resetPg(pool: string, pg: number, cid?: MetaCommandId): Promise<unknown> {
+    return this.atMetaLeader('resetPg', { pool, pg }, (c) => this.resetPgAsLeader(pool, pg, c), cid);
+  }
+
+  /**
+   * On group 0's leader. The map's rule (every replica's node replaced since the PG was placed
+   * there) is not enough on its own: a replaced node may have been rebuilt from a replica that
+   * was lost after. So every replica's node is asked what it holds of the PG, and each must
+   * answer that it holds nothing (or waits for a rebuild with an empty log): a replica that
+   * does not answer may hold the data, and the reset is refused (PG_NOT_LOST). A repeat of a
+   * reset that was applied is answered as the first was (its replicas hold the new PG now).
+   */
+  private async resetPgAsLeader(poolName: string, pg: number, cid: MetaCommandId): Promise<unknown> {
+    this.metaLeaderGroup();
+    if (!this.answeredBefore(cid)) {
+      const pool = this.map().pools.find((p) => p.name === poolName);
+      if (!pool) throw new NotFound(`pool ${String(poolName)} does not exist`);
+      if (!Number.isSafeInteger(pg) || pg < 0 || pg >= pool.pgCount) throw new NotFound(`pool ${pool.name} has no PG ${String(pg)} (it has ${pool.pgCount})`);
+      const g = pgGroupId(pool.id, pg);
+      for (const id of pool.pgs[pg].replicas) {
+        const state =
+          id === this.id
+            ? await this.pgMover.replicaState(g)
+            : await this.transport.request(String(id), 'pgReplicaState', { g }, groupsListingTimeoutMs).catch(() => 'unreachable');
+        if (state === 'held' || state === 'none') continue;
+        throw new PgNotLost(
+          `PG ${pool.name}/${pg}: node ${id} ${state === 'unreachable' ? 'does not answer, and may hold its data (start it, or replace it)' : 'holds state of it (never lost, or rebuilt since)'}`,
+        );
+      }
+    }
+    const r = (await this.proposeMeta({ type: 'resetPg', pool: poolName, pg }, cid)) as { epoch: number };
+    await this.spreadMap(r.epoch);
+    this.log.warn('a PG whose every replica was lost starts over empty', { pool: poolName, pg, epoch: r.epoch });
+    return r;
   }
 
   /**
@@ -756,8 +803,12 @@ export class StorageNode implements PgClient {
    * leader changed, its connection dropped) is answered on retry from what group 0 remembers
    * of it (see answeredBefore), not refused because the node is gone already.
    */
-  private async atMetaLeader<T>(op: 'removeNode' | 'replaceNode', id: number, asLeader: (cid: MetaCommandId) => Promise<T>, cid = StorageNode.nextMetaCommandId()): Promise<T> {
-    if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
+  private async atMetaLeader<T>(
+    op: 'removeNode' | 'replaceNode' | 'resetPg',
+    args: Record<string, unknown>,
+    asLeader: (cid: MetaCommandId) => Promise<T>,
+    cid = StorageNode.nextMetaCommandId(),
+  ): Promise<T> {
     const deadline = Date.now() + removeNodeDeadlineMs;
     let attempt = 0;
     for (;;) {
@@ -767,7 +818,7 @@ export class StorageNode implements PgClient {
         if (g && g.isLeader) return await asLeader(cid);
         const target = this.metaTarget(attempt);
         if (!target || target === this.id) throw new Unavailable('group 0 has no leader yet');
-        return (await this.transport.request(String(target), op, { id, cid: metaCommandIdToWire(cid) }, removeNodeDeadlineMs)) as T;
+        return (await this.transport.request(String(target), op, { ...args, cid: metaCommandIdToWire(cid) }, removeNodeDeadlineMs)) as T;
       } catch (err) {
         const code = (err as RaftblockError).code;
         if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT'].includes(code) || Date.now() > deadline) throw err;
@@ -1019,6 +1070,12 @@ export class StorageNode implements PgClient {
       case 'replaceNode':
         this.fenceNonMember(from, epoch, op);
         return this.replaceNodeAsLeader(a.id as number, metaCommandIdFromWire(a.cid));
+      case 'resetPg':
+        this.fenceNonMember(from, epoch, op);
+        return this.resetPgAsLeader(a.pool as string, a.pg as number, metaCommandIdFromWire(a.cid) ?? StorageNode.nextMetaCommandId());
+      case 'pgReplicaState':
+        if (!Number.isSafeInteger(a.g)) throw new InvalidArgument('pgReplicaState: bad group id');
+        return this.pgMover.replicaState(a.g as number);
       case 'groupsNaming':
         if (!Number.isSafeInteger(a.id)) throw new InvalidArgument('groupsNaming: bad node id');
         return this.groupsNaming(a.id as number);

@@ -449,6 +449,19 @@ export class PgMover {
   }
 
   /** The `pgConf` request. */
+  /**
+   * What this node holds of PG group `g`, for a reset (map.ts resetPg): 'held' (started, but
+   * waiting for a rebuild, with nothing in the WAL), 'none' (no state at all), or 'state' (a
+   * log, a membership or a running replica: it may hold acknowledged data).
+   */
+  async replicaState(g: number): Promise<'held' | 'none' | 'state'> {
+    const group = this.d.host.groups.get(g);
+    const logged = this.d.wal.groupIds().includes(g);
+    if (group) return group.repairing && !logged ? 'held' : 'state';
+    if (logged || this.starting.has(g) || (await loadMembership(this.pgDir(g))) !== undefined) return 'state';
+    return 'none';
+  }
+
   describe(g: number): PgConfReport {
     const group = this.d.host.groups.get(g);
     if (!group) throw new Unavailable(`group ${g} is not on node ${this.d.nodeId}`);

@@ -4,8 +4,8 @@
  * empty. Its replicas of those PGs wait to be rebuilt from a leader that no longer exists, so
  * their blocks cannot be read. `raftblock pool reset-pg POOL N --accept-data-loss` starts each
  * over, empty: its blocks read as zeros and take writes again, every other PG keeps its data.
- * The reset is refused without --accept-data-loss, and (PG_NOT_LOST) for a PG whose replica
- * never lost its data dir.
+ * The reset is refused without --accept-data-loss, and (PG_NOT_LOST) for a PG a replica of
+ * which holds state (every replica's node is asked first).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -57,7 +57,7 @@ test('a PG whose every replica lost its data is reset by the operator: empty, wr
   const kept = pool.pgs.findIndex((p) => p.replicas[0] !== victim);
   const notLost = await runCli(['pool', 'reset-pg', 'single', String(kept), '--accept-data-loss', '--server', http]);
   assert.notEqual(notLost.code, 0);
-  assert.match(notLost.stderr, /PG_NOT_LOST/);
+  assert.match(notLost.stderr, /holds state of it.*PG_NOT_LOST/);
 
   for (const pg of lostPgs) {
     const r = await runCli(['pool', 'reset-pg', 'single', String(pg), '--accept-data-loss', '--server', http, '--json']);
