@@ -15,6 +15,7 @@
  *   POST   /v1/pools/{name}/pgs/{i}/reset ← { acceptDataLoss: true } → 200 PoolResponse  PG i
  *                                         starts over empty; refused 409 PG_NOT_LOST unless
  *                                         every replica's node was replaced (data dir lost)
+ *                                         and holds nothing of the PG
  *   GET    /v1/groups/{groupId}/digest   → GroupDigest     checksum of this replica's data
  *   POST   /v1/nodes/{id}/state          ← { state: "in" | "out" }  → 200 { epoch }
  *                                         `out` drains the node: placement moves its PGs away

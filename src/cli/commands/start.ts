@@ -6,18 +6,19 @@
  *
  * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
  * the first bootstrapping it and the others joining through it. Creates pool `default`
- * (min(3, N) replicas, distinct zones, `defaultPgCount` PGs) and volume `vol0` (1 GiB) when absent, waits until every
- * PG of the pool has a leader and (with three nodes or more) the metadata group has its
- * voters (three; five from five nodes), prints how to connect, and prints one JSON line to stdout:
+ * (min(3, N) replicas, distinct zones, `defaultPgCount` PGs) and volume `vol0` (1 GiB) when
+ * absent, waits until every PG of the pool has a leader and (with three nodes or more) the
+ * metadata group has its voters (three; five from five nodes), prints how to connect, and
+ * prints one JSON line to stdout:
  *   {"event":"ready","nbd":["127.0.0.1:10809",...],"http":[...],"peer":[...],"pids":[...]}
  * A node process that dies is restarted after a second (it recovers from its WAL and catches
  * up); the events {"event":"node-exit","id":N} and {"event":"node-restarted","id":N,"pid":P}
  * are printed as JSON lines.
  * Node i (0-based) serves NBD on nbd-port + i, HTTP on http-port + i, peers on peer-port + i.
  * SIGHUP (with --nbd-tls-psk or --http-tls-cert) has every node re-read the PSK file and the
- * certificate. SIGINT/SIGTERM stops every
- * node cleanly. Run again on the same DIR, it resumes with all data (the ports, and the TLS and
- * token settings, are remembered in DIR/cluster.json; see start-security.ts).
+ * certificate. SIGINT/SIGTERM stops every node cleanly. Run again on the same DIR, it resumes
+ * with all data (the ports, and the TLS and token settings, are remembered in
+ * DIR/cluster.json; see start-security.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
