@@ -779,14 +779,17 @@ export class StorageNode implements PgClient {
       if (!pool) throw new NotFound(`pool ${String(poolName)} does not exist`);
       if (!Number.isSafeInteger(pg) || pg < 0 || pg >= pool.pgCount) throw new NotFound(`pool ${pool.name} has no PG ${String(pg)} (it has ${pool.pgCount})`);
       const g = pgGroupId(pool.id, pg);
-      for (const id of pool.pgs[pg].replicas) {
-        const state =
-          id === this.id
-            ? await this.pgMover.replicaState(g)
-            : await this.transport.request(String(id), 'pgReplicaState', { g }, groupsListingTimeoutMs).catch(() => 'unreachable');
-        if (state === 'held' || state === 'none') continue;
+      // Asked all at once: a dead node costs one timeout, not one per node.
+      const replicas = pool.pgs[pg].replicas;
+      const states = await Promise.all(
+        replicas.map((id) =>
+          id === this.id ? this.pgMover.replicaState(g) : this.transport.request(String(id), 'pgReplicaState', { g }, groupsListingTimeoutMs).catch(() => 'unreachable'),
+        ),
+      );
+      const holder = replicas.findIndex((_, i) => states[i] !== 'held' && states[i] !== 'none');
+      if (holder >= 0) {
         throw new PgNotLost(
-          `PG ${pool.name}/${pg}: node ${id} ${state === 'unreachable' ? 'does not answer, and may hold its data (start it, or replace it)' : 'holds state of it (never lost, or rebuilt since)'}`,
+          `PG ${pool.name}/${pg}: node ${replicas[holder]} ${states[holder] === 'unreachable' ? 'does not answer, and may hold its data (start it, or replace it)' : 'holds state of it (never lost, or rebuilt since)'}`,
         );
       }
     }
