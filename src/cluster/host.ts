@@ -237,6 +237,8 @@ export class Group {
    */
   repairing = false;
   repairRunning = false;
+  /** This group's part of a checkpoint pass while it runs (removeGroup waits for it). */
+  checkpointRunning: Promise<void> | undefined = undefined;
   repairRetryAtMs = 0;
   /**
    * The host tick at which this replica stopped leading with no leader in sight, while it
@@ -490,6 +492,9 @@ export class MultiRaftHost {
     g.removed = true;
     this.groups.delete(id);
     await g.applyChain;
+    // A checkpoint of it under way would write into a store closed under it, or into the
+    // directory its retirement is removing.
+    await g.checkpointRunning?.catch(() => undefined);
     for (const w of g.waiters.values()) w.reject(new Unavailable(`group ${id} removed from this node`));
     g.waiters.clear();
     await g.sm.close();
@@ -1027,40 +1032,51 @@ export class MultiRaftHost {
       for (const g of [...this.groups.values()]) {
         if (g.removed || g.snapshotInstalling || g.repairing) continue;
         if (only && !only.has(g)) continue;
-        const pendingAtStart = g.pendingBytes;
-        const idx = await g.sm.checkpoint();
-        g.pendingBytes = Math.max(0, g.pendingBytes - pendingAtStart);
-        g.lastCheckpointMs = performance.now();
-        if (idx <= 0 || g.removed) continue;
-        if (g.sm.saveConfState) await g.sm.saveConfState(idx, g.raft.confStateAt(idx));
-        await this.wal.checkpoint(g.id, idx);
-        const keep = this.opts.keepEntriesAfterCheckpoint ?? 2048;
-        const snapIndex = g.storage.snapshot().metadata.index;
-        const exact = g.sm.exactImage?.(idx);
-        // An inline-snapshot machine without its exact image at idx cannot compact its log yet.
-        if (g.sm.inlineSnapshots && !exact) continue;
-        if (idx > snapIndex && idx <= g.storage.lastIndex()) {
-          const cs = g.raft.confStateAt(idx);
-          g.storage.createSnapshot(idx, cs, exact ?? new Uint8Array(0));
-          // Keep at most `keep` entries and `keepBytes` of them behind the checkpoint: slow
-          // followers catch up from memory, slower ones get a snapshot.
-          const keepBytes = this.opts.keepBytesAfterCheckpoint ?? defaultKeepBytesAfterCheckpoint;
-          let compactTo = idx - keep;
-          let bytes = 0;
-          for (let i = idx; i > Math.max(compactTo, g.storage.firstIndex() - 1); i--) {
-            bytes += g.storage.entries(i, i + 1, Infinity)[0].data.byteLength;
-            if (bytes > keepBytes) {
-              compactTo = i;
-              break;
-            }
-          }
-          if (compactTo > g.storage.firstIndex()) g.storage.compact(compactTo);
+        const run = this.checkpointGroup(g);
+        g.checkpointRunning = run;
+        try {
+          await run;
+        } finally {
+          g.checkpointRunning = undefined;
         }
       }
     } catch (err) {
       this.log.error('checkpoint failed', { err });
     } finally {
       this.checkpointing = false;
+    }
+  }
+
+  /** One group's checkpoint: its state machine durable, then the WAL may drop, then memory trims. */
+  private async checkpointGroup(g: Group): Promise<void> {
+    const pendingAtStart = g.pendingBytes;
+    const idx = await g.sm.checkpoint();
+    g.pendingBytes = Math.max(0, g.pendingBytes - pendingAtStart);
+    g.lastCheckpointMs = performance.now();
+    if (idx <= 0 || g.removed) return;
+    if (g.sm.saveConfState) await g.sm.saveConfState(idx, g.raft.confStateAt(idx));
+    await this.wal.checkpoint(g.id, idx);
+    const keep = this.opts.keepEntriesAfterCheckpoint ?? 2048;
+    const snapIndex = g.storage.snapshot().metadata.index;
+    const exact = g.sm.exactImage?.(idx);
+    // An inline-snapshot machine without its exact image at idx cannot compact its log yet.
+    if (g.sm.inlineSnapshots && !exact) return;
+    if (idx > snapIndex && idx <= g.storage.lastIndex()) {
+      const cs = g.raft.confStateAt(idx);
+      g.storage.createSnapshot(idx, cs, exact ?? new Uint8Array(0));
+      // Keep at most `keep` entries and `keepBytes` of them behind the checkpoint: slow
+      // followers catch up from memory, slower ones get a snapshot.
+      const keepBytes = this.opts.keepBytesAfterCheckpoint ?? defaultKeepBytesAfterCheckpoint;
+      let compactTo = idx - keep;
+      let bytes = 0;
+      for (let i = idx; i > Math.max(compactTo, g.storage.firstIndex() - 1); i--) {
+        bytes += g.storage.entries(i, i + 1, Infinity)[0].data.byteLength;
+        if (bytes > keepBytes) {
+          compactTo = i;
+          break;
+        }
+      }
+      if (compactTo > g.storage.firstIndex()) g.storage.compact(compactTo);
     }
   }
 

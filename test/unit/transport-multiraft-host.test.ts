@@ -703,3 +703,39 @@ test('a leader cut off from its followers answers its waiting proposers (outcome
   // The others elected a leader of their own meanwhile.
   await until(() => hosts.some((h, i) => i !== lead && h.groups.get(g)?.isLeader === true));
 });
+
+test('a group removed while its checkpoint runs is closed only after that checkpoint ends', async (t) => {
+  const events: string[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  class SlowCheckpoint extends Register {
+    override async checkpoint(): Promise<number> {
+      events.push('checkpoint started');
+      await gate;
+      events.push('checkpoint ended');
+      return super.checkpoint();
+    }
+    override async close(): Promise<void> {
+      events.push('closed');
+    }
+  }
+  const { hosts, transports } = await connectHosts([1], () => new MemWal(), { tickMs: 20 });
+  const [h] = hosts;
+  t.after(async () => {
+    release(); // a failed check must not leave the checkpoint, and so stop(), waiting
+    await h.stop();
+    await transports[0].close();
+  });
+  await h.addGroup(21, [1], new SlowCheckpoint(), { campaign: true });
+  h.start();
+  await until(() => h.groups.get(21)?.isLeader === true);
+  await h.propose(21, Buffer.from('v'));
+  const checkpoint = h.checkpointAll();
+  await until(() => events.includes('checkpoint started'));
+  const removal = h.removeGroup(21);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(events, ['checkpoint started'], 'the store was closed under a running checkpoint');
+  release();
+  await Promise.all([checkpoint, removal]);
+  assert.deepEqual(events, ['checkpoint started', 'checkpoint ended', 'closed']);
+});
