@@ -6,7 +6,7 @@
  * operator's (any CA, or one self-signed certificate shared by the nodes, which is then also
  * the CA file); the node re-reads both files on SIGHUP.
  */
-import { readFileSync } from 'node:fs';
+import { readSecretFile } from '../common/secret-file.js';
 import { createSecureContext } from 'node:tls';
 import { InvalidArgument } from '../common/errors.js';
 
@@ -20,12 +20,9 @@ export interface HttpTls {
 /** The oldest TLS a node's HTTPS port speaks. */
 export const httpTlsMinVersion = 'TLSv1.2';
 
+/** A PEM file, whole (an empty one is refused here; a malformed one by the TLS checks below). */
 function readPem(path: string, what: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new InvalidArgument(`cannot read the ${what} ${path}: ${(err as Error).message}`);
-  }
+  return readSecretFile(path, what, 1);
 }
 
 /** Reads and checks a certificate and its key (they parse, and the key is the certificate's). */
@@ -41,7 +38,7 @@ export function readHttpTls(certPath: string, keyPath: string): HttpTls {
 
 /** Reads the CA file an admin client trusts (PEM, one or more certificates). */
 export function readCaFile(path: string): Buffer {
-  const ca = readPem(path, 'CA file');
+  const ca = readPem(path, 'CA');
   try {
     createSecureContext({ ca });
   } catch (err) {

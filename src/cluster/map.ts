@@ -596,11 +596,16 @@ function placementNodes(nodes: readonly NodeInfo[]): PlacementNode[] {
   return nodes.map((n) => ({ id: n.id, labels: n.labels, weight: n.state === 'in' ? n.weight : 0 }));
 }
 
+/** Pool `poolName` and its PG `pg`; NotFound for either. */
+export function findPg(map: ClusterMap, poolName: string, pg: number): { pool: Pool; info: PgInfo } {
+  const pool = map.pools.find((p) => p.name === poolName);
+  if (!pool) throw new NotFound(`pool ${String(poolName)} does not exist`);
+  if (!Number.isSafeInteger(pg) || pg < 0 || pg >= pool.pgCount) throw new NotFound(`pool ${pool.name} has no PG ${String(pg)} (it has ${pool.pgCount})`);
+  return { pool, info: pool.pgs[pg] };
+}
+
 function resetPg(map: ClusterMap, c: ResetPgCommand): ApplyResult {
-  const pool = map.pools.find((p) => p.name === c.pool);
-  if (!pool) throw new NotFound(`pool ${String(c.pool)} does not exist`);
-  if (!Number.isSafeInteger(c.pg) || c.pg < 0 || c.pg >= pool.pgCount) throw new NotFound(`pool ${pool.name} has no PG ${String(c.pg)} (it has ${pool.pgCount})`);
-  const pg = pool.pgs[c.pg];
+  const { pool, info: pg } = findPg(map, c.pool, c.pg);
   // Each replica's node must have been replaced (its data dir lost) since the PG was placed on it.
   const holding = pg.replicas.filter((id) => {
     const rebuiltAt = map.nodes.find((n) => n.id === id)?.rebuiltAtEpoch;

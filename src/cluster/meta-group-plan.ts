@@ -88,19 +88,35 @@ function sorted(xs: Iterable<NodeId>): NodeId[] {
 /** How widely a set of nodes spreads: [distinct zones, racks, hosts]; compare with `widerThan`. */
 export type Spread = readonly [number, number, number];
 
-export function spreadOf(nodes: readonly MetaNode[], ids: Iterable<NodeId>): Spread {
-  const byId = new Map(nodes.map((n) => [n.id, n]));
-  const zones = new Set<string>();
-  const racks = new Set<string>();
-  const hosts = new Set<string>();
-  for (const id of ids) {
-    const d = nodeDomains({ id, labels: byId.get(id)?.labels ?? {}, weight: 0 });
-    // Paths, as placement names domains: rack r1 of zone a is not rack r1 of zone b.
-    zones.add(d.zone);
-    racks.add(`${d.zone}/${d.rack}`);
-    hosts.add(`${d.zone}/${d.rack}/${d.host}`);
+/**
+ * Each node's fault domains as paths (placement's naming: rack r1 of zone a is not rack r1 of
+ * zone b), by id. Built once per decision: a spread is measured many times per plan.
+ */
+export class DomainIndex {
+  private readonly paths = new Map<NodeId, readonly [string, string, string]>();
+
+  constructor(nodes: readonly MetaNode[]) {
+    for (const n of nodes) this.paths.set(n.id, DomainIndex.pathsOf(n.id, n.labels ?? {}));
   }
-  return [zones.size, racks.size, hosts.size];
+
+  /** A node no longer in the map counts as one zone and rack, its own host (as unlabelled). */
+  of(id: NodeId): readonly [string, string, string] {
+    return this.paths.get(id) ?? DomainIndex.pathsOf(id, {});
+  }
+
+  private static pathsOf(id: NodeId, labels: Readonly<Record<string, string>>): readonly [string, string, string] {
+    const d = nodeDomains({ id, labels, weight: 0 });
+    return [d.zone, `${d.zone}/${d.rack}`, `${d.zone}/${d.rack}/${d.host}`];
+  }
+}
+
+export function spreadOf(domains: DomainIndex, ids: Iterable<NodeId>): Spread {
+  const levels = [new Set<string>(), new Set<string>(), new Set<string>()];
+  for (const id of ids) {
+    const p = domains.of(id);
+    for (let i = 0; i < 3; i++) levels[i].add(p[i]);
+  }
+  return [levels[0].size, levels[1].size, levels[2].size];
 }
 
 /** a spreads wider than b (zones first, then racks, then hosts). */
@@ -110,17 +126,17 @@ export function widerThan(a: Spread, b: Spread): boolean {
 }
 
 /** Node `c` in place of one of `voters` would spread them wider. */
-export function widensInPlaceOfAVoter(nodes: readonly MetaNode[], voters: readonly NodeId[], c: NodeId): boolean {
-  const now = spreadOf(nodes, voters);
-  return voters.some((v) => widerThan(spreadOf(nodes, [...voters.filter((x) => x !== v), c]), now));
+export function widensInPlaceOfAVoter(domains: DomainIndex, voters: readonly NodeId[], c: NodeId): boolean {
+  const now = spreadOf(domains, voters);
+  return voters.some((v) => widerThan(spreadOf(domains, [...voters.filter((x) => x !== v), c]), now));
 }
 
 /** The candidate whose joining `members` spreads the group widest; ties to the lowest id. */
-function widestAddition(nodes: readonly MetaNode[], members: readonly NodeId[], candidates: readonly NodeId[]): NodeId | undefined {
+function widestAddition(domains: DomainIndex, members: readonly NodeId[], candidates: readonly NodeId[]): NodeId | undefined {
   let best: NodeId | undefined;
   let bestSpread: Spread = [-1, -1, -1];
   for (const c of sorted(candidates)) {
-    const s = spreadOf(nodes, [...members, c]);
+    const s = spreadOf(domains, [...members, c]);
     if (widerThan(s, bestSpread)) {
       best = c;
       bestSpread = s;
@@ -192,6 +208,7 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
   const leaving = voters.filter((v) => state.get(v) !== 'in');
 
   const candidates = sorted(input.nodes.filter((n) => n.state === 'in' && !members.has(n.id) && input.connected.has(n.id)).map((n) => n.id));
+  const domains = new DomainIndex(input.nodes);
   const healthy = voters.filter((v) => isHealthyVoter(input, v)).length;
   const add = (nodeIds: NodeId[]): MetaGroupStep => {
     const need = quorumOf(voters.length + nodeIds.length);
@@ -210,7 +227,7 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
     }
     const nodeIds: NodeId[] = [];
     while (nodeIds.length < joining) {
-      nodeIds.push(widestAddition(input.nodes, [...staying, ...nodeIds], candidates.filter((c) => !nodeIds.includes(c)))!);
+      nodeIds.push(widestAddition(domains, [...staying, ...nodeIds], candidates.filter((c) => !nodeIds.includes(c)))!);
     }
     return add(nodeIds);
   }
@@ -229,7 +246,7 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
     // Reachable, not healthy: a voter that just joined and still catches up is not the one to
     // drop (that would undo the move it is part of).
     const reachable = (v: NodeId): number => (v === input.self || input.connected.has(v) ? 1 : 0);
-    const spreadWithout = (v: NodeId): Spread => spreadOf(input.nodes, staying.filter((x) => x !== v));
+    const spreadWithout = (v: NodeId): Spread => spreadOf(domains, staying.filter((x) => x !== v));
     const wider = (a: NodeId, b: NodeId): number => (widerThan(spreadWithout(a), spreadWithout(b)) ? -1 : widerThan(spreadWithout(b), spreadWithout(a)) ? 1 : 0);
     const id = [...staying].sort((a, b) => reachable(a) - reachable(b) || wider(a, b) || b - a)[0];
     const lagging = staying.filter((v) => v !== id && !isHealthyVoter(input, v));
@@ -238,8 +255,8 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
   }
 
   // 4. A node that would spread the group wider in place of a voter joins (step 3 follows).
-  if (staying.length === input.votersWanted && healthy === voters.length && candidates.some((c) => widensInPlaceOfAVoter(input.nodes, staying, c))) {
-    return add([widestAddition(input.nodes, staying, candidates)!]);
+  if (staying.length === input.votersWanted && healthy === voters.length && candidates.some((c) => widensInPlaceOfAVoter(domains, staying, c))) {
+    return add([widestAddition(domains, staying, candidates)!]);
   }
   return { kind: 'none' };
 }

@@ -38,8 +38,8 @@ import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, maxPgsPerPool, metaCommandIdFromWire, pgGroupId, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
-import { checkMetaRemoval, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromWire, pgGroupId, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
+import { checkMetaRemoval, DomainIndex, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
@@ -229,7 +229,7 @@ export class StorageNode implements PgClient {
         const g = node.host?.groups.get(metadataGroupId);
         if (!g || !g.isLeader) return;
         const voters = g.raft.status().confState.voters;
-        const [zones, racks, hosts] = spreadOf(node.map().nodes, voters);
+        const [zones, racks, hosts] = spreadOf(new DomainIndex(node.map().nodes), voters);
         this.set({ level: 'voters' }, voters.length);
         this.set({ level: 'zone' }, zones);
         this.set({ level: 'rack' }, racks);
@@ -621,9 +621,10 @@ export class StorageNode implements PgClient {
     // nodes).
     const votersWanted = metaVotersWanted(map.nodes.filter((n) => n.state === 'in').length);
     const inVoters = st.confState.voters.filter((v) => map.nodes.some((n) => n.id === v && n.state === 'in'));
+    const domains = new DomainIndex(map.nodes);
     for (const n of map.nodes) {
       if (n.id === this.id || n.state !== 'in' || st.confState.voters.includes(n.id) || this.transport.isConnected(String(n.id))) continue;
-      if (inVoters.length < votersWanted || widensInPlaceOfAVoter(map.nodes, inVoters, n.id)) this.transport.connect(String(n.id));
+      if (inVoters.length < votersWanted || widensInPlaceOfAVoter(domains, inVoters, n.id)) this.transport.connect(String(n.id));
     }
     const step = planMetaGroup({
       self: this.id,
@@ -775,12 +776,10 @@ export class StorageNode implements PgClient {
   private async resetPgAsLeader(poolName: string, pg: number, cid: MetaCommandId): Promise<unknown> {
     this.metaLeaderGroup();
     if (!this.answeredBefore(cid)) {
-      const pool = this.map().pools.find((p) => p.name === poolName);
-      if (!pool) throw new NotFound(`pool ${String(poolName)} does not exist`);
-      if (!Number.isSafeInteger(pg) || pg < 0 || pg >= pool.pgCount) throw new NotFound(`pool ${pool.name} has no PG ${String(pg)} (it has ${pool.pgCount})`);
+      const { pool, info } = findPg(this.map(), poolName, pg);
       const g = pgGroupId(pool.id, pg);
       // Asked all at once: a dead node costs one timeout, not one per node.
-      const replicas = pool.pgs[pg].replicas;
+      const { replicas } = info;
       const states = await Promise.all(
         replicas.map((id) =>
           id === this.id ? this.pgMover.replicaState(g) : this.transport.request(String(id), 'pgReplicaState', { g }, groupsListingTimeoutMs).catch(() => 'unreachable'),

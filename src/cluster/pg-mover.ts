@@ -194,27 +194,16 @@ export class PgMover {
     const running = (g: number): boolean => this.d.host.groups.has(g) || this.starting.has(g) || this.retiring.has(g);
     const known = new Set(this.d.wal.groupIds());
     for (const g of groupsOfNode(map, this.d.nodeId)) {
-      const { poolId: resetPool, pgIndex: resetIndex } = pgOfGroup(g);
-      const held = this.d.host.groups.get(g);
-      if (held?.repairing && !known.has(g) && isResetPlacement(map.pools.find((p) => p.id === resetPool)!, resetIndex)) {
-        // Held for a rebuild no leader will ever serve: the PG was reset, so it starts over.
-        await this.guardStart(g, async () => {
-          await this.d.host.removeGroup(g);
-          this.d.stores.delete(g);
-          await rm(this.pgDir(g), { recursive: true, force: true });
-          const pool = map.pools.find((p) => p.id === resetPool)!;
-          const replicas = pool.pgs[resetIndex].replicas;
-          await this.bootstrap(g, replicas, replicas[0] === this.d.nodeId);
-          this.d.log.warn('a PG reset after the loss of every replica starts over empty here', { group: g });
-        });
+      const { poolId, pgIndex } = pgOfGroup(g);
+      const pool = map.pools.find((p) => p.id === poolId)!;
+      const replicas = pool.pgs[pgIndex].replicas;
+      if (this.d.host.groups.get(g)?.repairing && !known.has(g) && isResetPlacement(pool, pgIndex)) {
+        await this.guardStart(g, () => this.restartReset(g, replicas));
         continue;
       }
       if (running(g)) continue;
       // A replica retired here before and wanted again rejoins when its leader calls.
       if (this.retired.has(g)) continue;
-      const { poolId, pgIndex } = pgOfGroup(g);
-      const pool = map.pools.find((p) => p.id === poolId)!;
-      const replicas = pool.pgs[pgIndex].replicas;
       if (!known.has(g) && lostWithDataDir(map, this.d.nodeId, pool, pgIndex)) {
         await this.guardStart(g, () => this.rebuild(g));
       } else if (known.has(g) || (await loadMembership(this.pgDir(g))) !== undefined) {
@@ -251,6 +240,15 @@ export class PgMover {
     await saveMembership(dir, m);
     const store = await this.d.openStore(g, dir);
     await this.addGroup(g, store, m, m.confState, [...replicas], campaign);
+  }
+
+  /** Held for a rebuild no leader will ever serve: the PG was reset, so it starts over here. */
+  private async restartReset(g: number, replicas: NodeId[]): Promise<void> {
+    await this.d.host.removeGroup(g);
+    this.d.stores.delete(g);
+    await rm(this.pgDir(g), { recursive: true, force: true });
+    await this.bootstrap(g, replicas, replicas[0] === this.d.nodeId);
+    this.d.log.warn('a PG reset after the loss of every replica starts over empty here', { group: g });
   }
 
   /**

@@ -1,7 +1,7 @@
 /**
- * Secrets kept in files (the cluster key, the admin token): read whole, less trailing line
- * ends, so a secret written as text with `echo` matches the same text written without a
- * newline. Errors name the file and what it was for, never its content.
+ * Secrets kept in files (the cluster key, the admin token, TLS keys and certificates): read
+ * whole, less trailing line ends, so a secret written as text with `echo` matches the same
+ * text written without a newline. Errors name the file and what it was for, never its content.
  */
 import { readFileSync } from 'node:fs';
 import { InvalidArgument } from './errors.js';
