@@ -61,6 +61,7 @@ import {
   MetaQuorumAtRisk,
   NodeRemoved,
   PgNotLost,
+  IdempotencyKeyReused,
 } from '../common/errors.js';
 import { randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
@@ -236,6 +237,7 @@ export function httpStatusOf(code: string): number {
     case 'PG_NOT_LOST':
       return 409;
     case 'PLACEMENT_IMPOSSIBLE':
+    case 'IDEMPOTENCY_KEY_REUSED':
       return 422;
     case 'NOT_SUPPORTED':
       return 501;
@@ -276,6 +278,8 @@ export function errorFromBody(body: ErrorBody['error']): RaftblockError {
       return new NodeAlive(body.message);
     case 'PG_NOT_LOST':
       return new PgNotLost(body.message);
+    case 'IDEMPOTENCY_KEY_REUSED':
+      return new IdempotencyKeyReused(body.message);
     default:
       return new RaftblockError(body.code, body.message);
   }

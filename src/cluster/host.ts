@@ -34,7 +34,7 @@ import {
   type Ready,
   type Snapshot,
 } from '../raft/index.js';
-import type { Wal } from '../wal/index.js';
+import type { Wal, WalStats } from '../wal/index.js';
 import type { Transport } from './transport.js';
 
 /** What a Raft group replicates into. */
@@ -319,8 +319,33 @@ function perGroupGauge(name: string, help: string, registers: Registry[], groups
   });
 }
 
-function makeMetrics(registry: Registry | undefined, groups: () => Iterable<Group>): HostMetrics {
+/**
+ * The WAL's own counters (WalStats), read at scrape time: the WAL counts them per device
+ * write already, and stays free of the metrics library. Batches against records and bytes
+ * give the device write's mean size, the group commit's yield.
+ */
+function walCounters(registers: Registry[], stats: () => WalStats): void {
+  const counter = (name: string, help: string, value: (s: WalStats) => number): void => {
+    new Counter({
+      name,
+      help,
+      registers,
+      collect(this: Counter) {
+        this.reset();
+        this.inc(value(stats()));
+      },
+    });
+  };
+  counter('raftblock_wal_batches_written_total', 'WAL batches made durable (one device write each)', (s) => s.batchesWritten);
+  counter('raftblock_wal_records_written_total', 'WAL records in those batches', (s) => s.recordsWritten);
+  counter('raftblock_wal_bytes_written_total', 'Bytes of those batches, padding to the device block included', (s) => s.bytesWritten);
+  counter('raftblock_wal_segments_created_total', 'WAL segment files created (zero-filled)', (s) => s.segmentsCreated);
+  counter('raftblock_wal_segments_recycled_total', 'WAL segment files reused after truncation', (s) => s.segmentsRecycled);
+}
+
+function makeMetrics(registry: Registry | undefined, groups: () => Iterable<Group>, walStats: () => WalStats): HostMetrics {
   const registers = registry ? [registry] : [];
+  walCounters(registers, walStats);
   return {
     role: perGroupGauge('raftblock_raft_role', 'Role per group: 0 follower, 1 candidate, 2 leader', registers, groups, (g) => roleCode[g.role] ?? 0),
     term: perGroupGauge('raftblock_raft_term', 'Current term per group', registers, groups, (g) => g.term),
@@ -395,7 +420,7 @@ export class MultiRaftHost {
     this.wal = opts.wal;
     this.transport = opts.transport;
     this.log = createLogger('host', { node: opts.nodeId });
-    this.metrics = makeMetrics(opts.registry, () => this.groups.values());
+    this.metrics = makeMetrics(opts.registry, () => this.groups.values(), () => this.wal.stats);
     this.tickMs = opts.tickMs ?? defaultTickMs;
     this.rngSeed = (opts.nodeId * 2654435761 + Date.now()) >>> 0;
   }

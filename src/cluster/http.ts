@@ -86,9 +86,12 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
     const url = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
+    // The body as sent: its fingerprint goes with an Idempotency-Key's command id.
+    let bodyText = '';
     const json = async (): Promise<Record<string, unknown>> => {
       try {
-        const body = JSON.parse((await readBody(req)) || '{}') as unknown;
+        bodyText = await readBody(req);
+        const body = JSON.parse(bodyText || '{}') as unknown;
         if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new Error('not an object');
         return body as Record<string, unknown>;
       } catch (err) {
@@ -100,7 +103,7 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       const key = req.headers[idempotencyKeyHeader];
       if (key === undefined) return undefined;
       if (typeof key !== 'string') throw new RaftblockError('INVALID_ARGUMENT', `one ${idempotencyKeyHeader} header at most`);
-      return commandIdOfKey(key, method, url);
+      return commandIdOfKey(key, method, url, bodyText);
     };
     const changed = async (cmd: MapCommand, status: number, key: 'volume' | 'pool'): Promise<void> => {
       const result = (await source.proposeMeta(cmd, commandId())) as { epoch: number; changed?: boolean; volume?: Volume; pool?: Pool };

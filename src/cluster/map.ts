@@ -310,7 +310,17 @@ export type MapCommand =
  * changed meanwhile. An entry without an id (proposed by a node from before ids) is applied
  * each time it commits, as before.
  */
-export type MetaCommandId = RequestId;
+export type MetaCommandId = RequestId & {
+  /**
+   * What the request asked for, when the id came from a client's Idempotency-Key
+   * (idempotency-key.ts): group 0 refuses the id's repeat with another fingerprint
+   * (IDEMPOTENCY_KEY_REUSED) instead of answering it as the first request. A 48-bit integer.
+   */
+  fingerprint?: number;
+};
+
+/** Fingerprints are 48-bit integers: exact as numbers, and as msgpack integers. */
+export const metaFingerprintLimit = 2 ** 48;
 
 /** The number group 0 remembers an id by (common/request-id.ts requestKey), never 0 (no id). */
 export function metaCommandKey(id: MetaCommandId): number {
@@ -320,6 +330,26 @@ export function metaCommandKey(id: MetaCommandId): number {
 /** An id's wire form, in a peer request and in a log entry: [session, seq]. */
 export function metaCommandIdToWire(id: MetaCommandId): [number, number] {
   return [id.session, id.seq];
+}
+
+/**
+ * An id as the fields of a peer request or a log entry: `cid` (its wire form) and, when it has
+ * one, `cfp` (its fingerprint). Two fields rather than a longer `cid`, so a node from before
+ * fingerprints reads the id it always did and ignores the rest.
+ */
+export function metaCommandIdFields(id: MetaCommandId): { cid: [number, number]; cfp?: number } {
+  return { cid: metaCommandIdToWire(id), ...(id.fingerprint === undefined ? {} : { cfp: id.fingerprint }) };
+}
+
+/** An id from a peer request's or log entry's fields (metaCommandIdFields); undefined when it has none. */
+export function metaCommandIdFromFields(fields: { cid?: unknown; cfp?: unknown }): MetaCommandId | undefined {
+  const id = metaCommandIdFromWire(fields.cid);
+  if (id === undefined || fields.cfp === undefined || fields.cfp === null) return id;
+  const fp = fields.cfp;
+  if (typeof fp !== 'number' || !Number.isSafeInteger(fp) || fp < 0 || fp >= metaFingerprintLimit) {
+    throw new InvalidArgument(`map command fingerprint must be an integer in [0, 2^48), got ${String(fp)}`);
+  }
+  return { ...id, fingerprint: fp };
 }
 
 /** An id from its wire form; undefined when none was sent, InvalidArgument when malformed. */
@@ -971,13 +1001,13 @@ export function decodeMap(bytes: Uint8Array): ClusterMap {
 }
 
 /**
- * A log entry of group 0: the command's own fields, plus `cid` (MetaCommandId's wire form) when
- * it has an id. Beside the command rather than around it: a replica from before ids reads the
+ * A log entry of group 0: the command's own fields, plus `cid` (MetaCommandId's wire form) and
+ * `cfp` (its fingerprint, if any) when it has an id. Beside the command rather than around it: a replica from before ids reads the
  * entry as the command it always was.
  */
 export function encodeCommand(command: MapCommand, id?: MetaCommandId): Buffer {
-  const { cid: _any, ...plain } = command as MapCommand & { cid?: unknown };
-  return packr.pack(id === undefined ? plain : { ...plain, cid: metaCommandIdToWire(id) });
+  const { cid: _cid, cfp: _cfp, ...plain } = command as MapCommand & { cid?: unknown; cfp?: unknown };
+  return packr.pack(id === undefined ? plain : { ...plain, ...metaCommandIdFields(id) });
 }
 
 /** Decodes a command from a log entry (its id, if any, left out). Its fields are validated by applyCommand. */
@@ -989,11 +1019,12 @@ export function decodeCommand(bytes: Uint8Array): MapCommand {
  * Decodes a log entry of group 0: the command and its id's key (metaCommandKey; 0 when it has
  * none). A malformed entry or id is InvalidArgument (the command is refused, on every replica alike).
  */
-export function decodeMetaEntry(bytes: Uint8Array): { command: MapCommand; key: number } {
-  const c = packr.unpack(bytes) as (MapCommand & { cid?: unknown }) | null;
+export function decodeMetaEntry(bytes: Uint8Array): { command: MapCommand; key: number; fingerprint?: number } {
+  const c = packr.unpack(bytes) as (MapCommand & { cid?: unknown; cfp?: unknown }) | null;
   if (c === null || typeof c !== 'object' || typeof c.type !== 'string') throw new InvalidArgument('not a map command');
   if (!('cid' in c)) return { command: c, key: 0 };
-  const { cid, ...command } = c;
-  const id = metaCommandIdFromWire(cid);
-  return { command: command as MapCommand, key: id === undefined ? 0 : metaCommandKey(id) };
+  const { cid, cfp, ...command } = c;
+  const id = metaCommandIdFromFields({ cid, cfp });
+  if (id === undefined) return { command: command as MapCommand, key: 0 };
+  return { command: command as MapCommand, key: metaCommandKey(id), ...(id.fingerprint === undefined ? {} : { fingerprint: id.fingerprint }) };
 }

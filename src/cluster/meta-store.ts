@@ -12,12 +12,14 @@
  * remembers the answers of the last `metaDedupeWindowCommands` ids it applied (RecentMetaAnswers)
  * and answers an id it remembers with its first answer, applying nothing. The window is
  * replicated state like the map: filled in log order, kept in map.bin and in every image.
+ * An id made from a client's Idempotency-Key carries the request's fingerprint, remembered
+ * with the answer: a repeat with another fingerprint is refused (IDEMPOTENCY_KEY_REUSED).
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { assert } from '../common/assert.js';
-import { Corruption, NodeHoldsReplicas, RaftblockError } from '../common/errors.js';
+import { Corruption, IdempotencyKeyReused, NodeHoldsReplicas, RaftblockError } from '../common/errors.js';
 import type { GroupStateMachine } from './host.js';
 import type { ConfChange, ConfState } from '../raft/index.js';
 import type { Wal } from '../wal/index.js';
@@ -51,9 +53,13 @@ export const metaDedupeWindowCommands = 1024;
  * as a newer one. Answering from the current map instead would tell a retried create about a
  * volume someone else changed since, and a retried delete that nothing was there.
  */
-export type MetaAnswer =
+export type MetaAnswer = (
   | { epoch: number; changed: boolean; volume?: Volume; pool?: Pool }
-  | { refused: { code: string; message: string; groups?: number[] } };
+  | { refused: { code: string; message: string; groups?: number[] } }
+) & {
+  /** The fingerprint of the request that was answered (MetaCommandId.fingerprint), if it had one. */
+  fingerprint?: number;
+};
 
 /**
  * The answers of the last `capacity` command ids applied, first in first out. Deterministic:
@@ -97,6 +103,8 @@ export class RecentMetaAnswers {
       if (!Array.isArray(e) || e.length !== 2 || !Number.isSafeInteger(e[0]) || (e[0] as number) <= 0 || e[1] === null || typeof e[1] !== 'object') {
         throw new Corruption(`group 0 image: bad remembered answer ${JSON.stringify(e)}`);
       }
+      const fp = (e[1] as MetaAnswer).fingerprint;
+      if (fp !== undefined && !Number.isSafeInteger(fp)) throw new Corruption(`group 0 image: bad fingerprint in remembered answer ${JSON.stringify(e)}`);
       out.remember(e[0] as number, e[1] as MetaAnswer);
     }
     return out;
@@ -112,6 +120,19 @@ function answerOf(result: ApplyResult): MetaAnswer {
   const { code, message } = result.error;
   const groups = result.error instanceof NodeHoldsReplicas ? { groups: [...result.error.groups] } : {};
   return { refused: { code, message, ...groups } };
+}
+
+/**
+ * What the repeat of a remembered id gets: the first answer, unless both attempts carry a
+ * fingerprint and they differ: then the client sent one Idempotency-Key with two different
+ * requests, and answering the second with the first's result would tell it that what it asked
+ * for now was done. Refused instead, and not remembered (the first answer stays the key's).
+ */
+function settleRepeat(remembered: MetaAnswer, fingerprint: number | undefined): ReturnType<typeof settle> {
+  if (fingerprint !== undefined && remembered.fingerprint !== undefined && fingerprint !== remembered.fingerprint) {
+    throw new IdempotencyKeyReused('this Idempotency-Key was first sent with another request (another body); a key names one request: use a new key for a new request');
+  }
+  return settle(remembered);
 }
 
 /** What the proposer gets for `answer`: its result, or its refusal thrown. */
@@ -207,7 +228,7 @@ export class MetaStore implements GroupStateMachine {
    */
   answerOf(id: MetaCommandId): { epoch: number; changed: boolean; volume?: Volume; pool?: Pool } | undefined {
     const remembered = this.answers.get(metaCommandKey(id));
-    return remembered ? settle(remembered) : undefined;
+    return remembered ? settleRepeat(remembered, id.fingerprint) : undefined;
   }
 
   async apply(index: number, term: number, data: Uint8Array): Promise<unknown> {
@@ -215,15 +236,15 @@ export class MetaStore implements GroupStateMachine {
     this.appliedIndex = index;
     this.appliedTerm = term;
     if (data.byteLength === 0) return undefined;
-    const { command, key } = decodeMetaEntry(data);
+    const { command, key, fingerprint } = decodeMetaEntry(data);
     // A retry of a command applied already (its answer was lost): the first answer, nothing applied.
     const remembered = this.answers.get(key);
-    if (remembered) return settle(remembered);
+    if (remembered) return settleRepeat(remembered, fingerprint);
     const result = applyCommand(this.map, command);
     // A refusal is remembered too: the retry of a refused command is refused alike, even if
     // the map would take it now (it was not applied, and its caller may already know that).
     const answer = answerOf(result);
-    this.answers.remember(key, answer);
+    this.answers.remember(key, fingerprint === undefined ? answer : { ...answer, fingerprint });
     if (result.ok && result.changed) {
       this.map = result.map;
       this.onChange(this.map);

@@ -38,7 +38,7 @@ import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromWire, pgGroupId, metaCommandIdToWire, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, DomainIndex, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
@@ -820,7 +820,7 @@ export class StorageNode implements PgClient {
         if (g && g.isLeader) return await asLeader(cid);
         const target = this.metaTarget(attempt);
         if (!target || target === this.id) throw new Unavailable('group 0 has no leader yet');
-        return (await this.transport.request(String(target), op, { ...args, cid: metaCommandIdToWire(cid) }, removeNodeDeadlineMs)) as T;
+        return (await this.transport.request(String(target), op, { ...args, ...metaCommandIdFields(cid) }, removeNodeDeadlineMs)) as T;
       } catch (err) {
         const code = (err as RaftblockError).code;
         if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT'].includes(code) || Date.now() > deadline) throw err;
@@ -1004,7 +1004,7 @@ export class StorageNode implements PgClient {
         if (g && g.isLeader) return await this.host.propose(metadataGroupId, encodeCommand(cmd, id));
         const target = this.metaTarget(attempt);
         if (!target || target === this.id) throw new Unavailable('group 0 has no leader yet');
-        return await this.transport.request(String(target), 'meta', { cmd, cid: metaCommandIdToWire(id) }, requestTimeoutMs);
+        return await this.transport.request(String(target), 'meta', { cmd, ...metaCommandIdFields(id) }, requestTimeoutMs);
       } catch (err) {
         const code = (err as RaftblockError).code;
         if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT'].includes(code) || Date.now() > deadline) throw err;
@@ -1058,23 +1058,23 @@ export class StorageNode implements PgClient {
         // a member that has the cluster id re-registers, possibly from new addresses.
         const { newNode: _claimed, member, ...rest } = cmd;
         // Under the id the joining node fixed, if it sent one (else one is made here).
-        await this.proposeMeta(joining ? { ...rest, newNode: true } : { ...rest, ...(member === true ? { member } : {}) }, metaCommandIdFromWire(a.cid));
+        await this.proposeMeta(joining ? { ...rest, newNode: true } : { ...rest, ...(member === true ? { member } : {}) }, metaCommandIdFromFields(a));
         // The joining node's cluster id comes from here: this node's own, which its transport enforces.
         return { map: encodeMap(this.map()), clusterId: this.clusterId || undefined };
       }
       case 'meta':
         this.fenceNonMember(from, epoch, op);
         // The id its sender fixed (a peer from before ids sends none: one is made here).
-        return this.proposeMeta(a.cmd as MapCommand, metaCommandIdFromWire(a.cid));
+        return this.proposeMeta(a.cmd as MapCommand, metaCommandIdFromFields(a));
       case 'removeNode':
         this.fenceNonMember(from, epoch, op);
-        return this.removeNodeAsLeader(a.id as number, metaCommandIdFromWire(a.cid));
+        return this.removeNodeAsLeader(a.id as number, metaCommandIdFromFields(a));
       case 'replaceNode':
         this.fenceNonMember(from, epoch, op);
-        return this.replaceNodeAsLeader(a.id as number, metaCommandIdFromWire(a.cid));
+        return this.replaceNodeAsLeader(a.id as number, metaCommandIdFromFields(a));
       case 'resetPg':
         this.fenceNonMember(from, epoch, op);
-        return this.resetPgAsLeader(a.pool as string, a.pg as number, metaCommandIdFromWire(a.cid) ?? StorageNode.nextMetaCommandId());
+        return this.resetPgAsLeader(a.pool as string, a.pg as number, metaCommandIdFromFields(a) ?? StorageNode.nextMetaCommandId());
       case 'pgReplicaState':
         if (!Number.isSafeInteger(a.g)) throw new InvalidArgument('pgReplicaState: bad group id');
         return this.pgMover.replicaState(a.g as number);

@@ -182,3 +182,10 @@ export class Unauthenticated extends RaftblockError {
     super('UNAUTHENTICATED', message);
   }
 }
+
+/** An idempotency key came back with another request than the one it was first sent with. */
+export class IdempotencyKeyReused extends RaftblockError {
+  constructor(message: string) {
+    super('IDEMPOTENCY_KEY_REUSED', message);
+  }
+}

@@ -84,7 +84,8 @@ test('volume commands and status work against a real cluster', { timeout: 180_00
 
 /**
  * A change whose answer is lost is sent again under its Idempotency-Key and answered as its
- * first attempt was: created (not "already there"), deleted (not NOT_FOUND).
+ * first attempt was: created (not "already there"), deleted (not NOT_FOUND); the key sent with
+ * another request is refused.
  */
 async function lostAnswersAreAnsweredOnce(t: TestContext, http: string): Promise<void> {
   const lossy = await recordingProxy(t, http, { dropAnswers: 1 });
@@ -107,6 +108,11 @@ async function lostAnswersAreAnsweredOnce(t: TestContext, http: string): Promise
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   };
   assert.equal((await send('POST', '/v1/volumes', 'k-create-2', { name: 'lost2', sizeBytes: 1 << 26 })).status, 201);
+  // The key with another request: refused (not told that lost3 was created), nothing made.
+  const reused = await send('POST', '/v1/volumes', 'k-create-2', { name: 'lost3', sizeBytes: 1 << 26 });
+  assert.equal(reused.status, 422, JSON.stringify(reused));
+  assert.match(JSON.stringify(reused.body), /IDEMPOTENCY_KEY_REUSED/);
+  assert.ok(!(await new AdminClient(http).listVolumes()).volumes.some((v) => v.name === 'lost3'), 'a reused key created another volume');
   const first = await send('DELETE', '/v1/volumes/lost2', 'k-delete-2');
   assert.equal(first.status, 200);
   const repeat = await send('DELETE', '/v1/volumes/lost2', 'k-delete-2');

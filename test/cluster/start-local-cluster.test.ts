@@ -252,6 +252,12 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
       const metrics = await (await fetch(`http://${h}/metrics`)).text();
       const tls = Number(/^raftblock_transport_tls_connections_total (\d+)/m.exec(metrics)?.[1] ?? 0);
       assert.ok(tls >= 1, `the node at ${h} made no TLS connection to a peer`);
+      // The WAL's counters (since this start): whole device blocks, at least a record a batch.
+      const wal = (name: string): number => Number(new RegExp(`^raftblock_wal_${name}_total (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
+      assert.ok(wal('batches_written') >= 1, `the node at ${h} wrote no WAL batch since it started`);
+      assert.ok(wal('records_written') >= wal('batches_written'));
+      assert.equal(wal('bytes_written') % 4096, 0, `WAL bytes ${wal('bytes_written')} are not whole 4 KiB blocks`);
+      assert.ok(wal('bytes_written') >= 4096 * wal('batches_written'));
     }
     await run('qemu-io', ['-f', 'raw', uri(2), '-c', 'read -P 0xa5 1179648 64k', '-c', 'read -P 0x3c 7340544 1536', '-c', 'read -P 0 1M 128k']);
     await verifyRegion(dir, cluster.ready.http, uri(0), 'via-node0', '64M', '16M');

@@ -370,3 +370,39 @@ test('node remove: a retry after a lost answer is answered with the removal its 
   // A new removal of the same node (another id) is refused as before.
   await assert.rejects(asked.removeNode(4), { code: 'NOT_FOUND' });
 });
+
+test('an id with a fingerprint (an Idempotency-Key) sent again with another request is refused, applies nothing, and keeps its first answer', async (t) => {
+  const dir = tempDir(t, 'raftblock-meta-ids-');
+  const f = await filledStore(dir);
+  const key = newId();
+  const asked = { ...key, fingerprint: 0xabc };
+  const first = await f.apply({ type: 'createVolume', name: 'vol1', sizeBytes: mib }, asked);
+  assert.equal(first.changed, true);
+  const before = mapBytes(f.meta);
+  // The same key with another body: another fingerprint.
+  const reused = await f.refused({ type: 'createVolume', name: 'vol2', sizeBytes: mib }, { ...key, fingerprint: 0xdef });
+  assert.equal(reused.code, 'IDEMPOTENCY_KEY_REUSED');
+  assert.equal(mapBytes(f.meta), before, 'the reused key created a volume');
+  assert.throws(() => f.meta.answerOf({ ...key, fingerprint: 0xdef }), { code: 'IDEMPOTENCY_KEY_REUSED' });
+  // The key's own request is still answered as it was, and so is a node's retry (no fingerprint).
+  assert.deepEqual(await f.apply({ type: 'createVolume', name: 'vol1', sizeBytes: mib }, asked), first);
+  assert.deepEqual(f.meta.answerOf(asked), first);
+  assert.deepEqual(f.meta.answerOf(key), first);
+  // The fingerprint is replicated state: it survives a checkpoint and reopen.
+  await f.meta.checkpoint();
+  const reopened = new Feeder(await MetaStore.open(dir, noMap));
+  assert.equal((await reopened.refused({ type: 'createVolume', name: 'vol2', sizeBytes: mib }, { ...key, fingerprint: 0xdef })).code, 'IDEMPOTENCY_KEY_REUSED');
+  assert.throws(() => RecentMetaAnswers.fromImage([[1, { epoch: 1, changed: true, fingerprint: 'x' }]]), { code: 'CORRUPTION' });
+});
+
+test('a log entry carries the fingerprint beside the id; an entry without one decodes as before', () => {
+  const cmd: MapCommand = { type: 'deleteVolume', name: 'vol0' };
+  const id = { session: 9, seq: 4, fingerprint: 2 ** 48 - 1 };
+  const entry = decodeMetaEntry(encodeCommand(cmd, id));
+  assert.deepEqual(entry, { command: cmd, key: metaCommandKey(id), fingerprint: id.fingerprint });
+  assert.deepEqual(decodeMetaEntry(encodeCommand(cmd, { session: 9, seq: 4 })), { command: cmd, key: metaCommandKey(id) });
+  const packr = new Packr({ useRecords: false });
+  for (const cfp of [-1, 2 ** 48, 1.5, 'x']) {
+    assert.throws(() => decodeMetaEntry(packr.pack({ ...cmd, cid: [9, 4], cfp })), { code: 'INVALID_ARGUMENT' }, String(cfp));
+  }
+});

@@ -20,6 +20,10 @@ class MemWal {
   private readonly groups = new Map<number, { entries: { index: number; term: number; type: number; data: Uint8Array }[]; hs: { term: number; vote: number; commit: number }; first: number }>();
   recovery = { cut: null, corruption: null, needsRepair: [] };
   batches = 0;
+  /** What the host's WAL counters read (WalStats): batches as counted here. */
+  get stats() {
+    return { batchesWritten: this.batches, recordsWritten: 2 * this.batches, bytesWritten: 4096 * this.batches, segmentsCreated: 1, segmentsRecycled: 0 };
+  }
   private pending: Promise<void> | undefined;
   private g(id: number) {
     let g = this.groups.get(id);
@@ -197,6 +201,11 @@ test('three hosts elect a leader per group, replicate proposals, and share one W
   assert.match(text, new RegExp(`raftblock_raft_role\\{group="${g}"\\} 2`));
   const commit = Number(new RegExp(`raftblock_raft_commit_index\\{group="${g}"\\} (\\d+)`).exec(text)?.[1]);
   assert.ok(commit >= 20, `commit index gauge ${commit}`);
+  // The WAL's counters are read from the WAL when scraped.
+  const walBatches = wals[leaderOf(g)].batches;
+  assert.match(text, new RegExp(`^raftblock_wal_batches_written_total ${walBatches}$`, 'm'));
+  assert.match(text, new RegExp(`^raftblock_wal_bytes_written_total ${4096 * walBatches}$`, 'm'));
+  assert.match(text, /^raftblock_wal_segments_created_total 1$/m);
 });
 
 /** A state machine whose replays are idempotent (value by index), like the block store's. */
