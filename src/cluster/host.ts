@@ -1020,7 +1020,9 @@ export class MultiRaftHost {
     const maxEntries = this.opts.checkpointPendingEntries ?? defaultCheckpointPendingEntries;
     const maxAgeMs = this.opts.checkpointMaxAgeMs ?? defaultCheckpointMaxAgeMs;
     // (A WAL kept in memory, as in tests, has no segments.)
-    const walSegments = (this.wal.segmentSeqs as (() => number[]) | undefined)?.call(this.wal).length ?? 0;
+    // Segments that checkpoints could free, not the ones merely waiting to be recycled: those
+    // stay after a burst, and counting them kept every group checkpointing every scan.
+    const walSegments = (this.wal.segmentsInUse as (() => number) | undefined)?.call(this.wal) ?? 0;
     const walFull = walSegments > (this.opts.checkpointMaxWalSegments ?? defaultCheckpointMaxWalSegments);
     const due = new Set<Group>();
     const rest: Group[] = [];

@@ -353,6 +353,21 @@ export class Wal {
     return this.live.map((s) => s.seq);
   }
 
+  /**
+   * Segments from the oldest one that a group's entries still need to the newest: what a
+   * checkpoint could free, unlike segmentSeqs, which also counts the segments no group needs
+   * any more (they wait, one per rotation, to be recycled as the next segment). A host that
+   * caps its WAL by segmentSeqs after a burst would find it over the cap forever.
+   */
+  segmentsInUse(): number {
+    let oldest = Infinity;
+    for (const g of this.groups.all()) if (g.segs.length > 0 && g.segs[0] < oldest) oldest = g.segs[0];
+    if (oldest === Infinity) return Math.min(1, this.live.length);
+    let n = 0;
+    for (const seg of this.live) if (seg.seq >= oldest) n++;
+    return n;
+  }
+
   /** Bytes of entry payloads held in memory. */
   get cachedBytes(): number {
     return this.cache.cachedBytes;

@@ -332,6 +332,41 @@ for (const backend of testBackends()) {
     await assertEntries(wal, 1, first, 300, 1, 2000);
   });
 
+  test(name('segments in use: a burst leaves segments waiting to be recycled, which checkpoints cannot free and which do not count'), opts, async (t) => {
+    const dir = tempDir(t);
+    const io = backend.make();
+    t.after(() => io.close());
+    const wal = await openWal(dir, io);
+    t.after(() => wal.close());
+    assert.equal(wal.segmentsInUse(), 1);
+    // A burst with no checkpoint: every segment holds needed entries.
+    await fill(wal, [1, 2], 150, 1, 2000);
+    const burst = wal.segmentSeqs().length;
+    assert.ok(burst >= 4, `the burst spans ${burst} segments`);
+    assert.equal(wal.segmentsInUse(), burst);
+    // Both groups checkpoint: the old segments stay until rotations recycle them, one each,
+    // but none of them is in use any more.
+    await wal.checkpoint(1, wal.lastIndex(1));
+    await wal.checkpoint(2, wal.lastIndex(2));
+    assert.equal(wal.segmentSeqs().length, burst);
+    assert.equal(wal.segmentsInUse(), 1);
+    // Steady writes with checkpoints now: the in-use count stays small while the files left by
+    // the burst are recycled one per rotation (their number does not shrink).
+    for (let round = 0; round < 6; round++) {
+      await fill(wal, [1, 2], 25, 1, 2000);
+      await wal.checkpoint(1, wal.lastIndex(1) - 5);
+      await wal.checkpoint(2, wal.lastIndex(2) - 5);
+      assert.ok(wal.segmentsInUse() <= 2, `round ${round}: ${wal.segmentsInUse()} segments in use`);
+      assert.ok(wal.segmentSeqs().length >= burst - 1, `round ${round}: ${wal.segmentSeqs().length} segment files`);
+    }
+    // One group that stops checkpointing holds every segment from its oldest entry on.
+    const oldest = wal.segmentSeqs().at(-1)!;
+    await fill(wal, [1, 2], 100, 1, 2000);
+    await wal.checkpoint(1, wal.lastIndex(1));
+    assert.equal(wal.segmentsInUse(), wal.segmentSeqs().filter((seq) => seq >= oldest).length);
+    assert.ok(wal.segmentsInUse() >= 2);
+  });
+
   test(name('payloads beyond the cache bound are read back from the segments'), opts, async (t) => {
     const dir = tempDir(t);
     const io = backend.make();
