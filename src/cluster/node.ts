@@ -79,6 +79,8 @@ export interface NodeOptions {
   httpTls?: HttpTls;
   /** Open NBD connections at most (NbdServerOptions.maxConnections). */
   nbdMaxConnections?: number;
+  /** An NBD client must finish its handshake within this (default defaultNbdHandshakeLimitMs). */
+  nbdHandshakeLimitMs?: number;
 }
 
 const requestTimeoutMs = 4000;
@@ -341,7 +343,7 @@ export class StorageNode implements PgClient {
     await this.pgMover.load();
 
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
-    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk, maxConnections: this.opts.nbdMaxConnections });
+    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk, maxConnections: this.opts.nbdMaxConnections, handshakeTimeoutMs: this.opts.nbdHandshakeLimitMs });
     const nbdBound = await this.nbd.listen(this.opts.nbd);
     this.httpServer = await startAdminHttp(this.opts.http, this.registry, this, { adminToken: this.opts.adminToken, tls: this.opts.httpTls });
     this.addresses = { peer: this.opts.advertisePeer ?? addrString(peerBound), nbd: addrString(nbdBound), http: addrString(this.httpServer.address) };

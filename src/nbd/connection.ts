@@ -25,6 +25,8 @@ export interface ConnectionContext {
   sharedReadBuffer: boolean;
   readBuffer: Buffer;
   handshakeTimeoutMs: number;
+  /** The handshake deadline passed: counted and warned about by the server (this then closes). */
+  handshakeTimedOut(log: Logger): void;
   pool: BufferPool;
   limits: TransmissionLimits;
   metrics: NbdMetrics | null;
@@ -73,7 +75,7 @@ export class NbdConnection {
       tlsRequired: ctx.tlsPsk !== undefined,
     });
     this.timer = setTimeout(() => {
-      log.warn('handshake timed out');
+      ctx.handshakeTimedOut(log);
       this.destroy();
     }, ctx.handshakeTimeoutMs);
     this.timer.unref();

@@ -14,6 +14,7 @@ export class NbdMetrics {
   readonly connections: Gauge;
   readonly protocolErrors: Counter;
   readonly connectionsRefused: Counter;
+  readonly handshakeTimeouts: Counter;
   private readonly requestsBy: { inc(): void }[] = [];
   private readonly latencyBy: { observe(v: number): void }[] = [];
 
@@ -44,6 +45,11 @@ export class NbdMetrics {
     this.connectionsRefused = new Counter({
       name: 'raftblock_nbd_connections_refused_total',
       help: 'Connections closed at once because the server already had its maximum open',
+      registers,
+    });
+    this.handshakeTimeouts = new Counter({
+      name: 'raftblock_nbd_handshake_timeouts_total',
+      help: 'Connections closed because their handshake did not finish within the handshake limit',
       registers,
     });
     for (let c = 0; c <= NBD_CMD_MAX; c++) {

@@ -34,7 +34,11 @@ export interface NbdServerOptions {
    * events, the path taken anyway when the runtime cannot adopt a socket handle.
    */
   sharedReadBuffer?: boolean;
-  /** A client that has not finished the handshake by then is disconnected. */
+  /**
+   * A client that has not finished the handshake by then (default defaultNbdHandshakeLimitMs)
+   * is disconnected: a connection that says nothing holds a slot of maxConnections for this
+   * long at most.
+   */
   handshakeTimeoutMs?: number;
   /**
    * Open connections (handshaking or transmitting) at most (default defaultMaxNbdConnections):
@@ -51,8 +55,30 @@ export interface NbdServerOptions {
 }
 
 export const defaultMaxNbdConnections = 1024;
-/** At most one warning per this long about connections refused at the limit. */
-const refusedWarningIntervalMs = 10_000;
+/** From accept to the start of transmission, TLS included; qemu-nbd's default limit too. */
+export const defaultNbdHandshakeLimitMs = 10_000;
+/** At most one warning per this long about each kind of connection closed by a limit. */
+const limitWarningIntervalMs = 10_000;
+
+/**
+ * A warning about connections a limit closed, given at most once per interval with the number
+ * closed since the last one: a flood of them must not flood the log too.
+ */
+class LimitWarning {
+  private sinceWarning = 0;
+  private lastWarningMs = -Infinity;
+
+  constructor(private readonly message: string) {}
+
+  note(log: Logger, fields: Record<string, unknown>): void {
+    this.sinceWarning++;
+    const now = performance.now();
+    if (now - this.lastWarningMs < limitWarningIntervalMs) return;
+    log.warn(this.message, { ...fields, sinceLastWarning: this.sinceWarning });
+    this.sinceWarning = 0;
+    this.lastWarningMs = now;
+  }
+}
 
 export class NbdServer {
   private readonly server: Server;
@@ -68,8 +94,8 @@ export class NbdServer {
   private readonly readBuffer = Buffer.allocUnsafeSlow(readBufferBytes);
   private nextConnectionId = 1;
   private readonly maxConnections: number;
-  private refusedSinceWarning = 0;
-  private lastRefusedWarningMs = -Infinity;
+  private readonly refusedWarning = new LimitWarning('NBD connection refused: the server has its maximum open');
+  private readonly handshakeTimeoutWarning = new LimitWarning('NBD connection closed: its handshake did not finish in time');
 
   constructor(private opts: NbdServerOptions) {
     this.limits = { ...defaultTransmissionLimits, ...opts.limits };
@@ -148,12 +174,7 @@ export class NbdServer {
   /** Counts a connection refused at the limit; warns at most once per interval. */
   private refused(log: Logger): void {
     this.metrics?.connectionsRefused.inc();
-    this.refusedSinceWarning++;
-    const now = performance.now();
-    if (now - this.lastRefusedWarningMs < refusedWarningIntervalMs) return;
-    log.warn('NBD connection refused: the server has its maximum open', { maxConnections: this.maxConnections, refusedSinceLastWarning: this.refusedSinceWarning });
-    this.refusedSinceWarning = 0;
-    this.lastRefusedWarningMs = now;
+    this.refusedWarning.note(log, { maxConnections: this.maxConnections });
   }
 
   /** What a new connection needs: the options as they are now (setTlsPsk may change them). */
@@ -164,7 +185,11 @@ export class NbdServer {
       tlsPsk: this.opts.tlsPsk,
       sharedReadBuffer: this.opts.sharedReadBuffer !== false,
       readBuffer: this.readBuffer,
-      handshakeTimeoutMs: this.opts.handshakeTimeoutMs ?? 60_000,
+      handshakeTimeoutMs: this.opts.handshakeTimeoutMs ?? defaultNbdHandshakeLimitMs,
+      handshakeTimedOut: (log) => {
+        this.metrics?.handshakeTimeouts.inc();
+        this.handshakeTimeoutWarning.note(log, { handshakeLimitMs: this.opts.handshakeTimeoutMs ?? defaultNbdHandshakeLimitMs });
+      },
       pool: this.pool,
       limits: this.limits,
       metrics: this.metrics,

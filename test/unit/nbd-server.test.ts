@@ -439,6 +439,41 @@ test('connections past maxConnections are closed at once; the clients already in
   assert.deepEqual((await again.request(P.NBD_CMD_READ, 0, 4096)).data, payload);
 });
 
+test('a connection that has not finished its handshake within the limit is closed and counted; one that finished stays', async (t) => {
+  const registry = new Registry();
+  const backend = new MemoryBackend(1 << 20);
+  const server = new NbdServer({ exports: new Map([['m', { backend }]]), registry, handshakeTimeoutMs: 400 });
+  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+  t.after(() => server.close());
+  const inside = await client(t, port, 'm');
+  // Silent clients (a slowloris holding slots): still open just before the limit, closed after.
+  const silent = await openIdle(port, 3);
+  t.after(() => silent.forEach((s) => s.destroy()));
+  // They read the greeting (an unread one would hold back the end of stream), then say nothing.
+  silent.forEach((s) => s.resume());
+  assert.equal(await closedWithin(silent, 150), 0, 'closed before the handshake limit');
+  assert.equal(await closedWithin(silent, 3000), 3, 'silent connections outlived the handshake limit');
+  for (let waitedMs = 0; server.connectionCount !== 1 && waitedMs < 2000; waitedMs += 10) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(server.connectionCount, 1, 'the server still counts connections it closed');
+  const timeouts = /^raftblock_nbd_handshake_timeouts_total (\d+)/m.exec(await registry.metrics());
+  assert.equal(Number(timeouts?.[1]), 3);
+  // The client that finished its handshake is past the limit and carries on.
+  const payload = Buffer.alloc(4096, 0x3c);
+  assert.equal((await inside.request(P.NBD_CMD_WRITE, 8192, payload.length, 0, payload)).error, 0);
+  assert.deepEqual((await inside.request(P.NBD_CMD_READ, 8192, 4096)).data, payload);
+});
+
+test('export-file and node refuse a handshake limit that is not a whole number of seconds of at least 1', () => {
+  for (const [command, flag] of [['export-file', '--handshake-limit'], ['node', '--nbd-handshake-limit']] as const) {
+    for (const bad of ['0', '-1', 'soon', '1.5']) {
+      const args = command === 'export-file' ? ['export-file', '/nonexistent', '--name', 'x'] : ['node', '--id', '1', '--data', '/nonexistent', '--bootstrap'];
+      const r = spawnSync(process.execPath, [cliPath, ...args, flag, bad], { encoding: 'utf8', timeout: 20_000 });
+      assert.notEqual(r.status, 0, `${command} ${flag} ${bad} was accepted`);
+      assert.match(r.stderr, new RegExp(`${flag} must be a whole number of at least 1`));
+    }
+  }
+});
+
 test('export-file refuses a --max-connections that is not a count of at least 1', () => {
   for (const bad of ['0', '-1', 'many', '2.5']) {
     const r = spawnSync(process.execPath, [cliPath, 'export-file', '/nonexistent', '--name', 'x', '--max-connections', bad], { encoding: 'utf8', timeout: 20_000 });

@@ -16,7 +16,7 @@ import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
 import { createRegistry, startMetricsServer, type MetricsServer } from '../../metrics/server.js';
 import { FileBackend } from '../../nbd/file-backend.js';
-import { defaultMaxNbdConnections, NbdServer } from '../../nbd/server.js';
+import { defaultMaxNbdConnections, defaultNbdHandshakeLimitMs, NbdServer } from '../../nbd/server.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
 import { reloadOnSighup } from '../../common/sighup-reload.js';
 
@@ -30,6 +30,7 @@ interface ExportFileOptions {
   syncIoMax?: string;
   tlsPsk?: string;
   maxConnections?: string;
+  handshakeLimit?: string;
 }
 
 function formatHostPort(a: HostPort): string {
@@ -48,6 +49,7 @@ export function register(program: Command): void {
     .option('--metrics <host:port>', 'serve Prometheus /metrics and /healthz here')
     .option('--description <text>', 'export description shown to clients')
     .option('--max-connections <n>', `open client connections at most; one more is closed at once (default ${defaultMaxNbdConnections})`)
+    .option('--handshake-limit <seconds>', `a client that has not finished its handshake by then is disconnected (default ${defaultNbdHandshakeLimitMs / 1000})`)
     .option('--tls-psk <file>', 'require TLS: clients prove a key of this PSK file (username:hexkey lines, as psktool writes; re-read on SIGHUP)')
     .option('--sync-io-max <bytes>', 'tuning: reads/writes up to this size use synchronous pread/pwrite (0 = always async)')
     .action(async (path: string, opts: ExportFileOptions) => {
@@ -63,6 +65,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
   const syncIoMaxBytes = opts.syncIoMax !== undefined ? parseSize(opts.syncIoMax, '--sync-io-max') : undefined;
   const tlsPsk = opts.tlsPsk !== undefined ? PskKeys.fromFile(opts.tlsPsk) : undefined;
   const maxConnections = opts.maxConnections !== undefined ? parseCount(opts.maxConnections, '--max-connections') : undefined;
+  const handshakeTimeoutMs = opts.handshakeLimit !== undefined ? 1000 * parseCount(opts.handshakeLimit, '--handshake-limit') : undefined;
   const ioChoice = parseIoBackendChoice(process.env.RAFTBLOCK_IO);
   const native = ioChoice === 'fs' ? { error: 'RAFTBLOCK_IO=fs' } : undefined;
   const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false, syncIoMaxBytes, native });
@@ -84,6 +87,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
     registry,
     tlsPsk,
     maxConnections,
+    handshakeTimeoutMs,
   });
   // Signal handlers go in before the "listening" line: a supervisor may signal right after it.
   let stopping = false;

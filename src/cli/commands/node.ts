@@ -12,7 +12,7 @@
  */
 import type { Command } from 'commander';
 import { parseCount, parseHostPort } from '../../common/address.js';
-import { defaultMaxNbdConnections } from '../../nbd/server.js';
+import { defaultMaxNbdConnections, defaultNbdHandshakeLimitMs } from '../../nbd/server.js';
 import { InvalidArgument } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
@@ -44,6 +44,7 @@ interface NodeCliOptions {
   httpTlsCert?: string;
   httpTlsKey?: string;
   nbdMaxConnections?: string;
+  nbdHandshakeLimit?: string;
 }
 
 export function register(program: Command): void {
@@ -69,6 +70,7 @@ export function register(program: Command): void {
     .option('--nbd-tls-psk <file>', 'NBD clients must use TLS and prove a key of this PSK file (username:hexkey lines, as psktool writes; qemu tls-creds-psk and libnbd tls-psk-file read the same); re-read on SIGHUP')
     .option('--admin-token-file <path>', 'the admin API (/v1) answers only requests that carry this token (Authorization: Bearer; printable ASCII, at least 16 characters); /metrics and /healthz stay open')
     .option('--nbd-max-connections <n>', `open NBD client connections at most; one more is closed at once (default ${defaultMaxNbdConnections})`)
+    .option('--nbd-handshake-limit <seconds>', `an NBD client that has not finished its handshake by then is disconnected (default ${defaultNbdHandshakeLimitMs / 1000})`)
     .option('--http-tls-cert <file>', 'serve HTTPS on --http (metrics, health, admin API) with this PEM certificate chain; needs --http-tls-key; both re-read on SIGHUP')
     .option('--http-tls-key <file>', 'the PEM private key of --http-tls-cert')
     .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
@@ -110,6 +112,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     adminToken: opts.adminTokenFile === undefined ? undefined : readAdminToken(opts.adminTokenFile),
     httpTls: httpTlsFromFlags(opts.httpTlsCert, opts.httpTlsKey),
     nbdMaxConnections: opts.nbdMaxConnections === undefined ? undefined : parseCount(opts.nbdMaxConnections, '--nbd-max-connections'),
+    nbdHandshakeLimitMs: opts.nbdHandshakeLimit === undefined ? undefined : 1000 * parseCount(opts.nbdHandshakeLimit, '--nbd-handshake-limit'),
   });
   if (ownKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
   await node.start();
