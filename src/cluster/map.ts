@@ -1002,8 +1002,8 @@ export function decodeMap(bytes: Uint8Array): ClusterMap {
 
 /**
  * A log entry of group 0: the command's own fields, plus `cid` (MetaCommandId's wire form) and
- * `cfp` (its fingerprint, if any) when it has an id. Beside the command rather than around it: a replica from before ids reads the
- * entry as the command it always was.
+ * `cfp` (its fingerprint, if any) when it has an id. Beside the command rather than around it:
+ * a replica from before ids reads the entry as the command it always was.
  */
 export function encodeCommand(command: MapCommand, id?: MetaCommandId): Buffer {
   const { cid: _cid, cfp: _cfp, ...plain } = command as MapCommand & { cid?: unknown; cfp?: unknown };
