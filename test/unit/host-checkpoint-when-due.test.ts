@@ -8,40 +8,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { MultiRaftHost, type GroupStateMachine } from '../../src/cluster/host.js';
+import { MultiRaftHost } from '../../src/cluster/host.js';
+import { Register } from '../helpers/register-machine.js';
 import { Transport } from '../../src/cluster/transport.js';
 import { Wal } from '../../src/wal/index.js';
 import { FsBlockIo } from '../../src/io/fs.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 
-/** A state machine that only counts its checkpoints. */
-class Counting implements GroupStateMachine {
-  appliedIndex = 0;
-  durableIndex = 0;
-  appliedTerm = 0;
+/** Counts its checkpoints. */
+class Counting extends Register {
   checkpoints = 0;
-  skip(index: number, term: number): void {
-    this.appliedIndex = index;
-    this.appliedTerm = term;
-  }
-  async apply(index: number, term: number): Promise<unknown> {
-    this.appliedIndex = index;
-    this.appliedTerm = term;
-    return undefined;
-  }
-  async checkpoint(): Promise<number> {
+  override async checkpoint(): Promise<number> {
     this.checkpoints++;
-    this.durableIndex = this.appliedIndex;
-    return this.durableIndex;
+    return super.checkpoint();
   }
-  async snapshotImage(): Promise<Uint8Array> {
-    return new Uint8Array(0);
-  }
-  async restoreImage(_image: Uint8Array, index: number, term: number): Promise<void> {
-    this.appliedIndex = this.durableIndex = index;
-    this.appliedTerm = term;
-  }
-  async close(): Promise<void> {}
 }
 
 async function until(cond: () => boolean, ms = 10_000): Promise<void> {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MultiRaftHost, type GroupStateMachine } from '../../src/cluster/host.js';
+import { MultiRaftHost } from '../../src/cluster/host.js';
 import { Transport } from '../../src/cluster/transport.js';
 import { Wal } from '../../src/wal/index.js';
 import { FsBlockIo } from '../../src/io/fs.js';
@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { MetaStore, openMetaGroup } from '../../src/cluster/meta-store.js';
 import { encodeCommand, encodeMap, type ClusterMap } from '../../src/cluster/map.js';
 import { addNodeCommand } from '../helpers/map.js';
+import { Register } from '../helpers/register-machine.js';
 import { TimedOut, Unavailable } from '../../src/common/errors.js';
 
 /** A WAL stand-in with the same contract, in memory (the real one is tested on its own). */
@@ -82,37 +83,6 @@ class MemWal {
   needsRepair(): boolean {
     return false;
   }
-}
-
-class Register implements GroupStateMachine {
-  appliedIndex = 0;
-  durableIndex = 0;
-  appliedTerm = 0;
-  values: string[] = [];
-  skip(index: number, term: number): void {
-    this.appliedIndex = index;
-    this.appliedTerm = term;
-  }
-  async apply(index: number, term: number, data: Uint8Array): Promise<unknown> {
-    assert.equal(index, this.appliedIndex + 1, 'entries apply without gaps');
-    this.appliedIndex = index;
-    this.appliedTerm = term;
-    if (data.byteLength) this.values.push(Buffer.from(data).toString());
-    return this.values.length;
-  }
-  async checkpoint(): Promise<number> {
-    this.durableIndex = this.appliedIndex;
-    return this.durableIndex;
-  }
-  async snapshotImage(): Promise<Uint8Array> {
-    return Buffer.from(JSON.stringify(this.values));
-  }
-  async restoreImage(image: Uint8Array, index: number, term: number): Promise<void> {
-    this.values = JSON.parse(Buffer.from(image).toString());
-    this.appliedIndex = this.durableIndex = index;
-    this.appliedTerm = term;
-  }
-  async close(): Promise<void> {}
 }
 
 async function until(cond: () => boolean, ms = 10000): Promise<void> {
