@@ -343,7 +343,7 @@ export class StorageNode implements PgClient {
     await this.pgMover.load();
 
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
-    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk, maxConnections: this.opts.nbdMaxConnections, handshakeTimeoutMs: this.opts.nbdHandshakeLimitMs });
+    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk, maxConnections: this.opts.nbdMaxConnections, handshakeLimitMs: this.opts.nbdHandshakeLimitMs });
     const nbdBound = await this.nbd.listen(this.opts.nbd);
     this.httpServer = await startAdminHttp(this.opts.http, this.registry, this, { adminToken: this.opts.adminToken, tls: this.opts.httpTls });
     this.addresses = { peer: this.opts.advertisePeer ?? addrString(peerBound), nbd: addrString(nbdBound), http: addrString(this.httpServer.address) };

@@ -24,7 +24,7 @@ export interface ConnectionContext {
   /** Reads land in `readBuffer` (adoptWithReadBuffer) unless false or TLS. */
   sharedReadBuffer: boolean;
   readBuffer: Buffer;
-  handshakeTimeoutMs: number;
+  handshakeLimitMs: number;
   /** The handshake deadline passed: counted and warned about by the server (this then closes). */
   handshakeTimedOut(log: Logger): void;
   pool: BufferPool;
@@ -77,7 +77,7 @@ export class NbdConnection {
     this.timer = setTimeout(() => {
       ctx.handshakeTimedOut(log);
       this.destroy();
-    }, ctx.handshakeTimeoutMs);
+    }, ctx.handshakeLimitMs);
     this.timer.unref();
   }
 

@@ -39,7 +39,7 @@ export interface NbdServerOptions {
    * is disconnected: a connection that says nothing holds a slot of maxConnections for this
    * long at most.
    */
-  handshakeTimeoutMs?: number;
+  handshakeLimitMs?: number;
   /**
    * Open connections (handshaking or transmitting) at most (default defaultMaxNbdConnections):
    * one more is closed at once, so that a client opening connections without end exhausts
@@ -94,13 +94,16 @@ export class NbdServer {
   private readonly readBuffer = Buffer.allocUnsafeSlow(readBufferBytes);
   private nextConnectionId = 1;
   private readonly maxConnections: number;
+  private readonly handshakeLimitMs: number;
   private readonly refusedWarning = new LimitWarning('NBD connection refused: the server has its maximum open');
   private readonly handshakeTimeoutWarning = new LimitWarning('NBD connection closed: its handshake did not finish in time');
 
   constructor(private opts: NbdServerOptions) {
     this.limits = { ...defaultTransmissionLimits, ...opts.limits };
     this.maxConnections = opts.maxConnections ?? defaultMaxNbdConnections;
+    this.handshakeLimitMs = opts.handshakeLimitMs ?? defaultNbdHandshakeLimitMs;
     if (!Number.isSafeInteger(this.maxConnections) || this.maxConnections < 1) throw new Error(`maxConnections must be a positive integer, got ${opts.maxConnections}`);
+    if (!(this.handshakeLimitMs > 0)) throw new Error(`handshakeLimitMs must be positive, got ${opts.handshakeLimitMs}`);
     for (const [name, e] of opts.exports) {
       if (e.backend.blockSizes.maximum > this.limits.maxPayloadBytes) {
         throw new Error(`export ${name}: maximum block size exceeds the server's payload limit`);
@@ -185,10 +188,10 @@ export class NbdServer {
       tlsPsk: this.opts.tlsPsk,
       sharedReadBuffer: this.opts.sharedReadBuffer !== false,
       readBuffer: this.readBuffer,
-      handshakeTimeoutMs: this.opts.handshakeTimeoutMs ?? defaultNbdHandshakeLimitMs,
+      handshakeLimitMs: this.handshakeLimitMs,
       handshakeTimedOut: (log) => {
         this.metrics?.handshakeTimeouts.inc();
-        this.handshakeTimeoutWarning.note(log, { handshakeLimitMs: this.opts.handshakeTimeoutMs ?? defaultNbdHandshakeLimitMs });
+        this.handshakeTimeoutWarning.note(log, { handshakeLimitMs: this.handshakeLimitMs });
       },
       pool: this.pool,
       limits: this.limits,

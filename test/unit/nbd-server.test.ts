@@ -442,7 +442,7 @@ test('connections past maxConnections are closed at once; the clients already in
 test('a connection that has not finished its handshake within the limit is closed and counted; one that finished stays', async (t) => {
   const registry = new Registry();
   const backend = new MemoryBackend(1 << 20);
-  const server = new NbdServer({ exports: new Map([['m', { backend }]]), registry, handshakeTimeoutMs: 400 });
+  const server = new NbdServer({ exports: new Map([['m', { backend }]]), registry, handshakeLimitMs: 400 });
   const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
   t.after(() => server.close());
   const inside = await client(t, port, 'm');

@@ -65,7 +65,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
   const syncIoMaxBytes = opts.syncIoMax !== undefined ? parseSize(opts.syncIoMax, '--sync-io-max') : undefined;
   const tlsPsk = opts.tlsPsk !== undefined ? PskKeys.fromFile(opts.tlsPsk) : undefined;
   const maxConnections = opts.maxConnections !== undefined ? parseCount(opts.maxConnections, '--max-connections') : undefined;
-  const handshakeTimeoutMs = opts.handshakeLimit !== undefined ? 1000 * parseCount(opts.handshakeLimit, '--handshake-limit') : undefined;
+  const handshakeLimitMs = opts.handshakeLimit !== undefined ? 1000 * parseCount(opts.handshakeLimit, '--handshake-limit') : undefined;
   const ioChoice = parseIoBackendChoice(process.env.RAFTBLOCK_IO);
   const native = ioChoice === 'fs' ? { error: 'RAFTBLOCK_IO=fs' } : undefined;
   const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false, syncIoMaxBytes, native });
@@ -87,7 +87,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
     registry,
     tlsPsk,
     maxConnections,
-    handshakeTimeoutMs,
+    handshakeLimitMs,
   });
   // Signal handlers go in before the "listening" line: a supervisor may signal right after it.
   let stopping = false;
