@@ -86,12 +86,13 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
     const url = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
-    // The body as sent: its fingerprint goes with an Idempotency-Key's command id.
-    let bodyText = '';
+    // The body as sent, read once: the route parses it, and an Idempotency-Key's command id
+    // carries its fingerprint (whichever asks first).
+    let bodyRead: Promise<string> | undefined;
+    const bodyText = (): Promise<string> => (bodyRead ??= readBody(req));
     const json = async (): Promise<Record<string, unknown>> => {
       try {
-        bodyText = await readBody(req);
-        const body = JSON.parse(bodyText || '{}') as unknown;
+        const body = JSON.parse((await bodyText()) || '{}') as unknown;
         if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new Error('not an object');
         return body as Record<string, unknown>;
       } catch (err) {
@@ -99,14 +100,14 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       }
     };
     // The map command id a client's Idempotency-Key names (idempotency-key.ts); else one per request.
-    const commandId = (): MetaCommandId | undefined => {
+    const commandId = async (): Promise<MetaCommandId | undefined> => {
       const key = req.headers[idempotencyKeyHeader];
       if (key === undefined) return undefined;
       if (typeof key !== 'string') throw new RaftblockError('INVALID_ARGUMENT', `one ${idempotencyKeyHeader} header at most`);
-      return commandIdOfKey(key, method, url, bodyText);
+      return commandIdOfKey(key, method, url, await bodyText());
     };
     const changed = async (cmd: MapCommand, status: number, key: 'volume' | 'pool'): Promise<void> => {
-      const result = (await source.proposeMeta(cmd, commandId())) as { epoch: number; changed?: boolean; volume?: Volume; pool?: Pool };
+      const result = (await source.proposeMeta(cmd, await commandId())) as { epoch: number; changed?: boolean; volume?: Volume; pool?: Pool };
       // A client told "created" may connect to any gateway next: let them all know first.
       await source.spreadMap(result.epoch);
       // 200, not 201, when the command asked for what already was (an identical create).
@@ -138,7 +139,7 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       const resize = /^\/v1\/volumes\/([^/]+)\/resize$/.exec(url);
       if (method === 'POST' && resize) {
         const b = await json();
-        const result = await source.resizeVolume(decodeURIComponent(resize[1]), b.sizeBytes as number, b.allowShrink === true, commandId());
+        const result = await source.resizeVolume(decodeURIComponent(resize[1]), b.sizeBytes as number, b.allowShrink === true, await commandId());
         return sendJson(res, 200, { epoch: result.epoch, volume: result.volume });
       }
       const vol = /^\/v1\/volumes\/([^/]+)$/.exec(url);
@@ -151,19 +152,19 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       if (method === 'POST' && reset) {
         const b = await json();
         if (b.acceptDataLoss !== true) throw new RaftblockError('INVALID_ARGUMENT', 'a PG reset loses whatever the PG held: send {"acceptDataLoss": true}');
-        const result = (await source.resetPg(decodeURIComponent(reset[1]), Number(reset[2]), commandId())) as { epoch: number; pool?: Pool };
+        const result = (await source.resetPg(decodeURIComponent(reset[1]), Number(reset[2]), await commandId())) as { epoch: number; pool?: Pool };
         return sendJson(res, 200, { epoch: result.epoch, pool: result.pool });
       }
       const nodeState = /^\/v1\/nodes\/(\d+)\/state$/.exec(url);
       if (method === 'POST' && nodeState) {
         const b = await json();
-        const result = (await source.proposeMeta({ type: 'setNodeState', id: Number(nodeState[1]), state: b.state as NodeState }, commandId())) as { epoch: number };
+        const result = (await source.proposeMeta({ type: 'setNodeState', id: Number(nodeState[1]), state: b.state as NodeState }, await commandId())) as { epoch: number };
         return sendJson(res, 200, { epoch: result.epoch });
       }
       const replace = /^\/v1\/nodes\/(\d+)\/replace$/.exec(url);
-      if (method === 'POST' && replace) return sendJson(res, 200, await source.replaceNode(Number(replace[1]), commandId()));
+      if (method === 'POST' && replace) return sendJson(res, 200, await source.replaceNode(Number(replace[1]), await commandId()));
       const nodeId = /^\/v1\/nodes\/(\d+)$/.exec(url);
-      if (method === 'DELETE' && nodeId) return sendJson(res, 200, await source.removeNode(Number(nodeId[1]), commandId()));
+      if (method === 'DELETE' && nodeId) return sendJson(res, 200, await source.removeNode(Number(nodeId[1]), await commandId()));
       const digest = /^\/v1\/groups\/(\d+)\/digest$/.exec(url);
       if (method === 'GET' && digest) return sendJson(res, 200, await source.groupDigest(Number(digest[1])));
       sendJson(res, 404, { error: { code: 'NOT_FOUND', message: `no route ${method} ${url}` } });

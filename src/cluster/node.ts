@@ -123,12 +123,12 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** The snapshot index a peer's image request must cover: absent (no check), or an index. */
 /** A node id an admin command names. */
 function checkAdminNodeId(id: number): void {
   if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
 }
 
+/** The snapshot index a peer's image request must cover: absent (no check), or an index. */
 function snapshotIndexArg(v: unknown): number | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Number.isSafeInteger(v) || (v as number) < 0) throw new InvalidArgument('snapshot image request: bad index');

@@ -92,17 +92,17 @@ function isOriginalPlacement(pool: Pool, pgIndex: number): boolean {
   return pool.pgs[pgIndex].sinceEpoch <= created;
 }
 
-/**
- * True when this node held PG `pgIndex` of `pool` before its data dir was replaced (map.ts
- * rebuiltAtEpoch): the PG's replica set dates from then or before, so that replica's state was
- * lost and a leader holds what it acknowledged. A PG placed here later is joined as usual.
- */
 /** The PG was reset (map.ts resetPg) and placement has not moved it since: it starts over empty. */
 function isResetPlacement(pool: Pool, pgIndex: number): boolean {
   const pg = pool.pgs[pgIndex];
   return pg.resetEpoch !== undefined && pg.resetEpoch === pg.sinceEpoch;
 }
 
+/**
+ * True when this node held PG `pgIndex` of `pool` before its data dir was replaced (map.ts
+ * rebuiltAtEpoch): the PG's replica set dates from then or before, so that replica's state was
+ * lost and a leader holds what it acknowledged. A PG placed here later is joined as usual.
+ */
 function lostWithDataDir(map: ClusterMap, self: NodeId, pool: Pool, pgIndex: number): boolean {
   const rebuiltAt = map.nodes.find((n) => n.id === self)?.rebuiltAtEpoch;
   return rebuiltAt !== undefined && pool.pgs[pgIndex].sinceEpoch <= rebuiltAt;
@@ -446,7 +446,6 @@ export class PgMover {
     return false;
   }
 
-  /** The `pgConf` request. */
   /**
    * What this node holds of PG group `g`, for a reset (map.ts resetPg): 'held' (started, but
    * waiting for a rebuild, with nothing in the WAL), 'none' (no state at all), or 'state' (a
@@ -460,6 +459,7 @@ export class PgMover {
     return 'none';
   }
 
+  /** The `pgConf` request. */
   describe(g: number): PgConfReport {
     const group = this.d.host.groups.get(g);
     if (!group) throw new Unavailable(`group ${g} is not on node ${this.d.nodeId}`);

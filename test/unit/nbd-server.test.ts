@@ -11,7 +11,7 @@ import { FileBackend } from '../../src/nbd/file-backend.js';
 import { encodeInfoRequest, encodeOption } from '../../src/nbd/option-codec.js';
 import * as P from '../../src/nbd/protocol.js';
 import { encodeRequest } from '../../src/nbd/request-codec.js';
-import { NbdServer, type NbdExport } from '../../src/nbd/server.js';
+import { NbdServer, type NbdExport, type NbdServerOptions } from '../../src/nbd/server.js';
 import { cliPath } from '../helpers/paths.js';
 import { tempDir } from '../helpers/tools.js';
 import { openSocket, TinyClient, ByteReader } from './nbd-client-helper.js';
@@ -414,12 +414,28 @@ test('property: any sequence of well-framed requests is answered once per handle
   );
 });
 
-test('connections past maxConnections are closed at once; the clients already in carry on, and a slot freed is taken again', async (t) => {
+/** A server of a 1 MiB memory export `m` with its own registry, listening on a free port. */
+async function limitedServer(t: TestContext, opts: Partial<NbdServerOptions>): Promise<{ server: NbdServer; port: number; registry: Registry }> {
   const registry = new Registry();
-  const backend = new MemoryBackend(1 << 20);
-  const server = new NbdServer({ exports: new Map([['m', { backend }]]), registry, maxConnections: 4 });
+  const server = new NbdServer({ exports: new Map([['m', { backend: new MemoryBackend(1 << 20) }]]), registry, ...opts });
   const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
   t.after(() => server.close());
+  return { server, port, registry };
+}
+
+/** The server's open connections come down to `n` (it counts a closed one a little after the client sees it close). */
+async function untilConnectionCount(server: NbdServer, n: number): Promise<void> {
+  for (let waitedMs = 0; server.connectionCount !== n && waitedMs < 2000; waitedMs += 10) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(server.connectionCount, n, 'the server still counts connections that closed');
+}
+
+/** A counter's value in the registry's text. */
+async function counterValue(registry: Registry, name: string): Promise<number> {
+  return Number(new RegExp(`^${name} (\\d+)`, 'm').exec(await registry.metrics())?.[1]);
+}
+
+test('connections past maxConnections are closed at once; the clients already in carry on, and a slot freed is taken again', async (t) => {
+  const { server, port, registry } = await limitedServer(t, { maxConnections: 4 });
   const inside = await client(t, port, 'm');
   // A client opening connections without end (never sending a byte): three fill the slots left.
   const hogs = await openIdle(port, 10);
@@ -429,22 +445,16 @@ test('connections past maxConnections are closed at once; the clients already in
   const payload = Buffer.alloc(4096, 0x5a);
   assert.equal((await inside.request(P.NBD_CMD_WRITE, 0, payload.length, P.NBD_CMD_FLAG_FUA, payload)).error, 0);
   assert.deepEqual((await inside.request(P.NBD_CMD_READ, 0, 4096)).data, payload);
-  const refused = /^raftblock_nbd_connections_refused_total (\d+)/m.exec(await registry.metrics());
-  assert.equal(Number(refused?.[1]), 7);
+  assert.equal(await counterValue(registry, 'raftblock_nbd_connections_refused_total'), 7);
   // The hogs gone, a client gets in again.
   hogs.forEach((s) => s.destroy());
-  const open = (): number => server.connectionCount;
-  while (open() !== 1) await new Promise((r) => setTimeout(r, 10));
+  await untilConnectionCount(server, 1);
   const again = await client(t, port, 'm');
   assert.deepEqual((await again.request(P.NBD_CMD_READ, 0, 4096)).data, payload);
 });
 
 test('a connection that has not finished its handshake within the limit is closed and counted; one that finished stays', async (t) => {
-  const registry = new Registry();
-  const backend = new MemoryBackend(1 << 20);
-  const server = new NbdServer({ exports: new Map([['m', { backend }]]), registry, handshakeLimitMs: 400 });
-  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
-  t.after(() => server.close());
+  const { server, port, registry } = await limitedServer(t, { handshakeLimitMs: 400 });
   const inside = await client(t, port, 'm');
   // Silent clients (a slowloris holding slots): still open just before the limit, closed after.
   const silent = await openIdle(port, 3);
@@ -453,10 +463,8 @@ test('a connection that has not finished its handshake within the limit is close
   silent.forEach((s) => s.resume());
   assert.equal(await closedWithin(silent, 150), 0, 'closed before the handshake limit');
   assert.equal(await closedWithin(silent, 3000), 3, 'silent connections outlived the handshake limit');
-  for (let waitedMs = 0; server.connectionCount !== 1 && waitedMs < 2000; waitedMs += 10) await new Promise((r) => setTimeout(r, 10));
-  assert.equal(server.connectionCount, 1, 'the server still counts connections it closed');
-  const timeouts = /^raftblock_nbd_handshake_timeouts_total (\d+)/m.exec(await registry.metrics());
-  assert.equal(Number(timeouts?.[1]), 3);
+  await untilConnectionCount(server, 1);
+  assert.equal(await counterValue(registry, 'raftblock_nbd_handshake_timeouts_total'), 3);
   // The client that finished its handshake is past the limit and carries on.
   const payload = Buffer.alloc(4096, 0x3c);
   assert.equal((await inside.request(P.NBD_CMD_WRITE, 8192, payload.length, 0, payload)).error, 0);

@@ -1,15 +1,14 @@
 /**
- * The security settings of a `raftblock start` cluster: peer TLS, the NBD PSK file, the
- * admin token file and the HTTPS certificate. They are remembered in DIR/cluster.json with the ports, so that running
- * `raftblock start` again on the same DIR without them keeps the cluster as protected as it
- * was: a restart that forgot a flag would otherwise serve the volume in the clear, or open the
- * admin API, without anyone asking for it.
+ * The security settings of a `raftblock start` cluster: peer TLS, the NBD PSK file, the admin
+ * token file and the HTTPS certificate. They are remembered in DIR/cluster.json with the
+ * ports, so that running `raftblock start` again on the same DIR without them keeps the
+ * cluster as protected as it was: a restart that forgot a flag would otherwise serve the
+ * volume in the clear, or open the admin API, without anyone asking for it.
  *
  * A flag given on the command line wins and is remembered; `--no-peer-tls`,
  * `--no-nbd-tls-psk`, `--no-admin-token-file` and `--no-http-tls` turn a remembered setting
- * off. Files are
- * remembered by absolute path and read again at every start (a rotated PSK or token file is
- * taken as it is then).
+ * off. Files are remembered by absolute path and read again at every start (a rotated PSK or
+ * token file is taken as it is then).
  */
 import { resolve } from 'node:path';
 
