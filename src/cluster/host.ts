@@ -341,6 +341,7 @@ function walCounters(registers: Registry[], stats: () => WalStats): void {
   counter('raftblock_wal_bytes_written_total', 'Bytes of those batches, padding to the device block included', (s) => s.bytesWritten);
   counter('raftblock_wal_segments_created_total', 'WAL segment files created (zero-filled)', (s) => s.segmentsCreated);
   counter('raftblock_wal_segments_recycled_total', 'WAL segment files reused after truncation', (s) => s.segmentsRecycled);
+  counter('raftblock_wal_segments_removed_total', 'Idle WAL segment files removed (beyond the few kept for reuse)', (s) => s.segmentsRemoved);
 }
 
 function makeMetrics(registry: Registry | undefined, groups: () => Iterable<Group>, walStats: () => WalStats): HostMetrics {

@@ -38,6 +38,11 @@ export interface WalOptions {
   maxBatchesInFlight?: number;
   /** Bytes of entry payloads kept in memory for reads (most recent first). Default 64 MiB. */
   cacheBytes?: number;
+  /**
+   * Segments no group needs any more that are kept for reuse (beside the prepared spare);
+   * older ones are removed, so a burst's segments do not hold disk space for good. Default 2.
+   */
+  idleSegmentsKept?: number;
   logger?: Logger;
 }
 

@@ -1,4 +1,4 @@
-import { open as openHandle, rename } from 'node:fs/promises';
+import { open as openHandle, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assert } from '../common/assert.js';
 import { Corruption, InvalidArgument, Unavailable } from '../common/errors.js';
@@ -30,6 +30,8 @@ import { type Segment, writeSegmentHeader, writeZeros } from './segment.js';
 import type { WalEntry, WalHardState, WalOptions, WalRecoveryReport, WalSnapshotMeta } from './types.js';
 
 export const defaultSegmentBytes = 64 << 20;
+/** Idle segments kept for reuse: enough for the next rotations, not a burst's worth. */
+export const defaultIdleSegmentsKept = 2;
 export const defaultMaxBatchBytes = 1 << 20;
 export const defaultCacheBytes = 64 << 20;
 /** Zero-fill chunk when preallocating a segment. */
@@ -67,6 +69,7 @@ export interface WalStats {
   bytesWritten: number;
   segmentsCreated: number;
   segmentsRecycled: number;
+  segmentsRemoved: number;
 }
 
 /**
@@ -83,13 +86,14 @@ export interface WalStats {
 export class Wal {
   /** What recovery found: tail position, what was cut, corruption, groups needing repair. */
   readonly recovery: WalRecoveryReport;
-  readonly stats: WalStats = { batchesWritten: 0, recordsWritten: 0, bytesWritten: 0, segmentsCreated: 0, segmentsRecycled: 0 };
+  readonly stats: WalStats = { batchesWritten: 0, recordsWritten: 0, bytesWritten: 0, segmentsCreated: 0, segmentsRecycled: 0, segmentsRemoved: 0 };
 
   private readonly groups: GroupTable;
   private readonly cache: PayloadCache;
   private readonly live: Segment[];
   private spare: Segment | null;
-  private sparePrep: Promise<void> | null = null;
+  /** Preparing the spare or removing idle segments: one such task at a time. */
+  private segmentWork: Promise<void> | null = null;
   private nextBatchSeq: number;
   private durableSeq: number;
   private readonly pool: Buffer[] = [];
@@ -113,6 +117,7 @@ export class Wal {
     private readonly maxBatchBytes: number,
     private readonly maxRecordBytes: number,
     private readonly maxBatchesInFlight: number,
+    private readonly idleSegmentsKept: number,
     cacheBytes: number,
     groups: GroupTable,
     recovered: { live: Segment[]; spare: Segment | null; nextBatchSeq: number; report: WalRecoveryReport },
@@ -140,10 +145,12 @@ export class Wal {
     if (segmentBytes < segmentHeaderBytes + maxBatchBytes || segmentBytes > 0xffff_f000) throw new InvalidArgument(`WAL segmentBytes ${segmentBytes} out of range`);
     if (maxBatchesInFlight < 1 || maxBatchesInFlight > maxBatchesInFlightLimit) throw new InvalidArgument(`WAL maxBatchesInFlight must be 1..${maxBatchesInFlightLimit}`);
     if (batchHeaderBytes + recordSpanBytes(maxRecordBytes) > maxBatchBytes) throw new InvalidArgument(`WAL maxRecordBytes ${maxRecordBytes} does not fit a batch of ${maxBatchBytes}`);
+    const idleSegmentsKept = options.idleSegmentsKept ?? defaultIdleSegmentsKept;
+    if (!Number.isSafeInteger(idleSegmentsKept) || idleSegmentsKept < 0) throw new InvalidArgument(`WAL idleSegmentsKept must be a non-negative integer, not ${idleSegmentsKept}`);
     const log = options.logger ?? createLogger('wal');
     const groups = new GroupTable();
     const recovered = await recoverLog(options.io, options.dir, groups, log);
-    const wal = new Wal(options.io, options.dir, log, segmentBytes, maxBatchBytes, maxRecordBytes, maxBatchesInFlight, options.cacheBytes ?? defaultCacheBytes, groups, recovered);
+    const wal = new Wal(options.io, options.dir, log, segmentBytes, maxBatchBytes, maxRecordBytes, maxBatchesInFlight, idleSegmentsKept, options.cacheBytes ?? defaultCacheBytes, groups, recovered);
     if (wal.live.length === 0) {
       await wal.prepareSpare();
       wal.live.push(wal.spare as Segment);
@@ -151,7 +158,7 @@ export class Wal {
       wal.recovery.tail = { segmentSeq: wal.live[0].seq, offsetBytes: segmentHeaderBytes };
       wal.recovery.segments = 1;
     }
-    wal.ensureSpare();
+    wal.maintainSegments();
     const r = recovered.report;
     log.info('WAL open', {
       dir: options.dir,
@@ -252,7 +259,7 @@ export class Wal {
       const before = g.baseIndex;
       const base = g.compactTo(index);
       if (base === before) return null;
-      this.ensureSpare();
+      this.maintainSegments();
       return this.small(RecordKind.Checkpoint, 0, base, 0);
     });
   }
@@ -378,7 +385,7 @@ export class Wal {
     if (this.closed) return;
     await this.sync().catch(() => undefined);
     this.closed = true;
-    await this.sparePrep?.catch(() => undefined);
+    await this.segmentWork?.catch(() => undefined);
     for (const s of this.live) await s.file.close().catch(() => undefined);
     await this.spare?.file.close().catch(() => undefined);
   }
@@ -467,13 +474,13 @@ export class Wal {
     ) {
       if (!this.spare) {
         this.pool.push(buf);
-        this.ensureSpare();
+        this.maintainSegments();
         return null;
       }
       seg = this.spare;
       this.spare = null;
       this.live.push(seg);
-      this.ensureSpare();
+      this.maintainSegments();
     }
     const seq = this.nextBatchSeq++;
     let resolve!: () => void;
@@ -615,32 +622,82 @@ export class Wal {
 
   // ---- segments ------------------------------------------------------------------------
 
-  private ensureSpare(): void {
-    if (this.spare || this.sparePrep || this.failure || this.closed) return;
-    this.sparePrep = this.prepareSpare().then(
-      () => {
-        this.sparePrep = null;
+  /**
+   * Keeps a prepared spare segment ready for the next rotation and removes idle segments
+   * beyond `idleSegmentsKept`, in the background, one task at a time. Appends blocked on a
+   * full segment resume as soon as the spare is ready, before any removal.
+   */
+  private maintainSegments(): void {
+    if (this.segmentWork || this.failure || this.closed) return;
+    const prepare = this.spare === null;
+    if (!prepare && this.idleSegments() <= this.idleSegmentsKept) return;
+    this.segmentWork = (async () => {
+      if (prepare) {
+        await this.prepareSpare();
         this.drainBacklog();
         this.flush();
+      }
+      await this.removeIdleSegments();
+    })().then(
+      () => {
+        this.segmentWork = null;
+        // A rotation may have used the spare meanwhile (appends wait for the next one); idle
+        // segments left by checkpoints meanwhile wait for the next checkpoint's call.
+        if (this.spare === null) this.maintainSegments();
       },
       (err: unknown) => {
-        this.sparePrep = null;
+        this.segmentWork = null;
         this.fail(err);
       },
     );
   }
 
-  /** The oldest segment can go once the next one's metadata is durable and no group needs it. */
-  private recyclable(): boolean {
-    if (this.live.length < 2) return false;
-    const oldest = this.live[0];
-    if (oldest.segmentBytes !== this.segmentBytes) return false;
-    // The metadata that replaces it is in the first later segment holding a batch (segments
-    // left without one, after a restart with other limits, are skipped).
-    const next = this.live.find((s, i) => i > 0 && s.firstBatchSeq !== -1);
-    if (!next || this.durableSeq < next.firstBatchSeq) return false;
-    for (const g of this.groups.all()) if (g.segs.length > 0 && g.segs[0] <= oldest.seq) return false;
-    return true;
+  /**
+   * Leading segments that no group needs and whose place as the log's start a later segment
+   * can take: one holding a durable batch, whose first batch carries every group's metadata.
+   */
+  private idleSegments(): number {
+    let oldestNeeded = Infinity;
+    for (const g of this.groups.all()) if (g.segs.length > 0 && g.segs[0] < oldestNeeded) oldestNeeded = g.segs[0];
+    let lastStart = -1;
+    for (let i = this.live.length - 1; i > 0; i--) {
+      const s = this.live[i];
+      if (s.firstBatchSeq !== -1 && this.durableSeq >= s.firstBatchSeq && s.seq <= oldestNeeded) {
+        lastStart = i;
+        break;
+      }
+    }
+    return Math.max(0, lastStart);
+  }
+
+  /**
+   * Removes the oldest idle segments until `idleSegmentsKept` remain: the log then starts at
+   * a later segment, as after recycling. Only from the front, so the segments left stay
+   * consecutive; a file that cannot be removed stays in the log (it is still valid log).
+   */
+  private async removeIdleSegments(): Promise<void> {
+    // The checkpoint records that made these segments idle must be durable first: otherwise a
+    // crash could leave a group whose entries are gone without the record that dropped them.
+    if (this.idleSegments() <= this.idleSegmentsKept) return;
+    await this.sync();
+    let removed = 0;
+    while (!this.closed && this.idleSegments() > this.idleSegmentsKept) {
+      const seg = this.live[0];
+      try {
+        await rm(seg.path);
+      } catch (err) {
+        this.log.warn('WAL could not remove an idle segment; it stays in the log', { segment: seg.seq, error: String(err) });
+        break;
+      }
+      this.live.shift();
+      await seg.file.close().catch(() => undefined);
+      this.stats.segmentsRemoved++;
+      removed++;
+    }
+    if (removed > 0) {
+      await syncDir(this.dir);
+      this.log.info('WAL removed idle segments', { removed, firstSegment: this.live[0]?.seq });
+    }
   }
 
   /** Makes the next segment: recycles the oldest if possible, else writes a new file of zeros. */
@@ -648,7 +705,8 @@ export class Wal {
     const seq = this.live.length > 0 ? this.live[this.live.length - 1].seq + 1 : 1;
     const path = join(this.dir, segmentFileName(seq));
     let seg: Segment;
-    if (this.recyclable()) {
+    // The oldest segment can be reused once it is idle (and of the current size).
+    if (this.live.length > 0 && this.live[0].segmentBytes === this.segmentBytes && this.idleSegments() > 0) {
       seg = this.live.shift() as Segment;
       // The header is rewritten with a new salt right after: whatever the file holds from its
       // previous life can never be read as log again. A crash in between leaves a file whose

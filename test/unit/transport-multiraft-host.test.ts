@@ -23,7 +23,7 @@ class MemWal {
   batches = 0;
   /** What the host's WAL counters read (WalStats): batches as counted here. */
   get stats() {
-    return { batchesWritten: this.batches, recordsWritten: 2 * this.batches, bytesWritten: 4096 * this.batches, segmentsCreated: 1, segmentsRecycled: 0 };
+    return { batchesWritten: this.batches, recordsWritten: 2 * this.batches, bytesWritten: 4096 * this.batches, segmentsCreated: 1, segmentsRecycled: 0, segmentsRemoved: 3 };
   }
   private pending: Promise<void> | undefined;
   private g(id: number) {
@@ -176,6 +176,7 @@ test('three hosts elect a leader per group, replicate proposals, and share one W
   assert.match(text, new RegExp(`^raftblock_wal_batches_written_total ${walBatches}$`, 'm'));
   assert.match(text, new RegExp(`^raftblock_wal_bytes_written_total ${4096 * walBatches}$`, 'm'));
   assert.match(text, /^raftblock_wal_segments_created_total 1$/m);
+  assert.match(text, /^raftblock_wal_segments_removed_total 3$/m);
 });
 
 /** A state machine whose replays are idempotent (value by index), like the block store's. */

@@ -37,6 +37,12 @@ async function fill(wal: Wal, groups: number[], count: number, term = 1, bytes =
   }
 }
 
+/** Waits (up to 10 s) for background segment work to reach a state. */
+async function until(done: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1000 && !done(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(done(), what);
+}
+
 async function assertEntries(wal: Wal, group: number, lo: number, hi: number, term = 1, bytes = 300): Promise<void> {
   const es = await wal.entries(group, lo, hi + 1);
   assert.equal(es.length, hi - lo + 1, `group ${group}: entries ${lo}..${hi}`);
@@ -332,11 +338,11 @@ for (const backend of testBackends()) {
     await assertEntries(wal, 1, first, 300, 1, 2000);
   });
 
-  test(name('segments in use: a burst leaves segments waiting to be recycled, which checkpoints cannot free and which do not count'), opts, async (t) => {
+  test(name('segments in use: a burst leaves idle segments, which checkpoints cannot free and which do not count'), opts, async (t) => {
     const dir = tempDir(t);
     const io = backend.make();
     t.after(() => io.close());
-    const wal = await openWal(dir, io);
+    const wal = await openWal(dir, io, { idleSegmentsKept: 1000 });
     t.after(() => wal.close());
     assert.equal(wal.segmentsInUse(), 1);
     // A burst with no checkpoint: every segment holds needed entries.
@@ -344,8 +350,8 @@ for (const backend of testBackends()) {
     const burst = wal.segmentSeqs().length;
     assert.ok(burst >= 4, `the burst spans ${burst} segments`);
     assert.equal(wal.segmentsInUse(), burst);
-    // Both groups checkpoint: the old segments stay until rotations recycle them, one each,
-    // but none of them is in use any more.
+    // Both groups checkpoint: the old segments stay (kept for reuse here), recycled one per
+    // rotation, but none of them is in use any more.
     await wal.checkpoint(1, wal.lastIndex(1));
     await wal.checkpoint(2, wal.lastIndex(2));
     assert.equal(wal.segmentSeqs().length, burst);
@@ -359,12 +365,48 @@ for (const backend of testBackends()) {
       assert.ok(wal.segmentsInUse() <= 2, `round ${round}: ${wal.segmentsInUse()} segments in use`);
       assert.ok(wal.segmentSeqs().length >= burst - 1, `round ${round}: ${wal.segmentSeqs().length} segment files`);
     }
+    assert.equal(wal.stats.segmentsRemoved, 0);
     // One group that stops checkpointing holds every segment from its oldest entry on.
     const oldest = wal.segmentSeqs().at(-1)!;
     await fill(wal, [1, 2], 100, 1, 2000);
     await wal.checkpoint(1, wal.lastIndex(1));
     assert.equal(wal.segmentsInUse(), wal.segmentSeqs().filter((seq) => seq >= oldest).length);
     assert.ok(wal.segmentsInUse() >= 2);
+  });
+
+  test(name('idle segments beyond the kept few are removed, the log reopens whole, and a group still holding old entries keeps their segments'), opts, async (t) => {
+    const dir = tempDir(t);
+    const io = backend.make();
+    t.after(() => io.close());
+    const files = (): number => readdirSync(dir).filter((n) => n.endsWith('.wal')).length;
+    let wal = await openWal(dir, io, { idleSegmentsKept: 1 });
+    // Group 3 writes a little first and never checkpoints: it pins the segment it wrote to.
+    await fill(wal, [3], 3, 1, 500);
+    await fill(wal, [1, 2], 150, 1, 2000);
+    const burst = wal.segmentSeqs().length;
+    assert.ok(burst >= 4, `the burst spans ${burst} segments`);
+    await wal.checkpoint(1, wal.lastIndex(1));
+    await wal.checkpoint(2, wal.lastIndex(2));
+    await until(() => wal.segmentsInUse() === burst && wal.stats.segmentsRemoved === 0, 'group 3 pins the first segment');
+    assert.equal(wal.segmentSeqs().length, burst, 'nothing is idle while group 3 needs the first segment');
+    // Group 3 checkpoints: every segment but the newest is idle; all but one go.
+    await wal.checkpoint(3, wal.lastIndex(3));
+    await until(() => wal.segmentSeqs().length === 2, `idle segments removed (${wal.segmentSeqs().length} left)`);
+    assert.equal(wal.stats.segmentsRemoved, burst - 2);
+    assert.equal(wal.segmentsInUse(), 1);
+    assert.ok(files() <= 3, `${files()} segment files: the newest, one kept idle, the spare`);
+    // Writes go on, recycling the kept segment; the log reopens with every group's state.
+    await fill(wal, [1, 2], 20, 1, 2000);
+    const last = [1, 2, 3].map((g) => wal.lastIndex(g));
+    await wal.close();
+    wal = await openWal(dir, io, { idleSegmentsKept: 1 });
+    t.after(() => wal.close());
+    assert.equal(wal.recovery.corruption, null);
+    assert.deepEqual(wal.recovery.needsRepair, []);
+    assert.deepEqual([1, 2, 3].map((g) => wal.lastIndex(g)), last);
+    await assertEntries(wal, 1, wal.firstIndex(1), last[0], 1, 2000);
+    assert.equal(wal.firstIndex(3), last[2] + 1, 'group 3 reopens at its checkpoint');
+    await assert.rejects(openWal(join(dir, 'other'), io, { idleSegmentsKept: -1 }), /idleSegmentsKept/);
   });
 
   test(name('payloads beyond the cache bound are read back from the segments'), opts, async (t) => {
