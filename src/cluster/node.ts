@@ -33,7 +33,7 @@ import { writeFileDurably } from '../common/durable-file.js';
 import { encodeRange, encodeWrite, maxOpLengthBytes, OpKind } from '../store/ops.js';
 import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, splitRange } from '../gateway/split.js';
-import { defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
+import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
@@ -257,7 +257,18 @@ export class StorageNode implements PgClient {
     await this.checkIdentity();
     this.io = await openBlockIo({ probeDir: dir, backend: this.opts.ioBackend ?? 'auto' });
     this.scratch = new ScratchPool(this.io);
-    this.wal = await Wal.open({ dir: join(dir, 'wal'), io: this.io, maxBatchBytes: 4 * 1024 * 1024, maxBatchesInFlight: 4, cacheBytes: 8 * 1024 * 1024, logger: createLogger('wal', { node: this.id }) });
+    // Under steady writes the host keeps about checkpointMaxWalSegments in use; as many idle
+    // ones are kept, so sustained writes recycle segments instead of zero-filling new ones,
+    // and only what a lagging checkpoint piled up beyond that is removed.
+    this.wal = await Wal.open({
+      dir: join(dir, 'wal'),
+      io: this.io,
+      maxBatchBytes: 4 * 1024 * 1024,
+      maxBatchesInFlight: 4,
+      cacheBytes: 8 * 1024 * 1024,
+      idleSegmentsKept: defaultCheckpointMaxWalSegments,
+      logger: createLogger('wal', { node: this.id }),
+    });
     if (this.wal.recovery.cut || this.wal.recovery.corruption) this.log.warn('wal recovery', { report: this.wal.recovery });
     await this.loadCachedMap();
     await this.checkMapCluster(this.cachedMap, 'map-cache.bin');
