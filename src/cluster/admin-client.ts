@@ -333,6 +333,8 @@ export interface NodeView {
   state: NodeState;
   /** `raftblock node replace` ran and no data dir has registered under the id since. */
   replacing?: true;
+  /** Marked out by group 0's leader for not answering; marked in again when it answers. */
+  autoOut?: true;
   reachable: boolean;
   /** The cluster id the node reports (when reachable and it knows it). */
   clusterId?: string;
@@ -362,7 +364,7 @@ export function mergeClusterStatus(
   const foreign = (s: NodeStatus): boolean => s.clusterId !== undefined && map.clusterId !== undefined && s.clusterId !== map.clusterId;
   const nodes: NodeView[] = map.nodes.map((n) => {
     const s = statuses.get(n.id);
-    const base = { id: n.id, addresses: n.addresses, labels: n.labels, weight: n.weight, state: n.state, ...(n.replacing ? { replacing: true as const } : {}) };
+    const base = { id: n.id, addresses: n.addresses, labels: n.labels, weight: n.weight, state: n.state, ...(n.replacing ? { replacing: true as const } : {}), ...(n.autoOut ? { autoOut: true as const } : {}) };
     if (s === undefined) return { ...base, reachable: false, error: 'not asked' };
     if (s instanceof Error) return { ...base, reachable: false, error: s.message };
     // Something else now answers at that address (a node of another cluster on a reused port).

@@ -117,6 +117,12 @@ export interface NodeInfo {
    * by rebuilding them from their leaders (pg-mover.ts), never empty as voters.
    */
   rebuiltAtEpoch?: number;
+  /**
+   * Marked out by group 0's leader because the node did not answer for the down-out interval
+   * (down-out.ts), not by an operator: the leader marks it in again once it answers. An
+   * operator's `in` or `out` clears it.
+   */
+  autoOut?: true;
 }
 
 export interface PgInfo {
@@ -230,6 +236,12 @@ export interface SetNodeStateCommand {
   type: 'setNodeState';
   id: NodeId;
   state: NodeState;
+  /**
+   * From group 0's leader's down-out rule, not an operator: `out` applies only to a node that
+   * is `in` (and marks it autoOut), `in` only to a node it marked out itself; an operator's
+   * choice made meanwhile stands.
+   */
+  auto?: true;
 }
 export interface CreatePoolCommand {
   type: 'createPool';
@@ -432,10 +444,19 @@ function applyOrThrow(map: ClusterMap, command: MapCommand): ApplyResult {
     case 'setNodeState': {
       checkNodeId(command.id);
       if (command.state !== 'in' && command.state !== 'out') throw new InvalidArgument(`node state must be in or out`);
+      if (command.auto !== undefined && command.auto !== true) throw new InvalidArgument('node state: auto must be true or absent');
       const node = map.nodes.find((n) => n.id === command.id);
       if (!node) throw new NotFound(`node ${command.id} is not in the map`);
-      if (node.state === command.state) return unchanged(map);
-      return withNodes(map, map.nodes.map((n) => (n.id === command.id ? { ...n, state: command.state } : n)));
+      const { autoOut: _was, ...rest } = node;
+      if (command.auto) {
+        if (command.state === 'out' ? node.state !== 'in' : node.autoOut !== true) return unchanged(map);
+        const changed: NodeInfo = command.state === 'out' ? { ...rest, state: 'out', autoOut: true } : { ...rest, state: 'in' };
+        return withNodes(map, map.nodes.map((n) => (n.id === command.id ? changed : n)));
+      }
+      // An operator's choice: it also ends the leader's claim on the node's state.
+      if (node.state === command.state && node.autoOut === undefined) return unchanged(map);
+      if (node.state === command.state) return { ok: true, map: bump(map, { nodes: map.nodes.map((n) => (n.id === command.id ? rest : n)) }), changed: true, movedGroups: [] };
+      return withNodes(map, map.nodes.map((n) => (n.id === command.id ? { ...rest, state: command.state } : n)));
     }
     case 'createPool':
       return createPool(map, command);
@@ -538,6 +559,7 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
     state: existing?.state ?? 'in',
     ...(incarnation !== undefined ? { incarnation } : {}),
     ...(existing?.rebuiltAtEpoch !== undefined ? { rebuiltAtEpoch: existing.rebuiltAtEpoch } : {}),
+    ...(existing?.autoOut ? { autoOut: true as const } : {}),
   };
   // Being replaced: the first data dir to register under the id takes it, from anywhere (it
   // rebuilds its replicas from their leaders; see rebuiltAtEpoch).
@@ -944,6 +966,7 @@ export function checkMap(map: ClusterMap): void {
     assert(n.incarnation === undefined || isIncarnation(n.incarnation), `node ${n.id}: bad incarnation ${JSON.stringify(n.incarnation)}`);
     assert(n.replacing === undefined || (n.replacing === true && n.incarnation === undefined), `node ${n.id}: replacing with an incarnation`);
     assert(n.rebuiltAtEpoch === undefined || (Number.isSafeInteger(n.rebuiltAtEpoch) && n.rebuiltAtEpoch >= 1 && n.rebuiltAtEpoch <= map.epoch), `node ${n.id}: bad rebuiltAtEpoch`);
+    assert(n.autoOut === undefined || (n.autoOut === true && n.state === 'out'), `node ${n.id}: autoOut on a node that is not out`);
     byId.set(n.id, n);
   }
   const poolNames = new Set<string>();

@@ -36,12 +36,14 @@ import { maxPieceBytes, splitRange } from '../gateway/split.js';
 import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
+import { defaultDownOut } from './down-out.js';
+import { DownOutRunner } from './down-out-runner.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
 import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, DomainIndex, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
-import { Transport } from './transport.js';
+import { isAnsweredError, Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
@@ -65,6 +67,11 @@ export interface NodeOptions {
   ioBackend?: 'uring' | 'fs' | 'auto';
   /** PG leadership moves toward the gateway that sends a PG most of its requests (default on). */
   leaderFollowsIo?: boolean;
+  /**
+   * As group 0's leader: marks out a node unreachable this long, and in again once it answers
+   * (down-out.ts); 0 disables marking out. Default 10 minutes.
+   */
+  downOutIntervalMs?: number;
   /** Peers must prove this key on every connection (peer-auth.ts); absent: none is asked. */
   clusterKey?: ClusterKey;
   /** Keys peers may prove besides clusterKey (a key rotation under way). */
@@ -168,6 +175,7 @@ export class StorageNode implements PgClient {
   private metaTimer: NodeJS.Timeout | undefined;
   private affinityTimer: NodeJS.Timeout | undefined;
   private readonly affinity = new LeaderAffinity();
+  private downOut!: DownOutRunner;
   /** Leaders of PGs this node has no replica of, watched while pieces wait on them. */
   private readonly remoteLeaders: RemoteLeaderWatch;
   private leaderHandovers!: Counter;
@@ -196,6 +204,19 @@ export class StorageNode implements PgClient {
     this.leaderHandovers = new Counter({ name: 'raftblock_pg_leader_handovers_total', help: 'PG leaderships handed to the node whose gateway sent most of their requests', registers: [this.registry] });
     this.malformedMessages = new Counter({ name: 'raftblock_transport_malformed_messages_total', help: 'Raft messages dropped: malformed, or not from the node that sent the frame', registers: [this.registry] });
     this.metaVoterGauge();
+    this.downOut = new DownOutRunner(
+      { ...defaultDownOut, intervalMs: opts.downOutIntervalMs ?? defaultDownOut.intervalMs },
+      {
+        self: this.id,
+        leading: () => this.leadsAppliedMetaGroup(),
+        map: () => this.map(),
+        probe: (id, timeoutMs) => this.transport.request(String(id), 'ping', {}, timeoutMs).then(() => true, (err: unknown) => isAnsweredError(err)),
+        propose: (cmd) => this.proposeMeta(cmd),
+        log: this.log,
+        registry: this.registry,
+        nowMs: () => performance.now(),
+      },
+    );
     // Replicas elect a new leader within about an election timeout of losing the old one: ask
     // them from half of it on, four times per election timeout.
     const electionTimeoutMs = defaultElectionTicks * (opts.tickMs ?? defaultTickMs);
@@ -371,7 +392,10 @@ export class StorageNode implements PgClient {
     for (const n of this.map().nodes) if (n.id !== this.id) this.transport.setPeerAddress(String(n.id), n.addresses.peer);
     this.host.start();
     this.pgMover.start();
-    this.metaTimer = setInterval(() => this.maintainMetaGroup(), 1000);
+    this.metaTimer = setInterval(() => {
+      this.maintainMetaGroup();
+      void this.downOut.round();
+    }, 1000);
     if (this.opts.leaderFollowsIo !== false) this.affinityTimer = setInterval(() => this.followIo(), 1000);
     this.onMap(this.map());
     await this.reconciling;
@@ -625,7 +649,7 @@ export class StorageNode implements PgClient {
     this.ensureClusterId();
     // Judged on a map that has every committed entry applied: a new leader still applying
     // would take a voter registered after its map for a node gone from the map.
-    if (!this.meta || this.meta.appliedIndex < g.raft.committed) return;
+    if (!this.leadsAppliedMetaGroup()) return;
     const st = g.raft.status();
     const map = this.map();
     // Connections are made on demand, and a node that shares no PG with this leader may have
@@ -674,6 +698,12 @@ export class StorageNode implements PgClient {
     } catch (err) {
       this.log.debug('metadata membership change not proposed', { err });
     }
+  }
+
+  /** This node leads group 0 and its map has every committed entry of it applied. */
+  private leadsAppliedMetaGroup(): boolean {
+    const g = this.host?.groups.get(metadataGroupId);
+    return g !== undefined && g.isLeader && !this.stopping && !this.removed && this.meta !== undefined && this.meta.appliedIndex >= g.raft.committed;
   }
 
   /** Registers this node in the map (addNode), retrying until group 0 accepts it. */
@@ -1111,6 +1141,9 @@ export class StorageNode implements PgClient {
         const point: RepairPoint = { index: md.index, term: md.term, confState: md.confState, leaderTerm: group.term };
         return point;
       }
+      case 'ping':
+        // Group 0's leader asks whether this node runs (down-out-runner.ts).
+        return {};
       case 'getMap':
         return { map: encodeMap(this.map()) };
       case 'mapAtLeast': {

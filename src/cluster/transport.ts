@@ -878,9 +878,18 @@ export class Transport {
   }
 }
 
+/** Errors that came back from a peer (it ran and answered), as opposed to failures to reach it. */
+const answeredErrors = new WeakSet<Error>();
+
 /** Rebuilds a typed error from its wire form. */
 export function remoteError(e: { code: string; message: string; leader?: string }): RaftblockError {
   const err = new RaftblockError(e.code, e.message);
   if (e.leader) (err as RaftblockError & { leaderHint?: string }).leaderHint = e.leader;
+  answeredErrors.add(err);
   return err;
+}
+
+/** True if `err` is a peer's answer to a request (not a failure to reach it or a timeout). */
+export function isAnsweredError(err: unknown): boolean {
+  return err instanceof Error && answeredErrors.has(err);
 }

@@ -45,6 +45,8 @@ export interface ClusterOptions {
   peerTls?: boolean;
   /** Every node requires NBD clients to use TLS with a key of this PSK file (`--nbd-tls-psk`). */
   nbdTlsPskFile?: string;
+  /** More flags for every node's command line (e.g. `--down-out-interval 3`). */
+  nodeFlags?: string[];
   readyTimeoutMs?: number;
 }
 
@@ -159,6 +161,7 @@ export class TestNode {
       ...(this.clusterKeyFiles ?? (this.cluster.clusterKeyFile ? [this.cluster.clusterKeyFile] : [])).flatMap((f) => ['--cluster-key-file', f]),
       ...(this.cluster.peerTls ? ['--peer-tls'] : []),
       ...(this.cluster.nbdTlsPskFile ? ['--nbd-tls-psk', this.cluster.nbdTlsPskFile] : []),
+      ...this.cluster.nodeFlags,
       ...(this.id === 1 ? ['--bootstrap'] : ['--join', this.joinVia ?? this.cluster.nodes[0].addrs.peer]),
     ];
     const log = openSync(this.logPath, 'a');
@@ -237,6 +240,8 @@ export class TestCluster {
   readonly peerTls: boolean;
   /** The PSK file NBD clients must prove a key of (`--nbd-tls-psk`), if any. */
   readonly nbdTlsPskFile: string | undefined;
+  /** More flags for every node (ClusterOptions.nodeFlags). */
+  nodeFlags: string[] = [];
   /** Node id → its --labels. */
   labels: (id: number) => string = (id) => `zone=z${id},rack=r${id},host=h${id}`;
 
@@ -268,6 +273,7 @@ export class TestCluster {
     const cluster = new TestCluster(dir, net, { RAFTBLOCK_TICK_MS: '50', ...opts.env }, keyFile, { peerTls: opts.peerTls === true, nbdTlsPskFile: opts.nbdTlsPskFile });
     t.after(() => cluster.close());
     if (opts.labels) cluster.labels = opts.labels;
+    if (opts.nodeFlags) cluster.nodeFlags = opts.nodeFlags;
     for (let id = 1; id <= count; id++) {
       const addrs: NodeAddrs = net
         ? { peer: `${net.address(id)}:${netnsPorts.peer}`, nbd: `${net.address(id)}:${netnsPorts.nbd}`, http: `${net.address(id)}:${netnsPorts.http}` }

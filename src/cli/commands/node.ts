@@ -22,6 +22,7 @@ import { readAdminToken } from '../../cluster/admin-token.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
 import { reloadOnSighup } from '../../common/sighup-reload.js';
 import { httpTlsFromFlags, readHttpTls } from '../../cluster/http-tls.js';
+import { defaultDownOutIntervalMs } from '../../cluster/down-out.js';
 import { StorageNode } from '../../cluster/node.js';
 import { registerNodeAdmin } from './node-admin.js';
 
@@ -45,6 +46,7 @@ interface NodeCliOptions {
   httpTlsKey?: string;
   nbdMaxConnections?: string;
   nbdHandshakeLimit?: string;
+  downOutInterval?: string;
 }
 
 export function register(program: Command): void {
@@ -73,6 +75,10 @@ export function register(program: Command): void {
     .option('--nbd-handshake-limit <seconds>', `an NBD client that has not finished its handshake by then is disconnected (default ${defaultNbdHandshakeLimitMs / 1000})`)
     .option('--http-tls-cert <file>', 'serve HTTPS on --http (metrics, health, admin API) with this PEM certificate chain; needs --http-tls-key; both re-read on SIGHUP')
     .option('--http-tls-key <file>', 'the PEM private key of --http-tls-cert')
+    .option(
+      '--down-out-interval <seconds>',
+      `as the metadata group's leader, mark out a node that has not answered for this long, so its PGs are rebuilt on the nodes left, and in again once it answers; 0: never mark out (default ${defaultDownOutIntervalMs / 1000})`,
+    )
     .option('--no-leader-follows-io', 'keep PG leadership where elections put it (by default a leader hands a PG to the node whose gateway sends it most of its requests)')
     .action(async (opts: Partial<NodeCliOptions>, cmd: Command) => {
       for (const [key, flag] of [['id', '--id <n>'], ['data', '--data <dir>']] as const) {
@@ -81,6 +87,13 @@ export function register(program: Command): void {
       await runNode(opts as NodeCliOptions);
     });
   registerNodeAdmin(node);
+}
+
+/** --down-out-interval: whole seconds, or 0 to never mark a node out. */
+function downOutIntervalMs(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text.trim())) throw new InvalidArgument(`--down-out-interval must be a whole number of seconds (0: never mark out), got ${JSON.stringify(text)}`);
+  return 1000 * Number(text.trim());
 }
 
 async function runNode(opts: NodeCliOptions): Promise<void> {
@@ -113,6 +126,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     httpTls: httpTlsFromFlags(opts.httpTlsCert, opts.httpTlsKey),
     nbdMaxConnections: opts.nbdMaxConnections === undefined ? undefined : parseCount(opts.nbdMaxConnections, '--nbd-max-connections'),
     nbdHandshakeLimitMs: opts.nbdHandshakeLimit === undefined ? undefined : 1000 * parseCount(opts.nbdHandshakeLimit, '--nbd-handshake-limit'),
+    downOutIntervalMs: downOutIntervalMs(opts.downOutInterval),
   });
   if (ownKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
   await node.start();

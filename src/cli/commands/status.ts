@@ -22,7 +22,7 @@ export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }):
     const labels = Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-';
     nodeRows.push([
       String(n.id),
-      n.replacing ? `${n.state} (replacing)` : n.state,
+      n.replacing ? `${n.state} (replacing)` : n.autoOut ? `${n.state} (down)` : n.state,
       n.reachable ? 'yes' : `no (${n.error ?? 'no answer'})`,
       n.epoch === undefined ? '-' : String(n.epoch),
       String(n.weight),
