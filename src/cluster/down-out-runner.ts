@@ -101,11 +101,8 @@ export class DownOutRunner {
 
 /** Whether the map's pools can still be placed with `nodeId` out (enough fault domains left). */
 function placementAllows(map: ClusterMap, nodeId: NodeId): boolean {
-  try {
-    applyCommand(map, { type: 'setNodeState', id: nodeId, state: 'out', auto: true });
-    return true;
-  } catch (err) {
-    if (err instanceof PlacementImpossible) return false;
-    throw err;
-  }
+  const r = applyCommand(map, { type: 'setNodeState', id: nodeId, state: 'out', auto: true });
+  if (r.ok) return true;
+  if (r.error instanceof PlacementImpossible) return false;
+  throw r.error;
 }

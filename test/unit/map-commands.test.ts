@@ -302,6 +302,7 @@ test('random command sequences keep every map invariant (property)', () => {
     ),
     fc.record({ type: fc.constant('removeNode' as const), id: nodeId }),
     fc.record({ type: fc.constant('setNodeState' as const), id: nodeId, state: fc.constantFrom('in' as const, 'out' as const) }),
+    fc.record({ type: fc.constant('setNodeState' as const), id: nodeId, state: fc.constantFrom('in' as const, 'out' as const), auto: fc.constant(true as const) }),
     fc.record({
       type: fc.constant('createPool' as const),
       name,
