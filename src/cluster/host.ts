@@ -947,7 +947,9 @@ export class MultiRaftHost {
           }
         }
       }
-      if (!(image.byteLength === 0 && !g.sm.inlineSnapshots && this.opts.pullSnapshot)) await g.sm.restoreImage(image, snap.metadata.index, snap.metadata.term);
+      // Pulled in chunks straight into the store (the puller logs its bytes); else restored here.
+      const pulled = image.byteLength === 0 && !g.sm.inlineSnapshots && this.opts.pullSnapshot !== undefined;
+      if (!pulled) await g.sm.restoreImage(image, snap.metadata.index, snap.metadata.term);
       // A state machine that tracks its group's membership takes it from the snapshot too.
       g.sm.applyConfChange?.({ changes: snap.metadata.confState.voters.map((nodeId) => ({ type: 'addVoter' as const, nodeId })) });
       g.storage.applySnapshot(snap);
@@ -957,7 +959,7 @@ export class MultiRaftHost {
       g.pendingBytes = 0;
       g.lastCheckpointMs = performance.now();
       this.metrics.snapshotsInstalled.inc();
-      this.log.info('installed snapshot', { group: g.id, index: snap.metadata.index, bytes: image.byteLength });
+      this.log.info('installed snapshot', { group: g.id, index: snap.metadata.index, ...(pulled ? { pulled: true } : { bytes: image.byteLength }) });
     } finally {
       g.snapshotInstalling = false;
     }
