@@ -35,6 +35,20 @@ export function parseCount(text: string, what: string): number {
 }
 
 /**
+ * Parses whole seconds (a flag such as --handshake-limit) into milliseconds; undefined stays
+ * undefined (the default applies). At least 1, unless `zeroMeans` says what 0 asks for.
+ */
+export function parseSecondsToMs(text: string | undefined, what: string, zeroMeans?: string): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text.trim());
+  const least = zeroMeans === undefined ? 1 : 0;
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n < least) {
+    throw new InvalidArgument(`${what} must be a whole number of seconds${zeroMeans === undefined ? ', at least 1' : ` (0: ${zeroMeans})`}, got ${JSON.stringify(text)}`);
+  }
+  return 1000 * n;
+}
+
+/**
  * Starts `server` listening on `address` and returns the bound address. An address that cannot
  * be taken (in use, not local, not permitted) is an AddressUnavailable naming `what`, so the
  * operator reads which flag to change rather than a bare errno.

@@ -11,6 +11,9 @@ import { DownOutRunner } from '../../src/cluster/down-out-runner.js';
 import { applyCommand, type ClusterMap, type MapCommand } from '../../src/cluster/map.js';
 import type { Logger } from '../../src/common/log.js';
 import { applyAll, zonedMap } from '../helpers/map.js';
+import { spawnSync } from 'node:child_process';
+import { parseSecondsToMs } from '../../src/common/address.js';
+import { cliPath } from '../helpers/paths.js';
 
 const cfg = { intervalMs: 10_000, minInRatio: 0.75 };
 const anyPlacement = (): boolean => true;
@@ -206,4 +209,15 @@ test('the runner does nothing off the leader, and a leadership change restarts t
   f.advance(1_000);
   await f.runner.round();
   assert.deepEqual(f.proposed, [{ type: 'setNodeState', id: 5, state: 'out', auto: true }]);
+});
+
+test('--down-out-interval takes whole seconds, 0 for never; anything else is refused before the node starts', () => {
+  assert.equal(parseSecondsToMs('0', '--down-out-interval', 'never mark out'), 0);
+  assert.equal(parseSecondsToMs(' 600 ', '--down-out-interval', 'never mark out'), 600_000);
+  assert.equal(parseSecondsToMs(undefined, '--down-out-interval', 'never mark out'), undefined);
+  for (const bad of ['-1', 'soon', '1.5', '']) {
+    const r = spawnSync(process.execPath, [cliPath, 'node', '--id', '1', '--data', '/nonexistent', '--bootstrap', '--down-out-interval', bad], { encoding: 'utf8', timeout: 20_000 });
+    assert.notEqual(r.status, 0, `--down-out-interval ${JSON.stringify(bad)} was accepted`);
+    assert.match(r.stderr, /--down-out-interval must be a whole number of seconds \(0: never mark out\)/);
+  }
 });

@@ -477,7 +477,7 @@ test('export-file and node refuse a handshake limit that is not a whole number o
       const args = command === 'export-file' ? ['export-file', '/nonexistent', '--name', 'x'] : ['node', '--id', '1', '--data', '/nonexistent', '--bootstrap'];
       const r = spawnSync(process.execPath, [cliPath, ...args, flag, bad], { encoding: 'utf8', timeout: 20_000 });
       assert.notEqual(r.status, 0, `${command} ${flag} ${bad} was accepted`);
-      assert.match(r.stderr, new RegExp(`${flag} must be a whole number of at least 1`));
+      assert.match(r.stderr, new RegExp(`${flag} must be a whole number of seconds, at least 1`));
     }
   }
 });

@@ -10,7 +10,7 @@
  * RAFTBLOCK_IO=fs forces the portable fallback, RAFTBLOCK_IO=uring refuses to start without it.
  */
 import type { Command } from 'commander';
-import { parseCount, parseHostPort, parseSize, type HostPort } from '../../common/address.js';
+import { parseCount, parseHostPort, parseSecondsToMs, parseSize, type HostPort } from '../../common/address.js';
 import { RaftblockError } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
@@ -65,7 +65,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
   const syncIoMaxBytes = opts.syncIoMax !== undefined ? parseSize(opts.syncIoMax, '--sync-io-max') : undefined;
   const tlsPsk = opts.tlsPsk !== undefined ? PskKeys.fromFile(opts.tlsPsk) : undefined;
   const maxConnections = opts.maxConnections !== undefined ? parseCount(opts.maxConnections, '--max-connections') : undefined;
-  const handshakeLimitMs = opts.handshakeLimit !== undefined ? 1000 * parseCount(opts.handshakeLimit, '--handshake-limit') : undefined;
+  const handshakeLimitMs = parseSecondsToMs(opts.handshakeLimit, '--handshake-limit');
   const ioChoice = parseIoBackendChoice(process.env.RAFTBLOCK_IO);
   const native = ioChoice === 'fs' ? { error: 'RAFTBLOCK_IO=fs' } : undefined;
   const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false, syncIoMaxBytes, native });

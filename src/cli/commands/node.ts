@@ -11,7 +11,7 @@
  * and --data are checked here, with commander's own message and exit code.
  */
 import type { Command } from 'commander';
-import { parseCount, parseHostPort } from '../../common/address.js';
+import { parseCount, parseHostPort, parseSecondsToMs } from '../../common/address.js';
 import { defaultMaxNbdConnections, defaultNbdHandshakeLimitMs } from '../../nbd/server.js';
 import { InvalidArgument } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
@@ -89,13 +89,6 @@ export function register(program: Command): void {
   registerNodeAdmin(node);
 }
 
-/** --down-out-interval: whole seconds, or 0 to never mark a node out. */
-function downOutIntervalMs(text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  if (!/^\d+$/.test(text.trim())) throw new InvalidArgument(`--down-out-interval must be a whole number of seconds (0: never mark out), got ${JSON.stringify(text)}`);
-  return 1000 * Number(text.trim());
-}
-
 async function runNode(opts: NodeCliOptions): Promise<void> {
   const log = createLogger('node-cli');
   const id = Number(opts.id);
@@ -125,8 +118,8 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     adminToken: opts.adminTokenFile === undefined ? undefined : readAdminToken(opts.adminTokenFile),
     httpTls: httpTlsFromFlags(opts.httpTlsCert, opts.httpTlsKey),
     nbdMaxConnections: opts.nbdMaxConnections === undefined ? undefined : parseCount(opts.nbdMaxConnections, '--nbd-max-connections'),
-    nbdHandshakeLimitMs: opts.nbdHandshakeLimit === undefined ? undefined : 1000 * parseCount(opts.nbdHandshakeLimit, '--nbd-handshake-limit'),
-    downOutIntervalMs: downOutIntervalMs(opts.downOutInterval),
+    nbdHandshakeLimitMs: parseSecondsToMs(opts.nbdHandshakeLimit, '--nbd-handshake-limit'),
+    downOutIntervalMs: parseSecondsToMs(opts.downOutInterval, '--down-out-interval', 'never mark out'),
   });
   if (ownKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
   await node.start();
