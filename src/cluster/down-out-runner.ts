@@ -22,6 +22,12 @@ export interface DownOutRunnerDeps {
   map: () => ClusterMap;
   /** True if the node answers within the timeout (any answer: an error too proves it runs). */
   probe: (nodeId: NodeId, timeoutMs: number) => Promise<boolean>;
+  /**
+   * The other nodes that reach `nodeId` (each asked to probe it): asked before marking it out,
+   * so that a link cut between this leader and a node that serves everyone else does not take
+   * the node out.
+   */
+  reachedBy: (nodeId: NodeId) => Promise<NodeId[]>;
   propose: (cmd: MapCommand) => Promise<unknown>;
   log: Logger;
   registry: Registry;
@@ -79,13 +85,18 @@ export class DownOutRunner {
       const map = this.deps.map();
       const step = this.rule.next(now, this.deps.self, map.nodes, (id) => placementAllows(map, id));
       if (step.kind === 'hold') {
-        if (this.heldFor.get(step.nodeId) !== step.reason) {
-          this.heldFor.set(step.nodeId, step.reason);
-          this.deps.log.warn('node unreachable past the down-out interval, left in', { nodeId: step.nodeId, reason: step.reason });
-        }
+        this.hold(step.nodeId, step.reason);
         return;
       }
       if (step.kind === 'none') return;
+      if (step.kind === 'out') {
+        const reachers = await this.deps.reachedBy(step.nodeId);
+        if (reachers.length > 0) {
+          this.hold(step.nodeId, `it does not answer this leader, but nodes ${reachers.join(', ')} reach it (a cut between them?)`);
+          return;
+        }
+        if (!this.deps.leading()) return;
+      }
       this.heldFor.delete(step.nodeId);
       if (step.kind === 'out') this.deps.log.warn('marking out a node unreachable past the down-out interval: its PGs move to the nodes left', { nodeId: step.nodeId, downForMs: Math.round(step.downForMs) });
       else this.deps.log.info('marking in a node marked out for being unreachable: it answers again', { nodeId: step.nodeId });
@@ -96,6 +107,13 @@ export class DownOutRunner {
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Logs a node left in, once per reason. */
+  private hold(nodeId: NodeId, reason: string): void {
+    if (this.heldFor.get(nodeId) === reason) return;
+    this.heldFor.set(nodeId, reason);
+    this.deps.log.warn('node unreachable past the down-out interval, left in', { nodeId, reason });
   }
 }
 

@@ -37,7 +37,7 @@ import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, M
 import { PgMover } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { defaultDownOut } from './down-out.js';
-import { DownOutRunner } from './down-out-runner.js';
+import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
 import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
@@ -210,7 +210,8 @@ export class StorageNode implements PgClient {
         self: this.id,
         leading: () => this.leadsAppliedMetaGroup(),
         map: () => this.map(),
-        probe: (id, timeoutMs) => this.transport.request(String(id), 'ping', {}, timeoutMs).then(() => true, (err: unknown) => isAnsweredError(err)),
+        probe: (id, timeoutMs) => this.ping(id, timeoutMs),
+        reachedBy: (id) => this.nodesReaching(id),
         propose: (cmd) => this.proposeMeta(cmd),
         log: this.log,
         registry: this.registry,
@@ -700,6 +701,28 @@ export class StorageNode implements PgClient {
     }
   }
 
+  /** True if node `id` answers a ping within `timeoutMs` (an error answered proves it runs too). */
+  private ping(id: number, timeoutMs: number): Promise<boolean> {
+    return this.transport.request(String(id), 'ping', {}, timeoutMs).then(
+      () => true,
+      (err: unknown) => isAnsweredError(err),
+    );
+  }
+
+  /** The other nodes of the map that reach node `id` (each asked to ping it). */
+  private async nodesReaching(id: number): Promise<number[]> {
+    const askers = this.map().nodes.filter((n) => n.id !== id && n.id !== this.id);
+    const reached = await Promise.all(
+      askers.map((n) =>
+        this.transport.request(String(n.id), 'pingNode', { id }, 2 * downOutProbeTimeoutMs).then(
+          (r) => (r as { answered?: unknown } | undefined)?.answered === true,
+          () => false, // unreachable, or a node from before pingNode: no opinion
+        ),
+      ),
+    );
+    return askers.filter((_, i) => reached[i]).map((n) => n.id);
+  }
+
   /** This node leads group 0 and its map has every committed entry of it applied. */
   private leadsAppliedMetaGroup(): boolean {
     const g = this.host?.groups.get(metadataGroupId);
@@ -1144,6 +1167,13 @@ export class StorageNode implements PgClient {
       case 'ping':
         // Group 0's leader asks whether this node runs (down-out-runner.ts).
         return {};
+      case 'pingNode': {
+        // Group 0's leader, about to mark a node out, asks whether this node reaches it.
+        const id = a.id;
+        if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) throw new InvalidArgument('pingNode: bad node id');
+        this.fenceNonMember(from, epoch, op);
+        return { answered: id === this.id || (this.map().nodes.some((n) => n.id === id) && (await this.ping(id, downOutProbeTimeoutMs))) };
+      }
       case 'getMap':
         return { map: encodeMap(this.map()) };
       case 'mapAtLeast': {

@@ -125,17 +125,21 @@ test('under any probe history the rule never leaves fewer than the floor in, and
 });
 
 /** A runner on fake probes and a fake clock, proposing into a map held here. */
-function fakeRunner(nodes: number, down: Set<number>) {
+function fakeRunner(nodes: number, down: Set<number>, reachers: number[] = []) {
   let map = zonedMap(nodes, 8);
   let now = 0;
   let leading = true;
   const proposed: MapCommand[] = [];
   const warnings: string[] = [];
+  const holdReasons: string[] = [];
   const probed: number[] = [];
   const log: Logger = {
     debug: () => undefined,
     info: () => undefined,
-    warn: (msg) => void warnings.push(msg),
+    warn: (msg, fields) => {
+      warnings.push(msg);
+      if (typeof fields?.reason === 'string') holdReasons.push(fields.reason);
+    },
     error: () => undefined,
     child: () => log,
   };
@@ -145,6 +149,7 @@ function fakeRunner(nodes: number, down: Set<number>) {
     leading: () => leading,
     map: () => map,
     probe: async (id) => (probed.push(id), !down.has(id)),
+    reachedBy: async () => [...reachers],
     propose: async (cmd) => {
       proposed.push(cmd);
       map = applyAll(map, cmd);
@@ -158,6 +163,7 @@ function fakeRunner(nodes: number, down: Set<number>) {
     registry,
     proposed,
     warnings,
+    holdReasons,
     probed,
     map: () => map,
     advance: (ms: number) => void (now += ms),
@@ -220,4 +226,22 @@ test('--down-out-interval takes whole seconds, 0 for never; anything else is ref
     assert.notEqual(r.status, 0, `--down-out-interval ${JSON.stringify(bad)} was accepted`);
     assert.match(r.stderr, /--down-out-interval must be a whole number of seconds \(0: never mark out\)/);
   }
+});
+
+test('a node due out that other nodes still reach stays in (a cut between it and the leader), until they do not', async () => {
+  const reachers = [2, 3];
+  const f = fakeRunner(5, new Set([5]), reachers);
+  await f.runner.round();
+  for (let i = 0; i < 3; i++) {
+    f.advance(5_000);
+    await f.runner.round();
+  }
+  assert.deepEqual(f.proposed, []);
+  const held = f.warnings.filter((w) => w.includes('left in'));
+  assert.equal(held.length, 1, 'the standing hold is logged once');
+  assert.match(f.holdReasons.at(-1) ?? '', /nodes 2, 3 reach it/);
+  reachers.length = 0;
+  f.advance(1_000);
+  await f.runner.round();
+  assert.deepEqual(f.proposed, [{ type: 'setNodeState', id: 5, state: 'out', auto: true }]);
 });
