@@ -94,6 +94,13 @@ export class Wal {
   private spare: Segment | null;
   /** Preparing the spare or removing idle segments: one such task at a time. */
   private segmentWork: Promise<void> | null = null;
+  /**
+   * Compactions (checkpoints, snapshots) whose records are not durable yet, oldest first: the
+   * batch holding each record and the oldest segment any group needed just before it. Until
+   * that batch is durable, a crash would bring back the group's older compaction point, so
+   * the segments from that floor on must stay (see idleSegments).
+   */
+  private readonly compactionHolds: { batchSeq: number; floorSeq: number }[] = [];
   private nextBatchSeq: number;
   private durableSeq: number;
   private readonly pool: Buffer[] = [];
@@ -257,9 +264,10 @@ export class Wal {
     if (refused) return refused;
     return this.stageSmall(groupId, (g) => {
       const before = g.baseIndex;
+      const floorSeq = this.oldestNeededSegment();
       const base = g.compactTo(index);
       if (base === before) return null;
-      this.maintainSegments();
+      this.holdSegments(floorSeq);
       return this.small(RecordKind.Checkpoint, 0, base, 0);
     });
   }
@@ -274,7 +282,9 @@ export class Wal {
     if (refused) return refused;
     if (!Number.isSafeInteger(meta.index) || meta.index < 0 || !Number.isSafeInteger(meta.term) || meta.term < 0) return Promise.reject(new InvalidArgument('snapshot index/term must be non-negative integers'));
     return this.stageSmall(groupId, (g) => {
+      const floorSeq = this.oldestNeededSegment();
       g.installSnapshot(meta.index, meta.term);
+      this.holdSegments(floorSeq);
       return this.small(RecordKind.Snapshot, meta.term, meta.index, 0);
     });
   }
@@ -367,8 +377,7 @@ export class Wal {
    * caps its WAL by segmentSeqs after a burst would find it over the cap forever.
    */
   segmentsInUse(): number {
-    let oldest = Infinity;
-    for (const g of this.groups.all()) if (g.segs.length > 0 && g.segs[0] < oldest) oldest = g.segs[0];
+    const oldest = this.oldestNeededSegment();
     if (oldest === Infinity) return Math.min(1, this.live.length);
     let n = 0;
     for (const seg of this.live) if (seg.seq >= oldest) n++;
@@ -576,6 +585,8 @@ export class Wal {
       this.pool.push(b.buf);
       b.resolve();
     }
+    // A compaction now durable may have left segments to reuse or remove.
+    if (this.compactionHolds.length > 0 && this.compactionHolds[0].batchSeq <= this.durableSeq) this.maintainSegments();
     this.flush();
     this.drainBacklog();
   }
@@ -652,13 +663,30 @@ export class Wal {
     );
   }
 
+  /** The oldest segment a group's entries are in (Infinity if none). */
+  private oldestNeededSegment(): number {
+    let oldest = Infinity;
+    for (const g of this.groups.all()) if (g.segs.length > 0 && g.segs[0] < oldest) oldest = g.segs[0];
+    return oldest;
+  }
+
+  /** Called from a compaction's staging: its record is in the open batch. */
+  private holdSegments(floorSeq: number): void {
+    assert(this.openBatch !== null, 'a compaction record is staged in the open batch');
+    this.compactionHolds.push({ batchSeq: this.openBatch.seq, floorSeq });
+    this.maintainSegments();
+  }
+
   /**
-   * Leading segments that no group needs and whose place as the log's start a later segment
-   * can take: one holding a durable batch, whose first batch carries every group's metadata.
+   * Leading segments that no group needs, by the durable compaction records only, and whose
+   * place as the log's start a later segment can take: one holding a durable batch, whose first
+   * batch carries every group's metadata.
    */
   private idleSegments(): number {
-    let oldestNeeded = Infinity;
-    for (const g of this.groups.all()) if (g.segs.length > 0 && g.segs[0] < oldestNeeded) oldestNeeded = g.segs[0];
+    const holds = this.compactionHolds;
+    while (holds.length > 0 && holds[0].batchSeq <= this.durableSeq) holds.shift();
+    // Floors only rise with compactions, so the oldest hold's floor is the lowest.
+    const oldestNeeded = Math.min(this.oldestNeededSegment(), holds.length > 0 ? holds[0].floorSeq : Infinity);
     let lastStart = -1;
     for (let i = this.live.length - 1; i > 0; i--) {
       const s = this.live[i];
@@ -673,13 +701,10 @@ export class Wal {
   /**
    * Removes the oldest idle segments until `idleSegmentsKept` remain: the log then starts at
    * a later segment, as after recycling. Only from the front, so the segments left stay
-   * consecutive; a file that cannot be removed stays in the log (it is still valid log).
+   * consecutive; a file that cannot be removed stays in the log (it is still valid log). Idle
+   * counts durable compactions only: a crash never brings back a group whose entries are gone.
    */
   private async removeIdleSegments(): Promise<void> {
-    // The checkpoint records that made these segments idle must be durable first: otherwise a
-    // crash could leave a group whose entries are gone without the record that dropped them.
-    if (this.idleSegments() <= this.idleSegmentsKept) return;
-    await this.sync();
     let removed = 0;
     while (!this.closed && this.idleSegments() > this.idleSegmentsKept) {
       const seg = this.live[0];

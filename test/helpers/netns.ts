@@ -6,7 +6,8 @@
  * addresses — only inside these namespaces; the host's own network is never touched.
  * A partition moves the switch ends of the veths onto different bridges (members on the same
  * bridge see each other, members on different bridges do not); isolation sets a switch end
- * down. Processes run inside a member with `ip netns exec` (see spawnIn); clients that share a
+ * down; a cut between two members adds a blackhole route to the other in each of the two.
+ * Processes run inside a member with `ip netns exec` (see spawnIn); clients that share a
  * member namespace with a node reach it on 127.0.0.1 whatever the partition.
  *
  * Cleanup: `close()` deletes every namespace (and with them the veths and bridges); the caller
@@ -63,6 +64,8 @@ export class NetnsNetwork {
   private readonly switchNs: string;
   private bridges = 1;
   private closed = false;
+  /** Blackhole routes added by `cut`, as [member whose namespace holds it, member it drops]. */
+  private cuts: [number, number][] = [];
 
   private constructor(size: number, tag: string) {
     this.size = size;
@@ -154,8 +157,27 @@ export class NetnsNetwork {
     ip('-n', this.switchNs, 'link', 'set', `v${i}`, 'down');
   }
 
-  /** Everyone sees everyone again. */
+  /**
+   * Cuts only the link between members i and j, both ways: each gets a blackhole route to the
+   * other's address, so its packets to the other are dropped (a new connection fails at once,
+   * an open one goes silent) while every other path, through the same bridge, stays up.
+   * `heal` removes these routes.
+   */
+  cut(i: number, j: number): void {
+    this.check(i);
+    this.check(j);
+    if (i === j) throw new Error(`cannot cut member ${i} from itself`);
+    for (const [from, to] of [[i, j], [j, i]]) {
+      if (this.cuts.some(([f, d]) => f === from && d === to)) continue;
+      ip('-n', this.ns(from), 'route', 'add', 'blackhole', `${this.address(to)}/32`);
+      this.cuts.push([from, to]);
+    }
+  }
+
+  /** Everyone sees everyone again (links cut by `cut` too). */
   heal(): void {
+    for (const [from, to] of this.cuts) ip('-n', this.ns(from), 'route', 'del', 'blackhole', `${this.address(to)}/32`);
+    this.cuts = [];
     const all: number[] = [];
     for (let i = 1; i <= this.size; i++) all.push(i);
     this.partition([all]);

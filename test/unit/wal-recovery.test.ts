@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { setLogSink } from '../../src/common/log.js';
 import { testBackends } from '../../src/io/testing.js';
-import type { BlockIo } from '../../src/io/types.js';
+import type { BlockFile, BlockIo } from '../../src/io/types.js';
 import { WalCompacted } from '../../src/wal/errors.js';
 import { batchHeaderBytes, blockBytes, readU64 } from '../../src/wal/format.js';
 import { Wal } from '../../src/wal/index.js';
@@ -34,6 +34,52 @@ async function openWal(dir: string, io: BlockIo, extra: Partial<WalOptions> = {}
 async function fill(wal: Wal, groups: number[], count: number, term = 1, bytes = 300): Promise<void> {
   for (let k = 0; k < count; k++) {
     await Promise.all(groups.map((g) => wal.append(g, [entry(g, wal.lastIndex(g) + 1, term, bytes)])));
+  }
+}
+
+/** A BlockIo whose durable writes can be held back (they wait, then go, in order). */
+class GatedIo implements BlockIo {
+  private gate: Promise<void> | null = null;
+  private open_: (() => void) | null = null;
+  readonly kind;
+  readonly alignmentBytes;
+
+  constructor(private readonly inner: BlockIo) {
+    this.kind = inner.kind;
+    this.alignmentBytes = inner.alignmentBytes;
+  }
+
+  hold(): void {
+    this.gate = new Promise((r) => (this.open_ = r));
+  }
+
+  release(): void {
+    this.open_?.();
+    this.gate = null;
+  }
+
+  allocAligned(lengthBytes: number): Buffer {
+    return this.inner.allocAligned(lengthBytes);
+  }
+
+  close(): Promise<void> {
+    this.release(); // a failed test must not leave writes waiting forever
+    return this.inner.close();
+  }
+
+  async open(path: string, options?: Parameters<BlockIo['open']>[1]): Promise<BlockFile> {
+    const file = await this.inner.open(path, options);
+    const io = this;
+    return Object.assign(Object.create(file) as BlockFile, {
+      async pwrite(buf: Buffer, offsetBytes: number, dsync?: boolean): Promise<void> {
+        if (dsync && io.gate) await io.gate;
+        return file.pwrite(buf, offsetBytes, dsync);
+      },
+      async pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync?: boolean): Promise<void> {
+        if (dsync && io.gate) await io.gate;
+        return file.pwritev(bufs, offsetBytes, dsync);
+      },
+    });
   }
 }
 
@@ -407,6 +453,30 @@ for (const backend of testBackends()) {
     await assertEntries(wal, 1, wal.firstIndex(1), last[0], 1, 2000);
     assert.equal(wal.firstIndex(3), last[2] + 1, 'group 3 reopens at its checkpoint');
     await assert.rejects(openWal(join(dir, 'other'), io, { idleSegmentsKept: -1 }), /idleSegmentsKept/);
+  });
+
+  test(name('a segment is neither removed nor recycled while the checkpoint that idled it is not durable'), opts, async (t) => {
+    const dir = tempDir(t);
+    const io = new GatedIo(backend.make());
+    t.after(() => io.close());
+    const wal = await openWal(dir, io, { idleSegmentsKept: 0 });
+    t.after(() => wal.close());
+    await fill(wal, [1, 2], 150, 1, 2000);
+    const before = wal.segmentSeqs();
+    assert.ok(before.length >= 4, `the burst spans ${before.length} segments`);
+    const recycled = wal.stats.segmentsRecycled;
+    // The checkpoints' batch is held back from the device: in memory every old segment is
+    // idle, but a crash now would bring back the groups' old compaction points.
+    io.hold();
+    const checkpoints = [wal.checkpoint(1, wal.lastIndex(1)), wal.checkpoint(2, wal.lastIndex(2))];
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(wal.segmentSeqs(), before, 'a segment was removed before the checkpoints were durable');
+    assert.equal(wal.stats.segmentsRemoved, 0);
+    assert.equal(wal.stats.segmentsRecycled, recycled);
+    io.release();
+    await Promise.all(checkpoints);
+    await until(() => wal.segmentSeqs().length === 1, `idle segments removed once durable (${wal.segmentSeqs().length} left)`);
+    assert.equal(wal.stats.segmentsRemoved, before.length - 1);
   });
 
   test(name('payloads beyond the cache bound are read back from the segments'), opts, async (t) => {
