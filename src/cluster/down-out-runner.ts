@@ -78,9 +78,11 @@ export class DownOutRunner {
     this.busy = true;
     try {
       const others = this.deps.map().nodes.filter((n) => n.id !== this.deps.self);
+      // A probe unanswered after its timeout says the node was down when the probe left.
+      const sentMs = this.deps.nowMs();
       const answers = await Promise.all(others.map((n) => this.deps.probe(n.id, downOutProbeTimeoutMs).catch(() => false)));
       const now = this.deps.nowMs();
-      others.forEach((n, i) => this.rule.observe(n.id, answers[i], now));
+      others.forEach((n, i) => this.rule.observe(n.id, answers[i], answers[i] ? now : sentMs));
       if (!this.deps.leading()) return;
       const map = this.deps.map();
       const step = this.rule.next(now, this.deps.self, map.nodes, (id) => placementAllows(map, id));
