@@ -41,6 +41,17 @@ export const maxQueuedMessagesPerPeer = 4096;
 export const reconnectMinMs = 50;
 export const reconnectMaxMs = 2000;
 export const defaultRequestTimeoutMs = 5000;
+/**
+ * A connection that has carried nothing back this long after we wrote to it is taken for
+ * dead (a peer gone behind a partition leaves the socket open) and closed, so the next send
+ * redials; a live peer answers within it, the keepalive below making sure it has something to
+ * answer.
+ */
+export const defaultSilentConnectionLimitMs = 6000;
+/** A connection silent this long after our write gets a `ping` request, which any peer answers. */
+const keepaliveAfterMs = 1500;
+/** A dial that has not connected by then is given up (and retried with backoff). */
+export const connectTimeoutMs = 3000;
 /** Connections still proving the cluster key, at most (see accept). */
 export const maxUnprovenConnections = 64;
 /** Requests a node without a cluster id may make of a node that has one (see `admit`). */
@@ -98,6 +109,8 @@ export interface TransportOptions {
    * are encrypted and authenticated; a peer without it is refused.
    */
   peerTls?: boolean;
+  /** See defaultSilentConnectionLimitMs. */
+  silentConnectionLimitMs?: number;
 }
 
 interface Conn {
@@ -123,6 +136,13 @@ interface Conn {
    * (only while this is the peer's connection; they are dropped with it).
    */
   resps: RpcResponse[];
+  /**
+   * When we first wrote to it since it last carried anything to us (undefined: nothing
+   * written since); judged once a second (checkSilence).
+   */
+  awaitingSinceMs: number | undefined;
+  /** A keepalive `ping` is in flight on it. */
+  keepaliveSent: boolean;
 }
 
 interface Pending {
@@ -161,6 +181,7 @@ interface TransportMetrics {
   framesSent: Counter;
   framesReceived: Counter;
   badFrames: Counter;
+  silentClosed: Counter;
   foreignFrames: Counter;
   staleIncarnationFrames: Counter;
   newerProtocolFrames: Counter;
@@ -179,6 +200,11 @@ function makeMetrics(registry: Registry | undefined): TransportMetrics {
     framesSent: new Counter({ name: 'raftblock_transport_sent_frames_total', help: 'Frames sent to peers', registers }),
     framesReceived: new Counter({ name: 'raftblock_transport_received_frames_total', help: 'Frames received from peers', registers }),
     badFrames: new Counter({ name: 'raftblock_transport_bad_frames_total', help: 'Connections closed for a malformed frame', registers }),
+    silentClosed: new Counter({
+      name: 'raftblock_transport_silent_connections_closed_total',
+      help: 'Peer connections closed for carrying nothing back for the silent limit after a write (a peer behind a partition); redialed on the next send',
+      registers,
+    }),
     foreignFrames: new Counter({
       name: 'raftblock_transport_foreign_frames_total',
       help: 'Frames refused (their connection closed): sent by a node of another cluster, or without a cluster id outside the join exchange',
@@ -248,6 +274,7 @@ export class Transport {
       for (const c of this.conns) bytes += c.socket.writableLength;
       this.metrics.queueBytes.set(bytes);
       this.metrics.connections.set(this.conns.size);
+      this.checkSilence(performance.now());
     }, 1000);
     this.queueTimer.unref();
     return a;
@@ -474,7 +501,32 @@ export class Transport {
     this.writeFrame(conn, frame);
   }
 
+  /**
+   * Closes the peers' connections that have carried nothing back for the silent limit since we
+   * wrote to them, and sends a keepalive on those silent for a while: without it, a peer that
+   * had nothing to say (messages it drops, no request of ours pending) would look dead.
+   */
+  private checkSilence(nowMs: number): void {
+    const limitMs = this.opts.silentConnectionLimitMs ?? defaultSilentConnectionLimitMs;
+    for (const [id, peer] of this.peers) {
+      const conn = peer.conn;
+      if (!conn || conn.closed || conn.awaitingSinceMs === undefined) continue;
+      const silentMs = nowMs - conn.awaitingSinceMs;
+      if (silentMs >= limitMs) {
+        this.metrics.silentClosed.inc();
+        this.log.warn('closing a peer connection silent since our last write; redialing on the next send', { peer: id, silentMs: Math.round(silentMs) });
+        conn.socket.destroy();
+      } else if (silentMs >= keepaliveAfterMs && !conn.keepaliveSent && (this.clusterId !== '' || !this.opts.awaitingJoin)) {
+        // (A node waiting for its join answer may send nothing but the join exchange.)
+        conn.keepaliveSent = true;
+        // Any answer will do (a node from before `ping` answers with an error).
+        this.request(id, 'ping', {}, limitMs).catch(() => undefined);
+      }
+    }
+  }
+
   private writeFrame(conn: Conn, frame: Frame): void {
+    conn.awaitingSinceMs ??= performance.now();
     let parts: Buffer[];
     const payloadRequestIds: number[] = [];
     try {
@@ -529,7 +581,13 @@ export class Transport {
     const hp = parseHostPort(peer.addr, 'peer address');
     const socket = createConnection({ host: hp.host, port: hp.port });
     socket.setNoDelay(true);
+    // Behind a partition a SYN goes unanswered for minutes of kernel retries, and the peer
+    // would not be dialed again until then: give up sooner and redial with backoff.
+    const connectTimer = setTimeout(() => socket.destroy(new Error(`no connection within ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    connectTimer.unref();
+    socket.once('connect', () => clearTimeout(connectTimer));
     const onFail = (err: Error): void => {
+      clearTimeout(connectTimer);
       peer.dialing = false;
       peer.nextDialAt = Date.now() + peer.backoffMs;
       peer.backoffMs = Math.min(peer.backoffMs * 2, reconnectMaxMs);
@@ -642,10 +700,12 @@ export class Transport {
 
   private adopt(socket: Socket, remoteId: string | undefined, dialer: string | undefined, onIdentified?: (id: string) => void): Conn {
     socket.setNoDelay(true);
-    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [] };
+    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false };
     this.conns.add(conn);
     socket.on('data', (data: Buffer) => {
       this.metrics.bytesReceived.inc(data.length);
+      conn.awaitingSinceMs = undefined;
+      conn.keepaliveSent = false;
       let frames: Frame[];
       try {
         frames = conn.decoder.push(data);

@@ -13,8 +13,9 @@ import { Transport, type TransportHandlers } from '../../src/cluster/transport.j
 import { NotLeader, ProtocolError } from '../../src/common/errors.js';
 import { getEventListeners } from 'node:events';
 
-async function transport(t: import('node:test').TestContext, id: string, onRequest?: TransportHandlers['onRequest']): Promise<Transport> {
+async function transport(t: import('node:test').TestContext, id: string, onRequest?: TransportHandlers['onRequest'], extra: { silentConnectionLimitMs?: number } = {}): Promise<Transport> {
   const tr = new Transport({
+    ...extra,
     nodeId: id,
     listen: { host: '127.0.0.1', port: 0 },
     epoch: () => 1,
@@ -250,4 +251,33 @@ test('a request whose caller abandons it fails at once with the caller\'s error;
   await assert.rejects(a.request('2', 'io', { n: 3 }, 60_000, leaderChanged.signal, () => new NotLeader('leader changed')), (err: Error & { code?: string }) => err.code === 'NOT_LEADER');
   await sleep(50);
   assert.equal(ids().length, 2);
+});
+
+test('a peer connection that carries nothing back after a write is kept alive by a ping while the peer answers, and closed once it does not', { timeout: 30_000 }, async (t) => {
+  const a = await transport(t, '1', undefined, { silentConnectionLimitMs: 3000 });
+  // Node 2 answers pings only, and the read after 4.5 s: longer than the silent limit.
+  let answering = true;
+  const seen: Frame[] = [];
+  const fake = await listen(t, (s) => {
+    const d = new FrameDecoder();
+    s.on('data', (chunk: Buffer) => {
+      for (const f of d.push(chunk)) {
+        seen.push(f);
+        for (const q of f.reqs ?? []) {
+          if (q.op === 'ping' && answering) s.write(frame('2', { resps: [{ id: q.id, r: {} }] }));
+          if (q.op === 'read') setTimeout(() => s.write(frame('2', { resps: [{ id: q.id, r: 'block' }] })), 4500);
+        }
+      }
+    });
+  });
+  a.setPeerAddress('2', fake.address);
+  assert.equal(await a.request('2', 'read', {}, 20_000), 'block', 'a slow answer from a live peer arrives on the same connection');
+  assert.ok(seen.some((f) => f.reqs?.some((q) => q.op === 'ping')), 'a keepalive ping was sent while the read was pending');
+  // Now node 2 answers nothing at all (a peer behind a partition): the connection is closed
+  // after the silent limit, and the request fails long before its own timeout.
+  answering = false;
+  const started = performance.now();
+  await assert.rejects(a.request('2', 'read', {}, 60_000), (err: Error & { code?: string }) => err.code === 'UNAVAILABLE' && /connection to 2 lost/.test(err.message));
+  const tookMs = performance.now() - started;
+  assert.ok(tookMs < 10_000, `the silent connection was closed after ${Math.round(tookMs)} ms`);
 });
