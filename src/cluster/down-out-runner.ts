@@ -2,7 +2,7 @@
  * Runs the down-out rule (down-out.ts) on group 0's leader: once a round, probes every other
  * node of the map, feeds the answers to the rule, and proposes the one change it returns. A
  * round is skipped while the previous one is still probing (a probe waits up to
- * `probeTimeoutMs`), and every clock starts over when this node gains or loses the
+ * `downOutProbeTimeoutMs`), and every clock starts over when this node gains or loses the
  * leadership.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -55,13 +55,13 @@ export class DownOutRunner {
       registers: [deps.registry],
     });
     const rule = this.rule;
-    const self = this;
+    const runner = this;
     new Gauge({
       name: 'raftblock_nodes_unreachable',
       help: "On group 0's leader: map nodes whose latest probe went unanswered (0 elsewhere)",
       registers: [deps.registry],
       collect(this: Gauge) {
-        this.set(self.leadingBefore ? deps.map().nodes.filter((n) => rule.isDown(n.id)).length : 0);
+        this.set(runner.leadingBefore ? deps.map().nodes.filter((n) => rule.isDown(n.id)).length : 0);
       },
     });
   }

@@ -1165,7 +1165,8 @@ export class StorageNode implements PgClient {
         return point;
       }
       case 'ping':
-        // Group 0's leader asks whether this node runs (down-out-runner.ts).
+        // Whether this node runs: asked by group 0's leader (down-out-runner.ts) and by a
+        // peer's transport keeping a quiet connection alive.
         return {};
       case 'pingNode': {
         // Group 0's leader, about to mark a node out, asks whether this node reaches it.

@@ -516,7 +516,7 @@ export class Transport {
         this.metrics.silentClosed.inc();
         this.log.warn('closing a peer connection silent since our last write; redialing on the next send', { peer: id, silentMs: Math.round(silentMs) });
         conn.socket.destroy();
-      } else if (silentMs >= keepaliveAfterMs && !conn.keepaliveSent && (this.clusterId !== '' || !this.opts.awaitingJoin)) {
+      } else if (silentMs >= Math.min(keepaliveAfterMs, limitMs / 2) && !conn.keepaliveSent && (this.clusterId !== '' || !this.opts.awaitingJoin)) {
         // (A node waiting for its join answer may send nothing but the join exchange.)
         conn.keepaliveSent = true;
         // Any answer will do (a node from before `ping` answers with an error).
