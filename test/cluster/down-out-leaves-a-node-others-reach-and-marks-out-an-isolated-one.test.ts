@@ -10,7 +10,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TestCluster, describeUnhealthy, logRecords, sleep, waitFor } from '../helpers/cluster.js';
+import { TestCluster, describePlacement, describeUnhealthy, logRecords, pgsPlacedOn, sleep, waitFor } from '../helpers/cluster.js';
 import { requireNetns } from '../helpers/netns.js';
 import type { ClusterStatus } from '../../src/cluster/admin-client.js';
 import type { ClusterMap } from '../../src/cluster/map.js';
@@ -22,15 +22,6 @@ const holdMsg = 'node unreachable past the down-out interval, left in';
 const cutHoldsMs = 10_000;
 /** Part A fails if no leader has logged the hold by then. */
 const cutHoldDeadlineMs = 25_000;
-
-function describeNodes(map: ClusterMap | undefined): string {
-  if (!map) return '(no map read)';
-  return `map epoch ${map.epoch}: nodes ${map.nodes.map((n) => `${n.id}:${n.state}${n.autoOut ? '(auto)' : ''}`).join(' ')}; pgs ${map.pools[0].pgs.map((pg, i) => `${i}:[${pg.replicas.join(',')}]`).join(' ')}`;
-}
-
-function holds(map: ClusterMap, id: number): number {
-  return map.pools[0].pgs.filter((pg) => pg.replicas.includes(id)).length;
-}
 
 test('down-out leaves in a node only the leader cannot reach, and marks out (then in again) a node nobody reaches', { timeout: 180_000 }, async (t) => {
   if (!requireNetns(t)) return;
@@ -53,12 +44,12 @@ test('down-out leaves in a node only the leader cannot reach, and marks out (the
   assert.ok(leader !== 0, `no leader of group 0: ${describeUnhealthy(s0)}`);
   const before = await mapFrom(leader);
   // V: a node other than the leader, the one holding the most PG replicas (highest id on ties).
-  const victim = ids.filter((id) => id !== leader).sort((a, b) => holds(before, b) - holds(before, a) || b - a)[0];
-  assert.ok(holds(before, victim) > 0, `node ${victim} holds no PG: ${describeNodes(before)}`);
+  const victim = ids.filter((id) => id !== leader).sort((a, b) => pgsPlacedOn(before, b) - pgsPlacedOn(before, a) || b - a)[0];
+  assert.ok(pgsPlacedOn(before, victim) > 0, `node ${victim} holds no PG: ${describePlacement(before)}`);
   // Asked for the map and the status: a node that keeps every link in both parts.
   const observer = ids.find((id) => id !== leader && id !== victim)!;
   const others = ids.filter((id) => id !== victim);
-  phase(`group 0 led by node ${leader}; victim node ${victim} (holds ${holds(before, victim)} PGs); observer node ${observer}`);
+  phase(`group 0 led by node ${leader}; victim node ${victim} (holds ${pgsPlacedOn(before, victim)} PGs); observer node ${observer}`);
 
   // --- Part A: only the link between the leader and V is cut.
   net.cut(leader, victim);
@@ -93,7 +84,7 @@ test('down-out leaves in a node only the leader cannot reach, and marks out (the
       assert.ok(
         n !== undefined && n.state === 'in' && n.autoOut === undefined,
         `node ${id} was marked ${n?.state}${n?.autoOut ? ' (auto)' : ''} ${elapsed} ms into the cut between nodes ${leader} and ${victim} only ` +
-          `(group 0 leaders seen: ${[...leadersSeen].join(', ')})\n${describeNodes(lastMap)}\nhold records: ${holdsAcrossCut().join(' | ') || 'none'}\n` +
+          `(group 0 leaders seen: ${[...leadersSeen].join(', ')})\n${describePlacement(lastMap)}\nhold records: ${holdsAcrossCut().join(' | ') || 'none'}\n` +
           `${lastStatus ? describeUnhealthy(lastStatus) : ''}\n${cluster.logs(8)}`,
       );
     }
@@ -110,7 +101,7 @@ test('down-out leaves in a node only the leader cannot reach, and marks out (the
     assert.ok(
       leaderMoved,
       `no '${holdMsg}' record from node ${leader} or ${victim} about the other ${cutForMs} ms into the cut, group 0 led by ${[...leadersSeen].join(', ')}\n` +
-        `${describeNodes(lastMap)}\n${lastStatus ? describeUnhealthy(lastStatus) : ''}\n${cluster.logs(8)}`,
+        `${describePlacement(lastMap)}\n${lastStatus ? describeUnhealthy(lastStatus) : ''}\n${cluster.logs(8)}`,
     );
     t.diagnostic(`part A: group 0 moved to a node reaching both ends (${[...leadersSeen].join(', ')}), no hold needed`);
   } else {
@@ -133,35 +124,9 @@ test('down-out leaves in a node only the leader cannot reach, and marks out (the
   await sleep(2_000);
   phase('healed the cut, every group ok');
 
-  /**
-   * Waits until the map asked from `via` passes `extra`, and every PG is settled on the map's
-   * replicas (no Raft configuration differing from them, health ok: every replica reachable
-   * and caught up) with none of `ask` still running a PG the map does not place on it.
-   */
-  const settled = async (what: string, via: number, ask: number[], extra: (map: ClusterMap) => string | undefined, timeoutMs = 60_000): Promise<ClusterMap> => {
-    let last: ClusterStatus | undefined;
-    let lastM: ClusterMap | undefined;
-    return waitFor(what, timeoutMs, async () => {
-      const map = (lastM = await mapFrom(via));
-      const notYet = extra(map);
-      if (notYet !== undefined) throw new Error(notYet);
-      const s = (last = await cluster.clusterStatus(via));
-      const pgs = s.groups.filter((g) => g.groupId !== 0);
-      const moving = pgs.filter((g) => g.configuration !== undefined || g.health !== 'ok');
-      if (moving.length > 0) throw new Error(`${moving.length} PGs moving or not ok`);
-      for (const id of ask) {
-        const st = await cluster.status(id);
-        for (const g of st.groups) {
-          if (g.groupId === 0) continue;
-          const want = pgs.find((x) => x.groupId === g.groupId)?.replicas ?? [];
-          if (!want.includes(id)) throw new Error(`node ${id} still runs group ${g.groupId}, placed on [${want.join(',')}]`);
-        }
-      }
-      return map;
-    }, 250).catch((err: Error) => {
-      throw new Error(`${err.message}\n${describeNodes(lastM)}\n${last ? describeUnhealthy(last) + '\n' + JSON.stringify(last.groups.filter((g) => g.configuration)) : ''}\n${cluster.logs(8)}`);
-    });
-  };
+  /** The map from `via` once `mapReady` holds and every PG is settled (see waitPlacementSettled). */
+  const settled = async (what: string, via: number, ask: number[], mapReady: (map: ClusterMap) => string | undefined): Promise<ClusterMap> =>
+    (await cluster.waitPlacementSettled(what, { via, ask, mapReady })).map;
 
   // --- Part B: V isolated from everyone.
   net.isolate(victim);
@@ -170,11 +135,11 @@ test('down-out leaves in a node only the leader cannot reach, and marks out (the
   const outMap = await settled(`node ${victim} marked out (autoOut) and its PGs settled on nodes ${others.join(', ')}`, observer, others, (map) => {
     const n = map.nodes.find((x) => x.id === victim);
     if (n?.state !== 'out' || n.autoOut !== true) return `node ${victim} is ${n?.state}${n?.autoOut ? ' (auto)' : ''}`;
-    const still = holds(map, victim);
+    const still = pgsPlacedOn(map, victim);
     return still > 0 ? `${still} PGs still placed on node ${victim}` : undefined;
   });
   const outAfterMs = Date.now() - isolatedAt;
-  assert.equal(holds(outMap, victim), 0);
+  assert.equal(pgsPlacedOn(outMap, victim), 0);
   phase(`node ${victim} out, its PGs on nodes ${others.join(', ')} (${outAfterMs} ms after isolation)`);
 
   net.heal();
@@ -183,10 +148,10 @@ test('down-out leaves in a node only the leader cannot reach, and marks out (the
   const inMap = await settled(`node ${victim} marked in again and holding PGs, every PG settled on all four nodes`, observer, ids, (map) => {
     const n = map.nodes.find((x) => x.id === victim);
     if (n?.state !== 'in' || n.autoOut !== undefined) return `node ${victim} is ${n?.state}${n?.autoOut ? ' (auto)' : ''}`;
-    return holds(map, victim) > 0 ? undefined : `no PG placed on node ${victim}`;
+    return pgsPlacedOn(map, victim) > 0 ? undefined : `no PG placed on node ${victim}`;
   });
   const inAfterMs = Date.now() - healedAt;
-  phase(`node ${victim} in again, holding ${holds(inMap, victim)} PGs (${inAfterMs} ms after heal)`);
+  phase(`node ${victim} in again, holding ${pgsPlacedOn(inMap, victim)} PGs (${inAfterMs} ms after heal)`);
 
   assert.equal(await cluster.waitReplicasIdentical(60_000), pgCount);
   phase('replicas identical');

@@ -11,7 +11,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { TestCluster, waitFor, describeUnhealthy, logRecords } from '../helpers/cluster.js';
+import { TestCluster, describePlacement, pgsPlacedOn, waitFor, describeUnhealthy, logRecords } from '../helpers/cluster.js';
 import { cliPath } from '../helpers/paths.js';
 import { requireTools, tempDir } from '../helpers/tools.js';
 import type { ClusterStatus } from '../../src/cluster/admin-client.js';
@@ -43,11 +43,6 @@ async function metricSum(http: string, name: string, labels: string): Promise<nu
   return sum;
 }
 
-function describeNodes(map: ClusterMap | undefined): string {
-  if (!map) return '(no map read)';
-  return `map epoch ${map.epoch}: nodes ${map.nodes.map((n) => `${n.id}:${n.state}${n.autoOut ? '(auto)' : ''}`).join(' ')}; pgs ${map.pools[0].pgs.map((pg, i) => `${i}:[${pg.replicas.join(',')}]`).join(' ')}`;
-}
-
 test('a node unreachable past the down-out interval is marked out, its PGs move to the nodes left, and it comes back in when restarted', { timeout: 180_000 }, async (t) => {
   if (!requireTools(t, 'fio')) return;
   const started = Date.now();
@@ -66,41 +61,16 @@ test('a node unreachable past the down-out interval is marked out, its PGs move 
 
   // The victim: a node other than 1 holding PG replicas, node 4 if it holds any.
   const before = await cluster.map();
-  const holds = (map: ClusterMap, id: number): number => map.pools[0].pgs.filter((pg) => pg.replicas.includes(id)).length;
-  const victim = [4, 3, 2].find((id) => holds(before, id) > 0);
-  assert.ok(victim !== undefined, `no node but 1 holds a PG: ${describeNodes(before)}`);
-  const held = holds(before, victim);
+  const victim = [4, 3, 2].find((id) => pgsPlacedOn(before, id) > 0);
+  assert.ok(victim !== undefined, `no node but 1 holds a PG: ${describePlacement(before)}`);
+  const held = pgsPlacedOn(before, victim);
   const live = cluster.nodes.filter((n) => n.id !== victim).map((n) => n.id);
   await cluster.node(victim).kill9();
   const killedAt = Date.now();
 
-  /**
-   * Waits until every PG is settled on the map's replicas (no configuration differing from
-   * them, health ok) and none of `ask` still runs a PG the map does not place on it.
-   */
-  const settled = async (what: string, ask: number[], extra: (map: ClusterMap) => string | undefined, timeoutMs = 60_000): Promise<ClusterStatus> => {
-    let last: ClusterStatus | undefined;
-    let lastMap: ClusterMap | undefined;
-    return waitFor(what, timeoutMs, async () => {
-      const map = (lastMap = await cluster.map());
-      const notYet = extra(map);
-      if (notYet !== undefined) throw new Error(notYet);
-      const s = (last = await cluster.clusterStatus(1));
-      const pgs = s.groups.filter((g) => g.groupId !== 0);
-      const moving = pgs.filter((g) => g.configuration !== undefined || g.health !== 'ok');
-      if (moving.length > 0) throw new Error(`${moving.length} PGs moving or not ok`);
-      for (const id of ask) {
-        const st = await cluster.status(id);
-        for (const g of st.groups) {
-          if (g.groupId === 0) continue;
-          const want = pgs.find((x) => x.groupId === g.groupId)?.replicas ?? [];
-          if (!want.includes(id)) throw new Error(`node ${id} still runs group ${g.groupId}, placed on [${want.join(',')}]`);
-        }
-      }
-      return s;
-    }, 250).catch((err: Error) => {
-      throw new Error(`${err.message}\n${describeNodes(lastMap)}\n${last ? describeUnhealthy(last) + '\n' + JSON.stringify(last.groups.filter((g) => g.configuration)) : ''}\n${cluster.logs(8)}`);
-    });
+  /** Every PG settled on the map's replicas once `mapReady` holds (see waitPlacementSettled). */
+  const settled = async (what: string, ask: number[], mapReady: (map: ClusterMap) => string | undefined): Promise<void> => {
+    await cluster.waitPlacementSettled(what, { via: 1, ask, mapReady });
   };
 
   // Marked out by group 0's leader, its PGs placed on the nodes left and rebuilt there.
@@ -138,7 +108,7 @@ test('a node unreachable past the down-out interval is marked out, its PGs move 
   await settled(`node ${victim} marked in again and holding PGs`, cluster.nodes.map((n) => n.id), (map) => {
     const n = map.nodes.find((x) => x.id === victim);
     if (n?.state !== 'in' || n.autoOut !== undefined) return `node ${victim} is ${n?.state}${n?.autoOut ? ' (auto)' : ''}`;
-    return holds(map, victim) > 0 ? undefined : `no PG placed on node ${victim}`;
+    return pgsPlacedOn(map, victim) > 0 ? undefined : `no PG placed on node ${victim}`;
   });
   const inAfterMs = Date.now() - restartedAt;
   const after = await cluster.map();
@@ -162,6 +132,6 @@ test('a node unreachable past the down-out interval is marked out, its PGs move 
   if (warnings.length > 0) t.diagnostic(`down-out warnings:\n${warnings.join('\n')}`);
   t.diagnostic(
     `node ${victim} (held ${held} of ${pgCount} PGs) out and its PGs moved ${outAfterMs} ms after kill -9, ` +
-      `back in and settled ${inAfterMs} ms after restart (holding ${holds(after, victim)}); ${Date.now() - started} ms in all`,
+      `back in and settled ${inAfterMs} ms after restart (holding ${pgsPlacedOn(after, victim)}); ${Date.now() - started} ms in all`,
   );
 });

@@ -118,6 +118,17 @@ export function describeUnhealthy(s: ClusterStatus): string {
   ].join('; ');
 }
 
+/** The map's nodes (state, `(auto)` for autoOut) and where pool 0's PGs sit, for failure messages. */
+export function describePlacement(map: ClusterMap | undefined): string {
+  if (!map) return '(no map read)';
+  return `map epoch ${map.epoch}: nodes ${map.nodes.map((n) => `${n.id}:${n.state}${n.autoOut ? '(auto)' : ''}`).join(' ')}; pgs ${map.pools[0].pgs.map((pg, i) => `${i}:[${pg.replicas.join(',')}]`).join(' ')}`;
+}
+
+/** How many of pool 0's PGs the map places on node `id`. */
+export function pgsPlacedOn(map: ClusterMap, id: number): number {
+  return map.pools[0].pgs.filter((pg) => pg.replicas.includes(id)).length;
+}
+
 export class TestNode {
   readonly id: number;
   readonly dir: string;
@@ -415,6 +426,40 @@ export class TestCluster {
 
   async clusterStatus(via?: number): Promise<ClusterStatus> {
     return via ? this.admin<ClusterStatus>(via, 'clusterStatus') : this.fromAnyNode((id) => this.admin<ClusterStatus>(id, 'clusterStatus'));
+  }
+
+  /**
+   * Waits until the map asked from node `via` passes `mapReady` (which says what is missing, or
+   * undefined), every PG is settled on the map's replicas (no Raft configuration differing from
+   * them, health ok: every replica reachable and caught up), and none of the nodes `ask` still
+   * runs a PG the map does not place on it (a retired replica gone).
+   */
+  async waitPlacementSettled(
+    what: string,
+    opts: { via: number; ask: readonly number[]; mapReady: (map: ClusterMap) => string | undefined; timeoutMs?: number },
+  ): Promise<{ map: ClusterMap; status: ClusterStatus }> {
+    let last: ClusterStatus | undefined;
+    let lastMap: ClusterMap | undefined;
+    return waitFor(what, opts.timeoutMs ?? 60_000, async () => {
+      const map = (lastMap = await this.admin<ClusterMap>(opts.via, 'map'));
+      const notYet = opts.mapReady(map);
+      if (notYet !== undefined) throw new Error(notYet);
+      const status = (last = await this.clusterStatus(opts.via));
+      const pgs = status.groups.filter((g) => g.groupId !== 0);
+      const moving = pgs.filter((g) => g.configuration !== undefined || g.health !== 'ok');
+      if (moving.length > 0) throw new Error(`${moving.length} PGs moving or not ok`);
+      for (const id of opts.ask) {
+        for (const g of (await this.status(id)).groups) {
+          if (g.groupId === 0) continue;
+          const want = pgs.find((x) => x.groupId === g.groupId)?.replicas ?? [];
+          if (!want.includes(id)) throw new Error(`node ${id} still runs group ${g.groupId}, placed on [${want.join(',')}]`);
+        }
+      }
+      return { map, status };
+    }, 250).catch((err: Error) => {
+      const moving = last ? JSON.stringify(last.groups.filter((g) => g.configuration)) : '';
+      throw new Error(`${err.message}\n${describePlacement(lastMap)}\n${last ? describeUnhealthy(last) + '\n' + moving : ''}\n${this.logs(8)}`);
+    });
   }
 
   async volumes(): Promise<VolumeList> {
