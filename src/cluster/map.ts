@@ -1019,6 +1019,10 @@ export function decodeMap(bytes: Uint8Array): ClusterMap {
   if (map === null || typeof map !== 'object' || !Array.isArray(map.nodes) || !Array.isArray(map.pools) || !Array.isArray(map.volumes)) {
     throw new InvalidArgument('not a cluster map');
   }
+  // A node of a version from before autoOut copies a node's fields when an operator marks it
+  // in, flag included: on a node that is in the flag means nothing, so it is dropped here
+  // rather than the whole map refused.
+  for (const n of map.nodes as (NodeInfo & { autoOut?: unknown })[]) if (n !== null && typeof n === 'object' && n.autoOut !== undefined && n.state === 'in') delete n.autoOut;
   checkMap(map);
   return map;
 }

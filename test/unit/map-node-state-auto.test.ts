@@ -77,12 +77,17 @@ test('a node marked out by the rule that registers again stays out and autoOut u
   assert.equal(node(moved, 4).addresses.peer, '127.0.0.1:30004');
 });
 
-test('bad input: auto other than true is refused; autoOut on a node that is in breaks the map', () => {
+test('bad input: auto other than true is refused; autoOut on a node that is in breaks the map, and is dropped from a map read from a peer', () => {
   const map = zonedMap(4, 8);
   const r = applyCommand(map, { type: 'setNodeState', id: 4, state: 'out', auto: 'yes' as unknown as true });
   assert.ok(!r.ok && r.error.code === 'INVALID_ARGUMENT', JSON.stringify(r));
   const broken: ClusterMap = { ...map, nodes: map.nodes.map((n) => (n.id === 4 ? { ...n, autoOut: true as const } : n)) };
   assert.throws(() => checkMap(broken), /autoOut on a node that is not out/);
+  // A map from a node of an older version, which kept the flag through an operator's in:
+  // read without it, not refused.
+  const fromOlder = decodeMap(encodeMap(broken));
+  assert.equal(fromOlder.nodes.find((n) => n.id === 4)?.autoOut, undefined);
+  assert.equal(fromOlder.nodes.find((n) => n.id === 4)?.state, 'in');
   // The rule's out that placement cannot take is refused like an operator's.
   const three = zonedMap(3, 8);
   const refused = applyCommand(three, autoOut(3));
