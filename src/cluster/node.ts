@@ -43,7 +43,7 @@ import { openMetaGroup, type MetaStore } from './meta-store.js';
 import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, DomainIndex, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
-import { isAnsweredError, Transport } from './transport.js';
+import { Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
@@ -210,7 +210,7 @@ export class StorageNode implements PgClient {
         self: this.id,
         leading: () => this.leadsAppliedMetaGroup(),
         map: () => this.map(),
-        probe: (id, timeoutMs) => this.ping(id, timeoutMs),
+        probe: (id, timeoutMs) => this.transport.ping(String(id), timeoutMs),
         reachedBy: (id) => this.nodesReaching(id),
         propose: (cmd) => this.proposeMeta(cmd),
         log: this.log,
@@ -701,14 +701,6 @@ export class StorageNode implements PgClient {
     }
   }
 
-  /** True if node `id` answers a ping within `timeoutMs` (an error answered proves it runs too). */
-  private ping(id: number, timeoutMs: number): Promise<boolean> {
-    return this.transport.request(String(id), 'ping', {}, timeoutMs).then(
-      () => true,
-      (err: unknown) => isAnsweredError(err),
-    );
-  }
-
   /** The other nodes of the map that reach node `id` (each asked to ping it). */
   private async nodesReaching(id: number): Promise<number[]> {
     const askers = this.map().nodes.filter((n) => n.id !== id && n.id !== this.id);
@@ -1173,7 +1165,7 @@ export class StorageNode implements PgClient {
         const id = a.id;
         if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) throw new InvalidArgument('pingNode: bad node id');
         this.fenceNonMember(from, epoch, op);
-        return { answered: id === this.id || (this.map().nodes.some((n) => n.id === id) && (await this.ping(id, downOutProbeTimeoutMs))) };
+        return { answered: id === this.id || (this.map().nodes.some((n) => n.id === id) && (await this.transport.ping(String(id), downOutProbeTimeoutMs))) };
       }
       case 'getMap':
         return { map: encodeMap(this.map()) };

@@ -519,10 +519,20 @@ export class Transport {
       } else if (silentMs >= Math.min(keepaliveAfterMs, limitMs / 2) && !conn.keepaliveSent && (this.clusterId !== '' || !this.opts.awaitingJoin)) {
         // (A node waiting for its join answer may send nothing but the join exchange.)
         conn.keepaliveSent = true;
-        // Any answer will do (a node from before `ping` answers with an error).
-        this.request(id, 'ping', {}, limitMs).catch(() => undefined);
+        void this.ping(id, limitMs);
       }
     }
+  }
+
+  /**
+   * True if peer `to` answers a `ping` request within `timeoutMs`. Any answer proves it runs:
+   * a node from before `ping` answers with an error.
+   */
+  ping(to: string, timeoutMs: number): Promise<boolean> {
+    return this.request(to, 'ping', {}, timeoutMs).then(
+      () => true,
+      (err: unknown) => err instanceof Error && answeredErrors.has(err),
+    );
   }
 
   private writeFrame(conn: Conn, frame: Frame): void {
@@ -949,7 +959,3 @@ export function remoteError(e: { code: string; message: string; leader?: string 
   return err;
 }
 
-/** True if `err` is a peer's answer to a request (not a failure to reach it or a timeout). */
-export function isAnsweredError(err: unknown): boolean {
-  return err instanceof Error && answeredErrors.has(err);
-}

@@ -14,6 +14,7 @@ import { Transport } from '../../src/cluster/transport.js';
 import { Wal } from '../../src/wal/index.js';
 import { FsBlockIo } from '../../src/io/fs.js';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { until } from '../helpers/until.js';
 
 /** Counts its checkpoints. */
 class Counting extends Register {
@@ -21,14 +22,6 @@ class Counting extends Register {
   override async checkpoint(): Promise<number> {
     this.checkpoints++;
     return super.checkpoint();
-  }
-}
-
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
   }
 }
 

@@ -18,6 +18,7 @@ import { maxUnprovenConnections, type Transport } from '../../src/cluster/transp
 import { startEchoTransport } from '../helpers/echo-transport.js';
 import { runCli } from '../helpers/cli.js';
 import { closedWithin, openIdle } from '../helpers/sockets.js';
+import { until } from '../helpers/until.js';
 
 const key = ClusterKey.fromBytes(randomBytes(32));
 const otherKey = ClusterKey.fromBytes(randomBytes(32));
@@ -135,14 +136,6 @@ async function node(t: import('node:test').TestContext, id: string, clusterId: s
     },
     unauthenticated: () => n.counter('raftblock_transport_unauthenticated_connections_total'),
   };
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 test('transport: keyed nodes talk both ways; another key or none is refused before any frame, the keyed link undisturbed', async (t) => {

@@ -15,16 +15,9 @@ import { authenticateAsAcceptor, authenticateAsDialer, ClusterKey } from '../../
 import { secureAsAcceptor, secureAsDialer } from '../../src/cluster/peer-tls.js';
 import { startEchoTransport, type EchoTransport } from '../helpers/echo-transport.js';
 import { runCli } from '../helpers/cli.js';
+import { until } from '../helpers/until.js';
 
 const key = ClusterKey.fromBytes(randomBytes(32));
-
-async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** Node 2 sends node 1 a request carrying `marker` (and gets it echoed) through a proxy. */
 async function exchangeThroughProxy(t: import('node:test').TestContext, peerTls: boolean, marker: Buffer): Promise<{ wire: Buffer; n1: EchoTransport }> {

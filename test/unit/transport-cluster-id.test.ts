@@ -20,6 +20,7 @@ import { ProtocolError } from '../../src/common/errors.js';
 import { mergeClusterStatus, type GroupStatus, type NodeStatus } from '../../src/cluster/admin-client.js';
 import { renderStatus } from '../../src/cli/commands/status.js';
 import { zonedMap } from '../helpers/map.js';
+import { until } from '../helpers/until.js';
 
 test('setClusterId names the cluster once: the same id changes nothing, another is refused', () => {
   const id = randomUUID();
@@ -107,14 +108,6 @@ async function node(
     staleIncarnations: () => n.counter('raftblock_transport_stale_incarnation_frames_total'),
     registry: n.registry,
   };
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -12,6 +12,7 @@ import { encodeFrame, FrameDecoder, type Frame } from '../../src/cluster/frame.j
 import { Transport, type TransportHandlers } from '../../src/cluster/transport.js';
 import { NotLeader, ProtocolError } from '../../src/common/errors.js';
 import { getEventListeners } from 'node:events';
+import { until } from '../helpers/until.js';
 
 async function transport(t: import('node:test').TestContext, id: string, onRequest?: TransportHandlers['onRequest'], extra: { silentConnectionLimitMs?: number } = {}): Promise<Transport> {
   const tr = new Transport({
@@ -70,14 +71,6 @@ async function listen(t: import('node:test').TestContext, onSocket: (s: Socket) 
     server.close();
   });
   return { server, address: `127.0.0.1:${(server.address() as AddressInfo).port}` };
-}
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

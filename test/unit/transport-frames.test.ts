@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { encodeFrame, encodeFrameParts, FrameDecoder, maxFrameBytes, minAttachedBytes, type GroupMessage } from '../../src/cluster/frame.js';
 import { Transport } from '../../src/cluster/transport.js';
 import { ProtocolError, NotLeader } from '../../src/common/errors.js';
+import { until } from '../helpers/until.js';
 
 interface Node {
   t: Transport;
@@ -35,14 +36,6 @@ async function node(t: import('node:test').TestContext, id: string, port = 0): P
   await tr.start();
   t.after(() => tr.close());
   return { t: tr, got, frames: () => frames };
-}
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 test('frames round-trip through the decoder even when split byte by byte', () => {

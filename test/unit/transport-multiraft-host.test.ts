@@ -15,6 +15,7 @@ import { encodeCommand, encodeMap, type ClusterMap } from '../../src/cluster/map
 import { addNodeCommand } from '../helpers/map.js';
 import { Register } from '../helpers/register-machine.js';
 import { TimedOut, Unavailable } from '../../src/common/errors.js';
+import { until } from '../helpers/until.js';
 
 /** A WAL stand-in with the same contract, in memory (the real one is tested on its own). */
 class MemWal {
@@ -82,14 +83,6 @@ class MemWal {
   }
   needsRepair(): boolean {
     return false;
-  }
-}
-
-async function until(cond: () => boolean, ms = 10000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
   }
 }
 

@@ -10,6 +10,7 @@ import { batchHeaderBytes, blockBytes, readU64 } from '../../src/wal/format.js';
 import { Wal } from '../../src/wal/index.js';
 import type { WalEntry, WalOptions } from '../../src/wal/types.js';
 import { tempDir } from '../helpers/tools.js';
+import { until } from '../helpers/until.js';
 
 // Recovery logs errors on purpose here; keep the test output readable.
 setLogSink(() => undefined);
@@ -81,12 +82,6 @@ class GatedIo implements BlockIo {
       },
     });
   }
-}
-
-/** Waits (up to 10 s) for background segment work to reach a state. */
-async function until(done: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 1000 && !done(); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(done(), what);
 }
 
 async function assertEntries(wal: Wal, group: number, lo: number, hi: number, term = 1, bytes = 300): Promise<void> {
@@ -433,11 +428,11 @@ for (const backend of testBackends()) {
     assert.ok(burst >= 4, `the burst spans ${burst} segments`);
     await wal.checkpoint(1, wal.lastIndex(1));
     await wal.checkpoint(2, wal.lastIndex(2));
-    await until(() => wal.segmentsInUse() === burst && wal.stats.segmentsRemoved === 0, 'group 3 pins the first segment');
+    await until(() => wal.segmentsInUse() === burst && wal.stats.segmentsRemoved === 0, 10_000, 'group 3 pins the first segment');
     assert.equal(wal.segmentSeqs().length, burst, 'nothing is idle while group 3 needs the first segment');
     // Group 3 checkpoints: every segment but the newest is idle; all but one go.
     await wal.checkpoint(3, wal.lastIndex(3));
-    await until(() => wal.segmentSeqs().length === 2, `idle segments removed (${wal.segmentSeqs().length} left)`);
+    await until(() => wal.segmentSeqs().length === 2, 10_000, `idle segments removed (${wal.segmentSeqs().length} left)`);
     assert.equal(wal.stats.segmentsRemoved, burst - 2);
     assert.equal(wal.segmentsInUse(), 1);
     assert.ok(files() <= 3, `${files()} segment files: the newest, one kept idle, the spare`);
@@ -475,7 +470,7 @@ for (const backend of testBackends()) {
     assert.equal(wal.stats.segmentsRecycled, recycled);
     io.release();
     await Promise.all(checkpoints);
-    await until(() => wal.segmentSeqs().length === 1, `idle segments removed once durable (${wal.segmentSeqs().length} left)`);
+    await until(() => wal.segmentSeqs().length === 1, 10_000, `idle segments removed once durable (${wal.segmentSeqs().length} left)`);
     assert.equal(wal.stats.segmentsRemoved, before.length - 1);
   });
 
