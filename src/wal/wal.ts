@@ -685,8 +685,10 @@ export class Wal {
   private idleSegments(): number {
     const holds = this.compactionHolds;
     while (holds.length > 0 && holds[0].batchSeq <= this.durableSeq) holds.shift();
-    // Floors only rise with compactions, so the oldest hold's floor is the lowest.
-    const oldestNeeded = Math.min(this.oldestNeededSegment(), holds.length > 0 ? holds[0].floorSeq : Infinity);
+    // The lowest floor of every pending hold: the oldest hold's floor is not always the lowest
+    // (one taken while no group had entries has none), and the holds are few.
+    let oldestNeeded = this.oldestNeededSegment();
+    for (const h of holds) if (h.floorSeq < oldestNeeded) oldestNeeded = h.floorSeq;
     let lastStart = -1;
     for (let i = this.live.length - 1; i > 0; i--) {
       const s = this.live[i];
