@@ -717,9 +717,10 @@ export class Wal {
         break;
       }
       this.live.shift();
-      await seg.file.close().catch(() => undefined);
+      // Counted with the shift, so the counter never lags the segments it describes.
       this.stats.segmentsRemoved++;
       removed++;
+      await seg.file.close().catch(() => undefined);
     }
     if (removed > 0) {
       await syncDir(this.dir);
