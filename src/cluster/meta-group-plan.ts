@@ -8,13 +8,14 @@
  * the most distinct zones, then racks, then hosts (`spreadOf`). Its leader takes one step at a
  * time, never while a change is in flight:
  *
- *  1. fewer than `votersWanted` voters are `in`, and an `in` node that is not a member is
- *     connected: add it as a voter, the one that widens the spread most (then the lowest id) —
- *     the group grows as nodes register, and a voter marked `out` or gone from the map gets its
- *     replacement first. From an odd count, the group grows by two at once (one joint change):
- *     one at a time would pass through an even count, which survives no more failures than the
- *     odd count below it and has one more node whose loss stops the map (two voters: either
- *     one). It waits for the second node;
+ *  0. a learner whose node is no longer `in` (marked out, or gone from the map) leaves;
+ *  1. fewer than `votersWanted` voters are `in`, and an `in` node that is not a voter is
+ *     connected: bring it in, the one that widens the spread most (then the lowest id; a node
+ *     already a learner first) — the group grows as nodes register, and a voter marked `out`
+ *     or gone from the map gets its replacement first. From an odd count, the group grows by
+ *     two at once (one joint change): one at a time would pass through an even count, which
+ *     survives no more failures than the odd count below it and has one more node whose loss
+ *     stops the map (two voters: either one). It waits for the second node;
  *  2. then a voter marked `out`, or no longer in the map, leaves once `votersWanted` voters
  *     are `in` without it: the unreachable ones first, then by id. A leader that would leave
  *     hands its leadership to a caught-up voter that stays instead (the next leader removes it);
@@ -22,9 +23,16 @@
  *     leaves, an unreachable one first, else the one whose departure keeps the widest spread,
  *     once every voter that stays is caught up;
  *  4. every voter healthy, as many as wanted, and a connected `in` node would widen the spread
- *     in place of a voter (three voters in one zone, a node in another zone): the node joins
- *     (step 3 then takes out the voter it replaces). Each such move widens the spread, so
- *     moves end.
+ *     in place of a voter (three voters in one zone, a node in another zone): the node is
+ *     brought in (step 3 then takes out the voter it replaces). Each such move widens the
+ *     spread, so moves end;
+ *  5. otherwise a learner no step wants leaves.
+ *
+ * Bringing a node in takes two changes, as for a PG (pg-move-plan.ts): it joins as a learner,
+ * which counts for no quorum while it catches up, then becomes a voter once caught up. Added as
+ * a voter at once, a newcomer would count for the quorum from the first entry while it still
+ * fetched the whole map: with one voter already lost (the very case of a replacement), the
+ * group could commit nothing until the newcomer caught up, and its leadership could move.
  *
  * No step may cost the group its quorum: an addition needs the healthy voters plus the new one
  * to make a quorum of the grown group; a removal needs the healthy voters left to make a quorum
@@ -71,9 +79,13 @@ export type MetaGroupStep =
   | { kind: 'none' }
   /** A change would be wanted but cannot be taken now (in flight, or it would risk the quorum). */
   | { kind: 'wait'; reason: string }
-  /** One change; two ids when the group grows from an odd count (see above). */
+  /** Nodes join as learners (they count for no quorum while they catch up). */
+  | { kind: 'addLearners'; nodeIds: NodeId[] }
+  /** Caught-up learners become voters: one change; two ids when the group grows from an odd count. */
   | { kind: 'addVoters'; nodeIds: NodeId[] }
   | { kind: 'removeVoter'; nodeId: NodeId }
+  /** A learner no step wants any more (its node out or gone, or not needed). */
+  | { kind: 'removeLearner'; nodeId: NodeId }
   | { kind: 'transferLeader'; to: NodeId };
 
 /** Votes a group of `voters` voters needs to decide anything. */
@@ -145,7 +157,7 @@ function widestAddition(domains: DomainIndex, members: readonly NodeId[], candid
   return best;
 }
 
-/** The leader itself, or a voter connected to it, replicating and caught up. */
+/** The leader itself, or a member (voter or learner) connected to it, replicating and caught up. */
 export function isHealthyVoter(input: Pick<MetaGroupInput, 'self' | 'connected' | 'progress' | 'commitIndex'>, id: NodeId): boolean {
   if (id === input.self) return true;
   if (!input.connected.has(id)) return false;
@@ -203,33 +215,49 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
   if (input.changePending) return { kind: 'wait', reason: 'a configuration change is not committed yet' };
   const state = new Map(input.nodes.map((n) => [n.id, n.state]));
   const voters = sorted(conf.voters);
-  const members = new Set([...voters, ...conf.learners, ...conf.learnersNext]);
+  const learners = sorted(conf.learners);
+  const members = new Set([...voters, ...learners, ...conf.learnersNext]);
   const staying = voters.filter((v) => state.get(v) === 'in');
   const leaving = voters.filter((v) => state.get(v) !== 'in');
 
+  // 0. A learner whose node is out or gone will never be wanted.
+  const strayLearner = learners.find((l) => state.get(l) !== 'in');
+  if (strayLearner !== undefined) return { kind: 'removeLearner', nodeId: strayLearner };
+
   const candidates = sorted(input.nodes.filter((n) => n.state === 'in' && !members.has(n.id) && input.connected.has(n.id)).map((n) => n.id));
+  const reachableLearners = learners.filter((l) => input.connected.has(l));
   const domains = new DomainIndex(input.nodes);
   const healthy = voters.filter((v) => isHealthyVoter(input, v)).length;
-  const add = (nodeIds: NodeId[]): MetaGroupStep => {
+  /** Nodes become voters in two changes: learners first, then voters once caught up. */
+  const bringIn = (nodeIds: NodeId[]): MetaGroupStep => {
+    const fresh = nodeIds.filter((id) => !learners.includes(id));
+    if (fresh.length > 0) return { kind: 'addLearners', nodeIds: fresh };
+    const lagging = nodeIds.filter((id) => !isHealthyVoter(input, id));
+    if (lagging.length > 0) return { kind: 'wait', reason: `node ${lagging.join(' and ')} catches up as a learner before it becomes a voter of the metadata group` };
     const need = quorumOf(voters.length + nodeIds.length);
     if (healthy + nodeIds.length >= need) return { kind: 'addVoters', nodeIds };
     return { kind: 'wait', reason: `adding node ${nodeIds.join(' and ')} needs ${need} healthy voters with them, ${healthy} without` };
+  };
+  /** The node to bring in next beside `members`: a reachable learner if any (it was chosen before and has caught up some), else a candidate. */
+  const nextIn = (members: readonly NodeId[], taken: readonly NodeId[], among: (id: NodeId) => boolean = () => true): NodeId | undefined => {
+    const fromLearners = reachableLearners.filter((l) => !taken.includes(l) && among(l));
+    const pool = fromLearners.length > 0 ? fromLearners : candidates.filter((c) => !taken.includes(c) && among(c));
+    return widestAddition(domains, members, pool);
   };
   // Unreachable first (it costs the group most), the leader last (it hands over first).
   const rank = (v: NodeId): number => (v === input.self ? 2 : isHealthyVoter(input, v) ? 1 : 0);
 
   // 1. Grow, or bring in the replacement of a voter that leaves.
-  if (staying.length < input.votersWanted && candidates.length > 0) {
+  const joinable = reachableLearners.length + candidates.length;
+  if (staying.length < input.votersWanted && joinable > 0) {
     // A replacement joins alone: the even count it makes lasts until the leaving voter goes.
     const joining = leaving.length === 0 && voters.length % 2 === 1 && voters.length + 2 <= input.votersWanted ? 2 : 1;
-    if (candidates.length < joining) {
-      return { kind: 'wait', reason: `node ${candidates[0]} joins the metadata group with a second node, to keep an odd number of voters` };
+    if (joinable < joining) {
+      return { kind: 'wait', reason: `node ${[...reachableLearners, ...candidates][0]} joins the metadata group with a second node, to keep an odd number of voters` };
     }
     const nodeIds: NodeId[] = [];
-    while (nodeIds.length < joining) {
-      nodeIds.push(widestAddition(domains, [...staying, ...nodeIds], candidates.filter((c) => !nodeIds.includes(c)))!);
-    }
-    return add(nodeIds);
+    while (nodeIds.length < joining) nodeIds.push(nextIn([...staying, ...nodeIds], nodeIds)!);
+    return bringIn(nodeIds);
   }
 
   // 2. A voter that leaves goes once enough voters stay without it.
@@ -255,9 +283,13 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
   }
 
   // 4. A node that would spread the group wider in place of a voter joins (step 3 follows).
-  if (staying.length === input.votersWanted && healthy === voters.length && candidates.some((c) => widensInPlaceOfAVoter(domains, staying, c))) {
-    return add([widestAddition(domains, staying, candidates)!]);
+  if (staying.length === input.votersWanted && healthy === voters.length) {
+    const wider = nextIn(staying, [], (id) => widensInPlaceOfAVoter(domains, staying, id));
+    if (wider !== undefined) return bringIn([wider]);
   }
+
+  // 5. A learner nothing above wants (its move was overtaken, or it was cut off) leaves.
+  if (learners.length > 0) return { kind: 'removeLearner', nodeId: learners[0] };
   return { kind: 'none' };
 }
 

@@ -676,9 +676,17 @@ export class StorageNode implements PgClient {
     });
     try {
       switch (step.kind) {
+        case 'addLearners':
+          this.host.proposeConfChange(metadataGroupId, { changes: step.nodeIds.map((nodeId) => ({ type: 'addLearner' as const, nodeId })) });
+          this.log.info('adding metadata learners (voters once caught up)', { nodeIds: step.nodeIds, voters: st.confState.voters });
+          break;
         case 'addVoters':
           this.host.proposeConfChange(metadataGroupId, { changes: step.nodeIds.map((nodeId) => ({ type: 'addVoter' as const, nodeId })) });
-          this.log.info('adding metadata voters', { nodeIds: step.nodeIds, voters: st.confState.voters });
+          this.log.info('adding metadata voters', { nodeIds: step.nodeIds, voters: st.confState.voters, from: 'caught-up learners' });
+          break;
+        case 'removeLearner':
+          this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'removeNode', nodeId: step.nodeId }] });
+          this.log.info('removing a metadata learner no longer wanted', { nodeId: step.nodeId, learners: st.confState.learners });
           break;
         case 'removeVoter':
           this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'removeNode', nodeId: step.nodeId }] });

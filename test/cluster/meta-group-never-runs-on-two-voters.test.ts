@@ -3,7 +3,8 @@
  * its nodes does. On real processes:
  *  - a cluster of two nodes keeps group 0 on node 1 alone: with node 2 killed, the map still
  *    changes (a volume is created through node 1) at once;
- *  - once two more nodes are there, both join group 0 in one change (one log line names both),
+ *  - once two more nodes are there, both join group 0 as learners, then become voters in one
+ *    change once caught up (one log line names both, for each change),
  *    and from then on the map survives the loss of any one node: with group 0's leader
  *    killed, a volume is created through another node.
  */
@@ -34,6 +35,9 @@ test('group 0 never runs on two voters: two nodes keep one, and it grows from on
   assert.deepEqual(metaVoters(status), [1, 2, 3]);
   const added = logRecords(cluster.node(1), 'adding metadata voters');
   assert.deepEqual(added.map((r) => r.nodeIds), [[2, 3]], 'group 0 grew other than by one change of two voters');
+  // Both joined as learners first (one change), and became voters once caught up.
+  const learners = logRecords(cluster.node(1), 'adding metadata learners (voters once caught up)');
+  assert.deepEqual(learners.map((r) => r.nodeIds), [[2, 3]], 'the newcomers were not learners first');
 
   // Its leader lost: the two voters left elect one, and the map changes again.
   const metaLeader = status.groups[0].leader;

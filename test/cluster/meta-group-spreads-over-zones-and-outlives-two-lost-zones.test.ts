@@ -29,7 +29,10 @@ test('group 0 moves a voter out of a crowded zone when a node of another zone jo
   });
   const voters = metaVoters(s);
   assert.ok(voters.includes(4), `voters ${JSON.stringify(voters)}`);
-  // The move was two changes: node 4 joined alone, then one voter of zone a left.
+  // The move was three changes: node 4 joined alone as a learner, became a voter once caught
+  // up, then one voter of zone a left.
+  const learners = cluster.nodes.flatMap((n) => logRecords(n, 'adding metadata learners (voters once caught up)')).map((r) => r.nodeIds);
+  assert.ok(learners.some((ids) => JSON.stringify(ids) === '[4]'), `learners ${JSON.stringify(learners)}`);
   const added = cluster.nodes.flatMap((n) => logRecords(n, 'adding metadata voters')).map((r) => r.nodeIds);
   assert.ok(added.some((ids) => JSON.stringify(ids) === '[4]'), `additions ${JSON.stringify(added)}`);
   const removed = cluster.nodes.flatMap((n) => logRecords(n, 'removing a metadata voter that is out or gone from the map, or crowds a fault domain'));

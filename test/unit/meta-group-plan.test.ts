@@ -1,7 +1,8 @@
 /**
  * Group 0's next membership step (src/cluster/meta-group-plan.ts): grow to the wanted voters,
  * replace a voter marked out or gone from the map (replacement first, then removal), one
- * change at a time, never at the cost of the quorum, and a leader that leaves hands over first.
+ * change at a time, never at the cost of the quorum, a newcomer a learner until caught up, and
+ * a leader that leaves hands over first.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,8 +11,8 @@ import { checkMetaRemoval, DomainIndex, metaVotersWanted, planMetaGroup, quorumO
 import type { ConfState, ProgressState } from '../../src/raft/index.js';
 import type { NodeState } from '../../src/cluster/map.js';
 
-function conf(voters: number[], votersOutgoing: number[] = []): ConfState {
-  return { voters, learners: [], votersOutgoing, learnersNext: [], autoLeave: votersOutgoing.length > 0 };
+function conf(voters: number[], votersOutgoing: number[] = [], learners: number[] = []): ConfState {
+  return { voters, learners, votersOutgoing, learnersNext: [], autoLeave: votersOutgoing.length > 0 };
 }
 
 /** Nodes 1..n in, but those in `out`; connected and caught up unless said otherwise. */
@@ -24,7 +25,7 @@ function input(over: Partial<MetaGroupInput> & { n?: number; out?: number[]; gon
   const everyone = Array.from({ length: Math.max(n, ...c.voters) }, (_, i) => i + 1);
   const connected = new Set(everyone.filter((id) => id !== self && !(over.down ?? []).includes(id)));
   const progress = new Map<number, { match: number; state: ProgressState }>();
-  for (const v of c.voters) if (v !== self) progress.set(v, { match: 100, state: (over.down ?? []).includes(v) ? 'probe' : 'replicate' });
+  for (const v of [...c.voters, ...c.learners]) if (v !== self) progress.set(v, { match: 100, state: (over.down ?? []).includes(v) ? 'probe' : 'replicate' });
   for (const [id, [match, state]] of Object.entries(over.lag ?? {})) progress.set(Number(id), { match, state });
   return { self, conf: c, changePending: false, nodes, connected, progress, commitIndex: 100, votersWanted: 3, ...over };
 }
@@ -36,18 +37,23 @@ test('quorums', () => {
 });
 
 test('the group grows to the wanted count, lowest connected in nodes first, never through two voters', () => {
-  // From one voter, two join in one change: a group of two stops when either node does.
-  assert.deepEqual(planMetaGroup(input({ conf: conf([1]) })), { kind: 'addVoters', nodeIds: [2, 3] });
-  assert.deepEqual(planMetaGroup(input({ conf: conf([1]), down: [2] })), { kind: 'addVoters', nodeIds: [3, 4] });
+  // From one voter, two join in one change: a group of two stops when either node does. They
+  // join as learners, and become voters together once both are caught up.
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1]) })), { kind: 'addLearners', nodeIds: [2, 3] });
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1], [], [2, 3]) })), { kind: 'addVoters', nodeIds: [2, 3] });
+  const lagging = planMetaGroup(input({ conf: conf([1], [], [2, 3]), lag: { 3: [40, 'replicate'] } }));
+  assert.equal(lagging.kind, 'wait');
+  assert.match((lagging as { reason: string }).reason, /node 3 catches up as a learner/);
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1]), down: [2] })), { kind: 'addLearners', nodeIds: [3, 4] });
   // With one node to add, the single voter waits for a second (a two-node cluster keeps one).
   const alone = planMetaGroup(input({ n: 2, conf: conf([1]) }));
   assert.equal(alone.kind, 'wait');
   assert.match((alone as { reason: string }).reason, /node 2 joins the metadata group with a second node/);
   assert.equal(planMetaGroup(input({ conf: conf([1]), down: [3, 4] })).kind, 'wait');
   // A group of two (grown before this rule) takes one more.
-  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]) })), { kind: 'addVoters', nodeIds: [3] });
-  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]), down: [3] })), { kind: 'addVoters', nodeIds: [4] });
-  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]), out: [3] })), { kind: 'addVoters', nodeIds: [4] });
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]) })), { kind: 'addLearners', nodeIds: [3] });
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]), down: [3] })), { kind: 'addLearners', nodeIds: [4] });
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]), out: [3] })), { kind: 'addLearners', nodeIds: [4] });
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2, 3]) })), { kind: 'none' });
   assert.deepEqual(planMetaGroup(input({ n: 2, conf: conf([1, 2]) })), { kind: 'none' }, 'no node to add');
 });
@@ -58,8 +64,14 @@ test('nothing is decided while a change is in flight', () => {
 });
 
 test('a voter marked out is replaced: the replacement joins first, then the out voter leaves', () => {
-  // 1, 2, 3 voters, 3 out, 4 in and connected.
-  assert.deepEqual(planMetaGroup(input({ out: [3] })), { kind: 'addVoters', nodeIds: [4] });
+  // 1, 2, 3 voters, 3 out, 4 in and connected: 4 joins as a learner, and becomes a voter only
+  // once caught up (a voter still fetching the map would be one of the three votes 1, 2, 3, 4
+  // need while 3 is dead).
+  assert.deepEqual(planMetaGroup(input({ out: [3] })), { kind: 'addLearners', nodeIds: [4] });
+  const catchingUp = planMetaGroup(input({ conf: conf([1, 2, 3], [], [4]), out: [3], lag: { 4: [0, 'snapshot'] } }));
+  assert.equal(catchingUp.kind, 'wait');
+  assert.match((catchingUp as { reason: string }).reason, /node 4 catches up as a learner/);
+  assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2, 3], [], [4]), out: [3] })), { kind: 'addVoters', nodeIds: [4] });
   // Once 4 is a voter, 3 leaves (even while 4 still catches up: 1 and 2 make the quorum of 1, 2, 4).
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2, 3, 4]), out: [3] })), { kind: 'removeVoter', nodeId: 3 });
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2, 3, 4]), out: [3], lag: { 4: [0, 'snapshot'] } })), { kind: 'removeVoter', nodeId: 3 });
@@ -67,7 +79,7 @@ test('a voter marked out is replaced: the replacement joins first, then the out 
 });
 
 test('a voter gone from the map is replaced the same way', () => {
-  assert.deepEqual(planMetaGroup(input({ gone: [3] })), { kind: 'addVoters', nodeIds: [4] });
+  assert.deepEqual(planMetaGroup(input({ gone: [3] })), { kind: 'addLearners', nodeIds: [4] });
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2, 3, 4]), gone: [3], down: [3] })), { kind: 'removeVoter', nodeId: 3 });
 });
 
@@ -121,7 +133,8 @@ function spreadInput(where: Record<number, string>, voters: number[], over: Part
     return { id: Number(id), state: 'in' as NodeState, labels: { zone, rack: rack ?? 'r', host: `h${id}` } };
   });
   const self = over.self ?? voters[0];
-  const progress = new Map(voters.filter((v) => v !== self).map((v) => [v, { match: 100, state: 'replicate' as ProgressState }]));
+  const learners = over.conf?.learners ?? [];
+  const progress = new Map([...voters, ...learners].filter((v) => v !== self).map((v) => [v, { match: 100, state: 'replicate' as ProgressState }]));
   return {
     self,
     conf: conf(voters),
@@ -139,7 +152,7 @@ test('five voters from five nodes in, three below', () => {
   assert.deepEqual([1, 2, 3, 4, 5, 6, 100].map(metaVotersWanted), [3, 3, 3, 3, 5, 5, 5]);
   // Three voters of five nodes: two more join in one change.
   const five = { 1: 'a', 2: 'b', 3: 'c', 4: 'd', 5: 'e' };
-  assert.deepEqual(planMetaGroup(spreadInput(five, [1, 2, 3])), { kind: 'addVoters', nodeIds: [4, 5] });
+  assert.deepEqual(planMetaGroup(spreadInput(five, [1, 2, 3])), { kind: 'addLearners', nodeIds: [4, 5] });
   // Down to four nodes in: one voter leaves (the highest id of equals), and not before the others are caught up.
   const four = spreadInput(five, [1, 2, 3, 4, 5], { nodes: spreadInput(five, []).nodes.map((n) => (n.id === 5 ? { ...n, state: 'out' as NodeState } : n)), votersWanted: 3 });
   assert.deepEqual(planMetaGroup(four), { kind: 'removeVoter', nodeId: 5 });
@@ -149,14 +162,15 @@ test('five voters from five nodes in, three below', () => {
 test('the group grows onto the nodes that spread it over the most zones, then racks, then hosts', () => {
   const where = { 1: 'a/r1', 2: 'a/r1', 3: 'a/r2', 4: 'b/r1', 5: 'a/r1' };
   // 4 brings zone b, then 3 brings rack r2 (not 2 or 5: same rack as 1).
-  assert.deepEqual(planMetaGroup(spreadInput(where, [1], { votersWanted: 3 })), { kind: 'addVoters', nodeIds: [4, 3] });
+  assert.deepEqual(planMetaGroup(spreadInput(where, [1], { votersWanted: 3 })), { kind: 'addLearners', nodeIds: [4, 3] });
   const flat = { 1: 'a', 2: 'a', 3: 'a', 4: 'a' };
-  assert.deepEqual(planMetaGroup(spreadInput(flat, [1])), { kind: 'addVoters', nodeIds: [2, 3] }, 'one zone and rack: lowest ids');
+  assert.deepEqual(planMetaGroup(spreadInput(flat, [1])), { kind: 'addLearners', nodeIds: [2, 3] }, 'one zone and rack: lowest ids');
 });
 
 test('voters crowded in one zone move to other zones one at a time: a node joins, then a crowded voter leaves', () => {
   const where = { 1: 'a', 2: 'a', 3: 'a', 4: 'b' };
-  assert.deepEqual(planMetaGroup(spreadInput(where, [1, 2, 3])), { kind: 'addVoters', nodeIds: [4] });
+  assert.deepEqual(planMetaGroup(spreadInput(where, [1, 2, 3])), { kind: 'addLearners', nodeIds: [4] });
+  assert.deepEqual(planMetaGroup(spreadInput(where, [1, 2, 3], { conf: conf([1, 2, 3], [], [4]) })), { kind: 'addVoters', nodeIds: [4] });
   // Not while a voter is unhealthy.
   assert.equal(planMetaGroup(spreadInput(where, [1, 2, 3], { connected: new Set([3, 4]) })).kind, 'none');
   // The newcomer catches up before a voter leaves; then the highest id of the crowded zone goes.
@@ -180,16 +194,25 @@ test('from any start, the plan ends with the wanted voters, spread as wide as th
         placement.forEach(([zone, rack], i) => (where[i + 1] = `z${zone}/r${rack}`));
         const n = placement.length;
         let voters = [Math.min(firstVoter, n)];
+        let learners: number[] = [];
         let self = voters[0];
         const trace: string[] = [];
-        for (let step = 0; step < 40; step++) {
-          const input = spreadInput(where, voters, { self });
+        for (let step = 0; step < 60; step++) {
+          const input = spreadInput(where, voters, { self, conf: conf(voters, [], learners) });
           const next = planMetaGroup(input);
-          trace.push(`${JSON.stringify(voters)} → ${JSON.stringify(next)}`);
-          if (next.kind === 'addVoters') voters = [...voters, ...next.nodeIds];
-          else if (next.kind === 'removeVoter') voters = voters.filter((v) => v !== next.nodeId);
+          trace.push(`${JSON.stringify(voters)} learners ${JSON.stringify(learners)} → ${JSON.stringify(next)}`);
+          if (next.kind === 'addLearners') {
+            assert.ok(next.nodeIds.every((id) => !voters.includes(id) && !learners.includes(id)), trace.join('\n'));
+            learners = [...learners, ...next.nodeIds];
+          } else if (next.kind === 'addVoters') {
+            assert.ok(next.nodeIds.every((id) => learners.includes(id)), `a voter added without being a learner first:\n${trace.join('\n')}`);
+            voters = [...voters, ...next.nodeIds];
+            learners = learners.filter((l) => !next.nodeIds.includes(l));
+          } else if (next.kind === 'removeVoter') voters = voters.filter((v) => v !== next.nodeId);
+          else if (next.kind === 'removeLearner') learners = learners.filter((l) => l !== next.nodeId);
           else if (next.kind === 'transferLeader') self = next.to;
           else {
+            assert.deepEqual(learners, [], `learners left over:\n${trace.join('\n')}`);
             const wanted = metaVotersWanted(n);
             const expected = n === 2 ? 1 : Math.min(wanted, n);
             assert.equal(voters.length, expected, trace.join('\n'));
@@ -203,9 +226,25 @@ test('from any start, the plan ends with the wanted voters, spread as wide as th
           }
           assert.notEqual(voters.length, 2, `group 0 ran on two voters:\n${trace.join('\n')}`);
         }
-        assert.fail(`no end in 40 steps:\n${trace.join('\n')}`);
+        assert.fail(`no end in 60 steps:\n${trace.join('\n')}`);
       },
     ),
     { numRuns: 300 },
   );
+});
+
+test('learners: one whose node is out or gone leaves first, one already joining is brought in before any other node, one nothing wants leaves', () => {
+  // Learner 4 marked out, learner 5 gone from the map: each leaves (lowest first).
+  assert.deepEqual(planMetaGroup(input({ n: 5, conf: conf([1, 2, 3], [], [4, 5]), out: [4], gone: [5] })), { kind: 'removeLearner', nodeId: 4 });
+  assert.deepEqual(planMetaGroup(input({ n: 5, conf: conf([1, 2, 3], [], [5]), gone: [5] })), { kind: 'removeLearner', nodeId: 5 });
+  // 3 out: learner 5 (already catching up) replaces it rather than a new learner 4.
+  assert.deepEqual(planMetaGroup(input({ n: 5, conf: conf([1, 2, 3], [], [5]), out: [3] })), { kind: 'addVoters', nodeIds: [5] });
+  // An unreachable learner is passed over for a reachable node, and kept meanwhile.
+  assert.deepEqual(planMetaGroup(input({ n: 5, conf: conf([1, 2, 3], [], [5]), out: [3], down: [5] })), { kind: 'addLearners', nodeIds: [4] });
+  // Three healthy voters and nothing to widen: a learner left over from an overtaken move leaves.
+  assert.deepEqual(planMetaGroup(input({ n: 4, conf: conf([1, 2, 3], [], [4]) })), { kind: 'removeLearner', nodeId: 4 });
+  // Promotion keeps the quorum rule: 1, 2, 3 voters with 2 and 3 down cannot take learner 4 (1 and 4 are 2 of the 3 that 4 voters need).
+  const short = planMetaGroup(input({ n: 4, conf: conf([1, 2, 3], [], [4]), out: [3], down: [2, 3] }));
+  assert.equal(short.kind, 'wait');
+  assert.match((short as { reason: string }).reason, /needs 3 healthy voters/);
 });
