@@ -162,7 +162,7 @@ export const defaultElectionTicks = 10;
  */
 export const defaultMaxOutstandingReadies = 4;
 /*
- * Checkpoints cost several device flushes per group (data files, dedupe table, meta.json), so
+ * Checkpoints cost device flushes per group (its data files, then its checkpoint file), so
  * a group is checkpointed when it needs it rather than on every timer round. Every trigger
  * bounds something: pending bytes and entries bound the Raft log held in memory per group
  * (MemoryStorage keeps everything after the last checkpoint), the node-wide byte cap bounds

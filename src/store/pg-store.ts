@@ -10,10 +10,11 @@
  * Applying is sequential per PG and deterministic: every replica that applies the same
  * entries in the same order holds the same bytes. Durability of applied data is the WAL's
  * job until `checkpoint()`: it flushes the dirty blocks, fdatasyncs the data files, then
- * persists the applied index (meta.json, written to a temp file, fsynced, renamed), and only
- * then may the caller let the WAL drop the entries up to that index.
+ * persists the applied index with the dedupe window (checkpoint-file.ts: one file, written to a
+ * temp file, fsynced, renamed), and only then may the caller let the WAL drop the entries up
+ * to that index.
  */
-import { access, mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { access, mkdir, readdir, unlink } from 'node:fs/promises';
 import { writeFileDurably } from '../common/durable-file.js';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
@@ -21,6 +22,7 @@ import { assert } from '../common/assert.js';
 import { Corruption, IoError, Unavailable } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
 import type { BlockFile, BlockIo } from '../io/types.js';
+import { readCheckpoint, writeCheckpoint } from './checkpoint-file.js';
 import { decodeOp, OpKind } from './ops.js';
 import { RecentRequests } from './recent-requests.js';
 import { DirtyCache, WriteBehindBudget, type WriteBehindBudgetOptions, type WriteBehindOptions } from './write-behind.js';
@@ -45,7 +47,7 @@ export interface StoreMeta {
 export const dedupeWindowRequests = 16384;
 /**
  * Present from the moment a snapshot restore starts replacing the data files until its index
- * is recorded in meta.json: a store that opens with it holds part of an image under an older
+ * is recorded in its checkpoint: a store that opens with it holds part of an image under an older
  * applied index (see PgStore.holdsPartialImage).
  */
 export const restoreMarkerFile = 'restoring';
@@ -113,6 +115,8 @@ export class PgStore {
   private readonly dirty: DirtyCache;
   private meta: StoreMeta;
   private durable: StoreMeta;
+  /** The checkpoint was read from an older version's meta.json and dedupe.bin (removed at the next one). */
+  private legacyCheckpoint = false;
   /** Request keys applied recently, oldest first. */
   private readonly recent = new RecentRequests(dedupeWindowRequests);
   private closed = false;
@@ -152,24 +156,14 @@ export class PgStore {
   /** Opens (creating if needed) the store of one PG replica in `dir`. */
   static async open(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, options: WriteBehindOptions = {}): Promise<PgStore> {
     await mkdir(dir, { recursive: true });
-    let meta: StoreMeta = { appliedIndex: 0, appliedTerm: 0 };
-    try {
-      const parsed = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as StoreMeta;
-      if (!Number.isSafeInteger(parsed.appliedIndex) || !Number.isSafeInteger(parsed.appliedTerm)) throw new Corruption(`bad meta.json in ${dir}`);
-      meta = parsed;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err instanceof Corruption ? err : new Corruption(`unreadable meta.json in ${dir}: ${(err as Error).message}`);
-    }
-    const store = new PgStore(io, scratch, dir, groupId, meta, options);
+    const ckpt = await readCheckpoint(dir);
+    const store = new PgStore(io, scratch, dir, groupId, { appliedIndex: ckpt.appliedIndex, appliedTerm: ckpt.appliedTerm }, options);
+    store.legacyCheckpoint = ckpt.legacy;
     store.restoring = await access(join(dir, restoreMarkerFile)).then(
       () => true,
       () => false,
     );
-    try {
-      store.recent.load(await readFile(join(dir, 'dedupe.bin')));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err instanceof Corruption ? err : new Corruption(`unreadable dedupe.bin in ${dir}`);
-    }
+    store.recent.load(ckpt.recent);
     return store;
   }
 
@@ -181,7 +175,7 @@ export class PgStore {
    * The files hold part of a snapshot image: a restore is under way, or one was when this
    * store last ran and a crash cut it short. In the second case (asked right after open,
    * before this process could start a restore of its own) the data files were wiped and
-   * partly refilled while meta.json still names the applied index from before: replaying the
+   * partly refilled while the checkpoint still names the applied index from before: replaying the
    * log from that index would not bring back what the wipe removed, so the replica must be
    * rebuilt from its leader (PgMover) and never take part as it is. In either case there is
    * no state to serve or checksum. A completed restore (`finishRestore`, `restoreImage`)
@@ -533,19 +527,24 @@ export class PgStore {
 
   /**
    * Makes everything applied durable without the WAL: fdatasync every data file, then write
-   * meta.json atomically. Returns the index now safe to checkpoint in the WAL.
+   * the checkpoint file (index, term, dedupe window) atomically. Returns the index now safe to
+   * checkpoint in the WAL.
    */
   async checkpoint(): Promise<number> {
     const target = { ...this.meta };
     if (target.appliedIndex === this.durable.appliedIndex) return this.durable.appliedIndex;
+    // Taken with the index, before the sync: applies that continue meanwhile are not in it.
     const recent = this.recent.toBytes();
     await this.syncDataFiles();
-    // The table may end up newer than meta.json after a crash: replaying the entries between
-    // then skips requests whose data is already in the (synced) files, which changes nothing.
-    await writeFileDurably(join(this.dir, 'dedupe.bin'), recent);
-    await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(target));
-    this.durable = target;
+    await this.saveCheckpoint(target, recent);
     return target.appliedIndex;
+  }
+
+  /** Records `meta` and `recent` as the durable state (the data files are synced already). */
+  private async saveCheckpoint(meta: StoreMeta, recent: Uint8Array): Promise<void> {
+    await writeCheckpoint(this.dir, { ...meta, recent }, this.legacyCheckpoint);
+    this.legacyCheckpoint = false;
+    this.durable = { ...meta };
   }
 
   /**
@@ -674,7 +673,7 @@ export class PgStore {
   /**
    * Refuses a restore step on a closed store. A restore that went on after close() would put
    * blocks in a dirty map nobody flushes (or that close's dropAll throws away), and could then
-   * record its index as complete in meta.json over files missing those blocks.
+   * record its index as complete in its checkpoint over files missing those blocks.
    */
   private assertOpen(what: string): void {
     if (this.closed) throw new Unavailable(`PG ${this.groupId}: store closed, ${what} refused`);
@@ -734,9 +733,7 @@ export class PgStore {
     // close() may have run while the files were synced: the image is then not known whole.
     this.assertOpen('restore end');
     this.meta = { appliedIndex: index, appliedTerm: term };
-    await writeFileDurably(join(this.dir, 'dedupe.bin'), this.recent.toBytes());
-    await writeFileDurably(join(this.dir, 'meta.json'), JSON.stringify(this.meta));
-    this.durable = { ...this.meta };
+    await this.saveCheckpoint(this.meta, this.recent.toBytes());
     await this.clearRestoreMark();
   }
 

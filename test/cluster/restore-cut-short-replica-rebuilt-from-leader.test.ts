@@ -1,6 +1,6 @@
 /**
  * A replica whose snapshot restore a crash cut short — its data files wiped (and maybe partly
- * refilled from an image) while meta.json still names the applied index from before — is not
+ * refilled from an image) while its checkpoint still names the applied index from before — is not
  * resumed from that index: replaying the log from there would not bring back what the wipe
  * removed. The node comes back with the PG held, rebuilds it from its leader's snapshot, and
  * ends with the same bytes as the other replicas, serving as a follower again.
@@ -14,6 +14,7 @@ import { metric } from '../helpers/hand-peer.js';
 import { TestCluster, sleep, waitFor } from '../helpers/cluster.js';
 import { requirePythonNbd, systemPython } from './io.js';
 import { restoreMarkerFile } from '../../src/store/pg-store.js';
+import { readCheckpoint } from '../../src/store/checkpoint-file.js';
 
 
 test('a replica whose snapshot restore a crash cut short is rebuilt from its leader, not resumed', { timeout: 120_000 }, async (t) => {
@@ -31,15 +32,13 @@ test('a replica whose snapshot restore a crash cut short is rebuilt from its lea
   const victim = cluster.node(3);
   const pgsDir = join(victim.dir, 'data', 'pgs');
   const pgDirs = (): string[] => readdirSync(pgsDir).filter((n) => n !== '0').map((n) => join(pgsDir, n));
-  const durable = (dir: string): number => {
-    try {
-      return (JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as { appliedIndex: number }).appliedIndex;
-    } catch {
-      return 0;
-    }
-  };
-  // Checkpointed (meta.json past the writes), so a resume would replay only what follows.
-  await waitFor("node 3's PG stores checkpointed", 30_000, async () => (pgDirs().length === 2 && pgDirs().every((d) => durable(d) > 100) ? true : undefined));
+  const durable = (dir: string): Promise<number> => readCheckpoint(dir).then((c) => c.appliedIndex, () => 0);
+  // Checkpointed (the checkpoint past the writes), so a resume would replay only what follows.
+  await waitFor("node 3's PG stores checkpointed", 30_000, async () => {
+    if (pgDirs().length !== 2) return undefined;
+    const indexes = await Promise.all(pgDirs().map(durable));
+    return indexes.every((i) => i > 100) ? true : undefined;
+  });
   await sleep(200);
   await victim.kill9();
 

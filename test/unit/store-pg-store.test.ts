@@ -293,7 +293,7 @@ test('a restore cut short by a crash leaves its mark: a reopened store says so, 
   await dst.close();
   const reopened = await openStore(dir);
   assert.equal(reopened.holdsPartialImage, true, 'the crash cut the restore short');
-  assert.equal(reopened.durableIndex, 1, 'meta.json still names the index from before');
+  assert.equal(reopened.durableIndex, 1, 'the checkpoint still names the index from before');
   await assert.rejects(reopened.imageChunk(null, 4096), /restoring a snapshot/);
   // The rebuild (a full restore) clears the mark, durably.
   await reopened.beginRestore();
