@@ -585,8 +585,13 @@ export class Wal {
       this.pool.push(b.buf);
       b.resolve();
     }
-    // A compaction now durable may have left segments to reuse or remove.
-    if (this.compactionHolds.length > 0 && this.compactionHolds[0].batchSeq <= this.durableSeq) this.maintainSegments();
+    // A compaction now durable releases its hold, and may have left segments to reuse or remove.
+    // Holds are taken in batch order, so the released ones are at the front.
+    const holds = this.compactionHolds;
+    if (holds.length > 0 && holds[0].batchSeq <= this.durableSeq) {
+      while (holds.length > 0 && holds[0].batchSeq <= this.durableSeq) holds.shift();
+      this.maintainSegments();
+    }
     this.flush();
     this.drainBacklog();
   }
@@ -673,7 +678,9 @@ export class Wal {
   /** Called from a compaction's staging: its record is in the open batch. */
   private holdSegments(floorSeq: number): void {
     assert(this.openBatch !== null, 'a compaction record is staged in the open batch');
-    this.compactionHolds.push({ batchSeq: this.openBatch.seq, floorSeq });
+    const holds = this.compactionHolds;
+    assert(holds.length === 0 || holds[holds.length - 1].batchSeq <= this.openBatch.seq, 'compaction holds are taken in batch order');
+    holds.push({ batchSeq: this.openBatch.seq, floorSeq });
     this.maintainSegments();
   }
 
@@ -683,12 +690,11 @@ export class Wal {
    * batch carries every group's metadata.
    */
   private idleSegments(): number {
-    const holds = this.compactionHolds;
-    while (holds.length > 0 && holds[0].batchSeq <= this.durableSeq) holds.shift();
-    // The lowest floor of every pending hold: the oldest hold's floor is not always the lowest
-    // (one taken while no group had entries has none), and the holds are few.
+    // The lowest floor of every pending hold (completeWritten releases the durable ones): the
+    // oldest hold's floor is not always the lowest (one taken while no group had entries has
+    // none), and the holds are few.
     let oldestNeeded = this.oldestNeededSegment();
-    for (const h of holds) if (h.floorSeq < oldestNeeded) oldestNeeded = h.floorSeq;
+    for (const h of this.compactionHolds) if (h.floorSeq < oldestNeeded) oldestNeeded = h.floorSeq;
     let lastStart = -1;
     for (let i = this.live.length - 1; i > 0; i--) {
       const s = this.live[i];
