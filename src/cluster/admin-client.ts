@@ -17,6 +17,7 @@
  *                                         every replica's node was replaced (data dir lost)
  *                                         and holds nothing of the PG
  *   GET    /v1/groups/{groupId}/digest   → GroupDigest     checksum of this replica's data
+ *                                         (verifyPgs asks every replica of every PG: pool verify)
  *   POST   /v1/nodes/{id}/state          ← { state: "in" | "out" }  → 200 { epoch }
  *                                         `out` drains the node: placement moves its PGs away
  *   DELETE /v1/nodes/{id}                → 200 RemoveNodeResponse  removes a drained node from
@@ -69,7 +70,8 @@ import { request as httpsRequest } from 'node:https';
 import { idempotencyKeyHeader } from './idempotency-key.js';
 import { parseHostPort } from '../common/address.js';
 import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
-import { allGroups } from './map.js';
+import { allGroups, pgGroupId } from './map.js';
+import { judgeReplicas, type PgVerdict, type ReplicaDigest } from './pg-verify.js';
 
 /**
  * `raftblock start` gives its first node this HTTP port (node i gets defaultAdminHttpPort + i - 1),
@@ -190,9 +192,14 @@ export interface GroupDigest {
   groupId: number;
   nodeId: NodeId;
   appliedIndex: number;
+  /** The applied index once the read ended: another than `appliedIndex`, writes were applied meanwhile. */
+  appliedIndexAfter?: number;
   /** Hex string. */
   digest: string;
 }
+
+/** One PG's replicas compared (`raftblock pool verify`); see pg-verify.ts for the verdicts. */
+export type PgVerifyResult = { pool: string; pgIndex: number; groupId: number; replicas: NodeId[] } & PgVerdict;
 
 /** DELETE /v1/nodes/{id} */
 export interface RemoveNodeResponse {
@@ -551,6 +558,48 @@ export class AdminClient {
   }
 
   /** The map from this server, merged with /v1/status from every node in it (in parallel). */
+  /**
+   * Compares the replicas of every PG (of `pool`, or of every pool; only PG `pgIndex` if
+   * given): each replica's node is asked for its digest, and a PG being written is asked
+   * again, up to `attempts` times (see pg-verify.ts). Reads every replica's data in full.
+   */
+  async verifyPgs(opts: { pool?: string; pgIndex?: number; attempts?: number; pauseMs?: number } = {}): Promise<PgVerifyResult[]> {
+    const map = await this.map();
+    const pools = opts.pool === undefined ? map.pools : map.pools.filter((p) => p.name === opts.pool);
+    if (pools.length === 0) throw new NotFound(`pool ${opts.pool} is not in the map`);
+    const attempts = opts.attempts ?? 5;
+    const out: PgVerifyResult[] = [];
+    for (const pool of pools) {
+      if (opts.pgIndex !== undefined && opts.pgIndex >= pool.pgCount) throw new NotFound(`pool ${pool.name} has ${pool.pgCount} PGs, no PG ${opts.pgIndex}`);
+      for (let pgIndex = 0; pgIndex < pool.pgCount; pgIndex++) {
+        if (opts.pgIndex !== undefined && pgIndex !== opts.pgIndex) continue;
+        const groupId = pgGroupId(pool.id, pgIndex);
+        const replicas = pool.pgs[pgIndex].replicas;
+        let verdict: PgVerdict = { result: 'busy', appliedIndexes: {} };
+        for (let attempt = 1; attempt <= attempts; attempt++) {
+          const answers = await Promise.all(replicas.map((id) => this.replicaDigest(map, id, groupId)));
+          verdict = judgeReplicas(answers);
+          if (verdict.result !== 'busy') break;
+          if (attempt < attempts) await new Promise((r) => setTimeout(r, opts.pauseMs ?? 500));
+        }
+        out.push({ pool: pool.name, pgIndex, groupId, replicas: [...replicas], ...verdict });
+      }
+    }
+    return out;
+  }
+
+  private async replicaDigest(map: ClusterMap, nodeId: NodeId, groupId: number): Promise<ReplicaDigest> {
+    const node = map.nodes.find((n) => n.id === nodeId);
+    if (!node) return { nodeId, error: 'not in the map' };
+    try {
+      // A digest reads the whole replica: far longer than a status call.
+      const d = await new AdminClient(node.addresses.http, { timeoutMs: Math.max(this.timeoutMs, 600_000), token: this.token, ca: this.ca }).groupDigest(groupId);
+      return { nodeId, appliedIndex: d.appliedIndex, appliedIndexAfter: d.appliedIndexAfter, digest: d.digest };
+    } catch (err) {
+      return { nodeId, error: err instanceof Error ? err.message : String(err) };
+    }
+  }
+
   async clusterStatus(): Promise<ClusterStatus> {
     const map = await this.map();
     const statuses = new Map<NodeId, NodeStatus | Error>();

@@ -1588,7 +1588,9 @@ export class StorageNode implements PgClient {
         }
       }
     }
-    return { groupId, nodeId: this.id, appliedIndex, digest: hash.digest('hex') };
+    // Applies that ran during the read changed what was read: the caller compares replicas
+    // only when this equals appliedIndex (pg-verify.ts).
+    return { groupId, nodeId: this.id, appliedIndex, appliedIndexAfter: store.appliedIndex, digest: hash.digest('hex') };
   }
 
   health(): string | null {

@@ -1,5 +1,5 @@
 /**
- * `raftblock pool create|list|reset-pg`: manage pools through a node's admin API
+ * `raftblock pool create|list|verify|reset-pg`: manage pools through a node's admin API
  * (src/cluster/admin-client.ts). A pool fixes the replication factor, the number of placement
  * groups and the fault-domain level its replicas are spread over; `list` reads them from the
  * cluster map. `--server` and `--json` as for `volume`; errors print `raftblock: MESSAGE [CODE]`
@@ -9,6 +9,7 @@ import { Option, type Command } from 'commander';
 import { InvalidArgument } from '../../common/errors.js';
 import { maxPgsPerPool, maxReplicas, type ClusterMap, type Pool } from '../../cluster/map.js';
 import { failureDomainLevels, type FailureDomain } from '../../cluster/placement.js';
+import type { PgVerifyResult } from '../../cluster/admin-client.js';
 import { adminClientFor, addCommonOptions, table } from './volume.js';
 
 interface CommonOptions {
@@ -43,6 +44,49 @@ function integer(text: string, flag: string, min: number, max: number): number {
   return n;
 }
 
+/** Exit status of `pool verify` when replicas disagree (errors exit 2, as for every command). */
+export const verifyMismatchExit = 1;
+/** ... when some PG could not be compared (a replica unreachable, or writes never paused). */
+export const verifyIncompleteExit = 3;
+
+/** One line per PG: what `pool verify` found. */
+export function renderVerify(results: readonly PgVerifyResult[]): string {
+  const rows = [['POOL', 'PG', 'GROUP', 'REPLICAS', 'APPLIED', 'RESULT']];
+  for (const r of results) {
+    let applied = '-';
+    let result: string;
+    switch (r.result) {
+      case 'consistent':
+        applied = String(r.appliedIndex);
+        result = 'consistent';
+        break;
+      case 'mismatch':
+        applied = String(r.appliedIndex);
+        result = 'MISMATCH: ' + r.groups.map((g) => (g.nodeIds.length > 1 ? `nodes ${g.nodeIds.join(',')} hold ` : `node ${g.nodeIds[0]} holds `) + g.digest.slice(0, 12)).join('; ');
+        break;
+      case 'busy':
+        result = `not compared: writes under way (applied ${Object.entries(r.appliedIndexes).map(([n, i]) => `${n}:${i}`).join(' ')})`;
+        break;
+      case 'incomplete':
+        result = 'not compared: ' + Object.entries(r.errors).map(([n, e]) => `node ${n}: ${e}`).join('; ');
+        break;
+    }
+    rows.push([r.pool, String(r.pgIndex), String(r.groupId), r.replicas.join(','), applied, result]);
+  }
+  const bad = results.filter((r) => r.result === 'mismatch').length;
+  const open = results.filter((r) => r.result === 'busy' || r.result === 'incomplete').length;
+  return `${table(rows)}
+${results.length} PGs: ${results.length - bad - open} consistent, ${bad} mismatched, ${open} not compared
+`;
+}
+
+/** The exit status for a verify: a mismatch outranks a PG left uncompared. */
+export function verifyExitCode(results: readonly PgVerifyResult[]): number {
+  if (results.some((r) => r.result === 'mismatch')) return verifyMismatchExit;
+  if (results.some((r) => r.result !== 'consistent')) return verifyIncompleteExit;
+  return 0;
+}
+
 function print(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : text + '\n');
 }
@@ -68,6 +112,24 @@ export function register(program: Command): void {
     if (opts.json) print(JSON.stringify({ epoch: res.epoch, pool: summarizePool(res.pool, 0) }, null, 2));
     else if (res.changed === false) print(`pool ${describePool(res.pool)} already exists as asked (map epoch ${res.epoch})`);
     else print(`created pool ${describePool(res.pool)} at map epoch ${res.epoch}`);
+  });
+
+  addCommonOptions(
+    pool
+      .command('verify [pool]')
+      .description(
+        `compare the data of every replica of every PG (of one pool, or all): reads each replica in full; ` +
+          `exit ${verifyMismatchExit} when replicas disagree, ${verifyIncompleteExit} when a PG could not be compared`,
+      )
+      .option('--pg <index>', 'only this PG of the pool')
+      .option('--attempts <n>', 'times a PG being written is asked again before it is left uncompared', '5'),
+  ).action(async (name: string | undefined, opts: CommonOptions & { pg?: string; attempts: string }) => {
+    if (opts.pg !== undefined && name === undefined) throw new InvalidArgument('--pg needs the pool it belongs to');
+    const pgIndex = opts.pg === undefined ? undefined : integer(opts.pg, '--pg', 0, maxPgsPerPool - 1);
+    const attempts = integer(opts.attempts, '--attempts', 1, 1000);
+    const results = await adminClientFor(opts).verifyPgs({ pool: name, pgIndex, attempts });
+    print(opts.json ? JSON.stringify(results, null, 2) : renderVerify(results));
+    process.exitCode = verifyExitCode(results);
   });
 
   addCommonOptions(

@@ -1,0 +1,52 @@
+/**
+ * Whether the replicas of a PG hold the same bytes (`raftblock pool verify`): each replica's
+ * digest (node.ts groupDigest: a checksum over every extent of the PG, holes as zeros) is
+ * comparable with another's only when both describe the same state, that is the same applied
+ * index at the start and at the end of the read (an apply in between changes what was read).
+ * Pure: the client gathers the digests (admin-client.ts verifyPgs) and retries a busy PG.
+ */
+import type { NodeId } from '../raft/index.js';
+
+/** One replica's answer, or why it has none. */
+export type ReplicaDigest =
+  | { nodeId: NodeId; appliedIndex: number; appliedIndexAfter?: number; digest: string }
+  | { nodeId: NodeId; error: string };
+
+export type PgVerdict =
+  /** Every replica answered at the same, unchanging applied index with the same digest. */
+  | { result: 'consistent'; appliedIndex: number }
+  /**
+   * Replicas at the same, unchanging applied index disagree: `groups` lists the nodes by the
+   * digest they hold, the largest group first (ties: the lowest node id first).
+   */
+  | { result: 'mismatch'; appliedIndex: number; groups: { digest: string; nodeIds: NodeId[] }[] }
+  /** Writes were being applied (indexes differ or moved): nothing to conclude; ask again. */
+  | { result: 'busy'; appliedIndexes: Record<NodeId, number> }
+  /** Some replica gave no digest; those that did agree (or are busy). */
+  | { result: 'incomplete'; errors: Record<NodeId, string> };
+
+export function judgeReplicas(answers: readonly ReplicaDigest[]): PgVerdict {
+  const ok = answers.filter((a): a is Extract<ReplicaDigest, { digest: string }> => 'digest' in a);
+  const errors: Record<NodeId, string> = {};
+  for (const a of answers) if ('error' in a) errors[a.nodeId] = a.error;
+  // Only answers that describe one settled state are compared.
+  const settled = ok.filter((a) => a.appliedIndexAfter === undefined || a.appliedIndexAfter === a.appliedIndex);
+  const index = settled[0]?.appliedIndex;
+  const comparable = settled.length === ok.length && ok.every((a) => a.appliedIndex === index);
+  if (comparable && ok.length >= 2) {
+    const byDigest = new Map<string, NodeId[]>();
+    for (const a of ok) byDigest.set(a.digest, [...(byDigest.get(a.digest) ?? []), a.nodeId]);
+    if (byDigest.size > 1) {
+      const groups = [...byDigest].map(([digest, nodeIds]) => ({ digest, nodeIds: [...nodeIds].sort((x, y) => x - y) }));
+      groups.sort((x, y) => y.nodeIds.length - x.nodeIds.length || x.nodeIds[0] - y.nodeIds[0]);
+      return { result: 'mismatch', appliedIndex: index as number, groups };
+    }
+  }
+  if (Object.keys(errors).length > 0) return { result: 'incomplete', errors };
+  if (!comparable) {
+    const appliedIndexes: Record<NodeId, number> = {};
+    for (const a of ok) appliedIndexes[a.nodeId] = a.appliedIndexAfter ?? a.appliedIndex;
+    return { result: 'busy', appliedIndexes };
+  }
+  return { result: 'consistent', appliedIndex: index ?? 0 };
+}

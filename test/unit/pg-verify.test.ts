@@ -1,0 +1,50 @@
+/**
+ * The verdict on a PG's replica digests (src/cluster/pg-verify.ts): replicas are compared only
+ * when each read one settled state (the same applied index at its start and end), so writes
+ * under way never look like a mismatch; a real mismatch names the odd nodes out.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { judgeReplicas, type ReplicaDigest } from '../../src/cluster/pg-verify.js';
+
+const at = (nodeId: number, appliedIndex: number, digest: string, appliedIndexAfter = appliedIndex): ReplicaDigest => ({ nodeId, appliedIndex, appliedIndexAfter, digest });
+
+test('same index, same digest: consistent; a single replica is consistent with itself', () => {
+  assert.deepEqual(judgeReplicas([at(1, 9, 'a'), at(2, 9, 'a'), at(3, 9, 'a')]), { result: 'consistent', appliedIndex: 9 });
+  assert.deepEqual(judgeReplicas([at(4, 3, 'z')]), { result: 'consistent', appliedIndex: 3 });
+  // An answer from a node of an older version (no index after the read) is taken as settled.
+  assert.deepEqual(judgeReplicas([{ nodeId: 1, appliedIndex: 5, digest: 'a' }, at(2, 5, 'a')]), { result: 'consistent', appliedIndex: 5 });
+});
+
+test('a mismatch lists the holders of each digest, the largest group first', () => {
+  assert.deepEqual(judgeReplicas([at(3, 9, 'b'), at(1, 9, 'a'), at(2, 9, 'a')]), {
+    result: 'mismatch',
+    appliedIndex: 9,
+    groups: [
+      { digest: 'a', nodeIds: [1, 2] },
+      { digest: 'b', nodeIds: [3] },
+    ],
+  });
+  const three = judgeReplicas([at(2, 9, 'b'), at(1, 9, 'a'), at(3, 9, 'c')]);
+  assert.equal(three.result, 'mismatch');
+  assert.deepEqual(three.result === 'mismatch' && three.groups.map((g) => g.nodeIds), [[1], [2], [3]]);
+  // Found among the replicas that answered even when another did not.
+  const partial = judgeReplicas([at(1, 9, 'a'), at(2, 9, 'b'), { nodeId: 3, error: 'ECONNREFUSED' }]);
+  assert.equal(partial.result, 'mismatch');
+});
+
+test('different or moving indexes are busy, never a mismatch; errors leave the PG incomplete', () => {
+  assert.deepEqual(judgeReplicas([at(1, 9, 'a'), at(2, 8, 'b')]), { result: 'busy', appliedIndexes: { 1: 9, 2: 8 } });
+  assert.deepEqual(judgeReplicas([at(1, 9, 'a', 10), at(2, 9, 'b', 9)]), { result: 'busy', appliedIndexes: { 1: 10, 2: 9 } });
+  assert.deepEqual(judgeReplicas([at(1, 9, 'a'), { nodeId: 2, error: 'timed out' }]), { result: 'incomplete', errors: { 2: 'timed out' } });
+  fc.assert(
+    fc.property(fc.array(fc.record({ index: fc.nat(3), moved: fc.boolean(), digest: fc.constantFrom('a', 'b') }), { minLength: 2, maxLength: 5 }), (rs) => {
+      const answers = rs.map((r, i) => at(i + 1, r.index, r.digest, r.moved ? r.index + 1 : r.index));
+      const v = judgeReplicas(answers);
+      const settledSame = rs.every((r) => !r.moved && r.index === rs[0].index);
+      if (!settledSame) assert.equal(v.result, 'busy');
+      else assert.equal(v.result, rs.every((r) => r.digest === rs[0].digest) ? 'consistent' : 'mismatch');
+    }),
+  );
+});
