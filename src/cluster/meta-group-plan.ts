@@ -18,7 +18,9 @@
  *     stops the map (two voters: either one). It waits for the second node;
  *  2. then a voter marked `out`, or no longer in the map, leaves once `votersWanted` voters
  *     are `in` without it: the unreachable ones first, then by id. A leader that would leave
- *     hands its leadership to a caught-up voter that stays instead (the next leader removes it);
+ *     hands its leadership to a caught-up voter that stays instead (the next leader removes it).
+ *     Two voters and no node to bring in as a third (a three-node cluster after `node remove`):
+ *     the one that does not lead leaves, for the reason the group never grows through two;
  *  3. more `in` voters than wanted (a move under way, or fewer nodes in than before): one
  *     leaves, an unreachable one first, else the one whose departure keeps the widest spread,
  *     once every voter that stays is caught up;
@@ -264,6 +266,11 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
   if (leaving.length > 0) {
     if (staying.length < input.votersWanted) return { kind: 'none' };
     return removeStep(input, [...leaving].sort((a, b) => rank(a) - rank(b) || a - b)[0]);
+  }
+
+  // 2b. Two voters, no third in sight: one voter stops the map only when it stops itself.
+  if (voters.length === 2 && leaving.length === 0 && joinable === 0) {
+    return removeStep(input, voters.find((v) => v !== input.self) as NodeId);
   }
 
   // 3. More voters than wanted: one leaves, once every voter that stays is caught up (the one

@@ -690,7 +690,7 @@ export class StorageNode implements PgClient {
           break;
         case 'removeVoter':
           this.host.proposeConfChange(metadataGroupId, { changes: [{ type: 'removeNode', nodeId: step.nodeId }] });
-          this.log.info('removing a metadata voter that is out or gone from the map, or crowds a fault domain', { nodeId: step.nodeId, voters: st.confState.voters });
+          this.log.info('removing a metadata voter that is out or gone from the map, crowds a fault domain, or is one of two', { nodeId: step.nodeId, voters: st.confState.voters });
           break;
         case 'transferLeader':
           if (st.leadTransferee === 0) {

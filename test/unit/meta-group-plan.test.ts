@@ -55,7 +55,13 @@ test('the group grows to the wanted count, lowest connected in nodes first, neve
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]), down: [3] })), { kind: 'addLearners', nodeIds: [4] });
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2]), out: [3] })), { kind: 'addLearners', nodeIds: [4] });
   assert.deepEqual(planMetaGroup(input({ conf: conf([1, 2, 3]) })), { kind: 'none' });
-  assert.deepEqual(planMetaGroup(input({ n: 2, conf: conf([1, 2]) })), { kind: 'none' }, 'no node to add');
+  // Two voters and no third node (a three-node cluster after a node remove): the one that does
+  // not lead leaves; a leader that is the other one hands over first.
+  assert.deepEqual(planMetaGroup(input({ n: 2, conf: conf([1, 2]) })), { kind: 'removeVoter', nodeId: 2 });
+  assert.deepEqual(planMetaGroup(input({ n: 2, conf: conf([1, 2]), self: 2 })), { kind: 'removeVoter', nodeId: 1 });
+  assert.deepEqual(planMetaGroup(input({ n: 2, conf: conf([1, 2]), down: [2] })), { kind: 'removeVoter', nodeId: 2 }, 'an unreachable second voter too');
+  assert.deepEqual(planMetaGroup(input({ n: 3, conf: conf([1, 2]), down: [3] })), { kind: 'removeVoter', nodeId: 2 }, 'a third node not connected is not in sight');
+  assert.deepEqual(planMetaGroup(input({ n: 1, conf: conf([1]) })), { kind: 'none' });
 });
 
 test('nothing is decided while a change is in flight', () => {
