@@ -160,7 +160,7 @@ function widestAddition(domains: DomainIndex, members: readonly NodeId[], candid
 }
 
 /** The leader itself, or a member (voter or learner) connected to it, replicating and caught up. */
-export function isHealthyVoter(input: Pick<MetaGroupInput, 'self' | 'connected' | 'progress' | 'commitIndex'>, id: NodeId): boolean {
+export function isHealthyMember(input: Pick<MetaGroupInput, 'self' | 'connected' | 'progress' | 'commitIndex'>, id: NodeId): boolean {
   if (id === input.self) return true;
   if (!input.connected.has(id)) return false;
   const pr = input.progress.get(id);
@@ -183,7 +183,7 @@ export function checkMetaRemoval(input: Omit<MetaGroupInput, 'nodes' | 'votersWa
   if (!voters.includes(id)) return { ok: true };
   const remaining = voters.filter((v) => v !== id);
   if (remaining.length === 0) return { ok: false, reason: `node ${id} is the only voter of the metadata group: removing it would leave the cluster map without any voter` };
-  const healthy = remaining.filter((v) => isHealthyVoter(input, v));
+  const healthy = remaining.filter((v) => isHealthyMember(input, v));
   const need = quorumOf(remaining.length);
   if (id === input.self) {
     // The leader does not remove itself: it hands over to the most caught-up voter that stays.
@@ -229,12 +229,12 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
   const candidates = sorted(input.nodes.filter((n) => n.state === 'in' && !members.has(n.id) && input.connected.has(n.id)).map((n) => n.id));
   const reachableLearners = learners.filter((l) => input.connected.has(l));
   const domains = new DomainIndex(input.nodes);
-  const healthy = voters.filter((v) => isHealthyVoter(input, v)).length;
+  const healthy = voters.filter((v) => isHealthyMember(input, v)).length;
   /** Nodes become voters in two changes: learners first, then voters once caught up. */
   const bringIn = (nodeIds: NodeId[]): MetaGroupStep => {
     const fresh = nodeIds.filter((id) => !learners.includes(id));
     if (fresh.length > 0) return { kind: 'addLearners', nodeIds: fresh };
-    const lagging = nodeIds.filter((id) => !isHealthyVoter(input, id));
+    const lagging = nodeIds.filter((id) => !isHealthyMember(input, id));
     if (lagging.length > 0) return { kind: 'wait', reason: `node ${lagging.join(' and ')} catches up as a learner before it becomes a voter of the metadata group` };
     const need = quorumOf(voters.length + nodeIds.length);
     if (healthy + nodeIds.length >= need) return { kind: 'addVoters', nodeIds };
@@ -247,7 +247,7 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
     return widestAddition(domains, members, pool);
   };
   // Unreachable first (it costs the group most), the leader last (it hands over first).
-  const rank = (v: NodeId): number => (v === input.self ? 2 : isHealthyVoter(input, v) ? 1 : 0);
+  const rank = (v: NodeId): number => (v === input.self ? 2 : isHealthyMember(input, v) ? 1 : 0);
 
   // 1. Grow, or bring in the replacement of a voter that leaves.
   const joinable = reachableLearners.length + candidates.length;
@@ -284,7 +284,7 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
     const spreadWithout = (v: NodeId): Spread => spreadOf(domains, staying.filter((x) => x !== v));
     const wider = (a: NodeId, b: NodeId): number => (widerThan(spreadWithout(a), spreadWithout(b)) ? -1 : widerThan(spreadWithout(b), spreadWithout(a)) ? 1 : 0);
     const id = [...staying].sort((a, b) => reachable(a) - reachable(b) || wider(a, b) || b - a)[0];
-    const lagging = staying.filter((v) => v !== id && !isHealthyVoter(input, v));
+    const lagging = staying.filter((v) => v !== id && !isHealthyMember(input, v));
     if (reachable(id) > 0 && lagging.length > 0) return { kind: 'wait', reason: `node ${lagging.join(', ')} catches up before node ${id} leaves the metadata group` };
     return removeStep(input, id);
   }
