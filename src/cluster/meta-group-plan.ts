@@ -240,11 +240,14 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
     if (healthy + nodeIds.length >= need) return { kind: 'addVoters', nodeIds };
     return { kind: 'wait', reason: `adding node ${nodeIds.join(' and ')} needs ${need} healthy voters with them, ${healthy} without` };
   };
-  /** The node to bring in next beside `members`: a reachable learner if any (it was chosen before and has caught up some), else a candidate. */
-  const nextIn = (members: readonly NodeId[], taken: readonly NodeId[], among: (id: NodeId) => boolean = () => true): NodeId | undefined => {
+  /**
+   * The node to bring in next beside `beside`, the widest addition of those `among` allows: a
+   * reachable learner if any (chosen before, and catching up already), else a candidate.
+   */
+  const nextIn = (beside: readonly NodeId[], taken: readonly NodeId[], among: (id: NodeId) => boolean = () => true): NodeId | undefined => {
     const fromLearners = reachableLearners.filter((l) => !taken.includes(l) && among(l));
     const pool = fromLearners.length > 0 ? fromLearners : candidates.filter((c) => !taken.includes(c) && among(c));
-    return widestAddition(domains, members, pool);
+    return widestAddition(domains, beside, pool);
   };
   // Unreachable first (it costs the group most), the leader last (it hands over first).
   const rank = (v: NodeId): number => (v === input.self ? 2 : isHealthyMember(input, v) ? 1 : 0);
