@@ -557,7 +557,6 @@ export class AdminClient {
     return this.call('GET', `/v1/groups/${groupId}/digest`);
   }
 
-  /** The map from this server, merged with /v1/status from every node in it (in parallel). */
   /**
    * Compares the replicas of every PG (of `pool`, or of every pool; only PG `pgIndex` if
    * given): each replica's node is asked for its digest, and a PG being written is asked
@@ -600,6 +599,7 @@ export class AdminClient {
     }
   }
 
+  /** The map from this server, merged with /v1/status from every node in it (in parallel). */
   async clusterStatus(): Promise<ClusterStatus> {
     const map = await this.map();
     const statuses = new Map<NodeId, NodeStatus | Error>();
