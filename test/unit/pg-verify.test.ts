@@ -48,3 +48,19 @@ test('different or moving indexes are busy, never a mismatch; errors leave the P
     }),
   );
 });
+
+test('pool verify prints one row per PG and exits 1 on any mismatch, else 3 when a PG was not compared', async () => {
+  const { renderVerify, verifyExitCode } = await import('../../src/cli/commands/pool.js');
+  const base = { pool: 'p', replicas: [1, 2, 3] };
+  const ok = { ...base, pgIndex: 0, groupId: 10, result: 'consistent' as const, appliedIndex: 7 };
+  const busy = { ...base, pgIndex: 1, groupId: 11, result: 'busy' as const, appliedIndexes: { 1: 5, 2: 6 } };
+  const bad = { ...base, pgIndex: 2, groupId: 12, result: 'mismatch' as const, appliedIndex: 9, groups: [{ digest: 'aaaaaaaaaaaaaaaa', nodeIds: [1, 2] }, { digest: 'bbbbbbbbbbbbbbbb', nodeIds: [3] }] };
+  assert.equal(verifyExitCode([ok]), 0);
+  assert.equal(verifyExitCode([ok, busy]), 3);
+  assert.equal(verifyExitCode([busy, bad, ok]), 1);
+  const text = renderVerify([ok, busy, bad]);
+  assert.match(text, /p\s+0\s+10\s+1,2,3\s+7\s+consistent/);
+  assert.match(text, /p\s+1\s+11\s+1,2,3\s+-\s+not compared: writes under way \(applied 1:5 2:6\)/);
+  assert.match(text, /p\s+2\s+12\s+1,2,3\s+9\s+MISMATCH: nodes 1,2 hold aaaaaaaaaaaa; node 3 holds bbbbbbbbbbbb/);
+  assert.match(text, /3 PGs: 1 consistent, 1 mismatched, 1 not compared/);
+});
