@@ -28,7 +28,7 @@
  *     in place of a voter (three voters in one zone, a node in another zone): the node is
  *     brought in (step 3 then takes out the voter it replaces). Each such move widens the
  *     spread, so moves end;
- *  5. otherwise a learner no step wants leaves.
+ *  5. otherwise a learner no step wants leaves (one cut off, or stalled: see stalledLearners).
  *
  * Bringing a node in takes two changes, as for a PG (pg-move-plan.ts): it joins as a learner,
  * which counts for no quorum while it catches up, then becomes a voter once caught up. Added as
@@ -74,6 +74,12 @@ export interface MetaGroupInput {
   progress: ReadonlyMap<NodeId, Pick<ProgressStatus, 'match' | 'state'>>;
   commitIndex: number;
   votersWanted: number;
+  /**
+   * Learners that have not caught up in the time the caller allows (their group-0 replica may
+   * be held for repair, or their node too slow): passed over like unreachable ones, so that
+   * another node is brought in instead (and the learner then removed as no longer wanted).
+   */
+  stalledLearners?: ReadonlySet<NodeId>;
 }
 
 export type MetaGroupStep =
@@ -227,7 +233,7 @@ export function planMetaGroup(input: MetaGroupInput): MetaGroupStep {
   if (strayLearner !== undefined) return { kind: 'removeLearner', nodeId: strayLearner };
 
   const candidates = sorted(input.nodes.filter((n) => n.state === 'in' && !members.has(n.id) && input.connected.has(n.id)).map((n) => n.id));
-  const reachableLearners = learners.filter((l) => input.connected.has(l));
+  const reachableLearners = learners.filter((l) => input.connected.has(l) && !input.stalledLearners?.has(l));
   const domains = new DomainIndex(input.nodes);
   const healthy = voters.filter((v) => isHealthyMember(input, v)).length;
   /** Nodes become voters in two changes: learners first, then voters once caught up. */

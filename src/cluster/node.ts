@@ -41,7 +41,7 @@ import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
 import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
-import { checkMetaRemoval, DomainIndex, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
+import { checkMetaRemoval, DomainIndex, isHealthyMember, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
@@ -111,6 +111,12 @@ const removeNodeDeadlineMs = 20000;
 export const metaCommandDeadlineMs = 10_000;
 /** How long group 0's leader waits for the removal of a voter from group 0 to commit. */
 const metaChangeCommitTimeoutMs = 5000;
+/**
+ * A group-0 learner not caught up this long after it joined is passed over for another node
+ * (its replica may be held for repair): the map is small, and a healthy node fetches it in
+ * seconds even through a snapshot.
+ */
+const metaLearnerCatchUpLimitMs = 60_000;
 /** How long group 0's leader waits for each node's list of the PG configurations naming a node. */
 const groupsListingTimeoutMs = 3000;
 /** How long a node that learns it was removed keeps its transport open for answers in flight. */
@@ -623,6 +629,13 @@ export class StorageNode implements PgClient {
   /** Set once this node's group 0 replica is held out (see openMetaGroup): warned once. */
   private metaHeld = false;
 
+  /**
+   * When this leader first saw each group-0 learner (performance.now()): one not caught up
+   * `metaLearnerCatchUpLimitMs` later is passed over (meta-group-plan.ts stalledLearners). A
+   * new leader starts the clocks over.
+   */
+  private readonly metaLearnerSinceMs = new Map<number, number>();
+
   /** Group 0's state machine and starting voters, as far as the WAL vouches for map.bin (meta-store.ts). */
   private async openMeta(): Promise<{ meta: MetaStore; voters: number[] } | undefined> {
     const opened = await openMetaGroup(join(this.opts.dataDir, 'meta'), this.id, this.wal, this.opts.bootstrap, (m) => this.onMap(m));
@@ -664,15 +677,19 @@ export class StorageNode implements PgClient {
       if (n.id === this.id || n.state !== 'in' || st.confState.voters.includes(n.id) || this.transport.isConnected(String(n.id))) continue;
       if (inVoters.length < votersWanted || widensInPlaceOfAVoter(domains, inVoters, n.id)) this.transport.connect(String(n.id));
     }
+    const connected = this.connectedNodes();
+    const progress = st.progress ?? new Map();
+    const stalledLearners = this.stalledMetaLearners(st.confState.learners, { self: this.id, connected, progress, commitIndex: st.hardState.commit });
     const step = planMetaGroup({
       self: this.id,
       conf: st.confState,
       changePending: confUncommitted(g.raft, st.confState),
       nodes: map.nodes,
-      connected: this.connectedNodes(),
-      progress: st.progress ?? new Map(),
+      connected,
+      progress,
       commitIndex: st.hardState.commit,
       votersWanted,
+      stalledLearners,
     });
     try {
       switch (step.kind) {
@@ -707,6 +724,20 @@ export class StorageNode implements PgClient {
     } catch (err) {
       this.log.debug('metadata membership change not proposed', { err });
     }
+  }
+
+  /** Group 0's learners not caught up within metaLearnerCatchUpLimitMs of this leader first seeing them. */
+  private stalledMetaLearners(learners: readonly number[], health: Parameters<typeof isHealthyMember>[0]): Set<number> {
+    const now = performance.now();
+    for (const id of [...this.metaLearnerSinceMs.keys()]) if (!learners.includes(id)) this.metaLearnerSinceMs.delete(id);
+    const stalled = new Set<number>();
+    for (const id of learners) {
+      const since = this.metaLearnerSinceMs.get(id) ?? now;
+      this.metaLearnerSinceMs.set(id, since);
+      if (now - since > metaLearnerCatchUpLimitMs && !isHealthyMember(health, id)) stalled.add(id);
+    }
+    if (stalled.size > 0) this.log.debug('metadata learners stalled', { nodeIds: [...stalled] });
+    return stalled;
   }
 
   /** The other nodes of the map that reach node `id` (each asked to ping it). */

@@ -254,3 +254,14 @@ test('learners: one whose node is out or gone leaves first, one already joining 
   assert.equal(short.kind, 'wait');
   assert.match((short as { reason: string }).reason, /needs 3 healthy voters/);
 });
+
+test('a learner that stalls is passed over: another node is brought in, then the stalled one leaves', () => {
+  const stalled = new Set([4]);
+  // 3 out; learner 4 never caught up (its catch-up outlasted the leader's limit): node 5 instead.
+  assert.deepEqual(planMetaGroup(input({ n: 5, conf: conf([1, 2, 3], [], [4]), out: [3], lag: { 4: [0, 'probe'] }, stalledLearners: stalled })), { kind: 'addLearners', nodeIds: [5] });
+  assert.deepEqual(planMetaGroup(input({ n: 5, conf: conf([1, 2, 3], [], [4, 5]), out: [3], lag: { 4: [0, 'probe'] }, stalledLearners: stalled })), { kind: 'addVoters', nodeIds: [5] });
+  // 5 a voter, 3 gone: the stalled learner is not wanted any more.
+  assert.deepEqual(planMetaGroup(input({ n: 5, conf: conf([1, 2, 5], [], [4]), gone: [3], lag: { 4: [0, 'probe'] }, stalledLearners: stalled })), { kind: 'removeLearner', nodeId: 4 });
+  // Without the stall judged, the plan waits for it.
+  assert.equal(planMetaGroup(input({ n: 5, conf: conf([1, 2, 3], [], [4]), out: [3], lag: { 4: [0, 'probe'] } })).kind, 'wait');
+});
