@@ -659,7 +659,11 @@ export class StorageNode implements PgClient {
    */
   private maintainMetaGroup(): void {
     const g = this.host.groups.get(metadataGroupId);
-    if (!g || !g.isLeader || this.stopping || this.removed) return;
+    if (!g || !g.isLeader || this.stopping || this.removed) {
+      // Not leading: if this node leads again later, the learners' clocks start over.
+      this.metaLearnerSinceMs.clear();
+      return;
+    }
     this.ensureClusterId();
     // Judged on a map that has every committed entry applied: a new leader still applying
     // would take a voter registered after its map for a node gone from the map.
