@@ -19,12 +19,11 @@
  * membership (Raft's initial snapshot at index 1); `index` 0 with no voters is a replica that
  * joins an existing group (it learns the membership from the snapshot it receives).
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { applyConfChange, isJoint } from '../raft/confchange.js';
 import { cloneConfState, decodeConfChange, emptyConfState, EntryType, type ConfState } from '../raft/index.js';
 import type { Wal } from '../wal/index.js';
-import { writeFileDurably } from '../common/durable-file.js';
+import { readFileIfExists, writeFileDurably } from '../common/durable-file.js';
 import { Corruption } from '../common/errors.js';
 
 export const membershipFileName = 'membership.json';
@@ -41,13 +40,9 @@ export interface SavedMembership {
 }
 
 export async function loadMembership(pgDir: string): Promise<SavedMembership | undefined> {
-  let text: string;
-  try {
-    text = await readFile(join(pgDir, membershipFileName), 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const bytes = await readFileIfExists(join(pgDir, membershipFileName));
+  if (bytes === undefined) return undefined;
+  const text = bytes.toString('utf8');
   const v = JSON.parse(text) as SavedMembership;
   if (!Number.isSafeInteger(v.index) || v.index < 0 || !v.confState || !Array.isArray(v.confState.voters)) {
     throw new Corruption(`bad ${membershipFileName} in ${pgDir}`);

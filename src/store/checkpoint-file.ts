@@ -16,9 +16,9 @@
  * Stores written before this file keep meta.json and dedupe.bin until their first checkpoint
  * here; `readCheckpoint` reads either.
  */
-import { readFile, unlink } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileDurably } from '../common/durable-file.js';
+import { readFileIfExists, writeFileDurably } from '../common/durable-file.js';
 import { Corruption } from '../common/errors.js';
 import { crc32c } from '../wal/crc32c.js';
 
@@ -108,18 +108,12 @@ export async function writeCheckpoint(dir: string, c: StoreCheckpoint, removeLeg
   await writeFileDurably(join(dir, checkpointFileName), encodeCheckpoint(c));
   if (!removeLegacy) return;
   // checkpoint.bin wins over them from now on: removing them is tidiness, not correctness.
-  for (const name of [legacyMetaFile, legacyDedupeFile]) {
-    await unlink(join(dir, name)).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err;
-    });
-  }
+  for (const name of [legacyMetaFile, legacyDedupeFile]) await rm(join(dir, name), { force: true });
 }
 
-async function readIfThere(path: string): Promise<Buffer | undefined> {
-  try {
-    return await readFile(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new Corruption(`unreadable ${path}: ${(err as Error).message}`);
-  }
+/** A file of the store, or undefined; one that exists but cannot be read is Corruption. */
+function readIfThere(path: string): Promise<Buffer | undefined> {
+  return readFileIfExists(path).catch((err: Error) => {
+    throw new Corruption(`unreadable ${path}: ${err.message}`);
+  });
 }

@@ -14,7 +14,7 @@
  * temp file, fsynced, renamed), and only then may the caller let the WAL drop the entries up
  * to that index.
  */
-import { access, mkdir, readdir, unlink } from 'node:fs/promises';
+import { access, mkdir, readdir, rm, unlink } from 'node:fs/promises';
 import { writeFileDurably } from '../common/durable-file.js';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
@@ -197,9 +197,7 @@ export class PgStore {
    * rebuild that was not needed.
    */
   async clearRestoreMark(): Promise<void> {
-    await unlink(join(this.dir, restoreMarkerFile)).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err;
-    });
+    await rm(join(this.dir, restoreMarkerFile), { force: true });
     this.restoring = false;
   }
   get appliedTerm(): number {

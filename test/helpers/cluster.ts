@@ -20,6 +20,7 @@ import type { ClusterStatus, GroupDigest, NodeStatus, VolumeList } from '../../s
 import type { ClusterMap } from '../../src/cluster/map.js';
 import { ClusterKey } from '../../src/cluster/peer-auth.js';
 import { metaVotersWanted } from '../../src/cluster/meta-group-plan.js';
+import { judgeReplicas } from '../../src/cluster/pg-verify.js';
 import { NetnsNetwork } from './netns.js';
 import { cliPath, repoRoot } from './paths.js';
 
@@ -517,12 +518,10 @@ export class TestCluster {
     const pgs = s.groups.filter((g) => g.groupId !== 0);
     return waitFor('identical replicas', timeoutMs, async () => {
       for (const g of pgs) {
-        const digests = await Promise.all(g.replicas.map((id) => this.digest(id, g.groupId)));
-        const first = digests[0];
-        for (const d of digests) {
-          if (d.appliedIndex !== first.appliedIndex) return undefined;
-          if (d.digest !== first.digest) throw new Error(`group ${g.groupId}: node ${d.nodeId} digest ${d.digest} at ${d.appliedIndex} differs from node ${first.nodeId}'s ${first.digest}`);
-        }
+        // The comparison `raftblock pool verify` makes (pg-verify.ts); a digest error is retried.
+        const v = judgeReplicas(await Promise.all(g.replicas.map((id) => this.digest(id, g.groupId))));
+        if (v.result === 'mismatch') throw new Error(`group ${g.groupId}: replicas differ at ${v.appliedIndex}: ${v.groups.map((x) => `nodes ${x.nodeIds.join(',')} hold ${x.digest}`).join('; ')}`);
+        if (v.result !== 'consistent') return undefined;
       }
       return pgs.length;
     });
