@@ -18,6 +18,12 @@
  *                                         and holds nothing of the PG
  *   GET    /v1/groups/{groupId}/digest   → GroupDigest     checksum of this replica's data
  *                                         (verifyPgs asks every replica of every PG: pool verify)
+ *   POST   /v1/groups/{groupId}/rebuild  → RebuildReplicaResponse  this node's replica is held
+ *                                         and rebuilt from the PG's leader (pool repair);
+ *                                         refused 409 PG_QUORUM_AT_RISK (the other voters are
+ *                                         no quorum without it), 503 UNAVAILABLE (a move is
+ *                                         under way), 404 NOT_FOUND (no replica here), 400
+ *                                         for group 0
  *   POST   /v1/nodes/{id}/state          ← { state: "in" | "out" }  → 200 { epoch }
  *                                         `out` drains the node: placement moves its PGs away
  *   DELETE /v1/nodes/{id}                → 200 RemoveNodeResponse  removes a drained node from
@@ -62,6 +68,7 @@ import {
   MetaQuorumAtRisk,
   NodeRemoved,
   PgNotLost,
+  PgQuorumAtRisk,
   IdempotencyKeyReused,
 } from '../common/errors.js';
 import { randomUUID } from 'node:crypto';
@@ -132,7 +139,10 @@ export interface GroupStatus {
    * change is under way, and until it settles the group may need a member it is about to drop.
    */
   configurationPending?: boolean;
-  /** True when the WAL found corruption in this group and it waits for repair from a peer. */
+  /**
+   * True while the replica is held until it is rebuilt from its leader: its WAL found corruption
+   * in this group, a snapshot restore was cut short, or `pool repair` asked for it.
+   */
   needsRepair?: boolean;
 }
 
@@ -198,6 +208,30 @@ export interface GroupDigest {
   digest: string;
 }
 
+/** POST /v1/groups/{groupId}/rebuild: this node's replica of the group is held and being rebuilt. */
+export interface RebuildReplicaResponse {
+  groupId: number;
+  nodeId: NodeId;
+  /** The PG's leader, whose snapshot the replica is rebuilt from. */
+  leader: NodeId;
+  /** The leader's commit index when it agreed: the rebuilt replica reaches at least this. */
+  commitIndex: number;
+  /** A rebuild was already under way (this request started none). */
+  underWay?: boolean;
+}
+
+/** What `raftblock pool repair` did: one PG replica rebuilt from its leader. */
+export interface PgRepairResult {
+  pool: string;
+  pgIndex: number;
+  groupId: number;
+  nodeId: NodeId;
+  leader: NodeId;
+  /** The rebuilt replica's applied index when it was seen caught up. */
+  appliedIndex: number;
+  elapsedMs: number;
+}
+
 /** One PG's replicas compared (`raftblock pool verify`); see pg-verify.ts for the verdicts. */
 export type PgVerifyResult = { pool: string; pgIndex: number; groupId: number; replicas: NodeId[] } & PgVerdict;
 
@@ -242,6 +276,7 @@ export function httpStatusOf(code: string): number {
     case 'NODE_REMOVED':
     case 'NODE_ALIVE':
     case 'PG_NOT_LOST':
+    case 'PG_QUORUM_AT_RISK':
       return 409;
     case 'PLACEMENT_IMPOSSIBLE':
     case 'IDEMPOTENCY_KEY_REUSED':
@@ -285,6 +320,8 @@ export function errorFromBody(body: ErrorBody['error']): RaftblockError {
       return new NodeAlive(body.message);
     case 'PG_NOT_LOST':
       return new PgNotLost(body.message);
+    case 'PG_QUORUM_AT_RISK':
+      return new PgQuorumAtRisk(body.message);
     case 'IDEMPOTENCY_KEY_REUSED':
       return new IdempotencyKeyReused(body.message);
     default:
@@ -555,6 +592,42 @@ export class AdminClient {
 
   groupDigest(groupId: number): Promise<GroupDigest> {
     return this.call('GET', `/v1/groups/${groupId}/digest`);
+  }
+
+  /** POST /v1/groups/{groupId}/rebuild on the node holding the replica (see repairPg). */
+  rebuildReplica(groupId: number): Promise<RebuildReplicaResponse> {
+    return this.call('POST', `/v1/groups/${groupId}/rebuild`);
+  }
+
+  /**
+   * Rebuilds node `nodeId`'s replica of PG `pgIndex` of `pool` from the PG's leader (`raftblock
+   * pool repair`), and waits until the rebuilt replica runs again and has applied at least the
+   * leader's commit index from when it agreed (or `timeoutMs` passes: TIMED_OUT).
+   */
+  async repairPg(opts: { pool: string; pgIndex: number; nodeId: NodeId; timeoutMs?: number; pollMs?: number }): Promise<PgRepairResult> {
+    const started = performance.now();
+    const map = await this.map();
+    const pool = map.pools.find((p) => p.name === opts.pool);
+    if (!pool) throw new NotFound(`pool ${opts.pool} is not in the map`);
+    if (opts.pgIndex >= pool.pgCount) throw new NotFound(`pool ${pool.name} has ${pool.pgCount} PGs, no PG ${opts.pgIndex}`);
+    const replicas = pool.pgs[opts.pgIndex].replicas;
+    if (!replicas.includes(opts.nodeId)) throw new InvalidArgument(`PG ${pool.name}/${opts.pgIndex} has its replicas on node ${replicas.join(', ')}, not on node ${opts.nodeId}`);
+    const node = map.nodes.find((n) => n.id === opts.nodeId);
+    if (!node) throw new NotFound(`node ${opts.nodeId} is not in the map`);
+    const groupId = pgGroupId(pool.id, opts.pgIndex);
+    const at = new AdminClient(node.addresses.http, { timeoutMs: this.timeoutMs, token: this.token, ca: this.ca });
+    const r = await at.rebuildReplica(groupId);
+    const deadline = started + (opts.timeoutMs ?? 600_000);
+    for (;;) {
+      await new Promise((res) => setTimeout(res, opts.pollMs ?? 250));
+      const g = (await at.status().catch(() => undefined))?.groups.find((x) => x.groupId === groupId);
+      if (g && !g.needsRepair && g.appliedIndex >= r.commitIndex) {
+        return { pool: pool.name, pgIndex: opts.pgIndex, groupId, nodeId: opts.nodeId, leader: r.leader, appliedIndex: g.appliedIndex, elapsedMs: Math.round(performance.now() - started) };
+      }
+      if (performance.now() > deadline) {
+        throw new TimedOut(`node ${opts.nodeId}'s replica of PG ${pool.name}/${opts.pgIndex} is still being rebuilt from node ${r.leader} (it carries on; see raftblock status)`);
+      }
+    }
   }
 
   /**

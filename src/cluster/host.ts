@@ -443,7 +443,7 @@ export class MultiRaftHost {
    * repair() has rebuilt it from its leader: its state cannot be trusted, so it must neither
    * vote nor acknowledge.
    */
-  async addGroup(id: number, voters: number[], sm: GroupStateMachine, opts: { campaign?: boolean; rebuild?: boolean } = {}): Promise<Group> {
+  async addGroup(id: number, voters: number[], sm: GroupStateMachine, opts: { campaign?: boolean; rebuild?: boolean; rebuildReason?: string } = {}): Promise<Group> {
     assert(!this.groups.has(id), `group ${id} already running`);
     const storage = new MemoryStorage(voters);
     const confState = sm.durableConfState ? cloneConfState(sm.durableConfState) : emptyConfState();
@@ -492,7 +492,7 @@ export class MultiRaftHost {
     const g = new Group(id, raft, storage, sm, confState);
     g.repairing = repairing;
     if (repairing) {
-      const why = !opts.rebuild ? 'its WAL needs repair' : known ? 'a snapshot restore was cut short by a crash' : "this node's data dir was replaced";
+      const why = !opts.rebuild ? 'its WAL needs repair' : (opts.rebuildReason ?? (known ? 'a snapshot restore was cut short by a crash' : "this node's data dir was replaced"));
       this.log.warn(`PG replica held until it is rebuilt from its leader: ${why}`, { group: id, durableIndex: base });
     }
     this.groups.set(id, g);
@@ -517,6 +517,10 @@ export class MultiRaftHost {
     if (!g) return;
     g.removed = true;
     this.groups.delete(id);
+    // Readies under way finish first: their acknowledgements then leave before anything this
+    // node says about the group later (a rebuild's request for a repair point, which must
+    // follow every acknowledgement it asks the leader to forget).
+    await g.readyTail.catch(() => undefined);
     await g.applyChain;
     // A checkpoint of it under way would write into a store closed under it, or into the
     // directory its retirement is removing.

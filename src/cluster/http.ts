@@ -10,7 +10,7 @@ import { listenOn, type HostPort } from '../common/address.js';
 import { limitHttpServer } from '../common/http-limits.js';
 import { RaftblockError, Unauthenticated } from '../common/errors.js';
 import { AdminTokenCheck } from './admin-token.js';
-import { httpStatusOf, type GroupDigest, type NodeStatus, type RemoveNodeResponse, type ReplaceNodeResponse } from './admin-client.js';
+import { httpStatusOf, type GroupDigest, type NodeStatus, type RebuildReplicaResponse, type RemoveNodeResponse, type ReplaceNodeResponse } from './admin-client.js';
 import type { ClusterMap, MapCommand, MetaCommandId, NodeState, Pool, Volume } from './map.js';
 import { commandIdOfKey, idempotencyKeyHeader } from './idempotency-key.js';
 
@@ -28,6 +28,8 @@ export interface AdminSource {
   /** Waits (bounded, best effort) until every reachable node holds a map at least `epoch`. */
   spreadMap(epoch: number): Promise<void>;
   groupDigest(groupId: number): Promise<GroupDigest>;
+  /** Rebuilds this node's replica of a PG from the PG's leader (`pool repair`). */
+  rebuildReplica(groupId: number, cid?: MetaCommandId): Promise<RebuildReplicaResponse>;
   /** Removes a drained node from the map (and from group 0), decided on group 0's leader. */
   removeNode(id: number, cid?: MetaCommandId): Promise<RemoveNodeResponse>;
   /** Starts a PG whose every replica was lost over, empty, decided on group 0's leader. */
@@ -167,6 +169,8 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       if (method === 'DELETE' && nodeId) return sendJson(res, 200, await source.removeNode(Number(nodeId[1]), await commandId()));
       const digest = /^\/v1\/groups\/(\d+)\/digest$/.exec(url);
       if (method === 'GET' && digest) return sendJson(res, 200, await source.groupDigest(Number(digest[1])));
+      const rebuild = /^\/v1\/groups\/(\d+)\/rebuild$/.exec(url);
+      if (method === 'POST' && rebuild) return sendJson(res, 200, await source.rebuildReplica(Number(rebuild[1]), await commandId()));
       sendJson(res, 404, { error: { code: 'NOT_FOUND', message: `no route ${method} ${url}` } });
     };
     handle().catch((err) => sendError(res, err));

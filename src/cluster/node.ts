@@ -20,7 +20,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
-import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgNotLost, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
+import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgNotLost, PgQuorumAtRisk, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
@@ -40,7 +40,7 @@ import { defaultDownOut } from './down-out.js';
 import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, metaCommandKey, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, DomainIndex, isHealthyMember, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { Transport } from './transport.js';
@@ -48,7 +48,7 @@ import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
 import type { HttpTls } from './http-tls.js';
-import type { GroupDigest, GroupRole, GroupStatus, NodeStatus, RemoveNodeResponse, ReplaceNodeResponse } from './admin-client.js';
+import type { GroupDigest, GroupRole, GroupStatus, NodeStatus, RebuildReplicaResponse, RemoveNodeResponse, ReplaceNodeResponse } from './admin-client.js';
 
 export interface NodeOptions {
   id: number;
@@ -103,6 +103,8 @@ const spreadMapTimeoutMs = 1000;
 const maxHandoverLagEntries = 64;
 /** How long `node remove` keeps trying (leader changes, a group-0 change in flight) before it gives up. */
 const removeNodeDeadlineMs = 20000;
+/** How long `pool repair` retries a leader handover and the leader's check before it gives up. */
+const rebuildCheckDeadlineMs = 8000;
 /**
  * How long a node keeps retrying a map command (volume and pool changes, joins) across group-0
  * leader changes before it answers Unavailable. An admin client waits longer
@@ -181,6 +183,8 @@ export class StorageNode implements PgClient {
   private metaTimer: NodeJS.Timeout | undefined;
   private affinityTimer: NodeJS.Timeout | undefined;
   private readonly affinity = new LeaderAffinity();
+  /** `pool repair` answers by idempotency key (rebuildReplica), the latest few. */
+  private readonly rebuildAnswers = new Map<number, RebuildReplicaResponse>();
   private downOut!: DownOutRunner;
   /** Leaders of PGs this node has no replica of, watched while pieces wait on them. */
   private readonly remoteLeaders: RemoteLeaderWatch;
@@ -368,6 +372,7 @@ export class StorageNode implements PgClient {
       stores: this.stores,
       map: () => this.map(),
       mapCurrent: () => this.mapCaughtUp,
+      connectedNodes: () => this.connectedNodes(),
       openStore: async (g, pgDir) => {
         const store = await PgStore.open(this.io, this.scratch, pgDir, g);
         // Before the group replays its log: writes to volumes deleted meanwhile change nothing.
@@ -859,6 +864,70 @@ export class StorageNode implements PgClient {
   }
 
   /**
+   * `raftblock pool repair` (admin API, on the node holding the replica): rebuilds this node's
+   * replica of PG group `groupId` from the PG's leader, for a replica whose bytes differ from
+   * its peers' (`pool verify`). A replica that leads hands the leadership to a caught-up voter
+   * first; the leader then judges that the other voters keep a quorum while this one is held
+   * (pg-rebuild-check.ts), else PG_QUORUM_AT_RISK. Answers once the replica is held and its
+   * rebuild has started (the caller watches `needsRepair` in /v1/status go). A repeat with the
+   * same idempotency key is answered as the first was; one while the rebuild runs says so.
+   */
+  async rebuildReplica(groupId: number, cid?: MetaCommandId): Promise<RebuildReplicaResponse> {
+    if (!Number.isSafeInteger(groupId) || groupId < 0) throw new InvalidArgument(`bad group id ${groupId}`);
+    if (groupId === metadataGroupId) {
+      throw new InvalidArgument('group 0 (the cluster map) is not rebuilt replica by replica: mark its node out and in again, or replace the node');
+    }
+    const key = cid === undefined ? undefined : metaCommandKey(cid);
+    const answered = key === undefined ? undefined : this.rebuildAnswers.get(key);
+    if (answered) return answered;
+    const deadline = Date.now() + rebuildCheckDeadlineMs;
+    for (let attempt = 1; ; attempt++) {
+      const g = this.host.groups.get(groupId);
+      if (!g) throw new NotFound(`node ${this.id} runs no replica of group ${groupId}`);
+      if (g.repairing) return { groupId, nodeId: this.id, leader: g.lead, commitIndex: g.commit, underWay: true };
+      try {
+        if (g.isLeader) {
+          this.handOverForRebuild(g);
+          throw new Unavailable(`node ${this.id} leads group ${groupId}: handing the leadership over first`);
+        }
+        if (!g.lead) throw new Unavailable(`group ${groupId} has no leader now`);
+        const check = (await this.transport.request(String(g.lead), 'pgRebuildCheck', { g: groupId }, requestTimeoutMs)) as { leader: number; commitIndex: number };
+        if (this.host.groups.get(groupId) !== g || g.isLeader) throw new Unavailable(`group ${groupId} changed on node ${this.id} meanwhile`);
+        await this.pgMover.rebuildInPlace(groupId, 'an operator asked for it (pool repair)');
+        const answer: RebuildReplicaResponse = { groupId, nodeId: this.id, leader: check.leader, commitIndex: check.commitIndex };
+        if (key !== undefined) {
+          this.rebuildAnswers.set(key, answer);
+          if (this.rebuildAnswers.size > 64) this.rebuildAnswers.delete(this.rebuildAnswers.keys().next().value!);
+        }
+        return answer;
+      } catch (err) {
+        // Retried for a while: leadership moving, and a check-quorum round that has just
+        // cleared the leader's view of who is active, settle within an election timeout.
+        const code = (err as RaftblockError).code;
+        if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT', 'PG_QUORUM_AT_RISK'].includes(code) || Date.now() > deadline) throw err;
+        await sleep(Math.min(100 * attempt, 500));
+      }
+    }
+  }
+
+  /** This node leads `g` and its replica is to be rebuilt: hands over to the most caught-up voter. */
+  private handOverForRebuild(g: Group): void {
+    const st = g.raft.status();
+    if (st.leadTransferee !== 0) return;
+    let best = 0;
+    let bestMatch = -1;
+    for (const v of st.confState.voters) {
+      const pr = st.progress?.get(v);
+      if (v === this.id || !pr || pr.state !== 'replicate' || !pr.recentActive || pr.match <= bestMatch || !this.transport.isConnected(String(v))) continue;
+      best = v;
+      bestMatch = pr.match;
+    }
+    if (best === 0) throw new PgQuorumAtRisk(`group ${g.id}: node ${this.id} leads it and no other voter is connected and replicating to take over`);
+    this.log.info('handing PG leadership over before rebuilding this replica', { group: g.id, to: best });
+    g.raft.transferLeader(best);
+  }
+
+  /**
    * `raftblock pool reset-pg POOL N` (admin API): decided on group 0's leader like a removal.
    * See resetPgAsLeader.
    */
@@ -1186,13 +1255,25 @@ export class StorageNode implements PgClient {
         return this.pgMover.describe(a.g as number);
       case 'pgCompact':
         return this.pgMover.compactFor(a.g as number, a.atLeast as number);
+      case 'pgRebuildCheck': {
+        // Asked by a replica about to be rebuilt (rebuildReplica): the asking node is the one.
+        const g = a.g;
+        if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < maxPgsPerPool) throw new InvalidArgument('pgRebuildCheck: bad group id');
+        return this.pgMover.rebuildCheck(g, Number(from));
+      }
       case 'pgRepairPoint': {
         // A replica whose WAL needs repair rebuilds from this leader's snapshot (host.ts repair).
         const g = a.g as number;
         if (!Number.isSafeInteger(a.atLeast) || (a.atLeast as number) < 0) throw new InvalidArgument('pgRepairPoint: bad index');
         const group = this.host.groups.get(g);
         if (!group || !group.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${g}`);
-        const atLeast = Math.max(a.atLeast as number, group.commit);
+        // The asking replica is about to drop its log: what it acknowledged must stop counting
+        // before the point is chosen, or an entry it acknowledged could commit later (when this
+        // leader's own append becomes durable) on this leader's copy alone. Its acknowledgements
+        // travel on this same connection ahead of this request, so all of them are counted
+        // (and reflected in the commit index below) or forgotten.
+        group.raft.forgetMatch(Number(from));
+        const atLeast = Math.max(a.atLeast as number, group.commit, group.raft.committed);
         await this.pgMover.compactFor(g, atLeast);
         const md = group.storage.snapshot().metadata;
         if (md.index < atLeast) throw new Unavailable(`group ${g}: snapshot at ${md.index}, not yet at ${atLeast}`);
@@ -1581,7 +1662,7 @@ export class StorageNode implements PgClient {
           lastIndex: g.storage.lastIndex(),
           ...conf,
           configurationPending: pending || undefined,
-          needsRepair: this.wal.needsRepair(g.id) || undefined,
+          needsRepair: this.wal.needsRepair(g.id) || g.repairing || undefined,
         };
       })
       .sort((x, y) => x.groupId - y.groupId);

@@ -32,14 +32,15 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { cloneConfState, type ConfState } from '../raft/index.js';
 import type { Logger } from '../common/log.js';
-import { Unavailable } from '../common/errors.js';
-import type { PgStore } from '../store/pg-store.js';
+import { InvalidArgument, NotLeader, PgQuorumAtRisk, Unavailable } from '../common/errors.js';
+import { PgStore } from '../store/pg-store.js';
 import { writeFileDurably } from '../common/durable-file.js';
 import type { Wal } from '../wal/index.js';
 import type { GroupStateMachine, MultiRaftHost } from './host.js';
 import { metadataGroupId, pgOfGroup, groupsOfNode, type ClusterMap, type NodeId, type Pool } from './map.js';
 import { bootstrapMembership, joinerMembership, loadMembership, membershipAt, saveMembership, type SavedMembership } from './pg-membership.js';
 import { confMatchesTarget, planMove } from './pg-move-plan.js';
+import { judgeRebuild } from './pg-rebuild-check.js';
 
 export const maxMovesPerNode = 4;
 export const moveIntervalMs = 300;
@@ -55,6 +56,8 @@ export interface PgMoverDeps {
   /** The node's open PG stores (the mover adds and removes entries). */
   stores: Map<number, PgStore>;
   map(): ClusterMap;
+  /** Peers the transport is connected to now. */
+  connectedNodes(): ReadonlySet<NodeId>;
   /** False while this node's map may be older than the cluster's (just restarted). */
   mapCurrent(): boolean;
   openStore(groupId: number, dir: string): Promise<PgStore>;
@@ -266,7 +269,7 @@ export class PgMover {
   }
 
   /** A replica with state on this node: its saved membership (advanced over the WAL) rules. */
-  private async resume(g: number, legacyVoters: NodeId[], leader?: NodeId): Promise<void> {
+  private async resume(g: number, legacyVoters: NodeId[], leader?: NodeId, rebuildReason?: string): Promise<void> {
     const dir = this.pgDir(g);
     await mkdir(dir, { recursive: true });
     let saved = await loadMembership(dir);
@@ -326,10 +329,11 @@ export class PgMover {
       if (installFinished) await store.clearRestoreMark();
       else {
         rebuild = true;
-        this.d.log.warn('a PG snapshot restore was cut short by a crash; the replica is rebuilt from its leader', { group: g, durable: store.durableIndex });
+        // (A rebuild an operator asked for carries the same mark: after a crash, it reads as this.)
+        if (rebuildReason === undefined) this.d.log.warn('a PG snapshot restore was cut short by a crash; the replica is rebuilt from its leader', { group: g, durable: store.durableIndex });
       }
     }
-    await this.addGroup(g, store, saved, cs, saved.index === 1 ? [...saved.confState.voters] : [], false, rebuild);
+    await this.addGroup(g, store, saved, cs, saved.index === 1 ? [...saved.confState.voters] : [], false, rebuild, rebuildReason);
   }
 
   /** A replica placement moved here, started empty: the leader's snapshot fills it. */
@@ -386,6 +390,56 @@ export class PgMover {
     return { snapshotIndex: group.storage.snapshot().metadata.index };
   }
 
+  /**
+   * The `pgRebuildCheck` request, on a PG's leader: may `node`'s replica be rebuilt in place
+   * now (pg-rebuild-check.ts)? Answers where the group stands, or refuses saying why.
+   */
+  rebuildCheck(g: number, node: NodeId): { leader: NodeId; term: number; commitIndex: number } {
+    const group = this.d.host.groups.get(g);
+    if (!group || !group.isLeader) throw new NotLeader(`node ${this.d.nodeId} does not lead group ${g}`);
+    const st = group.raft.status();
+    const verdict = judgeRebuild({
+      leader: this.d.nodeId,
+      node,
+      conf: st.confState,
+      changePending: !sameConf(group.raft.confStateAt(group.raft.committed), st.confState),
+      progress: st.progress ?? new Map(),
+      connected: this.d.connectedNodes(),
+      commitIndex: st.hardState.commit,
+    });
+    if (!verdict.ok) {
+      const why = `group ${g}: ${verdict.reason}`;
+      if (verdict.code === 'PG_QUORUM_AT_RISK') throw new PgQuorumAtRisk(why);
+      throw verdict.code === 'NOT_A_VOTER' ? new InvalidArgument(why) : new Unavailable(why);
+    }
+    return { leader: this.d.nodeId, term: st.hardState.term, commitIndex: st.hardState.commit };
+  }
+
+  /**
+   * Rebuilds this node's replica of `g` from the group's leader (`raftblock pool repair`), once
+   * the leader has judged that the PG keeps a quorum meanwhile (rebuildCheck). The group stops
+   * here (the Readies under way finish first, so their acknowledgements leave before anything
+   * else), its store is marked durably as holding nothing to trust (a crash from then on
+   * rebuilds it at the next start as well), and it resumes held: host.ts repair() asks the
+   * leader for a snapshot point (the leader forgets what this replica acknowledged), drops the
+   * group's log here and pulls the leader's image. Until then it acknowledges and votes nothing.
+   */
+  async rebuildInPlace(g: number, reason: string): Promise<void> {
+    if (this.starting.has(g) || this.retiring.has(g) || !this.d.host.groups.has(g)) {
+      throw new Unavailable(`the replica of group ${g} on node ${this.d.nodeId} is being started or retired`);
+    }
+    this.starting.add(g);
+    try {
+      await this.d.host.removeGroup(g);
+      this.d.stores.delete(g);
+      this.settled.delete(g);
+      await PgStore.markForRebuild(this.pgDir(g));
+      await this.resume(g, targetOf(this.d.map(), g) ?? [], undefined, reason);
+    } finally {
+      this.starting.delete(g);
+    }
+  }
+
   /** Writes the tombstones (one write at a time: they share a temporary file). */
   private saveRetired(): Promise<void> {
     const write = (): Promise<void> => writeFileDurably(join(this.d.dataDir, retiredFileName), JSON.stringify([...this.retired].sort((a, b) => a - b)));
@@ -394,13 +448,13 @@ export class PgMover {
     return p;
   }
 
-  private async addGroup(g: number, store: PgStore, saved: SavedMembership, durableConf: ConfState, voters: NodeId[], campaign: boolean, rebuild = false): Promise<void> {
+  private async addGroup(g: number, store: PgStore, saved: SavedMembership, durableConf: ConfState, voters: NodeId[], campaign: boolean, rebuild = false, rebuildReason?: string): Promise<void> {
     if (this.d.stopping()) {
       await store.close();
       return;
     }
     this.d.stores.set(g, store);
-    await this.d.host.addGroup(g, voters, pgStateMachine(store, this.pgDir(g), saved, durableConf), { campaign, rebuild });
+    await this.d.host.addGroup(g, voters, pgStateMachine(store, this.pgDir(g), saved, durableConf), { campaign, rebuild, rebuildReason });
   }
 
   /** Host callback: a message for a group this node does not run. Starts a joiner if wanted. */

@@ -169,6 +169,13 @@ export class MetaQuorumAtRisk extends RaftblockError {
   }
 }
 
+/** Rebuilding a PG replica now would leave the PG without a quorum while it runs. */
+export class PgQuorumAtRisk extends RaftblockError {
+  constructor(message: string) {
+    super('PG_QUORUM_AT_RISK', message);
+  }
+}
+
 /** This node was removed from the cluster map: it takes part in nothing, and its data dir cannot rejoin. */
 export class NodeRemoved extends RaftblockError {
   constructor(message: string) {

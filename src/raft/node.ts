@@ -301,6 +301,23 @@ export class RaftNode {
   }
 
   /**
+   * Leader only: member `id` has lost what it acknowledged (its replica is being rebuilt from
+   * a snapshot). Its match is forgotten, so an entry only it and this leader held is not
+   * committed by counting it: without this, an acknowledgement from before the loss could
+   * still complete a quorum when this leader's own append becomes durable, and the entry
+   * would be committed on fewer durable copies than a quorum. It counts again from its next
+   * acknowledgement; the probe starts at the end of the log, so a rebuilt replica catches up
+   * by entries when it can, not by another snapshot.
+   */
+  forgetMatch(id: NodeId): void {
+    const pr = this.prs.get(id);
+    if (this.role !== 'leader' || !pr || id === this.id) return;
+    pr.match = 0;
+    pr.becomeProbe();
+    pr.next = this.log.lastIndex() + 1;
+  }
+
+  /**
    * A Ready may be taken while earlier ones are still being persisted (up to
    * `maxOutstandingReadies`): the host's writes then overlap instead of each waiting for the
    * one before. Readies must be advanced in the order they were taken, and a host persists

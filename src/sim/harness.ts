@@ -75,6 +75,11 @@ export class Harness {
     this.cut.add(`${b}-${a}`);
   }
 
+  healLink(a: NodeId, b: NodeId): void {
+    this.cut.delete(`${a}-${b}`);
+    this.cut.delete(`${b}-${a}`);
+  }
+
   heal(): void {
     this.cut.clear();
   }

@@ -185,6 +185,15 @@ export class PgStore {
     return this.restoring;
   }
 
+  /**
+   * Marks the closed store in `dir` as holding no state to trust, durably: the replica opened
+   * from it next is rebuilt from its leader (as after a restore cut short; see
+   * holdsPartialImage). For a replica whose bytes differ from its peers' (`pool repair`).
+   */
+  static async markForRebuild(dir: string): Promise<void> {
+    await writeFileDurably(join(dir, restoreMarkerFile), 'a rebuild from the leader was asked for\n');
+  }
+
   /** Marks a restore as started, durably, before anything is replaced. */
   private async markRestoring(): Promise<void> {
     this.restoring = true;

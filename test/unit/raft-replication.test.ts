@@ -94,6 +94,40 @@ test('the leader counts its own entry only once its append is durable (asynchron
   assert.equal(h.raft(1).committed, ref.index);
 });
 
+test('a member whose acknowledged entries were lost (forgetMatch) no longer completes a quorum with them', () => {
+  for (const forget of [false, true]) {
+    const h = new Harness([1, 2, 3]);
+    h.elect(1);
+    h.cutLink(1, 3);
+    const leader = h.node(1);
+    leader.holdPersist = true;
+    const ref = h.proposeString(1, 'x');
+    h.processReadies();
+    const rd = leader.held!;
+    leader.held = undefined;
+    leader.storage.append(rd.entries);
+    h.queue.push(...rd.messages);
+    h.deliverAll();
+    assert.equal(h.raft(2).log.lastIndex(), ref.index, 'follower 2 acknowledged it');
+    // Follower 2's replica is rebuilt from an older snapshot: what it acknowledged is gone.
+    if (forget) h.raft(1).forgetMatch(2);
+    h.raft(1).advance(rd);
+    leader.holdPersist = false;
+    h.deliverAll();
+    if (!forget) {
+      assert.equal(h.raft(1).committed, ref.index, 'the leader and follower 2 make a quorum');
+      continue;
+    }
+    assert.ok(h.raft(1).committed < ref.index, 'the leader alone holds it durably: not committed');
+    assert.equal(h.raft(1).status().progress!.get(2)!.match, 0);
+    h.cutLink(1, 2); // follower 2 is held while it is rebuilt: it acknowledges nothing
+    h.healLink(1, 3);
+    h.tickAll();
+    h.deliverAll();
+    assert.equal(h.raft(1).committed, ref.index, 'follower 3 completes the quorum');
+  }
+});
+
 test('committed entries are handed to the host only once they are durable locally', () => {
   const h = new Harness([1, 2, 3]);
   h.elect(1);

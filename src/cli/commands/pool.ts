@@ -1,5 +1,5 @@
 /**
- * `raftblock pool create|list|verify|reset-pg`: manage pools through a node's admin API
+ * `raftblock pool create|list|verify|repair|reset-pg`: manage pools through a node's admin API
  * (src/cluster/admin-client.ts). A pool fixes the replication factor, the number of placement
  * groups and the fault-domain level its replicas are spread over; `list` reads them from the
  * cluster map. `--server` and `--json` as for `volume`; errors print `raftblock: MESSAGE [CODE]`
@@ -96,7 +96,7 @@ function describePool(p: Pool | PoolSummary): string {
 }
 
 export function register(program: Command): void {
-  const pool = program.command('pool').description('create and list pools (replication factor, placement groups, fault domain)');
+  const pool = program.command('pool').description('create, list, verify and repair pools (replication factor, placement groups, fault domain)');
 
   addCommonOptions(
     pool
@@ -130,6 +130,27 @@ export function register(program: Command): void {
     const results = await adminClientFor(opts).verifyPgs({ pool: name, pgIndex, attempts });
     print(opts.json ? JSON.stringify(results, null, 2) : renderVerify(results));
     process.exitCode = verifyExitCode(results);
+  });
+
+  addCommonOptions(
+    pool
+      .command('repair <pool> <index>')
+      .description(
+        "rebuild one node's replica of a PG from the PG's leader (the odd one out that `pool verify` names): " +
+          'the replica is held, refilled from the leader\'s snapshot and caught up; refused while the other replicas would not make a quorum without it',
+      )
+      .requiredOption('--node <id>', 'the node whose replica is rebuilt')
+      .option('--timeout <seconds>', 'how long to wait for the rebuilt replica to catch up', '600'),
+  ).action(async (name: string, index: string, opts: CommonOptions & { node: string; timeout: string }) => {
+    const pgIndex = integer(index, 'index', 0, maxPgsPerPool - 1);
+    const nodeId = integer(opts.node, '--node', 1, Number.MAX_SAFE_INTEGER);
+    const timeoutMs = integer(opts.timeout, '--timeout', 1, 86_400) * 1000;
+    const r = await adminClientFor(opts).repairPg({ pool: name, pgIndex, nodeId, timeoutMs });
+    if (opts.json) return print(JSON.stringify(r, null, 2));
+    print(
+      `rebuilt node ${r.nodeId}'s replica of PG ${r.pool}/${r.pgIndex} (group ${r.groupId}) from node ${r.leader}: ` +
+        `applied index ${r.appliedIndex}, ${(r.elapsedMs / 1000).toFixed(1)} s (check it: raftblock pool verify ${r.pool} --pg ${r.pgIndex})`,
+    );
   });
 
   addCommonOptions(

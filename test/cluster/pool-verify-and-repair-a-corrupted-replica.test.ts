@@ -5,13 +5,18 @@
  * that PG is reported as a mismatch naming the odd node out (exit 1), every other PG as
  * consistent. A PG being written is never called a mismatch (pg-verify's unit test covers the
  * verdicts; here: real nodes, real files, the real CLI).
+ *
+ * Then `raftblock pool repair` mends it: refused while the PG's other follower is down (the PG
+ * would have no quorum while the replica is rebuilt), then node 3's replica is rebuilt from the
+ * leader and verify finds every PG consistent; a replica that leads its PG hands the leadership
+ * over and is rebuilt the same way; the data reads back through the gateways.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pgGroupId, pgOfExtent } from '../../src/cluster/map.js';
-import type { PgVerifyResult } from '../../src/cluster/admin-client.js';
+import type { PgRepairResult, PgVerifyResult } from '../../src/cluster/admin-client.js';
 import { readCheckpoint } from '../../src/store/checkpoint-file.js';
 import { runCli } from '../helpers/cli.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
@@ -19,7 +24,7 @@ import { blockOps, requirePythonNbd } from './io.js';
 
 const MiB = 1024 * 1024;
 
-test('pool verify: consistent replicas pass, a block flipped on one replica is reported with its node', { timeout: 180_000 }, async (t) => {
+test('pool verify finds a block flipped on one replica, pool repair rebuilds that replica from its leader', { timeout: 240_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;
   const cluster = await TestCluster.start(t, { nodes: 3, pgCount: 4, volumes: [{ name: 'vol0', sizeBytes: 16 * MiB, extentBytes: MiB }] });
   const blocksPerExtent = MiB / 4096;
@@ -73,4 +78,42 @@ test('pool verify: consistent replicas pass, a block flipped on one replica is r
   const bad = await runCli(['pool', 'verify', 'nope', '--server', http]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /pool nope is not in the map \[NOT_FOUND\]/);
+
+  // Repair: refused while node 2 is down (nodes 1 and 3 are the PG's quorum then).
+  await cluster.node(2).kill9();
+  const refused = await runCli(['pool', 'repair', 'default', String(pgIndex), '--node', '3', '--server', http]);
+  assert.equal(refused.code, 2, refused.stdout + refused.stderr);
+  assert.match(refused.stderr, /\[PG_QUORUM_AT_RISK\]/);
+  const notThere = await runCli(['pool', 'repair', 'default', String(pgIndex), '--node', '9', '--server', http]);
+  assert.equal(notThere.code, 2);
+  assert.match(notThere.stderr, /not on node 9 \[INVALID_ARGUMENT\]/);
+  await cluster.node(2).start();
+  await cluster.waitCaughtUp();
+
+  const repaired = await runCli(['pool', 'repair', 'default', String(pgIndex), '--node', '3', '--json', '--server', http]);
+  assert.equal(repaired.code, 0, repaired.stdout + repaired.stderr);
+  const r = JSON.parse(repaired.stdout) as PgRepairResult;
+  assert.equal(r.groupId, groupId);
+  assert.equal(r.nodeId, 3);
+  assert.notEqual(r.leader, 3);
+  assert.ok(r.appliedIndex >= applied, `rebuilt replica at ${r.appliedIndex}, the writes at ${applied}`);
+  assert.match(readFileSync(cluster.node(3).logPath, 'utf8'), /PG replica held until it is rebuilt from its leader: an operator asked for it/);
+  const mended = await runCli(['pool', 'verify', 'default', '--server', http]);
+  assert.equal(mended.code, 0, mended.stdout + mended.stderr);
+  assert.match(mended.stdout, /4 PGs: 4 consistent, 0 mismatched, 0 not compared/);
+
+  // The replica that leads a PG: it hands the leadership over, then is rebuilt like any other.
+  const other = (pgIndex + 1) % pool.pgCount;
+  const otherGroup = pgGroupId(pool.id, other);
+  const leader = (await cluster.clusterStatus()).groups.find((g) => g.groupId === otherGroup)?.leader;
+  assert.ok(leader !== undefined && leader > 0, `PG ${other} has a leader`);
+  const led = await runCli(['pool', 'repair', 'default', String(other), '--node', String(leader), '--server', http]);
+  assert.equal(led.code, 0, led.stdout + led.stderr);
+  assert.match(led.stdout, new RegExp(`rebuilt node ${leader}'s replica of PG default/${other} \\(group ${otherGroup}\\) from node (?!${leader}\\b)\\d+`));
+  const all = await runCli(['pool', 'verify', '--server', http]);
+  assert.equal(all.code, 0, all.stdout + all.stderr);
+  for (const via of [1, 2, 3]) {
+    const read = await blockOps(cluster, via, 'read', written.map((w) => w.block), { timeoutS: 20 });
+    assert.deepEqual(read.map((x) => x.value), written.map(() => 'scrub'), `reads via node ${via}`);
+  }
 });
