@@ -1273,6 +1273,7 @@ export class StorageNode implements PgClient {
         // travel on this same connection ahead of this request, so all of them are counted
         // (and reflected in the commit index below) or forgotten.
         group.raft.forgetMatch(Number(from));
+        this.pgMover.repairPointServed(g, Number(from));
         const atLeast = Math.max(a.atLeast as number, group.commit, group.raft.committed);
         await this.pgMover.compactFor(g, atLeast);
         const md = group.storage.snapshot().metadata;

@@ -47,6 +47,8 @@ export const moveIntervalMs = 300;
 /** How often a replica the map no longer wants asks the group's leader whether it is out. */
 export const retireCheckIntervalMs = 1000;
 const retiredFileName = 'retired-pgs.json';
+/** How long a rebuild agreed to by a PG's leader counts its replica as down before it asks for a repair point. */
+const rebuildAgreementMs = 30_000;
 
 export interface PgMoverDeps {
   nodeId: NodeId;
@@ -135,6 +137,8 @@ export class PgMover {
   private readonly warned = new Set<string>();
   private readonly lastRetireCheckMs = new Map<number, number>();
   private readonly retireChecks = new Set<number>();
+  /** Rebuilds agreed to here (rebuildCheck), per group: node → when, until it asks for its repair point. */
+  private readonly rebuildsAgreed = new Map<number, Map<NodeId, number>>();
   private timer: NodeJS.Timeout | undefined;
   private roundRunning = false;
   private readonly movingGauge: Gauge;
@@ -329,8 +333,10 @@ export class PgMover {
       if (installFinished) await store.clearRestoreMark();
       else {
         rebuild = true;
-        // (A rebuild an operator asked for carries the same mark: after a crash, it reads as this.)
-        if (rebuildReason === undefined) this.d.log.warn('a PG snapshot restore was cut short by a crash; the replica is rebuilt from its leader', { group: g, durable: store.durableIndex });
+        if (rebuildReason === undefined) {
+          rebuildReason = store.partialImageCause === 'rebuild' ? 'a rebuild asked for (pool repair) was cut short by a crash' : 'a snapshot restore was cut short by a crash';
+          this.d.log.warn(`${rebuildReason}; the replica is rebuilt from its leader`, { group: g, durable: store.durableIndex });
+        }
       }
     }
     await this.addGroup(g, store, saved, cs, saved.index === 1 ? [...saved.confState.voters] : [], false, rebuild, rebuildReason);
@@ -398,9 +404,14 @@ export class PgMover {
     const group = this.d.host.groups.get(g);
     if (!group || !group.isLeader) throw new NotLeader(`node ${this.d.nodeId} does not lead group ${g}`);
     const st = group.raft.status();
+    const now = performance.now();
+    const agreed = this.rebuildsAgreed.get(g) ?? new Map<NodeId, number>();
+    // A replica that never asked (its node crashed, or gave up) counts again after a while.
+    for (const [n, at] of agreed) if (now - at > rebuildAgreementMs) agreed.delete(n);
     const verdict = judgeRebuild({
       leader: this.d.nodeId,
       node,
+      rebuilding: new Set([...agreed.keys()].filter((n) => n !== node)),
       conf: st.confState,
       changePending: !sameConf(group.raft.confStateAt(group.raft.committed), st.confState),
       progress: st.progress ?? new Map(),
@@ -412,7 +423,19 @@ export class PgMover {
       if (verdict.code === 'PG_QUORUM_AT_RISK') throw new PgQuorumAtRisk(why);
       throw verdict.code === 'NOT_A_VOTER' ? new InvalidArgument(why) : new Unavailable(why);
     }
+    agreed.set(node, now);
+    this.rebuildsAgreed.set(g, agreed);
     return { leader: this.d.nodeId, term: st.hardState.term, commitIndex: st.hardState.commit };
+  }
+
+  /**
+   * A replica of `g` led here asked for its repair point: from now on the leader's progress
+   * (its match forgotten) says it is not caught up, which rebuildCheck sees by itself.
+   */
+  repairPointServed(g: number, node: NodeId): void {
+    const agreed = this.rebuildsAgreed.get(g);
+    agreed?.delete(node);
+    if (agreed?.size === 0) this.rebuildsAgreed.delete(g);
   }
 
   /**

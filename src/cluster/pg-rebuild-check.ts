@@ -25,6 +25,12 @@ export interface RebuildCheckInput {
   progress: ReadonlyMap<NodeId, Pick<ProgressStatus, 'match' | 'state' | 'recentActive'>>;
   /** Peers the leader's transport is connected to now (a killed node drops out at once). */
   connected: ReadonlySet<NodeId>;
+  /**
+   * Voters whose rebuild this leader agreed to and that have not asked for their repair point
+   * yet: they may stop acknowledging any moment, so they count as down (two replicas of a PG
+   * asked at once must not both be agreed to).
+   */
+  rebuilding: ReadonlySet<NodeId>;
   commitIndex: number;
 }
 
@@ -42,6 +48,7 @@ export function judgeRebuild(input: RebuildCheckInput): RebuildVerdict {
   const healthy = conf.voters.filter((v) => {
     if (v === node) return false;
     if (v === leader) return true;
+    if (input.rebuilding.has(v)) return false;
     const pr = input.progress.get(v);
     return input.connected.has(v) && pr !== undefined && pr.state === 'replicate' && pr.recentActive && pr.match + caughtUpSlackEntries >= input.commitIndex;
   });

@@ -14,8 +14,8 @@
  * temp file, fsynced, renamed), and only then may the caller let the WAL drop the entries up
  * to that index.
  */
-import { access, mkdir, readdir, rm, unlink } from 'node:fs/promises';
-import { writeFileDurably } from '../common/durable-file.js';
+import { mkdir, readdir, rm, unlink } from 'node:fs/promises';
+import { readFileIfExists, writeFileDurably } from '../common/durable-file.js';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { assert } from '../common/assert.js';
@@ -51,6 +51,8 @@ export const dedupeWindowRequests = 16384;
  * applied index (see PgStore.holdsPartialImage).
  */
 export const restoreMarkerFile = 'restoring';
+/** The restore marker's text when a rebuild was asked for (markForRebuild). */
+const rebuildAskedText = 'a rebuild from the leader was asked for\n';
 
 const packr = new Packr({ useRecords: false });
 
@@ -125,6 +127,8 @@ export class PgStore {
    * restore marker was there at open; see holdsPartialImage).
    */
   private restoring = false;
+  /** The restore marker at open was an operator's rebuild (markForRebuild), not a restore's. */
+  private rebuildAsked = false;
   /**
    * Volumes deleted from the cluster map (see dropVolume): their files are gone and are never
    * opened or created again, so commands for them still in the log change nothing.
@@ -159,10 +163,9 @@ export class PgStore {
     const ckpt = await readCheckpoint(dir);
     const store = new PgStore(io, scratch, dir, groupId, { appliedIndex: ckpt.appliedIndex, appliedTerm: ckpt.appliedTerm }, options);
     store.legacyCheckpoint = ckpt.legacy;
-    store.restoring = await access(join(dir, restoreMarkerFile)).then(
-      () => true,
-      () => false,
-    );
+    const marker = await readFileIfExists(join(dir, restoreMarkerFile));
+    store.restoring = marker !== undefined;
+    store.rebuildAsked = marker !== undefined && marker.toString('utf8') === rebuildAskedText;
     store.recent.load(ckpt.recent);
     return store;
   }
@@ -185,13 +188,18 @@ export class PgStore {
     return this.restoring;
   }
 
+  /** Why holdsPartialImage was true at open: a restore cut short, or a rebuild asked for. */
+  get partialImageCause(): 'restore' | 'rebuild' {
+    return this.rebuildAsked ? 'rebuild' : 'restore';
+  }
+
   /**
    * Marks the closed store in `dir` as holding no state to trust, durably: the replica opened
    * from it next is rebuilt from its leader (as after a restore cut short; see
    * holdsPartialImage). For a replica whose bytes differ from its peers' (`pool repair`).
    */
   static async markForRebuild(dir: string): Promise<void> {
-    await writeFileDurably(join(dir, restoreMarkerFile), 'a rebuild from the leader was asked for\n');
+    await writeFileDurably(join(dir, restoreMarkerFile), rebuildAskedText);
   }
 
   /** Marks a restore as started, durably, before anything is replaced. */

@@ -18,7 +18,7 @@ type Pr = [match: number, state: ProgressState, recentActive: boolean];
 function input(over: Partial<RebuildCheckInput> & { prs?: Record<number, Pr> }): RebuildCheckInput {
   const prs = over.prs ?? { 1: [100, 'replicate', true], 2: [100, 'replicate', true], 3: [100, 'replicate', true] };
   const progress = new Map(Object.entries(prs).map(([id, [match, state, recentActive]]) => [Number(id), { match, state, recentActive }]));
-  return { leader: 1, node: 3, conf: conf([1, 2, 3]), changePending: false, progress, connected: new Set([2, 3, 4, 5]), commitIndex: 100, ...over };
+  return { leader: 1, node: 3, conf: conf([1, 2, 3]), changePending: false, progress, connected: new Set([2, 3, 4, 5]), rebuilding: new Set(), commitIndex: 100, ...over };
 }
 
 test('a healthy three-voter PG lets any one follower be rebuilt', () => {
@@ -39,6 +39,9 @@ test('the other follower down, lagging, probing or silent: the PG would have no 
     assert.equal(!v.ok && v.code, 'PG_QUORUM_AT_RISK');
     assert.match(!v.ok ? v.reason : '', /needs 2 of its 3 voters, and only 1 of the others \(node 1\) is connected and caught up; not: 2/);
   }
+  // Being rebuilt itself (agreed a moment ago): two replicas of one PG are never agreed to at once.
+  const both = judgeRebuild(input({ rebuilding: new Set([2]) }));
+  assert.equal(!both.ok && both.code, 'PG_QUORUM_AT_RISK');
   // Disconnected (killed a moment ago: its progress still looks fine).
   const cut = judgeRebuild(input({ connected: new Set([3]) }));
   assert.equal(!cut.ok && cut.code, 'PG_QUORUM_AT_RISK');

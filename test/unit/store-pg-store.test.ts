@@ -293,6 +293,7 @@ test('a restore cut short by a crash leaves its mark: a reopened store says so, 
   await dst.close();
   const reopened = await openStore(dir);
   assert.equal(reopened.holdsPartialImage, true, 'the crash cut the restore short');
+  assert.equal(reopened.partialImageCause, 'restore');
   assert.equal(reopened.durableIndex, 1, 'the checkpoint still names the index from before');
   await assert.rejects(reopened.imageChunk(null, 4096), /restoring a snapshot/);
   // The rebuild (a full restore) clears the mark, durably.
@@ -316,6 +317,20 @@ test('a restore cut short by a crash leaves its mark: a reopened store says so, 
   assert.equal(whole.holdsPartialImage, false);
   await whole.close();
   await src.close();
+});
+
+test('a store marked for a rebuild (pool repair) opens holding nothing to trust, and says why', async (t) => {
+  const dir = tempDir(t);
+  const store = await openStore(dir);
+  await store.apply(1, 1, encodeWrite(1, 0, Buffer.alloc(4096, 0x33)));
+  await store.checkpoint();
+  await store.close();
+  await PgStore.markForRebuild(dir);
+  const reopened = await openStore(dir);
+  assert.equal(reopened.holdsPartialImage, true);
+  assert.equal(reopened.partialImageCause, 'rebuild');
+  await assert.rejects(reopened.imageChunk(null, 4096), /restoring a snapshot/);
+  await reopened.close();
 });
 
 test('a restore never completes on a store closed under it: the next chunk and the end are refused, and the mark stays', async (t) => {
