@@ -32,6 +32,11 @@ export interface SimOptions {
    * interval timer) instead of catching up. Leases then outlive their real duration.
    */
   coalesceTicksOnStall?: boolean;
+  /**
+   * A broken host for comparison: a leader that rebuilds a replica from its snapshot (`rebuild`)
+   * does not forget what that replica acknowledged before (RaftNode.forgetMatch).
+   */
+  rebuildKeepsMatch?: boolean;
   raft: Partial<Config>;
   unsafe?: UnsafeFlags;
 }
@@ -83,7 +88,8 @@ export class SimNode {
   pendingRequests: (() => void)[] = [];
   constructor(
     readonly id: NodeId,
-    readonly storage: MemoryStorage,
+    /** Its disk; replaced whole when the replica is rebuilt from its leader. */
+    public storage: MemoryStorage,
   ) {}
 }
 
@@ -138,7 +144,7 @@ export class SimCluster {
   }
 
   /** What happened, for coverage reports. */
-  readonly counts = { crashes: 0, tornWrites: 0, pauses: 0, snapshotsInstalled: 0, confChanges: 0, transfers: 0, elections: 0 };
+  readonly counts = { crashes: 0, tornWrites: 0, pauses: 0, snapshotsInstalled: 0, confChanges: 0, transfers: 0, elections: 0, rebuilds: 0 };
 
   /** Reads answered by lease and by ReadIndex, over every incarnation of every node. */
   readonly reads = { lease: 0, readIndex: 0 };
@@ -204,6 +210,38 @@ export class SimCluster {
     n.up = true;
     this.boot(n);
     this.note(`restart ${id} term ${n.raft.currentTerm} commit ${n.raft.committed}`);
+  }
+
+  /**
+   * Rebuilds node `id`'s replica in place from the current leader, as a host does for a replica
+   * it cannot trust (`pool repair`, a damaged WAL): the node stops (what it had in flight is
+   * lost), the leader forgets what it acknowledged, and the node starts again from the leader's
+   * state machine image at an index at or past the leader's commit and its own durable commit,
+   * with no log of its own. False (nothing done) when the leader's state machine has not
+   * applied that far yet.
+   */
+  rebuild(id: NodeId): boolean {
+    const l = this.leader();
+    const n = this.node(id);
+    if (!l || l.id === id || !n.up) return false;
+    const index = l.sm.applied;
+    if (index < l.raft.committed || index !== l.raft.log.applied || index < n.storage.hardState.commit) return false;
+    const term = l.raft.log.term(index);
+    if (term === undefined) return false;
+    this.crash(id);
+    this.net.dropFrom(id);
+    if (!this.opts.rebuildKeepsMatch) l.raft.forgetMatch(id);
+    const storage = new MemoryStorage([]);
+    storage.applySnapshot({ metadata: { index, term, confState: l.raft.confStateAt(index) }, data: l.sm.snapshot() });
+    // The leader's term with a vote for it (elected in it already): no second vote in that term.
+    const hs = n.storage.hardState;
+    storage.setHardState(hs.term > l.raft.currentTerm ? { term: hs.term, vote: hs.vote, commit: index } : { term: l.raft.currentTerm, vote: l.id, commit: index });
+    n.storage = storage;
+    n.up = true;
+    this.boot(n);
+    this.counts.rebuilds++;
+    this.note(`rebuilt ${id} from leader ${l.id} at ${index}`);
+    return true;
   }
 
   upNodes(): SimNode[] {
@@ -348,6 +386,17 @@ export class SimCluster {
       }
       if (!n.raft.hasReady()) return;
       const rd = n.raft.ready();
+      // As the host does (host.ts handleReady): a leader's appends and heartbeats leave before
+      // its own append is durable (the core counts its own copy only at advance); everything
+      // else (votes, acknowledgements) promises what the Ready persists, so it waits.
+      if (n.raft.currentRole === 'leader') {
+        const later: Message[] = [];
+        for (const m of rd.messages) {
+          if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') this.net.send(this.now, m);
+          else later.push(m);
+        }
+        rd.messages = later;
+      }
       const delay = this.opts.maxPersistDelaySteps > 0 && rd.mustSync ? this.persistRng.nextInt(this.opts.maxPersistDelaySteps + 1) : 0;
       // Writes complete in the order they were issued (the WAL's batches become durable in order).
       const prevAt = n.outstanding.length > 0 ? n.outstanding[n.outstanding.length - 1].persistAt : 0;

@@ -13,7 +13,7 @@ import type { SimCluster } from './cluster.js';
  * cut off with one follower, leader isolated or crashed, quick heals), the schedule that
  * produces the Raft paper's Figure 8 situations.
  */
-export type NemesisProfile = 'mixed' | 'churn' | 'figure8' | 'lease' | 'membership';
+export type NemesisProfile = 'mixed' | 'churn' | 'figure8' | 'lease' | 'membership' | 'rebuild';
 
 /** Progress through one Figure 8 cycle (see `figure8`). */
 interface Figure8State {
@@ -121,6 +121,52 @@ export class Nemesis {
     for (const n of c.nodes) if (!n.up) c.restart(n.id);
     this.f8 = { phase: 'cooldown', l1: 0, buddy: 0, l2: 0, l2Term: 0, l3: 0, oldIndex: 0, until: c.now + 20 * c.opts.stepsPerTick };
     c.note('figure8: cycle over, healed');
+  }
+
+  private rb: { phase: 'wait' | 'cut' | 'recovering'; leader: NodeId; index: number; until: number } = { phase: 'wait', leader: 0, index: 0, until: 0 };
+
+  /**
+   * Replica rebuilds at the worst moment: a follower that acknowledged entries its leader has
+   * not made durable yet is rebuilt from the leader's image (older than those entries); the
+   * leader is cut off with it from the others, and crashed once its commit index covers those
+   * entries (or after a while). A leader that counted the rebuilt replica's old acknowledgement
+   * committed an entry it alone held, which the others, electing a leader without it, overwrite.
+   * Between such moments, any follower is rebuilt now and then.
+   */
+  private rebuildCycle(): void {
+    const c = this.c;
+    const ids = this.ids();
+    const ticks = c.opts.stepsPerTick;
+    const f = this.rb;
+    if (f.phase === 'wait') {
+      const l = c.leader();
+      if (!l) return;
+      const progress = l.raft.status().progress ?? new Map();
+      const durable = l.storage.lastIndex();
+      for (const [id, pr] of progress) {
+        if (id === l.id || pr.match <= durable || !c.rebuild(id)) continue;
+        c.net.partition([[l.id, id], ids.filter((i) => i !== l.id && i !== id)]);
+        c.note(`rebuild: ${id} had acknowledged up to ${pr.match}, leader ${l.id} holds ${durable} durably; cut off together`);
+        this.rb = { phase: 'cut', leader: l.id, index: pr.match, until: c.now + 30 * ticks };
+        return;
+      }
+      if (c.now >= this.nextAt) {
+        this.nextAt = c.now + this.gap();
+        const followers = [...progress.keys()].filter((id) => id !== l.id);
+        if (followers.length > 0) c.rebuild(this.rng.pick(followers));
+      }
+    } else if (f.phase === 'cut') {
+      const l = c.node(f.leader);
+      if (!l.up || l.raft.committed >= f.index || c.now > f.until) {
+        c.crash(f.leader);
+        c.net.heal();
+        c.note(`rebuild: leader ${f.leader} crashed at commit ${l.raft.committed}`);
+        this.rb = { phase: 'recovering', leader: f.leader, index: f.index, until: c.now + 40 * ticks };
+      }
+    } else if (c.now > f.until) {
+      c.restart(f.leader);
+      this.rb = { phase: 'wait', leader: 0, index: 0, until: 0 };
+    }
   }
 
   private leasePhase: 'wait' | 'cut' | 'cooldown' = 'wait';
@@ -244,6 +290,10 @@ export class Nemesis {
     }
     if (this.profile === 'lease') {
       this.leaseCycle();
+      return;
+    }
+    if (this.profile === 'rebuild') {
+      this.rebuildCycle();
       return;
     }
     if (this.c.now < this.nextAt) return;

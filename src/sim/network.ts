@@ -70,6 +70,20 @@ export class Network {
     b.push(m);
   }
 
+  /**
+   * Drops every message `from` sent that is still under way: what a stopped process had sent
+   * on connections that then close (a host's rebuild asks its leader over the same connection
+   * only after everything it sent before, so nothing older can arrive after that request).
+   */
+  dropFrom(from: NodeId): void {
+    for (const [at, b] of this.buckets) {
+      const kept = b.filter((m) => m.from !== from);
+      this.dropped += b.length - kept.length;
+      if (kept.length === 0) this.buckets.delete(at);
+      else this.buckets.set(at, kept);
+    }
+  }
+
   /** Messages due at `now` whose link is intact. */
   take(now: number): Message[] {
     const b = this.buckets.get(now);

@@ -31,6 +31,8 @@ export interface RunOptions {
   profile?: NemesisProfile;
   /** Model a host that loses ticks missed during a stall (see SimOptions). */
   coalesceTicksOnStall?: boolean;
+  /** Model a host whose leader does not forget a rebuilt replica's acknowledgements (see SimOptions). */
+  rebuildKeepsMatch?: boolean;
 }
 
 export interface RunResult {
@@ -80,6 +82,7 @@ export function simOptionsForSeed(seed: number, opts: RunOptions): SimOptions & 
     nodes,
     profile,
     coalesceTicksOnStall: opts.coalesceTicksOnStall ?? false,
+    rebuildKeepsMatch: opts.rebuildKeepsMatch ?? false,
     spares: 1,
     stepsPerTick: 4,
     tickSkew: opts.tickSkew ?? 0.1,

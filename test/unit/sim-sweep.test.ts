@@ -56,3 +56,16 @@ test('a host that loses the ticks a stall missed lets a stalled leaseholder serv
   const s = sweep(1, 50, { profile: 'lease' });
   assert.equal(s.failures.length, 0, 'catching up on missed ticks keeps the same schedules safe');
 });
+
+test('replica rebuilds from the leader\'s image keep every invariant; a leader that still counts a rebuilt replica\'s old acknowledgements loses committed entries', () => {
+  const s = sweep(1, 200, { profile: 'rebuild' });
+  const detail = s.failures.map((f) => `seed ${f.seed}: ${f.kind}: ${f.failure?.split('\n')[0]}`).join('\n');
+  assert.equal(s.failures.length, 0, detail);
+  let caught: ReturnType<typeof runSeed> | undefined;
+  for (let seed = 1; seed <= 200 && !caught; seed++) {
+    const r = runSeed(seed, { profile: 'rebuild', nodes: 3, rebuildKeepsMatch: true });
+    if (!r.ok && r.kind === 'invariant') caught = r;
+  }
+  assert.ok(caught, 'not caught within 200 seeds');
+  assert.match(caught.failure ?? '', /leader completeness|durability/);
+});

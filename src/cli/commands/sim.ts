@@ -21,8 +21,8 @@ export function register(program: Command): void {
     .option('--start <s>', 'first seed', '1')
     .option('--seed <s>', 'run exactly this one seed (same as --start S --seeds 1)')
     .option('--nodes <n>', 'force the cluster size (3 or 5)')
-    .option('--unsafe <flag>', 'enable a deliberately broken variant: readWithoutLeaseOrReadIndex | commitPreviousTermByCounting')
-    .option('--profile <name>', 'force a fault schedule: mixed | churn | figure8 | lease | membership')
+    .option('--unsafe <flag>', 'enable a deliberately broken variant: readWithoutLeaseOrReadIndex | commitPreviousTermByCounting | rebuildKeepsMatch')
+    .option('--profile <name>', 'force a fault schedule: mixed | churn | figure8 | lease | membership | rebuild')
     .option('--no-check', 'skip the linearizability check of client histories')
     .option('--verbose', 'print every seed, and the event trace of failures')
     .action((o: { seeds: string; start: string; seed?: string; nodes?: string; unsafe?: string; profile?: string; check: boolean; verbose?: boolean }) => {
@@ -31,15 +31,20 @@ export function register(program: Command): void {
       const opts: RunOptions = { skipCheck: !o.check };
       if (o.nodes !== undefined) opts.nodes = int('--nodes', o.nodes);
       if (o.profile !== undefined) {
-        if (!['mixed', 'churn', 'figure8', 'lease', 'membership'].includes(o.profile)) throw new InvalidArgument(`unknown --profile ${o.profile}`);
+        if (!['mixed', 'churn', 'figure8', 'lease', 'membership', 'rebuild'].includes(o.profile)) throw new InvalidArgument(`unknown --profile ${o.profile}`);
         opts.profile = o.profile as RunOptions['profile'];
       }
-      if (o.unsafe !== undefined) {
+      if (o.unsafe === 'rebuildKeepsMatch') {
+        // A broken host rather than a broken core (see SimOptions).
+        opts.rebuildKeepsMatch = true;
+      } else if (o.unsafe !== undefined) {
         if (o.unsafe !== 'readWithoutLeaseOrReadIndex' && o.unsafe !== 'commitPreviousTermByCounting') throw new InvalidArgument(`unknown --unsafe flag ${o.unsafe}`);
         opts.unsafe = { [o.unsafe]: true };
       }
       const out = (s: string): void => void process.stdout.write(s + '\n');
-      out(`sim: seeds ${start}..${start + count - 1}${opts.unsafe ? ` unsafe=${o.unsafe}` : ''}`);
+      out(`sim: seeds ${start}..${start + count - 1}${o.unsafe ? ` unsafe=${o.unsafe}` : ''}`);
+      // Everything that shapes a seed's run, for the line that reproduces a failure.
+      const replay = `${o.unsafe ? ` --unsafe ${o.unsafe}` : ''}${o.profile ? ` --profile ${o.profile}` : ''}${o.nodes ? ` --nodes ${o.nodes}` : ''}`;
       const t0 = performance.now();
       let done = 0;
       let failed = 0;
@@ -53,7 +58,7 @@ export function register(program: Command): void {
           return;
         }
         out(`seed ${r.seed}: FAIL ${r.kind}: ${r.failure}`);
-        out(`  reproduce: raftblock sim --seed ${r.seed}${opts.unsafe ? ` --unsafe ${o.unsafe}` : ''} --verbose`);
+        out(`  reproduce: raftblock sim --seed ${r.seed}${replay} --verbose`);
         if (o.verbose && r.trace) for (const line of r.trace) out(`  ${line}`);
       };
       const s = sweep(start, count, opts, report, () => performance.now());
