@@ -71,7 +71,12 @@ test('Figure 8: an entry of an earlier term is not committed by counting replica
   }
 });
 
-test('the leader counts its own entry only once its append is durable (asynchronous persistence)', () => {
+/**
+ * Three voters, node 1 leading, node 3 cut off; one entry proposed whose Ready the leader's
+ * host has written and sent (follower 2 has it and acknowledged it) but whose persistence it
+ * has not reported yet: `finish()` does, then delivers what follows.
+ */
+function leaderAppendInFlight(): { h: Harness; index: number; finish: () => void } {
   const h = new Harness([1, 2, 3]);
   h.elect(1);
   h.cutLink(1, 3);
@@ -82,49 +87,42 @@ test('the leader counts its own entry only once its append is durable (asynchron
   const rd = leader.held!;
   leader.held = undefined;
   assert.equal(rd.entries.length, 1);
-  // The host wrote the entry and sent the messages, but has not acknowledged persistence yet.
   leader.storage.append(rd.entries);
   h.queue.push(...rd.messages);
   h.deliverAll();
   assert.equal(h.raft(2).log.lastIndex(), ref.index, 'follower 2 has it');
-  assert.ok(h.raft(1).committed < ref.index, 'follower 2 alone is not a quorum without the leader');
-  h.raft(1).advance(rd);
-  leader.holdPersist = false;
-  h.deliverAll();
-  assert.equal(h.raft(1).committed, ref.index);
+  const finish = (): void => {
+    h.raft(1).advance(rd);
+    leader.holdPersist = false;
+    h.deliverAll();
+  };
+  return { h, index: ref.index, finish };
+}
+
+test('the leader counts its own entry only once its append is durable (asynchronous persistence)', () => {
+  const { h, index, finish } = leaderAppendInFlight();
+  assert.ok(h.raft(1).committed < index, 'follower 2 alone is not a quorum without the leader');
+  finish();
+  assert.equal(h.raft(1).committed, index);
 });
 
 test('a member whose acknowledged entries were lost (forgetMatch) no longer completes a quorum with them', () => {
   for (const forget of [false, true]) {
-    const h = new Harness([1, 2, 3]);
-    h.elect(1);
-    h.cutLink(1, 3);
-    const leader = h.node(1);
-    leader.holdPersist = true;
-    const ref = h.proposeString(1, 'x');
-    h.processReadies();
-    const rd = leader.held!;
-    leader.held = undefined;
-    leader.storage.append(rd.entries);
-    h.queue.push(...rd.messages);
-    h.deliverAll();
-    assert.equal(h.raft(2).log.lastIndex(), ref.index, 'follower 2 acknowledged it');
+    const { h, index, finish } = leaderAppendInFlight();
     // Follower 2's replica is rebuilt from an older snapshot: what it acknowledged is gone.
     if (forget) h.raft(1).forgetMatch(2);
-    h.raft(1).advance(rd);
-    leader.holdPersist = false;
-    h.deliverAll();
+    finish();
     if (!forget) {
-      assert.equal(h.raft(1).committed, ref.index, 'the leader and follower 2 make a quorum');
+      assert.equal(h.raft(1).committed, index, 'the leader and follower 2 make a quorum');
       continue;
     }
-    assert.ok(h.raft(1).committed < ref.index, 'the leader alone holds it durably: not committed');
+    assert.ok(h.raft(1).committed < index, 'the leader alone holds it durably: not committed');
     assert.equal(h.raft(1).status().progress!.get(2)!.match, 0);
     h.cutLink(1, 2); // follower 2 is held while it is rebuilt: it acknowledges nothing
     h.healLink(1, 3);
     h.tickAll();
     h.deliverAll();
-    assert.equal(h.raft(1).committed, ref.index, 'follower 3 completes the quorum');
+    assert.equal(h.raft(1).committed, index, 'follower 3 completes the quorum');
   }
 });
 
