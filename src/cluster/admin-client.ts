@@ -20,6 +20,8 @@
  *                                         (verifyPgs asks every replica of every PG: pool verify)
  *   POST   /v1/groups/{groupId}/rebuild  → RebuildReplicaResponse  this node's replica is held
  *                                         and rebuilt from the PG's leader (pool repair);
+ *                                         body { sources?: [ids] }: refused 409 REPAIR_REFUSED
+ *                                         unless the PG's leader is one of them;
  *                                         refused 409 PG_QUORUM_AT_RISK (the other voters are
  *                                         no quorum without it), 503 UNAVAILABLE (a move is
  *                                         under way), 404 NOT_FOUND (no replica here), 400
@@ -69,6 +71,7 @@ import {
   NodeRemoved,
   PgNotLost,
   PgQuorumAtRisk,
+  RepairRefused,
   IdempotencyKeyReused,
 } from '../common/errors.js';
 import { randomUUID } from 'node:crypto';
@@ -78,7 +81,7 @@ import { idempotencyKeyHeader } from './idempotency-key.js';
 import { parseHostPort } from '../common/address.js';
 import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
 import { allGroups, pgGroupId } from './map.js';
-import { judgeReplicas, type PgVerdict, type ReplicaDigest } from './pg-verify.js';
+import { judgeReplicas, repairSources, type PgVerdict, type ReplicaDigest } from './pg-verify.js';
 
 /**
  * `raftblock start` gives its first node this HTTP port (node i gets defaultAdminHttpPort + i - 1),
@@ -227,6 +230,8 @@ export interface PgRepairResult {
   groupId: number;
   nodeId: NodeId;
   leader: NodeId;
+  /** What verifying the PG found before the repair (absent when forced). */
+  verdictBefore?: PgVerdict['result'];
   /** The rebuilt replica's applied index when it was seen caught up. */
   appliedIndex: number;
   elapsedMs: number;
@@ -277,6 +282,7 @@ export function httpStatusOf(code: string): number {
     case 'NODE_ALIVE':
     case 'PG_NOT_LOST':
     case 'PG_QUORUM_AT_RISK':
+    case 'REPAIR_REFUSED':
       return 409;
     case 'PLACEMENT_IMPOSSIBLE':
     case 'IDEMPOTENCY_KEY_REUSED':
@@ -322,6 +328,8 @@ export function errorFromBody(body: ErrorBody['error']): RaftblockError {
       return new PgNotLost(body.message);
     case 'PG_QUORUM_AT_RISK':
       return new PgQuorumAtRisk(body.message);
+    case 'REPAIR_REFUSED':
+      return new RepairRefused(body.message);
     case 'IDEMPOTENCY_KEY_REUSED':
       return new IdempotencyKeyReused(body.message);
     default:
@@ -594,17 +602,23 @@ export class AdminClient {
     return this.call('GET', `/v1/groups/${groupId}/digest`);
   }
 
-  /** POST /v1/groups/{groupId}/rebuild on the node holding the replica (see repairPg). */
-  rebuildReplica(groupId: number): Promise<RebuildReplicaResponse> {
-    return this.call('POST', `/v1/groups/${groupId}/rebuild`);
+  /**
+   * POST /v1/groups/{groupId}/rebuild on the node holding the replica (see repairPg); with
+   * `sources`, refused (REPAIR_REFUSED) unless the PG's leader is one of them.
+   */
+  rebuildReplica(groupId: number, sources?: readonly NodeId[]): Promise<RebuildReplicaResponse> {
+    return this.call('POST', `/v1/groups/${groupId}/rebuild`, sources === undefined ? {} : { sources });
   }
 
   /**
    * Rebuilds node `nodeId`'s replica of PG `pgIndex` of `pool` from the PG's leader (`raftblock
    * pool repair`), and waits until the rebuilt replica runs again and has applied at least the
-   * leader's commit index from when it agreed (or `timeoutMs` passes: TIMED_OUT).
+   * leader's commit index from when it agreed (or `timeoutMs` passes: TIMED_OUT). The PG is
+   * verified first: after a mismatch only an odd replica is rebuilt, and only from a leader
+   * holding the majority's copy (pg-verify.ts repairSources; REPAIR_REFUSED otherwise), unless
+   * `force`.
    */
-  async repairPg(opts: { pool: string; pgIndex: number; nodeId: NodeId; timeoutMs?: number; pollMs?: number }): Promise<PgRepairResult> {
+  async repairPg(opts: { pool: string; pgIndex: number; nodeId: NodeId; force?: boolean; timeoutMs?: number; pollMs?: number }): Promise<PgRepairResult> {
     const started = performance.now();
     const map = await this.map();
     const pool = map.pools.find((p) => p.name === opts.pool);
@@ -615,14 +629,23 @@ export class AdminClient {
     const node = map.nodes.find((n) => n.id === opts.nodeId);
     if (!node) throw new NotFound(`node ${opts.nodeId} is not in the map`);
     const groupId = pgGroupId(pool.id, opts.pgIndex);
+    let sources: NodeId[] | undefined;
+    let before: PgVerdict['result'] | undefined;
+    if (!opts.force) {
+      const [verdict] = await this.verifyPgs({ pool: pool.name, pgIndex: opts.pgIndex, attempts: 3 });
+      before = verdict.result;
+      const judged = repairSources(verdict, replicas, opts.nodeId);
+      if (!judged.ok) throw new RepairRefused(`PG ${pool.name}/${opts.pgIndex}: ${judged.reason} (--force rebuilds node ${opts.nodeId}'s replica from the PG's leader regardless)`);
+      sources = judged.sources;
+    }
     const at = new AdminClient(node.addresses.http, { timeoutMs: this.timeoutMs, token: this.token, ca: this.ca });
-    const r = await at.rebuildReplica(groupId);
+    const r = await at.rebuildReplica(groupId, sources);
     const deadline = started + (opts.timeoutMs ?? 600_000);
     for (;;) {
       await new Promise((res) => setTimeout(res, opts.pollMs ?? 250));
       const g = (await at.status().catch(() => undefined))?.groups.find((x) => x.groupId === groupId);
       if (g && !g.needsRepair && g.appliedIndex >= r.commitIndex) {
-        return { pool: pool.name, pgIndex: opts.pgIndex, groupId, nodeId: opts.nodeId, leader: r.leader, appliedIndex: g.appliedIndex, elapsedMs: Math.round(performance.now() - started) };
+        return { pool: pool.name, pgIndex: opts.pgIndex, groupId, nodeId: opts.nodeId, leader: r.leader, verdictBefore: before, appliedIndex: g.appliedIndex, elapsedMs: Math.round(performance.now() - started) };
       }
       if (performance.now() > deadline) {
         throw new TimedOut(`node ${opts.nodeId}'s replica of PG ${pool.name}/${opts.pgIndex} is still being rebuilt from node ${r.leader} (it carries on; see raftblock status)`);

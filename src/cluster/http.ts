@@ -29,7 +29,7 @@ export interface AdminSource {
   spreadMap(epoch: number): Promise<void>;
   groupDigest(groupId: number): Promise<GroupDigest>;
   /** Rebuilds this node's replica of a PG from the PG's leader (`pool repair`). */
-  rebuildReplica(groupId: number, cid?: MetaCommandId): Promise<RebuildReplicaResponse>;
+  rebuildReplica(groupId: number, sources: number[] | undefined, cid?: MetaCommandId): Promise<RebuildReplicaResponse>;
   /** Removes a drained node from the map (and from group 0), decided on group 0's leader. */
   removeNode(id: number, cid?: MetaCommandId): Promise<RemoveNodeResponse>;
   /** Starts a PG whose every replica was lost over, empty, decided on group 0's leader. */
@@ -170,7 +170,14 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       const digest = /^\/v1\/groups\/(\d+)\/digest$/.exec(url);
       if (method === 'GET' && digest) return sendJson(res, 200, await source.groupDigest(Number(digest[1])));
       const rebuild = /^\/v1\/groups\/(\d+)\/rebuild$/.exec(url);
-      if (method === 'POST' && rebuild) return sendJson(res, 200, await source.rebuildReplica(Number(rebuild[1]), await commandId()));
+      if (method === 'POST' && rebuild) {
+        const b = await json();
+        const sources = b.sources;
+        if (sources !== undefined && !(Array.isArray(sources) && sources.length <= 64 && sources.every((x) => Number.isSafeInteger(x) && (x as number) > 0))) {
+          throw new RaftblockError('INVALID_ARGUMENT', 'sources must be an array of node ids');
+        }
+        return sendJson(res, 200, await source.rebuildReplica(Number(rebuild[1]), sources as number[] | undefined, await commandId()));
+      }
       sendJson(res, 404, { error: { code: 'NOT_FOUND', message: `no route ${method} ${url}` } });
     };
     handle().catch((err) => sendError(res, err));

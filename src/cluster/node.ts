@@ -20,7 +20,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
-import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgNotLost, PgQuorumAtRisk, RaftblockError, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
+import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgNotLost, PgQuorumAtRisk, RaftblockError, RepairRefused, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
@@ -872,7 +872,7 @@ export class StorageNode implements PgClient {
    * rebuild has started (the caller watches `needsRepair` in /v1/status go). A repeat with the
    * same idempotency key is answered as the first was; one while the rebuild runs says so.
    */
-  async rebuildReplica(groupId: number, cid?: MetaCommandId): Promise<RebuildReplicaResponse> {
+  async rebuildReplica(groupId: number, sources?: readonly number[], cid?: MetaCommandId): Promise<RebuildReplicaResponse> {
     if (!Number.isSafeInteger(groupId) || groupId < 0) throw new InvalidArgument(`bad group id ${groupId}`);
     if (groupId === metadataGroupId) {
       throw new InvalidArgument('group 0 (the cluster map) is not rebuilt replica by replica: mark its node out and in again, or replace the node');
@@ -887,10 +887,14 @@ export class StorageNode implements PgClient {
       if (g.repairing) return { groupId, nodeId: this.id, leader: g.lead, commitIndex: g.commit, underWay: true };
       try {
         if (g.isLeader) {
-          this.handOverForRebuild(g);
+          this.handOverForRebuild(g, sources);
           throw new Unavailable(`node ${this.id} leads group ${groupId}: handing the leadership over first`);
         }
         if (!g.lead) throw new Unavailable(`group ${groupId} has no leader now`);
+        // The rebuild copies the leader: never one whose copy the caller found odd.
+        if (sources && !sources.includes(g.lead)) {
+          throw new RepairRefused(`group ${groupId}: its leader, node ${g.lead}, does not hold the copy the majority holds (nodes ${sources.join(',')}): repair node ${g.lead} first`);
+        }
         const check = (await this.transport.request(String(g.lead), 'pgRebuildCheck', { g: groupId }, requestTimeoutMs)) as { leader: number; commitIndex: number };
         if (this.host.groups.get(groupId) !== g || g.isLeader) throw new Unavailable(`group ${groupId} changed on node ${this.id} meanwhile`);
         await this.pgMover.rebuildInPlace(groupId, 'an operator asked for it (pool repair)');
@@ -910,15 +914,15 @@ export class StorageNode implements PgClient {
     }
   }
 
-  /** This node leads `g` and its replica is to be rebuilt: hands over to the most caught-up voter. */
-  private handOverForRebuild(g: Group): void {
+  /** This node leads `g` and its replica is to be rebuilt: hands over to the most caught-up voter (of `sources`, if given). */
+  private handOverForRebuild(g: Group, sources?: readonly number[]): void {
     const st = g.raft.status();
     if (st.leadTransferee !== 0) return;
     let best = 0;
     let bestMatch = -1;
     for (const v of st.confState.voters) {
       const pr = st.progress?.get(v);
-      if (v === this.id || !pr || pr.state !== 'replicate' || !pr.recentActive || pr.match <= bestMatch || !this.transport.isConnected(String(v))) continue;
+      if (v === this.id || (sources && !sources.includes(v)) || !pr || pr.state !== 'replicate' || !pr.recentActive || pr.match <= bestMatch || !this.transport.isConnected(String(v))) continue;
       best = v;
       bestMatch = pr.match;
     }

@@ -50,3 +50,31 @@ export function judgeReplicas(answers: readonly ReplicaDigest[]): PgVerdict {
   }
   return { result: 'consistent', appliedIndex: index ?? 0 };
 }
+
+/** Where a repair of one replica may take its copy from (see repairSources). */
+export type RepairSources = { ok: true; sources?: NodeId[] } | { ok: false; reason: string };
+
+/**
+ * Judges a repair of `node`'s replica from a verdict on its PG (`raftblock pool repair`): a
+ * rebuild copies the PG's leader, so after a mismatch it is safe only from a node holding the
+ * copy a strict majority of the replicas hold, and only for a node that does not hold it
+ * (rebuilding a majority replica from an odd leader would spread the odd copy). Without a
+ * mismatch (consistent, busy, incomplete) nothing tells the copies apart: any leader will do.
+ */
+export function repairSources(verdict: PgVerdict, replicas: readonly NodeId[], node: NodeId): RepairSources {
+  if (verdict.result !== 'mismatch') return { ok: true };
+  const top = verdict.groups[0];
+  const majority = top.nodeIds.length * 2 > replicas.length ? top.nodeIds : undefined;
+  if (!majority) {
+    return { ok: false, reason: `no copy of the PG is held by a majority of its replicas (${describeGroups(verdict.groups)}): which is right is the operator's call` };
+  }
+  if (majority.includes(node)) {
+    const odd = verdict.groups.slice(1).flatMap((g) => g.nodeIds);
+    return { ok: false, reason: `node ${node} holds the copy a majority holds (nodes ${majority.join(',')}); the odd one out is node ${odd.join(',')}` };
+  }
+  return { ok: true, sources: [...majority] };
+}
+
+function describeGroups(groups: readonly { digest: string; nodeIds: NodeId[] }[]): string {
+  return groups.map((g) => `node${g.nodeIds.length > 1 ? 's' : ''} ${g.nodeIds.join(',')} hold ${g.digest.slice(0, 12)}`).join('; ');
+}

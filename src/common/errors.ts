@@ -176,6 +176,13 @@ export class PgQuorumAtRisk extends RaftblockError {
   }
 }
 
+/** A replica repair would copy the wrong replica (the PG's leader holds an odd copy), or the copies cannot be told apart. */
+export class RepairRefused extends RaftblockError {
+  constructor(message: string) {
+    super('REPAIR_REFUSED', message);
+  }
+}
+
 /** This node was removed from the cluster map: it takes part in nothing, and its data dir cannot rejoin. */
 export class NodeRemoved extends RaftblockError {
   constructor(message: string) {

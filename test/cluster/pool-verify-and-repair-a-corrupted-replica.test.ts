@@ -6,8 +6,9 @@
  * consistent. A PG being written is never called a mismatch (pg-verify's unit test covers the
  * verdicts; here: real nodes, real files, the real CLI).
  *
- * Then `raftblock pool repair` mends it: refused while the PG's other follower is down (the PG
- * would have no quorum while the replica is rebuilt), then node 3's replica is rebuilt from the
+ * Then `raftblock pool repair` mends it: refused for a replica holding the majority's copy, and
+ * while the PG's other follower is down (the PG would have no quorum while the replica is
+ * rebuilt), then node 3's replica is rebuilt from the
  * leader and verify finds every PG consistent; a replica that leads its PG hands the leadership
  * over and is rebuilt the same way; the data reads back through the gateways.
  */
@@ -79,7 +80,11 @@ test('pool verify finds a block flipped on one replica, pool repair rebuilds tha
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /pool nope is not in the map \[NOT_FOUND\]/);
 
-  // Repair: refused while node 2 is down (nodes 1 and 3 are the PG's quorum then).
+  // Repair: never of a replica holding the majority's copy (it would be rebuilt from the leader).
+  const majority = await runCli(['pool', 'repair', 'default', String(pgIndex), '--node', '1', '--server', http]);
+  assert.equal(majority.code, 2, majority.stdout + majority.stderr);
+  assert.match(majority.stderr, /node 1 holds the copy a majority holds \(nodes 1,2\); the odd one out is node 3 .*\[REPAIR_REFUSED\]/);
+  // Refused while node 2 is down (nodes 1 and 3 are the PG's quorum then).
   await cluster.node(2).kill9();
   const refused = await runCli(['pool', 'repair', 'default', String(pgIndex), '--node', '3', '--server', http]);
   assert.equal(refused.code, 2, refused.stdout + refused.stderr);
@@ -95,7 +100,8 @@ test('pool verify finds a block flipped on one replica, pool repair rebuilds tha
   const r = JSON.parse(repaired.stdout) as PgRepairResult;
   assert.equal(r.groupId, groupId);
   assert.equal(r.nodeId, 3);
-  assert.notEqual(r.leader, 3);
+  assert.equal(r.verdictBefore, 'mismatch');
+  assert.ok(r.leader === 1 || r.leader === 2, `rebuilt from node ${r.leader}, a holder of the majority's copy`);
   assert.ok(r.appliedIndex >= applied, `rebuilt replica at ${r.appliedIndex}, the writes at ${applied}`);
   assert.match(readFileSync(cluster.node(3).logPath, 'utf8'), /PG replica held until it is rebuilt from its leader: an operator asked for it/);
   const mended = await runCli(['pool', 'verify', 'default', '--server', http]);

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { judgeReplicas, type ReplicaDigest } from '../../src/cluster/pg-verify.js';
+import { judgeReplicas, repairSources, type PgVerdict, type ReplicaDigest } from '../../src/cluster/pg-verify.js';
 
 const at = (nodeId: number, appliedIndex: number, digest: string, appliedIndexAfter = appliedIndex): ReplicaDigest => ({ nodeId, appliedIndex, appliedIndexAfter, digest });
 
@@ -47,6 +47,26 @@ test('different or moving indexes are busy, never a mismatch; errors leave the P
       else assert.equal(v.result, rs.every((r) => r.digest === rs[0].digest) ? 'consistent' : 'mismatch');
     }),
   );
+});
+
+test('a repair rebuilds only an odd replica, and only from the majority\'s copy', () => {
+  const oddThree = judgeReplicas([at(1, 9, 'aa'), at(2, 9, 'aa'), at(3, 9, 'bb')]);
+  assert.deepEqual(repairSources(oddThree, [1, 2, 3], 3), { ok: true, sources: [1, 2] });
+  const majorityNode = repairSources(oddThree, [1, 2, 3], 1);
+  assert.equal(majorityNode.ok, false);
+  assert.match(!majorityNode.ok ? majorityNode.reason : '', /node 1 holds the copy a majority holds \(nodes 1,2\); the odd one out is node 3/);
+  // Three copies of five, two odd ones: each odd one may be rebuilt from the three.
+  const five = judgeReplicas([at(1, 4, 'a'), at(2, 4, 'b'), at(3, 4, 'a'), at(4, 4, 'c'), at(5, 4, 'a')]);
+  assert.deepEqual(repairSources(five, [1, 2, 3, 4, 5], 4), { ok: true, sources: [1, 3, 5] });
+  // No majority (two against two, or three different copies): the operator's call.
+  const split = judgeReplicas([at(1, 4, 'a'), at(2, 4, 'b'), at(3, 4, 'a'), at(4, 4, 'b')]);
+  const none = repairSources(split, [1, 2, 3, 4], 2);
+  assert.equal(none.ok, false);
+  assert.match(!none.ok ? none.reason : '', /no copy of the PG is held by a majority/);
+  // Nothing tells the copies apart otherwise: any leader will do.
+  for (const v of [{ result: 'consistent', appliedIndex: 3 }, { result: 'busy', appliedIndexes: { 1: 3, 2: 4 } }, { result: 'incomplete', errors: { 2: 'down' } }] as PgVerdict[]) {
+    assert.deepEqual(repairSources(v, [1, 2, 3], 2), { ok: true });
+  }
 });
 
 test('pool verify prints one row per PG and exits 1 on any mismatch, else 3 when a PG was not compared', async () => {

@@ -137,15 +137,17 @@ export function register(program: Command): void {
       .command('repair <pool> <index>')
       .description(
         "rebuild one node's replica of a PG from the PG's leader (the odd one out that `pool verify` names): " +
-          'the replica is held, refilled from the leader\'s snapshot and caught up; refused while the other replicas would not make a quorum without it',
+          'the replica is held, refilled from the leader\'s snapshot and caught up; refused while the other replicas would not make a quorum without it, ' +
+          'and (the PG is verified first) for a replica holding the copy a majority holds or from a leader that does not',
       )
       .requiredOption('--node <id>', 'the node whose replica is rebuilt')
+      .option('--force', 'rebuild it even when the PG\'s copies cannot be told apart, or it holds the majority\'s copy')
       .option('--timeout <seconds>', 'how long to wait for the rebuilt replica to catch up', '600'),
-  ).action(async (name: string, index: string, opts: CommonOptions & { node: string; timeout: string }) => {
+  ).action(async (name: string, index: string, opts: CommonOptions & { node: string; timeout: string; force?: boolean }) => {
     const pgIndex = integer(index, 'index', 0, maxPgsPerPool - 1);
     const nodeId = integer(opts.node, '--node', 1, Number.MAX_SAFE_INTEGER);
     const timeoutMs = integer(opts.timeout, '--timeout', 1, 86_400) * 1000;
-    const r = await adminClientFor(opts).repairPg({ pool: name, pgIndex, nodeId, timeoutMs });
+    const r = await adminClientFor(opts).repairPg({ pool: name, pgIndex, nodeId, timeoutMs, force: opts.force === true });
     if (opts.json) return print(JSON.stringify(r, null, 2));
     print(
       `rebuilt node ${r.nodeId}'s replica of PG ${r.pool}/${r.pgIndex} (group ${r.groupId}) from node ${r.leader}: ` +
