@@ -76,5 +76,5 @@ export function repairSources(verdict: PgVerdict, replicas: readonly NodeId[], n
 }
 
 function describeGroups(groups: readonly { digest: string; nodeIds: NodeId[] }[]): string {
-  return groups.map((g) => `node${g.nodeIds.length > 1 ? 's' : ''} ${g.nodeIds.join(',')} hold ${g.digest.slice(0, 12)}`).join('; ');
+  return groups.map((g) => (g.nodeIds.length > 1 ? `nodes ${g.nodeIds.join(',')} hold ` : `node ${g.nodeIds[0]} holds `) + g.digest.slice(0, 12)).join('; ');
 }

@@ -6,9 +6,10 @@
  * consistent. A PG being written is never called a mismatch (pg-verify's unit test covers the
  * verdicts; here: real nodes, real files, the real CLI).
  *
- * Then `raftblock pool repair` mends it: refused for a replica holding the majority's copy, and
- * while the PG's other follower is down (the PG would have no quorum while the replica is
- * rebuilt), then node 3's replica is rebuilt from the
+ * Then `raftblock pool repair` mends it: refused for a replica holding the majority's copy,
+ * while no copy has a majority (node 2 down), and even forced while the PG's other follower is
+ * down (the PG would have no quorum while the replica is rebuilt); then node 3's replica is
+ * rebuilt from the
  * leader and verify finds every PG consistent; a replica that leads its PG hands the leadership
  * over and is rebuilt the same way; the data reads back through the gateways.
  */
@@ -84,9 +85,13 @@ test('pool verify finds a block flipped on one replica, pool repair rebuilds tha
   const majority = await runCli(['pool', 'repair', 'default', String(pgIndex), '--node', '1', '--server', http]);
   assert.equal(majority.code, 2, majority.stdout + majority.stderr);
   assert.match(majority.stderr, /node 1 holds the copy a majority holds \(nodes 1,2\); the odd one out is node 3 .*\[REPAIR_REFUSED\]/);
-  // Refused while node 2 is down (nodes 1 and 3 are the PG's quorum then).
+  // With node 2 down, nodes 1 and 3 disagree and neither is a majority: the operator's call.
   await cluster.node(2).kill9();
-  const refused = await runCli(['pool', 'repair', 'default', String(pgIndex), '--node', '3', '--server', http]);
+  const undecided = await runCli(['pool', 'repair', 'default', String(pgIndex), '--node', '3', '--server', http]);
+  assert.equal(undecided.code, 2, undecided.stdout + undecided.stderr);
+  assert.match(undecided.stderr, /no copy of the PG is held by a majority of its replicas \(node 1 holds \w+; node 3 holds \w+\).*\[REPAIR_REFUSED\]/);
+  // Even forced, refused: nodes 1 and 3 are the PG's quorum while node 2 is down.
+  const refused = await runCli(['pool', 'repair', 'default', String(pgIndex), '--node', '3', '--force', '--server', http]);
   assert.equal(refused.code, 2, refused.stdout + refused.stderr);
   assert.match(refused.stderr, /\[PG_QUORUM_AT_RISK\]/);
   const notThere = await runCli(['pool', 'repair', 'default', String(pgIndex), '--node', '9', '--server', http]);
