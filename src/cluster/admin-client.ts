@@ -616,9 +616,9 @@ export class AdminClient {
    * leader's commit index from when it agreed (or `timeoutMs` passes: TIMED_OUT). The PG is
    * verified first: after a mismatch only an odd replica is rebuilt, and only from a leader
    * holding the majority's copy (pg-verify.ts repairSources; REPAIR_REFUSED otherwise), unless
-   * `force`.
+   * `force`. `verdict`: the PG's verdict from a verify just run (not verified again).
    */
-  async repairPg(opts: { pool: string; pgIndex: number; nodeId: NodeId; force?: boolean; timeoutMs?: number; pollMs?: number }): Promise<PgRepairResult> {
+  async repairPg(opts: { pool: string; pgIndex: number; nodeId: NodeId; force?: boolean; verdict?: PgVerdict; timeoutMs?: number; pollMs?: number }): Promise<PgRepairResult> {
     const started = performance.now();
     const map = await this.map();
     const pool = map.pools.find((p) => p.name === opts.pool);
@@ -632,7 +632,7 @@ export class AdminClient {
     let sources: NodeId[] | undefined;
     let before: PgVerdict['result'] | undefined;
     if (!opts.force) {
-      const [verdict] = await this.verifyPgs({ pool: pool.name, pgIndex: opts.pgIndex, attempts: 3 });
+      const verdict = opts.verdict ?? (await this.verifyPgs({ pool: pool.name, pgIndex: opts.pgIndex, attempts: 3 }))[0];
       before = verdict.result;
       const judged = repairSources(verdict, replicas, opts.nodeId);
       if (!judged.ok) throw new RepairRefused(`PG ${pool.name}/${opts.pgIndex}: ${judged.reason} (--force rebuilds node ${opts.nodeId}'s replica from the PG's leader regardless)`);
@@ -681,6 +681,29 @@ export class AdminClient {
       }
     }
     return out;
+  }
+
+  /**
+   * Rebuilds the odd replicas out of every mismatched PG in `results` (a verify just run) from
+   * their leaders, where a strict majority of replicas holds one copy (pg-verify.ts
+   * repairSources): one replica at a time, each waited for. A PG without such a majority is
+   * left alone, reported with why.
+   */
+  async repairMismatches(results: readonly PgVerifyResult[], opts: { timeoutMs?: number } = {}): Promise<{ repaired: PgRepairResult[]; left: { pool: string; pgIndex: number; reason: string }[] }> {
+    const repaired: PgRepairResult[] = [];
+    const left: { pool: string; pgIndex: number; reason: string }[] = [];
+    for (const r of results) {
+      if (r.result !== 'mismatch') continue;
+      for (const nodeId of r.groups.slice(1).flatMap((g) => g.nodeIds)) {
+        const judged = repairSources(r, r.replicas, nodeId);
+        if (!judged.ok) {
+          left.push({ pool: r.pool, pgIndex: r.pgIndex, reason: judged.reason });
+          break;
+        }
+        repaired.push(await this.repairPg({ pool: r.pool, pgIndex: r.pgIndex, nodeId, verdict: r, timeoutMs: opts.timeoutMs }));
+      }
+    }
+    return { repaired, left };
   }
 
   private async replicaDigest(map: ClusterMap, nodeId: NodeId, groupId: number): Promise<ReplicaDigest> {

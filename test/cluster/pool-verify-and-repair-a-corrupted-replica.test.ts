@@ -11,7 +11,8 @@
  * down (the PG would have no quorum while the replica is rebuilt); then node 3's replica is
  * rebuilt from the
  * leader and verify finds every PG consistent; a replica that leads its PG hands the leadership
- * over and is rebuilt the same way; the data reads back through the gateways.
+ * over and is rebuilt the same way; the data reads back through the gateways. Last, `pool verify
+ * --repair` finds another flipped block (on node 2) and rebuilds that replica by itself.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,6 +27,40 @@ import { blockOps, requirePythonNbd } from './io.js';
 
 const MiB = 1024 * 1024;
 
+/**
+ * Flips 16 bytes of the block written at offset 3 of extent `extent` in node `nodeId`'s copy of
+ * its PG, behind the cluster's back (as a bad disk would): once that copy is checkpointed past
+ * the writes (a restart then replays nothing over it), with the node killed, then restarted.
+ */
+async function flipWrittenBlock(cluster: TestCluster, nodeId: number, extent: number): Promise<{ pgIndex: number; groupId: number; applied: number }> {
+  const map = await cluster.map();
+  const pool = map.pools.find((p) => p.name === 'default')!;
+  const volume = map.volumes.find((v) => v.name === 'vol0')!;
+  const pgIndex = pgOfExtent(volume.id, extent, pool.pgCount);
+  const groupId = pgGroupId(pool.id, pgIndex);
+  const pgDir = join(cluster.node(nodeId).dir, 'data', 'pgs', String(groupId));
+  const applied = (await cluster.clusterStatus()).groups.find((g) => g.groupId === groupId)?.members.find((m) => m.nodeId === nodeId)?.appliedIndex;
+  assert.ok(applied !== undefined && applied > 0, `node ${nodeId}'s applied index of PG ${pgIndex}`);
+  await waitFor(`node ${nodeId}'s replica of PG ${pgIndex} checkpointed at ${applied}`, 30_000, async () => ((await readCheckpoint(pgDir)).appliedIndex >= applied ? true : undefined));
+  await cluster.node(nodeId).kill9();
+  // A PG replica keeps each volume in one sparse file at the volume's own offsets.
+  const offset = extent * volume.extentBytes + 3 * 4096;
+  const fd = openSync(join(pgDir, `vol-${volume.id}.dat`), 'r+');
+  try {
+    const block = Buffer.alloc(4096);
+    assert.equal(readSync(fd, block, 0, 4096, offset), 4096);
+    assert.ok(block.some((b) => b !== 0), 'the written block is not in the data file where expected');
+    for (let i = 0; i < 16; i++) block[i] ^= 0xff;
+    writeSync(fd, block, 0, 4096, offset);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  await cluster.node(nodeId).start();
+  await cluster.waitCaughtUp();
+  return { pgIndex, groupId, applied };
+}
+
 test('pool verify finds a block flipped on one replica, pool repair rebuilds that replica from its leader', { timeout: 240_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;
   const cluster = await TestCluster.start(t, { nodes: 3, pgCount: 4, volumes: [{ name: 'vol0', sizeBytes: 16 * MiB, extentBytes: MiB }] });
@@ -39,32 +74,9 @@ test('pool verify finds a block flipped on one replica, pool repair rebuilds tha
   assert.equal(clean.code, 0, clean.stdout + clean.stderr);
   assert.match(clean.stdout, /4 PGs: 4 consistent, 0 mismatched, 0 not compared/);
 
-  // The block of extent 5 on node 3, once node 3's copy of its PG is checkpointed past the
-  // writes (a restart then replays nothing over it).
   const map = await cluster.map();
   const pool = map.pools.find((p) => p.name === 'default')!;
-  const volume = map.volumes.find((v) => v.name === 'vol0')!;
-  const pgIndex = pgOfExtent(volume.id, 5, pool.pgCount);
-  const groupId = pgGroupId(pool.id, pgIndex);
-  const pgDir = join(cluster.node(3).dir, 'data', 'pgs', String(groupId));
-  const applied = (await cluster.clusterStatus()).groups.find((g) => g.groupId === groupId)?.members.find((m) => m.nodeId === 3)?.appliedIndex;
-  assert.ok(applied !== undefined && applied > 0, `node 3's applied index of PG ${pgIndex}`);
-  await waitFor(`node 3's replica of PG ${pgIndex} checkpointed at ${applied}`, 30_000, async () => ((await readCheckpoint(pgDir)).appliedIndex >= applied ? true : undefined));
-  await cluster.node(3).kill9();
-  const offset = 5 * MiB + 3 * 4096;
-  const fd = openSync(join(pgDir, `vol-${volume.id}.dat`), 'r+');
-  try {
-    const block = Buffer.alloc(4096);
-    assert.equal(readSync(fd, block, 0, 4096, offset), 4096);
-    assert.ok(block.some((b) => b !== 0), 'the written block is not in the data file where expected');
-    for (let i = 0; i < 16; i++) block[i] ^= 0xff;
-    writeSync(fd, block, 0, 4096, offset);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  await cluster.node(3).start();
-  await cluster.waitCaughtUp();
+  const { pgIndex, groupId, applied } = await flipWrittenBlock(cluster, 3, 5);
 
   const found = await runCli(['pool', 'verify', 'default', '--server', http]);
   assert.equal(found.code, 1, found.stdout + found.stderr);
@@ -127,4 +139,12 @@ test('pool verify finds a block flipped on one replica, pool repair rebuilds tha
     const read = await blockOps(cluster, via, 'read', written.map((w) => w.block), { timeoutS: 20 });
     assert.deepEqual(read.map((x) => x.value), written.map(() => 'scrub'), `reads via node ${via}`);
   }
+
+  // `pool verify --repair` finds an odd replica and rebuilds it by itself.
+  const second = await flipWrittenBlock(cluster, 2, 6);
+  const auto = await runCli(['pool', 'verify', '--repair', '--server', http]);
+  assert.equal(auto.code, 0, auto.stdout + auto.stderr);
+  assert.match(auto.stdout, /4 PGs: 3 consistent, 1 mismatched, 0 not compared/);
+  assert.match(auto.stdout, new RegExp(`rebuilt node 2's replica of PG default/${second.pgIndex} \\(group ${second.groupId}\\) from node [13]:`));
+  assert.match(auto.stdout, /after the repairs:[\s\S]*4 PGs: 4 consistent, 0 mismatched, 0 not compared/);
 });

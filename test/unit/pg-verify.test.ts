@@ -83,4 +83,10 @@ test('pool verify prints one row per PG and exits 1 on any mismatch, else 3 when
   assert.match(text, /p\s+1\s+11\s+1,2,3\s+-\s+not compared: writes under way \(applied 1:5 2:6\)/);
   assert.match(text, /p\s+2\s+12\s+1,2,3\s+9\s+MISMATCH: nodes 1,2 hold aaaaaaaaaaaa; node 3 holds bbbbbbbbbbbb/);
   assert.match(text, /3 PGs: 1 consistent, 1 mismatched, 1 not compared/);
+  const { renderRepairs } = await import('../../src/cli/commands/pool.js');
+  const repairs = renderRepairs(
+    [{ pool: 'p', pgIndex: 2, groupId: 12, nodeId: 3, leader: 1, verdictBefore: 'mismatch', appliedIndex: 9, elapsedMs: 1234 }],
+    [{ pool: 'p', pgIndex: 4, reason: 'no copy of the PG is held by a majority of its replicas' }],
+  );
+  assert.equal(repairs, "rebuilt node 3's replica of PG p/2 (group 12) from node 1: applied index 9, 1.2 s\nnot repaired: PG p/4: no copy of the PG is held by a majority of its replicas");
 });

@@ -9,7 +9,7 @@ import { Option, type Command } from 'commander';
 import { InvalidArgument } from '../../common/errors.js';
 import { maxPgsPerPool, maxReplicas, type ClusterMap, type Pool } from '../../cluster/map.js';
 import { failureDomainLevels, type FailureDomain } from '../../cluster/placement.js';
-import type { PgVerifyResult } from '../../cluster/admin-client.js';
+import type { PgRepairResult, PgVerifyResult } from '../../cluster/admin-client.js';
 import { adminClientFor, addCommonOptions, table } from './volume.js';
 
 interface CommonOptions {
@@ -80,6 +80,17 @@ ${results.length} PGs: ${results.length - bad - open} consistent, ${bad} mismatc
 `;
 }
 
+/** One line per replica rebuilt (or PG left alone) by `pool verify --repair`. */
+export function renderRepairs(repaired: readonly PgRepairResult[], left: readonly { pool: string; pgIndex: number; reason: string }[]): string {
+  const lines = repaired.map((r) => describeRepair(r));
+  for (const l of left) lines.push(`not repaired: PG ${l.pool}/${l.pgIndex}: ${l.reason}`);
+  return lines.join('\n');
+}
+
+function describeRepair(r: PgRepairResult): string {
+  return `rebuilt node ${r.nodeId}'s replica of PG ${r.pool}/${r.pgIndex} (group ${r.groupId}) from node ${r.leader}: applied index ${r.appliedIndex}, ${(r.elapsedMs / 1000).toFixed(1)} s`;
+}
+
 /** The exit status for a verify: a mismatch outranks a PG left uncompared. */
 export function verifyExitCode(results: readonly PgVerifyResult[]): number {
   if (results.some((r) => r.result === 'mismatch')) return verifyMismatchExit;
@@ -122,13 +133,23 @@ export function register(program: Command): void {
           `exit ${verifyMismatchExit} when replicas disagree, ${verifyIncompleteExit} when a PG could not be compared`,
       )
       .option('--pg <index>', 'only this PG of the pool')
-      .option('--attempts <n>', 'times a PG being written is asked again before it is left uncompared', '5'),
-  ).action(async (name: string | undefined, opts: CommonOptions & { pg?: string; attempts: string }) => {
+      .option('--attempts <n>', 'times a PG being written is asked again before it is left uncompared', '5')
+      .option('--repair', "rebuild the odd replicas out of a mismatched PG from their leaders where a majority of its replicas holds one copy (see pool repair), then verify again"),
+  ).action(async (name: string | undefined, opts: CommonOptions & { pg?: string; attempts: string; repair?: boolean }) => {
     if (opts.pg !== undefined && name === undefined) throw new InvalidArgument('--pg needs the pool it belongs to');
     const pgIndex = opts.pg === undefined ? undefined : integer(opts.pg, '--pg', 0, maxPgsPerPool - 1);
     const attempts = integer(opts.attempts, '--attempts', 1, 1000);
-    const results = await adminClientFor(opts).verifyPgs({ pool: name, pgIndex, attempts });
-    print(opts.json ? JSON.stringify(results, null, 2) : renderVerify(results));
+    const client = adminClientFor(opts);
+    let results = await client.verifyPgs({ pool: name, pgIndex, attempts });
+    if (opts.repair && results.some((r) => r.result === 'mismatch')) {
+      if (!opts.json) print(renderVerify(results));
+      const done = await client.repairMismatches(results);
+      results = await client.verifyPgs({ pool: name, pgIndex, attempts });
+      if (opts.json) print(JSON.stringify({ repaired: done.repaired, notRepaired: done.left, results }, null, 2));
+      else print(renderRepairs(done.repaired, done.left) + '\nafter the repairs:\n' + renderVerify(results));
+    } else {
+      print(opts.json ? JSON.stringify(results, null, 2) : renderVerify(results));
+    }
     process.exitCode = verifyExitCode(results);
   });
 
@@ -149,10 +170,7 @@ export function register(program: Command): void {
     const timeoutMs = integer(opts.timeout, '--timeout', 1, 86_400) * 1000;
     const r = await adminClientFor(opts).repairPg({ pool: name, pgIndex, nodeId, timeoutMs, force: opts.force === true });
     if (opts.json) return print(JSON.stringify(r, null, 2));
-    print(
-      `rebuilt node ${r.nodeId}'s replica of PG ${r.pool}/${r.pgIndex} (group ${r.groupId}) from node ${r.leader}: ` +
-        `applied index ${r.appliedIndex}, ${(r.elapsedMs / 1000).toFixed(1)} s (check it: raftblock pool verify ${r.pool} --pg ${r.pgIndex})`,
-    );
+    print(`${describeRepair(r)} (check it: raftblock pool verify ${r.pool} --pg ${r.pgIndex})`);
   });
 
   addCommonOptions(
