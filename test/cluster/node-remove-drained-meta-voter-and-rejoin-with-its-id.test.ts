@@ -145,7 +145,10 @@ test('node remove of the group-0 leader, asked through itself, with no replaceme
   const answer = JSON.parse(removed.stdout) as RemoveNodeResponse;
   assert.deepEqual({ nodeId: answer.nodeId, metaVoterRemoved: answer.metaVoterRemoved }, { nodeId: leader, metaVoterRemoved: true });
   const s = await cluster.clusterStatus(others[0]);
-  assert.deepEqual(metaVoters(s), others);
+  // Group 0 is left on the two others, and soon on one of them: with no third node to join,
+  // the plan drops a group of two voters to one (meta-group-of-two-voters-drops-to-one).
+  const voters = metaVoters(s);
+  assert.ok(voters.length >= 1 && voters.every((v) => others.includes(v)), `group 0 voters ${voters.join(',')}, expected within ${others.join(',')}`);
   assert.deepEqual(s.nodes.map((n) => n.id), others);
   assert.ok(others.includes(s.groups.find((g) => g.groupId === 0)!.leader), 'group 0 has no leader among the remaining nodes');
 
