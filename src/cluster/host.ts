@@ -512,15 +512,18 @@ export class MultiRaftHost {
     return cfg;
   }
 
-  async removeGroup(id: number): Promise<void> {
+  /**
+   * Stops group `id` here. `drainReadies`: its Readies under way finish first, so their
+   * acknowledgements leave before anything this node says about the group later (a rebuild's
+   * request for a repair point, which must follow every acknowledgement it asks the leader to
+   * forget); a retirement does not wait for them.
+   */
+  async removeGroup(id: number, opts: { drainReadies?: boolean } = {}): Promise<void> {
     const g = this.groups.get(id);
     if (!g) return;
     g.removed = true;
     this.groups.delete(id);
-    // Readies under way finish first: their acknowledgements then leave before anything this
-    // node says about the group later (a rebuild's request for a repair point, which must
-    // follow every acknowledgement it asks the leader to forget).
-    await g.readyTail.catch(() => undefined);
+    if (opts.drainReadies) await g.readyTail.catch(() => undefined);
     await g.applyChain;
     // A checkpoint of it under way would write into a store closed under it, or into the
     // directory its retirement is removing.

@@ -453,7 +453,7 @@ export class PgMover {
     }
     this.starting.add(g);
     try {
-      await this.d.host.removeGroup(g);
+      await this.d.host.removeGroup(g, { drainReadies: true });
       this.d.stores.delete(g);
       this.settled.delete(g);
       await PgStore.markForRebuild(this.pgDir(g));
