@@ -638,7 +638,7 @@ export class AdminClient {
       if (!judged.ok) throw new RepairRefused(`PG ${pool.name}/${opts.pgIndex}: ${judged.reason} (--force rebuilds node ${opts.nodeId}'s replica from the PG's leader regardless)`);
       sources = judged.sources;
     }
-    const at = new AdminClient(node.addresses.http, { timeoutMs: this.timeoutMs, token: this.token, ca: this.ca });
+    const at = this.clientOf(node.addresses.http, this.timeoutMs);
     const r = await at.rebuildReplica(groupId, sources);
     const deadline = started + (opts.timeoutMs ?? 600_000);
     for (;;) {
@@ -711,11 +711,16 @@ export class AdminClient {
     if (!node) return { nodeId, error: 'not in the map' };
     try {
       // A digest reads the whole replica: far longer than a status call.
-      const d = await new AdminClient(node.addresses.http, { timeoutMs: Math.max(this.timeoutMs, 600_000), token: this.token, ca: this.ca }).groupDigest(groupId);
+      const d = await this.clientOf(node.addresses.http, Math.max(this.timeoutMs, 600_000)).groupDigest(groupId);
       return { nodeId, appliedIndex: d.appliedIndex, appliedIndexAfter: d.appliedIndexAfter, digest: d.digest };
     } catch (err) {
       return { nodeId, error: err instanceof Error ? err.message : String(err) };
     }
+  }
+
+  /** A client of another node's admin API, with this one's token and CA. */
+  private clientOf(server: string, timeoutMs: number): AdminClient {
+    return new AdminClient(server, { timeoutMs, token: this.token, ca: this.ca });
   }
 
   /** The map from this server, merged with /v1/status from every node in it (in parallel). */
@@ -725,7 +730,7 @@ export class AdminClient {
     await Promise.all(
       map.nodes.map(async (n) => {
         try {
-          statuses.set(n.id, await new AdminClient(n.addresses.http, { timeoutMs: Math.min(this.timeoutMs, 3000), token: this.token, ca: this.ca }).status());
+          statuses.set(n.id, await this.clientOf(n.addresses.http, Math.min(this.timeoutMs, 3000)).status());
         } catch (err) {
           statuses.set(n.id, err instanceof Error ? err : new Error(String(err)));
         }

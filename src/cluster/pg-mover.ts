@@ -30,7 +30,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { allMembers, isJoint } from '../raft/confchange.js';
-import { cloneConfState, type ConfState } from '../raft/index.js';
+import { cloneConfState, type ConfState, type RaftNode } from '../raft/index.js';
 import type { Logger } from '../common/log.js';
 import { InvalidArgument, NotLeader, PgQuorumAtRisk, Unavailable } from '../common/errors.js';
 import { PgStore } from '../store/pg-store.js';
@@ -122,6 +122,11 @@ function sameConf(a: ConfState, b: ConfState): boolean {
   const eq = (x: number[], y: number[]): boolean => x.length === y.length && x.every((v, i) => v === y[i]);
   const s = (x: number[]): number[] => [...x].sort((p, q) => p - q);
   return eq(s(a.voters), s(b.voters)) && eq(s(a.votersOutgoing), s(b.votersOutgoing)) && eq(s(a.learners), s(b.learners)) && eq(s(a.learnersNext), s(b.learnersNext));
+}
+
+/** True while the latest configuration in a group's log (`latest`) is not committed yet. */
+function confChangePending(raft: Pick<RaftNode, 'confStateAt' | 'committed'>, latest: ConfState): boolean {
+  return !sameConf(raft.confStateAt(raft.committed), latest);
 }
 
 export class PgMover {
@@ -413,7 +418,7 @@ export class PgMover {
       node,
       rebuilding: new Set([...agreed.keys()].filter((n) => n !== node)),
       conf: st.confState,
-      changePending: !sameConf(group.raft.confStateAt(group.raft.committed), st.confState),
+      changePending: confChangePending(group.raft, st.confState),
       progress: st.progress ?? new Map(),
       connected: this.d.connectedNodes(),
       commitIndex: st.hardState.commit,
@@ -580,11 +585,10 @@ export class PgMover {
       this.settled.delete(id);
       moving++;
       this.movingHere.add(id);
-      const committed = g.raft.confStateAt(g.raft.committed);
       const step = planMove({
         self: this.d.nodeId,
         conf: st.confState,
-        changePending: !sameConf(committed, st.confState),
+        changePending: confChangePending(g.raft, st.confState),
         target,
         progress: st.progress ?? new Map(),
         commitIndex: st.hardState.commit,
