@@ -32,7 +32,9 @@ import {
   type Entry,
   type Message,
   type Ready,
+  type Role,
   type Snapshot,
+  leavesBeforePersist,
 } from '../raft/index.js';
 import type { Wal, WalStats } from '../wal/index.js';
 import type { Transport } from './transport.js';
@@ -208,10 +210,16 @@ export class Group {
   readonly storage: MemoryStorage;
   readonly sm: GroupStateMachine;
   confState: ConfState;
-  role = 'follower';
+  role: Role = 'follower';
   /** The leader this replica knows of (0: none); set through noteLead. */
   lead = 0;
   term = 0;
+  /**
+   * The highest term whose hard state is durable here (the WAL's, or one a Ready wrote and
+   * whose write completed): a leader's messages leave before its Ready is durable only once
+   * its term is (raft/early-send.ts).
+   */
+  durableTerm: number;
   /**
    * Aborted whenever this replica learns of another leader or loses the one it knew, then
    * replaced: a gateway waiting for the leader it forwarded to stops waiting and asks again
@@ -279,6 +287,9 @@ export class Group {
     this.sm = sm;
     this.confState = confState;
     this.queuedApplyIndex = sm.appliedIndex;
+    // The storage holds what the WAL held at start (or a new group's bootstrap state, which a
+    // restart rebuilds the same): durable.
+    this.durableTerm = storage.hardState.term;
   }
 
   get isLeader(): boolean {
@@ -775,18 +786,25 @@ export class MultiRaftHost {
       g.storage.setHardState(rd.hardState);
       // A hard state whose term and vote are unchanged only moves the commit index, which
       // Raft relearns from its leader after a restart: not worth a WAL write on every commit.
-      if (rd.mustSync) persists.push(this.wal.saveHardState(g.id, rd.hardState));
+      if (rd.mustSync) {
+        const term = rd.hardState.term;
+        persists.push(
+          this.wal.saveHardState(g.id, rd.hardState).then(() => {
+            if (term > g.durableTerm) g.durableTerm = term;
+          }),
+        );
+      }
       g.term = rd.hardState.term;
       g.commit = rd.hardState.commit;
     }
     if (rd.softState) this.noteSoftState(g, rd.softState.role, rd.softState.lead);
-    // A leader's appends and heartbeats may leave before its own append is durable: the core
-    // does not count its own copy until advance. Everything else (votes, acknowledgements)
-    // promises what this Ready and the ones before it persist, so it waits.
-    const early = g.role === 'leader';
+    // A leader's appends and heartbeats may leave before its own append is durable, once its
+    // term is (raft/early-send.ts). Everything else (votes, acknowledgements) promises what
+    // this Ready and the ones before it persist, so it waits.
+    const termDurable = g.durableTerm >= g.term;
     const later: Message[] = [];
     for (const m of rd.messages) {
-      if (early && (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap')) this.transport.send(String(m.to), g.id, m);
+      if (leavesBeforePersist(m, g.role, termDurable)) this.transport.send(String(m.to), g.id, m);
       else later.push(m);
     }
     // Committed entries are already durable here (the core hands out only stable ones) and on
@@ -830,7 +848,7 @@ export class MultiRaftHost {
     }
   }
 
-  private noteSoftState(g: Group, role: string, lead: number): void {
+  private noteSoftState(g: Group, role: Role, lead: number): void {
     if (role === 'leader' && g.role !== 'leader') {
       this.metrics.elections.inc();
       this.log.info('became leader', { group: g.id, term: g.term });
@@ -1001,6 +1019,7 @@ export class MultiRaftHost {
       const hard = hs.term > point.leaderTerm ? { term: hs.term, vote: hs.vote, commit: point.index } : { term: point.leaderTerm, vote: leader, commit: point.index };
       await this.wal.saveHardState(g.id, hard);
       g.storage.setHardState(hard);
+      g.durableTerm = hard.term;
       g.raft = new RaftNode(this.raftConfig(this.rngSeed ^ g.id ^ 0x5bd1e995, point.index), g.storage);
       g.confState = cloneConfState(point.confState);
       g.term = hard.term;

@@ -11,6 +11,7 @@ import { RaftNode } from '../raft/node.js';
 import { SeededRng } from '../raft/rng.js';
 import { MemoryStorage } from '../raft/storage.js';
 import { type Config, type ConfChange, EntryType, type Message, type NodeId, type Ready, type UnsafeFlags, defaultConfig } from '../raft/types.js';
+import { leavesBeforePersist } from '../raft/early-send.js';
 import { Invariants } from './invariants.js';
 import { type KvCommand, KvStateMachine, decodeCommand, encodeCommand } from './kv.js';
 import { Network } from './network.js';
@@ -387,16 +388,15 @@ export class SimCluster {
       if (!n.raft.hasReady()) return;
       const rd = n.raft.ready();
       // As the host does (host.ts handleReady): a leader's appends and heartbeats leave before
-      // its own append is durable (the core counts its own copy only at advance); everything
-      // else (votes, acknowledgements) promises what the Ready persists, so it waits.
-      if (n.raft.currentRole === 'leader') {
-        const later: Message[] = [];
-        for (const m of rd.messages) {
-          if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') this.net.send(this.now, m);
-          else later.push(m);
-        }
-        rd.messages = later;
+      // its own append is durable once its term is (raft/early-send.ts); everything else
+      // (votes, acknowledgements) promises what the Ready persists, so it waits.
+      const termDurable = n.storage.hardState.term >= n.raft.currentTerm;
+      const later: Message[] = [];
+      for (const m of rd.messages) {
+        if (leavesBeforePersist(m, n.raft.currentRole, termDurable)) this.net.send(this.now, m);
+        else later.push(m);
       }
+      rd.messages = later;
       const delay = this.opts.maxPersistDelaySteps > 0 && rd.mustSync ? this.persistRng.nextInt(this.opts.maxPersistDelaySteps + 1) : 0;
       // Writes complete in the order they were issued (the WAL's batches become durable in order).
       const prevAt = n.outstanding.length > 0 ? n.outstanding[n.outstanding.length - 1].persistAt : 0;
