@@ -494,7 +494,7 @@ export class RaftNode {
     }
     if (changed || this.confHistory.length !== before) {
       this.confCheckPending = true;
-      if (this.role === 'leader') this.syncProgress();
+      if (this.role === 'leader') this.syncProgress(true);
     }
   }
 
@@ -503,7 +503,13 @@ export class RaftNode {
    * committed one that a pending change removes (they keep receiving the log until the removal
    * commits, so they learn that they are out).
    */
-  private syncProgress(): void {
+  /**
+   * Progress for every member of the configurations not yet committed and the last committed
+   * one. `addedActive`: a member a configuration change adds now counts as recently active (as
+   * in etcd), else the next check-quorum round would count it down before it could answer,
+   * and a leader whose quorum needs it would step down.
+   */
+  private syncProgress(addedActive = false): void {
     const members = new Set<NodeId>();
     for (let i = this.confHistory.length - 1; i >= 0; i--) {
       const p = this.confHistory[i];
@@ -517,7 +523,11 @@ export class RaftNode {
       const learner = !cs.voters.includes(id) && !cs.votersOutgoing.includes(id);
       const pr = this.prs.get(id);
       if (pr) pr.isLearner = learner;
-      else this.prs.set(id, new Progress(id, this.log.lastIndex() + 1, this.cfg.maxInflightMsgs, this.cfg.maxInflightBytes, learner));
+      else {
+        const added = new Progress(id, this.log.lastIndex() + 1, this.cfg.maxInflightMsgs, this.cfg.maxInflightBytes, learner);
+        added.recentActive = addedActive;
+        this.prs.set(id, added);
+      }
     }
     if (this.leadTransferee !== NONE && !cs.voters.includes(this.leadTransferee)) this.leadTransferee = NONE;
   }

@@ -146,3 +146,28 @@ test('a node whose log removes it does not campaign, even before it has applied 
   // Its applied-index view ({1..5}) would have let it win with votes from 4 and 5 plus one more.
   assert.deepEqual(r4.confStateAt(r4.log.applied).voters, [1, 2, 3, 4, 5]);
 });
+
+test('a voter added directly counts as recently active, so the next check-quorum round does not depose the leader before it can answer', () => {
+  const h = new Harness([1]);
+  h.elect(1);
+  const r = h.raft(1);
+  const drain = (): void => {
+    while (r.hasReady()) {
+      const rd = r.ready();
+      h.node(1).storage.append(rd.entries);
+      if (rd.hardState) h.node(1).storage.setHardState(rd.hardState);
+      r.advance(rd);
+    }
+  };
+  drain();
+  // Run the leader up to one tick before its check-quorum round, then add a voter nobody runs yet.
+  for (let i = 0; i < 9; i++) {
+    r.tick();
+    drain();
+  }
+  r.proposeConfChange({ changes: [{ type: 'addVoter', nodeId: 2 }] });
+  drain();
+  r.tick();
+  drain();
+  assert.equal(r.currentRole, 'leader', 'deposed by a check-quorum round that counted the new voter down');
+});
