@@ -843,7 +843,9 @@ export class RaftNode {
     this.incoming = undefined;
     const snap: Snapshot = { metadata: meta, data: inc.buf };
     this.restore(snap);
-    this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: this.log.lastIndex(), rejectHint: 0, logTerm: 0, ...echo });
+    // The snapshot's index (now committed here), as etcd answers: a log that already held the
+    // snapshot's last entry may hold a tail beyond it this leader never sent, not to be counted.
+    this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: this.log.committed, rejectHint: 0, logTerm: 0, ...echo });
   }
 
   private restore(snap: Snapshot): void {
