@@ -580,7 +580,11 @@ export class StorageNode implements PgClient {
     // moves (see pg-mover.ts).
     await this.pgMover.reconcile(map);
     for (const v of map.volumes) {
-      if (!this.exports.has(v.name)) this.exports.set(v.name, { backend: new VolumeBackend(this, v.name, this.gatewayMetrics), description: `raftblock volume ${v.name}` });
+      // A name deleted and created again between two maps seen here is a new volume: new export.
+      const current = this.exports.get(v.name)?.backend;
+      if (!(current instanceof VolumeBackend) || current.volumeId !== v.id) {
+        this.exports.set(v.name, { backend: new VolumeBackend(this, v, this.gatewayMetrics), description: `raftblock volume ${v.name}` });
+      }
     }
     for (const name of [...this.exports.keys()]) if (!map.volumes.some((v) => v.name === name)) this.exports.delete(name);
     for (const store of this.stores.values()) await this.dropDeletedVolumes(store, map);

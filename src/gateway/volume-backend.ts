@@ -7,9 +7,9 @@
  * extra work, and every connection sees every completed write (CAN_MULTI_CONN is honest).
  */
 import { Histogram, Counter, type Registry } from 'prom-client';
-import { InvalidArgument, NotSupported, OutOfRange } from '../common/errors.js';
+import { InvalidArgument, NotFound, NotSupported, OutOfRange } from '../common/errors.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
-import { maxExtentBytes, maxVolumeBytes, volumeNamed, type ClusterMap, type Volume } from '../cluster/map.js';
+import { maxExtentBytes, maxVolumeBytes, volumeWithId, type ClusterMap, type Volume } from '../cluster/map.js';
 import { maxPieceBytes, splitRange, type Piece } from './split.js';
 import { maxOpLengthBytes } from '../store/ops.js';
 import { maxRequestSession, RequestIdSource } from '../common/request-id.js';
@@ -111,6 +111,9 @@ export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetri
 
 export const gatewayMaxRequestBytes = 32 * 1024 * 1024;
 
+/** Pieces of one TRIM or WRITE_ZEROES in flight at once (a write's are bounded by its bytes). */
+export const rangePiecesInFlight = 16;
+
 /**
  * Waits until every piece has settled, then fails with the first failure. A request must not
  * settle while one of its pieces still runs: the NBD server then reuses the request's pooled
@@ -138,29 +141,41 @@ export class VolumeBackend implements BlockBackend {
   };
   readonly blockSizes: BlockSizes = { minimum: 1, preferred: 4096, maximum: gatewayMaxRequestBytes };
   private readonly client: PgClient;
-  private readonly name: string;
+  /** The volume's name, for messages. */
+  readonly name: string;
+  /**
+   * The volume this backend serves, by id: names are reused once a volume is deleted, and a
+   * session opened on the old volume must never reach a new one of the same name.
+   */
+  readonly volumeId: number;
   private readonly metrics: GatewayMetrics | undefined;
 
-  constructor(client: PgClient, volumeName: string, metrics?: GatewayMetrics) {
+  constructor(client: PgClient, volume: Pick<Volume, 'name' | 'id'>, metrics?: GatewayMetrics) {
     this.client = client;
-    this.name = volumeName;
+    this.name = volume.name;
+    this.volumeId = volume.id;
     this.metrics = metrics;
   }
 
   private volume(): Volume {
-    const v = volumeNamed(this.client.map(), this.name);
-    if (!v) throw new OutOfRange(`volume ${this.name} no longer exists`);
+    const v = volumeWithId(this.client.map(), this.volumeId);
+    if (!v) throw new NotFound(`volume ${this.name} (id ${this.volumeId}) was deleted`);
     return v;
   }
 
   size(): number {
-    const v = volumeNamed(this.client.map(), this.name);
-    return v ? v.sizeBytes : 0;
+    return volumeWithId(this.client.map(), this.volumeId)?.sizeBytes ?? 0;
+  }
+
+  /** The volume, with `offset + length` checked against its size now (it may have shrunk since the session began). */
+  private volumeCovering(offset: number, length: number): Volume {
+    const volume = this.volume();
+    if (offset + length > volume.sizeBytes) throw new OutOfRange(`range ${offset}+${length} beyond volume ${this.name} (${volume.sizeBytes} bytes)`);
+    return volume;
   }
 
   private pieces(offset: number, length: number): { volume: Volume; pieces: Piece[] } {
-    const volume = this.volume();
-    if (offset + length > volume.sizeBytes) throw new OutOfRange(`range ${offset}+${length} beyond volume ${this.name}`);
+    const volume = this.volumeCovering(offset, length);
     return { volume, pieces: splitRange(this.client.map(), volume, offset, length) };
   }
 
@@ -210,12 +225,28 @@ export class VolumeBackend implements BlockBackend {
   }
 
   private async range(k: 'trim' | 'zero' | 'zeroNoHole', offset: number, length: number, signal: AbortSignal | undefined): Promise<void> {
-    const volume = this.volume();
-    if (offset + length > volume.sizeBytes) throw new OutOfRange(`range ${offset}+${length} beyond volume ${this.name}`);
+    const volume = this.volumeCovering(offset, length);
     // Ranges carry no payload, so they are split only at extents (not at the piece size), and
     // at the largest range one store command may hold (an extent can be larger).
     const pieces = splitRange(this.client.map(), volume, offset, length, Math.min(volume.extentBytes, maxOpLengthBytes));
-    await allPieces(pieces.map((p) => this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length, ...nextRequestId() }, signal)));
+    // A range of many extents (a 4 GiB discard of 4 MiB extents is 1,024 pieces) goes out a
+    // few pieces at a time: all at once, one request would queue a proposal in every PG and
+    // crowd out every other client's I/O until it is done.
+    // Once a piece fails the request fails: no new piece starts, the ones in flight finish.
+    let next = 0;
+    let failed = false;
+    const lane = async (): Promise<void> => {
+      while (next < pieces.length && !failed) {
+        const p = pieces[next++];
+        try {
+          await this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length, ...nextRequestId() }, signal);
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      }
+    };
+    await allPieces(Array.from({ length: Math.min(rangePiecesInFlight, pieces.length) }, lane));
   }
 
   /** Nothing to prefetch across the network that the leader's page cache would not hold. */
@@ -223,7 +254,7 @@ export class VolumeBackend implements BlockBackend {
 
   blockStatus(offset: number, length: number, signal?: AbortSignal): Promise<BlockExtent[]> {
     return this.timed('block_status', 0, async () => {
-      const volume = this.volume();
+      const volume = this.volumeCovering(offset, length);
       // One extent's worth at most: the answer may cover less than asked (the spec allows it).
       const pieces = splitRange(this.client.map(), volume, offset, length, volume.extentBytes).slice(0, 1);
       const p = pieces[0];

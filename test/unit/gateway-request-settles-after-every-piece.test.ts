@@ -52,7 +52,7 @@ class OneFailsFast implements PgClient {
 test('a read or write over several PGs fails only after every piece has settled', async () => {
   for (const op of ['read', 'write', 'zero'] as const) {
     const client = new OneFailsFast(clusterMap(), 30);
-    const backend = new VolumeBackend(client, 'vol0');
+    const backend = new VolumeBackend(client, client.map().volumes[0]);
     const buf = Buffer.alloc(3 * MiB);
     const gone = new AbortController();
     const run =

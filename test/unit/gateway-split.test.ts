@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { applyCommand, emptyMap, locateExtent, type ClusterMap, type MapCommand } from '../../src/cluster/map.js';
+import { applyCommand, emptyMap, locateExtent, volumeNamed, type ClusterMap, type MapCommand } from '../../src/cluster/map.js';
 import { maxPieceBytes, splitRange } from '../../src/gateway/split.js';
-import { VolumeBackend, type PgClient, type PgRequest } from '../../src/gateway/volume-backend.js';
+import { rangePiecesInFlight, VolumeBackend, type PgClient, type PgRequest } from '../../src/gateway/volume-backend.js';
 
 function clusterMap(): ClusterMap {
   let map = emptyMap();
@@ -80,7 +80,7 @@ test('the volume backend routes every piece to its PG and reassembles reads', as
       }
     },
   };
-  const backend = new VolumeBackend(client, 'vol0');
+  const backend = new VolumeBackend(client, vol);
   assert.equal(backend.size(), vol.sizeBytes);
   const data = randomBytes(3 * 1024 * 1024);
   const at = 1024 * 1024 - 4096;
@@ -99,4 +99,90 @@ test('the volume backend routes every piece to its PG and reassembles reads', as
   const st = await backend.blockStatus(at, 8 * 1024 * 1024);
   assert.ok(st.length >= 1 && st.reduce((n, e) => n + e.length, 0) <= 8 * 1024 * 1024);
   await assert.rejects(backend.write(vol.sizeBytes - 10, Buffer.alloc(20), false), (e: Error & { code?: string }) => e.code === 'OUT_OF_RANGE');
+});
+
+/** A client that records the requests it is asked and answers every one at once. */
+function recordingClient(current: () => ClusterMap): PgClient & { calls: PgRequest[]; inFlight: number; maxInFlight: number } {
+  const c = {
+    calls: [] as PgRequest[],
+    inFlight: 0,
+    maxInFlight: 0,
+    map: current,
+    async call(_g: number, _replicas: number[], req: PgRequest): Promise<unknown> {
+      c.calls.push(req);
+      c.inFlight++;
+      c.maxInFlight = Math.max(c.maxInFlight, c.inFlight);
+      await new Promise((r) => setImmediate(r));
+      c.inFlight--;
+      return req.k === 'read' ? Buffer.alloc(req.l) : req.k === 'status' ? [{ length: req.l, hole: true, zero: true }] : 1;
+    },
+  };
+  return c;
+}
+
+function applyAll(map: ClusterMap, cmds: MapCommand[]): ClusterMap {
+  for (const c of cmds) {
+    const r = applyCommand(map, c);
+    assert.ok(r.ok, JSON.stringify(r));
+    map = r.map;
+  }
+  return map;
+}
+
+test('a session stays on its volume: once deleted, a new volume of the same name is never reached through it', async () => {
+  let map = clusterMap();
+  const old = volumeNamed(map, 'vol0')!;
+  const client = recordingClient(() => map);
+  const backend = new VolumeBackend(client, old);
+  await backend.write(0, Buffer.alloc(4096, 1), false);
+  assert.deepEqual(client.calls.map((c) => c.v), [old.id]);
+  map = applyAll(map, [
+    { type: 'deleteVolume', name: 'vol0' },
+    { type: 'createVolume', name: 'vol0', sizeBytes: 64 * 1024 * 1024, extentBytes: 1024 * 1024 },
+  ]);
+  assert.notEqual(volumeNamed(map, 'vol0')!.id, old.id);
+  client.calls.length = 0;
+  assert.equal(backend.size(), 0);
+  for (const run of [
+    () => backend.write(0, Buffer.alloc(4096, 2), false),
+    () => backend.read(0, 4096, Buffer.alloc(4096)),
+    () => backend.trim(0, 4096, false),
+    () => backend.blockStatus(0, 4096),
+  ]) {
+    await assert.rejects(run(), (e: Error & { code?: string }) => e.code === 'NOT_FOUND');
+  }
+  assert.equal(client.calls.length, 0, 'no request reached the new volume');
+});
+
+test('a request past the end of a volume that shrank since the session began is out of range, block status included', async () => {
+  let map = clusterMap();
+  const client = recordingClient(() => map);
+  const backend = new VolumeBackend(client, volumeNamed(map, 'vol0')!);
+  map = applyAll(map, [{ type: 'resizeVolume', name: 'vol0', sizeBytes: 8 * 1024 * 1024, allowShrink: true }]);
+  for (const run of [
+    () => backend.blockStatus(16 * 1024 * 1024, 4096),
+    () => backend.blockStatus(8 * 1024 * 1024 - 4096, 8192),
+    () => backend.read(8 * 1024 * 1024, 4096, Buffer.alloc(4096)),
+    () => backend.writeZeroes(8 * 1024 * 1024 - 4096, 8192, { fua: false, noHole: false, fastZero: false }),
+  ]) {
+    await assert.rejects(run(), (e: Error & { code?: string }) => e.code === 'OUT_OF_RANGE');
+  }
+  assert.equal(client.calls.length, 0);
+});
+
+test('a large TRIM or WRITE_ZEROES covers every extent with a bounded number of pieces in flight', async () => {
+  const map = clusterMap();
+  const vol = volumeNamed(map, 'vol0')!;
+  const client = recordingClient(() => map);
+  const backend = new VolumeBackend(client, vol);
+  await backend.writeZeroes(0, vol.sizeBytes, { fua: false, noHole: true, fastZero: false });
+  assert.equal(client.calls.length, vol.sizeBytes / vol.extentBytes);
+  assert.equal(client.maxInFlight, rangePiecesInFlight);
+  let covered = 0;
+  for (const c of [...client.calls].sort((a, b) => a.o - b.o)) {
+    assert.ok(c.k === 'zeroNoHole');
+    assert.equal(c.o, covered);
+    covered += c.l;
+  }
+  assert.equal(covered, vol.sizeBytes);
 });
