@@ -1398,7 +1398,8 @@ export class StorageNode implements PgClient {
    * deleted volume is refused (every replica is dropping its data, and a write must not bring
    * it back): STALE_EPOCH to a sender with an older map, so that it learns the delete, else
    * NOT_FOUND. A volume newer than this node's map waits until the map arrives (STALE_EPOCH,
-   * retried). A range past the end (the volume shrank) is OUT_OF_RANGE.
+   * retried). A range past the end is OUT_OF_RANGE (the volume shrank), or UNAVAILABLE, retried,
+   * while the sender's map is newer (it may have grown).
    */
   private fenceVolume(req: PgRequest, senderEpoch: number): void {
     const map = this.map();
@@ -1412,7 +1413,11 @@ export class StorageNode implements PgClient {
         return;
       }
       const length = req.k === 'write' ? req.d.byteLength : req.l;
-      if (req.o + length > v.sizeBytes) throw new OutOfRange(`range ${req.o}+${length} beyond volume ${v.name} (${v.sizeBytes} bytes at epoch ${map.epoch})`);
+      if (req.o + length > v.sizeBytes) {
+        // The sender's newer map may have grown the volume: retried once this node has it (serve fetches it).
+        if (senderEpoch > map.epoch) throw new Unavailable(`node ${this.id} is fetching map epoch ${senderEpoch}: volume ${v.name} is ${v.sizeBytes} bytes at epoch ${map.epoch}`);
+        throw new OutOfRange(`range ${req.o}+${length} beyond volume ${v.name} (${v.sizeBytes} bytes at epoch ${map.epoch})`);
+      }
       return;
     }
     if (req.v >= map.nextVolumeId) throw new StaleEpoch(`volume ${req.v} is newer than the map of node ${this.id} (epoch ${map.epoch})`);
