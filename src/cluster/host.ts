@@ -611,21 +611,27 @@ export class MultiRaftHost {
    * proposal cost more than the rest of its bookkeeping).
    */
   propose(groupId: number, data: Uint8Array, timeoutMs = Number.POSITIVE_INFINITY, what = 'proposal'): Promise<unknown> {
+    return this.proposeIndexed(groupId, data, timeoutMs, what).settled;
+  }
+
+  /** propose(), also saying at which log index the entry went (0 when refused at once). */
+  proposeIndexed(groupId: number, data: Uint8Array, timeoutMs = Number.POSITIVE_INFINITY, what = 'proposal'): { index: number; settled: Promise<unknown> } {
     const g = this.groups.get(groupId);
-    if (!g) return Promise.reject(new NotLeader(`group ${groupId} is not on this node`));
-    if (!g.isLeader) return Promise.reject(new NotLeader(`not the leader of group ${groupId}`, g.lead ? String(g.lead) : undefined));
+    if (!g) return { index: 0, settled: Promise.reject(new NotLeader(`group ${groupId} is not on this node`)) };
+    if (!g.isLeader) return { index: 0, settled: Promise.reject(new NotLeader(`not the leader of group ${groupId}`, g.lead ? String(g.lead) : undefined)) };
     let ref;
     try {
       ref = g.raft.propose(data);
     } catch (err) {
-      return Promise.reject(err);
+      return { index: 0, settled: Promise.reject(err) };
     }
     this.metrics.proposals.inc();
     this.touch(g);
-    return new Promise((resolve, reject) => {
+    const settled = new Promise((resolve, reject) => {
       const now = performance.now();
       g.waiters.set(ref.index, { term: ref.term, startedMs: now, deadlineMs: now + timeoutMs, what, resolve, reject });
     });
+    return { index: ref.index, settled };
   }
 
   /**

@@ -20,7 +20,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { parseHostPort, type HostPort } from '../common/address.js';
-import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgNotLost, PgQuorumAtRisk, RaftblockError, RepairRefused, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
+import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgNotLost, PgQuorumAtRisk, RaftblockError, OutcomeUnknown, RepairRefused, RetryWindowPassed, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
@@ -31,10 +31,10 @@ import { Wal } from '../wal/index.js';
 import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { writeFileDurably } from '../common/durable-file.js';
 import { encodeRange, encodeWrite, maxOpLengthBytes, OpKind } from '../store/ops.js';
-import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgRequest } from '../gateway/volume-backend.js';
+import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, splitRange } from '../gateway/split.js';
 import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
-import { PgMover } from './pg-mover.js';
+import { PgMover, targetOf } from './pg-mover.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { defaultDownOut } from './down-out.js';
 import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
@@ -43,7 +43,7 @@ import { openMetaGroup, type MetaStore } from './meta-store.js';
 import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, metaCommandKey, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, DomainIndex, isHealthyMember, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
-import { Transport } from './transport.js';
+import { isAnsweredError, Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
@@ -173,6 +173,8 @@ export class StorageNode implements PgClient {
   private httpServer!: AdminHttp;
   private gatewayMetrics!: GatewayMetrics;
   private readonly leaderCache = new Map<number, number>();
+  /** Per PG: the highest log index a mutation's answer gave here, with the PG's resetEpoch then. */
+  private readonly pgLogIndexSeen = new Map<number, { index: number; resetEpoch: number }>();
   private reconciling: Promise<void> = Promise.resolve();
   private fetchingMapFrom = new Set<string>();
   private registered = false;
@@ -1434,13 +1436,13 @@ export class StorageNode implements PgClient {
     if (!g.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${groupId}`, g.lead ? String(g.lead) : undefined);
     switch (req.k) {
       case 'write':
-        return this.host.propose(groupId, encodeWrite(req.v, req.o, req.d, { session: req.s, seq: req.q }), requestTimeoutMs, 'write');
+        return this.proposeMutation(groupId, store, req, encodeWrite(req.v, req.o, req.d, { session: req.s, seq: req.q }), 'write');
       case 'trim':
-        return this.host.propose(groupId, encodeRange(OpKind.Trim, req.v, req.o, req.l, { session: req.s, seq: req.q }), requestTimeoutMs, 'trim');
+        return this.proposeMutation(groupId, store, req, encodeRange(OpKind.Trim, req.v, req.o, req.l, { session: req.s, seq: req.q }), 'trim');
       case 'zero':
-        return this.host.propose(groupId, encodeRange(OpKind.Zero, req.v, req.o, req.l, { session: req.s, seq: req.q }), requestTimeoutMs, 'zero');
+        return this.proposeMutation(groupId, store, req, encodeRange(OpKind.Zero, req.v, req.o, req.l, { session: req.s, seq: req.q }), 'zero');
       case 'zeroNoHole':
-        return this.host.propose(groupId, encodeRange(OpKind.ZeroNoHole, req.v, req.o, req.l, { session: req.s, seq: req.q }), requestTimeoutMs, 'zero');
+        return this.proposeMutation(groupId, store, req, encodeRange(OpKind.ZeroNoHole, req.v, req.o, req.l, { session: req.s, seq: req.q }), 'zero');
       case 'read': {
         if (req.l > maxPieceBytes) throw new InvalidArgument(`read piece of ${req.l} bytes`);
         await this.host.readBarrier(groupId);
@@ -1457,11 +1459,39 @@ export class StorageNode implements PgClient {
   }
 
   /**
+   * Proposes a PG mutation on this leader; answers its entry's log index once committed. A
+   * retry (`nb` set) is refused unless the PG's dedupe window is sure to recognise its first
+   * attempt if that applied, even after every entry now ahead of it in the log applies: the
+   * judgement and the proposal happen in one synchronous step, so no entry slips in between.
+   */
+  private async proposeMutation(groupId: number, store: PgStore, req: PgMutation, data: Uint8Array, what: string): Promise<number> {
+    const group = this.host.groups.get(groupId);
+    if (req.nb !== undefined && group && !store.coversRetry(req.nb, group.raft.lastIndex)) {
+      throw new RetryWindowPassed(
+        `group ${groupId}: a retried request first sent at log index ${req.nb} may have applied and left the dedupe window ` +
+          `(applied ${store.appliedIndex}, log ${group.raft.lastIndex}); applying it again could undo later writes`,
+      );
+    }
+    const { index, settled } = this.host.proposeIndexed(groupId, data, requestTimeoutMs, what);
+    // Refused before it reached the log (index 0): nothing to deduplicate, the error as it is.
+    if (index === 0) return settled.then(() => index);
+    try {
+      await settled;
+    } catch (err) {
+      // In the log, not known committed: a retry must be deduplicated against this entry.
+      const e = err as RaftblockError & { leaderHint?: string };
+      throw new OutcomeUnknown(`group ${groupId}: ${what} at log index ${index}: ${e.message}`, e.leaderHint ?? (group?.lead ? String(group.lead) : undefined), { cause: err });
+    }
+    return index;
+  }
+
+  /**
    * PgClient: routes a piece to its PG's leader, retrying until it succeeds, the deadline
    * passes, or `signal` says its NBD client is gone (an attempt in flight then still ends on
    * its own; no new one starts).
    */
-  async call(groupId: number, replicas: number[], req: PgRequest, signal?: AbortSignal): Promise<unknown> {
+  async call(groupId: number, splitReplicas: number[], req: PgRequest, signal?: AbortSignal): Promise<unknown> {
+    let replicas = splitReplicas;
     const deadline = Date.now() + ioDeadlineMs;
     let attempt = 0;
     if (this.removed) throw new NodeRemoved(`node ${this.id} was removed from the cluster map: it serves no I/O`);
@@ -1471,21 +1501,36 @@ export class StorageNode implements PgClient {
       await sleep(20, signal);
     }
     let target = this.leaderGuess(groupId, replicas);
+    const mutation = req.k !== 'read' && req.k !== 'status';
+    let sent: PgRequest = req;
     for (;;) {
+      // An index of the PG's log known before this attempt leaves (see PgRequest's `nb`).
+      const knownBefore = mutation ? this.knownLogIndex(groupId) : 0;
       try {
         if (target === this.id) this.affinity.note(groupId, this.id);
-        const r = target === this.id ? await this.serveLocal(groupId, req) : await this.forward(target, groupId, req, replicas);
+        const r = target === this.id ? await this.serveLocal(groupId, sent) : await this.forward(target, groupId, sent, replicas);
         this.leaderCache.set(groupId, target);
+        if (mutation && typeof r === 'number') this.notePgLogIndex(groupId, r);
         return r;
       } catch (err) {
         const e = err as RaftblockError & { leaderHint?: string };
-        const retriable = ['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT', 'STALE_EPOCH', 'PROTOCOL_ERROR'].includes(e.code);
+        // The first attempt that may be in the PG's log fixes the index every retry carries:
+        // a refusal before proposing (answered, any code but OUTCOME_UNKNOWN) put nothing there;
+        // an unknown outcome, or no answer at all from a peer, may have.
+        if (mutation && !('nb' in sent && sent.nb !== undefined) && (e.code === 'OUTCOME_UNKNOWN' || (target !== this.id && !isAnsweredError(err)))) {
+          sent = { ...(req as PgMutation), nb: knownBefore };
+        }
+        const retriable = ['NOT_LEADER', 'OUTCOME_UNKNOWN', 'UNAVAILABLE', 'TIMED_OUT', 'STALE_EPOCH', 'PROTOCOL_ERROR'].includes(e.code);
         if (!retriable || Date.now() > deadline || this.stopping) throw err instanceof RaftblockError ? err : new Unavailable(String(err));
         this.giveUpIfGone(signal);
         attempt++;
         this.gatewayMetrics.retries.inc();
-        const hint = e.code === 'NOT_LEADER' && e.leaderHint ? Number(e.leaderHint) : 0;
-        if (hint && replicas.includes(hint) && hint !== target) {
+        // The PG may have moved since the request was split: route by the map as it is now.
+        replicas = targetOf(this.map(), groupId) ?? replicas;
+        const hint = (e.code === 'NOT_LEADER' || e.code === 'OUTCOME_UNKNOWN') && e.leaderHint ? Number(e.leaderHint) : 0;
+        // A hint may name a replica the map has moved the PG away from, still leading it until
+        // the move completes; any member of the cluster is worth asking.
+        if (hint && hint !== target && this.map().nodes.some((n) => n.id === hint)) {
           target = hint;
           continue;
         }
@@ -1493,6 +1538,7 @@ export class StorageNode implements PgClient {
           await this.fetchMapFrom(String(target));
           const map = this.map();
           if (req.v < map.nextVolumeId && !map.volumes.some((v) => v.id === req.v)) throw new NotFound(`volume ${req.v} was deleted`);
+          replicas = targetOf(map, groupId) ?? replicas;
         }
         const idx = replicas.indexOf(target);
         const local = this.host.groups.get(groupId);
@@ -1501,6 +1547,31 @@ export class StorageNode implements PgClient {
         await sleep(Math.min(10 * 2 ** Math.min(attempt, 6), 300), signal);
       }
     }
+  }
+
+  /**
+   * A lower bound of where the PG's log will put this node's next proposal: the highest index
+   * a mutation's answer gave (see proposeMutation) or this node's replica has seen committed.
+   * Every later entry of the PG comes after either, since each leader's log holds every
+   * committed entry.
+   */
+  private knownLogIndex(groupId: number): number {
+    const seen = this.pgLogIndexSeen.get(groupId);
+    // A reset PG starts a new log: indexes seen before mean nothing there.
+    const seenIndex = seen !== undefined && seen.resetEpoch === this.pgResetEpoch(groupId) ? seen.index : 0;
+    return Math.max(seenIndex, this.host.groups.get(groupId)?.raft.committed ?? 0);
+  }
+
+  private notePgLogIndex(groupId: number, index: number): void {
+    const resetEpoch = this.pgResetEpoch(groupId);
+    const seen = this.pgLogIndexSeen.get(groupId);
+    if (seen === undefined || seen.resetEpoch !== resetEpoch) this.pgLogIndexSeen.set(groupId, { index, resetEpoch });
+    else if (index > seen.index) seen.index = index;
+  }
+
+  private pgResetEpoch(groupId: number): number {
+    const { poolId, pgIndex } = pgOfGroup(groupId);
+    return this.map().pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.resetEpoch ?? 0;
   }
 
   /**

@@ -531,7 +531,7 @@ export class Transport {
   ping(to: string, timeoutMs: number): Promise<boolean> {
     return this.request(to, 'ping', {}, timeoutMs).then(
       () => true,
-      (err: unknown) => err instanceof Error && answeredErrors.has(err),
+      (err: unknown) => isAnsweredError(err),
     );
   }
 
@@ -950,6 +950,11 @@ export class Transport {
 
 /** Errors that came back from a peer (it ran and answered), as opposed to failures to reach it. */
 const answeredErrors = new WeakSet<Error>();
+
+/** True for an error a peer sent back (it ran the request and refused), false for a failure to hear from it. */
+export function isAnsweredError(err: unknown): boolean {
+  return err instanceof Error && answeredErrors.has(err);
+}
 
 /** Rebuilds a typed error from its wire form. */
 export function remoteError(e: { code: string; message: string; leader?: string }): RaftblockError {

@@ -203,3 +203,27 @@ export class IdempotencyKeyReused extends RaftblockError {
     super('IDEMPOTENCY_KEY_REUSED', message);
   }
 }
+
+/**
+ * A retried PG write came back too late to tell whether its first attempt applied: the PG's
+ * dedupe window may have let that attempt's key go, so applying it again could overwrite
+ * later writes. Its outcome stays unknown (the client sees EIO, as for a timeout); not retried.
+ */
+export class RetryWindowPassed extends RaftblockError {
+  constructor(message: string) {
+    super('RETRY_WINDOW_PASSED', message);
+  }
+}
+
+/**
+ * A proposal was made but did not commit as far as its proposer can tell (a timeout, a lost
+ * leadership, the group stopping): it may still commit. Retried like NOT_LEADER (with the
+ * leader hint when known), but a retry of it must be deduplicated against this attempt.
+ */
+export class OutcomeUnknown extends RaftblockError {
+  readonly leaderHint: string | undefined;
+  constructor(message: string, leaderHint?: string, options?: { cause?: unknown }) {
+    super('OUTCOME_UNKNOWN', message, options);
+    this.leaderHint = leaderHint;
+  }
+}

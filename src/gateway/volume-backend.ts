@@ -23,13 +23,19 @@ function nextRequestId(): { s: number; q: number } {
 
 /**
  * What a piece asks of its PG. Mutations carry a request id (s: session, q: sequence) fixed
- * before the first attempt, so that however often the piece is retried it applies once.
+ * before the first attempt, so that however often the piece is retried it applies once. A
+ * retry also carries `nb`: an index of the PG's log known before the first attempt was sent
+ * (its entry, if any, comes later), by which the leader judges whether the PG's dedupe window
+ * still covers it (PgStore.coversRetry). A mutation's answer is its entry's log index.
  */
 export type PgRequest =
-  | { k: 'write'; v: number; o: number; d: Buffer; s: number; q: number }
-  | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number; pastEnd?: true }
+  | { k: 'write'; v: number; o: number; d: Buffer; s: number; q: number; nb?: number }
+  | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number; nb?: number; pastEnd?: true }
   | { k: 'read'; v: number; o: number; l: number }
   | { k: 'status'; v: number; o: number; l: number };
+
+/** A PgRequest that changes data (a log entry with a request id). */
+export type PgMutation = Extract<PgRequest, { s: number }>;
 
 const u32 = 2 ** 32;
 
@@ -48,6 +54,7 @@ export function checkPgRequest(q: unknown): PgRequest {
   if (!isCount(r.o, maxVolumeBytes)) throw new InvalidArgument('PG request: bad offset');
   const mutation = (): void => {
     if (!isCount(r.s, maxRequestSession) || !isCount(r.q, u32 - 1)) throw new InvalidArgument('PG request: bad request id');
+    if (r.nb !== undefined && !isCount(r.nb, Number.MAX_SAFE_INTEGER)) throw new InvalidArgument('PG request: bad retry index');
   };
   switch (r.k) {
     case 'write':

@@ -458,6 +458,10 @@ export class RaftNode {
   get committed(): number {
     return this.log.committed;
   }
+  /** The index of the last entry in this node's log (a proposal's entry right after propose). */
+  get lastIndex(): number {
+    return this.log.lastIndex();
+  }
 
   // ------------------------------------------------------------------ roles
 

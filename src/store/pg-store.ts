@@ -121,6 +121,8 @@ export class PgStore {
   private legacyCheckpoint = false;
   /** Request keys applied recently, oldest first. */
   private readonly recent = new RecentRequests(dedupeWindowRequests);
+  /** The dedupe window of an image being restored, loaded when the restore ends. */
+  private restoredRecent: Uint8Array | undefined;
   private closed = false;
   /**
    * The files hold part of an image: a restore is under way, or a crash cut one short (the
@@ -166,12 +168,21 @@ export class PgStore {
     const marker = await readFileIfExists(join(dir, restoreMarkerFile));
     store.restoring = marker !== undefined;
     store.rebuildAsked = marker !== undefined && marker.toString('utf8') === rebuildAskedText;
-    store.recent.load(ckpt.recent);
+    store.recent.load(ckpt.recent, ckpt.appliedIndex);
     return store;
   }
 
   get appliedIndex(): number {
     return this.meta.appliedIndex;
+  }
+
+  /**
+   * Whether a retried request, first sent once the log's entries up to `notBefore` were known,
+   * would still be recognised at apply if its first attempt applied, with the log now ending
+   * at `lastLogIndex` (every entry in between may apply first). RecentRequests.coversRetry.
+   */
+  coversRetry(notBefore: number, lastLogIndex: number): boolean {
+    return this.recent.coversRetry(notBefore, Math.max(0, lastLogIndex - this.meta.appliedIndex));
   }
 
   /**
@@ -357,7 +368,7 @@ export class PgStore {
       // must not hold the key without the data and with an applied index before the entry
       // (a replay from that index would skip the entry as a duplicate, losing the write).
       // Checking first and remembering last is safe: applies of a PG run one at a time.
-      this.recent.remember(op.requestKey);
+      this.recent.remember(op.requestKey, index);
     }
     this.meta.appliedIndex = index;
     this.meta.appliedTerm = term;
@@ -697,6 +708,7 @@ export class PgStore {
   /** Starts replacing the whole state with a streamed image: every data file is removed. */
   async beginRestore(): Promise<void> {
     this.assertOpen('restore');
+    this.restoredRecent = undefined;
     await this.markRestoring();
     assert(this.filesRemoval === null, 'two restores at once');
     // Opens under way now may return a file removed below; file() opens none until it is done.
@@ -719,7 +731,9 @@ export class PgStore {
 
   async restoreChunk(chunk: ImageChunk): Promise<void> {
     this.assertOpen('restore chunk');
-    if (chunk.recent) this.recent.load(chunk.recent);
+    // Loaded once the image's index is known (finishRestore): the window counts its keys as
+    // applied there. Nothing is applied meanwhile.
+    if (chunk.recent) this.restoredRecent = Uint8Array.from(chunk.recent);
     for (const [vol, at, data] of chunk.runs) await this.writeRange(vol, at, data);
   }
 
@@ -747,6 +761,8 @@ export class PgStore {
     }
     // close() may have run while the files were synced: the image is then not known whole.
     this.assertOpen('restore end');
+    if (this.restoredRecent) this.recent.load(this.restoredRecent, index);
+    this.restoredRecent = undefined;
     this.meta = { appliedIndex: index, appliedTerm: term };
     await this.saveCheckpoint(this.meta, this.recent.toBytes());
     await this.clearRestoreMark();

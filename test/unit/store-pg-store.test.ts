@@ -403,3 +403,24 @@ test('a file opened while a restore replaced the data files is not used: the res
   await again.close();
   await src.close();
 });
+
+test('a retry whose first attempt applied and then left the dedupe window is refused, not applied twice', async (t) => {
+  const s = await openStore(tempDir(t));
+  const first = { session: 5, seq: 1 };
+  let index = 0;
+  await s.apply(++index, 1, encodeWrite(1, 0, Buffer.alloc(4096, 0xaa), first)); // applied; its answer lost
+  const sentAt = 0; // the gateway knew nothing of this PG's log before the first attempt
+  await s.apply(++index, 1, encodeWrite(1, 0, Buffer.alloc(4096, 0xbb), { session: 6, seq: 1 })); // another client's later write
+  assert.equal(s.coversRetry(sentAt, index), true, 'the first attempt is still remembered');
+  // Enough other writes that the first attempt's key leaves the window.
+  const window = 16384;
+  for (let i = 0; i < window; i++) await s.apply(++index, 1, encodeWrite(1, 8192, Buffer.alloc(512, i & 0xff), { session: 7, seq: i + 1 }));
+  assert.equal(s.coversRetry(sentAt, index), false, 'the first attempt may have applied and been forgotten');
+  // A retry first sent after the window's oldest key applied is still judged safe.
+  assert.equal(s.coversRetry(index - 10, index), true);
+  // ...unless the entries ahead of it in the log could push out a key newer than its send:
+  // the window holds window - 10 keys applied at or before it, which leave first.
+  assert.equal(s.coversRetry(index - 10, index + window - 10), true);
+  assert.equal(s.coversRetry(index - 10, index + window - 9), false);
+  assert.deepEqual(await readAll(s, 1, 0, 4096), Buffer.alloc(4096, 0xbb));
+});
