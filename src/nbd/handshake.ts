@@ -400,8 +400,9 @@ export class Handshake {
     }
     // SET replaces whatever was selected before.
     this.metaContextExport = null;
-    // A bare namespace ("base:") selects every context in it, as it lists them for LIST.
-    if (supported && req.queries.some((q) => q === 'base:' || q === NBD_META_CONTEXT_BASE_ALLOCATION)) {
+    // Only the full name selects: the bare namespace ("base:") is a wildcard for LIST, and the
+    // spec has SET ignore it.
+    if (supported && req.queries.includes(NBD_META_CONTEXT_BASE_ALLOCATION)) {
       this.metaContextExport = this.canonicalName(req.exportName);
       this.reply(NBD_REP_META_CONTEXT, encodeRepMetaContext(BASE_ALLOCATION_CONTEXT_ID, NBD_META_CONTEXT_BASE_ALLOCATION));
     }

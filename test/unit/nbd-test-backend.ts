@@ -1,0 +1,78 @@
+/**
+ * An in-memory BlockBackend for the NBD server's tests, with a gate: reads and writes the test
+ * chooses wait until it opens the gate, so that requests stay in flight for as long as a test
+ * needs them there.
+ */
+import type { BackendCapabilities, BlockBackend, BlockExtent } from '../../src/nbd/backend.js';
+import { NbdServer, type NbdServerOptions } from '../../src/nbd/server.js';
+import type { TestContext } from 'node:test';
+
+export class GatedBackend implements BlockBackend {
+  readonly capabilities: BackendCapabilities = { readOnly: false, canTrim: true, canWriteZeroes: true, canFastZero: false, canCache: true, canMultiConn: true, canBlockStatus: true };
+  readonly blockSizes: { minimum: number; preferred: number; maximum: number };
+  readonly data: Buffer;
+  /** Which reads and writes wait for open(); none by default. */
+  holds: (op: 'read' | 'write', offset: number) => boolean = () => false;
+  /** Reads and writes started, in order (held ones included). */
+  readonly started: { op: 'read' | 'write'; offset: number; length: number }[] = [];
+  private readonly waiting: (() => void)[] = [];
+  private startWaiters: (() => void)[] = [];
+
+  constructor(sizeBytes: number, maxBlockBytes = 1 << 20) {
+    this.data = Buffer.alloc(sizeBytes);
+    this.blockSizes = { minimum: 1, preferred: 4096, maximum: maxBlockBytes };
+  }
+
+  size(): number {
+    return this.data.length;
+  }
+
+  /** Lets every held call go on, and every call from now on. */
+  open(): void {
+    this.holds = () => false;
+    for (const w of this.waiting.splice(0)) w();
+  }
+
+  /** Resolves once `n` reads and writes have started. */
+  async startedAtLeast(n: number): Promise<void> {
+    while (this.started.length < n) await new Promise<void>((r) => this.startWaiters.push(r));
+  }
+
+  private async begin(op: 'read' | 'write', offset: number, length: number): Promise<void> {
+    this.started.push({ op, offset, length });
+    for (const w of this.startWaiters.splice(0)) w();
+    if (this.holds(op, offset)) await new Promise<void>((r) => this.waiting.push(r));
+  }
+
+  async read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined> {
+    await this.begin('read', offset, length);
+    this.data.copy(into, 0, offset, offset + length);
+    return undefined;
+  }
+
+  async write(offset: number, data: Buffer): Promise<void> {
+    await this.begin('write', offset, data.length);
+    data.copy(this.data, offset);
+  }
+
+  async flush(): Promise<void> {}
+  async trim(offset: number, length: number): Promise<void> {
+    this.data.fill(0, offset, offset + length);
+  }
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    this.data.fill(0, offset, offset + length);
+  }
+  async cache(): Promise<void> {}
+  async blockStatus(_offset: number, length: number): Promise<BlockExtent[]> {
+    return [{ length, hole: false, zero: false }];
+  }
+  async close(): Promise<void> {}
+}
+
+/** An NbdServer on 127.0.0.1 serving `backend` as export `disk`, closed when the test ends. */
+export async function serveDisk(t: TestContext, backend: BlockBackend, opts: Partial<NbdServerOptions> = {}): Promise<{ server: NbdServer; port: number }> {
+  const server = new NbdServer({ ...opts, exports: new Map([['disk', { backend }]]) });
+  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+  t.after(() => server.close());
+  return { server, port };
+}
