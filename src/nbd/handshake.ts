@@ -199,6 +199,8 @@ export class Handshake {
           this.skipRemaining -= n;
           data = data.subarray(n);
           if (this.skipRemaining > 0) return this.keep(data);
+          // A SET_META_CONTEXT refused for its size still replaces the selection (see metaContext).
+          if (this.option === NBD_OPT_SET_META_CONTEXT) this.metaContextExport = null;
           this.reply(NBD_REP_ERR_TOO_BIG, `option length ${this.optionLength} exceeds ${maxOptionBytes}`);
           this.state = 'option-header';
           break;
@@ -376,6 +378,9 @@ export class Handshake {
   }
 
   private metaContext(option: number, data: Buffer): HandshakeStep {
+    // SET replaces whatever was selected before, "including when this command fails" (the
+    // spec): so before any of the checks below can refuse it.
+    if (option === NBD_OPT_SET_META_CONTEXT) this.metaContextExport = null;
     if (!this.structuredReplies) {
       this.reply(NBD_REP_ERR_INVALID, 'negotiate NBD_OPT_STRUCTURED_REPLY first');
       return { kind: 'continue' };
@@ -398,8 +403,6 @@ export class Handshake {
       this.reply(NBD_REP_ACK);
       return { kind: 'continue' };
     }
-    // SET replaces whatever was selected before.
-    this.metaContextExport = null;
     // Only the full name selects: the bare namespace ("base:") is a wildcard for LIST, and the
     // spec has SET ignore it.
     if (supported && req.queries.includes(NBD_META_CONTEXT_BASE_ALLOCATION)) {
