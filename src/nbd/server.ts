@@ -9,6 +9,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import { listenOn, type HostPort } from '../common/address.js';
+import { InvalidArgument } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { BufferPool } from './buffer-pool.js';
 import type { NbdExport } from './handshake.js';
@@ -51,12 +52,24 @@ export interface NbdServerOptions {
    * pre-shared keys; absent: no TLS (NOTLS).
    */
   tlsPsk?: PskKeys;
+  /**
+   * How long close() lets sessions finish before it destroys the sockets of those still open
+   * (default defaultNbdCloseGraceMs).
+   */
+  closeGraceMs?: number;
   logger?: Logger;
 }
 
 export const defaultMaxNbdConnections = 1024;
 /** From accept to the start of transmission, TLS included; qemu-nbd's default limit too. */
 export const defaultNbdHandshakeLimitMs = 10_000;
+/**
+ * close() asks every session to finish (answer what is in flight, write its replies out) and
+ * waits this long for them; then it destroys the sockets of those still open. A session whose
+ * client reads none of its replies never finishes by itself (its reads stay paused behind its
+ * queued replies), and it must not hold a node's stop forever.
+ */
+export const defaultNbdCloseGraceMs = 5_000;
 /** At most one warning per this long about each kind of connection closed by a limit. */
 const limitWarningIntervalMs = 10_000;
 
@@ -95,6 +108,7 @@ export class NbdServer {
   private nextConnectionId = 1;
   private readonly maxConnections: number;
   private readonly handshakeLimitMs: number;
+  private readonly closeGraceMs: number;
   private readonly refusedWarning = new LimitWarning('NBD connection refused: the server has its maximum open');
   private readonly handshakeTimeoutWarning = new LimitWarning('NBD connection closed: its handshake did not finish in time');
 
@@ -102,8 +116,10 @@ export class NbdServer {
     this.limits = { ...defaultTransmissionLimits, ...opts.limits };
     this.maxConnections = opts.maxConnections ?? defaultMaxNbdConnections;
     this.handshakeLimitMs = opts.handshakeLimitMs ?? defaultNbdHandshakeLimitMs;
+    this.closeGraceMs = opts.closeGraceMs ?? defaultNbdCloseGraceMs;
     if (!Number.isSafeInteger(this.maxConnections) || this.maxConnections < 1) throw new Error(`maxConnections must be a positive integer, got ${opts.maxConnections}`);
     if (!(this.handshakeLimitMs > 0)) throw new Error(`handshakeLimitMs must be positive, got ${opts.handshakeLimitMs}`);
+    if (!(this.closeGraceMs > 0)) throw new InvalidArgument(`closeGraceMs must be positive, got ${opts.closeGraceMs}`);
     for (const [name, e] of opts.exports) {
       if (e.backend.blockSizes.maximum > this.limits.maxPayloadBytes) {
         throw new Error(`export ${name}: maximum block size exceeds the server's payload limit`);
@@ -136,7 +152,8 @@ export class NbdServer {
 
   /**
    * Stops accepting, ends handshakes, lets every session answer its in-flight requests and
-   * closes them, then flushes every export. Backends stay open (their owner closes them).
+   * closes them (those not finished within closeGraceMs are cut off), then flushes every
+   * export. Backends stay open (their owner closes them).
    */
   close(): Promise<void> {
     this.closing ??= this.shutdown();
@@ -149,12 +166,22 @@ export class NbdServer {
     // adopted sockets are not counted by net.Server. Sessions are awaited instead.
     this.server.close();
     for (const s of this.handshaking) s.destroy();
-    const sessions = [...this.sessions];
-    for (const s of sessions) s.shutdown();
-    await Promise.all(sessions.map((s) => s.done));
+    for (const s of this.sessions) s.shutdown();
+    if (!(await settlesWithin(this.sessionsDone(), this.closeGraceMs))) {
+      this.log.warn('NBD sessions not finished within the close grace, closing them', { sessions: this.sessions.size, closeGraceMs: this.closeGraceMs });
+      // Their requests in flight still complete (the backend sees the abort signal) before
+      // each session settles; replies queued for a client that took none are dropped.
+      for (const s of this.sessions) s.destroy();
+      await this.sessionsDone();
+    }
     for (const e of this.opts.exports.values()) {
       if (!e.backend.capabilities.readOnly) await e.backend.flush();
     }
+  }
+
+  /** Resolves once every session open now has settled (a session leaves the set when it does). */
+  private sessionsDone(): Promise<unknown> {
+    return Promise.all([...this.sessions].map((s) => s.done));
   }
 
   private accept(accepted: Socket): void {
@@ -203,5 +230,16 @@ export class NbdServer {
         void session.done.then(() => this.sessions.delete(session));
       },
     };
+  }
+}
+
+/** Whether `p` settles within `ms` (the timer is cleared either way). */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true), expired]);
+  } finally {
+    clearTimeout(timer);
   }
 }

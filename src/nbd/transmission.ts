@@ -184,6 +184,14 @@ export class TransmissionSession {
     this.pump();
   }
 
+  /**
+   * Cuts the connection off at once (a server whose close grace ran out): replies not yet
+   * written are dropped; `done` resolves once the requests in flight complete.
+   */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
   /** Stops reading requests; the connection closes once in-flight requests are answered. */
   stop(): void {
     if (this.stopping) return;
