@@ -25,6 +25,8 @@ export interface ConnectionContext {
   sharedReadBuffer: boolean;
   readBuffer: Buffer;
   handshakeLimitMs: number;
+  /** See NbdServerOptions.closeGraceMs; a finishing session waits this long on a stalled client. */
+  closeGraceMs: number;
   /** The handshake deadline passed: counted and warned about by the server (this then closes). */
   handshakeTimedOut(log: Logger): void;
   pool: BufferPool;
@@ -167,7 +169,7 @@ export class NbdConnection {
       baseAllocation: step.negotiated.baseAllocation,
       tls: this.io !== this.socket,
     });
-    const session = new TransmissionSession(this.io, step.negotiated, this.ctx.pool, this.ctx.limits, this.ctx.metrics, this.log);
+    const session = new TransmissionSession(this.io, step.negotiated, this.ctx.pool, this.ctx.limits, this.ctx.metrics, this.log, this.ctx.closeGraceMs);
     this.ctx.sessionStarted(session);
     this.onInput = (c, t) => session.onData(c, t);
     if (this.ctx.shuttingDown()) session.shutdown();

@@ -53,8 +53,9 @@ export interface NbdServerOptions {
    */
   tlsPsk?: PskKeys;
   /**
-   * How long close() lets sessions finish before it destroys the sockets of those still open
-   * (default defaultNbdCloseGraceMs).
+   * How long close() lets sessions finish before it destroys the sockets of those still open,
+   * and how long a session finishing on its own (NBD_CMD_DISC, client EOF) waits on a client
+   * that takes none of its replies and does not close its side (default defaultNbdCloseGraceMs).
    */
   closeGraceMs?: number;
   logger?: Logger;
@@ -216,6 +217,7 @@ export class NbdServer {
       sharedReadBuffer: this.opts.sharedReadBuffer !== false,
       readBuffer: this.readBuffer,
       handshakeLimitMs: this.handshakeLimitMs,
+      closeGraceMs: this.closeGraceMs,
       handshakeTimedOut: (log) => {
         this.metrics?.handshakeTimeouts.inc();
         this.handshakeTimeoutWarning.note(log, { handshakeLimitMs: this.handshakeLimitMs });

@@ -87,9 +87,6 @@ class InflightRequest extends NbdRequest {
   }
 }
 
-/** How long after our FIN the client may keep its side open before the socket is destroyed. */
-const closeGraceMs = 2000;
-
 const FLAGS_ALWAYS = NBD_CMD_FLAG_FUA; // spec: FUA is valid on every command once SEND_FUA is set
 
 export class TransmissionSession {
@@ -135,6 +132,8 @@ export class TransmissionSession {
     private readonly limits: TransmissionLimits,
     private readonly metrics: NbdMetrics | null,
     private readonly log: Logger,
+    /** How long a finishing session waits on a client that makes no progress (maybeFinish). */
+    private readonly closeGraceMs: number,
   ) {
     this.done = new Promise((resolve) => (this.closedResolve = resolve));
     this.decoder = new RequestDecoder(pool, limits.maxPayloadBytes);
@@ -453,9 +452,14 @@ export class TransmissionSession {
     if (this.corked) this.uncork();
     // Keep reading (and dropping) so the client's FIN is seen and the socket can close.
     this.resume();
+    // Our FIN follows the replies still queued: the client gets every one (the spec has all
+    // outstanding requests handled before the close), however slowly it reads them.
     this.socket.end();
-    // A client that never closes its side must not hold the session (and a shutdown) forever.
-    setTimeout(() => this.socket.destroy(), closeGraceMs).unref();
+    // A client that takes none of them, or never closes its side, must not hold the session
+    // (and a server's close) forever: the socket is destroyed once closeGraceMs pass with
+    // nothing received and no reply byte taken (Node's idle timer counts a large write that
+    // advances as activity).
+    this.socket.setTimeout(this.closeGraceMs, () => this.socket.destroy());
   }
 
   private send(buf: Buffer, cb?: () => void): void {

@@ -76,3 +76,10 @@ export async function serveDisk(t: TestContext, backend: BlockBackend, opts: Par
   t.after(() => server.close());
   return { server, port };
 }
+
+/** Resolves once `server` has no connection open; false if some is still open after `ms`. */
+export async function noConnectionsWithin(server: NbdServer, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (server.connectionCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  return server.connectionCount === 0;
+}
