@@ -10,6 +10,7 @@
 import { Socket as NetSocket, type Socket } from 'node:net';
 import type { Logger } from '../common/log.js';
 import type { BufferPool } from './buffer-pool.js';
+import type { MemoryBudget } from './memory-budget.js';
 import { Handshake, type NbdExport } from './handshake.js';
 import type { NbdMetrics } from './metrics.js';
 import { startTlsAsServer, type PskKeys } from './tls-psk.js';
@@ -30,6 +31,8 @@ export interface ConnectionContext {
   /** The handshake deadline passed: counted and warned about by the server (this then closes). */
   handshakeTimedOut(log: Logger): void;
   pool: BufferPool;
+  /** The server's, shared by all its sessions. */
+  budget: MemoryBudget;
   limits: TransmissionLimits;
   metrics: NbdMetrics | null;
   shuttingDown(): boolean;
@@ -169,7 +172,7 @@ export class NbdConnection {
       baseAllocation: step.negotiated.baseAllocation,
       tls: this.io !== this.socket,
     });
-    const session = new TransmissionSession(this.io, step.negotiated, this.ctx.pool, this.ctx.limits, this.ctx.metrics, this.log, this.ctx.closeGraceMs);
+    const session = new TransmissionSession(this.io, step.negotiated, this.ctx.pool, this.ctx.limits, this.ctx.metrics, this.log, this.ctx.closeGraceMs, this.ctx.budget);
     this.ctx.sessionStarted(session);
     this.onInput = (c, t) => session.onData(c, t);
     if (this.ctx.shuttingDown()) session.shutdown();

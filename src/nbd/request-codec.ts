@@ -1,7 +1,8 @@
 /**
  * The transmission-phase request decoder: consumes a byte stream (socket chunks in any split)
  * and yields requests into a caller-owned, reused `NbdRequest`, with WRITE payloads copied
- * into pooled buffers. `poll()` answers NEED_MORE, REQUEST or PROTOCOL_ERROR; it never throws
+ * into pooled buffers. `poll()` answers NEED_MORE, REQUEST, NEED_BUDGET (the owner's `admit`
+ * refused the parsed header: nothing more is read until it agrees) or PROTOCOL_ERROR; it never throws
  * on client input and never allocates more than `maxPayloadBytes` for one payload: a WRITE
  * that announces more has its payload read off the stream and dropped, and is yielded with
  * `oversized` set only once the payload is consumed (a client such as libnbd does not accept a
@@ -33,10 +34,13 @@ export class NbdRequest implements RequestHeader {
   payload: PooledBuffer | null = null;
   /** A WRITE longer than the limit: its payload was discarded, the request must fail. */
   oversized = false;
+  /** Bytes of the server's memory budget this request holds (set by the decoder's owner). */
+  budgetBytes = 0;
 
   reset(): void {
     this.payload = null;
     this.oversized = false;
+    this.budgetBytes = 0;
   }
 }
 
@@ -70,16 +74,25 @@ export function encodeRequest(h: RequestHeader, payload?: Buffer): Buffer {
 export const NEED_MORE = 0;
 export const REQUEST = 1;
 export const PROTOCOL_ERROR = 2;
-export type PollResult = typeof NEED_MORE | typeof REQUEST | typeof PROTOCOL_ERROR;
+export const NEED_BUDGET = 3;
+export type PollResult = typeof NEED_MORE | typeof REQUEST | typeof PROTOCOL_ERROR | typeof NEED_BUDGET;
 
-export class RequestDecoder {
+/**
+ * Asked once a request's header is parsed, before its payload is read (and before the request
+ * is yielded): false leaves the request with the decoder, and the next poll asks again.
+ */
+export type Admission<R extends NbdRequest> = (req: R) => boolean;
+const admitAll = (): boolean => true;
+
+export class RequestDecoder<R extends NbdRequest = NbdRequest> {
   /** Queue of unconsumed chunks; `headOffset` bytes of the first are already consumed. */
   private chunks: Buffer[] = [];
   private headOffset = 0;
   private buffered = 0;
   private readonly header = Buffer.alloc(NBD_REQUEST_HEADER_BYTES);
-  /** A request whose header is parsed and whose payload is being filled. */
-  private current: NbdRequest | null = null;
+  /** A request whose header is parsed and that is waiting for admission or its payload. */
+  private current: R | null = null;
+  private admitted = false;
   private filled = 0;
   /** Bytes still to drop (payload of the oversized WRITE in `current`). */
   private skipBytes = 0;
@@ -89,6 +102,7 @@ export class RequestDecoder {
   constructor(
     private readonly pool: BufferPool,
     private readonly maxPayloadBytes: number,
+    private readonly admit: Admission<R> = admitAll,
   ) {}
 
   /** Bytes received but not yet consumed (the owner pauses the socket when this grows). */
@@ -104,10 +118,11 @@ export class RequestDecoder {
 
   /**
    * Tries to complete one request into `out`. On REQUEST, `out` holds the header and, for a
-   * WRITE, its payload; the decoder forgets it. On NEED_MORE a partly filled request stays with
-   * the decoder (pass the same `out` again). On PROTOCOL_ERROR see `errorMessage`.
+   * WRITE, its payload; the decoder forgets it. On NEED_MORE or NEED_BUDGET a partly decoded
+   * request stays with the decoder (pass the same `out` again). On PROTOCOL_ERROR see
+   * `errorMessage`.
    */
-  poll(out: NbdRequest): PollResult {
+  poll(out: R): PollResult {
     if (this.errorMessage !== null) return PROTOCOL_ERROR;
     if (this.current === null) {
       if (this.buffered < NBD_REQUEST_HEADER_BYTES) return NEED_MORE;
@@ -127,14 +142,11 @@ export class RequestDecoder {
         return PROTOCOL_ERROR;
       }
       out.reset();
-      if (out.type !== NBD_CMD_WRITE || out.length === 0) return REQUEST;
       this.current = out;
-      if (out.length > this.maxPayloadBytes) {
+      this.admitted = false;
+      if (out.type === NBD_CMD_WRITE && out.length > this.maxPayloadBytes) {
         out.oversized = true;
         this.skipBytes = out.length;
-      } else {
-        out.payload = this.pool.acquire(out.length);
-        this.filled = 0;
       }
     } else if (this.current !== out) {
       // The owner must hand back the same object until the payload is complete.
@@ -142,6 +154,18 @@ export class RequestDecoder {
       return PROTOCOL_ERROR;
     }
     const req = this.current;
+    if (!this.admitted) {
+      if (!this.admit(req)) return NEED_BUDGET;
+      this.admitted = true;
+      if (req.type !== NBD_CMD_WRITE || req.length === 0) {
+        this.current = null;
+        return REQUEST;
+      }
+      if (!req.oversized) {
+        req.payload = this.pool.acquire(req.length);
+        this.filled = 0;
+      }
+    }
     if (req.oversized) {
       this.skipBytes -= this.drop(this.skipBytes);
       if (this.skipBytes > 0) return NEED_MORE;

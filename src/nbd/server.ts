@@ -12,6 +12,7 @@ import { listenOn, type HostPort } from '../common/address.js';
 import { InvalidArgument } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { BufferPool } from './buffer-pool.js';
+import { MemoryBudget } from './memory-budget.js';
 import type { NbdExport } from './handshake.js';
 import { NbdConnection, type ConnectionContext } from './connection.js';
 import type { PskKeys } from './tls-psk.js';
@@ -58,6 +59,12 @@ export interface NbdServerOptions {
    * that takes none of its replies and does not close its side (default defaultNbdCloseGraceMs).
    */
   closeGraceMs?: number;
+  /**
+   * Bytes held across all connections for requests in flight and replies queued (default
+   * defaultNbdMemoryBudgetBytes); a connection whose next request does not fit stops reading
+   * until it does (see memory-budget.ts).
+   */
+  memoryBudgetBytes?: number;
   logger?: Logger;
 }
 
@@ -71,6 +78,12 @@ export const defaultNbdHandshakeLimitMs = 10_000;
  * queued replies), and it must not hold a node's stop forever.
  */
 export const defaultNbdCloseGraceMs = 5_000;
+/**
+ * Each connection may hold up to 64 MiB in flight and 16 MiB of replies queued
+ * (defaultTransmissionLimits); this bounds them all together, well below what a node's heap can
+ * spare, and well above what its clients need at full speed.
+ */
+export const defaultNbdMemoryBudgetBytes = 512 * 1024 * 1024;
 /** At most one warning per this long about each kind of connection closed by a limit. */
 const limitWarningIntervalMs = 10_000;
 
@@ -97,6 +110,7 @@ class LimitWarning {
 export class NbdServer {
   private readonly server: Server;
   private readonly pool: BufferPool;
+  private readonly budget: MemoryBudget;
   private readonly limits: TransmissionLimits;
   private readonly metrics: NbdMetrics | null;
   private readonly log: Logger;
@@ -121,6 +135,9 @@ export class NbdServer {
     if (!Number.isSafeInteger(this.maxConnections) || this.maxConnections < 1) throw new Error(`maxConnections must be a positive integer, got ${opts.maxConnections}`);
     if (!(this.handshakeLimitMs > 0)) throw new Error(`handshakeLimitMs must be positive, got ${opts.handshakeLimitMs}`);
     if (!(this.closeGraceMs > 0)) throw new InvalidArgument(`closeGraceMs must be positive, got ${opts.closeGraceMs}`);
+    const budgetBytes = opts.memoryBudgetBytes ?? defaultNbdMemoryBudgetBytes;
+    if (!Number.isSafeInteger(budgetBytes) || budgetBytes < 1) throw new InvalidArgument(`memoryBudgetBytes must be a positive integer, got ${opts.memoryBudgetBytes}`);
+    this.budget = new MemoryBudget(budgetBytes);
     for (const [name, e] of opts.exports) {
       if (e.backend.blockSizes.maximum > this.limits.maxPayloadBytes) {
         throw new Error(`export ${name}: maximum block size exceeds the server's payload limit`);
@@ -145,6 +162,11 @@ export class NbdServer {
   /** Open connections (handshaking or transmitting). */
   get connectionCount(): number {
     return this.handshaking.size + this.sessions.size;
+  }
+
+  /** Bytes of the memory budget held now (requests in flight, replies queued). */
+  get budgetHeldBytes(): number {
+    return this.budget.usedBytes;
   }
 
   async listen(address: HostPort): Promise<HostPort> {
@@ -223,6 +245,7 @@ export class NbdServer {
         this.handshakeTimeoutWarning.note(log, { handshakeLimitMs: this.handshakeLimitMs });
       },
       pool: this.pool,
+      budget: this.budget,
       limits: this.limits,
       metrics: this.metrics,
       shuttingDown: () => this.shuttingDown,

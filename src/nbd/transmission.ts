@@ -5,14 +5,17 @@
  *
  * Hot-path discipline: request objects come from a per-connection free list and carry
  * pre-bound completion callbacks (no closure per I/O); payloads live in pooled buffers; bytes
- * and requests in flight are bounded, and the socket is paused while over either bound or
- * while the socket's own write queue is too long.
+ * and requests in flight are bounded, and the socket is paused while over either bound, while
+ * the socket's own write queue is too long, or while the server's memory budget
+ * (memory-budget.ts) cannot spare what the next request needs.
  */
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { assert } from '../common/assert.js';
 import type { Logger } from '../common/log.js';
 import type { BlockExtent } from './backend.js';
 import type { BufferPool, PooledBuffer } from './buffer-pool.js';
+import type { BudgetHolder, MemoryBudget } from './memory-budget.js';
 import { nbdErrnoOf } from './errno.js';
 import type { Negotiated } from './handshake.js';
 import type { NbdMetrics } from './metrics.js';
@@ -52,7 +55,7 @@ import {
   writeOffsetHole,
   writeSimpleReply,
 } from './reply-codec.js';
-import { NbdRequest, NEED_MORE, PROTOCOL_ERROR, RequestDecoder } from './request-codec.js';
+import { NbdRequest, NEED_BUDGET, NEED_MORE, PROTOCOL_ERROR, RequestDecoder } from './request-codec.js';
 
 export interface TransmissionLimits {
   /** Largest READ/WRITE payload accepted. */
@@ -78,19 +81,27 @@ class InflightRequest extends NbdRequest {
   startMs = 0;
   /** Bytes counted against maxInflightBytes. */
   heldBytes = 0;
+  /**
+   * Its READ reply is queued in the socket: the object (with its read buffer and budget) is
+   * let go by onReplyWritten, not when the request finishes.
+   */
+  replyQueued = false;
   readonly onSuccess: (value: unknown) => void;
   readonly onFailure: (err: unknown) => void;
+  /** Write callback of the last chunk that references readBuffer. */
+  readonly onReplyWritten: () => void;
   constructor(session: TransmissionSession) {
     super();
     this.onSuccess = (value) => session.guard(this, value, true);
     this.onFailure = (err) => session.guard(this, err, false);
+    this.onReplyWritten = () => session.replyWritten(this);
   }
 }
 
 const FLAGS_ALWAYS = NBD_CMD_FLAG_FUA; // spec: FUA is valid on every command once SEND_FUA is set
 
-export class TransmissionSession {
-  private readonly decoder: RequestDecoder;
+export class TransmissionSession implements BudgetHolder {
+  private readonly decoder: RequestDecoder<InflightRequest>;
   private readonly free: InflightRequest[] = [];
   private next: InflightRequest | null = null;
   private inflight = 0;
@@ -120,6 +131,10 @@ export class TransmissionSession {
   private discReceived = false;
   /** Resolves once the socket is closed and every request has completed. */
   readonly done: Promise<void>;
+  budgetHeld = 0;
+  budgetWanted = 0;
+  /** Budget granted after a wait, not yet given to the request it was for. */
+  private budgetReady = 0;
   private readonly uncork = (): void => {
     this.corked = false;
     if (!this.closed) this.socket.uncork();
@@ -134,9 +149,10 @@ export class TransmissionSession {
     private readonly log: Logger,
     /** How long a finishing session waits on a client that makes no progress (maybeFinish). */
     private readonly closeGraceMs: number,
+    private readonly budget: MemoryBudget,
   ) {
     this.done = new Promise((resolve) => (this.closedResolve = resolve));
-    this.decoder = new RequestDecoder(pool, limits.maxPayloadBytes);
+    this.decoder = new RequestDecoder(pool, limits.maxPayloadBytes, this.admit);
     const caps = negotiated.export.backend.capabilities;
     this.size = negotiated.export.backend.size();
     this.allowedFlags[NBD_CMD_READ] = FLAGS_ALWAYS | (negotiated.structuredReplies ? NBD_CMD_FLAG_DF : 0);
@@ -219,8 +235,48 @@ export class TransmissionSession {
       this.next.payload.release();
       this.next.payload = null;
     }
+    // Budget held for a request that will not be dispatched now, or waited for.
+    if (this.next && this.next.budgetBytes > 0) {
+      this.budget.release(this, this.next.budgetBytes);
+      this.next.budgetBytes = 0;
+    }
+    this.budget.cancel(this);
+    if (this.budgetReady > 0) {
+      this.budget.release(this, this.budgetReady);
+      this.budgetReady = 0;
+    }
     if (this.inflight === 0) this.closedResolve();
   }
+
+  /**
+   * Admission of a parsed request header (the decoder's): a READ or WRITE takes its length
+   * from the server's memory budget before its payload is read or its read issued; false
+   * (NEED_BUDGET) stops reading until the budget grants it.
+   */
+  private readonly admit = (req: InflightRequest): boolean => {
+    const bytes = (req.type === NBD_CMD_READ || req.type === NBD_CMD_WRITE) && req.length <= this.limits.maxPayloadBytes ? req.length : 0;
+    if (bytes === 0) return true;
+    if (this.budgetReady > 0) {
+      // Granted for this very header, which the decoder kept while we waited.
+      assert(this.budgetReady === bytes, `budget granted for ${this.budgetReady} bytes, the request needs ${bytes}`);
+      this.budgetReady = 0;
+      req.budgetBytes = bytes;
+      return true;
+    }
+    if (this.budgetWanted > 0 || !this.budget.take(this, bytes)) return false;
+    req.budgetBytes = bytes;
+    return true;
+  };
+
+  /** BudgetHolder: called from within another holder's release, so the pump runs later. */
+  budgetGranted(bytes: number): void {
+    this.budgetReady = bytes;
+    process.nextTick(this.pumpAfterGrant);
+  }
+
+  private readonly pumpAfterGrant = (): void => {
+    if (!this.closed) this.pump();
+  };
 
   private pause(): void {
     if (!this.socketPaused) {
@@ -267,6 +323,10 @@ export class TransmissionSession {
       if (r === NEED_MORE) {
         if (this.eof || (this.shuttingDown && this.inflight === 0)) this.stop();
         else this.resume();
+        return;
+      }
+      if (r === NEED_BUDGET) {
+        this.pause();
         return;
       }
       if (r === PROTOCOL_ERROR) {
@@ -428,22 +488,37 @@ export class TransmissionSession {
       req.payload.release();
       req.payload = null;
     }
-    if (req.readBuffer) {
-      // Still referenced by a queued socket write only if a reply was sent; that path
-      // clears readBuffer after handing release to the write callback.
-      req.readBuffer.release();
-      req.readBuffer = null;
-    }
     this.inflight--;
     this.inflightBytes -= req.heldBytes;
     req.heldBytes = 0;
-    this.free.push(req);
+    // A READ reply still queued keeps its buffer and budget until it is written out
+    // (replyWritten); a WRITE's budget covered its payload, released just above.
+    if (!req.replyQueued) this.letGo(req);
     if (this.closed) {
       if (this.inflight === 0) this.closedResolve();
       return;
     }
     if (this.stopping) this.maybeFinish();
     else if (this.shuttingDown || (this.socketPaused && !this.waitingDrain)) this.pump();
+  }
+
+  /** The last chunk of a READ reply is written out (or dropped with a destroyed socket). */
+  replyWritten(req: InflightRequest): void {
+    req.replyQueued = false;
+    this.letGo(req);
+  }
+
+  /** Returns what a request held (read buffer, budget) and the object to the free list. */
+  private letGo(req: InflightRequest): void {
+    if (req.readBuffer) {
+      req.readBuffer.release();
+      req.readBuffer = null;
+    }
+    if (req.budgetBytes > 0) {
+      this.budget.release(this, req.budgetBytes);
+      req.budgetBytes = 0;
+    }
+    this.free.push(req);
   }
 
   private maybeFinish(): void {
@@ -482,14 +557,17 @@ export class TransmissionSession {
     this.sendReadData(req, 0, req.length, true);
   }
 
-  /** Queues `readBuffer[from, to)`; with `last` the buffer returns to the pool once written. */
+  /**
+   * Queues `readBuffer[from, to)`; with `last` the request (its buffer, its budget) is let go
+   * once that is written.
+   */
   private sendReadData(req: InflightRequest, from: number, to: number, last: boolean): void {
     const rb = req.readBuffer;
     if (rb === null) return; // zero-length read
     const data = from === 0 && to === rb.buf.length ? rb.buf : rb.buf.subarray(from, to);
     if (last) {
-      req.readBuffer = null;
-      this.send(data, rb.release);
+      req.replyQueued = true;
+      this.send(data, req.onReplyWritten);
     } else {
       this.send(data);
     }
