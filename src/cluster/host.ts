@@ -50,7 +50,10 @@ export interface GroupStateMachine {
   skip(index: number, term: number): void;
   /** Applies one committed entry; the result is handed to the proposer. */
   apply(index: number, term: number, data: Uint8Array): Promise<unknown>;
-  /** Makes everything applied durable; returns the index the WAL may drop up to. */
+  /**
+   * Makes everything applied durable; returns the index the WAL may drop up to. A failed write
+   * or sync must be thrown (IO_ERROR): the host stops the node rather than try again.
+   */
   checkpoint(): Promise<number>;
   /** An image for InstallSnapshot (see PgStore.snapshotImage for why it may be newer). */
   snapshotImage(): Promise<Uint8Array>;
@@ -138,6 +141,12 @@ export interface HostOptions {
    * When not given, such a replica only stays out of elections.
    */
   repairPoint?(from: number, group: number, atLeast: number): Promise<RepairPoint>;
+  /**
+   * What the node does once the host has logged an error it cannot go on from (see
+   * MultiRaftHost.fail). Default: exit with code 70, so that the restart replays the WAL from
+   * the last checkpoint. Tests watch it instead.
+   */
+  onFatal?(err: unknown): void;
 }
 
 /** Where a leader's Raft snapshot of a group stands (a repairing replica rebuilds from it). */
@@ -147,6 +156,19 @@ export interface RepairPoint {
   confState: ConfState;
   /** The leader's current term. */
   leaderTerm: number;
+}
+
+/**
+ * Whether an error from a state machine's apply or checkpoint stops the node: a failed write or
+ * sync (IO_ERROR; or an error of Node's own fs calls, such as the checkpoint file's, which carry
+ * no code of ours), damaged state (CORRUPTION), a broken invariant. None of them may be retried:
+ * Linux reports a failed writeback once and marks the pages clean, so a checkpoint retried after
+ * a failed fdatasync succeeds and lets the WAL drop entries whose data never reached the disk.
+ * Any other RaftblockError concerns the one call (a command the state machine refused, a store
+ * closed under it).
+ */
+export function stopsTheNode(err: unknown): boolean {
+  return !(err instanceof RaftblockError) || err.code === 'IO_ERROR' || err.code === 'CORRUPTION' || err.code === 'ASSERTION_FAILED';
 }
 
 /** Pause between attempts to repair one replica. */
@@ -417,6 +439,8 @@ export class MultiRaftHost {
   private nextReadCtx = 1;
   private readonly rngSeed: number;
   private checkpointing = false;
+  /** fail() was called: the node is going down, and no checkpoint starts any more. */
+  private failed = false;
   /** Groups to ask for a Ready in the next pump, and the list the pump after it fills. */
   private touched: Group[] = [];
   private touchedSpare: Group[] = [];
@@ -747,12 +771,8 @@ export class MultiRaftHost {
       const rd = g.raft.ready();
       const handled = this.handleReady(g, g.raft, rd, g.readyTail);
       g.readyTail = handled
-        .catch((err) => {
-          this.log.error('ready handling failed', { group: g.id, err });
-          // A failed WAL write leaves Raft's view ahead of the disk: stop rather than lie.
-          process.exitCode = 70;
-          setImmediate(() => process.exit(70));
-        })
+        // A failed WAL write leaves Raft's view ahead of the disk: stop rather than lie.
+        .catch((err) => this.fail('ready handling failed', err, { group: g.id }))
         .finally(() => {
           this.inFlight--;
           this.touch(g);
@@ -919,7 +939,7 @@ export class MultiRaftHost {
           if (e.type !== 0 && g.sm.applyConfChange) g.sm.applyConfChange(decodeConfChange(e.data));
           result = await g.sm.apply(e.index, e.term, e.type === 0 ? e.data : new Uint8Array(0));
         } catch (err) {
-          if (!(err instanceof RaftblockError) || err.code === 'IO_ERROR' || err.code === 'CORRUPTION' || err.code === 'ASSERTION_FAILED') throw err;
+          if (!(err instanceof RaftblockError) || stopsTheNode(err)) throw err;
           failure = err; // a command the state machine refused (bad request): answer the proposer
         }
         const w = g.waiters.get(e.index);
@@ -944,11 +964,7 @@ export class MultiRaftHost {
         }
       }
     });
-    g.applyChain.catch((err) => {
-      this.log.error('apply failed; stopping', { group: g.id, err });
-      process.exitCode = 70;
-      setImmediate(() => process.exit(70));
-    });
+    g.applyChain.catch((err) => this.fail('apply failed', err, { group: g.id }));
   }
 
   private async installSnapshot(g: Group, snap: Snapshot): Promise<void> {
@@ -1088,22 +1104,26 @@ export class MultiRaftHost {
    * drop, then trim memory.
    */
   async checkpointAll(final = false, only?: ReadonlySet<Group>): Promise<void> {
-    if (this.checkpointing || (this.stopped && !final)) return;
+    if (this.checkpointing || this.failed || (this.stopped && !final)) return;
     this.checkpointing = true;
     try {
       for (const g of [...this.groups.values()]) {
+        if (this.failed) return;
         if (g.removed || g.snapshotInstalling || g.repairing) continue;
         if (only && !only.has(g)) continue;
         const run = this.checkpointGroup(g);
         g.checkpointRunning = run;
         try {
           await run;
+        } catch (err) {
+          // A failed sync is not retried (see stopsTheNode): the retry would succeed over data
+          // that never reached the disk. Any other failure is this group's: the pass goes on.
+          if (stopsTheNode(err)) this.fail('checkpoint failed', err, { group: g.id });
+          else this.log.error('checkpoint failed', { group: g.id, err });
         } finally {
           g.checkpointRunning = undefined;
         }
       }
-    } catch (err) {
-      this.log.error('checkpoint failed', { err });
     } finally {
       this.checkpointing = false;
     }
@@ -1140,6 +1160,25 @@ export class MultiRaftHost {
       }
       if (compactTo > g.storage.firstIndex()) g.storage.compact(compactTo);
     }
+  }
+
+  /**
+   * Stops the node for an error it cannot go on from without lying (a WAL write, an apply, a
+   * checkpoint or a data file's write failed): logs it, then exits with code 70 (or hands the
+   * error to onFatal). From then on no checkpoint starts, stop()'s last one included: the data
+   * files may not hold what was applied, and a checkpoint would let the WAL drop the only good
+   * copy. The restart replays the log from the last checkpoint.
+   */
+  fail(what: string, err: unknown, fields: Record<string, unknown> = {}): void {
+    this.log.error(`${what}; stopping`, { ...fields, err });
+    if (this.failed) return;
+    this.failed = true;
+    if (this.opts.onFatal) {
+      this.opts.onFatal(err);
+      return;
+    }
+    process.exitCode = 70;
+    setImmediate(() => process.exit(70));
   }
 
   /** Stops ticking, lets in-flight work settle, checkpoints, closes the state machines. */
