@@ -148,6 +148,13 @@ export class PgStore {
   private fileGeneration = 0;
   /** A restore's removal of the data files, while it runs: file() opens nothing meanwhile. */
   private filesRemoval: Promise<void> | null = null;
+  /**
+   * The first failed fdatasync of a data file. Linux reports a failed writeback once and marks
+   * the pages clean, so the next sync succeeds over data that never reached the disk: every
+   * later sync is refused with this error (the node stops and replays the WAL from the last
+   * good checkpoint). A restore clears it: it replaces every data file.
+   */
+  private syncFailure: Error | null = null;
 
   private constructor(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, meta: StoreMeta, options: WriteBehindOptions) {
     this.io = io;
@@ -724,6 +731,8 @@ export class PgStore {
     this.filesRemoval = removal;
     try {
       await removal;
+      // The files whose writeback failed are gone with the rest.
+      this.syncFailure = null;
     } finally {
       this.filesRemoval = null;
     }
@@ -739,11 +748,15 @@ export class PgStore {
 
   /** Writes out every dirty block, then makes every data file durable. */
   private async syncDataFiles(): Promise<void> {
+    if (this.syncFailure) throw this.syncFailure;
     await this.dirty.flushAll();
     for (const f of [...this.files.values()]) {
       this.pin(f);
       try {
         await f.fdatasync();
+      } catch (err) {
+        this.syncFailure ??= err as Error;
+        throw err;
       } finally {
         this.unpin(f);
       }
