@@ -968,8 +968,14 @@ export class MultiRaftHost {
   }
 
   private async installSnapshot(g: Group, snap: Snapshot): Promise<void> {
+    // From here no checkpoint of the group starts (checkpointAll skips it); one under way is
+    // waited for. It took the applied index when it started: finishing over the restore, it
+    // would record that older index in the store's checkpoint after the restore recorded the
+    // snapshot's (through the same temp file), and save the membership as of it over the one
+    // prepareSnapshot keeps aside for a crash in the middle.
     g.snapshotInstalling = true;
     try {
+      await g.checkpointRunning?.catch(() => undefined);
       await g.applyChain;
       await g.sm.prepareSnapshot?.(snap.metadata.index, snap.metadata.confState);
       let image = snap.data;
