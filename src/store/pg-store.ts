@@ -155,6 +155,8 @@ export class PgStore {
    * good checkpoint). A restore clears it: it replaces every data file.
    */
   private syncFailure: Error | null = null;
+  /** checkpoint() calls under way (a restore must not begin under one). */
+  private checkpointsRunning = 0;
 
   private constructor(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, meta: StoreMeta, options: WriteBehindOptions) {
     this.io = io;
@@ -568,8 +570,13 @@ export class PgStore {
     if (target.appliedIndex === this.durable.appliedIndex) return this.durable.appliedIndex;
     // Taken with the index, before the sync: applies that continue meanwhile are not in it.
     const recent = this.recent.toBytes();
-    await this.syncDataFiles();
-    await this.saveCheckpoint(target, recent);
+    this.checkpointsRunning++;
+    try {
+      await this.syncDataFiles();
+      await this.saveCheckpoint(target, recent);
+    } finally {
+      this.checkpointsRunning--;
+    }
     return target.appliedIndex;
   }
 
@@ -715,6 +722,9 @@ export class PgStore {
   /** Starts replacing the whole state with a streamed image: every data file is removed. */
   async beginRestore(): Promise<void> {
     this.assertOpen('restore');
+    // A checkpoint under way took the applied index from before: it would record it over the
+    // image's. The owner orders them (the host's installSnapshot waits for the checkpoint).
+    assert(this.checkpointsRunning === 0, `PG ${this.groupId}: a restore began while a checkpoint runs`);
     this.restoredRecent = undefined;
     await this.markRestoring();
     assert(this.filesRemoval === null, 'two restores at once');
