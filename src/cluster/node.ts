@@ -290,7 +290,10 @@ export class StorageNode implements PgClient {
     await mkdir(dir, { recursive: true });
     await this.checkIdentity();
     this.io = await openBlockIo({ probeDir: dir, backend: this.opts.ioBackend ?? 'auto' });
-    this.scratch = new ScratchPool(this.io);
+    // A failed write-behind flush stops the node at once, as a failed apply does: the store
+    // would only refuse its next apply or checkpoint, which an idle PG may not make for a long
+    // time, while its blocks live only in memory and the node-wide dirty cap is off.
+    this.scratch = new ScratchPool(this.io, { onFailure: (err) => this.host.fail('write-behind flush failed', err) });
     // Under steady writes the host keeps about checkpointMaxWalSegments in use; as many idle
     // ones are kept, so sustained writes recycle segments instead of zero-filling new ones,
     // and only what a lagging checkpoint piled up beyond that is removed.

@@ -51,6 +51,13 @@ export interface WriteBehindOptions {
 export interface WriteBehindBudgetOptions {
   nodeDirtyLimitBytes?: number;
   flushDelayMs?: number;
+  /**
+   * Called with the error of every flush that failed. The store's blocks then live only in
+   * memory, and the node-wide cap is off for every store (see fail): the owner must stop the
+   * node now. The store itself only refuses its next apply or checkpoint, which an idle PG may
+   * not make for a long time.
+   */
+  onFailure?: (err: Error) => void;
 }
 
 /** The node-wide side: dirty bytes of all stores, and the pool of 4 KiB block buffers. */
@@ -65,10 +72,12 @@ export class WriteBehindBudget {
   private timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
   readonly limitBytes: number;
   readonly flushDelayMs: number;
+  private readonly onFailure: ((err: Error) => void) | undefined;
 
   constructor(private readonly io: BlockIo, options: WriteBehindBudgetOptions = {}) {
     this.limitBytes = options.nodeDirtyLimitBytes ?? defaultNodeDirtyLimitBytes;
     this.flushDelayMs = options.flushDelayMs ?? defaultFlushDelayMs;
+    this.onFailure = options.onFailure;
     assert(this.limitBytes >= dirtyBlockBytes, `node dirty limit ${this.limitBytes} below one block`);
   }
 
@@ -117,10 +126,14 @@ export class WriteBehindBudget {
     if (this.waiters.length > 0 && !this.over) for (const w of this.waiters.splice(0)) w();
   }
 
-  /** A flush failed: nobody waits for bytes that may never drain (the node is stopping). */
-  fail(): void {
+  /**
+   * A flush failed: nobody waits for bytes that may never drain, and the cap stays off (the
+   * owner, told through onFailure, is stopping the node).
+   */
+  fail(err: Error): void {
     this.failed = true;
     for (const w of this.waiters.splice(0)) w();
+    this.onFailure?.(err);
   }
 
   /** Starts a flush in every store with dirty data and waits until the node is under its limit. */
@@ -136,7 +149,7 @@ export class WriteBehindBudget {
 export class DirtyCache {
   /** Dirty bytes (4 KiB per map entry, in flight or not). */
   bytes = 0;
-  /** The first flush error: the store refuses further applies (the node stops and replays). */
+  /** The first flush error: the store refuses further applies (the node stops and replays; see WriteBehindBudgetOptions.onFailure). */
   failure: Error | null = null;
   private readonly vols = new Map<number, Map<number, Buffer>>();
   /** Buffers of the batch in flight (not released when superseded until it completes). */
@@ -371,7 +384,7 @@ export class DirtyCache {
     if (error) {
       // The blocks stay dirty (reads still see them); the node stops and replays from the WAL.
       this.failure = error;
-      this.budget.fail();
+      this.budget.fail(error);
       throw error;
     }
     let freed = 0;
