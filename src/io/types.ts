@@ -47,9 +47,16 @@ export interface BlockFile {
   pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync?: boolean): Promise<void>;
   /** Makes every completed write durable (fdatasync). */
   fdatasync(): Promise<void>;
-  /** Deallocates a range; reads of it return zeros; the file size is unchanged. */
+  /**
+   * Deallocates a range; reads of it return zeros; the file size is unchanged. The fs backend
+   * writes zeros; uring fails with EOPNOTSUPP (errno 95) where the filesystem cannot punch.
+   */
   punchHole(offsetBytes: number, lengthBytes: number): Promise<void>;
-  /** Makes a range read as zeros (FALLOC_FL_ZERO_RANGE, or writing zeros where unsupported). */
+  /**
+   * Makes a range read as zeros, kept allocated (FALLOC_FL_ZERO_RANGE; the fs backend writes
+   * zeros). uring fails with EOPNOTSUPP (errno 95) where the filesystem lacks the mode (tmpfs,
+   * and others): the caller writes zeros instead.
+   */
   zeroRange(offsetBytes: number, lengthBytes: number): Promise<void>;
   /**
    * lseek(SEEK_DATA): the first offset >= `offsetBytes` holding data, or -1 when none.

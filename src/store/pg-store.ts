@@ -30,6 +30,8 @@ import { DirtyCache, WriteBehindBudget, type WriteBehindBudgetOptions, type Writ
 export const storeBlockBytes = 4096;
 /** Snapshot images and scratch buffers move data in chunks of this size. */
 export const storeChunkBytes = 1024 * 1024;
+/** errno of a filesystem without the fallocate mode asked for (tmpfs has no ZERO_RANGE). */
+const EOPNOTSUPP = 95;
 /** Free buffers kept per size class (one per request in flight on the node, roughly). */
 const maxFreeScratchPerClass = 64;
 const maxFreeScratchBytesPerClass = 8 * 1024 * 1024;
@@ -71,8 +73,17 @@ export class ScratchPool {
   private readonly free = new Map<number, Buffer[]>();
   /** Dirty applied data of every store that shares this pool (one pool per node). */
   readonly writeBehind: WriteBehindBudget;
+  private zeroChunk: Buffer | undefined;
   constructor(private readonly io: BlockIo, writeBehind: WriteBehindBudgetOptions = {}) {
     this.writeBehind = new WriteBehindBudget(io, writeBehind);
+  }
+
+  /**
+   * An aligned chunk of zeros (storeChunkBytes), made once and shared by the node: the source
+   * of writes of zeros. Nothing ever writes into it.
+   */
+  zeros(): Buffer {
+    return (this.zeroChunk ??= this.io.allocAligned(storeChunkBytes));
   }
 
   private static classOf(lengthBytes: number): number {
@@ -157,6 +168,12 @@ export class PgStore {
   private syncFailure: Error | null = null;
   /** checkpoint() calls under way (a restore must not begin under one). */
   private checkpointsRunning = 0;
+  /**
+   * The data files' filesystem refused the fallocate mode (EOPNOTSUPP): zeros are written
+   * instead, without asking again at every apply. One store's files share one filesystem.
+   */
+  private cannotZeroRange = false;
+  private cannotPunch = false;
 
   private constructor(io: BlockIo, scratch: ScratchPool, dir: string, groupId: number, meta: StoreMeta, options: WriteBehindOptions) {
     this.io = io;
@@ -447,15 +464,41 @@ export class PgStore {
         // Between flush batches: no older version of these blocks can land after the punch.
         // They stay dirty (visible to reads) until the punch is done, then are dropped.
         await this.dirty.exclusive(async () => {
-          if (mayHole) await f.punchHole(innerStart, innerEnd - innerStart);
-          else await f.zeroRange(innerStart, innerEnd - innerStart);
+          await this.zeroFileRange(f, innerStart, innerEnd - innerStart, mayHole);
           this.dirty.dropRange(volumeId, fromBlock, toBlock);
         });
-      } else if (mayHole) await f.punchHole(innerStart, innerEnd - innerStart);
-      else await f.zeroRange(innerStart, innerEnd - innerStart);
+      } else await this.zeroFileRange(f, innerStart, innerEnd - innerStart, mayHole);
       if (innerEnd < end) await this.writeZeros(volumeId, innerEnd, end - innerEnd);
     } finally {
       this.unpin(f);
+    }
+  }
+
+  /**
+   * Makes an aligned range of a data file read as zeros: a punched hole (`mayHole`) or zeros
+   * kept allocated (NO_HOLE), by fallocate; on a filesystem without that mode (EOPNOTSUPP:
+   * tmpfs has no ZERO_RANGE, some have no PUNCH_HOLE), by writing zeros. Throwing there would
+   * stop the node at this apply and again at every restart that replays it, on every replica
+   * of the PG. Replicas may then differ in allocation only, never in content (BLOCK_STATUS
+   * is a hint; digests read holes as zeros).
+   */
+  private async zeroFileRange(f: BlockFile, offset: number, length: number, mayHole: boolean): Promise<void> {
+    if (mayHole ? !this.cannotPunch : !this.cannotZeroRange) {
+      try {
+        if (mayHole) await f.punchHole(offset, length);
+        else await f.zeroRange(offset, length);
+        return;
+      } catch (err) {
+        if (!(err instanceof IoError && err.errno === EOPNOTSUPP)) throw err;
+        if (mayHole) this.cannotPunch = true;
+        else this.cannotZeroRange = true;
+      }
+    }
+    // From the node's one chunk of zeros (aligned, as O_DIRECT wants), a chunk at a time.
+    const zeros = this.scratch.zeros();
+    for (let done = 0; done < length; done += zeros.length) {
+      const n = Math.min(zeros.length, length - done);
+      await f.pwrite(n === zeros.length ? zeros : zeros.subarray(0, n), offset + done);
     }
   }
 
