@@ -104,13 +104,21 @@ function isResetPlacement(pool: Pool, pgIndex: number): boolean {
 }
 
 /**
- * True when this node held PG `pgIndex` of `pool` before its data dir was replaced (map.ts
- * rebuiltAtEpoch): the PG's replica set dates from then or before, so that replica's state was
- * lost and a leader holds what it acknowledged. A PG placed here later is joined as usual.
+ * True when a PG this node has no state for may have been held here before its data dir was
+ * replaced (map.ts rebuiltAtEpoch): that replica's state was lost, a leader holds what it
+ * acknowledged, and it must be rebuilt held (no vote, no acknowledgement until it has the
+ * leader's image) rather than joined, since an empty joiner grants votes and could elect a
+ * leader without an entry the lost replica had acknowledged. The map cannot tell a PG that
+ * kept this node through a later move from one placed here since (a PG's sinceEpoch is its
+ * replica list's, bumped by any change to it), so every such PG is held, which costs a new
+ * one nothing (it pulls the leader's image either way); only a PG started afresh since the
+ * replacement (a pool created, or the PG reset, after it) is bootstrapped as usual.
  */
 function lostWithDataDir(map: ClusterMap, self: NodeId, pool: Pool, pgIndex: number): boolean {
   const rebuiltAt = map.nodes.find((n) => n.id === self)?.rebuiltAtEpoch;
-  return rebuiltAt !== undefined && pool.pgs[pgIndex].sinceEpoch <= rebuiltAt;
+  if (rebuiltAt === undefined) return false;
+  const startedAfresh = isOriginalPlacement(pool, pgIndex) || isResetPlacement(pool, pgIndex);
+  return !(startedAfresh && pool.pgs[pgIndex].sinceEpoch > rebuiltAt);
 }
 
 /** A committed, non-joint configuration that does not list `self` in any role. */
