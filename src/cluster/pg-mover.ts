@@ -46,7 +46,7 @@ export const maxMovesPerNode = 4;
 export const moveIntervalMs = 300;
 /** How often a replica the map no longer wants asks the group's leader whether it is out. */
 export const retireCheckIntervalMs = 1000;
-const retiredFileName = 'retired-pgs.json';
+export const retiredFileName = 'retired-pgs.json';
 /** How long a rebuild agreed to by a PG's leader counts its replica as down before it asks for a repair point. */
 const rebuildAgreementMs = 30_000;
 
@@ -186,8 +186,21 @@ export class PgMover {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    // A retirement interrupted after its tombstone: finish removing the directory.
-    for (const g of this.retired) await rm(this.pgDir(g), { recursive: true, force: true });
+    // A retirement interrupted after its tombstone: finish removing the directory, and the
+    // group's entries from the WAL (retire() drops them last). Left there, they pin the WAL's
+    // segments for good (a group that never runs never checkpoints), and a rejoin would find
+    // them past its empty store.
+    for (const g of this.retired) {
+      await rm(this.pgDir(g), { recursive: true, force: true });
+      await this.dropWalEntries(g);
+    }
+  }
+
+  /** Drops a group's entries from the WAL, keeping its compaction point (a rejoin needs it). */
+  private async dropWalEntries(g: number): Promise<void> {
+    if (!this.d.wal.groupIds().includes(g)) return;
+    const first = this.d.wal.firstIndex(g);
+    if (this.d.wal.lastIndex(g) >= first) await this.d.wal.truncateSuffix(g, first);
   }
 
   start(): void {
@@ -385,6 +398,8 @@ export class PgMover {
     }
     const dir = this.pgDir(g);
     await rm(dir, { recursive: true, force: true });
+    // Entries a retirement left (it crashed before dropping them) would follow the empty store.
+    await this.dropWalEntries(g);
     await mkdir(dir, { recursive: true });
     const m = joinerMembership();
     // The joiner's membership first: a crash before the tombstone goes leaves it retired
@@ -683,8 +698,7 @@ export class PgMover {
       await rm(this.pgDir(g), { recursive: true, force: true });
       // Let the WAL recycle the segments holding this group's entries. Dropped rather than
       // checkpointed: the WAL's compaction point stays as low as it was, which a rejoin needs.
-      const first = this.d.wal.firstIndex(g);
-      if (this.d.wal.lastIndex(g) >= first) await this.d.wal.truncateSuffix(g, first);
+      await this.dropWalEntries(g);
       this.retiredCount.inc();
       this.d.log.info('retired a PG replica after its removal committed', { group: g, proof });
     } catch (err) {
