@@ -5,8 +5,12 @@
  * The Raft configuration is the truth (it says who holds the data and who counts for a
  * quorum); the map is the goal. A move is, per PG, one change at a time:
  *
- *  1. the leader is not wanted but a wanted voter exists: hand it the leadership first (the
- *     gateway routes to the map's replicas, and peers fence messages from nodes outside them);
+ *  1. the leader is not wanted but a wanted voter is replicating and heard from lately: hand it
+ *     the leadership first (the gateway routes to the map's replicas, and peers fence messages
+ *     from nodes outside them). A wanted voter that is down is not handed anything: a transfer
+ *     refuses every proposal until it is abandoned (an election timeout), and one retried at
+ *     every round would block the PG's writes and the move for as long as that voter is down;
+ *     the move goes on without it (learners, then the swap);
  *  2. add every wanted node that is not a member as a learner (it receives a snapshot and the
  *     log, but counts for nothing);
  *  3. once every wanted learner has caught up (replicating, match within `caughtUpSlackEntries`
@@ -32,7 +36,7 @@ export interface MoveInput {
   /** The replica set the map wants, strongest placement draw first. */
   target: readonly NodeId[];
   /** The leader's view of every member's replication. */
-  progress: ReadonlyMap<NodeId, Pick<ProgressStatus, 'match' | 'state'>>;
+  progress: ReadonlyMap<NodeId, Pick<ProgressStatus, 'match' | 'state' | 'recentActive'>>;
   commitIndex: number;
   lastIndex: number;
 }
@@ -69,20 +73,21 @@ export function planMove(input: MoveInput): MoveStep {
   const voters = new Set(conf.voters);
   const learners = new Set([...conf.learners, ...conf.learnersNext]);
 
-  // 1. A leader the map does not want hands over to a wanted voter, the most caught up.
+  // 1. A leader the map does not want hands over to a wanted voter that is up, the most caught up.
   if (!want.has(self)) {
     let best: NodeId | undefined;
     let bestMatch = -1;
     for (const v of sorted(voters)) {
       if (!want.has(v) || v === self) continue;
-      const m = input.progress.get(v)?.match ?? -1;
-      if (m > bestMatch) {
+      const pr = input.progress.get(v);
+      if (pr === undefined || pr.state !== 'replicate' || !pr.recentActive) continue;
+      if (pr.match > bestMatch) {
         best = v;
-        bestMatch = m;
+        bestMatch = pr.match;
       }
     }
     if (best !== undefined) return { kind: 'transferLeader', to: best };
-    // No wanted voter yet: this leader adds the learners and removes itself in the swap.
+    // No wanted voter (up) yet: this leader adds the learners and removes itself in the swap.
   }
 
   // 2. Wanted nodes that are not members join as learners.

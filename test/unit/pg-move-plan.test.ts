@@ -12,9 +12,10 @@ function conf(voters: number[], learners: number[] = [], votersOutgoing: number[
   return { voters, learners, votersOutgoing, learnersNext: [], autoLeave: votersOutgoing.length > 0 };
 }
 
-function input(over: Partial<MoveInput> & { match?: Record<number, [number, ProgressState]> }): MoveInput {
+/** `match`: per node, [match index, progress state, heard from lately (default true)]. */
+function input(over: Partial<MoveInput> & { match?: Record<number, [number, ProgressState, boolean?]> }): MoveInput {
   const match = over.match ?? {};
-  const progress = new Map(Object.entries(match).map(([id, [m, state]]) => [Number(id), { match: m, state }]));
+  const progress = new Map(Object.entries(match).map(([id, [m, state, active]]) => [Number(id), { match: m, state, recentActive: active ?? true }]));
   return { self: 1, conf: conf([1, 2, 3]), changePending: false, target: [1, 2, 3], progress, commitIndex: 100, lastIndex: 100, ...over };
 }
 
@@ -57,6 +58,17 @@ test('nothing is decided while a change is in flight', () => {
 
 test('a leader the map does not want hands leadership to the most caught-up wanted voter first', () => {
   const step = planMove(input({ target: [2, 3, 4], match: { 1: [100, 'replicate'], 2: [90, 'replicate'], 3: [99, 'replicate'] } }));
+  assert.deepEqual(step, { kind: 'transferLeader', to: 3 });
+});
+
+test('a leader the map does not want never hands over to a wanted voter that is down: the move goes on without it', () => {
+  // Node 2, the only wanted voter, is down (probing, or not heard from): learners are added instead.
+  for (const down of [{ 2: [100, 'probe'] }, { 2: [100, 'replicate', false] }, {}] as Record<number, [number, ProgressState, boolean?]>[]) {
+    const step = planMove(input({ target: [2, 4, 5], match: { 1: [100, 'replicate'], 3: [100, 'replicate'], ...down } }));
+    assert.deepEqual(step, { kind: 'addLearners', nodes: [4, 5] }, JSON.stringify(down));
+  }
+  // With a wanted voter up beside it, that one gets the leadership, whatever the other's match.
+  const step = planMove(input({ target: [2, 3, 4], match: { 1: [100, 'replicate'], 2: [100, 'probe'], 3: [50, 'replicate'] } }));
   assert.deepEqual(step, { kind: 'transferLeader', to: 3 });
 });
 
