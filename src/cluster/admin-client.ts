@@ -53,7 +53,8 @@
  *
  * Errors: a non-2xx status with body `{ "error": { "code": CODE, "message": TEXT, "leader"?:
  * HOST:PORT } }`, CODE being the RaftblockError code; `httpStatusOf(code)` is the status table
- * both sides use.
+ * both sides use. A request body over 64 KiB is refused 413 PAYLOAD_TOO_LARGE, unread, and the
+ * connection closed after the answer.
  */
 import {
   InvalidArgument,
@@ -73,6 +74,7 @@ import {
   PgQuorumAtRisk,
   RepairRefused,
   IdempotencyKeyReused,
+  PayloadTooLarge,
 } from '../common/errors.js';
 import { randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
@@ -273,6 +275,8 @@ export function httpStatusOf(code: string): number {
       return 401;
     case 'NOT_FOUND':
       return 404;
+    case 'PAYLOAD_TOO_LARGE':
+      return 413;
     case 'ALREADY_EXISTS':
     case 'STALE_EPOCH':
     case 'NODE_STILL_IN':
@@ -332,6 +336,8 @@ export function errorFromBody(body: ErrorBody['error']): RaftblockError {
       return new RepairRefused(body.message);
     case 'IDEMPOTENCY_KEY_REUSED':
       return new IdempotencyKeyReused(body.message);
+    case 'PAYLOAD_TOO_LARGE':
+      return new PayloadTooLarge(body.message);
     default:
       return new RaftblockError(body.code, body.message);
   }

@@ -8,7 +8,7 @@ import { httpTlsMinVersion, type HttpTls } from './http-tls.js';
 import type { Registry } from 'prom-client';
 import { listenOn, type HostPort } from '../common/address.js';
 import { limitHttpServer } from '../common/http-limits.js';
-import { RaftblockError, Unauthenticated } from '../common/errors.js';
+import { PayloadTooLarge, RaftblockError, Unauthenticated } from '../common/errors.js';
 import { AdminTokenCheck } from './admin-token.js';
 import { httpStatusOf, type GroupDigest, type NodeStatus, type RebuildReplicaResponse, type RemoveNodeResponse, type ReplaceNodeResponse } from './admin-client.js';
 import type { ClusterMap, MapCommand, MetaCommandId, NodeState, Pool, Volume } from './map.js';
@@ -55,18 +55,27 @@ function sendError(res: ServerResponse, err: unknown): void {
   const e = err instanceof RaftblockError ? err : undefined;
   const code = e?.code ?? (typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : 'INTERNAL');
   const groups = (err as { groups?: unknown })?.groups;
+  // The rest of a body too large was left unread: no other request can follow it on this
+  // connection, which Node closes once the answer is written.
+  if (code === 'PAYLOAD_TOO_LARGE') res.setHeader('connection', 'close');
   sendJson(res, httpStatusOf(code), { error: { code, message: (err as Error)?.message ?? String(err), ...(Array.isArray(groups) ? { groups } : {}) } });
 }
 
 function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
+    const tooLarge = (): PayloadTooLarge => new PayloadTooLarge(`request body over the limit of ${maxBodyBytes} bytes`);
+    // A declared length over the limit is refused before a byte of the body is read.
+    if (Number(req.headers['content-length']) > maxBodyBytes) return reject(tooLarge());
     const chunks: Buffer[] = [];
     let bytes = 0;
     req.on('data', (c: Buffer) => {
       bytes += c.length;
       if (bytes > maxBodyBytes) {
-        reject(new RaftblockError('INVALID_ARGUMENT', 'request body too large'));
-        req.destroy();
+        // What comes after is dropped as it arrives, until the 413 is written and the
+        // connection closed (sendError): destroying the request here destroyed the socket
+        // before the answer could be written, and the client saw a reset instead.
+        chunks.length = 0;
+        reject(tooLarge());
         return;
       }
       chunks.push(c);

@@ -25,6 +25,16 @@ export class InvalidArgument extends RaftblockError {
   }
 }
 
+/**
+ * A request body is larger than the server takes: it is refused unread (the connection then
+ * closes, as the rest of the body is never read off it).
+ */
+export class PayloadTooLarge extends RaftblockError {
+  constructor(message: string) {
+    super('PAYLOAD_TOO_LARGE', message);
+  }
+}
+
 /** A peer on a socket broke the protocol; the connection is closed, nothing else is affected. */
 export class ProtocolError extends RaftblockError {
   constructor(message: string) {
