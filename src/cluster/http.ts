@@ -8,7 +8,7 @@ import { httpTlsMinVersion, type HttpTls } from './http-tls.js';
 import type { Registry } from 'prom-client';
 import { listenOn, type HostPort } from '../common/address.js';
 import { limitHttpServer } from '../common/http-limits.js';
-import { PayloadTooLarge, RaftblockError, Unauthenticated } from '../common/errors.js';
+import { InvalidArgument, PayloadTooLarge, RaftblockError, Unauthenticated } from '../common/errors.js';
 import { AdminTokenCheck } from './admin-token.js';
 import { httpStatusOf, type GroupDigest, type NodeStatus, type RebuildReplicaResponse, type RemoveNodeResponse, type ReplaceNodeResponse } from './admin-client.js';
 import type { ClusterMap, MapCommand, MetaCommandId, NodeState, Pool, Volume } from './map.js';
@@ -85,6 +85,15 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
+/** A name in a request's path, percent-decoded; a malformed escape is the client's mistake. */
+function pathSegment(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new InvalidArgument(`path segment ${JSON.stringify(text)} is not valid percent-encoded UTF-8`);
+  }
+}
+
 export interface AdminHttpOptions {
   /** Every /v1 request must carry it (admin-token.ts); absent: the API is open. */
   adminToken?: string;
@@ -149,21 +158,23 @@ export async function startAdminHttp(listen: HostPort, registry: Registry, sourc
       }
       const resize = /^\/v1\/volumes\/([^/]+)\/resize$/.exec(url);
       if (method === 'POST' && resize) {
+        const name = pathSegment(resize[1]);
         const b = await json();
-        const result = await source.resizeVolume(decodeURIComponent(resize[1]), b.sizeBytes as number, b.allowShrink === true, await commandId());
+        const result = await source.resizeVolume(name, b.sizeBytes as number, b.allowShrink === true, await commandId());
         return sendJson(res, 200, { epoch: result.epoch, volume: result.volume });
       }
       const vol = /^\/v1\/volumes\/([^/]+)$/.exec(url);
-      if (method === 'DELETE' && vol) return changed({ type: 'deleteVolume', name: decodeURIComponent(vol[1]) }, 200, 'volume');
+      if (method === 'DELETE' && vol) return changed({ type: 'deleteVolume', name: pathSegment(vol[1]) }, 200, 'volume');
       if (method === 'POST' && url === '/v1/pools') {
         const b = await json();
         return changed({ type: 'createPool', name: b.name as string, replicas: b.replicas as number, pgCount: b.pgCount as number, failureDomain: b.failureDomain as Pool['failureDomain'] }, 201, 'pool');
       }
       const reset = /^\/v1\/pools\/([^/]+)\/pgs\/(\d+)\/reset$/.exec(url);
       if (method === 'POST' && reset) {
+        const pool = pathSegment(reset[1]);
         const b = await json();
         if (b.acceptDataLoss !== true) throw new RaftblockError('INVALID_ARGUMENT', 'a PG reset loses whatever the PG held: send {"acceptDataLoss": true}');
-        const result = (await source.resetPg(decodeURIComponent(reset[1]), Number(reset[2]), await commandId())) as { epoch: number; pool?: Pool };
+        const result = (await source.resetPg(pool, Number(reset[2]), await commandId())) as { epoch: number; pool?: Pool };
         return sendJson(res, 200, { epoch: result.epoch, pool: result.pool });
       }
       const nodeState = /^\/v1\/nodes\/(\d+)\/state$/.exec(url);
