@@ -27,11 +27,24 @@ export function parseSize(text: string, what = 'size'): number {
   return value;
 }
 
+/**
+ * Parses a whole number in [min, max] written in decimal digits alone: the CLI's one parser of
+ * integer arguments. Number() alone took `0x10`, `1e1`, `0b1` and ` ` (as 0), so a mistyped
+ * flag ran with a value nobody wrote. `what` names the flag in the error, with the range.
+ */
+export function parseInteger(text: string, what: string, min: number, max: number): number {
+  const digits = text.trim();
+  const n = Number(digits);
+  if (!/^\d+$/.test(digits) || !Number.isSafeInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `in ${min}..${max}`;
+    throw new InvalidArgument(`${what} must be a whole number ${range}, got ${JSON.stringify(text)}`);
+  }
+  return n;
+}
+
 /** Parses a count of at least 1 (a flag such as --max-connections). */
 export function parseCount(text: string, what: string): number {
-  const n = Number(text.trim());
-  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgument(`${what} must be a whole number of at least 1, got ${JSON.stringify(text)}`);
-  return n;
+  return parseInteger(text, what, 1, Number.MAX_SAFE_INTEGER);
 }
 
 /**

@@ -29,7 +29,7 @@ test('raftblock start refuses a bad --pg-count before it starts anything', () =>
     for (const bad of ['0', '-3', '2.5', 'many', '70000']) {
       const r = spawnSync(process.execPath, [cli, 'start', '--data', join(dir, bad), '--pg-count', bad], { encoding: 'utf8', timeout: 30_000 });
       assert.notEqual(r.status, 0, `--pg-count ${bad} was accepted`);
-      assert.match(r.stderr, /--pg-count must be 1\.\.65536/);
+      assert.match(r.stderr, /--pg-count must be a whole number in 1\.\.65536/);
       assert.equal(existsSync(join(dir, bad, 'node-1')), false, 'no node was started');
     }
   } finally {

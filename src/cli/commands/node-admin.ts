@@ -18,7 +18,7 @@
  * node is reachable: stop it, or use `node remove`), META_QUORUM_AT_RISK, NOT_FOUND.
  */
 import type { Command } from 'commander';
-import { InvalidArgument } from '../../common/errors.js';
+import { parseInteger } from '../../common/address.js';
 import { AdminClient, type RemoveNodeResponse } from '../../cluster/admin-client.js';
 import { adminClientFor, addCommonOptions } from './volume.js';
 
@@ -50,8 +50,7 @@ function nodeChange(
   describe: (nodeId: number, res: NodeChangeResponse, meta: string) => string,
 ): void {
   addCommonOptions(node.command(`${name} <id>`).description(description)).action(async (id: string, opts: { server: string; tokenFile?: string; json?: boolean }) => {
-    const nodeId = Number(id);
-    if (!Number.isSafeInteger(nodeId) || nodeId < 1) throw new InvalidArgument(`node id must be a positive integer, got ${JSON.stringify(id)}`);
+    const nodeId = parseInteger(id, 'node id', 1, Number.MAX_SAFE_INTEGER);
     const res = await call(adminClientFor(opts, { timeoutMs: nodeChangeTimeoutMs }), nodeId);
     if (opts.json) process.stdout.write(JSON.stringify(res) + '\n');
     else process.stdout.write(describe(nodeId, res, res.metaVoterRemoved ? ' (it left the metadata group first)' : '') + '\n');

@@ -11,7 +11,7 @@
  * and --data are checked here, with commander's own message and exit code.
  */
 import type { Command } from 'commander';
-import { parseCount, parseHostPort, parseSecondsToMs } from '../../common/address.js';
+import { parseCount, parseHostPort, parseInteger, parseSecondsToMs } from '../../common/address.js';
 import { defaultMaxNbdConnections, defaultNbdHandshakeLimitMs } from '../../nbd/server.js';
 import { InvalidArgument } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
@@ -91,8 +91,7 @@ export function register(program: Command): void {
 
 async function runNode(opts: NodeCliOptions): Promise<void> {
   const log = createLogger('node-cli');
-  const id = Number(opts.id);
-  if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`--id must be a positive integer, got ${opts.id}`);
+  const id = parseInteger(opts.id, '--id', 1, Number.MAX_SAFE_INTEGER);
   if (opts.bootstrap && opts.join) throw new InvalidArgument('--bootstrap and --join exclude each other');
   const join = (opts.join ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
   for (const j of join) parseHostPort(j, '--join');

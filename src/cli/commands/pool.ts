@@ -7,6 +7,7 @@
  */
 import { Option, type Command } from 'commander';
 import { InvalidArgument } from '../../common/errors.js';
+import { parseInteger } from '../../common/address.js';
 import { maxPgsPerPool, maxReplicas, type ClusterMap, type Pool } from '../../cluster/map.js';
 import { failureDomainLevels, type FailureDomain } from '../../cluster/placement.js';
 import type { PgRepairResult, PgVerifyResult } from '../../cluster/admin-client.js';
@@ -35,13 +36,6 @@ export function summarizePool(p: Pool, volumes: number): PoolSummary {
 
 export function summarizePools(map: ClusterMap): PoolSummary[] {
   return map.pools.map((p) => summarizePool(p, map.volumes.filter((v) => v.pool === p.name).length));
-}
-
-function integer(text: string, flag: string, min: number, max: number): number {
-  if (!/^\d+$/.test(text)) throw new InvalidArgument(`${flag} must be an integer, got ${JSON.stringify(text)}`);
-  const n = Number(text);
-  if (n < min || n > max) throw new InvalidArgument(`${flag} must be in [${min}, ${max}], got ${n}`);
-  return n;
 }
 
 /** Exit status of `pool verify` when replicas disagree (errors exit 2, as for every command). */
@@ -117,8 +111,8 @@ export function register(program: Command): void {
       .requiredOption('--pgs <n>', `placement groups (Raft groups) the pool's volumes are striped over (1-${maxPgsPerPool})`)
       .addOption(new Option('--domain <level>', 'fault-domain level the replicas of a PG are spread over').choices([...failureDomainLevels]).default('zone')),
   ).action(async (name: string, opts: CommonOptions & { replicas: string; pgs: string; domain: FailureDomain }) => {
-    const replicas = integer(opts.replicas, '--replicas', 1, maxReplicas);
-    const pgCount = integer(opts.pgs, '--pgs', 1, maxPgsPerPool);
+    const replicas = parseInteger(opts.replicas, '--replicas', 1, maxReplicas);
+    const pgCount = parseInteger(opts.pgs, '--pgs', 1, maxPgsPerPool);
     const res = await adminClientFor(opts).createPool({ name, replicas, pgCount, failureDomain: opts.domain });
     if (opts.json) print(JSON.stringify({ epoch: res.epoch, pool: summarizePool(res.pool, 0) }, null, 2));
     else if (res.changed === false) print(`pool ${describePool(res.pool)} already exists as asked (map epoch ${res.epoch})`);
@@ -137,8 +131,8 @@ export function register(program: Command): void {
       .option('--repair', "rebuild the odd replicas out of a mismatched PG from their leaders where a majority of its replicas holds one copy (see pool repair), then verify again"),
   ).action(async (name: string | undefined, opts: CommonOptions & { pg?: string; attempts: string; repair?: boolean }) => {
     if (opts.pg !== undefined && name === undefined) throw new InvalidArgument('--pg needs the pool it belongs to');
-    const pgIndex = opts.pg === undefined ? undefined : integer(opts.pg, '--pg', 0, maxPgsPerPool - 1);
-    const attempts = integer(opts.attempts, '--attempts', 1, 1000);
+    const pgIndex = opts.pg === undefined ? undefined : parseInteger(opts.pg, '--pg', 0, maxPgsPerPool - 1);
+    const attempts = parseInteger(opts.attempts, '--attempts', 1, 1000);
     const client = adminClientFor(opts);
     let results = await client.verifyPgs({ pool: name, pgIndex, attempts });
     if (opts.repair && results.some((r) => r.result === 'mismatch')) {
@@ -165,9 +159,9 @@ export function register(program: Command): void {
       .option('--force', 'rebuild it even when the PG\'s copies cannot be told apart, or it holds the majority\'s copy')
       .option('--timeout <seconds>', 'how long to wait for the rebuilt replica to catch up', '600'),
   ).action(async (name: string, index: string, opts: CommonOptions & { node: string; timeout: string; force?: boolean }) => {
-    const pgIndex = integer(index, 'index', 0, maxPgsPerPool - 1);
-    const nodeId = integer(opts.node, '--node', 1, Number.MAX_SAFE_INTEGER);
-    const timeoutMs = integer(opts.timeout, '--timeout', 1, 86_400) * 1000;
+    const pgIndex = parseInteger(index, 'index', 0, maxPgsPerPool - 1);
+    const nodeId = parseInteger(opts.node, '--node', 1, Number.MAX_SAFE_INTEGER);
+    const timeoutMs = parseInteger(opts.timeout, '--timeout', 1, 86_400) * 1000;
     const r = await adminClientFor(opts).repairPg({ pool: name, pgIndex, nodeId, timeoutMs, force: opts.force === true });
     if (opts.json) return print(JSON.stringify(r, null, 2));
     print(`${describeRepair(r)} (check it: raftblock pool verify ${r.pool} --pg ${r.pgIndex})`);
@@ -179,7 +173,7 @@ export function register(program: Command): void {
       .description('start a PG over, empty, after every replica of it lost its data dir (each node replaced): what it held is lost')
       .option('--accept-data-loss', 'required: the PG\'s blocks read as zeros afterwards'),
   ).action(async (name: string, index: string, opts: CommonOptions & { acceptDataLoss?: boolean }) => {
-    const pg = integer(index, 'index', 0, maxPgsPerPool - 1);
+    const pg = parseInteger(index, 'index', 0, maxPgsPerPool - 1);
     if (!opts.acceptDataLoss) throw new InvalidArgument(`resetting PG ${name}/${pg} loses whatever it held: give --accept-data-loss`);
     const res = await adminClientFor(opts).resetPg(name, pg);
     if (opts.json) print(JSON.stringify({ epoch: res.epoch, pool: name, pg, replicas: res.pool.pgs[pg].replicas }, null, 2));

@@ -4,13 +4,12 @@
  */
 import type { Command } from 'commander';
 import { InvalidArgument } from '../../common/errors.js';
+import { parseInteger } from '../../common/address.js';
 import type { RunOptions, RunResult } from '../../sim/run.js';
 import { sweep } from '../../sim/sweep.js';
 
 function int(name: string, v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgument(`${name} must be a non-negative integer, got ${v}`);
-  return n;
+  return parseInteger(v, name, 0, Number.MAX_SAFE_INTEGER);
 }
 
 export function register(program: Command): void {

@@ -23,6 +23,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { writeFileDurably } from '../../common/durable-file.js';
+import { parseInteger } from '../../common/address.js';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -119,9 +120,14 @@ export function register(program: Command): void {
     });
 }
 
-function port(text: string, what: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgument(`${what} must be a port number, got ${text}`);
+const maxPort = 65535;
+/** The most nodes `start` runs. */
+const maxStartNodes = 64;
+
+/** The port of node 0; node i takes port + i, so the last node's must be a port too. */
+function port(text: string, what: string, nodes: number): number {
+  const n = parseInteger(text, what, 1, maxPort);
+  if (n + nodes - 1 > maxPort) throw new InvalidArgument(`${what} must be 1..${maxPort - nodes + 1} with ${nodes} nodes (node N takes ${what} + N - 1, at most ${maxPort}), got ${n}`);
   return n;
 }
 
@@ -161,17 +167,15 @@ async function start(opts: StartOptions): Promise<void> {
     log.info('resuming the cluster in its data directory', { dataDir, nodes: layout.nodes, remembered });
     if (opts.pgCount !== undefined) log.warn('--pg-count applies when the cluster is made; this one keeps its pool', { pgCount: opts.pgCount });
   } else {
-    const nodes = Number(opts.nodes);
-    if (!Number.isInteger(nodes) || nodes < 1 || nodes > 64) throw new InvalidArgument(`--nodes must be 1..64, got ${opts.nodes}`);
-    const pgCount = opts.pgCount === undefined ? defaultPgCount(nodes, defaultReplicas(nodes)) : Number(opts.pgCount);
-    if (!Number.isInteger(pgCount) || pgCount < 1 || pgCount > maxPgsPerPool) throw new InvalidArgument(`--pg-count must be 1..${maxPgsPerPool}, got ${opts.pgCount}`);
+    const nodes = parseInteger(opts.nodes, '--nodes', 1, maxStartNodes);
+    const pgCount = opts.pgCount === undefined ? defaultPgCount(nodes, defaultReplicas(nodes)) : parseInteger(opts.pgCount, '--pg-count', 1, maxPgsPerPool);
     layout = {
       pgCount,
       nodes,
       host: opts.host,
-      nbdPort: port(opts.nbdPort, '--nbd-port'),
-      httpPort: port(opts.httpPort, '--http-port'),
-      peerPort: port(opts.peerPort, '--peer-port'),
+      nbdPort: port(opts.nbdPort, '--nbd-port', nodes),
+      httpPort: port(opts.httpPort, '--http-port', nodes),
+      peerPort: port(opts.peerPort, '--peer-port', nodes),
       security,
     };
   }
@@ -317,10 +321,12 @@ function readLayout(path: string): Layout {
   } catch (err) {
     throw new InvalidArgument(`${path} is not readable JSON (${(err as Error).message}); it records the cluster's ports: mend or restore it`);
   }
-  const isPort = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535;
+  const nodes = layout?.nodes as number;
+  // Node 0's port, and the last node's too.
+  const isPort = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 1 && (v as number) + nodes - 1 <= maxPort;
   if (
     typeof layout !== 'object' || layout === null ||
-    !Number.isInteger(layout.nodes) || (layout.nodes as number) < 1 ||
+    !Number.isInteger(nodes) || nodes < 1 ||
     typeof layout.host !== 'string' ||
     !isPort(layout.nbdPort) || !isPort(layout.httpPort) || !isPort(layout.peerPort)
   ) {
