@@ -56,6 +56,8 @@ export { PlacementImpossible } from './placement.js';
 /** Group ids reserve this many PGs per pool: group id = poolId · maxPgsPerPool + pg index. */
 export const maxPgsPerPool = 65536;
 export const maxReplicas = 7;
+/** Node ids are 1..maxNodeId: placement keeps them in an Int32Array (placement.ts). */
+export const maxNodeId = 0x7fffffff;
 export const metadataGroupId = 0;
 /** Volumes are addressed in whole NBD blocks. */
 export const volumeAlignmentBytes = 4096;
@@ -771,7 +773,7 @@ export function isClusterId(id: unknown): id is string {
 }
 
 function checkNodeId(id: unknown): asserts id is NodeId {
-  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1 || id > 0x7fffffff) {
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1 || id > maxNodeId) {
     throw new InvalidArgument(`node id must be an integer in [1, 2^31-1], got ${String(id)}`);
   }
 }

@@ -40,7 +40,7 @@ import { defaultDownOut } from './down-out.js';
 import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, metaCommandKey, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxNodeId, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, metaCommandKey, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, DomainIndex, isHealthyMember, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { isAnsweredError, Transport } from './transport.js';
@@ -206,7 +206,8 @@ export class StorageNode implements PgClient {
   private proposingClusterId = false;
 
   constructor(opts: NodeOptions) {
-    if (!Number.isSafeInteger(opts.id) || opts.id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${opts.id}`);
+    // The map refuses any other id, and a node refused registration only asks again.
+    if (!Number.isSafeInteger(opts.id) || opts.id < 1 || opts.id > maxNodeId) throw new InvalidArgument(`node id must be 1..${maxNodeId}, got ${opts.id}`);
     if (!opts.bootstrap && opts.join.length === 0) throw new InvalidArgument('a node needs --bootstrap or --join SEEDS');
     this.opts = opts;
     this.id = opts.id;

@@ -19,6 +19,7 @@
  */
 import type { Command } from 'commander';
 import { parseInteger } from '../../common/address.js';
+import { maxNodeId } from '../../cluster/map.js';
 import { AdminClient, type RemoveNodeResponse } from '../../cluster/admin-client.js';
 import { adminClientFor, addCommonOptions } from './volume.js';
 
@@ -50,7 +51,7 @@ function nodeChange(
   describe: (nodeId: number, res: NodeChangeResponse, meta: string) => string,
 ): void {
   addCommonOptions(node.command(`${name} <id>`).description(description)).action(async (id: string, opts: { server: string; tokenFile?: string; json?: boolean }) => {
-    const nodeId = parseInteger(id, 'node id', 1, Number.MAX_SAFE_INTEGER);
+    const nodeId = parseInteger(id, 'node id', 1, maxNodeId);
     const res = await call(adminClientFor(opts, { timeoutMs: nodeChangeTimeoutMs }), nodeId);
     if (opts.json) process.stdout.write(JSON.stringify(res) + '\n');
     else process.stdout.write(describe(nodeId, res, res.metaVoterRemoved ? ' (it left the metadata group first)' : '') + '\n');

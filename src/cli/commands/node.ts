@@ -16,7 +16,7 @@ import { defaultMaxNbdConnections, defaultNbdHandshakeLimitMs } from '../../nbd/
 import { InvalidArgument } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
-import { parseLabels } from '../../cluster/map.js';
+import { maxNodeId, parseLabels } from '../../cluster/map.js';
 import { ClusterKey } from '../../cluster/peer-auth.js';
 import { readAdminToken } from '../../cluster/admin-token.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
@@ -53,7 +53,7 @@ export function register(program: Command): void {
   const node = program
     .command('node')
     .description('run one storage node of a raftblock cluster (required: --id, --data)')
-    .option('--id <n>', 'node id (a positive integer, unique in the cluster, fixed for its data dir)')
+    .option('--id <n>', `node id (1..${maxNodeId}, unique in the cluster, fixed for its data dir)`)
     .option('--data <dir>', 'data directory (WAL, extent stores, metadata)')
     .option('--peer <host:port>', 'node-to-node transport address', '127.0.0.1:11000')
     .option('--nbd <host:port>', 'NBD listen address (every volume is served here)', '127.0.0.1:10809')
@@ -91,7 +91,8 @@ export function register(program: Command): void {
 
 async function runNode(opts: NodeCliOptions): Promise<void> {
   const log = createLogger('node-cli');
-  const id = parseInteger(opts.id, '--id', 1, Number.MAX_SAFE_INTEGER);
+  // An id the map does not take would start the node, then have it ask to register for ever.
+  const id = parseInteger(opts.id, '--id', 1, maxNodeId);
   if (opts.bootstrap && opts.join) throw new InvalidArgument('--bootstrap and --join exclude each other');
   const join = (opts.join ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
   for (const j of join) parseHostPort(j, '--join');

@@ -8,7 +8,7 @@
 import { Option, type Command } from 'commander';
 import { InvalidArgument } from '../../common/errors.js';
 import { parseInteger } from '../../common/address.js';
-import { maxPgsPerPool, maxReplicas, type ClusterMap, type Pool } from '../../cluster/map.js';
+import { maxNodeId, maxPgsPerPool, maxReplicas, type ClusterMap, type Pool } from '../../cluster/map.js';
 import { failureDomainLevels, type FailureDomain } from '../../cluster/placement.js';
 import type { PgRepairResult, PgVerifyResult } from '../../cluster/admin-client.js';
 import { adminClientFor, addCommonOptions, table } from './volume.js';
@@ -160,7 +160,7 @@ export function register(program: Command): void {
       .option('--timeout <seconds>', 'how long to wait for the rebuilt replica to catch up', '600'),
   ).action(async (name: string, index: string, opts: CommonOptions & { node: string; timeout: string; force?: boolean }) => {
     const pgIndex = parseInteger(index, 'index', 0, maxPgsPerPool - 1);
-    const nodeId = parseInteger(opts.node, '--node', 1, Number.MAX_SAFE_INTEGER);
+    const nodeId = parseInteger(opts.node, '--node', 1, maxNodeId);
     const timeoutMs = parseInteger(opts.timeout, '--timeout', 1, 86_400) * 1000;
     const r = await adminClientFor(opts).repairPg({ pool: name, pgIndex, nodeId, timeoutMs, force: opts.force === true });
     if (opts.json) return print(JSON.stringify(r, null, 2));
