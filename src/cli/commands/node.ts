@@ -25,6 +25,7 @@ import { httpTlsFromFlags, readHttpTls } from '../../cluster/http-tls.js';
 import { defaultDownOutIntervalMs } from '../../cluster/down-out.js';
 import { StorageNode } from '../../cluster/node.js';
 import { registerNodeAdmin } from './node-admin.js';
+import { makeDataDir } from '../data-dir.js';
 
 interface NodeCliOptions {
   id: string;
@@ -89,6 +90,13 @@ export function register(program: Command): void {
   registerNodeAdmin(node);
 }
 
+/**
+ * RAFTBLOCK_TICK_MS (tests, benchmarks) at most: elections then take ten minutes; more is a
+ * typo. Taken through Number(), a typo made a NaN tick, on which the host ticks no group ever
+ * (no elections), and 0 one it ticks without end.
+ */
+const maxTickMs = 60_000;
+
 async function runNode(opts: NodeCliOptions): Promise<void> {
   const log = createLogger('node-cli');
   // An id the map does not take would start the node, then have it ask to register for ever.
@@ -109,7 +117,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     join,
     advertisePeer: opts.advertise ? (parseHostPort(opts.advertise, '--advertise'), opts.advertise) : undefined,
     ioBackend: parseIoBackendChoice(process.env.RAFTBLOCK_IO),
-    tickMs: process.env.RAFTBLOCK_TICK_MS ? Number(process.env.RAFTBLOCK_TICK_MS) : undefined,
+    tickMs: process.env.RAFTBLOCK_TICK_MS ? parseInteger(process.env.RAFTBLOCK_TICK_MS, 'RAFTBLOCK_TICK_MS', 1, maxTickMs) : undefined,
     leaderFollowsIo: opts.leaderFollowsIo,
     clusterKey: ownKeyFile === undefined ? undefined : ClusterKey.fromFile(ownKeyFile),
     clusterKeysAlsoAccepted: acceptedKeyFiles.map((f) => ClusterKey.fromFile(f)),
@@ -122,6 +130,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     downOutIntervalMs: parseSecondsToMs(opts.downOutInterval, '--down-out-interval', 'never mark out'),
   });
   if (ownKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');
+  makeDataDir(opts.data);
   await node.start();
   const pskFile = opts.nbdTlsPsk;
   if (pskFile !== undefined) reloadOnSighup('the NBD TLS keys', pskFile, () => node.setTlsPsk(PskKeys.fromFile(pskFile)), log);

@@ -37,6 +37,7 @@ import { PskKeys } from '../../nbd/tls-psk.js';
 import { readAdminToken } from '../../cluster/admin-token.js';
 import { httpTlsFromFlags, readCaFile } from '../../cluster/http-tls.js';
 import { missingFlags, nodeV8Flags } from '../node-flags.js';
+import { makeDataDir } from '../data-dir.js';
 import { metaVotersWanted } from '../../cluster/meta-group-plan.js';
 import { resolveSecurity, type SecurityFlags, type SecuritySettings } from './start-security.js';
 
@@ -160,7 +161,7 @@ async function start(opts: StartOptions): Promise<void> {
     if (remembered.length === 0 || !(err instanceof RaftblockError)) throw err;
     throw new InvalidArgument(`${err.message}; ${layoutPath} remembers ${remembered.join(', ')}`);
   }
-  mkdirSync(dataDir, { recursive: true });
+  makeDataDir(dataDir);
   let layout: Layout;
   if (previous) {
     layout = { ...previous, security };
