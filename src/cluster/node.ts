@@ -19,7 +19,7 @@ import { RequestIdSource } from '../common/request-id.js';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { parseHostPort, type HostPort } from '../common/address.js';
+import { formatHostPort, parseHostPort, type HostPort } from '../common/address.js';
 import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgNotLost, PgQuorumAtRisk, RaftblockError, OutcomeUnknown, RepairRefused, RetryWindowPassed, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
@@ -148,10 +148,6 @@ function snapshotIndexArg(v: unknown): number | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Number.isSafeInteger(v) || (v as number) < 0) throw new InvalidArgument('snapshot image request: bad index');
   return v as number;
-}
-
-function addrString(hp: HostPort): string {
-  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
 
 export class StorageNode implements PgClient {
@@ -396,7 +392,7 @@ export class StorageNode implements PgClient {
     this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk, maxConnections: this.opts.nbdMaxConnections, handshakeLimitMs: this.opts.nbdHandshakeLimitMs });
     const nbdBound = await this.nbd.listen(this.opts.nbd);
     this.httpServer = await startAdminHttp(this.opts.http, this.registry, this, { adminToken: this.opts.adminToken, tls: this.opts.httpTls });
-    this.addresses = { peer: this.opts.advertisePeer ?? addrString(peerBound), nbd: addrString(nbdBound), http: addrString(this.httpServer.address) };
+    this.addresses = { peer: this.opts.advertisePeer ?? formatHostPort(peerBound), nbd: formatHostPort(nbdBound), http: formatHostPort(this.httpServer.address) };
 
     const hostsMeta = this.opts.bootstrap || this.wal.groupIds().includes(metadataGroupId);
     if (hostsMeta) {

@@ -31,7 +31,7 @@ import { authenticateAsAcceptor, authenticateAsDialer, type ClusterKey } from '.
 import { secureAsAcceptor, secureAsDialer } from './peer-tls.js';
 import { assert } from '../common/assert.js';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { listenOn, parseHostPort, type HostPort } from '../common/address.js';
+import { formatHostPort, listenOn, parseHostPort, type HostPort } from '../common/address.js';
 import { ProtocolError, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { encodeFrameParts, FrameDecoder, wireProtocolVersion, type Frame, type GroupMessage, type RpcRequest, type RpcResponse } from './frame.js';
@@ -143,6 +143,8 @@ interface Conn {
   awaitingSinceMs: number | undefined;
   /** A keepalive `ping` is in flight on it. */
   keepaliveSent: boolean;
+  /** The last address its frames advertised that was refused (see learnAddress): warned once. */
+  refusedAddr: string | undefined;
 }
 
 interface Pending {
@@ -173,6 +175,8 @@ interface Peer {
   msgs: GroupMessage[];
   reqs: RpcRequest[];
   flushScheduled: boolean;
+  /** The address a dial last could not even start with (warned once for it; see dial). */
+  undialableAddr: string | undefined;
 }
 
 interface TransportMetrics {
@@ -268,7 +272,8 @@ export class Transport {
     const server = createServer((socket) => this.accept(socket));
     const a = await listenOn(server, this.opts.listen, 'peer transport (--peer)');
     this.server = server;
-    this.advertised = this.opts.advertise ?? `${a.host}:${a.port}`;
+    // Bracketed for IPv6: a peer parses what we advertise, and `::1:PORT` does not parse.
+    this.advertised = this.opts.advertise ?? formatHostPort(a);
     this.queueTimer = setInterval(() => {
       let bytes = 0;
       for (const c of this.conns) bytes += c.socket.writableLength;
@@ -450,7 +455,7 @@ export class Transport {
   private peer(id: string): Peer {
     let p = this.peers.get(id);
     if (!p) {
-      p = { id, addr: undefined, conn: undefined, dialing: false, backoffMs: reconnectMinMs, nextDialAt: 0, msgs: [], reqs: [], flushScheduled: false };
+      p = { id, addr: undefined, conn: undefined, dialing: false, backoffMs: reconnectMinMs, nextDialAt: 0, msgs: [], reqs: [], flushScheduled: false, undialableAddr: undefined };
       this.peers.set(id, p);
     }
     return p;
@@ -588,8 +593,20 @@ export class Transport {
       return;
     }
     peer.dialing = true;
-    const hp = parseHostPort(peer.addr, 'peer address');
-    const socket = createConnection({ host: hp.host, port: hp.port });
+    let socket: Socket;
+    try {
+      const hp = parseHostPort(peer.addr, 'peer address');
+      socket = createConnection({ host: hp.host, port: hp.port });
+    } catch (err) {
+      // Never thrown out of here: dial runs in a flush, in a microtask, where a throw is
+      // uncaught and ends the process. An address that cannot even be dialed is a failed dial.
+      if (peer.undialableAddr !== peer.addr) {
+        peer.undialableAddr = peer.addr;
+        this.log.warn('cannot dial a peer at the address known for it; retrying with backoff', { peer: peer.id, addr: peer.addr, err: (err as Error).message });
+      }
+      this.dialFailed(peer, err as Error);
+      return;
+    }
     socket.setNoDelay(true);
     // Behind a partition a SYN goes unanswered for minutes of kernel retries, and the peer
     // would not be dialed again until then: give up sooner and redial with backoff.
@@ -598,19 +615,24 @@ export class Transport {
     socket.once('connect', () => clearTimeout(connectTimer));
     const onFail = (err: Error): void => {
       clearTimeout(connectTimer);
-      peer.dialing = false;
-      peer.nextDialAt = Date.now() + peer.backoffMs;
-      peer.backoffMs = Math.min(peer.backoffMs * 2, reconnectMaxMs);
-      // Requests were never sent: refused now (see flush). Messages stay queued (bounded) for
-      // the next attempt.
-      this.refuseQueuedRequests(peer, `cannot reach node ${peer.id} at ${peer.addr}: ${err.message}`);
-      if (peer.msgs.length) setTimeout(() => this.flush(peer), peer.nextDialAt - Date.now()).unref();
+      this.dialFailed(peer, err);
     };
     socket.once('error', onFail);
     socket.once('connect', () => {
       socket.off('error', onFail);
       this.proveKey(socket, 'dialer', `node ${peer.id} at ${peer.addr}`, (secured) => this.dialed(peer, secured), onFail);
     });
+  }
+
+  /** A dial to `peer` failed: the next waits out the backoff, which grows. */
+  private dialFailed(peer: Peer, err: Error): void {
+    peer.dialing = false;
+    peer.nextDialAt = Date.now() + peer.backoffMs;
+    peer.backoffMs = Math.min(peer.backoffMs * 2, reconnectMaxMs);
+    // Requests were never sent: refused now (see flush). Messages stay queued (bounded) for
+    // the next attempt.
+    this.refuseQueuedRequests(peer, `cannot reach node ${peer.id} at ${peer.addr}: ${err.message}`);
+    if (peer.msgs.length) setTimeout(() => this.flush(peer), peer.nextDialAt - Date.now()).unref();
   }
 
   /** A dial to `peer` connected (and proved the cluster key, if there is one). */
@@ -710,7 +732,7 @@ export class Transport {
 
   private adopt(socket: Socket, remoteId: string | undefined, dialer: string | undefined, onIdentified?: (id: string) => void): Conn {
     socket.setNoDelay(true);
-    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false };
+    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false, refusedAddr: undefined };
     this.conns.add(conn);
     socket.on('data', (data: Buffer) => {
       this.metrics.bytesReceived.inc(data.length);
@@ -792,7 +814,7 @@ export class Transport {
       conn.joining = false;
       if (conn.dialer === undefined) conn.dialer = f.from;
       const peer = this.peer(f.from);
-      if (f.addr) this.setPeerAddress(f.from, f.addr);
+      this.learnAddress(conn, f.from, f.addr);
       this.bind(peer, conn);
       // (Not on a connection bind() just ended as the loser of a simultaneous dial.)
       if (first && conn.dialer === f.from && !conn.closed) this.writeFrame(conn, this.intro());
@@ -800,7 +822,7 @@ export class Transport {
     }
     if (onIdentified) onIdentified(f.from);
     if (!joining) {
-      if (f.addr && this.peers.get(f.from)?.addr !== f.addr) this.setPeerAddress(f.from, f.addr);
+      this.learnAddress(conn, f.from, f.addr);
       this.opts.handlers.onPeerEpoch?.(f.from, f.epoch, f.addr);
     }
     if (f.msgs && f.msgs.length) {
@@ -812,6 +834,36 @@ export class Transport {
     }
     for (const r of f.resps ?? []) this.settle(r, conn);
     for (const q of f.reqs ?? []) this.serve(conn, f.from, f.epoch, q, joining);
+  }
+
+  /**
+   * Takes the address a frame of this cluster advertises for its sender, if it is new. Only one
+   * that parses as HOST:PORT with a port replaces the address known: a peer is redialed by it
+   * alone, so a bad one (a bug, a build that advertised IPv6 unbracketed, a forged frame) would
+   * make it unreachable. A refused one is ignored, the old address kept, with one warning per
+   * connection (every frame carries it). Parsed only when it differs from the known one.
+   */
+  private learnAddress(conn: Conn, from: string, addr: string): void {
+    if (addr === '' || this.peers.get(from)?.addr === addr) return;
+    let why: string | undefined;
+    try {
+      if (parseHostPort(addr, 'peer address').port === 0) why = 'port 0 cannot be dialed';
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    if (why === undefined) {
+      this.setPeerAddress(from, addr);
+      return;
+    }
+    if (conn.refusedAddr === addr) return;
+    conn.refusedAddr = addr;
+    this.log.warn('ignoring the address a peer advertises: it cannot be dialed; keeping the one known', {
+      peerNode: from,
+      advertised: addr,
+      known: this.peers.get(from)?.addr,
+      why,
+      remote: `${conn.socket.remoteAddress}:${conn.socket.remotePort}`,
+    });
   }
 
   /**

@@ -16,6 +16,14 @@ export function parseHostPort(text: string, what = 'address'): HostPort {
   return { host: host === '' ? '0.0.0.0' : host, port };
 }
 
+/**
+ * Formats an address as parseHostPort reads it back: an IPv6 host in brackets (`[::1]:PORT`),
+ * since its colons would otherwise run into the port's.
+ */
+export function formatHostPort(hp: HostPort): string {
+  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
 /** Parses a byte size such as `1G`, `512M`, `4096`, `10GiB` (binary units). */
 export function parseSize(text: string, what = 'size'): number {
   const m = /^(\d+)\s*([kmgtp]?)(i?b)?$/i.exec(text.trim());

@@ -10,7 +10,7 @@
  * RAFTBLOCK_IO=fs forces the portable fallback, RAFTBLOCK_IO=uring refuses to start without it.
  */
 import type { Command } from 'commander';
-import { parseCount, parseHostPort, parseSecondsToMs, parseSize, type HostPort } from '../../common/address.js';
+import { formatHostPort, parseCount, parseHostPort, parseSecondsToMs, parseSize } from '../../common/address.js';
 import { RaftblockError } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
@@ -31,10 +31,6 @@ interface ExportFileOptions {
   tlsPsk?: string;
   maxConnections?: string;
   handshakeLimit?: string;
-}
-
-function formatHostPort(a: HostPort): string {
-  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
 export function register(program: Command): void {
