@@ -33,6 +33,30 @@ const headerBytes = 4;
 const headLengthBytes = 4;
 /** Entry payloads at least this long travel as attachments; smaller ones stay in the head. */
 export const minAttachedBytes = 512;
+/**
+ * Largest frame head accepted or sent. Most bulk data leaves the head as attachments, but not
+ * all of it: a `snapshotChunk` answer carries its runs in the head (8 MiB of a PG's image,
+ * overshooting by up to one 1 MiB store chunk, plus the 128 KiB dedupe table: ~9.2 MiB, the
+ * biggest legitimate head), as do group 0's Raft snapshot chunks (1 MiB each, 4 in flight) and
+ * the map (`getMap`, `join`). 32 MiB leaves room for a few of those in one frame; the head is
+ * decoded whole, before anything in it is checked, so its length is what one peer makes us parse.
+ */
+export const maxFrameHeadBytes = 32 * 1024 * 1024;
+/**
+ * Most values a head may hold, counted before it is decoded (see checkHeadItems). Decoding
+ * costs heap per value, not per byte: an array of empty maps is one byte a value and ~60 bytes
+ * of heap each once decoded (a 64 MiB head of them took 4 GB and seconds of one synchronous
+ * call). A legitimate head holds a few values per message or request and 9 per entry (its
+ * payload attached or under 512 bytes): tens of thousands at most (4,096 queued appends of a
+ * few entries each: ~200,000), and its bytes are mostly payloads, one value each. A million
+ * bounds what one head can make us allocate to ~60 MB and ~0.7 s of decoding.
+ */
+export const maxFrameHeadItems = 1_000_000;
+/**
+ * Heads up to this long are decoded without counting their values first: they cannot hold more
+ * values than bytes (~4 MB of heap at worst), and every frame of ordinary traffic is one.
+ */
+const headItemsCountedAboveBytes = 64 * 1024;
 
 /** A Raft message for one group, opaque to the transport. */
 export interface GroupMessage {
@@ -316,6 +340,8 @@ export function encodeFrameParts(frame: Frame, payloadRequestIds?: number[]): Bu
   }
   const head = packr.pack(wire, RESERVE_START_SPACE | (headerBytes + headLengthBytes));
   const headBytes = head.length - headerBytes - headLengthBytes;
+  // Refused here rather than by the receiver, which would close the connection over it.
+  if (headBytes > maxFrameHeadBytes) throw new ProtocolError(`frame head of ${headBytes} bytes exceeds ${maxFrameHeadBytes}`);
   const bodyBytes = headLengthBytes + headBytes + attached.bytes;
   if (bodyBytes > maxFrameBytes) throw new ProtocolError(`frame of ${bodyBytes} bytes exceeds ${maxFrameBytes}`);
   head.writeUInt32BE(bodyBytes, 0);
@@ -381,6 +407,59 @@ function validate(value: unknown): Frame {
 }
 
 /**
+ * Counts the values of a msgpack head without decoding it, and refuses it (ProtocolError) past
+ * `limit`, or if it holds what no build's encoder writes: an extension other than undefined (0)
+ * and timestamps (-1), such as msgpackr's record definitions, sets or errors, whose decoders
+ * read values the count would not see coming; or 0xc1 (never used). Every value is counted once, a container
+ * adding its elements to those still to come; string, binary and extension bodies are skipped
+ * whole. A head cut short stops the count (the decoder refuses it).
+ */
+function checkHeadItems(b: Uint8Array, limit: number): void {
+  const end = b.length;
+  let pos = 0;
+  let pending = 1;
+  let items = 0;
+  const u16 = (at: number): number => (b[at] << 8) | b[at + 1];
+  const u32 = (at: number): number => b[at] * 0x1000000 + ((b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]);
+  const ext = (type: number): void => {
+    if (type !== 0x00 && type !== 0xff) throw new ProtocolError(`frame head holds msgpack extension ${type}`);
+  };
+  while (pending > 0 && pos < end) {
+    if (++items > limit) throw new ProtocolError(`frame head holds more than ${limit} values`);
+    pending--;
+    const t = b[pos++];
+    if (t < 0x80 || t >= 0xe0) continue; // fixints
+    if (t < 0x90) pending += 2 * (t & 0x0f);
+    else if (t < 0xa0) pending += t & 0x0f;
+    else if (t < 0xc0) pos += t & 0x1f;
+    // The longest header after a token is 5 bytes (ext32): with less left, there are at most
+    // 5 values more, nothing worth counting; a truncated head is the decoder's to refuse.
+    else if (pos + 5 > end) return;
+    else {
+      switch (t) {
+        case 0xc0: case 0xc2: case 0xc3: break; // nil, false, true
+        case 0xcc: case 0xd0: pos += 1; break;
+        case 0xcd: case 0xd1: pos += 2; break;
+        case 0xca: case 0xce: case 0xd2: pos += 4; break;
+        case 0xcb: case 0xcf: case 0xd3: pos += 8; break;
+        case 0xc4: case 0xd9: pos += 1 + b[pos]; break;
+        case 0xc5: case 0xda: pos += 2 + u16(pos); break;
+        case 0xc6: case 0xdb: pos += 4 + u32(pos); break;
+        case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: ext(b[pos]); pos += 1 + (1 << (t - 0xd4)); break;
+        case 0xc7: ext(b[pos + 1]); pos += 2 + b[pos]; break;
+        case 0xc8: ext(b[pos + 2]); pos += 3 + u16(pos); break;
+        case 0xc9: ext(b[pos + 4]); pos += 5 + u32(pos); break;
+        case 0xdc: pending += u16(pos); pos += 2; break;
+        case 0xdd: pending += u32(pos); pos += 4; break;
+        case 0xde: pending += 2 * u16(pos); pos += 2; break;
+        case 0xdf: pending += 2 * u32(pos); pos += 4; break;
+        default: throw new ProtocolError(`frame head holds msgpack type 0x${t.toString(16)}`);
+      }
+    }
+  }
+}
+
+/**
  * Incremental decoder for one connection's byte stream. `push` returns the complete frames;
  * a malformed or oversized frame throws ProtocolError (the caller closes that connection).
  */
@@ -405,10 +484,13 @@ export class FrameDecoder {
       if (bodyBytes < headLengthBytes) throw new ProtocolError('frame too short for its head length');
       const headBytes = this.readHeader();
       if (headBytes === 0 || headBytes > bodyBytes - headLengthBytes) throw new ProtocolError(`frame head of ${headBytes} bytes in a body of ${bodyBytes}`);
+      if (headBytes > maxFrameHeadBytes) throw new ProtocolError(`frame head of ${headBytes} bytes exceeds ${maxFrameHeadBytes}`);
       this.skip(headLengthBytes);
+      const head = this.take(headBytes);
+      if (headBytes > headItemsCountedAboveBytes) checkHeadItems(head, maxFrameHeadItems);
       let value: unknown;
       try {
-        value = packr.unpack(this.take(headBytes));
+        value = packr.unpack(head);
       } catch (err) {
         throw new ProtocolError(`undecodable frame: ${(err as Error).message}`);
       }
