@@ -54,6 +54,30 @@ const keepaliveAfterMs = 1500;
 export const connectTimeoutMs = 3000;
 /** Connections still proving the cluster key, at most (see accept). */
 export const maxUnprovenConnections = 64;
+/**
+ * A connection with more than this queued for writing (written to it, not yet taken by the
+ * kernel: the far end reads slower than we write, or not at all) is closed rather than given
+ * more. Legitimate traffic queues far less: Raft keeps 8 MiB in flight per group and follower,
+ * a gateway's forwarded requests stay within its NBD memory budget (512 MiB a node), and a
+ * frame is at most 64 MiB; without a bound, a client that never reads could make us queue
+ * answers until memory ran out.
+ */
+export const maxQueuedBytesPerConnection = 1024 * 1024 * 1024;
+/**
+ * The join exchange (a node that has not joined, or anyone claiming to be one: it needs no
+ * membership) is held to less: at most this many of its requests served at once on a
+ * connection, and nothing more written to it while this much is queued. A joining node asks
+ * one thing at a time and reads each answer (a join result or the map).
+ */
+export const maxJoinExchangeRequestsInFlight = 8;
+export const maxJoinExchangeQueuedBytes = 4 * 1024 * 1024;
+/**
+ * An accepted connection that has not sent a frame through the cluster check this long after
+ * it was taken is closed. A node sends its first frame as soon as it is connected (and has
+ * proved the key, whose exchange has its own limit); without a key nothing else would ever
+ * close a connection that sends nothing.
+ */
+export const firstFrameTimeoutMs = 10_000;
 /** Requests a node without a cluster id may make of a node that has one (see `admit`). */
 const joinExchangeOps: ReadonlySet<string> = new Set(['join', 'getMap']);
 
@@ -111,6 +135,8 @@ export interface TransportOptions {
   peerTls?: boolean;
   /** See defaultSilentConnectionLimitMs. */
   silentConnectionLimitMs?: number;
+  /** See firstFrameTimeoutMs (the default). */
+  firstFrameTimeoutMs?: number;
 }
 
 interface Conn {
@@ -145,6 +171,10 @@ interface Conn {
   keepaliveSent: boolean;
   /** The last address its frames advertised that was refused (see learnAddress): warned once. */
   refusedAddr: string | undefined;
+  /** Join-exchange requests taken on it and not answered yet (maxJoinExchangeRequestsInFlight). */
+  joinServing: number;
+  /** Closes an accepted connection that sends no first frame (firstFrameTimeoutMs). */
+  firstFrameTimer: NodeJS.Timeout | undefined;
 }
 
 interface Pending {
@@ -541,6 +571,19 @@ export class Transport {
   }
 
   private writeFrame(conn: Conn, frame: Frame): void {
+    const socket = conn.socket;
+    const queuedLimit = conn.joining ? maxJoinExchangeQueuedBytes : maxQueuedBytesPerConnection;
+    if (socket.writableLength > queuedLimit) {
+      // The far end does not read what we send: close it rather than queue more. Requests in
+      // the frame fail with Unavailable when it closes (their `conn` is this one), Raft
+      // messages are resent, responses are lost with the connection as on any close.
+      if (!socket.destroyed) {
+        this.log.warn('closing a peer connection that does not read what is sent to it', { peer: conn.remoteId, queuedBytes: socket.writableLength, limit: queuedLimit, remote: `${socket.remoteAddress}:${socket.remotePort}` });
+        conn.closed = true;
+        socket.destroy();
+      }
+      return;
+    }
     conn.awaitingSinceMs ??= performance.now();
     let parts: Buffer[];
     const payloadRequestIds: number[] = [];
@@ -552,7 +595,6 @@ export class Transport {
       for (const r of frame.reqs ?? []) this.settle({ id: r.id, e: { code: 'PROTOCOL_ERROR', message: (err as Error).message } }, undefined);
       return;
     }
-    const socket = conn.socket;
     if (parts.length === 1) {
       this.metrics.bytesSent.inc(parts[0].length);
       socket.write(parts[0]);
@@ -732,7 +774,16 @@ export class Transport {
 
   private adopt(socket: Socket, remoteId: string | undefined, dialer: string | undefined, onIdentified?: (id: string) => void): Conn {
     socket.setNoDelay(true);
-    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false, refusedAddr: undefined };
+    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false, refusedAddr: undefined, joinServing: 0, firstFrameTimer: undefined };
+    if (dialer === undefined) {
+      const afterMs = this.opts.firstFrameTimeoutMs ?? firstFrameTimeoutMs;
+      conn.firstFrameTimer = setTimeout(() => {
+        if (conn.closed) return;
+        this.log.warn('closing an accepted connection that sent no frame', { remote: `${socket.remoteAddress}:${socket.remotePort}`, afterMs });
+        socket.destroy();
+      }, afterMs);
+      conn.firstFrameTimer.unref();
+    }
     this.conns.add(conn);
     socket.on('data', (data: Buffer) => {
       this.metrics.bytesReceived.inc(data.length);
@@ -758,6 +809,7 @@ export class Transport {
     });
     socket.on('close', () => {
       conn.closed = true;
+      clearTimeout(conn.firstFrameTimer);
       this.conns.delete(conn);
       if (conn.remoteId) {
         const peer = this.peers.get(conn.remoteId);
@@ -833,6 +885,19 @@ export class Transport {
       }
     }
     for (const r of f.resps ?? []) this.settle(r, conn);
+    if (joining && f.reqs) {
+      conn.joinServing += f.reqs.length;
+      if (conn.joinServing > maxJoinExchangeRequestsInFlight) {
+        // Each answer may be the whole map: served all at once, they were held in memory
+        // before the first was written.
+        this.refuse(conn, 'refusing a connection that asks more of the join exchange at once than a joining node does: connection closed', {
+          peerNode: f.from,
+          requests: conn.joinServing,
+          max: maxJoinExchangeRequestsInFlight,
+        });
+        return;
+      }
+    }
     for (const q of f.reqs ?? []) this.serve(conn, f.from, f.epoch, q, joining);
   }
 
@@ -932,6 +997,8 @@ export class Transport {
   /** The first frame through the cluster check: the far end is one of us, a dialer may redial soon again. */
   private heard(conn: Conn, from: string): void {
     conn.heard = true;
+    clearTimeout(conn.firstFrameTimer);
+    conn.firstFrameTimer = undefined;
     if (conn.dialer !== this.nodeId) return;
     const peer = this.peers.get(from);
     if (peer) {
@@ -969,6 +1036,7 @@ export class Transport {
   private respond(conn: Conn, from: string, resp: RpcResponse): void {
     if (conn.closed) return;
     if (conn.joining) {
+      conn.joinServing--;
       // The join exchange is answered where it was asked, never on the claimed id's connection.
       this.writeFrame(conn, { ...this.intro(), resps: [resp] });
       return;
