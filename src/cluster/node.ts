@@ -143,6 +143,15 @@ function checkAdminNodeId(id: number): void {
   if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
 }
 
+/**
+ * The PG group id a peer request names, checked as every op that takes one does: a safe
+ * integer at or above maxPgsPerPool (group 0 and the values below are no PG).
+ */
+export function pgGroupArg(g: unknown, op: string): number {
+  if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < maxPgsPerPool) throw new InvalidArgument(`${op}: bad group id`);
+  return g;
+}
+
 /** The snapshot index a peer's image request must cover: absent (no check), or an index. */
 function snapshotIndexArg(v: unknown): number | undefined {
   if (v === undefined || v === null) return undefined;
@@ -1262,9 +1271,12 @@ export class StorageNode implements PgClient {
         if (!Number.isSafeInteger(a.id)) throw new InvalidArgument('groupsNaming: bad node id');
         return this.groupsNaming(a.id as number);
       case 'pgConf':
-        return this.pgMover.describe(a.g as number);
-      case 'pgCompact':
-        return this.pgMover.compactFor(a.g as number, a.atLeast as number);
+        return this.pgMover.describe(pgGroupArg(a.g, op));
+      case 'pgCompact': {
+        const g = pgGroupArg(a.g, op);
+        if (!Number.isSafeInteger(a.atLeast) || (a.atLeast as number) < 0) throw new InvalidArgument('pgCompact: bad index');
+        return this.pgMover.compactFor(g, a.atLeast as number);
+      }
       case 'pgRebuildCheck': {
         // Asked by a replica about to be rebuilt (rebuildReplica): the asking node is the one.
         const g = a.g;
