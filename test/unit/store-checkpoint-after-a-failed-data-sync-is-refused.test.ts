@@ -8,9 +8,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FsBlockIo } from '../../src/io/fs.js';
 import { IoError } from '../../src/common/errors.js';
-import type { BlockFile, BlockIo, OpenFileOptions } from '../../src/io/types.js';
+import type { BlockFile } from '../../src/io/types.js';
 import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
 import { encodeWrite } from '../../src/store/ops.js';
+import { openStore, openStoreForTest, WrappedBlockIo } from '../helpers/block-io.js';
 import { tempDir } from '../helpers/tools.js';
 
 const B = 4096;
@@ -20,17 +21,9 @@ const B = 4096;
  * since the last good sync (the pages marked clean, their content gone) and fails with EIO;
  * the next one returns 0.
  */
-class LossyIo implements BlockIo {
-  readonly kind = 'fs' as const;
-  readonly alignmentBytes = 4096;
+class LossyIo extends WrappedBlockIo {
   armed = false;
-  constructor(readonly inner: BlockIo) {}
-  allocAligned(n: number): Buffer {
-    return this.inner.allocAligned(n);
-  }
-  async close(): Promise<void> {}
-  async open(path: string, o?: OpenFileOptions): Promise<BlockFile> {
-    const f = await this.inner.open(path, o);
+  protected wrapFile(f: BlockFile): Partial<BlockFile> {
     const io = this;
     const undo: { off: number; old: Buffer }[] = [];
     const remember = async (off: number, len: number): Promise<void> => {
@@ -44,11 +37,8 @@ class LossyIo implements BlockIo {
       return f.pwrite(b, off, dsync);
     };
     return {
-      path,
-      direct: f.direct,
-      pread: (b, off) => f.pread(b, off),
       pwrite,
-      pwritev: async (bs, off, dsync) => {
+      pwritev: async (bs: readonly Buffer[], off: number, dsync?: boolean) => {
         const all = io.inner.allocAligned(bs.reduce((n, b) => n + b.length, 0));
         Buffer.concat(bs as Buffer[]).copy(all);
         return pwrite(all, off, dsync);
@@ -64,13 +54,6 @@ class LossyIo implements BlockIo {
         undo.length = 0;
         return f.fdatasync();
       },
-      punchHole: (a, b) => f.punchHole(a, b),
-      zeroRange: (a, b) => f.zeroRange(a, b),
-      seekData: (a) => f.seekData(a),
-      seekHole: (a) => f.seekHole(a),
-      size: () => f.size(),
-      truncate: (a) => f.truncate(a),
-      close: () => f.close(),
     };
   }
 }
@@ -78,7 +61,7 @@ class LossyIo implements BlockIo {
 test('a PG store whose data file sync failed refuses every later checkpoint; its disk keeps the last good one', async (t) => {
   const dir = tempDir(t);
   const io = new LossyIo(new FsBlockIo());
-  const s = await PgStore.open(io, new ScratchPool(io, { flushDelayMs: 0 }), dir, 7);
+  const s = await openStore(io, dir, { flushDelayMs: 0 });
   await s.apply(1, 1, encodeWrite(1, 0, Buffer.alloc(B, 1)));
   assert.equal(await s.checkpoint(), 1);
   await s.apply(2, 1, encodeWrite(1, 0, Buffer.alloc(B, 2)));
@@ -89,9 +72,7 @@ test('a PG store whose data file sync failed refuses every later checkpoint; its
   assert.equal(s.durableIndex, 1);
   await s.close();
 
-  const io2 = new FsBlockIo();
-  const r = await PgStore.open(io2, new ScratchPool(io2), dir, 7);
-  t.after(() => r.close());
+  const r = await openStoreForTest(t, new FsBlockIo(), dir);
   assert.equal(r.appliedIndex, 1, 'the checkpoint names the last index whose data was synced: the WAL replays entry 2');
 });
 

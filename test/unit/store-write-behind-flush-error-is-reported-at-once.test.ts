@@ -8,34 +8,24 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FsBlockIo } from '../../src/io/fs.js';
 import { IoError } from '../../src/common/errors.js';
-import type { BlockFile, BlockIo, OpenFileOptions } from '../../src/io/types.js';
+import type { BlockFile } from '../../src/io/types.js';
 import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
 import { encodeWrite } from '../../src/store/ops.js';
+import { WrappedBlockIo } from '../helpers/block-io.js';
 import { tempDir } from '../helpers/tools.js';
 import { until } from '../helpers/until.js';
 
 const B = 4096;
 
 /** A BlockIo whose data writes fail with EIO once `broken`. */
-class BrokenWritesIo implements BlockIo {
-  readonly kind = 'fs' as const;
-  readonly alignmentBytes = 4096;
+class BrokenWritesIo extends WrappedBlockIo {
   broken = false;
-  constructor(readonly inner: BlockIo) {}
-  allocAligned(n: number): Buffer {
-    return this.inner.allocAligned(n);
-  }
-  async close(): Promise<void> {}
-  async open(path: string, o?: OpenFileOptions): Promise<BlockFile> {
-    const f = await this.inner.open(path, o);
-    const io = this;
+  protected wrapFile(f: BlockFile, path: string): Partial<BlockFile> {
     const eio = (syscall: string): IoError => new IoError(syscall, 5, `${syscall} ${path} failed: EIO`);
-    return Object.assign(Object.create(f) as BlockFile, {
-      path,
-      direct: f.direct,
-      pwrite: (b: Buffer, at: number, dsync?: boolean) => (io.broken ? Promise.reject(eio('pwrite')) : f.pwrite(b, at, dsync)),
-      pwritev: (bs: readonly Buffer[], at: number, dsync?: boolean) => (io.broken ? Promise.reject(eio('pwritev')) : f.pwritev(bs, at, dsync)),
-    });
+    return {
+      pwrite: (b: Buffer, at: number, dsync?: boolean) => (this.broken ? Promise.reject(eio('pwrite')) : f.pwrite(b, at, dsync)),
+      pwritev: (bs: readonly Buffer[], at: number, dsync?: boolean) => (this.broken ? Promise.reject(eio('pwritev')) : f.pwritev(bs, at, dsync)),
+    };
   }
 }
 

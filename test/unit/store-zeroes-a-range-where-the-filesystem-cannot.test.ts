@@ -8,41 +8,34 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FsBlockIo } from '../../src/io/fs.js';
 import { IoError } from '../../src/common/errors.js';
-import type { BlockFile, BlockIo, OpenFileOptions } from '../../src/io/types.js';
-import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
+import type { BlockFile, BlockIo } from '../../src/io/types.js';
+import type { PgStore } from '../../src/store/pg-store.js';
 import { encodeRange, encodeWrite, OpKind } from '../../src/store/ops.js';
+import { openStore, openStoreForTest, WrappedBlockIo, wrapBlockIo } from '../helpers/block-io.js';
 import { tempDir } from '../helpers/tools.js';
 
 const B = 4096;
 const EOPNOTSUPP = 95;
 
 /** A BlockIo on a filesystem without FALLOC_FL_ZERO_RANGE (and, if asked, PUNCH_HOLE): it counts the refusals. */
-class NoFallocateIo implements BlockIo {
-  readonly kind = 'uring' as const;
-  readonly alignmentBytes = 4096;
+class NoFallocateIo extends WrappedBlockIo {
   zeroRangeCalls = 0;
   punchCalls = 0;
-  constructor(readonly inner: BlockIo, readonly noPunch = false) {}
-  allocAligned(n: number): Buffer {
-    return this.inner.allocAligned(n);
+  constructor(inner: BlockIo, readonly noPunch = false) {
+    super(inner, 'uring');
   }
-  async close(): Promise<void> {}
-  async open(path: string, o?: OpenFileOptions): Promise<BlockFile> {
-    const f = await this.inner.open(path, o);
-    const io = this;
+  protected wrapFile(f: BlockFile, path: string): Partial<BlockFile> {
     const refuse = (): Promise<void> => Promise.reject(new IoError('fallocate', EOPNOTSUPP, `fallocate ${path} failed: errno ${EOPNOTSUPP}`));
-    return Object.assign(Object.create(f) as BlockFile, {
-      path,
-      direct: f.direct,
+    return {
       zeroRange: () => {
-        io.zeroRangeCalls++;
+        this.zeroRangeCalls++;
         return refuse();
       },
       punchHole: (at: number, len: number) => {
-        io.punchCalls++;
-        return io.noPunch ? refuse() : f.punchHole(at, len);
+        this.punchCalls++;
+        return this.noPunch ? refuse() : f.punchHole(at, len);
       },
-    });
+    };
   }
 }
 
@@ -62,7 +55,7 @@ test('WRITE_ZEROES with NO_HOLE writes zeros where the filesystem cannot zero a 
   const blocks = 300;
   const model = Buffer.alloc(blocks * B);
   // No flush round before a checkpoint: the first zeroing covers dirty blocks.
-  const s = await PgStore.open(io, new ScratchPool(io, { flushDelayMs: 60_000 }), dir, 7);
+  const s = await openStore(io, dir, { flushDelayMs: 60_000 });
   const apply = (index: number, entry: Buffer): Promise<void> => s.apply(index, 1, entry);
   await apply(1, encodeWrite(1, 0, Buffer.alloc(8 * B, 0xab)));
   model.fill(0xab, 0, 8 * B);
@@ -87,9 +80,7 @@ test('WRITE_ZEROES with NO_HOLE writes zeros where the filesystem cannot zero a 
   await s.close();
 
   // The zeros are in the file.
-  const plain = new FsBlockIo();
-  const r = await PgStore.open(plain, new ScratchPool(plain), dir, 7);
-  t.after(() => r.close());
+  const r = await openStoreForTest(t, new FsBlockIo(), dir);
   out.fill(0x11);
   await r.read(1, 0, out.length, out);
   assert.ok(out.equals(model), 'the file reads as the model');
@@ -97,8 +88,7 @@ test('WRITE_ZEROES with NO_HOLE writes zeros where the filesystem cannot zero a 
 
 test('a TRIM writes zeros where the filesystem cannot punch a hole, and asks it once', async (t) => {
   const io = new NoFallocateIo(new FsBlockIo(), true);
-  const s = await PgStore.open(io, new ScratchPool(io, { flushDelayMs: 0 }), tempDir(t), 7);
-  t.after(() => s.close());
+  const s = await openStoreForTest(t, io, tempDir(t), { flushDelayMs: 0 });
   await s.apply(1, 1, encodeWrite(1, 0, Buffer.alloc(4 * B, 0xcd)));
   await s.apply(2, 1, encodeRange(OpKind.Trim, 1, 0, 2 * B));
   await s.apply(3, 1, encodeRange(OpKind.Zero, 1, 3 * B, B));
@@ -108,18 +98,7 @@ test('a TRIM writes zeros where the filesystem cannot punch a hole, and asks it 
 });
 
 test('another fallocate error still fails the apply', async (t) => {
-  const inner = new FsBlockIo();
-  const io: BlockIo = {
-    kind: 'fs',
-    alignmentBytes: 4096,
-    allocAligned: (n) => inner.allocAligned(n),
-    close: async () => undefined,
-    open: async (path, o) => {
-      const f = await inner.open(path, o);
-      return Object.assign(Object.create(f) as BlockFile, { path, direct: f.direct, zeroRange: () => Promise.reject(new IoError('fallocate', 28, 'ENOSPC')) });
-    },
-  };
-  const s = await PgStore.open(io, new ScratchPool(io), tempDir(t), 7);
-  t.after(() => s.close());
+  const io = wrapBlockIo(new FsBlockIo(), () => ({ zeroRange: () => Promise.reject(new IoError('fallocate', 28, 'ENOSPC')) }));
+  const s = await openStoreForTest(t, io, tempDir(t));
   await assert.rejects(s.apply(1, 1, encodeRange(OpKind.ZeroNoHole, 1, 0, 2 * B)), { code: 'IO_ERROR' });
 });
