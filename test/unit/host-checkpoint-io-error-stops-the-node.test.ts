@@ -7,13 +7,8 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { FsBlockIo } from '../../src/io/fs.js';
 import { IoError, Unavailable } from '../../src/common/errors.js';
-import { MultiRaftHost } from '../../src/cluster/host.js';
-import { Transport } from '../../src/cluster/transport.js';
-import { Wal } from '../../src/wal/index.js';
+import { startTestHost } from '../helpers/host.js';
 import { Register } from '../helpers/register-machine.js';
 import { until } from '../helpers/until.js';
 
@@ -32,39 +27,8 @@ class Failing extends Register {
 
 /** One host on a real WAL with groups 100 and 101 (in that order), five entries applied in each. */
 async function twoGroups(t: TestContext) {
-  // Removed after the WAL is closed (tempDir's own removal would run first).
-  const dir = mkdtempSync(join(process.env.RAFTBLOCK_TEST_DIR ?? '/var/tmp', 'raftblock-ckpt-eio-'));
-  const wal = await Wal.open({ dir: join(dir, 'wal'), io: new FsBlockIo(), segmentBytes: 256 * 1024, maxBatchBytes: 32 * 1024 });
-  let host!: MultiRaftHost;
-  const transport = new Transport({
-    nodeId: '1',
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
-    handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
-  });
-  await transport.start();
   const fatal: unknown[] = [];
-  host = new MultiRaftHost({
-    nodeId: 1,
-    wal,
-    transport,
-    tickMs: 10,
-    fetchSnapshot: async () => new Uint8Array(0),
-    checkpointIntervalMs: 1e9,
-    onFatal: (err) => fatal.push(err),
-  });
-  let stopped = false;
-  const stop = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
-    await host.stop();
-    await transport.close();
-    await wal.close();
-  };
-  t.after(async () => {
-    await stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { host, wal, stop } = await startTestHost(t, { prefix: 'raftblock-ckpt-eio-', host: { onFatal: (err) => fatal.push(err) } });
   const sms = [new Failing(), new Failing()];
   for (const [i, sm] of sms.entries()) await host.addGroup(100 + i, [1], sm, { campaign: true });
   host.start();

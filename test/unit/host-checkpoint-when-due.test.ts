@@ -7,13 +7,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { MultiRaftHost } from '../../src/cluster/host.js';
+import { startTestHost } from '../helpers/host.js';
 import { Register } from '../helpers/register-machine.js';
-import { Transport } from '../../src/cluster/transport.js';
-import { Wal } from '../../src/wal/index.js';
-import { FsBlockIo } from '../../src/io/fs.js';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { until } from '../helpers/until.js';
 
 /** Counts its checkpoints. */
@@ -26,39 +21,20 @@ class Counting extends Register {
 }
 
 test('after a burst, segments waiting to be recycled do not keep every group checkpointing on every scan', async (t) => {
-  // Removed after the WAL is closed (tempDir's own removal would run first).
-  const dir = mkdtempSync(join(process.env.RAFTBLOCK_TEST_DIR ?? '/var/tmp', 'raftblock-ckpt-due-'));
-  const io = new FsBlockIo();
-  // Idle segments are all kept here, as a WAL that could not remove them would: the host must
-  // not count them.
-  const wal = await Wal.open({ dir: join(dir, 'wal'), io, segmentBytes: 256 * 1024, maxBatchBytes: 32 * 1024, idleSegmentsKept: 1000 });
-  let host!: MultiRaftHost;
-  const transport = new Transport({
-    nodeId: '1',
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
-    handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
-  });
-  await transport.start();
-  // Only the WAL's size may make a group due here: no timer, no age, byte or entry limit.
-  host = new MultiRaftHost({
-    nodeId: 1,
-    wal,
-    transport,
-    tickMs: 10,
-    fetchSnapshot: async () => new Uint8Array(0),
-    checkpointIntervalMs: 1e9,
-    checkpointMaxAgeMs: 1e9,
-    checkpointPendingBytes: 1e12,
-    checkpointPendingEntries: 1e9,
-    checkpointNodePendingBytes: 1e12,
-    checkpointMaxWalSegments: 2,
-  });
-  t.after(async () => {
-    await host.stop();
-    await transport.close();
-    await wal.close();
-    rmSync(dir, { recursive: true, force: true });
+  const { host, wal } = await startTestHost(t, {
+    prefix: 'raftblock-ckpt-due-',
+    // Idle segments are all kept here, as a WAL that could not remove them would: the host must
+    // not count them.
+    wal: { idleSegmentsKept: 1000 },
+    // Only the WAL's size may make a group due here: no timer (the helper's 1e9 ms), no age,
+    // byte or entry limit.
+    host: {
+      checkpointMaxAgeMs: 1e9,
+      checkpointPendingBytes: 1e12,
+      checkpointPendingEntries: 1e9,
+      checkpointNodePendingBytes: 1e12,
+      checkpointMaxWalSegments: 2,
+    },
   });
   const sms = [new Counting(), new Counting()];
   for (const [i, sm] of sms.entries()) await host.addGroup(100 + i, [1], sm, { campaign: true });

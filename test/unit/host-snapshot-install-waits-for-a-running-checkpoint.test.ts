@@ -7,13 +7,8 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { FsBlockIo } from '../../src/io/fs.js';
-import { MultiRaftHost } from '../../src/cluster/host.js';
-import { Transport } from '../../src/cluster/transport.js';
-import { Wal } from '../../src/wal/index.js';
 import { emptyConfState, type ConfState, type Message } from '../../src/raft/index.js';
+import { startTestHost } from '../helpers/host.js';
 import { Register } from '../helpers/register-machine.js';
 import { until } from '../helpers/until.js';
 
@@ -51,30 +46,16 @@ class Recording extends Register {
  * entries 2..4 arrive and are applied.
  */
 async function follower(t: TestContext) {
-  // Removed after the WAL is closed (tempDir's own removal would run first).
-  const dir = mkdtempSync(join(process.env.RAFTBLOCK_TEST_DIR ?? '/var/tmp', 'raftblock-install-ckpt-'));
-  const wal = await Wal.open({ dir: join(dir, 'wal'), io: new FsBlockIo(), segmentBytes: 256 * 1024, maxBatchBytes: 32 * 1024 });
-  let host!: MultiRaftHost;
-  const transport = new Transport({
-    nodeId: '1',
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
-    handlers: { onMessages: (from, _e, msgs) => host.receive(Number(from), msgs), onRequest: async () => undefined },
-  });
-  await transport.start();
   const fatal: unknown[] = [];
-  host = new MultiRaftHost({
-    nodeId: 1,
-    wal,
-    transport,
-    tickMs: 10,
-    electionTicks: 1000,
-    fetchSnapshot: async () => new Uint8Array(0),
-    checkpointIntervalMs: 1e9,
-    onFatal: (err) => fatal.push(err),
+  const gates: (() => void)[] = [];
+  const { host } = await startTestHost(t, {
+    prefix: 'raftblock-install-ckpt-',
+    host: { electionTicks: 1000, onFatal: (err) => fatal.push(err) },
+    beforeStop: () => {
+      for (const open of gates) open();
+    },
   });
   const sm = new Recording();
-  const gates: (() => void)[] = [];
   /** A gate that the test opens, or else its end: a failed check must not leave stop() waiting. */
   const gate = (): { wait: Promise<void>; open(): void } => {
     let open!: () => void;
@@ -82,13 +63,6 @@ async function follower(t: TestContext) {
     gates.push(open);
     return { wait, open };
   };
-  t.after(async () => {
-    for (const open of gates) open();
-    await host.stop();
-    await transport.close();
-    await wal.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
   await host.addGroup(g, [1, 2], sm);
   host.start();
   const entries = [2, 3, 4].map((index) => ({ index, term: 1, type: 0, data: Buffer.from(`v${index}`) }));
