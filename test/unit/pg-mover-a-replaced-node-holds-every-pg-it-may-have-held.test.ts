@@ -11,10 +11,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Registry } from 'prom-client';
 import { PgMover } from '../../src/cluster/pg-mover.js';
 import { pgGroupId, type ClusterMap } from '../../src/cluster/map.js';
 import { applyAll, addNodeCommand, zonedMap } from '../helpers/map.js';
+import { moverDeps } from '../helpers/pg-mover.js';
 
 interface Start {
   rebuild: boolean;
@@ -25,30 +25,20 @@ interface Start {
 async function firstStart(map: ClusterMap, self: number, g: number, from: number): Promise<Start | undefined> {
   const dataDir = await mkdtemp(join(tmpdir(), 'raftblock-mover-'));
   let seen: Start | undefined;
-  const quiet = { info() {}, warn() {}, error() {}, debug() {} };
-  const mover = new PgMover({
-    nodeId: self,
-    dataDir,
-    host: {
-      groups: new Map(),
-      addGroup: async (_g: number, voters: number[], _sm: unknown, o: { rebuild?: boolean }) => {
-        seen = { rebuild: o.rebuild === true, voters };
-      },
-      removeGroup: async () => {},
-    } as never,
-    wal: { groupIds: () => [], firstIndex: () => 1, lastIndex: () => 0 } as never,
-    stores: new Map(),
-    map: () => map,
-    connectedNodes: () => new Set(),
-    mapCurrent: () => true,
-    openStore: async () => ({ close: async () => {} }) as never,
-    request: async () => {
-      throw new Error('no peers here');
-    },
-    registry: new Registry(),
-    log: quiet as never,
-    stopping: () => false,
-  });
+  const mover = new PgMover(
+    moverDeps({
+      nodeId: self,
+      dataDir,
+      host: {
+        groups: new Map(),
+        addGroup: async (_g: number, voters: number[], _sm: unknown, o: { rebuild?: boolean }) => {
+          seen = { rebuild: o.rebuild === true, voters };
+        },
+        removeGroup: async () => {},
+      } as never,
+      map: () => map,
+    }),
+  );
   await mover.load();
   mover.onUnknownGroup(g, from);
   for (let i = 0; i < 100 && !seen; i++) await new Promise((r) => setTimeout(r, 10));

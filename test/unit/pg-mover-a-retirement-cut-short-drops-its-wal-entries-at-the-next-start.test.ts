@@ -9,10 +9,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Registry } from 'prom-client';
 import { PgMover, retiredFileName } from '../../src/cluster/pg-mover.js';
 import { pgGroupId } from '../../src/cluster/map.js';
 import { zonedMap } from '../helpers/map.js';
+import { moverDeps } from '../helpers/pg-mover.js';
 
 test('a retirement cut short after its tombstone has its WAL entries dropped at the next start (they pinned the WAL for good)', async () => {
   const map = zonedMap(5, 32);
@@ -20,29 +20,19 @@ test('a retirement cut short after its tombstone has its WAL entries dropped at 
   const g = pgGroupId(map.pools[0].id, 3);
   await writeFile(join(dataDir, retiredFileName), JSON.stringify([g]));
   const truncated: [number, number][] = [];
-  const quiet = { info() {}, warn() {}, error() {}, debug() {} };
-  const mover = new PgMover({
-    nodeId: 1,
-    dataDir,
-    host: { groups: new Map(), addGroup: async () => {}, removeGroup: async () => {} } as never,
-    wal: {
-      groupIds: () => [g],
-      firstIndex: () => 5001,
-      lastIndex: () => 5010,
-      truncateSuffix: async (group: number, from: number) => void truncated.push([group, from]),
-    } as never,
-    stores: new Map(),
-    map: () => map,
-    connectedNodes: () => new Set(),
-    mapCurrent: () => true,
-    openStore: async () => ({ close: async () => {} }) as never,
-    request: async () => {
-      throw new Error('no peers here');
-    },
-    registry: new Registry(),
-    log: quiet as never,
-    stopping: () => false,
-  });
+  const mover = new PgMover(
+    moverDeps({
+      nodeId: 1,
+      dataDir,
+      wal: {
+        groupIds: () => [g],
+        firstIndex: () => 5001,
+        lastIndex: () => 5010,
+        truncateSuffix: async (group: number, from: number) => void truncated.push([group, from]),
+      } as never,
+      map: () => map,
+    }),
+  );
   await mover.load();
   assert.deepEqual(truncated, [[g, 5001]]);
 });

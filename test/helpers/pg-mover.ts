@@ -1,0 +1,28 @@
+/** A PgMover's dependencies for the tests that drive one alone, without a node around it. */
+import { Registry } from 'prom-client';
+import type { PgMoverDeps } from '../../src/cluster/pg-mover.js';
+
+const quiet = { info() {}, warn() {}, error() {}, debug() {} };
+
+/**
+ * Node `nodeId`'s, on `dataDir` and `map`: a host that runs no group and adds or removes one
+ * doing nothing, a WAL without entries, no store open, no peer connected nor answering, the
+ * map current, a quiet log. `overrides` replace any of them.
+ */
+export function moverDeps(overrides: Partial<PgMoverDeps> & Pick<PgMoverDeps, 'nodeId' | 'dataDir' | 'map'>): PgMoverDeps {
+  return {
+    host: { groups: new Map(), addGroup: async () => {}, removeGroup: async () => {} } as never,
+    wal: { groupIds: () => [], firstIndex: () => 1, lastIndex: () => 0 } as never,
+    stores: new Map(),
+    connectedNodes: () => new Set(),
+    mapCurrent: () => true,
+    openStore: async () => ({ close: async () => {} }) as never,
+    request: async () => {
+      throw new Error('no peers here');
+    },
+    registry: new Registry(),
+    log: quiet as never,
+    stopping: () => false,
+    ...overrides,
+  };
+}
