@@ -7,11 +7,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import { Packr } from 'msgpackr';
 import { encodeFrame, FrameDecoder, maxFrameHeadBytes, maxFrameHeadItems, type Frame, type GroupMessage } from '../../src/cluster/frame.js';
 import { Transport } from '../../src/cluster/transport.js';
 import { ProtocolError } from '../../src/common/errors.js';
+import { dialWatched } from '../helpers/sockets.js';
 import { until } from '../helpers/until.js';
 
 const packr = new Packr({ useRecords: false });
@@ -115,21 +115,12 @@ test('a transport closes the connection a head of millions of values came on, an
     epoch: () => 1,
     handlers: { onMessages: () => undefined, onRequest: async () => ({}) },
   });
-  const a = await tr.start();
+  await tr.start();
   t.after(() => tr.close());
-  const open = async () => {
-    const s = connect({ host: '127.0.0.1', port: a.port });
-    s.on('error', () => undefined);
-    t.after(() => s.destroy());
-    await new Promise((r) => s.once('connect', r));
-    let closed = false;
-    s.on('close', () => (closed = true));
-    return { s, closed: () => closed };
-  };
-  const good = await open();
+  const good = await dialWatched(t, tr.address);
   good.s.write(encodeFrame({ from: '3', addr: '', epoch: 1 }));
   await until(() => tr.isConnected('3'), 5000, 'node 3 bound');
-  const bad = await open();
+  const bad = await dialWatched(t, tr.address);
   bad.s.write(handFrame(array32Of(4_000_000, 0x80)));
   await until(() => bad.closed(), 5000, 'the connection of the bad frame closed');
   assert.equal(good.closed(), false);

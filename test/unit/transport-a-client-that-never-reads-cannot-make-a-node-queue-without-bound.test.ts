@@ -9,9 +9,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
 import { encodeFrame } from '../../src/cluster/frame.js';
 import { maxJoinExchangeQueuedBytes, maxJoinExchangeRequestsInFlight, Transport } from '../../src/cluster/transport.js';
+import { dialWatched } from '../helpers/sockets.js';
 import { until } from '../helpers/until.js';
 
 const mapBytes = Buffer.alloc(1024 * 1024, 7);
@@ -36,17 +36,6 @@ async function node(t: import('node:test').TestContext, served: { n: number }, f
   return tr;
 }
 
-async function open(t: import('node:test').TestContext, address: string): Promise<{ s: Socket; closed: () => boolean }> {
-  const [host, port] = address.split(':');
-  const s = connect({ host, port: Number(port) });
-  s.on('error', () => undefined);
-  t.after(() => s.destroy());
-  await new Promise((r) => s.once('connect', r));
-  let closed = false;
-  s.on('close', () => (closed = true));
-  return { s, closed: () => closed };
-}
-
 function getMaps(from: number, n: number): Buffer {
   return encodeFrame({ from: '99', addr: '', epoch: 0, c: '', v: 1, reqs: Array.from({ length: n }, (_, i) => ({ id: from + i, op: 'getMap', a: {} })) });
 }
@@ -54,7 +43,7 @@ function getMaps(from: number, n: number): Buffer {
 test('a frame asking the join exchange for more than a joining node does at once is refused unserved', async (t) => {
   const served = { n: 0 };
   const tr = await node(t, served);
-  const c = await open(t, tr.address);
+  const c = await dialWatched(t, tr.address);
   c.s.resume();
   c.s.write(getMaps(1, 50_000));
   await until(() => c.closed(), 5000, 'the connection closed');
@@ -64,7 +53,7 @@ test('a frame asking the join exchange for more than a joining node does at once
 test('a joining client that reads none of its answers is closed once they fill the queue, not given more', async (t) => {
   const served = { n: 0 };
   const tr = await node(t, served);
-  const c = await open(t, tr.address);
+  const c = await dialWatched(t, tr.address);
   c.s.pause(); // never reads
   let id = 1;
   // Within the in-flight bound each time; the answers pile up behind the unread socket.
@@ -81,7 +70,7 @@ test('a joining client that reads none of its answers is closed once they fill t
 test('a joining client that reads its answers is served as many as it asks, one round after another', async (t) => {
   const served = { n: 0 };
   const tr = await node(t, served);
-  const c = await open(t, tr.address);
+  const c = await dialWatched(t, tr.address);
   let got = 0;
   c.s.on('data', (d: Buffer) => (got += d.length));
   for (let i = 0; i < 20; i++) {
@@ -95,8 +84,8 @@ test('a joining client that reads its answers is served as many as it asks, one 
 
 test('an accepted connection that sends no frame is closed after the first-frame limit; one that did is kept', async (t) => {
   const tr = await node(t, { n: 0 }, 300);
-  const silent = await open(t, tr.address);
-  const talking = await open(t, tr.address);
+  const silent = await dialWatched(t, tr.address);
+  const talking = await dialWatched(t, tr.address);
   talking.s.write(encodeFrame({ from: '3', addr: '', epoch: 1, c: 'c1', v: 1 }));
   await until(() => silent.closed(), 5000, 'the silent connection closed');
   await new Promise((r) => setTimeout(r, 400));

@@ -6,10 +6,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { encodeFrame } from '../../src/cluster/frame.js';
 import { Transport } from '../../src/cluster/transport.js';
 import { Unavailable } from '../../src/common/errors.js';
+import { dial, listen } from '../helpers/sockets.js';
 import { until } from '../helpers/until.js';
 
 const clusterId = 'c1';
@@ -27,15 +28,6 @@ async function transport(t: import('node:test').TestContext, id: string): Promis
   return tr;
 }
 
-async function dial(address: string, t: import('node:test').TestContext): Promise<Socket> {
-  const [host, port] = address.split(':');
-  const s = connect({ host, port: Number(port) });
-  s.on('error', () => undefined);
-  t.after(() => s.destroy());
-  await new Promise((r) => s.once('connect', r));
-  return s;
-}
-
 const heartbeat = { type: 'heartbeat', from: 1, to: 2, term: 1, commit: 0, seq: 1, tick: 1 };
 
 for (const bad of ['not-an-address', '::1:7000', 'host:99999', 'host:0']) {
@@ -43,19 +35,10 @@ for (const bad of ['not-an-address', '::1:7000', 'host:99999', 'host:0']) {
     const a = await transport(t, '1');
     // Node 2's real listener: where a redial must go.
     const accepted: Socket[] = [];
-    const server = createServer((s) => {
-      s.on('error', () => undefined);
-      accepted.push(s);
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    t.after(() => {
-      for (const s of accepted) s.destroy();
-      server.close();
-    });
-    const good = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const { address: good } = await listen(t, (s) => accepted.push(s));
     a.setPeerAddress('2', good);
 
-    const s = await dial(a.address, t);
+    const s = await dial(t, a.address);
     s.write(encodeFrame({ from: '2', addr: bad, epoch: 1, c: clusterId, v: 1 }));
     await until(() => a.isConnected('2'), 5000, 'node 2 bound');
     assert.equal(a.peerAddress('2'), good);
@@ -69,7 +52,7 @@ for (const bad of ['not-an-address', '::1:7000', 'host:99999', 'host:0']) {
 
 test('a frame advertising an address that does not parse, from a peer whose address is unknown, leaves it unknown', async (t) => {
   const a = await transport(t, '1');
-  const s = await dial(a.address, t);
+  const s = await dial(t, a.address);
   s.write(encodeFrame({ from: '2', addr: 'not-an-address', epoch: 1, c: clusterId, v: 1 }));
   await until(() => a.isConnected('2'), 5000, 'node 2 bound');
   assert.equal(a.peerAddress('2'), undefined);

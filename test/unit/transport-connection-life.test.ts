@@ -7,11 +7,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { encodeFrame, FrameDecoder, type Frame } from '../../src/cluster/frame.js';
 import { Transport, type TransportHandlers } from '../../src/cluster/transport.js';
 import { NotLeader, ProtocolError } from '../../src/common/errors.js';
 import { getEventListeners } from 'node:events';
+import { dial, listen } from '../helpers/sockets.js';
 import { until } from '../helpers/until.js';
 
 async function transport(t: import('node:test').TestContext, id: string, onRequest?: TransportHandlers['onRequest'], extra: { silentConnectionLimitMs?: number } = {}): Promise<Transport> {
@@ -48,31 +49,6 @@ function frame(from: string, rest: Partial<Frame>): Buffer {
   return encodeFrame({ from, addr: '', epoch: 1, ...rest });
 }
 
-async function dial(address: string, t: import('node:test').TestContext): Promise<Socket> {
-  const [host, port] = address.split(':');
-  const s = connect({ host, port: Number(port) });
-  s.on('error', () => undefined);
-  t.after(() => s.destroy());
-  await new Promise((r) => s.once('connect', r));
-  return s;
-}
-
-/** A server (on `port`, else any free one) whose accepted sockets are handed to `onSocket`. */
-async function listen(t: import('node:test').TestContext, onSocket: (s: Socket) => void, port = 0): Promise<{ server: Server; address: string }> {
-  const accepted: Socket[] = [];
-  const server = createServer((s) => {
-    s.on('error', () => undefined);
-    accepted.push(s);
-    onSocket(s);
-  });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  t.after(() => {
-    for (const s of accepted) s.destroy();
-    server.close();
-  });
-  return { server, address: `127.0.0.1:${(server.address() as AddressInfo).port}` };
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 test("a late answer to a restarted peer's previous life never reaches its new life, even for a request of the same id", async (t) => {
@@ -84,14 +60,14 @@ test("a late answer to a restarted peer's previous life never reaches its new li
     return new Promise((resolve) => release.set(block, () => resolve(Buffer.alloc(4096, block))));
   });
   // Node 1's first life asks for block 1 with request id 7, then dies before the answer.
-  const old = await dial(b.address, t);
+  const old = await dial(t, b.address);
   framesOf(old);
   old.write(frame('1', { reqs: [{ id: 7, op: 'read', a: { block: 1 } }] }));
   await until(() => release.has(1));
   old.destroy();
   await until(() => !b.isConnected('1'));
   // Its second life counts from the same start and asks for block 2 with id 7.
-  const fresh = await dial(b.address, t);
+  const fresh = await dial(t, b.address);
   const got = framesOf(fresh);
   fresh.write(frame('1', { reqs: [{ id: 7, op: 'read', a: { block: 2 } }] }));
   await until(() => release.has(2) && b.isConnected('1'));
@@ -123,7 +99,7 @@ test('a response that arrives on another connection than its request was written
   const id = seen.find((f) => f.reqs?.length)!.reqs![0].id;
   // A second connection from node 2 (it loses to the one node 1 dialed) carries an answer with
   // the request's id: not an answer to it (the request was never written there).
-  const other = await dial(a.address, t);
+  const other = await dial(t, a.address);
   framesOf(other);
   other.write(frame('2', { resps: [{ id, r: 'wrong' }] }));
   await sleep(100);
@@ -146,7 +122,7 @@ test('a request in flight on a connection that loses a simultaneous-dial race fa
   const answer = b.request('1', 'read', { block: 1 }, 10000);
   await until(() => accepted);
   await sleep(50);
-  const winner = await dial(b.address, t);
+  const winner = await dial(t, b.address);
   framesOf(winner);
   winner.write(frame('1', {}));
   await assert.rejects(answer, (e: Error & { code?: string }) => e.code === 'UNAVAILABLE');
@@ -168,7 +144,7 @@ test("a forwarded write's payload still queued on a connection that lost a dial 
   await until(() => slow !== undefined);
   await sleep(100);
   // Node 1 dials too, and its connection wins: node 2 ends the one carrying the payload.
-  const winner = await dial(b.address, t);
+  const winner = await dial(t, b.address);
   framesOf(winner);
   winner.write(frame('1', {}));
   await assert.rejects(answer, (e: Error & { code?: string }) => e.code === 'TIMED_OUT');
