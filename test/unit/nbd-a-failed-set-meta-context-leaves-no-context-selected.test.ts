@@ -2,8 +2,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodeInfoRequest, encodeMetaContextRequest } from '../../src/nbd/option-codec.js';
 import * as P from '../../src/nbd/protocol.js';
-import { TinyClient } from './nbd-client-helper.js';
-import { GatedBackend, serveDisk } from './nbd-test-backend.js';
+import type { TinyClient } from './nbd-client-helper.js';
+import { structuredClient } from './nbd-test-backend.js';
 
 /**
  * NBD_OPT_SET_META_CONTEXT "replaces all previously-set metadata contexts (including when this
@@ -12,12 +12,7 @@ import { GatedBackend, serveDisk } from './nbd-test-backend.js';
  */
 
 async function goAfterGoodThenFailedSet(t: TestContext, failing: Buffer): Promise<{ failedReply: number; client: TinyClient }> {
-  const { port } = await serveDisk(t, new GatedBackend(1 << 20));
-  const c = await TinyClient.connect(port);
-  t.after(() => c.close());
-  await c.greet();
-  await c.option(P.NBD_OPT_STRUCTURED_REPLY);
-  c.structured = true;
+  const { client: c } = await structuredClient(t);
   const good = await c.option(P.NBD_OPT_SET_META_CONTEXT, encodeMetaContextRequest('disk', ['base:allocation']));
   assert.deepEqual(good.map((r) => r.replyType), [P.NBD_REP_META_CONTEXT, P.NBD_REP_ACK]);
   const failed = await c.option(P.NBD_OPT_SET_META_CONTEXT, failing);
@@ -49,12 +44,7 @@ test('a SET_META_CONTEXT refused as too big clears the earlier selection', async
 });
 
 test('a good SET_META_CONTEXT after a failed one selects again', async (t) => {
-  const { port } = await serveDisk(t, new GatedBackend(1 << 20));
-  const c = await TinyClient.connect(port);
-  t.after(() => c.close());
-  await c.greet();
-  await c.option(P.NBD_OPT_STRUCTURED_REPLY);
-  c.structured = true;
+  const { client: c } = await structuredClient(t);
   assert.equal((await c.option(P.NBD_OPT_SET_META_CONTEXT, encodeMetaContextRequest('nope', ['base:allocation'])))[0].replyType, P.NBD_REP_ERR_UNKNOWN);
   await c.option(P.NBD_OPT_SET_META_CONTEXT, encodeMetaContextRequest('disk', ['base:allocation']));
   await c.option(P.NBD_OPT_GO, encodeInfoRequest('disk', []));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import fc from 'fast-check';
 import { Registry } from 'prom-client';
-import type { BackendCapabilities, BlockBackend, BlockExtent } from '../../src/nbd/backend.js';
+import type { BlockExtent } from '../../src/nbd/backend.js';
 import { FileBackend } from '../../src/nbd/file-backend.js';
 import { encodeInfoRequest, encodeOption } from '../../src/nbd/option-codec.js';
 import * as P from '../../src/nbd/protocol.js';
@@ -16,54 +16,35 @@ import { cliPath } from '../helpers/paths.js';
 import { tempDir } from '../helpers/tools.js';
 import { openSocket, TinyClient, ByteReader } from './nbd-client-helper.js';
 import { closedWithin, openIdle } from '../helpers/sockets.js';
+import { MemoryBackend } from './nbd-test-backend.js';
 
 /** An in-memory backend whose calls can be delayed, to force out-of-order completion. */
-class MemoryBackend implements BlockBackend {
-  readonly capabilities: BackendCapabilities;
-  readonly blockSizes: { minimum: number; preferred: number; maximum: number };
-  readonly data: Buffer;
+class DelayedBackend extends MemoryBackend {
   flushes = 0;
   fuaWrites = 0;
   delayMs: (offset: number) => number = () => 0;
   constructor(sizeBytes: number, readOnly = false, maxBlockBytes = 1 << 20) {
-    this.blockSizes = { minimum: 1, preferred: 4096, maximum: maxBlockBytes };
-    this.data = Buffer.alloc(sizeBytes);
-    this.capabilities = { readOnly, canTrim: true, canWriteZeroes: true, canFastZero: false, canCache: true, canMultiConn: true, canBlockStatus: true };
-  }
-  size(): number {
-    return this.data.length;
+    super(sizeBytes, { readOnly, maxBlockBytes });
   }
   private async wait(offset: number): Promise<void> {
     const ms = this.delayMs(offset);
     if (ms > 0) await new Promise((r) => setTimeout(r, ms));
   }
-  async read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined> {
+  override async read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined> {
     await this.wait(offset);
-    this.data.copy(into, 0, offset, offset + length);
-    return undefined;
+    return super.read(offset, length, into);
   }
   /** Called when a write starts (tests wait for a request to be in flight). */
   onWriteStart: () => void = () => {};
-  async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+  override async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
     this.onWriteStart();
     await this.wait(offset);
-    data.copy(this.data, offset);
+    await super.write(offset, data);
     if (fua) this.fuaWrites++;
   }
-  async flush(): Promise<void> {
+  override async flush(): Promise<void> {
     this.flushes++;
   }
-  async trim(offset: number, length: number): Promise<void> {
-    this.data.fill(0, offset, offset + length);
-  }
-  async writeZeroes(offset: number, length: number): Promise<void> {
-    this.data.fill(0, offset, offset + length);
-  }
-  async cache(): Promise<void> {}
-  async blockStatus(_offset: number, length: number): Promise<BlockExtent[]> {
-    return [{ length, hole: false, zero: false }];
-  }
-  async close(): Promise<void> {}
 }
 
 async function startServer(t: TestContext, exports: Map<string, NbdExport>, registry?: Registry, limits?: Record<string, number>): Promise<{ server: NbdServer; port: number }> {
@@ -135,7 +116,7 @@ test('file export: write/read round trip, holes as OFFSET_HOLE, block status aft
 });
 
 test('simple replies when structured replies are not negotiated (plain socket reads)', async (t) => {
-  const backend = new MemoryBackend(1 << 20);
+  const backend = new DelayedBackend(1 << 20);
   const server = new NbdServer({ exports: new Map([['m', { backend }]]), sharedReadBuffer: false });
   const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
   t.after(() => server.close());
@@ -154,7 +135,7 @@ test('simple replies when structured replies are not negotiated (plain socket re
 });
 
 test('replies complete out of order with many requests in flight', async (t) => {
-  const backend = new MemoryBackend(1 << 20);
+  const backend = new DelayedBackend(1 << 20);
   backend.delayMs = (offset) => (offset === 0 ? 150 : 0);
   const { port } = await startServer(t, new Map([['m', { backend }]]));
   const c = await client(t, port, 'm');
@@ -181,8 +162,8 @@ test('replies complete out of order with many requests in flight', async (t) => 
 });
 
 test('errors: bounds, read-only, unknown commands and flags, oversized and zero-length requests', async (t) => {
-  const rw = new MemoryBackend(1 << 20);
-  const ro = new MemoryBackend(1 << 20, true);
+  const rw = new DelayedBackend(1 << 20);
+  const ro = new DelayedBackend(1 << 20, true);
   const { port } = await startServer(t, new Map<string, NbdExport>([['rw', { backend: rw }], ['ro', { backend: ro }]]), undefined, { maxPayloadBytes: 1 << 20 });
   const c = await client(t, port, 'rw');
   assert.equal((await c.request(P.NBD_CMD_READ, (1 << 20) - 10, 11)).error, P.NBD_EINVAL);
@@ -226,7 +207,7 @@ test('errors: bounds, read-only, unknown commands and flags, oversized and zero-
 });
 
 test('hostile clients (bad magic, huge option, huge write, garbage) do not disturb a concurrent client', async (t) => {
-  const backend = new MemoryBackend(1 << 20);
+  const backend = new DelayedBackend(1 << 20);
   const registry = new Registry();
   const { server, port } = await startServer(t, new Map([['m', { backend }]]), registry);
   const good = await client(t, port, 'm');
@@ -287,7 +268,7 @@ test('hostile clients (bad magic, huge option, huge write, garbage) do not distu
 });
 
 test('thousands of requests answered synchronously while paused do not grow the stack', async (t) => {
-  const backend = new MemoryBackend(1 << 20);
+  const backend = new DelayedBackend(1 << 20);
   backend.delayMs = (offset) => (offset === 0 ? 50 : 0);
   const { port } = await startServer(t, new Map([['m', { backend }]]), undefined, { maxInflightRequests: 1 });
   const c = await client(t, port, 'm', { structured: false });
@@ -303,7 +284,7 @@ test('thousands of requests answered synchronously while paused do not grow the 
 });
 
 test('requests pipelined before the client half-closes are all answered', async (t) => {
-  const backend = new MemoryBackend(1 << 20);
+  const backend = new DelayedBackend(1 << 20);
   backend.delayMs = () => 5;
   const { port } = await startServer(t, new Map([['m', { backend }]]), undefined, { maxInflightRequests: 4 });
   const c = await client(t, port, 'm');
@@ -316,7 +297,7 @@ test('requests pipelined before the client half-closes are all answered', async 
 });
 
 test('close() completes in-flight requests, answers buffered ones ESHUTDOWN, flushes, closes', async (t) => {
-  const backend = new MemoryBackend(1 << 20);
+  const backend = new DelayedBackend(1 << 20);
   backend.delayMs = () => 100;
   const server = new NbdServer({ exports: new Map([['m', { backend }]]), limits: { maxInflightRequests: 1 } });
   const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
@@ -377,7 +358,7 @@ test('raftblock export-file prints its ports, serves, and exits 0 on SIGTERM', a
 test('property: any sequence of well-framed requests is answered once per handle with a spec errno, and the connection lives on', async (t) => {
   const sizeBytes = 1 << 20;
   const maxPayloadBytes = 64 * 1024;
-  const backend = new MemoryBackend(sizeBytes, false, maxPayloadBytes);
+  const backend = new DelayedBackend(sizeBytes, false, maxPayloadBytes);
   backend.delayMs = (offset) => offset % 3; // completions out of order
   const { port } = await startServer(t, new Map([['m', { backend }]]), undefined, { maxPayloadBytes, maxInflightRequests: 8 });
   const allowedErrnos = new Set([0, P.NBD_EINVAL, P.NBD_ENOSPC, P.NBD_EPERM, P.NBD_ENOTSUP, P.NBD_EOVERFLOW]);
@@ -417,7 +398,7 @@ test('property: any sequence of well-framed requests is answered once per handle
 /** A server of a 1 MiB memory export `m` with its own registry, listening on a free port. */
 async function limitedServer(t: TestContext, opts: Partial<NbdServerOptions>): Promise<{ server: NbdServer; port: number; registry: Registry }> {
   const registry = new Registry();
-  const server = new NbdServer({ exports: new Map([['m', { backend: new MemoryBackend(1 << 20) }]]), registry, ...opts });
+  const server = new NbdServer({ exports: new Map([['m', { backend: new DelayedBackend(1 << 20) }]]), registry, ...opts });
   const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
   t.after(() => server.close());
   return { server, port, registry };

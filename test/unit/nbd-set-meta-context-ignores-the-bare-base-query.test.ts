@@ -2,8 +2,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodeInfoRequest, encodeMetaContextRequest } from '../../src/nbd/option-codec.js';
 import * as P from '../../src/nbd/protocol.js';
-import { TinyClient } from './nbd-client-helper.js';
-import { GatedBackend, serveDisk } from './nbd-test-backend.js';
+import type { TinyClient } from './nbd-client-helper.js';
+import { structuredClient } from './nbd-test-backend.js';
 
 /**
  * The spec's `base:` namespace: the bare form `base:` is a wildcard for
@@ -12,12 +12,8 @@ import { GatedBackend, serveDisk } from './nbd-test-backend.js';
  */
 
 async function negotiate(t: TestContext, queries: string[]): Promise<{ setReplies: number[]; client: TinyClient }> {
-  const { port } = await serveDisk(t, new GatedBackend(1 << 20));
-  const c = await TinyClient.connect(port);
-  t.after(() => c.close());
-  await c.greet();
-  assert.equal((await c.option(P.NBD_OPT_STRUCTURED_REPLY))[0].replyType, P.NBD_REP_ACK);
-  c.structured = true;
+  const { client: c, structuredReplies } = await structuredClient(t);
+  assert.equal(structuredReplies[0].replyType, P.NBD_REP_ACK);
   const set = await c.option(P.NBD_OPT_SET_META_CONTEXT, encodeMetaContextRequest('disk', queries));
   const go = await c.option(P.NBD_OPT_GO, encodeInfoRequest('disk', []));
   assert.equal(go.at(-1)!.replyType, P.NBD_REP_ACK);
@@ -40,11 +36,7 @@ test('SET_META_CONTEXT with base: and base:allocation selects base:allocation on
 });
 
 test('LIST_META_CONTEXT still takes base: as a wildcard for base:allocation', async (t) => {
-  const { port } = await serveDisk(t, new GatedBackend(1 << 20));
-  const c = await TinyClient.connect(port);
-  t.after(() => c.close());
-  await c.greet();
-  await c.option(P.NBD_OPT_STRUCTURED_REPLY);
+  const { client: c } = await structuredClient(t);
   const list = await c.option(P.NBD_OPT_LIST_META_CONTEXT, encodeMetaContextRequest('disk', ['base:']));
   assert.deepEqual(list.map((r) => r.replyType), [P.NBD_REP_META_CONTEXT, P.NBD_REP_ACK]);
   assert.equal(list[0].payload.subarray(4).toString(), P.NBD_META_CONTEXT_BASE_ALLOCATION);
