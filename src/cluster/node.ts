@@ -30,6 +30,7 @@ import type { PskKeys } from '../nbd/tls-psk.js';
 import { Wal } from '../wal/index.js';
 import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { writeFileDurably } from '../common/durable-file.js';
+import { inLanes } from '../common/lanes.js';
 import { encodeRange, encodeWrite, maxOpLengthBytes, OpKind } from '../store/ops.js';
 import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, splitRange } from '../gateway/split.js';
@@ -1721,20 +1722,7 @@ export class StorageNode implements PgClient {
     // write past the new end, from a gateway with an older map too, after the trim.
     await this.mapAtLeastEverywhere(map.epoch, requestTimeoutMs);
     const pieces = splitRange(map, { ...v, sizeBytes: to }, from, to - from, Math.min(v.extentBytes, maxOpLengthBytes));
-    let next = 0;
-    let failed = false;
-    const worker = async (): Promise<void> => {
-      while (next < pieces.length && !failed) {
-        const p = pieces[next++];
-        try {
-          await this.call(p.groupId, p.replicas, { k: 'trim', v: v.id, o: p.offset, l: p.length, s: 0, q: 0, pastEnd: true });
-        } catch (err) {
-          failed = true;
-          throw err;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(StorageNode.discardConcurrency, pieces.length) }, worker));
+    await Promise.all(inLanes(pieces, StorageNode.discardConcurrency, (p) => this.call(p.groupId, p.replicas, { k: 'trim', v: v.id, o: p.offset, l: p.length, s: 0, q: 0, pastEnd: true })));
     this.log.info('discarded the data past the end of a shrunk volume', { volume: v.name, from, to, pieces: pieces.length });
     return (await this.proposeMeta({ type: 'volumeDiscarded', name: v.name, sizeBytes: from, discardToBytes: to })) as { epoch: number; volume: Volume };
   }

@@ -13,6 +13,7 @@ import { maxExtentBytes, maxVolumeBytes, volumeWithId, type ClusterMap, type Vol
 import { maxPieceBytes, splitRange, type Piece } from './split.js';
 import { maxOpLengthBytes } from '../store/ops.js';
 import { maxRequestSession, RequestIdSource } from '../common/request-id.js';
+import { inLanes } from '../common/lanes.js';
 
 /** This process's PG request ids (see common/request-id.ts). */
 const requestIds = new RequestIdSource();
@@ -240,20 +241,7 @@ export class VolumeBackend implements BlockBackend {
     // few pieces at a time: all at once, one request would queue a proposal in every PG and
     // crowd out every other client's I/O until it is done.
     // Once a piece fails the request fails: no new piece starts, the ones in flight finish.
-    let next = 0;
-    let failed = false;
-    const lane = async (): Promise<void> => {
-      while (next < pieces.length && !failed) {
-        const p = pieces[next++];
-        try {
-          await this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length, ...nextRequestId() }, signal);
-        } catch (err) {
-          failed = true;
-          throw err;
-        }
-      }
-    };
-    await allPieces(Array.from({ length: Math.min(rangePiecesInFlight, pieces.length) }, lane));
+    await allPieces(inLanes(pieces, rangePiecesInFlight, (p) => this.client.call(p.groupId, p.replicas, { k, v: volume.id, o: p.offset, l: p.length, ...nextRequestId() }, signal)));
   }
 
   /** Nothing to prefetch across the network that the leader's page cache would not hold. */
