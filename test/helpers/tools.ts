@@ -28,13 +28,25 @@ export function requireCapability(t: TestContext, available: boolean, missing: s
   return false;
 }
 
+/** Directories tempDir made in this process, removed when it exits. */
+const tempDirs: string[] = [];
+let removeAtExit = false;
+
 /**
  * A temporary directory on a real disk (never tmpfs: tmpfs hides O_DIRECT alignment bugs).
- * Removed when the test ends.
+ * Removed when the test file's process exits, not in a `t.after` hook: hooks run in the order
+ * they were registered, so a directory made before the nodes, hosts or WALs that use it would
+ * be removed before they stop, and their last writes (a final checkpoint) would fail.
  */
-export function tempDir(t: TestContext, prefix = 'raftblock-test-'): string {
+export function tempDir(_t: TestContext, prefix = 'raftblock-test-'): string {
   const base = process.env.RAFTBLOCK_TEST_DIR ?? '/var/tmp';
   const dir = mkdtempSync(join(base, prefix));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  tempDirs.push(dir);
+  if (!removeAtExit) {
+    removeAtExit = true;
+    process.once('exit', () => {
+      for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+    });
+  }
   return dir;
 }

@@ -431,8 +431,7 @@ test('a proposal that cannot commit is answered TimedOut once its deadline passe
 });
 
 test('group 0 restarted from its map.bin hands a joining member the map at its snapshot index, not an empty one', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'raftblock-meta-restart-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'raftblock-meta-restart-');
   const noMap = (): void => undefined;
   const g = 0;
   const wal1 = new MemWal();
