@@ -85,10 +85,15 @@ test('recent requests: coversRetry never vouches for a retry whose first key has
         }
         return { r, index };
       };
+      // Where each key took effect: an entry whose key the window still holds is a duplicate,
+      // skipped at apply (PgStore.apply), so only a key the window lacks is applied there.
       const appliedAt: [number, number][] = [];
       let index = 0;
       script.forEach((s, i) => {
-        if (s.kind === 'apply') appliedAt.push([s.key, ++index]);
+        if (s.kind === 'apply') {
+          index++;
+          if (!replay(i).r.has(s.key)) appliedAt.push([s.key, index]);
+        }
         if (s.kind !== 'ask') return;
         const notBefore = Math.max(0, index - s.back);
         const { r } = replay(i);
