@@ -7,9 +7,12 @@ import * as fs from 'node:fs';
 import { IoError } from '../common/errors.js';
 import { checkAligned, closedFileError, toIoError } from './check.js';
 import { fdClose, fdSize, fdTruncate } from './fd.js';
+import { writeZeros } from './zeros.js';
 import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
 
 const zeroChunkBytes = 1 << 20;
+/** The zeros zeroRange writes from, made at its first call and shared (nothing writes into it). */
+let fsZeros: Buffer | undefined;
 
 class FsFile implements BlockFile {
   readonly direct = false;
@@ -65,11 +68,8 @@ class FsFile implements BlockFile {
   async zeroRange(offsetBytes: number, lengthBytes: number): Promise<void> {
     if (this.closed) throw closedFileError('pwrite', this.path);
     checkAligned('zeroRange', offsetBytes, lengthBytes);
-    const zeros = Buffer.alloc(Math.min(zeroChunkBytes, lengthBytes));
-    for (let done = 0; done < lengthBytes; done += zeros.length) {
-      const n = Math.min(zeros.length, lengthBytes - done);
-      await this.pwrite(n === zeros.length ? zeros : zeros.subarray(0, n), offsetBytes + done);
-    }
+    fsZeros ??= Buffer.alloc(zeroChunkBytes);
+    await writeZeros(this, fsZeros, offsetBytes, offsetBytes + lengthBytes);
   }
 
   async seekData(offsetBytes: number): Promise<number> {

@@ -34,6 +34,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { assert } from '../common/assert.js';
 import { InvalidArgument, IoError, NotSupported, RaftblockError } from '../common/errors.js';
 import type { loadNative } from '../io/native.js';
+import { isUnsupportedByFilesystem } from '../io/zeros.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from './backend.js';
 import { openSparseFile, RangeSet, type SparseFile } from './file-sparse.js';
 import { maxPayloadBytes } from './protocol.js';
@@ -65,7 +66,6 @@ const cacheMaxBytes = 32 * 1024 * 1024;
 const seekStatusMaxExtents = 1024;
 /** Ranges zeroed with NO_HOLE remembered to report them allocated (see the header). */
 const allocatedZeroMaxRanges = 4096;
-const EOPNOTSUPP = 95;
 
 const zeros = Buffer.alloc(Math.max(zeroChunkBytes, zeroGranuleBytes));
 
@@ -250,7 +250,7 @@ export class FileBackend implements BlockBackend {
         }
         return;
       } catch (err) {
-        if (!(err instanceof IoError && err.errno === EOPNOTSUPP)) throw err;
+        if (!isUnsupportedByFilesystem(err)) throw err;
         if (keepAllocated) this.nativeZeroRange = false;
         else this.nativePunch = false;
       }

@@ -22,6 +22,7 @@ import { assert } from '../common/assert.js';
 import { Corruption, IoError, Unavailable } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
 import type { BlockFile, BlockIo } from '../io/types.js';
+import { isUnsupportedByFilesystem, writeZeros as writeZerosOver } from '../io/zeros.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint-file.js';
 import { decodeOp, OpKind } from './ops.js';
 import { RecentRequests } from './recent-requests.js';
@@ -30,8 +31,6 @@ import { DirtyCache, WriteBehindBudget, type WriteBehindBudgetOptions, type Writ
 export const storeBlockBytes = 4096;
 /** Snapshot images and scratch buffers move data in chunks of this size. */
 export const storeChunkBytes = 1024 * 1024;
-/** errno of a filesystem without the fallocate mode asked for (tmpfs has no ZERO_RANGE). */
-const EOPNOTSUPP = 95;
 /** Free buffers kept per size class (one per request in flight on the node, roughly). */
 const maxFreeScratchPerClass = 64;
 const maxFreeScratchBytesPerClass = 8 * 1024 * 1024;
@@ -489,17 +488,13 @@ export class PgStore {
         else await f.zeroRange(offset, length);
         return;
       } catch (err) {
-        if (!(err instanceof IoError && err.errno === EOPNOTSUPP)) throw err;
+        if (!isUnsupportedByFilesystem(err)) throw err;
         if (mayHole) this.cannotPunch = true;
         else this.cannotZeroRange = true;
       }
     }
     // From the node's one chunk of zeros (aligned, as O_DIRECT wants), a chunk at a time.
-    const zeros = this.scratch.zeros();
-    for (let done = 0; done < length; done += zeros.length) {
-      const n = Math.min(zeros.length, length - done);
-      await f.pwrite(n === zeros.length ? zeros : zeros.subarray(0, n), offset + done);
-    }
+    await writeZerosOver(f, this.scratch.zeros(), offset, offset + length);
   }
 
   private async writeZeros(volumeId: number, offset: number, length: number): Promise<void> {

@@ -30,7 +30,8 @@ import {
   type RecordView,
 } from './format.js';
 import type { GroupTable } from './groups.js';
-import { type Segment, writeSegmentHeader, writeZeros } from './segment.js';
+import { type Segment, writeSegmentHeader } from './segment.js';
+import { writeZeros } from '../io/zeros.js';
 import type { WalRecoveryReport } from './types.js';
 
 export interface RecoveredLog {

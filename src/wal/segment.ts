@@ -36,11 +36,3 @@ export async function writeSegmentHeader(io: BlockIo, seg: Segment, scratch: Buf
   seg.writeOffset = segmentHeaderBytes;
   seg.firstBatchSeq = -1;
 }
-
-/** Writes zeros over [from, to) with `zeros` (an aligned zero buffer), then nothing else. */
-export async function writeZeros(file: BlockFile, zeros: Buffer, from: number, to: number): Promise<void> {
-  for (let off = from; off < to; off += zeros.length) {
-    const n = Math.min(zeros.length, to - off);
-    await file.pwrite(n === zeros.length ? zeros : zeros.subarray(0, n), off);
-  }
-}

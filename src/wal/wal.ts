@@ -26,7 +26,8 @@ import {
 } from './format.js';
 import { type GroupLog, GroupTable, PayloadCache } from './groups.js';
 import { recoverLog } from './recovery.js';
-import { type Segment, writeSegmentHeader, writeZeros } from './segment.js';
+import { type Segment, writeSegmentHeader } from './segment.js';
+import { writeZeros } from '../io/zeros.js';
 import type { WalEntry, WalHardState, WalOptions, WalRecoveryReport, WalSnapshotMeta } from './types.js';
 
 export const defaultSegmentBytes = 64 << 20;
