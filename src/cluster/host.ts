@@ -13,6 +13,7 @@
  * Raft's Storage is a MemoryStorage per group holding what the WAL holds since the last
  * checkpoint (the WAL is the durable copy; the cache is rebuilt from it at start).
  */
+import { randomInt } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { assert } from '../common/assert.js';
@@ -177,6 +178,8 @@ const repairRetryMs = 1000;
 export const defaultTickMs = 100;
 export const defaultKeepBytesAfterCheckpoint = 4 * 1024 * 1024;
 export const defaultElectionTicks = 10;
+/** Raft log instances are drawn from [1, this): randomInt's widest range, and a safe integer on the wire. */
+const maxIncarnation = 2 ** 47;
 /*
  * A group's next Ready is taken while the WAL is still writing the previous one, so its new
  * entries reach the WAL (and, on a leader, its followers) without waiting a whole device
@@ -544,6 +547,9 @@ export class MultiRaftHost {
     // each follower on every commit (and its acknowledgement) doubled the frames per write.
     cfg.eagerCommitNews = false;
     cfg.applied = applied;
+    // Every Raft node started here is a new instance of this replica's log for its leader:
+    // one retired and started again empty must not inherit what the old one acknowledged.
+    cfg.incarnation = randomInt(1, maxIncarnation);
     return cfg;
   }
 

@@ -682,16 +682,23 @@ export class PgMover {
   }
 
   private async retire(g: number, proof: string): Promise<void> {
-    if (this.retiring.has(g) || !this.d.host.groups.has(g)) return;
+    const group = this.d.host.groups.get(g);
+    if (this.retiring.has(g) || !group) return;
     // The map may have changed while a leader was asked: only a replica it does not want goes.
     const target = targetOf(this.d.map(), g);
     if (!target || target.includes(this.d.nodeId)) return;
+    // Nor one whose own log has it a member again: the leader added it back since its proof
+    // (this node's map is behind), and this replica may have acknowledged entries as that
+    // member, which the leader counts until it hears from another instance of the log.
+    if (allMembers(group.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(this.d.nodeId)) return;
     this.retiring.add(g);
     try {
-      // Tombstone first: a crash after it finishes the removal at the next start.
+      // Stopped before anything is awaited: from the check above on, it acknowledges nothing.
+      const stopped = this.d.host.removeGroup(g);
+      // Tombstone next: a crash after it finishes the removal at the next start (one before it
+      // resumes the replica, still whole).
       this.retired.add(g);
-      await this.saveRetired();
-      await this.d.host.removeGroup(g);
+      await Promise.all([stopped, this.saveRetired()]);
       this.d.stores.delete(g);
       this.settled.delete(g);
       this.lastRetireCheckMs.delete(g);

@@ -16,6 +16,11 @@ function count(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
+/** Absent (a build before the field) or a count. */
+function optionalCount(v: unknown): boolean {
+  return v === undefined || count(v);
+}
+
 function integer(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v);
 }
@@ -52,7 +57,7 @@ export function isWellFormedMessage(m: unknown, sender: number, self: number): m
     case 'app':
       return echo && count(x.index) && count(x.logTerm) && count(x.commit) && Array.isArray(x.entries) && x.entries.length <= maxEntriesPerMessage && x.entries.every(entry);
     case 'appResp':
-      return echo && typeof x.reject === 'boolean' && count(x.index) && count(x.rejectHint) && count(x.logTerm);
+      return echo && typeof x.reject === 'boolean' && count(x.index) && count(x.rejectHint) && count(x.logTerm) && optionalCount(x.incarnation);
     case 'vote':
     case 'preVote':
       return count(x.index) && count(x.logTerm) && typeof x.transfer === 'boolean';
@@ -78,7 +83,7 @@ export function isWellFormedMessage(m: unknown, sender: number, self: number): m
       );
     }
     case 'snapResp':
-      return echo && count(x.index) && count(x.offset) && typeof x.reject === 'boolean';
+      return echo && count(x.index) && count(x.offset) && typeof x.reject === 'boolean' && optionalCount(x.incarnation);
     case 'timeoutNow':
       return true;
     default:

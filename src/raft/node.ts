@@ -809,9 +809,22 @@ export class RaftNode {
   }
 
   private handleHeartbeat(m: MsgHeartbeat): void {
-    assert(m.commit <= this.log.lastIndex() || m.commit <= this.log.committed, `heartbeat commit ${m.commit} beyond last index ${this.log.lastIndex()}`);
-    this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+    // The commit is min(leader commit, our match as the leader knows it), and that match may
+    // come from a previous instance of this member's log (Config.incarnation) that held more
+    // than this one: the leader learns of the new instance from our next append answer. Until
+    // then, committing up to our own last index is still safe: every entry we hold past our
+    // snapshot came from this leader (our term, kept across instances, is at least the one
+    // the old instance acknowledged it in, so no older leader's entry got in since).
+    const last = this.log.lastIndex();
+    this.log.commitTo(Math.min(m.commit, last));
     this.send({ type: 'heartbeatResp', from: this.id, to: m.from, term: this.term, seq: m.seq, tick: m.tick });
+    if (m.commit > last && this.cfg.incarnation !== 0) {
+      // A heartbeat answer names no instance (it travels as a bare row), and a leader that
+      // believes we hold `m.commit` sends no append to ask: refuse the append it believes
+      // matched, which names ours.
+      const logTerm = this.log.term(last) ?? 0;
+      this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: true, index: m.commit, rejectHint: last, logTerm, seq: m.seq, tick: m.tick });
+    }
   }
 
   private handleSnapshotChunk(m: MsgSnap): void {
@@ -873,21 +886,42 @@ export class RaftNode {
     const pr = this.prs.get(m.from);
     if (!pr) return;
     switch (m.type) {
-      case 'appResp':
+      case 'appResp': {
+        const forgot = this.noteIncarnation(pr, m.incarnation);
         this.noteAck(pr, m);
         this.handleAppendResponse(pr, m);
+        // A rejection meant for the old instance is stale now: probe the new one at once.
+        if (forgot) this.sendAppend(pr, true);
         return;
+      }
       case 'heartbeatResp':
         this.noteAck(pr, m);
         this.handleHeartbeatResponse(pr, m);
         return;
-      case 'snapResp':
+      case 'snapResp': {
+        const forgot = this.noteIncarnation(pr, m.incarnation);
         this.noteAck(pr, m);
-        this.handleSnapshotResponse(pr, m);
+        if (forgot) this.sendAppend(pr, true);
+        else this.handleSnapshotResponse(pr, m);
         return;
+      }
       default:
         return;
     }
+  }
+
+  /**
+   * The instance of `pr`'s log an answer comes from (Config.incarnation). Another one than
+   * `pr.match` was acknowledged by has lost what that one held: its progress starts over.
+   * Returns true when it did.
+   */
+  private noteIncarnation(pr: Progress, incarnation: number | undefined): boolean {
+    if (incarnation === undefined || incarnation === 0 || incarnation === pr.incarnation) return false;
+    const heardBefore = pr.incarnation !== 0;
+    pr.incarnation = incarnation;
+    if (!heardBefore) return false;
+    pr.forgetLog(this.log.lastIndex() + 1);
+    return true;
   }
 
   private noteAck(pr: Progress, m: MsgAppResp | MsgHeartbeatResp | MsgSnapResp): void {
@@ -1149,6 +1183,7 @@ export class RaftNode {
 
   private send(m: Message): void {
     assert(m.to !== this.id, 'message to self');
+    if ((m.type === 'appResp' || m.type === 'snapResp') && this.cfg.incarnation !== 0) m.incarnation = this.cfg.incarnation;
     assert(m.term <= this.term || m.type === 'preVote' || m.type === 'preVoteResp', `message of future term ${m.term} at term ${this.term}`);
     if (this.msgs.length >= maxQueuedMessages) {
       this.droppedMessages++;

@@ -74,6 +74,8 @@ export class Progress {
   ackTick = Number.NEGATIVE_INFINITY;
   /** Largest leader seq echoed back in this term (ReadIndex rounds). */
   ackSeq = 0;
+  /** The instance of the member's log `match` was acknowledged by (Config.incarnation); 0: none heard. */
+  incarnation = 0;
 
   constructor(
     readonly id: NodeId,
@@ -105,6 +107,16 @@ export class Progress {
       this.resetState('probe');
       this.next = this.match + 1;
     }
+  }
+
+  /**
+   * The member's log is another instance than the one `match` came from: nothing it holds is
+   * known. Probes from `next` (the leader's next index: the answer tells where the logs meet).
+   */
+  forgetLog(next: number): void {
+    this.match = 0;
+    this.resetState('probe');
+    this.next = next;
   }
 
   becomeReplicate(): void {

@@ -113,6 +113,8 @@ export interface MsgAppResp extends MsgBase, LeaderEcho {
   rejectHint: number;
   /** Rejected: the follower's term at `rejectHint` (conflict-term hint), 0 if unknown. */
   logTerm: number;
+  /** The answering instance of the follower's log (Config.incarnation); absent: none. */
+  incarnation?: number;
 }
 
 export interface MsgVote extends MsgBase {
@@ -156,6 +158,8 @@ export interface MsgSnapResp extends MsgBase, LeaderEcho {
   /** Bytes received contiguously so far (the next offset wanted); on reject, restart here. */
   offset: number;
   reject: boolean;
+  /** The answering instance of the follower's log (Config.incarnation); absent: none. */
+  incarnation?: number;
 }
 
 /** Leadership transfer: the target campaigns at once, ignoring its election timer. */
@@ -278,6 +282,16 @@ export interface Config {
   maxClockDriftTicks: number;
   /** Index the host has already applied (on restart); 0 for a fresh node. */
   applied: number;
+  /**
+   * Names this instance of the member's log, told to the leader in every append and snapshot
+   * answer; 0: none. A member whose log was lost comes back under its id (a PG replica retired
+   * and wanted again, rebuilt from its leader): what its previous instance acknowledged must
+   * not count for the new one, and a leader that sees the instance change forgets it (as etcd
+   * would only by never reusing a member id). Any value that differs from the previous
+   * instance's will do; a restart with the log intact may keep it or not (a new one costs
+   * the leader one probe).
+   */
+  incarnation: number;
   rng: Rng;
   unsafe?: UnsafeFlags;
 }
@@ -303,6 +317,7 @@ export function defaultConfig(id: NodeId, rng: Rng): Config {
     leaseTicks: 7,
     maxClockDriftTicks: 2,
     applied: 0,
+    incarnation: 0,
     rng,
   };
 }

@@ -169,6 +169,8 @@ export class SimCluster {
     n.sm = KvStateMachine.restore(snap.data, snap.metadata.index);
     const cfg = this.config(n.id);
     cfg.applied = snap.metadata.index;
+    // Each boot is a new instance of the node's log to its leader, as the host's are.
+    cfg.incarnation = n.incarnation + 1;
     n.raft = new RaftNode(cfg, n.storage);
     n.outstanding = [];
     n.proposals.clear();

@@ -495,11 +495,15 @@ export class TestCluster {
 
   /** Waits until every replica of every group is reachable and caught up (health ok everywhere). */
   async waitCaughtUp(timeoutMs = 60_000): Promise<ClusterStatus> {
+    let behindIds: number[] = [];
     return waitFor('every replica caught up', timeoutMs, async () => {
       const s = await this.clusterStatus();
       const behind = s.groups.filter((g) => g.health !== 'ok' || g.members.some((m) => m.appliedIndex !== g.commitIndex));
+      behindIds = behind.map((g) => g.groupId);
       if (behind.length === 0) return s;
       throw new Error(describeUnhealthy({ ...s, groups: behind }));
+    }).catch((err: Error) => {
+      throw new Error(`${err.message}\n${this.groupLogs(behindIds)}\n${this.logs(8)}`);
     });
   }
 
@@ -540,6 +544,27 @@ export class TestCluster {
     await Promise.all(this.nodes.map((n) => n.kill9()));
     this.net?.close();
     if (process.env.RAFTBLOCK_KEEP_TEST_DATA !== '1') rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** Every node's log records about these groups (for failure messages), at most `lines` each. */
+  groupLogs(groupIds: readonly number[], lines = 40): string {
+    if (groupIds.length === 0) return '';
+    const wanted = new Set(groupIds);
+    return this.nodes
+      .map((n) => {
+        let text = '';
+        try {
+          text = readFileSync(n.logPath, 'utf8');
+        } catch {
+          return `--- node ${n.id}: no log ---`;
+        }
+        const about = text.split('\n').filter((l) => {
+          const m = /"group(?:Id)?":(\d+)/.exec(l);
+          return m !== null && wanted.has(Number(m[1]));
+        });
+        return `--- node ${n.id}, groups ${[...wanted].join(',')} ---\n${about.slice(-lines).join('\n')}`;
+      })
+      .join('\n');
   }
 
   /** The last lines of every node's log (for failure messages). */
