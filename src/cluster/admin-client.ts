@@ -15,7 +15,9 @@
  *   POST   /v1/pools/{name}/pgs/{i}/reset ← { acceptDataLoss: true } → 200 PoolResponse  PG i
  *                                         starts over empty; refused 409 PG_NOT_LOST unless
  *                                         every replica's node was replaced (data dir lost)
- *                                         and holds nothing of the PG
+ *                                         and no node of the map holds anything of the PG,
+ *                                         409 PG_LOSS_UNCONFIRMED while a node of the map
+ *                                         (not one being replaced) cannot be asked
  *   GET    /v1/groups/{groupId}/digest   → GroupDigest     checksum of this replica's data
  *                                         (verifyPgs asks every replica of every PG: pool verify)
  *   POST   /v1/groups/{groupId}/rebuild  → RebuildReplicaResponse  this node's replica is held
@@ -70,6 +72,7 @@ import {
   NodeHoldsReplicas,
   MetaQuorumAtRisk,
   NodeRemoved,
+  PgLossUnconfirmed,
   PgNotLost,
   PgQuorumAtRisk,
   RepairRefused,
@@ -285,6 +288,7 @@ export function httpStatusOf(code: string): number {
     case 'NODE_REMOVED':
     case 'NODE_ALIVE':
     case 'PG_NOT_LOST':
+    case 'PG_LOSS_UNCONFIRMED':
     case 'PG_QUORUM_AT_RISK':
     case 'REPAIR_REFUSED':
       return 409;
@@ -330,6 +334,8 @@ export function errorFromBody(body: ErrorBody['error']): RaftblockError {
       return new NodeAlive(body.message);
     case 'PG_NOT_LOST':
       return new PgNotLost(body.message);
+    case 'PG_LOSS_UNCONFIRMED':
+      return new PgLossUnconfirmed(body.message);
     case 'PG_QUORUM_AT_RISK':
       return new PgQuorumAtRisk(body.message);
     case 'REPAIR_REFUSED':
@@ -577,7 +583,9 @@ export class AdminClient {
 
   /**
    * Starts PG `pg` of `pool` over, empty, once every replica of it lost its data dir (each
-   * node replaced): what it held is gone. Refused PG_NOT_LOST while a replica may hold data.
+   * node replaced): what it held is gone. Refused PG_NOT_LOST while a replica may hold data
+   * or any node of the map still runs the PG, PG_LOSS_UNCONFIRMED while a node of the map
+   * cannot be asked.
    */
   resetPg(pool: string, pg: number): Promise<PoolResponse> {
     return this.call('POST', `/v1/pools/${encodeURIComponent(pool)}/pgs/${pg}/reset`, { acceptDataLoss: true });

@@ -658,19 +658,29 @@ export function findPg(map: ClusterMap, poolName: string, pg: number): { pool: P
   return { pool, info: pool.pgs[pg] };
 }
 
-function resetPg(map: ClusterMap, c: ResetPgCommand): ApplyResult {
-  const { pool, info: pg } = findPg(map, c.pool, c.pg);
+/**
+ * Why PG `pg` of `pool` cannot be reset in `map`, or undefined when the map allows it:
+ * PG_NOT_LOST while a replica's node was not replaced since the PG was placed on it. Group 0's
+ * leader also asks every node what it holds of the PG first (pg-reset-check.ts).
+ */
+export function resetPgRefusal(map: ClusterMap, pool: Pool, pg: number): PgNotLost | undefined {
+  const info = pool.pgs[pg];
   // Each replica's node must have been replaced (its data dir lost) since the PG was placed on it.
-  const holding = pg.replicas.filter((id) => {
+  const holding = info.replicas.filter((id) => {
     const rebuiltAt = map.nodes.find((n) => n.id === id)?.rebuiltAtEpoch;
-    return rebuiltAt === undefined || rebuiltAt < pg.sinceEpoch;
+    return rebuiltAt === undefined || rebuiltAt < info.sinceEpoch;
   });
-  if (holding.length > 0) {
-    throw new PgNotLost(
-      `PG ${pool.name}/${c.pg}: node ${holding.join(', ')} may still hold its data (not replaced since the PG was placed there); ` +
-        'only a PG whose every replica lost its data dir is reset (node replace each one first)',
-    );
-  }
+  if (holding.length === 0) return undefined;
+  return new PgNotLost(
+    `PG ${pool.name}/${pg}: node ${holding.join(', ')} may still hold its data (not replaced since the PG was placed there); ` +
+      'only a PG whose every replica lost its data dir is reset (node replace each one first)',
+  );
+}
+
+function resetPg(map: ClusterMap, c: ResetPgCommand): ApplyResult {
+  const { pool } = findPg(map, c.pool, c.pg);
+  const refusal = resetPgRefusal(map, pool, c.pg);
+  if (refusal) throw refusal;
   const epoch = map.epoch + 1;
   const pgs = pool.pgs.map((p, i) => (i === c.pg ? { replicas: p.replicas, sinceEpoch: epoch, resetEpoch: epoch } : p));
   return { ok: true, map: bump(map, { pools: map.pools.map((p) => (p.id === pool.id ? { ...p, pgs } : p)) }), changed: true, pool: { ...pool, pgs }, movedGroups: [] };

@@ -20,7 +20,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { formatHostPort, parseHostPort, type HostPort } from '../common/address.js';
-import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgNotLost, PgQuorumAtRisk, RaftblockError, OutcomeUnknown, RepairRefused, RetryWindowPassed, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
+import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgQuorumAtRisk, RaftblockError, OutcomeUnknown, RepairRefused, RetryWindowPassed, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
@@ -36,6 +36,7 @@ import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics,
 import { maxPieceBytes, splitRange } from '../gateway/split.js';
 import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover, targetOf } from './pg-mover.js';
+import { isReplicaHolding, pgResetRefusal, type HoldingAnswer } from './pg-reset-check.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { defaultDownOut } from './down-out.js';
 import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
@@ -120,7 +121,10 @@ const metaChangeCommitTimeoutMs = 5000;
  * seconds even through a snapshot.
  */
 const metaLearnerCatchUpLimitMs = 60_000;
-/** How long group 0's leader waits for each node's list of the PG configurations naming a node. */
+/**
+ * How long group 0's leader waits for each node's answer when it asks every node (askNodes): the
+ * PG configurations naming a node to remove, what it holds of a PG to reset.
+ */
 const groupsListingTimeoutMs = 3000;
 /** How long a node that learns it was removed keeps its transport open for answers in flight. */
 const removedGraceMs = 2000;
@@ -958,29 +962,28 @@ export class StorageNode implements PgClient {
   /**
    * On group 0's leader. The map's rule (every replica's node replaced since the PG was placed
    * there) is not enough on its own: a replaced node may have been rebuilt from a replica that
-   * was lost after. So every replica's node is asked what it holds of the PG, and each must
-   * answer that it holds nothing (or waits for a rebuild with an empty log): a replica that
-   * does not answer may hold the data, and the reset is refused (PG_NOT_LOST). A repeat of a
-   * reset that was applied is answered as the first was (its replicas hold the new PG now).
+   * was lost after, and a move that had not finished leaves members the map no longer names,
+   * which may hold the data and even lead the PG. So every node of the map is asked what it
+   * holds of the PG, and the reset is refused (PG_NOT_LOST) unless none holds more than a
+   * replica held for a rebuild with an empty log, and (PG_LOSS_UNCONFIRMED) while a node that
+   * may hold it does not answer (pg-reset-check.ts). A repeat of a reset that was applied is
+   * answered as the first was (its replicas hold the new PG now).
    */
   private async resetPgAsLeader(poolName: string, pg: number, cid: MetaCommandId): Promise<unknown> {
     this.metaLeaderGroup();
     if (!this.answeredBefore(cid)) {
-      const { pool, info } = findPg(this.map(), poolName, pg);
+      const map = this.map();
+      const { pool } = findPg(map, poolName, pg);
       const g = pgGroupId(pool.id, pg);
-      // Asked all at once: a dead node costs one timeout, not one per node.
-      const { replicas } = info;
-      const states = await Promise.all(
-        replicas.map((id) =>
-          id === this.id ? this.pgMover.replicaState(g) : this.transport.request(String(id), 'pgReplicaState', { g }, groupsListingTimeoutMs).catch(() => 'unreachable'),
-        ),
-      );
-      const holder = replicas.findIndex((_, i) => states[i] !== 'held' && states[i] !== 'none');
-      if (holder >= 0) {
-        throw new PgNotLost(
-          `PG ${pool.name}/${pg}: node ${replicas[holder]} ${states[holder] === 'unreachable' ? 'does not answer, and may hold its data (start it, or replace it)' : 'holds state of it (never lost, or rebuilt since)'}`,
-        );
+      // Every node of the map, reachable or not (see pg-reset-check.ts for who may be silent).
+      const asked = await this.askNodes(map.nodes.map((n) => n.id), 'pgReplicaState', { g }, () => this.pgMover.replicaState(g));
+      const answers = new Map<number, HoldingAnswer>();
+      for (const [id, a] of asked) {
+        if ('error' in a) answers.set(id, { unanswered: describeError(a.error) });
+        else answers.set(id, isReplicaHolding(a.answer) ? { holding: a.answer } : { unanswered: `it answered ${JSON.stringify(a.answer)}` });
       }
+      const refusal = pgResetRefusal(map, pool, pg, answers);
+      if (refusal) throw refusal;
     }
     const r = (await this.proposeMeta({ type: 'resetPg', pool: poolName, pg }, cid)) as { epoch: number };
     await this.spreadMap(r.epoch);
@@ -1120,22 +1123,34 @@ export class StorageNode implements PgClient {
    * (dead, partitioned away) is skipped: it leads nothing that can commit without the others.
    */
   private async groupsNamingEverywhere(id: number): Promise<number[]> {
-    const peers = [...this.connectedNodes()];
+    const asked = await this.askNodes([this.id, ...this.connectedNodes()], 'groupsNaming', { id }, () => this.groupsNaming(id));
     const silent: number[] = [];
-    const lists = await Promise.all(
-      peers.map((peer) =>
-        this.transport.request(String(peer), 'groupsNaming', { id }, groupsListingTimeoutMs).then(
-          (r) => (Array.isArray(r) ? (r as unknown[]).filter((x): x is number => Number.isSafeInteger(x)) : []),
-          (err) => {
-            this.log.debug('a node did not list its PG configurations', { nodeId: peer, err });
-            if (peer !== id && this.transport.isConnected(String(peer))) silent.push(peer);
-            return [] as number[];
-          },
-        ),
-      ),
-    );
+    const groups = new Set<number>();
+    for (const [peer, a] of asked) {
+      if ('error' in a) {
+        this.log.debug('a node did not list its PG configurations', { nodeId: peer, err: a.error });
+        if (peer !== id && this.transport.isConnected(String(peer))) silent.push(peer);
+      } else if (Array.isArray(a.answer)) {
+        for (const x of a.answer as unknown[]) if (Number.isSafeInteger(x)) groups.add(x as number);
+      }
+    }
     if (silent.length > 0) throw new Unavailable(`node ${silent.join(', ')} did not list its PG configurations in time`);
-    return [...new Set([...this.groupsNaming(id), ...lists.flat()])].sort((a, b) => a - b);
+    return [...groups].sort((a, b) => a - b);
+  }
+
+  /**
+   * Asks each of `nodes` the peer request `op` at once (a dead node costs one timeout, not one
+   * per node); this node, if among them, answers through `local` instead. Each node's answer,
+   * or the error its request failed with (unreachable, timed out, refused).
+   */
+  private async askNodes(nodes: readonly number[], op: string, args: Record<string, unknown>, local: () => unknown): Promise<Map<number, { answer: unknown } | { error: unknown }>> {
+    const settled = await Promise.allSettled(nodes.map(async (id) => (id === this.id ? local() : this.transport.request(String(id), op, args, groupsListingTimeoutMs))));
+    const out = new Map<number, { answer: unknown } | { error: unknown }>();
+    nodes.forEach((id, i) => {
+      const s = settled[i];
+      out.set(id, s.status === 'fulfilled' ? { answer: s.value } : { error: s.reason as unknown });
+    });
+    return out;
   }
 
   /** Removes `id` from group 0's configuration (this node leads it) and waits until that commits. */
@@ -1847,3 +1862,9 @@ function latestConfNames(g: Group, id: number): boolean {
 }
 
 export { parseHostPort };
+
+/** `CODE: message` of an error a peer request failed with, for a refusal that names it. */
+function describeError(err: unknown): string {
+  if (err instanceof RaftblockError) return `${err.code}: ${err.message}`;
+  return err instanceof Error ? err.message : String(err);
+}

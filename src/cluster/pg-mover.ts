@@ -41,6 +41,7 @@ import { metadataGroupId, pgOfGroup, groupsOfNode, type ClusterMap, type NodeId,
 import { bootstrapMembership, joinerMembership, loadMembership, membershipAt, saveMembership, type SavedMembership } from './pg-membership.js';
 import { confMatchesTarget, planMove } from './pg-move-plan.js';
 import { judgeRebuild } from './pg-rebuild-check.js';
+import type { ReplicaHolding } from './pg-reset-check.js';
 
 export const maxMovesPerNode = 4;
 export const moveIntervalMs = 300;
@@ -552,11 +553,11 @@ export class PgMover {
   }
 
   /**
-   * What this node holds of PG group `g`, for a reset (map.ts resetPg): 'held' (started, but
-   * waiting for a rebuild, with nothing in the WAL), 'none' (no state at all), or 'state' (a
+   * What this node holds of PG group `g`, for a reset (pg-reset-check.ts): 'held' (started,
+   * but waiting for a rebuild, with nothing in the WAL), 'none' (no state at all), or 'state' (a
    * log, a membership or a running replica: it may hold acknowledged data).
    */
-  async replicaState(g: number): Promise<'held' | 'none' | 'state'> {
+  async replicaState(g: number): Promise<ReplicaHolding> {
     const group = this.d.host.groups.get(g);
     const logged = this.d.wal.groupIds().includes(g);
     if (group) return group.repairing && !logged ? 'held' : 'state';

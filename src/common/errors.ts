@@ -172,6 +172,17 @@ export class PgNotLost extends RaftblockError {
   }
 }
 
+/**
+ * A PG reset was asked for and a node of the map could not be asked what it holds of the PG
+ * (down, partitioned away, or it failed to answer): it may still run the PG, so whether every
+ * replica lost its data cannot be told. The message names the node.
+ */
+export class PgLossUnconfirmed extends RaftblockError {
+  constructor(message: string) {
+    super('PG_LOSS_UNCONFIRMED', message);
+  }
+}
+
 /** A change to the metadata group's voters (group 0) would leave it without a quorum. */
 export class MetaQuorumAtRisk extends RaftblockError {
   constructor(message: string) {

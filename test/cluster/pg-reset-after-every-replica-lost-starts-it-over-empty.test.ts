@@ -4,8 +4,9 @@
  * empty. Its replicas of those PGs wait to be rebuilt from a leader that no longer exists, so
  * their blocks cannot be read. `raftblock pool reset-pg POOL N --accept-data-loss` starts each
  * over, empty: its blocks read as zeros and take writes again, every other PG keeps its data.
- * The reset is refused without --accept-data-loss, and (PG_NOT_LOST) for a PG a replica of
- * which holds state (every replica's node is asked first).
+ * The reset is refused without --accept-data-loss, (PG_NOT_LOST) for a PG a replica of
+ * which holds state, and (PG_LOSS_UNCONFIRMED) while a node of the map cannot be asked what it
+ * holds of the PG (every node of the map is asked first, not only the PG's replicas).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -58,9 +59,21 @@ test('a PG whose every replica lost its data is reset by the operator: empty, wr
   const notLost = await runCli(['pool', 'reset-pg', 'single', String(kept), '--accept-data-loss', '--server', http]);
   assert.notEqual(notLost.code, 0);
   assert.match(notLost.stderr, /holds state of it.*PG_NOT_LOST/);
+  // Refused while a node that is no replica of the PG cannot be asked (it might still run it);
+  // the node is named.
+  const bystander = victim === 2 ? 3 : 2;
+  await cluster.node(bystander).kill9();
+  const unconfirmed = await runCli(['pool', 'reset-pg', 'single', String(first), '--accept-data-loss', '--server', http]);
+  assert.notEqual(unconfirmed.code, 0);
+  assert.match(unconfirmed.stderr, new RegExp(`node ${bystander} could not be asked what it holds of it.*PG_LOSS_UNCONFIRMED`));
+  await cluster.node(bystander).start();
 
   for (const pg of lostPgs) {
-    const r = await runCli(['pool', 'reset-pg', 'single', String(pg), '--accept-data-loss', '--server', http, '--json']);
+    // The first waits for group 0's leader to reach the restarted node again.
+    const r = await waitFor(`the reset of PG single/${pg}`, 30_000, async () => {
+      const r = await runCli(['pool', 'reset-pg', 'single', String(pg), '--accept-data-loss', '--server', http, '--json']);
+      return r.code !== 0 && r.stderr.includes('PG_LOSS_UNCONFIRMED') ? undefined : r;
+    });
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual((JSON.parse(r.stdout) as { replicas: number[] }).replicas, [victim]);
   }
