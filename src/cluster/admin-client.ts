@@ -19,7 +19,8 @@
  *                                         409 PG_LOSS_UNCONFIRMED while a node of the map
  *                                         (not one being replaced) cannot be asked
  *   GET    /v1/groups/{groupId}/digest   → GroupDigest     checksum of this replica's data
- *                                         (verifyPgs asks every replica of every PG: pool verify)
+ *                                         (verifyPgs asks every replica of every PG: pool verify),
+ *                                         or { restoring: true } during a snapshot restore
  *   POST   /v1/groups/{groupId}/rebuild  → RebuildReplicaResponse  this node's replica is held
  *                                         and rebuilt from the PG's leader (pool repair);
  *                                         body { sources?: [ids] }: refused 409 REPAIR_REFUSED
@@ -205,16 +206,20 @@ export interface PoolResponse {
  * every extent of the group in a canonical order (extent key ascending, unallocated ranges
  * hashed as zeros, so two replicas with the same bytes agree however they were written,
  * trimmed or snapshotted). Replicas of a quiet group at the same applied index must agree.
+ * A replica restoring a snapshot, or that began one while it was read, answers `restoring`
+ * instead: no state of it was read (pg-digest.ts); ask again.
  */
-export interface GroupDigest {
-  groupId: number;
-  nodeId: NodeId;
-  appliedIndex: number;
-  /** The applied index once the read ended: another than `appliedIndex`, writes were applied meanwhile. */
-  appliedIndexAfter?: number;
-  /** Hex string. */
-  digest: string;
-}
+export type GroupDigest =
+  | {
+      groupId: number;
+      nodeId: NodeId;
+      appliedIndex: number;
+      /** The applied index once the read ended: another than `appliedIndex`, writes were applied meanwhile. */
+      appliedIndexAfter?: number;
+      /** Hex string. */
+      digest: string;
+    }
+  | { groupId: number; nodeId: NodeId; restoring: true };
 
 /** POST /v1/groups/{groupId}/rebuild: this node's replica of the group is held and being rebuilt. */
 export interface RebuildReplicaResponse {
@@ -669,8 +674,9 @@ export class AdminClient {
 
   /**
    * Compares the replicas of every PG (of `pool`, or of every pool; only PG `pgIndex` if
-   * given): each replica's node is asked for its digest, and a PG being written is asked
-   * again, up to `attempts` times (see pg-verify.ts). Reads every replica's data in full.
+   * given): each replica's node is asked for its digest, and a PG being written, or with a
+   * replica restoring a snapshot, is asked again, up to `attempts` times (see pg-verify.ts).
+   * Reads every replica's data in full.
    */
   async verifyPgs(opts: { pool?: string; pgIndex?: number; attempts?: number; pauseMs?: number } = {}): Promise<PgVerifyResult[]> {
     const map = await this.map();
@@ -688,7 +694,7 @@ export class AdminClient {
         for (let attempt = 1; attempt <= attempts; attempt++) {
           const answers = await Promise.all(replicas.map((id) => this.replicaDigest(map, id, groupId)));
           verdict = judgeReplicas(answers);
-          if (verdict.result !== 'busy') break;
+          if (verdict.result !== 'busy' && verdict.result !== 'restoring') break;
           if (attempt < attempts) await new Promise((r) => setTimeout(r, opts.pauseMs ?? 500));
         }
         out.push({ pool: pool.name, pgIndex, groupId, replicas: [...replicas], ...verdict });
@@ -726,6 +732,7 @@ export class AdminClient {
     try {
       // A digest reads the whole replica: far longer than a status call.
       const d = await this.clientOf(node.addresses.http, Math.max(this.timeoutMs, 600_000)).groupDigest(groupId);
+      if ('restoring' in d) return { nodeId, restoring: true };
       return { nodeId, appliedIndex: d.appliedIndex, appliedIndexAfter: d.appliedIndexAfter, digest: d.digest };
     } catch (err) {
       return { nodeId, error: err instanceof Error ? err.message : String(err) };

@@ -14,7 +14,7 @@
  * another cluster (transport.ts). A node.json from before ids has none: such a node takes any
  * peer until it learns the id from the map, which group 0's leader gives one (ensureClusterId).
  */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { RequestIdSource } from '../common/request-id.js';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -37,12 +37,13 @@ import { maxPieceBytes, splitRange } from '../gateway/split.js';
 import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover, targetOf } from './pg-mover.js';
 import { isReplicaHolding, pgResetRefusal, type HoldingAnswer } from './pg-reset-check.js';
+import { digestReplica } from './pg-digest.js';
 import { LeaderAffinity } from './leader-affinity.js';
 import { defaultDownOut } from './down-out.js';
 import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxNodeId, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfExtent, pgOfGroup, metaCommandKey, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxNodeId, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfGroup, metaCommandKey, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, DomainIndex, isHealthyMember, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { isAnsweredError, Transport } from './transport.js';
@@ -1774,39 +1775,11 @@ export class StorageNode implements PgClient {
     return { nodeId: this.id, clusterId: this.clusterId || undefined, epoch: this.epoch, uptimeMs: Math.round(performance.now() - this.startedMs), groups };
   }
 
-  /** A checksum of this replica's extents (canonical order, holes as zeros); see admin-client.ts. */
+  /** A checksum of this replica's extents (canonical order, holes as zeros); see pg-digest.ts. */
   async groupDigest(groupId: number): Promise<GroupDigest> {
     const store = this.stores.get(groupId);
     if (!store) throw new NotFound(`group ${groupId} is not on node ${this.id}`);
-    // Its files are being replaced: no state to checksum (ask again once it has caught up).
-    if (store.holdsPartialImage) throw new Unavailable(`group ${groupId} on node ${this.id} is restoring a snapshot`);
-    const map = this.map();
-    const { poolId, pgIndex } = pgOfGroup(groupId);
-    const pool = map.pools.find((p) => p.id === poolId);
-    if (!pool) throw new NotFound(`pool ${poolId} is not in the map`);
-    const appliedIndex = store.appliedIndex;
-    const hash = createHash('sha256');
-    const chunk = Buffer.allocUnsafe(1024 * 1024);
-    const key = Buffer.alloc(16);
-    for (const v of map.volumes.filter((x) => x.pool === pool.name).sort((x, y) => x.id - y.id)) {
-      const extents = Math.ceil(v.sizeBytes / v.extentBytes);
-      for (let e = 0; e < extents; e++) {
-        if (pgOfExtent(v.id, e, pool.pgCount) !== pgIndex) continue;
-        key.writeUInt32BE(v.id, 0);
-        key.writeUIntBE(e, 4, 6);
-        hash.update(key);
-        const start = e * v.extentBytes;
-        const end = Math.min(v.sizeBytes, start + v.extentBytes);
-        for (let at = start; at < end; at += chunk.length) {
-          const len = Math.min(chunk.length, end - at);
-          await store.read(v.id, at, len, chunk);
-          hash.update(chunk.subarray(0, len));
-        }
-      }
-    }
-    // Applies that ran during the read changed what was read: the caller compares replicas
-    // only when this equals appliedIndex (pg-verify.ts).
-    return { groupId, nodeId: this.id, appliedIndex, appliedIndexAfter: store.appliedIndex, digest: hash.digest('hex') };
+    return digestReplica(store, this.map(), groupId, this.id);
   }
 
   health(): string | null {

@@ -3,13 +3,17 @@
  * digest (node.ts groupDigest: a checksum over every extent of the PG, holes as zeros) is
  * comparable with another's only when both describe the same state, that is the same applied
  * index at the start and at the end of the read (an apply in between changes what was read).
- * Pure: the client gathers the digests (admin-client.ts verifyPgs) and retries a busy PG.
+ * A replica restoring a snapshot has no state to compare (pg-digest.ts): it is asked again,
+ * like a busy PG. Pure: the client gathers the digests (admin-client.ts verifyPgs) and
+ * retries a busy or restoring PG.
  */
 import type { NodeId } from '../raft/index.js';
 
 /** One replica's answer, or why it has none. */
 export type ReplicaDigest =
   | { nodeId: NodeId; appliedIndex: number; appliedIndexAfter?: number; digest: string }
+  /** It was restoring a snapshot, or began one while it was read: no state of it was read (pg-digest.ts). */
+  | { nodeId: NodeId; restoring: true }
   | { nodeId: NodeId; error: string };
 
 export type PgVerdict =
@@ -22,6 +26,8 @@ export type PgVerdict =
   | { result: 'mismatch'; appliedIndex: number; groups: { digest: string; nodeIds: NodeId[] }[] }
   /** Writes were being applied (indexes differ or moved): nothing to conclude; ask again. */
   | { result: 'busy'; appliedIndexes: Record<NodeId, number> }
+  /** These replicas were restoring a snapshot; those that did answer agree: ask again. */
+  | { result: 'restoring'; nodeIds: NodeId[] }
   /** Some replica gave no digest; those that did agree (or are busy). */
   | { result: 'incomplete'; errors: Record<NodeId, string> };
 
@@ -43,6 +49,9 @@ export function judgeReplicas(answers: readonly ReplicaDigest[]): PgVerdict {
     }
   }
   if (Object.keys(errors).length > 0) return { result: 'incomplete', errors };
+  // Its applied index will move when its restore ends: as a write under way, never a mismatch.
+  const restoring = answers.filter((a) => 'restoring' in a).map((a) => a.nodeId);
+  if (restoring.length > 0) return { result: 'restoring', nodeIds: restoring.sort((x, y) => x - y) };
   if (!comparable) {
     const appliedIndexes: Record<NodeId, number> = {};
     for (const a of ok) appliedIndexes[a.nodeId] = a.appliedIndexAfter ?? a.appliedIndex;

@@ -141,6 +141,8 @@ export class PgStore {
   private restoring = false;
   /** The restore marker at open was an operator's rebuild (markForRebuild), not a restore's. */
   private rebuildAsked = false;
+  /** Restores begun on this store (see restoresBegun). */
+  private restoresBegunCount = 0;
   /**
    * Volumes deleted from the cluster map (see dropVolume): their files are gone and are never
    * opened or created again, so commands for them still in the log change nothing.
@@ -222,6 +224,16 @@ export class PgStore {
    */
   get holdsPartialImage(): boolean {
     return this.restoring;
+  }
+
+  /**
+   * How many restores have begun on this store, counted the moment beginRestore is called. A
+   * reader of the whole state (a digest) that finds it moved read files a restore was wiping
+   * and refilling, which the applied index does not show: it keeps its old value until the
+   * restore ends, and may end where it was (a rebuild to the index the replica had).
+   */
+  get restoresBegun(): number {
+    return this.restoresBegunCount;
   }
 
   /** Why holdsPartialImage was true at open: a restore cut short, or a rebuild asked for. */
@@ -763,6 +775,8 @@ export class PgStore {
     // A checkpoint under way took the applied index from before: it would record it over the
     // image's. The owner orders them (the host's installSnapshot waits for the checkpoint).
     assert(this.checkpointsRunning === 0, `PG ${this.groupId}: a restore began while a checkpoint runs`);
+    // Before anything is replaced, in the caller's synchronous step (see restoresBegun).
+    this.restoresBegunCount++;
     this.restoredRecent = undefined;
     await this.markRestoring();
     assert(this.filesRemoval === null, 'two restores at once');

@@ -49,6 +49,20 @@ test('different or moving indexes are busy, never a mismatch; errors leave the P
   );
 });
 
+test('a replica restoring a snapshot makes the PG restoring, asked again like a busy one, never a mismatch; a mismatch among the others still shows', () => {
+  const restoring = (nodeId: number): ReplicaDigest => ({ nodeId, restoring: true });
+  assert.deepEqual(judgeReplicas([at(1, 9, 'a'), restoring(3), at(2, 9, 'a')]), { result: 'restoring', nodeIds: [3] });
+  assert.deepEqual(judgeReplicas([restoring(2), at(1, 9, 'a')]), { result: 'restoring', nodeIds: [2] });
+  assert.deepEqual(judgeReplicas([restoring(3), restoring(1)]), { result: 'restoring', nodeIds: [1, 3] });
+  // Beside writes under way: the restore will move its index anyway.
+  assert.deepEqual(judgeReplicas([at(1, 9, 'a'), at(2, 8, 'b'), restoring(3)]), { result: 'restoring', nodeIds: [3] });
+  // Two settled replicas at one index that disagree do so whatever the third does.
+  assert.equal(judgeReplicas([at(1, 9, 'a'), at(2, 9, 'b'), restoring(3)]).result, 'mismatch');
+  // A replica that gave no answer leaves the PG incomplete (not asked again).
+  assert.deepEqual(judgeReplicas([at(1, 9, 'a'), restoring(2), { nodeId: 3, error: 'down' }]), { result: 'incomplete', errors: { 3: 'down' } });
+  assert.deepEqual(repairSources({ result: 'restoring', nodeIds: [3] }, [1, 2, 3], 2), { ok: true });
+});
+
 test('a repair rebuilds only an odd replica, and only from the majority\'s copy', () => {
   const oddThree = judgeReplicas([at(1, 9, 'aa'), at(2, 9, 'aa'), at(3, 9, 'bb')]);
   assert.deepEqual(repairSources(oddThree, [1, 2, 3], 3), { ok: true, sources: [1, 2] });
@@ -83,6 +97,11 @@ test('pool verify prints one row per PG and exits 1 on any mismatch, else 3 when
   assert.match(text, /p\s+1\s+11\s+1,2,3\s+-\s+not compared: writes under way \(applied 1:5 2:6\)/);
   assert.match(text, /p\s+2\s+12\s+1,2,3\s+9\s+MISMATCH: nodes 1,2 hold aaaaaaaaaaaa; node 3 holds bbbbbbbbbbbb/);
   assert.match(text, /3 PGs: 1 consistent, 1 mismatched, 1 not compared/);
+  const restoring = { ...base, pgIndex: 3, groupId: 13, result: 'restoring' as const, nodeIds: [2] };
+  assert.equal(verifyExitCode([ok, restoring]), 3);
+  const withRestoring = renderVerify([ok, restoring]);
+  assert.match(withRestoring, /p\s+3\s+13\s+1,2,3\s+-\s+not compared: node 2 restoring a snapshot/);
+  assert.match(withRestoring, /2 PGs: 1 consistent, 0 mismatched, 1 not compared/);
   const { renderRepairs } = await import('../../src/cli/commands/pool.js');
   const repairs = renderRepairs(
     [{ pool: 'p', pgIndex: 2, groupId: 12, nodeId: 3, leader: 1, verdictBefore: 'mismatch', appliedIndex: 9, elapsedMs: 1234 }],

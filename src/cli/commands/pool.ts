@@ -40,7 +40,7 @@ export function summarizePools(map: ClusterMap): PoolSummary[] {
 
 /** Exit status of `pool verify` when replicas disagree (errors exit 2, as for every command). */
 export const verifyMismatchExit = 1;
-/** ... when some PG could not be compared (a replica unreachable, or writes never paused). */
+/** ... when some PG could not be compared (a replica unreachable or restoring a snapshot, or writes never paused). */
 export const verifyIncompleteExit = 3;
 
 /** One line per PG: what `pool verify` found. */
@@ -61,6 +61,9 @@ export function renderVerify(results: readonly PgVerifyResult[]): string {
       case 'busy':
         result = `not compared: writes under way (applied ${Object.entries(r.appliedIndexes).map(([n, i]) => `${n}:${i}`).join(' ')})`;
         break;
+      case 'restoring':
+        result = `not compared: node ${r.nodeIds.join(', ')} restoring a snapshot (verify again once it has caught up)`;
+        break;
       case 'incomplete':
         result = 'not compared: ' + Object.entries(r.errors).map(([n, e]) => `node ${n}: ${e}`).join('; ');
         break;
@@ -68,7 +71,7 @@ export function renderVerify(results: readonly PgVerifyResult[]): string {
     rows.push([r.pool, String(r.pgIndex), String(r.groupId), r.replicas.join(','), applied, result]);
   }
   const bad = results.filter((r) => r.result === 'mismatch').length;
-  const open = results.filter((r) => r.result === 'busy' || r.result === 'incomplete').length;
+  const open = results.filter((r) => r.result === 'busy' || r.result === 'restoring' || r.result === 'incomplete').length;
   return `${table(rows)}
 ${results.length} PGs: ${results.length - bad - open} consistent, ${bad} mismatched, ${open} not compared
 `;
