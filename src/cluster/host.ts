@@ -178,8 +178,8 @@ const repairRetryMs = 1000;
 export const defaultTickMs = 100;
 export const defaultKeepBytesAfterCheckpoint = 4 * 1024 * 1024;
 export const defaultElectionTicks = 10;
-/** Raft log instances are drawn from [1, this): randomInt's widest range, and a safe integer on the wire. */
-const maxIncarnation = 2 ** 47;
+/** Raft log instances (Config.logInstance) are drawn from [1, this): randomInt's widest range, and a safe integer on the wire. */
+const maxLogInstance = 2 ** 47;
 /*
  * A group's next Ready is taken while the WAL is still writing the previous one, so its new
  * entries reach the WAL (and, on a leader, its followers) without waiting a whole device
@@ -549,7 +549,7 @@ export class MultiRaftHost {
     cfg.applied = applied;
     // Every Raft node started here is a new instance of this replica's log for its leader:
     // one retired and started again empty must not inherit what the old one acknowledged.
-    cfg.incarnation = randomInt(1, maxIncarnation);
+    cfg.logInstance = randomInt(1, maxLogInstance);
     return cfg;
   }
 

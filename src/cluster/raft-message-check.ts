@@ -57,7 +57,7 @@ export function isWellFormedMessage(m: unknown, sender: number, self: number): m
     case 'app':
       return echo && count(x.index) && count(x.logTerm) && count(x.commit) && Array.isArray(x.entries) && x.entries.length <= maxEntriesPerMessage && x.entries.every(entry);
     case 'appResp':
-      return echo && typeof x.reject === 'boolean' && count(x.index) && count(x.rejectHint) && count(x.logTerm) && optionalCount(x.incarnation);
+      return echo && typeof x.reject === 'boolean' && count(x.index) && count(x.rejectHint) && count(x.logTerm) && optionalCount(x.logInstance);
     case 'vote':
     case 'preVote':
       return count(x.index) && count(x.logTerm) && typeof x.transfer === 'boolean';
@@ -83,7 +83,7 @@ export function isWellFormedMessage(m: unknown, sender: number, self: number): m
       );
     }
     case 'snapResp':
-      return echo && count(x.index) && count(x.offset) && typeof x.reject === 'boolean' && optionalCount(x.incarnation);
+      return echo && count(x.index) && count(x.offset) && typeof x.reject === 'boolean' && optionalCount(x.logInstance);
     case 'timeoutNow':
       return true;
     default:

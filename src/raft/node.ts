@@ -810,7 +810,7 @@ export class RaftNode {
 
   private handleHeartbeat(m: MsgHeartbeat): void {
     // The commit is min(leader commit, our match as the leader knows it), and that match may
-    // come from a previous instance of this member's log (Config.incarnation) that held more
+    // come from a previous instance of this member's log (Config.logInstance) that held more
     // than this one: the leader learns of the new instance from our next append answer. Until
     // then, committing up to our own last index is still safe: every entry we hold past our
     // snapshot came from this leader (our term, kept across instances, is at least the one
@@ -818,7 +818,7 @@ export class RaftNode {
     const last = this.log.lastIndex();
     this.log.commitTo(Math.min(m.commit, last));
     this.send({ type: 'heartbeatResp', from: this.id, to: m.from, term: this.term, seq: m.seq, tick: m.tick });
-    if (m.commit > last && this.cfg.incarnation !== 0) {
+    if (m.commit > last && this.cfg.logInstance !== 0) {
       // A heartbeat answer names no instance (it travels as a bare row), and a leader that
       // believes we hold `m.commit` sends no append to ask: refuse the append it believes
       // matched, which names ours.
@@ -887,7 +887,7 @@ export class RaftNode {
     if (!pr) return;
     switch (m.type) {
       case 'appResp': {
-        const forgot = this.noteIncarnation(pr, m.incarnation);
+        const forgot = this.noteLogInstance(pr, m.logInstance);
         this.noteAck(pr, m);
         this.handleAppendResponse(pr, m);
         // A rejection meant for the old instance is stale now: probe the new one at once.
@@ -899,7 +899,7 @@ export class RaftNode {
         this.handleHeartbeatResponse(pr, m);
         return;
       case 'snapResp': {
-        const forgot = this.noteIncarnation(pr, m.incarnation);
+        const forgot = this.noteLogInstance(pr, m.logInstance);
         this.noteAck(pr, m);
         if (forgot) this.sendAppend(pr, true);
         else this.handleSnapshotResponse(pr, m);
@@ -911,14 +911,14 @@ export class RaftNode {
   }
 
   /**
-   * The instance of `pr`'s log an answer comes from (Config.incarnation). Another one than
+   * The instance of `pr`'s log an answer comes from (Config.logInstance). Another one than
    * `pr.match` was acknowledged by has lost what that one held: its progress starts over.
    * Returns true when it did.
    */
-  private noteIncarnation(pr: Progress, incarnation: number | undefined): boolean {
-    if (incarnation === undefined || incarnation === 0 || incarnation === pr.incarnation) return false;
-    const heardBefore = pr.incarnation !== 0;
-    pr.incarnation = incarnation;
+  private noteLogInstance(pr: Progress, logInstance: number | undefined): boolean {
+    if (logInstance === undefined || logInstance === 0 || logInstance === pr.logInstance) return false;
+    const heardBefore = pr.logInstance !== 0;
+    pr.logInstance = logInstance;
     if (!heardBefore) return false;
     pr.forgetLog(this.log.lastIndex() + 1);
     return true;
@@ -1183,7 +1183,7 @@ export class RaftNode {
 
   private send(m: Message): void {
     assert(m.to !== this.id, 'message to self');
-    if ((m.type === 'appResp' || m.type === 'snapResp') && this.cfg.incarnation !== 0) m.incarnation = this.cfg.incarnation;
+    if ((m.type === 'appResp' || m.type === 'snapResp') && this.cfg.logInstance !== 0) m.logInstance = this.cfg.logInstance;
     assert(m.term <= this.term || m.type === 'preVote' || m.type === 'preVoteResp', `message of future term ${m.term} at term ${this.term}`);
     if (this.msgs.length >= maxQueuedMessages) {
       this.droppedMessages++;

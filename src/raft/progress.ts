@@ -74,8 +74,8 @@ export class Progress {
   ackTick = Number.NEGATIVE_INFINITY;
   /** Largest leader seq echoed back in this term (ReadIndex rounds). */
   ackSeq = 0;
-  /** The instance of the member's log `match` was acknowledged by (Config.incarnation); 0: none heard. */
-  incarnation = 0;
+  /** The instance of the member's log `match` was acknowledged by (Config.logInstance); 0: none heard. */
+  logInstance = 0;
 
   constructor(
     readonly id: NodeId,

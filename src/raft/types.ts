@@ -113,8 +113,8 @@ export interface MsgAppResp extends MsgBase, LeaderEcho {
   rejectHint: number;
   /** Rejected: the follower's term at `rejectHint` (conflict-term hint), 0 if unknown. */
   logTerm: number;
-  /** The answering instance of the follower's log (Config.incarnation); absent: none. */
-  incarnation?: number;
+  /** The answering instance of the follower's log (Config.logInstance); absent: none. */
+  logInstance?: number;
 }
 
 export interface MsgVote extends MsgBase {
@@ -158,8 +158,8 @@ export interface MsgSnapResp extends MsgBase, LeaderEcho {
   /** Bytes received contiguously so far (the next offset wanted); on reject, restart here. */
   offset: number;
   reject: boolean;
-  /** The answering instance of the follower's log (Config.incarnation); absent: none. */
-  incarnation?: number;
+  /** The answering instance of the follower's log (Config.logInstance); absent: none. */
+  logInstance?: number;
 }
 
 /** Leadership transfer: the target campaigns at once, ignoring its election timer. */
@@ -291,7 +291,7 @@ export interface Config {
    * instance's will do; a restart with the log intact may keep it or not (a new one costs
    * the leader one probe).
    */
-  incarnation: number;
+  logInstance: number;
   rng: Rng;
   unsafe?: UnsafeFlags;
 }
@@ -317,7 +317,7 @@ export function defaultConfig(id: NodeId, rng: Rng): Config {
     leaseTicks: 7,
     maxClockDriftTicks: 2,
     applied: 0,
-    incarnation: 0,
+    logInstance: 0,
     rng,
   };
 }

@@ -170,7 +170,7 @@ export class SimCluster {
     const cfg = this.config(n.id);
     cfg.applied = snap.metadata.index;
     // Each boot is a new instance of the node's log to its leader, as the host's are.
-    cfg.incarnation = n.incarnation + 1;
+    cfg.logInstance = n.incarnation + 1;
     n.raft = new RaftNode(cfg, n.storage);
     n.outstanding = [];
     n.proposals.clear();

@@ -22,7 +22,7 @@ function cluster(ids: number[]): Map<number, { raft: RaftNode; storage: MemorySt
   const out = new Map<number, { raft: RaftNode; storage: MemoryStorage }>();
   for (const id of ids) {
     const storage = new MemoryStorage(ids);
-    out.set(id, { raft: new RaftNode(defaultConfig(id, new SeededRng(id)), storage), storage });
+    out.set(id, { raft: new RaftNode({ ...defaultConfig(id, new SeededRng(id)), logInstance: 100 + id }, storage), storage });
   }
   return out;
 }
@@ -95,5 +95,13 @@ test('malformed messages and messages speaking for another node are refused', ()
     [app],
   ]) {
     assert.ok(!check(bad, 2, 1), `accepted ${JSON.stringify(bad)}`);
+  }
+  // An answer names the instance of its sender's log, or nothing (a build before the field).
+  const appResp = { type: 'appResp', from: 2, to: 1, term: 3, reject: false, index: 6, rejectHint: 0, logTerm: 0, seq: 1, tick: 7 };
+  const snapResp = { type: 'snapResp', from: 2, to: 1, term: 3, index: 9, offset: 0, reject: false, seq: 1, tick: 7 };
+  for (const resp of [appResp, snapResp]) {
+    assert.ok(check(resp, 2, 1));
+    assert.ok(check({ ...resp, logInstance: 2 ** 40 }, 2, 1));
+    for (const logInstance of [-1, 1.5, '7', null]) assert.ok(!check({ ...resp, logInstance }, 2, 1), `accepted logInstance ${String(logInstance)} on ${resp.type}`);
   }
 });
