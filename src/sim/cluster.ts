@@ -10,7 +10,7 @@ import { RaftblockError } from '../common/errors.js';
 import { RaftNode } from '../raft/node.js';
 import { SeededRng } from '../raft/rng.js';
 import { MemoryStorage } from '../raft/storage.js';
-import { type Config, type ConfChange, EntryType, type Message, type NodeId, type Ready, type UnsafeFlags, defaultConfig } from '../raft/types.js';
+import { type Config, type ConfChange, type ConfState, EntryType, type Message, type NodeId, type Ready, type UnsafeFlags, defaultConfig } from '../raft/types.js';
 import { leavesBeforePersist } from '../raft/early-send.js';
 import { Invariants } from './invariants.js';
 import { type KvCommand, KvStateMachine, decodeCommand, encodeCommand } from './kv.js';
@@ -145,7 +145,7 @@ export class SimCluster {
   }
 
   /** What happened, for coverage reports. */
-  readonly counts = { crashes: 0, tornWrites: 0, pauses: 0, snapshotsInstalled: 0, confChanges: 0, transfers: 0, elections: 0, rebuilds: 0 };
+  readonly counts = { crashes: 0, tornWrites: 0, pauses: 0, snapshotsInstalled: 0, confChanges: 0, transfers: 0, elections: 0, rebuilds: 0, retirements: 0 };
 
   /** Reads answered by lease and by ReadIndex, over every incarnation of every node. */
   readonly reads = { lease: 0, readIndex: 0 };
@@ -244,6 +244,34 @@ export class SimCluster {
     this.boot(n);
     this.counts.rebuilds++;
     this.note(`rebuilt ${id} from leader ${l.id} at ${index}`);
+    return true;
+  }
+
+  /**
+   * Retires a node the group removed, as the PG mover retires a replica: the leader's committed
+   * and latest configurations and the node's own leave it out. Its log is dropped (its term
+   * and vote kept, as the WAL keeps a retired group's hard state) and it starts again empty, a
+   * joiner and a new instance of its log, filled by the leader's snapshot once it is added
+   * back. Its messages already in flight are still delivered: acknowledgements of the old
+   * instance may reach a leader that has added the node back since.
+   */
+  retire(id: NodeId): boolean {
+    const l = this.leader();
+    const n = this.node(id);
+    if (!l || !n.up || !n.raft || l.id === id) return false;
+    const names = (cs: ConfState): boolean => cs.voters.includes(id) || cs.votersOutgoing.includes(id) || cs.learners.includes(id) || cs.learnersNext.includes(id);
+    const latest = Number.MAX_SAFE_INTEGER;
+    if (names(l.raft.confStateAt(l.raft.committed)) || names(l.raft.confStateAt(latest)) || names(n.raft.confStateAt(latest))) return false;
+    const hs = n.storage.hardState;
+    this.crash(id);
+    const storage = new MemoryStorage([]);
+    storage.setHardState({ term: hs.term, vote: hs.vote, commit: 0 });
+    n.storage = storage;
+    n.up = true;
+    this.inv.logDropped(id);
+    this.boot(n);
+    this.counts.retirements++;
+    this.note(`retired ${id} (removed as of leader ${l.id}'s commit ${l.raft.committed}): empty, a new instance of its log`);
     return true;
   }
 

@@ -85,6 +85,12 @@ export class Invariants {
     if (commit > this.maxCommitted) this.maxCommitted = commit;
   }
 
+  /** A node's log was dropped on purpose (a retired replica): its commit starts over from 0. */
+  logDropped(id: NodeId): void {
+    this.commitSeen.set(id, 0);
+    this.durableCommitSeen.set(id, 0);
+  }
+
   /** A node restarted: its in-memory commit restarts from the durable one. */
   restarted(id: NodeId, durableCommit: number): void {
     const prev = this.durableCommitSeen.get(id) ?? 0;

@@ -222,9 +222,13 @@ export class Nemesis {
     } else if (r < 72) {
       const up = c.upNodes();
       if (up.length > 0) c.crash(up[this.rng.nextInt(up.length)].id);
-    } else if (r < 85) {
+    } else if (r < 82) {
       for (const n of c.nodes) if (!n.up) c.restart(n.id);
-    } else if (r < 92) {
+    } else if (r < 88) {
+      // Retire a removed node (its log dropped), which the next addLearner may bring back.
+      const out = this.shuffled(ids).find((id) => c.retire(id));
+      if (out === undefined) c.note('retire: no removed node to retire');
+    } else if (r < 93) {
       const l = c.leader();
       if (l) {
         const voters = l.raft.status().confState.voters.filter((v) => v !== l.id);
