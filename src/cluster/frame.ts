@@ -24,7 +24,7 @@
  * raft-message-check), its shape here. Raft does not depend on the order of messages.
  */
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
-import { ProtocolError } from '../common/errors.js';
+import { AssertionFailed, ProtocolError } from '../common/errors.js';
 
 /** Largest frame accepted or sent; bounds the memory one peer can make us hold. */
 export const maxFrameBytes = 64 * 1024 * 1024;
@@ -460,6 +460,14 @@ function checkHeadItems(b: Uint8Array, limit: number): void {
 }
 
 /**
+ * Whether a msgpack token starts a map (fixmap, map16, map32): a head is a map (validate), and
+ * its first byte says so before the rest of the frame has arrived.
+ */
+function isMapToken(t: number): boolean {
+  return (t >= 0x80 && t <= 0x8f) || t === 0xde || t === 0xdf;
+}
+
+/**
  * Incremental decoder for one connection's byte stream. `push` returns the complete frames;
  * a malformed or oversized frame throws ProtocolError (the caller closes that connection).
  */
@@ -475,17 +483,22 @@ export class FrameDecoder {
     }
     const frames: Frame[] = [];
     for (;;) {
+      // The frame's front (its length, its head's length, the head's first byte) is checked as
+      // soon as each has arrived, not once the whole frame has: a frame that cannot be valid
+      // was otherwise buffered whole, up to maxFrameBytes, before it was refused.
       if (this.buffered < headerBytes) break;
-      const bodyBytes = this.readHeader();
+      const bodyBytes = this.wordAt(0);
       if (bodyBytes > maxFrameBytes) throw new ProtocolError(`frame of ${bodyBytes} bytes exceeds ${maxFrameBytes}`);
       if (bodyBytes === 0) throw new ProtocolError('empty frame');
-      if (this.buffered < headerBytes + bodyBytes) break;
-      this.skip(headerBytes);
       if (bodyBytes < headLengthBytes) throw new ProtocolError('frame too short for its head length');
-      const headBytes = this.readHeader();
+      if (this.buffered < headerBytes + headLengthBytes) break;
+      const headBytes = this.wordAt(headerBytes);
       if (headBytes === 0 || headBytes > bodyBytes - headLengthBytes) throw new ProtocolError(`frame head of ${headBytes} bytes in a body of ${bodyBytes}`);
       if (headBytes > maxFrameHeadBytes) throw new ProtocolError(`frame head of ${headBytes} bytes exceeds ${maxFrameHeadBytes}`);
-      this.skip(headLengthBytes);
+      if (this.buffered === headerBytes + headLengthBytes) break;
+      if (!isMapToken(this.byteAt(headerBytes + headLengthBytes))) throw new ProtocolError('frame is not a map');
+      if (this.buffered < headerBytes + bodyBytes) break;
+      this.skip(headerBytes + headLengthBytes);
       const head = this.take(headBytes);
       if (headBytes > headItemsCountedAboveBytes) checkHeadItems(head, maxFrameHeadItems);
       let value: unknown;
@@ -505,17 +518,21 @@ export class FrameDecoder {
     return frames;
   }
 
-  /** The length word at the front, which may straddle chunks (read without copying). */
-  private readHeader(): number {
+  /** The big-endian 32-bit word `at` bytes into what is buffered, which may straddle chunks (read without copying). */
+  private wordAt(at: number): number {
     const first = this.chunks[0];
-    if (first.length >= headerBytes) return first.readUInt32BE(0);
-    let value = 0;
-    let got = 0;
-    for (const c of this.chunks) {
-      for (let i = 0; i < c.length && got < headerBytes; i++, got++) value = value * 256 + c[i];
-      if (got === headerBytes) break;
+    if (first.length >= at + 4) return first.readUInt32BE(at);
+    return this.byteAt(at) * 0x1000000 + ((this.byteAt(at + 1) << 16) | (this.byteAt(at + 2) << 8) | this.byteAt(at + 3));
+  }
+
+  /** The byte `at` bytes into what is buffered (which holds more than `at`). */
+  private byteAt(at: number): number {
+    for (let i = 0; i < this.chunks.length; i++) {
+      const c = this.chunks[i];
+      if (at < c.length) return c[at];
+      at -= c.length;
     }
-    return value;
+    throw new AssertionFailed(`byte ${at} past the buffered bytes`);
   }
 
   private skip(n: number): void {
