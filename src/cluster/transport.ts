@@ -65,9 +65,14 @@ export const maxUnprovenConnections = 64;
 export const maxQueuedBytesPerConnection = 1024 * 1024 * 1024;
 /**
  * The join exchange (a node that has not joined, or anyone claiming to be one: it needs no
- * membership) is held to less: at most this many of its requests served at once on a
- * connection, and nothing more written to it while this much is queued. A joining node asks
- * one thing at a time and reads each answer (a join result or the map).
+ * membership) is held to less: nothing more written to it while this much is queued, and at
+ * most this many of its requests (`join`, `getMap`: each answered with the whole map, or a
+ * change of it) served at once on a connection, counted before any is answered. That count
+ * holds on every connection, a member's too: the map names the cluster id, so whoever asked
+ * for it once can send frames of the cluster, and one such frame of thousands of getMap
+ * requests had every answer built before the write queue's check saw the first. A node asks
+ * one of them at a time of a peer (a map fetch is one per peer; a join is retried after its
+ * timeout, while the first may still be under way) and reads each answer.
  */
 export const maxJoinExchangeRequestsInFlight = 8;
 export const maxJoinExchangeQueuedBytes = 4 * 1024 * 1024;
@@ -171,7 +176,10 @@ interface Conn {
   keepaliveSent: boolean;
   /** The last address its frames advertised that was refused (see learnAddress): warned once. */
   refusedAddr: string | undefined;
-  /** Join-exchange requests taken on it and not answered yet (maxJoinExchangeRequestsInFlight). */
+  /**
+   * Join-exchange requests (`join`, `getMap`) taken on it and not answered yet, whatever the
+   * connection (maxJoinExchangeRequestsInFlight).
+   */
   joinServing: number;
   /** Closes an accepted connection that sends no first frame (firstFrameTimeoutMs). */
   firstFrameTimer: NodeJS.Timeout | undefined;
@@ -885,20 +893,27 @@ export class Transport {
       }
     }
     for (const r of f.resps ?? []) this.settle(r, conn);
-    if (joining && f.reqs) {
-      conn.joinServing += f.reqs.length;
+    const reqs = f.reqs;
+    if (reqs === undefined) return;
+    // Counted before any is served. (A joining connection's requests are all of the exchange:
+    // admit() lets no other through.)
+    let exchange = 0;
+    for (let i = 0; i < reqs.length; i++) if (joinExchangeOps.has(reqs[i].op)) exchange++;
+    if (exchange > 0) {
+      conn.joinServing += exchange;
       if (conn.joinServing > maxJoinExchangeRequestsInFlight) {
         // Each answer may be the whole map: served all at once, they were held in memory
         // before the first was written.
-        this.refuse(conn, 'refusing a connection that asks more of the join exchange at once than a joining node does: connection closed', {
+        this.refuse(conn, 'refusing a connection that asks for the map (join, getMap) more times at once than a node does: connection closed', {
           peerNode: f.from,
+          joining,
           requests: conn.joinServing,
           max: maxJoinExchangeRequestsInFlight,
         });
         return;
       }
     }
-    for (const q of f.reqs ?? []) this.serve(conn, f.from, f.epoch, q, joining);
+    for (let i = 0; i < reqs.length; i++) this.serve(conn, f.from, f.epoch, reqs[i], joining);
   }
 
   /**
@@ -1014,14 +1029,15 @@ export class Transport {
     } catch (err) {
       result = Promise.reject(err);
     }
+    const exchange = joinExchangeOps.has(q.op);
     result.then(
-      (r) => this.respond(conn, from, { id: q.id, r }),
+      (r) => this.respond(conn, from, { id: q.id, r }, exchange),
       (err: unknown) => {
         const e = err instanceof RaftblockError ? err : new ProtocolError(String((err as Error)?.message ?? err));
         const out: RpcResponse = { id: q.id, e: { code: e.code, message: e.message } };
         const hint = (e as { leaderHint?: string }).leaderHint;
         if (hint) out.e!.leader = hint;
-        this.respond(conn, from, out);
+        this.respond(conn, from, out, exchange);
       },
     );
   }
@@ -1031,12 +1047,13 @@ export class Transport {
    * takes a response only there, and the peer's current connection may belong to another life
    * of it, whose requests reuse ids. A request that came on a connection since closed (it lost
    * a simultaneous-dial race, or died) fails at its requester with Unavailable when the
-   * requester sees that connection close; its caller retries.
+   * requester sees that connection close; its caller retries. `exchange`: the request was a
+   * join-exchange one, counted in joinServing.
    */
-  private respond(conn: Conn, from: string, resp: RpcResponse): void {
+  private respond(conn: Conn, from: string, resp: RpcResponse, exchange: boolean): void {
+    if (exchange) conn.joinServing--;
     if (conn.closed) return;
     if (conn.joining) {
-      conn.joinServing--;
       // The join exchange is answered where it was asked, never on the claimed id's connection.
       this.writeFrame(conn, { ...this.intro(), resps: [resp] });
       return;
