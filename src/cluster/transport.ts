@@ -55,6 +55,20 @@ export const connectTimeoutMs = 3000;
 /** Connections still proving the cluster key, at most (see accept). */
 export const maxUnprovenConnections = 64;
 /**
+ * Accepted connections not known to be of this cluster, at most: those waiting for their first
+ * frame and those in the join exchange (open to anyone: it needs no membership). One more is
+ * closed as soon as it is accepted. Each holds a descriptor and its frame being read; without
+ * a bound a client opening them without end used up the process's descriptors (which its WAL,
+ * data files and peers need) and its memory, and without a cluster key nothing else stood in
+ * its way. A node needs few: a peer's connection is one for the moment before its first frame
+ * (sent as soon as it connects), a node joining through this one holds one; a cluster's nodes
+ * redialing at once after a restart stay below it, and one refused redials with backoff. The
+ * connections of this cluster's nodes, once their first frame is in, never count.
+ */
+export const maxUnidentifiedConnections = 64;
+/** At most one warning per this long about connections refused at maxUnidentifiedConnections. */
+const unidentifiedRefusalWarningMs = 10_000;
+/**
  * A connection with more than this queued for writing (written to it, not yet taken by the
  * kernel: the far end reads slower than we write, or not at all) is closed rather than given
  * more. Legitimate traffic queues far less: Raft keeps 8 MiB in flight per group and follower,
@@ -232,6 +246,7 @@ interface TransportMetrics {
   connections: Gauge;
   unauthenticated: Counter;
   tlsConnections: Counter;
+  unidentifiedRefused: Counter;
 }
 
 function makeMetrics(registry: Registry | undefined): TransportMetrics {
@@ -272,6 +287,11 @@ function makeMetrics(registry: Registry | undefined): TransportMetrics {
       help: 'Peer connections that completed their TLS handshake (--peer-tls), dialed or accepted',
       registers,
     }),
+    unidentifiedRefused: new Counter({
+      name: 'raftblock_transport_unidentified_connections_refused_total',
+      help: 'Accepted peer connections closed at once: as many connections not yet known to be of this cluster (no first frame yet, or in the join exchange) as the node holds were open',
+      registers,
+    }),
     dropped: new Counter({ name: 'raftblock_transport_dropped_messages_total', help: 'Raft messages dropped for an unreachable peer', registers }),
     queueBytes: new Gauge({ name: 'raftblock_transport_queue_bytes', help: 'Bytes waiting in socket send buffers', registers }),
     connections: new Gauge({ name: 'raftblock_transport_connections', help: 'Open peer connections', registers }),
@@ -288,6 +308,14 @@ export class Transport {
   private readonly conns = new Set<Conn>();
   /** Sockets still proving the cluster key (not yet conns): closed with the transport. */
   private readonly authenticating = new Set<Socket>();
+  /**
+   * Accepted connections not known to be of this cluster (maxUnidentifiedConnections): no
+   * frame through the cluster check yet, or only the join exchange's.
+   */
+  private readonly unidentified = new Set<Conn>();
+  /** When a refusal at maxUnidentifiedConnections was last warned of, and how many since. */
+  private unidentifiedRefusalWarnedMs = -Infinity;
+  private unidentifiedRefusedSinceWarning = 0;
   private readonly pending = new Map<number, Pending>();
   /** Random start: a restarted process does not reuse its previous life's ids (see the top). */
   private nextRequestId = randomInt(1, 2 ** 47);
@@ -486,6 +514,7 @@ export class Transport {
     this.conns.clear();
     for (const socket of this.authenticating) socket.destroy();
     this.authenticating.clear();
+    this.unidentified.clear();
     const server = this.server;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
@@ -702,6 +731,10 @@ export class Transport {
 
   /** An accepted connection: taken once it proved the cluster key (at once without one). */
   private accept(socket: Socket): void {
+    if (this.unidentified.size >= maxUnidentifiedConnections) {
+      this.refuseUnidentified(socket);
+      return;
+    }
     // Connections that prove nothing are held at most authTimeoutMs each, and at most this many
     // at once: a client opening them without end takes no more of the process's descriptors.
     if (this.opts.clusterKey && this.authenticating.size >= maxUnprovenConnections) {
@@ -712,6 +745,22 @@ export class Transport {
     this.proveKey(socket, 'acceptor', 'an accepted connection', (secured) => {
       this.adopt(secured, undefined, undefined);
     });
+  }
+
+  /** Closes a connection accepted past maxUnidentifiedConnections; warns at most once per interval. */
+  private refuseUnidentified(socket: Socket): void {
+    socket.destroy();
+    this.metrics.unidentifiedRefused.inc();
+    this.unidentifiedRefusedSinceWarning++;
+    const now = performance.now();
+    if (now - this.unidentifiedRefusalWarnedMs < unidentifiedRefusalWarningMs) return;
+    this.log.warn('peer connection refused: as many connections not yet known to be of this cluster as a node holds are open', {
+      max: maxUnidentifiedConnections,
+      refusedSinceLastWarning: this.unidentifiedRefusedSinceWarning,
+      remote: `${socket.remoteAddress}:${socket.remotePort}`,
+    });
+    this.unidentifiedRefusalWarnedMs = now;
+    this.unidentifiedRefusedSinceWarning = 0;
   }
 
   /**
@@ -784,6 +833,7 @@ export class Transport {
     socket.setNoDelay(true);
     const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false, refusedAddr: undefined, joinServing: 0, firstFrameTimer: undefined };
     if (dialer === undefined) {
+      this.unidentified.add(conn);
       const afterMs = this.opts.firstFrameTimeoutMs ?? firstFrameTimeoutMs;
       conn.firstFrameTimer = setTimeout(() => {
         if (conn.closed) return;
@@ -819,6 +869,7 @@ export class Transport {
       conn.closed = true;
       clearTimeout(conn.firstFrameTimer);
       this.conns.delete(conn);
+      this.unidentified.delete(conn);
       if (conn.remoteId) {
         const peer = this.peers.get(conn.remoteId);
         if (peer && peer.conn === conn) peer.conn = undefined;
@@ -872,6 +923,7 @@ export class Transport {
       const first = conn.remoteId === undefined;
       conn.remoteId = f.from;
       conn.joining = false;
+      this.unidentified.delete(conn);
       if (conn.dialer === undefined) conn.dialer = f.from;
       const peer = this.peer(f.from);
       this.learnAddress(conn, f.from, f.addr);
