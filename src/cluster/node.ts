@@ -25,7 +25,7 @@ import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
 import { createRegistry } from '../metrics/server.js';
-import { NbdServer, type NbdExport } from '../nbd/server.js';
+import { defaultNbdMemoryBudgetBytes, NbdServer, type NbdExport } from '../nbd/server.js';
 import type { PskKeys } from '../nbd/tls-psk.js';
 import { Wal } from '../wal/index.js';
 import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
@@ -46,7 +46,7 @@ import { openMetaGroup, type MetaStore } from './meta-store.js';
 import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxNodeId, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfGroup, metaCommandKey, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, DomainIndex, isHealthyMember, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
-import { isAnsweredError, Transport } from './transport.js';
+import { isAnsweredError, maxQueuedBytesPerConnection, Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
@@ -91,6 +91,19 @@ export interface NodeOptions {
   nbdMaxConnections?: number;
   /** An NBD client must finish its handshake within this (default defaultNbdHandshakeLimitMs). */
   nbdHandshakeLimitMs?: number;
+  /** The NBD server's memory budget (NbdServerOptions.memoryBudgetBytes). */
+  nbdMemoryBudgetBytes?: number;
+}
+
+/**
+ * What a peer connection may queue for writing before it is taken for a peer that does not read
+ * (Transport maxQueuedBytes): the transport's default leaves room for the forwarded writes of
+ * the default NBD memory budget, which may all be on their way to one leader; a larger budget
+ * adds what it holds beyond that, or a gateway forwarding its clients' writes to one slow
+ * leader would have the connection closed under them.
+ */
+export function peerQueueLimitBytes(nbdMemoryBudgetBytes = defaultNbdMemoryBudgetBytes): number {
+  return maxQueuedBytesPerConnection + Math.max(0, nbdMemoryBudgetBytes - defaultNbdMemoryBudgetBytes);
 }
 
 const requestTimeoutMs = 4000;
@@ -335,6 +348,7 @@ export class StorageNode implements PgClient {
       clusterKey: this.opts.clusterKey,
       clusterKeysAlsoAccepted: this.opts.clusterKeysAlsoAccepted,
       peerTls: this.opts.peerTls,
+      maxQueuedBytes: peerQueueLimitBytes(this.opts.nbdMemoryBudgetBytes),
       handlers: {
         onMessages: (from, epoch, msgs) => this.host?.receive(Number(from), this.fenceMessages(Number(from), epoch, msgs)),
         onRequest: (from, epoch, op, args, joining) => this.serve(from, epoch, op, args, joining),
@@ -404,7 +418,7 @@ export class StorageNode implements PgClient {
     await this.pgMover.load();
 
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
-    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk, maxConnections: this.opts.nbdMaxConnections, handshakeLimitMs: this.opts.nbdHandshakeLimitMs });
+    this.nbd = new NbdServer({ exports: this.exports, registry: this.registry, logger: createLogger('nbd', { node: this.id }), tlsPsk: this.opts.nbdTlsPsk, maxConnections: this.opts.nbdMaxConnections, handshakeLimitMs: this.opts.nbdHandshakeLimitMs, memoryBudgetBytes: this.opts.nbdMemoryBudgetBytes });
     const nbdBound = await this.nbd.listen(this.opts.nbd);
     this.httpServer = await startAdminHttp(this.opts.http, this.registry, this, { adminToken: this.opts.adminToken, tls: this.opts.httpTls });
     this.addresses = { peer: this.opts.advertisePeer ?? formatHostPort(peerBound), nbd: formatHostPort(nbdBound), http: formatHostPort(this.httpServer.address) };

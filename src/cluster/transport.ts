@@ -72,9 +72,10 @@ const unidentifiedRefusalWarningMs = 10_000;
  * A connection with more than this queued for writing (written to it, not yet taken by the
  * kernel: the far end reads slower than we write, or not at all) is closed rather than given
  * more. Legitimate traffic queues far less: Raft keeps 8 MiB in flight per group and follower,
- * a gateway's forwarded requests stay within its NBD memory budget (512 MiB a node), and a
- * frame is at most 64 MiB; without a bound, a client that never reads could make us queue
- * answers until memory ran out.
+ * a gateway's forwarded requests stay within its NBD memory budget (512 MiB by default; a
+ * node with a larger --nbd-memory-budget raises this bound by as much, TransportOptions
+ * maxQueuedBytes), and a frame is at most 64 MiB; without a bound, a client that never reads
+ * could make us queue answers until memory ran out.
  */
 export const maxQueuedBytesPerConnection = 1024 * 1024 * 1024;
 /**
@@ -156,6 +157,11 @@ export interface TransportOptions {
   silentConnectionLimitMs?: number;
   /** See firstFrameTimeoutMs (the default). */
   firstFrameTimeoutMs?: number;
+  /**
+   * See maxQueuedBytesPerConnection (the default), which leaves room for the default NBD
+   * memory budget's forwarded requests: a node with a larger budget queues more.
+   */
+  maxQueuedBytes?: number;
 }
 
 interface Conn {
@@ -609,7 +615,7 @@ export class Transport {
 
   private writeFrame(conn: Conn, frame: Frame): void {
     const socket = conn.socket;
-    const queuedLimit = conn.joining ? maxJoinExchangeQueuedBytes : maxQueuedBytesPerConnection;
+    const queuedLimit = conn.joining ? maxJoinExchangeQueuedBytes : (this.opts.maxQueuedBytes ?? maxQueuedBytesPerConnection);
     if (socket.writableLength > queuedLimit) {
       // The far end does not read what we send: close it rather than queue more. Requests in
       // the frame fail with Unavailable when it closes (their `conn` is this one), Raft

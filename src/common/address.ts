@@ -35,6 +35,29 @@ export function parseSize(text: string, what = 'size'): number {
   return value;
 }
 
+/** Binary units as parseSize reads them, largest first. */
+const sizeUnits: readonly [string, number][] = [['P', 50], ['T', 40], ['G', 30], ['M', 20], ['K', 10]];
+
+/** `bytes` as parseSize reads it back: in the largest binary unit that divides it (`1M`, `1536K`, `4097`). */
+export function formatSize(bytes: number): string {
+  for (const [unit, shift] of sizeUnits) {
+    if (bytes > 0 && bytes % 2 ** shift === 0) return `${bytes / 2 ** shift}${unit}`;
+  }
+  return String(bytes);
+}
+
+/**
+ * Parses a byte size (parseSize) in [minBytes, maxBytes]; else an error naming the flag
+ * (`what`) and the range, in the units the flag takes.
+ */
+export function parseSizeInRange(text: string, what: string, minBytes: number, maxBytes: number): number {
+  const bytes = parseSize(text, what);
+  if (bytes < minBytes || bytes > maxBytes) {
+    throw new InvalidArgument(`${what} must be a size from ${formatSize(minBytes)} to ${formatSize(maxBytes)} (bytes, or with a K/M/G/T suffix), got ${JSON.stringify(text)}`);
+  }
+  return bytes;
+}
+
 /**
  * Parses a whole number in [min, max] written in decimal digits alone: the CLI's one parser of
  * integer arguments. Number() alone took `0x10`, `1e1`, `0b1` and ` ` (as 0), so a mistyped

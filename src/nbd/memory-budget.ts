@@ -30,6 +30,8 @@ export interface BudgetHolder {
 
 export class MemoryBudget {
   private used = 0;
+  /** Requests that have waited for budget since the start (each waits once: see take). */
+  private waits = 0;
   /** Holders waiting, in the order they asked. */
   private readonly waiting: BudgetHolder[] = [];
 
@@ -47,6 +49,11 @@ export class MemoryBudget {
     return this.waiting.length;
   }
 
+  /** Requests that waited for budget (were not granted it when they asked), ever. */
+  get waitedCount(): number {
+    return this.waits;
+  }
+
   /**
    * Takes `bytes` for `h` if they fit and nobody waits ahead of it, or at once if `h` holds
    * nothing. Otherwise `h` waits in line, and false is returned: budgetGranted() follows once
@@ -62,6 +69,7 @@ export class MemoryBudget {
     }
     h.budgetWanted = bytes;
     this.waiting.push(h);
+    this.waits++;
     return false;
   }
 

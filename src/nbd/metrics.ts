@@ -1,8 +1,9 @@
 /**
  * NBD server metrics on a prom-client registry. Label children are resolved once per command
- * so the hot path does no label lookups.
+ * so the hot path does no label lookups; the memory budget's are read from it when scraped.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { MemoryBudget } from './memory-budget.js';
 import { NBD_CMD_MAX, NBD_CMD_NAMES, nbdErrnoName } from './protocol.js';
 
 export class NbdMetrics {
@@ -18,7 +19,7 @@ export class NbdMetrics {
   private readonly requestsBy: { inc(): void }[] = [];
   private readonly latencyBy: { observe(v: number): void }[] = [];
 
-  constructor(registry: Registry) {
+  constructor(registry: Registry, budget: MemoryBudget) {
     const registers = [registry];
     this.requests = new Counter({ name: 'raftblock_nbd_requests_total', help: 'NBD requests by command', labelNames: ['command'], registers });
     this.errors = new Counter({
@@ -51,6 +52,34 @@ export class NbdMetrics {
       name: 'raftblock_nbd_handshake_timeouts_total',
       help: 'Connections closed because their handshake did not finish within the handshake limit',
       registers,
+    });
+    // Read from the budget at each scrape: nothing is added to a request's path.
+    new Gauge({
+      name: 'raftblock_nbd_memory_budget_bytes',
+      help: 'The memory budget: bytes the NBD server holds at most for requests in flight and replies queued, all connections together (a connection holding nothing may go past it by one request)',
+      registers,
+      collect() {
+        this.set(budget.limitBytes);
+      },
+    });
+    new Gauge({
+      name: 'raftblock_nbd_memory_budget_held_bytes',
+      help: 'Bytes held against the memory budget now: READ and WRITE payloads in flight and READ replies not yet written out',
+      registers,
+      collect() {
+        this.set(budget.usedBytes);
+      },
+    });
+    let waitsSeen = 0;
+    new Counter({
+      name: 'raftblock_nbd_memory_budget_waits_total',
+      help: 'READ and WRITE requests that waited for the memory budget (their connection stopped reading until bytes were freed)',
+      registers,
+      collect() {
+        const waits = budget.waitedCount;
+        if (waits > waitsSeen) this.inc(waits - waitsSeen);
+        waitsSeen = waits;
+      },
     });
     for (let c = 0; c <= NBD_CMD_MAX; c++) {
       this.requestsBy.push(this.requests.labels(NBD_CMD_NAMES[c]));

@@ -84,6 +84,14 @@ export const defaultNbdCloseGraceMs = 5_000;
  * spare, and well above what its clients need at full speed.
  */
 export const defaultNbdMemoryBudgetBytes = 512 * 1024 * 1024;
+/**
+ * The least memory budget a flag may set (--memory-budget, --nbd-memory-budget). A bare number
+ * is bytes, so `512` meant as MiB sets 512 bytes, under which every client but one request per
+ * connection waits its turn: below 1 MiB, a unit was surely left out.
+ */
+export const minNbdMemoryBudgetBytes = 1024 * 1024;
+/** The most a flag may set: past 1 TiB it bounds nothing on any machine a node runs on; a typo. */
+export const maxNbdMemoryBudgetBytes = 1024 ** 4;
 /** At most one warning per this long about each kind of connection closed by a limit. */
 const limitWarningIntervalMs = 10_000;
 
@@ -144,7 +152,7 @@ export class NbdServer {
       }
     }
     this.pool = new BufferPool(this.limits.maxPayloadBytes);
-    this.metrics = opts.registry ? new NbdMetrics(opts.registry) : null;
+    this.metrics = opts.registry ? new NbdMetrics(opts.registry, this.budget) : null;
     this.log = opts.logger ?? createLogger('nbd');
     this.server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket));
     this.server.on('error', (err) => this.log.error('listener error', { err }));

@@ -25,6 +25,8 @@ export interface ExportFileOptions {
   startTimeoutMs?: number;
   /** Require TLS with the keys of this PSK file (`--tls-psk`). */
   tlsPskFile?: string;
+  /** More flags of `raftblock export-file` (not passed to nbdkit). */
+  extraArgs?: string[];
 }
 
 export interface ExportFileServer {
@@ -107,6 +109,7 @@ export async function startExportFile(t: TestContext, opts: ExportFileOptions): 
     if (opts.readOnly) args.push('--readonly');
     if (opts.metrics) args.push('--metrics', '127.0.0.1:0');
     if (opts.tlsPskFile) args.push('--tls-psk', opts.tlsPskFile);
+    if (opts.extraArgs) args.push(...opts.extraArgs);
     proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   }
 

@@ -1,6 +1,7 @@
 /**
  * `raftblock export-file PATH --name NAME --listen HOST:PORT [--size BYTES] [--readonly]
- *  [--metrics HOST:PORT] [--description TEXT] [--tls-psk FILE]`
+ *  [--metrics HOST:PORT] [--description TEXT] [--tls-psk FILE] [--max-connections N]
+ *  [--handshake-limit SECONDS] [--memory-budget BYTES]`
  *
  * Serves one local file over NBD until SIGINT/SIGTERM, then stops accepting, lets in-flight
  * requests finish, flushes and exits 0. On start it prints one JSON line to stdout:
@@ -19,6 +20,7 @@ import { FileBackend } from '../../nbd/file-backend.js';
 import { defaultMaxNbdConnections, defaultNbdHandshakeLimitMs, NbdServer } from '../../nbd/server.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
 import { reloadOnSighup } from '../../common/sighup-reload.js';
+import { nbdMemoryBudgetHelp, parseNbdMemoryBudget } from '../nbd-memory-budget-flag.js';
 
 interface ExportFileOptions {
   name: string;
@@ -31,6 +33,7 @@ interface ExportFileOptions {
   tlsPsk?: string;
   maxConnections?: string;
   handshakeLimit?: string;
+  memoryBudget?: string;
 }
 
 export function register(program: Command): void {
@@ -46,6 +49,7 @@ export function register(program: Command): void {
     .option('--description <text>', 'export description shown to clients')
     .option('--max-connections <n>', `open client connections at most; one more is closed at once (default ${defaultMaxNbdConnections})`)
     .option('--handshake-limit <seconds>', `a client that has not finished its handshake by then is disconnected (default ${defaultNbdHandshakeLimitMs / 1000})`)
+    .option('--memory-budget <bytes>', nbdMemoryBudgetHelp)
     .option('--tls-psk <file>', 'require TLS: clients prove a key of this PSK file (username:hexkey lines, as psktool writes; re-read on SIGHUP)')
     .option('--sync-io-max <bytes>', 'tuning: reads/writes up to this size use synchronous pread/pwrite (0 = always async)')
     .action(async (path: string, opts: ExportFileOptions) => {
@@ -62,6 +66,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
   const tlsPsk = opts.tlsPsk !== undefined ? PskKeys.fromFile(opts.tlsPsk) : undefined;
   const maxConnections = opts.maxConnections !== undefined ? parseCount(opts.maxConnections, '--max-connections') : undefined;
   const handshakeLimitMs = parseSecondsToMs(opts.handshakeLimit, '--handshake-limit');
+  const memoryBudgetBytes = parseNbdMemoryBudget(opts.memoryBudget, '--memory-budget');
   const ioChoice = parseIoBackendChoice(process.env.RAFTBLOCK_IO);
   const native = ioChoice === 'fs' ? { error: 'RAFTBLOCK_IO=fs' } : undefined;
   const backend = await FileBackend.open(path, { createSizeBytes, readOnly: opts.readonly ?? false, syncIoMaxBytes, native });
@@ -84,6 +89,7 @@ async function exportFile(path: string, opts: ExportFileOptions): Promise<void> 
     tlsPsk,
     maxConnections,
     handshakeLimitMs,
+    memoryBudgetBytes,
   });
   // Signal handlers go in before the "listening" line: a supervisor may signal right after it.
   let stopping = false;

@@ -13,6 +13,7 @@
 import type { Command } from 'commander';
 import { parseCount, parseHostPort, parseInteger, parseSecondsToMs } from '../../common/address.js';
 import { defaultMaxNbdConnections, defaultNbdHandshakeLimitMs } from '../../nbd/server.js';
+import { nbdMemoryBudgetHelp, parseNbdMemoryBudget } from '../nbd-memory-budget-flag.js';
 import { InvalidArgument } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { parseIoBackendChoice } from '../../io/select.js';
@@ -47,6 +48,7 @@ interface NodeCliOptions {
   httpTlsKey?: string;
   nbdMaxConnections?: string;
   nbdHandshakeLimit?: string;
+  nbdMemoryBudget?: string;
   downOutInterval?: string;
 }
 
@@ -74,6 +76,7 @@ export function register(program: Command): void {
     .option('--admin-token-file <path>', 'the admin API (/v1) answers only requests that carry this token (Authorization: Bearer; printable ASCII, at least 16 characters); /metrics and /healthz stay open')
     .option('--nbd-max-connections <n>', `open NBD client connections at most; one more is closed at once (default ${defaultMaxNbdConnections})`)
     .option('--nbd-handshake-limit <seconds>', `an NBD client that has not finished its handshake by then is disconnected (default ${defaultNbdHandshakeLimitMs / 1000})`)
+    .option('--nbd-memory-budget <bytes>', nbdMemoryBudgetHelp)
     .option('--http-tls-cert <file>', 'serve HTTPS on --http (metrics, health, admin API) with this PEM certificate chain; needs --http-tls-key; both re-read on SIGHUP')
     .option('--http-tls-key <file>', 'the PEM private key of --http-tls-cert')
     .option(
@@ -127,6 +130,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     httpTls: httpTlsFromFlags(opts.httpTlsCert, opts.httpTlsKey),
     nbdMaxConnections: opts.nbdMaxConnections === undefined ? undefined : parseCount(opts.nbdMaxConnections, '--nbd-max-connections'),
     nbdHandshakeLimitMs: parseSecondsToMs(opts.nbdHandshakeLimit, '--nbd-handshake-limit'),
+    nbdMemoryBudgetBytes: parseNbdMemoryBudget(opts.nbdMemoryBudget, '--nbd-memory-budget'),
     downOutIntervalMs: parseSecondsToMs(opts.downOutInterval, '--down-out-interval', 'never mark out'),
   });
   if (ownKeyFile === undefined) log.warn('no --cluster-key-file: peer connections are not authenticated');

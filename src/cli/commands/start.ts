@@ -2,7 +2,7 @@
  * `raftblock start [--data DIR] [--nodes 3] [--nbd-port 10809] [--http-port 10900]
  *  [--peer-port 11000] [--host 127.0.0.1] [--pg-count N] [--[no-]peer-tls] [--nbd-tls-psk FILE |
  *  --no-nbd-tls-psk] [--admin-token-file FILE | --no-admin-token-file] [--http-tls-cert FILE
- *  --http-tls-key FILE [--http-tls-ca FILE] | --no-http-tls]`
+ *  --http-tls-key FILE [--http-tls-ca FILE] | --no-http-tls] [--nbd-memory-budget BYTES]`
  *
  * The embedded default: a local cluster of N `raftblock node` processes (node i in zone z<i>),
  * the first bootstrapping it and the others joining through it. Creates pool `default`
@@ -40,6 +40,7 @@ import { missingFlags, nodeV8Flags } from '../node-flags.js';
 import { makeDataDir } from '../data-dir.js';
 import { metaVotersWanted } from '../../cluster/meta-group-plan.js';
 import { resolveSecurity, type SecurityFlags, type SecuritySettings } from './start-security.js';
+import { nbdMemoryBudgetHelp, parseNbdMemoryBudget } from '../nbd-memory-budget-flag.js';
 
 /** The command's flags: the layout's, and the security ones (start-security.ts). */
 interface StartOptions extends SecurityFlags {
@@ -50,9 +51,10 @@ interface StartOptions extends SecurityFlags {
   peerPort: string;
   host: string;
   pgCount?: string;
+  nbdMemoryBudget?: string;
 }
 
-interface Layout {
+export interface Layout {
   nodes: number;
   host: string;
   nbdPort: number;
@@ -116,6 +118,7 @@ export function register(program: Command): void {
     .option('--http-tls-key <file>', 'the PEM private key of --http-tls-cert')
     .option('--http-tls-ca <file>', 'the CA this command trusts for the nodes\' HTTPS (default: the certificate itself, when it is self-signed)')
     .option('--no-http-tls', 'turn off a remembered --http-tls-cert: plain HTTP')
+    .option('--nbd-memory-budget <bytes>', `every node's NBD memory budget (not remembered: give it at every start): ${nbdMemoryBudgetHelp}`)
     .action(async (opts: StartOptions) => {
       await start(opts);
     });
@@ -149,8 +152,9 @@ async function start(opts: StartOptions): Promise<void> {
   const layoutPath = join(dataDir, 'cluster.json');
   const previous = existsSync(layoutPath) ? readLayout(layoutPath) : undefined;
   const { settings: security, remembered } = resolveSecurity(opts, previous?.security);
+  const tuning: NodeTuning = { nbdMemoryBudgetBytes: parseNbdMemoryBudget(opts.nbdMemoryBudget, '--nbd-memory-budget') };
   // A bad PSK or token file stops here, before anything is made or started.
-  const { nbdTlsPsk, adminTokenFile, peerTls, httpTlsCert, httpTlsKey } = security;
+  const { nbdTlsPsk, adminTokenFile, httpTlsCert, httpTlsKey } = security;
   let adminToken: string | undefined;
   let httpsCa: Buffer | undefined;
   try {
@@ -212,24 +216,7 @@ async function start(opts: StartOptions): Promise<void> {
     const id = i + 1;
     const dir = join(dataDir, `node-${id}`);
     mkdirSync(dir, { recursive: true });
-    const args = [
-      ...process.execArgv,
-      ...missingFlags(nodeV8Flags, process.execArgv),
-      cliMain,
-      'node',
-      '--id', String(id),
-      '--data', dir,
-      '--peer', addr(layout.peerPort, i),
-      '--nbd', addr(layout.nbdPort, i),
-      '--http', addr(layout.httpPort, i),
-      '--labels', `zone=z${id},rack=r${id},host=h${id}`,
-      '--cluster-key-file', keyPath,
-      ...(peerTls ? ['--peer-tls'] : []),
-      ...(nbdTlsPsk ? ['--nbd-tls-psk', nbdTlsPsk] : []),
-      ...(adminTokenFile ? ['--admin-token-file', adminTokenFile] : []),
-      ...(httpTlsCert && httpTlsKey ? ['--http-tls-cert', httpTlsCert, '--http-tls-key', httpTlsKey] : []),
-      ...(i === 0 ? ['--bootstrap'] : ['--join', addr(layout.peerPort, 0)]),
-    ];
+    const args = [...process.execArgv, ...missingFlags(nodeV8Flags, process.execArgv), cliMain, ...nodeArguments(layout, i, dir, keyPath, tuning)];
     const logPath = join(dataDir, `node-${id}.log`);
     // The node writes its log straight to the file: it never waits on this process.
     const logFd = openSync(logPath, 'a');
@@ -312,6 +299,35 @@ async function start(opts: StartOptions): Promise<void> {
   );
   process.stdout.write(JSON.stringify({ event: 'ready', nbd, http, peer, pids: children.map((c) => c.pid) }) + '\n');
   await new Promise(() => undefined);
+}
+
+/** What `start` gives every node besides the layout, not remembered (cluster.json). */
+export interface NodeTuning {
+  /** --nbd-memory-budget, in bytes; undefined: the node's default. */
+  nbdMemoryBudgetBytes?: number;
+}
+
+/** The `raftblock node` command line (from `node` on) of node `i` (0-based) of `layout`, its data in `dir`. */
+export function nodeArguments(layout: Layout, i: number, dir: string, keyPath: string, tuning: NodeTuning): string[] {
+  const id = i + 1;
+  const addr = (base: number): string => `${layout.host}:${base + i}`;
+  const { peerTls, nbdTlsPsk, adminTokenFile, httpTlsCert, httpTlsKey } = layout.security ?? {};
+  return [
+    'node',
+    '--id', String(id),
+    '--data', dir,
+    '--peer', addr(layout.peerPort),
+    '--nbd', addr(layout.nbdPort),
+    '--http', addr(layout.httpPort),
+    '--labels', `zone=z${id},rack=r${id},host=h${id}`,
+    '--cluster-key-file', keyPath,
+    ...(peerTls ? ['--peer-tls'] : []),
+    ...(nbdTlsPsk ? ['--nbd-tls-psk', nbdTlsPsk] : []),
+    ...(adminTokenFile ? ['--admin-token-file', adminTokenFile] : []),
+    ...(httpTlsCert && httpTlsKey ? ['--http-tls-cert', httpTlsCert, '--http-tls-key', httpTlsKey] : []),
+    ...(tuning.nbdMemoryBudgetBytes !== undefined ? ['--nbd-memory-budget', String(tuning.nbdMemoryBudgetBytes)] : []),
+    ...(i === 0 ? ['--bootstrap'] : ['--join', `${layout.host}:${layout.peerPort}`]),
+  ];
 }
 
 /** DIR/cluster.json, checked enough that a damaged file is named rather than crashing later. */

@@ -1,0 +1,51 @@
+/**
+ * A peer connection with more than maxQueuedBytesPerConnection (1 GiB) queued is taken for a
+ * peer that does not read, and closed. That leaves room for the forwarded writes of the
+ * default NBD memory budget (512 MiB), which may all be on their way to one leader; a node whose
+ * --nbd-memory-budget is larger lets its connections queue what the budget holds beyond that
+ * (peerQueueLimitBytes), or a gateway forwarding its clients' writes to one slow leader would
+ * have the connection closed under them.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { peerQueueLimitBytes } from '../../src/cluster/node.js';
+import { maxQueuedBytesPerConnection, Transport } from '../../src/cluster/transport.js';
+import { defaultNbdMemoryBudgetBytes } from '../../src/nbd/server.js';
+import { listen } from '../helpers/sockets.js';
+import { until } from '../helpers/until.js';
+
+const mib = 1024 * 1024;
+
+test("a node's peer connections may queue the transport's bound plus what its NBD budget holds past the default", () => {
+  assert.equal(peerQueueLimitBytes(), maxQueuedBytesPerConnection);
+  assert.equal(peerQueueLimitBytes(defaultNbdMemoryBudgetBytes), maxQueuedBytesPerConnection);
+  assert.equal(peerQueueLimitBytes(64 * mib), maxQueuedBytesPerConnection, 'a smaller budget does not lower the bound');
+  assert.equal(peerQueueLimitBytes(4096 * mib), maxQueuedBytesPerConnection + 4096 * mib - defaultNbdMemoryBudgetBytes);
+});
+
+test('a connection is closed once more than the queue bound it was given waits to be written, and not before', async (t) => {
+  // A peer that takes connections and reads nothing.
+  const sink = await listen(t, (s) => s.pause());
+  const node = async (maxQueuedBytes: number): Promise<Transport> => {
+    const tr = new Transport({ nodeId: '1', listen: { host: '127.0.0.1', port: 0 }, epoch: () => 1, maxQueuedBytes, handlers: { onMessages: () => undefined, onRequest: async () => ({}) } });
+    await tr.start();
+    t.after(() => tr.close());
+    tr.setPeerAddress('9', sink.address);
+    return tr;
+  };
+  const small = await node(32 * mib);
+  const large = await node(256 * mib);
+  const payload = Buffer.alloc(4 * mib, 1);
+  for (const tr of [small, large]) {
+    tr.connect('9');
+    await until(() => tr.isConnected('9'), 5000, 'connected');
+    // Forwarded writes, one frame each: 96 MiB the sink never reads.
+    for (let i = 0; i < 24; i++) {
+      tr.request('9', 'io', { g: 1, q: { k: 'write', o: 0, d: payload } }, 60_000).catch(() => undefined);
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+  await until(() => !small.isConnected('9'), 5000, 'the connection past its 32 MiB bound closed');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(large.isConnected('9'), true, 'the connection within its 256 MiB bound was closed');
+});
