@@ -10,9 +10,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { encodeFrame, FrameDecoder, maxFrameBytes, maxFrameHeadBytes } from '../../src/cluster/frame.js';
-import { Transport } from '../../src/cluster/transport.js';
 import { ProtocolError } from '../../src/common/errors.js';
 import { dialWatched } from '../helpers/sockets.js';
+import { transportWithBoundPeer } from '../helpers/transport.js';
 import { until } from '../helpers/until.js';
 
 /** The first bytes of a frame: its length, its head's length, then `head` (the head's first bytes). */
@@ -56,18 +56,7 @@ test('a valid frame arriving byte by byte is waited for, never refused for its f
 
 test('a transport closes a connection as soon as the front of a bad frame arrives, without waiting for the rest; others carry on', async (t) => {
   const registry = new Registry();
-  const tr = new Transport({
-    nodeId: '1',
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
-    registry,
-    handlers: { onMessages: () => undefined, onRequest: async () => ({}) },
-  });
-  await tr.start();
-  t.after(() => tr.close());
-  const good = await dialWatched(t, tr.address);
-  good.s.write(encodeFrame({ from: '3', addr: '', epoch: 1 }));
-  await until(() => tr.isConnected('3'), 5000, 'node 3 bound');
+  const { tr, peer: good } = await transportWithBoundPeer(t, { registry });
   for (const [what, bytes] of badFronts) {
     const bad = await dialWatched(t, tr.address);
     // The front alone: the rest of the frame (up to 64 MiB) never comes.

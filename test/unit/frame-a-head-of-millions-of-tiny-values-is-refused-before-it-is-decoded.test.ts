@@ -9,9 +9,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Packr } from 'msgpackr';
 import { encodeFrame, FrameDecoder, maxFrameHeadBytes, maxFrameHeadItems, type Frame, type GroupMessage } from '../../src/cluster/frame.js';
-import { Transport } from '../../src/cluster/transport.js';
 import { ProtocolError } from '../../src/common/errors.js';
 import { dialWatched } from '../helpers/sockets.js';
+import { transportWithBoundPeer } from '../helpers/transport.js';
 import { until } from '../helpers/until.js';
 
 const packr = new Packr({ useRecords: false });
@@ -109,17 +109,7 @@ test("the biggest legitimate heads pass: a snapshot chunk's runs inline, and tho
 });
 
 test('a transport closes the connection a head of millions of values came on, and only it', async (t) => {
-  const tr = new Transport({
-    nodeId: '1',
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
-    handlers: { onMessages: () => undefined, onRequest: async () => ({}) },
-  });
-  await tr.start();
-  t.after(() => tr.close());
-  const good = await dialWatched(t, tr.address);
-  good.s.write(encodeFrame({ from: '3', addr: '', epoch: 1 }));
-  await until(() => tr.isConnected('3'), 5000, 'node 3 bound');
+  const { tr, peer: good } = await transportWithBoundPeer(t);
   const bad = await dialWatched(t, tr.address);
   bad.s.write(handFrame(array32Of(4_000_000, 0x80)));
   await until(() => bad.closed(), 5000, 'the connection of the bad frame closed');
