@@ -22,7 +22,8 @@ const digestChunkBytes = 1024 * 1024;
  * the caller would compare with its peers' at that index as a settled state, and find a
  * mismatch that does not exist. So a replica restoring when asked, or that began a restore while
  * it was read (even one that ended by then, at the index it had), answers `restoring`, and
- * verify asks again (pg-verify.ts). A read that failed because a restore closed its file too.
+ * verify asks again (pg-verify.ts). So does one whose read the store refused because a restore
+ * began (PgStore refuses reads from a restore's start to its end).
  */
 export async function digestReplica(store: PgStore, map: ClusterMap, groupId: number, nodeId: NodeId): Promise<GroupDigest> {
   const restoring: GroupDigest = { groupId, nodeId, restoring: true };

@@ -152,13 +152,15 @@ export class PgStore {
   private readonly pins = new Map<BlockFile, number>();
   /** Files of dropped volumes still pinned by an operation in flight. */
   private readonly retired = new Set<BlockFile>();
+  /** Wakes a restore waiting for the last pin to go (see pinsReleased). */
+  private onPinsReleased: (() => void) | null = null;
   /**
    * Moves whenever the data files are replaced (a restore removes them) or the store closes:
    * an open() that started under another value may have opened a file that is gone since
    * (unlinked: writes to it are lost at the next start), so file() does not keep it.
    */
   private fileGeneration = 0;
-  /** A restore's removal of the data files, while it runs: file() opens nothing meanwhile. */
+  /** A restore's removal of the data files, while it runs: file() hands out no file meanwhile. */
   private filesRemoval: Promise<void> | null = null;
   /**
    * The first failed fdatasync of a data file. Linux reports a failed writeback once and marks
@@ -219,7 +221,7 @@ export class PgStore {
    * partly refilled while the checkpoint still names the applied index from before: replaying the
    * log from that index would not bring back what the wipe removed, so the replica must be
    * rebuilt from its leader (PgMover) and never take part as it is. In either case there is
-   * no state to serve or checksum. A completed restore (`finishRestore`, `restoreImage`)
+   * no state to serve or checksum: reads are refused (assertStateReadable). A completed restore (`finishRestore`, `restoreImage`)
    * clears the mark.
    */
   get holdsPartialImage(): boolean {
@@ -252,7 +254,6 @@ export class PgStore {
 
   /** Marks a restore as started, durably, before anything is replaced. */
   private async markRestoring(): Promise<void> {
-    this.restoring = true;
     await writeFileDurably(join(this.dir, restoreMarkerFile), 'a snapshot restore is under way\n');
   }
 
@@ -275,18 +276,18 @@ export class PgStore {
 
   /**
    * The open file of a volume, pinned: the caller must unpin it when done. Undefined when it
-   * does not exist and `create` is false, or when the volume was dropped.
+   * does not exist and `create` is false, or when the volume was dropped. Refused (Unavailable)
+   * while a restore removes the data files: it waits for every pin to go before it closes them,
+   * so handing one out would keep it waiting, and a caller that waited here for the removal
+   * while holding a pin (an image's read, a partial zero's write) would wait for itself.
    */
   private async file(volumeId: number, create: boolean): Promise<BlockFile | undefined> {
     for (;;) {
       if (this.closed) throw new Unavailable(`PG ${this.groupId}: store closed`);
       if (this.dropped.has(volumeId)) return undefined;
+      if (this.filesRemoval) throw new Unavailable(`PG ${this.groupId}: a snapshot restore is removing the data files`);
       const open = this.files.get(volumeId);
       if (open) return this.pin(open);
-      if (this.filesRemoval) {
-        await this.filesRemoval.catch(() => undefined);
-        continue;
-      }
       const generation = this.fileGeneration;
       const path = join(this.dir, `vol-${volumeId}.dat`);
       let f: BlockFile;
@@ -337,6 +338,34 @@ export class PgStore {
     }
     this.pins.delete(f);
     if (this.retired.delete(f)) void f.close().catch(() => undefined);
+    if (this.pins.size === 0 && this.onPinsReleased) {
+      const wake = this.onPinsReleased;
+      this.onPinsReleased = null;
+      wake();
+    }
+  }
+
+  /**
+   * Resolves once no operation holds a pin: each then ended on the file it pinned, and none of
+   * its I/O is left for the device to carry out on that file's descriptor. For a restore, which
+   * closes every data file, while file() hands out none (see filesRemoval).
+   */
+  private async pinsReleased(): Promise<void> {
+    while (this.pins.size > 0) await new Promise<void>((resolve) => (this.onPinsReleased = resolve));
+  }
+
+  /**
+   * Refuses (Unavailable: callers ask again, later or elsewhere) a read of the store's state
+   * while a restore is under way or cut one short (holdsPartialImage), or when one began since
+   * `restoresBefore` (restoresBegun when the read started): the files then hold no state of the
+   * PG, or the read spans two (a restore drops the dirty blocks, then replaces the files). A
+   * read that does not see one begun here in the synchronous step that issues its I/O ends on
+   * files the restore closes only once it has (it waits for their pins).
+   */
+  private assertStateReadable(restoresBefore: number, what: string): void {
+    if (this.restoring || this.restoresBegunCount !== restoresBefore) {
+      throw new Unavailable(`PG ${this.groupId}: restoring a snapshot, ${what} refused`);
+    }
   }
 
   /**
@@ -531,13 +560,19 @@ export class PgStore {
   async read(volumeId: number, offset: number, length: number, into: Buffer, intoOffset = 0): Promise<void> {
     assert(into.length >= intoOffset + length, 'read buffer too small');
     if (length === 0) return;
+    const restoresBefore = this.restoresBegunCount;
+    this.assertStateReadable(restoresBefore, 'read');
     const f = await this.file(volumeId, false);
     if (!f) {
+      // No file may mean a restore removed it while this looked: zeros would be no state.
+      this.assertStateReadable(restoresBefore, 'read');
       into.fill(0, intoOffset, intoOffset + length);
       return;
     }
     let buf: Buffer | undefined;
     try {
+      // Checked again after the open: from here nothing awaits until the pread is issued.
+      this.assertStateReadable(restoresBefore, 'read');
       const first = Math.floor(offset / storeBlockBytes);
       const last = Math.floor((offset + length - 1) / storeBlockBytes);
       // T (see above): nothing awaits between this copy and the pread.
@@ -573,12 +608,20 @@ export class PgStore {
 
   /** Allocation of a volume range, from the data file's holes. */
   async blockStatus(volumeId: number, offset: number, length: number): Promise<BlockExtent[]> {
+    const restoresBefore = this.restoresBegunCount;
+    this.assertStateReadable(restoresBefore, 'block status');
     const f = await this.file(volumeId, false);
-    if (!f) return [{ length, hole: true, zero: true }];
+    if (!f) {
+      this.assertStateReadable(restoresBefore, 'block status');
+      return [{ length, hole: true, zero: true }];
+    }
     try {
       // Allocation comes from SEEK_DATA: blocks applied before this call must be on disk.
       await this.dirty.flushAll();
-      return await this.allocation(f, offset, length);
+      const extents = await this.allocation(f, offset, length);
+      // A restore begun meanwhile dropped dirty blocks the files never got: no state's answer.
+      this.assertStateReadable(restoresBefore, 'block status');
+      return extents;
     } finally {
       this.unpin(f);
     }
@@ -646,6 +689,8 @@ export class PgStore {
    */
   async snapshotImage(atLeast?: number): Promise<Buffer> {
     this.assertImageCovers(atLeast);
+    // An image holds one state: refused if a restore begins before it is whole.
+    const restoresBefore = this.restoresBegunCount;
     // Taken first: a request remembered here was applied before any data was read, so the
     // image holds its bytes (or newer ones), and the receiver may skip it when replaying.
     const recent = this.recent.toBytes();
@@ -679,6 +724,7 @@ export class PgStore {
       }
       vols.push({ id, runs });
     }
+    this.assertStateReadable(restoresBefore, 'snapshot image');
     return packr.pack({ v: 1, vols, recent }) as Buffer;
   }
 
@@ -723,6 +769,8 @@ export class PgStore {
   async imageChunk(cursor: ImageCursor | null, maxBytes: number, atLeast?: number): Promise<ImageChunk> {
     // Only the first chunk has an index to cover; every chunk needs a whole state to read.
     this.assertImageCovers(cursor === null ? atLeast : undefined);
+    // A chunk holds one state: refused if a restore begins before it is whole.
+    const restoresBefore = this.restoresBegunCount;
     const recent = cursor === null ? this.recent.toBytes() : undefined;
     await this.dirty.flushAll(); // runs come from SEEK_DATA
     const ids = (await readdir(this.dir))
@@ -742,7 +790,10 @@ export class PgStore {
       try {
         const size = await f.size();
         while (pos < size) {
-          if (bytes >= maxBytes) return { runs, next: { volumeId: id, offset: pos }, recent };
+          if (bytes >= maxBytes) {
+            this.assertStateReadable(restoresBefore, 'image chunk');
+            return { runs, next: { volumeId: id, offset: pos }, recent };
+          }
           const d = await f.seekData(pos);
           if (d < 0 || d >= size) break;
           const h = await f.seekHole(d);
@@ -757,6 +808,7 @@ export class PgStore {
         this.unpin(f);
       }
     }
+    this.assertStateReadable(restoresBefore, 'image chunk');
     return { runs, next: null, recent };
   }
 
@@ -769,21 +821,36 @@ export class PgStore {
     if (this.closed) throw new Unavailable(`PG ${this.groupId}: store closed, ${what} refused`);
   }
 
-  /** Starts replacing the whole state with a streamed image: every data file is removed. */
+  /**
+   * Starts replacing the whole state with a streamed image: every data file is removed. From
+   * its call every read of the state is refused (assertStateReadable) until finishRestore, so
+   * reads that keep coming cannot hold it off; the operations already in flight on the files
+   * end on them before they are closed.
+   */
   async beginRestore(): Promise<void> {
     this.assertOpen('restore');
     // A checkpoint under way took the applied index from before: it would record it over the
     // image's. The owner orders them (the host's installSnapshot waits for the checkpoint).
     assert(this.checkpointsRunning === 0, `PG ${this.groupId}: a restore began while a checkpoint runs`);
-    // Before anything is replaced, in the caller's synchronous step (see restoresBegun).
-    this.restoresBegunCount++;
-    this.restoredRecent = undefined;
-    await this.markRestoring();
     assert(this.filesRemoval === null, 'two restores at once');
-    // Opens under way now may return a file removed below; file() opens none until it is done.
+    // Before anything is replaced, in the caller's synchronous step (see restoresBegun), as is
+    // filesRemoval below: a read that starts after this call is refused, and one under way is
+    // refused at its next step unless it has issued its I/O, which the removal waits for.
+    this.restoresBegunCount++;
+    this.restoring = true;
+    this.restoredRecent = undefined;
+    // Opens under way now may return a file removed below; file() hands out none until it is done.
     this.fileGeneration++;
     const removal = (async () => {
+      await this.markRestoring();
       await this.dirty.exclusive(async () => this.dirty.dropAll());
+      // A read, image chunk or block status in flight pinned its file and may have I/O handed to
+      // the device (a ring submission not yet made, a read queued on the thread pool) that is
+      // carried out on the file's descriptor number: closed under it, that number is invalid
+      // or, once the process opens another file (a data file below, a WAL segment), names that
+      // file, whose bytes the read would return as this volume's. Each ends first: a read
+      // whose pread was issued with the bytes from before the restore, any other step refused.
+      await this.pinsReleased();
       for (const f of this.files.values()) await f.close();
       this.files.clear();
       for (const name of await readdir(this.dir)) {

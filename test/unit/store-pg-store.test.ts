@@ -382,12 +382,13 @@ test('a file opened while a restore replaced the data files is not used: the res
   const dst = await PgStore.open(io, new ScratchPool(io), dir, 7);
   // A read (a digest, say) opens vol-1.dat; the open is done, its answer comes late...
   const held = io.holdNextOpen(true);
-  const reading = dst.read(1, 0, 4096, Buffer.alloc(4096));
+  const reading = dst.read(1, 0, 4096, Buffer.alloc(4096, 0xee));
   await held.entered;
   // ...after a restore has begun: the data files are removed (vol-1.dat unlinked).
   await dst.beginRestore();
   held.release();
-  await reading;
+  // Refused: the file it finds is gone (zeros) or part of the image, not the state it began on.
+  await assert.rejects(reading, { code: 'UNAVAILABLE' });
   for (let cursor: ImageCursor | null = null, first = true; first || cursor !== null; first = false) {
     const chunk: ImageChunk = await src.imageChunk(cursor, 8192);
     await dst.restoreChunk(chunk);
