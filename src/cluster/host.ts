@@ -178,7 +178,7 @@ const repairRetryMs = 1000;
 export const defaultTickMs = 100;
 export const defaultKeepBytesAfterCheckpoint = 4 * 1024 * 1024;
 export const defaultElectionTicks = 10;
-/** Raft log instances (Config.logInstance) are drawn from [1, this): randomInt's widest range, and a safe integer on the wire. */
+/** Raft log instances (Config.logInstance) are drawn from [1, this): a safe integer on the wire, and two draws for one replica all but never meet. */
 const maxLogInstance = 2 ** 47;
 /*
  * A group's next Ready is taken while the WAL is still writing the previous one, so its new

@@ -1327,11 +1327,18 @@ export class StorageNode implements PgClient {
         // (and reflected in the commit index below) or forgotten.
         group.raft.forgetMatch(Number(from));
         this.pgMover.repairPointServed(g, Number(from));
+        // Still the leader, confirmed by a quorum (or its lease), before its term is handed
+        // out: the asking replica takes this term (its own may be lost with its log), and a
+        // deposed leader's older one would let it help that leader commit in a term a newer
+        // leader has already committed other entries after.
+        const leaderTerm = group.term;
+        await this.host.readBarrier(g);
         const atLeast = Math.max(a.atLeast as number, group.commit, group.raft.committed);
         await this.pgMover.compactFor(g, atLeast);
         const md = group.storage.snapshot().metadata;
         if (md.index < atLeast) throw new Unavailable(`group ${g}: snapshot at ${md.index}, not yet at ${atLeast}`);
-        const point: RepairPoint = { index: md.index, term: md.term, confState: md.confState, leaderTerm: group.term };
+        if (!group.isLeader || group.term !== leaderTerm) throw new NotLeader(`node ${this.id} no longer leads group ${g} in term ${leaderTerm}`);
+        const point: RepairPoint = { index: md.index, term: md.term, confState: md.confState, leaderTerm };
         return point;
       }
       case 'ping':

@@ -688,10 +688,14 @@ export class PgMover {
     // The map may have changed while a leader was asked: only a replica it does not want goes.
     const target = targetOf(this.d.map(), g);
     if (!target || target.includes(this.d.nodeId)) return;
-    // Nor one whose own log has it a member again: the leader added it back since its proof
-    // (this node's map is behind), and this replica may have acknowledged entries as that
-    // member, which the leader counts until it hears from another instance of the log.
-    if (allMembers(group.raft.confStateAt(Number.MAX_SAFE_INTEGER)).includes(this.d.nodeId)) return;
+    // Nor one whose own log has it removed and then a member again: the leader added it back
+    // since its proof (this node's map is behind) and it may have acknowledged entries as that
+    // member; it goes on as one. (A replica cut off before its removal reached it still lists
+    // itself in its own latest configuration: that one goes, on the leader's proof.)
+    if (group.raft.memberAgainAfterRemoval(this.d.nodeId)) {
+      this.d.log.info('not retiring a PG replica its log has added back since its removal', { group: g, proof });
+      return;
+    }
     this.retiring.add(g);
     try {
       // Stopped before anything is awaited: from the check above on, it acknowledges nothing.

@@ -124,6 +124,11 @@ export class RaftNode {
   private ticksSinceLeader = 0;
 
   private seq = 0;
+  /**
+   * Follower: the highest index this term's leader has shown our log to match its own (an
+   * accepted append's last new entry, or a snapshot it sent). A heartbeat commits no further.
+   */
+  private matchedLeaderIndex = 0;
   private pendingReads: PendingRead[] = [];
   private readsAwaitingCommit: string[] = [];
   private readStates: ReadState[] = [];
@@ -312,9 +317,21 @@ export class RaftNode {
   forgetMatch(id: NodeId): void {
     const pr = this.prs.get(id);
     if (this.role !== 'leader' || !pr || id === this.id) return;
-    pr.match = 0;
-    pr.becomeProbe();
-    pr.next = this.log.lastIndex() + 1;
+    pr.forgetLog(this.log.lastIndex() + 1);
+    this.fenceAnswers(pr);
+  }
+
+  /**
+   * Whether this node's log holds a configuration that removed `id` followed by a later one
+   * that has it a member again (as far as the membership history kept reaches): a member
+   * added back since its removal.
+   */
+  memberAgainAfterRemoval(id: NodeId): boolean {
+    const h = this.confHistory;
+    if (!allMembers(h[h.length - 1].cs).includes(id)) return false;
+    // A configuration of no voters is none known yet (a joiner's, before its snapshot).
+    for (let i = h.length - 2; i >= 0; i--) if (h[i].cs.voters.length > 0 && !allMembers(h[i].cs).includes(id)) return true;
+    return false;
   }
 
   /**
@@ -530,6 +547,8 @@ export class RaftNode {
       else {
         const added = new Progress(id, this.log.lastIndex() + 1, this.cfg.maxInflightMsgs, this.cfg.maxInflightBytes, learner);
         added.recentActive = addedActive;
+        // A member added back: what it answered before is not about this progress.
+        if (this.role === 'leader') this.fenceAnswers(added);
         this.prs.set(id, added);
       }
     }
@@ -570,6 +589,7 @@ export class RaftNode {
       assert(term > this.term, `term going backwards: ${this.term} -> ${term}`);
       this.term = term;
       this.vote = NONE;
+      this.matchedLeaderIndex = 0;
     }
     this.lead = NONE;
     this.electionElapsed = 0;
@@ -719,7 +739,12 @@ export class RaftNode {
       (this.vote === NONE && this.lead === NONE) ||
       (m.type === 'preVote' && m.term > this.term);
     const respType = m.type === 'vote' ? 'voteResp' : 'preVoteResp';
-    if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+    // A node that knows no membership yet (a joiner before the leader's snapshot: new, or a
+    // member retired and wanted back, its log dropped) grants nothing: its empty log makes any
+    // candidate up to date, and a stale one whose old configuration still names this id could
+    // win without entries the id's previous log had acknowledged (why etcd never reuses ids).
+    const knowsMembership = this.confState.voters.length > 0;
+    if (knowsMembership && canVote && this.log.isUpToDate(m.index, m.logTerm)) {
       this.send({ type: respType, from: this.id, to: m.from, term: m.term, reject: false });
       if (m.type === 'vote') {
         assert(this.vote === NONE || this.vote === m.from, `second vote in term ${this.term}`);
@@ -796,6 +821,7 @@ export class RaftNode {
     const res = this.log.maybeAppend(m.index, m.logTerm, m.entries);
     if (res !== undefined) {
       const lastNew = res.lastNew;
+      if (lastNew > this.matchedLeaderIndex) this.matchedLeaderIndex = lastNew;
       if (res.writtenFrom !== Number.POSITIVE_INFINITY) this.recordEntries(m.entries, res.writtenFrom);
       this.log.commitTo(Math.min(m.commit, lastNew));
       this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: lastNew, rejectHint: 0, logTerm: 0, ...echo });
@@ -810,18 +836,18 @@ export class RaftNode {
 
   private handleHeartbeat(m: MsgHeartbeat): void {
     // The commit is min(leader commit, our match as the leader knows it), and that match may
-    // come from a previous instance of this member's log (Config.logInstance) that held more
-    // than this one: the leader learns of the new instance from our next append answer. Until
-    // then, committing up to our own last index is still safe: every entry we hold past our
-    // snapshot came from this leader (our term, kept across instances, is at least the one
-    // the old instance acknowledged it in, so no older leader's entry got in since).
+    // come from a previous instance of this member's log (Config.logInstance), which held what
+    // this one may not, or other entries at the same indexes (an instance rebuilt from a
+    // deposed leader's point): the leader learns of the new instance from our next append
+    // answer. Until then only what this leader's appends have shown to match its log in this
+    // term is committed here (as etcd's commit from an append is bounded by its last new entry).
     const last = this.log.lastIndex();
-    this.log.commitTo(Math.min(m.commit, last));
+    this.log.commitTo(Math.min(m.commit, Math.max(this.log.committed, this.matchedLeaderIndex)));
     this.send({ type: 'heartbeatResp', from: this.id, to: m.from, term: this.term, seq: m.seq, tick: m.tick });
     if (m.commit > last && this.cfg.logInstance !== 0) {
-      // A heartbeat answer names no instance (it travels as a bare row), and a leader that
-      // believes we hold `m.commit` sends no append to ask: refuse the append it believes
-      // matched, which names ours.
+      // A leader that believes we hold `m.commit` sends no append to ask, and heartbeat
+      // answers name no instance (they are coalesced per node pair into integer rows, which a
+      // field more would undo): refuse the append it believes matched, an answer naming ours.
       const logTerm = this.log.term(last) ?? 0;
       this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: true, index: m.commit, rejectHint: last, logTerm, seq: m.seq, tick: m.tick });
     }
@@ -885,6 +911,7 @@ export class RaftNode {
   private stepLeader(m: Message): void {
     const pr = this.prs.get(m.from);
     if (!pr) return;
+    if ((m.type === 'appResp' || m.type === 'heartbeatResp' || m.type === 'snapResp') && m.seq < pr.answersFromSeq) return;
     switch (m.type) {
       case 'appResp': {
         const forgot = this.noteLogInstance(pr, m.logInstance);
@@ -921,7 +948,20 @@ export class RaftNode {
     pr.logInstance = logInstance;
     if (!heardBefore) return false;
     pr.forgetLog(this.log.lastIndex() + 1);
+    // Later answers to earlier messages may come from the old instance: dropped. (The one in
+    // hand is the new instance's, and is taken.)
+    this.fenceAnswers(pr);
     return true;
+  }
+
+  /**
+   * From now on `pr` takes only answers to messages sent from now on: the next round number
+   * goes out with every later message, and answers echo it. (A later round confirms
+   * leadership as well as an earlier one, so reads waiting on the round counter lose nothing.)
+   */
+  private fenceAnswers(pr: Progress): void {
+    this.seq++;
+    pr.answersFromSeq = this.seq;
   }
 
   private noteAck(pr: Progress, m: MsgAppResp | MsgHeartbeatResp | MsgSnapResp): void {

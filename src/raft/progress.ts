@@ -74,8 +74,14 @@ export class Progress {
   ackTick = Number.NEGATIVE_INFINITY;
   /** Largest leader seq echoed back in this term (ReadIndex rounds). */
   ackSeq = 0;
-  /** The instance of the member's log `match` was acknowledged by (Config.logInstance); 0: none heard. */
+  /** The instance of the member's log its latest answer named (Config.logInstance); 0: none heard. */
   logInstance = 0;
+  /**
+   * Answers echoing a `seq` below this are dropped: they answer messages sent before this
+   * progress began or forgot the member's log, and may come from an instance of that log
+   * since lost (on another connection, delivered late).
+   */
+  answersFromSeq = 0;
 
   constructor(
     readonly id: NodeId,

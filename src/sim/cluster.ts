@@ -249,7 +249,8 @@ export class SimCluster {
 
   /**
    * Retires a node the group removed, as the PG mover retires a replica: the leader's committed
-   * and latest configurations and the node's own leave it out. Its log is dropped (its term
+   * and latest configurations leave it out, and its own log does not have it added back since
+   * its removal (one cut off before the removal reached it goes). Its log is dropped (its term
    * and vote kept, as the WAL keeps a retired group's hard state) and it starts again empty, a
    * joiner and a new instance of its log, filled by the leader's snapshot once it is added
    * back. Its messages already in flight are still delivered: acknowledgements of the old
@@ -261,7 +262,7 @@ export class SimCluster {
     if (!l || !n.up || !n.raft || l.id === id) return false;
     const names = (cs: ConfState): boolean => cs.voters.includes(id) || cs.votersOutgoing.includes(id) || cs.learners.includes(id) || cs.learnersNext.includes(id);
     const latest = Number.MAX_SAFE_INTEGER;
-    if (names(l.raft.confStateAt(l.raft.committed)) || names(l.raft.confStateAt(latest)) || names(n.raft.confStateAt(latest))) return false;
+    if (names(l.raft.confStateAt(l.raft.committed)) || names(l.raft.confStateAt(latest)) || n.raft.memberAgainAfterRemoval(id)) return false;
     const hs = n.storage.hardState;
     this.crash(id);
     const storage = new MemoryStorage([]);

@@ -394,18 +394,23 @@ export class Nemesis {
     if (cs.votersOutgoing.length > 0) return;
     const all = this.ids();
     const nonMembers = all.filter((i) => !cs.voters.includes(i) && !cs.learners.includes(i));
+    // Voters come from learners that know the membership (the leader's snapshot or log reached
+    // them), as the PG mover and group 0 add them: a node that knows none grants no vote (it
+    // may be a member retired and added back, its log dropped), so an empty voter could leave
+    // a configuration without a quorum that can elect.
+    const ready = cs.learners.filter((i) => (c.node(i).raft?.status().confState.voters.length ?? 0) > 0);
     const r = this.rng.nextInt(4);
     if (r === 0 && nonMembers.length > 0) {
       c.proposeConfChange({ changes: [{ type: 'addLearner', nodeId: this.rng.pick(nonMembers) }] });
-    } else if (r === 1 && cs.learners.length > 0) {
-      c.proposeConfChange({ changes: [{ type: 'addVoter', nodeId: this.rng.pick(cs.learners) }] });
+    } else if (r === 1 && ready.length > 0) {
+      c.proposeConfChange({ changes: [{ type: 'addVoter', nodeId: this.rng.pick(ready) }] });
     } else if (r === 2 && cs.voters.length > 3) {
       // Remove a voter, possibly the leader itself.
       c.proposeConfChange({ changes: [{ type: 'removeNode', nodeId: this.rng.pick(cs.voters) }] });
-    } else if (r === 3 && cs.voters.length >= 3 && nonMembers.length > 0) {
-      // Swap a voter for a non-member in one joint change.
+    } else if (r === 3 && cs.voters.length >= 3 && ready.length > 0) {
+      // Swap a voter for a caught-up learner in one joint change.
       const out = this.rng.pick(cs.voters);
-      c.proposeConfChange({ changes: [{ type: 'removeNode', nodeId: out }, { type: 'addVoter', nodeId: this.rng.pick(nonMembers) }] });
+      c.proposeConfChange({ changes: [{ type: 'removeNode', nodeId: out }, { type: 'addVoter', nodeId: this.rng.pick(ready) }] });
     }
   }
 

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Harness } from '../../src/sim/harness.js';
 import { MemoryStorage } from '../../src/raft/storage.js';
-import type { Message } from '../../src/raft/types.js';
+import type { Message, MsgAppResp } from '../../src/raft/types.js';
 
 const logInstances = new Map([
   [1, 11],
@@ -65,7 +65,7 @@ test('a member back with an empty log under a new logInstance: the leader forget
   assert.equal(h.node(3).storage.lastIndex(), w.index);
 });
 
-test('answers of the instance the leader knows change nothing; a new one makes the leader probe', () => {
+test('answers of the instance the leader knows change nothing; a restart with the log intact under a new instance loses nothing', () => {
   const h = replicatedGroup(4);
   const probesTo3 = (trace: string[]): number => trace.filter((l) => l.startsWith('1->3 app')).length;
   h.takeTrace();
@@ -107,4 +107,109 @@ test('answers carry the logInstance; a node configured without one sends none', 
   plain.deliverAll();
   assert.ok(plainSeen.length >= 2);
   for (const m of plainSeen) assert.equal('logInstance' in m, false);
+});
+
+test('an acknowledgement of the old instance delivered after the new instance answered is dropped', () => {
+  const h = replicatedGroup(3);
+  h.cutLink(1, 2);
+  const w = h.proposeString(1, 'only-on-1');
+  // Node 3 (instance 33) acknowledges the entry; the acknowledgement is held back in the network.
+  let late: MsgAppResp | undefined;
+  h.filter = (m) => {
+    if (m.from === 3 && m.type === 'appResp' && m.index === w.index && !late) {
+      late = { ...m };
+      return false;
+    }
+    return true;
+  };
+  h.deliverAll();
+  assert.ok(late, 'node 3 acknowledged the entry');
+  assert.ok(h.raft(1).committed < w.index);
+  // Node 3 loses its log; the new instance answers the leader's heartbeat first (its catch-up held).
+  loseLog(h, 3, 333);
+  h.filter = (m) => !(m.from === 1 && m.to === 3 && m.type === 'app');
+  h.tickAll();
+  h.deliverAll();
+  assert.equal(matchOf(h, 1, 3), 0, 'the leader forgot the old instance on the new one\'s answer');
+  // Then the old instance's acknowledgement arrives (another connection, late): not counted.
+  h.filter = (m) => m.to !== 3;
+  h.queue.push(late!);
+  h.deliverAll();
+  assert.equal(matchOf(h, 1, 3), 0);
+  assert.ok(h.raft(1).committed < w.index, `entry ${w.index} committed on the leader's copy and a lost instance's word`);
+  // Node 3 caught up for real, the entry commits.
+  h.filter = undefined;
+  h.tickAll();
+  h.deliverAll();
+  assert.equal(h.raft(1).committed, w.index);
+  assert.equal(h.node(3).storage.lastIndex(), w.index);
+});
+
+test("a heartbeat commits on a follower only what this term's leader has matched: a replica rebuilt from a deposed leader's point keeps that leader's entries uncommitted", () => {
+  const text = (d: Uint8Array): string => new TextDecoder().decode(d);
+  const h = replicatedGroup(1);
+  const k = h.raft(1).committed;
+  const oldTerm = h.raft(1).currentTerm;
+  // Node 1 is cut off and keeps believing it leads; it appends two entries no one else holds.
+  h.isolate(1);
+  h.proposeString(1, 's1');
+  h.proposeString(1, 's2');
+  h.deliverAll();
+  // Node 2 leads a newer term with node 3's vote and commits other entries at those indexes.
+  for (let i = 0; i < 10; i++) {
+    h.tick(2);
+    h.tick(3);
+    h.processReadies();
+    h.queue = [];
+  }
+  h.raft(2).campaign();
+  h.deliverAll();
+  assert.equal(h.raft(2).currentRole, 'leader');
+  h.proposeString(2, 'n1');
+  h.proposeString(2, 'n2');
+  h.deliverAll();
+  // Node 3's data dir is lost; it is rebuilt at the point the deposed node 1 served (its commit, its term).
+  const fresh = new MemoryStorage([1, 2, 3]);
+  const confState = { voters: [1, 2, 3], votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false };
+  fresh.applySnapshot({ metadata: { index: k, term: h.node(1).storage.term(k)!, confState }, data: h.node(1).storage.snapshot().data });
+  fresh.setHardState({ term: oldTerm, vote: 1, commit: k });
+  h.queue = h.queue.filter((m) => m.to !== 3 && m.from !== 3);
+  h.add(3, fresh, { logInstance: 333 });
+  // The deposed node 1 reaches node 3 alone: node 3 takes its two entries (its answers lost).
+  h.heal();
+  h.cutLink(1, 2);
+  h.cutLink(2, 3);
+  h.filter = (m) => !(m.from === 3 && m.to === 1 && m.type === 'appResp' && !m.reject);
+  for (let i = 0; i < 3; i++) {
+    h.tick(1, 2);
+    h.deliverAll();
+  }
+  h.filter = undefined;
+  // Node 2's heartbeat reaches node 3 with the commit of node 3's lost instance's match.
+  h.cutLink(1, 3);
+  h.healLink(2, 3);
+  h.tick(2, 2);
+  h.deliverAll();
+  for (const e of h.node(3).applied) {
+    const theirs = h.node(2).storage.entries(e.index, e.index + 1, 1 << 20)[0];
+    assert.equal(`${e.term}:${text(e.data)}`, `${theirs.term}:${text(theirs.data)}`, `node 3 applied at ${e.index} what the leader of the newer term did not commit there`);
+  }
+});
+
+test('a node that knows no membership (a member retired and back, its log dropped) grants no vote', () => {
+  const h = replicatedGroup(2);
+  loseLog(h, 3, 333);
+  // The leader is cut off; node 2 campaigns once its election timeout passes, and only node 3
+  // can answer, whose empty log makes anyone up to date.
+  h.isolate(1);
+  h.takeTrace();
+  for (let i = 0; i < 40; i++) {
+    h.tick(2);
+    h.tick(3);
+    h.deliverAll();
+  }
+  const answers = h.takeTrace().filter((l) => l.startsWith('3->2 preVoteResp') || l.startsWith('3->2 voteResp'));
+  assert.ok(answers.length > 0, 'node 3 answered a campaign');
+  for (const a of answers) assert.doesNotMatch(a, /grant/, `node 3 granted: ${a}`);
+  assert.notEqual(h.raft(2).currentRole, 'leader');
 });
