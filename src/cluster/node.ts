@@ -214,6 +214,7 @@ export class StorageNode implements PgClient {
   private downOut!: DownOutRunner;
   /** Leaders of PGs this node has no replica of, watched while pieces wait on them. */
   private readonly remoteLeaders: RemoteLeaderWatch;
+  private readonly leaderProbeRedirects: Counter;
   private leaderHandovers!: Counter;
   private stopping = false;
   addresses!: NodeAddresses;
@@ -238,6 +239,11 @@ export class StorageNode implements PgClient {
     this.log = createLogger('node', { node: opts.id });
     this.registry = createRegistry();
     this.fencedMessages = new Counter({ name: 'raftblock_transport_fenced_messages_total', help: 'Raft messages dropped: sender not a replica of the group in this map', registers: [this.registry] });
+    this.leaderProbeRedirects = new Counter({
+      name: 'raftblock_gateway_leader_probe_redirects_total',
+      help: 'Pieces a gateway without a replica abandoned at a silent PG leader because the other replicas named a new one',
+      registers: [this.registry],
+    });
     this.leaderHandovers = new Counter({ name: 'raftblock_pg_leader_handovers_total', help: 'PG leaderships handed to the node whose gateway sent most of their requests', registers: [this.registry] });
     this.malformedMessages = new Counter({ name: 'raftblock_transport_malformed_messages_total', help: 'Raft messages dropped: malformed, or not from the node that sent the frame', registers: [this.registry] });
     this.metaVoterGauge();
@@ -1638,7 +1644,10 @@ export class StorageNode implements PgClient {
       return this.transport.request(String(target), 'io', args, requestTimeoutMs, local.leadChanged, () => new NotLeader(`group ${groupId}: its leader changed while a request to node ${target} was in flight`));
     }
     const ticket = this.remoteLeaders.watch(groupId, target, replicas);
-    const replaced = (): Error => new NotLeader(`group ${groupId}: its replicas follow node ${ticket.replacedBy} now; node ${target} has not answered`, String(ticket.replacedBy));
+    const replaced = (): Error => {
+      this.leaderProbeRedirects.inc();
+      return new NotLeader(`group ${groupId}: its replicas follow node ${ticket.replacedBy} now; node ${target} has not answered`, String(ticket.replacedBy));
+    };
     const answer = this.transport.request(String(target), 'io', args, requestTimeoutMs, ticket.signal, replaced);
     answer.then(ticket.release, ticket.release);
     return answer;
