@@ -262,6 +262,8 @@ export class Group {
   /** The highest index handed to the apply chain. */
   queuedApplyIndex: number;
   removed = false;
+  /** Removed without draining its Readies: what they would still send is dropped (retirement). */
+  silenced = false;
   snapshotInstalling = false;
   /**
    * The WAL found this replica's log damaged: its Raft node is held (not ticked, stepped or
@@ -563,6 +565,10 @@ export class MultiRaftHost {
     const g = this.groups.get(id);
     if (!g) return;
     g.removed = true;
+    // A retired replica's acknowledgements still in its Readies would reach a leader that may
+    // have added this node back since, and count for a log about to be dropped: dropped
+    // instead (dropping a message is always safe).
+    g.silenced = opts.drainReadies !== true;
     this.groups.delete(id);
     if (opts.drainReadies) await g.readyTail.catch(() => undefined);
     await g.applyChain;
@@ -866,6 +872,7 @@ export class MultiRaftHost {
     // an entry it once acknowledged.
     const muted = this.wal.needsRepair(g.id);
     for (const m of later) {
+      if (g.silenced) break;
       if (muted && isElectionMessage(m)) {
         this.metrics.electionMessagesMuted.inc();
         continue;

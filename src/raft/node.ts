@@ -841,13 +841,17 @@ export class RaftNode {
     // deposed leader's point): the leader learns of the new instance from our next append
     // answer. Until then only what this leader's appends have shown to match its log in this
     // term is committed here (as etcd's commit from an append is bounded by its last new entry).
+    // (A host that names no instances never loses a log: etcd's rule, up to our last index.)
     const last = this.log.lastIndex();
-    this.log.commitTo(Math.min(m.commit, Math.max(this.log.committed, this.matchedLeaderIndex)));
+    const matched = this.cfg.logInstance === 0 ? last : Math.max(this.log.committed, this.matchedLeaderIndex);
+    this.log.commitTo(Math.min(m.commit, matched));
     this.send({ type: 'heartbeatResp', from: this.id, to: m.from, term: this.term, seq: m.seq, tick: m.tick });
-    if (m.commit > last && this.cfg.logInstance !== 0) {
-      // A leader that believes we hold `m.commit` sends no append to ask, and heartbeat
-      // answers name no instance (they are coalesced per node pair into integer rows, which a
-      // field more would undo): refuse the append it believes matched, an answer naming ours.
+    if (m.commit > matched) {
+      // A leader that believes we hold `m.commit` sends no append to ask (a restarted follower
+      // of an idle group would never learn the commit), and heartbeat answers name no instance
+      // (they are coalesced per node pair into integer rows, which a field more would undo):
+      // refuse the append it believes matched, an answer naming ours; a leader that knew
+      // another instance forgets it and probes.
       const logTerm = this.log.term(last) ?? 0;
       this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: true, index: m.commit, rejectHint: last, logTerm, seq: m.seq, tick: m.tick });
     }

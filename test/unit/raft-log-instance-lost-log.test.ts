@@ -213,3 +213,22 @@ test('a node that knows no membership (a member retired and back, its log droppe
   for (const a of answers) assert.doesNotMatch(a, /grant/, `node 3 granted: ${a}`);
   assert.notEqual(h.raft(2).currentRole, 'leader');
 });
+
+test('a follower restarted under a new instance in an idle group learns the commit from heartbeats alone', () => {
+  // Followers learn the commit from the next append or heartbeat, as on the host.
+  const h = new Harness([1, 2, 3], { eagerCommitNews: false });
+  for (const [id, logInstance] of logInstances) h.add(id, h.node(id).storage, { logInstance });
+  h.elect(1);
+  for (let i = 0; i < 3; i++) h.proposeString(1, `w${i}`);
+  h.deliverAll();
+  const committed = h.raft(1).committed;
+  assert.equal(matchOf(h, 1, 3), h.raft(1).lastIndex, 'node 3 holds every entry');
+  // Node 3 restarts before a heartbeat told it the last commit; nothing more is written.
+  h.restart(3, { logInstance: 3333 });
+  assert.ok(h.raft(3).committed < committed, `node 3 restarted at commit ${h.raft(3).committed}`);
+  for (let i = 0; i < 3; i++) {
+    h.tickAll();
+    h.deliverAll();
+  }
+  assert.equal(h.raft(3).committed, committed);
+});

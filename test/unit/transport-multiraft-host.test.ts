@@ -711,3 +711,26 @@ test('a group removed while its checkpoint runs is closed only after that checkp
   await Promise.all([checkpoint, removal]);
   assert.deepEqual(events, ['checkpoint started', 'checkpoint ended', 'closed']);
 });
+
+for (const drainReadies of [false, true]) {
+  test(`a group removed ${drainReadies ? 'draining its Readies sends their acknowledgements' : 'without draining its Readies (a retirement) sends none of their acknowledgements'}`, async (t) => {
+    const g = 24;
+    const { hosts, wals, lead } = await gatedGroup(t, g, 50);
+    const f = (lead + 1) % 3;
+    const followerId = f + 1;
+    const matchAtLeader = (): number => hosts[lead].groups.get(g)?.raft.status().progress?.get(followerId)?.match ?? -1;
+    // The follower's device holds its next append: its acknowledgement waits in its Ready.
+    wals[f].closed = true;
+    await hosts[lead].propose(g, Buffer.from('held-at-follower'));
+    await until(() => wals[f].appendsHeld > 0);
+    const index = hosts[lead].groups.get(g)!.raft.lastIndex;
+    assert.ok(matchAtLeader() < index, 'the follower has not acknowledged it yet');
+    // Removed here (retired, say), then its device completes.
+    const removal = hosts[f].removeGroup(g, { drainReadies });
+    wals[f].open();
+    await removal;
+    await new Promise((r) => setTimeout(r, 300));
+    if (drainReadies) assert.equal(matchAtLeader(), index, 'the acknowledgement of a drained Ready was sent');
+    else assert.ok(matchAtLeader() < index, `a removed group's held acknowledgement reached the leader (match ${matchAtLeader()}, entry ${index})`);
+  });
+}
