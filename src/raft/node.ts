@@ -126,7 +126,8 @@ export class RaftNode {
   private seq = 0;
   /**
    * Follower: the highest index this term's leader has shown our log to match its own (an
-   * accepted append's last new entry, or a snapshot it sent). A heartbeat commits no further.
+   * accepted append's last new entry; a snapshot it sent moves the commit index itself). A
+   * heartbeat commits no further than this or the commit index.
    */
   private matchedLeaderIndex = 0;
   private pendingReads: PendingRead[] = [];
