@@ -99,11 +99,24 @@ async function peerDigest(store: PgStore, map: ClusterMap, groupId: number): Pro
   return d;
 }
 
-test('a digest under which a restore begins answers restoring, not a digest of the wiped files', async (t) => {
+/** Node 2's replica (no restore touches it), filled with `fillByte`'s data, and its digest. */
+async function sourceAndPeer(t: TestContext, fillByte: number): Promise<{ map: ClusterMap; groupId: number; source: PgStore; peer: SettledDigest }> {
   const { map, groupId } = twoVolumeMap();
   const source = await openStore(t, new FsBlockIo(), tempDir(t), groupId);
-  await fill(source, 0x10);
-  const peer = await peerDigest(source, map, groupId);
+  await fill(source, fillByte);
+  return { map, groupId, source, peer: await peerDigest(source, map, groupId) };
+}
+
+/** A digest read across a restore: given as restoring, never a mismatch with its settled peer. */
+function assertRestoring(peer: SettledDigest, answer: GroupDigest): void {
+  const verdict = judgeReplicas([peer, answer]);
+  assert.notEqual(verdict.result, 'mismatch', `a digest read across a restore, ${JSON.stringify(answer)}, made a mismatch with its peer's ${peer.digest}`);
+  assert.ok('restoring' in answer && answer.restoring, `a digest read across a restore was given as ${JSON.stringify(answer)}`);
+  assert.equal(verdict.result, 'restoring');
+}
+
+test('a digest under which a restore begins answers restoring, not a digest of the wiped files', async (t) => {
+  const { map, groupId, peer } = await sourceAndPeer(t, 0x10);
   const io = new HeldOpenIo(new FsBlockIo());
   const store = await reopened(t, io, groupId, 0x10);
   // The two replicas hold the same bytes at the same index: verify would call them consistent.
@@ -117,19 +130,13 @@ test('a digest under which a restore begins answers restoring, not a digest of t
   held.release();
   const answer = await digest;
 
-  const verdict = judgeReplicas([peer, answer]);
-  assert.notEqual(verdict.result, 'mismatch', `a digest read across a restore, ${JSON.stringify(answer)}, made a mismatch with its peer's ${peer.digest}`);
-  assert.ok('restoring' in answer && answer.restoring, `a digest read across a restore was given as ${JSON.stringify(answer)}`);
-  assert.equal(verdict.result, 'restoring');
+  assertRestoring(peer, answer);
 });
 
 test('a digest under which a whole restore runs, to the index it had, answers restoring, not a mix of both states', async (t) => {
-  const { map, groupId } = twoVolumeMap();
   // The peer holds the majority's copy; this replica an odd one at the same index, and is
   // rebuilt from the peer's image (pool repair) while its digest is read.
-  const source = await openStore(t, new FsBlockIo(), tempDir(t), groupId);
-  await fill(source, 0x20);
-  const peer = await peerDigest(source, map, groupId);
+  const { map, groupId, source, peer } = await sourceAndPeer(t, 0x20);
   const io = new HeldOpenIo(new FsBlockIo());
   const store = await reopened(t, io, groupId, 0x40);
   assert.equal(judgeReplicas([peer, await digestReplica(store, map, groupId, 1)]).result, 'mismatch', 'the odd copy differs');
@@ -146,10 +153,7 @@ test('a digest under which a whole restore runs, to the index it had, answers re
   held.release();
   const answer = await digest;
 
-  const verdict = judgeReplicas([peer, answer]);
-  assert.notEqual(verdict.result, 'mismatch', `a digest read across a restore, ${JSON.stringify(answer)}, made a mismatch with its peer's ${peer.digest}`);
-  assert.ok('restoring' in answer && answer.restoring, `a digest read across a restore was given as ${JSON.stringify(answer)}`);
-  assert.equal(verdict.result, 'restoring');
+  assertRestoring(peer, answer);
   // Asked again, the rebuilt replica agrees with its peer.
   assert.deepEqual(judgeReplicas([peer, await digestReplica(odd, map, groupId, 1)]), { result: 'consistent', appliedIndex: 8 });
 });
