@@ -13,14 +13,12 @@ import { encodeFrame } from '../../src/cluster/frame.js';
 import { maxJoinExchangeQueuedBytes, maxJoinExchangeRequestsInFlight, Transport } from '../../src/cluster/transport.js';
 import { dialWatched } from '../helpers/sockets.js';
 import { until } from '../helpers/until.js';
+import { listeningTransport } from '../helpers/transport.js';
 
 const mapBytes = Buffer.alloc(1024 * 1024, 7);
 
-async function node(t: import('node:test').TestContext, served: { n: number }, firstFrameTimeoutMs?: number): Promise<Transport> {
-  const tr = new Transport({
-    nodeId: '1',
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
+function node(t: import('node:test').TestContext, served: { n: number }, firstFrameTimeoutMs?: number): Promise<Transport> {
+  return listeningTransport(t, {
     clusterId: 'c1',
     firstFrameTimeoutMs,
     handlers: {
@@ -31,9 +29,6 @@ async function node(t: import('node:test').TestContext, served: { n: number }, f
       },
     },
   });
-  await tr.start();
-  t.after(() => tr.close());
-  return tr;
 }
 
 function getMaps(from: number, n: number): Buffer {

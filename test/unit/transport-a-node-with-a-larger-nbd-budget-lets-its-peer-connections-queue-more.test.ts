@@ -13,6 +13,7 @@ import { maxQueuedBytesPerConnection, Transport } from '../../src/cluster/transp
 import { defaultNbdMemoryBudgetBytes } from '../../src/nbd/server.js';
 import { listen } from '../helpers/sockets.js';
 import { until } from '../helpers/until.js';
+import { listeningTransport } from '../helpers/transport.js';
 
 const mib = 1024 * 1024;
 
@@ -27,9 +28,7 @@ test('a connection is closed once more than the queue bound it was given waits t
   // A peer that takes connections and reads nothing.
   const sink = await listen(t, (s) => s.pause());
   const node = async (maxQueuedBytes: number): Promise<Transport> => {
-    const tr = new Transport({ nodeId: '1', listen: { host: '127.0.0.1', port: 0 }, epoch: () => 1, maxQueuedBytes, handlers: { onMessages: () => undefined, onRequest: async () => ({}) } });
-    await tr.start();
-    t.after(() => tr.close());
+    const tr = await listeningTransport(t, { maxQueuedBytes });
     tr.setPeerAddress('9', sink.address);
     return tr;
   };

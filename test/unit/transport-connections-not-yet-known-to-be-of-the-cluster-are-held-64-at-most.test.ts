@@ -14,12 +14,10 @@ import { encodeFrame } from '../../src/cluster/frame.js';
 import { maxUnidentifiedConnections, Transport } from '../../src/cluster/transport.js';
 import { closedWithin, dial, dialWatched } from '../helpers/sockets.js';
 import { until } from '../helpers/until.js';
+import { listeningTransport } from '../helpers/transport.js';
 
-async function node(t: import('node:test').TestContext, registry: Registry, served: { n: number }): Promise<Transport> {
-  const tr = new Transport({
-    nodeId: '1',
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
+function node(t: import('node:test').TestContext, registry: Registry, served: { n: number }): Promise<Transport> {
+  return listeningTransport(t, {
     clusterId: 'c1',
     registry,
     // Far past the test: only the cap may close a connection that says nothing.
@@ -32,9 +30,6 @@ async function node(t: import('node:test').TestContext, registry: Registry, serv
       },
     },
   });
-  await tr.start();
-  t.after(() => tr.close());
-  return tr;
 }
 
 async function refusedCount(registry: Registry): Promise<number> {

@@ -13,15 +13,13 @@ import { encodeFrame, type RpcRequest } from '../../src/cluster/frame.js';
 import { maxJoinExchangeRequestsInFlight, Transport } from '../../src/cluster/transport.js';
 import { dialWatched } from '../helpers/sockets.js';
 import { until } from '../helpers/until.js';
+import { listeningTransport } from '../helpers/transport.js';
 
 /** Stands in for the map a node answers getMap with. */
 const mapBytes = Buffer.alloc(4096, 7);
 
-async function node(t: import('node:test').TestContext, served: Map<string, number>): Promise<Transport> {
-  const tr = new Transport({
-    nodeId: '1',
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
+function node(t: import('node:test').TestContext, served: Map<string, number>): Promise<Transport> {
+  return listeningTransport(t, {
     clusterId: 'c1',
     handlers: {
       onMessages: () => undefined,
@@ -31,9 +29,6 @@ async function node(t: import('node:test').TestContext, served: Map<string, numb
       },
     },
   });
-  await tr.start();
-  t.after(() => tr.close());
-  return tr;
 }
 
 /** A frame of node 3 of cluster c1 (a member, not the join exchange) carrying `reqs`. */
