@@ -93,6 +93,11 @@ export interface NodeOptions {
   nbdHandshakeLimitMs?: number;
   /** The NBD server's memory budget (NbdServerOptions.memoryBudgetBytes). */
   nbdMemoryBudgetBytes?: number;
+  /**
+   * Fault injection: start() waits this long with its peer port open before it opens the
+   * groups it holds, as a loaded machine may (tests set it through RAFTBLOCK_START_HOLD_MS).
+   */
+  startHoldMs?: number;
 }
 
 /**
@@ -395,6 +400,11 @@ export class StorageNode implements PgClient {
       },
       repairPoint: async (from, group, atLeast) => (await this.transport.request(String(from), 'pgRepairPoint', { g: group, atLeast }, 30000)) as RepairPoint,
       onUnknownGroup: (group, msg) => {
+        // Peers reach this node as soon as its transport listens, before start() has opened
+        // the groups it holds (group 0 from its WAL, the retired PGs' tombstones): acting on
+        // their messages then opened group 0 twice (one start failed on the duplicate) or
+        // could resume a PG retired here. They are dropped until then; the leader resends.
+        if (!this.holdingsOpened) return false;
         // Group 0's leader made this node a member: start it empty; a snapshot brings it up.
         if (group === metadataGroupId) void this.joinMetaGroup();
         else return this.pgMover.onUnknownGroup(group, msg.from);
@@ -421,6 +431,7 @@ export class StorageNode implements PgClient {
       log: createLogger('pg-mover', { node: this.id }),
       stopping: () => this.stopping,
     });
+    if (this.opts.startHoldMs) await new Promise((resolve) => setTimeout(resolve, this.opts.startHoldMs));
     await this.pgMover.load();
 
     this.gatewayMetrics = makeGatewayMetrics(this.registry);
@@ -438,6 +449,7 @@ export class StorageNode implements PgClient {
         await this.host.addGroup(metadataGroupId, opened.voters, opened.meta, { campaign: this.opts.bootstrap });
       }
     }
+    this.holdingsOpened = true;
     for (const n of this.map().nodes) if (n.id !== this.id) this.transport.setPeerAddress(String(n.id), n.addresses.peer);
     this.host.start();
     this.pgMover.start();
@@ -647,6 +659,8 @@ export class StorageNode implements PgClient {
   }
 
   private joiningMeta = false;
+  /** start() has opened group 0 (if held here) and loaded the PG tombstones: see onUnknownGroup. */
+  private holdingsOpened = false;
   /**
    * This node's map is known to be as new as the cluster's (registered through group 0, or a
    * peer's epoch seen no newer, or a newer map fetched). Until then a restarted node, whose
