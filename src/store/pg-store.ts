@@ -152,8 +152,11 @@ export class PgStore {
   private readonly pins = new Map<BlockFile, number>();
   /** Files of dropped volumes still pinned by an operation in flight. */
   private readonly retired = new Set<BlockFile>();
-  /** Wakes a restore waiting for the last pin to go (see pinsReleased). */
-  private onPinsReleased: (() => void) | null = null;
+  /**
+   * Wake those waiting for the last pin to go (see pinsReleased): a restore, and close(), which
+   * may run while a restore waits.
+   */
+  private pinWaiters: (() => void)[] = [];
   /**
    * Moves whenever the data files are replaced (a restore removes them) or the store closes:
    * an open() that started under another value may have opened a file that is gone since
@@ -338,20 +341,20 @@ export class PgStore {
     }
     this.pins.delete(f);
     if (this.retired.delete(f)) void f.close().catch(() => undefined);
-    if (this.pins.size === 0 && this.onPinsReleased) {
-      const wake = this.onPinsReleased;
-      this.onPinsReleased = null;
-      wake();
+    if (this.pins.size === 0 && this.pinWaiters.length > 0) {
+      const waiters = this.pinWaiters;
+      this.pinWaiters = [];
+      for (const wake of waiters) wake();
     }
   }
 
   /**
    * Resolves once no operation holds a pin: each then ended on the file it pinned, and none of
-   * its I/O is left for the device to carry out on that file's descriptor. For a restore, which
-   * closes every data file, while file() hands out none (see filesRemoval).
+   * its I/O is left for the device to carry out on that file's descriptor. For a restore and
+   * close(), which close every data file while file() hands out none (filesRemoval, closed).
    */
   private async pinsReleased(): Promise<void> {
-    while (this.pins.size > 0) await new Promise<void>((resolve) => (this.onPinsReleased = resolve));
+    while (this.pins.size > 0) await new Promise<void>((resolve) => this.pinWaiters.push(resolve));
   }
 
   /**
@@ -918,6 +921,9 @@ export class PgStore {
     await this.dirty.flushAll().catch(() => undefined);
     await this.dirty.exclusive(async () => this.dirty.dropAll());
     this.dirty.close();
+    // As a restore does (see beginRestore): a read, image chunk or block status in flight ends
+    // on its file before that file's descriptor number is closed, and maybe given to another.
+    await this.pinsReleased();
     for (const f of this.files.values()) await f.close();
     this.files.clear();
     for (const f of this.retired) await f.close();

@@ -10,6 +10,9 @@
  * every read of the state asked from the moment it begins until it ends is refused at once
  * (UNAVAILABLE, which every caller asks again), so reads that keep coming cannot hold it off.
  *
+ * A store's close() (a node stopping, a replica retired) closes every data file too, and waits
+ * the same way; a close while a restore waits for a read wakes both once the read ends.
+ *
  * Real PG stores on a real disk, on each backend; the device's side of a read is held by a
  * WrappedBlockIo at a chosen moment.
  */
@@ -217,5 +220,33 @@ for (const backend of testBackends()) {
       [1, 0, KiB64],
       [2, 0, B],
     ]);
+  });
+
+  test(`(${backend.name}) a read in flight when the store closes ends on its file before close() closes it; a restore waiting beside it ends too`, { skip: backend.skip }, async (t) => {
+    const { io, store } = await replica(t, backend);
+    const held = io.holdNextRead(/vol-1\.dat$/);
+    const reading = readVolume1(store);
+    await held.reached;
+    let restoreEnded = false;
+    const restore = store.beginRestore().then(
+      () => (restoreEnded = true),
+      () => (restoreEnded = true),
+    );
+    let closed = false;
+    const closing = store.close().then(() => (closed = true));
+    await settledOrAfter(held.closed, 300);
+    const otherPath = join(tempDir(t), 'other.dat');
+    writeFileSync(otherPath, Buffer.alloc(KiB64, elsewhere));
+    const others: number[] = [];
+    for (let n = -1; n < held.fd; ) others.push((n = openSync(otherPath, 'r')));
+    t.after(() => others.forEach((fd) => closeSync(fd)));
+    assert.equal(closed, false, 'close() ended under a read in flight');
+    held.release();
+    assertBeforeOrRetryable((await Promise.allSettled([reading]))[0], 'a read in flight when the store closed');
+    assert.equal(io.closedUnderRead, false, 'close() closed the file of a read in flight');
+    await closing;
+    await restore;
+    assert.ok(restoreEnded, 'the restore waiting for the same read never ended');
+    await assert.rejects(readVolume1(store), { code: 'UNAVAILABLE' }, 'a read of a closed store');
   });
 }
