@@ -1,4 +1,4 @@
-// raftblock_io: io_uring with O_DIRECT and RWF_DSYNC, aligned slabs, lseek. See src/io/native.ts.
+// raftblock_io: io_uring with O_DIRECT and RWF_DSYNC, aligned slabs, lseek, FIEMAP. See src/io/native.ts.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -14,6 +14,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Ring", Ring::Define(env));
   exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
   exports.Set("lseek", Napi::Function::New(env, Lseek, "lseek"));
+  exports.Set("unwrittenExtents", Napi::Function::New(env, UnwrittenExtents, "unwrittenExtents"));
   exports.Set("crc32c", Napi::Function::New(env, Crc32c, "crc32c"));
   exports.Set("hasHardwareCrc32c", Napi::Boolean::New(env, HasHardwareCrc32c()));
   Napi::Object c = Napi::Object::New(env);

@@ -81,6 +81,10 @@ class FsFile implements BlockFile {
     return offsetBytes < size ? size : -1;
   }
 
+  async unwrittenRanges(): Promise<[number, number][]> {
+    return []; // holes are not told from data here (seekData), nor unwritten extents
+  }
+
   size(): Promise<number> {
     if (this.closed) return Promise.reject(closedFileError('fstat', this.path));
     return fdSize(this.fd, this.path);

@@ -43,6 +43,11 @@ export interface NativeAddon {
   hasHardwareCrc32c?: boolean;
   /** lseek(2); returns -1 for ENXIO (no data/hole past offset), throws other errors. */
   lseek(fd: number, offset: number, whence: number): number;
+  /**
+   * FS_IOC_FIEMAP: [from, to) pairs, flattened and in order, of the parts of [start, end) in
+   * unwritten extents; empty where the filesystem has no FIEMAP. Throws other errors.
+   */
+  unwrittenExtents(fd: number, start: number, end: number): Float64Array;
   readonly constants: {
     RWF_DSYNC: number;
     O_DIRECT: number;

@@ -156,6 +156,11 @@ class PowerCutFile implements BlockFile {
     return this.inner.seekHole(offsetBytes);
   }
 
+  unwrittenRanges(startBytes: number, endBytes: number): Promise<[number, number][]> {
+    this.check('ioctl');
+    return this.inner.unwrittenRanges(startBytes, endBytes);
+  }
+
   size(): Promise<number> {
     this.check('fstat');
     return this.inner.size();

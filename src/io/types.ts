@@ -65,6 +65,12 @@ export interface BlockFile {
   seekData(offsetBytes: number): Promise<number>;
   /** lseek(SEEK_HOLE): the first offset >= `offsetBytes` in a hole (EOF counts as one), or -1 at or past EOF. */
   seekHole(offsetBytes: number): Promise<number>;
+  /**
+   * The parts of [startBytes, endBytes), in order as [from, to) pairs, that the file holds in
+   * allocated but unwritten extents (a zeroRange's): they read as zeros and SEEK_DATA counts
+   * them as holes, but they are allocated (FIEMAP). Backends that cannot tell return none.
+   */
+  unwrittenRanges(startBytes: number, endBytes: number): Promise<[number, number][]>;
   /** The file size in bytes. */
   size(): Promise<number>;
   /** Sets the file size (ftruncate). */

@@ -329,6 +329,19 @@ class UringFile implements BlockFile {
     }
   }
 
+  async unwrittenRanges(startBytes: number, endBytes: number): Promise<[number, number][]> {
+    if (this.closed) throw closedFileError('ioctl', this.path);
+    let flat: Float64Array;
+    try {
+      flat = this.addon.unwrittenExtents(this.fd, startBytes, endBytes);
+    } catch (err) {
+      throw toIoError(err, 'ioctl', this.path);
+    }
+    const out: [number, number][] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
+    return out;
+  }
+
   size(): Promise<number> {
     if (this.closed) return Promise.reject(closedFileError('fstat', this.path));
     return fdSize(this.fd, this.path);

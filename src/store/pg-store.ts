@@ -633,23 +633,36 @@ export class PgStore {
   private async allocation(f: BlockFile, offset: number, length: number): Promise<BlockExtent[]> {
     const end = offset + length;
     const out: BlockExtent[] = [];
-    const push = (len: number, hole: boolean): void => {
+    const push = (len: number, hole: boolean, zero: boolean): void => {
       if (len <= 0) return;
       const last = out[out.length - 1];
-      if (last && last.hole === hole) last.length += len;
-      else out.push({ length: len, hole, zero: hole });
+      if (last && last.hole === hole && last.zero === zero) last.length += len;
+      else out.push({ length: len, hole, zero });
+    };
+    // What SEEK_DATA calls a hole may be allocated: a NO_HOLE zero (FALLOC_FL_ZERO_RANGE)
+    // leaves unwritten extents, which read as zeros but are no hole (later writes there need no
+    // new space). Reported as allocated zeros, as the client asked for them.
+    const pushHole = async (from: number, to: number): Promise<void> => {
+      if (to <= from) return;
+      let at = from;
+      for (const [a, b] of await f.unwrittenRanges(from, to)) {
+        push(a - at, true, true);
+        push(b - a, false, true);
+        at = b;
+      }
+      push(to - at, true, true);
     };
     let pos = offset;
     while (pos < end) {
       const d = await f.seekData(pos);
       if (d < 0 || d >= end) {
-        push(end - pos, true);
+        await pushHole(pos, end);
         break;
       }
-      push(d - pos, true);
+      await pushHole(pos, d);
       const h = await f.seekHole(d);
       const stop = h < 0 ? end : Math.min(h, end);
-      push(stop - Math.max(d, pos), false);
+      push(stop - Math.max(d, pos), false, false);
       if (stop <= pos) break;
       pos = stop;
     }

@@ -96,7 +96,7 @@ for (const backend of testBackends()) {
     assert.throws(() => io.allocAligned(1000), /aligned/);
   });
 
-  test(`${backend.name}: punch hole and zero range read back as zeros; seek finds data`, { skip: backend.skip }, async (t) => {
+  test(`${backend.name}: punch hole and zero range read back as zeros; seek finds data, FIEMAP the zeroed range's unwritten extents`, { skip: backend.skip }, async (t) => {
     const dir = tempDir(t);
     const io = backend.make();
     t.after(() => io.close());
@@ -120,6 +120,16 @@ for (const backend of testBackends()) {
     if (backend.name === 'uring') {
       assert.equal(await f.seekHole(0), 4096, 'the punched block is a hole');
       assert.equal(await f.seekData(4096), 2 * 4096);
+      // The zeroed range (still allocated) is unwritten; the punched block and the data are not.
+      assert.deepEqual(await f.unwrittenRanges(0, 16 * 4096), [[3 * 4096, 5 * 4096]]);
+      assert.deepEqual(await f.unwrittenRanges(4 * 4096, 16 * 4096), [[4 * 4096, 5 * 4096]], 'clipped to the range asked');
+      assert.deepEqual(await f.unwrittenRanges(0, 3 * 4096), []);
+      // Past the end of the file too (KEEP_SIZE), where SEEK_DATA sees nothing at all.
+      await f.zeroRange(20 * 4096, 4096);
+      assert.equal(await f.seekData(16 * 4096), -1);
+      assert.deepEqual(await f.unwrittenRanges(16 * 4096, 24 * 4096), [[20 * 4096, 21 * 4096]]);
+    } else {
+      assert.deepEqual(await f.unwrittenRanges(0, 16 * 4096), [], 'the fs backend tells no unwritten extents');
     }
     await f.truncate(32 * 4096);
     assert.equal(await f.size(), 32 * 4096);
