@@ -332,8 +332,20 @@ export class FileBackend implements BlockBackend {
       const data = sparse.seekData(pos);
       const holeEnd = data === -1 || data > end ? end : data;
       if (holeEnd > pos) {
-        if (this.allocatedZeros.count === 0) push(holeEnd - pos, true, true);
-        else this.allocatedZeros.forEachPiece(pos, holeEnd, (s, e, allocated) => push(e - s, !allocated, true));
+        // SEEK_DATA's holes include unwritten extents (a NO_HOLE zero's, this run's or an
+        // earlier one's): allocated zeros, as the ranges this run zeroed so.
+        const holePiece = (from: number, to: number): void => {
+          if (to <= from) return;
+          if (this.allocatedZeros.count === 0) push(to - from, true, true);
+          else this.allocatedZeros.forEachPiece(from, to, (s, e, allocated) => push(e - s, !allocated, true));
+        };
+        let at = pos;
+        for (const [a, b] of sparse.unwrittenRanges(pos, holeEnd)) {
+          holePiece(at, a);
+          push(b - a, false, true);
+          at = b;
+        }
+        holePiece(at, holeEnd);
         pos = holeEnd;
         continue;
       }

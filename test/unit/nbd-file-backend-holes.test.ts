@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { openSync, closeSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -140,6 +141,28 @@ for (const mode of modes) {
     ]);
   });
 }
+
+test('addon: a NO_HOLE zero is still allocated zeros after the export restarts, told by the file system', { skip: modes[0].skip }, async (t) => {
+  const { b, path } = await openBackend(t, modes[0]);
+  await b.write(0, Buffer.alloc(4 * MiB, 0xa5), false);
+  await b.writeZeroes(MiB, 2 * MiB, { fua: true, noHole: true, fastZero: false });
+  await b.write(2 * MiB, Buffer.alloc(4 * KiB, 0x11), false);
+  await b.flush();
+  await b.close();
+  // Its pages no longer cached, as after a reboot (cached pages of an unwritten extent count
+  // as data for SEEK_DATA): what the first run remembered of its zeroes is gone with it.
+  const dropped = spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
+  assert.equal(dropped.status, 0, `dd could not drop the file's cached pages: ${dropped.stderr}`);
+  const again = await FileBackend.open(path, { native: modes[0].native });
+  t.after(() => again.close());
+  assert.deepEqual(await statusOf(again, 0, 4 * MiB), [
+    { offset: 0, length: MiB, ...DATA },
+    { offset: MiB, length: MiB, hole: false, zero: true },
+    { offset: 2 * MiB, length: 4 * KiB, ...DATA },
+    { offset: 2 * MiB + 4 * KiB, length: MiB - 4 * KiB, hole: false, zero: true },
+    { offset: 3 * MiB, length: MiB, ...DATA },
+  ]);
+});
 
 test('addon: small and unaligned trims and zeroes use fallocate: the aligned middle is a hole, partial blocks read zeros', { skip: modes[0].skip }, async (t) => {
   const { b, path } = await openBackend(t, modes[0]);
