@@ -76,23 +76,27 @@ Napi::Value Lseek(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(r));
 }
 
-// unwrittenExtents(fd, start, end) -> Float64Array of [from, to) pairs, in order: the parts of
-// [start, end) that the file holds in allocated but unwritten extents (FIEMAP_EXTENT_UNWRITTEN:
-// a FALLOC_FL_ZERO_RANGE, a preallocation). They read as zeros, and SEEK_DATA counts them as
-// holes although they are allocated. Empty where the filesystem has no FIEMAP.
+// unwrittenExtents(fd, start, end, maxRanges) -> Float64Array of [from, to) pairs, in order: the
+// parts of [start, end) that the file holds in allocated but unwritten extents
+// (FIEMAP_EXTENT_UNWRITTEN: a FALLOC_FL_ZERO_RANGE, a preallocation). They read as zeros, and
+// SEEK_DATA counts them as holes although they are allocated. At most maxRanges pairs: with that
+// many, what lies past the last one's end was not looked at (a client can make a file of
+// millions of them). Empty where the filesystem has no FIEMAP.
 Napi::Value UnwrittenExtents(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
-    Napi::TypeError::New(env, "unwrittenExtents(fd, start, end)").ThrowAsJavaScriptException();
+  if (info.Length() < 4 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber()) {
+    Napi::TypeError::New(env, "unwrittenExtents(fd, start, end, maxRanges)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   int fd = info[0].As<Napi::Number>().Int32Value();
   int64_t start = info[1].As<Napi::Number>().Int64Value();
   int64_t end = info[2].As<Napi::Number>().Int64Value();
-  if (start < 0 || end < start) {
-    Napi::RangeError::New(env, "unwrittenExtents: need 0 <= start <= end").ThrowAsJavaScriptException();
+  int64_t maxRanges = info[3].As<Napi::Number>().Int64Value();
+  if (start < 0 || end < start || maxRanges < 1) {
+    Napi::RangeError::New(env, "unwrittenExtents: need 0 <= start <= end and maxRanges >= 1").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  const size_t maxValues = static_cast<size_t>(std::min<int64_t>(maxRanges, 1 << 24)) * 2;
   constexpr uint32_t kExtentsPerCall = 64;
   std::vector<uint8_t> buf(sizeof(struct fiemap) + kExtentsPerCall * sizeof(struct fiemap_extent));
   std::vector<double> out;
@@ -120,6 +124,10 @@ Napi::Value UnwrittenExtents(const Napi::CallbackInfo& info) {
         if (!out.empty() && out.back() == static_cast<double>(from)) {
           out.back() = static_cast<double>(to);
         } else {
+          if (out.size() >= maxValues) {
+            last = true;
+            break;
+          }
           out.push_back(static_cast<double>(from));
           out.push_back(static_cast<double>(to));
         }

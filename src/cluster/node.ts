@@ -620,6 +620,9 @@ export class StorageNode implements PgClient {
     if (this.meta && map === this.meta.map) {
       void writeFile(join(this.opts.dataDir, 'map-cache.bin'), encodeMap(map)).catch(() => undefined);
     }
+    // A newer map fetched from a peer while start() runs starts no replica before start() has
+    // opened what it holds (see onUnknownGroup); start() reconciles once it has.
+    if (!this.holdingsOpened) return;
     this.reconciling = this.reconciling.then(() => this.reconcile()).catch((err) => this.log.error('reconcile failed', { err }));
   }
 
@@ -659,7 +662,7 @@ export class StorageNode implements PgClient {
   }
 
   private joiningMeta = false;
-  /** start() has opened group 0 (if held here) and loaded the PG tombstones: see onUnknownGroup. */
+  /** start() has opened group 0 (if held here) and loaded the PG tombstones: see onUnknownGroup, onMap. */
   private holdingsOpened = false;
   /**
    * This node's map is known to be as new as the cluster's (registered through group 0, or a

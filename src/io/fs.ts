@@ -82,6 +82,7 @@ class FsFile implements BlockFile {
   }
 
   async unwrittenRanges(): Promise<[number, number][]> {
+    if (this.closed) throw closedFileError('ioctl', this.path);
     return []; // holes are not told from data here (seekData), nor unwritten extents
   }
 

@@ -45,9 +45,11 @@ export interface NativeAddon {
   lseek(fd: number, offset: number, whence: number): number;
   /**
    * FS_IOC_FIEMAP: [from, to) pairs, flattened and in order, of the parts of [start, end) in
-   * unwritten extents; empty where the filesystem has no FIEMAP. Throws other errors.
+   * unwritten extents, at most `maxRanges` (past the last of that many, not looked at); empty
+   * where the filesystem has no FIEMAP. Throws other errors. Absent from an addon built before
+   * it (callers then report no unwritten extents: SEEK_DATA's holes stay holes).
    */
-  unwrittenExtents(fd: number, start: number, end: number): Float64Array;
+  unwrittenExtents?(fd: number, start: number, end: number, maxRanges: number): Float64Array;
   readonly constants: {
     RWF_DSYNC: number;
     O_DIRECT: number;
@@ -77,4 +79,11 @@ export function loadNative(): { addon: NativeAddon } | { error: string } {
     cached = { error: `addon failed to load: ${(err as Error).message}` };
   }
   return cached;
+}
+
+/** unwrittenExtents' flat [from0, to0, from1, to1, ...] as pairs. */
+export function rangePairs(flat: Float64Array): [number, number][] {
+  const out: [number, number][] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
+  return out;
 }

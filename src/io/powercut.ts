@@ -156,9 +156,9 @@ class PowerCutFile implements BlockFile {
     return this.inner.seekHole(offsetBytes);
   }
 
-  unwrittenRanges(startBytes: number, endBytes: number): Promise<[number, number][]> {
+  unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): Promise<[number, number][]> {
     this.check('ioctl');
-    return this.inner.unwrittenRanges(startBytes, endBytes);
+    return this.inner.unwrittenRanges(startBytes, endBytes, maxRanges);
   }
 
   size(): Promise<number> {

@@ -68,9 +68,10 @@ export interface BlockFile {
   /**
    * The parts of [startBytes, endBytes), in order as [from, to) pairs, that the file holds in
    * allocated but unwritten extents (a zeroRange's): they read as zeros and SEEK_DATA counts
-   * them as holes, but they are allocated (FIEMAP). Backends that cannot tell return none.
+   * them as holes, but they are allocated (FIEMAP). At most `maxRanges`: with that many, what
+   * lies past the last one's end was not looked at. Backends that cannot tell return none.
    */
-  unwrittenRanges(startBytes: number, endBytes: number): Promise<[number, number][]>;
+  unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): Promise<[number, number][]>;
   /** The file size in bytes. */
   size(): Promise<number>;
   /** Sets the file size (ftruncate). */

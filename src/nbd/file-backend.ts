@@ -339,12 +339,16 @@ export class FileBackend implements BlockBackend {
           if (this.allocatedZeros.count === 0) push(to - from, true, true);
           else this.allocatedZeros.forEachPiece(from, to, (s, e, allocated) => push(e - s, !allocated, true));
         };
+        const cap = Math.max(1, maxExtents - out.length);
+        const unwritten = sparse.unwrittenRanges(pos, holeEnd, cap);
         let at = pos;
-        for (const [a, b] of sparse.unwrittenRanges(pos, holeEnd)) {
+        for (const [a, b] of unwritten) {
           holePiece(at, a);
           push(b - a, false, true);
           at = b;
         }
+        // With `cap` of them, past the last was not looked at: the answer ends there.
+        if (unwritten.length === cap) break;
         holePiece(at, holeEnd);
         pos = holeEnd;
         continue;

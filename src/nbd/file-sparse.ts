@@ -10,7 +10,7 @@
  */
 import { assert } from '../common/assert.js';
 import { IoError } from '../common/errors.js';
-import { loadNative, type NativeAddon, type NativeRing } from '../io/native.js';
+import { loadNative, rangePairs, type NativeAddon, type NativeRing } from '../io/native.js';
 
 /** fallocate operations that may be in the ring at once; more wait in a JS queue. */
 const ringEntries = 8;
@@ -21,8 +21,11 @@ export interface SparseFile {
   seekData(offsetBytes: number): number;
   /** The first offset >= `offsetBytes` in a hole (EOF counts as one), or -1 at or past EOF. */
   seekHole(offsetBytes: number): number;
-  /** [from, to) pairs in [start, end) held in unwritten extents (zeroRange's: allocated, read as zeros; FIEMAP). */
-  unwrittenRanges(startBytes: number, endBytes: number): [number, number][];
+  /**
+   * [from, to) pairs in [start, end) held in unwritten extents (zeroRange's: allocated, read as
+   * zeros; FIEMAP), at most `maxRanges` (past the last of that many, not looked at).
+   */
+  unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): [number, number][];
   /** FALLOC_FL_PUNCH_HOLE|KEEP_SIZE: deallocates; partial blocks at the edges are zeroed. */
   punchHole(offsetBytes: number, lengthBytes: number): Promise<void>;
   /** FALLOC_FL_ZERO_RANGE|KEEP_SIZE: reads as zeros, stays allocated (unwritten extents). */
@@ -64,17 +67,16 @@ class RingSparseFile implements SparseFile {
     return this.lseek(offsetBytes, this.addon.constants.SEEK_HOLE);
   }
 
-  unwrittenRanges(startBytes: number, endBytes: number): [number, number][] {
+  unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): [number, number][] {
+    if (!this.addon.unwrittenExtents) return [];
     let flat: Float64Array;
     try {
-      flat = this.addon.unwrittenExtents(this.fd, startBytes, endBytes);
+      flat = this.addon.unwrittenExtents(this.fd, startBytes, endBytes, maxRanges);
     } catch (err) {
       const e = err as { errno?: number; message?: string };
       throw new IoError('ioctl', typeof e.errno === 'number' ? Math.abs(e.errno) : 5, `FIEMAP of ${this.path} failed: ${e.message ?? 'unknown'}`);
     }
-    const out: [number, number][] = [];
-    for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
-    return out;
+    return rangePairs(flat);
   }
 
   private lseek(offsetBytes: number, whence: number): number {

@@ -117,6 +117,9 @@ export interface ImageChunk {
   recent?: Uint8Array;
 }
 
+/** Extents in one block status answer at most (see allocation). */
+const blockStatusMaxExtents = 4096;
+
 export class PgStore {
   readonly groupId: number;
   readonly dir: string;
@@ -315,14 +318,23 @@ export class PgStore {
   /** Keeps a freshly opened file of a volume (unless another open or a drop came first), pinned. */
   private async adopt(volumeId: number, path: string, f: BlockFile): Promise<BlockFile | undefined> {
     const raced = this.files.get(volumeId);
-    if (raced || this.dropped.has(volumeId)) {
-      await f.close();
-      if (!raced) {
-        // Dropped while opening (and maybe created by this open): remove it again.
-        await unlink(path).catch(() => undefined);
-        return undefined;
+    if (raced) {
+      // Pinned before anything is awaited: a close or restore waiting for pins meanwhile would
+      // otherwise close it under the caller's I/O.
+      this.pin(raced);
+      try {
+        await f.close();
+      } catch (err) {
+        this.unpin(raced);
+        throw err;
       }
-      return this.pin(raced);
+      return raced;
+    }
+    if (this.dropped.has(volumeId)) {
+      await f.close();
+      // Dropped while opening (and maybe created by this open): remove it again.
+      await unlink(path).catch(() => undefined);
+      return undefined;
     }
     this.files.set(volumeId, f);
     return this.pin(f);
@@ -641,25 +653,32 @@ export class PgStore {
     };
     // What SEEK_DATA calls a hole may be allocated: a NO_HOLE zero (FALLOC_FL_ZERO_RANGE)
     // leaves unwritten extents, which read as zeros but are no hole (later writes there need no
-    // new space). Reported as allocated zeros, as the client asked for them.
-    const pushHole = async (from: number, to: number): Promise<void> => {
-      if (to <= from) return;
+    // new space). Reported as allocated zeros, as the client asked for them. Returns how far it
+    // got: short of `to` once the answer holds blockStatusMaxExtents.
+    const pushHole = async (from: number, to: number): Promise<number> => {
+      if (to <= from) return to;
+      const cap = Math.max(1, blockStatusMaxExtents - out.length);
+      const unwritten = await f.unwrittenRanges(from, to, cap);
       let at = from;
-      for (const [a, b] of await f.unwrittenRanges(from, to)) {
+      for (const [a, b] of unwritten) {
         push(a - at, true, true);
         push(b - a, false, true);
         at = b;
       }
+      if (unwritten.length === cap) return at; // past it, not looked at
       push(to - at, true, true);
+      return to;
     };
+    // The answer may cover less than asked (a client asks again for the rest): a file a client
+    // made of alternating 4 KiB runs would otherwise answer with one extent per run.
     let pos = offset;
-    while (pos < end) {
+    while (pos < end && out.length < blockStatusMaxExtents) {
       const d = await f.seekData(pos);
       if (d < 0 || d >= end) {
         await pushHole(pos, end);
         break;
       }
-      await pushHole(pos, d);
+      if ((await pushHole(pos, d)) < d) break;
       const h = await f.seekHole(d);
       const stop = h < 0 ? end : Math.min(h, end);
       push(stop - Math.max(d, pos), false, false);
@@ -895,6 +914,8 @@ export class PgStore {
   private async syncDataFiles(): Promise<void> {
     if (this.syncFailure) throw this.syncFailure;
     await this.dirty.flushAll();
+    // Nor on files a close is closing (it waits for no sync that has not pinned yet).
+    this.assertOpen('data file sync');
     for (const f of [...this.files.values()]) {
       this.pin(f);
       try {

@@ -121,20 +121,45 @@ for (const backend of testBackends()) {
       assert.equal(await f.seekHole(0), 4096, 'the punched block is a hole');
       assert.equal(await f.seekData(4096), 2 * 4096);
       // The zeroed range (still allocated) is unwritten; the punched block and the data are not.
-      assert.deepEqual(await f.unwrittenRanges(0, 16 * 4096), [[3 * 4096, 5 * 4096]]);
-      assert.deepEqual(await f.unwrittenRanges(4 * 4096, 16 * 4096), [[4 * 4096, 5 * 4096]], 'clipped to the range asked');
-      assert.deepEqual(await f.unwrittenRanges(0, 3 * 4096), []);
+      assert.deepEqual(await f.unwrittenRanges(0, 16 * 4096, 100), [[3 * 4096, 5 * 4096]]);
+      assert.deepEqual(await f.unwrittenRanges(4 * 4096, 16 * 4096, 100), [[4 * 4096, 5 * 4096]], 'clipped to the range asked');
+      assert.deepEqual(await f.unwrittenRanges(0, 4 * 4096, 100), [[3 * 4096, 4 * 4096]], 'clipped at its end');
+      assert.deepEqual(await f.unwrittenRanges(0, 3 * 4096, 100), []);
       // Past the end of the file too (KEEP_SIZE), where SEEK_DATA sees nothing at all.
       await f.zeroRange(20 * 4096, 4096);
       assert.equal(await f.seekData(16 * 4096), -1);
-      assert.deepEqual(await f.unwrittenRanges(16 * 4096, 24 * 4096), [[20 * 4096, 21 * 4096]]);
+      assert.deepEqual(await f.unwrittenRanges(16 * 4096, 24 * 4096, 100), [[20 * 4096, 21 * 4096]]);
     } else {
-      assert.deepEqual(await f.unwrittenRanges(0, 16 * 4096), [], 'the fs backend tells no unwritten extents');
+      assert.deepEqual(await f.unwrittenRanges(0, 16 * 4096, 100), [], 'the fs backend tells no unwritten extents');
     }
     await f.truncate(32 * 4096);
     assert.equal(await f.size(), 32 * 4096);
   });
 }
+
+test('uring: unwritten ranges beyond one FIEMAP call\'s extents are all found, in order, and at most as many as asked', { skip: testBackends()[0].skip }, async (t) => {
+  const io = testBackends()[0].make();
+  t.after(() => io.close());
+  const f = await io.open(join(tempDir(t), 'many'), { create: true });
+  t.after(() => f.close());
+  const B = 4096;
+  const blocks = 400;
+  const buf = io.allocAligned(blocks * B);
+  buf.fill(0x5c);
+  await f.pwrite(buf, 0, true);
+  // 200 unwritten blocks between written ones: 200 extents, more than one call's 64.
+  const expected: [number, number][] = [];
+  for (let blk = 1; blk < blocks; blk += 2) {
+    await f.zeroRange(blk * B, B);
+    expected.push([blk * B, (blk + 1) * B]);
+  }
+  assert.deepEqual(await f.unwrittenRanges(0, blocks * B, 1000), expected);
+  assert.deepEqual(await f.unwrittenRanges(0, blocks * B, 150), expected.slice(0, 150), 'cut at the count asked for');
+  assert.deepEqual(await f.unwrittenRanges(100 * B + 1, 300 * B, 1000), [[101 * B, 102 * B], ...expected.filter(([a, b]) => a > 101 * B && b <= 300 * B)]);
+  // Neighbouring unwritten extents come back as one range.
+  await f.zeroRange(0, 8 * B);
+  assert.deepEqual((await f.unwrittenRanges(0, 20 * B, 1000))[0], [0, 8 * B]);
+});
 
 test('auto picks a backend that works here and logs which one', async (t) => {
   const dir = tempDir(t);

@@ -244,8 +244,8 @@ for (const backend of testBackends()) {
     held.release();
     assertBeforeOrRetryable((await Promise.allSettled([reading]))[0], 'a read in flight when the store closed');
     assert.equal(io.closedUnderRead, false, 'close() closed the file of a read in flight');
-    await closing;
-    await restore;
+    await settledOrAfter(Promise.all([closing, restore]), 5000);
+    assert.ok(closed, 'close() never ended once the read did');
     assert.ok(restoreEnded, 'the restore waiting for the same read never ended');
     await assert.rejects(readVolume1(store), { code: 'UNAVAILABLE' }, 'a read of a closed store');
   });

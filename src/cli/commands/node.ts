@@ -99,6 +99,8 @@ export function register(program: Command): void {
  * (no elections), and 0 one it ticks without end.
  */
 const maxTickMs = 60_000;
+/** RAFTBLOCK_START_HOLD_MS (fault injection, NodeOptions.startHoldMs) at most. */
+const maxStartHoldMs = 60_000;
 
 async function runNode(opts: NodeCliOptions): Promise<void> {
   const log = createLogger('node-cli');
@@ -121,7 +123,7 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     advertisePeer: opts.advertise ? (parseHostPort(opts.advertise, '--advertise'), opts.advertise) : undefined,
     ioBackend: parseIoBackendChoice(process.env.RAFTBLOCK_IO),
     tickMs: process.env.RAFTBLOCK_TICK_MS ? parseInteger(process.env.RAFTBLOCK_TICK_MS, 'RAFTBLOCK_TICK_MS', 1, maxTickMs) : undefined,
-    startHoldMs: process.env.RAFTBLOCK_START_HOLD_MS ? parseInteger(process.env.RAFTBLOCK_START_HOLD_MS, 'RAFTBLOCK_START_HOLD_MS', 0, maxTickMs) : undefined,
+    startHoldMs: process.env.RAFTBLOCK_START_HOLD_MS ? parseInteger(process.env.RAFTBLOCK_START_HOLD_MS, 'RAFTBLOCK_START_HOLD_MS', 0, maxStartHoldMs) : undefined,
     leaderFollowsIo: opts.leaderFollowsIo,
     clusterKey: ownKeyFile === undefined ? undefined : ClusterKey.fromFile(ownKeyFile),
     clusterKeysAlsoAccepted: acceptedKeyFiles.map((f) => ClusterKey.fromFile(f)),
