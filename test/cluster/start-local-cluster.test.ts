@@ -161,6 +161,23 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
     await run('qemu-io', ['-f', 'raw', uri(2), '-c', 'read -P 0xa5 1M 192k', '-c', 'read -P 0x3c 7340544 1536', '-c', 'read -P 0 7342080 512']);
     await run('qemu-io', ['-f', 'raw', uri(1), '-c', 'write -z 1M 64k', '-c', 'discard 1114112 64k']);
     await run('qemu-io', ['-f', 'raw', uri(0), '-c', 'read -P 0 1M 128k', '-c', 'read -P 0xa5 1179648 64k']);
+    // Block status (base:allocation): qemu-io's zero keeps the range allocated (NO_HOLE), so it
+    // is zeros but no hole; the discard is a hole; the rest of the write is data.
+    const map = JSON.parse(await run('nbdinfo', ['--map', '--json', uri(2)])) as { offset: number; length: number; type: number }[];
+    const typeAt = (at: number): number | undefined => map.find((e) => e.offset <= at && at < e.offset + e.length)?.type;
+    const KiB = 1024;
+    const MiB = 1024 * KiB;
+    for (const [at, type, what] of [
+      [MiB, 2, 'the zeroed range: zero, allocated'],
+      [MiB + 64 * KiB - 1, 2, 'the zeroed range: zero, allocated'],
+      [MiB + 64 * KiB, 3, 'the discarded range: hole, zero'],
+      [MiB + 128 * KiB - 1, 3, 'the discarded range: hole, zero'],
+      [MiB + 128 * KiB, 0, 'the written range: data'],
+      [MiB + 192 * KiB - 1, 0, 'the written range: data'],
+      [512 * MiB, 3, 'a range never written: hole, zero'],
+    ] as const) {
+      assert.equal(typeAt(at), type, `block status at ${at} (${what}): ${JSON.stringify(map.filter((e) => e.offset < 2 * MiB))}`);
+    }
   });
 
   await t.test('fio crc32c verify through the gateways of node 0 and node 1', async () => {
