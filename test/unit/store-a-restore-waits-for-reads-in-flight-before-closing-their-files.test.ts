@@ -142,6 +142,20 @@ function assertBeforeOrRetryable(answer: PromiseSettledResult<Buffer>, what: str
   assert.equal(odd, -1, `${what} returned 0x${got[odd]?.toString(16)} at byte ${odd}, not the replica's bytes from before the restore (0x${before.toString(16)})`);
 }
 
+/**
+ * Waits up to 300 ms for the held read's file to be closed, then opens files as the process
+ * would (a new data file, a WAL segment): the lowest free numbers first, so the held read's
+ * descriptor number is taken by another file if it was freed.
+ */
+async function takeHeldDescriptorIfFreed(t: TestContext, held: HeldRead): Promise<void> {
+  await settledOrAfter(held.closed, 300);
+  const otherPath = join(tempDir(t), 'other.dat');
+  writeFileSync(otherPath, Buffer.alloc(KiB64, elsewhere));
+  const others: number[] = [];
+  for (let n = -1; n < held.fd; ) others.push((n = openSync(otherPath, 'r')));
+  t.after(() => others.forEach((fd) => closeSync(fd)));
+}
+
 for (const backend of testBackends()) {
   test(`(${backend.name}) a read in flight when a restore begins completes on its file before the restore closes it, never on a descriptor closed or given to another file`, { skip: backend.skip }, async (t) => {
     const { io, store, chunk } = await replica(t, backend);
@@ -152,14 +166,7 @@ for (const backend of testBackends()) {
     let restoreBegun = false;
     const restore = store.beginRestore().then(() => (restoreBegun = true));
     // Whatever the restore does to the held read's file, it has done by now.
-    await settledOrAfter(held.closed, 300);
-    // The process opens files (a new data file, a WAL segment): the lowest free numbers first,
-    // so the held read's number is taken if the restore freed it.
-    const otherPath = join(tempDir(t), 'other.dat');
-    writeFileSync(otherPath, Buffer.alloc(KiB64, elsewhere));
-    const others: number[] = [];
-    for (let n = -1; n < held.fd; ) others.push((n = openSync(otherPath, 'r')));
-    t.after(() => others.forEach((fd) => closeSync(fd)));
+    await takeHeldDescriptorIfFreed(t, held);
     const begunUnderRead = restoreBegun;
     held.release();
 
@@ -234,12 +241,7 @@ for (const backend of testBackends()) {
     );
     let closed = false;
     const closing = store.close().then(() => (closed = true));
-    await settledOrAfter(held.closed, 300);
-    const otherPath = join(tempDir(t), 'other.dat');
-    writeFileSync(otherPath, Buffer.alloc(KiB64, elsewhere));
-    const others: number[] = [];
-    for (let n = -1; n < held.fd; ) others.push((n = openSync(otherPath, 'r')));
-    t.after(() => others.forEach((fd) => closeSync(fd)));
+    await takeHeldDescriptorIfFreed(t, held);
     assert.equal(closed, false, 'close() ended under a read in flight');
     held.release();
     assertBeforeOrRetryable((await Promise.allSettled([reading]))[0], 'a read in flight when the store closed');
