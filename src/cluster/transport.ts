@@ -98,6 +98,14 @@ export const maxJoinExchangeQueuedBytes = 4 * 1024 * 1024;
  * close a connection that sends nothing.
  */
 export const firstFrameTimeoutMs = 10_000;
+/**
+ * An accepted connection still in the join exchange (frames without the cluster id) this long
+ * after its first frame is closed. A joining node's exchange takes seconds (each request times
+ * out in 4 s and is asked again, on a new connection if need be), after which its frames carry
+ * the cluster id; without a key nothing else would close a connection that asks for the map
+ * now and then for ever, holding one of the maxUnidentifiedConnections places.
+ */
+export const joinExchangeLimitMs = 120_000;
 /** Requests a node without a cluster id may make of a node that has one (see `admit`). */
 const joinExchangeOps: ReadonlySet<string> = new Set(['join', 'getMap']);
 
@@ -157,6 +165,8 @@ export interface TransportOptions {
   silentConnectionLimitMs?: number;
   /** See firstFrameTimeoutMs (the default). */
   firstFrameTimeoutMs?: number;
+  /** See joinExchangeLimitMs (the default). */
+  joinExchangeLimitMs?: number;
   /**
    * See maxQueuedBytesPerConnection (the default), which leaves room for the default NBD
    * memory budget's forwarded requests: a node with a larger budget queues more.
@@ -201,8 +211,11 @@ interface Conn {
    * connection (maxJoinExchangeRequestsInFlight).
    */
   joinServing: number;
-  /** Closes an accepted connection that sends no first frame (firstFrameTimeoutMs). */
-  firstFrameTimer: NodeJS.Timeout | undefined;
+  /**
+   * Closes an accepted connection that sends no first frame (firstFrameTimeoutMs), then one
+   * that stays in the join exchange (joinExchangeLimitMs).
+   */
+  unidentifiedTimer: NodeJS.Timeout | undefined;
 }
 
 interface Pending {
@@ -837,16 +850,16 @@ export class Transport {
 
   private adopt(socket: Socket, remoteId: string | undefined, dialer: string | undefined, onIdentified?: (id: string) => void): Conn {
     socket.setNoDelay(true);
-    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false, refusedAddr: undefined, joinServing: 0, firstFrameTimer: undefined };
+    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false, refusedAddr: undefined, joinServing: 0, unidentifiedTimer: undefined };
     if (dialer === undefined) {
       this.unidentified.add(conn);
       const afterMs = this.opts.firstFrameTimeoutMs ?? firstFrameTimeoutMs;
-      conn.firstFrameTimer = setTimeout(() => {
+      conn.unidentifiedTimer = setTimeout(() => {
         if (conn.closed) return;
         this.log.warn('closing an accepted connection that sent no frame', { remote: `${socket.remoteAddress}:${socket.remotePort}`, afterMs });
         socket.destroy();
       }, afterMs);
-      conn.firstFrameTimer.unref();
+      conn.unidentifiedTimer.unref();
     }
     this.conns.add(conn);
     socket.on('data', (data: Buffer) => {
@@ -873,7 +886,7 @@ export class Transport {
     });
     socket.on('close', () => {
       conn.closed = true;
-      clearTimeout(conn.firstFrameTimer);
+      clearTimeout(conn.unidentifiedTimer);
       this.conns.delete(conn);
       this.unidentified.delete(conn);
       if (conn.remoteId) {
@@ -921,6 +934,7 @@ export class Transport {
         conn.remoteId = f.from;
         if (conn.dialer === undefined) conn.dialer = f.from;
         conn.joining = true;
+        if (this.unidentified.has(conn)) this.limitJoinExchange(conn);
         if (conn.dialer === f.from) this.writeFrame(conn, this.intro());
       }
     } else if (conn.remoteId === undefined || conn.joining) {
@@ -930,6 +944,8 @@ export class Transport {
       conn.remoteId = f.from;
       conn.joining = false;
       this.unidentified.delete(conn);
+      clearTimeout(conn.unidentifiedTimer);
+      conn.unidentifiedTimer = undefined;
       if (conn.dialer === undefined) conn.dialer = f.from;
       const peer = this.peer(f.from);
       this.learnAddress(conn, f.from, f.addr);
@@ -1067,11 +1083,22 @@ export class Transport {
     return false;
   }
 
+  /** Closes `conn` if it is still in the join exchange joinExchangeLimitMs from now. */
+  private limitJoinExchange(conn: Conn): void {
+    const afterMs = this.opts.joinExchangeLimitMs ?? joinExchangeLimitMs;
+    conn.unidentifiedTimer = setTimeout(() => {
+      if (conn.closed || !conn.joining) return;
+      this.log.warn('closing a connection still in the join exchange', { peerNode: conn.remoteId, remote: `${conn.socket.remoteAddress}:${conn.socket.remotePort}`, afterMs });
+      conn.socket.destroy();
+    }, afterMs);
+    conn.unidentifiedTimer.unref();
+  }
+
   /** The first frame through the cluster check: the far end is one of us, a dialer may redial soon again. */
   private heard(conn: Conn, from: string): void {
     conn.heard = true;
-    clearTimeout(conn.firstFrameTimer);
-    conn.firstFrameTimer = undefined;
+    clearTimeout(conn.unidentifiedTimer);
+    conn.unidentifiedTimer = undefined;
     if (conn.dialer !== this.nodeId) return;
     const peer = this.peers.get(from);
     if (peer) {

@@ -4,7 +4,8 @@
  * exchange, for as long as it lasted, and without a cluster key nothing else limited them, so a
  * client opening them without end used up the process's descriptors. At most
  * maxUnidentifiedConnections are held: one more is closed at once and counted, while the
- * connections of the cluster's nodes carry on and never count.
+ * connections of the cluster's nodes carry on and never count. And a connection still in the
+ * join exchange joinExchangeLimitMs after its first frame is closed, freeing its place.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,12 +17,13 @@ import { closedWithin, dial, dialWatched } from '../helpers/sockets.js';
 import { until } from '../helpers/until.js';
 import { listeningTransport } from '../helpers/transport.js';
 
-function node(t: import('node:test').TestContext, registry: Registry, served: { n: number }): Promise<Transport> {
+function node(t: import('node:test').TestContext, registry: Registry, served: { n: number }, joinExchangeLimitMs?: number): Promise<Transport> {
   return listeningTransport(t, {
     clusterId: 'c1',
     registry,
     // Far past the test: only the cap may close a connection that says nothing.
     firstFrameTimeoutMs: 120_000,
+    joinExchangeLimitMs,
     handlers: {
       onMessages: () => undefined,
       onRequest: async () => {
@@ -88,4 +90,29 @@ test('connections not known to be of the cluster are held up to the cap: one mor
   assert.equal(await closedWithin([await dial(t, tr.address)], 2000), 1, 'the cap was not kept');
   assert.equal(await refusedCount(registry), refused + 1);
   assert.equal(late!.closed(), false);
+});
+
+test('a connection still in the join exchange after the limit is closed; one that showed the cluster id in time stays, as do members', async (t) => {
+  const registry = new Registry();
+  const served = { n: 0 };
+  const tr = await node(t, registry, served, 600);
+  const member = await dialWatched(t, tr.address);
+  member.s.write(frame('3', 'c1', 'ping', 1));
+  const lingering = await dialWatched(t, tr.address);
+  lingering.s.write(frame('100', '', 'getMap', 1));
+  const joined = await dialWatched(t, tr.address);
+  joined.s.write(frame('101', '', 'join', 1));
+  await until(() => served.n === 3, 5000, 'all three served');
+  // Read (and drop) the answers, so that each socket sees its end.
+  for (const c of [member, lingering, joined]) c.s.resume();
+  // The joiner's next frames carry the cluster id, as a node's do once its join is answered.
+  joined.s.write(frame('101', 'c1', 'ping', 2));
+  await until(() => tr.isConnected('101'), 5000, 'node 101 bound');
+  // The lingering one keeps asking for the map, well within the limit each time: still closed.
+  lingering.s.write(frame('100', '', 'getMap', 2));
+  await until(() => lingering.closed(), 5000, 'the connection still in the join exchange closed');
+  assert.equal(member.closed(), false, 'a member was closed');
+  assert.equal(joined.closed(), false, 'a node that joined in time was closed');
+  assert.equal(tr.isConnected('3'), true);
+  assert.equal(tr.isConnected('101'), true);
 });
