@@ -100,10 +100,12 @@ export const maxJoinExchangeQueuedBytes = 4 * 1024 * 1024;
 export const firstFrameTimeoutMs = 10_000;
 /**
  * An accepted connection still in the join exchange (frames without the cluster id) this long
- * after its first frame is closed. A joining node's exchange takes seconds (each request times
- * out in 4 s and is asked again, on a new connection if need be), after which its frames carry
- * the cluster id; without a key nothing else would close a connection that asks for the map
- * now and then for ever, holding one of the maxUnidentifiedConnections places.
+ * after its first frame is closed. A joining node's exchange takes seconds, after which it
+ * sends a frame with the cluster id on each connection it dialed (setClusterId); one whose join
+ * cannot complete meanwhile (group 0 without a quorum) asks again on the same connection, is
+ * cut every time the limit passes, and dials again. Without a key nothing else would close a
+ * connection that asks for the map now and then for ever, holding one of the
+ * maxUnidentifiedConnections places.
  */
 export const joinExchangeLimitMs = 120_000;
 /** Requests a node without a cluster id may make of a node that has one (see `admit`). */
@@ -381,7 +383,12 @@ export class Transport {
   setClusterId(id: string): void {
     assert(id.length > 0, 'an empty cluster id');
     assert(this.clusterId === '' || this.clusterId === id, `cluster id ${this.clusterId} cannot become ${id}`);
+    if (this.clusterId === id) return;
     this.clusterId = id;
+    // The far ends of the connections this node dialed in its join exchange take them for a
+    // member's once a frame shows the id: at once, rather than at this node's next message to
+    // them (which may not come before their join-exchange limit closes the connection).
+    for (const conn of this.conns) if (!conn.closed && conn.dialer === this.nodeId) this.writeFrame(conn, this.intro());
   }
 
   /** Records (or updates) where a peer listens. */

@@ -23,6 +23,7 @@ function node(t: import('node:test').TestContext, registry: Registry, served: { 
     registry,
     // Far past the test: only the cap may close a connection that says nothing.
     firstFrameTimeoutMs: 120_000,
+    silentConnectionLimitMs: 120_000,
     joinExchangeLimitMs,
     handlers: {
       onMessages: () => undefined,
@@ -93,26 +94,55 @@ test('connections not known to be of the cluster are held up to the cap: one mor
 });
 
 test('a connection still in the join exchange after the limit is closed; one that showed the cluster id in time stays, as do members', async (t) => {
+  const limitMs = 1500;
   const registry = new Registry();
   const served = { n: 0 };
-  const tr = await node(t, registry, served, 600);
+  const tr = await node(t, registry, served, limitMs);
   const member = await dialWatched(t, tr.address);
   member.s.write(frame('3', 'c1', 'ping', 1));
   const lingering = await dialWatched(t, tr.address);
+  const lingeringSince = Date.now();
   lingering.s.write(frame('100', '', 'getMap', 1));
+  // A joiner's exchange, then its first frame with the cluster id, as a node's once its join is
+  // answered (in one write: no stall of a loaded machine can put the limit between them).
   const joined = await dialWatched(t, tr.address);
-  joined.s.write(frame('101', '', 'join', 1));
-  await until(() => served.n === 3, 5000, 'all three served');
+  joined.s.write(Buffer.concat([frame('101', '', 'join', 1), frame('101', 'c1', 'ping', 2)]));
   // Read (and drop) the answers, so that each socket sees its end.
   for (const c of [member, lingering, joined]) c.s.resume();
-  // The joiner's next frames carry the cluster id, as a node's do once its join is answered.
-  joined.s.write(frame('101', 'c1', 'ping', 2));
-  await until(() => tr.isConnected('101'), 5000, 'node 101 bound');
-  // The lingering one keeps asking for the map, well within the limit each time: still closed.
+  await until(() => served.n === 4 && tr.isConnected('101'), 5000, 'all served, node 101 bound');
+  // The lingering one keeps asking for the map, well within the limit each time: it stays
+  // until the limit, and is closed then.
   lingering.s.write(frame('100', '', 'getMap', 2));
-  await until(() => lingering.closed(), 5000, 'the connection still in the join exchange closed');
-  assert.equal(member.closed(), false, 'a member was closed');
-  assert.equal(joined.closed(), false, 'a node that joined in time was closed');
+  await until(() => served.n === 5, 5000, 'the second map request served');
+  assert.equal(lingering.closed(), false, 'closed before the limit');
+  await until(() => lingering.closed(), 10_000, 'the connection still in the join exchange closed');
+  assert.ok(Date.now() - lingeringSince >= limitMs - 50, `closed after ${Date.now() - lingeringSince} ms, before the ${limitMs} ms limit`);
+  // Past the joiner's own limit too: it and the member stay.
+  assert.equal(await closedWithin([joined.s, member.s], 600), 0, 'a member, or a node that joined in time, was closed');
   assert.equal(tr.isConnected('3'), true);
   assert.equal(tr.isConnected('101'), true);
+});
+
+test('a node that learns the cluster id in its join exchange shows it at once on the connection it dialed: the seed takes it for a member', async (t) => {
+  const registry = new Registry();
+  const served = { n: 0 };
+  const seed = await node(t, registry, served, 1000);
+  const joiner = new Transport({
+    nodeId: '7',
+    listen: { host: '127.0.0.1', port: 0 },
+    epoch: () => 1,
+    clusterId: '',
+    awaitingJoin: true,
+    handlers: { onMessages: () => undefined, onRequest: async () => ({}) },
+  });
+  await joiner.start();
+  t.after(() => joiner.close());
+  await joiner.requestAddress(seed.address, 'join', {}, 5000);
+  assert.equal(seed.isConnected('7'), false, 'the seed took a connection in the join exchange for a member');
+  // As a node does with its join answer; it sends nothing else to the seed.
+  joiner.setClusterId('c1');
+  await until(() => seed.isConnected('7'), 5000, 'the seed bound node 7');
+  // And keeps it past the join-exchange limit.
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(seed.isConnected('7'), true, 'the seed closed a connection that showed the cluster id');
 });
