@@ -103,7 +103,8 @@ Napi::Value UnwrittenExtents(const Napi::CallbackInfo& info) {
   uint64_t pos = static_cast<uint64_t>(start);
   const uint64_t stop = static_cast<uint64_t>(end);
   while (pos < stop) {
-    std::fill(buf.begin(), buf.end(), 0);
+    // The header is the input (the kernel fills the extents it maps, up to the count).
+    memset(buf.data(), 0, sizeof(struct fiemap));
     auto* fm = reinterpret_cast<struct fiemap*>(buf.data());
     fm->fm_start = pos;
     fm->fm_length = stop - pos;
@@ -139,7 +140,7 @@ Napi::Value UnwrittenExtents(const Napi::CallbackInfo& info) {
     pos = next;
   }
   Napi::Float64Array arr = Napi::Float64Array::New(env, out.size());
-  for (size_t i = 0; i < out.size(); i++) arr[i] = out[i];
+  if (!out.empty()) memcpy(arr.Data(), out.data(), out.size() * sizeof(double));
   return arr;
 }
 

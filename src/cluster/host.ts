@@ -871,8 +871,7 @@ export class MultiRaftHost {
     // neither asks for votes nor grants them, so it can never help elect a leader that lacks
     // an entry it once acknowledged.
     const muted = this.wal.needsRepair(g.id);
-    for (const m of later) {
-      if (g.silenced) break;
+    for (const m of g.silenced ? [] : later) {
       if (muted && isElectionMessage(m)) {
         this.metrics.electionMessagesMuted.inc();
         continue;

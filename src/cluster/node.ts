@@ -219,7 +219,6 @@ export class StorageNode implements PgClient {
   private downOut!: DownOutRunner;
   /** Leaders of PGs this node has no replica of, watched while pieces wait on them. */
   private readonly remoteLeaders: RemoteLeaderWatch;
-  private readonly leaderProbeRedirects: Counter;
   private leaderHandovers!: Counter;
   private stopping = false;
   addresses!: NodeAddresses;
@@ -244,11 +243,6 @@ export class StorageNode implements PgClient {
     this.log = createLogger('node', { node: opts.id });
     this.registry = createRegistry();
     this.fencedMessages = new Counter({ name: 'raftblock_transport_fenced_messages_total', help: 'Raft messages dropped: sender not a replica of the group in this map', registers: [this.registry] });
-    this.leaderProbeRedirects = new Counter({
-      name: 'raftblock_gateway_leader_probe_redirects_total',
-      help: 'Pieces a gateway without a replica abandoned at a silent PG leader because the other replicas named a new one',
-      registers: [this.registry],
-    });
     this.leaderHandovers = new Counter({ name: 'raftblock_pg_leader_handovers_total', help: 'PG leaderships handed to the node whose gateway sent most of their requests', registers: [this.registry] });
     this.malformedMessages = new Counter({ name: 'raftblock_transport_malformed_messages_total', help: 'Raft messages dropped: malformed, or not from the node that sent the frame', registers: [this.registry] });
     this.metaVoterGauge();
@@ -1662,7 +1656,7 @@ export class StorageNode implements PgClient {
     }
     const ticket = this.remoteLeaders.watch(groupId, target, replicas);
     const replaced = (): Error => {
-      this.leaderProbeRedirects.inc();
+      this.gatewayMetrics.leaderProbeRedirects.inc();
       return new NotLeader(`group ${groupId}: its replicas follow node ${ticket.replacedBy} now; node ${target} has not answered`, String(ticket.replacedBy));
     };
     const answer = this.transport.request(String(target), 'io', args, requestTimeoutMs, ticket.signal, replaced);

@@ -99,6 +99,8 @@ export interface GatewayMetrics {
   retries: Counter;
   /** Pieces given up because their NBD client disconnected. */
   abandoned: Counter;
+  /** Pieces abandoned at a silent PG leader because its other replicas named a new one. */
+  leaderProbeRedirects: Counter;
 }
 
 export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetrics {
@@ -114,6 +116,11 @@ export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetri
     bytes: new Counter({ name: 'raftblock_gateway_bytes_total', help: 'Bytes read and written through the gateway', labelNames: ['command'], registers }),
     retries: new Counter({ name: 'raftblock_gateway_retries_total', help: 'Retried attempts of request pieces (NotLeader, timeouts, stale epochs, lost peers)', registers }),
     abandoned: new Counter({ name: 'raftblock_gateway_abandoned_total', help: 'Request pieces given up because their NBD client disconnected', registers }),
+    leaderProbeRedirects: new Counter({
+      name: 'raftblock_gateway_leader_probe_redirects_total',
+      help: 'Pieces a gateway without a replica abandoned at a silent PG leader because the other replicas named a new one',
+      registers,
+    }),
   };
 }
 

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { toIoError } from './check.js';
 
 /** One io_uring instance. Submissions are queued with the prep calls and sent by `submit()`. */
 export interface NativeRing {
@@ -81,8 +82,18 @@ export function loadNative(): { addon: NativeAddon } | { error: string } {
   return cached;
 }
 
-/** unwrittenExtents' flat [from0, to0, from1, to1, ...] as pairs. */
-export function rangePairs(flat: Float64Array): [number, number][] {
+/**
+ * The unwritten ranges of [start, end) of the file open as `fd` at `path` (unwrittenExtents, as
+ * [from, to) pairs): none from an addon built before FIEMAP; its errors as IoError.
+ */
+export function unwrittenRangesOf(addon: NativeAddon, fd: number, path: string, start: number, end: number, maxRanges: number): [number, number][] {
+  if (!addon.unwrittenExtents) return [];
+  let flat: Float64Array;
+  try {
+    flat = addon.unwrittenExtents(fd, start, end, maxRanges);
+  } catch (err) {
+    throw toIoError(err, 'ioctl', path);
+  }
   const out: [number, number][] = [];
   for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
   return out;

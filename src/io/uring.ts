@@ -8,7 +8,7 @@ import { assert } from '../common/assert.js';
 import { IoError, Unavailable } from '../common/errors.js';
 import { checkAligned, closedFileError, toIoError } from './check.js';
 import { fdClose, fdSize, fdTruncate } from './fd.js';
-import { rangePairs, type NativeAddon, type NativeRing } from './native.js';
+import { unwrittenRangesOf, type NativeAddon, type NativeRing } from './native.js';
 import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
 
 /** Submission-queue depth; also bounds operations in flight (more wait in a JS queue). */
@@ -331,14 +331,7 @@ class UringFile implements BlockFile {
 
   async unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): Promise<[number, number][]> {
     if (this.closed) throw closedFileError('ioctl', this.path);
-    if (!this.addon.unwrittenExtents) return [];
-    let flat: Float64Array;
-    try {
-      flat = this.addon.unwrittenExtents(this.fd, startBytes, endBytes, maxRanges);
-    } catch (err) {
-      throw toIoError(err, 'ioctl', this.path);
-    }
-    return rangePairs(flat);
+    return unwrittenRangesOf(this.addon, this.fd, this.path, startBytes, endBytes, maxRanges);
   }
 
   size(): Promise<number> {

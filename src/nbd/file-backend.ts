@@ -327,6 +327,12 @@ export class FileBackend implements BlockBackend {
       if (last !== undefined && last.hole === hole && last.zero === zero) last.length += len;
       else out.push({ length: len, hole, zero });
     };
+    // A piece of a SEEK_DATA hole that is no unwritten extent: a hole, unless this run zeroed it.
+    const holePiece = (from: number, to: number): void => {
+      if (to <= from) return;
+      if (this.allocatedZeros.count === 0) push(to - from, true, true);
+      else this.allocatedZeros.forEachPiece(from, to, (s, e, allocated) => push(e - s, !allocated, true));
+    };
     let pos = offset;
     while (pos < end && out.length < maxExtents) {
       const data = sparse.seekData(pos);
@@ -334,11 +340,6 @@ export class FileBackend implements BlockBackend {
       if (holeEnd > pos) {
         // SEEK_DATA's holes include unwritten extents (a NO_HOLE zero's, this run's or an
         // earlier one's): allocated zeros, as the ranges this run zeroed so.
-        const holePiece = (from: number, to: number): void => {
-          if (to <= from) return;
-          if (this.allocatedZeros.count === 0) push(to - from, true, true);
-          else this.allocatedZeros.forEachPiece(from, to, (s, e, allocated) => push(e - s, !allocated, true));
-        };
         const cap = Math.max(1, maxExtents - out.length);
         const unwritten = sparse.unwrittenRanges(pos, holeEnd, cap);
         let at = pos;

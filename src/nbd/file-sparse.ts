@@ -10,7 +10,7 @@
  */
 import { assert } from '../common/assert.js';
 import { IoError } from '../common/errors.js';
-import { loadNative, rangePairs, type NativeAddon, type NativeRing } from '../io/native.js';
+import { loadNative, unwrittenRangesOf, type NativeAddon, type NativeRing } from '../io/native.js';
 
 /** fallocate operations that may be in the ring at once; more wait in a JS queue. */
 const ringEntries = 8;
@@ -68,15 +68,7 @@ class RingSparseFile implements SparseFile {
   }
 
   unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): [number, number][] {
-    if (!this.addon.unwrittenExtents) return [];
-    let flat: Float64Array;
-    try {
-      flat = this.addon.unwrittenExtents(this.fd, startBytes, endBytes, maxRanges);
-    } catch (err) {
-      const e = err as { errno?: number; message?: string };
-      throw new IoError('ioctl', typeof e.errno === 'number' ? Math.abs(e.errno) : 5, `FIEMAP of ${this.path} failed: ${e.message ?? 'unknown'}`);
-    }
-    return rangePairs(flat);
+    return unwrittenRangesOf(this.addon, this.fd, this.path, startBytes, endBytes, maxRanges);
   }
 
   private lseek(offsetBytes: number, whence: number): number {

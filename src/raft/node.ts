@@ -318,8 +318,7 @@ export class RaftNode {
   forgetMatch(id: NodeId): void {
     const pr = this.prs.get(id);
     if (this.role !== 'leader' || !pr || id === this.id) return;
-    pr.forgetLog(this.log.lastIndex() + 1);
-    this.fenceAnswers(pr);
+    this.forgetPeerLog(pr);
   }
 
   /**
@@ -952,11 +951,16 @@ export class RaftNode {
     const heardBefore = pr.logInstance !== 0;
     pr.logInstance = logInstance;
     if (!heardBefore) return false;
-    pr.forgetLog(this.log.lastIndex() + 1);
     // Later answers to earlier messages may come from the old instance: dropped. (The one in
     // hand is the new instance's, and is taken.)
-    this.fenceAnswers(pr);
+    this.forgetPeerLog(pr);
     return true;
+  }
+
+  /** `pr`'s log is not what it acknowledged: probe from the end, and take only answers to messages from now on. */
+  private forgetPeerLog(pr: Progress): void {
+    pr.forgetLog(this.log.lastIndex() + 1);
+    this.fenceAnswers(pr);
   }
 
   /**

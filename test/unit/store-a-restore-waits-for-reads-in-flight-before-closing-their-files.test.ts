@@ -22,9 +22,9 @@ import { closeSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { testBackends, type TestBackend } from '../../src/io/testing.js';
 import type { BlockFile } from '../../src/io/types.js';
-import { PgStore, ScratchPool, type ImageChunk } from '../../src/store/pg-store.js';
+import type { ImageChunk, PgStore } from '../../src/store/pg-store.js';
 import { encodeWrite } from '../../src/store/ops.js';
-import { WrappedBlockIo } from '../helpers/block-io.js';
+import { openStore, WrappedBlockIo } from '../helpers/block-io.js';
 import { tempDir } from '../helpers/tools.js';
 
 const B = 4096;
@@ -104,8 +104,8 @@ interface Replica {
 async function replica(t: TestContext, backend: TestBackend): Promise<Replica> {
   const device = backend.make();
   const io = new HeldReadIo(device, backend.name);
-  const store = await PgStore.open(io, new ScratchPool(io), tempDir(t), 7);
-  const source = await PgStore.open(device, new ScratchPool(device), tempDir(t), 7);
+  const store = await openStore(io, tempDir(t));
+  const source = await openStore(device, tempDir(t));
   t.after(async () => {
     await store.close();
     await source.close();

@@ -11,8 +11,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { testBackends } from '../../src/io/testing.js';
-import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
 import { encodeRange, encodeWrite, OpKind } from '../../src/store/ops.js';
+import { openStore } from '../helpers/block-io.js';
 import { tempDir } from '../helpers/tools.js';
 
 const KiB = 1024;
@@ -23,7 +23,7 @@ for (const backend of testBackends()) {
     const io = backend.make();
     t.after(() => io.close());
     const dir = tempDir(t);
-    let store = await PgStore.open(io, new ScratchPool(io), dir, 7);
+    let store = await openStore(io, dir);
     // 64 KiB written, then blocks 4-7 zeroed keeping them allocated, blocks 10-11 zeroed with a
     // hole allowed; and 8 KiB past the written end zeroed with NO_HOLE (KEEP_SIZE: past EOF).
     await store.apply(1, 1, encodeWrite(1, 0, Buffer.alloc(16 * B, 0x5a), { session: 1, seq: 1 }));
@@ -58,7 +58,7 @@ for (const backend of testBackends()) {
 
     await store.checkpoint();
     await store.close();
-    store = await PgStore.open(io, new ScratchPool(io), dir, 7);
+    store = await openStore(io, dir);
     t.after(() => store.close());
     assert.deepEqual(await store.blockStatus(1, 0, 32 * B), expected, 'after a restart');
     // A range asked inside the zeroed one: clipped to it.

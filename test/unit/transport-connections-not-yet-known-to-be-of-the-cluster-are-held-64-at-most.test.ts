@@ -127,16 +127,7 @@ test('a node that learns the cluster id in its join exchange shows it at once on
   const registry = new Registry();
   const served = { n: 0 };
   const seed = await node(t, registry, served, 1000);
-  const joiner = new Transport({
-    nodeId: '7',
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
-    clusterId: '',
-    awaitingJoin: true,
-    handlers: { onMessages: () => undefined, onRequest: async () => ({}) },
-  });
-  await joiner.start();
-  t.after(() => joiner.close());
+  const joiner = await listeningTransport(t, { nodeId: '7', clusterId: '', awaitingJoin: true });
   await joiner.requestAddress(seed.address, 'join', {}, 5000);
   assert.equal(seed.isConnected('7'), false, 'the seed took a connection in the join exchange for a member');
   // As a node does with its join answer; it sends nothing else to the seed.
