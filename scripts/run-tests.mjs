@@ -20,5 +20,7 @@ function walk(dir) {
 }
 for (const d of dirs) walk(join(base, d));
 if (files.length === 0) { console.error('no test files found'); process.exit(1); }
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...files], { stdio: 'inherit', cwd: root });
+// A test that hangs fails after 10 minutes (the longest takes about one) instead of holding
+// the run until CI's own limit; a test may set a longer timeout of its own.
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=600000', ...files], { stdio: 'inherit', cwd: root });
 process.exit(r.status ?? 1);

@@ -355,7 +355,10 @@ class GatedWal extends MemWal {
     const done = super.append(id, entries);
     if (!this.closed) return done;
     this.appendsHeld++;
-    return done.then(() => new Promise<void>((r) => this.release.push(r)));
+    // Its release is taken now, not once the write is done: an open() in between (the write
+    // still under way) would otherwise miss it, and the append would be held for good.
+    const released = new Promise<void>((r) => this.release.push(r));
+    return Promise.all([done, released]).then(() => undefined);
   }
   open(): void {
     this.closed = false;
