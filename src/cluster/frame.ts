@@ -28,6 +28,10 @@ import { AssertionFailed, ProtocolError } from '../common/errors.js';
 
 /** Largest frame accepted or sent; bounds the memory one peer can make us hold. */
 export const maxFrameBytes = 64 * 1024 * 1024;
+
+function assertFrameLimit(frameBytes: number): void {
+  if (!Number.isInteger(frameBytes) || frameBytes < 1 || frameBytes > maxFrameBytes) throw new AssertionFailed(`frame limit ${frameBytes} outside 1..${maxFrameBytes}`);
+}
 const headerBytes = 4;
 /** The head's own length word, after the frame's. */
 const headLengthBytes = 4;
@@ -475,6 +479,37 @@ export class FrameDecoder {
   /** Received bytes not yet decoded, oldest first; only the first may be partly consumed. */
   private chunks: Buffer[] = [];
   private buffered = 0;
+  /** Largest frame taken now (see restrict). */
+  private frameBytesLimit = maxFrameBytes;
+  /** While restricted, push() decodes one frame a call, so the limit can be lifted between frames. */
+  private oneFrameAtATime = false;
+
+  /**
+   * Takes no frame longer than `frameBytes` and at most one frame per push() until lift(): a
+   * connection not yet known to be of this cluster makes us buffer no more than that, while a
+   * member's small first frame and the large ones behind it in the same read are still taken
+   * whole once its first frame has identified it (lift(), then push() of nothing for the rest).
+   */
+  restrict(frameBytes: number): void {
+    assertFrameLimit(frameBytes);
+    this.frameBytesLimit = frameBytes;
+    this.oneFrameAtATime = true;
+  }
+
+  lift(): void {
+    this.frameBytesLimit = maxFrameBytes;
+    this.oneFrameAtATime = false;
+  }
+
+  /** Whether restrict() holds (push() yields at most one frame). */
+  get restricted(): boolean {
+    return this.oneFrameAtATime;
+  }
+
+  /** Whether received bytes wait to be decoded. */
+  get holdsBytes(): boolean {
+    return this.buffered > 0;
+  }
 
   push(data: Buffer): Frame[] {
     if (data.length > 0) {
@@ -488,7 +523,10 @@ export class FrameDecoder {
       // was otherwise buffered whole, up to maxFrameBytes, before it was refused.
       if (this.buffered < headerBytes) break;
       const bodyBytes = this.wordAt(0);
-      if (bodyBytes > maxFrameBytes) throw new ProtocolError(`frame of ${bodyBytes} bytes exceeds ${maxFrameBytes}`);
+      if (bodyBytes > this.frameBytesLimit) {
+        const why = this.oneFrameAtATime ? ' (the limit of a connection not yet known to be of this cluster)' : '';
+        throw new ProtocolError(`frame of ${bodyBytes} bytes exceeds ${this.frameBytesLimit}${why}`);
+      }
       if (bodyBytes === 0) throw new ProtocolError('empty frame');
       if (bodyBytes < headLengthBytes) throw new ProtocolError('frame too short for its head length');
       if (this.buffered < headerBytes + headLengthBytes) break;
@@ -514,6 +552,7 @@ export class FrameDecoder {
       restoreAttachments(frame, new AttachmentReader(bodyBytes - headLengthBytes - headBytes, (n) => this.take(n)));
       expandHeartbeats(frame);
       frames.push(frame);
+      if (this.oneFrameAtATime) break;
     }
     return frames;
   }

@@ -66,6 +66,14 @@ export const maxUnprovenConnections = 64;
  * connections of this cluster's nodes, once their first frame is in, never count.
  */
 export const maxUnidentifiedConnections = 64;
+/**
+ * Largest frame taken on an accepted connection before it is known to be of this cluster: a
+ * member's first frame is its introduction (~100 bytes) and a new node's join exchange asks
+ * only `join` and `getMap` (under 1 KiB), so 1 MiB is ample; with maxUnidentifiedConnections
+ * it bounds what strangers make a node buffer to 64 MiB rather than 64 × maxFrameBytes.
+ */
+export const maxUnidentifiedFrameBytes = 1024 * 1024;
+const noBytes = Buffer.alloc(0);
 /** At most one warning per this long about connections refused at maxUnidentifiedConnections. */
 const unidentifiedRefusalWarningMs = 10_000;
 /**
@@ -860,6 +868,7 @@ export class Transport {
     const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false, refusedAddr: undefined, joinServing: 0, unidentifiedTimer: undefined };
     if (dialer === undefined) {
       this.unidentified.add(conn);
+      conn.decoder.restrict(maxUnidentifiedFrameBytes);
       const afterMs = this.opts.firstFrameTimeoutMs ?? firstFrameTimeoutMs;
       conn.unidentifiedTimer = setTimeout(() => {
         if (conn.closed) return;
@@ -873,19 +882,27 @@ export class Transport {
       this.metrics.bytesReceived.inc(data.length);
       conn.awaitingSinceMs = undefined;
       conn.keepaliveSent = false;
-      let frames: Frame[];
-      try {
-        frames = conn.decoder.push(data);
-      } catch (err) {
-        this.metrics.badFrames.inc();
-        this.log.warn('closing connection after a bad frame', { remote: conn.remoteId, err });
-        socket.destroy();
-        return;
-      }
-      for (const f of frames) {
-        if (conn.closed && (conn.remoteId === undefined || conn.refused)) break;
-        this.receive(conn, f, onIdentified);
-        onIdentified = undefined;
+      let input = data;
+      for (;;) {
+        // A restricted decoder (an accepted connection not yet identified) yields one frame a
+        // push: the frame that identifies the peer lifts the limit before the next is sized.
+        const restricted = conn.decoder.restricted;
+        let frames: Frame[];
+        try {
+          frames = conn.decoder.push(input);
+        } catch (err) {
+          this.metrics.badFrames.inc();
+          this.log.warn('closing connection after a bad frame', { remote: conn.remoteId, err });
+          socket.destroy();
+          return;
+        }
+        for (const f of frames) {
+          if (conn.closed && (conn.remoteId === undefined || conn.refused)) break;
+          this.receive(conn, f, onIdentified);
+          onIdentified = undefined;
+        }
+        if (!restricted || frames.length === 0 || conn.closed || !conn.decoder.holdsBytes) break;
+        input = noBytes;
       }
     });
     socket.on('error', () => {
@@ -951,6 +968,7 @@ export class Transport {
       conn.remoteId = f.from;
       conn.joining = false;
       this.unidentified.delete(conn);
+      conn.decoder.lift();
       clearTimeout(conn.unidentifiedTimer);
       conn.unidentifiedTimer = undefined;
       if (conn.dialer === undefined) conn.dialer = f.from;
