@@ -143,7 +143,10 @@ export class PgMover {
   private readonly retired = new Set<number>();
   private retiredWrites: Promise<void> = Promise.resolve();
   private readonly starting = new Set<number>();
+  /** Groups being retired, and those whose retirement stopped the group but did not finish. */
   private readonly retiring = new Set<number>();
+  /** Retirements whose group stopped but whose later steps failed: retried by the rounds. */
+  private readonly unfinishedRetirements = new Map<number, { proof: string; triedMs: number; failures: number }>();
   /** Groups led here seen away from their target (for the completed counter). */
   private readonly movingHere = new Set<number>();
   /** Groups led here found equal to the map, at which map epoch and leader term. */
@@ -278,8 +281,12 @@ export class PgMover {
 
   /** Held for a rebuild no leader will ever serve: the PG was reset, so it starts over here. */
   private async restartReset(g: number, replicas: NodeId[]): Promise<void> {
-    await this.d.host.removeGroup(g);
-    this.d.stores.delete(g);
+    try {
+      await this.d.host.removeGroup(g);
+    } finally {
+      // The group left the host even if its close failed: its store must not stay in the table.
+      this.d.stores.delete(g);
+    }
     await rm(this.pgDir(g), { recursive: true, force: true });
     await this.bootstrap(g, replicas, replicas[0] === this.d.nodeId);
     this.d.log.warn('a PG reset after the loss of every replica starts over empty here', { group: g });
@@ -482,9 +489,14 @@ export class PgMover {
     }
     this.starting.add(g);
     try {
-      await this.d.host.removeGroup(g, { drainReadies: true });
-      this.d.stores.delete(g);
-      this.settled.delete(g);
+      try {
+        await this.d.host.removeGroup(g, { drainReadies: true });
+      } finally {
+        // The group left the host even if its close failed: its store must not stay in the
+        // table (the next reconcile resumes the replica from what it holds).
+        this.d.stores.delete(g);
+        this.settled.delete(g);
+      }
       await PgStore.markForRebuild(this.pgDir(g));
       await this.resume(g, targetOf(this.d.map(), g) ?? [], undefined, reason);
     } finally {
@@ -652,6 +664,7 @@ export class PgMover {
   /** Replicas the map no longer wants here whose removal has committed are retired. */
   private async retireRemoved(map: ClusterMap): Promise<void> {
     const now = performance.now();
+    await this.finishRetirements(now);
     for (const g of [...this.d.host.groups.values()]) {
       if (g.id === metadataGroupId || this.retiring.has(g.id)) continue;
       const target = targetOf(map, g.id);
@@ -697,26 +710,62 @@ export class PgMover {
       return;
     }
     this.retiring.add(g);
+    this.retired.add(g);
     try {
       // Stopped before anything is awaited: from the check above on, it acknowledges nothing.
-      const stopped = this.d.host.removeGroup(g);
-      // Tombstone next: a crash after it finishes the removal at the next start (one before it
-      // resumes the replica, still whole).
-      this.retired.add(g);
-      await Promise.all([stopped, this.saveRetired()]);
-      this.d.stores.delete(g);
-      this.settled.delete(g);
-      this.lastRetireCheckMs.delete(g);
+      await this.d.host.removeGroup(g);
+    } catch (err) {
+      // The group left the host before its close failed (removeGroup drops it first): it runs
+      // no more, and its data is about to go, so the retirement goes on.
+      this.d.log.warn('a retired PG replica stopped with an error; its retirement goes on', { group: g, err });
+    }
+    // Out of the node's table as soon as the group no longer runs, whatever fails next: a
+    // closed store left there would be handed to reads, snapshot pulls and digests, and held
+    // against a later resume or rejoin until the node restarts.
+    this.d.stores.delete(g);
+    this.settled.delete(g);
+    this.lastRetireCheckMs.delete(g);
+    this.unfinishedRetirements.set(g, { proof, triedMs: 0, failures: 0 });
+    await this.finishRetirement(g);
+  }
+
+  /**
+   * The steps of a retirement after its group stopped: tombstone (a crash after it finishes
+   * the removal at the next start, one before it resumes the replica, still whole), directory,
+   * WAL entries. Each may be repeated, so one that fails is tried again by the next rounds
+   * (finishRetirements) rather than left to the next start: until then the group's WAL entries
+   * pin every segment from theirs on (a group that never runs never checkpoints), and a node
+   * can run for months. The group stays in `retiring` meanwhile, so nothing resumes, rejoins
+   * or rebuilds it over the half-removed directory.
+   */
+  private async finishRetirement(g: number): Promise<void> {
+    const r = this.unfinishedRetirements.get(g);
+    if (!r) return;
+    r.triedMs = performance.now();
+    try {
+      await this.saveRetired();
       await rm(this.pgDir(g), { recursive: true, force: true });
       // Let the WAL recycle the segments holding this group's entries. Dropped rather than
       // checkpointed: the WAL's compaction point stays as low as it was, which a rejoin needs.
       await this.dropWalEntries(g);
-      this.retiredCount.inc();
-      this.d.log.info('retired a PG replica after its removal committed', { group: g, proof });
     } catch (err) {
-      this.d.log.error('could not retire a PG replica', { group: g, err });
-    } finally {
-      this.retiring.delete(g);
+      r.failures++;
+      // Logged once as an error, then quietly: it is retried every retireCheckIntervalMs.
+      if (r.failures === 1) this.d.log.error('could not finish retiring a PG replica; retrying', { group: g, proof: r.proof, err });
+      else this.d.log.debug('retrying a PG replica\'s retirement failed again', { group: g, failures: r.failures, err });
+      return;
+    }
+    this.unfinishedRetirements.delete(g);
+    this.retiring.delete(g);
+    this.retiredCount.inc();
+    this.d.log.info('retired a PG replica after its removal committed', { group: g, proof: r.proof, failedAttempts: r.failures });
+  }
+
+  /** Tries again the retirements whose steps after the group's stop failed (one round at a time). */
+  private async finishRetirements(nowMs: number): Promise<void> {
+    for (const [g, r] of [...this.unfinishedRetirements]) {
+      if (this.d.stopping()) return;
+      if (nowMs - r.triedMs >= retireCheckIntervalMs) await this.finishRetirement(g);
     }
   }
 }
