@@ -1006,7 +1006,9 @@ export class MultiRaftHost {
             break;
           } catch (err) {
             const code = err instanceof RaftblockError ? err.code : '';
-            if (g.repairing || g.removed || this.stopped || !(code === 'UNAVAILABLE' || code === 'TIMED_OUT' || code === 'NOT_LEADER')) throw err;
+            // SNAPSHOT_SOURCE_CHANGED: the source was restored or reopened between two chunks;
+            // the pull starts over from the first chunk, whose index it checks again.
+            if (g.repairing || g.removed || this.stopped || !(code === 'UNAVAILABLE' || code === 'TIMED_OUT' || code === 'NOT_LEADER' || code === 'SNAPSHOT_SOURCE_CHANGED')) throw err;
             if (attempt === 1 || attempt % 20 === 0) this.log.info('snapshot pull failed; retrying', { group: g.id, from, index: snap.metadata.index, attempt, err });
             await new Promise((r) => setTimeout(r, Math.min(50 * attempt, 1000)));
           }

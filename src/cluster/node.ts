@@ -28,7 +28,7 @@ import { createRegistry } from '../metrics/server.js';
 import { defaultNbdMemoryBudgetBytes, NbdServer, type NbdExport } from '../nbd/server.js';
 import type { PskKeys } from '../nbd/tls-psk.js';
 import { Wal } from '../wal/index.js';
-import { PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
+import { maxImageIdChars, PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { writeFileDurably } from '../common/durable-file.js';
 import { inLanes } from '../common/lanes.js';
 import { encodeRange, encodeWrite, maxOpLengthBytes, OpKind } from '../store/ops.js';
@@ -181,6 +181,13 @@ function snapshotIndexArg(v: unknown): number | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Number.isSafeInteger(v) || (v as number) < 0) throw new InvalidArgument('snapshot image request: bad index');
   return v as number;
+}
+
+/** The image a later snapshot chunk request names (absent from a puller of an earlier version). */
+function imageIdArg(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string' || v.length > maxImageIdChars) throw new InvalidArgument('snapshot chunk request: bad image id');
+  return v;
 }
 
 export class StorageNode implements PgClient {
@@ -378,18 +385,14 @@ export class StorageNode implements PgClient {
         const store = this.stores.get(group);
         if (!store) throw new Unavailable(`group ${group} is not on this node`);
         // The first chunk carries the snapshot's index: a source that has not applied up to it
-        // refuses (its image would miss acknowledged writes). Asked for before anything here
-        // is replaced, so a refusal leaves this replica as it was for the host's next attempt.
-        let chunk = (await this.transport.request(String(from), 'snapshotChunk', { g: group, c: null, atLeast: index }, 60000)) as ImageChunk;
-        await store.beginRestore();
-        let bytes = 0;
-        for (;;) {
-          await store.restoreChunk(chunk);
-          for (const r of chunk.runs) bytes += r[2].byteLength;
-          if (chunk.next === null) break;
-          chunk = (await this.transport.request(String(from), 'snapshotChunk', { g: group, c: chunk.next }, 60000)) as ImageChunk;
-        }
-        await store.finishRestore(index, term);
+        // refuses (its image would miss acknowledged writes). Every later one names the image
+        // the first came from (`img`, which a source of an earlier version ignores): a source
+        // restored or reopened since refuses, and the host pulls again from the first chunk.
+        const bytes = await store.pullImage(
+          async (c, image) => (await this.transport.request(String(from), 'snapshotChunk', c === null ? { g: group, c: null, atLeast: index } : { g: group, c, img: image }, 60000)) as ImageChunk,
+          index,
+          term,
+        );
         this.log.info('pulled a PG image', { group, from, index, bytes });
       },
       repairPoint: async (from, group, atLeast) => (await this.transport.request(String(from), 'pgRepairPoint', { g: group, atLeast }, 30000)) as RepairPoint,
@@ -1383,8 +1386,9 @@ export class StorageNode implements PgClient {
       case 'snapshotChunk': {
         const store = this.stores.get(a.g as number);
         if (!store) throw new Unavailable(`group ${String(a.g)} is not on this node`);
-        // The first chunk is refused unless this store has applied up to the snapshot's index.
-        return store.imageChunk((a.c as ImageCursor | null) ?? null, snapshotChunkBytes, snapshotIndexArg(a.atLeast));
+        // The first chunk is refused unless this store has applied up to the snapshot's index,
+        // a later one unless this store still holds the state the first was read from.
+        return store.imageChunk((a.c as ImageCursor | null) ?? null, snapshotChunkBytes, snapshotIndexArg(a.atLeast), imageIdArg(a.img));
       }
       case 'snapshot': {
         const g = a.g as number;

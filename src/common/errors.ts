@@ -111,6 +111,17 @@ export class Unavailable extends RaftblockError {
   }
 }
 
+/**
+ * A PG image pulled in chunks changed at its source between two chunks (the source restored a
+ * snapshot, or its store was reopened): the chunks would assemble a mix of two states, so the
+ * pull is abandoned and started over from the first chunk.
+ */
+export class SnapshotSourceChanged extends RaftblockError {
+  constructor(message: string) {
+    super('SNAPSHOT_SOURCE_CHANGED', message);
+  }
+}
+
 /** A deadline passed before the operation completed; its outcome is unknown. */
 export class TimedOut extends RaftblockError {
   constructor(message: string) {

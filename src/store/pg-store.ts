@@ -14,12 +14,13 @@
  * temp file, fsynced, renamed), and only then may the caller let the WAL drop the entries up
  * to that index.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, unlink } from 'node:fs/promises';
 import { readFileIfExists, writeFileDurably } from '../common/durable-file.js';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { assert } from '../common/assert.js';
-import { Corruption, IoError, Unavailable } from '../common/errors.js';
+import { Corruption, IoError, SnapshotSourceChanged, Unavailable } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
 import type { BlockFile, BlockIo } from '../io/types.js';
 import { isUnsupportedByFilesystem, writeZeros as writeZerosOver } from '../io/zeros.js';
@@ -115,6 +116,24 @@ export interface ImageChunk {
   runs: [number, number, Uint8Array][];
   next: ImageCursor | null;
   recent?: Uint8Array;
+  /**
+   * The identity of the state the chunk was read from (PgStore.imageId). Absent from a source
+   * of an earlier version, which checks nothing between chunks.
+   */
+  image?: string;
+}
+
+/**
+ * Asks an image's source for one chunk: the first (cursor null), or the one at `cursor` of the
+ * image named `image` (the first chunk's identity; undefined when its source gave none).
+ */
+export type ImageChunkFetch = (cursor: ImageCursor | null, image: string | undefined) => Promise<ImageChunk>;
+
+/** The longest image identity a source takes in a chunk request (PgStore.imageId: 16 hex digits, a dot and a count). */
+export const maxImageIdChars = 64;
+
+function imageIdOf(openId: string, restoresBegun: number): string {
+  return `${openId}.${restoresBegun}`;
 }
 
 /** Extents in one block status answer at most (see allocation). */
@@ -146,6 +165,13 @@ export class PgStore {
   private rebuildAsked = false;
   /** Restores begun on this store (see restoresBegun). */
   private restoresBegunCount = 0;
+  /**
+   * Tells this open store from every other one, here or on any node: part of imageId, which
+   * must change when the store is closed and opened again (a node restarted, a replica resumed
+   * after a rebuild or a rejoin). The reopened store starts from its last checkpoint, behind
+   * what it may have served before, and counts its restores from zero again.
+   */
+  private readonly openId = randomBytes(8).toString('hex');
   /**
    * Volumes deleted from the cluster map (see dropVolume): their files are gone and are never
    * opened or created again, so commands for them still in the log change nothing.
@@ -242,6 +268,19 @@ export class PgStore {
    */
   get restoresBegun(): number {
     return this.restoresBegunCount;
+  }
+
+  /**
+   * The identity of the state an image is read from: this open store, and the restores begun
+   * on it. Entries applied between two chunks of an image keep it: every block a chunk reads
+   * is then at or past the snapshot's index, and the puller's replay of the log from there
+   * brings each to the same end (as it does a block read before an entry changed it). A restore
+   * (whose image may lie elsewhere in the log, or start another history after a PG reset) or a
+   * reopen (back to its last checkpoint, maybe before the snapshot's index) changes it: chunks
+   * read before and after would assemble a state no replay repairs.
+   */
+  get imageId(): string {
+    return imageIdOf(this.openId, this.restoresBegunCount);
   }
 
   /** Why holdsPartialImage was true at open: a restore cut short, or a rebuild asked for. */
@@ -799,13 +838,21 @@ export class PgStore {
    * One chunk of a streamed snapshot image: allocated runs from `cursor` on (volumes by id,
    * offsets ascending), about `maxBytes` of data. The first chunk (cursor null) also carries the
    * dedupe table, taken before any data is read (see snapshotImage for why that order), and is
-   * refused unless this store has applied up to `atLeast` (see assertImageCovers).
+   * refused unless this store has applied up to `atLeast` (see assertImageCovers). Every chunk
+   * carries the identity of the state it was read from (imageId), and a later one asked for
+   * with the identity of its first (`image`) is refused, SNAPSHOT_SOURCE_CHANGED, once that
+   * state is gone: the first chunk checked the snapshot's index against a state this store no
+   * longer holds. (A request without `image`, from a puller of an earlier version, is served.)
    */
-  async imageChunk(cursor: ImageCursor | null, maxBytes: number, atLeast?: number): Promise<ImageChunk> {
+  async imageChunk(cursor: ImageCursor | null, maxBytes: number, atLeast?: number, image?: string): Promise<ImageChunk> {
+    if (cursor !== null && image !== undefined && image !== this.imageId) {
+      throw new SnapshotSourceChanged(`PG ${this.groupId}: the image ${image} a pull began with is gone (now ${this.imageId}: the store was restored or reopened since)`);
+    }
     // Only the first chunk has an index to cover; every chunk needs a whole state to read.
     this.assertImageCovers(cursor === null ? atLeast : undefined);
     // A chunk holds one state: refused if a restore begins before it is whole.
     const restoresBefore = this.restoresBegunCount;
+    const readFrom = imageIdOf(this.openId, restoresBefore);
     const recent = cursor === null ? this.recent.toBytes() : undefined;
     await this.dirty.flushAll(); // runs come from SEEK_DATA
     const ids = (await readdir(this.dir))
@@ -827,7 +874,7 @@ export class PgStore {
         while (pos < size) {
           if (bytes >= maxBytes) {
             this.assertStateReadable(restoresBefore, 'image chunk');
-            return { runs, next: { volumeId: id, offset: pos }, recent };
+            return { runs, next: { volumeId: id, offset: pos }, recent, image: readFrom };
           }
           const d = await f.seekData(pos);
           if (d < 0 || d >= size) break;
@@ -844,7 +891,37 @@ export class PgStore {
       }
     }
     this.assertStateReadable(restoresBefore, 'image chunk');
-    return { runs, next: null, recent };
+    return { runs, next: null, recent, image: readFrom };
+  }
+
+  /**
+   * Replaces the whole state with an image pulled in chunks from another replica (`fetch`),
+   * durably at (index, term); returns the bytes of data restored. The first chunk is asked
+   * for before anything here is replaced, so a source that refuses it (not applied up to the
+   * snapshot's index) leaves this store as it was. Every later chunk names the first's image
+   * and must come from it: a source restored or reopened between two chunks refuses (one that
+   * answers from another state anyway, say restarted as an earlier version that names none, is
+   * caught here), and the pull is abandoned with
+   * SNAPSHOT_SOURCE_CHANGED, this store left holding a partial image (holdsPartialImage) for
+   * the caller to pull again from the first chunk. A source that names no image (an earlier
+   * version) is taken as before, unchecked.
+   */
+  async pullImage(fetch: ImageChunkFetch, index: number, term: number): Promise<number> {
+    let chunk = await fetch(null, undefined);
+    const image = chunk.image;
+    await this.beginRestore();
+    let bytes = 0;
+    for (;;) {
+      await this.restoreChunk(chunk);
+      for (const r of chunk.runs) bytes += r[2].byteLength;
+      if (chunk.next === null) break;
+      chunk = await fetch(chunk.next, image);
+      if (image !== undefined && chunk.image !== image) {
+        throw new SnapshotSourceChanged(`PG ${this.groupId}: an image pulled for index ${index} changed at its source between chunks (${image}, then ${chunk.image ?? 'none named'})`);
+      }
+    }
+    await this.finishRestore(index, term);
+    return bytes;
   }
 
   /**

@@ -14,7 +14,7 @@ import { MetaStore, openMetaGroup } from '../../src/cluster/meta-store.js';
 import { encodeCommand, encodeMap, type ClusterMap } from '../../src/cluster/map.js';
 import { addNodeCommand } from '../helpers/map.js';
 import { Register } from '../helpers/register-machine.js';
-import { TimedOut, Unavailable } from '../../src/common/errors.js';
+import { SnapshotSourceChanged, TimedOut, Unavailable } from '../../src/common/errors.js';
 import { until } from '../helpers/until.js';
 
 /** A WAL stand-in with the same contract, in memory (the real one is tested on its own). */
@@ -284,6 +284,22 @@ test('a snapshot pull refused by its source (not yet applied up to the snapshot)
     return sm.snapshotImage();
   });
   assert.equal(refused, 2);
+  assert.equal(served, 1);
+});
+
+test('a snapshot pull abandoned because its source changed between two chunks is pulled again', async (t) => {
+  let abandoned = 0;
+  let served = 0;
+  await catchUpThroughSnapshot(t, async (sm) => {
+    // The first attempt's source was restored under it (store-an-image-pulled-in-chunks-...).
+    if (abandoned === 0) {
+      abandoned++;
+      throw new SnapshotSourceChanged('the image the pull began with is gone');
+    }
+    served++;
+    return sm.snapshotImage();
+  });
+  assert.equal(abandoned, 1);
   assert.equal(served, 1);
 });
 
