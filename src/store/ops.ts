@@ -4,9 +4,9 @@
  * payload ever enters the log.
  *
  *   0  u8   op (1 write, 2 trim, 3 zero, 4 zero keeping allocation)
- *   1  u8   reserved (0)
+ *   1  u8   byte offset within the volume, bits 48-55 (0 below 256 TiB)
  *   2  u32  volume id
- *   6  u48  byte offset within the volume
+ *   6  u48  byte offset within the volume, bits 0-47
  *  12  u32  length in bytes
  *  16  u32  request session (0 = none): a gateway process's random id
  *  20  u32  request sequence within the session
@@ -24,6 +24,13 @@ export const OpKind = { Write: 1, Trim: 2, Zero: 3, ZeroNoHole: 4 } as const;
 export type OpKind = (typeof OpKind)[keyof typeof OpKind];
 
 export const opHeaderBytes = 24;
+/**
+ * Volume offsets a command can carry: 56 bits. The byte above the 48-bit field was reserved
+ * (always 0), so every command written before offsets grew reads the same; volumes go to
+ * 1 PiB (2^50), past what 48 bits reach.
+ */
+const maxOpOffset = 2 ** 56 - 1;
+const low48 = 2 ** 48;
 /** Largest range one command may cover (a piece never spans an extent). */
 export const maxOpLengthBytes = 64 * 1024 * 1024;
 
@@ -55,10 +62,11 @@ export function encodeRange(kind: OpKind, volumeId: number, offset: number, leng
 }
 
 function writeHeader(out: Buffer, kind: OpKind, volumeId: number, offset: number, length: number, id: RequestId | undefined): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > maxOpOffset) throw new RangeError(`store op offset ${offset} out of range`);
   out.writeUInt8(kind, 0);
-  out.writeUInt8(0, 1);
+  out.writeUInt8(Math.floor(offset / low48), 1);
   out.writeUInt32BE(volumeId, 2);
-  out.writeUIntBE(offset, 6, 6);
+  out.writeUIntBE(offset % low48, 6, 6);
   out.writeUInt32BE(length, 12);
   const session = id?.session ?? 0;
   if (session < 0 || session > maxRequestSession) throw new RangeError(`request session ${session} out of range`);
@@ -73,7 +81,7 @@ export function decodeOp(entry: Uint8Array): StoreOp {
   const kind = b.readUInt8(0) as OpKind;
   if (kind < OpKind.Write || kind > OpKind.ZeroNoHole) throw new Corruption(`unknown store op ${kind}`);
   const volumeId = b.readUInt32BE(2);
-  const offset = b.readUIntBE(6, 6);
+  const offset = b.readUInt8(1) * low48 + b.readUIntBE(6, 6);
   const length = b.readUInt32BE(12);
   const session = b.readUInt32BE(16);
   if (session > maxRequestSession) throw new Corruption(`request session ${session} out of range`);

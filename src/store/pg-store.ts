@@ -20,13 +20,14 @@ import { readFileIfExists, writeFileDurably } from '../common/durable-file.js';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { assert } from '../common/assert.js';
-import { Corruption, IoError, SnapshotSourceChanged, Unavailable } from '../common/errors.js';
+import { Corruption, IoError, ProtocolError, SnapshotSourceChanged, Unavailable } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
 import type { BlockFile, BlockIo } from '../io/types.js';
 import { isUnsupportedByFilesystem, writeZeros as writeZerosOver } from '../io/zeros.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint-file.js';
 import { decodeOp, OpKind } from './ops.js';
 import { RecentRequests } from './recent-requests.js';
+import { SpannedFile, unlinkVolumeFiles, volumeOfFileName, volumesIn } from './spanned-file.js';
 import { DirtyCache, WriteBehindBudget, type WriteBehindBudgetOptions, type WriteBehindOptions } from './write-behind.js';
 
 export const storeBlockBytes = 4096;
@@ -114,6 +115,13 @@ export interface ImageCursor {
 
 export interface ImageChunk {
   runs: [number, number, Uint8Array][];
+  /**
+   * Allocated zeros ([volume, offset, length], aligned): ranges a NO_HOLE zero left allocated
+   * (unwritten extents), which SEEK_DATA calls holes. Restored allocated, so a replica rebuilt
+   * from the image answers BLOCK_STATUS as its source does. Absent from a source of an earlier
+   * version (they restore as holes, as before); a puller of one ignores them.
+   */
+  zeros?: [number, number, number][];
   next: ImageCursor | null;
   recent?: Uint8Array;
   /**
@@ -131,9 +139,34 @@ export type ImageChunkFetch = (cursor: ImageCursor | null, image: string | undef
 
 /** The longest image identity a source takes in a chunk request (PgStore.imageId: 16 hex digits, a dot and a count). */
 export const maxImageIdChars = 64;
+/** Most allocated-zero ranges one image chunk carries (24 bytes each in its head). */
+export const maxImageZeroRangesPerChunk = 4096;
 
 function imageIdOf(openId: string, restoresBegun: number): string {
   return `${openId}.${restoresBegun}`;
+}
+
+/**
+ * Appends to `out` the allocated zeros (unwritten extents) of `f` in [from, to), at most `cap`
+ * of them, as [volumeId, offset, length]; returns how far it looked: `to`, or short of it once
+ * `cap` ranges were found.
+ */
+async function allocatedZerosIn(f: BlockFile, volumeId: number, from: number, to: number, cap: number, out: [number, number, number][]): Promise<number> {
+  if (to <= from) return to;
+  const found = await f.unwrittenRanges(from, to, cap);
+  for (const [a, b] of found) out.push([volumeId, a, b - a]);
+  return found.length >= cap ? found[found.length - 1][1] : to;
+}
+
+/** An image chunk's allocated zeros, checked: a peer's malformed ranges are refused before anything is zeroed. */
+function checkedImageZeros(zeros: unknown): [number, number, number][] {
+  if (zeros === undefined || zeros === null) return [];
+  if (!Array.isArray(zeros)) throw new ProtocolError('image chunk: allocated zeros are not a list');
+  for (const z of zeros) {
+    const ok = Array.isArray(z) && z.length === 3 && z.every((v) => Number.isSafeInteger(v) && v >= 0) && z[2] > 0 && z[1] + z[2] <= Number.MAX_SAFE_INTEGER;
+    if (!ok) throw new ProtocolError(`image chunk: malformed allocated-zero range ${JSON.stringify(z)}`);
+  }
+  return zeros as [number, number, number][];
 }
 
 /** Extents in one block status answer at most (see allocation). */
@@ -334,10 +367,9 @@ export class PgStore {
       const open = this.files.get(volumeId);
       if (open) return this.pin(open);
       const generation = this.fileGeneration;
-      const path = join(this.dir, `vol-${volumeId}.dat`);
       let f: BlockFile;
       try {
-        f = await this.io.open(path, { create });
+        f = await SpannedFile.open(this.io, this.dir, volumeId, create);
       } catch (err) {
         if (generation !== this.fileGeneration) continue; // asked of files since replaced
         if (!create && err instanceof IoError && err.errno === 2) return undefined;
@@ -350,12 +382,12 @@ export class PgStore {
         await f.close();
         continue;
       }
-      return this.adopt(volumeId, path, f);
+      return this.adopt(volumeId, f);
     }
   }
 
   /** Keeps a freshly opened file of a volume (unless another open or a drop came first), pinned. */
-  private async adopt(volumeId: number, path: string, f: BlockFile): Promise<BlockFile | undefined> {
+  private async adopt(volumeId: number, f: BlockFile): Promise<BlockFile | undefined> {
     const raced = this.files.get(volumeId);
     if (raced) {
       // Pinned before anything is awaited: a close or restore waiting for pins meanwhile would
@@ -372,7 +404,7 @@ export class PgStore {
     if (this.dropped.has(volumeId)) {
       await f.close();
       // Dropped while opening (and maybe created by this open): remove it again.
-      await unlink(path).catch(() => undefined);
+      await unlinkVolumeFiles(this.dir, volumeId).catch(() => undefined);
       return undefined;
     }
     this.files.set(volumeId, f);
@@ -445,13 +477,7 @@ export class PgStore {
       if (this.pins.has(f)) this.retired.add(f);
       else await f.close();
     }
-    try {
-      await unlink(join(this.dir, `vol-${volumeId}.dat`));
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return f !== undefined;
-      throw new IoError('unlink', (err as NodeJS.ErrnoException).errno ?? 5, `unlink of volume ${volumeId} in ${this.dir} failed: ${(err as Error).message}`);
-    }
+    return (await unlinkVolumeFiles(this.dir, volumeId)) || f !== undefined;
   }
 
   /**
@@ -769,20 +795,20 @@ export class PgStore {
     // image holds its bytes (or newer ones), and the receiver may skip it when replaying.
     const recent = this.recent.toBytes();
     await this.dirty.flushAll(); // runs come from SEEK_DATA
-    const vols: { id: number; runs: [number, Buffer][] }[] = [];
-    for (const name of await readdir(this.dir)) {
-      const m = /^vol-(\d+)\.dat$/.exec(name);
-      if (!m) continue;
-      const id = Number(m[1]);
+    const vols: { id: number; runs: [number, Buffer][]; zeros: [number, number][] }[] = [];
+    for (const id of await volumesIn(this.dir)) {
       const f = await this.file(id, false);
       if (!f) continue; // dropped
       const runs: [number, Buffer][] = [];
+      const zeros: [number, number, number][] = [];
       try {
         const size = await f.size();
         let pos = 0;
         while (pos < size) {
-          const d = await f.seekData(pos);
-          if (d < 0 || d >= size) break;
+          const found = await f.seekData(pos);
+          const d = found < 0 ? size : Math.min(found, size);
+          pos = await allocatedZerosIn(f, id, pos, d, Number.MAX_SAFE_INTEGER, zeros);
+          if (d >= size) break;
           const h = await f.seekHole(d);
           const stop = h < 0 ? size : Math.min(h, size);
           for (let at = d; at < stop; at += storeChunkBytes) {
@@ -796,7 +822,7 @@ export class PgStore {
       } finally {
         this.unpin(f);
       }
-      vols.push({ id, runs });
+      vols.push({ id, runs, zeros: zeros.map(([, at, length]): [number, number] => [at, length]) });
     }
     this.assertStateReadable(restoresBefore, 'snapshot image');
     return packr.pack({ v: 1, vols, recent }) as Buffer;
@@ -821,7 +847,7 @@ export class PgStore {
 
   /** Replaces the whole state with a snapshot image at (index, term), durably. */
   async restoreImage(image: Uint8Array, index: number, term: number): Promise<void> {
-    let parsed: { v: number; vols: { id: number; runs: [number, Uint8Array][] }[]; recent?: Uint8Array };
+    let parsed: { v: number; vols: { id: number; runs: [number, Uint8Array][]; zeros?: [number, number][] }[]; recent?: Uint8Array };
     try {
       parsed = packr.unpack(image) as typeof parsed;
     } catch (err) {
@@ -830,7 +856,12 @@ export class PgStore {
     if (parsed?.v !== 1 || !Array.isArray(parsed.vols)) throw new Corruption('snapshot image has an unknown format');
     // The whole image is one chunk of a streamed restore (and an absent table an empty one).
     await this.beginRestore();
-    await this.restoreChunk({ runs: parsed.vols.flatMap((vol) => vol.runs.map(([at, data]): [number, number, Uint8Array] => [vol.id, at, data])), next: null, recent: parsed.recent ?? new Uint8Array(0) });
+    await this.restoreChunk({
+      runs: parsed.vols.flatMap((vol) => vol.runs.map(([at, data]): [number, number, Uint8Array] => [vol.id, at, data])),
+      zeros: parsed.vols.flatMap((vol) => (Array.isArray(vol.zeros) ? vol.zeros : []).map((z): [number, number, number] => [vol.id, z?.[0], z?.[1]])),
+      next: null,
+      recent: parsed.recent ?? new Uint8Array(0),
+    });
     await this.finishRestore(index, term);
   }
 
@@ -855,12 +886,9 @@ export class PgStore {
     const readFrom = imageIdOf(this.openId, restoresBefore);
     const recent = cursor === null ? this.recent.toBytes() : undefined;
     await this.dirty.flushAll(); // runs come from SEEK_DATA
-    const ids = (await readdir(this.dir))
-      .map((n) => /^vol-(\d+)\.dat$/.exec(n))
-      .filter((m): m is RegExpExecArray => m !== null)
-      .map((m) => Number(m[1]))
-      .sort((a, b) => a - b);
+    const ids = await volumesIn(this.dir);
     const runs: [number, number, Buffer][] = [];
+    const zeros: [number, number, number][] = [];
     let bytes = 0;
     let vi = cursor === null ? 0 : ids.findIndex((id) => id >= cursor.volumeId);
     let pos = cursor === null ? 0 : cursor.offset;
@@ -872,12 +900,18 @@ export class PgStore {
       try {
         const size = await f.size();
         while (pos < size) {
-          if (bytes >= maxBytes) {
+          if (bytes >= maxBytes || zeros.length >= maxImageZeroRangesPerChunk) {
             this.assertStateReadable(restoresBefore, 'image chunk');
-            return { runs, next: { volumeId: id, offset: pos }, recent, image: readFrom };
+            return { runs, zeros, next: { volumeId: id, offset: pos }, recent, image: readFrom };
           }
-          const d = await f.seekData(pos);
-          if (d < 0 || d >= size) break;
+          const found = await f.seekData(pos);
+          const d = found < 0 ? size : Math.min(found, size);
+          const zerosTo = await allocatedZerosIn(f, id, pos, d, maxImageZeroRangesPerChunk - zeros.length, zeros);
+          if (zerosTo < d) {
+            pos = zerosTo; // the chunk's allocated zeros are full: the next chunk goes on from there
+            continue;
+          }
+          if (d >= size) break;
           const h = await f.seekHole(d);
           const stop = Math.min(h < 0 ? size : Math.min(h, size), d + storeChunkBytes);
           const out = Buffer.allocUnsafe(stop - d);
@@ -891,7 +925,7 @@ export class PgStore {
       }
     }
     this.assertStateReadable(restoresBefore, 'image chunk');
-    return { runs, next: null, recent, image: readFrom };
+    return { runs, zeros, next: null, recent, image: readFrom };
   }
 
   /**
@@ -966,7 +1000,7 @@ export class PgStore {
       for (const f of this.files.values()) await f.close();
       this.files.clear();
       for (const name of await readdir(this.dir)) {
-        if (/^vol-\d+\.dat$/.test(name)) await unlink(join(this.dir, name));
+        if (volumeOfFileName(name) !== undefined) await unlink(join(this.dir, name));
       }
     })();
     this.filesRemoval = removal;
@@ -983,8 +1017,11 @@ export class PgStore {
     this.assertOpen('restore chunk');
     // Loaded once the image's index is known (finishRestore): the window counts its keys as
     // applied there. Nothing is applied meanwhile.
+    const zeros = checkedImageZeros(chunk.zeros);
     if (chunk.recent) this.restoredRecent = Uint8Array.from(chunk.recent);
     for (const [vol, at, data] of chunk.runs) await this.writeRange(vol, at, data);
+    // Kept allocated, as at the source (a NO_HOLE zero there); the ranges lie between its runs.
+    for (const [vol, at, length] of zeros) await this.zeroRange(vol, at, length, false);
   }
 
   /** Writes out every dirty block, then makes every data file durable. */

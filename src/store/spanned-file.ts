@@ -1,0 +1,312 @@
+/**
+ * A volume's data on one PG replica, addressed by volume offset, kept in files of at most
+ * `dataFileSpanBytes` each: `vol-ID.dat` holds [0, span), `vol-ID.sK.dat` holds [K·span,
+ * (K+1)·span). One file per volume failed past the file system's largest file (16 TiB on ext4
+ * with 4 KiB blocks: EFBIG): the write-behind's error stopped every replica of the PG, and again
+ * at every restart that replayed the write. Volumes go to 1 PiB (maxVolumeBytes).
+ *
+ * The span is a multiple of every extent size (a power of two up to 1 GiB), so no extent, and
+ * so no store command, straddles two files; the methods still split at the boundary rather
+ * than rely on it. It is 16 TiB − 1 GiB rather than a power of two so that a `vol-ID.dat`
+ * written before the split holds exactly what its first span now means (ext4 refused every
+ * byte at or past 16 TiB − 4 KiB); one that holds bytes past the span (its last GiB) is refused
+ * at open rather than half read.
+ *
+ * Segment files other than the first are made by the first write (or zero range) that needs
+ * them; a missing one reads as zeros and a hole.
+ */
+import { readdir, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Corruption, IoError } from '../common/errors.js';
+import { assert } from '../common/assert.js';
+import type { BlockFile, BlockIo } from '../io/types.js';
+
+/** Bytes of a volume one data file holds: 16 TiB − 1 GiB (see the top). */
+export const dataFileSpanBytes = 2 ** 44 - 2 ** 30;
+
+const fileNamePattern = /^vol-(\d+)(?:\.s(\d+))?\.dat$/;
+
+/** The name of segment `k` of volume `volumeId`'s data. */
+export function volumeFileName(volumeId: number, k: number): string {
+  return k === 0 ? `vol-${volumeId}.dat` : `vol-${volumeId}.s${k}.dat`;
+}
+
+/** The volume a data file name belongs to (any segment), or undefined for another file. */
+export function volumeOfFileName(name: string): number | undefined {
+  const m = fileNamePattern.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The volumes that have data files in `dir`, ascending. */
+export async function volumesIn(dir: string): Promise<number[]> {
+  const ids = new Set<number>();
+  for (const name of await readdir(dir)) {
+    const id = volumeOfFileName(name);
+    if (id !== undefined) ids.add(id);
+  }
+  return [...ids].sort((a, b) => a - b);
+}
+
+/** Removes every data file of `volumeId` in `dir`; returns whether there was one. */
+export async function unlinkVolumeFiles(dir: string, volumeId: number): Promise<boolean> {
+  let any = false;
+  for (const name of await readdir(dir)) {
+    if (volumeOfFileName(name) !== volumeId) continue;
+    try {
+      await unlink(join(dir, name));
+      any = true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw new IoError('unlink', (err as NodeJS.ErrnoException).errno ?? 5, `unlink of ${name} in ${dir} failed: ${(err as Error).message}`);
+    }
+  }
+  return any;
+}
+
+/** One piece of a range inside segment `k`: [local, local + length) of that file, `at` bytes into the range. */
+interface Piece {
+  k: number;
+  local: number;
+  length: number;
+  at: number;
+}
+
+function piecesOf(offsetBytes: number, lengthBytes: number): Piece[] {
+  const out: Piece[] = [];
+  let at = 0;
+  while (at < lengthBytes) {
+    const pos = offsetBytes + at;
+    const k = Math.floor(pos / dataFileSpanBytes);
+    const local = pos - k * dataFileSpanBytes;
+    const length = Math.min(lengthBytes - at, dataFileSpanBytes - local);
+    out.push({ k, local, length, at });
+    at += length;
+  }
+  return out;
+}
+
+export class SpannedFile implements BlockFile {
+  readonly path: string;
+  readonly direct: boolean;
+  private readonly segments = new Map<number, BlockFile>();
+  /** Segment files being made (two writes to one new segment open it once). */
+  private readonly opening = new Map<number, Promise<BlockFile>>();
+  private closed = false;
+
+  private constructor(
+    private readonly io: BlockIo,
+    private readonly dir: string,
+    private readonly volumeId: number,
+    first: BlockFile,
+  ) {
+    this.path = first.path;
+    this.direct = first.direct;
+    this.segments.set(0, first);
+  }
+
+  /**
+   * Opens the volume's data files. Its first file is made when `create`; without it a missing
+   * one fails as the open does (IoError, errno 2), whatever other segments exist (the first is
+   * always made before them).
+   */
+  static async open(io: BlockIo, dir: string, volumeId: number, create: boolean): Promise<SpannedFile> {
+    const first = await io.open(join(dir, volumeFileName(volumeId, 0)), { create });
+    const f = new SpannedFile(io, dir, volumeId, first);
+    try {
+      const firstSize = await first.size();
+      if (firstSize > dataFileSpanBytes) {
+        throw new Corruption(`${first.path} holds ${firstSize} bytes, past the ${dataFileSpanBytes} of one data file: written before volumes were split over files, its last bytes would be read from the next file`);
+      }
+      for (const name of await readdir(dir)) {
+        const m = fileNamePattern.exec(name);
+        if (!m || Number(m[1]) !== volumeId || m[2] === undefined) continue;
+        f.segments.set(Number(m[2]), await io.open(join(dir, name)));
+      }
+    } catch (err) {
+      await f.close();
+      throw err;
+    }
+    return f;
+  }
+
+  private async segment(k: number, create: boolean): Promise<BlockFile | undefined> {
+    this.assertOpen();
+    const open = this.segments.get(k);
+    if (open || !create) return open;
+    let made = this.opening.get(k);
+    if (!made) {
+      made = this.io.open(join(this.dir, volumeFileName(this.volumeId, k)), { create: true });
+      this.opening.set(k, made);
+      void made.then(
+        (s) => {
+          this.opening.delete(k);
+          // Closed while it opened: close it too, or its descriptor stays open for good.
+          if (this.closed) void s.close();
+          else this.segments.set(k, s);
+        },
+        () => this.opening.delete(k),
+      );
+    }
+    const s = await made;
+    this.assertOpen();
+    return s;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new IoError('open', 9, `${this.path}: data files closed`);
+  }
+
+  async pread(buf: Buffer, offsetBytes: number): Promise<number> {
+    let read = 0;
+    for (const p of piecesOf(offsetBytes, buf.length)) {
+      const s = await this.segment(p.k, false);
+      const part = buf.subarray(p.at, p.at + p.length);
+      // A segment never made reads as zeros: the range was never written.
+      const n = s ? await s.pread(part, p.local) : 0;
+      if (n < p.length) {
+        part.fill(0, n);
+        // Short only at the end of the last file: later bytes are in a hole of this volume.
+        if (!this.holdsPast(p.k)) return read + n;
+      }
+      read += p.length;
+    }
+    return read;
+  }
+
+  /** Whether a segment after `k` exists (bytes past segment k's end may then be data). */
+  private holdsPast(k: number): boolean {
+    for (const j of this.segments.keys()) if (j > k) return true;
+    return false;
+  }
+
+  async pwrite(buf: Buffer, offsetBytes: number, dsync?: boolean): Promise<void> {
+    for (const p of piecesOf(offsetBytes, buf.length)) {
+      const s = (await this.segment(p.k, true))!;
+      await s.pwrite(buf.subarray(p.at, p.at + p.length), p.local, dsync);
+    }
+  }
+
+  async pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync?: boolean): Promise<void> {
+    let total = 0;
+    for (const b of bufs) total += b.length;
+    const pieces = piecesOf(offsetBytes, total);
+    if (pieces.length === 1) {
+      const s = (await this.segment(pieces[0].k, true))!;
+      await s.pwritev(bufs, pieces[0].local, dsync);
+      return;
+    }
+    // Across a file boundary (aligned, so every cut is at an aligned point of a buffer).
+    let bi = 0;
+    let inBuf = 0;
+    for (const p of pieces) {
+      const part: Buffer[] = [];
+      let need = p.length;
+      while (need > 0) {
+        const b = bufs[bi];
+        const take = Math.min(need, b.length - inBuf);
+        part.push(b.subarray(inBuf, inBuf + take));
+        need -= take;
+        inBuf += take;
+        if (inBuf === b.length) {
+          bi++;
+          inBuf = 0;
+        }
+      }
+      const s = (await this.segment(p.k, true))!;
+      await s.pwritev(part, p.local, dsync);
+    }
+  }
+
+  async fdatasync(): Promise<void> {
+    this.assertOpen();
+    await Promise.all([...this.segments.values()].map((s) => s.fdatasync()));
+  }
+
+  async punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
+    for (const p of piecesOf(offsetBytes, lengthBytes)) {
+      const s = await this.segment(p.k, false);
+      if (s) await s.punchHole(p.local, p.length); // a segment never made is a hole already
+    }
+  }
+
+  async zeroRange(offsetBytes: number, lengthBytes: number): Promise<void> {
+    for (const p of piecesOf(offsetBytes, lengthBytes)) {
+      const s = (await this.segment(p.k, true))!;
+      await s.zeroRange(p.local, p.length);
+    }
+  }
+
+  async seekData(offsetBytes: number): Promise<number> {
+    for (let k = Math.floor(offsetBytes / dataFileSpanBytes); k <= this.lastSegment(); k++) {
+      const s = await this.segment(k, false);
+      if (!s) continue;
+      const base = k * dataFileSpanBytes;
+      const d = await s.seekData(Math.max(0, offsetBytes - base));
+      if (d >= 0) return base + d;
+    }
+    return -1;
+  }
+
+  async seekHole(offsetBytes: number): Promise<number> {
+    if (offsetBytes >= (await this.size())) return -1;
+    const k = Math.floor(offsetBytes / dataFileSpanBytes);
+    const s = await this.segment(k, false);
+    if (!s) return offsetBytes;
+    const base = k * dataFileSpanBytes;
+    const h = await s.seekHole(offsetBytes - base);
+    // Past this file's end (and before a later file's data): a hole.
+    return h < 0 ? offsetBytes : base + h;
+  }
+
+  async unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): Promise<[number, number][]> {
+    const out: [number, number][] = [];
+    if (endBytes <= startBytes) return out;
+    for (const p of piecesOf(startBytes, endBytes - startBytes)) {
+      if (out.length >= maxRanges) break;
+      const s = await this.segment(p.k, false);
+      if (!s) continue;
+      const base = p.k * dataFileSpanBytes;
+      for (const [a, b] of await s.unwrittenRanges(p.local, p.local + p.length, maxRanges - out.length)) {
+        const last = out[out.length - 1];
+        // One range across the boundary of two files is one range.
+        if (last && last[1] === base + a) last[1] = base + b;
+        else out.push([base + a, base + b]);
+      }
+    }
+    return out;
+  }
+
+  private lastSegment(): number {
+    let last = 0;
+    for (const k of this.segments.keys()) last = Math.max(last, k);
+    return last;
+  }
+
+  async size(): Promise<number> {
+    this.assertOpen();
+    const k = this.lastSegment();
+    return k * dataFileSpanBytes + (await this.segments.get(k)!.size());
+  }
+
+  async truncate(sizeBytes: number): Promise<void> {
+    assert(sizeBytes <= dataFileSpanBytes, 'a volume\'s data files are truncated within their first file only');
+    this.assertOpen();
+    await this.segments.get(0)!.truncate(sizeBytes);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const all = [...this.segments.values()];
+    this.segments.clear();
+    let failed: unknown;
+    for (const s of all) {
+      try {
+        await s.close();
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+    if (failed !== undefined) throw failed;
+  }
+}
