@@ -1,17 +1,25 @@
 /**
  * A checksum of one PG replica's data (`GET /v1/groups/{id}/digest`, for `raftblock pool
- * verify`: pg-verify.ts compares the replicas' answers): every extent of the PG's volumes in
- * key order (volume id, extent index), the unallocated ranges read as zeros, so replicas with
- * the same bytes agree however they were written, trimmed or restored.
+ * verify`: pg-verify.ts compares the replicas' answers): every 4 KiB block of the PG's volumes
+ * that is not all zeros, with its volume and offset, in that order. Zero blocks count for
+ * nothing whether allocated or holes, so replicas with the same bytes agree however they were
+ * written, trimmed or restored; and only what the replica holds is read (the store's data runs,
+ * as a snapshot image reads them), not every extent the volume could hold: a 1 PiB volume's
+ * digest read 1 PiB of holes. The digest names its version (`v2:`); pg-verify compares only
+ * digests of one version.
  */
 import { createHash } from 'node:crypto';
 import { NotFound } from '../common/errors.js';
-import type { PgStore } from '../store/pg-store.js';
+import type { ImageCursor, PgStore } from '../store/pg-store.js';
 import type { GroupDigest } from './admin-client.js';
-import { pgOfExtent, pgOfGroup, type ClusterMap, type NodeId } from './map.js';
+import { pgOfGroup, type ClusterMap, type NodeId } from './map.js';
 
-/** The digest reads this much of a volume at a time. */
-const digestChunkBytes = 1024 * 1024;
+/** The digest reads about this much of the replica's data at a time. */
+const digestChunkBytes = 8 * 1024 * 1024;
+const digestBlockBytes = 4096;
+const zeroBlock = Buffer.alloc(digestBlockBytes);
+/** Prefix of the digests made here (pg-verify compares digests of one version only). */
+export const digestVersionPrefix = 'v2:';
 
 /**
  * The digest of `store`, node `nodeId`'s replica of PG group `groupId`, over the volumes `map`
@@ -28,31 +36,37 @@ const digestChunkBytes = 1024 * 1024;
 export async function digestReplica(store: PgStore, map: ClusterMap, groupId: number, nodeId: NodeId): Promise<GroupDigest> {
   const restoring: GroupDigest = { groupId, nodeId, restoring: true };
   if (store.holdsPartialImage) return restoring;
-  const { poolId, pgIndex } = pgOfGroup(groupId);
+  const { poolId } = pgOfGroup(groupId);
   const pool = map.pools.find((p) => p.id === poolId);
   if (!pool) throw new NotFound(`pool ${poolId} is not in the map`);
   const restoresBefore = store.restoresBegun;
   const appliedIndex = store.appliedIndex;
   const hash = createHash('sha256');
-  const chunk = Buffer.allocUnsafe(digestChunkBytes);
-  const key = Buffer.alloc(16);
+  const key = Buffer.alloc(14);
+  // Only the pool's volumes, up to their size: a deleted volume's files go at each replica's
+  // own pace, and bytes past a shrunk volume's end are no longer its.
+  const sizes = new Map(map.volumes.filter((v) => v.pool === pool.name).map((v) => [v.id, v.sizeBytes]));
   try {
-    for (const v of map.volumes.filter((x) => x.pool === pool.name).sort((x, y) => x.id - y.id)) {
-      const extents = Math.ceil(v.sizeBytes / v.extentBytes);
-      for (let e = 0; e < extents; e++) {
-        if (pgOfExtent(v.id, e, pool.pgCount) !== pgIndex) continue;
-        key.writeUInt32BE(v.id, 0);
-        key.writeUIntBE(e, 4, 6);
-        hash.update(key);
-        const start = e * v.extentBytes;
-        const end = Math.min(v.sizeBytes, start + v.extentBytes);
-        for (let at = start; at < end; at += chunk.length) {
-          const len = Math.min(chunk.length, end - at);
-          await store.read(v.id, at, len, chunk);
-          hash.update(chunk.subarray(0, len));
+    let cursor: ImageCursor | null = null;
+    do {
+      const chunk = await store.imageChunk(cursor, digestChunkBytes);
+      for (const [volumeId, at, data] of chunk.runs) {
+        const size = sizes.get(volumeId);
+        if (size === undefined) continue;
+        for (let off = 0; off < data.byteLength && at + off < size; off += digestBlockBytes) {
+          const block = Buffer.from(data.buffer, data.byteOffset + off, Math.min(digestBlockBytes, data.byteLength - off, size - at - off));
+          if (block.equals(zeroBlock.subarray(0, block.length))) continue;
+          key.writeUInt32BE(volumeId, 0);
+          const pos = at + off;
+          key.writeUInt32BE(Math.floor(pos / 2 ** 32), 4);
+          key.writeUInt32BE(pos % 2 ** 32, 8);
+          key.writeUInt16BE(block.length, 12);
+          hash.update(key);
+          hash.update(block);
         }
       }
-    }
+      cursor = chunk.next;
+    } while (cursor !== null);
   } catch (err) {
     if (store.restoresBegun !== restoresBefore) return restoring;
     throw err;
@@ -60,5 +74,5 @@ export async function digestReplica(store: PgStore, map: ClusterMap, groupId: nu
   if (store.restoresBegun !== restoresBefore) return restoring;
   // Applies that ran during the read changed what was read: the caller compares replicas
   // only when this equals appliedIndex (pg-verify.ts).
-  return { groupId, nodeId, appliedIndex, appliedIndexAfter: store.appliedIndex, digest: hash.digest('hex') };
+  return { groupId, nodeId, appliedIndex, appliedIndexAfter: store.appliedIndex, digest: digestVersionPrefix + hash.digest('hex') };
 }

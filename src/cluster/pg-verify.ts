@@ -1,6 +1,6 @@
 /**
  * Whether the replicas of a PG hold the same bytes (`raftblock pool verify`): each replica's
- * digest (node.ts groupDigest: a checksum over every extent of the PG, holes as zeros) is
+ * digest (node.ts groupDigest: a checksum of the PG's non-zero blocks, pg-digest.ts) is
  * comparable with another's only when both describe the same state, that is the same applied
  * index at the start and at the end of the read (an apply in between changes what was read).
  * A replica restoring a snapshot has no state to compare (pg-digest.ts): it is asked again,
@@ -32,9 +32,14 @@ export type PgVerdict =
   | { result: 'incomplete'; errors: Record<NodeId, string> };
 
 export function judgeReplicas(answers: readonly ReplicaDigest[]): PgVerdict {
-  const ok = answers.filter((a): a is Extract<ReplicaDigest, { digest: string }> => 'digest' in a);
   const errors: Record<NodeId, string> = {};
   for (const a of answers) if ('error' in a) errors[a.nodeId] = a.error;
+  // Digests of two versions (a node of an earlier build, mid-upgrade) never match: only the
+  // newest version's are compared, the others are answers missing.
+  const digests = answers.filter((a): a is Extract<ReplicaDigest, { digest: string }> => 'digest' in a);
+  const newest = Math.max(0, ...digests.map((a) => digestVersion(a.digest)));
+  const ok = digests.filter((a) => digestVersion(a.digest) === newest);
+  for (const a of digests) if (digestVersion(a.digest) !== newest) errors[a.nodeId] = `its digest is of an earlier version (v${digestVersion(a.digest)}; upgrade the node)`;
   // Only answers that describe one settled state are compared.
   const settled = ok.filter((a) => a.appliedIndexAfter === undefined || a.appliedIndexAfter === a.appliedIndex);
   const index = settled[0]?.appliedIndex;
@@ -58,6 +63,12 @@ export function judgeReplicas(answers: readonly ReplicaDigest[]): PgVerdict {
     return { result: 'busy', appliedIndexes };
   }
   return { result: 'consistent', appliedIndex: index ?? 0 };
+}
+
+/** The version a digest names (`vN:`), 1 for one that names none (the first version). */
+function digestVersion(digest: string): number {
+  const m = /^v(\d+):/.exec(digest);
+  return m ? Number(m[1]) : 1;
 }
 
 /** Where a repair of one replica may take its copy from (see repairSources). */
@@ -84,6 +95,7 @@ export function repairSources(verdict: PgVerdict, replicas: readonly NodeId[], n
   return { ok: true, sources: [...majority] };
 }
 
-function describeGroups(groups: readonly { digest: string; nodeIds: NodeId[] }[]): string {
-  return groups.map((g) => (g.nodeIds.length > 1 ? `nodes ${g.nodeIds.join(',')} hold ` : `node ${g.nodeIds[0]} holds `) + g.digest.slice(0, 12)).join('; ');
+/** Who holds which copy, for people: each digest's first 12 hex digits (its version tag left out). */
+export function describeGroups(groups: readonly { digest: string; nodeIds: NodeId[] }[]): string {
+  return groups.map((g) => (g.nodeIds.length > 1 ? `nodes ${g.nodeIds.join(',')} hold ` : `node ${g.nodeIds[0]} holds `) + g.digest.replace(/^v\d+:/, '').slice(0, 12)).join('; ');
 }

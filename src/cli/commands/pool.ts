@@ -10,6 +10,7 @@ import { InvalidArgument } from '../../common/errors.js';
 import { parseInteger } from '../../common/address.js';
 import { maxNodeId, maxPgsPerPool, maxReplicas, type ClusterMap, type Pool } from '../../cluster/map.js';
 import { failureDomainLevels, type FailureDomain } from '../../cluster/placement.js';
+import { describeGroups } from '../../cluster/pg-verify.js';
 import type { PgRepairResult, PgVerifyResult } from '../../cluster/admin-client.js';
 import { adminClientFor, addCommonOptions, table } from './volume.js';
 
@@ -56,7 +57,7 @@ export function renderVerify(results: readonly PgVerifyResult[]): string {
         break;
       case 'mismatch':
         applied = String(r.appliedIndex);
-        result = 'MISMATCH: ' + r.groups.map((g) => (g.nodeIds.length > 1 ? `nodes ${g.nodeIds.join(',')} hold ` : `node ${g.nodeIds[0]} holds `) + g.digest.slice(0, 12)).join('; ');
+        result = 'MISMATCH: ' + describeGroups(r.groups);
         break;
       case 'busy':
         result = `not compared: writes under way (applied ${Object.entries(r.appliedIndexes).map(([n, i]) => `${n}:${i}`).join(' ')})`;
