@@ -1,10 +1,11 @@
-// raftblock_io: io_uring with O_DIRECT and RWF_DSYNC, aligned slabs, lseek, FIEMAP. See src/io/native.ts.
+// raftblock_io: io_uring with O_DIRECT and RWF_DSYNC, aligned slabs, lseek, extent maps (FIEMAP). See src/io/native.ts.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <napi.h>
 #include <unistd.h>
 
+#include "extent-map.h"
 #include "ring.h"
 #include "sys.h"
 
@@ -14,7 +15,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Ring", Ring::Define(env));
   exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
   exports.Set("lseek", Napi::Function::New(env, Lseek, "lseek"));
-  exports.Set("unwrittenExtents", Napi::Function::New(env, UnwrittenExtents, "unwrittenExtents"));
+  exports.Set("extentMap", Napi::Function::New(env, ExtentMap, "extentMap"));
+  exports.Set("extentMapSync", Napi::Function::New(env, ExtentMapSync, "extentMapSync"));
   exports.Set("crc32c", Napi::Function::New(env, Crc32c, "crc32c"));
   exports.Set("hasHardwareCrc32c", Napi::Boolean::New(env, HasHardwareCrc32c()));
   Napi::Object c = Napi::Object::New(env);

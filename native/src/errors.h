@@ -4,7 +4,10 @@
 
 namespace raftblock {
 
-// Throws a JS Error with errno/syscall/code set; callers return right after.
+// A JS Error with errno/syscall/code set (for a promise to reject with).
+Napi::Error ErrnoError(Napi::Env env, const char* syscall, int err);
+
+// Throws ErrnoError; callers return right after.
 void ThrowErrno(Napi::Env env, const char* syscall, int err);
 
 }  // namespace raftblock

@@ -5,7 +5,6 @@ namespace raftblock {
 
 Napi::Value AllocAligned(const Napi::CallbackInfo& info);
 Napi::Value Lseek(const Napi::CallbackInfo& info);
-Napi::Value UnwrittenExtents(const Napi::CallbackInfo& info);
 Napi::Value Crc32c(const Napi::CallbackInfo& info);
 bool HasHardwareCrc32c();
 

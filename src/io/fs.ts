@@ -8,7 +8,7 @@ import { IoError } from '../common/errors.js';
 import { checkAligned, closedFileError, toIoError } from './check.js';
 import { fdClose, fdSize, fdTruncate } from './fd.js';
 import { writeZeros } from './zeros.js';
-import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
+import { type BlockFile, type BlockIo, ExtentKind, type OpenFileOptions, ioAlignmentBytes } from './types.js';
 
 const zeroChunkBytes = 1 << 20;
 /** The zeros zeroRange writes from, made at its first call and shared (nothing writes into it). */
@@ -81,9 +81,15 @@ class FsFile implements BlockFile {
     return offsetBytes < size ? size : -1;
   }
 
-  async unwrittenRanges(): Promise<[number, number][]> {
-    if (this.closed) throw closedFileError('ioctl', this.path);
-    return []; // holes are not told from data here (seekData), nor unwritten extents
+  async extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array> {
+    // Holes are not told from data here (seekData), nor unwritten extents: data up to the end
+    // of the file, a hole past it.
+    if (this.closed) throw closedFileError('lseek', this.path);
+    const size = await this.size();
+    const runs: number[] = [];
+    if (startBytes < Math.min(size, endBytes)) runs.push(startBytes, Math.min(size, endBytes), ExtentKind.Data);
+    if (endBytes > Math.max(size, startBytes) && runs.length / 3 < maxRuns) runs.push(Math.max(size, startBytes), endBytes, ExtentKind.Hole);
+    return Float64Array.from(runs);
   }
 
   size(): Promise<number> {

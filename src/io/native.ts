@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { assert } from '../common/assert.js';
 import { toIoError } from './check.js';
 
 /** One io_uring instance. Submissions are queued with the prep calls and sent by `submit()`. */
@@ -45,12 +46,14 @@ export interface NativeAddon {
   /** lseek(2); returns -1 for ENXIO (no data/hole past offset), throws other errors. */
   lseek(fd: number, offset: number, whence: number): number;
   /**
-   * FS_IOC_FIEMAP: [from, to) pairs, flattened and in order, of the parts of [start, end) in
-   * unwritten extents, at most `maxRanges` (past the last of that many, not looked at); empty
-   * where the filesystem has no FIEMAP. Throws other errors. Absent from an addon built before
-   * it (callers then report no unwritten extents: SEEK_DATA's holes stay holes).
+   * The allocation of [start, end): flattened [from, to, kind] triples (ExtentKind), in order,
+   * each run touching the next, at most `maxRuns` (see BlockFile.extentMap), found with
+   * SEEK_DATA/SEEK_HOLE and FIEMAP on a libuv pool thread. Rejects with errno and syscall set.
+   * `fd` must stay open until the promise settles (ExtentQueries sees to it).
    */
-  unwrittenExtents?(fd: number, start: number, end: number, maxRanges: number): Float64Array;
+  extentMap(fd: number, start: number, end: number, maxRuns: number): Promise<Float64Array>;
+  /** extentMap on the calling thread; throws with errno and syscall set. */
+  extentMapSync(fd: number, start: number, end: number, maxRuns: number): Float64Array;
   readonly constants: {
     RWF_DSYNC: number;
     O_DIRECT: number;
@@ -75,7 +78,9 @@ export function loadNative(): { addon: NativeAddon } | { error: string } {
   }
   try {
     const addon = createRequire(import.meta.url)(path) as NativeAddon;
-    cached = { addon };
+    // A build from older sources lacks calls this code makes: it must be rebuilt, not half used.
+    if (typeof addon.extentMap !== 'function' || typeof addon.extentMapSync !== 'function') cached = { error: `addon at ${path} predates extentMap: rebuild it (npm run build:native)` };
+    else cached = { addon };
   } catch (err) {
     cached = { error: `addon failed to load: ${(err as Error).message}` };
   }
@@ -83,18 +88,95 @@ export function loadNative(): { addon: NativeAddon } | { error: string } {
 }
 
 /**
- * The unwritten ranges of [start, end) of the file open as `fd` at `path` (unwrittenExtents, as
- * [from, to) pairs): none from an addon built before FIEMAP; its errors as IoError.
+ * Extent queries on libuv's thread pool at once, process-wide. A query there waits as long as a
+ * punch or zero of the same file runs (seconds for gigabytes on ext4), holding its thread; the
+ * pool (4 threads unless UV_THREADPOOL_SIZE says more) also runs the fs calls (open, fstat,
+ * fdatasync, the file export's large reads and writes), which keep the other half.
  */
-export function unwrittenRangesOf(addon: NativeAddon, fd: number, path: string, start: number, end: number, maxRanges: number): [number, number][] {
-  if (!addon.unwrittenExtents) return [];
-  let flat: Float64Array;
-  try {
-    flat = addon.unwrittenExtents(fd, start, end, maxRanges);
-  } catch (err) {
-    throw toIoError(err, 'ioctl', path);
+export const extentQueriesMaxRunning = 2;
+let extentQueriesRunning = 0;
+/** Files with a query waiting for a place on the pool, in arrival order. */
+const waitingForPool: ExtentQueries[] = [];
+
+interface ExtentQuery {
+  start: number;
+  end: number;
+  maxRuns: number;
+  resolve: (runs: Float64Array) => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * One file's extent queries (addon.extentMap): one at a time, since a second would wait behind
+ * the same lock as the first and hold a second pool thread doing so; errors as IoError.
+ * The worker uses the descriptor number after the call returns, and once closed that number may
+ * name another file the process opened since: the owner refuses new queries, waits for
+ * `drained()`, and only then closes the descriptor (as PgStore closes no file a pin holds).
+ */
+export class ExtentQueries {
+  private running = false;
+  private waiting = false;
+  private readonly queued: ExtentQuery[] = [];
+  private drainWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly addon: NativeAddon,
+    private readonly fd: number,
+    private readonly path: string,
+  ) {}
+
+  /** addon.extentMap over [start, end), at most `maxRuns` runs. */
+  map(start: number, end: number, maxRuns: number): Promise<Float64Array> {
+    assert(Number.isSafeInteger(start) && start >= 0 && Number.isSafeInteger(end) && end >= start, `extentMap: bad range [${start}, ${end})`);
+    assert(Number.isSafeInteger(maxRuns) && maxRuns >= 1, `extentMap: bad maxRuns ${maxRuns}`);
+    return new Promise((resolve, reject) => {
+      this.queued.push({ start, end, maxRuns, resolve, reject });
+      this.startNext();
+    });
   }
-  const out: [number, number][] = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
-  return out;
+
+  /** Resolves once no query of this file is running or queued: the descriptor may be closed. */
+  drained(): Promise<void> {
+    if (!this.running && this.queued.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  private startNext(): void {
+    if (this.running || this.waiting || this.queued.length === 0) return;
+    if (extentQueriesRunning >= extentQueriesMaxRunning) {
+      this.waiting = true;
+      waitingForPool.push(this);
+      return;
+    }
+    const q = this.queued.shift() as ExtentQuery;
+    this.running = true;
+    extentQueriesRunning++;
+    let answer: Promise<Float64Array>;
+    try {
+      answer = this.addon.extentMap(this.fd, q.start, q.end, q.maxRuns);
+    } catch (err) {
+      answer = Promise.reject(err);
+    }
+    answer.then(
+      (runs) => this.finished(q, runs, undefined),
+      (err: unknown) => this.finished(q, undefined, toIoError(err, 'lseek', this.path)),
+    );
+  }
+
+  private finished(q: ExtentQuery, runs: Float64Array | undefined, err: Error | undefined): void {
+    this.running = false;
+    extentQueriesRunning--;
+    if (runs !== undefined) q.resolve(runs);
+    else q.reject(err as Error);
+    // Files that waited for the place go first; this one's next query queues behind them.
+    while (extentQueriesRunning < extentQueriesMaxRunning && waitingForPool.length > 0) {
+      const next = waitingForPool.shift() as ExtentQueries;
+      next.waiting = false;
+      next.startNext();
+    }
+    this.startNext();
+    if (!this.running && this.queued.length === 0 && this.drainWaiters.length > 0) {
+      for (const w of this.drainWaiters.splice(0)) w();
+    }
+  }
 }

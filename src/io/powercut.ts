@@ -156,9 +156,9 @@ class PowerCutFile implements BlockFile {
     return this.inner.seekHole(offsetBytes);
   }
 
-  unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): Promise<[number, number][]> {
-    this.check('ioctl');
-    return this.inner.unwrittenRanges(startBytes, endBytes, maxRanges);
+  extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array> {
+    this.check('lseek');
+    return this.inner.extentMap(startBytes, endBytes, maxRuns);
   }
 
   size(): Promise<number> {

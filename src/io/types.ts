@@ -66,18 +66,34 @@ export interface BlockFile {
   /** lseek(SEEK_HOLE): the first offset >= `offsetBytes` in a hole (EOF counts as one), or -1 at or past EOF. */
   seekHole(offsetBytes: number): Promise<number>;
   /**
-   * The parts of [startBytes, endBytes), in order as [from, to) pairs, that the file holds in
-   * allocated but unwritten extents (a zeroRange's): they read as zeros and SEEK_DATA counts
-   * them as holes, but they are allocated (FIEMAP). At most `maxRanges`: with that many, what
-   * lies past the last one's end was not looked at. Backends that cannot tell return none.
+   * The allocation of [startBytes, endBytes) as flattened [from, to, kind] triples (ExtentKind),
+   * in order from `startBytes`, each run touching the next: data (SEEK_DATA), holes, and within
+   * holes the unwritten extents (FIEMAP: a zeroRange's; allocated, read as zeros, and counted
+   * as holes by SEEK_DATA). Neighbouring runs of a kind are one. At most `maxRuns`: with that
+   * many the runs may end before `endBytes` (past them, not looked at). Asked off the event
+   * loop: on ext4 these calls wait for a punch or zero of the same file, seconds for
+   * gigabytes. Backends that cannot tell holes report data up to the end of the file.
    */
-  unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): Promise<[number, number][]>;
+  extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array>;
   /** The file size in bytes. */
   size(): Promise<number>;
   /** Sets the file size (ftruncate). */
   truncate(sizeBytes: number): Promise<void>;
-  /** Closes the file; waits for nothing — callers settle their own I/O first. */
+  /**
+   * Closes the file once its extent queries (which use the descriptor from a pool thread) have
+   * ended; waits for nothing else — callers settle their own I/O first.
+   */
   close(): Promise<void>;
+}
+
+/** How a run of an extent map is allocated (the addon numbers them so too). */
+export const enum ExtentKind {
+  /** Allocated and written, or cached (SEEK_DATA). */
+  Data = 0,
+  /** Unallocated: reads as zeros. */
+  Hole = 1,
+  /** Allocated but unwritten (FALLOC_FL_ZERO_RANGE, preallocation): reads as zeros. */
+  Unwritten = 2,
 }
 
 /** A backend instance. One per process is enough; it may hold a ring and an fd table. */

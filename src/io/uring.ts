@@ -8,7 +8,7 @@ import { assert } from '../common/assert.js';
 import { IoError, Unavailable } from '../common/errors.js';
 import { checkAligned, closedFileError, toIoError } from './check.js';
 import { fdClose, fdSize, fdTruncate } from './fd.js';
-import { unwrittenRangesOf, type NativeAddon, type NativeRing } from './native.js';
+import { ExtentQueries, type NativeAddon, type NativeRing } from './native.js';
 import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
 
 /** Submission-queue depth; also bounds operations in flight (more wait in a JS queue). */
@@ -236,7 +236,10 @@ export class UringBlockIo implements BlockIo {
 class UringFile implements BlockFile {
   readonly direct = true;
   private closed = false;
-  constructor(private readonly io: UringBlockIo, private readonly addon: NativeAddon, readonly path: string, private readonly fd: number) {}
+  private readonly extents: ExtentQueries;
+  constructor(private readonly io: UringBlockIo, private readonly addon: NativeAddon, readonly path: string, private readonly fd: number) {
+    this.extents = new ExtentQueries(addon, fd, path);
+  }
 
   pread(buf: Buffer, offsetBytes: number): Promise<number> {
     if (this.closed) return Promise.reject(closedFileError('pread', this.path));
@@ -329,9 +332,9 @@ class UringFile implements BlockFile {
     }
   }
 
-  async unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): Promise<[number, number][]> {
-    if (this.closed) throw closedFileError('ioctl', this.path);
-    return unwrittenRangesOf(this.addon, this.fd, this.path, startBytes, endBytes, maxRanges);
+  extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array> {
+    if (this.closed) return Promise.reject(closedFileError('lseek', this.path));
+    return this.extents.map(startBytes, endBytes, maxRuns);
   }
 
   size(): Promise<number> {
@@ -344,9 +347,10 @@ class UringFile implements BlockFile {
     return fdTruncate(this.fd, sizeBytes, this.path);
   }
 
-  close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
-    return fdClose(this.fd, this.path);
+    await this.extents.drained();
+    await fdClose(this.fd, this.path);
   }
 }

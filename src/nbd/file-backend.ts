@@ -5,14 +5,16 @@
  * can advertise CAN_MULTI_CONN.
  *
  * Holes and deallocation: with the native addon (./file-sparse.ts) allocation comes from
- * lseek(SEEK_DATA/SEEK_HOLE): a real hole is reported HOLE|ZERO (READ sends it as OFFSET_HOLE),
- * allocated blocks as data, whatever they hold. TRIM and WRITE_ZEROES punch a hole
- * (FALLOC_FL_PUNCH_HOLE|KEEP_SIZE; the kernel zeroes partial blocks at the edges), WRITE_ZEROES
- * with NO_HOLE uses FALLOC_FL_ZERO_RANGE, for any size. ZERO_RANGE leaves allocated (unwritten)
- * extents that SEEK_DATA reports as data or, on some filesystems, as holes; ranges zeroed that
- * way since the export started (and not written since) are remembered, bounded, and reported
- * ZERO without HOLE. After a restart they are plain data again. A filesystem refusing a mode gets zeros
- * written instead (and FAST_ZERO then fails with NotSupported).
+ * lseek(SEEK_DATA/SEEK_HOLE) and FIEMAP, walked on a pool thread for BLOCK_STATUS (on ext4 the
+ * walk waits for a punch or zero of the file): a real hole is reported HOLE|ZERO (READ sends it
+ * as OFFSET_HOLE), allocated blocks as data, whatever they hold. TRIM and WRITE_ZEROES punch a
+ * hole (FALLOC_FL_PUNCH_HOLE|KEEP_SIZE; the kernel zeroes partial blocks at the edges),
+ * WRITE_ZEROES with NO_HOLE uses FALLOC_FL_ZERO_RANGE, for any size. ZERO_RANGE leaves allocated
+ * (unwritten) extents, which FIEMAP tells and which are reported ZERO without HOLE; SEEK_DATA
+ * counts their cached pages as data, so the ranges zeroed that way since the export started
+ * (and not written since) are also remembered, bounded, and reported ZERO without HOLE. A
+ * filesystem refusing a mode gets zeros written instead (and FAST_ZERO then fails with
+ * NotSupported).
  *
  * Without the addon (not built, or io_uring refused), the portable fallback:
  * - Holes: allocation is inferred from content: data is scanned in `zeroGranuleBytes`
@@ -34,6 +36,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { assert } from '../common/assert.js';
 import { InvalidArgument, IoError, NotSupported, RaftblockError } from '../common/errors.js';
 import type { loadNative } from '../io/native.js';
+import { ExtentKind } from '../io/types.js';
 import { isUnsupportedByFilesystem } from '../io/zeros.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from './backend.js';
 import { openSparseFile, RangeSet, type SparseFile } from './file-sparse.js';
@@ -62,7 +65,7 @@ export const defaultSyncIoMaxBytes = 1024 * 1024;
 const maxScratchBuffers = 4;
 /** CACHE warms at most this many bytes per request. */
 const cacheMaxBytes = 32 * 1024 * 1024;
-/** Most extents one BLOCK_STATUS reply built from SEEK_DATA/SEEK_HOLE carries (2 lseeks each). */
+/** Most extents one BLOCK_STATUS reply built from the file's extent map carries. */
 const seekStatusMaxExtents = 1024;
 /** Ranges zeroed with NO_HOLE remembered to report them allocated (see the header). */
 const allocatedZeroMaxRanges = 4096;
@@ -162,7 +165,10 @@ export class FileBackend implements BlockBackend {
     if (!hasZeroGranule(into, length, offset, zeroGranuleBytes)) return undefined;
     const hole = this.sparse.seekHole(offset);
     if (hole >= offset + length) return undefined;
-    return this.seekExtents(offset, length, Number.MAX_SAFE_INTEGER);
+    // On the event loop, as the SEEK_HOLE above that decides whether a READ needs the map at
+    // all: a pool round trip for every read of a sparse range would cost more than the walk of
+    // one READ's range (32 MiB at most).
+    return this.extentsOf(this.sparse.extentMapSync(offset, offset + length, Number.MAX_SAFE_INTEGER), Number.MAX_SAFE_INTEGER);
   }
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
@@ -301,7 +307,9 @@ export class FileBackend implements BlockBackend {
   }
 
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
-    if (this.sparse !== null) return this.seekExtents(offset, length, seekStatusMaxExtents);
+    // On a pool thread: on ext4 the map waits for a punch or zero of this file (a WRITE_ZEROES
+    // of gigabytes takes seconds), and the other clients must not wait with it.
+    if (this.sparse !== null) return this.extentsOf(await this.sparse.extentMap(offset, offset + length, seekStatusMaxExtents), seekStatusMaxExtents);
     const window = Math.min(length, blockStatusWindowBytes);
     const buf = await this.takeScratch();
     try {
@@ -313,55 +321,30 @@ export class FileBackend implements BlockBackend {
   }
 
   /**
-   * Extents of [offset, offset + length) from SEEK_DATA/SEEK_HOLE, at most `maxExtents` of them
-   * (the last may then end before the range does). Holes read as zeros; holes the export zeroed
-   * with NO_HOLE are reported ZERO without HOLE (they are allocated).
+   * The extents of an extent map (BlockFile.extentMap's triples), at most `maxExtents` of them
+   * (the last may then end before the map does). Holes read as zeros; unwritten extents, and
+   * holes the export zeroed with NO_HOLE, are reported ZERO without HOLE (they are allocated),
+   * as is data the export zeroed so (SEEK_DATA counts cached pages of unwritten extents as data).
    */
-  private seekExtents(offset: number, length: number, maxExtents: number): BlockExtent[] {
-    const sparse = this.sparse;
-    assert(sparse !== null, 'seekExtents without the addon');
-    const end = offset + length;
+  private extentsOf(runs: Float64Array, maxExtents: number): BlockExtent[] {
     const out: BlockExtent[] = [];
     const push = (len: number, hole: boolean, zero: boolean): void => {
       const last = out[out.length - 1];
       if (last !== undefined && last.hole === hole && last.zero === zero) last.length += len;
       else out.push({ length: len, hole, zero });
     };
-    // A piece of a SEEK_DATA hole that is no unwritten extent: a hole, unless this run zeroed it.
-    const holePiece = (from: number, to: number): void => {
-      if (to <= from) return;
-      if (this.allocatedZeros.count === 0) push(to - from, true, true);
-      else this.allocatedZeros.forEachPiece(from, to, (s, e, allocated) => push(e - s, !allocated, true));
-    };
-    let pos = offset;
-    while (pos < end && out.length < maxExtents) {
-      const data = sparse.seekData(pos);
-      const holeEnd = data === -1 || data > end ? end : data;
-      if (holeEnd > pos) {
-        // SEEK_DATA's holes include unwritten extents (a NO_HOLE zero's, this run's or an
-        // earlier one's): allocated zeros, as the ranges this run zeroed so.
-        const cap = Math.max(1, maxExtents - out.length);
-        const unwritten = sparse.unwrittenRanges(pos, holeEnd, cap);
-        let at = pos;
-        for (const [a, b] of unwritten) {
-          holePiece(at, a);
-          push(b - a, false, true);
-          at = b;
-        }
-        // With `cap` of them, past the last was not looked at: the answer ends there.
-        if (unwritten.length === cap) break;
-        holePiece(at, holeEnd);
-        pos = holeEnd;
-        continue;
-      }
-      const hole = sparse.seekHole(pos);
-      // hole <= pos: punched between the two calls; look again.
-      if (hole === -1 || hole <= pos) continue;
-      const dataEnd = Math.min(hole, end);
-      if (this.allocatedZeros.count === 0) push(dataEnd - pos, false, false);
-      else this.allocatedZeros.forEachPiece(pos, dataEnd, (s, e, zeroed) => push(e - s, false, zeroed));
-      pos = dataEnd;
+    const holePiece = (s: number, e: number, zeroed: boolean): void => push(e - s, !zeroed, true);
+    const dataPiece = (s: number, e: number, zeroed: boolean): void => push(e - s, false, zeroed);
+    // One more than asked, so that the last one kept is whole (no later run joins it).
+    for (let i = 0; i + 2 < runs.length && out.length <= maxExtents; i += 3) {
+      const from = runs[i];
+      const to = runs[i + 1];
+      const kind = runs[i + 2] as ExtentKind;
+      if (kind === ExtentKind.Unwritten) push(to - from, false, true);
+      else if (this.allocatedZeros.count === 0) push(to - from, kind === ExtentKind.Hole, kind === ExtentKind.Hole);
+      else this.allocatedZeros.forEachPiece(from, to, kind === ExtentKind.Hole ? holePiece : dataPiece);
     }
+    if (out.length > maxExtents) out.length = maxExtents;
     assert(out.length > 0, 'block status covers at least one byte');
     return out;
   }
@@ -390,7 +373,8 @@ export class FileBackend implements BlockBackend {
     if (this.closed) return;
     this.closed = true;
     if (!this.capabilities.readOnly) await this.flush();
-    this.sparse?.close();
+    // The descriptor is closed only once no extent query on a pool thread uses it.
+    await this.sparse?.close();
     await this.fh.close();
   }
 

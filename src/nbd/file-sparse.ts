@@ -1,37 +1,42 @@
 /**
- * Sparse-file primitives for the file export, through the native addon: lseek(SEEK_DATA /
- * SEEK_HOLE) is a synchronous call (an extent lookup, about a microsecond), and fallocate (punch
- * hole, zero range) runs as an io_uring operation, which the kernel executes off the event loop:
- * a deallocation of gigabytes never stalls the other connections, and no child process is
- * involved.
+ * Sparse-file primitives for the file export, through the native addon: lseek(SEEK_HOLE) is a
+ * synchronous call (an extent lookup, about a microsecond); an extent map (SEEK_DATA/SEEK_HOLE
+ * and FIEMAP over a range) is asked on a pool thread, since on ext4 it waits for a punch or zero
+ * of the file; and fallocate (punch hole, zero range) runs as an io_uring operation, which the
+ * kernel executes off the event loop: a deallocation of gigabytes never stalls the other
+ * connections, and no child process is involved.
  *
  * `openSparseFile` returns the reason instead of throwing when the addon is missing or the ring
  * cannot be created, so the file backend can keep its portable behaviour and say why.
  */
 import { assert } from '../common/assert.js';
 import { IoError } from '../common/errors.js';
-import { loadNative, unwrittenRangesOf, type NativeAddon, type NativeRing } from '../io/native.js';
+import { closedFileError, toIoError } from '../io/check.js';
+import { ExtentQueries, loadNative, type NativeAddon, type NativeRing } from '../io/native.js';
 
 /** fallocate operations that may be in the ring at once; more wait in a JS queue. */
 const ringEntries = 8;
 const slotCount = ringEntries * 2; // the CQ is twice the SQ
 
 export interface SparseFile {
-  /** The first offset >= `offsetBytes` holding data, or -1 when there is none before EOF. */
-  seekData(offsetBytes: number): number;
   /** The first offset >= `offsetBytes` in a hole (EOF counts as one), or -1 at or past EOF. */
   seekHole(offsetBytes: number): number;
   /**
-   * [from, to) pairs in [start, end) held in unwritten extents (zeroRange's: allocated, read as
-   * zeros; FIEMAP), at most `maxRanges` (past the last of that many, not looked at).
+   * The allocation of [start, end) as BlockFile.extentMap tells it (data, holes, unwritten),
+   * asked on a pool thread.
    */
-  unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): [number, number][];
+  extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array>;
+  /** The same, asked on the event loop (for a caller that blocks on the file there anyway). */
+  extentMapSync(startBytes: number, endBytes: number, maxRuns: number): Float64Array;
   /** FALLOC_FL_PUNCH_HOLE|KEEP_SIZE: deallocates; partial blocks at the edges are zeroed. */
   punchHole(offsetBytes: number, lengthBytes: number): Promise<void>;
   /** FALLOC_FL_ZERO_RANGE|KEEP_SIZE: reads as zeros, stays allocated (unwritten extents). */
   zeroRange(offsetBytes: number, lengthBytes: number): Promise<void>;
-  /** Tears the ring down once idle. The fd belongs to the caller. */
-  close(): void;
+  /**
+   * Tears the ring down once idle; resolves once no extent query uses the fd, which belongs to
+   * the caller and may be closed then.
+   */
+  close(): Promise<void>;
 }
 
 interface Pending {
@@ -48,27 +53,35 @@ class RingSparseFile implements SparseFile {
   private readonly freeSlots: number[] = [];
   private readonly waiting: Pending[] = [];
   private closed = false;
+  private readonly extents: ExtentQueries;
 
   constructor(
     private readonly addon: NativeAddon,
     private readonly fd: number,
     private readonly path: string,
   ) {
+    this.extents = new ExtentQueries(addon, fd, path);
     const completions = new Int32Array(slotCount * 2);
     this.ring = new addon.Ring(ringEntries, completions, (count) => this.onComplete(completions, count));
     for (let i = slotCount - 1; i >= 0; i--) this.freeSlots.push(i);
-  }
-
-  seekData(offsetBytes: number): number {
-    return this.lseek(offsetBytes, this.addon.constants.SEEK_DATA);
   }
 
   seekHole(offsetBytes: number): number {
     return this.lseek(offsetBytes, this.addon.constants.SEEK_HOLE);
   }
 
-  unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): [number, number][] {
-    return unwrittenRangesOf(this.addon, this.fd, this.path, startBytes, endBytes, maxRanges);
+  extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array> {
+    if (this.closed) return Promise.reject(closedFileError('lseek', this.path));
+    return this.extents.map(startBytes, endBytes, maxRuns);
+  }
+
+  extentMapSync(startBytes: number, endBytes: number, maxRuns: number): Float64Array {
+    if (this.closed) throw closedFileError('lseek', this.path);
+    try {
+      return this.addon.extentMapSync(this.fd, startBytes, endBytes, maxRuns);
+    } catch (err) {
+      throw toIoError(err, 'lseek', this.path);
+    }
   }
 
   private lseek(offsetBytes: number, whence: number): number {
@@ -127,10 +140,11 @@ class RingSparseFile implements SparseFile {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.ring.close();
+    await this.extents.drained();
   }
 }
 

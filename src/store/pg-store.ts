@@ -22,7 +22,7 @@ import { Packr } from 'msgpackr';
 import { assert } from '../common/assert.js';
 import { Corruption, IoError, ProtocolError, SnapshotSourceChanged, Unavailable } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
-import type { BlockFile, BlockIo } from '../io/types.js';
+import { type BlockFile, type BlockIo, ExtentKind } from '../io/types.js';
 import { isUnsupportedByFilesystem, writeZeros as writeZerosOver } from '../io/zeros.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint-file.js';
 import { decodeOp, OpKind } from './ops.js';
@@ -707,48 +707,22 @@ export class PgStore {
     }
   }
 
+  /**
+   * The extents of a volume range from its data file's extent map (SEEK_DATA/SEEK_HOLE, and
+   * FIEMAP within holes, walked on a pool thread: on ext4 the calls wait for a punch or zero of
+   * the file). What SEEK_DATA calls a hole may be allocated: a NO_HOLE zero
+   * (FALLOC_FL_ZERO_RANGE) leaves unwritten extents, which read as zeros but are no hole (later
+   * writes there need no new space); they are reported as allocated zeros, as the client asked
+   * for them. The answer may cover less than asked (a client asks again for the rest): a file a
+   * client made of alternating 4 KiB runs would otherwise answer with one extent per run.
+   */
   private async allocation(f: BlockFile, offset: number, length: number): Promise<BlockExtent[]> {
-    const end = offset + length;
+    const runs = await f.extentMap(offset, offset + length, blockStatusMaxExtents);
     const out: BlockExtent[] = [];
-    const push = (len: number, hole: boolean, zero: boolean): void => {
-      if (len <= 0) return;
-      const last = out[out.length - 1];
-      if (last && last.hole === hole && last.zero === zero) last.length += len;
-      else out.push({ length: len, hole, zero });
-    };
-    // What SEEK_DATA calls a hole may be allocated: a NO_HOLE zero (FALLOC_FL_ZERO_RANGE)
-    // leaves unwritten extents, which read as zeros but are no hole (later writes there need no
-    // new space). Reported as allocated zeros, as the client asked for them. Returns how far it
-    // got: short of `to` once the answer holds blockStatusMaxExtents.
-    const pushHole = async (from: number, to: number): Promise<number> => {
-      if (to <= from) return to;
-      const cap = Math.max(1, blockStatusMaxExtents - out.length);
-      const unwritten = await f.unwrittenRanges(from, to, cap);
-      let at = from;
-      for (const [a, b] of unwritten) {
-        push(a - at, true, true);
-        push(b - a, false, true);
-        at = b;
-      }
-      if (unwritten.length === cap) return at; // past it, not looked at
-      push(to - at, true, true);
-      return to;
-    };
-    // The answer may cover less than asked (a client asks again for the rest): a file a client
-    // made of alternating 4 KiB runs would otherwise answer with one extent per run.
-    let pos = offset;
-    while (pos < end && out.length < blockStatusMaxExtents) {
-      const d = await f.seekData(pos);
-      if (d < 0 || d >= end) {
-        await pushHole(pos, end);
-        break;
-      }
-      if ((await pushHole(pos, d)) < d) break;
-      const h = await f.seekHole(d);
-      const stop = h < 0 ? end : Math.min(h, end);
-      push(stop - Math.max(d, pos), false, false);
-      if (stop <= pos) break;
-      pos = stop;
+    for (let i = 0; i + 2 < runs.length; i += 3) {
+      const kind = runs[i + 2] as ExtentKind;
+      // Each kind has its own flags, and the map joins neighbours of a kind: one extent a run.
+      out.push({ length: runs[i + 1] - runs[i], hole: kind === ExtentKind.Hole, zero: kind !== ExtentKind.Data });
     }
     return out;
   }

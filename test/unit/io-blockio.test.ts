@@ -1,17 +1,31 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { IoError } from '../../src/common/errors.js';
 import { setLogSink } from '../../src/common/log.js';
-import { loadNative } from '../../src/io/native.js';
+import { ExtentQueries, loadNative } from '../../src/io/native.js';
+import { type BlockFile, ExtentKind } from '../../src/io/types.js';
 import { openBlockIo } from '../../src/io/select.js';
 import { testBackends } from '../../src/io/testing.js';
 import { UringBlockIo } from '../../src/io/uring.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tempDir } from '../helpers/tools.js';
+
+type Run = [number, number, ExtentKind];
+const D = ExtentKind.Data;
+const H = ExtentKind.Hole;
+const U = ExtentKind.Unwritten;
+
+/** f.extentMap's triples as [from, to, kind] tuples. */
+async function runsOf(f: BlockFile, start: number, end: number, maxRuns = 100): Promise<Run[]> {
+  const flat = await f.extentMap(start, end, maxRuns);
+  const out: Run[] = [];
+  for (let i = 0; i < flat.length; i += 3) out.push([flat[i], flat[i + 1], flat[i + 2]]);
+  return out;
+}
 
 for (const backend of testBackends()) {
   test(`${backend.name}: a closed file refuses every operation (EBADF), never reaching the file that took its fd number`, { skip: backend.skip }, async (t) => {
@@ -25,7 +39,7 @@ for (const backend of testBackends()) {
     const other = await io.open(join(dir, 'other'), { create: true });
     t.after(() => other.close());
     buf.fill(0x5a);
-    for (const op of [() => stale.pwrite(buf, 0), () => stale.pwritev([buf], 4096), () => stale.pread(buf, 0), () => stale.fdatasync(), () => stale.size(), () => stale.zeroRange(0, 4096), () => stale.truncate(8192)]) {
+    for (const op of [() => stale.pwrite(buf, 0), () => stale.pwritev([buf], 4096), () => stale.pread(buf, 0), () => stale.fdatasync(), () => stale.size(), () => stale.zeroRange(0, 4096), () => stale.truncate(8192), () => stale.extentMap(0, 4096, 1)]) {
       await assert.rejects(op(), (err: Error) => err instanceof IoError && err.errno === 9 && /after it was closed/.test(err.message));
     }
     assert.equal(await other.size(), 0, 'a write through the closed file reached another');
@@ -96,7 +110,7 @@ for (const backend of testBackends()) {
     assert.throws(() => io.allocAligned(1000), /aligned/);
   });
 
-  test(`${backend.name}: punch hole and zero range read back as zeros; seek finds data, FIEMAP the zeroed range's unwritten extents`, { skip: backend.skip }, async (t) => {
+  test(`${backend.name}: punch hole and zero range read back as zeros; seek finds data, the extent map the zeroed range's unwritten extents`, { skip: backend.skip }, async (t) => {
     const dir = tempDir(t);
     const io = backend.make();
     t.after(() => io.close());
@@ -117,27 +131,31 @@ for (const backend of testBackends()) {
     assert.equal(await f.seekHole(15 * 4096), 16 * 4096, 'end of file counts as a hole');
     assert.equal(await f.seekHole(16 * 4096), -1, 'nothing at or past end of file');
     assert.equal(await f.seekData(16 * 4096), -1);
+    const B = 4096;
     if (backend.name === 'uring') {
-      assert.equal(await f.seekHole(0), 4096, 'the punched block is a hole');
-      assert.equal(await f.seekData(4096), 2 * 4096);
-      // The zeroed range (still allocated) is unwritten; the punched block and the data are not.
-      assert.deepEqual(await f.unwrittenRanges(0, 16 * 4096, 100), [[3 * 4096, 5 * 4096]]);
-      assert.deepEqual(await f.unwrittenRanges(4 * 4096, 16 * 4096, 100), [[4 * 4096, 5 * 4096]], 'clipped to the range asked');
-      assert.deepEqual(await f.unwrittenRanges(0, 4 * 4096, 100), [[3 * 4096, 4 * 4096]], 'clipped at its end');
-      assert.deepEqual(await f.unwrittenRanges(0, 3 * 4096, 100), []);
+      assert.equal(await f.seekHole(0), B, 'the punched block is a hole');
+      assert.equal(await f.seekData(B), 2 * B);
+      // The zeroed range (still allocated) is unwritten, inside what SEEK_DATA calls a hole.
+      assert.deepEqual(await runsOf(f, 0, 16 * B), [[0, B, D], [B, 2 * B, H], [2 * B, 3 * B, D], [3 * B, 5 * B, U], [5 * B, 16 * B, D]]);
+      assert.deepEqual(await runsOf(f, 4 * B, 16 * B), [[4 * B, 5 * B, U], [5 * B, 16 * B, D]], 'clipped to the range asked');
+      assert.deepEqual(await runsOf(f, 0, 4 * B), [[0, B, D], [B, 2 * B, H], [2 * B, 3 * B, D], [3 * B, 4 * B, U]], 'clipped at its end');
+      assert.deepEqual(await runsOf(f, B + 100, 2 * B + 5), [[B + 100, 2 * B, H], [2 * B, 2 * B + 5, D]], 'unaligned ends');
       // Past the end of the file too (KEEP_SIZE), where SEEK_DATA sees nothing at all.
-      await f.zeroRange(20 * 4096, 4096);
-      assert.equal(await f.seekData(16 * 4096), -1);
-      assert.deepEqual(await f.unwrittenRanges(16 * 4096, 24 * 4096, 100), [[20 * 4096, 21 * 4096]]);
+      await f.zeroRange(20 * B, B);
+      assert.equal(await f.seekData(16 * B), -1);
+      assert.deepEqual(await runsOf(f, 16 * B, 24 * B), [[16 * B, 20 * B, H], [20 * B, 21 * B, U], [21 * B, 24 * B, H]]);
     } else {
-      assert.deepEqual(await f.unwrittenRanges(0, 16 * 4096, 100), [], 'the fs backend tells no unwritten extents');
+      // The fs backend tells no holes nor unwritten extents: data to the end of the file.
+      assert.deepEqual(await runsOf(f, 0, 16 * B), [[0, 16 * B, D]]);
+      assert.deepEqual(await runsOf(f, 8 * B, 24 * B), [[8 * B, 16 * B, D], [16 * B, 24 * B, H]]);
+      assert.deepEqual(await runsOf(f, 8 * B, 24 * B, 1), [[8 * B, 16 * B, D]], 'at most as many runs as asked');
     }
     await f.truncate(32 * 4096);
     assert.equal(await f.size(), 32 * 4096);
   });
 }
 
-test('uring: unwritten ranges beyond one FIEMAP call\'s extents are all found, in order, and at most as many as asked', { skip: testBackends()[0].skip }, async (t) => {
+test('uring: an extent map finds unwritten extents beyond one FIEMAP call\'s, in order, at most as many runs as asked', { skip: testBackends()[0].skip }, async (t) => {
   const io = testBackends()[0].make();
   t.after(() => io.close());
   const f = await io.open(join(tempDir(t), 'many'), { create: true });
@@ -147,18 +165,31 @@ test('uring: unwritten ranges beyond one FIEMAP call\'s extents are all found, i
   const buf = io.allocAligned(blocks * B);
   buf.fill(0x5c);
   await f.pwrite(buf, 0, true);
-  // 200 unwritten blocks between written ones: 200 extents, more than one call's 64.
-  const expected: [number, number][] = [];
-  for (let blk = 1; blk < blocks; blk += 2) {
-    await f.zeroRange(blk * B, B);
-    expected.push([blk * B, (blk + 1) * B]);
+  // 200 unwritten blocks between written ones: 400 extents, more than one call's 64.
+  const expected: Run[] = [];
+  for (let blk = 0; blk < blocks; blk++) {
+    if (blk % 2 === 1) await f.zeroRange(blk * B, B);
+    expected.push([blk * B, (blk + 1) * B, blk % 2 === 1 ? U : D]);
   }
-  assert.deepEqual(await f.unwrittenRanges(0, blocks * B, 1000), expected);
-  assert.deepEqual(await f.unwrittenRanges(0, blocks * B, 150), expected.slice(0, 150), 'cut at the count asked for');
-  assert.deepEqual(await f.unwrittenRanges(100 * B + 1, 300 * B, 1000), [[101 * B, 102 * B], ...expected.filter(([a, b]) => a > 101 * B && b <= 300 * B)]);
-  // Neighbouring unwritten extents come back as one range.
+  assert.deepEqual(await runsOf(f, 0, blocks * B, 1000), expected);
+  assert.deepEqual(await runsOf(f, 0, blocks * B, 150), expected.slice(0, 150), 'cut at the count asked for');
+  assert.deepEqual(await runsOf(f, 100 * B + 1, 300 * B, 1000), [[100 * B + 1, 101 * B, D], ...expected.slice(101, 300)]);
+  // Neighbouring unwritten extents come back as one run.
   await f.zeroRange(0, 8 * B);
-  assert.deepEqual((await f.unwrittenRanges(0, 20 * B, 1000))[0], [0, 8 * B]);
+  assert.deepEqual((await runsOf(f, 0, 20 * B, 1000))[0], [0, 8 * B, U]);
+});
+
+test('uring: a failed extent query rejects with IoError naming the call and its errno', { skip: testBackends()[0].skip }, async (t) => {
+  const native = loadNative();
+  assert.ok('addon' in native);
+  // A FIFO: lseek on it fails with ESPIPE.
+  const fifo = join(tempDir(t), 'fifo');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  const fd = openSync(fifo, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+  t.after(() => closeSync(fd));
+  const q = new ExtentQueries(native.addon, fd, fifo);
+  await assert.rejects(q.map(0, 4096, 10), (e: unknown) => e instanceof IoError && e.errno === 29 && e.syscall === 'lseek' && e.message.includes(fifo));
+  await q.drained();
 });
 
 test('auto picks a backend that works here and logs which one', async (t) => {
