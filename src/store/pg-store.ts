@@ -153,9 +153,13 @@ function imageIdOf(openId: string, restoresBegun: number): string {
  */
 async function allocatedZerosIn(f: BlockFile, volumeId: number, from: number, to: number, cap: number, out: [number, number, number][]): Promise<number> {
   if (to <= from) return to;
-  const found = await f.unwrittenRanges(from, to, cap);
-  for (const [a, b] of found) out.push([volumeId, a, b - a]);
-  return found.length >= cap ? found[found.length - 1][1] : to;
+  // Holes and unwritten runs alternate: 2·cap + 1 runs hold at most cap unwritten ones.
+  const maxRuns = 2 * Math.min(cap, maxImageZeroRangesPerChunk) + 1;
+  const runs = await f.extentMap(from, to, maxRuns);
+  for (let i = 0; i + 2 < runs.length; i += 3) {
+    if (runs[i + 2] === ExtentKind.Unwritten) out.push([volumeId, runs[i], runs[i + 1] - runs[i]]);
+  }
+  return runs.length / 3 >= maxRuns ? runs[runs.length - 2] : to;
 }
 
 /** An image chunk's allocated zeros, checked: a peer's malformed ranges are refused before anything is zeroed. */
@@ -781,7 +785,7 @@ export class PgStore {
         while (pos < size) {
           const found = await f.seekData(pos);
           const d = found < 0 ? size : Math.min(found, size);
-          pos = await allocatedZerosIn(f, id, pos, d, Number.MAX_SAFE_INTEGER, zeros);
+          while (pos < d) pos = await allocatedZerosIn(f, id, pos, d, maxImageZeroRangesPerChunk, zeros);
           if (d >= size) break;
           const h = await f.seekHole(d);
           const stop = h < 0 ? size : Math.min(h, size);

@@ -19,7 +19,7 @@ import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Corruption, IoError } from '../common/errors.js';
 import { assert } from '../common/assert.js';
-import type { BlockFile, BlockIo } from '../io/types.js';
+import { ExtentKind, type BlockFile, type BlockIo } from '../io/types.js';
 
 /** Bytes of a volume one data file holds: 16 TiB − 1 GiB (see the top). */
 export const dataFileSpanBytes = 2 ** 44 - 2 ** 30;
@@ -258,22 +258,30 @@ export class SpannedFile implements BlockFile {
     return h < 0 ? offsetBytes : base + h;
   }
 
-  async unwrittenRanges(startBytes: number, endBytes: number, maxRanges: number): Promise<[number, number][]> {
-    const out: [number, number][] = [];
-    if (endBytes <= startBytes) return out;
+  async extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array> {
+    const out: number[] = [];
+    const push = (from: number, to: number, kind: number): void => {
+      const n = out.length;
+      // Runs of a kind that meet at a file boundary are one run.
+      if (n > 0 && out[n - 1] === kind && out[n - 2] === from) out[n - 2] = to;
+      else out.push(from, to, kind);
+    };
+    if (endBytes <= startBytes) return Float64Array.from(out);
     for (const p of piecesOf(startBytes, endBytes - startBytes)) {
-      if (out.length >= maxRanges) break;
+      const budget = maxRuns - out.length / 3;
+      if (budget <= 0) break;
       const s = await this.segment(p.k, false);
-      if (!s) continue;
       const base = p.k * dataFileSpanBytes;
-      for (const [a, b] of await s.unwrittenRanges(p.local, p.local + p.length, maxRanges - out.length)) {
-        const last = out[out.length - 1];
-        // One range across the boundary of two files is one range.
-        if (last && last[1] === base + a) last[1] = base + b;
-        else out.push([base + a, base + b]);
+      if (!s) {
+        push(base + p.local, base + p.local + p.length, ExtentKind.Hole); // a file never made
+        continue;
       }
+      const runs = await s.extentMap(p.local, p.local + p.length, budget);
+      for (let i = 0; i + 2 < runs.length; i += 3) push(base + runs[i], base + runs[i + 1], runs[i + 2]);
+      // As many runs as allowed: they may end short of the piece, and nothing past is known.
+      if (runs.length / 3 >= budget) break;
     }
-    return out;
+    return Float64Array.from(out);
   }
 
   private lastSegment(): number {
