@@ -7,6 +7,7 @@ const benches: Record<string, () => Promise<{ run(argv: string[]): Promise<void>
   wal: () => import('./wal.js'),
   cluster: () => import('./cluster.js'),
   'nbd-tls': () => import('./nbd-tls.js'),
+  'block-status': () => import('./block-status.js'),
 };
 
 const [name, ...rest] = process.argv.slice(2);
