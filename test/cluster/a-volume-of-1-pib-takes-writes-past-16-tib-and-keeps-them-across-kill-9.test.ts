@@ -4,8 +4,8 @@
  * 16 TiB − 4 KiB, and the write-behind's EFBIG stopped every replica of the PG (and again at every
  * restart, replaying the write), taking the volume down; past 256 TiB a command could not name
  * the offset at all. Real nodes, real NBD clients: the writes are acknowledged, read back
- * through the other gateways, every node stays up, and after all are killed (-9) and restarted
- * the bytes are there.
+ * through the other gateways, every node stays up, after all are killed (-9) and restarted
+ * the bytes are there, and the replicas hold the same bytes (`pool verify`'s digest).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -31,4 +31,6 @@ test('a 1 PiB volume takes writes past 16 TiB and 256 TiB and keeps them across 
   // And written again after the restart: the files past the first are opened, not made anew.
   await writeTagged(cluster, 2, blocks, 'far-2');
   await expectTagged(cluster, 3, blocks, 'far-2');
+  // And the replicas agree byte for byte (a digest reads what each holds, not the 1 PiB).
+  assert.equal(await cluster.waitReplicasIdentical(60_000), 4);
 });
