@@ -1820,7 +1820,7 @@ export class StorageNode implements PgClient {
     return { nodeId: this.id, clusterId: this.clusterId || undefined, epoch: this.epoch, uptimeMs: Math.round(performance.now() - this.startedMs), groups };
   }
 
-  /** A checksum of this replica's extents (canonical order, holes as zeros); see pg-digest.ts. */
+  /** A checksum of the blocks this replica holds that are not all zeros (pg-digest.ts). */
   async groupDigest(groupId: number): Promise<GroupDigest> {
     const store = this.stores.get(groupId);
     if (!store) throw new NotFound(`group ${groupId} is not on node ${this.id}`);

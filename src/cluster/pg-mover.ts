@@ -146,7 +146,7 @@ export class PgMover {
   /** Groups being retired, and those whose retirement stopped the group but did not finish. */
   private readonly retiring = new Set<number>();
   /** Retirements whose group stopped but whose later steps failed: retried by the rounds. */
-  private readonly unfinishedRetirements = new Map<number, { proof: string; triedMs: number; failures: number }>();
+  private readonly unfinishedRetirements = new Map<number, { proof: string; triedMs: number; failures: number; running: boolean }>();
   /** Groups led here seen away from their target (for the completed counter). */
   private readonly movingHere = new Set<number>();
   /** Groups led here found equal to the map, at which map epoch and leader term. */
@@ -725,7 +725,7 @@ export class PgMover {
     this.d.stores.delete(g);
     this.settled.delete(g);
     this.lastRetireCheckMs.delete(g);
-    this.unfinishedRetirements.set(g, { proof, triedMs: 0, failures: 0 });
+    this.unfinishedRetirements.set(g, { proof, triedMs: 0, failures: 0, running: false });
     await this.finishRetirement(g);
   }
 
@@ -740,7 +740,10 @@ export class PgMover {
    */
   private async finishRetirement(g: number): Promise<void> {
     const r = this.unfinishedRetirements.get(g);
-    if (!r) return;
+    // Once at a time: a round's retry may come while the first attempt (a large directory's
+    // removal) still runs, and the WAL drop and the count must happen once.
+    if (!r || r.running) return;
+    r.running = true;
     r.triedMs = performance.now();
     try {
       await this.saveRetired();
@@ -754,6 +757,8 @@ export class PgMover {
       if (r.failures === 1) this.d.log.error('could not finish retiring a PG replica; retrying', { group: g, proof: r.proof, err });
       else this.d.log.debug('retrying a PG replica\'s retirement failed again', { group: g, failures: r.failures, err });
       return;
+    } finally {
+      r.running = false;
     }
     this.unfinishedRetirements.delete(g);
     this.retiring.delete(g);

@@ -901,7 +901,9 @@ export class Transport {
           this.receive(conn, f, onIdentified);
           onIdentified = undefined;
         }
-        if (!restricted || frames.length === 0 || conn.closed || !conn.decoder.holdsBytes) break;
+        // (A connection bind() closed as the loser of a simultaneous dial still has the frames
+        // behind its introduction delivered, as the loop above delivers them.)
+        if (!restricted || frames.length === 0 || !conn.decoder.holdsBytes || (conn.closed && (conn.remoteId === undefined || conn.refused))) break;
         input = noBytes;
       }
     });

@@ -3,7 +3,8 @@
  * header, then (for writes only) the payload. TRIM and WRITE_ZEROES are ranges: no zero-filled
  * payload ever enters the log.
  *
- *   0  u8   op (1 write, 2 trim, 3 zero, 4 zero keeping allocation)
+ *   0  u8   op (1 write, 2 trim, 3 zero, 4 zero keeping allocation), + 0x80 with an offset
+ *           of 256 TiB or more
  *   1  u8   byte offset within the volume, bits 48-55 (0 below 256 TiB)
  *   2  u32  volume id
  *   6  u48  byte offset within the volume, bits 0-47
@@ -25,12 +26,15 @@ export type OpKind = (typeof OpKind)[keyof typeof OpKind];
 
 export const opHeaderBytes = 24;
 /**
- * Volume offsets a command can carry: 56 bits. The byte above the 48-bit field was reserved
- * (always 0), so every command written before offsets grew reads the same; volumes go to
- * 1 PiB (2^50), past what 48 bits reach.
+ * Volume offsets a command can carry: up to 2^53 (exact numbers), in 56 bits. The byte above
+ * the 48-bit field was reserved (always 0), so every command below 256 TiB is written as
+ * before. One at or past it also sets farOffsetFlag in its op byte: a node of an earlier
+ * version, which ignores the reserved byte, refuses the command as an unknown op (and stops)
+ * instead of applying it 256 TiB lower, over another block. Volumes go to 1 PiB (2^50).
  */
-const maxOpOffset = 2 ** 56 - 1;
+const maxOpEnd = Number.MAX_SAFE_INTEGER;
 const low48 = 2 ** 48;
+const farOffsetFlag = 0x80;
 /** Largest range one command may cover (a piece never spans an extent). */
 export const maxOpLengthBytes = 64 * 1024 * 1024;
 
@@ -62,8 +66,8 @@ export function encodeRange(kind: OpKind, volumeId: number, offset: number, leng
 }
 
 function writeHeader(out: Buffer, kind: OpKind, volumeId: number, offset: number, length: number, id: RequestId | undefined): void {
-  if (!Number.isSafeInteger(offset) || offset < 0 || offset > maxOpOffset) throw new RangeError(`store op offset ${offset} out of range`);
-  out.writeUInt8(kind, 0);
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > maxOpEnd) throw new RangeError(`store op offset ${offset} out of range`);
+  out.writeUInt8(offset >= low48 ? kind | farOffsetFlag : kind, 0);
   out.writeUInt8(Math.floor(offset / low48), 1);
   out.writeUInt32BE(volumeId, 2);
   out.writeUIntBE(offset % low48, 6, 6);
@@ -78,15 +82,20 @@ function writeHeader(out: Buffer, kind: OpKind, volumeId: number, offset: number
 export function decodeOp(entry: Uint8Array): StoreOp {
   if (entry.byteLength < opHeaderBytes) throw new Corruption(`store op of ${entry.byteLength} bytes is shorter than its header`);
   const b = Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength);
-  const kind = b.readUInt8(0) as OpKind;
-  if (kind < OpKind.Write || kind > OpKind.ZeroNoHole) throw new Corruption(`unknown store op ${kind}`);
+  const opByte = b.readUInt8(0);
+  const far = (opByte & farOffsetFlag) !== 0;
+  const kind = (opByte & ~farOffsetFlag) as OpKind;
+  if (kind < OpKind.Write || kind > OpKind.ZeroNoHole) throw new Corruption(`unknown store op ${opByte}`);
   const volumeId = b.readUInt32BE(2);
-  const offset = b.readUInt8(1) * low48 + b.readUIntBE(6, 6);
+  const high = b.readUInt8(1);
+  if (far !== high > 0) throw new Corruption(`store op's far-offset flag ${far} disagrees with its offset's high byte ${high}`);
+  const offset = high * low48 + b.readUIntBE(6, 6);
   const length = b.readUInt32BE(12);
   const session = b.readUInt32BE(16);
   if (session > maxRequestSession) throw new Corruption(`request session ${session} out of range`);
   const key = session === 0 ? 0 : requestKey(session, b.readUInt32BE(20));
   if (length > maxOpLengthBytes) throw new Corruption(`store op length ${length} too large`);
+  if (offset + length > maxOpEnd) throw new Corruption(`store op range ${offset}+${length} past ${maxOpEnd}`);
   let data: Uint8Array | undefined;
   if (kind === OpKind.Write) {
     if (b.length !== opHeaderBytes + length) throw new Corruption(`write op carries ${b.length - opHeaderBytes} bytes, header says ${length}`);

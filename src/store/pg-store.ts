@@ -141,25 +141,11 @@ export type ImageChunkFetch = (cursor: ImageCursor | null, image: string | undef
 export const maxImageIdChars = 64;
 /** Most allocated-zero ranges one image chunk carries (24 bytes each in its head). */
 export const maxImageZeroRangesPerChunk = 4096;
+/** Runs asked of a file's extent map per call while an image is read. */
+const imageMapRunsPerCall = 256;
 
 function imageIdOf(openId: string, restoresBegun: number): string {
   return `${openId}.${restoresBegun}`;
-}
-
-/**
- * Appends to `out` the allocated zeros (unwritten extents) of `f` in [from, to), at most `cap`
- * of them, as [volumeId, offset, length]; returns how far it looked: `to`, or short of it once
- * `cap` ranges were found.
- */
-async function allocatedZerosIn(f: BlockFile, volumeId: number, from: number, to: number, cap: number, out: [number, number, number][]): Promise<number> {
-  if (to <= from) return to;
-  // Holes and unwritten runs alternate: 2·cap + 1 runs hold at most cap unwritten ones.
-  const maxRuns = 2 * Math.min(cap, maxImageZeroRangesPerChunk) + 1;
-  const runs = await f.extentMap(from, to, maxRuns);
-  for (let i = 0; i + 2 < runs.length; i += 3) {
-    if (runs[i + 2] === ExtentKind.Unwritten) out.push([volumeId, runs[i], runs[i + 1] - runs[i]]);
-  }
-  return runs.length / 3 >= maxRuns ? runs[runs.length - 2] : to;
 }
 
 /** An image chunk's allocated zeros, checked: a peer's malformed ranges are refused before anything is zeroed. */
@@ -167,7 +153,16 @@ function checkedImageZeros(zeros: unknown): [number, number, number][] {
   if (zeros === undefined || zeros === null) return [];
   if (!Array.isArray(zeros)) throw new ProtocolError('image chunk: allocated zeros are not a list');
   for (const z of zeros) {
-    const ok = Array.isArray(z) && z.length === 3 && z.every((v) => Number.isSafeInteger(v) && v >= 0) && z[2] > 0 && z[1] + z[2] <= Number.MAX_SAFE_INTEGER;
+    const ok =
+      Array.isArray(z) &&
+      z.length === 3 &&
+      z.every((v) => Number.isSafeInteger(v) && v >= 0) &&
+      z[0] >= 1 &&
+      z[0] <= 0xffffffff &&
+      z[2] > 0 &&
+      z[1] % storeBlockBytes === 0 &&
+      z[2] % storeBlockBytes === 0 &&
+      z[1] + z[2] <= Number.MAX_SAFE_INTEGER;
     if (!ok) throw new ProtocolError(`image chunk: malformed allocated-zero range ${JSON.stringify(z)}`);
   }
   return zeros as [number, number, number][];
@@ -772,35 +767,19 @@ export class PgStore {
     // Taken first: a request remembered here was applied before any data was read, so the
     // image holds its bytes (or newer ones), and the receiver may skip it when replaying.
     const recent = this.recent.toBytes();
-    await this.dirty.flushAll(); // runs come from SEEK_DATA
+    await this.dirty.flushAll(); // runs come from the files' extent maps
     const vols: { id: number; runs: [number, Buffer][]; zeros: [number, number][] }[] = [];
     for (const id of await volumesIn(this.dir)) {
       const f = await this.file(id, false);
       if (!f) continue; // dropped
-      const runs: [number, Buffer][] = [];
+      const runs: [number, number, Buffer][] = [];
       const zeros: [number, number, number][] = [];
       try {
-        const size = await f.size();
-        let pos = 0;
-        while (pos < size) {
-          const found = await f.seekData(pos);
-          const d = found < 0 ? size : Math.min(found, size);
-          while (pos < d) pos = await allocatedZerosIn(f, id, pos, d, maxImageZeroRangesPerChunk, zeros);
-          if (d >= size) break;
-          const h = await f.seekHole(d);
-          const stop = h < 0 ? size : Math.min(h, size);
-          for (let at = d; at < stop; at += storeChunkBytes) {
-            const len = Math.min(storeChunkBytes, stop - at);
-            const out = Buffer.allocUnsafe(len);
-            await this.read(id, at, len, out, 0);
-            runs.push([at, out]);
-          }
-          pos = stop;
-        }
+        await this.imageRuns(f, id, 0, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY, runs, zeros);
       } finally {
         this.unpin(f);
       }
-      vols.push({ id, runs, zeros: zeros.map(([, at, length]): [number, number] => [at, length]) });
+      vols.push({ id, runs: runs.map(([, at, data]): [number, Buffer] => [at, data]), zeros: zeros.map(([, at, length]): [number, number] => [at, length]) });
     }
     this.assertStateReadable(restoresBefore, 'snapshot image');
     return packr.pack({ v: 1, vols, recent }) as Buffer;
@@ -832,15 +811,70 @@ export class PgStore {
       throw new Corruption(`snapshot image undecodable: ${(err as Error).message}`);
     }
     if (parsed?.v !== 1 || !Array.isArray(parsed.vols)) throw new Corruption('snapshot image has an unknown format');
-    // The whole image is one chunk of a streamed restore (and an absent table an empty one).
-    await this.beginRestore();
-    await this.restoreChunk({
+    // The whole image is one chunk of a streamed restore (and an absent table an empty one),
+    // checked before anything here is replaced.
+    const chunk: ImageChunk = {
       runs: parsed.vols.flatMap((vol) => vol.runs.map(([at, data]): [number, number, Uint8Array] => [vol.id, at, data])),
       zeros: parsed.vols.flatMap((vol) => (Array.isArray(vol.zeros) ? vol.zeros : []).map((z): [number, number, number] => [vol.id, z?.[0], z?.[1]])),
       next: null,
       recent: parsed.recent ?? new Uint8Array(0),
-    });
+    };
+    checkedImageZeros(chunk.zeros);
+    await this.beginRestore();
+    await this.restoreChunk(chunk);
     await this.finishRestore(index, term);
+  }
+
+  /**
+   * Appends the image runs of volume `id` (its file `f`) from `from` on: data, read in pieces
+   * of at most storeChunkBytes, and allocated zeros (unwritten extents); holes carry nothing.
+   * Found in the file's extent map (off the event loop: on ext4 it waits for a punch of the
+   * file), as far as the extent of the file's last span, so allocated zeros past the end of
+   * its data are found too (a NO_HOLE zero keeps the file's size). Stops before the data
+   * reaches `maxBytes` more bytes or the zeros `maxZeros` more ranges: returns where it stopped
+   * (a chunk's cursor), or null once the volume is done.
+   */
+  private async imageRuns(f: BlockFile, id: number, from: number, maxBytes: number, maxZeros: number, runs: [number, number, Buffer][], zeros: [number, number, number][]): Promise<number | null> {
+    const end = f instanceof SpannedFile ? f.extentEnd() : await f.size();
+    let bytes = 0;
+    let zeroCount = 0;
+    let pos = from;
+    while (pos < end) {
+      const map = await f.extentMap(pos, end, imageMapRunsPerCall);
+      if (map.length === 0) break;
+      for (let i = 0; i + 2 < map.length; i += 3) {
+        const runEnd = map[i + 1];
+        const kind = map[i + 2] as ExtentKind;
+        if (runEnd <= pos) continue;
+        if (kind === ExtentKind.Data) {
+          while (pos < runEnd) {
+            if (bytes >= maxBytes) return pos;
+            const stop = Math.min(runEnd, pos + storeChunkBytes);
+            const out = Buffer.allocUnsafe(stop - pos);
+            await this.read(id, pos, out.length, out, 0);
+            runs.push([id, pos, out]);
+            bytes += out.length;
+            pos = stop;
+          }
+          continue;
+        }
+        if (kind === ExtentKind.Unwritten) {
+          if (zeroCount >= maxZeros) return pos;
+          zeros.push([id, pos, runEnd - pos]);
+          zeroCount++;
+        }
+        pos = runEnd;
+      }
+    }
+    return null;
+  }
+
+  /** Refuses an image (chunk) whose reads may have crossed a restore's start, or a close. */
+  private assertImageReadable(restoresBefore: number): void {
+    // Closed under it (a replica removed or rebuilt while a digest read it): its files may be
+    // gone, and what was read is no whole state.
+    this.assertOpen('image chunk');
+    this.assertStateReadable(restoresBefore, 'image chunk');
   }
 
   /**
@@ -854,6 +888,7 @@ export class PgStore {
    * longer holds. (A request without `image`, from a puller of an earlier version, is served.)
    */
   async imageChunk(cursor: ImageCursor | null, maxBytes: number, atLeast?: number, image?: string): Promise<ImageChunk> {
+    this.assertOpen('image chunk');
     if (cursor !== null && image !== undefined && image !== this.imageId) {
       throw new SnapshotSourceChanged(`PG ${this.groupId}: the image ${image} a pull began with is gone (now ${this.imageId}: the store was restored or reopened since)`);
     }
@@ -875,34 +910,20 @@ export class PgStore {
       const id = ids[vi];
       const f = await this.file(id, false);
       if (!f) continue; // dropped
+      let stoppedAt: number | null;
       try {
-        const size = await f.size();
-        while (pos < size) {
-          if (bytes >= maxBytes || zeros.length >= maxImageZeroRangesPerChunk) {
-            this.assertStateReadable(restoresBefore, 'image chunk');
-            return { runs, zeros, next: { volumeId: id, offset: pos }, recent, image: readFrom };
-          }
-          const found = await f.seekData(pos);
-          const d = found < 0 ? size : Math.min(found, size);
-          const zerosTo = await allocatedZerosIn(f, id, pos, d, maxImageZeroRangesPerChunk - zeros.length, zeros);
-          if (zerosTo < d) {
-            pos = zerosTo; // the chunk's allocated zeros are full: the next chunk goes on from there
-            continue;
-          }
-          if (d >= size) break;
-          const h = await f.seekHole(d);
-          const stop = Math.min(h < 0 ? size : Math.min(h, size), d + storeChunkBytes);
-          const out = Buffer.allocUnsafe(stop - d);
-          await this.read(id, d, out.length, out, 0);
-          runs.push([id, d, out]);
-          bytes += out.length;
-          pos = stop;
-        }
+        stoppedAt = await this.imageRuns(f, id, pos, maxBytes - bytes, maxImageZeroRangesPerChunk - zeros.length, runs, zeros);
       } finally {
         this.unpin(f);
       }
+      bytes = 0;
+      for (const r of runs) bytes += r[2].length;
+      if (stoppedAt !== null) {
+        this.assertImageReadable(restoresBefore);
+        return { runs, zeros, next: { volumeId: id, offset: stoppedAt }, recent, image: readFrom };
+      }
     }
-    this.assertStateReadable(restoresBefore, 'image chunk');
+    this.assertImageReadable(restoresBefore);
     return { runs, zeros, next: null, recent, image: readFrom };
   }
 
@@ -921,6 +942,8 @@ export class PgStore {
   async pullImage(fetch: ImageChunkFetch, index: number, term: number): Promise<number> {
     let chunk = await fetch(null, undefined);
     const image = chunk.image;
+    // Before anything here is replaced: a malformed first chunk leaves this replica as it was.
+    checkedImageZeros(chunk.zeros);
     await this.beginRestore();
     let bytes = 0;
     for (;;) {

@@ -8,23 +8,26 @@
  * The span is a multiple of every extent size (a power of two up to 1 GiB), so no extent, and
  * so no store command, straddles two files; the methods still split at the boundary rather
  * than rely on it. It is 16 TiB − 1 GiB rather than a power of two so that a `vol-ID.dat`
- * written before the split holds exactly what its first span now means (ext4 refused every
- * byte at or past 16 TiB − 4 KiB); one that holds bytes past the span (its last GiB) is refused
- * at open rather than half read.
+ * written before the split holds what its first span now means (ext4 refused every byte at or
+ * past 16 TiB − 4 KiB); one that holds bytes past the span (ext4's last GiB; anything past it
+ * on a file system with larger files) has them moved to the later files at open.
  *
  * Segment files other than the first are made by the first write (or zero range) that needs
  * them; a missing one reads as zeros and a hole.
  */
 import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Corruption, IoError } from '../common/errors.js';
+import { IoError } from '../common/errors.js';
 import { assert } from '../common/assert.js';
-import { ExtentKind, type BlockFile, type BlockIo } from '../io/types.js';
+import { ExtentKind, ioAlignmentBytes as alignmentBytes, type BlockFile, type BlockIo } from '../io/types.js';
 
 /** Bytes of a volume one data file holds: 16 TiB − 1 GiB (see the top). */
 export const dataFileSpanBytes = 2 ** 44 - 2 ** 30;
+/** Bytes copied at a time when an old first file is split (splitLongFirstFile). */
+const splitCopyBytes = 1024 * 1024;
 
-const fileNamePattern = /^vol-(\d+)(?:\.s(\d+))?\.dat$/;
+/** `vol-ID.dat` or `vol-ID.sK.dat` (K ≥ 1), numbers without leading zeros: one name a file. */
+const fileNamePattern = /^vol-(0|[1-9]\d*)(?:\.s([1-9]\d*))?\.dat$/;
 
 /** The name of segment `k` of volume `volumeId`'s data. */
 export function volumeFileName(volumeId: number, k: number): string {
@@ -113,20 +116,62 @@ export class SpannedFile implements BlockFile {
     const first = await io.open(join(dir, volumeFileName(volumeId, 0)), { create });
     const f = new SpannedFile(io, dir, volumeId, first);
     try {
-      const firstSize = await first.size();
-      if (firstSize > dataFileSpanBytes) {
-        throw new Corruption(`${first.path} holds ${firstSize} bytes, past the ${dataFileSpanBytes} of one data file: written before volumes were split over files, its last bytes would be read from the next file`);
-      }
       for (const name of await readdir(dir)) {
         const m = fileNamePattern.exec(name);
         if (!m || Number(m[1]) !== volumeId || m[2] === undefined) continue;
-        f.segments.set(Number(m[2]), await io.open(join(dir, name)));
+        try {
+          f.segments.set(Number(m[2]), await io.open(join(dir, name)));
+        } catch (err) {
+          // Removed since it was listed (the volume dropped meanwhile): a span never written.
+          if (!(err instanceof IoError && err.errno === 2)) throw err;
+        }
       }
+      await f.splitLongFirstFile();
     } catch (err) {
       await f.close();
       throw err;
     }
     return f;
+  }
+
+  /**
+   * A first file written before the split (on a file system that allows files past 16 TiB,
+   * XFS say) may hold bytes past the first span, which are now read from the later files: they
+   * are copied there, made durable, and only then cut from the first file. A crash in between
+   * leaves the first file long, and the next open copies them again (the same bytes).
+   */
+  private async splitLongFirstFile(): Promise<void> {
+    const first = this.segments.get(0)!;
+    const size = await first.size();
+    if (size <= dataFileSpanBytes) return;
+    const buf = this.io.allocAligned(splitCopyBytes);
+    let pos = dataFileSpanBytes;
+    while (pos < size) {
+      const map = await first.extentMap(pos, size, 256);
+      if (map.length === 0) break;
+      for (let i = 0; i + 2 < map.length; i += 3) {
+        const runEnd = map[i + 1];
+        if (map[i + 2] === ExtentKind.Data) {
+          for (let at = Math.max(pos, map[i]); at < runEnd; at += splitCopyBytes) {
+            // Whole aligned blocks (O_DIRECT): past the end of the file, a short read's zeros.
+            const len = Math.ceil(Math.min(splitCopyBytes, runEnd - at) / alignmentBytes) * alignmentBytes;
+            const part = buf.subarray(0, len);
+            const n = await first.pread(part, at);
+            part.fill(0, n);
+            await this.pwrite(part, at);
+          }
+        }
+        pos = Math.max(pos, runEnd);
+      }
+    }
+    for (const [k, s] of this.segments) if (k > 0) await s.fdatasync();
+    await first.truncate(dataFileSpanBytes);
+    await first.fdatasync();
+  }
+
+  /** The end of the last span that has a file: past it the volume holds nothing here. */
+  extentEnd(): number {
+    return (this.lastSegment() + 1) * dataFileSpanBytes;
   }
 
   private async segment(k: number, create: boolean): Promise<BlockFile | undefined> {
@@ -141,7 +186,7 @@ export class SpannedFile implements BlockFile {
         (s) => {
           this.opening.delete(k);
           // Closed while it opened: close it too, or its descriptor stays open for good.
-          if (this.closed) void s.close();
+          if (this.closed) s.close().catch(() => undefined);
           else this.segments.set(k, s);
         },
         () => this.opening.delete(k),
@@ -190,6 +235,7 @@ export class SpannedFile implements BlockFile {
     let total = 0;
     for (const b of bufs) total += b.length;
     const pieces = piecesOf(offsetBytes, total);
+    if (pieces.length === 0) return;
     if (pieces.length === 1) {
       const s = (await this.segment(pieces[0].k, true))!;
       await s.pwritev(bufs, pieces[0].local, dsync);
@@ -278,8 +324,8 @@ export class SpannedFile implements BlockFile {
       }
       const runs = await s.extentMap(p.local, p.local + p.length, budget);
       for (let i = 0; i + 2 < runs.length; i += 3) push(base + runs[i], base + runs[i + 1], runs[i + 2]);
-      // As many runs as allowed: they may end short of the piece, and nothing past is known.
-      if (runs.length / 3 >= budget) break;
+      // Short of the piece's end (as many runs as allowed): nothing past them is known.
+      if (runs.length === 0 || runs[runs.length - 2] < p.local + p.length) break;
     }
     return Float64Array.from(out);
   }
