@@ -201,7 +201,20 @@ export class SpannedFile implements BlockFile {
     if (this.closed) throw new IoError('open', 9, `${this.path}: data files closed`);
   }
 
+  /** The one file a range lies in, or undefined when it crosses a boundary (the rare case). */
+  private static within(offsetBytes: number, lengthBytes: number): number | undefined {
+    const k = Math.floor(offsetBytes / dataFileSpanBytes);
+    return lengthBytes > 0 && Math.floor((offsetBytes + lengthBytes - 1) / dataFileSpanBytes) === k ? k : undefined;
+  }
+
   async pread(buf: Buffer, offsetBytes: number): Promise<number> {
+    // Every I/O of the write-behind and of a read: within one file, no pieces to make.
+    const k = SpannedFile.within(offsetBytes, buf.length);
+    if (k !== undefined && !this.holdsPast(k)) {
+      const s = await this.segment(k, false);
+      const n = s ? await s.pread(buf, offsetBytes - k * dataFileSpanBytes) : 0;
+      return n;
+    }
     let read = 0;
     for (const p of piecesOf(offsetBytes, buf.length)) {
       const s = await this.segment(p.k, false);
@@ -225,6 +238,8 @@ export class SpannedFile implements BlockFile {
   }
 
   async pwrite(buf: Buffer, offsetBytes: number, dsync?: boolean): Promise<void> {
+    const k = SpannedFile.within(offsetBytes, buf.length);
+    if (k !== undefined) return (await this.segment(k, true))!.pwrite(buf, offsetBytes - k * dataFileSpanBytes, dsync);
     for (const p of piecesOf(offsetBytes, buf.length)) {
       const s = (await this.segment(p.k, true))!;
       await s.pwrite(buf.subarray(p.at, p.at + p.length), p.local, dsync);
@@ -294,14 +309,20 @@ export class SpannedFile implements BlockFile {
   }
 
   async seekHole(offsetBytes: number): Promise<number> {
-    if (offsetBytes >= (await this.size())) return -1;
-    const k = Math.floor(offsetBytes / dataFileSpanBytes);
-    const s = await this.segment(k, false);
-    if (!s) return offsetBytes;
-    const base = k * dataFileSpanBytes;
-    const h = await s.seekHole(offsetBytes - base);
-    // Past this file's end (and before a later file's data): a hole.
-    return h < 0 ? offsetBytes : base + h;
+    const size = await this.size();
+    if (offsetBytes >= size) return -1;
+    for (let pos = offsetBytes; ; ) {
+      const k = Math.floor(pos / dataFileSpanBytes);
+      const s = await this.segment(k, false);
+      if (!s) return pos;
+      const base = k * dataFileSpanBytes;
+      const h = await s.seekHole(pos - base);
+      // Past this file's end (and before a later file's data): a hole.
+      if (h < 0) return pos;
+      // A file full to its span's end: the hole, if any, is in the next file.
+      if (base + h < base + dataFileSpanBytes || base + h >= size) return base + h;
+      pos = base + dataFileSpanBytes;
+    }
   }
 
   async extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array> {

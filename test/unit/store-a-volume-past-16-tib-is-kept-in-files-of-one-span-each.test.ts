@@ -15,7 +15,7 @@ import { readdirSync, closeSync, openSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { testBackends } from '../../src/io/testing.js';
 import { decodeOp, encodeRange, encodeWrite, OpKind } from '../../src/store/ops.js';
-import { dataFileSpanBytes } from '../../src/store/spanned-file.js';
+import { dataFileSpanBytes, SpannedFile } from '../../src/store/spanned-file.js';
 import type { PgStore } from '../../src/store/pg-store.js';
 import { Corruption } from '../../src/common/errors.js';
 import { openStore } from '../helpers/block-io.js';
@@ -136,5 +136,26 @@ for (const backend of testBackends()) {
     assert.ok((await readBack(store, dataFileSpanBytes, 8 * B)).every((b) => b === 0), 'the hole before them reads as zeros');
     assert.equal(statSync(join(dir, 'vol-1.dat')).size, dataFileSpanBytes, 'the first file cut at the span');
     assert.ok(statSync(join(dir, 'vol-1.s1.dat')).size >= 10 * B, 'the bytes now in the second file');
+  });
+}
+
+for (const backend of testBackends().filter((b) => b.name === 'uring')) {
+  test(`(${backend.name}) data that runs across a file boundary is one run to SEEK_DATA/SEEK_HOLE and to the extent map`, { skip: backend.skip }, async (t) => {
+    const io = backend.make();
+    t.after(() => io.close());
+    const dir = tempDir(t);
+    const f = await SpannedFile.open(io, dir, 1, true);
+    t.after(() => f.close());
+    const buf = io.allocAligned(4 * B);
+    buf.fill(0x7a);
+    // The last two blocks of the first file and the first two of the second, in one write.
+    await f.pwrite(buf, dataFileSpanBytes - 2 * B);
+    assert.equal(await f.seekData(0), dataFileSpanBytes - 2 * B);
+    assert.equal(await f.seekHole(dataFileSpanBytes - 2 * B), dataFileSpanBytes + 2 * B, 'the hole is past the data in the second file');
+    const map = await f.extentMap(dataFileSpanBytes - 4 * B, dataFileSpanBytes + 4 * B, 8);
+    assert.deepEqual([...map], [dataFileSpanBytes - 4 * B, dataFileSpanBytes - 2 * B, 1, dataFileSpanBytes - 2 * B, dataFileSpanBytes + 2 * B, 0, dataFileSpanBytes + 2 * B, dataFileSpanBytes + 4 * B, 1]);
+    const back = io.allocAligned(4 * B);
+    assert.equal(await f.pread(back, dataFileSpanBytes - 2 * B), 4 * B);
+    assert.ok(back.every((b) => b === 0x7a));
   });
 }
