@@ -1100,6 +1100,13 @@ export class MultiRaftHost {
     let restBytes = 0;
     for (const g of this.groups.values()) {
       const applied = g.sm.appliedIndex - g.sm.durableIndex;
+      // A leader that must send a member a snapshot covering its re-add (RaftNode.sendAppend)
+      // waits for one: taken as soon as the group has applied that far.
+      const wanted = g.raft.snapshotWantedIndex;
+      if (wanted > g.storage.snapshot().metadata.index && g.sm.appliedIndex >= wanted) {
+        due.add(g);
+        continue;
+      }
       if (applied <= 0 && g.pendingBytes <= maxBytes) continue;
       if (walFull || g.pendingBytes > maxBytes || applied > maxEntries || now - g.lastCheckpointMs >= maxAgeMs) due.add(g);
       else {

@@ -19,6 +19,11 @@
 import { assert } from '../common/assert.js';
 import { InvalidArgument, NotLeader, Unavailable } from '../common/errors.js';
 import { allMembers, applyConfChange, decodeConfChange, encodeConfChange, isJoint, validateConfChange } from './confchange.js';
+
+/** Whether `cs` names `id` in any role (voter, outgoing voter, learner, learner next); allocates nothing. */
+function namesMember(cs: ConfState, id: NodeId): boolean {
+  return cs.voters.includes(id) || cs.votersOutgoing.includes(id) || cs.learners.includes(id) || cs.learnersNext.includes(id);
+}
 import { RaftLog } from './log.js';
 import { Progress, jointVote, majorityValue } from './progress.js';
 import { cloneConfState } from './storage.js';
@@ -109,6 +114,8 @@ export class RaftNode {
    * election with a quorum of a configuration two changes old.)
    */
   private confHistory: { index: number; cs: ConfState }[];
+  /** See snapshotWantedIndex. */
+  private snapshotWanted = 0;
   private confCheckPending = false;
 
   private prs = new Map<NodeId, Progress>();
@@ -326,6 +333,31 @@ export class RaftNode {
    * that has it a member again (as far as the membership history kept reaches): a member
    * added back since its removal.
    */
+  /**
+   * When `id` is a member again after a break (an earlier configuration in the history kept
+   * named it, a later one did not): the index of the configuration from which it has been a
+   * member since. 0 otherwise (a member all along, as far as the history reaches, or never
+   * before: entries before its addition name no earlier life of its id).
+   */
+  private memberAgainSince(id: NodeId): number {
+    const h = this.confHistory;
+    let i = h.length - 1;
+    let since = 0;
+    for (; i >= 0 && namesMember(h[i].cs, id); i--) since = h[i].index;
+    if (since === 0) return 0;
+    for (; i >= 0; i--) if (namesMember(h[i].cs, id)) return since;
+    return 0;
+  }
+
+  /**
+   * A leader's wish for a snapshot at or past this index (0: none): a member whose log ends
+   * before the configuration that made it a member again is sent only a snapshot that covers
+   * that configuration (see sendAppend), and the host takes one once it has applied so far.
+   */
+  get snapshotWantedIndex(): number {
+    return this.role === 'leader' ? this.snapshotWanted : 0;
+  }
+
   memberAgainAfterRemoval(id: NodeId): boolean {
     const h = this.confHistory;
     if (!allMembers(h[h.length - 1].cs).includes(id)) return false;
@@ -1153,6 +1185,21 @@ export class RaftNode {
     let sent = false;
     for (;;) {
       if (pr.isPaused()) return sent;
+      // A member whose log ends before the configuration that made it a member again (a
+      // replica retired and added back, its log a new instance, or a reused id) must not replay
+      // the entries before it: their configurations name an earlier life of its id, in which it
+      // may count itself a voter, and with another stale member form a majority of a
+      // configuration long replaced, whose quorum its dropped log was part of. It gets a snapshot
+      // taken at or after that configuration, or nothing until the host has taken one.
+      const since = this.cfg.unsafe?.replayReAddedMember ? 0 : this.memberAgainSince(pr.id);
+      if (pr.next <= since) {
+        if (this.log.storage.snapshot().metadata.index >= since) {
+          this.startSnapshot(pr);
+          return true;
+        }
+        this.snapshotWanted = Math.max(this.snapshotWanted, since);
+        return sent;
+      }
       const prevIndex = pr.next - 1;
       const prevTerm = this.log.term(prevIndex);
       const last = this.log.lastIndex();

@@ -234,6 +234,11 @@ export interface UnsafeFlags {
   readWithoutLeaseOrReadIndex?: boolean;
   /** The leader commits entries of earlier terms by counting replicas (Raft Figure 8). */
   commitPreviousTermByCounting?: boolean;
+  /**
+   * The leader sends a member added back after a removal the entries from before its re-add
+   * (configurations naming an earlier life of its id), where it must send a snapshot past it.
+   */
+  replayReAddedMember?: boolean;
 }
 
 export interface Config {

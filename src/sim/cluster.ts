@@ -495,7 +495,10 @@ export class SimCluster {
     }
     // 4. snapshot + compaction, the host's own policy
     const snapIndex = st.snapshot().metadata.index;
-    if (n.sm.applied - snapIndex >= this.opts.snapshotEveryEntries && n.sm.applied === n.raft.log.applied) {
+    // Or sooner when the leader must send a member a snapshot covering its re-add (sendAppend).
+    const wanted = n.raft.snapshotWantedIndex;
+    const due = n.sm.applied - snapIndex >= this.opts.snapshotEveryEntries || (wanted > snapIndex && n.sm.applied >= wanted);
+    if (due && n.sm.applied === n.raft.log.applied) {
       st.createSnapshot(n.sm.applied, n.raft.confStateAt(n.sm.applied), n.sm.snapshot());
       const upTo = n.sm.applied - this.opts.snapshotKeepEntries;
       if (upTo > st.firstIndex() - 1) st.compact(upTo);

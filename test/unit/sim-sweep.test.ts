@@ -69,3 +69,18 @@ test('replica rebuilds from the leader\'s image keep every invariant; a leader t
   assert.ok(caught, 'not caught within 200 seeds');
   assert.match(caught.failure ?? '', /leader completeness|durability/);
 });
+
+test('a member retired and added back is sent a snapshot past its re-add, never the entries before it: replaying them it counted itself a voter of a replaced configuration and, with another stale member, took over and lost committed entries', () => {
+  // Seed 3003961 (membership): node 3 removed, retired (its log dropped) and added back as a
+  // learner while the leader's snapshot was still at index 1; replaying from there it took the
+  // configuration [1,3,4] of its earlier life for its own and won an election with node 1.
+  const fixed = runSeed(3003961, { profile: 'membership' });
+  assert.ok(fixed.ok, `${fixed.kind}: ${fixed.failure?.split('\n')[0]}`);
+  const broken = runSeed(3003961, { profile: 'membership', unsafe: { replayReAddedMember: true } });
+  assert.equal(broken.ok, false);
+  assert.equal(broken.kind, 'invariant');
+  assert.match(broken.failure ?? '', /leader completeness/);
+  const s = sweep(1, 300, { profile: 'membership' });
+  const detail = s.failures.map((f) => `seed ${f.seed}: ${f.kind}: ${f.failure?.split('\n')[0]}`).join('\n');
+  assert.equal(s.failures.filter((f) => f.kind === 'invariant').length, 0, detail);
+});

@@ -20,7 +20,7 @@ export function register(program: Command): void {
     .option('--start <s>', 'first seed', '1')
     .option('--seed <s>', 'run exactly this one seed (same as --start S --seeds 1)')
     .option('--nodes <n>', 'force the cluster size (3 or 5)')
-    .option('--unsafe <flag>', 'enable a deliberately broken variant: readWithoutLeaseOrReadIndex | commitPreviousTermByCounting | rebuildKeepsMatch')
+    .option('--unsafe <flag>', 'enable a deliberately broken variant: readWithoutLeaseOrReadIndex | commitPreviousTermByCounting | replayReAddedMember | rebuildKeepsMatch')
     .option('--profile <name>', 'force a fault schedule: mixed | churn | figure8 | lease | membership | rebuild')
     .option('--no-check', 'skip the linearizability check of client histories')
     .option('--verbose', 'print every seed, and the event trace of failures')
@@ -37,7 +37,7 @@ export function register(program: Command): void {
         // A broken host rather than a broken core (see SimOptions).
         opts.rebuildKeepsMatch = true;
       } else if (o.unsafe !== undefined) {
-        if (o.unsafe !== 'readWithoutLeaseOrReadIndex' && o.unsafe !== 'commitPreviousTermByCounting') throw new InvalidArgument(`unknown --unsafe flag ${o.unsafe}`);
+        if (o.unsafe !== 'readWithoutLeaseOrReadIndex' && o.unsafe !== 'commitPreviousTermByCounting' && o.unsafe !== 'replayReAddedMember') throw new InvalidArgument(`unknown --unsafe flag ${o.unsafe}`);
         opts.unsafe = { [o.unsafe]: true };
       }
       const out = (s: string): void => void process.stdout.write(s + '\n');
