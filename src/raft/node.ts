@@ -19,11 +19,6 @@
 import { assert } from '../common/assert.js';
 import { InvalidArgument, NotLeader, Unavailable } from '../common/errors.js';
 import { allMembers, applyConfChange, decodeConfChange, encodeConfChange, isJoint, validateConfChange } from './confchange.js';
-
-/** Whether `cs` names `id` in any role (voter, outgoing voter, learner, learner next); allocates nothing. */
-function namesMember(cs: ConfState, id: NodeId): boolean {
-  return cs.voters.includes(id) || cs.votersOutgoing.includes(id) || cs.learners.includes(id) || cs.learnersNext.includes(id);
-}
 import { RaftLog } from './log.js';
 import { Progress, jointVote, majorityValue } from './progress.js';
 import { cloneConfState } from './storage.js';
@@ -55,6 +50,11 @@ import {
   type Storage,
   entrySizeBytes,
 } from './types.js';
+
+/** Whether `cs` names `id` in any role (voter, outgoing voter, learner, learner next); allocates nothing. */
+function namesMember(cs: ConfState, id: NodeId): boolean {
+  return cs.voters.includes(id) || cs.votersOutgoing.includes(id) || cs.learners.includes(id) || cs.learnersNext.includes(id);
+}
 
 /** Where a proposal landed; the host matches applied entries by both fields. */
 export interface ProposalRef {
@@ -333,15 +333,25 @@ export class RaftNode {
    * that has it a member again (as far as the membership history kept reaches): a member
    * added back since its removal.
    */
+  memberAgainAfterRemoval(id: NodeId): boolean {
+    const h = this.confHistory;
+    if (!allMembers(h[h.length - 1].cs).includes(id)) return false;
+    // A configuration of no voters is none known yet (a joiner's, before its snapshot).
+    for (let i = h.length - 2; i >= 0; i--) if (h[i].cs.voters.length > 0 && !allMembers(h[i].cs).includes(id)) return true;
+    return false;
+  }
+
   /**
-   * When `id` is a member again after a break (an earlier configuration in the history kept
-   * named it, a later one did not): the index of the configuration from which it has been a
-   * member since. 0 otherwise (a member all along, as far as the history reaches, or never
-   * before: entries before its addition name no earlier life of its id).
+   * When `id` became a member again after a break (an earlier configuration in the history
+   * kept named it, a later one did not): the index of the configuration from which it was a
+   * member since, also while a later configuration removes it again (its progress lasts until
+   * that removal commits). 0 otherwise: a member all along, as far as the history reaches, or
+   * never before (entries before its addition name no earlier life of its id).
    */
   private memberAgainSince(id: NodeId): number {
     const h = this.confHistory;
     let i = h.length - 1;
+    while (i >= 0 && !namesMember(h[i].cs, id)) i--;
     let since = 0;
     for (; i >= 0 && namesMember(h[i].cs, id); i--) since = h[i].index;
     if (since === 0) return 0;
@@ -355,15 +365,8 @@ export class RaftNode {
    * that configuration (see sendAppend), and the host takes one once it has applied so far.
    */
   get snapshotWantedIndex(): number {
-    return this.role === 'leader' ? this.snapshotWanted : 0;
-  }
-
-  memberAgainAfterRemoval(id: NodeId): boolean {
-    const h = this.confHistory;
-    if (!allMembers(h[h.length - 1].cs).includes(id)) return false;
-    // A configuration of no voters is none known yet (a joiner's, before its snapshot).
-    for (let i = h.length - 2; i >= 0; i--) if (h[i].cs.voters.length > 0 && !allMembers(h[i].cs).includes(id)) return true;
-    return false;
+    if (this.role !== 'leader' || this.snapshotWanted <= this.log.storage.snapshot().metadata.index) return 0;
+    return this.snapshotWanted;
   }
 
   /**
@@ -672,6 +675,8 @@ export class RaftNode {
     this.role = 'leader';
     this.lead = this.id;
     this.ticksSinceLeader = 0;
+    // A wish of an earlier term may name entries since truncated (see snapshotWantedIndex).
+    this.snapshotWanted = 0;
     this.syncProgress();
     const self = this.prs.get(this.id);
     if (self) {
@@ -1191,7 +1196,9 @@ export class RaftNode {
       // may count itself a voter, and with another stale member form a majority of a
       // configuration long replaced, whose quorum its dropped log was part of. It gets a snapshot
       // taken at or after that configuration, or nothing until the host has taken one.
-      const since = this.cfg.unsafe?.replayReAddedMember ? 0 : this.memberAgainSince(pr.id);
+      // (The re-add is a configuration entry: a member whose next is past the latest one has
+      // nothing to check, the usual case, and no history is scanned.)
+      const since = this.cfg.unsafe?.replayReAddedMember || pr.next > this.latestConfIndex() ? 0 : this.memberAgainSince(pr.id);
       if (pr.next <= since) {
         if (this.log.storage.snapshot().metadata.index >= since) {
           this.startSnapshot(pr);

@@ -80,7 +80,8 @@ test('a member retired and added back is sent a snapshot past its re-add, never 
   assert.equal(broken.ok, false);
   assert.equal(broken.kind, 'invariant');
   assert.match(broken.failure ?? '', /leader completeness/);
+  // And live: a leader that waited for ever for the snapshot a re-added member needs fails here.
   const s = sweep(1, 300, { profile: 'membership' });
   const detail = s.failures.map((f) => `seed ${f.seed}: ${f.kind}: ${f.failure?.split('\n')[0]}`).join('\n');
-  assert.equal(s.failures.filter((f) => f.kind === 'invariant').length, 0, detail);
+  assert.equal(s.failures.length, 0, detail);
 });
