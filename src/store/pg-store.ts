@@ -176,7 +176,7 @@ export class PgStore {
   readonly dir: string;
   private readonly io: BlockIo;
   private readonly scratch: ScratchPool;
-  private readonly files = new Map<number, BlockFile>();
+  private readonly files = new Map<number, SpannedFile>();
   /** Applied blocks not yet written to the data files (see write-behind.ts). */
   private readonly dirty: DirtyCache;
   private meta: StoreMeta;
@@ -358,7 +358,7 @@ export class PgStore {
    * so handing one out would keep it waiting, and a caller that waited here for the removal
    * while holding a pin (an image's read, a partial zero's write) would wait for itself.
    */
-  private async file(volumeId: number, create: boolean): Promise<BlockFile | undefined> {
+  private async file(volumeId: number, create: boolean): Promise<SpannedFile | undefined> {
     for (;;) {
       if (this.closed) throw new Unavailable(`PG ${this.groupId}: store closed`);
       if (this.dropped.has(volumeId)) return undefined;
@@ -366,7 +366,7 @@ export class PgStore {
       const open = this.files.get(volumeId);
       if (open) return this.pin(open);
       const generation = this.fileGeneration;
-      let f: BlockFile;
+      let f: SpannedFile;
       try {
         f = await SpannedFile.open(this.io, this.dir, volumeId, create);
       } catch (err) {
@@ -386,7 +386,7 @@ export class PgStore {
   }
 
   /** Keeps a freshly opened file of a volume (unless another open or a drop came first), pinned. */
-  private async adopt(volumeId: number, f: BlockFile): Promise<BlockFile | undefined> {
+  private async adopt(volumeId: number, f: SpannedFile): Promise<SpannedFile | undefined> {
     const raced = this.files.get(volumeId);
     if (raced) {
       // Pinned before anything is awaited: a close or restore waiting for pins meanwhile would
@@ -410,7 +410,7 @@ export class PgStore {
     return this.pin(f);
   }
 
-  private pin(f: BlockFile): BlockFile {
+  private pin<F extends BlockFile>(f: F): F {
     this.pins.set(f, (this.pins.get(f) ?? 0) + 1);
     return f;
   }
@@ -834,8 +834,8 @@ export class PgStore {
    * reaches `maxBytes` more bytes or the zeros `maxZeros` more ranges: returns where it stopped
    * (a chunk's cursor), or null once the volume is done.
    */
-  private async imageRuns(f: BlockFile, id: number, from: number, maxBytes: number, maxZeros: number, runs: [number, number, Buffer][], zeros: [number, number, number][]): Promise<number | null> {
-    const end = f instanceof SpannedFile ? f.extentEnd() : await f.size();
+  private async imageRuns(f: SpannedFile, id: number, from: number, maxBytes: number, maxZeros: number, runs: [number, number, Buffer][], zeros: [number, number, number][]): Promise<number | null> {
+    const end = f.extentEnd();
     let bytes = 0;
     let zeroCount = 0;
     let pos = from;

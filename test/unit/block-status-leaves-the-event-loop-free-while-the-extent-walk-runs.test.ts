@@ -19,6 +19,12 @@ import { openStore } from '../helpers/block-io.js';
 import { tempDir } from '../helpers/tools.js';
 
 const B = 4096;
+/** The first three extents of makeUnwrittenComb's file: unwritten, hole, unwritten, a block each. */
+const combHeadExtents = [
+  { length: B, hole: false, zero: true },
+  { length: B, hole: true, zero: true },
+  { length: B, hole: false, zero: true },
+];
 /** Unwritten extents SEEK_DATA crosses in one call: about 10 ms of kernel time here. */
 const unwrittenExtents = 40_000;
 const uring = testBackends()[0];
@@ -81,11 +87,7 @@ test('file export: the event loop turns and a READ is answered while a BLOCK_STA
   assert.ok(turns > 0, 'the event loop did not turn while the extents were walked');
   assert.deepEqual(order, ['read', 'block status'], 'a READ asked after the BLOCK_STATUS waited for its walk');
   // The answer itself: unwritten (allocated zeros) and holes in turn, from the start.
-  assert.deepEqual(extents.slice(0, 3), [
-    { length: B, hole: false, zero: true },
-    { length: B, hole: true, zero: true },
-    { length: B, hole: false, zero: true },
-  ]);
+  assert.deepEqual(extents.slice(0, 3), combHeadExtents);
 });
 
 test('PG store: the event loop turns while a block status walks the extents of a data file', { skip: uring.skip }, async (t) => {
@@ -105,11 +107,7 @@ test('PG store: the event loop turns while a block status walks the extents of a
 
   const { value: extents, turns } = await turnsWhile(store.blockStatus(1, 0, size));
   assert.ok(turns > 0, 'the event loop did not turn while the extents were walked');
-  assert.deepEqual(extents.slice(0, 3), [
-    { length: B, hole: false, zero: true },
-    { length: B, hole: true, zero: true },
-    { length: B, hole: false, zero: true },
-  ]);
+  assert.deepEqual(extents.slice(0, 3), combHeadExtents);
 });
 
 test('a file closed while its extents are walked keeps its descriptor until the walk ends', { skip: uring.skip }, async (t) => {
