@@ -215,7 +215,14 @@ export class RaftNode {
       } else if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') {
         this.becomeFollower(m.term, m.from);
       } else {
+        // A newer term from a candidate (or a reply) names no leader: adopt it, but keep the
+        // election clock running. Restarting it here lets candidates that can never win (logs
+        // too short) hold back every up-to-date voter's timeout with each new term they try,
+        // and no leader is ever elected (sim seed 3012181 without pre-vote). Only a leader's
+        // message or a granted vote restarts the clock (Raft thesis §3.4).
+        const elapsedTicks = this.electionElapsed;
         this.becomeFollower(m.term, NONE);
+        this.electionElapsed = elapsedTicks;
       }
     } else if (m.term < this.term) {
       if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === 'heartbeat' || m.type === 'app')) {

@@ -66,6 +66,33 @@ test('a voter refuses a candidate whose log is less up to date', () => {
   assert.equal(h.raft(2).currentRole, 'leader', 'the more up-to-date node wins');
 });
 
+test('without pre-vote, a candidate whose log is too short to win does not hold back the elections of up-to-date voters', () => {
+  // Node 3 misses an entry, then the leader goes. Node 3 campaigns every half election timeout
+  // (as several stale nodes with short timeouts do between them), each time at a newer term
+  // that node 2 adopts while refusing the vote. Had adopting the term restarted node 2's
+  // election clock, node 2 would never time out and no leader would ever be elected again.
+  const h = new Harness([1, 2, 3], { preVote: false, checkQuorum: false, leaseTicks: 0 });
+  h.elect(1);
+  h.cutLink(1, 3);
+  h.proposeString(1, 'a');
+  h.deliverAll();
+  h.heal();
+  h.isolate(1);
+  const termBefore = h.raft(2).currentTerm;
+  let ticks = 0;
+  while (h.raft(2).currentRole !== 'leader') {
+    if (ticks % 5 === 0 && h.raft(3).currentRole !== 'leader') h.raft(3).campaign();
+    h.deliverAll();
+    h.tick(2);
+    h.tick(3);
+    h.deliverAll();
+    ticks++;
+    assert.ok(ticks <= 40, `node 2 not elected within 2 election timeouts (term ${h.raft(2).currentTerm})`);
+  }
+  assert.ok(h.raft(2).currentTerm > termBefore + 1, 'node 3 did campaign at newer terms meanwhile');
+  assert.equal(h.raft(3).leader, 2);
+});
+
 test('pre-vote: a partitioned node does not inflate its term nor disrupt the leader when it returns', () => {
   const h = new Harness([1, 2, 3]);
   h.elect(1);

@@ -85,3 +85,14 @@ test('a member retired and added back is sent a snapshot past its re-add, never 
   const detail = s.failures.map((f) => `seed ${f.seed}: ${f.kind}: ${f.failure?.split('\n')[0]}`).join('\n');
   assert.equal(s.failures.length, 0, detail);
 });
+
+test('the seeds that once elected no leader after healing (stale candidates restarting the up-to-date voters\' election clocks) now commit', () => {
+  const seeds: [number, 'membership' | 'churn' | 'mixed'][] = [
+    [3004483, 'membership'], [3012181, 'membership'], [3016013, 'membership'], [3028560, 'membership'],
+    [3027172, 'churn'], [3008541, 'mixed'], [4009655, 'mixed'], [804072, 'mixed'],
+  ];
+  for (const [seed, profile] of seeds) {
+    const r = runSeed(seed, { profile });
+    assert.ok(r.ok, `seed ${seed} (${profile}): ${r.kind}: ${r.failure?.split('\n')[0]}`);
+  }
+});
