@@ -79,7 +79,8 @@ export function isWellFormedMessage(m: unknown, sender: number, self: number): m
         confState(md.confState) &&
         count(x.offset) &&
         count(x.totalBytes) &&
-        x.chunk instanceof Uint8Array
+        x.chunk instanceof Uint8Array &&
+        optionalCount(x.logInstance)
       );
     }
     case 'snapResp':

@@ -904,6 +904,14 @@ export class RaftNode {
   private handleSnapshotChunk(m: MsgSnap): void {
     const echo = { seq: m.seq, tick: m.tick };
     const meta = m.metadata;
+    if (m.logInstance !== undefined && this.cfg.logInstance !== 0 && m.logInstance !== this.cfg.logInstance) {
+      // Meant for an earlier instance of this log (sent before a retirement or restart, delivered
+      // after). Its configuration may name this id a voter of a membership since replaced, which
+      // a member back after a removal must never take for its own. The refusal names our
+      // instance: the leader forgets what it knew of this log and probes it afresh.
+      this.send({ type: 'snapResp', from: this.id, to: m.from, term: this.term, index: meta.index, offset: 0, reject: true, ...echo });
+      return;
+    }
     if (meta.index <= this.log.committed) {
       this.incoming = undefined;
       this.send({ type: 'appResp', from: this.id, to: m.from, term: this.term, reject: false, index: this.log.committed, rejectHint: 0, logTerm: 0, ...echo });
@@ -1269,10 +1277,12 @@ export class RaftNode {
     while (pr.snapChunksSent < chunks && pr.snapChunksSent - pr.snapChunksAcked < this.cfg.maxInflightSnapshotChunks) {
       const offset = pr.snapChunksSent * chunkBytes;
       const end = Math.min(total, offset + chunkBytes);
-      this.send({
+      const m: MsgSnap = {
         type: 'snap', from: this.id, to: pr.id, term: this.term, metadata: snap.metadata, offset,
         totalBytes: total, chunk: snap.data.subarray(offset, end), seq: this.seq, tick: this.tickCount,
-      });
+      };
+      if (pr.logInstance !== 0) m.logInstance = pr.logInstance;
+      this.send(m);
       pr.snapChunksSent++;
     }
   }

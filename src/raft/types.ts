@@ -149,6 +149,11 @@ export interface MsgSnap extends MsgBase, LeaderEcho {
   offset: number;
   totalBytes: number;
   chunk: Uint8Array;
+  /**
+   * The instance of the follower's log (Config.logInstance) the snapshot is meant for: the one
+   * the leader last heard from. A follower of another instance refuses it. Absent: none heard.
+   */
+  logInstance?: number;
 }
 
 export interface MsgSnapResp extends MsgBase, LeaderEcho {

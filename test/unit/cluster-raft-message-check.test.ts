@@ -104,4 +104,9 @@ test('malformed messages and messages speaking for another node are refused', ()
     assert.ok(check({ ...resp, logInstance: 2 ** 40 }, 2, 1));
     for (const logInstance of [-1, 1.5, '7', null]) assert.ok(!check({ ...resp, logInstance }, 2, 1), `accepted logInstance ${String(logInstance)} on ${resp.type}`);
   }
+  // A snapshot chunk names the instance it is meant for, or nothing.
+  const snap = { type: 'snap', from: 1, to: 2, term: 3, metadata: { index: 1, term: 1, confState: { voters: [1, 2] } }, offset: 0, totalBytes: 0, chunk: new Uint8Array(0), seq: 0, tick: 0 };
+  assert.ok(check(snap, 1, 2));
+  assert.ok(check({ ...snap, logInstance: 2 ** 40 }, 1, 2));
+  for (const logInstance of [-1, 1.5, '7', null]) assert.ok(!check({ ...snap, logInstance }, 1, 2), `accepted logInstance ${String(logInstance)} on snap`);
 });

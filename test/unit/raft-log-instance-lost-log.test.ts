@@ -8,9 +8,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Harness } from '../../src/sim/harness.js';
+import { Harness, describeMessage } from '../../src/sim/harness.js';
 import { MemoryStorage } from '../../src/raft/storage.js';
-import type { Message, MsgAppResp } from '../../src/raft/types.js';
+import type { Message, MsgAppResp, MsgSnap } from '../../src/raft/types.js';
 
 const logInstances = new Map([
   [1, 11],
@@ -231,4 +231,52 @@ test('a follower restarted under a new instance in an idle group learns the comm
     h.deliverAll();
   }
   assert.equal(h.raft(3).committed, committed);
+});
+
+test('a snapshot sent to an earlier instance of a log and delivered to the next is refused; the leader snapshots the new instance', () => {
+  const h = replicatedGroup(3);
+  h.isolate(3);
+  for (let i = 0; i < 6; i++) h.proposeString(1, `v${i}`);
+  h.deliverAll();
+  const leader = h.node(1);
+  const snapIndex = leader.raft.log.applied;
+  leader.storage.createSnapshot(snapIndex, leader.raft.confStateAt(snapIndex), new Uint8Array([1, 2, 3]));
+  leader.storage.compact(snapIndex);
+  h.heal();
+  // The snapshot goes out to instance 33 of node 3's log and is held in the network.
+  const held: MsgSnap[] = [];
+  h.filter = (m: Message) => {
+    if (m.type !== 'snap' || m.to !== 3) return true;
+    held.push(m);
+    return false;
+  };
+  h.tickAll();
+  h.deliverAll();
+  assert.ok(held.length > 0, 'the leader sent node 3 a snapshot');
+  assert.equal(held[0].logInstance, 33, 'a snapshot names the instance it is meant for');
+
+  // Node 3 loses its log (retired and wanted back) before the snapshot arrives.
+  loseLog(h, 3, 333);
+  h.filter = undefined;
+  h.raft(3).step(held[0]);
+  h.processReadies();
+  assert.equal(h.raft(3).committed, 0, 'the stale snapshot was not installed');
+  assert.equal(h.node(3).storage.snapshot().metadata.index, 0);
+  const answer = h.queue.find((m) => m.from === 3 && m.to === 1);
+  assert.ok(answer && answer.type === 'snapResp' && answer.reject, `node 3 answered ${answer && describeMessage(answer)}`);
+  assert.equal(answer.logInstance, 333);
+
+  // The refusal tells the leader of the new instance: it probes, then snapshots instance 333.
+  h.takeTrace();
+  const sent: MsgSnap[] = [];
+  h.filter = (m: Message) => {
+    if (m.type === 'snap' && m.to === 3) sent.push(m);
+    return true;
+  };
+  h.deliverAll();
+  h.tickAll();
+  h.deliverAll();
+  assert.ok(sent.length > 0 && sent.every((m) => m.logInstance === 333), `snapshots to node 3 named ${sent.map((m) => m.logInstance).join(',')}`);
+  assert.equal(h.node(3).storage.snapshot().metadata.index, snapIndex);
+  assert.equal(h.raft(3).committed, h.raft(1).committed);
 });
