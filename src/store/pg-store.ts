@@ -211,8 +211,14 @@ export class PgStore {
   private readonly dropped = new Set<number>();
   /** Operations using each open file; a dropped volume's file is closed when its last ends. */
   private readonly pins = new Map<BlockFile, number>();
-  /** Files of dropped volumes still pinned by an operation in flight. */
-  private readonly retired = new Set<BlockFile>();
+  /**
+   * Files of dropped volumes still pinned by an operation in flight, with their volume ids. Such
+   * an operation may make a span file after the drop unlinked the volume's files (a zero far
+   * in): the last unpin unlinks them again, so none is left behind until the next start.
+   */
+  private readonly retired = new Map<BlockFile, number>();
+  /** closeRetired runs in progress (close() waits for them). */
+  private readonly retiring = new Set<Promise<void>>();
   /**
    * Wake those waiting for the last pin to go (see pinsReleased): a restore, and close(), which
    * may run while a restore waits.
@@ -422,12 +428,23 @@ export class PgStore {
       return;
     }
     this.pins.delete(f);
-    if (this.retired.delete(f)) void f.close().catch(() => undefined);
+    const droppedVolumeId = this.retired.get(f);
+    if (droppedVolumeId !== undefined) {
+      this.retired.delete(f);
+      const run = this.closeRetired(f, droppedVolumeId).catch(() => undefined);
+      this.retiring.add(run);
+      void run.then(() => this.retiring.delete(run));
+    }
     if (this.pins.size === 0 && this.pinWaiters.length > 0) {
       const waiters = this.pinWaiters;
       this.pinWaiters = [];
       for (const wake of waiters) wake();
     }
+  }
+
+  private async closeRetired(f: BlockFile, volumeId: number): Promise<void> {
+    await f.close();
+    await unlinkVolumeFiles(this.dir, volumeId);
   }
 
   /**
@@ -473,7 +490,7 @@ export class PgStore {
     const f = this.files.get(volumeId);
     if (f) {
       this.files.delete(volumeId);
-      if (this.pins.has(f)) this.retired.add(f);
+      if (this.pins.has(f)) this.retired.set(f, volumeId);
       else await f.close();
     }
     return (await unlinkVolumeFiles(this.dir, volumeId)) || f !== undefined;
@@ -1075,7 +1092,8 @@ export class PgStore {
     await this.pinsReleased();
     for (const f of this.files.values()) await f.close();
     this.files.clear();
-    for (const f of this.retired) await f.close();
+    for (const [f, volumeId] of this.retired) await this.closeRetired(f, volumeId).catch(() => undefined);
     this.retired.clear();
+    await Promise.all(this.retiring);
   }
 }

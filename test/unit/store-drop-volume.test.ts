@@ -12,6 +12,8 @@ import { FsBlockIo } from '../../src/io/fs.js';
 import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
 import { encodeRange, encodeWrite, OpKind } from '../../src/store/ops.js';
 import { tempDir } from '../helpers/tools.js';
+import { WrappedBlockIo, openStore as openStoreOn } from '../helpers/block-io.js';
+import type { BlockFile, OpenFileOptions } from '../../src/io/types.js';
 
 async function openStore(dir: string): Promise<PgStore> {
   const io = new FsBlockIo();
@@ -65,4 +67,35 @@ test('a volume dropped while a read and a write are in flight on it: both finish
   assert.ok(!existsSync(join(dir, 'vol-9.dat')));
   assert.equal(s.appliedIndex, 2);
   await s.close();
+});
+
+test('a volume dropped while a command in flight makes one of its span files: that file goes too', async (t) => {
+  const dir = tempDir(t);
+  // The opening of the volume's second span file waits until the drop has unlinked the others.
+  let releaseOpen!: () => void;
+  const dropDone = new Promise<void>((resolve) => (releaseOpen = resolve));
+  let spanOpenAsked = false;
+  const io = new (class extends WrappedBlockIo {
+    override async open(path: string, o?: OpenFileOptions): Promise<BlockFile> {
+      if (path.endsWith('vol-9.s1.dat')) {
+        spanOpenAsked = true;
+        await dropDone;
+      }
+      return super.open(path, o);
+    }
+    protected wrapFile(): Partial<BlockFile> {
+      return {};
+    }
+  })(new FsBlockIo());
+  const s = await openStoreOn(io, dir);
+  await s.apply(1, 1, encodeWrite(9, 0, Buffer.alloc(4096, 0x11)));
+  // A zero that keeps its allocation, 17 TiB in: it makes the volume's second span file.
+  const zeroing = s.apply(2, 1, encodeRange(OpKind.ZeroNoHole, 9, 17 * 2 ** 40, 65536));
+  while (!spanOpenAsked) await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(await s.dropVolume(9), true);
+  releaseOpen();
+  await zeroing;
+  assert.equal(s.appliedIndex, 2);
+  await s.close();
+  assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('vol-')), [], 'no file of the dropped volume is left');
 });
