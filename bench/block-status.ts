@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { openBlockIo } from '../src/io/select.js';
-import { NBD_CMD_BLOCK_STATUS, NBD_CMD_WRITE_ZEROES } from '../src/nbd/protocol.js';
+import { NBD_CMD_BLOCK_STATUS, NBD_CMD_READ, NBD_CMD_WRITE_ZEROES } from '../src/nbd/protocol.js';
 import { TinyClient } from '../test/unit/nbd-client-helper.js';
 import { parseBenchOptionsOrExit } from './lib/args.js';
 import { raftblockExportFile, type RunningServer } from './lib/peers.js';
@@ -19,7 +19,8 @@ import { raftblockExportFile, type RunningServer } from './lib/peers.js';
  *
  * stall: a file of `stallFileBytes` written with data; one client punches it all with one
  * WRITE_ZEROES (no NO_HOLE: FALLOC_FL_PUNCH_HOLE on the export's io_uring ring), a second asks
- * BLOCK_STATUS of the same file just after, and a third connects every millisecond and times
+ * BLOCK_STATUS of the same file just after (or, in the read runs, READs a punched MiB: short
+ * reads are synchronous, and a READ of zeros asks lseek whether it is a hole), and a third connects every millisecond and times
  * the server's greeting, which only the event loop sends: its worst wait is how long the
  * process served nobody (and, over half a second before the WRITE_ZEROES, the machine's noise).
  * ext4 makes lseek and FIEMAP wait for the punch.
@@ -32,6 +33,8 @@ const blockBytes = 4096;
 const stallFileBytes = 2 * 1024 * 1024 * 1024;
 /** Range of the BLOCK_STATUS asked during the punch. */
 const stallStatusBytes = 64 * 1024 * 1024;
+/** Length of the READ asked during the punch (the export reads up to 1 MiB synchronously). */
+const stallReadBytes = 1024 * 1024;
 /** Pause between two greeting probes. */
 const probeIntervalMs = 1;
 /** Delay from the WRITE_ZEROES to the BLOCK_STATUS (the punch is under way by then). */
@@ -46,10 +49,15 @@ interface MapResult {
   extents: number;
 }
 
+type StallAsk = 'status' | 'read';
+
 interface StallResult {
+  /** What the second client asked during the punch. */
+  ask: StallAsk;
   /** The worst greeting wait over `idleProbeMs` before the WRITE_ZEROES: the machine's noise. */
   idleWorstGreetingMs: number;
   zeroMs: number;
+  /** How long the BLOCK_STATUS (or READ) asked during the punch took. */
   statusMs: number;
   worstGreetingMs: number;
   probes: number;
@@ -71,15 +79,18 @@ export async function run(argv: string[]): Promise<void> {
     }
 
     const stalls: StallResult[] = [];
+    const reads: StallResult[] = [];
     for (let i = 0; i < repeat; i++) {
-      const dir = join(root, `stall-${i}`);
-      writeDataFile(join(dir, 'raftblock.img'), stallFileBytes);
-      const s = await raftblockExportFile.start({ dir, sizeBytes: stallFileBytes, cliPath: opts.cliPath });
-      try {
-        stalls.push(await timeStall(s));
-      } finally {
-        await s.stop();
-        rmSync(dir, { recursive: true, force: true });
+      for (const ask of ['status', 'read'] as const) {
+        const dir = join(root, `stall-${ask}-${i}`);
+        writeDataFile(join(dir, 'raftblock.img'), stallFileBytes);
+        const s = await raftblockExportFile.start({ dir, sizeBytes: stallFileBytes, cliPath: opts.cliPath });
+        try {
+          (ask === 'status' ? stalls : reads).push(await timeStall(s, ask));
+        } finally {
+          await s.stop();
+          rmSync(dir, { recursive: true, force: true });
+        }
       }
     }
 
@@ -97,6 +108,15 @@ export async function run(argv: string[]): Promise<void> {
         idleWorstGreetingMs: Math.max(...stalls.map((s) => s.idleWorstGreetingMs)),
         runs: stalls,
       },
+      readStall: {
+        readBytes: stallReadBytes,
+        zeroMs: med(reads.map((s) => s.zeroMs)),
+        readMs: med(reads.map((s) => s.statusMs)),
+        worstGreetingMs: Math.max(...reads.map((s) => s.worstGreetingMs)),
+        medianWorstGreetingMs: med(reads.map((s) => s.worstGreetingMs)),
+        idleWorstGreetingMs: Math.max(...reads.map((s) => s.idleWorstGreetingMs)),
+        runs: reads,
+      },
     };
     process.stdout.write(
       [
@@ -107,6 +127,10 @@ export async function run(argv: string[]): Promise<void> {
           `greeting wait worst ${f(out.stall.worstGreetingMs)} ms (median of the runs' worst ${f(out.stall.medianWorstGreetingMs)} ms; ` +
           `idle server ${f(out.stall.idleWorstGreetingMs)} ms)`,
         `  per run: ${stalls.map((s) => `zero ${f(s.zeroMs)} / status ${f(s.statusMs)} / worst greeting ${f(s.worstGreetingMs)} ms (${s.probes} probes)`).join('; ')}`,
+        `stall: WRITE_ZEROES of ${stallFileBytes / 1073741824} GiB ${f(out.readStall.zeroMs)} ms; READ of ${stallReadBytes / 1048576} MiB during it ${f(out.readStall.readMs)} ms; ` +
+          `greeting wait worst ${f(out.readStall.worstGreetingMs)} ms (median of the runs' worst ${f(out.readStall.medianWorstGreetingMs)} ms; ` +
+          `idle server ${f(out.readStall.idleWorstGreetingMs)} ms)`,
+        `  per run: ${reads.map((s) => `zero ${f(s.zeroMs)} / read ${f(s.statusMs)} / worst greeting ${f(s.worstGreetingMs)} ms (${s.probes} probes)`).join('; ')}`,
         '',
       ].join('\n'),
     );
@@ -191,7 +215,7 @@ async function timeMap(server: RunningServer, sizeBytes: number): Promise<MapRes
   }
 }
 
-async function timeStall(server: RunningServer): Promise<StallResult> {
+async function timeStall(server: RunningServer, ask: StallAsk): Promise<StallResult> {
   const port = portOf(server.uri);
   const zeroer = await TinyClient.connect(port);
   const asker = await TinyClient.connect(port);
@@ -220,12 +244,13 @@ async function timeStall(server: RunningServer): Promise<StallResult> {
     });
     await new Promise((r) => setTimeout(r, statusDelayMs));
     const t1 = performance.now();
-    asker.send(NBD_CMD_BLOCK_STATUS, 0, stallStatusBytes);
+    if (ask === 'status') asker.send(NBD_CMD_BLOCK_STATUS, 0, stallStatusBytes);
+    else asker.send(NBD_CMD_READ, 0, stallReadBytes);
     const status = await asker.nextReply();
-    if (status.error !== 0) throw new Error(`BLOCK_STATUS failed: ${status.error}`);
+    if (status.error !== 0) throw new Error(`${ask === 'status' ? 'BLOCK_STATUS' : 'READ'} failed: ${status.error}`);
     const statusMs = performance.now() - t1;
     const zeroMs = await zeroed;
-    return { idleWorstGreetingMs, zeroMs, statusMs, worstGreetingMs, probes };
+    return { ask, idleWorstGreetingMs, zeroMs, statusMs, worstGreetingMs, probes };
   } finally {
     probing = false;
     await prober;

@@ -102,6 +102,12 @@ export class FileBackend implements BlockBackend {
   /** Cleared when the filesystem refuses the fallocate mode (EOPNOTSUPP). */
   private nativePunch = true;
   private nativeZeroRange = true;
+  /**
+   * Punches and zero ranges (fallocate) of the file under way. While one runs, ext4 holds the
+   * inode's locks (a second for gigabytes), and a read, write or lseek of the file waits for
+   * it: those then go to the thread pool, so that the event loop, every client's, does not wait.
+   */
+  private deallocationsInFlight = 0;
 
   private constructor(
     readonly path: string,
@@ -158,11 +164,15 @@ export class FileBackend implements BlockBackend {
   }
 
   async read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined> {
-    await this.preadFully(into, length, offset);
+    const loopMayWait = this.deallocationsInFlight === 0;
+    await this.preadFully(into, length, offset, loopMayWait);
     if (this.sparse === null) return zeroRuns(into, length, offset, zeroGranuleBytes);
     // A hole reads as zeros and spans whole aligned blocks: without an all-zero aligned granule
     // there is none, and the check (one byte per granule for data) is cheaper than an lseek.
     if (!hasZeroGranule(into, length, offset, zeroGranuleBytes)) return undefined;
+    if (!loopMayWait || this.deallocationsInFlight !== 0) {
+      return this.extentsOf(await this.sparse.extentMap(offset, offset + length, Number.MAX_SAFE_INTEGER), Number.MAX_SAFE_INTEGER);
+    }
     const hole = this.sparse.seekHole(offset);
     if (hole >= offset + length) return undefined;
     // On the event loop, as the SEEK_HOLE above that decides whether a READ needs the map at
@@ -175,7 +185,7 @@ export class FileBackend implements BlockBackend {
     if (this.allocatedZeros.count !== 0) this.allocatedZeros.remove(offset, offset + data.length);
     let done = 0;
     try {
-      if (data.length <= this.syncIoMaxBytes) {
+      if (data.length <= this.syncIoMaxBytes && this.deallocationsInFlight === 0) {
         while (done < data.length) done += writeSync(this.fh.fd, data, done, data.length - done, offset + done);
       }
       while (done < data.length) {
@@ -245,13 +255,13 @@ export class FileBackend implements BlockBackend {
           // Remembered before the call, so a write that starts meanwhile removes it again.
           this.allocatedZeros.add(offset, offset + length);
           try {
-            await sparse.zeroRange(offset, length);
+            await this.deallocating(sparse.zeroRange(offset, length));
           } catch (err) {
             this.allocatedZeros.remove(offset, offset + length);
             throw err;
           }
         } else {
-          await sparse.punchHole(offset, length);
+          await this.deallocating(sparse.punchHole(offset, length));
           this.allocatedZeros.remove(offset, offset + length);
         }
         return;
@@ -269,7 +279,7 @@ export class FileBackend implements BlockBackend {
   private async zeroRange(offset: number, length: number, keepAllocated: boolean, fastOnly: boolean): Promise<void> {
     if (length >= punchMinBytes && this.canPunch) {
       try {
-        await runFallocate(keepAllocated ? '--zero-range' : '--punch-hole', offset, length, this.path);
+        await this.deallocating(runFallocate(keepAllocated ? '--zero-range' : '--punch-hole', offset, length, this.path));
         return;
       } catch {
         this.canPunch = false;
@@ -277,6 +287,16 @@ export class FileBackend implements BlockBackend {
     }
     if (fastOnly && length >= punchMinBytes) throw new NotSupported('cannot zero this range faster than writing zeros');
     await this.writeZeros(offset, length);
+  }
+
+  /** Counts `fallocate` as under way until it settles (see deallocationsInFlight). */
+  private async deallocating(fallocate: Promise<void>): Promise<void> {
+    this.deallocationsInFlight++;
+    try {
+      await fallocate;
+    } finally {
+      this.deallocationsInFlight--;
+    }
   }
 
   /** Writes zeros over the range in bounded chunks from the shared zero buffer. */
@@ -299,7 +319,7 @@ export class FileBackend implements BlockBackend {
     try {
       const end = offset + Math.min(length, cacheMaxBytes);
       for (let pos = offset; pos < end; pos += buf.length) {
-        await this.preadFully(buf, Math.min(buf.length, end - pos), pos);
+        await this.preadFully(buf, Math.min(buf.length, end - pos), pos, this.deallocationsInFlight === 0);
       }
     } finally {
       this.giveScratch(buf);
@@ -313,7 +333,7 @@ export class FileBackend implements BlockBackend {
     const window = Math.min(length, blockStatusWindowBytes);
     const buf = await this.takeScratch();
     try {
-      await this.preadFully(buf, window, offset);
+      await this.preadFully(buf, window, offset, this.deallocationsInFlight === 0);
       return zeroRuns(buf, window, offset, zeroGranuleBytes) ?? [{ length: window, hole: false, zero: false }];
     } finally {
       this.giveScratch(buf);
@@ -379,10 +399,11 @@ export class FileBackend implements BlockBackend {
   }
 
   /** Reads exactly `length` bytes; past the end of the file (shrunk underneath us) reads zeros. */
-  private async preadFully(into: Buffer, length: number, offset: number): Promise<void> {
+  /** `loopMayWait`: a short read may block the event loop (no punch of the file is under way). */
+  private async preadFully(into: Buffer, length: number, offset: number, loopMayWait: boolean): Promise<void> {
     let done = 0;
     try {
-      const sync = length <= this.syncIoMaxBytes;
+      const sync = loopMayWait && length <= this.syncIoMaxBytes;
       while (done < length) {
         const bytesRead = sync
           ? readSync(this.fh.fd, into, done, length - done, offset + done)
