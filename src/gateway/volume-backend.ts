@@ -258,8 +258,9 @@ export class VolumeBackend implements BlockBackend {
     return this.timed('block_status', 0, async () => {
       const volume = this.volumeCovering(offset, length);
       // One extent's worth at most: the answer may cover less than asked (the spec allows it).
-      const pieces = splitRange(this.client.map(), volume, offset, length, volume.extentBytes).slice(0, 1);
-      const p = pieces[0];
+      // Only that extent is split out (a 4 GiB request of 4 MiB extents would be 1,024 pieces).
+      const inFirstExtent = Math.min(length, volume.extentBytes - (offset % volume.extentBytes));
+      const p = splitRange(this.client.map(), volume, offset, inFirstExtent, volume.extentBytes)[0];
       if (!p) throw new NotSupported('empty block status request');
       const extents = (await this.client.call(p.groupId, p.replicas, { k: 'status', v: volume.id, o: p.offset, l: p.length }, signal)) as BlockExtent[];
       return extents;

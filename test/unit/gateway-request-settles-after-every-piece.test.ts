@@ -70,3 +70,24 @@ test('a read or write over several PGs fails only after every piece has settled'
     assert.ok(client.signals.every((s) => s === gone.signal), `${op}: a piece lost the connection's signal`);
   }
 });
+
+test('a block status asks the PG of the extent it starts in, for the rest of that extent only', async () => {
+  const asked: { groupId: number; req: PgRequest }[] = [];
+  const m = clusterMap();
+  const client: PgClient = {
+    map: () => m,
+    call: async (groupId, _replicas, req) => {
+      asked.push({ groupId, req });
+      return req.k === 'status' ? [{ length: req.l, hole: true, zero: true }] : undefined;
+    },
+  };
+  const backend = new VolumeBackend(client, m.volumes[0]);
+  const extents = await backend.blockStatus(MiB + 4096, 12 * MiB);
+  assert.equal(asked.length, 1);
+  assert.deepEqual(asked[0].req, { k: 'status', v: m.volumes[0].id, o: MiB + 4096, l: MiB - 4096 });
+  assert.deepEqual(extents, [{ length: MiB - 4096, hole: true, zero: true }]);
+  // Short of the extent's end: just the range asked.
+  asked.length = 0;
+  await backend.blockStatus(3 * MiB, 8192);
+  assert.deepEqual(asked[0].req, { k: 'status', v: m.volumes[0].id, o: 3 * MiB, l: 8192 });
+});
