@@ -60,6 +60,13 @@ class FsFile implements BlockFile {
     });
   }
 
+  fsync(): Promise<void> {
+    if (this.closed) return Promise.reject(closedFileError('fsync', this.path));
+    return new Promise((resolve, reject) => {
+      fs.fsync(this.fd, (err) => (err ? reject(toIoError(err, 'fsync', this.path)) : resolve()));
+    });
+  }
+
   async punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
     // No fallocate in Node's fs: zeros read back the same, the space just stays allocated.
     await this.zeroRange(offsetBytes, lengthBytes);

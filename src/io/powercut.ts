@@ -134,6 +134,14 @@ class PowerCutFile implements BlockFile {
     this.undo = this.undo.slice(covered);
   }
 
+  async fsync(): Promise<void> {
+    this.check('fsync');
+    const covered = this.undo.length;
+    await this.inner.fsync();
+    this.check('fsync');
+    this.undo = this.undo.slice(covered);
+  }
+
   async punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
     this.check('fallocate');
     await this.remember(offsetBytes, lengthBytes);

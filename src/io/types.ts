@@ -48,6 +48,12 @@ export interface BlockFile {
   /** Makes every completed write durable (fdatasync). */
   fdatasync(): Promise<void>;
   /**
+   * Makes the file's data and metadata durable (fsync): as fdatasync, and also a change that
+   * fdatasync may leave in the journal, such as a truncate that kept the size (it frees blocks
+   * allocated past the end of the file).
+   */
+  fsync(): Promise<void>;
+  /**
    * Deallocates a range; reads of it return zeros; the file size is unchanged. The fs backend
    * writes zeros; uring fails with EOPNOTSUPP (errno 95) where the filesystem cannot punch.
    */

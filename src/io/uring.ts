@@ -300,6 +300,11 @@ class UringFile implements BlockFile {
     return this.io.submitOne(Op.Fsync, this.fd, this.path, null, null, 0, 1, 0) as Promise<unknown> as Promise<void>;
   }
 
+  fsync(): Promise<void> {
+    if (this.closed) return Promise.reject(closedFileError('fsync', this.path));
+    return this.io.submitOne(Op.Fsync, this.fd, this.path, null, null, 0, 0, 0) as Promise<unknown> as Promise<void>;
+  }
+
   async punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
     if (this.closed) throw closedFileError('fallocate', this.path);
     checkAligned('punchHole', offsetBytes, lengthBytes);
