@@ -3,8 +3,8 @@
  * header, then (for writes only) the payload. TRIM and WRITE_ZEROES are ranges: no zero-filled
  * payload ever enters the log.
  *
- *   0  u8   op (1 write, 2 trim, 3 zero, 4 zero keeping allocation), + 0x80 with an offset
- *           of 256 TiB or more
+ *   0  u8   op (1 write, 2 trim, 3 zero, 4 zero keeping allocation, 5 discard from), + 0x80
+ *           with an offset of 256 TiB or more
  *   1  u8   byte offset within the volume, bits 48-55 (0 below 256 TiB)
  *   2  u32  volume id
  *   6  u48  byte offset within the volume, bits 0-47
@@ -16,15 +16,26 @@
  * (session, sequence) names one client request however many times the gateway proposes it:
  * a retry after an unknown outcome (timeout, lost leader) may commit twice, and the state
  * machine applies only the first (see PgStore), so a write never takes effect twice.
+ *
+ * Discard from (5): every byte of the volume at or past the offset that the replica holds
+ * becomes a hole, however far the volume reaches (a shrink's discard, one command per PG rather
+ * than one per extent: see StorageNode.discardPastEnd). Its offset is 4 KiB-aligned (a volume's
+ * size is), its length 0 and it carries no request id (session and sequence 0): applying it
+ * again changes nothing, and nothing can write past a shrunk volume's end until the discard is
+ * done (the map refuses to grow it before), so a retry that commits twice needs no dedupe. A
+ * node of an earlier version refuses op 5 as an unknown op and stops, as for any command it
+ * does not know; a cluster is upgraded before a volume is shrunk.
  */
 import { Corruption } from '../common/errors.js';
 import { Slab } from '../common/slab.js';
 import { maxRequestSession, requestKey, type RequestId } from '../common/request-id.js';
 
-export const OpKind = { Write: 1, Trim: 2, Zero: 3, ZeroNoHole: 4 } as const;
+export const OpKind = { Write: 1, Trim: 2, Zero: 3, ZeroNoHole: 4, DiscardFrom: 5 } as const;
 export type OpKind = (typeof OpKind)[keyof typeof OpKind];
 
 export const opHeaderBytes = 24;
+/** A discard-from command's offset is a multiple of this (a volume's size is: map.ts). */
+export const discardFromAlignmentBytes = 4096;
 /**
  * Volume offsets a command can carry: up to 2^53 (exact numbers), in 56 bits. The byte above
  * the 48-bit field was reserved (always 0), so every command below 256 TiB is written as
@@ -65,6 +76,14 @@ export function encodeRange(kind: OpKind, volumeId: number, offset: number, leng
   return out;
 }
 
+/** Discard every byte of `volumeId` at or past `offset` (aligned), on the replica applying it. */
+export function encodeDiscardFrom(volumeId: number, offset: number): Buffer {
+  if (offset % discardFromAlignmentBytes !== 0) throw new RangeError(`discard-from offset ${offset} is not a multiple of ${discardFromAlignmentBytes}`);
+  const out = Buffer.allocUnsafe(opHeaderBytes);
+  writeHeader(out, OpKind.DiscardFrom, volumeId, offset, 0, undefined);
+  return out;
+}
+
 function writeHeader(out: Buffer, kind: OpKind, volumeId: number, offset: number, length: number, id: RequestId | undefined): void {
   if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > maxOpEnd) throw new RangeError(`store op offset ${offset} out of range`);
   out.writeUInt8(offset >= low48 ? kind | farOffsetFlag : kind, 0);
@@ -85,7 +104,7 @@ export function decodeOp(entry: Uint8Array): StoreOp {
   const opByte = b.readUInt8(0);
   const far = (opByte & farOffsetFlag) !== 0;
   const kind = (opByte & ~farOffsetFlag) as OpKind;
-  if (kind < OpKind.Write || kind > OpKind.ZeroNoHole) throw new Corruption(`unknown store op ${opByte}`);
+  if (kind < OpKind.Write || kind > OpKind.DiscardFrom) throw new Corruption(`unknown store op ${opByte}`);
   const volumeId = b.readUInt32BE(2);
   const high = b.readUInt8(1);
   if (far !== high > 0) throw new Corruption(`store op's far-offset flag ${far} disagrees with its offset's high byte ${high}`);
@@ -102,6 +121,11 @@ export function decodeOp(entry: Uint8Array): StoreOp {
     data = b.subarray(opHeaderBytes);
   } else if (b.length !== opHeaderBytes) {
     throw new Corruption('range op carries a payload');
+  }
+  if (kind === OpKind.DiscardFrom) {
+    if (length !== 0) throw new Corruption(`discard-from op has length ${length}, not 0`);
+    if (offset % discardFromAlignmentBytes !== 0) throw new Corruption(`discard-from op offset ${offset} is not a multiple of ${discardFromAlignmentBytes}`);
+    if (session !== 0 || b.readUInt32BE(20) !== 0) throw new Corruption('discard-from op carries a request id');
   }
   return { kind, volumeId, offset, length, data, requestKey: key };
 }

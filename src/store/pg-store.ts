@@ -1,8 +1,9 @@
 /**
  * The PG state machine: the extents of every volume that hash to this PG, one sparse data file
  * per (PG replica, volume) at the volume's own byte offsets, written through BlockIo with
- * 4 KiB-aligned buffers (O_DIRECT on io_uring). Holes are real holes (punched on TRIM), so
- * BLOCK_STATUS comes from the file's allocation (SEEK_DATA / SEEK_HOLE).
+ * 4 KiB-aligned buffers (O_DIRECT on io_uring). Holes are real holes (punched on TRIM, cut off
+ * past a shrunk volume's end), so BLOCK_STATUS comes from the file's allocation (SEEK_DATA /
+ * SEEK_HOLE).
  *
  * Applied data is written behind (write-behind.ts): apply puts the blocks in a dirty map and
  * returns; a flusher writes them in sorted, merged batches; reads overlay the dirty blocks.
@@ -524,6 +525,9 @@ export class PgStore {
         case OpKind.ZeroNoHole:
           await this.zeroRange(op.volumeId, op.offset, op.length, false);
           break;
+        case OpKind.DiscardFrom:
+          await this.discardFrom(op.volumeId, op.offset);
+          break;
       }
       // Remembered only now that the data is in place, in the same synchronous step as the
       // applied index: a checkpoint or snapshot image taken while the apply above awaited I/O
@@ -605,6 +609,33 @@ export class PgStore {
         });
       } else await this.zeroFileRange(f, innerStart, innerEnd - innerStart, mayHole);
       if (innerEnd < end) await this.writeZeros(volumeId, innerEnd, end - innerEnd);
+    } finally {
+      this.unpin(f);
+    }
+  }
+
+  /**
+   * Makes every byte of a volume at or past `offset` (aligned) a hole, however far the volume
+   * reaches (a shrink's discard: ops.ts DiscardFrom). Between flush batches, as a punch of
+   * dirty blocks is: each data file is cut at the offset, made durable (SpannedFile.discardFrom;
+   * the checkpoint that lets the WAL drop this entry comes after this apply), and then the dirty
+   * blocks at or past it are dropped, found by walking the dirty map, never the range. Nothing
+   * below the offset is touched. Applied again (a replay), it finds nothing left to do.
+   */
+  private async discardFrom(volumeId: number, offset: number): Promise<void> {
+    const f = await this.file(volumeId, false);
+    if (!f) return; // nothing was ever written (every dirty block has its file), or dropped
+    try {
+      await this.dirty.exclusive(async () => {
+        try {
+          await f.discardFrom(offset);
+        } catch (err) {
+          // A failed fsync may have marked pages clean that never reached the disk (see syncFailure).
+          if (err instanceof IoError) this.syncFailure ??= err;
+          throw err;
+        }
+        this.dirty.dropRange(volumeId, offset / storeBlockBytes, Number.POSITIVE_INFINITY);
+      });
     } finally {
       this.unpin(f);
     }

@@ -23,6 +23,8 @@ import { ExtentKind, ioAlignmentBytes as alignmentBytes, type BlockFile, type Bl
 
 /** Bytes of a volume one data file holds: 16 TiB − 1 GiB (see the top). */
 export const dataFileSpanBytes = 2 ** 44 - 2 ** 30;
+/** Runs asked of a file's extent map to learn whether anything is allocated past a point. */
+const allocationProbeRuns = 16;
 /** Bytes copied at a time when an old first file is split (splitLongFirstFile). */
 const splitCopyBytes = 1024 * 1024;
 
@@ -86,6 +88,15 @@ function piecesOf(offsetBytes: number, lengthBytes: number): Piece[] {
     at += length;
   }
   return out;
+}
+
+/** Whether a segment file has anything but holes at or past `local` (up to its span's end). */
+async function allocatedFrom(s: BlockFile, local: number): Promise<boolean> {
+  if (local >= dataFileSpanBytes) return false;
+  const runs = await s.extentMap(local, dataFileSpanBytes, allocationProbeRuns);
+  for (let i = 0; i + 2 < runs.length; i += 3) if (runs[i + 2] !== ExtentKind.Hole) return true;
+  // Only holes, ending short of the span (as many runs as asked for): what follows is unknown.
+  return runs.length > 0 && runs[runs.length - 2] < dataFileSpanBytes;
 }
 
 export class SpannedFile implements BlockFile {
@@ -281,6 +292,43 @@ export class SpannedFile implements BlockFile {
   async fdatasync(): Promise<void> {
     this.assertOpen();
     await Promise.all([...this.segments.values()].map((s) => s.fdatasync()));
+  }
+
+  async fsync(): Promise<void> {
+    this.assertOpen();
+    await Promise.all([...this.segments.values()].map((s) => s.fsync()));
+  }
+
+  /**
+   * Makes every byte at or past `offsetBytes` (aligned) a hole in every file of the volume,
+   * durably, and touches nothing below it; the cost is one call per file, whatever the range.
+   * A file that holds bytes at or past it is cut there (one past it wholly, to nothing: kept,
+   * empty, so no directory entry changes and no descriptor in use closes); one that ends before
+   * it but has blocks allocated past it (a NO_HOLE zero keeps the file's size) is cut at the
+   * offset too, which on ext4 frees the blocks allocated past the file's end (extending it
+   * first, when it ends before the offset: that frees nothing below the offset). Each file
+   * changed is fsynced (a truncate that keeps the size is metadata fdatasync may not write).
+   * Idempotent. The caller keeps the write-behind from writing past the offset meanwhile.
+   */
+  async discardFrom(offsetBytes: number): Promise<void> {
+    assert(Number.isSafeInteger(offsetBytes) && offsetBytes >= 0 && offsetBytes % alignmentBytes === 0, `discard from ${offsetBytes}: not an aligned offset`);
+    this.assertOpen();
+    for (const k of [...this.segments.keys()].sort((a, b) => a - b)) {
+      const base = k * dataFileSpanBytes;
+      if (base + dataFileSpanBytes <= offsetBytes) continue;
+      const s = this.segments.get(k);
+      if (!s) continue;
+      const local = Math.max(0, offsetBytes - base);
+      if ((await s.size()) > local) {
+        await s.truncate(local);
+      } else if (await allocatedFrom(s, local)) {
+        await s.truncate(local); // to the offset (from a shorter size: an extension, nothing freed)
+        await s.truncate(local); // at its size: frees what is allocated past it (ext4)
+      } else {
+        continue;
+      }
+      await s.fsync();
+    }
   }
 
   async punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
