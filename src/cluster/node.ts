@@ -31,9 +31,9 @@ import { Wal } from '../wal/index.js';
 import { maxImageIdChars, PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { writeFileDurably } from '../common/durable-file.js';
 import { inLanes } from '../common/lanes.js';
-import { encodeRange, encodeWrite, maxOpLengthBytes, OpKind } from '../store/ops.js';
+import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind } from '../store/ops.js';
 import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
-import { maxPieceBytes, splitRange } from '../gateway/split.js';
+import { maxPieceBytes, pgsOfRange } from '../gateway/split.js';
 import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover, targetOf } from './pg-mover.js';
 import { isReplicaHolding, pgResetRefusal, type HoldingAnswer } from './pg-reset-check.js';
@@ -1478,7 +1478,7 @@ export class StorageNode implements PgClient {
     const map = this.map();
     const v = volumeWithId(map, req.v);
     if (v) {
-      if (req.k === 'trim' && req.pastEnd === true) {
+      if (req.k === 'discardFrom') {
         // A shrink's discard: served only with the map that shrank the volume (whose leader
         // then refuses writes there), and never inside the volume (it grew meanwhile).
         if (map.epoch < senderEpoch) throw new Unavailable(`node ${this.id} is fetching map epoch ${senderEpoch} before discarding past the end of volume ${v.name}`);
@@ -1514,6 +1514,9 @@ export class StorageNode implements PgClient {
         return this.proposeMutation(groupId, store, req, encodeRange(OpKind.Zero, req.v, req.o, req.l, { session: req.s, seq: req.q }), 'zero');
       case 'zeroNoHole':
         return this.proposeMutation(groupId, store, req, encodeRange(OpKind.ZeroNoHole, req.v, req.o, req.l, { session: req.s, seq: req.q }), 'zero');
+      case 'discardFrom':
+        // Fenced above: only past the volume's end, with a map at least the sender's.
+        return this.proposeMutation(groupId, store, {}, encodeDiscardFrom(req.v, req.o), 'discard');
       case 'read': {
         if (req.l > maxPieceBytes) throw new InvalidArgument(`read piece of ${req.l} bytes`);
         await this.host.readBarrier(groupId);
@@ -1535,7 +1538,7 @@ export class StorageNode implements PgClient {
    * attempt if that applied, even after every entry now ahead of it in the log applies: the
    * judgement and the proposal happen in one synchronous step, so no entry slips in between.
    */
-  private async proposeMutation(groupId: number, store: PgStore, req: PgMutation, data: Uint8Array, what: string): Promise<number> {
+  private async proposeMutation(groupId: number, store: PgStore, req: { nb?: number }, data: Uint8Array, what: string): Promise<number> {
     const group = this.host.groups.get(groupId);
     if (req.nb !== undefined && group && !store.coversRetry(req.nb, group.raft.lastIndex)) {
       throw new RetryWindowPassed(
@@ -1573,6 +1576,8 @@ export class StorageNode implements PgClient {
     }
     let target = this.leaderGuess(groupId, replicas);
     const mutation = req.k !== 'read' && req.k !== 'status';
+    // A discard carries no request id, so no retry index either: repeating it is harmless.
+    const deduped = mutation && req.k !== 'discardFrom';
     let sent: PgRequest = req;
     for (;;) {
       // An index of the PG's log known before this attempt leaves (see PgRequest's `nb`).
@@ -1588,7 +1593,7 @@ export class StorageNode implements PgClient {
         // The first attempt that may be in the PG's log fixes the index every retry carries:
         // a refusal before proposing (answered, any code but OUTCOME_UNKNOWN) put nothing there;
         // an unknown outcome, or no answer at all from a peer, may have.
-        if (mutation && !('nb' in sent && sent.nb !== undefined) && (e.code === 'OUTCOME_UNKNOWN' || (target !== this.id && !isAnsweredError(err)))) {
+        if (deduped && !('nb' in sent && sent.nb !== undefined) && (e.code === 'OUTCOME_UNKNOWN' || (target !== this.id && !isAnsweredError(err)))) {
           sent = { ...(req as PgMutation), nb: knownBefore };
         }
         const retriable = ['NOT_LEADER', 'OUTCOME_UNKNOWN', 'UNAVAILABLE', 'TIMED_OUT', 'STALE_EPOCH', 'PROTOCOL_ERROR'].includes(e.code);
@@ -1722,7 +1727,7 @@ export class StorageNode implements PgClient {
 
   /**
    * Resizes a volume. A shrink discards [new size, old size) on every replica through the PG
-   * logs (TRIM range commands), so that growing the volume again reads zeros there. The map
+   * logs (one discard-from command per PG), so that growing the volume again reads zeros there. The map
    * shrinks first (from then on no up-to-date leader accepts a write there), and remembers the
    * range (`discardToBytes`) until the discard is done: a discard cut short (a PG without a
    * leader, this node stopped) is finished by running the command again, and the volume cannot
@@ -1748,7 +1753,7 @@ export class StorageNode implements PgClient {
     }
   }
 
-  /** Max TRIM commands in flight for one discard. */
+  /** Max discard commands (one per PG) in flight for one shrink. */
   private static readonly discardConcurrency = 16;
 
   /** Every reachable node holds a map of at least `epoch` (throws Unavailable otherwise). */
@@ -1769,10 +1774,12 @@ export class StorageNode implements PgClient {
   }
 
   /**
-   * Trims [sizeBytes, discardToBytes) of `v` in every PG, through its leader and its log, then
-   * clears the range in the map. Each piece stays in one extent (one PG) and within one store
-   * command's largest range. Trims carry no request id: repeating one is harmless, since
-   * nothing can write past the end meanwhile.
+   * Discards [sizeBytes, discardToBytes) of `v`, through each PG's leader and log, then clears
+   * the range in the map: ONE command per PG that may hold an extent of the range (every PG of
+   * the pool for a large one), making every byte of the volume at or past the new end that the
+   * PG holds a hole (ops.ts DiscardFrom), so its cost is the PG count, not the range's extents
+   * (a 1 PiB volume shrunk to 1 GiB has 2^28 extents of 4 MiB). The commands carry no request
+   * id: repeating one is harmless, since nothing can write past the end meanwhile.
    */
   private async discardPastEnd(v: Volume): Promise<{ epoch: number; volume: Volume }> {
     const from = v.sizeBytes;
@@ -1782,9 +1789,9 @@ export class StorageNode implements PgClient {
     // a replica still holding an older map could otherwise become a PG leader and accept a
     // write past the new end, from a gateway with an older map too, after the trim.
     await this.mapAtLeastEverywhere(map.epoch, requestTimeoutMs);
-    const pieces = splitRange(map, { ...v, sizeBytes: to }, from, to - from, Math.min(v.extentBytes, maxOpLengthBytes));
-    await Promise.all(inLanes(pieces, StorageNode.discardConcurrency, (p) => this.call(p.groupId, p.replicas, { k: 'trim', v: v.id, o: p.offset, l: p.length, s: 0, q: 0, pastEnd: true })));
-    this.log.info('discarded the data past the end of a shrunk volume', { volume: v.name, from, to, pieces: pieces.length });
+    const pgs = pgsOfRange(map, v, from, to);
+    await Promise.all(inLanes(pgs, StorageNode.discardConcurrency, (pg) => this.call(pg.groupId, pg.replicas, { k: 'discardFrom', v: v.id, o: from })));
+    this.log.info('discarded the data past the end of a shrunk volume', { volume: v.name, from, to, pgs: pgs.length });
     return (await this.proposeMeta({ type: 'volumeDiscarded', name: v.name, sizeBytes: from, discardToBytes: to })) as { epoch: number; volume: Volume };
   }
 

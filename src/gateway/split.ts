@@ -4,7 +4,7 @@
  * enough for one WAL record and one MsgApp).
  */
 import { assert } from '../common/assert.js';
-import { locateExtent, type ClusterMap, type Volume } from '../cluster/map.js';
+import { findPool, locateExtent, pgGroupId, pgOfExtent, type ClusterMap, type Volume } from '../cluster/map.js';
 
 /** Largest byte range one piece (one Raft entry) carries. */
 export const maxPieceBytes = 512 * 1024;
@@ -33,4 +33,26 @@ export function splitRange(map: ClusterMap, volume: Volume, offset: number, leng
     pos = stop;
   }
   return out;
+}
+
+/**
+ * The PGs of `volume`'s pool that may hold bytes of [from, to): those of its extents when they
+ * are fewer than the pool's PGs, else every PG. Its cost is bounded by the PG count, whatever
+ * the range (volumes go to 1 PiB): for a shrink's discard, one command per PG.
+ */
+export function pgsOfRange(map: ClusterMap, volume: Volume, from: number, to: number): { groupId: number; replicas: number[] }[] {
+  assert(Number.isSafeInteger(from) && Number.isSafeInteger(to) && from >= 0, `range [${from}, ${to}) of volume ${volume.name}`);
+  const pool = findPool(map, volume.pool);
+  if (to <= from) return [];
+  const firstExtent = Math.floor(from / volume.extentBytes);
+  const lastExtent = Math.floor((to - 1) / volume.extentBytes);
+  let indexes: number[];
+  if (lastExtent - firstExtent + 1 < pool.pgCount) {
+    const seen = new Set<number>();
+    for (let e = firstExtent; e <= lastExtent; e++) seen.add(pgOfExtent(volume.id, e, pool.pgCount));
+    indexes = [...seen].sort((a, b) => a - b);
+  } else {
+    indexes = Array.from({ length: pool.pgCount }, (_, i) => i);
+  }
+  return indexes.map((i) => ({ groupId: pgGroupId(pool.id, i), replicas: pool.pgs[i].replicas }));
 }

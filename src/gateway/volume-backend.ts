@@ -11,7 +11,7 @@ import { InvalidArgument, NotFound, NotSupported, OutOfRange } from '../common/e
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
 import { maxExtentBytes, maxVolumeBytes, volumeWithId, type ClusterMap, type Volume } from '../cluster/map.js';
 import { maxPieceBytes, splitRange, type Piece } from './split.js';
-import { maxOpLengthBytes } from '../store/ops.js';
+import { discardFromAlignmentBytes, maxOpLengthBytes } from '../store/ops.js';
 import { maxRequestSession, RequestIdSource } from '../common/request-id.js';
 import { inLanes } from '../common/lanes.js';
 
@@ -28,10 +28,15 @@ function nextRequestId(): { s: number; q: number } {
  * retry also carries `nb`: an index of the PG's log known before the first attempt was sent
  * (its entry, if any, comes later), by which the leader judges whether the PG's dedupe window
  * still covers it (PgStore.coversRetry). A mutation's answer is its entry's log index.
+ *
+ * `discardFrom` (from StorageNode.discardPastEnd, never from a client) makes every byte of
+ * volume `v` at or past `o` that the PG holds a hole: a shrunk volume's old data, in one
+ * command per PG (ops.ts DiscardFrom). It carries no request id: repeating it is harmless.
  */
 export type PgRequest =
   | { k: 'write'; v: number; o: number; d: Buffer; s: number; q: number; nb?: number }
-  | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number; nb?: number; pastEnd?: true }
+  | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number; nb?: number }
+  | { k: 'discardFrom'; v: number; o: number }
   | { k: 'read'; v: number; o: number; l: number }
   | { k: 'status'; v: number; o: number; l: number };
 
@@ -66,10 +71,13 @@ export function checkPgRequest(q: unknown): PgRequest {
     case 'zero':
     case 'zeroNoHole':
       if (!isCount(r.l, maxOpLengthBytes)) throw new InvalidArgument('PG request: bad length');
-      // pastEnd: a shrunk volume's old data, only on a trim (see StorageNode.discardPastEnd).
-      if (r.pastEnd !== undefined && (r.pastEnd !== true || r.k !== 'trim')) throw new InvalidArgument('PG request: bad pastEnd flag');
       mutation();
       return q as PgRequest;
+    case 'discardFrom':
+      if (r.o % discardFromAlignmentBytes !== 0) throw new InvalidArgument('PG request: discard offset not aligned');
+      // Nothing else: no length, no request id (a retry index would mean a dedupe it never has).
+      if (Object.keys(r).some((key) => key !== 'k' && key !== 'v' && key !== 'o')) throw new InvalidArgument('PG request: discardFrom takes only a volume and an offset');
+      return { k: 'discardFrom', v: r.v, o: r.o };
     case 'read':
       if (!isCount(r.l, maxPieceBytes)) throw new InvalidArgument('PG request: bad length');
       return q as PgRequest;

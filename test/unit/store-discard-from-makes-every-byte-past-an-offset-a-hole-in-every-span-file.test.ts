@@ -8,7 +8,7 @@
  * in the write-behind; reads, block status and images show holes past the offset and the data
  * below intact; a replay (the store reopened from its checkpoint) and a second apply change
  * nothing; the range past the offset takes writes again. The codec round-trips the command and
- * refuses a malformed one.
+ * refuses a malformed one, as the gateway refuses a malformed request.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,7 +17,8 @@ import type { BlockIo } from '../../src/io/types.js';
 import { decodeOp, encodeDiscardFrom, encodeRange, encodeWrite, opHeaderBytes, OpKind } from '../../src/store/ops.js';
 import { dataFileSpanBytes } from '../../src/store/spanned-file.js';
 import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
-import { Corruption } from '../../src/common/errors.js';
+import { checkPgRequest } from '../../src/gateway/volume-backend.js';
+import { Corruption, InvalidArgument } from '../../src/common/errors.js';
 import { tempDir } from '../helpers/tools.js';
 
 const B = 4096;
@@ -46,6 +47,20 @@ test('a discard-from command round-trips, names offsets past 256 TiB, and a malf
   malformed('the far-offset flag cleared', (b) => ((b[0] = OpKind.DiscardFrom), b));
   malformed('an op past the last known', (b) => ((b[0] = (OpKind.DiscardFrom + 1) | 0x80), b));
   assert.equal(encodeDiscardFrom(1, 0).length, opHeaderBytes);
+
+  // The PG request that proposes it: a volume and an aligned offset, nothing else.
+  assert.deepEqual(checkPgRequest({ k: 'discardFrom', v: 3, o: GiB }), { k: 'discardFrom', v: 3, o: GiB });
+  for (const bad of [
+    { k: 'discardFrom', v: 3, o: GiB + 512 },
+    { k: 'discardFrom', v: 3, o: -B },
+    { k: 'discardFrom', v: 3, o: 2 * PiB },
+    { k: 'discardFrom', v: 0, o: GiB },
+    { k: 'discardFrom', v: 3, o: GiB, l: B },
+    { k: 'discardFrom', v: 3, o: GiB, s: 0, q: 0 },
+    { k: 'discardFrom', v: 3, o: GiB, nb: 5 },
+  ]) {
+    assert.throws(() => checkPgRequest(bad), InvalidArgument, JSON.stringify(bad));
+  }
 });
 
 /** Where the discard starts: 1 GiB (in the first file), a file boundary, inside a later file. */
