@@ -1,8 +1,8 @@
 /**
  * Shrinking a volume discards the bytes past the new end on every replica, through the PG logs
- * (TRIM range commands): grown back, the volume reads zeros there, the bytes below the cut are
- * intact, and every replica of every PG holds the same bytes. The map forgets the pending
- * discard once it is done (a volume cannot grow while one is pending).
+ * (one discard-from command per PG): grown back, the volume reads zeros there, the bytes below
+ * the cut are intact, and every replica of every PG holds the same bytes. The map forgets the
+ * pending discard once it is done (a volume cannot grow while one is pending).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

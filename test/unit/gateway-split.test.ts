@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { applyCommand, emptyMap, locateExtent, volumeNamed, type ClusterMap, type MapCommand } from '../../src/cluster/map.js';
-import { maxPieceBytes, splitRange } from '../../src/gateway/split.js';
+import { applyCommand, emptyMap, locateExtent, pgGroupId, volumeNamed, type ClusterMap, type MapCommand } from '../../src/cluster/map.js';
+import { maxPieceBytes, pgsOfRange, splitRange } from '../../src/gateway/split.js';
 import { rangePiecesInFlight, VolumeBackend, type PgClient, type PgRequest } from '../../src/gateway/volume-backend.js';
 
 function clusterMap(): ClusterMap {
@@ -50,6 +50,38 @@ test('a range is split at extent boundaries and at the piece size, covering it e
     assert.equal(pos, offset + length);
   }
   assert.equal(splitRange(map, vol, 3 * 1024 * 1024 + 7, 5 * 1024 * 1024).length, 11); // 2 + 4 extents × 2 + 1
+});
+
+test("a shrink's discard goes to the PGs of the range's extents when they are fewer than the pool's PGs, else to every PG, whatever the range", () => {
+  const map = clusterMap();
+  const vol = map.volumes[0];
+  const MiB = 1024 * 1024;
+  const pgsOf = (from: number, to: number): number[] => {
+    const seen = new Set<number>();
+    for (const p of splitRange(map, { ...vol, sizeBytes: to }, from, to - from, vol.extentBytes)) seen.add(p.groupId);
+    return [...seen].sort((a, b) => a - b);
+  };
+  // A few extents (a cut inside one): their PGs only.
+  for (const [from, to] of [
+    [10 * MiB + 4096, 13 * MiB],
+    [63 * MiB, 64 * MiB],
+    [5 * MiB, 20 * MiB],
+  ]) {
+    const got = pgsOfRange(map, vol, from, to);
+    assert.deepEqual(got.map((g) => g.groupId), pgsOf(from, to), `[${from}, ${to})`);
+    for (const g of got) assert.deepEqual(g.replicas, splitRange(map, { ...vol, sizeBytes: to }, from, to - from).find((p) => p.groupId === g.groupId)!.replicas);
+  }
+  // As many extents as PGs or more, up to 1 PiB (2^30 extents of 1 MiB): every PG, once.
+  const pool = map.pools[0];
+  const every = Array.from({ length: pool.pgCount }, (_, i) => ({ groupId: pgGroupId(pool.id, i), replicas: pool.pgs[i].replicas }));
+  for (const [from, to] of [
+    [0, 16 * MiB],
+    [4096, 64 * MiB],
+    [MiB, 2 ** 50],
+  ]) {
+    assert.deepEqual(pgsOfRange(map, vol, from, to), every, `[${from}, ${to})`);
+  }
+  assert.deepEqual(pgsOfRange(map, vol, 7 * MiB, 7 * MiB), [], 'an empty range: none');
 });
 
 test('the volume backend routes every piece to its PG and reassembles reads', async () => {
