@@ -20,7 +20,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { formatHostPort, parseHostPort, type HostPort } from '../common/address.js';
-import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgQuorumAtRisk, RaftblockError, OutcomeUnknown, RepairRefused, RetryWindowPassed, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
+import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgQuorumAtRisk, RaftblockError, OutcomeUnknown, RepairRefused, RetryWindowPassed, StaleEpoch, TimedOut, Unavailable, UpgradeRequired } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
@@ -31,7 +31,7 @@ import { Wal } from '../wal/index.js';
 import { maxImageIdChars, PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { writeFileDurably } from '../common/durable-file.js';
 import { inLanes } from '../common/lanes.js';
-import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind } from '../store/ops.js';
+import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind, StoreOpsLevel, storeOpsLevel, storeOpsLevelOfRange } from '../store/ops.js';
 import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, pgsOfRange } from '../gateway/split.js';
 import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
@@ -43,7 +43,7 @@ import { defaultDownOut } from './down-out.js';
 import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxNodeId, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfGroup, metaCommandKey, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxNodeId, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfGroup, metaCommandKey, removeNodeRefusal, storeOpsOf, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, DomainIndex, isHealthyMember, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { isAnsweredError, maxQueuedBytesPerConnection, Transport } from './transport.js';
@@ -67,6 +67,11 @@ export interface NodeOptions {
   advertisePeer?: string;
   /** Override for tests (ms per Raft tick). */
   tickMs?: number;
+  /**
+   * The store command level this node registers (ops.ts storeOpsLevel, the default): tests of a
+   * rolling upgrade register a lower one to stand for a node of an earlier build.
+   */
+  storeOpsLevel?: number;
   ioBackend?: 'uring' | 'fs' | 'auto';
   /** PG leadership moves toward the gateway that sends a PG most of its requests (default on). */
   leaderFollowsIo?: boolean;
@@ -829,7 +834,10 @@ export class StorageNode implements PgClient {
     // A node whose stored map lists it was a member: if the map no longer has it, it was
     // removed, and group 0 refuses it (NODE_REMOVED) instead of adding its old data dir again.
     const member = this.clusterId !== '' && this.map().nodes.some((n) => n.id === this.id);
-    const cmd: MapCommand = { type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels, incarnation: this.incarnation, ...(member ? { member } : {}) };
+    const cmd: MapCommand = {
+      type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels, incarnation: this.incarnation,
+      storeOps: this.opts.storeOpsLevel ?? storeOpsLevel, ...(member ? { member } : {}),
+    };
     let attempt = 0;
     let refused = '';
     while (!this.stopping && !this.registered && !this.removed) {
@@ -1498,6 +1506,33 @@ export class StorageNode implements PgClient {
     throw new NotFound(`volume ${req.v} was deleted`);
   }
 
+  /**
+   * Refuses (UPGRADE_REQUIRED) a command some replica of the PG could not apply: one whose node
+   * registered a lower store command level (a build before it, mid rolling upgrade) would stop
+   * at it. The replicas are the map's and every member of the group's latest configuration
+   * (one being added or removed too); a node no longer in the map counts as the lowest.
+   */
+  private requireStoreOps(groupId: number, g: Group, req: PgRequest): void {
+    const needed =
+      req.k === 'discardFrom' ? StoreOpsLevel.DiscardFrom : req.k === 'read' || req.k === 'status' ? StoreOpsLevel.Base : storeOpsLevelOfRange(req.o, req.k === 'write' ? req.d.byteLength : req.l);
+    if (needed === StoreOpsLevel.Base) return;
+    const map = this.map();
+    const cs = g.raft.confStateAt(Number.MAX_SAFE_INTEGER);
+    const { poolId, pgIndex } = pgOfGroup(groupId);
+    const mapReplicas = map.pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.replicas ?? [];
+    const members = new Set([...cs.voters, ...cs.votersOutgoing, ...cs.learners, ...cs.learnersNext, ...mapReplicas]);
+    for (const id of members) {
+      const level = storeOpsOf(map, id);
+      if (level < needed) {
+        const what = req.k === 'discardFrom' ? 'a discard past the end of a shrunk volume' : 'a command past 256 TiB';
+        throw new UpgradeRequired(
+          `group ${groupId}: node ${id} ${level === 0 ? 'is not in the map' : `runs a build that applies store commands up to level ${level}`}, and ${what} needs level ${needed}: ` +
+            `upgrade node ${id}, then retry`,
+        );
+      }
+    }
+  }
+
   /** Serves a PG request on this node, which must lead the PG. */
   private async serveLocal(groupId: number, req: PgRequest, senderEpoch = this.epoch): Promise<unknown> {
     const store = this.stores.get(groupId);
@@ -1505,6 +1540,7 @@ export class StorageNode implements PgClient {
     if (!store || !g) throw new NotLeader(`group ${groupId} is not on node ${this.id}`);
     this.fenceVolume(req, senderEpoch);
     if (!g.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${groupId}`, g.lead ? String(g.lead) : undefined);
+    this.requireStoreOps(groupId, g, req);
     switch (req.k) {
       case 'write':
         return this.proposeMutation(groupId, store, req, encodeWrite(req.v, req.o, req.d, { session: req.s, seq: req.q }), 'write');
@@ -1735,10 +1771,28 @@ export class StorageNode implements PgClient {
    */
   async resizeVolume(name: string, sizeBytes: number, allowShrink: boolean, cid?: MetaCommandId): Promise<{ epoch: number; volume: Volume }> {
     const before = this.map().volumes.find((v) => v.name === name);
+    if (before && allowShrink && sizeBytes < before.sizeBytes) this.requireDiscardEverywhere(before);
     if (before && (before.discardToBytes ?? 0) > before.sizeBytes && sizeBytes >= before.sizeBytes) await this.discardWithAdvice(before);
     const r = (await this.proposeMeta({ type: 'resizeVolume', name, sizeBytes, allowShrink }, cid)) as { epoch: number; volume: Volume };
     if ((r.volume.discardToBytes ?? 0) > r.volume.sizeBytes) return this.discardWithAdvice(r.volume);
     return r;
+  }
+
+  /**
+   * Refuses a shrink (UPGRADE_REQUIRED) before the map shrinks, while a replica of the volume's
+   * pool runs a build that cannot apply its discard (requireStoreOps would refuse each PG's).
+   */
+  private requireDiscardEverywhere(v: Volume): void {
+    const map = this.map();
+    const pool = map.pools.find((p) => p.name === v.pool);
+    const behind = new Set<number>();
+    for (const pg of pool?.pgs ?? []) for (const id of pg.replicas) if (storeOpsOf(map, id) < StoreOpsLevel.DiscardFrom) behind.add(id);
+    if (behind.size === 0) return;
+    const ids = [...behind].sort((a, b) => a - b).join(', ');
+    throw new UpgradeRequired(
+      `volume ${v.name}: shrinking discards its data past the new end on every replica, which node${behind.size > 1 ? 's' : ''} ${ids} cannot do ` +
+        `(a build before discard commands): upgrade node${behind.size > 1 ? 's' : ''} ${ids}, then shrink; the volume is unchanged`,
+    );
   }
 
   private async discardWithAdvice(v: Volume): Promise<{ epoch: number; volume: Volume }> {

@@ -237,6 +237,16 @@ export class IdempotencyKeyReused extends RaftblockError {
 }
 
 /**
+ * A command needs every replica of its PG to run a build that applies it, and one does not yet
+ * (a rolling upgrade under way): that node would stop at the command. Upgrade it, then retry.
+ */
+export class UpgradeRequired extends RaftblockError {
+  constructor(message: string) {
+    super('UPGRADE_REQUIRED', message);
+  }
+}
+
+/**
  * A retried PG write came back too late to tell whether its first attempt applied: the PG's
  * dedupe window may have let that attempt's key go, so applying it again could overwrite
  * later writes. Its outcome stays unknown (the client sees EIO, as for a timeout); not retried.

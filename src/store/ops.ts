@@ -34,6 +34,23 @@ export const OpKind = { Write: 1, Trim: 2, Zero: 3, ZeroNoHole: 4, DiscardFrom: 
 export type OpKind = (typeof OpKind)[keyof typeof OpKind];
 
 export const opHeaderBytes = 24;
+/**
+ * The store commands a build applies, as a level each node registers in the cluster map
+ * (NodeInfo.storeOps): 1, ops 1-4 at offsets below 256 TiB; 2, also offsets at or past it (the
+ * far-offset flag); 3, also discard-from (op 5). A node meeting a command it does not know
+ * stops (and again at every restart that replays it), so a leader proposes a command of a
+ * level only once every replica's node registered at least that level (StorageNode
+ * requireStoreOps): during a rolling upgrade such a command is refused, nothing stops.
+ */
+export const StoreOpsLevel = { Base: 1, FarOffsets: 2, DiscardFrom: 3 } as const;
+/** This build's level. */
+export const storeOpsLevel = StoreOpsLevel.DiscardFrom;
+
+/** The level a write, trim or zero of [offset, offset + length) needs. */
+export function storeOpsLevelOfRange(offset: number, length: number): number {
+  return offset + length > low48 ? StoreOpsLevel.FarOffsets : StoreOpsLevel.Base;
+}
+
 /** A discard-from command's offset is a multiple of this (a volume's size is: map.ts). */
 export const discardFromAlignmentBytes = 4096;
 /**

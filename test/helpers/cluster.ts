@@ -143,6 +143,8 @@ export class TestNode {
    * once per file); undefined: the cluster's one (a key rotation sets them node by node).
    */
   clusterKeyFiles: string[] | undefined = undefined;
+  /** Environment for this node's process only, over the cluster's (from its next start). */
+  env: Record<string, string> = {};
   private readonly cluster: TestCluster;
 
   constructor(cluster: TestCluster, id: number, dir: string, addrs: NodeAddrs) {
@@ -177,7 +179,7 @@ export class TestNode {
       ...(this.id === 1 ? ['--bootstrap'] : ['--join', this.joinVia ?? this.cluster.nodes[0].addrs.peer]),
     ];
     const log = openSync(this.logPath, 'a');
-    const env = { ...process.env, RAFTBLOCK_LOG: process.env.RAFTBLOCK_LOG ?? 'info', ...this.cluster.env };
+    const env = { ...process.env, RAFTBLOCK_LOG: process.env.RAFTBLOCK_LOG ?? 'info', ...this.cluster.env, ...this.env };
     const opts = { stdio: ['ignore', 'pipe', log] as ['ignore', 'pipe', number], env, cwd: repoRoot };
     const proc = this.cluster.net ? this.cluster.net.spawnIn(this.id, process.execPath, args, opts) : spawn(process.execPath, args, opts);
     closeSync(log);

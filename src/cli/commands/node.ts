@@ -10,6 +10,7 @@
  * one: commander does not dispatch to a subcommand of a command with required options, so --id
  * and --data are checked here, with commander's own message and exit code.
  */
+import { storeOpsLevel } from '../../store/ops.js';
 import type { Command } from 'commander';
 import { parseCount, parseHostPort, parseInteger, parseSecondsToMs } from '../../common/address.js';
 import { defaultMaxNbdConnections, defaultNbdHandshakeLimitMs } from '../../nbd/server.js';
@@ -123,6 +124,8 @@ async function runNode(opts: NodeCliOptions): Promise<void> {
     advertisePeer: opts.advertise ? (parseHostPort(opts.advertise, '--advertise'), opts.advertise) : undefined,
     ioBackend: parseIoBackendChoice(process.env.RAFTBLOCK_IO),
     tickMs: process.env.RAFTBLOCK_TICK_MS ? parseInteger(process.env.RAFTBLOCK_TICK_MS, 'RAFTBLOCK_TICK_MS', 1, maxTickMs) : undefined,
+    // A rolling upgrade's test: this node stands for a build of an earlier store command level.
+    storeOpsLevel: process.env.RAFTBLOCK_STORE_OPS_LEVEL ? parseInteger(process.env.RAFTBLOCK_STORE_OPS_LEVEL, 'RAFTBLOCK_STORE_OPS_LEVEL', 1, storeOpsLevel) : undefined,
     startHoldMs: process.env.RAFTBLOCK_START_HOLD_MS ? parseInteger(process.env.RAFTBLOCK_START_HOLD_MS, 'RAFTBLOCK_START_HOLD_MS', 0, maxStartHoldMs) : undefined,
     leaderFollowsIo: opts.leaderFollowsIo,
     clusterKey: ownKeyFile === undefined ? undefined : ClusterKey.fromFile(ownKeyFile),
