@@ -58,7 +58,7 @@ interface StallResult {
   idleWorstGreetingMs: number;
   zeroMs: number;
   /** How long the BLOCK_STATUS (or READ) asked during the punch took. */
-  statusMs: number;
+  askMs: number;
   worstGreetingMs: number;
   probes: number;
 }
@@ -94,43 +94,26 @@ export async function run(argv: string[]): Promise<void> {
       }
     }
 
-    const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     const f = (x: number): string => x.toFixed(1);
     const out = {
       cli: opts.cliPath ?? 'this tree',
-      map: { sizeBytes: opts.sizeBytes, extents: maps[0].extents, requests: maps[0].requests, nbdinfoMs: med(maps.map((m) => m.nbdinfoMs)), walkMs: med(maps.map((m) => m.walkMs)), runs: maps },
-      stall: {
-        fileBytes: stallFileBytes,
-        zeroMs: med(stalls.map((s) => s.zeroMs)),
-        statusMs: med(stalls.map((s) => s.statusMs)),
-        worstGreetingMs: Math.max(...stalls.map((s) => s.worstGreetingMs)),
-        medianWorstGreetingMs: med(stalls.map((s) => s.worstGreetingMs)),
-        idleWorstGreetingMs: Math.max(...stalls.map((s) => s.idleWorstGreetingMs)),
-        runs: stalls,
-      },
-      readStall: {
-        readBytes: stallReadBytes,
-        zeroMs: med(reads.map((s) => s.zeroMs)),
-        readMs: med(reads.map((s) => s.statusMs)),
-        worstGreetingMs: Math.max(...reads.map((s) => s.worstGreetingMs)),
-        medianWorstGreetingMs: med(reads.map((s) => s.worstGreetingMs)),
-        idleWorstGreetingMs: Math.max(...reads.map((s) => s.idleWorstGreetingMs)),
-        runs: reads,
-      },
+      map: { sizeBytes: opts.sizeBytes, extents: maps[0].extents, requests: maps[0].requests, nbdinfoMs: median(maps.map((m) => m.nbdinfoMs)), walkMs: median(maps.map((m) => m.walkMs)), runs: maps },
+      stall: { fileBytes: stallFileBytes, statusBytes: stallStatusBytes, ...summarizeStalls(stalls) },
+      readStall: { fileBytes: stallFileBytes, readBytes: stallReadBytes, ...summarizeStalls(reads) },
     };
     process.stdout.write(
       [
         `block-status (${out.cli})`,
         `map:   ${opts.sizeBytes / 1048576} MiB, ${out.map.extents} extents in ${out.map.requests} BLOCK_STATUS replies: ` +
           `walk ${f(out.map.walkMs)} ms, nbdinfo --map ${f(out.map.nbdinfoMs)} ms (medians of ${repeat})`,
-        `stall: WRITE_ZEROES of ${stallFileBytes / 1073741824} GiB ${f(out.stall.zeroMs)} ms; BLOCK_STATUS during it ${f(out.stall.statusMs)} ms; ` +
+        `stall: WRITE_ZEROES of ${stallFileBytes / 1073741824} GiB ${f(out.stall.zeroMs)} ms; BLOCK_STATUS during it ${f(out.stall.askMs)} ms; ` +
           `greeting wait worst ${f(out.stall.worstGreetingMs)} ms (median of the runs' worst ${f(out.stall.medianWorstGreetingMs)} ms; ` +
           `idle server ${f(out.stall.idleWorstGreetingMs)} ms)`,
-        `  per run: ${stalls.map((s) => `zero ${f(s.zeroMs)} / status ${f(s.statusMs)} / worst greeting ${f(s.worstGreetingMs)} ms (${s.probes} probes)`).join('; ')}`,
-        `stall: WRITE_ZEROES of ${stallFileBytes / 1073741824} GiB ${f(out.readStall.zeroMs)} ms; READ of ${stallReadBytes / 1048576} MiB during it ${f(out.readStall.readMs)} ms; ` +
+        `  per run: ${stalls.map((s) => `zero ${f(s.zeroMs)} / status ${f(s.askMs)} / worst greeting ${f(s.worstGreetingMs)} ms (${s.probes} probes)`).join('; ')}`,
+        `stall: WRITE_ZEROES of ${stallFileBytes / 1073741824} GiB ${f(out.readStall.zeroMs)} ms; READ of ${stallReadBytes / 1048576} MiB during it ${f(out.readStall.askMs)} ms; ` +
           `greeting wait worst ${f(out.readStall.worstGreetingMs)} ms (median of the runs' worst ${f(out.readStall.medianWorstGreetingMs)} ms; ` +
           `idle server ${f(out.readStall.idleWorstGreetingMs)} ms)`,
-        `  per run: ${reads.map((s) => `zero ${f(s.zeroMs)} / read ${f(s.statusMs)} / worst greeting ${f(s.worstGreetingMs)} ms (${s.probes} probes)`).join('; ')}`,
+        `  per run: ${reads.map((s) => `zero ${f(s.zeroMs)} / read ${f(s.askMs)} / worst greeting ${f(s.worstGreetingMs)} ms (${s.probes} probes)`).join('; ')}`,
         '',
       ].join('\n'),
     );
@@ -142,6 +125,22 @@ export async function run(argv: string[]): Promise<void> {
   } finally {
     if (!opts.keep) rmSync(root, { recursive: true, force: true });
   }
+}
+
+function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+}
+
+/** Medians of a part's runs, and its worst greeting waits. */
+function summarizeStalls(runs: StallResult[]): { zeroMs: number; askMs: number; worstGreetingMs: number; medianWorstGreetingMs: number; idleWorstGreetingMs: number; runs: StallResult[] } {
+  return {
+    zeroMs: median(runs.map((s) => s.zeroMs)),
+    askMs: median(runs.map((s) => s.askMs)),
+    worstGreetingMs: Math.max(...runs.map((s) => s.worstGreetingMs)),
+    medianWorstGreetingMs: median(runs.map((s) => s.worstGreetingMs)),
+    idleWorstGreetingMs: Math.max(...runs.map((s) => s.idleWorstGreetingMs)),
+    runs,
+  };
 }
 
 /** Blocks cycle data, hole, unwritten: written through O_DIRECT, zeroed with ZERO_RANGE. */
@@ -248,9 +247,9 @@ async function timeStall(server: RunningServer, ask: StallAsk): Promise<StallRes
     else asker.send(NBD_CMD_READ, 0, stallReadBytes);
     const status = await asker.nextReply();
     if (status.error !== 0) throw new Error(`${ask === 'status' ? 'BLOCK_STATUS' : 'READ'} failed: ${status.error}`);
-    const statusMs = performance.now() - t1;
+    const askMs = performance.now() - t1;
     const zeroMs = await zeroed;
-    return { ask, idleWorstGreetingMs, zeroMs, statusMs, worstGreetingMs, probes };
+    return { ask, idleWorstGreetingMs, zeroMs, askMs, worstGreetingMs, probes };
   } finally {
     probing = false;
     await prober;

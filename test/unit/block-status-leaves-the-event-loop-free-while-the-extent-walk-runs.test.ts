@@ -17,6 +17,7 @@ import { FileBackend } from '../../src/nbd/file-backend.js';
 import { encodeWrite } from '../../src/store/ops.js';
 import { openStore } from '../helpers/block-io.js';
 import { tempDir } from '../helpers/tools.js';
+import { turnsWhile } from '../helpers/event-loop.js';
 
 const B = 4096;
 /** The first three extents of makeUnwrittenComb's file: unwritten, hole, unwritten, a block each. */
@@ -47,23 +48,6 @@ async function makeUnwrittenComb(io: BlockIo, path: string): Promise<number> {
     return size;
   } finally {
     await f.close();
-  }
-}
-
-/** `p`'s value and how many times the event loop turned (a setImmediate ran) before it settled. */
-async function turnsWhile<T>(p: Promise<T>): Promise<{ value: T; turns: number }> {
-  let settled = false;
-  let turns = 0;
-  const spin = (): void => {
-    if (settled) return;
-    turns++;
-    setImmediate(spin);
-  };
-  setImmediate(spin);
-  try {
-    return { value: await p, turns };
-  } finally {
-    settled = true;
   }
 }
 

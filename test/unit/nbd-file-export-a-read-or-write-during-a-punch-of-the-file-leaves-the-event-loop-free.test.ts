@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { FileBackend } from '../../src/nbd/file-backend.js';
 import { tempDir } from '../helpers/tools.js';
+import { turnsWhile } from '../helpers/event-loop.js';
 
 const B = 4096;
 /** Written, then punched: long enough that the punch still runs when the READ and WRITE come. */
@@ -28,23 +29,6 @@ function writeDataFile(path: string): void {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
-  }
-}
-
-/** `p`'s value and how many times the event loop turned (a setImmediate ran) before it settled. */
-async function turnsWhile<T>(p: Promise<T>): Promise<{ value: T; turns: number }> {
-  let settled = false;
-  let turns = 0;
-  const spin = (): void => {
-    if (settled) return;
-    turns++;
-    setImmediate(spin);
-  };
-  setImmediate(spin);
-  try {
-    return { value: await p, turns };
-  } finally {
-    settled = true;
   }
 }
 
