@@ -79,6 +79,7 @@ import {
   RepairRefused,
   IdempotencyKeyReused,
   PayloadTooLarge,
+  UpgradeRequired,
 } from '../common/errors.js';
 import { randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
@@ -296,6 +297,7 @@ export function httpStatusOf(code: string): number {
     case 'PG_LOSS_UNCONFIRMED':
     case 'PG_QUORUM_AT_RISK':
     case 'REPAIR_REFUSED':
+    case 'UPGRADE_REQUIRED':
       return 409;
     case 'PLACEMENT_IMPOSSIBLE':
     case 'IDEMPOTENCY_KEY_REUSED':
@@ -343,6 +345,8 @@ export function errorFromBody(body: ErrorBody['error']): RaftblockError {
       return new PgLossUnconfirmed(body.message);
     case 'PG_QUORUM_AT_RISK':
       return new PgQuorumAtRisk(body.message);
+    case 'UPGRADE_REQUIRED':
+      return new UpgradeRequired(body.message);
     case 'REPAIR_REFUSED':
       return new RepairRefused(body.message);
     case 'IDEMPOTENCY_KEY_REUSED':

@@ -32,7 +32,7 @@ import { maxImageIdChars, PgStore, ScratchPool, type ImageChunk, type ImageCurso
 import { writeFileDurably } from '../common/durable-file.js';
 import { inLanes } from '../common/lanes.js';
 import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind, StoreOpsLevel, storeOpsLevel, storeOpsLevelOfRange } from '../store/ops.js';
-import { checkPgRequest, makeGatewayMetrics, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
+import { checkPgRequest, makeGatewayMetrics, nextRequestId, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, pgsOfRange } from '../gateway/split.js';
 import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover, targetOf } from './pg-mover.js';
@@ -1552,7 +1552,7 @@ export class StorageNode implements PgClient {
         return this.proposeMutation(groupId, store, req, encodeRange(OpKind.ZeroNoHole, req.v, req.o, req.l, { session: req.s, seq: req.q }), 'zero');
       case 'discardFrom':
         // Fenced above: only past the volume's end, with a map at least the sender's.
-        return this.proposeMutation(groupId, store, {}, encodeDiscardFrom(req.v, req.o), 'discard');
+        return this.proposeMutation(groupId, store, req, encodeDiscardFrom(req.v, req.o, { session: req.s, seq: req.q }), 'discard');
       case 'read': {
         if (req.l > maxPieceBytes) throw new InvalidArgument(`read piece of ${req.l} bytes`);
         await this.host.readBarrier(groupId);
@@ -1574,7 +1574,7 @@ export class StorageNode implements PgClient {
    * attempt if that applied, even after every entry now ahead of it in the log applies: the
    * judgement and the proposal happen in one synchronous step, so no entry slips in between.
    */
-  private async proposeMutation(groupId: number, store: PgStore, req: { nb?: number }, data: Uint8Array, what: string): Promise<number> {
+  private async proposeMutation(groupId: number, store: PgStore, req: PgMutation, data: Uint8Array, what: string): Promise<number> {
     const group = this.host.groups.get(groupId);
     if (req.nb !== undefined && group && !store.coversRetry(req.nb, group.raft.lastIndex)) {
       throw new RetryWindowPassed(
@@ -1612,8 +1612,6 @@ export class StorageNode implements PgClient {
     }
     let target = this.leaderGuess(groupId, replicas);
     const mutation = req.k !== 'read' && req.k !== 'status';
-    // A discard carries no request id, so no retry index either: repeating it is harmless.
-    const deduped = mutation && req.k !== 'discardFrom';
     let sent: PgRequest = req;
     for (;;) {
       // An index of the PG's log known before this attempt leaves (see PgRequest's `nb`).
@@ -1629,7 +1627,7 @@ export class StorageNode implements PgClient {
         // The first attempt that may be in the PG's log fixes the index every retry carries:
         // a refusal before proposing (answered, any code but OUTCOME_UNKNOWN) put nothing there;
         // an unknown outcome, or no answer at all from a peer, may have.
-        if (deduped && !('nb' in sent && sent.nb !== undefined) && (e.code === 'OUTCOME_UNKNOWN' || (target !== this.id && !isAnsweredError(err)))) {
+        if (mutation && !('nb' in sent && sent.nb !== undefined) && (e.code === 'OUTCOME_UNKNOWN' || (target !== this.id && !isAnsweredError(err)))) {
           sent = { ...(req as PgMutation), nb: knownBefore };
         }
         const retriable = ['NOT_LEADER', 'OUTCOME_UNKNOWN', 'UNAVAILABLE', 'TIMED_OUT', 'STALE_EPOCH', 'PROTOCOL_ERROR'].includes(e.code);
@@ -1832,8 +1830,8 @@ export class StorageNode implements PgClient {
    * the range in the map: ONE command per PG that may hold an extent of the range (every PG of
    * the pool for a large one), making every byte of the volume at or past the new end that the
    * PG holds a hole (ops.ts DiscardFrom), so its cost is the PG count, not the range's extents
-   * (a 1 PiB volume shrunk to 1 GiB has 2^28 extents of 4 MiB). The commands carry no request
-   * id: repeating one is harmless, since nothing can write past the end meanwhile.
+   * (a 1 PiB volume shrunk to 1 GiB has 2^28 extents of 4 MiB). Each carries a request id, as
+   * a client's mutation does (ops.ts says why).
    */
   private async discardPastEnd(v: Volume): Promise<{ epoch: number; volume: Volume }> {
     const from = v.sizeBytes;
@@ -1844,7 +1842,7 @@ export class StorageNode implements PgClient {
     // write past the new end, from a gateway with an older map too, after the trim.
     await this.mapAtLeastEverywhere(map.epoch, requestTimeoutMs);
     const pgs = pgsOfRange(map, v, from, to);
-    await Promise.all(inLanes(pgs, StorageNode.discardConcurrency, (pg) => this.call(pg.groupId, pg.replicas, { k: 'discardFrom', v: v.id, o: from })));
+    await Promise.all(inLanes(pgs, StorageNode.discardConcurrency, (pg) => this.call(pg.groupId, pg.replicas, { k: 'discardFrom', v: v.id, o: from, ...nextRequestId() })));
     this.log.info('discarded the data past the end of a shrunk volume', { volume: v.name, from, to, pgs: pgs.length });
     return (await this.proposeMeta({ type: 'volumeDiscarded', name: v.name, sizeBytes: from, discardToBytes: to })) as { epoch: number; volume: Volume };
   }

@@ -18,7 +18,7 @@ import { inLanes } from '../common/lanes.js';
 /** This process's PG request ids (see common/request-id.ts). */
 const requestIds = new RequestIdSource();
 
-function nextRequestId(): { s: number; q: number } {
+export function nextRequestId(): { s: number; q: number } {
   return { s: requestIds.session, q: requestIds.nextSeq() };
 }
 
@@ -31,12 +31,12 @@ function nextRequestId(): { s: number; q: number } {
  *
  * `discardFrom` (from StorageNode.discardPastEnd, never from a client) makes every byte of
  * volume `v` at or past `o` that the PG holds a hole: a shrunk volume's old data, in one
- * command per PG (ops.ts DiscardFrom). It carries no request id: repeating it is harmless.
+ * command per PG (ops.ts DiscardFrom). A request id as every mutation's (see ops.ts why).
  */
 export type PgRequest =
   | { k: 'write'; v: number; o: number; d: Buffer; s: number; q: number; nb?: number }
   | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number; nb?: number }
-  | { k: 'discardFrom'; v: number; o: number }
+  | { k: 'discardFrom'; v: number; o: number; s: number; q: number; nb?: number }
   | { k: 'read'; v: number; o: number; l: number }
   | { k: 'status'; v: number; o: number; l: number };
 
@@ -75,9 +75,8 @@ export function checkPgRequest(q: unknown): PgRequest {
       return q as PgRequest;
     case 'discardFrom':
       if (r.o % discardFromAlignmentBytes !== 0) throw new InvalidArgument('PG request: discard offset not aligned');
-      // Nothing else: no length, no request id (a retry index would mean a dedupe it never has).
-      if (Object.keys(r).some((key) => key !== 'k' && key !== 'v' && key !== 'o')) throw new InvalidArgument('PG request: discardFrom takes only a volume and an offset');
-      return { k: 'discardFrom', v: r.v, o: r.o };
+      mutation();
+      return q as PgRequest;
     case 'read':
       if (!isCount(r.l, maxPieceBytes)) throw new InvalidArgument('PG request: bad length');
       return q as PgRequest;

@@ -104,10 +104,14 @@ export class FileBackend implements BlockBackend {
   private nativeZeroRange = true;
   /**
    * Punches and zero ranges (fallocate) of the file under way. While one runs, ext4 holds the
-   * inode's locks (a second for gigabytes), and a read, write or lseek of the file waits for
-   * it: those then go to the thread pool, so that the event loop, every client's, does not wait.
+   * inode's locks (a second for gigabytes), and a read (one that must go to the disk), write or
+   * lseek of the file waits for it. The synchronous ones would hold the event loop, every
+   * client's, that long; on the thread pool each would hold a thread, and a queue of them all
+   * four (other exports' syncs, large I/O and block status behind them). So they wait here, in
+   * JS, until no deallocation runs (untilNoDeallocation), and then go on synchronously.
    */
   private deallocationsInFlight = 0;
+  private deallocationWaiters: (() => void)[] = [];
 
   private constructor(
     readonly path: string,
@@ -164,15 +168,12 @@ export class FileBackend implements BlockBackend {
   }
 
   async read(offset: number, length: number, into: Buffer): Promise<BlockExtent[] | undefined> {
-    const loopMayWait = this.deallocationsInFlight === 0;
-    await this.preadFully(into, length, offset, loopMayWait);
+    await this.preadFully(into, length, offset);
     if (this.sparse === null) return zeroRuns(into, length, offset, zeroGranuleBytes);
     // A hole reads as zeros and spans whole aligned blocks: without an all-zero aligned granule
     // there is none, and the check (one byte per granule for data) is cheaper than an lseek.
     if (!hasZeroGranule(into, length, offset, zeroGranuleBytes)) return undefined;
-    if (!loopMayWait || this.deallocationsInFlight !== 0) {
-      return this.extentsOf(await this.sparse.extentMap(offset, offset + length, Number.MAX_SAFE_INTEGER), Number.MAX_SAFE_INTEGER);
-    }
+    if (this.deallocationsInFlight !== 0) await this.untilNoDeallocation();
     const hole = this.sparse.seekHole(offset);
     if (hole >= offset + length) return undefined;
     // On the event loop, as the SEEK_HOLE above that decides whether a READ needs the map at
@@ -183,9 +184,10 @@ export class FileBackend implements BlockBackend {
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
     if (this.allocatedZeros.count !== 0) this.allocatedZeros.remove(offset, offset + data.length);
+    if (data.length <= this.syncIoMaxBytes && this.deallocationsInFlight !== 0) await this.untilNoDeallocation();
     let done = 0;
     try {
-      if (data.length <= this.syncIoMaxBytes && this.deallocationsInFlight === 0) {
+      if (data.length <= this.syncIoMaxBytes) {
         while (done < data.length) done += writeSync(this.fh.fd, data, done, data.length - done, offset + done);
       }
       while (done < data.length) {
@@ -295,8 +297,20 @@ export class FileBackend implements BlockBackend {
     try {
       await fallocate;
     } finally {
-      this.deallocationsInFlight--;
+      if (--this.deallocationsInFlight === 0) {
+        const waiters = this.deallocationWaiters;
+        this.deallocationWaiters = [];
+        for (const wake of waiters) wake();
+      }
     }
+  }
+
+  /**
+   * Resolves once no deallocation of the file runs, in a turn where none does: a caller that
+   * goes on synchronously from there cannot meet one (only this process starts them).
+   */
+  private async untilNoDeallocation(): Promise<void> {
+    while (this.deallocationsInFlight !== 0) await new Promise<void>((resolve) => this.deallocationWaiters.push(resolve));
   }
 
   /** Writes zeros over the range in bounded chunks from the shared zero buffer. */
@@ -319,7 +333,7 @@ export class FileBackend implements BlockBackend {
     try {
       const end = offset + Math.min(length, cacheMaxBytes);
       for (let pos = offset; pos < end; pos += buf.length) {
-        await this.preadFully(buf, Math.min(buf.length, end - pos), pos, this.deallocationsInFlight === 0);
+        await this.preadFully(buf, Math.min(buf.length, end - pos), pos);
       }
     } finally {
       this.giveScratch(buf);
@@ -333,7 +347,7 @@ export class FileBackend implements BlockBackend {
     const window = Math.min(length, blockStatusWindowBytes);
     const buf = await this.takeScratch();
     try {
-      await this.preadFully(buf, window, offset, this.deallocationsInFlight === 0);
+      await this.preadFully(buf, window, offset);
       return zeroRuns(buf, window, offset, zeroGranuleBytes) ?? [{ length: window, hole: false, zero: false }];
     } finally {
       this.giveScratch(buf);
@@ -399,11 +413,12 @@ export class FileBackend implements BlockBackend {
   }
 
   /** Reads exactly `length` bytes; past the end of the file (shrunk underneath us) reads zeros. */
-  /** `loopMayWait`: a short read may block the event loop (no punch of the file is under way). */
-  private async preadFully(into: Buffer, length: number, offset: number, loopMayWait: boolean): Promise<void> {
+  private async preadFully(into: Buffer, length: number, offset: number): Promise<void> {
+    // A short read is synchronous: never while a deallocation runs (see deallocationsInFlight).
+    const sync = length <= this.syncIoMaxBytes;
+    if (sync && this.deallocationsInFlight !== 0) await this.untilNoDeallocation();
     let done = 0;
     try {
-      const sync = loopMayWait && length <= this.syncIoMaxBytes;
       while (done < length) {
         const bytesRead = sync
           ? readSync(this.fh.fd, into, done, length - done, offset + done)

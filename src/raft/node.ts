@@ -221,8 +221,12 @@ export class RaftNode {
         // and no leader is ever elected (sim seed 3012181 without pre-vote). Only a leader's
         // message or a granted vote restarts the clock (Raft thesis §3.4).
         const elapsedTicks = this.electionElapsed;
+        const timeoutTicks = this.randomizedElectionTimeout;
         this.becomeFollower(m.term, NONE);
+        // The deadline too: redrawn, it could fall at or below the count, and every voter the
+        // same stale candidate woke would campaign at the next tick and split the votes.
         this.electionElapsed = elapsedTicks;
+        this.randomizedElectionTimeout = timeoutTicks;
       }
     } else if (m.term < this.term) {
       if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === 'heartbeat' || m.type === 'app')) {

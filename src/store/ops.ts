@@ -20,11 +20,12 @@
  * Discard from (5): every byte of the volume at or past the offset that the replica holds
  * becomes a hole, however far the volume reaches (a shrink's discard, one command per PG rather
  * than one per extent: see StorageNode.discardPastEnd). Its offset is 4 KiB-aligned (a volume's
- * size is), its length 0 and it carries no request id (session and sequence 0): applying it
- * again changes nothing, and nothing can write past a shrunk volume's end until the discard is
- * done (the map refuses to grow it before), so a retry that commits twice needs no dedupe. A
- * node of an earlier version refuses op 5 as an unknown op and stops, as for any command it
- * does not know; a cluster is upgraded before a volume is shrunk.
+ * size is) and its length 0. It carries a request id, as every client mutation does, and for
+ * the same reason: a snapshot image is read after its index, so it may hold this command's
+ * effect and the writes after it (the volume grown back and written), and the replay after an
+ * install skips what the image's request keys name; a keyless discard would be applied again
+ * there, over those writes. A node of an earlier version refuses op 5 as an unknown op and
+ * stops, as for any command it does not know (see StoreOpsLevel).
  */
 import { Corruption } from '../common/errors.js';
 import { Slab } from '../common/slab.js';
@@ -94,10 +95,10 @@ export function encodeRange(kind: OpKind, volumeId: number, offset: number, leng
 }
 
 /** Discard every byte of `volumeId` at or past `offset` (aligned), on the replica applying it. */
-export function encodeDiscardFrom(volumeId: number, offset: number): Buffer {
+export function encodeDiscardFrom(volumeId: number, offset: number, id: RequestId): Buffer {
   if (offset % discardFromAlignmentBytes !== 0) throw new RangeError(`discard-from offset ${offset} is not a multiple of ${discardFromAlignmentBytes}`);
   const out = Buffer.allocUnsafe(opHeaderBytes);
-  writeHeader(out, OpKind.DiscardFrom, volumeId, offset, 0, undefined);
+  writeHeader(out, OpKind.DiscardFrom, volumeId, offset, 0, id);
   return out;
 }
 
@@ -142,7 +143,6 @@ export function decodeOp(entry: Uint8Array): StoreOp {
   if (kind === OpKind.DiscardFrom) {
     if (length !== 0) throw new Corruption(`discard-from op has length ${length}, not 0`);
     if (offset % discardFromAlignmentBytes !== 0) throw new Corruption(`discard-from op offset ${offset} is not a multiple of ${discardFromAlignmentBytes}`);
-    if (session !== 0 || b.readUInt32BE(20) !== 0) throw new Corruption('discard-from op carries a request id');
   }
   return { kind, volumeId, offset, length, data, requestKey: key };
 }

@@ -616,26 +616,26 @@ export class PgStore {
 
   /**
    * Makes every byte of a volume at or past `offset` (aligned) a hole, however far the volume
-   * reaches (a shrink's discard: ops.ts DiscardFrom). Between flush batches, as a punch of
-   * dirty blocks is: each data file is cut at the offset, made durable (SpannedFile.discardFrom;
-   * the checkpoint that lets the WAL drop this entry comes after this apply), and then the dirty
-   * blocks at or past it are dropped, found by walking the dirty map, never the range. Nothing
-   * below the offset is touched. Applied again (a replay), it finds nothing left to do.
+   * reaches (a shrink's discard: ops.ts DiscardFrom). First, between flush batches, the dirty
+   * blocks at or past it are dropped (found by walking the dirty map, never the range): once
+   * the batch in flight is done nothing will write there, since later applies wait for this
+   * one. Then, with the write-behind free to flush the blocks below, each data file is cut at
+   * the offset and made durable (SpannedFile.discardFrom; the checkpoint that lets the WAL drop
+   * this entry comes after this apply). Nothing below the offset is touched. Applied again (a
+   * replay), it finds nothing left to do.
    */
   private async discardFrom(volumeId: number, offset: number): Promise<void> {
     const f = await this.file(volumeId, false);
     if (!f) return; // nothing was ever written (every dirty block has its file), or dropped
     try {
-      await this.dirty.exclusive(async () => {
-        try {
-          await f.discardFrom(offset);
-        } catch (err) {
-          // A failed fsync may have marked pages clean that never reached the disk (see syncFailure).
-          if (err instanceof IoError) this.syncFailure ??= err;
-          throw err;
-        }
-        this.dirty.dropRange(volumeId, offset / storeBlockBytes, Number.POSITIVE_INFINITY);
-      });
+      await this.dirty.exclusive(async () => this.dirty.dropRange(volumeId, offset / storeBlockBytes, Number.POSITIVE_INFINITY));
+      try {
+        await f.discardFrom(offset);
+      } catch (err) {
+        // A failed fsync may have marked pages clean that never reached the disk (see syncFailure).
+        if (err instanceof IoError) this.syncFailure ??= err;
+        throw err;
+      }
     } finally {
       this.unpin(f);
     }
