@@ -98,6 +98,8 @@ export interface RpcResponse {
  * accepting it (a rolling upgrade runs both).
  */
 export const wireProtocolVersion = 1;
+/** Largest store command level a frame may name. */
+const maxStoreOpsLevel = 0xffff;
 /** Largest protocol number a frame may name (anything else is a malformed frame). */
 const maxWireProtocolVersion = 0xffff;
 
@@ -121,6 +123,13 @@ export interface Frame {
   i?: string;
   /** Sender's wire protocol (wireProtocolVersion); absent: 1. One letter: on every frame. */
   v?: number;
+  /**
+   * The store commands the sender's build applies (ops.ts StoreOpsLevel); absent: 1, a build
+   * before levels. Kept out of the replicated map on purpose: an older build applying a map
+   * command would drop a field it does not know, and its map would differ from a newer one's
+   * at the same epoch. One letter: on every frame.
+   */
+  s?: number;
   msgs?: GroupMessage[];
   reqs?: RpcRequest[];
   resps?: RpcResponse[];
@@ -388,6 +397,7 @@ function validate(value: unknown): Frame {
   if (f.c !== undefined && (typeof f.c !== 'string' || f.c.length > maxFrameClusterIdChars)) throw new ProtocolError('frame.c must be a cluster id');
   if (f.i !== undefined && (typeof f.i !== 'string' || f.i.length > 64)) throw new ProtocolError('frame.i must be an incarnation');
   if (f.v !== undefined && (typeof f.v !== 'number' || !Number.isSafeInteger(f.v) || f.v < 1 || f.v > maxWireProtocolVersion)) throw new ProtocolError('frame.v must be a wire protocol number');
+  if (f.s !== undefined && (typeof f.s !== 'number' || !Number.isSafeInteger(f.s) || f.s < 1 || f.s > maxStoreOpsLevel)) throw new ProtocolError('frame.s must be a store command level');
   for (const key of ['msgs', 'reqs', 'resps'] as const) {
     if (f[key] !== undefined && !Array.isArray(f[key])) throw new ProtocolError(`frame.${key} must be an array`);
   }

@@ -125,21 +125,6 @@ export interface NodeInfo {
    * operator's `in` or `out` clears it.
    */
   autoOut?: true;
-  /**
-   * The store commands the node's build applies (ops.ts storeOpsLevel), as it last registered;
-   * absent: 1, a build before levels. A PG leader proposes a command of a higher level only
-   * when every replica's node has it (a rolling upgrade).
-   */
-  storeOps?: number;
-}
-
-/** Largest store command level a registration may name. */
-const maxStoreOpsLevel = 0xffff;
-
-/** The store command level of node `id` in `map`: 1 for a node that named none, 0 for one not in the map. */
-export function storeOpsOf(map: ClusterMap, id: NodeId): number {
-  const n = map.nodes.find((x) => x.id === id);
-  return n === undefined ? 0 : (n.storeOps ?? 1);
 }
 
 export interface PgInfo {
@@ -229,8 +214,6 @@ export interface AddNodeCommand {
   member?: boolean;
   /** The registering data dir's incarnation (NodeInfo.incarnation). */
   incarnation?: string;
-  /** The store commands the registering build applies (NodeInfo.storeOps). */
-  storeOps?: number;
 }
 /**
  * Removes a drained node: refused unless it is `out` and no PG of the map lists it (see
@@ -569,9 +552,6 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
     throw new InvalidArgument(`node ${c.id}: weight must be a number in [0, 1e6], got ${String(weight)}`);
   }
   const incarnation = c.incarnation === undefined ? undefined : checkIncarnation(c.incarnation);
-  if (c.storeOps !== undefined && !isStoreOpsLevel(c.storeOps)) {
-    throw new InvalidArgument(`node ${c.id}: store command level must be a whole number in [1, ${maxStoreOpsLevel}], got ${String(c.storeOps)}`);
-  }
   const existing = map.nodes.find((n) => n.id === c.id);
   const node: NodeInfo = {
     id: c.id,
@@ -582,7 +562,6 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
     ...(incarnation !== undefined ? { incarnation } : {}),
     ...(existing?.rebuiltAtEpoch !== undefined ? { rebuiltAtEpoch: existing.rebuiltAtEpoch } : {}),
     ...(existing?.autoOut ? { autoOut: true as const } : {}),
-    ...(c.storeOps !== undefined ? { storeOps: c.storeOps } : {}),
   };
   // Being replaced: the first data dir to register under the id takes it, from anywhere (it
   // rebuilds its replicas from their leaders; see rebuiltAtEpoch).
@@ -596,9 +575,7 @@ function addNode(map: ClusterMap, c: AddNodeCommand): ApplyResult {
       existing.addresses.peer === addresses.peer && existing.addresses.nbd === addresses.nbd && existing.addresses.http === addresses.http;
     // An entry from before incarnations takes the first one its node registers with.
     const incarnationSame = existing.incarnation === node.incarnation;
-    // An upgraded (or downgraded) build registers its level again.
-    const storeOpsSame = existing.storeOps === node.storeOps;
-    if (placementSame && addressesSame && incarnationSame && storeOpsSame) return unchanged(map);
+    if (placementSame && addressesSame && incarnationSame) return unchanged(map);
     // Decided here, in the deterministic apply, not by the seed before it proposes: two joins
     // in flight for one id would both pass a check made on the seed's map.
     if (c.newNode === true && !addressesSame) {
@@ -828,10 +805,6 @@ function checkIncarnation(x: unknown): string {
   return x;
 }
 
-function isStoreOpsLevel(x: unknown): x is number {
-  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 1 && x <= maxStoreOpsLevel;
-}
-
 /** Whether `x` is a well-formed node incarnation. */
 export function isIncarnation(x: unknown): x is string {
   return typeof x === 'string' && incarnationPattern.test(x);
@@ -1003,7 +976,6 @@ export function checkMap(map: ClusterMap): void {
     const n = map.nodes[i];
     assert(i === 0 || map.nodes[i - 1].id < n.id, 'nodes must be sorted by id, without duplicates');
     assert(n.incarnation === undefined || isIncarnation(n.incarnation), `node ${n.id}: bad incarnation ${JSON.stringify(n.incarnation)}`);
-    assert(n.storeOps === undefined || isStoreOpsLevel(n.storeOps), `node ${n.id}: bad store command level ${JSON.stringify(n.storeOps)}`);
     assert(n.replacing === undefined || (n.replacing === true && n.incarnation === undefined), `node ${n.id}: replacing with an incarnation`);
     assert(n.rebuiltAtEpoch === undefined || (Number.isSafeInteger(n.rebuiltAtEpoch) && n.rebuiltAtEpoch >= 1 && n.rebuiltAtEpoch <= map.epoch), `node ${n.id}: bad rebuiltAtEpoch`);
     assert(n.autoOut === undefined || (n.autoOut === true && n.state === 'out'), `node ${n.id}: autoOut on a node that is not out`);

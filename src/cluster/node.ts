@@ -43,7 +43,7 @@ import { defaultDownOut } from './down-out.js';
 import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
 import { openMetaGroup, type MetaStore } from './meta-store.js';
-import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxNodeId, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfGroup, metaCommandKey, removeNodeRefusal, storeOpsOf, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
+import { decodeMap, describeHeldPgs, encodeCommand, encodeMap, emptyMap, isClusterId, isIncarnation, volumeWithId, findPg, maxNodeId, maxPgsPerPool, metaCommandIdFromFields, pgGroupId, metaCommandIdFields, metadataGroupId, pgOfGroup, metaCommandKey, removeNodeRefusal, type ClusterMap, type MapCommand, type MetaCommandId, type NodeAddresses, type Volume } from './map.js';
 import { checkMetaRemoval, DomainIndex, isHealthyMember, metaVotersWanted, planMetaGroup, sameConfState, spreadOf, widensInPlaceOfAVoter } from './meta-group-plan.js';
 import { allMembers, isJoint } from '../raft/confchange.js';
 import { isAnsweredError, maxQueuedBytesPerConnection, Transport } from './transport.js';
@@ -68,8 +68,8 @@ export interface NodeOptions {
   /** Override for tests (ms per Raft tick). */
   tickMs?: number;
   /**
-   * The store command level this node registers (ops.ts storeOpsLevel, the default): tests of a
-   * rolling upgrade register a lower one to stand for a node of an earlier build.
+   * The store command level this node tells its peers (ops.ts storeOpsLevel, the default):
+   * tests of a rolling upgrade tell a lower one to stand for a node of an earlier build.
    */
   storeOpsLevel?: number;
   ioBackend?: 'uring' | 'fs' | 'auto';
@@ -361,6 +361,7 @@ export class StorageNode implements PgClient {
       clusterId: this.clusterId,
       awaitingJoin: this.awaitingJoin,
       incarnation: this.incarnation,
+      storeOpsLevel: this.storeOpsLevel,
       incarnationOf: (id) => this.incarnationOf(id),
       clusterKey: this.opts.clusterKey,
       clusterKeysAlsoAccepted: this.opts.clusterKeysAlsoAccepted,
@@ -836,7 +837,7 @@ export class StorageNode implements PgClient {
     const member = this.clusterId !== '' && this.map().nodes.some((n) => n.id === this.id);
     const cmd: MapCommand = {
       type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels, incarnation: this.incarnation,
-      storeOps: this.opts.storeOpsLevel ?? storeOpsLevel, ...(member ? { member } : {}),
+      ...(member ? { member } : {}),
     };
     let attempt = 0;
     let refused = '';
@@ -1486,8 +1487,9 @@ export class StorageNode implements PgClient {
     const map = this.map();
     const v = volumeWithId(map, req.v);
     if (v) {
-      if (req.k === 'discardFrom') {
-        // A shrink's discard: served only with the map that shrank the volume (whose leader
+      if (req.k === 'discardFrom' || (req.k === 'trim' && req.pastEnd === true)) {
+        // A shrink's discard (a trim past the end from a node of the build before discards,
+        // mid rolling upgrade; see PgRequest): served only with the map that shrank the volume (whose leader
         // then refuses writes there), and never inside the volume (it grew meanwhile).
         if (map.epoch < senderEpoch) throw new Unavailable(`node ${this.id} is fetching map epoch ${senderEpoch} before discarding past the end of volume ${v.name}`);
         if (req.o < v.sizeBytes) throw new InvalidArgument(`discard at ${req.o} is inside volume ${v.name} (${v.sizeBytes} bytes at epoch ${map.epoch})`);
@@ -1521,16 +1523,31 @@ export class StorageNode implements PgClient {
     const { poolId, pgIndex } = pgOfGroup(groupId);
     const mapReplicas = map.pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.replicas ?? [];
     const members = new Set([...cs.voters, ...cs.votersOutgoing, ...cs.learners, ...cs.learnersNext, ...mapReplicas]);
-    for (const id of members) {
-      const level = storeOpsOf(map, id);
-      if (level < needed) {
-        const what = req.k === 'discardFrom' ? 'a discard past the end of a shrunk volume' : 'a command past 256 TiB';
-        throw new UpgradeRequired(
-          `group ${groupId}: node ${id} ${level === 0 ? 'is not in the map' : `runs a build that applies store commands up to level ${level}`}, and ${what} needs level ${needed}: ` +
-            `upgrade node ${id}, then retry`,
-        );
-      }
+    const what = req.k === 'discardFrom' ? 'a discard past the end of a shrunk volume' : 'a command past 256 TiB';
+    const refusal = this.storeOpsRefusal(members, needed, what);
+    if (refusal) throw new UpgradeRequired(`group ${groupId}: ${refusal}`);
+  }
+
+  /** This node's store command level (ops.ts StoreOpsLevel), as its frames tell its peers. */
+  private get storeOpsLevel(): number {
+    return this.opts.storeOpsLevel ?? storeOpsLevel;
+  }
+
+  /**
+   * Why `needed` may not be proposed to replicas on `nodes` (undefined: it may): a node whose
+   * frames tell a lower level, or one not heard from since this node started (its build unknown).
+   */
+  private storeOpsRefusal(nodes: Iterable<number>, needed: number, what: string): string | undefined {
+    const behind: number[] = [];
+    const why: string[] = [];
+    for (const id of [...nodes].sort((a, b) => a - b)) {
+      const level = id === this.id ? this.storeOpsLevel : this.transport.storeOpsLevelOf(String(id));
+      if (level !== undefined && level >= needed) continue;
+      behind.push(id);
+      why.push(level === undefined ? `node ${id} has not been heard from since node ${this.id} started (its build is unknown)` : `node ${id} runs a build that applies store commands up to level ${level}`);
     }
+    if (behind.length === 0) return undefined;
+    return `${why.join('; ')}, and ${what} needs level ${needed}: upgrade (or start) node ${behind.join(', ')}, then retry`;
   }
 
   /** Serves a PG request on this node, which must lead the PG. */
@@ -1783,14 +1800,10 @@ export class StorageNode implements PgClient {
   private requireDiscardEverywhere(v: Volume): void {
     const map = this.map();
     const pool = map.pools.find((p) => p.name === v.pool);
-    const behind = new Set<number>();
-    for (const pg of pool?.pgs ?? []) for (const id of pg.replicas) if (storeOpsOf(map, id) < StoreOpsLevel.DiscardFrom) behind.add(id);
-    if (behind.size === 0) return;
-    const ids = [...behind].sort((a, b) => a - b).join(', ');
-    throw new UpgradeRequired(
-      `volume ${v.name}: shrinking discards its data past the new end on every replica, which node${behind.size > 1 ? 's' : ''} ${ids} cannot do ` +
-        `(a build before discard commands): upgrade node${behind.size > 1 ? 's' : ''} ${ids}, then shrink; the volume is unchanged`,
-    );
+    const replicas = new Set<number>();
+    for (const pg of pool?.pgs ?? []) for (const id of pg.replicas) replicas.add(id);
+    const refusal = this.storeOpsRefusal(replicas, StoreOpsLevel.DiscardFrom, `shrinking volume ${v.name} (a discard on every replica)`);
+    if (refusal) throw new UpgradeRequired(`${refusal}; the volume is unchanged`);
   }
 
   private async discardWithAdvice(v: Volume): Promise<{ epoch: number; volume: Volume }> {

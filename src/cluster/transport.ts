@@ -150,6 +150,8 @@ export interface TransportOptions {
   awaitingJoin?: boolean;
   /** This node's incarnation, sent on every frame (map.ts NodeInfo.incarnation). */
   incarnation?: string;
+  /** The store commands this node's build applies, sent on every frame (Frame.s). */
+  storeOpsLevel?: number;
   /**
    * The incarnation the map records for a node id, if any: a frame of this cluster from that
    * id with another one is refused (another data dir under the id, such as a removed node
@@ -334,6 +336,8 @@ export class Transport {
   private readonly metrics: TransportMetrics;
   private server: Server | undefined;
   private readonly peers = new Map<string, Peer>();
+  /** Store command levels members last told (Frame.s), by node id. */
+  private readonly storeOpsLevels = new Map<string, number>();
   private readonly conns = new Set<Conn>();
   /** Sockets still proving the cluster key (not yet conns): closed with the transport. */
   private readonly authenticating = new Set<Socket>();
@@ -412,6 +416,14 @@ export class Transport {
 
   peerAddress(id: string): string | undefined {
     return this.peers.get(id)?.addr;
+  }
+
+  /**
+   * The store command level (Frame.s) of the last frame from member `id`; undefined when none
+   * came since this process started.
+   */
+  storeOpsLevelOf(id: string): number | undefined {
+    return this.storeOpsLevels.get(id);
   }
 
   isConnected(id: string): boolean {
@@ -955,6 +967,7 @@ export class Transport {
       conn.socket.destroy();
       return;
     }
+    if (!joining) this.storeOpsLevels.set(f.from, f.s ?? 1);
     if (joining) {
       if (conn.remoteId === undefined) {
         conn.remoteId = f.from;
@@ -1077,6 +1090,7 @@ export class Transport {
   private intro(): Frame {
     const f: Frame = { from: this.nodeId, addr: this.advertised, epoch: this.opts.epoch(), c: this.clusterId, v: wireProtocolVersion };
     if (this.opts.incarnation !== undefined) f.i = this.opts.incarnation;
+    if (this.opts.storeOpsLevel !== undefined) f.s = this.opts.storeOpsLevel;
     return f;
   }
 

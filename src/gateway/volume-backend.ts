@@ -32,10 +32,12 @@ export function nextRequestId(): { s: number; q: number } {
  * `discardFrom` (from StorageNode.discardPastEnd, never from a client) makes every byte of
  * volume `v` at or past `o` that the PG holds a hole: a shrunk volume's old data, in one
  * command per PG (ops.ts DiscardFrom). A request id as every mutation's (see ops.ts why).
+ * A node of the build before it discarded with trims flagged `pastEnd`, one extent each: still
+ * served, so that a shrink such a node runs during a rolling upgrade finishes (never sent).
  */
 export type PgRequest =
   | { k: 'write'; v: number; o: number; d: Buffer; s: number; q: number; nb?: number }
-  | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number; nb?: number }
+  | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number; nb?: number; pastEnd?: true }
   | { k: 'discardFrom'; v: number; o: number; s: number; q: number; nb?: number }
   | { k: 'read'; v: number; o: number; l: number }
   | { k: 'status'; v: number; o: number; l: number };
@@ -71,6 +73,7 @@ export function checkPgRequest(q: unknown): PgRequest {
     case 'zero':
     case 'zeroNoHole':
       if (!isCount(r.l, maxOpLengthBytes)) throw new InvalidArgument('PG request: bad length');
+      if (r.pastEnd !== undefined && (r.pastEnd !== true || r.k !== 'trim')) throw new InvalidArgument('PG request: bad pastEnd flag');
       mutation();
       return q as PgRequest;
     case 'discardFrom':

@@ -19,7 +19,6 @@ import {
   pgGroupId,
   pgOfExtent,
   pgOfGroup,
-  storeOpsOf,
   type AddNodeCommand,
   type ApplyResult,
   type ClusterMap,
@@ -401,25 +400,4 @@ test('resetPg starts a PG over only once every replica lost its data dir; it kee
   rejected(applyCommand(three, { type: 'resetPg', pool: 'default', pg: 0 }), 'PG_NOT_LOST');
   three = applyAll(three, { type: 'replaceNode', id: 3 });
   assert.ok(applyCommand(three, { type: 'resetPg', pool: 'default', pg: 0 }).ok);
-});
-
-test('a node registers the store command level of its build; a new level updates the map, a bad one is refused', () => {
-  let map = threeZones();
-  assert.equal(storeOpsOf(map, 2), 1, 'a node that named no level is taken as level 1');
-  assert.equal(storeOpsOf(map, 99), 0, 'a node not in the map has none');
-  const upgraded = applyCommand(map, { ...(addNode(2) as AddNodeCommand), storeOps: 3 });
-  assert.ok(upgraded.ok && upgraded.changed && upgraded.movedGroups.length === 0);
-  assert.ok(upgraded.map.epoch > map.epoch);
-  map = deepFreeze(upgraded.map);
-  checkMap(map);
-  assert.equal(storeOpsOf(map, 2), 3);
-  const again = applyCommand(map, { ...(addNode(2) as AddNodeCommand), storeOps: 3 });
-  assert.ok(again.ok && !again.changed, 'the same level again changes nothing');
-  // A downgrade registers too: commands of the higher level are then held back again.
-  const down = applyCommand(map, { ...(addNode(2) as AddNodeCommand), storeOps: 2 });
-  assert.ok(down.ok && down.changed);
-  assert.equal(storeOpsOf(down.map, 2), 2);
-  for (const bad of [0, -1, 1.5, 70_000, '3', null]) rejected(applyCommand(map, { ...(addNode(2) as AddNodeCommand), storeOps: bad as number }), 'INVALID_ARGUMENT');
-  // It survives the map's encoding.
-  assert.equal(storeOpsOf(decodeMap(encodeMap(map)), 2), 3);
 });

@@ -61,6 +61,10 @@ test('a discard-from command round-trips, names offsets past 256 TiB, and a malf
   ]) {
     assert.throws(() => checkPgRequest(bad), InvalidArgument, JSON.stringify(bad));
   }
+  // A shrink's trim past the end from a node of the build before discards (a rolling upgrade).
+  const pastEnd = { k: 'trim', v: 3, o: GiB, l: B, s: 7, q: 12, pastEnd: true };
+  assert.deepEqual(checkPgRequest(pastEnd), pastEnd);
+  for (const bad of [{ ...pastEnd, pastEnd: 1 }, { ...pastEnd, k: 'zero' }]) assert.throws(() => checkPgRequest(bad), InvalidArgument, JSON.stringify(bad));
 });
 
 /** Where the discard starts: 1 GiB (in the first file), a file boundary, inside a later file. */

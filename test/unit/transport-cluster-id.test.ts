@@ -21,6 +21,7 @@ import { mergeClusterStatus, type GroupStatus, type NodeStatus } from '../../src
 import { renderStatus } from '../../src/cli/commands/status.js';
 import { zonedMap } from '../helpers/map.js';
 import { until } from '../helpers/until.js';
+import { transportWithBoundPeer } from '../helpers/transport.js';
 
 test('setClusterId names the cluster once: the same id changes nothing, another is refused', () => {
   const id = randomUUID();
@@ -328,4 +329,18 @@ test('a wire protocol that is not a small positive integer is a protocol error',
     assert.throws(() => new FrameDecoder().push(encodeFrame({ from: '1', addr: '', epoch: 0, v: v as number })), ProtocolError, `accepted v=${JSON.stringify(v)}`);
   }
   assert.equal(new FrameDecoder().push(encodeFrame({ from: '1', addr: '', epoch: 0, v: wireProtocolVersion }))[0].v, wireProtocolVersion);
+});
+
+test('a store command level on a frame is a small positive integer or absent; a transport remembers each member\'s', async (t) => {
+  for (const s of [0, -1, 1.5, 0x10000, '3']) {
+    assert.throws(() => new FrameDecoder().push(encodeFrame({ from: '1', addr: '', epoch: 0, s: s as number })), ProtocolError, `accepted s=${JSON.stringify(s)}`);
+  }
+  assert.equal(new FrameDecoder().push(encodeFrame({ from: '1', addr: '', epoch: 0, s: 3 }))[0].s, 3);
+
+  // A member's frames: none yet, then a frame without a level (a build before levels: 1), then 2.
+  const { tr, peer } = await transportWithBoundPeer(t, { storeOpsLevel: 3 });
+  assert.equal(tr.storeOpsLevelOf('3'), 1, 'a frame that names no level is level 1');
+  assert.equal(tr.storeOpsLevelOf('4'), undefined, 'a node never heard from has none');
+  peer.s.write(encodeFrame({ from: '3', addr: '', epoch: 1, s: 2 }));
+  await until(() => tr.storeOpsLevelOf('3') === 2, 5000, 'node 3 told level 2');
 });
