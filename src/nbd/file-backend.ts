@@ -108,10 +108,16 @@ export class FileBackend implements BlockBackend {
    * lseek of the file waits for it. The synchronous ones would hold the event loop, every
    * client's, that long; on the thread pool each would hold a thread, and a queue of them all
    * four (other exports' syncs, large I/O and block status behind them). So they wait here, in
-   * JS, until no deallocation runs (untilNoDeallocation), and then go on synchronously.
+   * JS, until no deallocation runs (`while (deallocationsInFlight) await nextDeallocationEnd()`,
+   * the synchronous call made in the same turn as the last check), and a deallocation asked
+   * while any of them waits is held until they have run (heldDeallocations): a stream of TRIMs
+   * (an fstrim) would otherwise hold them for its whole length.
    */
   private deallocationsInFlight = 0;
-  private deallocationWaiters: (() => void)[] = [];
+  /** Short reads, writes and hole checks waiting for the deallocations under way to end. */
+  private ioWaiters: (() => void)[] = [];
+  /** Deallocations asked while ioWaiters waited: started once those have run. */
+  private heldDeallocations: (() => void)[] = [];
 
   private constructor(
     readonly path: string,
@@ -173,7 +179,7 @@ export class FileBackend implements BlockBackend {
     // A hole reads as zeros and spans whole aligned blocks: without an all-zero aligned granule
     // there is none, and the check (one byte per granule for data) is cheaper than an lseek.
     if (!hasZeroGranule(into, length, offset, zeroGranuleBytes)) return undefined;
-    if (this.deallocationsInFlight !== 0) await this.untilNoDeallocation();
+    while (this.deallocationsInFlight !== 0) await this.nextDeallocationEnd();
     const hole = this.sparse.seekHole(offset);
     if (hole >= offset + length) return undefined;
     // On the event loop, as the SEEK_HOLE above that decides whether a READ needs the map at
@@ -183,11 +189,13 @@ export class FileBackend implements BlockBackend {
   }
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    const sync = data.length <= this.syncIoMaxBytes;
+    while (sync && this.deallocationsInFlight !== 0) await this.nextDeallocationEnd();
+    // After the wait: a NO_HOLE zero of this range that ran meanwhile is under this write's data.
     if (this.allocatedZeros.count !== 0) this.allocatedZeros.remove(offset, offset + data.length);
-    if (data.length <= this.syncIoMaxBytes && this.deallocationsInFlight !== 0) await this.untilNoDeallocation();
     let done = 0;
     try {
-      if (data.length <= this.syncIoMaxBytes) {
+      if (sync) {
         while (done < data.length) done += writeSync(this.fh.fd, data, done, data.length - done, offset + done);
       }
       while (done < data.length) {
@@ -198,6 +206,8 @@ export class FileBackend implements BlockBackend {
     } catch (err) {
       throw wrapFsError('pwrite', err);
     }
+    // A zero that ran beside a write on the pool may have landed first: not known to be zeros.
+    if (!sync && this.allocatedZeros.count !== 0) this.allocatedZeros.remove(offset, offset + data.length);
     if (fua) await this.flush();
   }
 
@@ -257,13 +267,13 @@ export class FileBackend implements BlockBackend {
           // Remembered before the call, so a write that starts meanwhile removes it again.
           this.allocatedZeros.add(offset, offset + length);
           try {
-            await this.deallocating(sparse.zeroRange(offset, length));
+            await this.deallocating(() => sparse.zeroRange(offset, length));
           } catch (err) {
             this.allocatedZeros.remove(offset, offset + length);
             throw err;
           }
         } else {
-          await this.deallocating(sparse.punchHole(offset, length));
+          await this.deallocating(() => sparse.punchHole(offset, length));
           this.allocatedZeros.remove(offset, offset + length);
         }
         return;
@@ -281,7 +291,7 @@ export class FileBackend implements BlockBackend {
   private async zeroRange(offset: number, length: number, keepAllocated: boolean, fastOnly: boolean): Promise<void> {
     if (length >= punchMinBytes && this.canPunch) {
       try {
-        await this.deallocating(runFallocate(keepAllocated ? '--zero-range' : '--punch-hole', offset, length, this.path));
+        await this.deallocating(() => runFallocate(keepAllocated ? '--zero-range' : '--punch-hole', offset, length, this.path));
         return;
       } catch {
         this.canPunch = false;
@@ -291,26 +301,35 @@ export class FileBackend implements BlockBackend {
     await this.writeZeros(offset, length);
   }
 
-  /** Counts `fallocate` as under way until it settles (see deallocationsInFlight). */
-  private async deallocating(fallocate: Promise<void>): Promise<void> {
+  /**
+   * Runs `fallocate`, counted as under way until it settles (see deallocationsInFlight); held
+   * first while short I/O waits for the ones under way.
+   */
+  private async deallocating(fallocate: () => Promise<void>): Promise<void> {
+    while (this.ioWaiters.length > 0) await new Promise<void>((resolve) => this.heldDeallocations.push(resolve));
     this.deallocationsInFlight++;
     try {
-      await fallocate;
+      await fallocate();
     } finally {
       if (--this.deallocationsInFlight === 0) {
-        const waiters = this.deallocationWaiters;
-        this.deallocationWaiters = [];
+        const waiters = this.ioWaiters;
+        this.ioWaiters = [];
         for (const wake of waiters) wake();
+        // After the woken requests' continuations (microtasks) have made their calls.
+        if (this.heldDeallocations.length > 0) {
+          setImmediate(() => {
+            const held = this.heldDeallocations;
+            this.heldDeallocations = [];
+            for (const go of held) go();
+          });
+        }
       }
     }
   }
 
-  /**
-   * Resolves once no deallocation of the file runs, in a turn where none does: a caller that
-   * goes on synchronously from there cannot meet one (only this process starts them).
-   */
-  private async untilNoDeallocation(): Promise<void> {
-    while (this.deallocationsInFlight !== 0) await new Promise<void>((resolve) => this.deallocationWaiters.push(resolve));
+  /** Resolves when the deallocations under way have all ended (callers check again). */
+  private nextDeallocationEnd(): Promise<void> {
+    return new Promise<void>((resolve) => this.ioWaiters.push(resolve));
   }
 
   /** Writes zeros over the range in bounded chunks from the shared zero buffer. */
@@ -416,7 +435,7 @@ export class FileBackend implements BlockBackend {
   private async preadFully(into: Buffer, length: number, offset: number): Promise<void> {
     // A short read is synchronous: never while a deallocation runs (see deallocationsInFlight).
     const sync = length <= this.syncIoMaxBytes;
-    if (sync && this.deallocationsInFlight !== 0) await this.untilNoDeallocation();
+    while (sync && this.deallocationsInFlight !== 0) await this.nextDeallocationEnd();
     let done = 0;
     try {
       while (done < length) {

@@ -57,3 +57,18 @@ test('file export: a READ and a WRITE asked during a punch of the file leave the
   await b.read(B, B, after);
   assert.ok(after.equals(Buffer.alloc(B)), 'the punched block reads as zeros');
 });
+
+test('file export: a READ waiting for a punch goes before a punch asked after it (a stream of TRIMs does not starve it)', async (t) => {
+  const path = join(tempDir(t), 'data.img');
+  writeDataFile(path);
+  const b = await FileBackend.open(path);
+  t.after(() => b.close());
+  const half = fileBytes / 2;
+  const done: string[] = [];
+  const first = b.trim(0, half, false).then(() => done.push('first punch'));
+  const read = b.read(half + B, B, Buffer.alloc(B)).then(() => done.push('read'));
+  const second = b.trim(half, half - B, false).then(() => done.push('second punch'));
+  await Promise.all([first, read, second]);
+  // The READ runs once the first punch has ended (its reply may even come before the TRIM's).
+  assert.ok(done.indexOf('read') < done.indexOf('second punch'), `done in the order ${done.join(', ')}`);
+});
