@@ -1510,9 +1510,10 @@ export class StorageNode implements PgClient {
 
   /**
    * Refuses (UPGRADE_REQUIRED) a command some replica of the PG could not apply: one whose node
-   * registered a lower store command level (a build before it, mid rolling upgrade) would stop
-   * at it. The replicas are the map's and every member of the group's latest configuration
-   * (one being added or removed too); a node no longer in the map counts as the lowest.
+   * tells a lower store command level (Frame.s: a build before it, mid rolling upgrade) would
+   * stop at it. The replicas are the map's and every member of the group's latest
+   * configuration (one being added or removed too); a node not heard from since this one
+   * started counts as unknown, and refuses it too.
    */
   private requireStoreOps(groupId: number, g: Group, req: PgRequest): void {
     const needed =
@@ -1561,8 +1562,13 @@ export class StorageNode implements PgClient {
     switch (req.k) {
       case 'write':
         return this.proposeMutation(groupId, store, req, encodeWrite(req.v, req.o, req.d, { session: req.s, seq: req.q }), 'write');
-      case 'trim':
-        return this.proposeMutation(groupId, store, req, encodeRange(OpKind.Trim, req.v, req.o, req.l, { session: req.s, seq: req.q }), 'trim');
+      case 'trim': {
+        // A shrink's trim from a node of the build before discards names no request id: one is
+        // given here, so that a replay after an image install skips it as it skips the writes
+        // after it (ops.ts, discard-from, says why a keyless one cut them).
+        const id = req.pastEnd === true && req.s === 0 && req.q === 0 ? nextRequestId() : { s: req.s, q: req.q };
+        return this.proposeMutation(groupId, store, req, encodeRange(OpKind.Trim, req.v, req.o, req.l, { session: id.s, seq: id.q }), 'trim');
+      }
       case 'zero':
         return this.proposeMutation(groupId, store, req, encodeRange(OpKind.Zero, req.v, req.o, req.l, { session: req.s, seq: req.q }), 'zero');
       case 'zeroNoHole':
@@ -1786,7 +1792,7 @@ export class StorageNode implements PgClient {
    */
   async resizeVolume(name: string, sizeBytes: number, allowShrink: boolean, cid?: MetaCommandId): Promise<{ epoch: number; volume: Volume }> {
     const before = this.map().volumes.find((v) => v.name === name);
-    if (before && allowShrink && sizeBytes < before.sizeBytes) this.requireDiscardEverywhere(before);
+    if (before && allowShrink && sizeBytes < before.sizeBytes) await this.requireDiscardEverywhere(before);
     if (before && (before.discardToBytes ?? 0) > before.sizeBytes && sizeBytes >= before.sizeBytes) await this.discardWithAdvice(before);
     const r = (await this.proposeMeta({ type: 'resizeVolume', name, sizeBytes, allowShrink }, cid)) as { epoch: number; volume: Volume };
     if ((r.volume.discardToBytes ?? 0) > r.volume.sizeBytes) return this.discardWithAdvice(r.volume);
@@ -1797,11 +1803,15 @@ export class StorageNode implements PgClient {
    * Refuses a shrink (UPGRADE_REQUIRED) before the map shrinks, while a replica of the volume's
    * pool runs a build that cannot apply its discard (requireStoreOps would refuse each PG's).
    */
-  private requireDiscardEverywhere(v: Volume): void {
+  private async requireDiscardEverywhere(v: Volume): Promise<void> {
     const map = this.map();
     const pool = map.pools.find((p) => p.name === v.pool);
     const replicas = new Set<number>();
     for (const pg of pool?.pgs ?? []) for (const id of pg.replicas) replicas.add(id);
+    // A replica's node this one shares no group with may not have sent it a frame yet: ask it
+    // something (its answer's frame tells its level). One that does not answer stays unknown.
+    const unheard = [...replicas].filter((id) => id !== this.id && this.transport.storeOpsLevelOf(String(id)) === undefined);
+    await Promise.all(unheard.map((id) => this.transport.request(String(id), 'mapAtLeast', { e: 0 }, requestTimeoutMs).catch(() => undefined)));
     const refusal = this.storeOpsRefusal(replicas, StoreOpsLevel.DiscardFrom, `shrinking volume ${v.name} (a discard on every replica)`);
     if (refusal) throw new UpgradeRequired(`${refusal}; the volume is unchanged`);
   }

@@ -36,12 +36,12 @@ export type OpKind = (typeof OpKind)[keyof typeof OpKind];
 
 export const opHeaderBytes = 24;
 /**
- * The store commands a build applies, as a level each node registers in the cluster map
- * (NodeInfo.storeOps): 1, ops 1-4 at offsets below 256 TiB; 2, also offsets at or past it (the
- * far-offset flag); 3, also discard-from (op 5). A node meeting a command it does not know
- * stops (and again at every restart that replays it), so a leader proposes a command of a
- * level only once every replica's node registered at least that level (StorageNode
- * requireStoreOps): during a rolling upgrade such a command is refused, nothing stops.
+ * The store commands a build applies, as a level each node tells its peers on every frame
+ * (Frame.s): 1, ops 1-4 at offsets below 256 TiB; 2, also offsets at or past it (the far-offset
+ * flag); 3, also discard-from (op 5). A node meeting a command it does not know stops (and
+ * again at every restart that replays it), so a leader proposes a command of a level only once
+ * every replica's node told at least that level (StorageNode requireStoreOps): during a rolling
+ * upgrade such a command is refused, nothing stops.
  */
 export const StoreOpsLevel = { Base: 1, FarOffsets: 2, DiscardFrom: 3 } as const;
 /** This build's level. */
