@@ -835,10 +835,7 @@ export class StorageNode implements PgClient {
     // A node whose stored map lists it was a member: if the map no longer has it, it was
     // removed, and group 0 refuses it (NODE_REMOVED) instead of adding its old data dir again.
     const member = this.clusterId !== '' && this.map().nodes.some((n) => n.id === this.id);
-    const cmd: MapCommand = {
-      type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels, incarnation: this.incarnation,
-      ...(member ? { member } : {}),
-    };
+    const cmd: MapCommand = { type: 'addNode', id: this.id, addresses: this.addresses, labels: this.opts.labels, incarnation: this.incarnation, ...(member ? { member } : {}) };
     let attempt = 0;
     let refused = '';
     while (!this.stopping && !this.registered && !this.removed) {
@@ -1488,9 +1485,9 @@ export class StorageNode implements PgClient {
     const v = volumeWithId(map, req.v);
     if (v) {
       if (req.k === 'discardFrom' || (req.k === 'trim' && req.pastEnd === true)) {
-        // A shrink's discard (a trim past the end from a node of the build before discards,
-        // mid rolling upgrade; see PgRequest): served only with the map that shrank the volume (whose leader
-        // then refuses writes there), and never inside the volume (it grew meanwhile).
+        // A shrink's discard (or a trim past the end from a node of the build before discards,
+        // mid rolling upgrade; see PgRequest): served only with the map that shrank the volume
+        // (whose leader then refuses writes there), and never inside the volume (it grew meanwhile).
         if (map.epoch < senderEpoch) throw new Unavailable(`node ${this.id} is fetching map epoch ${senderEpoch} before discarding past the end of volume ${v.name}`);
         if (req.o < v.sizeBytes) throw new InvalidArgument(`discard at ${req.o} is inside volume ${v.name} (${v.sizeBytes} bytes at epoch ${map.epoch})`);
         return;
