@@ -220,13 +220,7 @@ export class RaftNode {
         // too short) hold back every up-to-date voter's timeout with each new term they try,
         // and no leader is ever elected (sim seed 3012181 without pre-vote). Only a leader's
         // message or a granted vote restarts the clock (Raft thesis §3.4).
-        const elapsedTicks = this.electionElapsed;
-        const timeoutTicks = this.randomizedElectionTimeout;
-        this.becomeFollower(m.term, NONE);
-        // The deadline too: redrawn, it could fall at or below the count, and every voter the
-        // same stale candidate woke would campaign at the next tick and split the votes.
-        this.electionElapsed = elapsedTicks;
-        this.randomizedElectionTimeout = timeoutTicks;
+        this.becomeFollower(m.term, NONE, { keepElectionClock: true });
       }
     } else if (m.term < this.term) {
       if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === 'heartbeat' || m.type === 'app')) {
@@ -653,8 +647,20 @@ export class RaftNode {
     this.commitPending = false;
   }
 
-  private becomeFollower(term: number, lead: NodeId): void {
+  /**
+   * `keepElectionClock`: the election count and deadline run on (see step: a newer term from a
+   * message naming no leader). The deadline too: redrawn, it could fall at or below the count,
+   * and every voter the same stale candidate woke would campaign at the next tick and split
+   * the votes.
+   */
+  private becomeFollower(term: number, lead: NodeId, opts: { keepElectionClock?: boolean } = {}): void {
+    const elapsedTicks = this.electionElapsed;
+    const timeoutTicks = this.randomizedElectionTimeout;
     this.reset(term);
+    if (opts.keepElectionClock) {
+      this.electionElapsed = elapsedTicks;
+      this.randomizedElectionTimeout = timeoutTicks;
+    }
     this.role = 'follower';
     this.lead = lead;
     if (lead !== NONE) this.ticksSinceLeader = 0;
