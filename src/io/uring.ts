@@ -212,6 +212,8 @@ export class UringBlockIo implements BlockIo {
       const resolve = s.resolve as (n: number) => void;
       const reject = s.reject as (e: Error) => void;
       const op = s.op;
+      // One ring op serves both syncs; its arg (datasync 1 or 0) tells which the caller asked for.
+      const syscall = op === Op.Fsync && s.arg === 0 ? 'fsync' : syscallOf[op];
       const expected = s.length;
       const path = s.path;
       const counted = s.counted;
@@ -224,9 +226,9 @@ export class UringBlockIo implements BlockIo {
         this.slots[token] = waiting;
         this.prep(token, waiting);
       } else this.freeSlots.push(token);
-      if (res < 0) reject(new IoError(syscallOf[op], -res, `${syscallOf[op]} ${path} failed: errno ${-res}`));
+      if (res < 0) reject(new IoError(syscall, -res, `${syscall} ${path} failed: errno ${-res}`));
       else if ((op === Op.Write || op === Op.Writev) && res !== expected)
-        reject(new IoError(syscallOf[op], 28 /* ENOSPC */, `short write ${res}/${expected} on ${path}`));
+        reject(new IoError(syscall, 28 /* ENOSPC */, `short write ${res}/${expected} on ${path}`));
       else resolve(res);
       if (counted) this.settled();
     }

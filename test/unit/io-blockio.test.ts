@@ -259,6 +259,17 @@ test('errors surface as IoError with errno from the ring (EINVAL for a misaligne
   await assert.rejects(f.pwrite(slab.subarray(1, 4097), 0, true), (e: unknown) => e instanceof IoError && e.errno === 22 && e.syscall === 'pwrite');
 });
 
+test('uring: a failed sync names the call asked for: fsync or fdatasync', { skip: uring.skip }, async (t) => {
+  const dir = tempDir(t);
+  const io = uring.make(8);
+  t.after(() => io.close());
+  const f = await io.open(join(dir, 'sync'), { create: true });
+  // Its descriptor closed under it (the file object does not know): the ring answers EBADF.
+  closeSync(Reflect.get(f, 'fd') as number);
+  await assert.rejects(f.fsync(), (e: unknown) => e instanceof IoError && e.errno === 9 && e.syscall === 'fsync' && /^fsync /.test(e.message));
+  await assert.rejects(f.fdatasync(), (e: unknown) => e instanceof IoError && e.errno === 9 && e.syscall === 'fdatasync');
+});
+
 test('uring: both ways of making a direct write durable write the same bytes', { skip: uring.skip }, async (t) => {
   const dir = tempDir(t);
   const native = loadNative();
