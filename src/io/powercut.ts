@@ -1,19 +1,41 @@
 /**
  * Test-only BlockIo that can simulate a power cut. It wraps a real BlockIo and keeps, for every
- * write that is not yet durable, enough to undo it:
+ * change to a file that is not yet durable, enough to undo it:
  *  - a DSYNC write is held in memory and reaches the real file only after a random delay,
  *    when it completes; at the cut, a random subset of its 4 KiB blocks lands (a torn write)
- *    and the rest is lost;
+ *    and the rest is lost. Once it completes, nothing older is undone over its range;
  *  - a plain write goes to the real file at once but remembers the bytes it replaced; at the
- *    cut, a random subset of its blocks is rolled back unless an fdatasync completed since.
+ *    cut, a random subset of its blocks is rolled back unless an fdatasync completed since;
+ *  - a truncate, punchHole or zeroRange (metadata: extents and the size, kept in the file
+ *    system's journal) remembers what it cut off or zeroed; at the cut it is undone whole,
+ *    unless synced since: the file gets its old size back, the bytes it cut off or zeroed come
+ *    back, and the blocks it freed past the end of the file are allocated again (unwritten).
+ *    The journal commits in order, so the undone ones are the newest few of a file (a seeded
+ *    random count, all of them on a high draw): never an older one while a newer one stays.
+ * Which sync makes a change durable follows types.ts: fdatasync makes writes, punches, zero
+ * ranges and size changes durable (Linux writes the size with the data, since reads need it);
+ * a truncate that kept the size changes no byte a read returns, only frees blocks past the end
+ * of the file, and that only fsync makes durable (fdatasync may leave it in the journal).
+ * What a metadata change would cut off is read from the allocated ranges only (holes are not
+ * read) and kept only where not zero; a change that would need more than
+ * `rememberScanLimitBytes` of allocated data read fails (a test on a file too big to model).
  * After the cut every operation fails with EIO and nothing pending ever completes, as if the
- * process had died with the machine. Recovery then runs on the real files.
+ * process had died with the machine. Recovery then runs on the real files. A file closed
+ * before the cut counts as durable (its undo is dropped with it).
  */
 import { IoError } from '../common/errors.js';
-import type { BlockFile, BlockIo, OpenFileOptions } from './types.js';
+import { ExtentKind, type BlockFile, type BlockIo, type OpenFileOptions } from './types.js';
 
 const blockBytes = 4096;
 const EIO = 5;
+/** Most allocated bytes one truncate, punch or zero range reads to remember (see the top). */
+export const rememberScanLimitBytes = 256 * 1024 * 1024;
+/** Bytes read at a time while remembering. */
+const rememberChunkBytes = 1024 * 1024;
+/** Where a look for blocks allocated past the end of a file stops (any file here ends before). */
+const allocationProbeEndBytes = 2 ** 52;
+/** Runs asked per extent map while remembering (a longer map is asked again from its end). */
+const allocationProbeRuns = 1024;
 
 interface HeldWrite {
   data: Buffer; // a copy: the caller may reuse its buffer once the promise settles
@@ -21,10 +43,30 @@ interface HeldWrite {
   started: boolean;
 }
 
-interface Undo {
+/** Bytes at `offset` as they were before a change (aligned; only blocks that were not zero). */
+interface Run {
   offset: number;
-  old: Buffer;
+  data: Buffer;
 }
+
+/** A byte range [from, to). */
+type Range = [from: number, to: number];
+
+/** What a change not yet durable did, newest last in a file's list. */
+type Undo =
+  /** A plain write: the bytes it replaced (zeros past the end of the file), torn per block. */
+  | { kind: 'write'; offset: number; old: Buffer }
+  /**
+   * A punchHole or zeroRange: the non-zero blocks it zeroed (below the file's end), and the
+   * size it grew the file from (the fs backend writes zeros: past the end they extend it).
+   */
+  | { kind: 'zeroed'; runs: Run[]; fromBytes: number; toBytes: number }
+  /** A truncate that changed the size: the non-zero blocks it cut off, the blocks it freed past the old end. */
+  | { kind: 'resize'; fromBytes: number; toBytes: number; runs: Run[]; freed: Range[] }
+  /** A truncate that kept the size: the blocks it freed past the end; only fsync makes it durable. */
+  | { kind: 'free'; freed: Range[] }
+  /** A completed DSYNC write: durable; older undos leave its range alone. */
+  | { kind: 'durable'; range: Range };
 
 /** A seeded generator (mulberry32) so a failing round can be replayed. */
 export function seededRandom(seed: number): () => number {
@@ -60,19 +102,24 @@ export class PowerCutIo implements BlockIo {
     return this.inner.allocAligned(lengthBytes);
   }
 
-  /** Cuts the power: tears held writes, rolls back unsynced ones, fails everything after. */
-  async powerCut(): Promise<{ tornWrites: number; rolledBackWrites: number }> {
+  /**
+   * Cuts the power: tears held writes, rolls back unsynced ones, undoes the newest unsynced
+   * metadata changes, fails everything after.
+   */
+  async powerCut(): Promise<{ tornWrites: number; rolledBackWrites: number; undoneMetadataChanges: number }> {
     this.dead = true;
     let tornWrites = 0;
     let rolledBackWrites = 0;
+    let undoneMetadataChanges = 0;
     for (const f of this.files) {
       const r = await f.cut();
       tornWrites += r.torn;
       rolledBackWrites += r.rolledBack;
+      undoneMetadataChanges += r.undoneMetadata;
       await f.inner.close().catch(() => undefined);
     }
     this.files.clear();
-    return { tornWrites, rolledBackWrites };
+    return { tornWrites, rolledBackWrites, undoneMetadataChanges };
   }
 
   async close(): Promise<void> {
@@ -106,9 +153,11 @@ class PowerCutFile implements BlockFile {
   async pwrite(buf: Buffer, offsetBytes: number, dsync = false): Promise<void> {
     this.check('pwrite');
     if (!dsync) {
-      await this.remember(offsetBytes, buf.length);
+      const old = await this.readOld(offsetBytes, buf.length);
       this.check('pwrite');
-      return this.inner.pwrite(buf, offsetBytes);
+      await this.inner.pwrite(buf, offsetBytes);
+      this.undo.push({ kind: 'write', offset: offsetBytes, old });
+      return;
     }
     const w: HeldWrite = { data: Buffer.from(buf), offset: offsetBytes, started: false };
     this.held.add(w);
@@ -120,6 +169,8 @@ class PowerCutFile implements BlockFile {
     await this.inner.pwrite(aligned, offsetBytes, true);
     this.held.delete(w);
     this.check('pwrite');
+    // Nothing older is undone over it; with nothing older to undo, there is nothing to guard.
+    if (this.undo.length > 0) this.undo.push({ kind: 'durable', range: [offsetBytes, offsetBytes + w.data.length] });
   }
 
   async pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync = false): Promise<void> {
@@ -127,32 +178,42 @@ class PowerCutFile implements BlockFile {
   }
 
   fdatasync(): Promise<void> {
-    return this.sync('fdatasync', () => this.inner.fdatasync());
+    // A truncate that kept the size is left for fsync (see the top).
+    return this.sync('fdatasync', () => this.inner.fdatasync(), (u) => u.kind === 'free');
   }
 
   fsync(): Promise<void> {
-    return this.sync('fsync', () => this.inner.fsync());
+    return this.sync('fsync', () => this.inner.fsync(), () => false);
   }
 
-  /** A sync makes durable the writes completed before it began: those need no undo any more. */
-  private async sync(what: string, run: () => Promise<void>): Promise<void> {
+  /**
+   * A sync makes durable the changes completed before it began (all but those `stays` keeps):
+   * those need no undo any more.
+   */
+  private async sync(what: string, run: () => Promise<void>, stays: (u: Undo) => boolean): Promise<void> {
     this.check(what);
     const covered = this.undo.length;
     await run();
     this.check(what);
-    this.undo = this.undo.slice(covered);
+    this.undo = [...this.undo.slice(0, covered).filter(stays), ...this.undo.slice(covered)];
   }
 
-  async punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
-    this.check('fallocate');
-    await this.remember(offsetBytes, lengthBytes);
-    return this.inner.punchHole(offsetBytes, lengthBytes);
+  punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
+    return this.zeroing(offsetBytes, lengthBytes, () => this.inner.punchHole(offsetBytes, lengthBytes));
   }
 
-  async zeroRange(offsetBytes: number, lengthBytes: number): Promise<void> {
+  zeroRange(offsetBytes: number, lengthBytes: number): Promise<void> {
+    return this.zeroing(offsetBytes, lengthBytes, () => this.inner.zeroRange(offsetBytes, lengthBytes));
+  }
+
+  /** Runs a punch or zero range of [offset, offset + length), remembering what it zeroes. */
+  private async zeroing(offset: number, length: number, run: () => Promise<void>): Promise<void> {
     this.check('fallocate');
-    await this.remember(offsetBytes, lengthBytes);
-    return this.inner.zeroRange(offsetBytes, lengthBytes);
+    const fromBytes = await this.inner.size();
+    const runs = offset < fromBytes ? await this.dataRuns(offset, Math.min(offset + length, fromBytes)) : [];
+    this.check('fallocate');
+    await run();
+    this.undo.push({ kind: 'zeroed', runs, fromBytes, toBytes: await this.inner.size() });
   }
 
   seekData(offsetBytes: number): Promise<number> {
@@ -175,9 +236,17 @@ class PowerCutFile implements BlockFile {
     return this.inner.size();
   }
 
-  truncate(sizeBytes: number): Promise<void> {
+  async truncate(sizeBytes: number): Promise<void> {
     this.check('ftruncate');
-    return this.inner.truncate(sizeBytes);
+    const fromBytes = await this.inner.size();
+    // A shrink cuts off [size, old size) and frees every block past the new end; an extension
+    // or a truncate at the size frees only what is allocated past the (old) end.
+    const runs = sizeBytes < fromBytes ? await this.dataRuns(sizeBytes, fromBytes) : [];
+    const freed = await this.allocatedPast(Math.max(sizeBytes, fromBytes));
+    this.check('ftruncate');
+    await this.inner.truncate(sizeBytes);
+    if (sizeBytes !== fromBytes) this.undo.push({ kind: 'resize', fromBytes, toBytes: sizeBytes, runs, freed });
+    else if (freed.length > 0) this.undo.push({ kind: 'free', freed });
   }
 
   async close(): Promise<void> {
@@ -186,16 +255,82 @@ class PowerCutFile implements BlockFile {
     await this.inner.close();
   }
 
-  /** Saves what a plain write is about to replace (zeros past the end of the file). */
-  private async remember(offset: number, length: number): Promise<void> {
+  /** What a plain write is about to replace (zeros past the end of the file). */
+  private async readOld(offset: number, length: number): Promise<Buffer> {
     const old = this.io.allocAligned(length);
     const n = await this.inner.pread(old, offset);
     old.fill(0, n);
-    this.undo.push({ offset, old });
+    return old;
   }
 
-  /** At the cut: land a random subset of each held write's blocks; roll back unsynced ones. */
-  async cut(): Promise<{ torn: number; rolledBack: number }> {
+  /**
+   * The non-zero blocks of [from, to) (below the file's end), read from its data extents
+   * only: a hole or an unwritten extent reads as zeros. Fails past rememberScanLimitBytes.
+   */
+  private async dataRuns(from: number, to: number): Promise<Run[]> {
+    const runs: Run[] = [];
+    let scannedBytes = 0;
+    const chunk = this.io.allocAligned(rememberChunkBytes);
+    for (const [dataFrom, dataTo] of await this.extents(from, to, (kind) => kind === ExtentKind.Data)) {
+      scannedBytes += dataTo - dataFrom;
+      if (scannedBytes > rememberScanLimitBytes) {
+        throw new Error(`PowerCutIo: ${this.path}: more than ${rememberScanLimitBytes} bytes of data in [${from}, ${to}) to remember; use a smaller file`);
+      }
+      for (let at = dataFrom; at < dataTo; at += rememberChunkBytes) {
+        const part = chunk.subarray(0, Math.min(rememberChunkBytes, dataTo - at));
+        const n = await this.inner.pread(part, at);
+        part.fill(0, n);
+        for (let b = 0; b < part.length; b += blockBytes) {
+          const block = part.subarray(b, b + blockBytes);
+          if (block.every((x) => x === 0)) continue;
+          const last = runs[runs.length - 1];
+          if (last && last.offset + last.data.length === at + b) {
+            const longer = this.io.allocAligned(last.data.length + blockBytes);
+            last.data.copy(longer);
+            block.copy(longer, last.data.length);
+            last.data = longer;
+          } else {
+            const data = this.io.allocAligned(blockBytes);
+            block.copy(data);
+            runs.push({ offset: at + b, data });
+          }
+        }
+      }
+    }
+    return runs;
+  }
+
+  /** The ranges allocated (as unwritten extents: past the end nothing else is) at or past `from`. */
+  private allocatedPast(from: number): Promise<Range[]> {
+    return this.extents(from, allocationProbeEndBytes, (kind) => kind !== ExtentKind.Hole);
+  }
+
+  /** The runs of [from, to) whose kind `wanted` picks, widened to whole blocks. */
+  private async extents(from: number, to: number, wanted: (kind: ExtentKind) => boolean): Promise<Range[]> {
+    const out: Range[] = [];
+    for (let at = from; at < to; ) {
+      const map = await this.inner.extentMap(at, to, allocationProbeRuns);
+      if (map.length === 0) break;
+      for (let i = 0; i + 2 < map.length; i += 3) {
+        if (!wanted(map[i + 2] as ExtentKind)) continue;
+        const a = Math.max(from, Math.floor(map[i] / blockBytes) * blockBytes);
+        const b = Math.min(to, Math.ceil(map[i + 1] / blockBytes) * blockBytes);
+        if (a < b) out.push([a, b]);
+      }
+      const end = map[map.length - 2];
+      if (end <= at) break;
+      at = end;
+    }
+    return out;
+  }
+
+  /**
+   * At the cut: land a random subset of each held write's blocks; undo the newest few
+   * metadata changes whole (a journal commits in order) and roll back a random subset of each
+   * unsynced write's blocks, newest first, never over a completed DSYNC write, nor past the
+   * end a newer truncate that stays left (those bytes are gone for good).
+   */
+  async cut(): Promise<{ torn: number; rolledBack: number; undoneMetadata: number }> {
     let torn = 0;
     const rnd = this.io.random;
     for (const w of this.held) {
@@ -209,15 +344,81 @@ class PowerCutFile implements BlockFile {
       }
     }
     this.held.clear();
-    const rolledBack = this.undo.length;
+    const metadata = this.undo.filter((u) => u.kind === 'resize' || u.kind === 'free' || u.kind === 'zeroed').length;
+    // A high draw undoes more, as a high draw rolls back more of a write.
+    let toUndo = Math.min(metadata, Math.floor(rnd() * (metadata + 1)));
+    const undoneMetadata = toUndo;
+    let rolledBack = 0;
+    const durable: Range[] = [];
+    let keptEndBytes = Number.POSITIVE_INFINITY;
+    /** Writes `run`'s blocks back but those under a durable write or past a kept end; `keep` picks blocks (torn rollback). */
+    const restore = async (run: Run, keep: () => boolean): Promise<void> => {
+      for (let off = 0; off < run.data.length; off += blockBytes) {
+        if (!keep()) continue;
+        const at = run.offset + off;
+        if (at >= keptEndBytes || durable.some(([a, b]) => at < b && at + blockBytes > a)) continue;
+        await this.inner.pwrite(run.data.subarray(off, off + blockBytes), at);
+      }
+    };
     for (const u of this.undo.reverse()) {
-      for (let off = 0; off < u.old.length; off += blockBytes) {
-        if (rnd() < 0.5) continue;
-        await this.inner.pwrite(u.old.subarray(off, off + blockBytes), u.offset + off);
+      switch (u.kind) {
+        case 'durable':
+          durable.push(u.range);
+          break;
+        case 'write':
+          rolledBack++;
+          await restore({ offset: u.offset, data: u.old }, () => rnd() >= 0.5);
+          break;
+        case 'zeroed':
+          if (toUndo === 0) break;
+          toUndo--;
+          for (const run of u.runs) await restore(run, () => true);
+          if (u.toBytes > u.fromBytes && (await this.inner.size()) === u.toBytes) await this.inner.truncate(this.sizeUnder(u.fromBytes, u.toBytes, durable));
+          break;
+        case 'resize': {
+          if (toUndo === 0) {
+            // It stays: what it cut off is gone, whatever older change is undone.
+            keptEndBytes = Math.min(keptEndBytes, u.toBytes);
+            break;
+          }
+          toUndo--;
+          const now = await this.inner.size();
+          if (u.toBytes < u.fromBytes) {
+            if (now < u.fromBytes) await this.inner.truncate(u.fromBytes);
+            for (const run of u.runs) await restore(run, () => true);
+          } else if (now === u.toBytes) {
+            await this.inner.truncate(this.sizeUnder(u.fromBytes, u.toBytes, durable));
+          }
+          await this.reallocate(u.freed);
+          break;
+        }
+        case 'free':
+          if (toUndo === 0) break;
+          toUndo--;
+          await this.reallocate(u.freed);
+          break;
       }
     }
     this.undo = [];
     await this.inner.fdatasync();
-    return { torn, rolledBack };
+    return { torn, rolledBack, undoneMetadata };
+  }
+
+  /** The size an extension from `fromBytes` to `toBytes` is undone to: the old one, but not under a durable write past it. */
+  private sizeUnder(fromBytes: number, toBytes: number, durable: Range[]): number {
+    let back = fromBytes;
+    for (const [, b] of durable) if (b > back) back = Math.min(b, toBytes);
+    return back;
+  }
+
+  /** Allocates again (unwritten, the size kept) what a truncate freed past the file's end, as far as it is still past it. */
+  private async reallocate(freed: Range[]): Promise<void> {
+    if (freed.length === 0) return;
+    const end = await this.inner.size();
+    for (const [a, b] of freed) {
+      const from = Math.max(a, Math.ceil(end / blockBytes) * blockBytes);
+      // Only a backend that reported them can allocate them (uring's ZERO_RANGE keeps the size).
+      if (from < b) await this.inner.zeroRange(from, b - from);
+    }
   }
 }
