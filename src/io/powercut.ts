@@ -239,10 +239,10 @@ class PowerCutFile implements BlockFile {
   async truncate(sizeBytes: number): Promise<void> {
     this.check('ftruncate');
     const fromBytes = await this.inner.size();
-    // A shrink cuts off [size, old size) and frees every block past the new end; an extension
-    // or a truncate at the size frees only what is allocated past the (old) end.
+    // A shrink cuts off [size, old size) and, as a truncate at the size does, frees the blocks
+    // allocated past the end; an extension frees nothing (ext4 frees only at or below the size).
     const runs = sizeBytes < fromBytes ? await this.dataRuns(sizeBytes, fromBytes) : [];
-    const freed = await this.allocatedPast(Math.max(sizeBytes, fromBytes));
+    const freed = sizeBytes <= fromBytes ? await this.allocatedPast(fromBytes) : [];
     this.check('ftruncate');
     await this.inner.truncate(sizeBytes);
     if (sizeBytes !== fromBytes) this.undo.push({ kind: 'resize', fromBytes, toBytes: sizeBytes, runs, freed });
