@@ -52,6 +52,25 @@ export function storeOpsLevelOfRange(offset: number, length: number): number {
   return offset + length > low48 ? StoreOpsLevel.FarOffsets : StoreOpsLevel.Base;
 }
 
+/**
+ * The level a Raft log entry of a PG needs of a replica that replays it: its command's (read
+ * from the header only, the payload untouched), Base for an empty entry (a leader's no-op).
+ * A membership change is not a store command: the caller passes only normal entries. A
+ * header this build cannot read is Corruption, as in decodeOp (it came from our own log).
+ */
+export function storeOpsLevelOfCommand(entry: Uint8Array): number {
+  if (entry.byteLength === 0) return StoreOpsLevel.Base;
+  if (entry.byteLength < opHeaderBytes) throw new Corruption(`store op of ${entry.byteLength} bytes is shorter than its header`);
+  const b = Buffer.from(entry.buffer, entry.byteOffset, opHeaderBytes);
+  const opByte = b.readUInt8(0);
+  const kind = opByte & ~farOffsetFlag;
+  if (kind < OpKind.Write || kind > OpKind.DiscardFrom) throw new Corruption(`unknown store op ${opByte}`);
+  if (kind === OpKind.DiscardFrom) return StoreOpsLevel.DiscardFrom;
+  // As the proposal's gate judges it (storeOpsLevelOfRange): by the range's end, so a range
+  // that starts below 256 TiB and ends past it counts too.
+  return storeOpsLevelOfRange(b.readUInt8(1) * low48 + b.readUIntBE(6, 6), b.readUInt32BE(12));
+}
+
 /** A discard-from command's offset is a multiple of this (a volume's size is: map.ts). */
 export const discardFromAlignmentBytes = 4096;
 /**
@@ -63,6 +82,8 @@ export const discardFromAlignmentBytes = 4096;
  */
 const maxOpEnd = Number.MAX_SAFE_INTEGER;
 const low48 = 2 ** 48;
+/** The first byte offset only StoreOpsLevel.FarOffsets reaches (256 TiB): data there needs it. */
+export const farOffsetsFromBytes = low48;
 const farOffsetFlag = 0x80;
 /** Largest range one command may cover (a piece never spans an extent). */
 export const maxOpLengthBytes = 64 * 1024 * 1024;

@@ -28,7 +28,7 @@ import { isUnsupportedByFilesystem, writeZeros as writeZerosOver } from '../io/z
 import { readCheckpoint, writeCheckpoint } from './checkpoint-file.js';
 import { decodeOp, OpKind } from './ops.js';
 import { RecentRequests } from './recent-requests.js';
-import { SpannedFile, unlinkVolumeFiles, volumeOfFileName, volumesIn } from './spanned-file.js';
+import { filesMayReach, SpannedFile, unlinkVolumeFiles, volumeOfFileName, volumesIn } from './spanned-file.js';
 import { DirtyCache, WriteBehindBudget, type WriteBehindBudgetOptions, type WriteBehindOptions } from './write-behind.js';
 
 export const storeBlockBytes = 4096;
@@ -772,6 +772,18 @@ export class PgStore {
       out.push({ length: runs[i + 1] - runs[i], hole: kind === ExtentKind.Hole, zero: kind !== ExtentKind.Data });
     }
     return out;
+  }
+
+  /**
+   * Whether this replica's data files may hold a byte of some volume at or past `offsetBytes`
+   * (spanned-file.ts filesMayReach: a yes may be a byte since trimmed, a no is sure). Applied
+   * blocks still in the write-behind are not seen: they were applied after the last
+   * checkpoint, so their entries are still in the Raft log (compacted only up to a
+   * checkpoint, whose sync wrote them out), which the caller reads too.
+   */
+  async filesMayReach(offsetBytes: number): Promise<boolean> {
+    this.assertOpen('data file listing');
+    return filesMayReach(this.dir, offsetBytes);
   }
 
   /**

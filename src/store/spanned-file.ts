@@ -15,7 +15,7 @@
  * Segment files other than the first are made by the first write (or zero range) that needs
  * them; a missing one reads as zeros and a hole.
  */
-import { readdir, unlink } from 'node:fs/promises';
+import { readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { IoError } from '../common/errors.js';
 import { assert } from '../common/assert.js';
@@ -66,6 +66,40 @@ export async function unlinkVolumeFiles(dir: string, volumeId: number): Promise<
     }
   }
   return any;
+}
+
+/**
+ * Whether the data files in `dir` may hold a byte of some volume, data or zeros kept
+ * allocated, at or past volume offset `offsetBytes`. Judged from the files' names and stat
+ * (cheap: one stat per file that could reach that far), never their extent maps, so the answer
+ * may be yes where nothing is left, never no where something is: a file's size is past every
+ * byte ever written to it and a trim does not shrink it; a NO_HOLE zero past a file's end
+ * keeps its size but allocates blocks, so a later file with any block allocated counts whole,
+ * even the one whose span starts just below the offset and whose blocks may all lie there. A
+ * file a shrink's discard emptied (size 0, nothing allocated) does not count. Blocks not
+ * written to the files yet (write-behind) are not seen.
+ */
+export async function filesMayReach(dir: string, offsetBytes: number): Promise<boolean> {
+  for (const name of await readdir(dir)) {
+    const m = fileNamePattern.exec(name);
+    if (!m) continue;
+    const k = m[2] === undefined ? 0 : Number(m[2]);
+    const start = k * dataFileSpanBytes;
+    // A first file of an earlier version may run past its span (see splitLongFirstFile): its
+    // size, not its span, says how far it reaches.
+    if (k > 0 && start + dataFileSpanBytes <= offsetBytes) continue;
+    let st: { size: number; blocks: number };
+    try {
+      st = await stat(join(dir, name));
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ENOENT') continue; // removed since it was listed (a volume dropped)
+      throw new IoError('stat', e.errno ?? 5, `stat of ${name} in ${dir} failed: ${e.message}`);
+    }
+    // Its bytes are [start, start + size): an empty file (a span a discard cut to nothing) holds none.
+    if ((st.size > 0 && start + st.size > offsetBytes) || (k > 0 && st.blocks > 0)) return true;
+  }
+  return false;
 }
 
 /** One piece of a range inside segment `k`: [local, local + length) of that file, `at` bytes into the range. */
