@@ -433,6 +433,8 @@ export class StorageNode implements PgClient {
       registry: this.registry,
       log: createLogger('pg-mover', { node: this.id }),
       stopping: () => this.stopping,
+      storeOpsLevelOf: (id) => (id === this.id ? this.storeOpsLevel : this.transport.storeOpsLevelOf(String(id))),
+      storeOpsRefusal: (nodes, needed, what) => this.storeOpsRefusal(nodes, needed, what, 'the move goes on by itself once it does'),
     });
     if (this.opts.startHoldMs) await new Promise((resolve) => setTimeout(resolve, this.opts.startHoldMs));
     await this.pgMover.load();
@@ -1534,8 +1536,9 @@ export class StorageNode implements PgClient {
   /**
    * Why `needed` may not be proposed to replicas on `nodes` (undefined: it may): a node whose
    * frames tell a lower level, or one not heard from since this node started (its build unknown).
+   * `after` ends the advice (what follows the upgrade).
    */
-  private storeOpsRefusal(nodes: Iterable<number>, needed: number, what: string): string | undefined {
+  private storeOpsRefusal(nodes: Iterable<number>, needed: number, what: string, after = 'then retry'): string | undefined {
     const behind: number[] = [];
     const why: string[] = [];
     for (const id of [...nodes].sort((a, b) => a - b)) {
@@ -1545,7 +1548,7 @@ export class StorageNode implements PgClient {
       why.push(level === undefined ? `node ${id} has not been heard from since node ${this.id} started (its build is unknown)` : `node ${id} runs a build that applies store commands up to level ${level}`);
     }
     if (behind.length === 0) return undefined;
-    return `${why.join('; ')}, and ${what} needs level ${needed}: upgrade (or start) node ${behind.join(', ')}, then retry`;
+    return `${why.join('; ')}, and ${what} needs level ${needed}: upgrade (or start) node ${behind.join(', ')}, ${after}`;
   }
 
   /** Serves a PG request on this node, which must lead the PG. */

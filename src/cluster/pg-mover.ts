@@ -25,18 +25,24 @@
  *
  * At most `maxMovesPerNode` PGs led by this node are being moved (learners or a joint
  * configuration) at once; handing over leadership is not counted.
+ *
+ * A learner is added only once its node can replay what it will be sent (storeOpsHold): the
+ * leader's snapshot image and the log after it may hold store commands, or data, of a level
+ * that node's build does not know (it would stop at them, at every restart). Until then the
+ * move waits, warned of once and counted by raftblock_pg_moves_held_for_upgrade.
  */
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { allMembers, isJoint } from '../raft/confchange.js';
-import { cloneConfState, type ConfState, type RaftNode } from '../raft/index.js';
+import { cloneConfState, EntryType, type ConfState, type RaftNode } from '../raft/index.js';
 import type { Logger } from '../common/log.js';
 import { InvalidArgument, NotLeader, PgQuorumAtRisk, Unavailable } from '../common/errors.js';
 import { PgStore } from '../store/pg-store.js';
+import { farOffsetsFromBytes, StoreOpsLevel, storeOpsLevel, storeOpsLevelOfCommand } from '../store/ops.js';
 import { writeFileDurably } from '../common/durable-file.js';
 import type { Wal } from '../wal/index.js';
-import type { GroupStateMachine, MultiRaftHost } from './host.js';
+import type { Group, GroupStateMachine, MultiRaftHost } from './host.js';
 import { metadataGroupId, pgOfGroup, groupsOfNode, type ClusterMap, type NodeId, type Pool } from './map.js';
 import { bootstrapMembership, joinerMembership, loadMembership, membershipAt, saveMembership, type SavedMembership } from './pg-membership.js';
 import { confMatchesTarget, planMove } from './pg-move-plan.js';
@@ -50,6 +56,8 @@ export const retireCheckIntervalMs = 1000;
 export const retiredFileName = 'retired-pgs.json';
 /** How long a rebuild agreed to by a PG's leader counts its replica as down before it asks for a repair point. */
 const rebuildAgreementMs = 30_000;
+/** How often a learner's node whose store command level is unknown is asked something (its answer's frame tells it). */
+const storeOpsAskIntervalMs = 1000;
 
 export interface PgMoverDeps {
   nodeId: NodeId;
@@ -69,6 +77,13 @@ export interface PgMoverDeps {
   registry: Registry;
   log: Logger;
   stopping(): boolean;
+  /** The store command level node `id` told (ops.ts StoreOpsLevel), undefined if not heard from since this node started. */
+  storeOpsLevelOf(id: NodeId): number | undefined;
+  /**
+   * Why a PG needing store command level `needed` may not gain replicas on `nodes` (the node's
+   * storeOpsRefusal: one telling a lower level, or not heard from), undefined if it may.
+   */
+  storeOpsRefusal(nodes: readonly NodeId[], needed: number, what: string): string | undefined;
 }
 
 /** What a replica tells others about a group's configuration (the `pgConf` request). */
@@ -156,9 +171,14 @@ export class PgMover {
   private readonly retireChecks = new Set<number>();
   /** Rebuilds agreed to here (rebuildCheck), per group: node → when, until it asks for its repair point. */
   private readonly rebuildsAgreed = new Map<number, Map<NodeId, number>>();
+  /** Groups led here whose learners wait for their nodes' upgrade (storeOpsHold), and why: warned of once per reason. */
+  private heldForUpgrade = new Map<number, string>();
+  /** When a node of unknown store command level was last asked something (storeOpsHold). */
+  private readonly storeOpsAsked = new Map<NodeId, number>();
   private timer: NodeJS.Timeout | undefined;
   private roundRunning = false;
   private readonly movingGauge: Gauge;
+  private readonly heldGauge: Gauge;
   private readonly completed: Counter;
   private readonly retiredCount: Counter;
   private readonly joined: Counter;
@@ -167,6 +187,7 @@ export class PgMover {
     this.d = deps;
     const registers = [deps.registry];
     this.movingGauge = new Gauge({ name: 'raftblock_pg_moves_in_progress', help: 'PGs led by this node whose Raft configuration differs from the map', registers });
+    this.heldGauge = new Gauge({ name: 'raftblock_pg_moves_held_for_upgrade', help: 'PGs led by this node whose move waits for a new replica\'s node to apply a higher store command level', registers });
     this.completed = new Counter({ name: 'raftblock_pg_moves_completed_total', help: 'PG moves finished by a leader on this node (configuration equal to the map again)', registers });
     this.retiredCount = new Counter({ name: 'raftblock_pg_replicas_retired_total', help: 'PG replicas removed from this node after a committed move', registers });
     this.joined = new Counter({ name: 'raftblock_pg_replicas_joined_total', help: 'PG replicas started empty on this node to join a moved PG', registers });
@@ -594,6 +615,7 @@ export class PgMover {
     const map = this.d.map();
     let moving = 0;
     let active = 0;
+    const held = new Map<number, string>();
     const led: number[] = [];
     for (const g of this.d.host.groups.values()) {
       if (g.id === metadataGroupId || !g.isLeader) continue;
@@ -640,7 +662,20 @@ export class PgMover {
             break;
           case 'addLearners': {
             const started = st.confState.learners.length > 0;
+            // Judged first: a held move is not counted as one under way.
+            const hold = await this.storeOpsHold(g, step.nodes);
+            if (hold === 'later') {
+              if (this.heldForUpgrade.has(id)) held.set(id, this.heldForUpgrade.get(id)!);
+              break;
+            }
+            if (hold !== undefined) {
+              held.set(id, hold);
+              if (this.heldForUpgrade.get(id) !== hold) this.d.log.warn('PG move held: a new replica\'s node cannot apply what the PG holds', { group: id, learners: step.nodes, reason: hold });
+              break;
+            }
             if (!started && active >= maxMovesPerNode) break;
+            // The judgement awaited the data files: proposed only if nothing moved meanwhile.
+            if (!g.isLeader || !sameConf(g.raft.confStateAt(Number.MAX_SAFE_INTEGER), st.confState)) break;
             if (!started) active++;
             this.d.host.proposeConfChange(id, { changes: step.nodes.map((nodeId) => ({ type: 'addLearner' as const, nodeId })) });
             this.d.log.info('PG move: adding learners', { group: id, learners: step.nodes, voters: st.confState.voters, target });
@@ -658,7 +693,68 @@ export class PgMover {
       }
     }
     this.movingGauge.set(moving);
+    for (const id of this.heldForUpgrade.keys()) {
+      if (!held.has(id)) this.d.log.info('PG move no longer held for an upgrade', { group: id });
+    }
+    this.heldForUpgrade = held;
+    this.heldGauge.set(held.size);
     await this.retireRemoved(map);
+  }
+
+  /**
+   * Why learners on `nodes` may not join group `g` yet: undefined if they may, 'later' if
+   * it could not be judged this round. A new replica is sent the leader's snapshot image,
+   * then the log entries after it; a node whose build does not know a command there stops at
+   * it (and again at every restart that replays it), and one that cannot reach past 256 TiB
+   * cannot hold an image reaching there. The proposal's gate (StorageNode requireStoreOps)
+   * covers only what is proposed once the learner is in the configuration, so what the PG
+   * holds already is judged here: the level of every command in the log (from the first entry
+   * the leader still holds, further back than the snapshot: it may say more than needed, never
+   * less), and FarOffsets if the data files may reach 256 TiB. Between them they see every
+   * command ever applied: the log is compacted only up to a checkpoint, which wrote the data of
+   * the entries it drops to the files.
+   */
+  private async storeOpsHold(g: Group, nodes: readonly NodeId[]): Promise<string | undefined | 'later'> {
+    // Nodes at this build's level apply whatever this build proposed: nothing to read.
+    if (this.d.storeOpsRefusal(nodes, storeOpsLevel, '') === undefined) return undefined;
+    this.askUnheard(nodes);
+    const store = this.d.stores.get(g.id);
+    if (!store) return 'later';
+    const firstIndex = g.raft.log.firstIndex();
+    const farData = await store.filesMayReach(farOffsetsFromBytes);
+    // Compacted while the files were listed: an entry dropped meanwhile may have written its
+    // data after the listing. Judged again next round.
+    if (g.raft.log.firstIndex() !== firstIndex) return 'later';
+    let needed: number = farData ? StoreOpsLevel.FarOffsets : StoreOpsLevel.Base;
+    let neededBy = farData ? 'its data files reach past 256 TiB' : '';
+    // Headers only, and nothing awaited from here to the proposal: no entry slips in between.
+    const entries = g.raft.log.slice(firstIndex, g.raft.lastIndex + 1, Number.POSITIVE_INFINITY);
+    if (entries === undefined) return 'later';
+    for (const e of entries) {
+      if (e.type !== EntryType.Normal) continue;
+      const level = storeOpsLevelOfCommand(e.data);
+      if (level > needed) {
+        needed = level;
+        neededBy = level === StoreOpsLevel.DiscardFrom ? 'its log holds a discard past the end of a shrunk volume' : 'its log holds a command past 256 TiB';
+        if (needed >= storeOpsLevel) break;
+      }
+    }
+    if (needed === StoreOpsLevel.Base) return undefined;
+    return this.d.storeOpsRefusal(nodes, needed, `adding a replica of group ${g.id} (${neededBy})`);
+  }
+
+  /**
+   * Asks something of each node in `nodes` not heard from since this node started (at most
+   * once a storeOpsAskIntervalMs): the answer's frame tells its store command level. A node
+   * the map just placed PGs on may share no group with this one, and so never send it a frame.
+   */
+  private askUnheard(nodes: readonly NodeId[]): void {
+    const now = performance.now();
+    for (const n of nodes) {
+      if (this.d.storeOpsLevelOf(n) !== undefined || now - (this.storeOpsAsked.get(n) ?? -Infinity) < storeOpsAskIntervalMs) continue;
+      this.storeOpsAsked.set(n, now);
+      this.d.request(n, 'ping', {}).catch(() => undefined);
+    }
   }
 
   /** Replicas the map no longer wants here whose removal has committed are retired. */

@@ -1,13 +1,15 @@
 /** A PgMover's dependencies for the tests that drive one alone, without a node around it. */
 import { Registry } from 'prom-client';
 import type { PgMoverDeps } from '../../src/cluster/pg-mover.js';
+import { storeOpsLevel } from '../../src/store/ops.js';
 
 const quiet = { info() {}, warn() {}, error() {}, debug() {} };
 
 /**
  * Node `nodeId`'s, on `dataDir` and `map`: a host that runs no group and adds or removes one
  * doing nothing, a WAL without entries, no store open, no peer connected nor answering, the
- * map current, a quiet log. `overrides` replace any of them.
+ * map current, a quiet log, every node at this build's store command level. `overrides`
+ * replace any of them.
  */
 export function moverDeps(overrides: Partial<PgMoverDeps> & Pick<PgMoverDeps, 'nodeId' | 'dataDir' | 'map'>): PgMoverDeps {
   return {
@@ -23,6 +25,8 @@ export function moverDeps(overrides: Partial<PgMoverDeps> & Pick<PgMoverDeps, 'n
     registry: new Registry(),
     log: quiet as never,
     stopping: () => false,
+    storeOpsLevelOf: () => storeOpsLevel,
+    storeOpsRefusal: () => undefined,
     ...overrides,
   };
 }
