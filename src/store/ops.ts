@@ -41,7 +41,10 @@ export const opHeaderBytes = 24;
  * flag); 3, also discard-from (op 5). A node meeting a command it does not know stops (and
  * again at every restart that replays it), so a leader proposes a command of a level only once
  * every replica's node told at least that level (StorageNode requireStoreOps): during a rolling
- * upgrade such a command is refused, nothing stops.
+ * upgrade such a command is refused, nothing stops. Adding a replica is gated too: a new one is
+ * sent the leader's image and the log after it, so the leader adds it only once its node told
+ * the level of every command in its log and of its data (PgMover storeOpsHold:
+ * storeOpsLevelOfCommand, PgStore.filesMayReach); until then the move waits.
  */
 export const StoreOpsLevel = { Base: 1, FarOffsets: 2, DiscardFrom: 3 } as const;
 /** This build's level. */
