@@ -335,13 +335,15 @@ export class TestCluster {
 
   /**
    * Starts one more node (the next id, labelled as the cluster labels it) that joins through
-   * node 1, and waits until the map lists it. Loopback clusters only.
+   * node 1, and waits until the map lists it. `env` is its own environment (TestNode.env).
+   * Loopback clusters only.
    */
-  async addNode(timeoutMs = 30_000): Promise<TestNode> {
+  async addNode(timeoutMs = 30_000, env: Record<string, string> = {}): Promise<TestNode> {
     if (this.net) throw new Error('addNode: loopback clusters only');
     const id = this.nodes.length + 1;
     const addrs: NodeAddrs = { peer: `127.0.0.1:${await freePort()}`, nbd: `127.0.0.1:${await freePort()}`, http: `127.0.0.1:${await freePort()}` };
     const node = new TestNode(this, id, join(this.dir, `node-${id}`), addrs);
+    node.env = { ...env };
     this.nodes.push(node);
     await node.start();
     await waitFor(`node ${id} in the map`, timeoutMs, async () => ((await this.map()).nodes.some((n) => n.id === id) ? true : undefined));
