@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { RemoteLeaderWatch } from '../../src/cluster/remote-leader-watch.js';
+import { until } from '../helpers/until.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const opts = { probeAfterMs: 40, probeIntervalMs: 20 };
@@ -23,14 +24,13 @@ test('a piece waiting on a replaced leader is abandoned, naming the new one', as
   const watch = new RemoteLeaderWatch(probe, opts);
   const a = watch.watch(7, 1, [1, 2, 3]);
   const b = watch.watch(7, 1, [1, 2, 3]);
-  await sleep(100);
+  // Probes come one per interval after the first is due: wait for two, however late timers run.
+  await until(() => asked.length >= 2, 10_000, 'two probes while the pieces waited');
   assert.equal(a.signal.aborted, false, 'the replicas still follow node 1');
-  assert.ok(asked.length >= 2, 'probed while the pieces waited');
   assert.deepEqual(new Set(asked.map((x) => x.peer)), new Set([2, 3]), 'the other replicas, in turn; never the leader itself');
   follows.set(2, 3);
   follows.set(3, 3);
-  await sleep(80);
-  assert.equal(a.signal.aborted, true);
+  await until(() => a.signal.aborted, 10_000, 'the watch aborted once a replica named node 3');
   assert.equal(b.signal, a.signal, 'one watch for both pieces');
   assert.equal(a.replacedBy, 3);
   // A piece sent to node 1 afterwards gets a fresh watch, not an aborted signal.
@@ -44,10 +44,14 @@ test('a piece waiting on a replaced leader is abandoned, naming the new one', as
 
 test('no probe while pieces are answered quickly, nor once none waits', async () => {
   const { asked, probe } = fakeProbe(new Map([[2, 9], [3, 9]]));
-  const watch = new RemoteLeaderWatch(probe, { probeAfterMs: 300, probeIntervalMs: 20 });
+  // Each piece waits one sleep(5), which a loaded machine may stretch to hundreds of ms: the
+  // probe delay is far above that, and the traffic still lasts 1.5 of it.
+  const probeAfterMs = 1500;
+  const watch = new RemoteLeaderWatch(probe, { probeAfterMs, probeIntervalMs: 20 });
   // Steady traffic for ~1.5 probeAfterMs: pieces overlap, and each is answered within ~5 ms.
+  const trafficUntil = performance.now() + 1.5 * probeAfterMs;
   let prev = watch.watch(7, 1, [1, 2, 3]);
-  for (let i = 0; i < 90; i++) {
+  while (performance.now() < trafficUntil) {
     const next = watch.watch(7, 1, [1, 2, 3]);
     prev.release();
     prev = next;
@@ -64,7 +68,7 @@ test('replicas that cannot answer, or name the same leader or none, abandon noth
   const { asked, probe } = fakeProbe(new Map<number, number | Error>([[2, new Error('connection refused')], [3, 0], [4, 1]]));
   const watch = new RemoteLeaderWatch(probe, opts);
   const t = watch.watch(5, 1, [1, 2, 3, 4]);
-  await sleep(150);
+  await until(() => asked.length >= 3, 10_000, 'a probe of each other replica');
   assert.equal(t.signal.aborted, false);
   assert.deepEqual(new Set(asked.map((x) => x.peer)), new Set([2, 3, 4]));
   t.release();
@@ -95,8 +99,7 @@ test('a moved PG (other replicas) is watched with its new replica set', async ()
   const old = watch.watch(3, 1, [1, 2, 3]);
   old.release();
   const t = watch.watch(3, 1, [1, 4, 5]);
-  await sleep(70);
-  assert.ok(asked.length > 0);
+  await until(() => asked.length > 0, 10_000, 'a probe');
   assert.ok(asked.every((x) => x.peer === 4 || x.peer === 5), JSON.stringify(asked));
   t.release();
   watch.stop();
