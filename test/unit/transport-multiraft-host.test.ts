@@ -448,7 +448,8 @@ test('a proposal that cannot commit is answered TimedOut once its deadline passe
     return true;
   });
   const tookMs = Date.now() - started;
-  assert.ok(tookMs >= 150 && tookMs < 2000, `answered after ${tookMs} ms, not about 150 ms`);
+  // Well before within5s gives up: answered by its own deadline, not by anything later.
+  assert.ok(tookMs >= 150 && tookMs < 4000, `answered after ${tookMs} ms, not about 150 ms`);
   assert.equal(hosts[lead].groups.get(g)?.waiters.size, 0, 'the timed-out proposal is no longer waited for');
 });
 
