@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { FsBlockIo } from '../../src/io/fs.js';
 import { PowerCutIo } from '../../src/io/powercut.js';
+import { until } from '../helpers/until.js';
 import { testBackends } from '../../src/io/testing.js';
 import type { BlockIo } from '../../src/io/types.js';
 import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
@@ -277,9 +278,12 @@ test('write-behind store: a crash after a checkpoint leaves exactly the checkpoi
   assert.equal(await s.checkpoint(), 6);
   const checkpointed = Buffer.from(model);
   await applyAll([w(1, 3, 6), trim(10, 2), w(24, 6, 7), w(45, 2, 8), w(0, 1, 9), trim(40, 1)]);
-  await new Promise((r) => setTimeout(r, 50)); // flushes of the later entries land (unsynced)
-  const onDisk = readFileSync(join(dir, 'vol-1.dat'));
-  assert.ok(!onDisk.subarray(0, volBytes).equals(checkpointed.subarray(0, onDisk.length)), 'later applies reached the data file before the cut');
+  // Flushes of the later entries land (unsynced) before the cut.
+  const reachedFile = (): boolean => {
+    const onDisk = readFileSync(join(dir, 'vol-1.dat'));
+    return !onDisk.subarray(0, volBytes).equals(checkpointed.subarray(0, onDisk.length));
+  };
+  await until(reachedFile, 10_000, 'later applies reaching the data file before the cut');
   await cutIo.powerCut();
 
   const io = new FsBlockIo();
