@@ -220,7 +220,9 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
     // Elections may already have made node 1 lead every PG (a few PGs: now and then).
     const ledElsewhere = (await status(cluster.ready.http[0])).groups.filter((g) => g.groupId !== 0 && g.role !== 'leader').length;
     await run('fio', [...fioArgs(uri(0), 'affinity', '800M', '224M'), '--time_based', '--runtime=6', '--verify=0', '--do_verify=0']);
-    const deadline = Date.now() + 20_000;
+    // Generous: a PG handed to node 1 that then loses it to an election waits out a 30 s
+    // handover cooldown before it comes back. Passing runs leave the loop in seconds.
+    const deadline = Date.now() + 45_000;
     for (;;) {
       const s = await status(cluster.ready.http[0]);
       const pgs = s.groups.filter((g) => g.groupId !== 0);
