@@ -154,6 +154,11 @@ export interface GroupStatus {
    * in this group, a snapshot restore was cut short, or `pool repair` asked for it.
    */
   needsRepair?: boolean;
+  /**
+   * Set by the group's leader while the PG's move waits before adding a replica whose node
+   * cannot yet apply what the PG holds (a rolling upgrade under way): why, naming the node.
+   */
+  moveHeld?: string;
 }
 
 /** GET /v1/volumes */
@@ -386,6 +391,8 @@ export interface GroupView {
    * moving towards them; see pg-mover.ts).
    */
   configuration?: { voters: NodeId[]; learners?: NodeId[]; votersOutgoing?: NodeId[] };
+  /** Why the move waits for an upgrade (GroupStatus.moveHeld, the leader's), while it does. */
+  moveHeld?: string;
   /** Highest-term replica that calls itself leader; 0 when none. */
   leader: NodeId;
   term: number;
@@ -511,6 +518,7 @@ function viewGroup(
     pgIndex: t.pgIndex,
     replicas: t.replicas,
     ...(moving && conf ? { configuration: { voters: conf.voters, learners: conf.learners, votersOutgoing: conf.votersOutgoing } } : {}),
+    ...(moving && typeof conf?.moveHeld === 'string' ? { moveHeld: conf.moveHeld } : {}),
     leader: leader?.nodeId ?? 0,
     term: leader?.term ?? maxOf((m) => m.term),
     commitIndex: leader?.commitIndex ?? maxOf((m) => m.commitIndex),

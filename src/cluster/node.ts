@@ -1891,6 +1891,7 @@ export class StorageNode implements PgClient {
           ...conf,
           configurationPending: pending || undefined,
           needsRepair: this.wal.needsRepair(g.id) || g.repairing || undefined,
+          moveHeld: g.isLeader ? this.pgMover.moveHeldReason(g.id) : undefined,
         };
       })
       .sort((x, y) => x.groupId - y.groupId);

@@ -757,6 +757,11 @@ export class PgMover {
     }
   }
 
+  /** Why the move of group `g`, led here, waits for an upgrade (storeOpsHold), if it does: for status. */
+  moveHeldReason(g: number): string | undefined {
+    return this.heldForUpgrade.get(g);
+  }
+
   /** Replicas the map no longer wants here whose removal has committed are retired. */
   private async retireRemoved(map: ClusterMap): Promise<void> {
     const now = performance.now();

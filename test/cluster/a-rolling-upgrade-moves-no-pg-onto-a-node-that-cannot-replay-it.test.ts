@@ -92,6 +92,11 @@ test('placement moves no PG holding data past 256 TiB onto a node telling level 
     }
     return heldPgs.every((i) => warned.has(i)) ? true : undefined;
   });
+  // `raftblock status` says so too, per PG, from its leader.
+  await waitFor('status names node 4 for every held PG', 10_000, async () => {
+    const pgs = await status();
+    return heldPgs.every((pg) => /node 4 runs a build that applies store commands up to level 1/.test(pgs.find((x) => x.pgIndex === pg)!.moveHeld ?? '')) ? true : undefined;
+  });
   let heldCount = 0;
   for (const n of cluster.nodes.slice(0, 3)) heldCount += await cluster.metric(n.id, 'raftblock_pg_moves_held_for_upgrade');
   assert.equal(heldCount, heldPgs.length, 'raftblock_pg_moves_held_for_upgrade over the leaders');

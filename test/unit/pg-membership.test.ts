@@ -89,6 +89,15 @@ test('status shows a PG whose Raft configuration differs from its map replicas',
   const pg = s.groups.find((x) => x.groupId === 65536)!;
   assert.deepEqual(pg.configuration, { voters: old, learners: [replicas[0]], votersOutgoing: undefined });
   assert.match(renderStatus(s, { problemsOnly: false }), new RegExp(`moving from ${old.join(',')} \\+${replicas[0]} learner`));
+  assert.equal(pg.moveHeld, undefined);
+  // A move held for an upgrade says why, from its leader; a follower's word (or a non-string) is not taken.
+  const why = `node ${replicas[0]} runs a build that applies store commands up to level 1`;
+  for (const n of [1, 2, 3, 4]) statuses.set(n, { nodeId: n, epoch: map.epoch, uptimeMs: 1, groups: [group(n, { moveHeld: n === replicas[1] ? why : 'a follower' })] });
+  const held = mergeClusterStatus('x', map, statuses);
+  assert.equal(held.groups.find((x) => x.groupId === 65536)!.moveHeld, why);
+  assert.match(renderStatus(held, { problemsOnly: false }), new RegExp(`moving from ${old.join(',')}; held: ${why}\\)`));
+  for (const n of [1, 2, 3, 4]) statuses.set(n, { nodeId: n, epoch: map.epoch, uptimeMs: 1, groups: [group(n, { moveHeld: 7 as unknown as string })] });
+  assert.equal(mergeClusterStatus('x', map, statuses).groups.find((x) => x.groupId === 65536)!.moveHeld, undefined);
   // Once the configuration is the map's, nothing is shown.
   for (const n of [1, 2, 3, 4]) statuses.set(n, { nodeId: n, epoch: map.epoch, uptimeMs: 1, groups: [group(n, { voters: [...replicas] })] });
   assert.equal(mergeClusterStatus('x', map, statuses).groups.find((x) => x.groupId === 65536)!.configuration, undefined);

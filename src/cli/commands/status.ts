@@ -43,7 +43,7 @@ export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }):
         String(g.groupId),
         g.pool,
         g.groupId === 0 ? '-' : String(g.pgIndex),
-        (g.replicas.join(',') || '-') + (g.configuration ? ` (moving from ${describeConfiguration(g.configuration)})` : ''),
+        (g.replicas.join(',') || '-') + (g.configuration ? ` (moving from ${describeConfiguration(g.configuration)}${g.moveHeld ? `; held: ${g.moveHeld}` : ''})` : ''),
         g.leader === 0 ? 'none' : String(g.leader),
         String(g.term),
         String(g.commitIndex),
