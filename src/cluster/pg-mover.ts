@@ -58,6 +58,12 @@ export const retiredFileName = 'retired-pgs.json';
 const rebuildAgreementMs = 30_000;
 /** How often a learner's node whose store command level is unknown is asked something (its answer's frame tells it). */
 const storeOpsAskIntervalMs = 1000;
+/**
+ * How long a held move's verdict stands while its learners' nodes tell the same levels: a
+ * judgement lists the PG's data files and reads its whole retained log, and an upgrade may
+ * hold hundreds of PGs for many rounds. A node telling a new level is judged again at once.
+ */
+const storeOpsRejudgeMs = 2000;
 
 export interface PgMoverDeps {
   nodeId: NodeId;
@@ -173,6 +179,8 @@ export class PgMover {
   private readonly rebuildsAgreed = new Map<number, Map<NodeId, number>>();
   /** Groups led here whose learners wait for their nodes' upgrade (storeOpsHold), and why: warned of once per reason. */
   private heldForUpgrade = new Map<number, string>();
+  /** The last held verdict per group: when, for which learners at which levels (see storeOpsRejudgeMs). */
+  private readonly heldVerdicts = new Map<number, { atMs: number; levels: string; reason: string }>();
   /** When a node of unknown store command level was last asked something (storeOpsHold). */
   private readonly storeOpsAsked = new Map<NodeId, number>();
   private timer: NodeJS.Timeout | undefined;
@@ -617,6 +625,9 @@ export class PgMover {
     let active = 0;
     const held = new Map<number, string>();
     const led: number[] = [];
+    // A judgement below awaits the data files; the map may change meanwhile, and a stale map
+    // would be a stale goal for every PG after it too.
+    const mapStillCurrent = (): boolean => !this.d.stopping() && this.d.mapCurrent() && this.d.map().epoch === map.epoch;
     for (const g of this.d.host.groups.values()) {
       if (g.id === metadataGroupId || !g.isLeader) continue;
       // Only this mover changes a PG's configuration, through its leader: one found settled
@@ -627,7 +638,10 @@ export class PgMover {
       if (isJoint(cs) || cs.learners.length > 0 || cs.learnersNext.length > 0) active++;
       led.push(g.id);
     }
+    const judged = new Set<number>();
     for (const id of led.sort((a, b) => a - b)) {
+      if (!mapStillCurrent()) break;
+      judged.add(id);
       const g = this.d.host.groups.get(id);
       const target = targetOf(map, id);
       if (!g || !g.isLeader || !target) continue;
@@ -662,8 +676,9 @@ export class PgMover {
             break;
           case 'addLearners': {
             const started = st.confState.learners.length > 0;
+            const term = g.raft.currentTerm;
             // Judged first: a held move is not counted as one under way.
-            const hold = await this.storeOpsHold(g, step.nodes);
+            const hold = await this.storeOpsHoldOrWhyNot(g, step.nodes);
             if (hold === 'later') {
               if (this.heldForUpgrade.has(id)) held.set(id, this.heldForUpgrade.get(id)!);
               break;
@@ -674,8 +689,10 @@ export class PgMover {
               break;
             }
             if (!started && active >= maxMovesPerNode) break;
-            // The judgement awaited the data files: proposed only if nothing moved meanwhile.
-            if (!g.isLeader || !sameConf(g.raft.confStateAt(Number.MAX_SAFE_INTEGER), st.confState)) break;
+            // The judgement awaited the data files: proposed only if nothing moved meanwhile (the
+            // map, this group, its leadership and term, its configuration).
+            if (!mapStillCurrent() || this.d.host.groups.get(id) !== g || !g.isLeader || g.raft.currentTerm !== term) break;
+            if (!sameConf(g.raft.confStateAt(Number.MAX_SAFE_INTEGER), st.confState)) break;
             if (!started) active++;
             this.d.host.proposeConfChange(id, { changes: step.nodes.map((nodeId) => ({ type: 'addLearner' as const, nodeId })) });
             this.d.log.info('PG move: adding learners', { group: id, learners: step.nodes, voters: st.confState.voters, target });
@@ -693,12 +710,37 @@ export class PgMover {
       }
     }
     this.movingGauge.set(moving);
+    // A round cut short (the map changed) keeps what it did not judge as it was.
+    for (const [id, reason] of this.heldForUpgrade) if (!judged.has(id) && !held.has(id) && this.d.host.groups.get(id)?.isLeader) held.set(id, reason);
     for (const id of this.heldForUpgrade.keys()) {
       if (!held.has(id)) this.d.log.info('PG move no longer held for an upgrade', { group: id });
     }
     this.heldForUpgrade = held;
+    for (const id of this.heldVerdicts.keys()) if (!held.has(id)) this.heldVerdicts.delete(id);
     this.heldGauge.set(held.size);
     await this.retireRemoved(map);
+  }
+
+  /**
+   * storeOpsHold, with a held verdict reused while it is young and the learners' nodes tell
+   * the same levels (storeOpsRejudgeMs), and a judgement that failed (an I/O error listing the
+   * files, a log entry this build cannot read) taken as a hold that says so: the move must not
+   * go on unjudged, and the operator must hear why it waits.
+   */
+  private async storeOpsHoldOrWhyNot(g: Group, nodes: readonly NodeId[]): Promise<string | undefined | 'later'> {
+    const levels = nodes.map((n) => `${n}:${this.d.storeOpsLevelOf(n) ?? '?'}`).join(',');
+    const last = this.heldVerdicts.get(g.id);
+    const now = performance.now();
+    if (last && last.levels === levels && now - last.atMs < storeOpsRejudgeMs) return last.reason;
+    let hold: string | undefined | 'later';
+    try {
+      hold = await this.storeOpsHold(g, nodes);
+    } catch (err) {
+      hold = `the store command level it needs of node ${nodes.join(', ')} could not be judged: ${(err as Error).message}`;
+    }
+    if (hold === undefined || hold === 'later') this.heldVerdicts.delete(g.id);
+    else this.heldVerdicts.set(g.id, { atMs: now, levels, reason: hold });
+    return hold;
   }
 
   /**

@@ -43,10 +43,12 @@ interface Leader {
   warnings: Record<string, unknown>[];
   pings: number[];
   held(): Promise<number>;
+  /** Makes the map newer (the same placement at the next epoch), as a change elsewhere would. */
+  bumpMapEpoch(): void;
 }
 
 async function leader(t: TestContext): Promise<Leader> {
-  const map = zonedMap(4, 8);
+  let map = zonedMap(4, 8);
   const g = pgGroupId(map.pools[0].id, 0);
   const [self, a, b] = targetOf(map, g)!;
   const dir = tempDir(t, 'raftblock-mover-levels-');
@@ -109,7 +111,10 @@ async function leader(t: TestContext): Promise<Leader> {
   );
   const round = (mover as unknown as { round(): Promise<void> }).round.bind(mover);
   const held = async (): Promise<number> => (await registry.getSingleMetric(heldMetric)!.get()).values[0]?.value ?? 0;
-  return { a, b, levels, raft, store, persist, round, proposals, warnings, pings, held };
+  const bumpMapEpoch = (): void => {
+    map = { ...map, epoch: map.epoch + 1 };
+  };
+  return { a, b, levels, raft, store, persist, round, proposals, warnings, pings, held, bumpMapEpoch };
 }
 
 const addsLearners = (p: ConfChange[], nodes: number[]): void =>
@@ -192,4 +197,35 @@ test('a PG needing only the base level moves to a node telling level 1 at once',
   await l.round();
   addsLearners(l.proposals, [l.a, l.b]);
   assert.deepEqual(l.warnings, []);
+});
+
+test('a map that changes while the data files are judged stops the round: nothing is proposed from the older map', async (t) => {
+  const l = await leader(t);
+  l.levels.set(l.a, 1);
+  l.levels.set(l.b, storeOpsLevel);
+  const filesMayReach = l.store.filesMayReach.bind(l.store);
+  let bumps = 1;
+  l.store.filesMayReach = async (offset: number) => {
+    const answer = await filesMayReach(offset);
+    if (bumps-- > 0) l.bumpMapEpoch();
+    return answer;
+  };
+  await l.round();
+  assert.deepEqual(l.proposals, [], 'judged against a map that is no longer current: not proposed');
+  await l.round();
+  addsLearners(l.proposals, [l.a, l.b]);
+});
+
+test('a judgement that fails holds the move and says why, once', async (t) => {
+  const l = await leader(t);
+  l.levels.set(l.a, 1);
+  l.levels.set(l.b, storeOpsLevel);
+  l.store.filesMayReach = async () => {
+    throw new Error('stat failed: EIO');
+  };
+  for (let i = 0; i < 3; i++) await l.round();
+  assert.deepEqual(l.proposals, []);
+  assert.equal(l.warnings.length, 1, JSON.stringify(l.warnings));
+  assert.match(String(l.warnings[0].reason), /could not be judged: stat failed: EIO/);
+  assert.equal(await l.held(), 1);
 });
