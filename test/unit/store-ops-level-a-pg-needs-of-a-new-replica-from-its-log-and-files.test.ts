@@ -50,6 +50,13 @@ test("a log entry's store command level is its command's, read from the header, 
   const unknown = Buffer.from(encodeRange(OpKind.Trim, 1, 0, B));
   unknown[0] = 6;
   assert.throws(() => storeOpsLevelOfCommand(unknown), Corruption);
+  // The far-offset flag without the offset's high byte, or the other way round: corrupt.
+  const flagOnly = Buffer.from(encodeRange(OpKind.Trim, 1, 0, B));
+  flagOnly[0] |= 0x80;
+  assert.throws(() => storeOpsLevelOfCommand(flagOnly), Corruption);
+  const highOnly = Buffer.from(encodeRange(OpKind.Trim, 1, 2 ** 48, B));
+  highOnly[0] &= 0x7f;
+  assert.throws(() => storeOpsLevelOfCommand(highOnly), Corruption);
 });
 
 for (const backend of testBackends()) {
