@@ -493,6 +493,15 @@ export function mergeClusterStatus(
   };
 }
 
+/** Longest reason a node's status may give for a held move (a peer's text, shown in a table). */
+const maxMoveHeldChars = 500;
+
+/** `text` without control characters (a terminal's escapes), cut to `maxChars`. */
+function printable(text: string, maxChars: number): string {
+  const clean = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
+  return clean.length > maxChars ? `${clean.slice(0, maxChars - 1)}…` : clean;
+}
+
 function viewGroup(
   t: { groupId: number; pool: string; pgIndex: number; replicas: NodeId[] },
   byNode: ReadonlyMap<NodeId, ReadonlyMap<number, GroupStatus>>,
@@ -504,7 +513,15 @@ function viewGroup(
   });
   let leader: ReplicaView | undefined;
   for (const m of members) if (m.role === 'leader' && (!leader || (m.term ?? 0) > (leader.term ?? 0))) leader = m;
-  const conf = leader ? byNode.get(leader.nodeId)?.get(t.groupId) : undefined;
+  // A PG moving onto all new nodes is still led from the old ones, outside the map's replicas:
+  // its configuration (and why its move may wait) comes from that leader.
+  let conf = leader ? byNode.get(leader.nodeId)?.get(t.groupId) : undefined;
+  if (!leader && t.groupId !== 0) {
+    for (const statuses of byNode.values()) {
+      const g = statuses.get(t.groupId);
+      if (g?.role === 'leader' && (!conf || g.term > conf.term)) conf = g;
+    }
+  }
   const same = (a: NodeId[], b: NodeId[]): boolean => a.length === b.length && [...a].sort((x, y) => x - y).every((x, i) => x === [...b].sort((p, q) => p - q)[i]);
   const moving = conf !== undefined && t.groupId !== 0 && (!same(conf.voters, t.replicas) || (conf.learners?.length ?? 0) > 0 || (conf.votersOutgoing?.length ?? 0) > 0);
   // Group 0 grows in one joint change; until it settles the map may still need the one old
@@ -518,7 +535,7 @@ function viewGroup(
     pgIndex: t.pgIndex,
     replicas: t.replicas,
     ...(moving && conf ? { configuration: { voters: conf.voters, learners: conf.learners, votersOutgoing: conf.votersOutgoing } } : {}),
-    ...(moving && typeof conf?.moveHeld === 'string' ? { moveHeld: conf.moveHeld } : {}),
+    ...(moving && typeof conf?.moveHeld === 'string' ? { moveHeld: printable(conf.moveHeld, maxMoveHeldChars) } : {}),
     leader: leader?.nodeId ?? 0,
     term: leader?.term ?? maxOf((m) => m.term),
     commitIndex: leader?.commitIndex ?? maxOf((m) => m.commitIndex),
