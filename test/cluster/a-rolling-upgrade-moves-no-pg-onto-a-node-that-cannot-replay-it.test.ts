@@ -77,6 +77,8 @@ test('placement moves no PG holding data past 256 TiB onto a node telling level 
     const pgs = await status();
     for (const pg of heldPgs) {
       const g = pgs.find((x) => x.pgIndex === pg)!;
+      // No leader answered (an election, a status slow on a loaded machine): nothing to judge.
+      if (g.leader === 0) continue;
       assert.equal(isMember(g), false, `PG ${pg} holds data past 256 TiB but gained node 4 at level 1: ${JSON.stringify(g)}`);
     }
     await new Promise((r) => setTimeout(r, 300));
@@ -97,9 +99,12 @@ test('placement moves no PG holding data past 256 TiB onto a node telling level 
     const pgs = await status();
     return heldPgs.every((pg) => /node 4 runs a build that applies store commands up to level 1/.test(pgs.find((x) => x.pgIndex === pg)!.moveHeld ?? '')) ? true : undefined;
   });
-  let heldCount = 0;
-  for (const n of cluster.nodes.slice(0, 3)) heldCount += await cluster.metric(n.id, 'raftblock_pg_moves_held_for_upgrade');
-  assert.equal(heldCount, heldPgs.length, 'raftblock_pg_moves_held_for_upgrade over the leaders');
+  // Each leader sets its gauge at the end of its own round: summed until they agree.
+  await waitFor(`raftblock_pg_moves_held_for_upgrade over the leaders sums to ${heldPgs.length}`, 10_000, async () => {
+    let heldCount = 0;
+    for (const n of cluster.nodes.slice(0, 3)) heldCount += await cluster.metric(n.id, 'raftblock_pg_moves_held_for_upgrade');
+    return heldCount === heldPgs.length ? true : undefined;
+  });
   assert.equal(node4.running, true, `node 4 stopped: ${node4.logTail()}`);
   t.diagnostic(`held while node 4 told level 1; ${Date.now() - started} ms`);
 
