@@ -15,13 +15,22 @@
  * Which sync makes a change durable follows types.ts: fdatasync makes writes, punches, zero
  * ranges and size changes durable (Linux writes the size with the data, since reads need it);
  * a truncate that kept the size changes no byte a read returns, only frees blocks past the end
- * of the file, and that only fsync makes durable (fdatasync may leave it in the journal).
+ * of the file, and that only fsync makes durable (fdatasync may leave it in the journal),
+ * or a newer metadata change made durable (the journal's order). A completed DSYNC write syncs
+ * the metadata as fdatasync does (the truncates, punches and zero ranges completed before it
+ * began are durable), but not the data other writes left without DSYNC.
  * What a metadata change would cut off is read from the allocated ranges only (holes are not
  * read) and kept only where not zero; a change that would need more than
  * `rememberScanLimitBytes` of allocated data read fails (a test on a file too big to model).
  * After the cut every operation fails with EIO and nothing pending ever completes, as if the
- * process had died with the machine. Recovery then runs on the real files. A file closed
- * before the cut counts as durable (its undo is dropped with it).
+ * process had died with the machine. Recovery then runs on the real files.
+ *
+ * Limits, where the model is simpler than a disk: a file closed before the cut counts as
+ * durable (its undo is dropped with it), and two handles on one path keep separate undos (both
+ * gentler: a missing sync there goes unseen); an undone truncate or punch brings back the data
+ * it cut, but allocated zeros (unwritten extents) inside its range come back as holes (the
+ * same bytes, another allocation); on the fs backend a punch or zero range writes zeros, yet is
+ * undone whole, as a journalled change (gentler than torn zeros).
  */
 import { IoError } from '../common/errors.js';
 import { ExtentKind, type BlockFile, type BlockIo, type OpenFileOptions } from './types.js';
@@ -60,13 +69,15 @@ type Undo =
    * A punchHole or zeroRange: the non-zero blocks it zeroed (below the file's end), and the
    * size it grew the file from (the fs backend writes zeros: past the end they extend it).
    */
-  | { kind: 'zeroed'; runs: Run[]; fromBytes: number; toBytes: number }
+  | { kind: 'zeroed'; range: Range; runs: Run[]; fromBytes: number; toBytes: number }
   /** A truncate that changed the size: the non-zero blocks it cut off, the blocks it freed past the old end. */
   | { kind: 'resize'; fromBytes: number; toBytes: number; runs: Run[]; freed: Range[] }
   /** A truncate that kept the size: the blocks it freed past the end; only fsync makes it durable. */
   | { kind: 'free'; freed: Range[] }
-  /** A completed DSYNC write: durable; older undos leave its range alone. */
-  | { kind: 'durable'; range: Range };
+  /** A completed DSYNC write, or a punch or zero range made durable: older undos leave its range alone. */
+  | { kind: 'durable'; range: Range }
+  /** A truncate made durable while older writes are not: older undos write nothing at or past its end. */
+  | { kind: 'kept'; endBytes: number };
 
 /** A seeded generator (mulberry32) so a failing round can be replayed. */
 export function seededRandom(seed: number): () => number {
@@ -160,6 +171,8 @@ class PowerCutFile implements BlockFile {
       return;
     }
     const w: HeldWrite = { data: Buffer.from(buf), offset: offsetBytes, started: false };
+    // What it makes durable besides its own bytes: the changes completed before it began.
+    const before = this.undo.length;
     this.held.add(w);
     await new Promise((r) => setTimeout(r, this.io.random() * this.io.maxDelayMs));
     this.check('pwrite');
@@ -169,6 +182,9 @@ class PowerCutFile implements BlockFile {
     await this.inner.pwrite(aligned, offsetBytes, true);
     this.held.delete(w);
     this.check('pwrite');
+    // A DSYNC write syncs the file's metadata as fdatasync does (the older truncates, punches
+    // and zero ranges are durable now), not the other data written without DSYNC.
+    this.settle(before, { keepWrites: true });
     // Nothing older is undone over it; with nothing older to undo, there is nothing to guard.
     if (this.undo.length > 0) this.undo.push({ kind: 'durable', range: [offsetBytes, offsetBytes + w.data.length] });
   }
@@ -178,24 +194,54 @@ class PowerCutFile implements BlockFile {
   }
 
   fdatasync(): Promise<void> {
-    // A truncate that kept the size is left for fsync (see the top).
-    return this.sync('fdatasync', () => this.inner.fdatasync(), (u) => u.kind === 'free');
+    return this.sync('fdatasync', () => this.inner.fdatasync(), { keepWrites: false });
   }
 
   fsync(): Promise<void> {
-    return this.sync('fsync', () => this.inner.fsync(), () => false);
+    return this.sync('fsync', () => this.inner.fsync(), { keepWrites: false, keepFree: false });
   }
 
-  /**
-   * A sync makes durable the changes completed before it began (all but those `stays` keeps):
-   * those need no undo any more.
-   */
-  private async sync(what: string, run: () => Promise<void>, stays: (u: Undo) => boolean): Promise<void> {
+  /** A sync makes durable the changes completed before it began (settle says which). */
+  private async sync(what: string, run: () => Promise<void>, how: { keepWrites: boolean; keepFree?: boolean }): Promise<void> {
     this.check(what);
     const covered = this.undo.length;
     await run();
     this.check(what);
-    this.undo = [...this.undo.slice(0, covered).filter(stays), ...this.undo.slice(covered)];
+    this.settle(covered, how);
+  }
+
+  /**
+   * Settles the first `covered` undos (the changes completed before a sync began) as that sync
+   * makes them durable: its truncates that changed the size, punches and zero ranges always;
+   * a truncate that kept the size only with `keepFree` false (fsync), or once a newer metadata
+   * change is durable (the journal commits in order); plain writes only with `keepWrites` false
+   * (fdatasync, fsync; not a DSYNC write). Where older writes stay undoable, a durable change
+   * leaves a guard so that their undo does not write over it: a kept end for a truncate, a
+   * range for a punch or zero range.
+   */
+  private settle(covered: number, how: { keepWrites: boolean; keepFree?: boolean }): void {
+    const before = this.undo.slice(0, covered);
+    let lastMetadata = -1;
+    before.forEach((u, i) => {
+      if (u.kind === 'resize' || u.kind === 'zeroed') lastMetadata = i;
+    });
+    const left: Undo[] = [];
+    before.forEach((u, i) => {
+      switch (u.kind) {
+        case 'free':
+          if ((how.keepFree ?? true) && i > lastMetadata) left.push(u);
+          break;
+        case 'resize':
+          if (how.keepWrites) left.push({ kind: 'kept', endBytes: u.toBytes });
+          break;
+        case 'zeroed':
+          if (how.keepWrites) left.push({ kind: 'durable', range: u.range });
+          break;
+        default: // write, durable, kept: their guards matter only while older writes stay
+          if (how.keepWrites) left.push(u);
+      }
+    });
+    this.undo = [...left, ...this.undo.slice(covered)];
   }
 
   punchHole(offsetBytes: number, lengthBytes: number): Promise<void> {
@@ -213,7 +259,7 @@ class PowerCutFile implements BlockFile {
     const runs = offset < fromBytes ? await this.dataRuns(offset, Math.min(offset + length, fromBytes)) : [];
     this.check('fallocate');
     await run();
-    this.undo.push({ kind: 'zeroed', runs, fromBytes, toBytes: await this.inner.size() });
+    this.undo.push({ kind: 'zeroed', range: [offset, offset + length], runs, fromBytes, toBytes: await this.inner.size() });
   }
 
   seekData(offsetBytes: number): Promise<number> {
@@ -365,12 +411,19 @@ class PowerCutFile implements BlockFile {
         case 'durable':
           durable.push(u.range);
           break;
+        case 'kept':
+          keptEndBytes = Math.min(keptEndBytes, u.endBytes);
+          break;
         case 'write':
           rolledBack++;
           await restore({ offset: u.offset, data: u.old }, () => rnd() >= 0.5);
           break;
         case 'zeroed':
-          if (toUndo === 0) break;
+          if (toUndo === 0) {
+            // It stays: older undos do not bring back what it zeroed.
+            durable.push(u.range);
+            break;
+          }
           toUndo--;
           for (const run of u.runs) await restore(run, () => true);
           if (u.toBytes > u.fromBytes && (await this.inner.size()) === u.toBytes) await this.inner.truncate(this.sizeUnder(u.fromBytes, u.toBytes, durable));

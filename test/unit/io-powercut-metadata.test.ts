@@ -194,15 +194,34 @@ for (const backend of testBackends()) {
     assert.ok((await contents(inner, path)).equals(blocks(1, 2)), 'the truncate stayed; block 3 did not come back');
   });
 
-  test(`${name}: a completed DSYNC write is not undone by the undo of an older truncate`, { skip: backend.skip }, async (t) => {
+  test(`${name}: a DSYNC write makes the truncates, punches and zeros completed before it durable, not the plain writes`, { skip: backend.skip }, async (t) => {
     const inner = backend.make();
     t.after(() => inner.close());
     const path = join(tempDir(t), 'f');
     const cut = new PowerCutIo(inner, undoAll);
     const f = await durableFile(cut, path, [1, 2, 3, 4, 5]);
-    await f.truncate(B);
-    await writeBlock(cut, f, 2, 0x77, true);
+    await writeBlock(cut, f, 0, 0x11);
+    await f.punchHole(0, B);
+    await f.truncate(2 * B);
+    await writeBlock(cut, f, 3, 0x77, true);
     await writeBlock(cut, f, 1, 0x66);
+    const r = await cut.powerCut();
+    assert.equal(r.undoneMetadataChanges, 0, 'the punch and the truncate were synced by the DSYNC write');
+    // The plain write at block 1 is rolled back (its old bytes, 2, come back); the older one at
+    // block 0 is rolled back too, but not over the durable punch: block 0 stays a hole.
+    assert.ok((await contents(inner, path)).equals(blocks(0, 2, 0, 0x77)), 'the synced size and punch; the plain writes rolled back');
+  });
+
+  test(`${name}: a DSYNC write is not undone by the undo of a truncate that completed while it was under way`, { skip: backend.skip }, async (t) => {
+    const inner = backend.make();
+    t.after(() => inner.close());
+    const path = join(tempDir(t), 'f');
+    // Held 180 ms before it is written: the truncate completes meanwhile, after it began.
+    const cut = new PowerCutIo(inner, undoAll, 200);
+    const f = await durableFile(cut, path, [1, 2, 3, 4, 5]);
+    const dsync = writeBlock(cut, f, 2, 0x77, true);
+    await f.truncate(B);
+    await dsync;
     const r = await cut.powerCut();
     assert.equal(r.undoneMetadataChanges, 1);
     assert.ok((await contents(inner, path)).equals(blocks(1, 2, 0x77, 4, 5)), 'the old size and bytes are back, but for the DSYNC write');

@@ -6,7 +6,9 @@
  * Over the power-cut model (src/io/powercut.ts), which undoes at a cut any truncate not made
  * durable: the power goes right after the discard (or the checkpoint after it), the files are
  * reopened on the real disk, and every byte past the offset reads as zeros (and, on uring, as
- * a hole). Without the fsync the cut brings the bytes, or the blocks, back.
+ * a hole). Without the fsync the cut brings the bytes back (every test here); with an
+ * fdatasync in its place the bytes stay cut, and only the uring PgStore test, which looks at
+ * allocation, sees the blocks the same-size truncate freed come back.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
