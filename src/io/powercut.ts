@@ -61,18 +61,27 @@ interface Run {
 /** A byte range [from, to). */
 type Range = [from: number, to: number];
 
+/**
+ * An undo as a file keeps it: numbered in the order the changes completed, so that a sync
+ * settles exactly those completed before it began, whatever another sync settled meanwhile.
+ */
+type Entry = Undo & { seq: number };
+
 /** What a change not yet durable did, newest last in a file's list. */
 type Undo =
   /** A plain write: the bytes it replaced (zeros past the end of the file), torn per block. */
   | { kind: 'write'; offset: number; old: Buffer }
   /**
-   * A punchHole or zeroRange: the non-zero blocks it zeroed (below the file's end), and the
-   * size it grew the file from (the fs backend writes zeros: past the end they extend it).
+   * A punchHole or zeroRange of `range`: the non-zero blocks it zeroed (below the file's end),
+   * and the size it grew the file from (the fs backend writes zeros: past the end they extend it).
    */
   | { kind: 'zeroed'; range: Range; runs: Run[]; fromBytes: number; toBytes: number }
   /** A truncate that changed the size: the non-zero blocks it cut off, the blocks it freed past the old end. */
   | { kind: 'resize'; fromBytes: number; toBytes: number; runs: Run[]; freed: Range[] }
-  /** A truncate that kept the size: the blocks it freed past the end; only fsync makes it durable. */
+  /**
+   * A truncate that kept the size: the blocks it freed past the end; only fsync makes it
+   * durable, or a newer metadata change made durable (the journal's order).
+   */
   | { kind: 'free'; freed: Range[] }
   /** A completed DSYNC write, or a punch or zero range made durable: older undos leave its range alone. */
   | { kind: 'durable'; range: Range }
@@ -146,7 +155,9 @@ export class PowerCutIo implements BlockIo {
 class PowerCutFile implements BlockFile {
   readonly direct: boolean;
   private readonly held = new Set<HeldWrite>();
-  private undo: Undo[] = [];
+  private undo: Entry[] = [];
+  /** The number the next completed change gets (Entry.seq). */
+  private nextSeq = 0;
 
   constructor(private readonly io: PowerCutIo, readonly inner: BlockFile, readonly path: string) {
     this.direct = inner.direct;
@@ -167,12 +178,12 @@ class PowerCutFile implements BlockFile {
       const old = await this.readOld(offsetBytes, buf.length);
       this.check('pwrite');
       await this.inner.pwrite(buf, offsetBytes);
-      this.undo.push({ kind: 'write', offset: offsetBytes, old });
+      this.record({ kind: 'write', offset: offsetBytes, old });
       return;
     }
     const w: HeldWrite = { data: Buffer.from(buf), offset: offsetBytes, started: false };
     // What it makes durable besides its own bytes: the changes completed before it began.
-    const before = this.undo.length;
+    const before = this.nextSeq;
     this.held.add(w);
     await new Promise((r) => setTimeout(r, this.io.random() * this.io.maxDelayMs));
     this.check('pwrite');
@@ -186,7 +197,7 @@ class PowerCutFile implements BlockFile {
     // and zero ranges are durable now), not the other data written without DSYNC.
     this.settle(before, { keepWrites: true });
     // Nothing older is undone over it; with nothing older to undo, there is nothing to guard.
-    if (this.undo.length > 0) this.undo.push({ kind: 'durable', range: [offsetBytes, offsetBytes + w.data.length] });
+    if (this.undo.length > 0) this.record({ kind: 'durable', range: [offsetBytes, offsetBytes + w.data.length] });
   }
 
   async pwritev(bufs: readonly Buffer[], offsetBytes: number, dsync = false): Promise<void> {
@@ -204,14 +215,19 @@ class PowerCutFile implements BlockFile {
   /** A sync makes durable the changes completed before it began (settle says which). */
   private async sync(what: string, run: () => Promise<void>, how: { keepWrites: boolean; keepFree?: boolean }): Promise<void> {
     this.check(what);
-    const covered = this.undo.length;
+    const covered = this.nextSeq;
     await run();
     this.check(what);
     this.settle(covered, how);
   }
 
+  /** Keeps the undo of a change that just completed, numbered after every earlier one. */
+  private record(u: Undo): void {
+    this.undo.push({ ...u, seq: this.nextSeq++ });
+  }
+
   /**
-   * Settles the first `covered` undos (the changes completed before a sync began) as that sync
+   * Settles the undos numbered below `upTo` (the changes completed before a sync began) as that sync
    * makes them durable: its truncates that changed the size, punches and zero ranges always;
    * a truncate that kept the size only with `keepFree` false (fsync), or once a newer metadata
    * change is durable (the journal commits in order); plain writes only with `keepWrites` false
@@ -219,23 +235,26 @@ class PowerCutFile implements BlockFile {
    * leaves a guard so that their undo does not write over it: a kept end for a truncate, a
    * range for a punch or zero range.
    */
-  private settle(covered: number, how: { keepWrites: boolean; keepFree?: boolean }): void {
+  private settle(upTo: number, how: { keepWrites: boolean; keepFree?: boolean }): void {
+    // The list is in completion order: those settled are a prefix of it.
+    const end = this.undo.findIndex((u) => u.seq >= upTo);
+    const covered = end === -1 ? this.undo.length : end;
     const before = this.undo.slice(0, covered);
     let lastMetadata = -1;
     before.forEach((u, i) => {
       if (u.kind === 'resize' || u.kind === 'zeroed') lastMetadata = i;
     });
-    const left: Undo[] = [];
+    const left: Entry[] = [];
     before.forEach((u, i) => {
       switch (u.kind) {
         case 'free':
           if ((how.keepFree ?? true) && i > lastMetadata) left.push(u);
           break;
         case 'resize':
-          if (how.keepWrites) left.push({ kind: 'kept', endBytes: u.toBytes });
+          if (how.keepWrites) left.push({ kind: 'kept', endBytes: u.toBytes, seq: u.seq });
           break;
         case 'zeroed':
-          if (how.keepWrites) left.push({ kind: 'durable', range: u.range });
+          if (how.keepWrites) left.push({ kind: 'durable', range: u.range, seq: u.seq });
           break;
         default: // write, durable, kept: their guards matter only while older writes stay
           if (how.keepWrites) left.push(u);
@@ -259,7 +278,7 @@ class PowerCutFile implements BlockFile {
     const runs = offset < fromBytes ? await this.dataRuns(offset, Math.min(offset + length, fromBytes)) : [];
     this.check('fallocate');
     await run();
-    this.undo.push({ kind: 'zeroed', range: [offset, offset + length], runs, fromBytes, toBytes: await this.inner.size() });
+    this.record({ kind: 'zeroed', range: [offset, offset + length], runs, fromBytes, toBytes: await this.inner.size() });
   }
 
   seekData(offsetBytes: number): Promise<number> {
@@ -291,8 +310,8 @@ class PowerCutFile implements BlockFile {
     const freed = sizeBytes <= fromBytes ? await this.allocatedPast(fromBytes) : [];
     this.check('ftruncate');
     await this.inner.truncate(sizeBytes);
-    if (sizeBytes !== fromBytes) this.undo.push({ kind: 'resize', fromBytes, toBytes: sizeBytes, runs, freed });
-    else if (freed.length > 0) this.undo.push({ kind: 'free', freed });
+    if (sizeBytes !== fromBytes) this.record({ kind: 'resize', fromBytes, toBytes: sizeBytes, runs, freed });
+    else if (freed.length > 0) this.record({ kind: 'free', freed });
   }
 
   async close(): Promise<void> {
@@ -373,8 +392,9 @@ class PowerCutFile implements BlockFile {
   /**
    * At the cut: land a random subset of each held write's blocks; undo the newest few
    * metadata changes whole (a journal commits in order) and roll back a random subset of each
-   * unsynced write's blocks, newest first, never over a completed DSYNC write, nor past the
-   * end a newer truncate that stays left (those bytes are gone for good).
+   * unsynced write's blocks, newest first, never over a completed DSYNC write or a newer
+   * punch or zero range that is durable or stays, nor past the end a newer truncate that is
+   * durable or stays left (those bytes are gone for good).
    */
   async cut(): Promise<{ torn: number; rolledBack: number; undoneMetadata: number }> {
     let torn = 0;

@@ -2,10 +2,12 @@
  * The power-cut model (src/io/powercut.ts) undoes metadata changes that were not made durable:
  * a truncate (its old size and the bytes it cut off come back), a punch or zero range (the
  * bytes come back), a truncate that kept the size (the blocks it freed past the end are
- * allocated again). fdatasync makes all of them durable but the last, which only fsync does.
- * Undos run newest first, whole per change, the newest few only (a journal commits in order);
- * a truncate that stays keeps an older write's undo from bringing back what it cut off, and
- * a completed DSYNC write is never undone. On a real disk, on each backend; every file is read
+ * allocated again). fdatasync makes all of them durable but the last, which only fsync does
+ * (or a newer change made durable); a completed DSYNC write makes the ones completed before
+ * it durable, as fdatasync does, but not the plain writes. Undos run newest first, whole per
+ * change, the newest few only (a journal commits in order); a truncate that stays keeps an
+ * older write's undo from bringing back what it cut off, and a completed DSYNC write is never
+ * undone. On a real disk, on each backend; every file is read
  * back through the real backend after the cut.
  */
 import assert from 'node:assert/strict';
@@ -201,14 +203,16 @@ for (const backend of testBackends()) {
     const cut = new PowerCutIo(inner, undoAll);
     const f = await durableFile(cut, path, [1, 2, 3, 4, 5]);
     await writeBlock(cut, f, 0, 0x11);
+    await writeBlock(cut, f, 4, 0x44);
     await f.punchHole(0, B);
     await f.truncate(2 * B);
     await writeBlock(cut, f, 3, 0x77, true);
     await writeBlock(cut, f, 1, 0x66);
     const r = await cut.powerCut();
     assert.equal(r.undoneMetadataChanges, 0, 'the punch and the truncate were synced by the DSYNC write');
-    // The plain write at block 1 is rolled back (its old bytes, 2, come back); the older one at
-    // block 0 is rolled back too, but not over the durable punch: block 0 stays a hole.
+    // The plain write at block 1 is rolled back (its old bytes, 2, come back); the older ones
+    // are rolled back too, but not over the durable punch (block 0 stays a hole) nor past the
+    // durable truncate's end (block 4 does not come back).
     assert.ok((await contents(inner, path)).equals(blocks(0, 2, 0, 0x77)), 'the synced size and punch; the plain writes rolled back');
   });
 
