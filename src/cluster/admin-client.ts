@@ -496,10 +496,14 @@ export function mergeClusterStatus(
 /** Longest reason a node's status may give for a held move (a peer's text, shown in a table). */
 const maxMoveHeldChars = 500;
 
-/** `text` without control characters (a terminal's escapes), cut to `maxChars`. */
+/**
+ * `text` without control characters (a terminal's escapes), line or paragraph separators and
+ * bidirectional overrides (text that would display other than it reads), cut to `maxChars`
+ * code points (never inside a surrogate pair).
+ */
 function printable(text: string, maxChars: number): string {
-  const clean = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
-  return clean.length > maxChars ? `${clean.slice(0, maxChars - 1)}…` : clean;
+  const clean = [...text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, ' ')];
+  return clean.length > maxChars ? `${clean.slice(0, maxChars - 1).join('')}…` : clean.join('');
 }
 
 function viewGroup(
@@ -515,13 +519,14 @@ function viewGroup(
   for (const m of members) if (m.role === 'leader' && (!leader || (m.term ?? 0) > (leader.term ?? 0))) leader = m;
   // A PG moving onto all new nodes is still led from the old ones, outside the map's replicas:
   // its configuration (and why its move may wait) comes from that leader.
-  let conf = leader ? byNode.get(leader.nodeId)?.get(t.groupId) : undefined;
+  let outside: { nodeId: NodeId; g: GroupStatus } | undefined;
   if (!leader && t.groupId !== 0) {
-    for (const statuses of byNode.values()) {
+    for (const [nodeId, statuses] of byNode) {
       const g = statuses.get(t.groupId);
-      if (g?.role === 'leader' && (!conf || g.term > conf.term)) conf = g;
+      if (g?.role === 'leader' && (!outside || g.term > outside.g.term)) outside = { nodeId, g };
     }
   }
+  const conf = leader ? byNode.get(leader.nodeId)?.get(t.groupId) : outside?.g;
   const same = (a: NodeId[], b: NodeId[]): boolean => a.length === b.length && [...a].sort((x, y) => x - y).every((x, i) => x === [...b].sort((p, q) => p - q)[i]);
   const moving = conf !== undefined && t.groupId !== 0 && (!same(conf.voters, t.replicas) || (conf.learners?.length ?? 0) > 0 || (conf.votersOutgoing?.length ?? 0) > 0);
   // Group 0 grows in one joint change; until it settles the map may still need the one old
@@ -536,15 +541,16 @@ function viewGroup(
     replicas: t.replicas,
     ...(moving && conf ? { configuration: { voters: conf.voters, learners: conf.learners, votersOutgoing: conf.votersOutgoing } } : {}),
     ...(moving && typeof conf?.moveHeld === 'string' ? { moveHeld: printable(conf.moveHeld, maxMoveHeldChars) } : {}),
-    leader: leader?.nodeId ?? 0,
-    term: leader?.term ?? maxOf((m) => m.term),
-    commitIndex: leader?.commitIndex ?? maxOf((m) => m.commitIndex),
-    appliedIndex: leader?.appliedIndex ?? maxOf((m) => m.appliedIndex),
+    leader: leader?.nodeId ?? outside?.nodeId ?? 0,
+    term: leader?.term ?? outside?.g.term ?? maxOf((m) => m.term),
+    commitIndex: leader?.commitIndex ?? outside?.g.commitIndex ?? maxOf((m) => m.commitIndex),
+    appliedIndex: leader?.appliedIndex ?? outside?.g.appliedIndex ?? maxOf((m) => m.appliedIndex),
     health: 'ok',
     members,
   };
   const quorum = Math.floor(t.replicas.length / 2) + 1;
   if (t.replicas.length === 0) return { ...view, health: 'unavailable', reason: 'no replica reports the group' };
+  if (!leader && outside) return { ...view, health: 'lagging', reason: `led by node ${outside.nodeId}, outside its map replicas, while it moves` };
   if (!leader) return { ...view, health: 'unavailable', reason: 'no leader' };
   if (reachable.length < quorum) return { ...view, health: 'unavailable', reason: `${reachable.length} of ${t.replicas.length} replicas reachable` };
   if (metaSettling) return { ...view, health: 'lagging', reason: 'a membership change is under way (joint or uncommitted configuration)' };

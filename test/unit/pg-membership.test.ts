@@ -99,10 +99,11 @@ test('status shows a PG whose Raft configuration differs from its map replicas',
   for (const n of [1, 2, 3, 4]) statuses.set(n, { nodeId: n, epoch: map.epoch, uptimeMs: 1, groups: [group(n, { moveHeld: 7 as unknown as string })] });
   assert.equal(mergeClusterStatus('x', map, statuses).groups.find((x) => x.groupId === 65536)!.moveHeld, undefined);
   // A peer's text reaches a terminal: no control characters (escapes), and a bounded length.
-  for (const n of [1, 2, 3, 4]) statuses.set(n, { nodeId: n, epoch: map.epoch, uptimeMs: 1, groups: [group(n, { moveHeld: `\u001b[2Jwiped\n${'x'.repeat(5000)}` })] });
+  for (const n of [1, 2, 3, 4]) statuses.set(n, { nodeId: n, epoch: map.epoch, uptimeMs: 1, groups: [group(n, { moveHeld: `\u001b[2Jwiped\n\u202eesrever\u2028${'😀'.repeat(5000)}` })] });
   const shown = mergeClusterStatus('x', map, statuses).groups.find((x) => x.groupId === 65536)!.moveHeld!;
-  assert.doesNotMatch(shown, /[\u0000-\u001f]/);
-  assert.ok(shown.startsWith(' [2Jwiped ') && shown.length <= 500, shown.slice(0, 40));
+  assert.doesNotMatch(shown, /[\u0000-\u001f\u202e\u2028]/);
+  assert.ok(shown.startsWith(' [2Jwiped  esrever ') && [...shown].length <= 500, shown.slice(0, 40));
+  assert.ok(shown.endsWith('😀…'), 'cut between characters, not inside one');
   // A PG moving onto nodes that do not run it yet is led from outside the map's replicas: its
   // configuration and held move come from that leader.
   const outside = others[0];
@@ -113,6 +114,9 @@ test('status shows a PG whose Raft configuration differs from its map replicas',
   const led = mergeClusterStatus('x', map, statuses).groups.find((x) => x.groupId === 65536)!;
   assert.equal(led.moveHeld, why);
   assert.deepEqual(led.configuration?.voters, old);
+  assert.equal(led.leader, outside, 'its leader is named');
+  assert.equal(led.health, 'lagging', 'served, not yet on its map replicas');
+  assert.match(led.reason ?? '', new RegExp(`led by node ${outside}, outside its map replicas`));
   // Once the configuration is the map's, nothing is shown.
   for (const n of [1, 2, 3, 4]) statuses.set(n, { nodeId: n, epoch: map.epoch, uptimeMs: 1, groups: [group(n, { voters: [...replicas] })] });
   assert.equal(mergeClusterStatus('x', map, statuses).groups.find((x) => x.groupId === 65536)!.configuration, undefined);
