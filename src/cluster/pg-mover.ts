@@ -710,7 +710,9 @@ export class PgMover {
       }
     }
     this.movingGauge.set(moving);
-    // A round cut short (the map changed) keeps what it did not judge as it was.
+    // A round cut short (the map changed) keeps what it did not judge as it was, and leaves
+    // the retirements to the next round's map.
+    const cutShort = !mapStillCurrent();
     for (const [id, reason] of this.heldForUpgrade) if (!judged.has(id) && !held.has(id) && this.d.host.groups.get(id)?.isLeader) held.set(id, reason);
     for (const id of this.heldForUpgrade.keys()) {
       if (!held.has(id)) this.d.log.info('PG move no longer held for an upgrade', { group: id });
@@ -718,7 +720,7 @@ export class PgMover {
     this.heldForUpgrade = held;
     for (const id of this.heldVerdicts.keys()) if (!held.has(id)) this.heldVerdicts.delete(id);
     this.heldGauge.set(held.size);
-    await this.retireRemoved(map);
+    if (!cutShort) await this.retireRemoved(map);
   }
 
   /**
@@ -736,6 +738,10 @@ export class PgMover {
     try {
       hold = await this.storeOpsHold(g, nodes);
     } catch (err) {
+      // A store closing under the judgement (its group retired or stopping) is judged again
+      // next round, quietly; anything else (an I/O error, an entry this build cannot read)
+      // holds the move and says why.
+      if (err instanceof Unavailable) return 'later';
       hold = `the store command level it needs of node ${nodes.join(', ')} could not be judged: ${(err as Error).message}`;
     }
     if (hold === undefined || hold === 'later') this.heldVerdicts.delete(g.id);

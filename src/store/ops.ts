@@ -68,11 +68,11 @@ export function storeOpsLevelOfCommand(entry: Uint8Array): number {
   const opByte = b.readUInt8(0);
   const kind = opByte & ~farOffsetFlag;
   if (kind < OpKind.Write || kind > OpKind.DiscardFrom) throw new Corruption(`unknown store op ${opByte}`);
-  if (kind === OpKind.DiscardFrom) return StoreOpsLevel.DiscardFrom;
   const far = (opByte & farOffsetFlag) !== 0;
   const high = b.readUInt8(1);
   // An older build refuses by the op byte, so the flag and the offset must agree (as decodeOp checks).
   if (far !== high > 0) throw new Corruption(`store op's far-offset flag ${far} disagrees with its offset's high byte ${high}`);
+  if (kind === OpKind.DiscardFrom) return StoreOpsLevel.DiscardFrom;
   // As the proposal's gate judges it (storeOpsLevelOfRange): by the range's end, so a range
   // that starts below 256 TiB and ends past it counts too.
   return storeOpsLevelOfRange(high * low48 + b.readUIntBE(6, 6), b.readUInt32BE(12));
