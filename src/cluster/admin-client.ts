@@ -432,7 +432,8 @@ export interface ClusterStatus {
   server: string;
   nodes: NodeView[];
   groups: GroupView[];
-  summary: { nodes: number; nodesReachable: number; groups: number; ok: number; lagging: number; unavailable: number };
+  /** `movesHeld`: PGs whose move waits for an upgrade (GroupView.moveHeld), whatever their health. */
+  summary: { nodes: number; nodesReachable: number; groups: number; ok: number; lagging: number; unavailable: number; movesHeld: number };
 }
 
 /** Merges a map and the nodes' statuses into a cluster view. Pure, so it is unit-tested. */
@@ -489,6 +490,7 @@ export function mergeClusterStatus(
       ok: count('ok'),
       lagging: count('lagging'),
       unavailable: count('unavailable'),
+      movesHeld: groups.filter((g) => g.moveHeld !== undefined).length,
     },
   };
 }

@@ -96,6 +96,14 @@ test('status shows a PG whose Raft configuration differs from its map replicas',
   const held = mergeClusterStatus('x', map, statuses);
   assert.equal(held.groups.find((x) => x.groupId === 65536)!.moveHeld, why);
   assert.match(renderStatus(held, { problemsOnly: false }), new RegExp(`moving from ${old.join(',')}; held: ${why}\\)`));
+  // Counted in the summary, and listed by --problems though the PG is ok (it serves I/O).
+  assert.equal(held.summary.movesHeld, 1);
+  assert.equal(held.groups.find((x) => x.groupId === 65536)!.health, 'ok');
+  const problems = renderStatus(held, { problemsOnly: true });
+  assert.match(problems, /1 moving PGs wait for an upgrade/);
+  assert.match(problems, /held: node/);
+  assert.equal(s.summary.movesHeld, 0);
+  assert.doesNotMatch(renderStatus(s, { problemsOnly: true }), /held|wait for an upgrade/);
   for (const n of [1, 2, 3, 4]) statuses.set(n, { nodeId: n, epoch: map.epoch, uptimeMs: 1, groups: [group(n, { moveHeld: 7 as unknown as string })] });
   assert.equal(mergeClusterStatus('x', map, statuses).groups.find((x) => x.groupId === 65536)!.moveHeld, undefined);
   // A peer's text reaches a terminal: no control characters (escapes), and a bounded length.

@@ -14,7 +14,8 @@ export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }):
   const { summary } = s;
   out.push(
     `cluster ${s.clusterId ?? '(no id yet)'}; map epoch ${s.epoch} (from ${s.server}); nodes ${summary.nodesReachable}/${summary.nodes} reachable; ` +
-      `groups ${summary.groups}: ${summary.ok} ok, ${summary.lagging} lagging, ${summary.unavailable} unavailable`,
+      `groups ${summary.groups}: ${summary.ok} ok, ${summary.lagging} lagging, ${summary.unavailable} unavailable` +
+      (summary.movesHeld > 0 ? `; ${summary.movesHeld} moving PGs wait for an upgrade` : ''),
   );
   out.push('');
   const nodeRows = [['NODE', 'STATE', 'REACHABLE', 'EPOCH', 'WEIGHT', 'LABELS', 'NBD', 'HTTP']];
@@ -33,7 +34,8 @@ export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }):
   }
   out.push(table(nodeRows));
   out.push('');
-  const shown = opts.problemsOnly ? s.groups.filter((g) => g.health !== 'ok') : s.groups;
+  // A move held for an upgrade is a problem to look at, though the PG serves I/O.
+  const shown = opts.problemsOnly ? s.groups.filter((g) => g.health !== 'ok' || g.moveHeld !== undefined) : s.groups;
   if (shown.length === 0) {
     out.push(`all ${s.groups.length} groups ok`);
   } else {
