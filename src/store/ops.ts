@@ -57,25 +57,17 @@ export function storeOpsLevelOfRange(offset: number, length: number): number {
 
 /**
  * The level a Raft log entry of a PG needs of a replica that replays it: its command's (read
- * from the header only, the payload untouched), Base for an empty entry (a leader's no-op).
- * A membership change is not a store command: the caller passes only normal entries. A
- * header this build cannot read is Corruption, as in decodeOp (it came from our own log).
+ * from the header only, by decodeOp: the payload untouched), Base for an empty entry (a
+ * leader's no-op). A membership change is not a store command: the caller passes only normal
+ * entries. A header this build cannot read is Corruption (it came from our own log).
  */
 export function storeOpsLevelOfCommand(entry: Uint8Array): number {
   if (entry.byteLength === 0) return StoreOpsLevel.Base;
-  if (entry.byteLength < opHeaderBytes) throw new Corruption(`store op of ${entry.byteLength} bytes is shorter than its header`);
-  const b = Buffer.from(entry.buffer, entry.byteOffset, opHeaderBytes);
-  const opByte = b.readUInt8(0);
-  const kind = opByte & ~farOffsetFlag;
-  if (kind < OpKind.Write || kind > OpKind.DiscardFrom) throw new Corruption(`unknown store op ${opByte}`);
-  const far = (opByte & farOffsetFlag) !== 0;
-  const high = b.readUInt8(1);
-  // An older build refuses by the op byte, so the flag and the offset must agree (as decodeOp checks).
-  if (far !== high > 0) throw new Corruption(`store op's far-offset flag ${far} disagrees with its offset's high byte ${high}`);
-  if (kind === OpKind.DiscardFrom) return StoreOpsLevel.DiscardFrom;
-  // As the proposal's gate judges it (storeOpsLevelOfRange): by the range's end, so a range
-  // that starts below 256 TiB and ends past it counts too.
-  return storeOpsLevelOfRange(high * low48 + b.readUIntBE(6, 6), b.readUInt32BE(12));
+  const op = decodeOp(entry, true);
+  if (op.kind === OpKind.DiscardFrom) return StoreOpsLevel.DiscardFrom;
+  // As the proposal's gate judges it: by the range's end, so a range that starts below
+  // 256 TiB and ends past it counts too.
+  return storeOpsLevelOfRange(op.offset, op.length);
 }
 
 /** A discard-from command's offset is a multiple of this (a volume's size is: map.ts). */
@@ -143,8 +135,11 @@ function writeHeader(out: Buffer, kind: OpKind, volumeId: number, offset: number
   out.writeUInt32BE(id?.seq ?? 0, 20);
 }
 
-/** Decodes a command; a malformed one is Corruption (it came from our own log). */
-export function decodeOp(entry: Uint8Array): StoreOp {
+/**
+ * Decodes a command; a malformed one is Corruption (it came from our own log). `headerOnly`:
+ * the header alone is read and checked (the payload, if any, neither checked nor returned).
+ */
+export function decodeOp(entry: Uint8Array, headerOnly = false): StoreOp {
   if (entry.byteLength < opHeaderBytes) throw new Corruption(`store op of ${entry.byteLength} bytes is shorter than its header`);
   const b = Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength);
   const opByte = b.readUInt8(0);
@@ -162,11 +157,13 @@ export function decodeOp(entry: Uint8Array): StoreOp {
   if (length > maxOpLengthBytes) throw new Corruption(`store op length ${length} too large`);
   if (offset + length > maxOpEnd) throw new Corruption(`store op range ${offset}+${length} past ${maxOpEnd}`);
   let data: Uint8Array | undefined;
-  if (kind === OpKind.Write) {
-    if (b.length !== opHeaderBytes + length) throw new Corruption(`write op carries ${b.length - opHeaderBytes} bytes, header says ${length}`);
-    data = b.subarray(opHeaderBytes);
-  } else if (b.length !== opHeaderBytes) {
-    throw new Corruption('range op carries a payload');
+  if (!headerOnly) {
+    if (kind === OpKind.Write) {
+      if (b.length !== opHeaderBytes + length) throw new Corruption(`write op carries ${b.length - opHeaderBytes} bytes, header says ${length}`);
+      data = b.subarray(opHeaderBytes);
+    } else if (b.length !== opHeaderBytes) {
+      throw new Corruption('range op carries a payload');
+    }
   }
   if (kind === OpKind.DiscardFrom) {
     if (length !== 0) throw new Corruption(`discard-from op has length ${length}, not 0`);
