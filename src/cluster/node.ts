@@ -1808,10 +1808,10 @@ export class StorageNode implements PgClient {
     const pool = map.pools.find((p) => p.name === v.pool);
     const replicas = new Set<number>();
     for (const pg of pool?.pgs ?? []) for (const id of pg.replicas) replicas.add(id);
-    // A replica's node this one shares no group with may not have sent it a frame yet: ask it
-    // something (its answer's frame tells its level). One that does not answer stays unknown.
+    // A replica's node this one shares no group with may not have sent it a frame yet: ping it
+    // (its answer's frame tells its level). One that does not answer stays unknown.
     const unheard = [...replicas].filter((id) => id !== this.id && this.transport.storeOpsLevelOf(String(id)) === undefined);
-    await Promise.all(unheard.map((id) => this.transport.request(String(id), 'mapAtLeast', { e: 0 }, requestTimeoutMs).catch(() => undefined)));
+    await Promise.all(unheard.map((id) => this.transport.ping(String(id), requestTimeoutMs)));
     const refusal = this.storeOpsRefusal(replicas, StoreOpsLevel.DiscardFrom, `shrinking volume ${v.name} (a discard on every replica)`);
     if (refusal) throw new UpgradeRequired(`${refusal}; the volume is unchanged`);
   }
