@@ -764,7 +764,7 @@ export class PgMover {
    */
   private async storeOpsHold(g: Group, nodes: readonly NodeId[]): Promise<string | undefined | 'later'> {
     // Nodes at this build's level apply whatever this build proposed: nothing to read.
-    if (this.d.storeOpsRefusal(nodes, storeOpsLevel, '') === undefined) return undefined;
+    if (nodes.every((n) => (this.d.storeOpsLevelOf(n) ?? 0) >= storeOpsLevel)) return undefined;
     this.askUnheard(nodes);
     const store = this.d.stores.get(g.id);
     if (!store) return 'later';
