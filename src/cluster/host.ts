@@ -280,6 +280,8 @@ export class Group {
    * still knows of none; -1 otherwise (see MultiRaftHost.noteSoftState).
    */
   leaderlessSinceTick = -1;
+  /** The host tick at which this replica became the group's leader; -1 while it does not lead. */
+  leaderSinceTick = -1;
   /**
    * Settles once every Ready taken so far is handled: the next one waits for it before it
    * sends what its own write promises and advances (Readies advance in the order taken).
@@ -451,7 +453,7 @@ export class MultiRaftHost {
   private touchedSpare: Group[] = [];
   /** The next pump asks every group (a tick passed). */
   private scanAll = true;
-  private readonly tickMs: number;
+  readonly tickMs: number;
   private tickOriginMs = 0;
   private ticksDone = 0;
 
@@ -701,6 +703,21 @@ export class MultiRaftHost {
   }
 
   /**
+   * For how many ticks this node has led `g` (-1: it does not lead it), on an up-to-date clock.
+   * Its Raft node clears every follower's recent activity once per `electionTicks` (check
+   * quorum): a peer silent since this node's election shows inactive once one such round has
+   * passed after the peer fell silent.
+   */
+  ticksLed(g: Group): number {
+    this.tick();
+    return g.leaderSinceTick < 0 || g.role !== 'leader' ? -1 : this.ticksDone - g.leaderSinceTick;
+  }
+
+  get electionTicks(): number {
+    return this.opts.electionTicks ?? defaultElectionTicks;
+  }
+
+  /**
    * Ticks every group once per tick interval elapsed on the monotonic clock since the last
    * call, catching up after an event-loop stall: a timer that silently coalesced missed ticks
    * would let a leader's clock (and so its lease) lag behind its followers'.
@@ -711,7 +728,7 @@ export class MultiRaftHost {
     const n = due - this.ticksDone;
     if (n <= 0) return;
     this.ticksDone = due;
-    const electionTicks = this.opts.electionTicks ?? defaultElectionTicks;
+    const electionTicks = this.electionTicks;
     for (const g of this.groups.values()) {
       if (!g.repairing) for (let i = 0; i < n; i++) g.raft.tick();
       if (g.waiters.size === 0) continue;
@@ -888,10 +905,12 @@ export class MultiRaftHost {
 
   private noteSoftState(g: Group, role: Role, lead: number): void {
     if (role === 'leader' && g.role !== 'leader') {
+      g.leaderSinceTick = this.ticksDone;
       this.metrics.elections.inc();
       this.log.info('became leader', { group: g.id, term: g.term });
     }
     if (g.role === 'leader' && role !== 'leader') {
+      g.leaderSinceTick = -1;
       for (const [ctx, r] of g.reads) {
         clearTimeout(r.timer);
         r.reject(new NotLeader(`lost leadership of group ${g.id}`));

@@ -958,8 +958,11 @@ export class StorageNode implements PgClient {
         if (sources && !sources.includes(g.lead)) {
           throw new RepairRefused(`group ${groupId}: its leader, node ${g.lead}, does not hold the copy the majority holds (nodes ${sources.join(',')}): repair node ${g.lead} first`);
         }
-        const check = (await this.transport.request(String(g.lead), 'pgRebuildCheck', { g: groupId }, requestTimeoutMs)) as { leader: number; commitIndex: number };
+        const check = (await this.transport.request(String(g.lead), 'pgRebuildCheck', { g: groupId }, requestTimeoutMs)) as { leader: number; term: number; commitIndex: number };
         if (this.host.groups.get(groupId) !== g || g.isLeader) throw new Unavailable(`group ${groupId} changed on node ${this.id} meanwhile`);
+        // A newer term here: the leader that agreed was replaced meanwhile, and its successor
+        // knows nothing of the agreement. Ask the successor (the next attempt) instead.
+        if (g.term > check.term) throw new Unavailable(`group ${groupId}: node ${check.leader} agreed at term ${check.term}, and node ${this.id} has seen term ${g.term} since`);
         await this.pgMover.rebuildInPlace(groupId, 'an operator asked for it (pool repair)');
         const answer: RebuildReplicaResponse = { groupId, nodeId: this.id, leader: check.leader, commitIndex: check.commitIndex };
         if (key !== undefined) {

@@ -468,6 +468,19 @@ export class PgMover {
   rebuildCheck(g: number, node: NodeId): { leader: NodeId; term: number; commitIndex: number } {
     const group = this.d.host.groups.get(g);
     if (!group || !group.isLeader) throw new NotLeader(`node ${this.d.nodeId} does not lead group ${g}`);
+    // A rebuild the previous leader agreed to is unknown here. Its replica stops acknowledging
+    // within moments of the agreement, which came at most one election timeout after this
+    // leader's election (the old leader steps down by then, check quorum); but it may have
+    // acknowledged this leader first, and counts as active until the next check-quorum round
+    // clears that. After two rounds of leading, such a replica shows inactive.
+    const ticksLed = this.d.host.ticksLed(group);
+    const settleTicks = 2 * this.d.host.electionTicks + 1;
+    if (ticksLed < settleTicks) {
+      const waitMs = (settleTicks - Math.max(0, ticksLed)) * this.d.host.tickMs;
+      throw new Unavailable(
+        `group ${g}: node ${this.d.nodeId} became its leader moments ago, and a rebuild its previous leader agreed to may be starting unseen; try again in ${waitMs} ms`,
+      );
+    }
     const st = group.raft.status();
     const now = performance.now();
     const agreed = this.rebuildsAgreed.get(g) ?? new Map<NodeId, number>();

@@ -1,0 +1,109 @@
+/**
+ * `raftblock pool repair` rebuilds one replica at a time: the PG's leader agrees to a rebuild
+ * only while the other voters keep a quorum, and counts a replica it agreed to as down until
+ * that replica asks for its repair point. That count lives on the leader that agreed. A new
+ * leader elected between an agreement and the replica's stop knew nothing of it: the replica
+ * had answered the new leader's first append (replicating, recently active) and stayed so in
+ * its view until the next check-quorum round, so a second rebuild asked for meanwhile was
+ * agreed and two of three replicas were held at once.
+ *
+ * A leader now agrees to no rebuild until it has led for two check-quorum rounds: by then a
+ * replica that fell silent after an agreement it cannot see shows inactive, and the second
+ * rebuild is refused as a risk to the quorum.
+ *
+ * Node `self` leads the PG (a real Raft node, three voters, its log in memory); the test plays
+ * the two followers and the host's clock.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PgMover, targetOf } from '../../src/cluster/pg-mover.js';
+import { pgGroupId } from '../../src/cluster/map.js';
+import { MemoryStorage, RaftNode, SeededRng, defaultConfig, type Message } from '../../src/raft/index.js';
+import { zonedMap } from '../helpers/map.js';
+import { moverDeps } from '../helpers/pg-mover.js';
+import { tempDir } from '../helpers/tools.js';
+
+const electionTicks = 10;
+
+test('a new PG leader agrees to no rebuild until a replica silent since its election shows inactive', async (t) => {
+  const map = zonedMap(3, 8);
+  const g = pgGroupId(map.pools[0].id, 0);
+  const [self, a, b] = targetOf(map, g)!;
+  const storage = new MemoryStorage([self, a, b]);
+  const raft = new RaftNode({ ...defaultConfig(self, new SeededRng(7)), electionTicks }, storage);
+  /** Which followers answer: `a` falls silent once its rebuild (agreed by the old leader) starts. */
+  const answering = new Set([a, b]);
+  const pump = (): void => {
+    while (raft.hasReady()) {
+      const rd = raft.ready();
+      storage.append(rd.entries);
+      if (rd.hardState) storage.setHardState(rd.hardState);
+      raft.advance(rd);
+      for (const m of rd.messages) answer(m);
+    }
+  };
+  const answer = (m: Message): void => {
+    if (!answering.has(m.to)) return;
+    const base = { from: m.to, to: m.from, term: m.term };
+    if (m.type === 'vote' || m.type === 'preVote') raft.step({ ...base, type: m.type === 'vote' ? 'voteResp' : 'preVoteResp', reject: false });
+    else if (m.type === 'app') {
+      const last = m.entries.length > 0 ? m.entries[m.entries.length - 1].index : m.index;
+      raft.step({ ...base, type: 'appResp', reject: false, index: last, rejectHint: 0, logTerm: 0, seq: m.seq, tick: m.tick });
+    } else if (m.type === 'heartbeat') raft.step({ ...base, type: 'heartbeatResp', seq: m.seq, tick: m.tick });
+  };
+
+  raft.campaign();
+  for (let i = 0; i < 10 && raft.currentRole !== 'leader'; i++) pump();
+  pump();
+  assert.equal(raft.currentRole, 'leader', 'self is elected by both followers');
+
+  let ticksLed = 0;
+  const group = {
+    id: g,
+    raft,
+    get isLeader() {
+      return raft.currentRole === 'leader';
+    },
+  };
+  const mover = new PgMover(
+    moverDeps({
+      nodeId: self,
+      dataDir: tempDir(t, 'raftblock-mover-rebuild-'),
+      map: () => map,
+      connectedNodes: () => new Set([a, b]),
+      host: { groups: new Map([[g, group]]), ticksLed: () => ticksLed, electionTicks, tickMs: 100 } as never,
+    }),
+  );
+  const tick = (): void => {
+    raft.tick();
+    ticksLed++;
+    pump();
+  };
+
+  // Both followers have answered the new leader: each is replicating, caught up and active.
+  const st = raft.status();
+  for (const n of [a, b]) assert.equal(st.progress?.get(n)?.recentActive, true, `node ${n} answered the new leader`);
+
+  // Now `a` stops: the previous leader agreed to rebuild it, which this leader cannot know.
+  answering.delete(a);
+  assert.throws(
+    () => mover.rebuildCheck(g, b),
+    (err: Error & { code?: string }) => err.code === 'UNAVAILABLE' && /became its leader moments ago.*try again in 2100 ms/.test(err.message),
+    'a leader of no ticks agrees to nothing',
+  );
+  for (let i = 0; i < 2 * electionTicks; i++) tick();
+  assert.throws(() => mover.rebuildCheck(g, b), /became its leader moments ago.*try again in 100 ms/, 'nor after two rounds less a tick');
+  tick();
+  assert.equal(raft.currentRole, 'leader', 'b keeps the leader a quorum');
+  assert.throws(
+    () => mover.rebuildCheck(g, b),
+    (err: Error & { code?: string }) => err.code === 'PG_QUORUM_AT_RISK' && new RegExp(`not: ${a}`).test(err.message),
+    'the silent replica now counts as down: the second rebuild is refused',
+  );
+
+  // Once `a` is back and answering, `b`'s rebuild is agreed to.
+  answering.add(a);
+  for (let i = 0; i < electionTicks; i++) tick();
+  const agreed = mover.rebuildCheck(g, b);
+  assert.equal(agreed.leader, self);
+});
