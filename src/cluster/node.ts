@@ -943,7 +943,9 @@ export class StorageNode implements PgClient {
     const key = cid === undefined ? undefined : metaCommandKey(cid);
     const answered = key === undefined ? undefined : this.rebuildAnswers.get(key);
     if (answered) return answered;
-    const deadline = Date.now() + rebuildCheckDeadlineMs;
+    // Plus the wait of a leader elected moments ago before it agrees to any rebuild (two
+    // check-quorum rounds, pg-mover.ts rebuildCheck), whatever the tick.
+    const deadline = Date.now() + rebuildCheckDeadlineMs + (2 * this.host.electionTicks + 1) * this.host.tickMs;
     for (let attempt = 1; ; attempt++) {
       const g = this.host.groups.get(groupId);
       if (!g) throw new NotFound(`node ${this.id} runs no replica of group ${groupId}`);
