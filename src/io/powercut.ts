@@ -33,6 +33,7 @@
  * undone whole, as a journalled change (gentler than torn zeros).
  */
 import { IoError } from '../common/errors.js';
+import { extentRuns } from './extent-runs.js';
 import { ExtentKind, type BlockFile, type BlockIo, type OpenFileOptions } from './types.js';
 
 const blockBytes = 4096;
@@ -373,18 +374,11 @@ class PowerCutFile implements BlockFile {
   /** The runs of [from, to) whose kind `wanted` picks, widened to whole blocks. */
   private async extents(from: number, to: number, wanted: (kind: ExtentKind) => boolean): Promise<Range[]> {
     const out: Range[] = [];
-    for (let at = from; at < to; ) {
-      const map = await this.inner.extentMap(at, to, allocationProbeRuns);
-      if (map.length === 0) break;
-      for (let i = 0; i + 2 < map.length; i += 3) {
-        if (!wanted(map[i + 2] as ExtentKind)) continue;
-        const a = Math.max(from, Math.floor(map[i] / blockBytes) * blockBytes);
-        const b = Math.min(to, Math.ceil(map[i + 1] / blockBytes) * blockBytes);
-        if (a < b) out.push([a, b]);
-      }
-      const end = map[map.length - 2];
-      if (end <= at) break;
-      at = end;
+    for await (const run of extentRuns(this.inner, from, to, allocationProbeRuns)) {
+      if (!wanted(run.kind)) continue;
+      const a = Math.max(from, Math.floor(run.start / blockBytes) * blockBytes);
+      const b = Math.min(to, Math.ceil(run.end / blockBytes) * blockBytes);
+      if (a < b) out.push([a, b]);
     }
     return out;
   }

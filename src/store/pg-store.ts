@@ -23,6 +23,7 @@ import { Packr } from 'msgpackr';
 import { assert } from '../common/assert.js';
 import { Corruption, IoError, ProtocolError, SnapshotSourceChanged, Unavailable } from '../common/errors.js';
 import type { BlockExtent } from '../nbd/backend.js';
+import { extentRuns } from '../io/extent-runs.js';
 import { type BlockFile, type BlockIo, ExtentKind } from '../io/types.js';
 import { isUnsupportedByFilesystem, writeZeros as writeZerosOver } from '../io/zeros.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint-file.js';
@@ -899,32 +900,25 @@ export class PgStore {
     let bytes = 0;
     let zeroCount = 0;
     let pos = from;
-    while (pos < end) {
-      const map = await f.extentMap(pos, end, imageMapRunsPerCall);
-      if (map.length === 0) break;
-      for (let i = 0; i + 2 < map.length; i += 3) {
-        const runEnd = map[i + 1];
-        const kind = map[i + 2] as ExtentKind;
-        if (runEnd <= pos) continue;
-        if (kind === ExtentKind.Data) {
-          while (pos < runEnd) {
-            if (bytes >= maxBytes) return pos;
-            const stop = Math.min(runEnd, pos + storeChunkBytes);
-            const out = Buffer.allocUnsafe(stop - pos);
-            await this.read(id, pos, out.length, out, 0);
-            runs.push([id, pos, out]);
-            bytes += out.length;
-            pos = stop;
-          }
-          continue;
+    for await (const { end: runEnd, kind } of extentRuns(f, from, end, imageMapRunsPerCall)) {
+      if (kind === ExtentKind.Data) {
+        while (pos < runEnd) {
+          if (bytes >= maxBytes) return pos;
+          const stop = Math.min(runEnd, pos + storeChunkBytes);
+          const out = Buffer.allocUnsafe(stop - pos);
+          await this.read(id, pos, out.length, out, 0);
+          runs.push([id, pos, out]);
+          bytes += out.length;
+          pos = stop;
         }
-        if (kind === ExtentKind.Unwritten) {
-          if (zeroCount >= maxZeros) return pos;
-          zeros.push([id, pos, runEnd - pos]);
-          zeroCount++;
-        }
-        pos = runEnd;
+        continue;
       }
+      if (kind === ExtentKind.Unwritten) {
+        if (zeroCount >= maxZeros) return pos;
+        zeros.push([id, pos, runEnd - pos]);
+        zeroCount++;
+      }
+      pos = runEnd;
     }
     return null;
   }

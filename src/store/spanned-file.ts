@@ -19,6 +19,7 @@ import { readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { IoError } from '../common/errors.js';
 import { assert } from '../common/assert.js';
+import { extentRuns } from '../io/extent-runs.js';
 import { ExtentKind, ioAlignmentBytes as alignmentBytes, type BlockFile, type BlockIo } from '../io/types.js';
 
 /** Bytes of a volume one data file holds: 16 TiB − 1 GiB (see the top). */
@@ -190,23 +191,15 @@ export class SpannedFile implements BlockFile {
     const size = await first.size();
     if (size <= dataFileSpanBytes) return;
     const buf = this.io.allocAligned(splitCopyBytes);
-    let pos = dataFileSpanBytes;
-    while (pos < size) {
-      const map = await first.extentMap(pos, size, 256);
-      if (map.length === 0) break;
-      for (let i = 0; i + 2 < map.length; i += 3) {
-        const runEnd = map[i + 1];
-        if (map[i + 2] === ExtentKind.Data) {
-          for (let at = Math.max(pos, map[i]); at < runEnd; at += splitCopyBytes) {
-            // Whole aligned blocks (O_DIRECT): past the end of the file, a short read's zeros.
-            const len = Math.ceil(Math.min(splitCopyBytes, runEnd - at) / alignmentBytes) * alignmentBytes;
-            const part = buf.subarray(0, len);
-            const n = await first.pread(part, at);
-            part.fill(0, n);
-            await this.pwrite(part, at);
-          }
-        }
-        pos = Math.max(pos, runEnd);
+    for await (const run of extentRuns(first, dataFileSpanBytes, size, 256)) {
+      if (run.kind !== ExtentKind.Data) continue;
+      for (let at = run.start; at < run.end; at += splitCopyBytes) {
+        // Whole aligned blocks (O_DIRECT): past the end of the file, a short read's zeros.
+        const len = Math.ceil(Math.min(splitCopyBytes, run.end - at) / alignmentBytes) * alignmentBytes;
+        const part = buf.subarray(0, len);
+        const n = await first.pread(part, at);
+        part.fill(0, n);
+        await this.pwrite(part, at);
       }
     }
     for (const [k, s] of this.segments) if (k > 0) await s.fdatasync();
