@@ -172,6 +172,11 @@ function checkedImageZeros(zeros: unknown): [number, number, number][] {
 
 /** Extents in one block status answer at most (see allocation). */
 const blockStatusMaxExtents = 4096;
+/**
+ * Runs asked of a file's extent map per call while looking for the end of a hole (nextData):
+ * neighbouring holes are one run, so the first call nearly always holds the hole and what ends it.
+ */
+const nextDataRunsPerCall = 16;
 
 export class PgStore {
   readonly groupId: number;
@@ -753,6 +758,54 @@ export class PgStore {
     } finally {
       this.unpin(f);
     }
+  }
+
+  /**
+   * The smallest offset in [offset, offset + length) at which this replica's data files of
+   * volume `volumeId` hold anything but a hole (data, or zeros a NO_HOLE zero left allocated),
+   * or offset + length if none: how far a hole reaches, for a gateway that asks every PG of a
+   * volume's pool at once instead of each extent in turn (a PG's file holds only its own
+   * extents, the others' are holes there). Seen as blockStatus sees it: the write-behind is
+   * flushed first, and refused while a restore is under way.
+   */
+  async nextData(volumeId: number, offset: number, length: number): Promise<number> {
+    const end = offset + length;
+    const restoresBefore = this.restoresBegunCount;
+    this.assertStateReadable(restoresBefore, 'block status');
+    const f = await this.file(volumeId, false);
+    if (!f) {
+      this.assertStateReadable(restoresBefore, 'block status');
+      return end;
+    }
+    try {
+      // Allocation comes from the extent map: blocks applied before this call must be on disk.
+      await this.dirty.flushAll();
+      const at = await this.firstAllocated(f, offset, end);
+      // A restore begun meanwhile dropped dirty blocks the files never got: no state's answer.
+      this.assertStateReadable(restoresBefore, 'block status');
+      return at;
+    } finally {
+      this.unpin(f);
+    }
+  }
+
+  /**
+   * The start of the first run of `f`'s extent map in [from, to) that is not a hole, or `to`.
+   * A map that tells nothing past some offset (no run, no progress) answers that offset: a
+   * hole is only ever claimed where the map showed one.
+   */
+  private async firstAllocated(f: BlockFile, from: number, to: number): Promise<number> {
+    let pos = from;
+    while (pos < to) {
+      const runs = await f.extentMap(pos, to, nextDataRunsPerCall);
+      for (let i = 0; i + 2 < runs.length; i += 3) {
+        if ((runs[i + 2] as ExtentKind) !== ExtentKind.Hole) return Math.min(to, Math.max(pos, runs[i]));
+      }
+      const reached = runs.length > 0 ? runs[runs.length - 2] : pos;
+      if (reached <= pos) return pos;
+      pos = reached;
+    }
+    return to;
   }
 
   /**
