@@ -32,7 +32,7 @@ import { maxImageIdChars, PgStore, ScratchPool, type ImageChunk, type ImageCurso
 import { writeFileDurably } from '../common/durable-file.js';
 import { inLanes } from '../common/lanes.js';
 import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind, StoreOpsLevel, storeOpsLevel, storeOpsLevelOfRange } from '../store/ops.js';
-import { checkPgRequest, makeGatewayMetrics, nextRequestId, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
+import { checkPgRequest, isPgRead, makeGatewayMetrics, nextRequestId, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, pgsOfRange } from '../gateway/split.js';
 import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover, targetOf } from './pg-mover.js';
@@ -1521,7 +1521,7 @@ export class StorageNode implements PgClient {
    */
   private requireStoreOps(groupId: number, g: Group, req: PgRequest): void {
     const needed =
-      req.k === 'discardFrom' ? StoreOpsLevel.DiscardFrom : req.k === 'read' || req.k === 'status' ? StoreOpsLevel.Base : storeOpsLevelOfRange(req.o, req.k === 'write' ? req.d.byteLength : req.l);
+      req.k === 'discardFrom' ? StoreOpsLevel.DiscardFrom : isPgRead(req) ? StoreOpsLevel.Base : storeOpsLevelOfRange(req.o, req.k === 'write' ? req.d.byteLength : req.l);
     if (needed === StoreOpsLevel.Base) return;
     const map = this.map();
     const cs = g.raft.confStateAt(Number.MAX_SAFE_INTEGER);
@@ -1591,6 +1591,10 @@ export class StorageNode implements PgClient {
       case 'status':
         await this.host.readBarrier(groupId);
         return store.blockStatus(req.v, req.o, req.l);
+      case 'nextData':
+        // As fresh as a block status: a write completed before the request began is seen.
+        await this.host.readBarrier(groupId);
+        return store.nextData(req.v, req.o, req.l);
       default:
         throw new InvalidArgument('unknown PG request');
     }
@@ -1639,7 +1643,7 @@ export class StorageNode implements PgClient {
       await sleep(20, signal);
     }
     let target = this.leaderGuess(groupId, replicas);
-    const mutation = req.k !== 'read' && req.k !== 'status';
+    const mutation = !isPgRead(req);
     let sent: PgRequest = req;
     for (;;) {
       // An index of the PG's log known before this attempt leaves (see PgRequest's `nb`).

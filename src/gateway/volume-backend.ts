@@ -7,10 +7,11 @@
  * extra work, and every connection sees every completed write (CAN_MULTI_CONN is honest).
  */
 import { Histogram, Counter, type Registry } from 'prom-client';
-import { InvalidArgument, NotFound, NotSupported, OutOfRange } from '../common/errors.js';
+import { assert } from '../common/assert.js';
+import { InvalidArgument, NotFound, NotSupported, OutOfRange, ProtocolError, TimedOut } from '../common/errors.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
-import { maxExtentBytes, maxVolumeBytes, volumeWithId, type ClusterMap, type Volume } from '../cluster/map.js';
-import { maxPieceBytes, splitRange, type Piece } from './split.js';
+import { findPool, maxExtentBytes, maxVolumeBytes, volumeWithId, type ClusterMap, type Volume } from '../cluster/map.js';
+import { maxPieceBytes, pgsOfRange, splitRange, type Piece } from './split.js';
 import { discardFromAlignmentBytes, maxOpLengthBytes } from '../store/ops.js';
 import { maxRequestSession, RequestIdSource } from '../common/request-id.js';
 import { inLanes } from '../common/lanes.js';
@@ -34,16 +35,30 @@ export function nextRequestId(): { s: number; q: number } {
  * command per PG (ops.ts DiscardFrom). A request id as every mutation's (see ops.ts why).
  * A node of the build before it discarded with trims flagged `pastEnd`, one extent each: still
  * served, so that a shrink such a node runs during a rolling upgrade finishes (never sent).
+ *
+ * `nextData` answers the first offset of [o, o + l) where the PG holds anything but a hole
+ * (data or allocated zeros) of volume `v`, or o + l (PgStore.nextData): block status asks
+ * every PG of the pool once to find where a long hole ends. A node of an earlier build
+ * refuses it (an unknown kind), and the gateway then answers as that build did.
  */
 export type PgRequest =
   | { k: 'write'; v: number; o: number; d: Buffer; s: number; q: number; nb?: number }
   | { k: 'trim' | 'zero' | 'zeroNoHole'; v: number; o: number; l: number; s: number; q: number; nb?: number; pastEnd?: true }
   | { k: 'discardFrom'; v: number; o: number; s: number; q: number; nb?: number }
   | { k: 'read'; v: number; o: number; l: number }
-  | { k: 'status'; v: number; o: number; l: number };
+  | { k: 'status'; v: number; o: number; l: number }
+  | { k: 'nextData'; v: number; o: number; l: number };
 
 /** A PgRequest that changes data (a log entry with a request id). */
 export type PgMutation = Extract<PgRequest, { s: number }>;
+
+/**
+ * Whether `req` only reads the PG's state: served after a read barrier, with no log entry, no
+ * request id and no store command level of its own.
+ */
+export function isPgRead(req: PgRequest): req is Extract<PgRequest, { k: 'read' | 'status' | 'nextData' }> {
+  return req.k === 'read' || req.k === 'status' || req.k === 'nextData';
+}
 
 const u32 = 2 ** 32;
 
@@ -86,6 +101,11 @@ export function checkPgRequest(q: unknown): PgRequest {
     case 'status':
       if (!isCount(r.l, maxExtentBytes)) throw new InvalidArgument('PG request: bad length');
       return q as PgRequest;
+    case 'nextData':
+      // Any range of the volume (the serving node fences it): its cost is the runs the PG's
+      // file holds there, not its length.
+      if (!isCount(r.l, maxVolumeBytes)) throw new InvalidArgument('PG request: bad length');
+      return q as PgRequest;
     default:
       throw new InvalidArgument(`PG request: unknown kind ${JSON.stringify(r.k)}`);
   }
@@ -96,8 +116,9 @@ export interface PgClient {
   /** The current cluster map (refreshed by the client when it learns of a newer epoch). */
   map(): ClusterMap;
   /**
-   * `read` resolves with the bytes, `status` with extents, the others with nothing. Once
-   * `signal` is aborted (the NBD client is gone) the client stops retrying and rejects.
+   * `read` resolves with the bytes, `status` with extents, `nextData` with an offset, a
+   * mutation with its entry's log index. Once `signal` is aborted (the NBD client is gone) the
+   * client stops retrying and rejects.
    */
   call(groupId: number, replicas: number[], req: PgRequest, signal?: AbortSignal): Promise<unknown>;
 }
@@ -111,6 +132,8 @@ export interface GatewayMetrics {
   abandoned: Counter;
   /** Pieces abandoned at a silent PG leader because its other replicas named a new one. */
   leaderProbeRedirects: Counter;
+  /** Block statuses that asked every PG of the pool where a hole ends, by outcome. */
+  holeScans: Counter<'outcome'>;
 }
 
 export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetrics {
@@ -131,6 +154,14 @@ export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetri
       help: 'Pieces a gateway without a replica abandoned at a silent PG leader because the other replicas named a new one',
       registers,
     }),
+    holeScans: new Counter({
+      name: 'raftblock_gateway_hole_scans_total',
+      help:
+        'Block status requests that asked every PG of the pool at once where a hole ends, by outcome: answered, or fell_back ' +
+        '(a PG failed or refused, e.g. a node of an earlier build, and the answer covered the first extent only)',
+      labelNames: ['outcome'],
+      registers,
+    }),
   };
 }
 
@@ -138,6 +169,41 @@ export const gatewayMaxRequestBytes = 32 * 1024 * 1024;
 
 /** Pieces of one TRIM or WRITE_ZEROES in flight at once (a write's are bounded by its bytes). */
 export const rangePiecesInFlight = 16;
+
+/** PGs one block status asks at once where a hole ends (bounded as a TRIM's pieces are). */
+export const holeScanPgsInFlight = rangePiecesInFlight;
+
+/**
+ * After a hole scan fails, block status answers the first extent only for this long. A failure
+ * is most likely a node of an earlier build mid rolling upgrade, which refuses every scan:
+ * scanning again at each extent would add a call per PG to every call the scan meant to save.
+ */
+export const holeScanPauseAfterFailureMs = 10_000;
+
+/**
+ * A hole scan not answered within this long falls back (and pauses scans, as a failure does):
+ * it waits on every PG of the pool, and one without a leader would hold up, for as long as the
+ * gateway retries, a block status that its own extent's PG answered at once.
+ */
+export const holeScanTimeoutMs = 2_000;
+
+/** `p`'s value, or undefined once `ms` have passed first (`p` runs on; its outcome is dropped). */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Whether a block status answer is one hole covering all of `lengthBytes`. */
+function isOneHole(extents: readonly BlockExtent[], lengthBytes: number): boolean {
+  return extents.length === 1 && extents[0].hole && extents[0].zero && extents[0].length === lengthBytes;
+}
 
 /**
  * Waits until every piece has settled, then fails with the first failure. A request must not
@@ -174,6 +240,8 @@ export class VolumeBackend implements BlockBackend {
    */
   readonly volumeId: number;
   private readonly metrics: GatewayMetrics | undefined;
+  /** performance.now() before which no hole scan starts (see holeScanPauseAfterFailureMs). */
+  private holeScansPausedUntilMs = 0;
 
   constructor(client: PgClient, volume: Pick<Volume, 'name' | 'id'>, metrics?: GatewayMetrics) {
     this.client = client;
@@ -264,17 +332,74 @@ export class VolumeBackend implements BlockBackend {
   /** Nothing to prefetch across the network that the leader's page cache would not hold. */
   async cache(_offset: number, _length: number): Promise<void> {}
 
+  /**
+   * The first extent's status at most (the spec lets an answer cover less than asked; the
+   * client asks again for the rest), with one exception: when that extent is one hole and the
+   * request reaches past more extents than the pool has PGs, every PG is asked once where its
+   * data resumes, and the answer is the hole up to the nearest. Mapping a mostly empty volume
+   * then costs a few calls per PG, not one per extent (2^28 for 1 PiB of 4 MiB extents).
+   */
   blockStatus(offset: number, length: number, signal?: AbortSignal): Promise<BlockExtent[]> {
     return this.timed('block_status', 0, async () => {
       const volume = this.volumeCovering(offset, length);
-      // One extent's worth at most: the answer may cover less than asked (the spec allows it).
-      // Only that extent is split out (a 4 GiB request of 4 MiB extents would be 1,024 pieces).
+      // Only the first extent is split out (a 4 GiB request of 4 MiB extents would be 1,024 pieces).
       const inFirstExtent = Math.min(length, volume.extentBytes - (offset % volume.extentBytes));
       const p = splitRange(this.client.map(), volume, offset, inFirstExtent, volume.extentBytes)[0];
       if (!p) throw new NotSupported('empty block status request');
       const extents = (await this.client.call(p.groupId, p.replicas, { k: 'status', v: volume.id, o: p.offset, l: p.length }, signal)) as BlockExtent[];
-      return extents;
+      if (!isOneHole(extents, p.length) || inFirstExtent === length) return extents;
+      const holeEnd = await this.holeEnd(volume, offset + inFirstExtent, offset + length, signal);
+      if (holeEnd === undefined) return extents;
+      // Within what the client asked, so within the 32-bit length of a reply's descriptor.
+      assert(holeEnd > offset && holeEnd - offset <= length, `hole end ${holeEnd} outside block status ${offset}+${length}`);
+      return [{ length: holeEnd - offset, hole: true, zero: true }];
     });
+  }
+
+  /**
+   * Where the hole that begins at `from` ends before `to` (see scanForData). Undefined when a
+   * scan is not worth it (the range spans no more extents than the pool has PGs: asking each
+   * extent costs no more), paused, or fails in any way: the caller then answers as if no scan
+   * had been made, so a block status never fails for it (a PG leader of an earlier build
+   * refuses the request).
+   */
+  private async holeEnd(volume: Volume, from: number, to: number, signal: AbortSignal | undefined): Promise<number | undefined> {
+    if (performance.now() < this.holeScansPausedUntilMs) return undefined;
+    try {
+      const map = this.client.map();
+      const extents = Math.ceil(to / volume.extentBytes) - Math.floor(from / volume.extentBytes);
+      if (extents <= findPool(map, volume.pool).pgCount) return undefined;
+      const end = await within(this.scanForData(map, volume, from, to, signal), holeScanTimeoutMs);
+      if (end === undefined) throw new TimedOut(`hole scan of volume ${this.name} from ${from} unanswered after ${holeScanTimeoutMs} ms`);
+      this.metrics?.holeScans.inc({ outcome: 'answered' });
+      return end;
+    } catch {
+      // A client that left says nothing of the cluster: later scans go on.
+      if (!signal?.aborted) this.holeScansPausedUntilMs = performance.now() + holeScanPauseAfterFailureMs;
+      this.metrics?.holeScans.inc({ outcome: 'fell_back' });
+      return undefined;
+    }
+  }
+
+  /**
+   * The first offset of [from, to) where any PG that may hold bytes of it holds anything but a
+   * hole, or `to`: each PG asked once (`nextData`), a few at a time. Fails once every call under
+   * way has settled if any failed or answered outside the range.
+   */
+  private async scanForData(map: ClusterMap, volume: Volume, from: number, to: number, signal: AbortSignal | undefined): Promise<number> {
+    let end = to;
+    const ask = async (pg: { groupId: number; replicas: number[] }): Promise<void> => {
+      if (end === from) return; // data right at the start: no answer can end the hole sooner
+      const at = await this.client.call(pg.groupId, pg.replicas, { k: 'nextData', v: volume.id, o: from, l: to - from }, signal);
+      if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < from || at > to) {
+        throw new ProtocolError(`group ${pg.groupId}: next data at ${String(at)}, outside [${from}, ${to}]`);
+      }
+      end = Math.min(end, at);
+    };
+    const lanes = await Promise.allSettled(inLanes(pgsOfRange(map, volume, from, to), holeScanPgsInFlight, ask));
+    const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+    if (failed) throw failed.reason;
+    return end;
   }
 
   async close(): Promise<void> {}

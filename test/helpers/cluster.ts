@@ -401,7 +401,8 @@ export class TestCluster {
   }
 
   /**
-   * The value of an unlabelled metric on node `id`'s /metrics (0 when absent); in netns mode
+   * The value of a metric on node `id`'s /metrics (0 when absent): unlabelled, or one series
+   * named with its labels as /metrics prints them (`x_total{command="read"}`); in netns mode
    * read from inside that node's namespace.
    */
   async metric(id: number, name: string): Promise<number> {
@@ -416,7 +417,8 @@ export class TestCluster {
       if (code !== 0) throw new Error(`reading ${url} in the namespace of node ${id} failed`);
       text = Buffer.concat(out).toString();
     }
-    const m = new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text);
+    const literal = name.replace(/[.*+?^$()|[\]{}\\]/g, '\\$&');
+    const m = new RegExp(`^${literal} ([0-9.e+-]+)$`, 'm').exec(text);
     return m ? Number(m[1]) : 0;
   }
 
