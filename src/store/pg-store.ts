@@ -795,17 +795,12 @@ export class PgStore {
    * hole is only ever claimed where the map showed one.
    */
   private async firstAllocated(f: BlockFile, from: number, to: number): Promise<number> {
-    let pos = from;
-    while (pos < to) {
-      const runs = await f.extentMap(pos, to, nextDataRunsPerCall);
-      for (let i = 0; i + 2 < runs.length; i += 3) {
-        if ((runs[i + 2] as ExtentKind) !== ExtentKind.Hole) return Math.min(to, Math.max(pos, runs[i]));
-      }
-      const reached = runs.length > 0 ? runs[runs.length - 2] : pos;
-      if (reached <= pos) return pos;
-      pos = reached;
+    let reached = from;
+    for await (const run of extentRuns(f, from, to, nextDataRunsPerCall)) {
+      if (run.kind !== ExtentKind.Hole) return run.start;
+      reached = run.end;
     }
-    return to;
+    return reached;
   }
 
   /**
