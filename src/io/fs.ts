@@ -2,11 +2,15 @@
  * The portable BlockIo: plain `fs` (libuv thread pool), buffered pwrite + fdatasync.
  * Used where io_uring or O_DIRECT is unavailable (no addon, seccomp, tmpfs, old kernel) or
  * when configured. It enforces the same alignment contract as the uring backend.
+ * Given the addon's extent calls (it loaded, io_uring aside), it tells holes and unwritten
+ * extents as the uring backend does; without them everything below the end of a file is data,
+ * and an image, a digest or a rebuild of a sparse volume reads and carries its holes as zeros.
  */
 import * as fs from 'node:fs';
 import { IoError } from '../common/errors.js';
 import { checkAligned, closedFileError, toIoError } from './check.js';
 import { fdClose, fdSize, fdTruncate } from './fd.js';
+import { type ExtentAddon, ExtentQueries, seekThroughAddon } from './native.js';
 import { writeZeros } from './zeros.js';
 import { type BlockFile, type BlockIo, ExtentKind, type OpenFileOptions, ioAlignmentBytes } from './types.js';
 
@@ -17,7 +21,11 @@ let fsZeros: Buffer | undefined;
 class FsFile implements BlockFile {
   readonly direct = false;
   private closed = false;
-  constructor(readonly path: string, private readonly fd: number) {}
+  /** This file's extent queries through the addon; null without it (no holes told). */
+  private readonly extents: ExtentQueries | null;
+  constructor(readonly path: string, private readonly fd: number, private readonly addon: ExtentAddon | undefined) {
+    this.extents = addon ? new ExtentQueries(addon, fd, path) : null;
+  }
 
   pread(buf: Buffer, offsetBytes: number): Promise<number> {
     if (this.closed) return Promise.reject(closedFileError('pread', this.path));
@@ -80,18 +88,27 @@ class FsFile implements BlockFile {
   }
 
   async seekData(offsetBytes: number): Promise<number> {
+    if (this.addon) {
+      if (this.closed) throw closedFileError('lseek', this.path);
+      return seekThroughAddon(this.addon, this.fd, this.path, offsetBytes, 'data');
+    }
     return offsetBytes < (await this.size()) ? offsetBytes : -1;
   }
 
   async seekHole(offsetBytes: number): Promise<number> {
+    if (this.addon) {
+      if (this.closed) throw closedFileError('lseek', this.path);
+      return seekThroughAddon(this.addon, this.fd, this.path, offsetBytes, 'hole');
+    }
     const size = await this.size();
     return offsetBytes < size ? size : -1;
   }
 
   async extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array> {
-    // Holes are not told from data here (seekData), nor unwritten extents: data up to the end
-    // of the file, a hole past it.
     if (this.closed) throw closedFileError('lseek', this.path);
+    if (this.extents) return this.extents.map(startBytes, endBytes, maxRuns);
+    // Without the addon holes are not told from data (seekData), nor unwritten extents: data
+    // up to the end of the file, a hole past it.
     const size = await this.size();
     const runs: number[] = [];
     if (startBytes < Math.min(size, endBytes)) runs.push(startBytes, Math.min(size, endBytes), ExtentKind.Data);
@@ -109,31 +126,42 @@ class FsFile implements BlockFile {
     return fdTruncate(this.fd, sizeBytes, this.path);
   }
 
-  close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
-    return fdClose(this.fd, this.path);
+    // An extent query's pool thread uses the descriptor number until it ends: closed before,
+    // the number could name another file by then.
+    await this.extents?.drained();
+    await fdClose(this.fd, this.path);
   }
 }
 
 export interface FsBlockIoOptions {
   /** Aligned allocator (the addon's, when it loaded); else plain zeroed Buffers. */
   allocAligned?: (lengthBytes: number) => Buffer;
+  /**
+   * The addon's lseek and extentMap (when it loaded): seekData, seekHole and extentMap tell
+   * holes and unwritten extents through them. Without them everything below the end of a
+   * file is data.
+   */
+  extents?: ExtentAddon;
 }
 
 export class FsBlockIo implements BlockIo {
   readonly kind = 'fs' as const;
   readonly alignmentBytes = ioAlignmentBytes;
   private readonly alloc: (lengthBytes: number) => Buffer;
+  private readonly extentAddon: ExtentAddon | undefined;
 
   constructor(options: FsBlockIoOptions = {}) {
     this.alloc = options.allocAligned ?? ((n) => Buffer.alloc(n));
+    this.extentAddon = options.extents;
   }
 
   open(path: string, options: OpenFileOptions = {}): Promise<BlockFile> {
     const flags = (options.readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (options.create ? fs.constants.O_CREAT : 0);
     return new Promise((resolve, reject) => {
-      fs.open(path, flags, 0o644, (err, fd) => (err ? reject(toIoError(err, 'open', path)) : resolve(new FsFile(path, fd))));
+      fs.open(path, flags, 0o644, (err, fd) => (err ? reject(toIoError(err, 'open', path)) : resolve(new FsFile(path, fd, this.extentAddon))));
     });
   }
 

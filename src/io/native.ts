@@ -65,6 +65,13 @@ export interface NativeAddon {
   };
 }
 
+/**
+ * The addon's calls that tell a file's holes and unwritten extents: plain syscalls on the
+ * calling thread or a libuv pool thread, no io_uring, so they serve the fs backend too where a
+ * seccomp profile refuses io_uring.
+ */
+export type ExtentAddon = Pick<NativeAddon, 'lseek' | 'extentMap' | 'constants'>;
+
 let cached: { addon: NativeAddon } | { error: string } | undefined;
 
 /** The addon, or the reason it cannot be used here. */
@@ -120,7 +127,7 @@ export class ExtentQueries {
   private drainWaiters: (() => void)[] = [];
 
   constructor(
-    private readonly addon: NativeAddon,
+    private readonly addon: ExtentAddon,
     private readonly fd: number,
     private readonly path: string,
   ) {}
@@ -178,5 +185,18 @@ export class ExtentQueries {
     if (!this.running && this.queued.length === 0 && this.drainWaiters.length > 0) {
       for (const w of this.drainWaiters.splice(0)) w();
     }
+  }
+}
+
+/**
+ * lseek(SEEK_DATA or SEEK_HOLE) on `fd` through the addon, on the calling thread: the offset
+ * found, or -1 where there is no data (or no hole) at or past `offsetBytes` (the addon answers
+ * ENXIO so); other failures as IoError('lseek') naming `path`.
+ */
+export function seekThroughAddon(addon: ExtentAddon, fd: number, path: string, offsetBytes: number, whence: 'data' | 'hole'): number {
+  try {
+    return addon.lseek(fd, offsetBytes, whence === 'data' ? addon.constants.SEEK_DATA : addon.constants.SEEK_HOLE);
+  } catch (err) {
+    throw toIoError(err, 'lseek', path);
   }
 }

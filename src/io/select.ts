@@ -38,10 +38,12 @@ export async function openBlockIo(options: OpenBlockIoOptions): Promise<BlockIo>
   const log = options.logger ?? createLogger('io');
   const choice = options.backend ?? 'auto';
   const native = options.native ?? loadNative();
-  const allocAligned = 'addon' in native ? (n: number) => native.addon.allocAligned(n, 4096) : undefined;
+  // The addon, when it loaded, serves fs too: aligned buffers, and its lseek and extentMap
+  // (no io_uring in them) tell holes, so an image or a digest skips them there as well.
+  const fsOptions = 'addon' in native ? { allocAligned: (n: number) => native.addon.allocAligned(n, 4096), extents: native.addon } : {};
   if (choice === 'fs') {
     log.info('I/O backend: fs (configured)', { backend: 'fs' });
-    return new FsBlockIo({ allocAligned });
+    return new FsBlockIo(fsOptions);
   }
   let reason: string;
   if ('addon' in native) {
@@ -60,7 +62,7 @@ export async function openBlockIo(options: OpenBlockIoOptions): Promise<BlockIo>
   }
   if (choice === 'uring') throw new RaftblockError('IO_BACKEND_UNAVAILABLE', `io_uring backend unavailable: ${reason}`);
   log.warn('I/O backend: fs (io_uring unavailable)', { backend: 'fs', reason });
-  return new FsBlockIo({ allocAligned });
+  return new FsBlockIo(fsOptions);
 }
 
 /** One aligned O_DIRECT write with RWF_DSYNC and a read back, in the data directory. */

@@ -4,7 +4,7 @@
  */
 import { FsBlockIo } from './fs.js';
 import { loadNative } from './native.js';
-import type { BlockIo, IoBackendKind } from './types.js';
+import { type BlockIo, type IoBackendKind, ioAlignmentBytes } from './types.js';
 import { UringBlockIo } from './uring.js';
 
 export interface TestBackend {
@@ -14,10 +14,16 @@ export interface TestBackend {
   skip: string | false;
 }
 
-export function testBackends(): TestBackend[] {
+/** The addon, and why it is missing (false when loaded); under CI a missing addon throws. */
+function addonForTests(): { native: ReturnType<typeof loadNative>; missing: string | false } {
   const native = loadNative();
   const missing = 'error' in native ? native.error : false;
   if (missing && process.env.CI === 'true') throw new Error(`CI requires the io_uring addon: ${missing}`);
+  return { native, missing };
+}
+
+export function testBackends(): TestBackend[] {
+  const { native, missing } = addonForTests();
   return [
     {
       name: 'uring',
@@ -29,4 +35,21 @@ export function testBackends(): TestBackend[] {
     },
     { name: 'fs', make: () => new FsBlockIo(), skip: false },
   ];
+}
+
+/**
+ * The fs backend with the addon's allocator and extent calls, as openBlockIo makes it where the
+ * addon loads but io_uring is refused (a seccomp profile); skipped as uring is without the addon.
+ */
+export function fsWithAddonBackend(): TestBackend {
+  const { native, missing } = addonForTests();
+  return {
+    name: 'fs',
+    make: () => {
+      if (!('addon' in native)) throw new Error(native.error);
+      const addon = native.addon;
+      return new FsBlockIo({ allocAligned: (n) => addon.allocAligned(n, ioAlignmentBytes), extents: addon });
+    },
+    skip: missing,
+  };
 }

@@ -66,7 +66,8 @@ export interface BlockFile {
   zeroRange(offsetBytes: number, lengthBytes: number): Promise<void>;
   /**
    * lseek(SEEK_DATA): the first offset >= `offsetBytes` holding data, or -1 when none.
-   * Backends that cannot tell holes from data report everything below EOF as data.
+   * A backend that cannot tell holes from data (fs without the addon) reports everything
+   * below EOF as data.
    */
   seekData(offsetBytes: number): Promise<number>;
   /** lseek(SEEK_HOLE): the first offset >= `offsetBytes` in a hole (EOF counts as one), or -1 at or past EOF. */
@@ -78,7 +79,8 @@ export interface BlockFile {
    * as holes by SEEK_DATA). Neighbouring runs of a kind are one. At most `maxRuns`: with that
    * many the runs may end before `endBytes` (past them, not looked at). Asked off the event
    * loop: on ext4 these calls wait for a punch or zero of the same file, seconds for
-   * gigabytes. Backends that cannot tell holes report data up to the end of the file.
+   * gigabytes. A backend that cannot tell holes (fs without the addon) reports data up to the
+   * end of the file.
    */
   extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array>;
   /** The file size in bytes. */

@@ -8,7 +8,7 @@ import { assert } from '../common/assert.js';
 import { IoError, Unavailable } from '../common/errors.js';
 import { checkAligned, closedFileError, toIoError } from './check.js';
 import { fdClose, fdSize, fdTruncate } from './fd.js';
-import { ExtentQueries, type NativeAddon, type NativeRing } from './native.js';
+import { ExtentQueries, type NativeAddon, type NativeRing, seekThroughAddon } from './native.js';
 import { type BlockFile, type BlockIo, type OpenFileOptions, ioAlignmentBytes } from './types.js';
 
 /** Submission-queue depth; also bounds operations in flight (more wait in a JS queue). */
@@ -323,20 +323,12 @@ class UringFile implements BlockFile {
 
   async seekData(offsetBytes: number): Promise<number> {
     if (this.closed) throw closedFileError('lseek', this.path);
-    try {
-      return this.addon.lseek(this.fd, offsetBytes, this.addon.constants.SEEK_DATA);
-    } catch (err) {
-      throw toIoError(err, 'lseek', this.path);
-    }
+    return seekThroughAddon(this.addon, this.fd, this.path, offsetBytes, 'data');
   }
 
   async seekHole(offsetBytes: number): Promise<number> {
     if (this.closed) throw closedFileError('lseek', this.path);
-    try {
-      return this.addon.lseek(this.fd, offsetBytes, this.addon.constants.SEEK_HOLE);
-    } catch (err) {
-      throw toIoError(err, 'lseek', this.path);
-    }
+    return seekThroughAddon(this.addon, this.fd, this.path, offsetBytes, 'hole');
   }
 
   extentMap(startBytes: number, endBytes: number, maxRuns: number): Promise<Float64Array> {

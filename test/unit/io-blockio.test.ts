@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { IoError } from '../../src/common/errors.js';
@@ -9,7 +9,8 @@ import { setLogSink } from '../../src/common/log.js';
 import { ExtentQueries, loadNative } from '../../src/io/native.js';
 import { type BlockFile, ExtentKind } from '../../src/io/types.js';
 import { openBlockIo } from '../../src/io/select.js';
-import { testBackends } from '../../src/io/testing.js';
+import { FsBlockIo } from '../../src/io/fs.js';
+import { fsWithAddonBackend, testBackends } from '../../src/io/testing.js';
 import { UringBlockIo } from '../../src/io/uring.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tempDir } from '../helpers/tools.js';
@@ -145,7 +146,8 @@ for (const backend of testBackends()) {
       assert.equal(await f.seekData(16 * B), -1);
       assert.deepEqual(await runsOf(f, 16 * B, 24 * B), [[16 * B, 20 * B, H], [20 * B, 21 * B, U], [21 * B, 24 * B, H]]);
     } else {
-      // The fs backend tells no holes nor unwritten extents: data to the end of the file.
+      // The fs backend without the addon tells no holes nor unwritten extents: data to the end
+      // of the file. (With the addon it tells them: see the fs-with-the-addon test below.)
       assert.deepEqual(await runsOf(f, 0, 16 * B), [[0, 16 * B, D]]);
       assert.deepEqual(await runsOf(f, 8 * B, 24 * B), [[8 * B, 16 * B, D], [16 * B, 24 * B, H]]);
       assert.deepEqual(await runsOf(f, 8 * B, 24 * B, 1), [[8 * B, 16 * B, D]], 'at most as many runs as asked');
@@ -154,6 +156,83 @@ for (const backend of testBackends()) {
     assert.equal(await f.size(), 32 * 4096);
   });
 }
+
+/** fallocate(1) on `path`: the fs backend's own punch and zero write zeros (Node has no fallocate). */
+function fallocate(path: string, ...args: string[]): void {
+  const r = spawnSync('fallocate', [...args, path], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `fallocate ${args.join(' ')} ${path}: ${r.stderr}`);
+}
+
+const fsWithAddon = fsWithAddonBackend();
+
+test('fs with the addon: seek and the extent map tell data, a punched hole and unwritten extents as uring does; without the addon everything below the end of the file is data', { skip: fsWithAddon.skip }, async (t) => {
+  const B = 4096;
+  const io = fsWithAddon.make();
+  t.after(() => io.close());
+  const path = join(tempDir(t), 'sparse');
+  const f = await io.open(path, { create: true });
+  t.after(() => f.close());
+  const buf = io.allocAligned(16 * B);
+  buf.fill(0xab);
+  await f.pwrite(buf, 0, true);
+  // The layout of the uring test above: block 1 punched, blocks 3-4 zeroed (unwritten), and a
+  // zeroed block past the end of the file (KEEP_SIZE).
+  fallocate(path, '--punch-hole', '--offset', String(B), '--length', String(B));
+  fallocate(path, '--zero-range', '--keep-size', '--offset', String(3 * B), '--length', String(2 * B));
+  fallocate(path, '--zero-range', '--keep-size', '--offset', String(20 * B), '--length', String(B));
+  assert.equal(await f.seekData(0), 0);
+  assert.equal(await f.seekHole(0), B, 'the punched block is a hole');
+  assert.equal(await f.seekData(B), 2 * B);
+  assert.equal(await f.seekData(3 * B), 5 * B, 'unwritten extents are holes to SEEK_DATA');
+  assert.equal(await f.seekHole(15 * B), 16 * B, 'end of file counts as a hole');
+  assert.equal(await f.seekHole(16 * B), -1, 'nothing at or past end of file');
+  assert.equal(await f.seekData(16 * B), -1, 'no data past the end of the file, allocated or not');
+  assert.deepEqual(await runsOf(f, 0, 16 * B), [[0, B, D], [B, 2 * B, H], [2 * B, 3 * B, D], [3 * B, 5 * B, U], [5 * B, 16 * B, D]]);
+  assert.deepEqual(await runsOf(f, 4 * B, 16 * B), [[4 * B, 5 * B, U], [5 * B, 16 * B, D]], 'clipped to the range asked');
+  assert.deepEqual(await runsOf(f, B + 100, 2 * B + 5), [[B + 100, 2 * B, H], [2 * B, 2 * B + 5, D]], 'unaligned ends');
+  assert.deepEqual(await runsOf(f, 0, 16 * B, 2), [[0, B, D], [B, 2 * B, H]], 'at most as many runs as asked');
+  assert.deepEqual(await runsOf(f, 16 * B, 24 * B), [[16 * B, 20 * B, H], [20 * B, 21 * B, U], [21 * B, 24 * B, H]]);
+
+  // The same file on the fs backend without the addon: no holes, data up to the end of the file.
+  const plain = new FsBlockIo();
+  t.after(() => plain.close());
+  const g = await plain.open(path, { readOnly: true });
+  t.after(() => g.close());
+  assert.equal(await g.seekData(B), B);
+  assert.equal(await g.seekHole(0), 16 * B);
+  assert.deepEqual(await runsOf(g, 0, 24 * B), [[0, 16 * B, D], [16 * B, 24 * B, H]]);
+});
+
+test('fs with the addon: a file closes once its extent queries ended, then refuses them (EBADF); a failed query is an IoError naming lseek and the file', { skip: fsWithAddon.skip }, async (t) => {
+  const B = 4096;
+  const dir = tempDir(t);
+  const io = fsWithAddon.make();
+  t.after(() => io.close());
+  const f = await io.open(join(dir, 'f'), { create: true });
+  const buf = io.allocAligned(B);
+  buf.fill(0x3c);
+  await f.pwrite(buf, 0);
+  await f.pwrite(buf, 8 * B);
+  // The second waits behind the first (one query per file at a time); close waits for both.
+  const pending = [f.extentMap(0, 16 * B, 10), f.extentMap(B, 16 * B, 10)];
+  const closing = f.close();
+  const [whole, tail] = await Promise.all(pending);
+  await closing;
+  assert.deepEqual(Array.from(whole), [0, B, D, B, 8 * B, H, 8 * B, 9 * B, D, 9 * B, 16 * B, H]);
+  assert.deepEqual(Array.from(tail), [B, 8 * B, H, 8 * B, 9 * B, D, 9 * B, 16 * B, H]);
+  for (const op of [() => f.seekData(0), () => f.seekHole(0), () => f.extentMap(0, B, 1)]) {
+    await assert.rejects(op(), (e: unknown) => e instanceof IoError && e.errno === 9 && e.syscall === 'lseek');
+  }
+  // A FIFO: lseek on it fails with ESPIPE.
+  const fifo = join(dir, 'fifo');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  const p = await io.open(fifo);
+  t.after(() => p.close());
+  const espipe = (e: unknown): boolean => e instanceof IoError && e.errno === 29 && e.syscall === 'lseek' && e.message.includes(fifo);
+  await assert.rejects(p.seekData(0), espipe);
+  await assert.rejects(p.seekHole(0), espipe);
+  await assert.rejects(p.extentMap(0, B, 1), espipe);
+});
 
 test('uring: an extent map finds unwritten extents beyond one FIEMAP call\'s, in order, at most as many runs as asked', { skip: testBackends()[0].skip }, async (t) => {
   const io = testBackends()[0].make();
@@ -312,6 +391,17 @@ test('auto falls back to fs, saying why, where io_uring is refused; a forced uri
   assert.ok(warn && /not permitted/.test(warn.reason), 'the log line gives the reason');
   const missing = await openBlockIo({ probeDir: dir, native: { error: 'addon not built' } });
   assert.equal(missing.kind, 'fs');
+  // A file whose first 8 blocks were never written: the fallback still tells that hole through
+  // the addon; with no addon at all it is data.
+  const sparse = join(dir, 'sparse');
+  const fd = openSync(sparse, 'w');
+  writeSync(fd, Buffer.alloc(4096, 1), 0, 4096, 8 * 4096);
+  closeSync(fd);
+  for (const [backend, firstData] of [[io, 8 * 4096], [missing, 0]] as const) {
+    const f = await backend.open(sparse, { readOnly: true });
+    assert.equal(await f.seekData(0), firstData);
+    await f.close();
+  }
   await assert.rejects(openBlockIo({ probeDir: dir, backend: 'uring', native: refusing }), /io_uring backend unavailable/);
   // As on a filesystem refusing O_DIRECT: the probe's open fails, auto goes to fs.
   await assert.rejects(openBlockIo({ probeDir: join(dir, 'no-such-dir'), backend: 'uring' }), /unavailable/);

@@ -13,7 +13,7 @@ import { emptyMap, pgGroupId, type ClusterMap } from '../../src/cluster/map.js';
 import { digestReplica } from '../../src/cluster/pg-digest.js';
 import { judgeReplicas, type ReplicaDigest } from '../../src/cluster/pg-verify.js';
 import type { PgStore } from '../../src/store/pg-store.js';
-import { testBackends } from '../../src/io/testing.js';
+import { fsWithAddonBackend, testBackends } from '../../src/io/testing.js';
 import { encodeRange, encodeWrite, OpKind } from '../../src/store/ops.js';
 import { openStore } from '../helpers/block-io.js';
 import { addNodeCommand, applyAll } from '../helpers/map.js';
@@ -61,10 +61,15 @@ async function filled(t: TestContext, store: PgStore, zeroing: 'written' | 'trim
   void t;
 }
 
-// The io_uring backend only: the fs backend tells no holes (SEEK_DATA calls everything below
-// the end of a file data), so a replica on it is still read whole, 300 TiB here.
-for (const backend of testBackends().filter((b) => b.name === 'uring')) {
-  test(`(${backend.name}) replicas with the same bytes agree whatever their allocation; a byte past 256 TiB that differs is a mismatch`, { skip: backend.skip }, async (t) => {
+// The io_uring backend, and fs with the addon (which tells holes through it); not the fs backend
+// without it: it tells no holes (everything below the end of a file is data), so a replica on
+// it is still read whole, 300 TiB here.
+const holeTelling = [
+  { label: 'uring', backend: testBackends().find((b) => b.name === 'uring')! },
+  { label: 'fs with the addon', backend: fsWithAddonBackend() },
+];
+for (const { label, backend } of holeTelling) {
+  test(`(${label}) replicas with the same bytes agree whatever their allocation; a byte past 256 TiB that differs is a mismatch`, { skip: backend.skip }, async (t) => {
     const io = backend.make();
     t.after(() => io.close());
     const { map, groupId } = bigVolumeMap();

@@ -102,7 +102,8 @@ for (const backend of testBackends()) {
     await assertHolds(store, 'after a restart');
 
     // A replica rebuilt from this one's image, pulled in chunks, holds the same bytes. (Not on
-    // the fs backend: it tells no holes, so its image of a sparse 300 TiB volume is all of it.)
+    // the fs backend without the addon: it tells no holes, so its image of a sparse 300 TiB
+    // volume is all of it.)
     if (backend.name === 'uring') {
       const copyDir = tempDir(t);
       const copy = await openStore(io, copyDir);

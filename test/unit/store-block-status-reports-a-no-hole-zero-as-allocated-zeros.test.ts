@@ -4,7 +4,8 @@
  * reports that range as allocated zeros (NBD_STATE_ZERO without NBD_STATE_HOLE), not as a hole,
  * although SEEK_DATA counts unwritten extents as holes. Without NO_HOLE the range is punched
  * and reported as a hole. Across a restart too: the answer comes from the file system, not
- * from memory. On the fs backend, which tells no holes, everything written reads as data.
+ * from memory. On the fs backend without the addon, which tells no holes, everything written
+ * reads as data.
  *
  * Real PG stores on a real disk, on each backend.
  */

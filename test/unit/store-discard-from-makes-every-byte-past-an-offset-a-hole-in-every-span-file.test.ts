@@ -111,7 +111,8 @@ async function assertDiscarded(store: PgStore, o: number, writes: [number, numbe
     const got = await readBack(store, 1, at, B);
     const want = at < o ? fill : 0;
     assert.ok(got.every((b) => b === want), `${what}: the block at ${at} (discard from ${o}) reads ${want}, got ${got[0]}`);
-    // (Once the range is written again, the fs backend, which tells no holes, calls it data.)
+    // (Once the range is written again, the fs backend without the addon, which tells no holes,
+    // calls it data.)
     if (at >= o && allHoles) assert.deepEqual(await store.blockStatus(1, at, B), [{ length: B, hole: true, zero: true }], `${what}: a hole at ${at}`);
   }
   if (!allHoles) return;
