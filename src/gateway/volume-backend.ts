@@ -8,10 +8,10 @@
  */
 import { Histogram, Counter, type Registry } from 'prom-client';
 import { assert } from '../common/assert.js';
-import { InvalidArgument, NotFound, NotSupported, OutOfRange, ProtocolError, TimedOut } from '../common/errors.js';
+import { InvalidArgument, NotFound, NotSupported, OutOfRange, ProtocolError, Unavailable, type RaftblockError } from '../common/errors.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
-import { findPool, maxExtentBytes, maxVolumeBytes, volumeWithId, type ClusterMap, type Volume } from '../cluster/map.js';
-import { maxPieceBytes, pgsOfRange, splitRange, type Piece } from './split.js';
+import { findPool, maxExtentBytes, maxVolumeBytes, pgGroupId, pgOfExtent, volumeWithId, type ClusterMap, type Volume } from '../cluster/map.js';
+import { maxPieceBytes, splitRange, type Piece } from './split.js';
 import { discardFromAlignmentBytes, maxOpLengthBytes } from '../store/ops.js';
 import { maxRequestSession, RequestIdSource } from '../common/request-id.js';
 import { inLanes } from '../common/lanes.js';
@@ -157,8 +157,8 @@ export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetri
     holeScans: new Counter({
       name: 'raftblock_gateway_hole_scans_total',
       help:
-        'Block status requests that asked every PG of the pool at once where a hole ends, by outcome: answered, or fell_back ' +
-        '(a PG failed or refused, e.g. a node of an earlier build, and the answer covered the first extent only)',
+        'Block status requests that asked the PGs of the pool where a hole ends, by outcome: answered; or, the answer then covering ' +
+        'the first extent only: busy (too many scans under way), refused (a node of an earlier build), timed_out, failed, client_gone',
       labelNames: ['outcome'],
       registers,
     }),
@@ -172,6 +172,25 @@ export const rangePiecesInFlight = 16;
 
 /** PGs one block status asks at once where a hole ends (bounded as a TRIM's pieces are). */
 export const holeScanPgsInFlight = rangePiecesInFlight;
+
+/**
+ * Hole scans under way at once in this process, over every volume and connection: each may ask
+ * every PG of a pool, so a client with hundreds of block statuses in flight would otherwise
+ * multiply its calls by the pool's PG count. A block status finding this many running answers
+ * the first extent only, as it did before scans existed.
+ */
+export const maxHoleScansRunning = 2;
+
+/**
+ * Pools of more PGs are not scanned: a scan of them could not finish within holeScanTimeoutMs
+ * when the data lies far away, and would keep more calls busy than it saves.
+ */
+export const maxHoleScanPgs = 1024;
+
+let holeScansRunning = 0;
+
+/** How a hole scan ended, as counted by raftblock_gateway_hole_scans_total. */
+type HoleScanOutcome = 'answered' | 'busy' | 'refused' | 'timed_out' | 'failed' | 'client_gone';
 
 /**
  * After a hole scan fails, block status answers the first extent only for this long. A failure
@@ -359,47 +378,88 @@ export class VolumeBackend implements BlockBackend {
   /**
    * Where the hole that begins at `from` ends before `to` (see scanForData). Undefined when a
    * scan is not worth it (the range spans no more extents than the pool has PGs: asking each
-   * extent costs no more), paused, or fails in any way: the caller then answers as if no scan
-   * had been made, so a block status never fails for it (a PG leader of an earlier build
-   * refuses the request).
+   * extent costs no more; or the pool has more than maxHoleScanPgs), when scans are paused or
+   * too many run, or when the scan fails in any way: the caller then answers as if no scan had
+   * been made, so a block status never fails for it (a PG leader of an earlier build refuses
+   * the request). Every call a scan leaves running is abandoned when it ends.
    */
   private async holeEnd(volume: Volume, from: number, to: number, signal: AbortSignal | undefined): Promise<number | undefined> {
     if (performance.now() < this.holeScansPausedUntilMs) return undefined;
-    try {
-      const map = this.client.map();
-      const extents = Math.ceil(to / volume.extentBytes) - Math.floor(from / volume.extentBytes);
-      if (extents <= findPool(map, volume.pool).pgCount) return undefined;
-      const end = await within(this.scanForData(map, volume, from, to, signal), holeScanTimeoutMs);
-      if (end === undefined) throw new TimedOut(`hole scan of volume ${this.name} from ${from} unanswered after ${holeScanTimeoutMs} ms`);
-      this.metrics?.holeScans.inc({ outcome: 'answered' });
-      return end;
-    } catch {
-      // A client that left says nothing of the cluster: later scans go on.
-      if (!signal?.aborted) this.holeScansPausedUntilMs = performance.now() + holeScanPauseAfterFailureMs;
-      this.metrics?.holeScans.inc({ outcome: 'fell_back' });
+    const map = this.client.map();
+    const pool = findPool(map, volume.pool);
+    const extents = Math.ceil(to / volume.extentBytes) - Math.floor(from / volume.extentBytes);
+    if (extents <= pool.pgCount || pool.pgCount > maxHoleScanPgs) return undefined;
+    if (holeScansRunning >= maxHoleScansRunning) {
+      this.metrics?.holeScans.inc({ outcome: 'busy' });
       return undefined;
+    }
+    holeScansRunning++;
+    const scan = new AbortController();
+    const onClientGone = (): void => scan.abort();
+    signal?.addEventListener('abort', onClientGone, { once: true });
+    let outcome: HoleScanOutcome = 'answered';
+    try {
+      const end = await within(this.scanForData(map, volume, from, to, scan.signal), holeScanTimeoutMs);
+      if (end === undefined) outcome = 'timed_out';
+      return end;
+    } catch (err) {
+      outcome = signal?.aborted ? 'client_gone' : (err as RaftblockError).code === 'INVALID_ARGUMENT' ? 'refused' : 'failed';
+      return undefined;
+    } finally {
+      scan.abort();
+      signal?.removeEventListener('abort', onClientGone);
+      holeScansRunning--;
+      // A client that left says nothing of the cluster: later scans go on.
+      if (outcome !== 'answered' && outcome !== 'client_gone') this.holeScansPausedUntilMs = performance.now() + holeScanPauseAfterFailureMs;
+      this.metrics?.holeScans.inc({ outcome });
     }
   }
 
   /**
-   * The first offset of [from, to) where any PG that may hold bytes of it holds anything but a
-   * hole, or `to`: each PG asked once (`nextData`), a few at a time. Fails once every call under
-   * way has settled if any failed or answered outside the range.
+   * The first offset of [from, to) where any PG holds anything but a hole, or `to`. The PGs are
+   * asked (`nextData`, a few at a time) in the order of the first extent each holds after
+   * `from`, each over the hole known so far, and the scan ends as soon as the PGs of every
+   * extent before the nearest answer have answered: no other PG holds a byte below it. Data a
+   * few extents on thus costs a few calls, a hole to `to` one call per PG. Fails if a call
+   * fails or answers outside the range it was asked.
    */
-  private async scanForData(map: ClusterMap, volume: Volume, from: number, to: number, signal: AbortSignal | undefined): Promise<number> {
+  private scanForData(map: ClusterMap, volume: Volume, from: number, to: number, signal: AbortSignal): Promise<number> {
+    const pool = findPool(map, volume.pool);
+    const firstExtent = Math.floor(from / volume.extentBytes);
+    const lastExtent = Math.floor((to - 1) / volume.extentBytes);
+    /** PG indexes by the first extent at or after `from` each holds; that extent's start. */
+    const order: number[] = [];
+    const startOf: number[] = [];
+    const seen = new Set<number>();
+    for (let e = firstExtent; e <= lastExtent && order.length < pool.pgCount; e++) {
+      const pg = pgOfExtent(volume.id, e, pool.pgCount);
+      if (seen.has(pg)) continue;
+      seen.add(pg);
+      order.push(pg);
+      startOf.push(Math.max(from, e * volume.extentBytes));
+    }
     let end = to;
-    const ask = async (pg: { groupId: number; replicas: number[] }): Promise<void> => {
-      if (end === from) return; // data right at the start: no answer can end the hole sooner
-      const at = await this.client.call(pg.groupId, pg.replicas, { k: 'nextData', v: volume.id, o: from, l: to - from }, signal);
-      if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < from || at > to) {
-        throw new ProtocolError(`group ${pg.groupId}: next data at ${String(at)}, outside [${from}, ${to}]`);
-      }
-      end = Math.min(end, at);
-    };
-    const lanes = await Promise.allSettled(inLanes(pgsOfRange(map, volume, from, to), holeScanPgsInFlight, ask));
-    const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
-    if (failed) throw failed.reason;
-    return end;
+    /** order[0..answeredPrefix) have answered: no PG past them holds a byte below startOf[answeredPrefix]. */
+    let answeredPrefix = 0;
+    const answered = new Set<number>();
+    const settled = (): boolean => end === from || end <= (answeredPrefix < order.length ? startOf[answeredPrefix] : to);
+    return new Promise<number>((resolve, reject) => {
+      const ask = async (i: number): Promise<void> => {
+        if (settled() || signal.aborted) return;
+        const pg = order[i];
+        const askedEnd = end;
+        const at = await this.client.call(pgGroupId(pool.id, pg), pool.pgs[pg].replicas, { k: 'nextData', v: volume.id, o: from, l: askedEnd - from }, signal);
+        if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < from || at > askedEnd) {
+          throw new ProtocolError(`group ${pgGroupId(pool.id, pg)}: next data at ${String(at)}, outside [${from}, ${askedEnd}]`);
+        }
+        end = Math.min(end, at);
+        answered.add(i);
+        while (answeredPrefix < order.length && answered.has(answeredPrefix)) answeredPrefix++;
+        if (settled()) resolve(end);
+      };
+      const lanes = inLanes(order.map((_, i) => i), holeScanPgsInFlight, ask);
+      Promise.all(lanes).then(() => (settled() ? resolve(end) : reject(new Unavailable('hole scan ended unsettled'))), reject);
+    });
   }
 
   async close(): Promise<void> {}

@@ -17,7 +17,17 @@ import { Registry } from 'prom-client';
 import { applyCommand, emptyMap, locateExtent, type ClusterMap, type MapCommand, type Volume } from '../../src/cluster/map.js';
 import { InvalidArgument } from '../../src/common/errors.js';
 import type { BlockExtent } from '../../src/nbd/backend.js';
-import { checkPgRequest, holeScanPgsInFlight, holeScanTimeoutMs, isPgRead, makeGatewayMetrics, VolumeBackend, type PgClient, type PgRequest } from '../../src/gateway/volume-backend.js';
+import {
+  checkPgRequest,
+  holeScanPgsInFlight,
+  holeScanTimeoutMs,
+  isPgRead,
+  makeGatewayMetrics,
+  maxHoleScansRunning,
+  VolumeBackend,
+  type PgClient,
+  type PgRequest,
+} from '../../src/gateway/volume-backend.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -59,7 +69,7 @@ class ModelPgs implements PgClient {
   map(): ClusterMap {
     return this.m;
   }
-  async call(groupId: number, _replicas: number[], req: PgRequest): Promise<unknown> {
+  async call(groupId: number, _replicas: number[], req: PgRequest, _signal?: AbortSignal): Promise<unknown> {
     this.calls.push({ groupId, req });
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
@@ -147,7 +157,7 @@ test('mapping a 64 GiB volume with three blocks of data: the exact map, in a few
   assert.ok(client.maxInFlight <= holeScanPgsInFlight, `${client.maxInFlight} PG calls in flight at once`);
   const scans = (await registry.getSingleMetric('raftblock_gateway_hole_scans_total')!.get()).values;
   assert.ok(scans.some((v) => v.labels.outcome === 'answered' && v.value > 0), 'scans counted as answered');
-  assert.ok(!scans.some((v) => v.labels.outcome === 'fell_back' && v.value > 0), 'no scan fell back');
+  assert.ok(!scans.some((v) => v.labels.outcome !== 'answered' && v.value > 0), `no scan fell back: ${JSON.stringify(scans)}`);
 });
 
 test('an empty volume answers one hole per request, exactly as long as asked even when the request ends inside an extent', async () => {
@@ -158,8 +168,12 @@ test('an empty volume answers one hole per request, exactly as long as asked eve
   const asked = 100 * MiB + 5;
   assert.deepEqual(await backend.blockStatus(4 * KiB, asked), [{ length: asked, hole: true, zero: true }]);
   const scans = client.calls.filter((c) => c.req.k === 'nextData');
-  assert.equal(scans.length, pgCount, 'one call per PG of the pool');
-  assert.equal(new Set(scans.map((c) => c.groupId)).size, pgCount);
+  // One call per PG holding an extent of the rest of the range (25 extents; the others hold none of it).
+  const pgsOfRest = new Set<number>();
+  for (let at = 4 * MiB; at < 4 * KiB + asked; at += 4 * MiB) pgsOfRest.add(locateExtent(map, vol, at).groupId);
+  assert.ok(pgsOfRest.size > 1 && pgsOfRest.size <= pgCount);
+  assert.equal(scans.length, pgsOfRest.size, 'one call per PG of the range');
+  assert.deepEqual(new Set(scans.map((c) => c.groupId)), pgsOfRest);
   for (const c of scans) assert.deepEqual(c.req, { k: 'nextData', v: vol.id, o: 4 * MiB, l: 4 * KiB + asked - 4 * MiB });
 });
 
@@ -177,7 +191,9 @@ test('no scan when the first extent holds data, or when the rest of the request 
   assert.equal(client.scans(), 0);
   // One extent more than the pool has PGs past the first: scanned.
   assert.deepEqual(await backend.blockStatus(4 * MiB, (pgCount + 2) * 4 * MiB), [{ length: (pgCount + 2) * 4 * MiB, hole: true, zero: true }]);
-  assert.equal(client.scans(), pgCount);
+  const pgsOfRest = new Set<number>();
+  for (let e = 2; e < pgCount + 3; e++) pgsOfRest.add(locateExtent(map, vol, e * 4 * MiB).groupId);
+  assert.equal(client.scans(), pgsOfRest.size, 'one call per PG holding an extent of the rest');
 });
 
 test('a scan a PG refuses (a node of an earlier build) falls back to the first extent, and none is tried for a while', async () => {
@@ -190,7 +206,7 @@ test('a scan a PG refuses (a node of an earlier build) falls back to the first e
   assert.deepEqual(await backend.blockStatus(0, 4 * GiB), [{ length: 4 * MiB, hole: true, zero: true }]);
   assert.ok(client.scans() >= 1 && client.scans() <= holeScanPgsInFlight, `${client.scans()} scan calls`);
   const scans = (await registry.getSingleMetric('raftblock_gateway_hole_scans_total')!.get()).values;
-  assert.deepEqual(scans.map((v) => [v.labels.outcome, v.value]), [['fell_back', 1]]);
+  assert.deepEqual(scans.map((v) => [v.labels.outcome, v.value]), [['refused', 1]]);
   // Paused: the next requests ask their first extent only, as before the scan existed.
   const before = client.calls.length;
   assert.deepEqual(await backend.blockStatus(4 * MiB, 4 * GiB), [{ length: 4 * MiB, hole: true, zero: true }]);
@@ -215,9 +231,56 @@ test('a scan one PG does not answer (no leader) falls back within the scan timeo
   const client = new ModelPgs(map, vol, []);
   const silent = locateExtent(map, vol, 12 * MiB).groupId;
   const answer = client.call.bind(client);
-  client.call = (groupId, replicas, req) => (req.k === 'nextData' && groupId === silent ? new Promise(() => {}) : answer(groupId, replicas, req));
+  let silentSignal: AbortSignal | undefined;
+  client.call = (groupId, replicas, req, signal) => {
+    if (req.k !== 'nextData' || groupId !== silent) return answer(groupId, replicas, req);
+    silentSignal = signal;
+    return new Promise(() => {});
+  };
+  const registry = new Registry();
   const started = performance.now();
-  assert.deepEqual(await new VolumeBackend(client, vol).blockStatus(0, 4 * GiB), [{ length: 4 * MiB, hole: true, zero: true }]);
+  assert.deepEqual(await new VolumeBackend(client, vol, makeGatewayMetrics(registry)).blockStatus(0, 4 * GiB), [{ length: 4 * MiB, hole: true, zero: true }]);
   const ms = performance.now() - started;
   assert.ok(ms >= holeScanTimeoutMs - 50 && ms < holeScanTimeoutMs + 1000, `answered after ${Math.round(ms)} ms`);
+  assert.equal(silentSignal?.aborted, true, 'the unanswered call is abandoned with the scan');
+  const scans = (await registry.getSingleMetric('raftblock_gateway_hole_scans_total')!.get()).values;
+  assert.deepEqual(scans.map((v) => [v.labels.outcome, v.value]), [['timed_out', 1]]);
+});
+
+test('data a few extents past a hole ends the scan once the PGs of the extents before it have answered, not after every PG', async () => {
+  const map = clusterMap();
+  const vol = map.volumes[0];
+  // Data in the fourth extent after the first asked.
+  const dataAt = 16 * MiB + 8 * KiB;
+  const client = new ModelPgs(map, vol, [[dataAt, dataAt + 4 * KiB]]);
+  assert.deepEqual(await new VolumeBackend(client, vol).blockStatus(0, 4 * GiB), [{ length: dataAt, hole: true, zero: true }]);
+  // The PGs of extents 1-4 (at most four), and the lanes already under way: fewer than every PG.
+  const asked = new Set(client.calls.filter((c) => c.req.k === 'nextData').map((c) => c.groupId));
+  for (let e = 1; e <= 4; e++) assert.ok(asked.has(locateExtent(map, vol, e * 4 * MiB).groupId), `extent ${e}'s PG asked`);
+  assert.ok(client.scans() < pgCount, `${client.scans()} nextData calls for ${pgCount} PGs`);
+});
+
+test('no more than a few scans run at once in a process: a block status beyond them answers its first extent only', async () => {
+  const map = clusterMap();
+  const vol = map.volumes[0];
+  const client = new ModelPgs(map, vol, []);
+  const answer = client.call.bind(client);
+  const held: (() => void)[] = [];
+  client.call = async (groupId, replicas, req) => {
+    if (req.k === 'nextData') await new Promise<void>((r) => held.push(r));
+    return answer(groupId, replicas, req);
+  };
+  const registry = new Registry();
+  const backend = new VolumeBackend(client, vol, makeGatewayMetrics(registry));
+  const running = Array.from({ length: maxHoleScansRunning }, (_, i) => backend.blockStatus(i * 8 * GiB, 4 * GiB));
+  while (held.length < maxHoleScansRunning) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(await backend.blockStatus(40 * GiB, 4 * GiB), [{ length: 4 * MiB, hole: true, zero: true }], 'beyond the limit: the first extent');
+  const release = setInterval(() => held.splice(0).forEach((r) => r()), 1);
+  try {
+    for (const r of await Promise.all(running)) assert.deepEqual(r, [{ length: 4 * GiB, hole: true, zero: true }]);
+  } finally {
+    clearInterval(release);
+  }
+  const scans = (await registry.getSingleMetric('raftblock_gateway_hole_scans_total')!.get()).values;
+  assert.deepEqual(Object.fromEntries(scans.map((v) => [v.labels.outcome, v.value])), { answered: maxHoleScansRunning, busy: 1 });
 });
