@@ -5,7 +5,7 @@
  * fs. One log line says which backend is in use and why.
  */
 import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgument, RaftblockError } from '../common/errors.js';
 import { type Logger, createLogger } from '../common/log.js';
@@ -39,11 +39,16 @@ export async function openBlockIo(options: OpenBlockIoOptions): Promise<BlockIo>
   const choice = options.backend ?? 'auto';
   const native = options.native ?? loadNative();
   // The addon, when it loaded, serves fs too: aligned buffers, and its lseek and extentMap
-  // (no io_uring in them) tell holes, so an image or a digest skips them there as well.
-  const fsOptions = 'addon' in native ? { allocAligned: (n: number) => native.addon.allocAligned(n, 4096), extents: native.addon } : {};
+  // (no io_uring in them) tell holes, so an image or a digest skips them there as well; but
+  // only on file systems known to count dirty page-cache data as data (see holesTrusted).
+  const fsBlockIo = async (): Promise<FsBlockIo> => {
+    if (!('addon' in native)) return new FsBlockIo();
+    const allocAligned = (n: number): Buffer => native.addon.allocAligned(n, 4096);
+    return new FsBlockIo((await holesTrusted(options.probeDir)) ? { allocAligned, extents: native.addon } : { allocAligned });
+  };
   if (choice === 'fs') {
     log.info('I/O backend: fs (configured)', { backend: 'fs' });
-    return new FsBlockIo(fsOptions);
+    return fsBlockIo();
   }
   let reason: string;
   if ('addon' in native) {
@@ -62,7 +67,24 @@ export async function openBlockIo(options: OpenBlockIoOptions): Promise<BlockIo>
   }
   if (choice === 'uring') throw new RaftblockError('IO_BACKEND_UNAVAILABLE', `io_uring backend unavailable: ${reason}`);
   log.warn('I/O backend: fs (io_uring unavailable)', { backend: 'fs', reason });
-  return new FsBlockIo(fsOptions);
+  return fsBlockIo();
+}
+
+/**
+ * File systems (statfs f_type) whose SEEK_DATA counts data still in the page cache as data:
+ * ext4 (delayed allocation included), XFS, btrfs, tmpfs. The fs backend writes through the
+ * page cache, so a SEEK_DATA that missed dirty pages would make an image skip data a write just
+ * put there; elsewhere (some releases of other file systems had exactly that bug) every byte
+ * below a file's end counts as data, as without the addon.
+ */
+const fileSystemsTellingDirtyData = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994]);
+
+export async function holesTrusted(dir: string): Promise<boolean> {
+  try {
+    return fileSystemsTellingDirtyData.has((await statfs(dir)).type);
+  } catch {
+    return false;
+  }
 }
 
 /** One aligned O_DIRECT write with RWF_DSYNC and a read back, in the data directory. */

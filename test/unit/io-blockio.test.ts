@@ -8,7 +8,7 @@ import { IoError } from '../../src/common/errors.js';
 import { setLogSink } from '../../src/common/log.js';
 import { ExtentQueries, loadNative } from '../../src/io/native.js';
 import { type BlockFile, ExtentKind } from '../../src/io/types.js';
-import { openBlockIo } from '../../src/io/select.js';
+import { holesTrusted, openBlockIo } from '../../src/io/select.js';
 import { FsBlockIo } from '../../src/io/fs.js';
 import { fsWithAddonBackend, testBackends } from '../../src/io/testing.js';
 import { UringBlockIo } from '../../src/io/uring.js';
@@ -407,4 +407,12 @@ test('auto falls back to fs, saying why, where io_uring is refused; a forced uri
   await assert.rejects(openBlockIo({ probeDir: join(dir, 'no-such-dir'), backend: 'uring' }), /unavailable/);
   const fromProbe = await openBlockIo({ probeDir: join(dir, 'no-such-dir') });
   assert.equal(fromProbe.kind, 'fs');
+});
+
+test('the fs backend trusts the addon with holes only on file systems that count dirty page-cache data as data', async () => {
+  // The fs backend writes through the page cache: a SEEK_DATA that missed dirty pages would make
+  // an image skip data just written. ext4 and tmpfs are on the list; procfs stands for the rest.
+  assert.equal(await holesTrusted('/dev/shm'), true, 'tmpfs');
+  assert.equal(await holesTrusted('/proc'), false, 'procfs');
+  assert.equal(await holesTrusted('/nonexistent-raftblock-dir'), false, 'a directory statfs cannot read');
 });
