@@ -963,8 +963,10 @@ export class StorageNode implements PgClient {
         const check = (await this.transport.request(String(g.lead), 'pgRebuildCheck', { g: groupId }, requestTimeoutMs)) as { leader: number; term: number; commitIndex: number };
         if (this.host.groups.get(groupId) !== g || g.isLeader) throw new Unavailable(`group ${groupId} changed on node ${this.id} meanwhile`);
         // A newer term here: the leader that agreed was replaced meanwhile, and its successor
-        // knows nothing of the agreement. Ask the successor (the next attempt) instead.
-        if (g.term > check.term) throw new Unavailable(`group ${groupId}: node ${check.leader} agreed at term ${check.term}, and node ${this.id} has seen term ${g.term} since`);
+        // knows nothing of the agreement. Ask the successor (the next attempt) instead. The Raft
+        // node's own term, not the host's copy, which lags it while a Ready is being handled.
+        const term = g.raft.currentTerm;
+        if (term > check.term) throw new Unavailable(`group ${groupId}: node ${check.leader} agreed at term ${check.term}, and node ${this.id} has seen term ${term} since`);
         await this.pgMover.rebuildInPlace(groupId, 'an operator asked for it (pool repair)');
         const answer: RebuildReplicaResponse = { groupId, nodeId: this.id, leader: check.leader, commitIndex: check.commitIndex };
         if (key !== undefined) {

@@ -468,11 +468,12 @@ export class PgMover {
   rebuildCheck(g: number, node: NodeId): { leader: NodeId; term: number; commitIndex: number } {
     const group = this.d.host.groups.get(g);
     if (!group || !group.isLeader) throw new NotLeader(`node ${this.d.nodeId} does not lead group ${g}`);
-    // A rebuild the previous leader agreed to is unknown here. Its replica stops acknowledging
-    // within moments of the agreement, which came at most one election timeout after this
-    // leader's election (the old leader steps down by then, check quorum); but it may have
-    // acknowledged this leader first, and counts as active until the next check-quorum round
-    // clears that. After two rounds of leading, such a replica shows inactive.
+    // A rebuild the previous leader agreed to is unknown here. The replica drops an agreement
+    // once it has seen a newer term (StorageNode.rebuildReplica), so it stops acknowledging
+    // before it could acknowledge this leader, unless it learned of this term only as it
+    // stopped; then it counts as active here until a check-quorum round clears that. Waiting
+    // two rounds narrows that window to acknowledgements delayed past them (a stalled event
+    // loop, a slow connection); it is a margin, not a proof.
     const ticksLed = this.d.host.ticksLed(group);
     const settleTicks = 2 * this.d.host.electionTicks + 1;
     if (ticksLed < settleTicks) {
