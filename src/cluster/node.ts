@@ -1775,6 +1775,8 @@ export class StorageNode implements PgClient {
     // and under steady load a follower's match trails the last index by the entries in flight.
     const pr = st.progress?.get(to);
     if (!pr || pr.state !== 'replicate' || pr.match + maxHandoverLagEntries < st.lastIndex) return false;
+    // A replica waiting to be rebuilt handed the leadership over for that: never back to it.
+    if (this.pgMover.askedToRebuildLately(group, to)) return false;
     return this.transport.isConnected(String(to));
   }
 

@@ -56,6 +56,8 @@ export const retireCheckIntervalMs = 1000;
 export const retiredFileName = 'retired-pgs.json';
 /** How long a rebuild agreed to by a PG's leader counts its replica as down before it asks for a repair point. */
 const rebuildAgreementMs = 30_000;
+
+const rebuildAskKey = (g: number, node: NodeId): string => `${g}/${node}`;
 /** How often a learner's node whose store command level is unknown is asked something (its answer's frame tells it). */
 const storeOpsAskIntervalMs = 1000;
 /**
@@ -175,6 +177,8 @@ export class PgMover {
   private readonly warned = new Set<string>();
   private readonly lastRetireCheckMs = new Map<number, number>();
   private readonly retireChecks = new Set<number>();
+  /** Rebuild checks asked here (rebuildAskKey → when), agreed or not: see askedToRebuildLately. */
+  private readonly rebuildsAsked = new Map<string, number>();
   /** Rebuilds agreed to here (rebuildCheck), per group: node → when, until it asks for its repair point. */
   private readonly rebuildsAgreed = new Map<number, Map<NodeId, number>>();
   /** Groups led here whose learners wait for their nodes' upgrade (storeOpsHold), and why: warned of once per reason. */
@@ -468,6 +472,9 @@ export class PgMover {
   rebuildCheck(g: number, node: NodeId): { leader: NodeId; term: number; commitIndex: number } {
     const group = this.d.host.groups.get(g);
     if (!group || !group.isLeader) throw new NotLeader(`node ${this.d.nodeId} does not lead group ${g}`);
+    const askedAt = performance.now();
+    for (const [key, at] of this.rebuildsAsked) if (askedAt - at >= rebuildAgreementMs) this.rebuildsAsked.delete(key);
+    this.rebuildsAsked.set(rebuildAskKey(g, node), askedAt);
     // A rebuild the previous leader agreed to is unknown here. The replica drops an agreement
     // once it has seen a newer term (StorageNode.rebuildReplica), so it stops acknowledging
     // before it could acknowledge this leader, unless it learned of this term only as it
@@ -505,6 +512,18 @@ export class PgMover {
     agreed.set(node, now);
     this.rebuildsAgreed.set(g, agreed);
     return { leader: this.d.nodeId, term: st.hardState.term, commitIndex: st.hardState.commit };
+  }
+
+  /**
+   * Whether `node` asked to rebuild its replica of `g` here lately (agreed or not): it is waiting
+   * to stop, so leadership must not be handed to it (it would hand it straight back).
+   */
+  askedToRebuildLately(g: number, node: NodeId): boolean {
+    const at = this.rebuildsAsked.get(rebuildAskKey(g, node));
+    if (at === undefined) return false;
+    if (performance.now() - at < rebuildAgreementMs) return true;
+    this.rebuildsAsked.delete(rebuildAskKey(g, node));
+    return false;
   }
 
   /**

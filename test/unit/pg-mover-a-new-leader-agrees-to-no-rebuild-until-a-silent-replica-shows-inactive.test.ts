@@ -91,6 +91,9 @@ test('a new PG leader agrees to no rebuild until a replica silent since its elec
     (err: Error & { code?: string }) => err.code === 'UNAVAILABLE' && /became its leader moments ago.*try again in 2100 ms/.test(err.message),
     'a leader of no ticks agrees to nothing',
   );
+  // Leader affinity hands the PG to neither node while it waits: b asked, a's ask went elsewhere.
+  assert.equal(mover.askedToRebuildLately(g, b), true, 'b asked here, refused');
+  assert.equal(mover.askedToRebuildLately(g, a), false);
   for (let i = 0; i < 2 * electionTicks; i++) tick();
   assert.throws(() => mover.rebuildCheck(g, b), /became its leader moments ago.*try again in 100 ms/, 'nor after two rounds less a tick');
   tick();
