@@ -740,24 +740,8 @@ export class PgStore {
   }
 
   /** Allocation of a volume range, from the data file's holes. */
-  async blockStatus(volumeId: number, offset: number, length: number): Promise<BlockExtent[]> {
-    const restoresBefore = this.restoresBegunCount;
-    this.assertStateReadable(restoresBefore, 'block status');
-    const f = await this.file(volumeId, false);
-    if (!f) {
-      this.assertStateReadable(restoresBefore, 'block status');
-      return [{ length, hole: true, zero: true }];
-    }
-    try {
-      // Allocation comes from SEEK_DATA: blocks applied before this call must be on disk.
-      await this.dirty.flushAll();
-      const extents = await this.allocation(f, offset, length);
-      // A restore begun meanwhile dropped dirty blocks the files never got: no state's answer.
-      this.assertStateReadable(restoresBefore, 'block status');
-      return extents;
-    } finally {
-      this.unpin(f);
-    }
+  blockStatus(volumeId: number, offset: number, length: number): Promise<BlockExtent[]> {
+    return this.withAllocation(volumeId, (f) => this.allocation(f, offset, length), () => [{ length, hole: true, zero: true }]);
   }
 
   /**
@@ -765,25 +749,31 @@ export class PgStore {
    * volume `volumeId` hold anything but a hole (data, or zeros a NO_HOLE zero left allocated),
    * or offset + length if none: how far a hole reaches, for a gateway that asks every PG of a
    * volume's pool at once instead of each extent in turn (a PG's file holds only its own
-   * extents, the others' are holes there). Seen as blockStatus sees it: the write-behind is
-   * flushed first, and refused while a restore is under way.
+   * extents, the others' are holes there). Seen as blockStatus sees it.
    */
-  async nextData(volumeId: number, offset: number, length: number): Promise<number> {
-    const end = offset + length;
+  nextData(volumeId: number, offset: number, length: number): Promise<number> {
+    return this.withAllocation(volumeId, (f) => this.firstAllocated(f, offset, offset + length), () => offset + length);
+  }
+
+  /**
+   * `ask` of volume `volumeId`'s data file once every applied block is in it (`none` if the
+   * replica holds no file of it), refused while a restore is under way or if one began meanwhile.
+   */
+  private async withAllocation<T>(volumeId: number, ask: (f: BlockFile) => Promise<T>, none: () => T): Promise<T> {
     const restoresBefore = this.restoresBegunCount;
     this.assertStateReadable(restoresBefore, 'block status');
     const f = await this.file(volumeId, false);
     if (!f) {
       this.assertStateReadable(restoresBefore, 'block status');
-      return end;
+      return none();
     }
     try {
       // Allocation comes from the extent map: blocks applied before this call must be on disk.
       await this.dirty.flushAll();
-      const at = await this.firstAllocated(f, offset, end);
+      const answer = await ask(f);
       // A restore begun meanwhile dropped dirty blocks the files never got: no state's answer.
       this.assertStateReadable(restoresBefore, 'block status');
-      return at;
+      return answer;
     } finally {
       this.unpin(f);
     }

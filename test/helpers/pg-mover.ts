@@ -2,6 +2,7 @@
 import { Registry } from 'prom-client';
 import type { PgMoverDeps } from '../../src/cluster/pg-mover.js';
 import { storeOpsLevel } from '../../src/store/ops.js';
+import type { RaftNode } from '../../src/raft/index.js';
 
 const quiet = { info() {}, warn() {}, error() {}, debug() {} };
 
@@ -28,5 +29,16 @@ export function moverDeps(overrides: Partial<PgMoverDeps> & Pick<PgMoverDeps, 'n
     storeOpsLevelOf: () => storeOpsLevel,
     storeOpsRefusal: () => undefined,
     ...overrides,
+  };
+}
+
+/** A host's group as the mover reads it (its id, Raft node and whether it leads), for `host.groups`. */
+export function moverGroup(id: number, raft: RaftNode): { id: number; raft: RaftNode; readonly isLeader: boolean } {
+  return {
+    id,
+    raft,
+    get isLeader() {
+      return raft.currentRole === 'leader';
+    },
   };
 }

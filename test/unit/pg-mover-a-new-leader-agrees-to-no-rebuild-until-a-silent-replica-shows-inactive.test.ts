@@ -20,7 +20,7 @@ import { PgMover, targetOf } from '../../src/cluster/pg-mover.js';
 import { pgGroupId } from '../../src/cluster/map.js';
 import { MemoryStorage, RaftNode, SeededRng, defaultConfig, type Message } from '../../src/raft/index.js';
 import { zonedMap } from '../helpers/map.js';
-import { moverDeps } from '../helpers/pg-mover.js';
+import { moverDeps, moverGroup } from '../helpers/pg-mover.js';
 import { tempDir } from '../helpers/tools.js';
 
 const electionTicks = 10;
@@ -58,13 +58,7 @@ test('a new PG leader agrees to no rebuild until a replica silent since its elec
   assert.equal(raft.currentRole, 'leader', 'self is elected by both followers');
 
   let ticksLed = 0;
-  const group = {
-    id: g,
-    raft,
-    get isLeader() {
-      return raft.currentRole === 'leader';
-    },
-  };
+  const group = moverGroup(g, raft);
   const mover = new PgMover(
     moverDeps({
       nodeId: self,

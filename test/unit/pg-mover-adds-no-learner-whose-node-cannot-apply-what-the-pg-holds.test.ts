@@ -22,7 +22,7 @@ import { MemoryStorage, RaftNode, SeededRng, defaultConfig, type ConfChange } fr
 import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
 import { encodeDiscardFrom, encodeWrite, storeOpsLevel } from '../../src/store/ops.js';
 import { zonedMap } from '../helpers/map.js';
-import { moverDeps } from '../helpers/pg-mover.js';
+import { moverDeps, moverGroup } from '../helpers/pg-mover.js';
 import { tempDir } from '../helpers/tools.js';
 
 const B = 4096;
@@ -73,13 +73,7 @@ async function leader(t: TestContext): Promise<Leader> {
   const warnings: Record<string, unknown>[] = [];
   const pings: number[] = [];
   const registry = new Registry();
-  const group = {
-    id: g,
-    raft,
-    get isLeader() {
-      return raft.currentRole === 'leader';
-    },
-  };
+  const group = moverGroup(g, raft);
   const mover = new PgMover(
     moverDeps({
       nodeId: self,
