@@ -1689,6 +1689,8 @@ export class StorageNode implements PgClient {
         target = local && local.lead ? local.lead : replicas[(idx + 1) % replicas.length];
         this.leaderCache.delete(groupId);
         await sleep(Math.min(10 * 2 ** Math.min(attempt, 6), 300), signal);
+        // Woken by the abort: no further attempt.
+        this.giveUpIfGone(signal);
       }
     }
   }

@@ -8,7 +8,7 @@
  */
 import { Histogram, Counter, type Registry } from 'prom-client';
 import { assert } from '../common/assert.js';
-import { InvalidArgument, NotFound, NotSupported, OutOfRange, ProtocolError, Unavailable, type RaftblockError } from '../common/errors.js';
+import { InvalidArgument, NotFound, NotSupported, OutOfRange, ProtocolError, RaftblockError, Unavailable } from '../common/errors.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
 import { findPool, maxExtentBytes, maxVolumeBytes, pgGroupId, pgOfExtent, volumeWithId, type ClusterMap, type Volume } from '../cluster/map.js';
 import { maxPieceBytes, splitRange, type Piece } from './split.js';
@@ -384,7 +384,7 @@ export class VolumeBackend implements BlockBackend {
    * the request). Every call a scan leaves running is abandoned when it ends.
    */
   private async holeEnd(volume: Volume, from: number, to: number, signal: AbortSignal | undefined): Promise<number | undefined> {
-    if (performance.now() < this.holeScansPausedUntilMs) return undefined;
+    if (performance.now() < this.holeScansPausedUntilMs || signal?.aborted) return undefined;
     const map = this.client.map();
     const pool = findPool(map, volume.pool);
     const extents = Math.ceil(to / volume.extentBytes) - Math.floor(from / volume.extentBytes);
@@ -403,7 +403,7 @@ export class VolumeBackend implements BlockBackend {
       if (end === undefined) outcome = 'timed_out';
       return end;
     } catch (err) {
-      outcome = signal?.aborted ? 'client_gone' : (err as RaftblockError).code === 'INVALID_ARGUMENT' ? 'refused' : 'failed';
+      outcome = signal?.aborted ? 'client_gone' : err instanceof RaftblockError && err.code === 'INVALID_ARGUMENT' ? 'refused' : 'failed';
       return undefined;
     } finally {
       scan.abort();
@@ -416,14 +416,15 @@ export class VolumeBackend implements BlockBackend {
   }
 
   /**
-   * The first offset of [from, to) where any PG holds anything but a hole, or `to`. The PGs are
-   * asked (`nextData`, a few at a time) in the order of the first extent each holds after
-   * `from`, each over the hole known so far, and the scan ends as soon as the PGs of every
-   * extent before the nearest answer have answered: no other PG holds a byte below it. Data a
-   * few extents on thus costs a few calls, a hole to `to` one call per PG. Fails if a call
-   * fails or answers outside the range it was asked.
+   * The first offset of [from, to) where any PG holds anything but a hole, or `to`. The PGs
+   * holding an extent of the range are asked (`nextData`, over the hole known so far) in the
+   * order of the first such extent each holds, in waves of 1, 2, 4, ... up to
+   * holeScanPgsInFlight at once, and the scan ends as soon as the PGs of every extent before the
+   * nearest answer have answered: no other PG holds a byte below it. Data a few extents on thus
+   * costs a few calls, a hole to `to` one call per PG. Fails if a call fails or answers outside
+   * the range it was asked.
    */
-  private scanForData(map: ClusterMap, volume: Volume, from: number, to: number, signal: AbortSignal): Promise<number> {
+  private async scanForData(map: ClusterMap, volume: Volume, from: number, to: number, signal: AbortSignal): Promise<number> {
     const pool = findPool(map, volume.pool);
     const firstExtent = Math.floor(from / volume.extentBytes);
     const lastExtent = Math.floor((to - 1) / volume.extentBytes);
@@ -439,27 +440,21 @@ export class VolumeBackend implements BlockBackend {
       startOf.push(Math.max(from, e * volume.extentBytes));
     }
     let end = to;
-    /** order[0..answeredPrefix) have answered: no PG past them holds a byte below startOf[answeredPrefix]. */
-    let answeredPrefix = 0;
-    const answered = new Set<number>();
-    const settled = (): boolean => end === from || end <= (answeredPrefix < order.length ? startOf[answeredPrefix] : to);
-    return new Promise<number>((resolve, reject) => {
-      const ask = async (i: number): Promise<void> => {
-        if (settled() || signal.aborted) return;
-        const pg = order[i];
-        const askedEnd = end;
-        const at = await this.client.call(pgGroupId(pool.id, pg), pool.pgs[pg].replicas, { k: 'nextData', v: volume.id, o: from, l: askedEnd - from }, signal);
-        if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < from || at > askedEnd) {
-          throw new ProtocolError(`group ${pgGroupId(pool.id, pg)}: next data at ${String(at)}, outside [${from}, ${askedEnd}]`);
-        }
-        end = Math.min(end, at);
-        answered.add(i);
-        while (answeredPrefix < order.length && answered.has(answeredPrefix)) answeredPrefix++;
-        if (settled()) resolve(end);
-      };
-      const lanes = inLanes(order.map((_, i) => i), holeScanPgsInFlight, ask);
-      Promise.all(lanes).then(() => (settled() ? resolve(end) : reject(new Unavailable('hole scan ended unsettled'))), reject);
-    });
+    const ask = async (pg: number): Promise<void> => {
+      const askedEnd = end;
+      const at = await this.client.call(pgGroupId(pool.id, pg), pool.pgs[pg].replicas, { k: 'nextData', v: volume.id, o: from, l: askedEnd - from }, signal);
+      if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < from || at > askedEnd) {
+        throw new ProtocolError(`group ${pgGroupId(pool.id, pg)}: next data at ${String(at)}, outside [${from}, ${askedEnd}]`);
+      }
+      end = Math.min(end, at);
+    };
+    // order[0..asked) have answered: no PG past them holds a byte below startOf[asked].
+    for (let asked = 0, wave = 1; asked < order.length; asked += wave, wave = Math.min(2 * wave, holeScanPgsInFlight)) {
+      if (end === from || end <= startOf[asked]) break;
+      if (signal.aborted) throw new Unavailable('hole scan abandoned');
+      await Promise.all(order.slice(asked, asked + wave).map(ask));
+    }
+    return end;
   }
 
   async close(): Promise<void> {}

@@ -41,14 +41,16 @@ export async function openBlockIo(options: OpenBlockIoOptions): Promise<BlockIo>
   // The addon, when it loaded, serves fs too: aligned buffers, and its lseek and extentMap
   // (no io_uring in them) tell holes, so an image or a digest skips them there as well; but
   // only on file systems known to count dirty page-cache data as data (see holesTrusted).
-  const fsBlockIo = async (): Promise<FsBlockIo> => {
-    if (!('addon' in native)) return new FsBlockIo();
+  const fsBlockIo = async (): Promise<{ io: FsBlockIo; holes: string }> => {
+    if (!('addon' in native)) return { io: new FsBlockIo(), holes: 'not told (no addon)' };
     const allocAligned = (n: number): Buffer => native.addon.allocAligned(n, 4096);
-    return new FsBlockIo((await holesTrusted(options.probeDir)) ? { allocAligned, extents: native.addon } : { allocAligned });
+    if (await holesTrusted(options.probeDir)) return { io: new FsBlockIo({ allocAligned, extents: native.addon }), holes: 'told (addon)' };
+    return { io: new FsBlockIo({ allocAligned }), holes: 'not told (a file system not known to count dirty data)' };
   };
   if (choice === 'fs') {
-    log.info('I/O backend: fs (configured)', { backend: 'fs' });
-    return fsBlockIo();
+    const { io, holes } = await fsBlockIo();
+    log.info('I/O backend: fs (configured)', { backend: 'fs', holes });
+    return io;
   }
   let reason: string;
   if ('addon' in native) {
@@ -66,8 +68,9 @@ export async function openBlockIo(options: OpenBlockIoOptions): Promise<BlockIo>
     reason = native.error;
   }
   if (choice === 'uring') throw new RaftblockError('IO_BACKEND_UNAVAILABLE', `io_uring backend unavailable: ${reason}`);
-  log.warn('I/O backend: fs (io_uring unavailable)', { backend: 'fs', reason });
-  return fsBlockIo();
+  const { io, holes } = await fsBlockIo();
+  log.warn('I/O backend: fs (io_uring unavailable)', { backend: 'fs', reason, holes });
+  return io;
 }
 
 /**

@@ -254,10 +254,10 @@ test('data a few extents past a hole ends the scan once the PGs of the extents b
   const dataAt = 16 * MiB + 8 * KiB;
   const client = new ModelPgs(map, vol, [[dataAt, dataAt + 4 * KiB]]);
   assert.deepEqual(await new VolumeBackend(client, vol).blockStatus(0, 4 * GiB), [{ length: dataAt, hole: true, zero: true }]);
-  // The PGs of extents 1-4 (at most four), and the lanes already under way: fewer than every PG.
+  // The PGs of extents 1-4 (at most four), asked in waves of 1, 2 and 4: at most seven calls.
   const asked = new Set(client.calls.filter((c) => c.req.k === 'nextData').map((c) => c.groupId));
   for (let e = 1; e <= 4; e++) assert.ok(asked.has(locateExtent(map, vol, e * 4 * MiB).groupId), `extent ${e}'s PG asked`);
-  assert.ok(client.scans() < pgCount, `${client.scans()} nextData calls for ${pgCount} PGs`);
+  assert.ok(client.scans() <= 7, `${client.scans()} nextData calls for data four extents on (${pgCount} PGs)`);
 });
 
 test('no more than a few scans run at once in a process: a block status beyond them answers its first extent only', async () => {

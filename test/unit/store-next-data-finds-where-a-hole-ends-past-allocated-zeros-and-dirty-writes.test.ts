@@ -13,6 +13,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fsWithAddonBackend, testBackends } from '../../src/io/testing.js';
+import { holesTrusted } from '../../src/io/select.js';
 import { encodeRange, encodeWrite, OpKind } from '../../src/store/ops.js';
 import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
 import { tempDir } from '../helpers/tools.js';
@@ -70,10 +71,13 @@ for (const backend of testBackends()) {
 const fsWithAddon = fsWithAddonBackend();
 
 test('(fs with the addon, as it runs where io_uring is refused) nextData sees a write still in the page cache, not a hole', { skip: fsWithAddon.skip }, async (t) => {
+  const dir = tempDir(t);
+  // Where the backend would not trust the addon with holes, this test has nothing to check.
+  if (!(await holesTrusted(dir))) return t.skip(`${dir} is on a file system the fs backend tells no holes on`);
   const io = fsWithAddon.make();
   t.after(() => io.close());
   const scratch = new ScratchPool(io, { flushDelayMs: 60_000 });
-  const store = await PgStore.open(io, scratch, tempDir(t), 7);
+  const store = await PgStore.open(io, scratch, dir, 7);
   t.after(() => store.close());
   // Buffered writes, never synced: the flush before the answer puts them in the page cache only.
   await store.apply(1, 1, encodeWrite(1, 8 * MiB, Buffer.alloc(B, 0x5a), { session: 1, seq: 1 }));
