@@ -5,11 +5,12 @@
  * fs. One log line says which backend is in use and why.
  */
 import { randomBytes } from 'node:crypto';
-import { rm, statfs } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgument, RaftblockError } from '../common/errors.js';
 import { type Logger, createLogger } from '../common/log.js';
 import { FsBlockIo } from './fs.js';
+import { holesTrusted } from './holes-trusted.js';
 import { loadNative } from './native.js';
 import type { BlockIo, IoBackendChoice } from './types.js';
 import { type DurableWriteMode, UringBlockIo, defaultRingEntries } from './uring.js';
@@ -71,23 +72,6 @@ export async function openBlockIo(options: OpenBlockIoOptions): Promise<BlockIo>
   const { io, holes } = await fsBlockIo();
   log.warn('I/O backend: fs (io_uring unavailable)', { backend: 'fs', reason, holes });
   return io;
-}
-
-/**
- * File systems (statfs f_type) whose SEEK_DATA counts data still in the page cache as data:
- * ext4 (delayed allocation included), XFS, btrfs, tmpfs. The fs backend writes through the
- * page cache, so a SEEK_DATA that missed dirty pages would make an image skip data a write just
- * put there; elsewhere (some releases of other file systems had exactly that bug) every byte
- * below a file's end counts as data, as without the addon.
- */
-const fileSystemsTellingDirtyData = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994]);
-
-export async function holesTrusted(dir: string): Promise<boolean> {
-  try {
-    return fileSystemsTellingDirtyData.has((await statfs(dir)).type);
-  } catch {
-    return false;
-  }
 }
 
 /** One aligned O_DIRECT write with RWF_DSYNC and a read back, in the data directory. */

@@ -40,6 +40,7 @@ import { ExtentKind } from '../io/types.js';
 import { isUnsupportedByFilesystem } from '../io/zeros.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from './backend.js';
 import { openSparseFile, RangeSet, type SparseFile } from './file-sparse.js';
+import { holesTrusted } from '../io/holes-trusted.js';
 import { maxPayloadBytes } from './protocol.js';
 
 /** Granule of zero detection: a granule-aligned all-zero run of this size is reported as a hole. */
@@ -80,6 +81,11 @@ export interface FileBackendOptions {
   syncIoMaxBytes?: number;
   /** The addon to use instead of loading it; `{ error }` forces the portable fallback. */
   native?: ReturnType<typeof loadNative>;
+  /**
+   * Whether the file's file system may be trusted with SEEK_DATA over buffered writes (see
+   * io/holes-trusted.ts, the default); where not, the portable fallback tells holes from content.
+   */
+  holesTrusted?: (path: string) => Promise<boolean>;
 }
 
 /** How allocation is found and ranges are deallocated (see the header). */
@@ -165,7 +171,11 @@ export class FileBackend implements BlockBackend {
       await fh.close();
       throw new InvalidArgument(`${path} is not a regular file`);
     }
-    const sparse = openSparseFile(fh.fd, path, opts.native);
+    // Writes here go through the page cache: holes come from SEEK_DATA only where it counts
+    // dirty pages as data, else a READ or BLOCK_STATUS right after a write could miss it.
+    const sparse = (await (opts.holesTrusted ?? holesTrusted)(path))
+      ? openSparseFile(fh.fd, path, opts.native)
+      : { error: `the file system of ${path} is not one known to count data still in the page cache in SEEK_DATA` };
     return new FileBackend(path, fh, st.size, readOnly, true, opts.syncIoMaxBytes ?? defaultSyncIoMaxBytes, sparse);
   }
 

@@ -237,3 +237,32 @@ test('RangeSet merges, splits and walks ranges in order', () => {
   s.add(0, 100);
   assert.equal(s.count, 1);
 });
+
+test('on a file system not trusted with SEEK_DATA over buffered writes, the export tells holes from content, even with the addon', { skip: modes[0].skip }, async (t) => {
+  const path = join(tempDir(t), 'disk.img');
+  const asked: string[] = [];
+  const b = await FileBackend.open(path, {
+    createSizeBytes: 16 * MiB,
+    holesTrusted: async (p) => {
+      asked.push(p);
+      return false;
+    },
+  });
+  t.after(() => b.close());
+  assert.deepEqual(asked, [path], 'the file itself is judged');
+  assert.equal(b.sparseMode.kind, 'fallback');
+  assert.match(b.sparseMode.kind === 'fallback' ? b.sparseMode.reason : '', /not one known to count data still in the page cache/);
+  // A write just made is data, read straight after, and zeros never written read as a hole.
+  await b.write(4 * MiB, Buffer.alloc(64 * KiB, 0x5a), false);
+  assert.deepEqual(await statusOf(b, 4 * MiB - 64 * KiB, 192 * KiB), [
+    { offset: 4 * MiB - 64 * KiB, length: 64 * KiB, ...HOLE_ZERO },
+    { offset: 4 * MiB, length: 64 * KiB, ...DATA },
+    { offset: 4 * MiB + 64 * KiB, length: 64 * KiB, ...HOLE_ZERO },
+  ]);
+  const { data } = await readBack(b, 4 * MiB, 64 * KiB);
+  assert.ok(data.equals(Buffer.alloc(64 * KiB, 0x5a)));
+  // The default judges this test's own file system, which is trusted: the addon is used.
+  const trusted = await FileBackend.open(path);
+  t.after(() => trusted.close());
+  assert.equal(trusted.sparseMode.kind, 'native');
+});

@@ -13,7 +13,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fsWithAddonBackend, testBackends } from '../../src/io/testing.js';
-import { holesTrusted } from '../../src/io/select.js';
+import { holesTrusted } from '../../src/io/holes-trusted.js';
 import { encodeRange, encodeWrite, OpKind } from '../../src/store/ops.js';
 import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
 import { tempDir } from '../helpers/tools.js';
