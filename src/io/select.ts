@@ -26,6 +26,8 @@ export interface OpenBlockIoOptions {
   logger?: Logger;
   /** The addon to use instead of loading it (tests simulate a missing or refusing addon). */
   native?: ReturnType<typeof loadNative>;
+  /** Whether the fs backend may trust SEEK_DATA in `probeDir` (io/holes-trusted.ts, the default). */
+  holesTrusted?: (path: string) => Promise<boolean>;
 }
 
 /** Parses a backend name from configuration (the CLI reads RAFTBLOCK_IO and passes it here). */
@@ -45,7 +47,7 @@ export async function openBlockIo(options: OpenBlockIoOptions): Promise<BlockIo>
   const fsBlockIo = async (): Promise<{ io: FsBlockIo; holes: string }> => {
     if (!('addon' in native)) return { io: new FsBlockIo(), holes: 'not told (no addon)' };
     const allocAligned = (n: number): Buffer => native.addon.allocAligned(n, 4096);
-    if (await holesTrusted(options.probeDir)) return { io: new FsBlockIo({ allocAligned, extents: native.addon }), holes: 'told (addon)' };
+    if (await (options.holesTrusted ?? holesTrusted)(options.probeDir)) return { io: new FsBlockIo({ allocAligned, extents: native.addon }), holes: 'told (addon)' };
     return { io: new FsBlockIo({ allocAligned }), holes: 'not told (a file system not known to count dirty data)' };
   };
   if (choice === 'fs') {

@@ -417,3 +417,22 @@ test('the fs backend trusts the addon with holes only on file systems that count
   assert.equal(await holesTrusted('/proc'), false, 'procfs');
   assert.equal(await holesTrusted('/nonexistent-raftblock-dir'), false, 'a directory statfs cannot read');
 });
+
+test('openBlockIo gives the fs backend the addon\'s hole telling only where the file system is trusted with it', { skip: uring.skip }, async (t) => {
+  const dir = tempDir(t, 'raftblock-holes-wiring-');
+  const path = join(dir, 'sparse');
+  const fd = openSync(path, 'w');
+  writeSync(fd, Buffer.alloc(4096, 1), 0, 4096, 1 << 20);
+  closeSync(fd);
+  for (const trusted of [true, false]) {
+    const io = await openBlockIo({ backend: 'fs', probeDir: dir, holesTrusted: async () => trusted });
+    const f = await io.open(path, { readOnly: true });
+    try {
+      // [0, 1 MiB) was never written: a hole the addon tells, data to a backend that tells none.
+      assert.equal(await f.seekData(0), trusted ? 1 << 20 : 0, `trusted ${trusted}`);
+    } finally {
+      await f.close();
+      await io.close();
+    }
+  }
+});
