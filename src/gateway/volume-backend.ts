@@ -10,11 +10,12 @@ import { Histogram, Counter, type Registry } from 'prom-client';
 import { assert } from '../common/assert.js';
 import { InvalidArgument, NotFound, NotSupported, OutOfRange, ProtocolError, RaftblockError, Unavailable } from '../common/errors.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
-import { findPool, maxExtentBytes, maxVolumeBytes, pgGroupId, pgOfExtent, volumeWithId, type ClusterMap, type Volume } from '../cluster/map.js';
+import { findPool, maxExtentBytes, maxVolumeBytes, pgGroupId, pgOfExtent, volumeWithId, type ClusterMap, type Pool, type Volume } from '../cluster/map.js';
 import { maxPieceBytes, splitRange, type Piece } from './split.js';
 import { discardFromAlignmentBytes, maxOpLengthBytes } from '../store/ops.js';
 import { maxRequestSession, RequestIdSource } from '../common/request-id.js';
 import { inLanes } from '../common/lanes.js';
+import { within } from '../common/within.js';
 
 /** This process's PG request ids (see common/request-id.ts). */
 const requestIds = new RequestIdSource();
@@ -206,19 +207,6 @@ export const holeScanPauseAfterFailureMs = 10_000;
  */
 export const holeScanTimeoutMs = 2_000;
 
-/** `p`'s value, or undefined once `ms` have passed first (`p` runs on; its outcome is dropped). */
-async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Whether a block status answer is one hole covering all of `lengthBytes`. */
 function isOneHole(extents: readonly BlockExtent[], lengthBytes: number): boolean {
   return extents.length === 1 && extents[0].hole && extents[0].zero && extents[0].length === lengthBytes;
@@ -385,8 +373,7 @@ export class VolumeBackend implements BlockBackend {
    */
   private async holeEnd(volume: Volume, from: number, to: number, signal: AbortSignal | undefined): Promise<number | undefined> {
     if (performance.now() < this.holeScansPausedUntilMs || signal?.aborted) return undefined;
-    const map = this.client.map();
-    const pool = findPool(map, volume.pool);
+    const pool = findPool(this.client.map(), volume.pool);
     const extents = Math.ceil(to / volume.extentBytes) - Math.floor(from / volume.extentBytes);
     if (extents <= pool.pgCount || pool.pgCount > maxHoleScanPgs) return undefined;
     if (holeScansRunning >= maxHoleScansRunning) {
@@ -399,7 +386,7 @@ export class VolumeBackend implements BlockBackend {
     signal?.addEventListener('abort', onClientGone, { once: true });
     let outcome: HoleScanOutcome = 'answered';
     try {
-      const end = await within(this.scanForData(map, volume, from, to, scan.signal), holeScanTimeoutMs);
+      const end = await within(this.scanForData(pool, volume, from, to, scan.signal), holeScanTimeoutMs);
       if (end === undefined) outcome = 'timed_out';
       return end;
     } catch (err) {
@@ -424,8 +411,7 @@ export class VolumeBackend implements BlockBackend {
    * costs a few calls, a hole to `to` one call per PG. Fails if a call fails or answers outside
    * the range it was asked.
    */
-  private async scanForData(map: ClusterMap, volume: Volume, from: number, to: number, signal: AbortSignal): Promise<number> {
-    const pool = findPool(map, volume.pool);
+  private async scanForData(pool: Pool, volume: Volume, from: number, to: number, signal: AbortSignal): Promise<number> {
     const firstExtent = Math.floor(from / volume.extentBytes);
     const lastExtent = Math.floor((to - 1) / volume.extentBytes);
     /** PG indexes by the first extent at or after `from` each holds; that extent's start. */

@@ -18,6 +18,7 @@ import { NbdConnection, type ConnectionContext } from './connection.js';
 import type { PskKeys } from './tls-psk.js';
 import { NbdMetrics } from './metrics.js';
 import { defaultTransmissionLimits, TransmissionSession, type TransmissionLimits } from './transmission.js';
+import { within } from '../common/within.js';
 
 export type { NbdExport } from './handshake.js';
 
@@ -268,11 +269,5 @@ export class NbdServer {
 
 /** Whether `p` settles within `ms` (the timer is cleared either way). */
 async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  try {
-    return await Promise.race([p.then(() => true), expired]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return (await within(p.then(() => true), ms)) ?? false;
 }

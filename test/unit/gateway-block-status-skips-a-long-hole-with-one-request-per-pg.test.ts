@@ -14,7 +14,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
-import { applyCommand, emptyMap, locateExtent, type ClusterMap, type MapCommand, type Volume } from '../../src/cluster/map.js';
+import { emptyMap, locateExtent, type ClusterMap, type Volume } from '../../src/cluster/map.js';
+import { addNodeCommand, applyAll } from '../helpers/map.js';
 import { InvalidArgument } from '../../src/common/errors.js';
 import type { BlockExtent } from '../../src/nbd/backend.js';
 import {
@@ -37,18 +38,12 @@ const pgCount = 20;
 const maxNbdLength = 2 ** 32 - 1;
 
 function clusterMap(): ClusterMap {
-  let map = emptyMap();
-  const cmds: MapCommand[] = [
-    { type: 'addNode', id: 1, addresses: { peer: '127.0.0.1:11001', nbd: '127.0.0.1:10801', http: '127.0.0.1:10901' }, labels: { zone: 'z1' } },
-    { type: 'createPool', name: 'default', replicas: 1, pgCount, failureDomain: 'zone' },
+  return applyAll(
+    emptyMap(),
+    addNodeCommand(1, { zone: 'z1' }),
+    { type: 'createPool', name: 'default', replicas: 1, pgCount: pgCount, failureDomain: 'zone' },
     { type: 'createVolume', name: 'vol0', sizeBytes: 64 * GiB, extentBytes: 4 * MiB },
-  ];
-  for (const c of cmds) {
-    const r = applyCommand(map, c);
-    assert.ok(r.ok);
-    map = r.map;
-  }
-  return map;
+  );
 }
 
 /**

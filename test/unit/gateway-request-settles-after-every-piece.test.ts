@@ -6,25 +6,20 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { applyCommand, emptyMap, type ClusterMap, type MapCommand } from '../../src/cluster/map.js';
+import { emptyMap, type ClusterMap } from '../../src/cluster/map.js';
+import { addNodeCommand, applyAll } from '../helpers/map.js';
 import { Unavailable } from '../../src/common/errors.js';
 import { VolumeBackend, type PgClient, type PgRequest } from '../../src/gateway/volume-backend.js';
 
 const MiB = 1024 * 1024;
 
 function clusterMap(): ClusterMap {
-  let map = emptyMap();
-  const cmds: MapCommand[] = [
-    { type: 'addNode', id: 1, addresses: { peer: '127.0.0.1:11001', nbd: '127.0.0.1:10801', http: '127.0.0.1:10901' }, labels: { zone: 'z1' } },
+  return applyAll(
+    emptyMap(),
+    addNodeCommand(1, { zone: 'z1' }),
     { type: 'createPool', name: 'default', replicas: 1, pgCount: 8, failureDomain: 'zone' },
     { type: 'createVolume', name: 'vol0', sizeBytes: 16 * MiB, extentBytes: MiB },
-  ];
-  for (const c of cmds) {
-    const r = applyCommand(map, c);
-    assert.ok(r.ok);
-    map = r.map;
-  }
-  return map;
+  );
 }
 
 /** The first piece fails at once; the others answer after `slowMs`. */
