@@ -2,7 +2,7 @@
 import { Registry } from 'prom-client';
 import type { PgMoverDeps } from '../../src/cluster/pg-mover.js';
 import { storeOpsLevel } from '../../src/store/ops.js';
-import type { RaftNode } from '../../src/raft/index.js';
+import type { MemoryStorage, Message, RaftNode } from '../../src/raft/index.js';
 
 const quiet = { info() {}, warn() {}, error() {}, debug() {} };
 
@@ -41,4 +41,18 @@ export function moverGroup(id: number, raft: RaftNode): { id: number; raft: Raft
       return raft.currentRole === 'leader';
     },
   };
+}
+
+/**
+ * Persists every Ready `raft` has to `storage` (the host's part, without a disk), hands each
+ * Ready's messages to `send`, and advances: until the Raft node has nothing more to do.
+ */
+export function persistReadies(raft: RaftNode, storage: MemoryStorage, send: (m: Message) => void = () => {}): void {
+  while (raft.hasReady()) {
+    const rd = raft.ready();
+    storage.append(rd.entries);
+    if (rd.hardState) storage.setHardState(rd.hardState);
+    raft.advance(rd);
+    for (const m of rd.messages) send(m);
+  }
 }

@@ -20,7 +20,7 @@ import { PgMover, targetOf } from '../../src/cluster/pg-mover.js';
 import { pgGroupId } from '../../src/cluster/map.js';
 import { MemoryStorage, RaftNode, SeededRng, defaultConfig, type Message } from '../../src/raft/index.js';
 import { zonedMap } from '../helpers/map.js';
-import { moverDeps, moverGroup } from '../helpers/pg-mover.js';
+import { moverDeps, moverGroup, persistReadies } from '../helpers/pg-mover.js';
 import { tempDir } from '../helpers/tools.js';
 
 const electionTicks = 10;
@@ -33,15 +33,7 @@ test('a new PG leader agrees to no rebuild until a replica silent since its elec
   const raft = new RaftNode({ ...defaultConfig(self, new SeededRng(7)), electionTicks }, storage);
   /** Which followers answer: `a` falls silent once its rebuild (agreed by the old leader) starts. */
   const answering = new Set([a, b]);
-  const pump = (): void => {
-    while (raft.hasReady()) {
-      const rd = raft.ready();
-      storage.append(rd.entries);
-      if (rd.hardState) storage.setHardState(rd.hardState);
-      raft.advance(rd);
-      for (const m of rd.messages) answer(m);
-    }
-  };
+  const pump = (): void => persistReadies(raft, storage, answer);
   const answer = (m: Message): void => {
     if (!answering.has(m.to)) return;
     const base = { from: m.to, to: m.from, term: m.term };

@@ -22,7 +22,7 @@ import { MemoryStorage, RaftNode, SeededRng, defaultConfig, type ConfChange } fr
 import { PgStore, ScratchPool } from '../../src/store/pg-store.js';
 import { encodeDiscardFrom, encodeWrite, storeOpsLevel } from '../../src/store/ops.js';
 import { zonedMap } from '../helpers/map.js';
-import { moverDeps, moverGroup } from '../helpers/pg-mover.js';
+import { moverDeps, moverGroup, persistReadies } from '../helpers/pg-mover.js';
 import { tempDir } from '../helpers/tools.js';
 
 const B = 4096;
@@ -59,14 +59,7 @@ async function leader(t: TestContext): Promise<Leader> {
   const raft = new RaftNode(defaultConfig(self, new SeededRng(1)), storage);
   raft.campaign();
   assert.equal(raft.currentRole, 'leader', 'a single voter elects itself');
-  const persist = (): void => {
-    while (raft.hasReady()) {
-      const rd = raft.ready();
-      storage.append(rd.entries);
-      if (rd.hardState) storage.setHardState(rd.hardState);
-      raft.advance(rd);
-    }
-  };
+  const persist = (): void => persistReadies(raft, storage);
   persist();
   const levels = new Map<number, number>([[self, storeOpsLevel]]);
   const proposals: ConfChange[] = [];
