@@ -21,6 +21,7 @@ let fsZeros: Buffer | undefined;
 class FsFile implements BlockFile {
   readonly direct = false;
   private closed = false;
+  private closing: Promise<void> | undefined;
   /** This file's extent queries through the addon; null without it (no holes told). */
   private readonly extents: ExtentQueries | null;
   constructor(readonly path: string, private readonly fd: number, private readonly addon: ExtentAddon | undefined) {
@@ -126,9 +127,14 @@ class FsFile implements BlockFile {
     return fdTruncate(this.fd, sizeBytes, this.path);
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /** Every close() after the first answers when the first's does: once the descriptor is closed. */
+  close(): Promise<void> {
     this.closed = true;
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     // An extent query's pool thread uses the descriptor number until it ends: closed before,
     // the number could name another file by then.
     await this.extents?.drained();

@@ -68,6 +68,7 @@ export class UringBlockIo implements BlockIo {
   private readonly waitingForSlot: Slot[] = [];
   private submitScheduled = false;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private drainWaiters: (() => void)[] = [];
 
   constructor(
@@ -105,13 +106,14 @@ export class UringBlockIo implements BlockIo {
     return this.addon.allocAligned(lengthBytes, ioAlignmentBytes);
   }
 
+  /** Every close() after the first answers when the first's does: once the ring is closed. */
   close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
     this.closed = true;
-    return new Promise<void>((resolve) => {
+    this.closing ??= new Promise<void>((resolve) => {
       if (this.busyOps === 0) resolve();
       else this.drainWaiters.push(resolve);
     }).then(() => this.ring.close());
+    return this.closing;
   }
 
   /** Public operations started and not settled (one may take two ring operations). */
@@ -238,6 +240,7 @@ export class UringBlockIo implements BlockIo {
 class UringFile implements BlockFile {
   readonly direct = true;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private readonly extents: ExtentQueries;
   constructor(private readonly io: UringBlockIo, private readonly addon: NativeAddon, readonly path: string, private readonly fd: number) {
     this.extents = new ExtentQueries(addon, fd, path);
@@ -346,9 +349,14 @@ class UringFile implements BlockFile {
     return fdTruncate(this.fd, sizeBytes, this.path);
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /** Every close() after the first answers when the first's does: once the descriptor is closed. */
+  close(): Promise<void> {
     this.closed = true;
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     await this.extents.drained();
     await fdClose(this.fd, this.path);
   }

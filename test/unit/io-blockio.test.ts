@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { IoError } from '../../src/common/errors.js';
@@ -20,6 +20,19 @@ type Run = [number, number, ExtentKind];
 const D = ExtentKind.Data;
 const H = ExtentKind.Hole;
 const U = ExtentKind.Unwritten;
+
+/** Where this process's descriptors lead (/proc/self/fd). */
+function openDescriptors(): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      out.push(readlinkSync(`/proc/self/fd/${fd}`));
+    } catch {
+      // Closed since it was listed (the listing's own descriptor among them).
+    }
+  }
+  return out;
+}
 
 /** f.extentMap's triples as [from, to, kind] tuples. */
 async function runsOf(f: BlockFile, start: number, end: number, maxRuns = 100): Promise<Run[]> {
@@ -45,6 +58,27 @@ for (const backend of testBackends()) {
       await assert.rejects(op(), (err: Error) => err instanceof IoError && err.errno === 9 && /after it was closed/.test(err.message));
     }
     assert.equal(await other.size(), 0, 'a write through the closed file reached another');
+  });
+
+  test(`${backend.name}: a second close() answers only once the descriptor (and the ring) is closed`, { skip: backend.skip }, async (t) => {
+    const dir = tempDir(t);
+    const path = join(dir, 'twice');
+    const rings = (): number => openDescriptors().filter((l) => l === 'anon_inode:[io_uring]').length;
+    const ringsBefore = rings();
+    const io = backend.make();
+    let ioClosed = false;
+    t.after(() => (ioClosed ? undefined : io.close()));
+    const f = await io.open(path, { create: true });
+    assert.ok(openDescriptors().includes(path), 'the open file shows in /proc/self/fd');
+    const first = f.close();
+    await f.close();
+    assert.ok(!openDescriptors().includes(path), 'the second close() answered while the descriptor was still open');
+    await first;
+    const firstIo = io.close();
+    await io.close();
+    ioClosed = true;
+    assert.equal(rings(), ringsBefore, 'the second close() answered while the ring was still open');
+    await firstIo;
   });
 
   test(`${backend.name}: aligned writes read back and survive reopen`, { skip: backend.skip }, async (t) => {
