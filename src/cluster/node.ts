@@ -946,6 +946,7 @@ export class StorageNode implements PgClient {
     // Plus the wait of a leader elected moments ago before it agrees to any rebuild (two
     // check-quorum rounds, pg-mover.ts rebuildCheck), whatever the tick.
     const deadline = Date.now() + rebuildCheckDeadlineMs + (2 * this.host.electionTicks + 1) * this.host.tickMs;
+    let lastWhy = '';
     for (let attempt = 1; ; attempt++) {
       const g = this.host.groups.get(groupId);
       if (!g) throw new NotFound(`node ${this.id} runs no replica of group ${groupId}`);
@@ -979,6 +980,9 @@ export class StorageNode implements PgClient {
         // cleared the leader's view of who is active, settle within an election timeout.
         const code = (err as RaftblockError).code;
         if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT', 'PG_QUORUM_AT_RISK'].includes(code) || Date.now() > deadline) throw err;
+        const why = (err as Error).message;
+        if (why !== lastWhy) this.log.info('replica rebuild not agreed yet; asking again', { group: groupId, attempt, err: why });
+        lastWhy = why;
         await sleep(Math.min(100 * attempt, 500));
       }
     }

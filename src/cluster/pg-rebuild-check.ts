@@ -45,16 +45,23 @@ export function judgeRebuild(input: RebuildCheckInput): RebuildVerdict {
     return { ok: false, code: 'MOVE_UNDER_WAY', reason: 'the PG is being moved (learners or a configuration change in flight); try again once the move is done' };
   }
   if (!conf.voters.includes(node)) return { ok: false, code: 'NOT_A_VOTER', reason: `node ${node} is not a voter of the PG (voters ${conf.voters.join(',')})` };
-  const healthy = conf.voters.filter((v) => {
-    if (v === node) return false;
-    if (v === leader) return true;
-    if (input.rebuilding.has(v)) return false;
+  // Why each other voter does not count, or undefined if it does.
+  const unfit = (v: NodeId): string | undefined => {
+    if (v === leader) return undefined;
+    if (input.rebuilding.has(v)) return 'being rebuilt';
+    if (!input.connected.has(v)) return 'not connected';
     const pr = input.progress.get(v);
-    return input.connected.has(v) && pr !== undefined && pr.state === 'replicate' && pr.recentActive && pr.match + caughtUpSlackEntries >= input.commitIndex;
-  });
+    if (pr === undefined) return 'no progress';
+    if (pr.state !== 'replicate') return `in ${pr.state}`;
+    if (!pr.recentActive) return 'silent for an election timeout';
+    if (pr.match + caughtUpSlackEntries < input.commitIndex) return `at ${pr.match} of ${input.commitIndex}`;
+    return undefined;
+  };
+  const others = conf.voters.filter((v) => v !== node);
+  const healthy = others.filter((v) => unfit(v) === undefined);
   const quorum = Math.floor(conf.voters.length / 2) + 1;
   if (healthy.length < quorum) {
-    const others = conf.voters.filter((v) => v !== node && !healthy.includes(v));
+    const unhealthy = others.filter((v) => !healthy.includes(v));
     return {
       ok: false,
       code: 'PG_QUORUM_AT_RISK',
@@ -62,7 +69,7 @@ export function judgeRebuild(input: RebuildCheckInput): RebuildVerdict {
         `while node ${node}'s replica is rebuilt the PG needs ${quorum} of its ${conf.voters.length} voters, and only ` +
         (healthy.length === 0 ? 'none of the others is' : `${healthy.length} of the others (node ${healthy.join(',')}) ${healthy.length === 1 ? 'is' : 'are'}`) +
         ' connected and caught up' +
-        (others.length ? `; not: ${others.join(',')}` : '') +
+        (unhealthy.length ? `; not: ${unhealthy.map((v) => `${v} (${unfit(v)})`).join(', ')}` : '') +
         ': bring those back first',
     };
   }

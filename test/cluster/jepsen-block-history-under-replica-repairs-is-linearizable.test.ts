@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { TestCluster, sleep } from '../helpers/cluster.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tools.js';
-import { pgOfExtent } from '../../src/cluster/map.js';
+import { pgGroupId, pgOfExtent } from '../../src/cluster/map.js';
 import type { PgRepairResult } from '../../src/cluster/admin-client.js';
 import { checkBlockHistory, finalReadsAsHistory, requirePythonNbd, startJepsenClient } from './io.js';
 
@@ -28,6 +28,7 @@ test('a block history recorded while replicas are rebuilt from their leaders is 
   if (!requirePythonNbd(t)) return;
   const cluster = await TestCluster.start(t, { nodes: 3, pgCount, volumes: [{ name: 'vol0', sizeBytes: 32 * MiB, extentBytes }] });
   const volume = (await cluster.volumes()).volumes[0];
+  const poolId = (await cluster.map()).pools.find((p) => p.name === volume.pool)!.id;
   // Six blocks in six extents on three distinct PGs.
   const blocks: number[] = [];
   const pgs: number[] = [];
@@ -54,7 +55,9 @@ test('a block history recorded while replicas are rebuilt from their leaders is 
     for (const [node, pg] of [3, 1, 2].flatMap((n) => pgs.map((p) => [n, p] as const))) {
       // --force: under these writes a verify never settles, and there is no odd copy to find.
       const r = await runCli(['pool', 'repair', 'default', String(pg), '--node', String(node), '--force', '--json', '--server', http]);
-      assert.equal(r.code, 0, `repair of node ${node}'s replica of PG ${pg}: ${r.stdout}${r.stderr}`);
+      if (r.code !== 0) {
+        assert.fail(`repair of node ${node}'s replica of PG ${pg}: ${r.stdout}${r.stderr}\nrepairs before: ${repaired.join(', ')}\n${cluster.groupLogs([pgGroupId(poolId, pg)])}`);
+      }
       const result = JSON.parse(r.stdout) as PgRepairResult;
       assert.notEqual(result.leader, node);
       repaired.push(`PG ${pg} on node ${node} from node ${result.leader} (${result.elapsedMs} ms)`);

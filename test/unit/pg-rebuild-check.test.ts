@@ -27,24 +27,27 @@ test('a healthy three-voter PG lets any one follower be rebuilt', () => {
 });
 
 test('the other follower down, lagging, probing or silent: the PG would have no quorum', () => {
-  const cases: Record<number, Pr>[] = [
-    { 1: [100, 'replicate', true], 3: [100, 'replicate', true] }, // no progress at all for 2
-    { 1: [100, 'replicate', true], 2: [100 - caughtUpSlackEntries - 1, 'replicate', true], 3: [100, 'replicate', true] },
-    { 1: [100, 'replicate', true], 2: [100, 'probe', true], 3: [100, 'replicate', true] },
-    { 1: [100, 'replicate', true], 2: [100, 'replicate', false], 3: [100, 'replicate', true] },
+  const cases: [Record<number, Pr>, string][] = [
+    [{ 1: [100, 'replicate', true], 3: [100, 'replicate', true] }, 'no progress'],
+    [{ 1: [100, 'replicate', true], 2: [100 - caughtUpSlackEntries - 1, 'replicate', true], 3: [100, 'replicate', true] }, `at ${100 - caughtUpSlackEntries - 1} of 100`],
+    [{ 1: [100, 'replicate', true], 2: [100, 'probe', true], 3: [100, 'replicate', true] }, 'in probe'],
+    [{ 1: [100, 'replicate', true], 2: [100, 'replicate', false], 3: [100, 'replicate', true] }, 'silent for an election timeout'],
   ];
-  for (const prs of cases) {
+  for (const [prs, why] of cases) {
     const v = judgeRebuild(input({ prs }));
     assert.equal(v.ok, false);
     assert.equal(!v.ok && v.code, 'PG_QUORUM_AT_RISK');
-    assert.match(!v.ok ? v.reason : '', /needs 2 of its 3 voters, and only 1 of the others \(node 1\) is connected and caught up; not: 2/);
+    assert.match(!v.ok ? v.reason : '', /needs 2 of its 3 voters, and only 1 of the others \(node 1\) is connected and caught up; not: 2 \(/);
+    assert.ok(!v.ok && v.reason.includes(`not: 2 (${why})`), !v.ok ? v.reason : '');
   }
   // Being rebuilt itself (agreed a moment ago): two replicas of one PG are never agreed to at once.
   const both = judgeRebuild(input({ rebuilding: new Set([2]) }));
   assert.equal(!both.ok && both.code, 'PG_QUORUM_AT_RISK');
+  assert.ok(!both.ok && both.reason.includes('not: 2 (being rebuilt)'));
   // Disconnected (killed a moment ago: its progress still looks fine).
   const cut = judgeRebuild(input({ connected: new Set([3]) }));
   assert.equal(!cut.ok && cut.code, 'PG_QUORUM_AT_RISK');
+  assert.ok(!cut.ok && cut.reason.includes('not: 2 (not connected)'));
   // Within the slack is caught up.
   const near = judgeRebuild(input({ prs: { 1: [100, 'replicate', true], 2: [100 - caughtUpSlackEntries, 'replicate', true], 3: [0, 'probe', false] } }));
   assert.equal(near.ok, true);
