@@ -487,7 +487,12 @@ export class RaftNode {
     if (this.role === 'leader') {
       progress = new Map();
       for (const [id, pr] of this.prs) {
-        progress.set(id, { match: pr.match, next: pr.next, state: pr.state, recentActive: pr.recentActive, isLearner: pr.isLearner });
+        // Heard since the last check-quorum round, or answered a message sent within the last
+        // election timeout: right after a round clears every flag, a peer answering all along
+        // must not read as silent (a caller polling in step with the rounds would never see
+        // it active).
+        const recentActive = pr.recentActive || this.tickCount - pr.ackTick <= this.cfg.electionTicks;
+        progress.set(id, { match: pr.match, next: pr.next, state: pr.state, recentActive, isLearner: pr.isLearner });
       }
     }
     return {

@@ -338,7 +338,10 @@ export interface ProgressStatus {
   match: number;
   next: number;
   state: ProgressState;
-  /** Heard from within the last election timeout. */
+  /**
+   * Heard from within the last election timeout: since the last check-quorum round, or in
+   * answer to a message sent within the last electionTicks.
+   */
   recentActive: boolean;
   isLearner: boolean;
 }

@@ -14,7 +14,7 @@
  * Node `self` leads the PG (a real Raft node, three voters, its log in memory); the test plays
  * the two followers and the host's clock.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { PgMover, targetOf } from '../../src/cluster/pg-mover.js';
 import { pgGroupId } from '../../src/cluster/map.js';
@@ -25,13 +25,16 @@ import { tempDir } from '../helpers/tools.js';
 
 const electionTicks = 10;
 
-test('a new PG leader agrees to no rebuild until a replica silent since its election shows inactive', async (t) => {
+/**
+ * Node `self` leads a PG of three voters whose followers `a` and `b` answer while in `answering`;
+ * `tick` advances the leader's clock one tick and delivers what it sent, `tickAlone` only ticks.
+ */
+async function ledPg(t: TestContext) {
   const map = zonedMap(3, 8);
   const g = pgGroupId(map.pools[0].id, 0);
   const [self, a, b] = targetOf(map, g)!;
   const storage = new MemoryStorage([self, a, b]);
   const raft = new RaftNode({ ...defaultConfig(self, new SeededRng(7)), electionTicks }, storage);
-  /** Which followers answer: `a` falls silent once its rebuild (agreed by the old leader) starts. */
   const answering = new Set([a, b]);
   const pump = (): void => persistReadies(raft, storage, answer);
   const answer = (m: Message): void => {
@@ -60,11 +63,20 @@ test('a new PG leader agrees to no rebuild until a replica silent since its elec
       host: { groups: new Map([[g, group]]), ticksLed: () => ticksLed, electionTicks, tickMs: 100 } as never,
     }),
   );
-  const tick = (): void => {
+  const tickAlone = (): void => {
     raft.tick();
     ticksLed++;
+  };
+  const tick = (): void => {
+    tickAlone();
     pump();
   };
+  return { g, self, a, b, raft, mover, answering, tick, tickAlone, ticksLed: () => ticksLed };
+}
+
+test('a new PG leader agrees to no rebuild until a replica silent since its election shows inactive', async (t) => {
+  /** `a` falls silent once its rebuild (agreed by the old leader) starts. */
+  const { g, self, a, b, raft, mover, answering, tick } = await ledPg(t);
 
   // Both followers have answered the new leader: each is replicating, caught up and active.
   const st = raft.status();
@@ -93,6 +105,17 @@ test('a new PG leader agrees to no rebuild until a replica silent since its elec
   // Once `a` is back and answering, `b`'s rebuild is agreed to.
   answering.add(a);
   for (let i = 0; i < electionTicks; i++) tick();
+  const agreed = mover.rebuildCheck(g, b);
+  assert.equal(agreed.leader, self);
+});
+
+test('a replica answering all along counts as active right after a check-quorum round has cleared its flag', async (t) => {
+  const { g, self, b, mover, tick, tickAlone, ticksLed } = await ledPg(t);
+  // Led past the settling wait, up to the tick before the third check-quorum round.
+  while (ticksLed() < 3 * electionTicks - 1) tick();
+  // The round's tick, and the rebuild asked for before any answer to it arrives: `a` answered
+  // the message sent a tick ago. (A caller retrying in step with the rounds always lands here.)
+  tickAlone();
   const agreed = mover.rebuildCheck(g, b);
   assert.equal(agreed.leader, self);
 });
