@@ -968,7 +968,7 @@ export class StorageNode implements PgClient {
         // node's own term, not the host's copy, which lags it while a Ready is being handled.
         const term = g.raft.currentTerm;
         if (term > check.term) throw new Unavailable(`group ${groupId}: node ${check.leader} agreed at term ${check.term}, and node ${this.id} has seen term ${term} since`);
-        await this.pgMover.rebuildInPlace(groupId, 'an operator asked for it (pool repair)');
+        await this.pgMover.rebuildInPlace(groupId, 'an operator asked for it (pool repair)', check.term);
         const answer: RebuildReplicaResponse = { groupId, nodeId: this.id, leader: check.leader, commitIndex: check.commitIndex };
         if (key !== undefined) {
           this.rebuildAnswers.set(key, answer);

@@ -476,11 +476,11 @@ export class PgMover {
     for (const [key, at] of this.rebuildsAsked) if (askedAt - at >= rebuildAgreementMs) this.rebuildsAsked.delete(key);
     this.rebuildsAsked.set(rebuildAskKey(g, node), askedAt);
     // A rebuild the previous leader agreed to is unknown here. The replica drops an agreement
-    // once it has seen a newer term (StorageNode.rebuildReplica), so it stops acknowledging
-    // before it could acknowledge this leader, unless it learned of this term only as it
-    // stopped; then it counts as active here until a check-quorum round clears that. Waiting
-    // two rounds narrows that window to acknowledgements delayed past them (a stalled event
-    // loop, a slow connection); it is a margin, not a proof.
+    // once it has seen a newer term, judged after its group has stopped (rebuildInPlace), so a
+    // replica that answered this leader is never one that then stops for an older agreement.
+    // A replica of an earlier build judged that only before stopping, and could answer this
+    // leader as it stopped: waiting two check-quorum rounds lets such a replica show silent
+    // (a margin for a cluster mid-upgrade, not a proof).
     const ticksLed = this.d.host.ticksLed(group);
     const settleTicks = 2 * this.d.host.electionTicks + 1;
     if (ticksLed < settleTicks) {
@@ -544,9 +544,18 @@ export class PgMover {
    * rebuilds it at the next start as well), and it resumes held: host.ts repair() asks the
    * leader for a snapshot point (the leader forgets what this replica acknowledged), drops the
    * group's log here and pulls the leader's image. Until then it acknowledges and votes nothing.
+   *
+   * `agreedTerm`, the term of the leader that agreed: a group that has seen a newer one by the
+   * time it has stopped may have answered that term's leader, which knows nothing of the
+   * agreement and counts this replica as active (it may agree to rebuild another replica on
+   * that count). Such a replica is not rebuilt: it resumes as it was, its log intact, and the
+   * call fails UNAVAILABLE so that the caller asks the new leader. Judged once the group has
+   * stopped, when nothing it does can answer anyone any more, so no answer in a newer term
+   * ever comes from a replica that then stops.
    */
-  async rebuildInPlace(g: number, reason: string): Promise<void> {
-    if (this.starting.has(g) || this.retiring.has(g) || !this.d.host.groups.has(g)) {
+  async rebuildInPlace(g: number, reason: string, agreedTerm: number): Promise<void> {
+    const group = this.d.host.groups.get(g);
+    if (this.starting.has(g) || this.retiring.has(g) || !group) {
       throw new Unavailable(`the replica of group ${g} on node ${this.d.nodeId} is being started or retired`);
     }
     this.starting.add(g);
@@ -558,6 +567,11 @@ export class PgMover {
         // table (the next reconcile resumes the replica from what it holds).
         this.d.stores.delete(g);
         this.settled.delete(g);
+      }
+      const termAtStop = group.raft.currentTerm;
+      if (termAtStop > agreedTerm) {
+        await this.resume(g, targetOf(this.d.map(), g) ?? []);
+        throw new Unavailable(`group ${g}: node ${this.d.nodeId} saw term ${termAtStop} before it stopped, after a leader agreed at term ${agreedTerm}; resumed as it was, to ask the new leader`);
       }
       await PgStore.markForRebuild(this.pgDir(g));
       await this.resume(g, targetOf(this.d.map(), g) ?? [], undefined, reason);
