@@ -694,9 +694,12 @@ export class AdminClient {
       if (!judged.ok) throw new RepairRefused(`PG ${pool.name}/${opts.pgIndex}: ${judged.reason} (--force rebuilds node ${opts.nodeId}'s replica from the PG's leader regardless)`);
       sources = judged.sources;
     }
-    const at = this.clientOf(node.addresses.http, this.timeoutMs);
-    const r = await at.rebuildReplica(groupId, sources);
     const deadline = started + (opts.timeoutMs ?? 600_000);
+    // The node asks the PG's leader again for as long as its own tick says a leader may take
+    // to settle (RAFTBLOCK_TICK_MS), which the client cannot know: the call may take as long
+    // as the repair may.
+    const at = this.clientOf(node.addresses.http, Math.max(this.timeoutMs, deadline - performance.now()));
+    const r = await at.rebuildReplica(groupId, sources);
     for (;;) {
       await new Promise((res) => setTimeout(res, opts.pollMs ?? 250));
       const g = (await at.status().catch(() => undefined))?.groups.find((x) => x.groupId === groupId);

@@ -10,6 +10,7 @@ import { zonedMap } from '../helpers/map.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
+  AdminClient,
   httpStatusOf,
   mergeClusterStatus,
   type ClusterStatus,
@@ -30,6 +31,7 @@ class StubCluster {
   servers: Server[] = [];
   requests: string[] = [];
   redirector = -1;
+  rebuildAnswerMs = 0;
 
   async start(t: TestContext, count: number): Promise<void> {
     for (let i = 0; i < count; i++) {
@@ -92,6 +94,11 @@ class StubCluster {
       const status: NodeStatus = { nodeId, epoch: this.map.epoch, uptimeMs: 1000, groups };
       return send(200, status);
     }
+    if (req.method === 'POST' && (m = /^\/v1\/groups\/(\d+)\/rebuild$/.exec(url))) {
+      // As a node answers once the PG's leader has agreed: here after `rebuildAnswerMs`.
+      await new Promise((r) => setTimeout(r, this.rebuildAnswerMs));
+      return send(200, { groupId: Number(m[1]), nodeId, leader: allGroups(this.map).find((g) => g.groupId === Number(m![1]))!.replicas[0], commitIndex: 400 });
+    }
     if (req.method === 'POST' && url === '/v1/volumes') return change({ type: 'createVolume', ...body }, 201);
     if (req.method === 'POST' && (m = /^\/v1\/volumes\/([^/]+)\/resize$/.exec(url))) {
       return change({ type: 'resizeVolume', name: decodeURIComponent(m[1]), ...body }, 200);
@@ -133,6 +140,21 @@ test('volume create, list, resize and delete talk to the admin API and print tex
   assert.deepEqual(list.volumes.map((v) => v.name), ['vol0']);
   assert.equal(list.epoch, stub.map.epoch);
   assert.ok(stub.requests.some((q) => q.includes('POST /v1/volumes/vol0/resize {"sizeBytes":1073741824,"allowShrink":true}')), stub.requests.join('\n'));
+});
+
+test('pool repair waits for a node that takes longer than the admin timeout to have its rebuild agreed (its leader settling on a slow tick)', async (t) => {
+  const stub = new StubCluster();
+  await stub.start(t, 3);
+  stub.rebuildAnswerMs = 600;
+  const pg = allGroups(stub.map).find((g) => g.replicas.includes(3) && g.replicas[0] !== 3)!;
+  const client = new AdminClient(stub.addr(1), { timeoutMs: 200 });
+  const r = await client.repairPg({ pool: 'default', pgIndex: pg.pgIndex, nodeId: 3, force: true, pollMs: 20, timeoutMs: 5000 });
+  assert.equal(r.nodeId, 3);
+  assert.equal(r.leader, pg.replicas[0]);
+  assert.ok(r.elapsedMs >= 600, `answered in ${r.elapsedMs} ms`);
+  // The repair's own timeout still bounds the call.
+  stub.rebuildAnswerMs = 3000;
+  await assert.rejects(client.repairPg({ pool: 'default', pgIndex: pg.pgIndex, nodeId: 3, force: true, pollMs: 20, timeoutMs: 500 }), (err: Error & { code?: string }) => err.code === 'TIMED_OUT');
 });
 
 test('bad input and refused changes exit non-zero with a clear message', async (t) => {
