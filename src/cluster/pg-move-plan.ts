@@ -39,6 +39,11 @@ export interface MoveInput {
   progress: ReadonlyMap<NodeId, Pick<ProgressStatus, 'match' | 'state' | 'recentActive'>>;
   commitIndex: number;
   lastIndex: number;
+  /**
+   * Voters that asked this leader lately to rebuild their replica (pool repair): handed the
+   * leadership, such a replica would hand it straight on, so it counts as not up for that.
+   */
+  askedToRebuild?: ReadonlySet<NodeId>;
 }
 
 export type MoveStep =
@@ -78,7 +83,7 @@ export function planMove(input: MoveInput): MoveStep {
     let best: NodeId | undefined;
     let bestMatch = -1;
     for (const v of sorted(voters)) {
-      if (!want.has(v) || v === self) continue;
+      if (!want.has(v) || v === self || input.askedToRebuild?.has(v)) continue;
       const pr = input.progress.get(v);
       if (pr === undefined || pr.state !== 'replicate' || !pr.recentActive) continue;
       if (pr.match > bestMatch) {

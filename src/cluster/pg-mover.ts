@@ -712,6 +712,7 @@ export class PgMover {
         progress: st.progress ?? new Map(),
         commitIndex: st.hardState.commit,
         lastIndex: st.lastIndex,
+        askedToRebuild: new Set(st.confState.voters.filter((v) => this.askedToRebuildLately(id, v))),
       });
       try {
         switch (step.kind) {

@@ -72,6 +72,14 @@ test('a leader the map does not want never hands over to a wanted voter that is 
   assert.deepEqual(step, { kind: 'transferLeader', to: 3 });
 });
 
+test('a leader the map does not want passes over a wanted voter that asked to be rebuilt: it would hand the leadership straight on', () => {
+  const match: Record<number, [number, ProgressState, boolean?]> = { 1: [100, 'replicate'], 2: [100, 'replicate'], 3: [90, 'replicate'] };
+  assert.deepEqual(planMove(input({ target: [2, 3, 4], match })), { kind: 'transferLeader', to: 2 });
+  assert.deepEqual(planMove(input({ target: [2, 3, 4], match, askedToRebuild: new Set([2]) })), { kind: 'transferLeader', to: 3 });
+  // The only wanted voter asked: the move goes on without a hand-over, as if it were down.
+  assert.deepEqual(planMove(input({ target: [2, 4, 5], match, askedToRebuild: new Set([2]) })), { kind: 'addLearners', nodes: [4, 5] });
+});
+
 test('a leader with no wanted voter to hand over to adds the learners and removes itself in the swap', () => {
   assert.deepEqual(planMove(input({ conf: conf([1]), target: [2] })), { kind: 'addLearners', nodes: [2] });
   const step = planMove(input({ conf: conf([1], [2]), target: [2], match: { 2: [100, 'replicate'] } }));
