@@ -11,7 +11,11 @@
  * replica that fell silent after an agreement it cannot see shows inactive, and the second
  * rebuild is refused as a risk to the quorum.
  *
- * Node `self` leads the PG (a real Raft node, three voters, its log in memory); the test plays
+ * Active means heard from within the last election timeout: a replica answering all along is
+ * active also right after a check-quorum round has cleared the core's flag (a check retried in
+ * step with the rounds was refused for 8 s on a healthy PG).
+ *
+ * Node `self` leads the PG (a real Raft node, three voters, its log in memory); the tests play
  * the two followers and the host's clock.
  */
 import { test, type TestContext } from 'node:test';
@@ -29,7 +33,7 @@ const electionTicks = 10;
  * Node `self` leads a PG of three voters whose followers `a` and `b` answer while in `answering`;
  * `tick` advances the leader's clock one tick and delivers what it sent, `tickAlone` only ticks.
  */
-async function ledPg(t: TestContext) {
+function ledPg(t: TestContext) {
   const map = zonedMap(3, 8);
   const g = pgGroupId(map.pools[0].id, 0);
   const [self, a, b] = targetOf(map, g)!;
@@ -76,7 +80,7 @@ async function ledPg(t: TestContext) {
 
 test('a new PG leader agrees to no rebuild until a replica silent since its election shows inactive', async (t) => {
   /** `a` falls silent once its rebuild (agreed by the old leader) starts. */
-  const { g, self, a, b, raft, mover, answering, tick } = await ledPg(t);
+  const { g, self, a, b, raft, mover, answering, tick } = ledPg(t);
 
   // Both followers have answered the new leader: each is replicating, caught up and active.
   const st = raft.status();
@@ -110,7 +114,7 @@ test('a new PG leader agrees to no rebuild until a replica silent since its elec
 });
 
 test('a replica answering all along counts as active right after a check-quorum round has cleared its flag', async (t) => {
-  const { g, self, b, mover, tick, tickAlone, ticksLed } = await ledPg(t);
+  const { g, self, b, mover, tick, tickAlone, ticksLed } = ledPg(t);
   // Led past the settling wait, up to the tick before the third check-quorum round.
   while (ticksLed() < 3 * electionTicks - 1) tick();
   // The round's tick, and the rebuild asked for before any answer to it arrives: `a` answered
