@@ -698,8 +698,8 @@ export class AdminClient {
     // The node asks the PG's leader again for as long as its own tick says a leader may take
     // to settle (RAFTBLOCK_TICK_MS), which the client cannot know: the call may take as long
     // as the repair may.
-    const at = this.clientOf(node.addresses.http, Math.max(this.timeoutMs, deadline - performance.now()));
-    const r = await at.rebuildReplica(groupId, sources);
+    const r = await this.clientOf(node.addresses.http, Math.max(this.timeoutMs, deadline - performance.now())).rebuildReplica(groupId, sources);
+    const at = this.clientOf(node.addresses.http, this.timeoutMs);
     for (;;) {
       await new Promise((res) => setTimeout(res, opts.pollMs ?? 250));
       const g = (await at.status().catch(() => undefined))?.groups.find((x) => x.groupId === groupId);

@@ -179,8 +179,11 @@ export class PgMover {
   private readonly retireChecks = new Set<number>();
   /** Rebuild checks asked here (rebuildAskKey → when), agreed or not: see askedToRebuildLately. */
   private readonly rebuildsAsked = new Map<string, number>();
-  /** Rebuilds agreed to here (rebuildCheck), per group: node → when, until it asks for its repair point. */
-  private readonly rebuildsAgreed = new Map<number, Map<NodeId, number>>();
+  /**
+   * Rebuilds agreed to here (rebuildCheck), per group: node → when and in which term of this
+   * leader, until it asks for its repair point.
+   */
+  private readonly rebuildsAgreed = new Map<number, Map<NodeId, { atMs: number; term: number }>>();
   /** Groups led here whose learners wait for their nodes' upgrade (storeOpsHold), and why: warned of once per reason. */
   private heldForUpgrade = new Map<number, string>();
   /** The last held verdict per group: when, for which learners at which levels (see storeOpsRejudgeMs). */
@@ -491,9 +494,13 @@ export class PgMover {
     }
     const st = group.raft.status();
     const now = performance.now();
-    const agreed = this.rebuildsAgreed.get(g) ?? new Map<NodeId, number>();
+    const term = st.hardState.term;
+    const agreed = this.rebuildsAgreed.get(g) ?? new Map<NodeId, { atMs: number; term: number }>();
     // A replica that never asked (its node crashed, or gave up) counts again after a while.
-    for (const [n, at] of agreed) if (now - at > rebuildAgreementMs) agreed.delete(n);
+    // One agreed in an earlier term of this leader's counts for nothing now: it has either
+    // stopped before seeing a newer term, and answers nothing in this one (this term's
+    // progress does not count it active), or seen one, and resumed as it was (rebuildInPlace).
+    for (const [n, a] of agreed) if (now - a.atMs > rebuildAgreementMs || a.term !== term) agreed.delete(n);
     const verdict = judgeRebuild({
       leader: this.d.nodeId,
       node,
@@ -509,9 +516,9 @@ export class PgMover {
       if (verdict.code === 'PG_QUORUM_AT_RISK') throw new PgQuorumAtRisk(why);
       throw verdict.code === 'NOT_A_VOTER' ? new InvalidArgument(why) : new Unavailable(why);
     }
-    agreed.set(node, now);
+    agreed.set(node, { atMs: now, term });
     this.rebuildsAgreed.set(g, agreed);
-    return { leader: this.d.nodeId, term: st.hardState.term, commitIndex: st.hardState.commit };
+    return { leader: this.d.nodeId, term, commitIndex: st.hardState.commit };
   }
 
   /**

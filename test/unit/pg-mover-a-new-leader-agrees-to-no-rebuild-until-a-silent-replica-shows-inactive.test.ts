@@ -11,6 +11,9 @@
  * replica that fell silent after an agreement it cannot see shows inactive, and the second
  * rebuild is refused as a risk to the quorum.
  *
+ * An agreement counts only in the term it was given in: a replica that saw a newer term before
+ * it stopped resumes as it was, and one that did not answers nothing in the newer term.
+ *
  * Active means heard from within the last election timeout: a replica answering all along is
  * active also right after a check-quorum round has cleared the core's flag (a check retried in
  * step with the rounds was refused for 8 s on a healthy PG).
@@ -75,7 +78,18 @@ function ledPg(t: TestContext) {
     tickAlone();
     pump();
   };
-  return { g, self, a, b, raft, mover, answering, tick, tickAlone, ticksLed: () => ticksLed };
+  /** Self loses the leadership to a newer term, then wins it back in the next. */
+  const reelect = (): void => {
+    raft.step({ type: 'heartbeat', from: b, to: self, term: raft.currentTerm + 1, commit: 0, seq: 1, tick: 1 });
+    const role = (): string => raft.currentRole;
+    assert.equal(role(), 'follower');
+    raft.campaign();
+    for (let i = 0; i < 10 && role() !== 'leader'; i++) pump();
+    pump();
+    assert.equal(role(), 'leader', 'self is elected again');
+    ticksLed = 0;
+  };
+  return { g, self, a, b, raft, mover, answering, tick, tickAlone, reelect, ticksLed: () => ticksLed };
 }
 
 test('a new PG leader agrees to no rebuild until a replica silent since its election shows inactive', async (t) => {
@@ -122,4 +136,18 @@ test('a replica answering all along counts as active right after a check-quorum 
   tickAlone();
   const agreed = mover.rebuildCheck(g, b);
   assert.equal(agreed.leader, self);
+});
+
+test('a rebuild agreed in an earlier term of the same leader counts for nothing once it leads again', (t) => {
+  const { g, self, a, b, raft, mover, tick, reelect } = ledPg(t);
+  for (let i = 0; i <= 2 * electionTicks; i++) tick();
+  const first = mover.rebuildCheck(g, a);
+  assert.throws(() => mover.rebuildCheck(g, b), /not: .*\(being rebuilt\)/, 'two replicas are never agreed to in one term');
+  // Before `a` stops, self loses the leadership and wins it back: `a` saw the newer terms, so it
+  // resumed as it was (rebuildInPlace) and answers as any follower.
+  reelect();
+  assert.ok(raft.currentTerm > first.term);
+  for (let i = 0; i <= 2 * electionTicks; i++) tick();
+  const second = mover.rebuildCheck(g, b);
+  assert.equal(second.leader, self);
 });
