@@ -12,6 +12,41 @@
  * requests, and a PG is handed over at most once per `cooldownMs`.
  */
 import { assert } from '../common/assert.js';
+import type { ConfState, NodeId, ProgressStatus } from '../raft/index.js';
+
+/** A follower whose match trails the leader's last index by at most this many may take over. */
+export const maxHandoverLagEntries = 64;
+
+/** What the leader of a PG knows when a round names `to` (see mayHandOver). */
+export interface HandoverInput {
+  to: NodeId;
+  /** The replicas the map wants for the PG. */
+  wanted: readonly NodeId[];
+  conf: ConfState;
+  /** A transfer under way (the core's leadTransferee), 0 for none. */
+  leadTransferee: NodeId;
+  progress: ReadonlyMap<NodeId, Pick<ProgressStatus, 'match' | 'state'>>;
+  lastIndex: number;
+  /** `to` asked this leader lately to rebuild its replica (pool repair). */
+  askedToRebuild: boolean;
+  connected: boolean;
+}
+
+/**
+ * Whether a PG's leader may hand leadership to `to`: a voter the map wants, in a settled
+ * configuration, replicating and nearly caught up, connected, no transfer under way, and not
+ * a replica that asked to be rebuilt (it handed the leadership over for that: never back).
+ */
+export function mayHandOver(input: HandoverInput): boolean {
+  const { to, conf } = input;
+  if (!input.wanted.includes(to)) return false;
+  if (input.leadTransferee !== 0 || conf.learners.length > 0 || conf.votersOutgoing.length > 0 || !conf.voters.includes(to)) return false;
+  // Nearly caught up is enough: the core's transfer finishes the catch-up before TimeoutNow,
+  // and under steady load a follower's match trails the last index by the entries in flight.
+  const pr = input.progress.get(to);
+  if (!pr || pr.state !== 'replicate' || pr.match + maxHandoverLagEntries < input.lastIndex) return false;
+  return !input.askedToRebuild && input.connected;
+}
 
 export interface LeaderAffinityConfig {
   /** Requests a PG must see in a round before its origins count. */

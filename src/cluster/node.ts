@@ -38,7 +38,7 @@ import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, M
 import { PgMover, targetOf } from './pg-mover.js';
 import { isReplicaHolding, pgResetRefusal, type HoldingAnswer } from './pg-reset-check.js';
 import { digestReplica } from './pg-digest.js';
-import { LeaderAffinity } from './leader-affinity.js';
+import { LeaderAffinity, mayHandOver } from './leader-affinity.js';
 import { defaultDownOut } from './down-out.js';
 import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
@@ -125,8 +125,6 @@ const snapshotChunkBytes = 8 * 1024 * 1024;
 const ioDeadlineMs = 30000;
 /** How long an admin command waits for reachable nodes to learn the map it changed. */
 const spreadMapTimeoutMs = 1000;
-/** A PG is handed over for locality only to a voter at most this many entries behind. */
-const maxHandoverLagEntries = 64;
 /** How long `node remove` keeps trying (leader changes, a group-0 change in flight) before it gives up. */
 const removeNodeDeadlineMs = 20000;
 /** How long `pool repair` retries a leader handover and the leader's check before it gives up. */
@@ -1767,23 +1765,24 @@ export class StorageNode implements PgClient {
     }
   }
 
-  /** A settled PG this node leads, whose voter `to` is wanted by the map, reachable and caught up. */
+  /** A PG this node leads, whose voter `to` may take the leadership (leader-affinity.ts mayHandOver). */
   private mayHandOver(group: number, to: number, map: ClusterMap): boolean {
     const g = this.host.groups.get(group);
     if (!g || !g.isLeader || group === metadataGroupId) return false;
     const { poolId, pgIndex } = pgOfGroup(group);
     const pg = map.pools.find((p) => p.id === poolId)?.pgs[pgIndex];
-    if (!pg || !pg.replicas.includes(to)) return false;
+    if (!pg) return false;
     const st = g.raft.status();
-    const cs = st.confState;
-    if (st.leadTransferee || cs.learners.length > 0 || cs.votersOutgoing.length > 0 || !cs.voters.includes(to)) return false;
-    // Nearly caught up is enough: the core's transfer finishes the catch-up before TimeoutNow,
-    // and under steady load a follower's match trails the last index by the entries in flight.
-    const pr = st.progress?.get(to);
-    if (!pr || pr.state !== 'replicate' || pr.match + maxHandoverLagEntries < st.lastIndex) return false;
-    // A replica waiting to be rebuilt handed the leadership over for that: never back to it.
-    if (this.pgMover.askedToRebuildLately(group, to)) return false;
-    return this.transport.isConnected(String(to));
+    return mayHandOver({
+      to,
+      wanted: pg.replicas,
+      conf: st.confState,
+      leadTransferee: st.leadTransferee,
+      progress: st.progress ?? new Map(),
+      lastIndex: st.lastIndex,
+      askedToRebuild: this.pgMover.askedToRebuildLately(group, to),
+      connected: this.transport.isConnected(String(to)),
+    });
   }
 
   private giveUpIfGone(signal: AbortSignal | undefined): void {

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LeaderAffinity } from '../../src/cluster/leader-affinity.js';
+import { LeaderAffinity, maxHandoverLagEntries, mayHandOver, type HandoverInput } from '../../src/cluster/leader-affinity.js';
+import type { ConfState } from '../../src/raft/index.js';
 
 const cfg = { minRequestsPerRound: 10, share: 0.75, confirmRounds: 2, cooldownMs: 30_000 };
 const yes = (): boolean => true;
@@ -42,4 +43,32 @@ test('a dominating node must hold two rounds in a row, and a PG moves at most on
   }
   feed(a, 5, { 2: 40 });
   assert.deepEqual(a.round(33_000, 3, yes), [{ group: 5, to: 2 }]);
+});
+
+test('a leader hands over only to a wanted, settled, caught-up, connected voter that did not ask to be rebuilt', () => {
+  const conf = (voters: number[], learners: number[] = [], votersOutgoing: number[] = []): ConfState => ({ voters, learners, votersOutgoing, learnersNext: [], autoLeave: false });
+  const base: HandoverInput = {
+    to: 2,
+    wanted: [1, 2, 3],
+    conf: conf([1, 2, 3]),
+    leadTransferee: 0,
+    progress: new Map([[2, { match: 1000 - maxHandoverLagEntries, state: 'replicate' as const }]]),
+    lastIndex: 1000,
+    askedToRebuild: false,
+    connected: true,
+  };
+  assert.equal(mayHandOver(base), true);
+  const refused: [string, Partial<HandoverInput>][] = [
+    ['not wanted by the map', { wanted: [1, 3, 4] }],
+    ['not a voter', { conf: conf([1, 3, 4], [2]) }],
+    ['a learner being added', { conf: conf([1, 2, 3], [4]) }],
+    ['a joint configuration', { conf: conf([1, 2, 4], [], [1, 2, 3]) }],
+    ['a transfer under way', { leadTransferee: 3 }],
+    ['no progress', { progress: new Map() }],
+    ['probing', { progress: new Map([[2, { match: 1000, state: 'probe' as const }]]) }],
+    ['too far behind', { progress: new Map([[2, { match: 1000 - maxHandoverLagEntries - 1, state: 'replicate' as const }]]) }],
+    ['asked to be rebuilt', { askedToRebuild: true }],
+    ['not connected', { connected: false }],
+  ];
+  for (const [why, over] of refused) assert.equal(mayHandOver({ ...base, ...over }), false, why);
 });
