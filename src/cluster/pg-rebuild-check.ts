@@ -57,11 +57,11 @@ export function judgeRebuild(input: RebuildCheckInput): RebuildVerdict {
     if (pr.match + caughtUpSlackEntries < input.commitIndex) return `at ${pr.match} of ${input.commitIndex}`;
     return undefined;
   };
-  const others = conf.voters.filter((v) => v !== node);
-  const healthy = others.filter((v) => unfit(v) === undefined);
+  const others = conf.voters.filter((v) => v !== node).map((v) => ({ v, why: unfit(v) }));
+  const healthy = others.filter((o) => o.why === undefined).map((o) => o.v);
   const quorum = Math.floor(conf.voters.length / 2) + 1;
   if (healthy.length < quorum) {
-    const unhealthy = others.filter((v) => !healthy.includes(v));
+    const unhealthy = others.filter((o) => o.why !== undefined);
     return {
       ok: false,
       code: 'PG_QUORUM_AT_RISK',
@@ -69,7 +69,7 @@ export function judgeRebuild(input: RebuildCheckInput): RebuildVerdict {
         `while node ${node}'s replica is rebuilt the PG needs ${quorum} of its ${conf.voters.length} voters, and only ` +
         (healthy.length === 0 ? 'none of the others is' : `${healthy.length} of the others (node ${healthy.join(',')}) ${healthy.length === 1 ? 'is' : 'are'}`) +
         ' connected and caught up' +
-        (unhealthy.length ? `; not: ${unhealthy.map((v) => `${v} (${unfit(v)})`).join(', ')}` : '') +
+        (unhealthy.length ? `; not: ${unhealthy.map((o) => `${o.v} (${o.why})`).join(', ')}` : '') +
         ': bring those back first',
     };
   }
