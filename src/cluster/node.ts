@@ -32,7 +32,7 @@ import { maxImageIdChars, PgStore, ScratchPool, type ImageChunk, type ImageCurso
 import { writeFileDurably } from '../common/durable-file.js';
 import { inLanes } from '../common/lanes.js';
 import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind, StoreOpsLevel, storeOpsLevel, storeOpsLevelOfRange } from '../store/ops.js';
-import { checkPgRequest, isPgRead, makeGatewayMetrics, nextRequestId, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
+import { abandonCause, checkPgRequest, HoleScanOver, isPgRead, makeGatewayMetrics, nextRequestId, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, pgsOfRange } from '../gateway/split.js';
 import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
 import { PgMover, targetOf } from './pg-mover.js';
@@ -1787,8 +1787,9 @@ export class StorageNode implements PgClient {
 
   private giveUpIfGone(signal: AbortSignal | undefined): void {
     if (!signal?.aborted) return;
-    this.gatewayMetrics.abandoned.inc();
-    throw new Unavailable('the NBD client disconnected: request abandoned');
+    const cause = abandonCause(signal);
+    this.gatewayMetrics.abandoned.inc({ cause });
+    throw cause === 'scan_over' ? new HoleScanOver() : new Unavailable('the NBD client disconnected: request abandoned');
   }
 
   private leaderGuess(groupId: number, replicas: number[]): number {

@@ -112,14 +112,33 @@ export function checkPgRequest(q: unknown): PgRequest {
   }
 }
 
+/**
+ * The abort reason of the calls a hole scan leaves running when it ends (answered, timed out
+ * or failed): no client is gone, so a PgClient counts them apart from a client's disconnect.
+ */
+export class HoleScanOver extends Unavailable {
+  constructor() {
+    super('the hole scan that asked for this has ended: call abandoned');
+  }
+}
+
+/** Why a PgClient gave a call up before its deadline (the `cause` of the abandoned counter). */
+export type AbandonCause = 'client_gone' | 'scan_over';
+
+/** The cause of abandoning a call whose `signal` was aborted. */
+export function abandonCause(signal: AbortSignal): AbandonCause {
+  return signal.reason instanceof HoleScanOver ? 'scan_over' : 'client_gone';
+}
+
 /** Routes a request to the leader of `groupId` and returns its result. */
 export interface PgClient {
   /** The current cluster map (refreshed by the client when it learns of a newer epoch). */
   map(): ClusterMap;
   /**
    * `read` resolves with the bytes, `status` with extents, `nextData` with an offset, a
-   * mutation with its entry's log index. Once `signal` is aborted (the NBD client is gone) the
-   * client stops retrying and rejects.
+   * mutation with its entry's log index. Once `signal` is aborted the client stops retrying and
+   * rejects: the NBD client is gone, or (reason a HoleScanOver) the hole scan that made the
+   * call has its answer without it.
    */
   call(groupId: number, replicas: number[], req: PgRequest, signal?: AbortSignal): Promise<unknown>;
 }
@@ -129,8 +148,8 @@ export interface GatewayMetrics {
   bytes: Counter;
   /** Attempts of a piece after its first (NotLeader, timeouts, stale epochs, lost peers). */
   retries: Counter;
-  /** Pieces given up because their NBD client disconnected. */
-  abandoned: Counter;
+  /** Pieces given up before their deadline, by cause (see AbandonCause). */
+  abandoned: Counter<'cause'>;
   /** Pieces abandoned at a silent PG leader because its other replicas named a new one. */
   leaderProbeRedirects: Counter;
   /** Block statuses that asked every PG of the pool where a hole ends, by outcome. */
@@ -149,7 +168,12 @@ export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetri
     }),
     bytes: new Counter({ name: 'raftblock_gateway_bytes_total', help: 'Bytes read and written through the gateway', labelNames: ['command'], registers }),
     retries: new Counter({ name: 'raftblock_gateway_retries_total', help: 'Retried attempts of request pieces (NotLeader, timeouts, stale epochs, lost peers)', registers }),
-    abandoned: new Counter({ name: 'raftblock_gateway_abandoned_total', help: 'Request pieces given up because their NBD client disconnected', registers }),
+    abandoned: new Counter({
+      name: 'raftblock_gateway_abandoned_total',
+      help: 'Request pieces given up before their deadline, by cause: client_gone (the NBD client disconnected), scan_over (the block status hole scan that asked ended without them)',
+      labelNames: ['cause'],
+      registers,
+    }),
     leaderProbeRedirects: new Counter({
       name: 'raftblock_gateway_leader_probe_redirects_total',
       help: 'Pieces a gateway without a replica abandoned at a silent PG leader because the other replicas named a new one',
@@ -382,7 +406,7 @@ export class VolumeBackend implements BlockBackend {
     }
     holeScansRunning++;
     const scan = new AbortController();
-    const onClientGone = (): void => scan.abort();
+    const onClientGone = (): void => scan.abort(signal?.reason);
     signal?.addEventListener('abort', onClientGone, { once: true });
     let outcome: HoleScanOutcome = 'answered';
     try {
@@ -393,7 +417,7 @@ export class VolumeBackend implements BlockBackend {
       outcome = signal?.aborted ? 'client_gone' : err instanceof RaftblockError && err.code === 'INVALID_ARGUMENT' ? 'refused' : 'failed';
       return undefined;
     } finally {
-      scan.abort();
+      scan.abort(new HoleScanOver());
       signal?.removeEventListener('abort', onClientGone);
       holeScansRunning--;
       // A client that left says nothing of the cluster: later scans go on.
@@ -437,7 +461,7 @@ export class VolumeBackend implements BlockBackend {
     // order[0..asked) have answered: no PG past them holds a byte below startOf[asked].
     for (let asked = 0, wave = 1; asked < order.length; asked += wave, wave = Math.min(2 * wave, holeScanPgsInFlight)) {
       if (end === from || end <= startOf[asked]) break;
-      if (signal.aborted) throw new Unavailable('hole scan abandoned');
+      if (signal.aborted) throw signal.reason instanceof HoleScanOver ? signal.reason : new Unavailable('hole scan abandoned: the NBD client is gone');
       await Promise.all(order.slice(asked, asked + wave).map(ask));
     }
     return end;

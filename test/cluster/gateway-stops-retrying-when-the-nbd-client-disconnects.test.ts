@@ -2,7 +2,7 @@
  * A write through a gateway whose PG has lost its quorum is retried (the client never sees
  * NotLeader or a timeout) — but only while its NBD client is there: once the client
  * disconnects, the gateway gives its pieces up within one attempt instead of retrying for the
- * full I/O deadline (~30 s).
+ * full I/O deadline (~30 s), and counts them as given up for that cause.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,9 +10,10 @@ import { spawn } from 'node:child_process';
 import { TestCluster, sleep, waitFor } from '../helpers/cluster.js';
 import { requirePythonNbd, systemPython } from './io.js';
 
-async function metric(http: string, name: string): Promise<number> {
+/** A sample of metric `name` (with exactly the labels `labels`, as exposed), 0 if absent. */
+async function metric(http: string, name: string, labels = ''): Promise<number> {
   const res = await fetch(`http://${http}/metrics`);
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(await res.text());
+  const m = new RegExp(`^${name}${labels.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(await res.text());
   return m ? Number(m[1]) : 0;
 }
 
@@ -23,8 +24,9 @@ test('the gateway stops retrying the requests of an NBD client that disconnected
   await cluster.node(2).kill9();
   await cluster.node(3).kill9();
   const retries = (): Promise<number> => metric(gateway.addrs.http, 'raftblock_gateway_retries_total');
-  const abandoned = (): Promise<number> => metric(gateway.addrs.http, 'raftblock_gateway_abandoned_total');
+  const abandoned = (cause = 'client_gone'): Promise<number> => metric(gateway.addrs.http, 'raftblock_gateway_abandoned_total', `{cause="${cause}"}`);
   assert.equal(await abandoned(), 0);
+  assert.equal(await abandoned('scan_over'), 0);
 
   const script = `import nbd\nh = nbd.NBD()\nh.connect_uri(${JSON.stringify(cluster.nbdUri(1))})\nh.pwrite(b"Z" * 4096, 0)\n`;
   const client = spawn(systemPython, ['-c', script], { stdio: 'ignore' });
@@ -44,4 +46,5 @@ test('the gateway stops retrying the requests of an NBD client that disconnected
   const settled = await retries();
   await sleep(2000);
   assert.equal(await retries(), settled, 'the gateway still retries for a client that is gone');
+  assert.equal(await abandoned('scan_over'), 0);
 });

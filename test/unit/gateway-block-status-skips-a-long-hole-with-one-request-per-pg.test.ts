@@ -19,6 +19,7 @@ import { addNodeCommand, applyAll } from '../helpers/map.js';
 import { InvalidArgument } from '../../src/common/errors.js';
 import type { BlockExtent } from '../../src/nbd/backend.js';
 import {
+  abandonCause,
   checkPgRequest,
   holeScanPgsInFlight,
   holeScanTimeoutMs,
@@ -238,8 +239,32 @@ test('a scan one PG does not answer (no leader) falls back within the scan timeo
   const ms = performance.now() - started;
   assert.ok(ms >= holeScanTimeoutMs - 50 && ms < holeScanTimeoutMs + 1000, `answered after ${Math.round(ms)} ms`);
   assert.equal(silentSignal?.aborted, true, 'the unanswered call is abandoned with the scan');
+  assert.equal(abandonCause(silentSignal), 'scan_over', 'a scan that ended is told from a client that left');
   const scans = (await registry.getSingleMetric('raftblock_gateway_hole_scans_total')!.get()).values;
   assert.deepEqual(scans.map((v) => [v.labels.outcome, v.value]), [['timed_out', 1]]);
+});
+
+test("a scan's calls are abandoned as the client's when its NBD client leaves during the scan", async () => {
+  const map = clusterMap();
+  const vol = map.volumes[0];
+  const client = new ModelPgs(map, vol, []);
+  const silent = locateExtent(map, vol, 12 * MiB).groupId;
+  const answer = client.call.bind(client);
+  const clientGone = new AbortController();
+  let silentSignal: AbortSignal | undefined;
+  client.call = (groupId, replicas, req, signal) => {
+    if (req.k !== 'nextData' || groupId !== silent) return answer(groupId, replicas, req);
+    silentSignal = signal;
+    // The client leaves while this PG has not answered.
+    setImmediate(() => clientGone.abort());
+    return new Promise((_resolve, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true }));
+  };
+  const registry = new Registry();
+  await new VolumeBackend(client, vol, makeGatewayMetrics(registry)).blockStatus(0, 4 * GiB, clientGone.signal);
+  assert.equal(silentSignal?.aborted, true);
+  assert.equal(abandonCause(silentSignal), 'client_gone');
+  const scans = (await registry.getSingleMetric('raftblock_gateway_hole_scans_total')!.get()).values;
+  assert.deepEqual(scans.map((v) => [v.labels.outcome, v.value]), [['client_gone', 1]]);
 });
 
 test('data a few extents past a hole ends the scan once the PGs of the extents before it have answered, not after every PG', async () => {
