@@ -17,6 +17,7 @@ import { randomInt } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { assert } from '../common/assert.js';
+import { jitteredMs } from '../common/backoff.js';
 import { NotLeader, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import {
@@ -1029,7 +1030,7 @@ export class MultiRaftHost {
             // the pull starts over from the first chunk, whose index it checks again.
             if (g.repairing || g.removed || this.stopped || !(code === 'UNAVAILABLE' || code === 'TIMED_OUT' || code === 'NOT_LEADER' || code === 'SNAPSHOT_SOURCE_CHANGED')) throw err;
             if (attempt === 1 || attempt % 20 === 0) this.log.info('snapshot pull failed; retrying', { group: g.id, from, index: snap.metadata.index, attempt, err });
-            await new Promise((r) => setTimeout(r, Math.min(50 * attempt, 1000)));
+            await new Promise((r) => setTimeout(r, jitteredMs(Math.min(50 * attempt, 1000))));
           }
         }
       }

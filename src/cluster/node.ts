@@ -30,6 +30,7 @@ import type { PskKeys } from '../nbd/tls-psk.js';
 import { Wal } from '../wal/index.js';
 import { maxImageIdChars, PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { writeFileDurably } from '../common/durable-file.js';
+import { jitteredMs } from '../common/backoff.js';
 import { inLanes } from '../common/lanes.js';
 import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind, StoreOpsLevel, storeOpsLevel, storeOpsLevelOfRange } from '../store/ops.js';
 import { abandonCause, checkPgRequest, HoleScanOver, isPgRead, makeGatewayMetrics, nextRequestId, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
@@ -869,7 +870,7 @@ export class StorageNode implements PgClient {
           refused = (err as Error).message;
           this.log.error('registration refused', { err });
         } else this.log.debug('registration not yet accepted', { err });
-        await sleep(Math.min(100 * attempt, 1000));
+        await sleep(jitteredMs(Math.min(100 * attempt, 1000)));
       }
     }
   }
@@ -981,7 +982,7 @@ export class StorageNode implements PgClient {
         const why = (err as Error).message;
         if (why !== lastWhy) this.log.info('replica rebuild not agreed yet; asking again', { group: groupId, attempt, err: why });
         lastWhy = why;
-        await sleep(Math.min(100 * attempt, 500));
+        await sleep(jitteredMs(Math.min(100 * attempt, 500)));
       }
     }
   }
@@ -1070,7 +1071,7 @@ export class StorageNode implements PgClient {
         const code = (err as RaftblockError).code;
         if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT'].includes(code) || Date.now() > deadline) throw err;
         attempt++;
-        await sleep(Math.min(50 * attempt, 500));
+        await sleep(jitteredMs(Math.min(50 * attempt, 500)));
       }
     }
   }
@@ -1266,7 +1267,7 @@ export class StorageNode implements PgClient {
         const code = (err as RaftblockError).code;
         if (!['NOT_LEADER', 'UNAVAILABLE', 'TIMED_OUT'].includes(code) || Date.now() > deadline) throw err;
         attempt++;
-        await sleep(Math.min(20 * attempt, 300));
+        await sleep(jitteredMs(Math.min(20 * attempt, 300)));
       }
     }
   }
@@ -1690,7 +1691,7 @@ export class StorageNode implements PgClient {
         const local = this.host.groups.get(groupId);
         target = local && local.lead ? local.lead : replicas[(idx + 1) % replicas.length];
         this.leaderCache.delete(groupId);
-        await sleep(Math.min(10 * 2 ** Math.min(attempt, 6), 300), signal);
+        await sleep(jitteredMs(Math.min(10 * 2 ** Math.min(attempt, 6), 300)), signal);
         // Woken by the abort: no further attempt.
         this.giveUpIfGone(signal);
       }

@@ -30,6 +30,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { authenticateAsAcceptor, authenticateAsDialer, type ClusterKey } from './peer-auth.js';
 import { secureAsAcceptor, secureAsDialer } from './peer-tls.js';
 import { assert } from '../common/assert.js';
+import { jitteredMs } from '../common/backoff.js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { formatHostPort, listenOn, parseHostPort, type HostPort } from '../common/address.js';
 import { ProtocolError, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
@@ -752,7 +753,7 @@ export class Transport {
   /** A dial to `peer` failed: the next waits out the backoff, which grows. */
   private dialFailed(peer: Peer, err: Error): void {
     peer.dialing = false;
-    peer.nextDialAt = Date.now() + peer.backoffMs;
+    peer.nextDialAt = Date.now() + jitteredMs(peer.backoffMs);
     peer.backoffMs = Math.min(peer.backoffMs * 2, reconnectMaxMs);
     // Requests were never sent: refused now (see flush). Messages stay queued (bounded) for
     // the next attempt.
@@ -766,7 +767,7 @@ export class Transport {
     // The backoff is reset when the far end answers as a member of this cluster (`heard`);
     // until then a connection counts as an attempt, so a node that refuses us is redialed
     // less and less often.
-    peer.nextDialAt = Date.now() + peer.backoffMs;
+    peer.nextDialAt = Date.now() + jitteredMs(peer.backoffMs);
     peer.backoffMs = Math.min(peer.backoffMs * 2, reconnectMaxMs);
     const conn = this.adopt(socket, peer.id, this.nodeId);
     this.bind(peer, conn);
