@@ -40,6 +40,7 @@ import { PgMover, targetOf } from './pg-mover.js';
 import { isReplicaHolding, pgResetRefusal, type HoldingAnswer } from './pg-reset-check.js';
 import { digestReplica } from './pg-digest.js';
 import { LeaderAffinity, mayHandOver } from './leader-affinity.js';
+import { mostCaughtUpSuccessor } from './successor.js';
 import { defaultDownOut } from './down-out.js';
 import { DownOutRunner, downOutProbeTimeoutMs } from './down-out-runner.js';
 import { RemoteLeaderWatch } from './remote-leader-watch.js';
@@ -991,14 +992,12 @@ export class StorageNode implements PgClient {
   private handOverForRebuild(g: Group, sources?: readonly number[]): void {
     const st = g.raft.status();
     if (st.leadTransferee !== 0) return;
-    let best = 0;
-    let bestMatch = -1;
-    for (const v of st.confState.voters) {
-      const pr = st.progress?.get(v);
-      if (v === this.id || (sources && !sources.includes(v)) || !pr || pr.state !== 'replicate' || !pr.recentActive || pr.match <= bestMatch || !this.transport.isConnected(String(v))) continue;
-      best = v;
-      bestMatch = pr.match;
-    }
+    const best = mostCaughtUpSuccessor({
+      self: this.id,
+      voters: st.confState.voters,
+      progress: st.progress ?? new Map(),
+      eligible: (v) => (sources === undefined || sources.includes(v)) && this.transport.isConnected(String(v)),
+    });
     if (best === 0) throw new PgQuorumAtRisk(`group ${g.id}: node ${this.id} leads it and no other voter is connected and replicating to take over`);
     this.log.info('handing PG leadership over before rebuilding this replica', { group: g.id, to: best });
     g.raft.transferLeader(best);

@@ -22,6 +22,7 @@
  * not yet committed): the next round sees its outcome.
  */
 import type { ConfChangeSingle, ConfState, NodeId, ProgressStatus } from '../raft/index.js';
+import { mostCaughtUpSuccessor } from './successor.js';
 
 /** A learner whose match index trails the commit index by at most this many is caught up. */
 export const caughtUpSlackEntries = 16;
@@ -80,18 +81,8 @@ export function planMove(input: MoveInput): MoveStep {
 
   // 1. A leader the map does not want hands over to a wanted voter that is up, the most caught up.
   if (!want.has(self)) {
-    let best: NodeId | undefined;
-    let bestMatch = -1;
-    for (const v of sorted(voters)) {
-      if (!want.has(v) || v === self || input.askedToRebuild?.has(v)) continue;
-      const pr = input.progress.get(v);
-      if (pr === undefined || pr.state !== 'replicate' || !pr.recentActive) continue;
-      if (pr.match > bestMatch) {
-        best = v;
-        bestMatch = pr.match;
-      }
-    }
-    if (best !== undefined) return { kind: 'transferLeader', to: best };
+    const best = mostCaughtUpSuccessor({ self, voters: conf.voters, progress: input.progress, eligible: (v) => want.has(v) && !input.askedToRebuild?.has(v) });
+    if (best !== 0) return { kind: 'transferLeader', to: best };
     // No wanted voter (up) yet: this leader adds the learners and removes itself in the swap.
   }
 
