@@ -181,6 +181,33 @@ export function pgGroupArg(g: unknown, op: string): number {
   return g;
 }
 
+/** A group id that names group 0 or a PG (pgGroupArg), as the image requests take. */
+function groupArg(g: unknown, op: string): number {
+  return g === metadataGroupId ? g : pgGroupArg(g, op);
+}
+
+/** A map command a peer forwards: an object (applyCommand checks its fields on every replica alike). */
+function mapCommandArg(cmd: unknown, op: string): MapCommand {
+  if (typeof cmd !== 'object' || cmd === null || Array.isArray(cmd)) throw new InvalidArgument(`${op}: the command must be an object`);
+  return cmd as MapCommand;
+}
+
+/** Where a later snapshot chunk begins: null for the first, else a volume id and an offset in it. */
+function imageCursorArg(c: unknown): ImageCursor | null {
+  if (c === undefined || c === null) return null;
+  const { volumeId, offset } = c as Partial<ImageCursor>;
+  if (typeof volumeId !== 'number' || !Number.isSafeInteger(volumeId) || volumeId < 0 || typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) {
+    throw new InvalidArgument('snapshot chunk request: bad cursor');
+  }
+  return { volumeId, offset };
+}
+
+/** A count or index a peer sends: a non-negative safe integer. */
+function countArg(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new InvalidArgument(`${what} must be a non-negative integer`);
+  return v;
+}
+
 /** The snapshot index a peer's image request must cover: absent (no check), or an index. */
 function snapshotIndexArg(v: unknown): number | undefined {
   if (v === undefined || v === null) return undefined;
@@ -1322,7 +1349,7 @@ export class StorageNode implements PgClient {
       case 'meta':
         this.fenceNonMember(from, epoch, op);
         // The id its sender fixed (a peer from before ids sends none: one is made here).
-        return this.proposeMeta(a.cmd as MapCommand, metaCommandIdFromFields(a));
+        return this.proposeMeta(mapCommandArg(a.cmd, op), metaCommandIdFromFields(a));
       case 'removeNode':
         this.fenceNonMember(from, epoch, op);
         return this.removeNodeAsLeader(a.id as number, metaCommandIdFromFields(a));
@@ -1331,7 +1358,8 @@ export class StorageNode implements PgClient {
         return this.replaceNodeAsLeader(a.id as number, metaCommandIdFromFields(a));
       case 'resetPg':
         this.fenceNonMember(from, epoch, op);
-        return this.resetPgAsLeader(a.pool as string, a.pg as number, metaCommandIdFromFields(a) ?? StorageNode.nextMetaCommandId());
+        if (typeof a.pool !== 'string') throw new InvalidArgument('resetPg: the pool must be a name');
+        return this.resetPgAsLeader(a.pool, countArg(a.pg, 'resetPg: the PG index'), metaCommandIdFromFields(a) ?? StorageNode.nextMetaCommandId());
       case 'pgReplicaState':
         if (!Number.isSafeInteger(a.g)) throw new InvalidArgument('pgReplicaState: bad group id');
         return this.pgMover.replicaState(a.g as number);
@@ -1353,7 +1381,7 @@ export class StorageNode implements PgClient {
       }
       case 'pgRepairPoint': {
         // A replica whose WAL needs repair rebuilds from this leader's snapshot (host.ts repair).
-        const g = a.g as number;
+        const g = pgGroupArg(a.g, op);
         if (!Number.isSafeInteger(a.atLeast) || (a.atLeast as number) < 0) throw new InvalidArgument('pgRepairPoint: bad index');
         const group = this.host.groups.get(g);
         if (!group || !group.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${g}`);
@@ -1393,7 +1421,7 @@ export class StorageNode implements PgClient {
         return { map: encodeMap(this.map()) };
       case 'mapAtLeast': {
         // The sender is about to discard data past a volume's end (see discardPastEnd).
-        const e = a.e as number;
+        const e = countArg(a.e, 'mapAtLeast: the epoch');
         for (let i = 0; i < 50 && this.epoch < e && !this.stopping; i++) {
           await this.fetchMapFrom(from);
           if (this.epoch < e) await sleep(40);
@@ -1401,14 +1429,15 @@ export class StorageNode implements PgClient {
         return { epoch: this.epoch };
       }
       case 'snapshotChunk': {
-        const store = this.stores.get(a.g as number);
-        if (!store) throw new Unavailable(`group ${String(a.g)} is not on this node`);
+        const g = pgGroupArg(a.g, op);
+        const store = this.stores.get(g);
+        if (!store) throw new Unavailable(`group ${g} is not on this node`);
         // The first chunk is refused unless this store has applied up to the snapshot's index,
         // a later one unless this store still holds the state the first was read from.
-        return store.imageChunk((a.c as ImageCursor | null) ?? null, snapshotChunkBytes, snapshotIndexArg(a.atLeast), imageIdArg(a.img));
+        return store.imageChunk(imageCursorArg(a.c), snapshotChunkBytes, snapshotIndexArg(a.atLeast), imageIdArg(a.img));
       }
       case 'snapshot': {
-        const g = a.g as number;
+        const g = groupArg(a.g, op);
         const store = this.stores.get(g);
         if (store) return store.snapshotImage(snapshotIndexArg(a.atLeast));
         if (g === metadataGroupId && this.meta) return this.meta.snapshotImage();

@@ -16,6 +16,8 @@ export class HandPeer {
   private readonly decoder = new FrameDecoder();
   private nextId = 1;
   private readonly waiting = new Map<number, (r: RpcResponse) => void>();
+  /** Answers the node's keepalive `ping` requests, as a live node does (see answerPings). */
+  private pingsAnswered = false;
 
   private constructor(
     socket: Socket,
@@ -28,6 +30,8 @@ export class HandPeer {
       for (const f of this.decoder.push(d)) {
         this.frames.push(f);
         for (const r of f.resps ?? []) this.waiting.get(r.id)?.(r);
+        const pings = this.pingsAnswered ? (f.reqs ?? []).filter((q) => q.op === 'ping') : [];
+        if (pings.length > 0) this.send({ epoch: f.epoch, resps: pings.map((q) => ({ id: q.id, r: {} })) });
       }
     });
     socket.on('error', () => undefined);
@@ -63,6 +67,15 @@ export class HandPeer {
       });
       this.send({ epoch, reqs: [{ id, op, a }] });
     });
+  }
+
+  /**
+   * From now on, answers the node's `ping` requests: a node closes a connection that carries
+   * nothing back for a while after it wrote (transport.ts checkSilence), and a peer whose own
+   * requests take long to answer may say nothing else meanwhile.
+   */
+  answerPings(): void {
+    this.pingsAnswered = true;
   }
 
   close(): void {
