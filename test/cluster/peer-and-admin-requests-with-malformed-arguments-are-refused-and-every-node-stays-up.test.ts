@@ -3,8 +3,10 @@
  * anything at all (wrong types, missing fields, huge or negative numbers, nested junk), to
  * every op a node serves and to ops it does not know, under the id of a member that is down:
  * each is answered (an error, or a harmless answer) or left to time out, and nothing else
- * happens. Every node keeps running, the map keeps its nodes and volumes, every PG is healthy
- * once the member is back, and I/O through the node that was asked reads back what was written.
+ * happens; an admin client sending bodies of any shape to every route of the admin API gets a
+ * coded 4xx error, never a server error. Every node keeps running, the map keeps its nodes,
+ * volumes and pools, every PG is healthy once the member is back, and I/O through the node that
+ * was asked reads back what was written.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,7 +22,7 @@ const ops = [
   'pgRebuildCheck', 'pgRepairPoint', 'ping', 'pingNode', 'getMap', 'mapAtLeast', 'snapshotChunk', 'snapshot', 'noSuchOp', '__proto__',
 ];
 
-test('peer requests with arguments of any shape are refused or answered, and every node stays up and healthy', { timeout: 180_000 }, async (t) => {
+test('peer and admin requests with arguments of any shape are refused or answered, and every node stays up and healthy', { timeout: 180_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;
   const cluster = await TestCluster.start(t, { nodes: 3, pgCount: 2, volumes: [{ name: 'vol0', sizeBytes: 16 * 1024 * 1024 }] });
   const blocks = [0, 1, 1024, 3000];
@@ -84,12 +86,66 @@ test('peer requests with arguments of any shape are refused or answered, and eve
   assert.ok(refused > 100, `${refused} of ${sample.length} refused`);
   assert.deepEqual(unclear, [], 'arguments no check refused, failing deeper with an unclear error');
   peer.close();
+
+  // The admin API, the same way: JSON bodies of any shape (and some that are no JSON) to every
+  // route. Each is answered 2xx or 4xx with a coded error, never 5xx: junk is the client's
+  // fault. Routes that would act on a valid body name what does not exist (volume `nosuch`,
+  // node 9, group 1) so that nothing changes; creates go to a pool that does not exist.
+  const http = cluster.node(1).addrs.http;
+  const routes: [string, string][] = [
+    ['POST', '/v1/volumes'],
+    ['POST', '/v1/volumes/nosuch/resize'],
+    ['DELETE', '/v1/volumes/nosuch'],
+    ['POST', '/v1/pools'],
+    ['POST', '/v1/pools/nosuch/pgs/0/reset'],
+    ['POST', '/v1/pools/default/pgs/0/reset'],
+    ['POST', '/v1/nodes/9/state'],
+    ['POST', '/v1/nodes/9/replace'],
+    ['DELETE', '/v1/nodes/9'],
+    ['GET', '/v1/groups/1/digest'],
+    ['POST', '/v1/groups/1/rebuild'],
+    ['POST', '/v1/nosuch'],
+  ];
+  const body = fc.oneof(
+    junk.map((v) => JSON.stringify(v) ?? ''),
+    fc.record(
+      {
+        name: fc.oneof(fc.string(), junk),
+        sizeBytes: fc.oneof(number, junk),
+        pool: fc.oneof(fc.constant('nosuch'), junk),
+        replicas: fc.oneof(number, junk),
+        pgCount: fc.oneof(number, junk),
+        failureDomain: junk,
+        extentBytes: fc.oneof(number, junk),
+        allowShrink: fc.boolean(),
+        acceptDataLoss: fc.boolean(),
+        state: fc.oneof(fc.constantFrom('in', 'out'), junk),
+        sources: fc.oneof(fc.array(number, { maxLength: 3 }), junk),
+      },
+      { requiredKeys: [] },
+    ).map((v) => JSON.stringify(v)),
+    fc.string({ maxLength: 200 }),
+  );
+  const adminSample = fc.sample(fc.tuple(fc.constantFrom(...routes), body), { numRuns: 300, seed });
+  const serverErrors: string[] = [];
+  for (let i = 0; i < adminSample.length; i += 20) {
+    await Promise.all(
+      adminSample.slice(i, i + 20).map(async ([[method, path], text]) => {
+        const res = await fetch(`http://${http}${path}`, { method, body: method === 'GET' ? undefined : text, headers: { 'content-type': 'application/json' } });
+        const answer = await res.text();
+        const code = res.status >= 400 ? (JSON.parse(answer) as { error?: { code?: string } }).error?.code : 'ok';
+        if (res.status >= 500 && code !== 'UNAVAILABLE' && code !== 'TIMED_OUT') serverErrors.push(`${method} ${path} ${text.slice(0, 200)}: ${res.status} ${answer.slice(0, 300)}`);
+      }),
+    );
+  }
+  assert.deepEqual(serverErrors, [], 'the admin API answered junk with a server error');
   await cluster.node(3).start();
 
   // Nothing changed: the same nodes, every PG healthy on its replicas, the data as written.
   const after = await cluster.map();
   assert.deepEqual(after.nodes.map((n) => [n.id, n.state]), map.nodes.map((n) => [n.id, n.state]));
   assert.deepEqual(after.volumes.map((v) => [v.name, v.sizeBytes]), map.volumes.map((v) => [v.name, v.sizeBytes]));
+  assert.deepEqual(after.pools.map((p) => [p.name, p.pgCount]), map.pools.map((p) => [p.name, p.pgCount]));
   await waitFor('every PG healthy', 60_000, async () => {
     const s = await cluster.clusterStatus(1);
     return s.groups.filter((g) => g.groupId !== 0).every((g) => g.health === 'ok') ? true : undefined;
