@@ -13,9 +13,10 @@
  * at the index of that checkpoint or image, an upper bound, which errs toward refusing.
  */
 import { Corruption } from '../common/errors.js';
+import { isKey, KeySet } from '../common/key-set.js';
 
 export class RecentRequests {
-  private readonly keys = new Set<number>();
+  private readonly keys: KeySet;
   private readonly ring: Float64Array;
   /** Per ring slot, the log index its key was applied at (non-decreasing from the head). */
   private readonly indexes: Float64Array;
@@ -26,6 +27,7 @@ export class RecentRequests {
 
   constructor(readonly capacity: number) {
     if (!Number.isSafeInteger(capacity) || capacity < 1) throw new RangeError(`window of ${capacity} requests`);
+    this.keys = new KeySet(capacity);
     this.ring = new Float64Array(capacity);
     this.indexes = new Float64Array(capacity);
   }
@@ -36,7 +38,7 @@ export class RecentRequests {
 
   /** True when `key` is in the window. A key of 0 (no request id) never is. */
   has(key: number): boolean {
-    return key !== 0 && this.keys.has(key);
+    return this.keys.has(key);
   }
 
   /** True the first time `key` is seen within the window; remembers it. A key of 0 is always new. */
@@ -114,6 +116,7 @@ export class RecentRequests {
     this.evictedThrough = 0;
     for (let at = 0; at < b.length; at += 8) {
       const key = b.readDoubleBE(at);
+      if (key !== 0 && !isKey(key)) throw new Corruption(`dedupe table: key ${key} is no request key`);
       if (key !== 0 && !this.keys.has(key)) this.remember(key, appliedIndex);
     }
     this.evictedThrough = this.keys.size === this.capacity ? appliedIndex : 0;

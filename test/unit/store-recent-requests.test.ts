@@ -54,6 +54,7 @@ test('recent requests: loading more keys than the window keeps the newest; bad b
   assert.equal(r.firstTime(6), true);
   assert.equal(r.firstTime(9), false);
   assert.throws(() => r.load(Buffer.alloc(12), 0), { code: 'CORRUPTION' });
+  for (const bad of [-5, 1.5, Number.NaN, 2 ** 53]) assert.throws(() => r.load(bytesOf([7, bad]), 0), { code: 'CORRUPTION' }, String(bad));
 });
 
 /**
