@@ -8,7 +8,7 @@ const benches: Record<string, () => Promise<{ run(argv: string[]): Promise<void>
   cluster: () => import('./cluster.js'),
   'nbd-tls': () => import('./nbd-tls.js'),
   'block-status': () => import('./block-status.js'),
-  dedupe: () => import('./dedupe.js'),
+  'hot-path': () => import('./hot-path.js'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

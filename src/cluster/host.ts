@@ -15,7 +15,8 @@
  */
 import { randomInt } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { FlatHistogram } from '../metrics/flat-histogram.js';
 import { assert } from '../common/assert.js';
 import { jitteredMs } from '../common/backoff.js';
 import { NotLeader, RaftblockError, TimedOut, Unavailable } from '../common/errors.js';
@@ -334,9 +335,9 @@ interface HostMetrics {
   applyLag: Gauge;
   elections: Counter;
   proposals: Counter;
-  commitLatency: Histogram;
-  walBatchRecords: Histogram;
-  walFlushLatency: Histogram;
+  commitLatency: FlatHistogram;
+  walBatchRecords: FlatHistogram;
+  walFlushLatency: FlatHistogram;
   readyRounds: Counter;
   snapshotsInstalled: Counter;
   electionMessagesMuted: Counter;
@@ -395,14 +396,14 @@ function makeMetrics(registry: Registry | undefined, groups: () => Iterable<Grou
     applyLag: perGroupGauge('raftblock_raft_apply_lag_entries', 'Commit index minus applied index per group', registers, groups, (g) => Math.max(0, g.commit - g.sm.appliedIndex)),
     elections: new Counter({ name: 'raftblock_raft_leader_changes_total', help: 'Times a group on this node became leader', registers }),
     proposals: new Counter({ name: 'raftblock_raft_proposals_total', help: 'Entries proposed by leaders on this node', registers }),
-    commitLatency: new Histogram({
+    commitLatency: new FlatHistogram({
       name: 'raftblock_raft_propose_to_apply_seconds',
       help: 'Proposal to answer on the leader: committed on a quorum (PGs) or applied (metadata group)',
       buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1],
       registers,
     }),
-    walBatchRecords: new Histogram({ name: 'raftblock_wal_ready_batch_groups', help: 'Groups whose Ready entered one WAL batch (group commit)', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers }),
-    walFlushLatency: new Histogram({
+    walBatchRecords: new FlatHistogram({ name: 'raftblock_wal_ready_batch_groups', help: 'Groups whose Ready entered one WAL batch (group commit)', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers }),
+    walFlushLatency: new FlatHistogram({
       name: 'raftblock_wal_flush_seconds',
       help: 'Latency of one group-commit round in the WAL',
       buckets: [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],

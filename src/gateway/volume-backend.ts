@@ -6,7 +6,8 @@
  * on a quorum — and applied on the leader, so FLUSH has nothing left to do, FUA holds without
  * extra work, and every connection sees every completed write (CAN_MULTI_CONN is honest).
  */
-import { Histogram, Counter, type Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
+import { FlatHistogram } from '../metrics/flat-histogram.js';
 import { assert } from '../common/assert.js';
 import { InvalidArgument, NotFound, NotSupported, OutOfRange, ProtocolError, RaftblockError, Unavailable } from '../common/errors.js';
 import type { BackendCapabilities, BlockBackend, BlockExtent, BlockSizes } from '../nbd/backend.js';
@@ -144,7 +145,7 @@ export interface PgClient {
 }
 
 export interface GatewayMetrics {
-  latency: Histogram;
+  latency: FlatHistogram<'command'>;
   bytes: Counter;
   /** Attempts of a piece after its first (NotLeader, timeouts, stale epochs, lost peers). */
   retries: Counter;
@@ -159,7 +160,7 @@ export interface GatewayMetrics {
 export function makeGatewayMetrics(registry: Registry | undefined): GatewayMetrics {
   const registers = registry ? [registry] : [];
   return {
-    latency: new Histogram({
+    latency: new FlatHistogram({
       name: 'raftblock_gateway_request_seconds',
       help: 'Gateway request latency by NBD command (count = requests, rate = IOPS)',
       labelNames: ['command'],
@@ -304,9 +305,9 @@ export class VolumeBackend implements BlockBackend {
   }
 
   private async timed<T>(command: string, bytes: number, fn: () => Promise<T>): Promise<T> {
-    const end = this.metrics?.latency.startTimer({ command });
+    const startedMs = performance.now();
     const out = await fn();
-    end?.();
+    this.metrics?.latency.labels(command).observe((performance.now() - startedMs) / 1000);
     if (bytes > 0) this.metrics?.bytes.inc({ command }, bytes);
     return out;
   }
@@ -337,7 +338,7 @@ export class VolumeBackend implements BlockBackend {
 
   /** Every acknowledged write is already committed on a quorum. */
   async flush(): Promise<void> {
-    this.metrics?.latency.observe({ command: 'flush' }, 0);
+    this.metrics?.latency.labels('flush').observe(0);
   }
 
   trim(offset: number, length: number, _fua: boolean, signal?: AbortSignal): Promise<void> {

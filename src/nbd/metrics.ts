@@ -2,14 +2,15 @@
  * NBD server metrics on a prom-client registry. Label children are resolved once per command
  * so the hot path does no label lookups; the memory budget's are read from it when scraped.
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { FlatHistogram } from '../metrics/flat-histogram.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { NBD_CMD_MAX, NBD_CMD_NAMES, nbdErrnoName } from './protocol.js';
 
 export class NbdMetrics {
   private readonly requests: Counter<'command'>;
   private readonly errors: Counter<'command' | 'errno'>;
-  private readonly latency: Histogram<'command'>;
+  private readonly latency: FlatHistogram<'command'>;
   readonly bytesRead: Counter;
   readonly bytesWritten: Counter;
   readonly connections: Gauge;
@@ -28,7 +29,7 @@ export class NbdMetrics {
       labelNames: ['command', 'errno'],
       registers,
     });
-    this.latency = new Histogram({
+    this.latency = new FlatHistogram({
       name: 'raftblock_nbd_request_duration_seconds',
       help: 'Time from request parsed to reply queued, by command',
       labelNames: ['command'],
