@@ -1,6 +1,7 @@
 /**
  * A Prometheus histogram for the per-request hot path, registered on a prom-client Registry
- * and exposed by it exactly as prom-client's own Histogram is (same series, labels and order).
+ * and exposed by it as prom-client's own Histogram is (the same series and labels; label sets
+ * in the order they were first resolved rather than first observed).
  * prom-client's `observe` builds a label object, hashes it and finds the bucket through an
  * object keyed by the bound's decimal string: 220-360 ns an observation, several per client
  * write across the NBD server, the gateway and the Raft host. Here a label set is resolved
