@@ -16,5 +16,6 @@ export function jitteredMs(nominalMs: number, random: () => number = Math.random
   assert(Number.isFinite(nominalMs) && nominalMs >= 0, `a retry wait of ${nominalMs} ms`);
   const r = random();
   assert(r >= 0 && r < 1, `a random draw of ${r}`);
-  return nominalMs / 2 + (r * nominalMs) / 2;
+  // Clamped: for the tiniest (subnormal) waits the sum can round past the nominal value.
+  return Math.min(nominalMs, nominalMs / 2 + (r * nominalMs) / 2);
 }

@@ -18,7 +18,10 @@ test('a jittered wait lies in [nominal / 2, nominal], and at its bounds for the 
       const ms = jitteredMs(nominalMs, () => r);
       return ms >= nominalMs / 2 && ms <= nominalMs;
     }),
+    { numRuns: 2000 },
   );
+  // Found by the property: a subnormal wait whose halves' sum rounded past it.
+  assert.ok(jitteredMs(7.4e-323, () => 0.9666666666666667) <= 7.4e-323);
 });
 
 test('the default draw spreads the waits (not a constant)', () => {
