@@ -192,27 +192,29 @@ function mapCommandArg(cmd: unknown, op: string): MapCommand {
   return cmd as MapCommand;
 }
 
+/** True for what a peer may send as an index, an offset or a count: a non-negative safe integer. */
+function isIndex(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** `v` if it is an index (isIndex), else INVALID_ARGUMENT with `refusal` as its message. */
+function indexArg(v: unknown, refusal: string): number {
+  if (!isIndex(v)) throw new InvalidArgument(refusal);
+  return v;
+}
+
 /** Where a later snapshot chunk begins: null for the first, else a volume id and an offset in it. */
 function imageCursorArg(c: unknown): ImageCursor | null {
   if (c === undefined || c === null) return null;
   const { volumeId, offset } = c as Partial<ImageCursor>;
-  if (typeof volumeId !== 'number' || !Number.isSafeInteger(volumeId) || volumeId < 0 || typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) {
-    throw new InvalidArgument('snapshot chunk request: bad cursor');
-  }
+  if (!isIndex(volumeId) || !isIndex(offset)) throw new InvalidArgument('snapshot chunk request: bad cursor');
   return { volumeId, offset };
-}
-
-/** A count or index a peer sends: a non-negative safe integer. */
-function countArg(v: unknown, what: string): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new InvalidArgument(`${what} must be a non-negative integer`);
-  return v;
 }
 
 /** The snapshot index a peer's image request must cover: absent (no check), or an index. */
 function snapshotIndexArg(v: unknown): number | undefined {
   if (v === undefined || v === null) return undefined;
-  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new InvalidArgument('snapshot image request: bad index');
-  return v as number;
+  return indexArg(v, 'snapshot image request: bad index');
 }
 
 /** The image a later snapshot chunk request names (absent from a puller of an earlier version). */
@@ -1359,7 +1361,7 @@ export class StorageNode implements PgClient {
       case 'resetPg':
         this.fenceNonMember(from, epoch, op);
         if (typeof a.pool !== 'string') throw new InvalidArgument('resetPg: the pool must be a name');
-        return this.resetPgAsLeader(a.pool, countArg(a.pg, 'resetPg: the PG index'), metaCommandIdFromFields(a) ?? StorageNode.nextMetaCommandId());
+        return this.resetPgAsLeader(a.pool, indexArg(a.pg, 'resetPg: bad PG index'), metaCommandIdFromFields(a) ?? StorageNode.nextMetaCommandId());
       case 'pgReplicaState':
         if (!Number.isSafeInteger(a.g)) throw new InvalidArgument('pgReplicaState: bad group id');
         return this.pgMover.replicaState(a.g as number);
@@ -1370,8 +1372,7 @@ export class StorageNode implements PgClient {
         return this.pgMover.describe(pgGroupArg(a.g, op));
       case 'pgCompact': {
         const g = pgGroupArg(a.g, op);
-        if (!Number.isSafeInteger(a.atLeast) || (a.atLeast as number) < 0) throw new InvalidArgument('pgCompact: bad index');
-        return this.pgMover.compactFor(g, a.atLeast as number);
+        return this.pgMover.compactFor(g, indexArg(a.atLeast, 'pgCompact: bad index'));
       }
       case 'pgRebuildCheck': {
         // Asked by a replica about to be rebuilt (rebuildReplica): the asking node is the one.
@@ -1382,7 +1383,7 @@ export class StorageNode implements PgClient {
       case 'pgRepairPoint': {
         // A replica whose WAL needs repair rebuilds from this leader's snapshot (host.ts repair).
         const g = pgGroupArg(a.g, op);
-        if (!Number.isSafeInteger(a.atLeast) || (a.atLeast as number) < 0) throw new InvalidArgument('pgRepairPoint: bad index');
+        const askedIndex = indexArg(a.atLeast, 'pgRepairPoint: bad index');
         const group = this.host.groups.get(g);
         if (!group || !group.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${g}`);
         // The asking replica is about to drop its log: what it acknowledged must stop counting
@@ -1398,7 +1399,7 @@ export class StorageNode implements PgClient {
         // leader has already committed other entries after.
         const leaderTerm = group.term;
         await this.host.readBarrier(g);
-        const atLeast = Math.max(a.atLeast as number, group.commit, group.raft.committed);
+        const atLeast = Math.max(askedIndex, group.commit, group.raft.committed);
         await this.pgMover.compactFor(g, atLeast);
         const md = group.storage.snapshot().metadata;
         if (md.index < atLeast) throw new Unavailable(`group ${g}: snapshot at ${md.index}, not yet at ${atLeast}`);
@@ -1421,7 +1422,7 @@ export class StorageNode implements PgClient {
         return { map: encodeMap(this.map()) };
       case 'mapAtLeast': {
         // The sender is about to discard data past a volume's end (see discardPastEnd).
-        const e = countArg(a.e, 'mapAtLeast: the epoch');
+        const e = indexArg(a.e, 'mapAtLeast: bad epoch');
         for (let i = 0; i < 50 && this.epoch < e && !this.stopping; i++) {
           await this.fetchMapFrom(from);
           if (this.epoch < e) await sleep(40);
@@ -1818,7 +1819,7 @@ export class StorageNode implements PgClient {
     if (!signal?.aborted) return;
     const cause = abandonCause(signal);
     this.gatewayMetrics.abandoned.inc({ cause });
-    throw cause === 'scan_over' ? new HoleScanOver() : new Unavailable('the NBD client disconnected: request abandoned');
+    throw cause === 'scan_over' ? (signal.reason as HoleScanOver) : new Unavailable('the NBD client disconnected: request abandoned');
   }
 
   private leaderGuess(groupId: number, replicas: number[]): number {

@@ -10,21 +10,13 @@ import { spawn } from 'node:child_process';
 import { TestCluster, sleep, waitFor } from '../helpers/cluster.js';
 import { requirePythonNbd, systemPython } from './io.js';
 
-/** A sample of metric `name` (with exactly the labels `labels`, as exposed), 0 if absent. */
-async function metric(http: string, name: string, labels = ''): Promise<number> {
-  const res = await fetch(`http://${http}/metrics`);
-  const m = new RegExp(`^${name}${labels.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(await res.text());
-  return m ? Number(m[1]) : 0;
-}
-
 test('the gateway stops retrying the requests of an NBD client that disconnected', { timeout: 90_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;
   const cluster = await TestCluster.start(t, { nodes: 3, pgCount: 1, volumes: [{ name: 'vol0', sizeBytes: 16 * 1024 * 1024 }] });
-  const gateway = cluster.node(1);
   await cluster.node(2).kill9();
   await cluster.node(3).kill9();
-  const retries = (): Promise<number> => metric(gateway.addrs.http, 'raftblock_gateway_retries_total');
-  const abandoned = (cause = 'client_gone'): Promise<number> => metric(gateway.addrs.http, 'raftblock_gateway_abandoned_total', `{cause="${cause}"}`);
+  const retries = (): Promise<number> => cluster.metric(1, 'raftblock_gateway_retries_total');
+  const abandoned = (cause = 'client_gone'): Promise<number> => cluster.metric(1, `raftblock_gateway_abandoned_total{cause="${cause}"}`);
   assert.equal(await abandoned(), 0);
   assert.equal(await abandoned('scan_over'), 0);
 
