@@ -51,6 +51,8 @@ import { allMembers, isJoint } from '../raft/confchange.js';
 import { isAnsweredError, maxQueuedBytesPerConnection, Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
+import { cutToStoreOpsLevel } from './store-ops-gate.js';
+import type { Message } from '../raft/types.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
 import type { HttpTls } from './http-tls.js';
 import type { GroupDigest, GroupRole, GroupStatus, NodeStatus, RebuildReplicaResponse, RemoveNodeResponse, ReplaceNodeResponse } from './admin-client.js';
@@ -71,7 +73,8 @@ export interface NodeOptions {
   tickMs?: number;
   /**
    * The store command level this node tells its peers (ops.ts storeOpsLevel, the default):
-   * tests of a rolling upgrade tell a lower one to stand for a node of an earlier build.
+   * tests of a rolling upgrade tell a lower one to stand for a node of an earlier build, whose
+   * PG stores then stop at a command above it, as that build's would.
    */
   storeOpsLevel?: number;
   ioBackend?: 'uring' | 'fs' | 'auto';
@@ -286,6 +289,12 @@ export class StorageNode implements PgClient {
     this.fencedMessages = new Counter({ name: 'raftblock_transport_fenced_messages_total', help: 'Raft messages dropped: sender not a replica of the group in this map', registers: [this.registry] });
     this.leaderHandovers = new Counter({ name: 'raftblock_pg_leader_handovers_total', help: 'PG leaderships handed to the node whose gateway sent most of their requests', registers: [this.registry] });
     this.malformedMessages = new Counter({ name: 'raftblock_transport_malformed_messages_total', help: 'Raft messages dropped: malformed, or not from the node that sent the frame', registers: [this.registry] });
+    this.heldBackEntries = new Counter({
+      name: 'raftblock_store_ops_held_back_entries_total',
+      help: 'PG log entries not sent to a replica whose node runs a build that cannot apply them (mid rolling upgrade); it stays behind until upgraded',
+      registers: [this.registry],
+    });
+    this.peerStoreOpsLevelGauge();
     this.metaVoterGauge();
     this.downOut = new DownOutRunner(
       { ...defaultDownOut, intervalMs: opts.downOutIntervalMs ?? defaultDownOut.intervalMs },
@@ -317,6 +326,37 @@ export class StorageNode implements PgClient {
 
   get epoch(): number {
     return this.map().epoch;
+  }
+
+  /** At scrape time: the store command level each peer last told this node (Frame.s). */
+  private peerStoreOpsLevelGauge(): void {
+    const node = this;
+    new Gauge({
+      name: 'raftblock_peer_store_ops_level',
+      help: 'The store command level each peer node last told this one (the commands its build applies); absent: not heard from since this node started',
+      labelNames: ['peer'],
+      registers: [this.registry],
+      collect(this: Gauge) {
+        this.reset();
+        for (const n of node.map().nodes) {
+          if (n.id === node.id) continue;
+          const level = node.transport?.storeOpsLevelOf(String(n.id));
+          if (level !== undefined) this.set({ peer: String(n.id) }, level);
+        }
+      },
+    });
+  }
+
+  /**
+   * A PG's Raft message as it may leave on a connection whose far node told `peerLevel`
+   * (store-ops-gate.ts): appends are cut before a command that node cannot apply.
+   */
+  private gateMessage(group: number, msg: unknown, peerLevel: number): unknown {
+    if (group === metadataGroupId) return msg;
+    const m = msg as Message;
+    const gated = cutToStoreOpsLevel(m, peerLevel);
+    if (gated !== m && m.type === 'app' && gated.type === 'app') this.heldBackEntries.inc(m.entries.length - gated.entries.length);
+    return gated;
   }
 
   /**
@@ -391,6 +431,7 @@ export class StorageNode implements PgClient {
       awaitingJoin: this.awaitingJoin,
       incarnation: this.incarnation,
       storeOpsLevel: this.storeOpsLevel,
+      gateMessage: (group, msg, peerLevel) => this.gateMessage(group, msg, peerLevel),
       incarnationOf: (id) => this.incarnationOf(id),
       clusterKey: this.opts.clusterKey,
       clusterKeysAlsoAccepted: this.opts.clusterKeysAlsoAccepted,
@@ -454,6 +495,8 @@ export class StorageNode implements PgClient {
       connectedNodes: () => this.connectedNodes(),
       openStore: async (g, pgDir) => {
         const store = await PgStore.open(this.io, this.scratch, pgDir, g);
+        // A node told a lower level stands for an earlier build: it stops where that build would.
+        if (this.storeOpsLevel < storeOpsLevel) store.applyOnlyUpToLevel(this.storeOpsLevel);
         // Before the group replays its log: writes to volumes deleted meanwhile change nothing.
         await this.dropDeletedVolumes(store, this.map());
         return store;
@@ -706,6 +749,7 @@ export class StorageNode implements PgClient {
   private mapCaughtUp = false;
   private readonly fencedMessages: Counter;
   private readonly malformedMessages: Counter;
+  private readonly heldBackEntries: Counter;
 
   private async joinMetaGroup(): Promise<void> {
     if (this.meta || this.joiningMeta || this.stopping) return;

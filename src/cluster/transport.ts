@@ -154,6 +154,14 @@ export interface TransportOptions {
   /** The store commands this node's build applies, sent on every frame (Frame.s). */
   storeOpsLevel?: number;
   /**
+   * What of Raft message `msg` of `group` may leave on a connection whose far node told store
+   * command level `peerStoreOpsLevel` (Frame.s) on it: the message, or a copy cut short
+   * (store-ops-gate.ts). With it, a connection carries no Raft message before the far end's
+   * first frame on it told its level: a node restarted on another build is judged by what it
+   * says now, not by what its previous life said.
+   */
+  gateMessage?(group: number, msg: unknown, peerStoreOpsLevel: number): unknown;
+  /**
    * The incarnation the map records for a node id, if any: a frame of this cluster from that
    * id with another one is refused (another data dir under the id, such as a removed node
    * still running after a fresh one took its id).
@@ -199,6 +207,12 @@ interface Conn {
   heard: boolean;
   /** Closed by the cluster check (a frame of another cluster: warned once). */
   refused: boolean;
+  /**
+   * The store command level the far end's frames on this connection tell (Frame.s; 1 when
+   * absent), undefined until its first frame of this cluster: Raft messages wait for it when
+   * they are gated (TransportOptions.gateMessage).
+   */
+  storeOpsLevel: number | undefined;
   /**
    * Accepted from a node without a cluster id while this node knows its own (the join
    * exchange): answered on this connection only, never made the connection of the node id it
@@ -606,15 +620,24 @@ export class Transport {
       }
       return;
     }
+    const gate = this.opts.gateMessage;
+    const level = conn.storeOpsLevel;
+    // Gated messages wait for the far end to tell its level on this connection (its first
+    // frame, at most a round trip after a dial); requests and responses do not.
+    const msgsLeave = peer.msgs.length > 0 && (gate === undefined || level !== undefined);
+    if (!msgsLeave && peer.reqs.length === 0 && conn.resps.length === 0) return;
     const frame = this.intro();
-    if (peer.msgs.length) frame.msgs = peer.msgs;
+    if (msgsLeave) {
+      if (gate !== undefined) for (const gm of peer.msgs) gm.m = gate(gm.g, gm.m, level!);
+      frame.msgs = peer.msgs;
+      peer.msgs = [];
+    }
     if (peer.reqs.length) frame.reqs = peer.reqs;
     if (conn.resps.length) frame.resps = conn.resps;
     for (const r of peer.reqs) {
       const p = this.pending.get(r.id);
       if (p) p.conn = conn;
     }
-    peer.msgs = [];
     peer.reqs = [];
     conn.resps = [];
     this.writeFrame(conn, frame);
@@ -878,7 +901,7 @@ export class Transport {
 
   private adopt(socket: Socket, remoteId: string | undefined, dialer: string | undefined, onIdentified?: (id: string) => void): Conn {
     socket.setNoDelay(true);
-    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false, refusedAddr: undefined, joinServing: 0, unidentifiedTimer: undefined };
+    const conn: Conn = { socket, decoder: new FrameDecoder(), remoteId, dialer, closed: false, heard: false, refused: false, storeOpsLevel: undefined, joining: false, resps: [], awaitingSinceMs: undefined, keepaliveSent: false, refusedAddr: undefined, joinServing: 0, unidentifiedTimer: undefined };
     if (dialer === undefined) {
       this.unidentified.add(conn);
       conn.decoder.restrict(maxUnidentifiedFrameBytes);
@@ -968,7 +991,15 @@ export class Transport {
       conn.socket.destroy();
       return;
     }
-    if (!joining) this.storeOpsLevels.set(f.from, f.s ?? 1);
+    if (!joining) {
+      this.storeOpsLevels.set(f.from, f.s ?? 1);
+      if (conn.storeOpsLevel === undefined) {
+        conn.storeOpsLevel = f.s ?? 1;
+        // Raft messages held for it (TransportOptions.gateMessage) may leave now.
+        const peer = this.peers.get(f.from);
+        if (peer !== undefined && peer.conn === conn && peer.msgs.length > 0) this.schedule(peer);
+      }
+    }
     if (joining) {
       if (conn.remoteId === undefined) {
         conn.remoteId = f.from;

@@ -27,7 +27,7 @@ import { extentRuns } from '../io/extent-runs.js';
 import { type BlockFile, type BlockIo, ExtentKind } from '../io/types.js';
 import { isUnsupportedByFilesystem, writeZeros as writeZerosOver } from '../io/zeros.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint-file.js';
-import { decodeOp, OpKind } from './ops.js';
+import { decodeOp, OpKind, storeOpsLevel, storeOpsLevelOfCommand } from './ops.js';
 import { RecentRequests } from './recent-requests.js';
 import { filesMayReach, SpannedFile, unlinkVolumeFiles, volumeOfFileName, volumesIn } from './spanned-file.js';
 import { DirtyCache, WriteBehindBudget, type WriteBehindBudgetOptions, type WriteBehindOptions } from './write-behind.js';
@@ -190,6 +190,12 @@ export class PgStore {
   private durable: StoreMeta;
   /** The checkpoint was read from an older version's meta.json and dedupe.bin (removed at the next one). */
   private legacyCheckpoint = false;
+  /**
+   * The store command level this store applies (ops.ts StoreOpsLevel): this build's, or a lower
+   * one a node told to stand for an earlier build (a rolling upgrade's tests). A command above
+   * it stops the node at its apply, as it stops a node of that build (an unknown op).
+   */
+  private appliedOpsLevel: number = storeOpsLevel;
   /** Request keys applied recently, oldest first. */
   private readonly recent = new RecentRequests(dedupeWindowRequests);
   /** The dedupe window of an image being restored, loaded when the restore ends. */
@@ -503,6 +509,12 @@ export class PgStore {
     return (await unlinkVolumeFiles(this.dir, volumeId)) || f !== undefined;
   }
 
+  /** Makes this store apply only commands up to `level`, as a node of an earlier build does. */
+  applyOnlyUpToLevel(level: number): void {
+    assert(Number.isSafeInteger(level) && level >= 1 && level <= storeOpsLevel, `store command level ${level} out of range`);
+    this.appliedOpsLevel = level;
+  }
+
   /**
    * Applies one committed entry. An empty entry (a leader's no-op) only moves the applied
    * index. Entries at or below the applied index were applied before a restart: skipped.
@@ -513,6 +525,9 @@ export class PgStore {
     if (index <= this.meta.appliedIndex) return;
     assert(index === this.meta.appliedIndex + 1, `apply of ${index} after ${this.meta.appliedIndex} leaves a gap`);
     if (data.byteLength > 0) {
+      if (this.appliedOpsLevel < storeOpsLevel && storeOpsLevelOfCommand(data) > this.appliedOpsLevel) {
+        throw new Corruption(`group ${this.groupId}: entry ${index} holds a store command of level ${storeOpsLevelOfCommand(data)}, and this node applies up to level ${this.appliedOpsLevel} (an unknown op to its build)`);
+      }
       const op = decodeOp(data);
       // A retried request whose first proposal also committed: applied once only.
       if (this.recent.has(op.requestKey)) {

@@ -7,10 +7,18 @@
  * RAFTBLOCK_STORE_OPS_LEVEL makes it. While it does: a write below 256 TiB works, a write past
  * it fails (EIO) and a shrink is refused naming node 3, and every node keeps running. Once node
  * 3 tells this build's level, both work.
+ *
+ * The proposal's gate judges by the level a node last told. A node stopped at this build's
+ * level and started on an earlier one (a rollback) is judged by its previous life's until its
+ * first frame arrives, so a write past 256 TiB made while it was down commits on the other two.
+ * Told level 1, node 3's stores stop at such a command as that build's would; the send-time gate
+ * (store-ops-gate.ts) holds the command back from it, so it keeps running, behind in that PG,
+ * and catches up once it runs this build's level again.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli } from '../helpers/cli.js';
 import { blockOps, expectTagged, requirePythonNbd, writeTagged } from './io.js';
 
@@ -33,6 +41,11 @@ test('a node of an earlier store command level holds back commands it cannot app
     const w = await blockOps(cluster, 3, 'write', near, { tag: 'old', timeoutS: 10 });
     return w[0].result === 'ok' ? true : undefined;
   });
+  // Until a node has a frame of node 3's new life, it judges by the old one's level.
+  await waitFor('nodes 1 and 2 know node 3 tells level 1', 30_000, async () => {
+    for (const id of [1, 2]) if ((await cluster.metric(id, 'raftblock_peer_store_ops_level{peer="3"}')) !== 1) return undefined;
+    return true;
+  });
   const refused = await blockOps(cluster, 2, 'write', far, { tag: 'old', timeoutS: 20 });
   assert.equal(refused[0].result, 'error', `a write past 256 TiB with node 3 at level 1: ${JSON.stringify(refused)}`);
   await expectTagged(cluster, 1, far, 'first');
@@ -51,6 +64,34 @@ test('a node of an earlier store command level holds back commands it cannot app
   });
   await expectTagged(cluster, 3, [...far], 'new');
   await expectTagged(cluster, 3, near, 'old');
+
+  // A rollback while a write past 256 TiB commits: node 3 stops at this build's level, the write
+  // commits on nodes 1 and 2 (their last word from node 3 says level 3), node 3 starts told level 1.
+  await cluster.node(3).stop();
+  await waitFor('a write past 256 TiB with node 3 down', 60_000, async () => {
+    const w = await blockOps(cluster, 1, 'write', far, { tag: 'during', timeoutS: 10 });
+    return w[0].result === 'ok' ? true : undefined;
+  });
+  const heldBack = async (): Promise<number> => (await cluster.metric(1, 'raftblock_store_ops_held_back_entries_total')) + (await cluster.metric(2, 'raftblock_store_ops_held_back_entries_total'));
+  const heldBefore = await heldBack();
+  cluster.node(3).env = { RAFTBLOCK_STORE_OPS_LEVEL: '1' };
+  await cluster.node(3).start();
+  await waitFor('the far write held back from node 3', 60_000, async () => {
+    assert.equal(cluster.node(3).running, true, `node 3 stopped: ${cluster.node(3).logTail()}`);
+    return (await heldBack()) > heldBefore ? true : undefined;
+  });
+  await writeTagged(cluster, 3, near, 'rolled-back');
+  // Several heartbeat rounds, each of which would carry the write to node 3 without the gate.
+  await sleep(2_000);
+  for (const n of cluster.nodes) assert.equal(n.running, true, `node ${n.id} stopped: ${n.logTail()}`);
+  await expectTagged(cluster, 2, far, 'during');
+  cluster.node(3).env = {};
+  await cluster.node(3).restart();
+  await waitFor('node 3 caught up past the held-back write', 60_000, async () => {
+    const r = await blockOps(cluster, 3, 'read', far, { timeoutS: 10 });
+    return r[0].value === 'during' ? true : undefined;
+  });
+  await expectTagged(cluster, 3, near, 'rolled-back');
   r = await runCli(['volume', 'resize', 'vol0', '--size', String(GiB), '--shrink', '--json', ...server], { timeoutMs: 60_000 });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(await cluster.waitReplicasIdentical(60_000), 4);

@@ -1,0 +1,36 @@
+/**
+ * The send-time half of the store command gate. A PG leader proposes a command of a level
+ * only once every replica's node told at least that level (StorageNode.requireStoreOps), but
+ * it judges by the level each node last told, and a node restarted on an earlier build (a
+ * rollback mid-upgrade) is judged by its previous life's until its first frame arrives. A
+ * command proposed in that window, or already in the log, would then reach it and stop it at
+ * every restart. So every append is cut, as it leaves on a connection, before its first entry
+ * the far node's build cannot apply, as that connection's first frame told: the replica stays
+ * behind there (Raft sends from there again) until its node is upgraded, and the others commit
+ * without it. Nothing is cut for a node of this build's level, the common case, so a write
+ * pays one comparison.
+ */
+import type { Message, MsgApp } from '../raft/types.js';
+import { EntryType } from '../raft/types.js';
+import { storeOpsLevel, storeOpsLevelOfCommand } from '../store/ops.js';
+
+/**
+ * `msg` as it may leave for a replica whose node applies store commands up to `peerLevel`:
+ * itself, or (an append holding a command beyond that level) a copy whose entries end before
+ * the first such command. Only PG groups' messages come here: group 0's entries are map
+ * commands, not store commands.
+ */
+export function cutToStoreOpsLevel(msg: Message, peerLevel: number): Message {
+  if (peerLevel >= storeOpsLevel || msg.type !== 'app') return msg;
+  const entries = msg.entries;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    if (e.type === EntryType.Normal && storeOpsLevelOfCommand(e.data) > peerLevel) {
+      // A shorter append is still a valid one: the follower acknowledges what it took and
+      // commits no further than its last entry (Raft's min(commit, last new index)).
+      const cut: MsgApp = { ...msg, entries: entries.slice(0, i) };
+      return cut;
+    }
+  }
+  return msg;
+}
