@@ -184,6 +184,23 @@ export function pgGroupArg(g: unknown, op: string): number {
   return g;
 }
 
+/**
+ * Every request a node serves on its peer port (StorageNode.serve, whose switch the compiler
+ * holds to this list both ways: a case not listed, or a listed op without a case, fails to
+ * build), so what tests every op (the fuzz test) reads it from here.
+ */
+export const peerRequestOps = [
+  'io', 'lead', 'join', 'meta', 'removeNode', 'replaceNode', 'resetPg', 'pgReplicaState', 'groupsNaming', 'pgConf', 'pgCompact',
+  'pgRebuildCheck', 'pgRepairPoint', 'ping', 'pingNode', 'getMap', 'mapAtLeast', 'snapshotChunk', 'snapshot',
+] as const;
+type PeerRequestOp = (typeof peerRequestOps)[number];
+
+/** The node id a peer request names: a safe integer in 1..maxNodeId, else INVALID_ARGUMENT. */
+export function nodeIdArg(id: unknown, op: string): number {
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1 || id > maxNodeId) throw new InvalidArgument(`${op}: bad node id`);
+  return id;
+}
+
 /** A group id that names group 0 or a PG (pgGroupArg), as the image requests take. */
 function groupArg(g: unknown, op: string): number {
   return g === metadataGroupId ? g : pgGroupArg(g, op);
@@ -1364,10 +1381,10 @@ export class StorageNode implements PgClient {
     // A joining node's id is only a claim (and it has no map to give).
     if (epoch > this.epoch && !joining) void this.fetchMapFrom(from);
     const a = (args ?? {}) as Record<string, unknown>;
-    switch (op) {
+    const known = op as PeerRequestOp;
+    switch (known) {
       case 'io': {
-        const g = a.g;
-        if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < maxPgsPerPool) throw new InvalidArgument('io: bad group id');
+        const g = pgGroupArg(a.g, op);
         const q = checkPgRequest(a.q);
         if (!this.mapCaughtUp) throw new Unavailable(`node ${this.id} is catching up with the cluster map`);
         this.fence(g, epoch);
@@ -1376,8 +1393,7 @@ export class StorageNode implements PgClient {
       }
       case 'lead': {
         // Advisory, for gateways without a replica (RemoteLeaderWatch): whom this replica follows.
-        const g = a.g;
-        if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < maxPgsPerPool) throw new InvalidArgument('lead: bad group id');
+        const g = pgGroupArg(a.g, op);
         return { lead: this.host.groups.get(g)?.lead ?? 0 };
       }
       case 'join': {
@@ -1398,20 +1414,18 @@ export class StorageNode implements PgClient {
         return this.proposeMeta(mapCommandArg(a.cmd, op), metaCommandIdFromFields(a));
       case 'removeNode':
         this.fenceNonMember(from, epoch, op);
-        return this.removeNodeAsLeader(a.id as number, metaCommandIdFromFields(a));
+        return this.removeNodeAsLeader(nodeIdArg(a.id, op), metaCommandIdFromFields(a));
       case 'replaceNode':
         this.fenceNonMember(from, epoch, op);
-        return this.replaceNodeAsLeader(a.id as number, metaCommandIdFromFields(a));
+        return this.replaceNodeAsLeader(nodeIdArg(a.id, op), metaCommandIdFromFields(a));
       case 'resetPg':
         this.fenceNonMember(from, epoch, op);
         if (typeof a.pool !== 'string') throw new InvalidArgument('resetPg: the pool must be a name');
         return this.resetPgAsLeader(a.pool, indexArg(a.pg, 'resetPg: bad PG index'), metaCommandIdFromFields(a) ?? StorageNode.nextMetaCommandId());
       case 'pgReplicaState':
-        if (!Number.isSafeInteger(a.g)) throw new InvalidArgument('pgReplicaState: bad group id');
-        return this.pgMover.replicaState(a.g as number);
+        return this.pgMover.replicaState(pgGroupArg(a.g, op));
       case 'groupsNaming':
-        if (!Number.isSafeInteger(a.id)) throw new InvalidArgument('groupsNaming: bad node id');
-        return this.groupsNaming(a.id as number);
+        return this.groupsNaming(nodeIdArg(a.id, op));
       case 'pgConf':
         return this.pgMover.describe(pgGroupArg(a.g, op));
       case 'pgCompact': {
@@ -1420,9 +1434,7 @@ export class StorageNode implements PgClient {
       }
       case 'pgRebuildCheck': {
         // Asked by a replica about to be rebuilt (rebuildReplica): the asking node is the one.
-        const g = a.g;
-        if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < maxPgsPerPool) throw new InvalidArgument('pgRebuildCheck: bad group id');
-        return this.pgMover.rebuildCheck(g, Number(from));
+        return this.pgMover.rebuildCheck(pgGroupArg(a.g, op), Number(from));
       }
       case 'pgRepairPoint': {
         // A replica whose WAL needs repair rebuilds from this leader's snapshot (host.ts repair).
@@ -1457,8 +1469,7 @@ export class StorageNode implements PgClient {
         return {};
       case 'pingNode': {
         // Group 0's leader, about to mark a node out, asks whether this node reaches it.
-        const id = a.id;
-        if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) throw new InvalidArgument('pingNode: bad node id');
+        const id = nodeIdArg(a.id, op);
         this.fenceNonMember(from, epoch, op);
         return { answered: id === this.id || (this.map().nodes.some((n) => n.id === id) && (await this.transport.ping(String(id), downOutProbeTimeoutMs))) };
       }
@@ -1488,8 +1499,12 @@ export class StorageNode implements PgClient {
         if (g === metadataGroupId && this.meta) return this.meta.snapshotImage();
         throw new Unavailable(`group ${g} is not on this node`);
       }
-      default:
-        throw new InvalidArgument(`unknown request ${op}`);
+      default: {
+        // Reached only by an op not in peerRequestOps: `known` is `never` here while every
+        // listed op has its case.
+        const unlisted: never = known;
+        throw new InvalidArgument(`unknown request ${String(unlisted)}`);
+      }
     }
   }
 

@@ -12,15 +12,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { metadataGroupId, pgGroupId } from '../../src/cluster/map.js';
+import { peerRequestOps } from '../../src/cluster/node.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { HandPeer } from '../helpers/hand-peer.js';
 import { expectTagged, requirePythonNbd, writeTagged } from './io.js';
 
 /** Every op a node serves on its peer port (node.ts serve), and two it does not. */
-const ops = [
-  'io', 'lead', 'join', 'meta', 'removeNode', 'replaceNode', 'resetPg', 'pgReplicaState', 'groupsNaming', 'pgConf', 'pgCompact',
-  'pgRebuildCheck', 'pgRepairPoint', 'ping', 'pingNode', 'getMap', 'mapAtLeast', 'snapshotChunk', 'snapshot', 'noSuchOp', '__proto__',
-];
+const ops = [...peerRequestOps, 'noSuchOp', '__proto__'];
 
 test('peer and admin requests with arguments of any shape are refused or answered, and every node stays up and healthy', { timeout: 180_000 }, async (t) => {
   if (!requirePythonNbd(t)) return;
