@@ -311,6 +311,11 @@ export class StorageNode implements PgClient {
       help: 'PG log entries not sent to a replica whose node runs a build that cannot apply them (mid rolling upgrade); it stays behind until upgraded',
       registers: [this.registry],
     });
+    this.imagesHeldBack = new Counter({
+      name: 'raftblock_store_ops_held_back_images_total',
+      help: 'PG snapshot images refused to a replica whose node runs a build that cannot hold data past 256 TiB (mid rolling upgrade)',
+      registers: [this.registry],
+    });
     this.peerStoreOpsLevelGauge();
     this.metaVoterGauge();
     this.downOut = new DownOutRunner(
@@ -767,6 +772,7 @@ export class StorageNode implements PgClient {
   private readonly fencedMessages: Counter;
   private readonly malformedMessages: Counter;
   private readonly heldBackEntries: Counter;
+  private readonly imagesHeldBack: Counter;
 
   private async joinMetaGroup(): Promise<void> {
     if (this.meta || this.joiningMeta || this.stopping) return;
@@ -1308,7 +1314,14 @@ export class StorageNode implements PgClient {
       id,
     );
     if (!check.ok) {
-      if (check.transferTo === undefined) throw new MetaQuorumAtRisk(check.reason);
+      if (check.transferTo === undefined) {
+        // A leader elected moments ago (as by the handover above, on the node asked before)
+        // has not heard every voter's answer yet: their replication state still reads as a
+        // probe, and a voter it had no connection to is still being dialed. Not yet a verdict.
+        const ticksLed = this.host.ticksLed(g);
+        if (ticksLed >= 0 && ticksLed < this.host.electionTicks) throw new Unavailable(`${check.reason} (as this node sees it ${ticksLed} ticks after it was elected: retrying)`);
+        throw new MetaQuorumAtRisk(check.reason);
+      }
       this.log.info('handing the metadata group leadership over before leaving it', { to: check.transferTo });
       if (st.leadTransferee === 0) g.raft.transferLeader(check.transferTo);
       throw new Unavailable(check.reason);
@@ -1488,14 +1501,19 @@ export class StorageNode implements PgClient {
         const g = pgGroupArg(a.g, op);
         const store = this.stores.get(g);
         if (!store) throw new Unavailable(`group ${g} is not on this node`);
+        const cursor = imageCursorArg(a.c);
+        if (cursor === null) await this.requireImageLevel(g, Number(from));
         // The first chunk is refused unless this store has applied up to the snapshot's index,
         // a later one unless this store still holds the state the first was read from.
-        return store.imageChunk(imageCursorArg(a.c), snapshotChunkBytes, snapshotIndexArg(a.atLeast), imageIdArg(a.img));
+        return store.imageChunk(cursor, snapshotChunkBytes, snapshotIndexArg(a.atLeast), imageIdArg(a.img));
       }
       case 'snapshot': {
         const g = groupArg(a.g, op);
         const store = this.stores.get(g);
-        if (store) return store.snapshotImage(snapshotIndexArg(a.atLeast));
+        if (store) {
+          await this.requireImageLevel(g, Number(from));
+          return store.snapshotImage(snapshotIndexArg(a.atLeast));
+        }
         if (g === metadataGroupId && this.meta) return this.meta.snapshotImage();
         throw new Unavailable(`group ${g} is not on this node`);
       }
@@ -1624,6 +1642,24 @@ export class StorageNode implements PgClient {
     const what = req.k === 'discardFrom' ? 'a discard past the end of a shrunk volume' : 'a command past 256 TiB';
     const refusal = this.storeOpsRefusal(members, needed, what);
     if (refusal) throw new UpgradeRequired(`group ${groupId}: ${refusal}`);
+  }
+
+  /**
+   * Refuses (UNAVAILABLE, which a puller retries) to send PG `g`'s image to node `to` while its
+   * build cannot hold data past 256 TiB and this store's files may reach there: an image is no
+   * command the send-time gate can cut (store-ops-gate.ts), and a replica held back there
+   * (rolled back mid-upgrade) is sent one once the leader's log no longer reaches back to it.
+   * It stays behind until its node is upgraded. `to`'s level is the one its request's own frame
+   * told.
+   */
+  private async requireImageLevel(g: number, to: number): Promise<void> {
+    const level = this.transport.storeOpsLevelOf(String(to)) ?? StoreOpsLevel.Base;
+    if (level >= StoreOpsLevel.FarOffsets) return;
+    const far = await this.pgMover.imageMayReachFar(g);
+    if (far === false) return;
+    if (far === undefined) throw new Unavailable(`group ${g}: whether its image reaches past 256 TiB, which node ${to} (level ${level}) cannot hold, could not be judged now; ask again`);
+    this.imagesHeldBack.inc();
+    throw new Unavailable(`group ${g}: node ${to} runs a build that applies store commands up to level ${level}, and this PG's image may hold data past 256 TiB: upgrade node ${to}; it pulls the image then`);
   }
 
   /** This node's store command level (ops.ts StoreOpsLevel), as its frames tell its peers. */

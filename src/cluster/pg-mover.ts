@@ -847,6 +847,25 @@ export class PgMover {
   }
 
   /**
+   * Whether PG `g`'s image may hold data past 256 TiB (undefined: not judged now; ask again):
+   * its data files may reach there, or its log holds a write there (the data of entries applied
+   * since the last checkpoint may still be in the write-behind, out of the files' sight; the log
+   * keeps every entry after that checkpoint).
+   */
+  async imageMayReachFar(g: number): Promise<boolean | undefined> {
+    const group = this.d.host.groups.get(g);
+    const store = this.d.stores.get(g);
+    if (!group || !store) return undefined;
+    const firstIndex = group.raft.log.firstIndex();
+    if (await store.filesMayReach(farOffsetsFromBytes)) return true;
+    // Compacted while the files were listed: an entry dropped meanwhile may have written its data after the listing.
+    if (group.raft.log.firstIndex() !== firstIndex) return undefined;
+    const entries = group.raft.log.slice(firstIndex, group.raft.lastIndex + 1, Number.POSITIVE_INFINITY);
+    if (entries === undefined) return undefined;
+    return entries.some((e) => e.type === EntryType.Normal && storeOpsLevelOfCommand(e.data) === StoreOpsLevel.FarOffsets);
+  }
+
+  /**
    * Asks something of each node in `nodes` not heard from since this node started (at most
    * once a storeOpsAskIntervalMs): the answer's frame tells its store command level. A node
    * the map just placed PGs on may share no group with this one, and so never send it a frame.

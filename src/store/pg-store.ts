@@ -27,7 +27,7 @@ import { extentRuns } from '../io/extent-runs.js';
 import { type BlockFile, type BlockIo, ExtentKind } from '../io/types.js';
 import { isUnsupportedByFilesystem, writeZeros as writeZerosOver } from '../io/zeros.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint-file.js';
-import { decodeOp, OpKind, storeOpsLevel, storeOpsLevelOfCommand } from './ops.js';
+import { decodeOp, farOffsetsFromBytes, OpKind, StoreOpsLevel, storeOpsLevel, storeOpsLevelOfCommand } from './ops.js';
 import { RecentRequests } from './recent-requests.js';
 import { filesMayReach, SpannedFile, unlinkVolumeFiles, volumeOfFileName, volumesIn } from './spanned-file.js';
 import { DirtyCache, WriteBehindBudget, type WriteBehindBudgetOptions, type WriteBehindOptions } from './write-behind.js';
@@ -1051,6 +1051,7 @@ export class PgStore {
     const image = chunk.image;
     // Before anything here is replaced: a malformed first chunk leaves this replica as it was.
     checkedImageZeros(chunk.zeros);
+    this.assertImageWithinLevel(chunk);
     await this.beginRestore();
     let bytes = 0;
     for (;;) {
@@ -1061,9 +1062,20 @@ export class PgStore {
       if (image !== undefined && chunk.image !== image) {
         throw new SnapshotSourceChanged(`PG ${this.groupId}: an image pulled for index ${index} changed at its source between chunks (${image}, then ${chunk.image ?? 'none named'})`);
       }
+      this.assertImageWithinLevel(chunk);
     }
     await this.finishRestore(index, term);
     return bytes;
+  }
+
+  /** A store that stands for a build before far offsets stops at an image reaching past 256 TiB, as that build would. */
+  private assertImageWithinLevel(chunk: ImageChunk): void {
+    if (this.appliedOpsLevel >= StoreOpsLevel.FarOffsets) return;
+    for (const [volumeId, offset, data] of chunk.runs) {
+      if (offset + data.byteLength > farOffsetsFromBytes) {
+        throw new Corruption(`PG ${this.groupId}: an image holds data of volume ${volumeId} at ${offset}, past 256 TiB, and this node applies store commands up to level ${this.appliedOpsLevel}`);
+      }
+    }
   }
 
   /**

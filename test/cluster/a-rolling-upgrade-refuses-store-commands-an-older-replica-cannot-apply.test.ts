@@ -13,13 +13,16 @@
  * first frame arrives, so a write past 256 TiB made while it was down commits on the other two.
  * Told level 1, node 3's stores stop at such a command as that build's would; the send-time gate
  * (store-ops-gate.ts) holds the command back from it, so it keeps running, behind in that PG,
- * and catches up once it runs this build's level again.
+ * and catches up once it runs this build's level again. When the leader's log no longer reaches
+ * back to it, the image it would be sent holds data past 256 TiB: that is refused too, and it
+ * catches up from the image once upgraded.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli } from '../helpers/cli.js';
+import { pgOfExtent } from '../../src/cluster/map.js';
 import { blockOps, expectTagged, requirePythonNbd, writeTagged } from './io.js';
 
 const GiB = 2 ** 30;
@@ -85,6 +88,27 @@ test('a node of an earlier store command level holds back commands it cannot app
   await sleep(2_000);
   for (const n of cluster.nodes) assert.equal(n.running, true, `node ${n.id} stopped: ${n.logTail()}`);
   await expectTagged(cluster, 2, far, 'during');
+  // 12 MiB more into the same PG, below 256 TiB: the leader checkpoints and compacts its log
+  // past the held-back write, so node 3 can only catch up from an image, and the image holds
+  // data past 256 TiB, which its build cannot hold (its store stops at one, as that build's
+  // would): the leader refuses it (the puller retries), and node 3 stays behind, running.
+  const map = await cluster.map();
+  const vol = map.volumes.find((v) => v.name === 'vol0')!;
+  const pgCount = map.pools.find((p) => p.name === vol.pool)!.pgCount;
+  const farPg = pgOfExtent(vol.id, Math.floor((300 * TiB) / vol.extentBytes), pgCount);
+  const samePg: number[] = [];
+  for (let e = 0; samePg.length < 3; e++) if (pgOfExtent(vol.id, e, pgCount) === farPg) samePg.push(e);
+  const MiB = 2 ** 20;
+  const fill = samePg.flatMap((e) => Array.from({ length: vol.extentBytes / MiB }, (_, i) => (e * vol.extentBytes) / MiB + i));
+  const w = await blockOps(cluster, 1, 'write', fill, { tag: 'fill', timeoutS: 30, blockBytes: MiB });
+  assert.ok(w.every((x) => x.result === 'ok'), JSON.stringify(w));
+  const imagesHeldBack = async (): Promise<number> => (await cluster.metric(1, 'raftblock_store_ops_held_back_images_total')) + (await cluster.metric(2, 'raftblock_store_ops_held_back_images_total'));
+  await waitFor('an image refused to node 3', 60_000, async () => {
+    assert.equal(cluster.node(3).running, true, `node 3 stopped: ${cluster.node(3).logTail()}`);
+    return (await imagesHeldBack()) > 0 ? true : undefined;
+  });
+  await sleep(1_000);
+  for (const n of cluster.nodes) assert.equal(n.running, true, `node ${n.id} stopped: ${n.logTail()}`);
   cluster.node(3).env = {};
   await cluster.node(3).restart();
   await waitFor('node 3 caught up past the held-back write', 60_000, async () => {
