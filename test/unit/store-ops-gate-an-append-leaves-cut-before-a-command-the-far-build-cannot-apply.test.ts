@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { type Socket } from 'node:net';
 import { encodeFrame, FrameDecoder, type Frame } from '../../src/cluster/frame.js';
 import { cutToStoreOpsLevel } from '../../src/cluster/store-ops-gate.js';
-import { Transport } from '../../src/cluster/transport.js';
+import { Transport, type TransportOptions } from '../../src/cluster/transport.js';
 import { ProtocolError } from '../../src/common/errors.js';
 import { EntryType, type Entry, type Message, type MsgApp } from '../../src/raft/types.js';
 import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind, StoreOpsLevel, storeOpsLevel } from '../../src/store/ops.js';
@@ -72,17 +72,14 @@ async function handPeer(t: import('node:test').TestContext): Promise<{ address: 
   return { address, frames, socket: () => socket };
 }
 
-test('a gated connection carries no Raft message before the far end told its level, then each judged by that level', async (t) => {
-  const gated: { group: number; level: number }[] = [];
+/** Node 1's transport of this build's level, its Raft messages passed through `gate`. */
+async function gatedTransport(t: import('node:test').TestContext, gate: NonNullable<TransportOptions['gateMessage']>): Promise<Transport> {
   const tr = new Transport({
     nodeId: '1',
     listen: { host: '127.0.0.1', port: 0 },
     epoch: () => 1,
     storeOpsLevel,
-    gateMessage: (group, msg, level) => {
-      gated.push({ group, level });
-      return level < storeOpsLevel ? { ...(msg as object), cut: level } : msg;
-    },
+    gateMessage: gate,
     handlers: {
       onMessages: () => undefined,
       onRequest: async () => {
@@ -92,6 +89,15 @@ test('a gated connection carries no Raft message before the far end told its lev
   });
   await tr.start();
   t.after(() => tr.close());
+  return tr;
+}
+
+test('a gated connection carries no Raft message before the far end told its level, then each judged by that level', async (t) => {
+  const gated: { group: number; level: number }[] = [];
+  const tr = await gatedTransport(t, (group, msg, level) => {
+    gated.push({ group, level });
+    return level < storeOpsLevel ? { ...(msg as object), cut: level } : msg;
+  });
   const peer = await handPeer(t);
   tr.setPeerAddress('2', peer.address);
   tr.send('2', 7, { type: 'heartbeat', n: 1 });
@@ -122,19 +128,10 @@ test('a gated connection carries no Raft message before the far end told its lev
 
 test("a peer's new connection is judged by what it tells there, not by its previous connection's level", async (t) => {
   const levels: number[] = [];
-  const tr = new Transport({
-    nodeId: '1',
-    listen: { host: '127.0.0.1', port: 0 },
-    epoch: () => 1,
-    storeOpsLevel,
-    gateMessage: (_group, msg, level) => {
-      levels.push(level);
-      return msg;
-    },
-    handlers: { onMessages: () => undefined, onRequest: async () => undefined },
+  const tr = await gatedTransport(t, (_group, msg, level) => {
+    levels.push(level);
+    return msg;
   });
-  await tr.start();
-  t.after(() => tr.close());
   const peer = await handPeer(t);
   tr.setPeerAddress('2', peer.address);
   tr.send('2', 7, { n: 1 });
