@@ -1177,9 +1177,9 @@ export class StorageNode implements PgClient {
    * removal), since group 0 has no rebuild path (the plan adds a voter back once the new data
    * dir registers); then the map forgets its incarnation (replaceNode), so the next data dir
    * to register under the id is taken, and rebuilds every replica the id held from its leader.
+   * (`id` is checked by both callers, as for removeNodeAsLeader.)
    */
   private async replaceNodeAsLeader(id: number, cid: MetaCommandId = StorageNode.nextMetaCommandId()): Promise<ReplaceNodeResponse> {
-    if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
     this.metaLeaderGroup();
     const done = this.answeredBefore(cid);
     if (done) return { epoch: done.epoch, metaVoterRemoved: false, nodeId: id };
@@ -1225,10 +1225,10 @@ export class StorageNode implements PgClient {
    * as far as this leader can tell (every node it reaches lists its groups' configurations).
    * A member of group 0 leaves group 0 first, by one configuration change, refused if that
    * would leave group 0 without a quorum (MetaQuorumAtRisk); a leader to be removed hands its
-   * leadership over first. Then the map command. A node removed already: NOT_FOUND.
+   * leadership over first. Then the map command. A node removed already: NOT_FOUND. (`id` is
+   * checked by both callers: checkAdminNodeId on the admin path, nodeIdArg on the peer op.)
    */
   private async removeNodeAsLeader(id: number, cid: MetaCommandId = StorageNode.nextMetaCommandId()): Promise<RemoveNodeResponse> {
-    if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
     this.metaLeaderGroup();
     // A retry whose first attempt removed it: that attempt's answer (it left group 0 then too,
     // if it was a member, which the answer does not record).
