@@ -170,11 +170,6 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** A node id an admin command names. */
-function checkAdminNodeId(id: number): void {
-  if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgument(`node id must be a positive integer, got ${String(id)}`);
-}
-
 /**
  * The PG group id a peer request names, checked as every op that takes one does: a safe
  * integer at or above maxPgsPerPool (group 0 and the values below are no PG).
@@ -195,9 +190,15 @@ export const peerRequestOps = [
 ] as const;
 type PeerRequestOp = (typeof peerRequestOps)[number];
 
-/** The node id a peer request names: a safe integer in 1..maxNodeId, else INVALID_ARGUMENT. */
-export function nodeIdArg(id: unknown, op: string): number {
-  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1 || id > maxNodeId) throw new InvalidArgument(`${op}: bad node id`);
+/**
+ * The node id a peer request, an admin command or a node's own options name: a safe integer in
+ * 1..maxNodeId, else INVALID_ARGUMENT saying `what` named it. Only a number is echoed back (a
+ * peer's junk is named by its type).
+ */
+export function nodeIdArg(id: unknown, what: string): number {
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1 || id > maxNodeId) {
+    throw new InvalidArgument(`${what}: node id must be an integer in 1..${maxNodeId}, got ${typeof id === 'number' ? String(id) : `a value of type ${id === null ? 'null' : typeof id}`}`);
+  }
   return id;
 }
 
@@ -297,7 +298,7 @@ export class StorageNode implements PgClient {
 
   constructor(opts: NodeOptions) {
     // The map refuses any other id, and a node refused registration only asks again.
-    if (!Number.isSafeInteger(opts.id) || opts.id < 1 || opts.id > maxNodeId) throw new InvalidArgument(`node id must be 1..${maxNodeId}, got ${opts.id}`);
+    nodeIdArg(opts.id, 'node');
     if (!opts.bootstrap && opts.join.length === 0) throw new InvalidArgument('a node needs --bootstrap or --join SEEDS');
     this.opts = opts;
     this.id = opts.id;
@@ -1009,7 +1010,7 @@ export class StorageNode implements PgClient {
    * retried across leader changes and group-0 changes in flight. See removeNodeAsLeader.
    */
   async removeNode(id: number, cid?: MetaCommandId): Promise<RemoveNodeResponse> {
-    checkAdminNodeId(id);
+    nodeIdArg(id, 'node remove');
     return this.atMetaLeader('removeNode', { id }, (c) => this.removeNodeAsLeader(id, c), cid);
   }
 
@@ -1018,7 +1019,7 @@ export class StorageNode implements PgClient {
    * replaceNodeAsLeader.
    */
   async replaceNode(id: number, cid?: MetaCommandId): Promise<ReplaceNodeResponse> {
-    checkAdminNodeId(id);
+    nodeIdArg(id, 'node replace');
     return this.atMetaLeader('replaceNode', { id }, (c) => this.replaceNodeAsLeader(id, c), cid);
   }
 
@@ -1226,7 +1227,7 @@ export class StorageNode implements PgClient {
    * A member of group 0 leaves group 0 first, by one configuration change, refused if that
    * would leave group 0 without a quorum (MetaQuorumAtRisk); a leader to be removed hands its
    * leadership over first. Then the map command. A node removed already: NOT_FOUND. (`id` is
-   * checked by both callers: checkAdminNodeId on the admin path, nodeIdArg on the peer op.)
+   * checked by both callers, with nodeIdArg.)
    */
   private async removeNodeAsLeader(id: number, cid: MetaCommandId = StorageNode.nextMetaCommandId()): Promise<RemoveNodeResponse> {
     this.metaLeaderGroup();

@@ -21,7 +21,7 @@ test('maxNodeId is the largest id the map takes', () => {
   };
   assert.equal(refusal(maxNodeId), 'NOT_FOUND');
   assert.equal(refusal(maxNodeId + 1), 'INVALID_ARGUMENT');
-  assert.throws(() => new StorageNode({ id: maxNodeId + 1 } as NodeOptions), (err: Error & { code?: string }) => err.code === 'INVALID_ARGUMENT' && /node id must be 1\.\.2147483647/.test(err.message));
+  assert.throws(() => new StorageNode({ id: maxNodeId + 1 } as NodeOptions), (err: Error & { code?: string }) => err.code === 'INVALID_ARGUMENT' && /node: node id must be an integer in 1\.\.2147483647, got 2147483648/.test(err.message));
 });
 
 test('raftblock node refuses an id outside the map\'s range at once, and so do the commands that name a node', async (t) => {
