@@ -177,18 +177,33 @@ export type MetaRemoval =
   | { ok: true }
   /** `id` leads group 0: it hands the leadership to `to` first. */
   | { ok: false; transferTo: NodeId; reason: string }
-  /** Removing `id` now would leave group 0 without a quorum (or without voters). */
-  | { ok: false; transferTo?: undefined; reason: string };
+  /**
+   * Removing `id` now would leave group 0 without a quorum (or without voters). Not `settled`
+   * while the leader judging it was elected less than an election timeout ago: it may not have
+   * heard every voter yet (their replication state still reads as a probe, a voter it had no
+   * connection to is still being dialed), so the verdict is worth asking again.
+   */
+  | { ok: false; transferTo?: undefined; settled: boolean; reason: string };
+
+/** What checkMetaRemoval judges by: group 0 as its leader sees it, and for how long it has led. */
+export type MetaRemovalInput = Omit<MetaGroupInput, 'nodes' | 'votersWanted'> & {
+  /** Ticks since the judging leader was elected, and the election timeout in ticks; absent: long enough. */
+  leaderAge?: { ticksLed: number; electionTicks: number };
+};
 
 /**
  * Whether voter `id` may leave group 0 now (one change, without costing the quorum). Used by
  * the plan below and by `raftblock node remove` (node.ts).
  */
-export function checkMetaRemoval(input: Omit<MetaGroupInput, 'nodes' | 'votersWanted'>, id: NodeId): MetaRemoval {
+export function checkMetaRemoval(input: MetaRemovalInput, id: NodeId): MetaRemoval {
   const voters = sorted(input.conf.voters);
   if (!voters.includes(id)) return { ok: true };
   const remaining = voters.filter((v) => v !== id);
-  if (remaining.length === 0) return { ok: false, reason: `node ${id} is the only voter of the metadata group: removing it would leave the cluster map without any voter` };
+  if (remaining.length === 0) return { ok: false, settled: true, reason: `node ${id} is the only voter of the metadata group: removing it would leave the cluster map without any voter` };
+  const age = input.leaderAge;
+  const settled = age === undefined || age.ticksLed < 0 || age.ticksLed >= age.electionTicks;
+  const atRisk = (reason: string): MetaRemoval =>
+    settled ? { ok: false, settled, reason } : { ok: false, settled, reason: `${reason} (as this node sees it ${age?.ticksLed} ticks after it was elected)` };
   const healthy = remaining.filter((v) => isHealthyMember(input, v));
   const need = quorumOf(remaining.length);
   if (id === input.self) {
@@ -202,11 +217,11 @@ export function checkMetaRemoval(input: Omit<MetaGroupInput, 'nodes' | 'votersWa
         bestMatch = m;
       }
     }
-    if (best === undefined) return { ok: false, reason: `node ${id} leads the metadata group and no other voter is reachable and caught up to take over` };
-    if (healthy.length < need) return { ok: false, reason: metaQuorumText(id, remaining, healthy, need) };
+    if (best === undefined) return atRisk(`node ${id} leads the metadata group and no other voter is reachable and caught up to take over`);
+    if (healthy.length < need) return atRisk(metaQuorumText(id, remaining, healthy, need));
     return { ok: false, transferTo: best, reason: `node ${id} leads the metadata group: handing the leadership to node ${best} first` };
   }
-  if (healthy.length < need) return { ok: false, reason: metaQuorumText(id, remaining, healthy, need) };
+  if (healthy.length < need) return atRisk(metaQuorumText(id, remaining, healthy, need));
   return { ok: true };
 }
 

@@ -1311,18 +1311,21 @@ export class StorageNode implements PgClient {
       throw new Unavailable('a metadata group membership change is in flight; retrying');
     }
     const check = checkMetaRemoval(
-      { self: this.id, conf: st.confState, changePending: false, connected: this.connectedNodes(), progress: st.progress ?? new Map(), commitIndex: st.hardState.commit },
+      {
+        self: this.id,
+        conf: st.confState,
+        changePending: false,
+        connected: this.connectedNodes(),
+        progress: st.progress ?? new Map(),
+        commitIndex: st.hardState.commit,
+        // A leader elected moments ago (as by the handover below, on the node asked before)
+        // judges by an incomplete view: its verdict is retried, not answered.
+        leaderAge: { ticksLed: this.host.ticksLed(g), electionTicks: this.host.electionTicks },
+      },
       id,
     );
     if (!check.ok) {
-      if (check.transferTo === undefined) {
-        // A leader elected moments ago (as by the handover above, on the node asked before)
-        // has not heard every voter's answer yet: their replication state still reads as a
-        // probe, and a voter it had no connection to is still being dialed. Not yet a verdict.
-        const ticksLed = this.host.ticksLed(g);
-        if (ticksLed >= 0 && ticksLed < this.host.electionTicks) throw new Unavailable(`${check.reason} (as this node sees it ${ticksLed} ticks after it was elected: retrying)`);
-        throw new MetaQuorumAtRisk(check.reason);
-      }
+      if (check.transferTo === undefined) throw check.settled ? new MetaQuorumAtRisk(check.reason) : new Unavailable(`${check.reason}: retrying`);
       this.log.info('handing the metadata group leadership over before leaving it', { to: check.transferTo });
       if (st.leadTransferee === 0) g.raft.transferLeader(check.transferTo);
       throw new Unavailable(check.reason);

@@ -132,6 +132,29 @@ test('checkMetaRemoval (node remove): the only voter, a lost quorum, a leader', 
   assert.deepEqual(checkMetaRemoval({ ...base, connected: new Set(), conf: conf([1, 2]), progress: pr([]) }, 2), { ok: true });
 });
 
+test('checkMetaRemoval: a leader elected less than an election timeout ago gives no settled quorum verdict', () => {
+  const base = { self: 1, changePending: false, connected: new Set([3]), commitIndex: 100, conf: conf([1, 2, 3]) };
+  // Node 2 still reads as a probe to a fresh leader: removing 3 looks like it costs the quorum.
+  const progress = new Map<number, { match: number; state: ProgressState }>([
+    [2, { match: 0, state: 'probe' }],
+    [3, { match: 100, state: 'replicate' }],
+  ]);
+  const verdict = (ticksLed: number): ReturnType<typeof checkMetaRemoval> => checkMetaRemoval({ ...base, progress, leaderAge: { ticksLed, electionTicks: 10 } }, 3);
+  for (const ticksLed of [0, 9]) {
+    const v = verdict(ticksLed);
+    assert.equal(v.ok, false);
+    assert.equal((v as { settled?: boolean }).settled, false, `${ticksLed} ticks`);
+    assert.match((v as { reason: string }).reason, new RegExp(`a quorum needs 2 \\(as this node sees it ${ticksLed} ticks after it was elected\\)$`));
+  }
+  for (const ticksLed of [10, 500, -1]) assert.equal((verdict(ticksLed) as { settled?: boolean }).settled, true, `${ticksLed} ticks`);
+  assert.equal((checkMetaRemoval({ ...base, progress }, 3) as { settled?: boolean }).settled, true, 'no age given');
+  // A verdict that is no quorum question is not affected: the only voter stays settled.
+  const only = checkMetaRemoval({ ...base, conf: conf([1]), progress, leaderAge: { ticksLed: 0, electionTicks: 10 } }, 1);
+  assert.equal((only as { settled?: boolean }).settled, true);
+  // Nor is an answer that allows the removal.
+  assert.deepEqual(checkMetaRemoval({ ...base, connected: new Set([2, 3]), progress: new Map([...progress, [2, { match: 100, state: 'replicate' }]]), leaderAge: { ticksLed: 0, electionTicks: 10 } }, 3), { ok: true });
+});
+
 /** Nodes with labels zone/rack/host from `where` (id → "zone/rack"), all in, connected, caught up. */
 function spreadInput(where: Record<number, string>, voters: number[], over: Partial<MetaGroupInput> = {}): MetaGroupInput {
   const nodes = Object.entries(where).map(([id, zr]) => {
