@@ -35,7 +35,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { allMembers, isJoint } from '../raft/confchange.js';
-import { cloneConfState, EntryType, type ConfState, type RaftNode } from '../raft/index.js';
+import { cloneConfState, EntryType, type ConfState, type Entry, type RaftNode } from '../raft/index.js';
 import type { Logger } from '../common/log.js';
 import { InvalidArgument, NotLeader, PgQuorumAtRisk, Unavailable } from '../common/errors.js';
 import { PgStore } from '../store/pg-store.js';
@@ -811,28 +811,20 @@ export class PgMover {
    * it (and again at every restart that replays it), and one that cannot reach past 256 TiB
    * cannot hold an image reaching there. The proposal's gate (StorageNode requireStoreOps)
    * covers only what is proposed once the learner is in the configuration, so what the PG
-   * holds already is judged here: the level of every command in the log (from the first entry
-   * the leader still holds, further back than the snapshot: it may say more than needed, never
-   * less), and FarOffsets if the data files may reach 256 TiB. Between them they see every
-   * command ever applied: the log is compacted only up to a checkpoint, which wrote the data of
-   * the entries it drops to the files.
+   * holds already is judged here (whatPgHolds): the level of every command in the log (from
+   * the first entry the leader still holds, further back than the snapshot: it may say more
+   * than needed, never less), and FarOffsets if the data files may reach 256 TiB.
    */
   private async storeOpsHold(g: Group, nodes: readonly NodeId[]): Promise<string | undefined | 'later'> {
     // Nodes at this build's level apply whatever this build proposed: nothing to read.
     if (nodes.every((n) => (this.d.storeOpsLevelOf(n) ?? 0) >= storeOpsLevel)) return undefined;
     this.askUnheard(nodes);
-    const store = this.d.stores.get(g.id);
-    if (!store) return 'later';
-    const firstIndex = g.raft.log.firstIndex();
-    const farData = await store.filesMayReach(farOffsetsFromBytes);
-    // Compacted while the files were listed: an entry dropped meanwhile may have written its
-    // data after the listing. Judged again next round.
-    if (g.raft.log.firstIndex() !== firstIndex) return 'later';
+    const held = await this.whatPgHolds(g);
+    if (held === undefined) return 'later';
+    const { farData, entries } = held;
     let needed: number = farData ? StoreOpsLevel.FarOffsets : StoreOpsLevel.Base;
     let neededBy = farData ? 'its data files reach past 256 TiB' : '';
     // Headers only, and nothing awaited from here to the proposal: no entry slips in between.
-    const entries = g.raft.log.slice(firstIndex, g.raft.lastIndex + 1, Number.POSITIVE_INFINITY);
-    if (entries === undefined) return 'later';
     for (const e of entries) {
       if (e.type !== EntryType.Normal) continue;
       const level = storeOpsLevelOfCommand(e.data);
@@ -854,15 +846,28 @@ export class PgMover {
    */
   async imageMayReachFar(g: number): Promise<boolean | undefined> {
     const group = this.d.host.groups.get(g);
-    const store = this.d.stores.get(g);
-    if (!group || !store) return undefined;
-    const firstIndex = group.raft.log.firstIndex();
-    if (await store.filesMayReach(farOffsetsFromBytes)) return true;
-    // Compacted while the files were listed: an entry dropped meanwhile may have written its data after the listing.
-    if (group.raft.log.firstIndex() !== firstIndex) return undefined;
-    const entries = group.raft.log.slice(firstIndex, group.raft.lastIndex + 1, Number.POSITIVE_INFINITY);
-    if (entries === undefined) return undefined;
-    return entries.some((e) => e.type === EntryType.Normal && storeOpsLevelOfCommand(e.data) === StoreOpsLevel.FarOffsets);
+    if (!group) return undefined;
+    const held = await this.whatPgHolds(group);
+    if (held === undefined) return undefined;
+    return held.farData || held.entries.some((e) => e.type === EntryType.Normal && storeOpsLevelOfCommand(e.data) === StoreOpsLevel.FarOffsets);
+  }
+
+  /**
+   * What PG `g` holds, for judging which build can hold it (storeOpsHold, imageMayReachFar):
+   * whether its data files may reach past 256 TiB, and every log entry the leader still holds
+   * (headers only). Between them they see every command ever applied: the log is compacted only
+   * up to a checkpoint, which wrote the data of the entries it drops to the files. Undefined
+   * when not judged now: no store, or the log compacted while the files were listed (an entry
+   * dropped meanwhile may have written its data after the listing).
+   */
+  private async whatPgHolds(g: Group): Promise<{ farData: boolean; entries: readonly Entry[] } | undefined> {
+    const store = this.d.stores.get(g.id);
+    if (!store) return undefined;
+    const firstIndex = g.raft.log.firstIndex();
+    const farData = await store.filesMayReach(farOffsetsFromBytes);
+    if (g.raft.log.firstIndex() !== firstIndex) return undefined;
+    const entries = g.raft.log.slice(firstIndex, g.raft.lastIndex + 1, Number.POSITIVE_INFINITY);
+    return entries === undefined ? undefined : { farData, entries };
   }
 
   /**
