@@ -51,7 +51,7 @@ import { allMembers, isJoint } from '../raft/confchange.js';
 import { isAnsweredError, maxQueuedBytesPerConnection, Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
-import { cutToStoreOpsLevel } from './store-ops-gate.js';
+import { cutToStoreOpsLevel, HeldBackTally } from './store-ops-gate.js';
 import type { Message } from '../raft/types.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
 import type { HttpTls } from './http-tls.js';
@@ -309,7 +309,7 @@ export class StorageNode implements PgClient {
     this.malformedMessages = new Counter({ name: 'raftblock_transport_malformed_messages_total', help: 'Raft messages dropped: malformed, or not from the node that sent the frame', registers: [this.registry] });
     this.heldBackEntries = new Counter({
       name: 'raftblock_store_ops_held_back_entries_total',
-      help: 'PG log entries not sent to a replica whose node runs a build that cannot apply them (mid rolling upgrade); it stays behind until upgraded',
+      help: 'PG log entries held back from a replica whose node runs a build that cannot apply them (mid rolling upgrade), each counted once per replica; it stays behind until upgraded',
       registers: [this.registry],
     });
     this.imagesHeldBack = new Counter({
@@ -378,7 +378,10 @@ export class StorageNode implements PgClient {
     if (group === metadataGroupId) return msg;
     const m = msg as Message;
     const gated = cutToStoreOpsLevel(m, peerLevel);
-    if (gated !== m && m.type === 'app' && gated.type === 'app') this.heldBackEntries.inc(m.entries.length - gated.entries.length);
+    if (gated !== m && m.type === 'app' && gated.type === 'app') {
+      const fresh = this.heldBackTally.count(group, m, gated);
+      if (fresh > 0) this.heldBackEntries.inc(fresh);
+    }
     return gated;
   }
 
@@ -773,6 +776,7 @@ export class StorageNode implements PgClient {
   private readonly fencedMessages: Counter;
   private readonly malformedMessages: Counter;
   private readonly heldBackEntries: Counter;
+  private readonly heldBackTally = new HeldBackTally();
   private readonly imagesHeldBack: Counter;
 
   private async joinMetaGroup(): Promise<void> {

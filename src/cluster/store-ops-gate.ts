@@ -34,3 +34,30 @@ export function cutToStoreOpsLevel(msg: Message, peerLevel: number): Message {
   }
   return msg;
 }
+
+/**
+ * How many log entries the gate has held back, each counted once per replica (by peer node,
+ * group and index) however often the appends holding it are cut: Raft resends from the same
+ * index at every heartbeat round while a replica stays behind, and a count of cuts would grow
+ * with time rather than with what is held back. One number per (peer, group) pair held back
+ * is kept (a pair only ever cut mid rolling upgrade).
+ */
+export class HeldBackTally {
+  /** `${peer}/${group}` → the highest index counted. */
+  private readonly countedThrough = new Map<string, number>();
+
+  /** The entries of `msg` past `gated`'s end (what the gate cut) not counted before. */
+  count(group: number, msg: MsgApp, gated: MsgApp): number {
+    const key = `${msg.to}/${group}`;
+    const through = this.countedThrough.get(key) ?? 0;
+    let fresh = 0;
+    let last = through;
+    for (let i = gated.entries.length; i < msg.entries.length; i++) {
+      const index = msg.entries[i].index;
+      if (index > through) fresh++;
+      if (index > last) last = index;
+    }
+    if (last > through) this.countedThrough.set(key, last);
+    return fresh;
+  }
+}

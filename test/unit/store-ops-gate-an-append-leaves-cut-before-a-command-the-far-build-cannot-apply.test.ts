@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type Socket } from 'node:net';
 import { encodeFrame, FrameDecoder, type Frame } from '../../src/cluster/frame.js';
-import { cutToStoreOpsLevel } from '../../src/cluster/store-ops-gate.js';
+import { cutToStoreOpsLevel, HeldBackTally } from '../../src/cluster/store-ops-gate.js';
 import { Transport, type TransportOptions } from '../../src/cluster/transport.js';
 import { ProtocolError } from '../../src/common/errors.js';
 import { EntryType, type Entry, type Message, type MsgApp } from '../../src/raft/types.js';
@@ -58,6 +58,19 @@ test('an append is cut before its first command above the far level, and left wh
   assert.deepEqual(firstFar.entries, [], 'cut to an empty append (a probe), which still carries the commit index');
   const heartbeat: Message = { type: 'heartbeat', from: 1, to: 3, term: 2, seq: 1, tick: 1, commit: 3 };
   assert.equal(cutToStoreOpsLevel(heartbeat, StoreOpsLevel.Base), heartbeat, 'other messages pass as they are');
+});
+
+test('the held-back tally counts each entry cut once per replica, however often it is resent', () => {
+  const tally = new HeldBackTally();
+  const msg = append([{ data: near }, { data: far }, { data: near }]);
+  const cut = cutToStoreOpsLevel(msg, StoreOpsLevel.Base) as MsgApp;
+  assert.equal(tally.count(7, msg, cut), 2, 'entries 12 and 13 held back from node 3 in group 7');
+  assert.equal(tally.count(7, msg, cut), 0, 'the same append resent: nothing new');
+  const longer = append([{ data: near }, { data: far }, { data: near }, { data: near }]);
+  assert.equal(tally.count(7, longer, cutToStoreOpsLevel(longer, StoreOpsLevel.Base) as MsgApp), 1, 'resent with one more entry: only entry 14 is new');
+  assert.equal(tally.count(8, msg, cut), 2, 'another group of the same replica counts apart');
+  const toNode4: MsgApp = { ...msg, to: 4 };
+  assert.equal(tally.count(7, toNode4, cutToStoreOpsLevel(toNode4, StoreOpsLevel.Base) as MsgApp), 2, 'another replica of the same group counts apart');
 });
 
 /** A hand-made peer node 2: the frames it receives, and a way to answer on its connection. */
