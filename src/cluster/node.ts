@@ -52,6 +52,7 @@ import { isAnsweredError, maxQueuedBytesPerConnection, Transport } from './trans
 import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
 import { cutToStoreOpsLevel, HeldBackTally } from './store-ops-gate.js';
+import { PeerLevelsFile } from './peer-levels-file.js';
 import type { Message } from '../raft/types.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
 import type { HttpTls } from './http-tls.js';
@@ -356,7 +357,7 @@ export class StorageNode implements PgClient {
     const node = this;
     new Gauge({
       name: 'raftblock_peer_store_ops_level',
-      help: 'The store command level each peer node last told this one (the commands its build applies); absent: not heard from since this node started',
+      help: 'The store command level each peer node last told this one (the commands its build applies), remembered across restarts; absent: never heard from',
       labelNames: ['peer'],
       registers: [this.registry],
       collect(this: Gauge) {
@@ -447,6 +448,9 @@ export class StorageNode implements PgClient {
     await this.loadCachedMap();
     await this.checkMapCluster(this.cachedMap, 'map-cache.bin');
 
+    this.peerLevels = new PeerLevelsFile(this.opts.dataDir, (err) => this.log.warn('could not save the peers\' store command levels (they are learned again after a restart)', { err }));
+    const knownLevels = await this.peerLevels.load();
+    if (knownLevels.problem !== undefined) this.log.warn('ignoring the peers\' store command levels saved before (they are learned again from the peers)', { problem: knownLevels.problem });
     this.transport = new Transport({
       nodeId: String(this.id),
       listen: this.opts.peer,
@@ -458,6 +462,8 @@ export class StorageNode implements PgClient {
       incarnation: this.incarnation,
       storeOpsLevel: this.storeOpsLevel,
       gateMessage: (group, msg, peerLevel) => this.gateMessage(group, msg, peerLevel),
+      knownStoreOpsLevels: knownLevels.levels,
+      onStoreOpsLevel: (id, level) => this.peerLevels?.note(id, level),
       incarnationOf: (id) => this.incarnationOf(id),
       clusterKey: this.opts.clusterKey,
       clusterKeysAlsoAccepted: this.opts.clusterKeysAlsoAccepted,
@@ -531,7 +537,9 @@ export class StorageNode implements PgClient {
       registry: this.registry,
       log: createLogger('pg-mover', { node: this.id }),
       stopping: () => this.stopping,
-      storeOpsLevelOf: (id) => (id === this.id ? this.storeOpsLevel : this.transport.storeOpsLevelOf(String(id))),
+      // A learner is added by levels heard in this life: one remembered from before this start
+      // may be stale, and a move can wait for its node's first frame (the write path cannot).
+      storeOpsLevelOf: (id) => (id === this.id ? this.storeOpsLevel : this.transport.storeOpsLevelHeardOf(String(id))),
       storeOpsRefusal: (nodes, needed, what) => this.storeOpsRefusal(nodes, needed, what, 'the move goes on by itself once it does'),
     });
     if (this.opts.startHoldMs) await new Promise((resolve) => setTimeout(resolve, this.opts.startHoldMs));
@@ -777,6 +785,7 @@ export class StorageNode implements PgClient {
   private readonly malformedMessages: Counter;
   private readonly heldBackEntries: Counter;
   private readonly heldBackTally = new HeldBackTally();
+  private peerLevels: PeerLevelsFile | undefined;
   private readonly imagesHeldBack: Counter;
 
   private async joinMetaGroup(): Promise<void> {
@@ -1687,7 +1696,7 @@ export class StorageNode implements PgClient {
       const level = id === this.id ? this.storeOpsLevel : this.transport.storeOpsLevelOf(String(id));
       if (level !== undefined && level >= needed) continue;
       behind.push(id);
-      why.push(level === undefined ? `node ${id} has not been heard from since node ${this.id} started (its build is unknown)` : `node ${id} runs a build that applies store commands up to level ${level}`);
+      why.push(level === undefined ? `node ${id} has never been heard from by node ${this.id} (its build is unknown)` : `node ${id} runs a build that applies store commands up to level ${level}`);
     }
     if (behind.length === 0) return undefined;
     return `${why.join('; ')}, and ${what} needs level ${needed}: upgrade (or start) node ${behind.join(', ')}, ${after}`;
@@ -2080,6 +2089,7 @@ export class StorageNode implements PgClient {
     await this.nbd.close().catch((err) => this.log.warn('nbd close', { err }));
     await this.host.stop();
     await this.transport.close();
+    await this.peerLevels?.settled();
     await this.httpServer.close();
     await this.wal.close();
     await this.io.close();

@@ -161,6 +161,10 @@ export interface TransportOptions {
    * says now, not by what its previous life said.
    */
   gateMessage?(group: number, msg: unknown, peerStoreOpsLevel: number): unknown;
+  /** The level each peer last told, as remembered from before this start (peer-levels-file.ts). */
+  knownStoreOpsLevels?: ReadonlyMap<string, number>;
+  /** Peer `id` told a store command level other than the one last known of it. */
+  onStoreOpsLevel?(id: string, level: number): void;
   /**
    * The incarnation the map records for a node id, if any: a frame of this cluster from that
    * id with another one is refused (another data dir under the id, such as a removed node
@@ -353,6 +357,8 @@ export class Transport {
   private readonly peers = new Map<string, Peer>();
   /** Store command levels members last told (Frame.s), by node id. */
   private readonly storeOpsLevels = new Map<string, number>();
+  /** Members whose frames told their level since this process started (the rest are remembered). */
+  private readonly storeOpsLevelsHeard = new Set<string>();
   private readonly conns = new Set<Conn>();
   /** Sockets still proving the cluster key (not yet conns): closed with the transport. */
   private readonly authenticating = new Set<Socket>();
@@ -379,6 +385,7 @@ export class Transport {
     this.clusterId = opts.clusterId ?? '';
     this.log = createLogger('transport', { node: opts.nodeId });
     this.metrics = makeMetrics(opts.registry);
+    for (const [id, level] of opts.knownStoreOpsLevels ?? []) this.storeOpsLevels.set(id, level);
   }
 
   /** Starts listening; returns the bound address. */
@@ -434,11 +441,16 @@ export class Transport {
   }
 
   /**
-   * The store command level (Frame.s) of the last frame from member `id`; undefined when none
-   * came since this process started.
+   * The store command level (Frame.s) of the last frame from member `id`, or the one known of
+   * it before this start (TransportOptions.knownStoreOpsLevels); undefined when neither.
    */
   storeOpsLevelOf(id: string): number | undefined {
     return this.storeOpsLevels.get(id);
+  }
+
+  /** storeOpsLevelOf, but only once member `id` sent a frame since this process started. */
+  storeOpsLevelHeardOf(id: string): number | undefined {
+    return this.storeOpsLevelsHeard.has(id) ? this.storeOpsLevels.get(id) : undefined;
   }
 
   isConnected(id: string): boolean {
@@ -992,7 +1004,12 @@ export class Transport {
       return;
     }
     if (!joining) {
-      this.storeOpsLevels.set(f.from, f.s ?? 1);
+      const told = f.s ?? 1;
+      this.storeOpsLevelsHeard.add(f.from);
+      if (this.storeOpsLevels.get(f.from) !== told) {
+        this.storeOpsLevels.set(f.from, told);
+        this.opts.onStoreOpsLevel?.(f.from, told);
+      }
       if (conn.storeOpsLevel === undefined) {
         conn.storeOpsLevel = f.s ?? 1;
         // Raft messages held for it (TransportOptions.gateMessage) may leave now.

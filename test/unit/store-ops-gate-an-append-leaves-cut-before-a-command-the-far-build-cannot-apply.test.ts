@@ -86,8 +86,9 @@ async function handPeer(t: import('node:test').TestContext): Promise<{ address: 
 }
 
 /** Node 1's transport of this build's level, its Raft messages passed through `gate`. */
-async function gatedTransport(t: import('node:test').TestContext, gate: NonNullable<TransportOptions['gateMessage']>): Promise<Transport> {
+async function gatedTransport(t: import('node:test').TestContext, gate: NonNullable<TransportOptions['gateMessage']>, more: Partial<TransportOptions> = {}): Promise<Transport> {
   const tr = new Transport({
+    ...more,
     nodeId: '1',
     listen: { host: '127.0.0.1', port: 0 },
     epoch: () => 1,
@@ -166,4 +167,35 @@ test("a peer's new connection is judged by what it tells there, not by its previ
   await until(() => levels.length === 2);
   assert.deepEqual(levels, [storeOpsLevel, 1]);
   assert.equal(tr.storeOpsLevelOf('2'), 1);
+});
+
+test('a level remembered from before the start serves the proposal gate, not the connection: that still waits for what the peer tells', async (t) => {
+  const levels: number[] = [];
+  const told: [string, number][] = [];
+  const tr = await gatedTransport(
+    t,
+    (_group, msg, level) => {
+      levels.push(level);
+      return msg;
+    },
+    { knownStoreOpsLevels: new Map([['2', storeOpsLevel]]), onStoreOpsLevel: (id, level) => told.push([id, level]) },
+  );
+  assert.equal(tr.storeOpsLevelOf('2'), storeOpsLevel, 'remembered');
+  assert.equal(tr.storeOpsLevelHeardOf('2'), undefined, 'but not heard in this life');
+  const peer = await handPeer(t);
+  tr.setPeerAddress('2', peer.address);
+  tr.send('2', 7, { n: 1 });
+  await until(() => peer.frames.length > 0);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(levels, [], 'nothing leaves on the remembered level');
+  // Node 2 was rolled back meanwhile: it tells level 1.
+  peer.socket()!.write(encodeFrame({ from: '2', addr: '', epoch: 1, s: 1 }));
+  await until(() => levels.length === 1);
+  assert.deepEqual(levels, [1]);
+  assert.equal(tr.storeOpsLevelOf('2'), 1);
+  assert.equal(tr.storeOpsLevelHeardOf('2'), 1);
+  assert.deepEqual(told, [['2', 1]], 'the change is told once, to be remembered');
+  peer.socket()!.write(encodeFrame({ from: '2', addr: '', epoch: 1, s: 1 }));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(told, [['2', 1]], 'the same level again is no news');
 });
