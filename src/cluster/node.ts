@@ -20,7 +20,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { formatHostPort, parseHostPort, type HostPort } from '../common/address.js';
-import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgQuorumAtRisk, RaftblockError, OutcomeUnknown, RepairRefused, RetryWindowPassed, StaleEpoch, TimedOut, Unavailable, UpgradeRequired } from '../common/errors.js';
+import { InvalidArgument, MetaQuorumAtRisk, NodeAlive, NodeHoldsReplicas, NodeRemoved, NotFound, NotLeader, OutOfRange, PgQuorumAtRisk, RaftblockError, OutcomeUnknown, RepairRefused, RetryWindowPassed, StaleEpoch, TimedOut, Unavailable } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { openBlockIo } from '../io/select.js';
 import type { BlockIo } from '../io/types.js';
@@ -32,7 +32,7 @@ import { maxImageIdChars, PgStore, ScratchPool, type ImageChunk, type ImageCurso
 import { writeFileDurably } from '../common/durable-file.js';
 import { jitteredMs } from '../common/backoff.js';
 import { inLanes } from '../common/lanes.js';
-import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind, StoreOpsLevel, storeOpsLevel, storeOpsLevelOfRange } from '../store/ops.js';
+import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind, storeOpsLevel } from '../store/ops.js';
 import { abandonCause, checkPgRequest, HoleScanOver, isPgRead, makeGatewayMetrics, nextRequestId, VolumeBackend, type GatewayMetrics, type PgClient, type PgMutation, type PgRequest } from '../gateway/volume-backend.js';
 import { maxPieceBytes, pgsOfRange } from '../gateway/split.js';
 import { defaultCheckpointMaxWalSegments, defaultElectionTicks, defaultTickMs, MultiRaftHost, type Group, type RepairPoint } from './host.js';
@@ -51,9 +51,7 @@ import { allMembers, isJoint } from '../raft/confchange.js';
 import { isAnsweredError, maxQueuedBytesPerConnection, Transport } from './transport.js';
 import type { ClusterKey } from './peer-auth.js';
 import { isWellFormedMessage } from './raft-message-check.js';
-import { cutToStoreOpsLevel, HeldBackTally } from './store-ops-gate.js';
-import { PeerLevelsFile } from './peer-levels-file.js';
-import type { Message } from '../raft/types.js';
+import { StoreOpsLevels } from './store-ops-levels.js';
 import { startAdminHttp, type AdminHttp } from './http.js';
 import type { HttpTls } from './http-tls.js';
 import type { GroupDigest, GroupRole, GroupStatus, NodeStatus, RebuildReplicaResponse, RemoveNodeResponse, ReplaceNodeResponse } from './admin-client.js';
@@ -308,17 +306,16 @@ export class StorageNode implements PgClient {
     this.fencedMessages = new Counter({ name: 'raftblock_transport_fenced_messages_total', help: 'Raft messages dropped: sender not a replica of the group in this map', registers: [this.registry] });
     this.leaderHandovers = new Counter({ name: 'raftblock_pg_leader_handovers_total', help: 'PG leaderships handed to the node whose gateway sent most of their requests', registers: [this.registry] });
     this.malformedMessages = new Counter({ name: 'raftblock_transport_malformed_messages_total', help: 'Raft messages dropped: malformed, or not from the node that sent the frame', registers: [this.registry] });
-    this.heldBackEntries = new Counter({
-      name: 'raftblock_store_ops_held_back_entries_total',
-      help: 'PG log entries held back from a replica whose node runs a build that cannot apply them (mid rolling upgrade), each counted once per replica; it stays behind until upgraded',
-      registers: [this.registry],
+    this.storeOps = new StoreOpsLevels({
+      selfId: this.id,
+      ownLevel: this.storeOpsLevel,
+      dataDir: opts.dataDir,
+      registry: this.registry,
+      log: this.log,
+      map: () => this.map(),
+      peers: () => this.transport,
+      imageMayReachFar: (g) => this.pgMover.imageMayReachFar(g),
     });
-    this.imagesHeldBack = new Counter({
-      name: 'raftblock_store_ops_held_back_images_total',
-      help: 'PG snapshot images refused to a replica whose node runs a build that cannot hold data past 256 TiB (mid rolling upgrade)',
-      registers: [this.registry],
-    });
-    this.peerStoreOpsLevelGauge();
     this.metaVoterGauge();
     this.downOut = new DownOutRunner(
       { ...defaultDownOut, intervalMs: opts.downOutIntervalMs ?? defaultDownOut.intervalMs },
@@ -350,40 +347,6 @@ export class StorageNode implements PgClient {
 
   get epoch(): number {
     return this.map().epoch;
-  }
-
-  /** At scrape time: the store command level each peer last told this node (Frame.s). */
-  private peerStoreOpsLevelGauge(): void {
-    const node = this;
-    new Gauge({
-      name: 'raftblock_peer_store_ops_level',
-      help: 'The store command level each peer node last told this one (the commands its build applies), remembered across restarts; absent: never heard from',
-      labelNames: ['peer'],
-      registers: [this.registry],
-      collect(this: Gauge) {
-        this.reset();
-        for (const n of node.map().nodes) {
-          if (n.id === node.id) continue;
-          const level = node.transport?.storeOpsLevelOf(String(n.id));
-          if (level !== undefined) this.set({ peer: String(n.id) }, level);
-        }
-      },
-    });
-  }
-
-  /**
-   * A PG's Raft message as it may leave on a connection whose far node told `peerLevel`
-   * (store-ops-gate.ts): appends are cut before a command that node cannot apply.
-   */
-  private gateMessage(group: number, msg: unknown, peerLevel: number): unknown {
-    if (group === metadataGroupId) return msg;
-    const m = msg as Message;
-    const gated = cutToStoreOpsLevel(m, peerLevel);
-    if (gated !== m && m.type === 'app' && gated.type === 'app') {
-      const fresh = this.heldBackTally.count(group, m, gated);
-      if (fresh > 0) this.heldBackEntries.inc(fresh);
-    }
-    return gated;
   }
 
   /**
@@ -448,9 +411,7 @@ export class StorageNode implements PgClient {
     await this.loadCachedMap();
     await this.checkMapCluster(this.cachedMap, 'map-cache.bin');
 
-    this.peerLevels = new PeerLevelsFile(this.opts.dataDir, (err) => this.log.warn('could not save the peers\' store command levels (they are learned again after a restart)', { err }));
-    const knownLevels = await this.peerLevels.load();
-    if (knownLevels.problem !== undefined) this.log.warn('ignoring the peers\' store command levels saved before (they are learned again from the peers)', { problem: knownLevels.problem });
+    const knownLevels = await this.storeOps.remembered();
     this.transport = new Transport({
       nodeId: String(this.id),
       listen: this.opts.peer,
@@ -461,9 +422,9 @@ export class StorageNode implements PgClient {
       awaitingJoin: this.awaitingJoin,
       incarnation: this.incarnation,
       storeOpsLevel: this.storeOpsLevel,
-      gateMessage: (group, msg, peerLevel) => this.gateMessage(group, msg, peerLevel),
-      knownStoreOpsLevels: knownLevels.levels,
-      onStoreOpsLevel: (id, level) => this.peerLevels?.note(id, level),
+      gateMessage: (group, msg, peerLevel) => this.storeOps.gateMessage(group, msg, peerLevel),
+      knownStoreOpsLevels: knownLevels,
+      onStoreOpsLevel: (id, level) => this.storeOps.told(id, level),
       incarnationOf: (id) => this.incarnationOf(id),
       clusterKey: this.opts.clusterKey,
       clusterKeysAlsoAccepted: this.opts.clusterKeysAlsoAccepted,
@@ -537,10 +498,8 @@ export class StorageNode implements PgClient {
       registry: this.registry,
       log: createLogger('pg-mover', { node: this.id }),
       stopping: () => this.stopping,
-      // A learner is added by levels heard in this life: one remembered from before this start
-      // may be stale, and a move can wait for its node's first frame (the write path cannot).
-      storeOpsLevelOf: (id) => (id === this.id ? this.storeOpsLevel : this.transport.storeOpsLevelHeardOf(String(id))),
-      storeOpsRefusal: (nodes, needed, what) => this.storeOpsRefusal(nodes, needed, what, 'the move goes on by itself once it does'),
+      storeOpsLevelOf: (id) => this.storeOps.levelHeardOf(id),
+      storeOpsRefusal: (nodes, needed, what) => this.storeOps.refusal(nodes, needed, what, 'the move goes on by itself once it does'),
     });
     if (this.opts.startHoldMs) await new Promise((resolve) => setTimeout(resolve, this.opts.startHoldMs));
     await this.pgMover.load();
@@ -783,10 +742,7 @@ export class StorageNode implements PgClient {
   private mapCaughtUp = false;
   private readonly fencedMessages: Counter;
   private readonly malformedMessages: Counter;
-  private readonly heldBackEntries: Counter;
-  private readonly heldBackTally = new HeldBackTally();
-  private peerLevels: PeerLevelsFile | undefined;
-  private readonly imagesHeldBack: Counter;
+  private readonly storeOps: StoreOpsLevels;
 
   private async joinMetaGroup(): Promise<void> {
     if (this.meta || this.joiningMeta || this.stopping) return;
@@ -1519,7 +1475,7 @@ export class StorageNode implements PgClient {
         const store = this.stores.get(g);
         if (!store) throw new Unavailable(`group ${g} is not on this node`);
         const cursor = imageCursorArg(a.c);
-        if (cursor === null) await this.requireImageLevel(g, Number(from));
+        if (cursor === null) await this.storeOps.requireImage(g, Number(from));
         // The first chunk is refused unless this store has applied up to the snapshot's index,
         // a later one unless this store still holds the state the first was read from.
         return store.imageChunk(cursor, snapshotChunkBytes, snapshotIndexArg(a.atLeast), imageIdArg(a.img));
@@ -1528,7 +1484,7 @@ export class StorageNode implements PgClient {
         const g = groupArg(a.g, op);
         const store = this.stores.get(g);
         if (store) {
-          await this.requireImageLevel(g, Number(from));
+          await this.storeOps.requireImage(g, Number(from));
           return store.snapshotImage(snapshotIndexArg(a.atLeast));
         }
         if (g === metadataGroupId && this.meta) return this.meta.snapshotImage();
@@ -1640,66 +1596,9 @@ export class StorageNode implements PgClient {
     throw new NotFound(`volume ${req.v} was deleted`);
   }
 
-  /**
-   * Refuses (UPGRADE_REQUIRED) a command some replica of the PG could not apply: one whose node
-   * tells a lower store command level (Frame.s: a build before it, mid rolling upgrade) would
-   * stop at it. The replicas are the map's and every member of the group's latest
-   * configuration (one being added or removed too); a node not heard from since this one
-   * started counts as unknown, and refuses it too.
-   */
-  private requireStoreOps(groupId: number, g: Group, req: PgRequest): void {
-    const needed =
-      req.k === 'discardFrom' ? StoreOpsLevel.DiscardFrom : isPgRead(req) ? StoreOpsLevel.Base : storeOpsLevelOfRange(req.o, req.k === 'write' ? req.d.byteLength : req.l);
-    if (needed === StoreOpsLevel.Base) return;
-    const map = this.map();
-    const cs = g.raft.confStateAt(Number.MAX_SAFE_INTEGER);
-    const { poolId, pgIndex } = pgOfGroup(groupId);
-    const mapReplicas = map.pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.replicas ?? [];
-    const members = new Set([...cs.voters, ...cs.votersOutgoing, ...cs.learners, ...cs.learnersNext, ...mapReplicas]);
-    const what = req.k === 'discardFrom' ? 'a discard past the end of a shrunk volume' : 'a command past 256 TiB';
-    const refusal = this.storeOpsRefusal(members, needed, what);
-    if (refusal) throw new UpgradeRequired(`group ${groupId}: ${refusal}`);
-  }
-
-  /**
-   * Refuses (UNAVAILABLE, which a puller retries) to send PG `g`'s image to node `to` while its
-   * build cannot hold data past 256 TiB and this store's files may reach there: an image is no
-   * command the send-time gate can cut (store-ops-gate.ts), and a replica held back there
-   * (rolled back mid-upgrade) is sent one once the leader's log no longer reaches back to it.
-   * It stays behind until its node is upgraded. `to`'s level is the one its request's own frame
-   * told.
-   */
-  private async requireImageLevel(g: number, to: number): Promise<void> {
-    const level = this.transport.storeOpsLevelOf(String(to)) ?? StoreOpsLevel.Base;
-    if (level >= StoreOpsLevel.FarOffsets) return;
-    const far = await this.pgMover.imageMayReachFar(g);
-    if (far === false) return;
-    if (far === undefined) throw new Unavailable(`group ${g}: whether its image reaches past 256 TiB, which node ${to} (level ${level}) cannot hold, could not be judged now; ask again`);
-    this.imagesHeldBack.inc();
-    throw new Unavailable(`group ${g}: node ${to} runs a build that applies store commands up to level ${level}, and this PG's image may hold data past 256 TiB: upgrade node ${to}; it pulls the image then`);
-  }
-
   /** This node's store command level (ops.ts StoreOpsLevel), as its frames tell its peers. */
   private get storeOpsLevel(): number {
     return this.opts.storeOpsLevel ?? storeOpsLevel;
-  }
-
-  /**
-   * Why `needed` may not be proposed to replicas on `nodes` (undefined: it may): a node whose
-   * frames tell a lower level, or one not heard from since this node started (its build unknown).
-   * `after` ends the advice (what follows the upgrade).
-   */
-  private storeOpsRefusal(nodes: Iterable<number>, needed: number, what: string, after = 'then retry'): string | undefined {
-    const behind: number[] = [];
-    const why: string[] = [];
-    for (const id of [...nodes].sort((a, b) => a - b)) {
-      const level = id === this.id ? this.storeOpsLevel : this.transport.storeOpsLevelOf(String(id));
-      if (level !== undefined && level >= needed) continue;
-      behind.push(id);
-      why.push(level === undefined ? `node ${id} has never been heard from by node ${this.id} (its build is unknown)` : `node ${id} runs a build that applies store commands up to level ${level}`);
-    }
-    if (behind.length === 0) return undefined;
-    return `${why.join('; ')}, and ${what} needs level ${needed}: upgrade (or start) node ${behind.join(', ')}, ${after}`;
   }
 
   /** Serves a PG request on this node, which must lead the PG. */
@@ -1709,7 +1608,7 @@ export class StorageNode implements PgClient {
     if (!store || !g) throw new NotLeader(`group ${groupId} is not on node ${this.id}`);
     this.fenceVolume(req, senderEpoch);
     if (!g.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${groupId}`, g.lead ? String(g.lead) : undefined);
-    this.requireStoreOps(groupId, g, req);
+    this.storeOps.requireForRequest(groupId, g.raft.confStateAt(Number.MAX_SAFE_INTEGER), req);
     switch (req.k) {
       case 'write':
         return this.proposeMutation(groupId, store, req, encodeWrite(req.v, req.o, req.d, { session: req.s, seq: req.q }), 'write');
@@ -1953,28 +1852,11 @@ export class StorageNode implements PgClient {
    */
   async resizeVolume(name: string, sizeBytes: number, allowShrink: boolean, cid?: MetaCommandId): Promise<{ epoch: number; volume: Volume }> {
     const before = this.map().volumes.find((v) => v.name === name);
-    if (before && allowShrink && sizeBytes < before.sizeBytes) await this.requireDiscardEverywhere(before);
+    if (before && allowShrink && sizeBytes < before.sizeBytes) await this.storeOps.requireDiscardEverywhere(before, requestTimeoutMs);
     if (before && (before.discardToBytes ?? 0) > before.sizeBytes && sizeBytes >= before.sizeBytes) await this.discardWithAdvice(before);
     const r = (await this.proposeMeta({ type: 'resizeVolume', name, sizeBytes, allowShrink }, cid)) as { epoch: number; volume: Volume };
     if ((r.volume.discardToBytes ?? 0) > r.volume.sizeBytes) return this.discardWithAdvice(r.volume);
     return r;
-  }
-
-  /**
-   * Refuses a shrink (UPGRADE_REQUIRED) before the map shrinks, while a replica of the volume's
-   * pool runs a build that cannot apply its discard (requireStoreOps would refuse each PG's).
-   */
-  private async requireDiscardEverywhere(v: Volume): Promise<void> {
-    const map = this.map();
-    const pool = map.pools.find((p) => p.name === v.pool);
-    const replicas = new Set<number>();
-    for (const pg of pool?.pgs ?? []) for (const id of pg.replicas) replicas.add(id);
-    // A replica's node this one shares no group with may not have sent it a frame yet: ping it
-    // (its answer's frame tells its level). One that does not answer stays unknown.
-    const unheard = [...replicas].filter((id) => id !== this.id && this.transport.storeOpsLevelOf(String(id)) === undefined);
-    await Promise.all(unheard.map((id) => this.transport.ping(String(id), requestTimeoutMs)));
-    const refusal = this.storeOpsRefusal(replicas, StoreOpsLevel.DiscardFrom, `shrinking volume ${v.name} (a discard on every replica)`);
-    if (refusal) throw new UpgradeRequired(`${refusal}; the volume is unchanged`);
   }
 
   private async discardWithAdvice(v: Volume): Promise<{ epoch: number; volume: Volume }> {
@@ -2089,7 +1971,7 @@ export class StorageNode implements PgClient {
     await this.nbd.close().catch((err) => this.log.warn('nbd close', { err }));
     await this.host.stop();
     await this.transport.close();
-    await this.peerLevels?.settled();
+    await this.storeOps.settled();
     await this.httpServer.close();
     await this.wal.close();
     await this.io.close();
