@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 import { RaftblockError } from '../common/errors.js';
 import { setLogLevel, type LogLevel } from '../common/log.js';
 import { commands } from './commands/index.js';
+import { raftblockVersion } from '../common/version.js';
 
 const logLevel = process.env.RAFTBLOCK_LOG as LogLevel | undefined;
 if (logLevel && ['debug', 'info', 'warn', 'error'].includes(logLevel)) setLogLevel(logLevel);
@@ -16,7 +17,7 @@ const program = new Command();
 program
   .name('raftblock')
   .description('A replicated block store served over NBD')
-  .version('0.1.0')
+  .version(raftblockVersion)
   .showHelpAfterError()
   .exitOverride();
 

@@ -122,6 +122,10 @@ export interface NodeStatus {
   epoch: number;
   /** Milliseconds since the process started. */
   uptimeMs: number;
+  /** The node's build (absent from a node of a build before it reported one). */
+  version?: string;
+  /** The store command level the node's build applies (ops.ts StoreOpsLevel; absent as version). */
+  storeOpsLevel?: number;
   /** Every Raft group this node runs (group 0 if it is a metadata member), ascending by id. */
   groups: GroupStatus[];
 }
@@ -421,6 +425,9 @@ export interface NodeView {
   /** The map epoch the node has applied (when reachable). */
   epoch?: number;
   uptimeMs?: number;
+  /** The node's build and the store command level it applies (when reachable and it reports them). */
+  version?: string;
+  storeOpsLevel?: number;
   error?: string;
 }
 
@@ -450,7 +457,7 @@ export function mergeClusterStatus(
     if (s instanceof Error) return { ...base, reachable: false, error: s.message };
     // Something else now answers at that address (a node of another cluster on a reused port).
     if (foreign(s)) return { ...base, reachable: false, clusterId: s.clusterId, error: `answers as a node of cluster ${s.clusterId}` };
-    return { ...base, reachable: true, clusterId: s.clusterId, epoch: s.epoch, uptimeMs: s.uptimeMs };
+    return { ...base, reachable: true, clusterId: s.clusterId, epoch: s.epoch, uptimeMs: s.uptimeMs, version: s.version, storeOpsLevel: s.storeOpsLevel };
   });
   const byNode = new Map<NodeId, Map<number, GroupStatus>>();
   for (const [id, s] of statuses) {

@@ -30,6 +30,7 @@ import type { PskKeys } from '../nbd/tls-psk.js';
 import { Wal } from '../wal/index.js';
 import { maxImageIdChars, PgStore, ScratchPool, type ImageChunk, type ImageCursor } from '../store/pg-store.js';
 import { writeFileDurably } from '../common/durable-file.js';
+import { raftblockVersion } from '../common/version.js';
 import { jitteredMs } from '../common/backoff.js';
 import { inLanes } from '../common/lanes.js';
 import { encodeDiscardFrom, encodeRange, encodeWrite, OpKind, storeOpsLevel } from '../store/ops.js';
@@ -1943,7 +1944,15 @@ export class StorageNode implements PgClient {
       // node still answers: say so, so that status names it instead of calling it unreachable.
       groups.unshift({ groupId: metadataGroupId, role: 'follower', term: 0, leader: 0, commitIndex: 0, appliedIndex: 0, lastIndex: 0, voters: [], needsRepair: true });
     }
-    return { nodeId: this.id, clusterId: this.clusterId || undefined, epoch: this.epoch, uptimeMs: Math.round(performance.now() - this.startedMs), groups };
+    return {
+      nodeId: this.id,
+      clusterId: this.clusterId || undefined,
+      epoch: this.epoch,
+      uptimeMs: Math.round(performance.now() - this.startedMs),
+      version: raftblockVersion,
+      storeOpsLevel: this.storeOpsLevel,
+      groups,
+    };
   }
 
   /** A checksum of the blocks this replica holds that are not all zeros (pg-digest.ts). */

@@ -17,7 +17,9 @@ import { spawnSync } from 'node:child_process';
 import { TestCluster, waitFor, logRecords } from '../helpers/cluster.js';
 import { requireTools } from '../helpers/tools.js';
 import { applyCommand, locateExtent, parseLabels, pgOfExtent, pgOfGroup, type ClusterMap } from '../../src/cluster/map.js';
-import { farOffsetsFromBytes } from '../../src/store/ops.js';
+import { farOffsetsFromBytes, storeOpsLevel } from '../../src/store/ops.js';
+import { raftblockVersion } from '../../src/common/version.js';
+import { runCli } from '../helpers/cli.js';
 
 const TiB = 2 ** 40;
 const pgCount = 8;
@@ -99,6 +101,11 @@ test('placement moves no PG holding data past 256 TiB onto a node telling level 
     const pgs = await status();
     return heldPgs.every((pg) => /node 4 runs a build that applies store commands up to level 1/.test(pgs.find((x) => x.pgIndex === pg)!.moveHeld ?? '')) ? true : undefined;
   });
+  // And it names the builds: node 4's level, and that they differ.
+  const plain = await runCli(['status', '--server', cluster.node(1).addrs.http]);
+  assert.equal(plain.code, 0, plain.stderr);
+  assert.match(plain.stdout, new RegExp(`^builds differ: store command level 1 on node 4; level ${storeOpsLevel} on nodes 1, 2, 3 \\(`, 'm'), plain.stdout);
+  assert.match(plain.stdout, new RegExp(`^4 .*${raftblockVersion.replaceAll('.', '\\.')} \\(level 1\\)`, 'm'), plain.stdout);
   // Each leader sets its gauge at the end of its own round: summed until they agree.
   await waitFor(`raftblock_pg_moves_held_for_upgrade over the leaders sums to ${heldPgs.length}`, 10_000, async () => {
     let heldCount = 0;

@@ -17,8 +17,10 @@ export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }):
       `groups ${summary.groups}: ${summary.ok} ok, ${summary.lagging} lagging, ${summary.unavailable} unavailable` +
       (summary.movesHeld > 0 ? `; ${summary.movesHeld} moving PGs wait for an upgrade` : ''),
   );
+  const levels = describeMixedLevels(s.nodes);
+  if (levels) out.push(levels);
   out.push('');
-  const nodeRows = [['NODE', 'STATE', 'REACHABLE', 'EPOCH', 'WEIGHT', 'LABELS', 'NBD', 'HTTP']];
+  const nodeRows = [['NODE', 'STATE', 'REACHABLE', 'EPOCH', 'BUILD', 'WEIGHT', 'LABELS', 'NBD', 'HTTP']];
   for (const n of s.nodes) {
     const labels = Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-';
     nodeRows.push([
@@ -26,6 +28,7 @@ export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }):
       n.replacing ? `${n.state} (replacing)` : n.autoOut ? `${n.state} (down)` : n.state,
       n.reachable ? 'yes' : `no (${n.error ?? 'no answer'})`,
       n.epoch === undefined ? '-' : String(n.epoch),
+      n.version === undefined ? '-' : `${n.version} (level ${n.storeOpsLevel ?? '?'})`,
       String(n.weight),
       labels,
       n.addresses.nbd,
@@ -56,6 +59,22 @@ export function renderStatus(s: ClusterStatus, opts: { problemsOnly: boolean }):
     out.push(table(rows));
   }
   return out.join('\n') + '\n';
+}
+
+/**
+ * A line naming the reachable nodes by the store command level their builds apply, when those
+ * differ (a rolling upgrade under way, or a node left behind on an earlier build): commands
+ * above the lowest level are refused or held back until every replica applies them.
+ */
+export function describeMixedLevels(nodes: ClusterStatus['nodes']): string | undefined {
+  const byLevel = new Map<number, number[]>();
+  for (const n of nodes) {
+    if (!n.reachable || n.storeOpsLevel === undefined) continue;
+    byLevel.set(n.storeOpsLevel, [...(byLevel.get(n.storeOpsLevel) ?? []), n.id]);
+  }
+  if (byLevel.size < 2) return undefined;
+  const parts = [...byLevel].sort((a, b) => a[0] - b[0]).map(([level, ids]) => `level ${level} on node${ids.length > 1 ? 's' : ''} ${ids.join(', ')}`);
+  return `builds differ: store command ${parts.join('; ')} (commands above the lowest level wait for an upgrade)`;
 }
 
 /** A Raft configuration that differs from the map: `1,2,3 +4 learner` or `2,3,4 / 1,2,3 joint`. */
