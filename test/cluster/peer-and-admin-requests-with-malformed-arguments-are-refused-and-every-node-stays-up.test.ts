@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { metadataGroupId, pgGroupId } from '../../src/cluster/map.js';
-import { peerRequestOps } from '../../src/cluster/node.js';
+import { peerRequestOps } from '../../src/cluster/peer-request-args.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { HandPeer } from '../helpers/hand-peer.js';
 import { expectTagged, requirePythonNbd, writeTagged } from './io.js';

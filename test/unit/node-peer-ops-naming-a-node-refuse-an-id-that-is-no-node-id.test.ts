@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nodeIdArg } from '../../src/cluster/node.js';
+import { nodeIdArg } from '../../src/cluster/peer-request-args.js';
 import { maxNodeId } from '../../src/cluster/map.js';
 import { InvalidArgument } from '../../src/common/errors.js';
 

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { pgGroupArg } from '../../src/cluster/node.js';
+import { pgGroupArg } from '../../src/cluster/peer-request-args.js';
 import { maxPgsPerPool } from '../../src/cluster/map.js';
 import { InvalidArgument } from '../../src/common/errors.js';
 
