@@ -426,7 +426,7 @@ export class StorageNode implements PgClient {
       log: createLogger('pg-mover', { node: this.id }),
       stopping: () => this.stopping,
       storeOpsLevelOf: (id) => this.storeOps.levelHeardOf(id),
-      storeOpsRefusal: (nodes, needed, what) => this.storeOps.refusal(nodes, needed, what, 'the move goes on by itself once it does'),
+      storeOpsRefusal: (nodes, needed, what) => this.storeOps.refusal(nodes, needed, what, { after: 'the move goes on by itself once it does', heardSinceStart: true }),
     });
     if (this.opts.startHoldMs) await new Promise((resolve) => setTimeout(resolve, this.opts.startHoldMs));
     await this.pgMover.load();

@@ -3,7 +3,7 @@
  * (`peer-store-ops-levels.json`) so that it outlives this node's restart.
  *
  * Why: a PG leader proposes a command past 256 TiB (or a shrink's discard) only once every
- * replica's node told a level that applies it (StorageNode.requireStoreOps). Without this
+ * replica's node told a level that applies it (StoreOpsLevels.requireForRequest). Without this
  * file a leader restarted while another replica's node is down knows nothing of that node's
  * build, and refuses every such write until it returns: one node down, then a restart, would
  * cost large volumes their far writes. A level remembered this way may be stale (that node may

@@ -88,8 +88,9 @@ export interface PgMoverDeps {
   /** The store command level node `id` told (ops.ts StoreOpsLevel), undefined if not heard from since this node started. */
   storeOpsLevelOf(id: NodeId): number | undefined;
   /**
-   * Why a PG needing store command level `needed` may not gain replicas on `nodes` (the node's
-   * storeOpsRefusal: one telling a lower level, or not heard from), undefined if it may.
+   * Why a PG needing store command level `needed` may not gain replicas on `nodes`
+   * (StoreOpsLevels.refusal by levels heard since this node started: one telling a lower level,
+   * or not heard from), undefined if it may.
    */
   storeOpsRefusal(nodes: readonly NodeId[], needed: number, what: string): string | undefined;
 }
@@ -809,7 +810,7 @@ export class PgMover {
    * it could not be judged this round. A new replica is sent the leader's snapshot image,
    * then the log entries after it; a node whose build does not know a command there stops at
    * it (and again at every restart that replays it), and one that cannot reach past 256 TiB
-   * cannot hold an image reaching there. The proposal's gate (StorageNode requireStoreOps)
+   * cannot hold an image reaching there. The proposal's gate (StoreOpsLevels.requireForRequest)
    * covers only what is proposed once the learner is in the configuration, so what the PG
    * holds already is judged here (whatPgHolds): the level of every command in the log (from
    * the first entry the leader still holds, further back than the snapshot: it may say more

@@ -1,6 +1,6 @@
 /**
  * The send-time half of the store command gate. A PG leader proposes a command of a level
- * only once every replica's node told at least that level (StorageNode.requireStoreOps), but
+ * only once every replica's node told at least that level (StoreOpsLevels.requireForRequest), but
  * it judges by the level each node last told, and a node restarted on an earlier build (a
  * rollback mid-upgrade) is judged by its previous life's until its first frame arrives. A
  * command proposed in that window, or already in the log, would then reach it and stop it at

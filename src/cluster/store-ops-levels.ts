@@ -171,17 +171,20 @@ export class StoreOpsLevels {
   /**
    * Why `needed` may not be proposed to replicas on `nodes` (undefined: it may): a node whose
    * frames tell a lower level, or one never heard from (its build unknown). `after` ends the
-   * advice (what follows the upgrade).
+   * advice (what follows the upgrade). With `heardSinceStart`, levels remembered from before this
+   * node started do not count (levelHeardOf).
    */
-  refusal(nodes: Iterable<number>, needed: number, what: string, after = 'then retry'): string | undefined {
+  refusal(nodes: Iterable<number>, needed: number, what: string, opts: { after?: string; heardSinceStart?: boolean } = {}): string | undefined {
     const behind: number[] = [];
     const why: string[] = [];
+    const unheard = opts.heardSinceStart ? `has not been heard from since node ${this.d.selfId} started` : `has never been heard from by node ${this.d.selfId}`;
     for (const id of [...nodes].sort((a, b) => a - b)) {
-      const level = this.levelOf(id);
+      const level = opts.heardSinceStart ? this.levelHeardOf(id) : this.levelOf(id);
       if (level !== undefined && level >= needed) continue;
       behind.push(id);
-      why.push(level === undefined ? `node ${id} has never been heard from by node ${this.d.selfId} (its build is unknown)` : `node ${id} runs a build that applies store commands up to level ${level}`);
+      why.push(level === undefined ? `node ${id} ${unheard} (its build is unknown)` : `node ${id} runs a build that applies store commands up to level ${level}`);
     }
+    const after = opts.after ?? 'then retry';
     if (behind.length === 0) return undefined;
     return `${why.join('; ')}, and ${what} needs level ${needed}: upgrade (or start) node ${behind.join(', ')}, ${after}`;
   }

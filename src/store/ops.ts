@@ -40,7 +40,7 @@ export const opHeaderBytes = 24;
  * (Frame.s): 1, ops 1-4 at offsets below 256 TiB; 2, also offsets at or past it (the far-offset
  * flag); 3, also discard-from (op 5). A node meeting a command it does not know stops (and
  * again at every restart that replays it), so a leader proposes a command of a level only once
- * every replica's node told at least that level (StorageNode requireStoreOps): during a rolling
+ * every replica's node told at least that level (StoreOpsLevels.requireForRequest): during a rolling
  * upgrade such a command is refused, nothing stops. Adding a replica is gated too: a new one is
  * sent the leader's image and the log after it, so the leader adds it only once its node told
  * the level of every command in its log and of its data (PgMover storeOpsHold:

@@ -1,6 +1,6 @@
 /**
  * A PG's new replica is sent its leader's snapshot image and then the log after it. The gate
- * at proposal time (requireStoreOps) covers what is proposed once the new replica is in the
+ * at proposal time (StoreOpsLevels.requireForRequest) covers what is proposed once the new replica is in the
  * configuration, not what the PG holds already: a node of an older build made a learner of a
  * PG whose log holds a command past 256 TiB (or a discard-from), or whose data files reach
  * past 256 TiB, stopped at it, and again at every restart. The mover now adds no learner

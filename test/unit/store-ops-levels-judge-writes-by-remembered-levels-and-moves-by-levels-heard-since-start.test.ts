@@ -1,0 +1,109 @@
+/**
+ * StoreOpsLevels (store-ops-levels.ts): the proposal gate judges a write past 256 TiB by the
+ * level each replica's node last told, remembered across this node's restart, so a node down
+ * since then does not cost the write; a new replica (a move) is judged only by levels heard since
+ * the start, since a remembered one may be stale and a move can wait; a shrink pings the nodes not
+ * heard since the start before it judges.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { StoreOpsLevels, type PeerLevelSource } from '../../src/cluster/store-ops-levels.js';
+import { createLogger } from '../../src/common/log.js';
+import { UpgradeRequired } from '../../src/common/errors.js';
+import { pgGroupId, type Volume } from '../../src/cluster/map.js';
+import { StoreOpsLevel, storeOpsLevel } from '../../src/store/ops.js';
+import type { PgRequest } from '../../src/gateway/volume-backend.js';
+import type { ConfState } from '../../src/raft/types.js';
+import { zonedMap } from '../helpers/map.js';
+
+const TiB = 2 ** 40;
+
+/** Peers' levels: `remembered` from before the start, `heard` since (which also count as remembered). */
+function peers(remembered: Record<number, number>, heard: Record<number, number>, pinged: number[]): PeerLevelSource {
+  return {
+    storeOpsLevelOf: (id) => heard[Number(id)] ?? remembered[Number(id)],
+    storeOpsLevelHeardOf: (id) => heard[Number(id)],
+    ping: async (id) => {
+      pinged.push(Number(id));
+      return true;
+    },
+  };
+}
+
+async function levels(t: import('node:test').TestContext, source: PeerLevelSource): Promise<StoreOpsLevels> {
+  const dataDir = await mkdtemp(join('/var/tmp', 'raftblock-store-ops-levels-'));
+  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const map = zonedMap(3, 1);
+  return new StoreOpsLevels({
+    selfId: 1,
+    ownLevel: storeOpsLevel,
+    dataDir,
+    registry: new Registry(),
+    log: createLogger('test'),
+    map: () => map,
+    peers: () => source,
+    imageMayReachFar: async () => false,
+  });
+}
+
+const conf: ConfState = { voters: [1, 2, 3], votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false };
+const farWrite: PgRequest = { k: 'write', v: 1, o: 300 * TiB, d: Buffer.alloc(4096), s: 1, q: 1 };
+const nearWrite: PgRequest = { k: 'write', v: 1, o: 17 * TiB, d: Buffer.alloc(4096), s: 1, q: 2 };
+const group = pgGroupId(1, 0);
+
+test('a write past 256 TiB is judged by remembered levels; a node never heard from refuses it', async (t) => {
+  const pinged: number[] = [];
+  // Node 3 is down since this node restarted: remembered at this build's level.
+  const gate = await levels(t, peers({ 3: storeOpsLevel }, { 2: storeOpsLevel }, pinged));
+  gate.requireForRequest(group, conf, farWrite);
+  // Remembered at level 1 (rolled back before this node restarted): refused, naming it.
+  const older = await levels(t, peers({ 3: 1 }, { 2: storeOpsLevel }, pinged));
+  assert.throws(
+    () => older.requireForRequest(group, conf, farWrite),
+    (err: unknown) => err instanceof UpgradeRequired && /node 3 runs a build that applies store commands up to level 1, and a command past 256 TiB needs level 2/.test((err as Error).message),
+  );
+  older.requireForRequest(group, conf, nearWrite);
+  // Never heard from at all: unknown, refused.
+  const unknown = await levels(t, peers({}, { 2: storeOpsLevel }, pinged));
+  assert.throws(
+    () => unknown.requireForRequest(group, conf, farWrite),
+    (err: unknown) => err instanceof UpgradeRequired && /node 3 has never been heard from by node 1 \(its build is unknown\)/.test((err as Error).message),
+  );
+  assert.deepEqual(pinged, [], 'the write path asks nobody');
+});
+
+test('a move is judged by levels heard since the start; a remembered one does not let a learner in', async (t) => {
+  const gate = await levels(t, peers({ 3: storeOpsLevel }, { 2: storeOpsLevel }, []));
+  assert.equal(gate.levelOf(3), storeOpsLevel);
+  assert.equal(gate.levelHeardOf(3), undefined);
+  assert.equal(gate.levelHeardOf(1), storeOpsLevel, 'this node knows its own');
+  assert.equal(gate.refusal([2, 3], StoreOpsLevel.FarOffsets, 'adding a replica'), undefined, 'by remembered levels');
+  assert.match(
+    gate.refusal([2, 3], StoreOpsLevel.FarOffsets, 'adding a replica', { after: 'it goes on by itself', heardSinceStart: true }) ?? '',
+    /^node 3 has not been heard from since node 1 started \(its build is unknown\), and adding a replica needs level 2: upgrade \(or start\) node 3, it goes on by itself$/,
+  );
+});
+
+test('a shrink pings the replicas not heard since the start, then judges', async (t) => {
+  const pinged: number[] = [];
+  const heard: Record<number, number> = { 2: storeOpsLevel };
+  const source = peers({ 3: storeOpsLevel }, heard, pinged);
+  // Node 3 answers the ping as a node rolled back to level 1.
+  source.ping = async (id) => {
+    pinged.push(Number(id));
+    heard[Number(id)] = 1;
+    return true;
+  };
+  const gate = await levels(t, source);
+  const volume = { name: 'vol0', pool: 'default' } as Volume;
+  await assert.rejects(
+    gate.requireDiscardEverywhere(volume, 1000),
+    (err: unknown) => err instanceof UpgradeRequired && /node 3 runs a build that applies store commands up to level 1.*; the volume is unchanged$/.test((err as Error).message),
+  );
+  assert.deepEqual(pinged, [3], 'only the node not heard since the start is asked');
+  heard[3] = storeOpsLevel;
+  await gate.requireDiscardEverywhere(volume, 1000);
+});
