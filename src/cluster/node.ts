@@ -1535,7 +1535,7 @@ export class StorageNode implements PgClient {
     if (!store || !g) throw new NotLeader(`group ${groupId} is not on node ${this.id}`);
     this.fenceVolume(req, senderEpoch);
     if (!g.isLeader) throw new NotLeader(`node ${this.id} does not lead group ${groupId}`, g.lead ? String(g.lead) : undefined);
-    this.storeOps.requireForRequest(groupId, g.raft.confStateAt(Number.MAX_SAFE_INTEGER), req);
+    this.storeOps.requireForRequest(groupId, g.raft, req);
     switch (req.k) {
       case 'write':
         return this.proposeMutation(groupId, store, req, encodeWrite(req.v, req.o, req.d, { session: req.s, seq: req.q }), 'write');

@@ -118,13 +118,15 @@ export class StoreOpsLevels {
   /**
    * Refuses (UPGRADE_REQUIRED) a command some replica of PG `groupId` could not apply: one whose
    * node tells a lower level would stop at it. The replicas are the map's and every member of
-   * the group's latest configuration `latest` (one being added or removed too); a node never
-   * heard from counts as unknown, and refuses it too.
+   * the group's latest configuration in `raft`'s log (one being added or removed too; read only
+   * for such a command: it is a copy, and every request passes here); a node never heard from
+   * counts as unknown, and refuses it too.
    */
-  requireForRequest(groupId: number, latest: ConfState, req: PgRequest): void {
+  requireForRequest(groupId: number, raft: { confStateAt(index: number): ConfState }, req: PgRequest): void {
     const needed =
       req.k === 'discardFrom' ? StoreOpsLevel.DiscardFrom : isPgRead(req) ? StoreOpsLevel.Base : storeOpsLevelOfRange(req.o, req.k === 'write' ? req.d.byteLength : req.l);
     if (needed === StoreOpsLevel.Base) return;
+    const latest = raft.confStateAt(Number.MAX_SAFE_INTEGER);
     const { poolId, pgIndex } = pgOfGroup(groupId);
     const mapReplicas = this.d.map().pools.find((p) => p.id === poolId)?.pgs[pgIndex]?.replicas ?? [];
     const members = new Set([...latest.voters, ...latest.votersOutgoing, ...latest.learners, ...latest.learnersNext, ...mapReplicas]);

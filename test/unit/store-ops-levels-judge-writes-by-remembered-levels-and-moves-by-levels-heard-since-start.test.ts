@@ -50,6 +50,7 @@ async function levels(t: import('node:test').TestContext, source: PeerLevelSourc
 }
 
 const conf: ConfState = { voters: [1, 2, 3], votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false };
+const raft = { confStateAt: (): ConfState => conf };
 const farWrite: PgRequest = { k: 'write', v: 1, o: 300 * TiB, d: Buffer.alloc(4096), s: 1, q: 1 };
 const nearWrite: PgRequest = { k: 'write', v: 1, o: 17 * TiB, d: Buffer.alloc(4096), s: 1, q: 2 };
 const group = pgGroupId(1, 0);
@@ -58,18 +59,18 @@ test('a write past 256 TiB is judged by remembered levels; a node never heard fr
   const pinged: number[] = [];
   // Node 3 is down since this node restarted: remembered at this build's level.
   const gate = await levels(t, peers({ 3: storeOpsLevel }, { 2: storeOpsLevel }, pinged));
-  gate.requireForRequest(group, conf, farWrite);
+  gate.requireForRequest(group, raft, farWrite);
   // Remembered at level 1 (rolled back before this node restarted): refused, naming it.
   const older = await levels(t, peers({ 3: 1 }, { 2: storeOpsLevel }, pinged));
   assert.throws(
-    () => older.requireForRequest(group, conf, farWrite),
+    () => older.requireForRequest(group, raft, farWrite),
     (err: unknown) => err instanceof UpgradeRequired && /node 3 runs a build that applies store commands up to level 1, and a command past 256 TiB needs level 2/.test((err as Error).message),
   );
-  older.requireForRequest(group, conf, nearWrite);
+  older.requireForRequest(group, raft, nearWrite);
   // Never heard from at all: unknown, refused.
   const unknown = await levels(t, peers({}, { 2: storeOpsLevel }, pinged));
   assert.throws(
-    () => unknown.requireForRequest(group, conf, farWrite),
+    () => unknown.requireForRequest(group, raft, farWrite),
     (err: unknown) => err instanceof UpgradeRequired && /node 3 has never been heard from by node 1 \(its build is unknown\)/.test((err as Error).message),
   );
   assert.deepEqual(pinged, [], 'the write path asks nobody');
