@@ -1005,13 +1005,15 @@ export class Transport {
     }
     if (!joining) {
       const told = f.s ?? 1;
-      this.storeOpsLevelsHeard.add(f.from);
       if (this.storeOpsLevels.get(f.from) !== told) {
         this.storeOpsLevels.set(f.from, told);
         this.opts.onStoreOpsLevel?.(f.from, told);
       }
       if (conn.storeOpsLevel === undefined) {
-        conn.storeOpsLevel = f.s ?? 1;
+        // A connection's first frame from its peer (every later one comes after it): enough
+        // to know the peer was heard since this start, without a set insert per frame.
+        this.storeOpsLevelsHeard.add(f.from);
+        conn.storeOpsLevel = told;
         // Raft messages held for it (TransportOptions.gateMessage) may leave now.
         const peer = this.peers.get(f.from);
         if (peer !== undefined && peer.conn === conn && peer.msgs.length > 0) this.schedule(peer);
