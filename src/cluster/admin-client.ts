@@ -87,8 +87,9 @@ import { request as httpsRequest } from 'node:https';
 import { idempotencyKeyHeader } from './idempotency-key.js';
 import { parseHostPort } from '../common/address.js';
 import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
-import { allGroups, pgGroupId } from './map.js';
+import { allGroups, mapFrom, pgGroupId } from './map.js';
 import { judgeReplicas, repairSources, type PgVerdict, type ReplicaDigest } from './pg-verify.js';
+import { checkNodeStatus, maxMoveHeldChars, printable } from './status-answer.js';
 
 /**
  * `raftblock start` gives its first node this HTTP port (node i gets defaultAdminHttpPort + i - 1),
@@ -107,6 +108,12 @@ export const lagThresholdEntries = 64;
 export const maxRedirects = 3;
 /** Repeats of a change whose outcome is unknown (UNAVAILABLE, TIMED_OUT), under its Idempotency-Key. */
 export const maxInDoubtRetries = 2;
+/**
+ * Longest answer read from a node (a map of thousands of nodes, or the status of a node running
+ * thousands of groups, is a few MiB): a peer that sends more is cut off, not buffered until the
+ * command runs out of memory.
+ */
+const maxAnswerBytes = 64 * 1024 * 1024;
 /** Pause before the n-th repeat: n times this. */
 const inDoubtRetryPauseMs = 500;
 
@@ -502,19 +509,6 @@ export function mergeClusterStatus(
   };
 }
 
-/** Longest reason a node's status may give for a held move (a peer's text, shown in a table). */
-const maxMoveHeldChars = 500;
-
-/**
- * `text` without control characters (a terminal's escapes), line or paragraph separators and
- * bidirectional overrides (text that would display other than it reads), cut to `maxChars`
- * code points (never inside a surrogate pair).
- */
-function printable(text: string, maxChars: number): string {
-  const clean = [...text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, ' ')];
-  return clean.length > maxChars ? `${clean.slice(0, maxChars - 1).join('')}…` : clean.join('');
-}
-
 function viewGroup(
   t: { groupId: number; pool: string; pgIndex: number; replicas: NodeId[] },
   byNode: ReadonlyMap<NodeId, ReadonlyMap<number, GroupStatus>>,
@@ -602,12 +596,25 @@ export class AdminClient {
     this.ca = opts.ca;
   }
 
-  status(): Promise<NodeStatus> {
-    return this.call('GET', '/v1/status');
+  /** This node's status, checked (status-answer.ts): a malformed answer is a ProtocolError. */
+  async status(): Promise<NodeStatus> {
+    const answer = await this.call<unknown>('GET', '/v1/status');
+    try {
+      return checkNodeStatus(answer);
+    } catch (err) {
+      if (err instanceof ProtocolError) throw new ProtocolError(`GET /v1/status on ${this.server}: ${err.message}`);
+      throw err;
+    }
   }
 
-  map(): Promise<ClusterMap> {
-    return this.call('GET', '/v1/map');
+  /** The cluster map this node serves, checked (map.ts mapFrom): a malformed one is a ProtocolError. */
+  async map(): Promise<ClusterMap> {
+    const answer = await this.call<unknown>('GET', '/v1/map');
+    try {
+      return mapFrom(answer);
+    } catch (err) {
+      throw new ProtocolError(`GET /v1/map on ${this.server}: malformed map answer: ${printable(err instanceof Error ? err.message : String(err), 300)}`);
+    }
   }
 
   listVolumes(): Promise<VolumeList> {
@@ -859,7 +866,15 @@ export class AdminClient {
         },
         (res) => {
           const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
+          let bytes = 0;
+          res.on('data', (c: Buffer) => {
+            bytes += c.length;
+            if (bytes > maxAnswerBytes) {
+              req.destroy(new ProtocolError(`${method} ${path} on ${server}: the answer is over the limit of ${maxAnswerBytes} bytes`));
+              return;
+            }
+            chunks.push(c);
+          });
           res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
           res.on('error', reject);
         },

@@ -1027,7 +1027,15 @@ export function encodeMap(map: ClusterMap): Buffer {
 
 /** Decodes and checks a map (from a snapshot or a peer). A broken one throws. */
 export function decodeMap(bytes: Uint8Array): ClusterMap {
-  const map = packr.unpack(bytes) as ClusterMap;
+  return mapFrom(packr.unpack(bytes));
+}
+
+/**
+ * `doc` (a decoded msgpack or JSON map, as a peer or an admin server sent it) as a map whose
+ * invariants hold; throws InvalidArgument or AssertionFailed otherwise.
+ */
+export function mapFrom(doc: unknown): ClusterMap {
+  const map = doc as ClusterMap;
   if (map === null || typeof map !== 'object' || !Array.isArray(map.nodes) || !Array.isArray(map.pools) || !Array.isArray(map.volumes)) {
     throw new InvalidArgument('not a cluster map');
   }
