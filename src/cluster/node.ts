@@ -637,6 +637,8 @@ export class StorageNode implements PgClient {
     }
     for (const name of [...this.exports.keys()]) if (!map.volumes.some((v) => v.name === name)) this.exports.delete(name);
     for (const store of this.stores.values()) await this.dropDeletedVolumes(store, map);
+    // Only a map known to be the cluster's latest (a cached one may lack nodes added since).
+    if (this.mapCaughtUp) this.storeOps.followMap(map);
   }
 
   /**

@@ -87,6 +87,18 @@ export class PeerLevelsFile {
     if (this.writing === undefined) this.writing = this.writeWhileDirty();
   }
 
+  /** The ids of the nodes whose levels the file holds (or will, once written). */
+  ids(): string[] {
+    return [...this.levels.keys()];
+  }
+
+  /** Forgets node `id` (removed from the cluster): written soon if the file held it. */
+  forget(id: string): void {
+    if (!this.levels.delete(id)) return;
+    this.dirty = true;
+    if (this.writing === undefined) this.writing = this.writeWhileDirty();
+  }
+
   /** Resolves once every change noted so far is written (or its write failed and was reported). */
   async settled(): Promise<void> {
     while (this.writing !== undefined) await this.writing;

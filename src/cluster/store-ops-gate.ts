@@ -39,17 +39,19 @@ export function cutToStoreOpsLevel(msg: Message, peerLevel: number): Message {
  * How many log entries the gate has held back, each counted once per replica (by peer node,
  * group and index) however often the appends holding it are cut: Raft resends from the same
  * index at every heartbeat round while a replica stays behind, and a count of cuts would grow
- * with time rather than with what is held back. One number per (peer, group) pair held back
- * is kept (a pair only ever cut mid rolling upgrade).
+ * with time rather than with what is held back. One number is kept per (peer, group) pair
+ * held back (pairs only ever cut mid rolling upgrade), and the pairs of a node or a group the
+ * map no longer has are dropped (keepOnly), so what is kept stays bounded by the cluster's size.
  */
 export class HeldBackTally {
-  /** `${peer}/${group}` → the highest index counted. */
-  private readonly countedThrough = new Map<string, number>();
+  /** Peer node id → group id → the highest index counted. */
+  private readonly countedThrough = new Map<number, Map<number, number>>();
 
   /** The entries of `msg` past `gated`'s end (what the gate cut) not counted before. */
   count(group: number, msg: MsgApp, gated: MsgApp): number {
-    const key = `${msg.to}/${group}`;
-    const through = this.countedThrough.get(key) ?? 0;
+    let byGroup = this.countedThrough.get(msg.to);
+    if (byGroup === undefined) this.countedThrough.set(msg.to, (byGroup = new Map()));
+    const through = byGroup.get(group) ?? 0;
     let fresh = 0;
     let last = through;
     for (let i = gated.entries.length; i < msg.entries.length; i++) {
@@ -57,7 +59,26 @@ export class HeldBackTally {
       if (index > through) fresh++;
       if (index > last) last = index;
     }
-    if (last > through) this.countedThrough.set(key, last);
+    if (last > through) byGroup.set(group, last);
     return fresh;
+  }
+
+  /** Drops the pairs of peers and groups that `keep` does not keep (a node removed, a pool deleted). */
+  keepOnly(keep: { peer(id: number): boolean; group(id: number): boolean }): void {
+    for (const [peer, byGroup] of this.countedThrough) {
+      if (!keep.peer(peer)) {
+        this.countedThrough.delete(peer);
+        continue;
+      }
+      for (const group of byGroup.keys()) if (!keep.group(group)) byGroup.delete(group);
+      if (byGroup.size === 0) this.countedThrough.delete(peer);
+    }
+  }
+
+  /** How many (peer, group) pairs are kept. */
+  get pairs(): number {
+    let n = 0;
+    for (const byGroup of this.countedThrough.values()) n += byGroup.size;
+    return n;
   }
 }

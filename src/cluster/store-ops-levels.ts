@@ -32,6 +32,8 @@ export interface PeerLevelSource {
   storeOpsLevelHeardOf(id: string): number | undefined;
   /** Asks node `id` something (its answer's frame tells its level); never rejects. */
   ping(id: string, timeoutMs: number): Promise<unknown>;
+  /** Forgets node `id`'s level (it is out of the cluster); its next frame, if any, tells it again. */
+  forgetStoreOpsLevel(id: string): void;
 }
 
 export interface StoreOpsLevelsDeps {
@@ -76,14 +78,54 @@ export class StoreOpsLevels {
     return known.levels;
   }
 
-  /** Peer `id` told a level other than the one last known of it (TransportOptions.onStoreOpsLevel). */
+  /**
+   * Peer `id` told a level other than the one last known of it (TransportOptions.onStoreOpsLevel).
+   * Saved only for a node of the map: a removed node still talking, or one joining before the
+   * map lists it, is not (followMap saves the latter's once the map lists it).
+   */
   told(id: string, level: number): void {
-    this.file.note(id, level);
+    if (this.d.map().nodes.some((n) => String(n.id) === id)) this.file.note(id, level);
   }
 
   /** Resolves once every level told so far is saved. */
   settled(): Promise<void> {
     return this.file.settled();
+  }
+
+  /**
+   * Keeps the peers' levels in step with `map`, the cluster's latest: what is kept of nodes it
+   * no longer lists (removed) goes, in memory and in the file (one that still talks tells its
+   * level again with its next frame, and that is not saved: told), with the held-back tally's
+   * pairs of them and of groups gone; the level of each node it lists is saved (a node told it
+   * before the map listed it). Only a map known to be the latest will do: an older one may
+   * lack nodes added since, whose remembered levels the proposal gate needs while they are down.
+   */
+  followMap(map: ClusterMap): void {
+    const members = new Set(map.nodes.map((n) => n.id));
+    const peers = this.d.peers();
+    for (const id of this.file.ids()) {
+      if (members.has(Number(id))) continue;
+      peers?.forgetStoreOpsLevel(id);
+      this.file.forget(id);
+      this.d.log.info('forgot the store command level of a node the map no longer lists', { nodeId: id });
+    }
+    for (const id of members) {
+      const level = id === this.d.selfId ? undefined : peers?.storeOpsLevelOf(String(id));
+      if (level !== undefined) this.file.note(String(id), level);
+    }
+    const pools = new Map(map.pools.map((p) => [p.id, p.pgCount]));
+    this.heldBackTally.keepOnly({
+      peer: (id) => members.has(id),
+      group: (g) => {
+        const { poolId, pgIndex } = pgOfGroup(g);
+        return pgIndex < (pools.get(poolId) ?? 0);
+      },
+    });
+  }
+
+  /** (peer, group) pairs the held-back tally keeps (a test's view). */
+  get heldBackPairs(): number {
+    return this.heldBackTally.pairs;
   }
 
   /** The level node `id` last told (this node's own for itself); undefined if never heard from. */

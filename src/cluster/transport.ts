@@ -453,6 +453,16 @@ export class Transport {
     return this.storeOpsLevelsHeard.has(id) ? this.storeOpsLevels.get(id) : undefined;
   }
 
+  /**
+   * Forgets node `id`'s level, remembered or heard (it is out of the cluster). If it still
+   * talks (a removed node not yet stopped, or a node joining before the map lists it), its next
+   * frame is news and tells it again, and marks it heard.
+   */
+  forgetStoreOpsLevel(id: string): void {
+    this.storeOpsLevels.delete(id);
+    this.storeOpsLevelsHeard.delete(id);
+  }
+
   isConnected(id: string): boolean {
     const c = this.peers.get(id)?.conn;
     return c !== undefined && !c.closed;
@@ -1007,6 +1017,8 @@ export class Transport {
       const told = f.s ?? 1;
       if (this.storeOpsLevels.get(f.from) !== told) {
         this.storeOpsLevels.set(f.from, told);
+        // News on a connection whose first frame came before forgetStoreOpsLevel.
+        this.storeOpsLevelsHeard.add(f.from);
         this.opts.onStoreOpsLevel?.(f.from, told);
       }
       if (conn.storeOpsLevel === undefined) {

@@ -8,7 +8,8 @@
  *    map and `raftblock status` no longer list it, group 0 has three voters without it, and
  *    repeating the command answers NOT_FOUND;
  *  - the removed node's process learns it, serves nothing (healthz says so) and the cluster
- *    goes on: data written before reads back, and new writes work, through the remaining nodes;
+ *    goes on: data written before reads back, and new writes work, through the remaining nodes,
+ *    which forget the store command level it told them;
  *  - its old data dir never starts again (NODE_REMOVED), and a fresh node with a new data dir
  *    joins with the removed id and is accepted (the "lost its data dir" case).
  * Then a 3-node cluster, pool of 2 replicas, where no node can replace a group-0 voter: the
@@ -17,7 +18,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { peerLevelsFileName } from '../../src/cluster/peer-levels-file.js';
 import { logRecords, metaVoters, TestCluster, TestNode, waitFor } from '../helpers/cluster.js';
 import { runCli } from '../helpers/cli.js';
 import type { ClusterStatus, RemoveNodeResponse } from '../../src/cluster/admin-client.js';
@@ -104,6 +107,14 @@ test('node remove: refused while in; a drained group-0 voter is replaced and rem
   await readAll(cluster, remaining[1], 'before');
   await writeAll(cluster, remaining[2], 'after');
   for (const id of remaining) await readAll(cluster, id, 'after');
+
+  // The others forget the store command level the removed node told them, in their files too.
+  for (const id of remaining) {
+    await waitFor(`node ${id} forgot node ${victim}'s level`, 15_000, async () => {
+      const saved = JSON.parse(await readFile(join(cluster.node(id).dir, 'data', peerLevelsFileName), 'utf8')) as { levels: Record<string, number> };
+      return saved.levels[String(victim)] === undefined && Object.keys(saved.levels).length === 2 ? true : undefined;
+    });
+  }
 
   // Its old data dir does not come back.
   await old.stop();

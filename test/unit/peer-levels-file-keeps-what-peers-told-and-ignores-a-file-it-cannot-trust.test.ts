@@ -47,6 +47,27 @@ test('what peers told is written, read back by the next start, and written again
   assert.deepEqual(errors, []);
 });
 
+test("a removed node's level is forgotten from the file; forgetting one the file lacks writes nothing", async (t) => {
+  const dir = await dataDir(t);
+  const errors: unknown[] = [];
+  const file = new PeerLevelsFile(dir, (err) => errors.push(err));
+  file.note('2', 3);
+  file.note('9', 1);
+  await file.settled();
+  assert.deepEqual(file.ids().sort(), ['2', '9']);
+  file.forget('9');
+  await file.settled();
+  assert.deepEqual(JSON.parse(await readFile(join(dir, peerLevelsFileName), 'utf8')), { levels: { '2': 3 } });
+  assert.deepEqual(file.ids(), ['2']);
+  const inode = (await stat(join(dir, peerLevelsFileName))).ino;
+  file.forget('9');
+  file.forget('4');
+  await file.settled();
+  assert.equal((await stat(join(dir, peerLevelsFileName))).ino, inode, 'nothing to forget: not rewritten');
+  assert.deepEqual([...(await new PeerLevelsFile(dir, (err) => errors.push(err)).load()).levels], [['2', 3]], 'the next start reads it without node 9');
+  assert.deepEqual(errors, []);
+});
+
 test('a write that fails is reported, and the node goes on', async (t) => {
   const dir = await dataDir(t);
   const errors: unknown[] = [];

@@ -71,6 +71,12 @@ test('the held-back tally counts each entry cut once per replica, however often 
   assert.equal(tally.count(8, msg, cut), 2, 'another group of the same replica counts apart');
   const toNode4: MsgApp = { ...msg, to: 4 };
   assert.equal(tally.count(7, toNode4, cutToStoreOpsLevel(toNode4, StoreOpsLevel.Base) as MsgApp), 2, 'another replica of the same group counts apart');
+  assert.equal(tally.pairs, 3);
+  // Node 4 removed, group 8's pool deleted: their pairs go; what is left still counts once.
+  tally.keepOnly({ peer: (p) => p !== 4, group: (g) => g !== 8 });
+  assert.equal(tally.pairs, 1);
+  assert.equal(tally.count(7, longer, cutToStoreOpsLevel(longer, StoreOpsLevel.Base) as MsgApp), 0, 'node 3 in group 7: still counted');
+  assert.equal(tally.count(8, msg, cut), 2, 'a pair dropped counts afresh');
 });
 
 /** A hand-made peer node 2: the frames it receives, and a way to answer on its connection. */
@@ -178,8 +184,11 @@ test('a level remembered from before the start serves the proposal gate, not the
       levels.push(level);
       return msg;
     },
-    { knownStoreOpsLevels: new Map([['2', storeOpsLevel]]), onStoreOpsLevel: (id, level) => told.push([id, level]) },
+    { knownStoreOpsLevels: new Map([['2', storeOpsLevel], ['5', 1]]), onStoreOpsLevel: (id, level) => told.push([id, level]) },
   );
+  assert.equal(tr.storeOpsLevelOf('5'), 1, 'remembered');
+  tr.forgetStoreOpsLevel('5');
+  assert.equal(tr.storeOpsLevelOf('5'), undefined, 'forgotten (node 5 removed)');
   assert.equal(tr.storeOpsLevelOf('2'), storeOpsLevel, 'remembered');
   assert.equal(tr.storeOpsLevelHeardOf('2'), undefined, 'but not heard in this life');
   const peer = await handPeer(t);
@@ -198,4 +207,13 @@ test('a level remembered from before the start serves the proposal gate, not the
   peer.socket()!.write(encodeFrame({ from: '2', addr: '', epoch: 1, s: 1 }));
   await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(told, [['2', 1]], 'the same level again is no news');
+  // Forgotten while its connection lives (a node the map did not list yet): its next frame is
+  // news, and tells its level again, heard since the start.
+  tr.forgetStoreOpsLevel('2');
+  assert.equal(tr.storeOpsLevelOf('2'), undefined);
+  assert.equal(tr.storeOpsLevelHeardOf('2'), undefined);
+  peer.socket()!.write(encodeFrame({ from: '2', addr: '', epoch: 1, s: 1 }));
+  await until(() => tr.storeOpsLevelHeardOf('2') === 1);
+  assert.equal(tr.storeOpsLevelOf('2'), 1);
+  assert.deepEqual(told, [['2', 1], ['2', 1]], 'told again, to be remembered again');
 });

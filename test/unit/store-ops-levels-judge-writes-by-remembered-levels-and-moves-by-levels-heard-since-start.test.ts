@@ -7,17 +7,18 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { StoreOpsLevels, type PeerLevelSource } from '../../src/cluster/store-ops-levels.js';
 import { createLogger } from '../../src/common/log.js';
 import { UpgradeRequired } from '../../src/common/errors.js';
 import { pgGroupId, type Volume } from '../../src/cluster/map.js';
-import { StoreOpsLevel, storeOpsLevel } from '../../src/store/ops.js';
+import { encodeRange, OpKind, StoreOpsLevel, storeOpsLevel } from '../../src/store/ops.js';
+import { peerLevelsFileName } from '../../src/cluster/peer-levels-file.js';
 import type { PgRequest } from '../../src/gateway/volume-backend.js';
-import type { ConfState } from '../../src/raft/types.js';
-import { zonedMap } from '../helpers/map.js';
+import { EntryType, type ConfState, type MsgApp } from '../../src/raft/types.js';
+import { addNodeCommand, applyAll, zonedMap } from '../helpers/map.js';
 
 const TiB = 2 ** 40;
 
@@ -29,6 +30,10 @@ function peers(remembered: Record<number, number>, heard: Record<number, number>
     ping: async (id) => {
       pinged.push(Number(id));
       return true;
+    },
+    forgetStoreOpsLevel: (id) => {
+      delete heard[Number(id)];
+      delete remembered[Number(id)];
     },
   };
 }
@@ -107,4 +112,51 @@ test('a shrink pings the replicas not heard since the start, then judges', async
   assert.deepEqual(pinged, [3], 'only the node not heard since the start is asked');
   heard[3] = storeOpsLevel;
   await gate.requireDiscardEverywhere(volume, 1000);
+});
+
+test("the peers' levels follow the map: those of nodes it no longer lists are forgotten, in memory and in the file; those of nodes it lists are saved", async (t) => {
+  const dataDir = await mkdtemp(join('/var/tmp', 'raftblock-store-ops-levels-'));
+  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  // Saved before this start: nodes 2 and 3 (in the map) and 9 (removed while this node was down).
+  await writeFile(join(dataDir, peerLevelsFileName), JSON.stringify({ levels: { '2': storeOpsLevel, '3': storeOpsLevel, '9': 1 } }));
+  const remembered: Record<number, number> = { 2: storeOpsLevel, 3: storeOpsLevel, 9: 1 };
+  // Heard since: node 2, node 8 (not in the map: joining, or removed and still talking).
+  const heard: Record<number, number> = { 2: storeOpsLevel, 8: 1 };
+  let map = zonedMap(3, 1);
+  const gate = new StoreOpsLevels({
+    selfId: 1,
+    ownLevel: storeOpsLevel,
+    dataDir,
+    registry: new Registry(),
+    log: createLogger('test'),
+    map: () => map,
+    peers: () => peers(remembered, heard, []),
+    imageMayReachFar: async () => false,
+  });
+  assert.deepEqual([...(await gate.remembered())].sort(), [['2', storeOpsLevel], ['3', storeOpsLevel], ['9', 1]]);
+  const saved = async (): Promise<Record<string, number>> => {
+    await gate.settled();
+    return (JSON.parse(await readFile(join(dataDir, peerLevelsFileName), 'utf8')) as { levels: Record<string, number> }).levels;
+  };
+  gate.told('8', 1);
+  assert.deepEqual(await saved(), { '2': storeOpsLevel, '3': storeOpsLevel, '9': 1 }, 'a node the map does not list is not saved');
+  // Appends cut for nodes 2, 8 and 9 in this pool's PG, and for node 2 in a PG of a pool gone.
+  const far = encodeRange(OpKind.Zero, 1, 300 * TiB, 4096, { session: 1, seq: 1 });
+  const app = (to: number): MsgApp => ({ type: 'app', from: 1, to, term: 2, seq: 1, tick: 1, index: 10, logTerm: 2, entries: [{ term: 2, index: 11, type: EntryType.Normal, data: far }], commit: 10 });
+  for (const to of [2, 8, 9]) gate.gateMessage(group, app(to), 1);
+  gate.gateMessage(pgGroupId(7, 0), app(2), 1);
+  assert.equal(gate.heldBackPairs, 4);
+
+  gate.followMap(map);
+  assert.equal(gate.levelOf(9), undefined, 'node 9 forgotten');
+  assert.equal(gate.levelOf(3), storeOpsLevel, 'a member remembered only: kept');
+  assert.equal(gate.levelHeardOf(2), storeOpsLevel, 'a member heard since the start: kept');
+  assert.equal(gate.levelOf(8), 1, 'node 8, never saved, is left to the transport');
+  assert.deepEqual(await saved(), { '2': storeOpsLevel, '3': storeOpsLevel });
+  assert.equal(gate.heldBackPairs, 1, 'only node 2 in a PG of this map is kept');
+
+  // Node 8 joins: the next map lists it, and its level (told before) is saved.
+  map = applyAll(map, addNodeCommand(8));
+  gate.followMap(map);
+  assert.deepEqual(await saved(), { '2': storeOpsLevel, '3': storeOpsLevel, '8': 1 });
 });
