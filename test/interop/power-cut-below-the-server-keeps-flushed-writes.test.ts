@@ -47,14 +47,21 @@ test('a power cut under the server loses no write acknowledged by a FLUSH or FUA
 
   // The forgetful disk.
   const nbdkit = spawn('nbdkit', ['-f', '--exit-with-parent', '-U', socket, '--filter=cache', 'file', image, 'cache=writeback'], { stdio: 'ignore' });
-  const fuse = spawn('nbdfuse', ['-P', fusePid, mnt, '--unix', socket], { stdio: 'ignore' });
+  let fuse: ChildProcess | undefined;
   t.after(async () => {
     nbdkit.kill('SIGKILL');
-    fuse.kill('SIGKILL');
-    await Promise.all([exited(nbdkit), exited(fuse)]);
+    fuse?.kill('SIGKILL');
+    await Promise.all([exited(nbdkit), fuse ? exited(fuse) : undefined]);
     await runTool('fusermount3', ['-u', '-z', mnt]);
   });
-  await waitFor('nbdfuse', () => existsSync(fusePid) && existsSync(join(mnt, 'nbd')));
+  // nbdfuse connects once, at start: it must not start before nbdkit listens (a loaded machine
+  // starts nbdkit slowly, and nbdfuse then exits at once, refused).
+  await waitFor('nbdkit to listen', () => existsSync(socket) || nbdkit.exitCode !== null);
+  assert.equal(nbdkit.exitCode, null, `nbdkit exited with ${nbdkit.exitCode}`);
+  const fuseProcess = spawn('nbdfuse', ['-P', fusePid, mnt, '--unix', socket], { stdio: 'ignore' });
+  fuse = fuseProcess;
+  await waitFor('nbdfuse', () => (existsSync(fusePid) && existsSync(join(mnt, 'nbd'))) || fuseProcess.exitCode !== null);
+  assert.equal(fuseProcess.exitCode, null, `nbdfuse exited with ${fuseProcess.exitCode}`);
 
   const server = await startExportFile(t, { path: join(mnt, 'nbd'), exportName: 'pc' });
   const durable: number[][] = [];
@@ -64,8 +71,8 @@ test('a power cut under the server loses no write acknowledged by a FLUSH or FUA
     nbdkit.kill('SIGKILL');
     await exited(nbdkit);
     await server.kill9();
-    fuse.kill('SIGKILL');
-    await exited(fuse);
+    fuseProcess.kill('SIGKILL');
+    await exited(fuseProcess);
     await runTool('fusermount3', ['-u', '-z', mnt]);
   };
   const w = await runTool(python3WithNbd, [pyScript('crash_writer.py'), server.uri, String(seed), String(writerSlots)], {
