@@ -1,8 +1,9 @@
-#!/usr/bin/env -S node --initial-old-space-size=512
+#!/usr/bin/env -S GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=8388608:glibc.malloc.trim_threshold=268435456:${GLIBC_TUNABLES} node --initial-old-space-size=512
 /**
  * The `raftblock` command. The only module that reads argv and the environment.
  * Each subcommand lives in its own file under ./commands and registers itself here.
- * The shebang's V8 flag is the storage nodes' (node-flags.ts; keep the two equal).
+ * The shebang's V8 flag and malloc tunables are the storage nodes' (node-flags.ts; keep them
+ * equal): the tunables go in front of the caller's own GLIBC_TUNABLES, so the caller's win.
  */
 import { Command, CommanderError } from 'commander';
 import { RaftblockError } from '../common/errors.js';

@@ -11,7 +11,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { encodeFrame } from '../../src/cluster/frame.js';
-import { nodeV8Flags } from '../../src/cli/node-flags.js';
+import { nodeMallocTunables, nodeV8Flags } from '../../src/cli/node-flags.js';
 import { requireTools, tempDir } from '../helpers/tools.js';
 import { currentPids, freeBase, startCluster, stopCluster } from './start-cluster.js';
 
@@ -114,10 +114,14 @@ test('raftblock start: vol0 over NBD on every node, replicated, surviving a lead
   let cluster = await startCluster(t, dir, ports);
   const uri = (i: number): string => `nbd://${cluster.ready.nbd[i]}/vol0`;
 
-  await t.test('every node process runs with the storage nodes’ V8 flags', () => {
+  await t.test('every node process runs with the storage nodes’ V8 flags and malloc tunables', () => {
     for (const pid of cluster.ready.pids) {
       const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
       for (const flag of nodeV8Flags) assert.ok(argv.includes(flag), `node ${pid} runs without ${flag}: ${argv.join(' ')}`);
+      // glibc cuts the string in place as it parses it at start, so /proc shows the first
+      // tunable only (`ld.so --list-tunables` under the same variable shows all three taken).
+      const tunables = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').find((v) => v.startsWith('GLIBC_TUNABLES='));
+      assert.ok(tunables?.startsWith(`GLIBC_TUNABLES=${nodeMallocTunables[0]}`), `node ${pid} runs with ${tunables ?? 'no GLIBC_TUNABLES'}`);
     }
   });
 

@@ -36,7 +36,7 @@ import { ClusterKey } from '../../cluster/peer-auth.js';
 import { PskKeys } from '../../nbd/tls-psk.js';
 import { readAdminToken } from '../../cluster/admin-token.js';
 import { httpTlsFromFlags, readCaFile } from '../../cluster/http-tls.js';
-import { missingFlags, nodeV8Flags } from '../node-flags.js';
+import { missingFlags, nodeV8Flags, withNodeMallocTunables } from '../node-flags.js';
 import { makeDataDir } from '../data-dir.js';
 import { metaVotersWanted } from '../../cluster/meta-group-plan.js';
 import { resolveSecurity, type SecurityFlags, type SecuritySettings } from './start-security.js';
@@ -220,7 +220,7 @@ async function start(opts: StartOptions): Promise<void> {
     const logPath = join(dataDir, `node-${id}.log`);
     // The node writes its log straight to the file: it never waits on this process.
     const logFd = openSync(logPath, 'a');
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd] });
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd], env: withNodeMallocTunables(process.env) });
     closeSync(logFd);
     children[i] = child;
     let up = false;
