@@ -13,7 +13,7 @@ import { Registry } from 'prom-client';
 import { StoreOpsLevels, type PeerLevelSource } from '../../src/cluster/store-ops-levels.js';
 import { createLogger } from '../../src/common/log.js';
 import { UpgradeRequired } from '../../src/common/errors.js';
-import { pgGroupId, type Volume } from '../../src/cluster/map.js';
+import { pgGroupId, type ClusterMap, type Volume } from '../../src/cluster/map.js';
 import { encodeRange, OpKind, StoreOpsLevel, storeOpsLevel } from '../../src/store/ops.js';
 import { peerLevelsFileName } from '../../src/cluster/peer-levels-file.js';
 import type { PgRequest } from '../../src/gateway/volume-backend.js';
@@ -38,20 +38,20 @@ function peers(remembered: Record<number, number>, heard: Record<number, number>
   };
 }
 
-async function levels(t: import('node:test').TestContext, source: PeerLevelSource): Promise<StoreOpsLevels> {
+async function tempDataDir(t: import('node:test').TestContext): Promise<string> {
   const dataDir = await mkdtemp(join('/var/tmp', 'raftblock-store-ops-levels-'));
   t.after(() => rm(dataDir, { recursive: true, force: true }));
+  return dataDir;
+}
+
+/** Node 1's gates, on `dataDir`, with `map()` as its map and `source` as its transport. */
+function levelsIn(dataDir: string, source: PeerLevelSource, map: () => ClusterMap): StoreOpsLevels {
+  return new StoreOpsLevels({ selfId: 1, ownLevel: storeOpsLevel, dataDir, registry: new Registry(), log: createLogger('test'), map, peers: () => source, imageMayReachFar: async () => false });
+}
+
+async function levels(t: import('node:test').TestContext, source: PeerLevelSource): Promise<StoreOpsLevels> {
   const map = zonedMap(3, 1);
-  return new StoreOpsLevels({
-    selfId: 1,
-    ownLevel: storeOpsLevel,
-    dataDir,
-    registry: new Registry(),
-    log: createLogger('test'),
-    map: () => map,
-    peers: () => source,
-    imageMayReachFar: async () => false,
-  });
+  return levelsIn(await tempDataDir(t), source, () => map);
 }
 
 const conf: ConfState = { voters: [1, 2, 3], votersOutgoing: [], learners: [], learnersNext: [], autoLeave: false };
@@ -115,24 +115,14 @@ test('a shrink pings the replicas not heard since the start, then judges', async
 });
 
 test("the peers' levels follow the map: those of nodes it no longer lists are forgotten, in memory and in the file; those of nodes it lists are saved", async (t) => {
-  const dataDir = await mkdtemp(join('/var/tmp', 'raftblock-store-ops-levels-'));
-  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const dataDir = await tempDataDir(t);
   // Saved before this start: nodes 2 and 3 (in the map) and 9 (removed while this node was down).
   await writeFile(join(dataDir, peerLevelsFileName), JSON.stringify({ levels: { '2': storeOpsLevel, '3': storeOpsLevel, '9': 1 } }));
   const remembered: Record<number, number> = { 2: storeOpsLevel, 3: storeOpsLevel, 9: 1 };
   // Heard since: node 2, node 8 (not in the map: joining, or removed and still talking).
   const heard: Record<number, number> = { 2: storeOpsLevel, 8: 1 };
   let map = zonedMap(3, 1);
-  const gate = new StoreOpsLevels({
-    selfId: 1,
-    ownLevel: storeOpsLevel,
-    dataDir,
-    registry: new Registry(),
-    log: createLogger('test'),
-    map: () => map,
-    peers: () => peers(remembered, heard, []),
-    imageMayReachFar: async () => false,
-  });
+  const gate = levelsIn(dataDir, peers(remembered, heard, []), () => map);
   assert.deepEqual([...(await gate.remembered())].sort(), [['2', storeOpsLevel], ['3', storeOpsLevel], ['9', 1]]);
   const saved = async (): Promise<Record<string, number>> => {
     await gate.settled();
