@@ -33,7 +33,9 @@ export function missingFlags(flags: readonly string[], execArgv: readonly string
  * µs into reused memory. `hugetlb=1` has malloc ask for transparent huge pages (madvise; the
  * kernel's default THP mode), so one fault maps 2 MiB, and the thresholds keep up to 256 MiB
  * of freed heap for reuse and send only allocations over 8 MiB to mmap. A/B on 2 cores
- * (bench/README.md): 512 KiB sequential writes cost a third less node CPU each.
+ * (bench/README.md, medians of three alternated pairs): 512 KiB sequential writes ×1.23-1.31
+ * MiB/s at ×0.81-0.87 node CPU each, 4 KiB QD32 writes ×1.05-1.21 IOPS at ×0.83-0.91, QD1
+ * unchanged within the noise; the nodes' peak memory ×1.13.
  */
 export const nodeMallocTunables: readonly string[] = ['glibc.malloc.hugetlb=1', 'glibc.malloc.mmap_threshold=8388608', 'glibc.malloc.trim_threshold=268435456'];
 
