@@ -25,6 +25,7 @@
  */
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { AssertionFailed, ProtocolError } from '../common/errors.js';
+import { maxStoreOpsLevel } from '../store/ops.js';
 
 /** Largest frame accepted or sent; bounds the memory one peer can make us hold. */
 export const maxFrameBytes = 64 * 1024 * 1024;
@@ -98,8 +99,6 @@ export interface RpcResponse {
  * accepting it (a rolling upgrade runs both).
  */
 export const wireProtocolVersion = 1;
-/** Largest store command level a frame may name. */
-const maxStoreOpsLevel = 0xffff;
 /** Largest protocol number a frame may name (anything else is a malformed frame). */
 const maxWireProtocolVersion = 0xffff;
 

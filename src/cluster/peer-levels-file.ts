@@ -16,11 +16,10 @@
 import { join } from 'node:path';
 import { readFileIfExists, writeFileDurably } from '../common/durable-file.js';
 import { maxNodeId } from './map.js';
+import { maxStoreOpsLevel } from '../store/ops.js';
 
 export const peerLevelsFileName = 'peer-store-ops-levels.json';
 
-/** Levels are small integers (ops.ts StoreOpsLevel); anything above this is no level. */
-const maxStoreOpsLevel = 1000;
 
 export type PeerLevels = Map<string, number>;
 

@@ -11,13 +11,12 @@
 import { ProtocolError } from '../common/errors.js';
 import type { GroupRole, GroupStatus, NodeStatus } from './admin-client.js';
 import { isClusterId, maxNodeId } from './map.js';
+import { maxStoreOpsLevel } from '../store/ops.js';
 
 /** Longest version string shown (a package version is a few characters). */
 export const maxVersionChars = 64;
 /** Longest reason a node's status may give for a held move (a peer's text, shown in a table). */
 export const maxMoveHeldChars = 500;
-/** Store command levels are small integers (store/ops.ts StoreOpsLevel). */
-const maxStoreOpsLevel = 1000;
 
 const roles: ReadonlySet<string> = new Set<GroupRole>(['leader', 'follower', 'candidate', 'preCandidate', 'learner']);
 

@@ -49,6 +49,12 @@ export const opHeaderBytes = 24;
 export const StoreOpsLevel = { Base: 1, FarOffsets: 2, DiscardFrom: 3 } as const;
 /** This build's level. */
 export const storeOpsLevel = StoreOpsLevel.DiscardFrom;
+/**
+ * The largest level a node may tell (Frame.s), and so the largest one a node keeps of a peer
+ * (peer-levels-file.ts) or shows (status-answer.ts): one bound for all three, so a level a
+ * frame may carry is never one a file or a status answer refuses.
+ */
+export const maxStoreOpsLevel = 0xffff;
 
 /** The level a write, trim or zero of [offset, offset + length) needs. */
 export function storeOpsLevelOfRange(offset: number, length: number): number {

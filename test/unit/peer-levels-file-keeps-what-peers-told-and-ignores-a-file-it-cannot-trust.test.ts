@@ -10,6 +10,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parsePeerLevels, PeerLevelsFile, peerLevelsFileName } from '../../src/cluster/peer-levels-file.js';
+import { maxStoreOpsLevel } from '../../src/store/ops.js';
 
 // Real disk, not tmpfs: the file is written with fsync and a rename.
 const base = process.env.RAFTBLOCK_TEST_DIR ?? (process.platform === 'linux' ? '/var/tmp' : tmpdir());
@@ -98,7 +99,13 @@ test('a file that cannot be trusted is ignored whole, with the reason', async (t
     ['{"levels": {"2": 2.5}}', /node 2: 2.5 is no store command level/],
     ['{"levels": {"2": "3"}}', /node 2: "3" is no store command level/],
     ['{"levels": {"2": 1e9}}', /node 2: 1000000000 is no store command level/],
+    ['{"levels": {"2": 65536}}', /node 2: 65536 is no store command level/],
   ];
+  // Any level a frame may carry (frame.ts) is one the file keeps: a peer's told level is
+  // never what makes the next start ignore the whole file.
+  const highest = parsePeerLevels(JSON.stringify({ levels: { '2': maxStoreOpsLevel } }));
+  assert.ok('levels' in highest);
+  assert.deepEqual([...highest.levels], [['2', maxStoreOpsLevel]]);
   for (const [text, why] of cases) {
     const parsed = parsePeerLevels(text);
     assert.ok('problem' in parsed, text);

@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { encodeFrame, encodeFrameParts, FrameDecoder, maxFrameBytes, minAttachedBytes, type GroupMessage } from '../../src/cluster/frame.js';
 import { Transport } from '../../src/cluster/transport.js';
 import { ProtocolError, NotLeader } from '../../src/common/errors.js';
+import { maxStoreOpsLevel } from '../../src/store/ops.js';
 import { until } from '../helpers/until.js';
 
 interface Node {
@@ -160,6 +161,13 @@ test('malformed heartbeat rows are protocol errors', () => {
   assert.throws(() => new FrameDecoder().push(frameWith({ hbr: [1, 2, 3, 4, 5, '6'] })), ProtocolError);
   const ok = new FrameDecoder().push(frameWith({ hbr: [4, 1, 2, 3, 9, 10] }));
   assert.deepEqual(ok[0].msgs, [{ g: 4, m: { type: 'heartbeatResp', from: 1, to: 2, term: 3, seq: 9, tick: 10 } }]);
+});
+
+test('a frame names a store command level in 1..maxStoreOpsLevel, the bound a peer-levels file and a status answer keep too', () => {
+  const told = (s: unknown): Buffer => encodeFrame({ from: 'n1', addr: 'a:1', epoch: 1, s } as never);
+  assert.equal(new FrameDecoder().push(told(maxStoreOpsLevel))[0].s, maxStoreOpsLevel);
+  assert.equal(new FrameDecoder().push(told(1))[0].s, 1);
+  for (const bad of [0, maxStoreOpsLevel + 1, 2.5, '3']) assert.throws(() => new FrameDecoder().push(told(bad)), /frame\.s must be a store command level/, String(bad));
 });
 
 test('attachments that entries do not account for exactly are protocol errors', () => {
