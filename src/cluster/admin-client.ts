@@ -89,7 +89,17 @@ import { parseHostPort } from '../common/address.js';
 import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
 import { allGroups, mapFrom, pgGroupId } from './map.js';
 import { judgeReplicas, repairSources, type PgVerdict, type ReplicaDigest } from './pg-verify.js';
-import { checkNodeStatus, maxMoveHeldChars, printable } from './status-answer.js';
+import { checkNodeStatus, maxMoveHeldChars } from './status-answer.js';
+import { printable } from './answer-fields.js';
+import {
+  checkGroupDigest,
+  checkNodeChangeResponse,
+  checkNodeStateResponse,
+  checkPoolResponse,
+  checkRebuildReplicaResponse,
+  checkVolumeList,
+  checkVolumeResponse,
+} from './admin-answers.js';
 
 /**
  * `raftblock start` gives its first node this HTTP port (node i gets defaultAdminHttpPort + i - 1),
@@ -565,6 +575,43 @@ function viewGroup(
   return view;
 }
 
+/** GET /v1/map's answer as a map (map.ts mapFrom), or a ProtocolError saying why not. */
+function checkMapAnswer(answer: unknown): ClusterMap {
+  try {
+    return mapFrom(answer);
+  } catch (err) {
+    throw new ProtocolError(`malformed map answer: ${printable(err instanceof Error ? err.message : String(err), 300)}`);
+  }
+}
+
+/** Longest error message shown from a node's error answer. */
+const maxErrorMessageChars = 2000;
+/** An error code as RaftblockError names them. */
+const errorCodePattern = /^[A-Z][A-Z0-9_]{0,63}$/;
+
+/**
+ * An error answer's body, its strings made printable and bounded, a NOT_LEADER hint kept only
+ * when it is a HOST:PORT (the client connects there next) and NODE_HOLDS_REPLICAS' group ids only
+ * when they are ids; undefined when the body is not an error of this API (the caller reports the
+ * status and the text instead).
+ */
+export function errorBodyFrom(parsed: unknown): ErrorBody['error'] | undefined {
+  const e = (parsed as Partial<ErrorBody> | null | undefined)?.error;
+  if (e === null || typeof e !== 'object' || typeof e.code !== 'string' || !errorCodePattern.test(e.code) || typeof e.message !== 'string') return undefined;
+  const leader = typeof e.leader === 'string' && isHostPort(e.leader) ? e.leader : undefined;
+  const groups = Array.isArray(e.groups) ? e.groups.filter((g): g is number => Number.isSafeInteger(g) && g >= 0) : undefined;
+  return { code: e.code, message: printable(e.message, maxErrorMessageChars), ...(leader === undefined ? {} : { leader }), ...(groups === undefined ? {} : { groups }) };
+}
+
+/** A host name, an IPv4 address or a bracketed IPv6 one, and a port: what a node's address is. */
+const hintPattern = /^(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9._-]+):\d{1,5}$/;
+
+function isHostPort(text: string): boolean {
+  if (!hintPattern.test(text)) return false;
+  const port = Number(text.slice(text.lastIndexOf(':') + 1));
+  return port >= 1 && port <= 65535;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The client
 
@@ -597,44 +644,33 @@ export class AdminClient {
   }
 
   /** This node's status, checked (status-answer.ts): a malformed answer is a ProtocolError. */
-  async status(): Promise<NodeStatus> {
-    const answer = await this.call<unknown>('GET', '/v1/status');
-    try {
-      return checkNodeStatus(answer);
-    } catch (err) {
-      if (err instanceof ProtocolError) throw new ProtocolError(`GET /v1/status on ${this.server}: ${err.message}`);
-      throw err;
-    }
+  status(): Promise<NodeStatus> {
+    return this.call('GET', '/v1/status', checkNodeStatus);
   }
 
   /** The cluster map this node serves, checked (map.ts mapFrom): a malformed one is a ProtocolError. */
-  async map(): Promise<ClusterMap> {
-    const answer = await this.call<unknown>('GET', '/v1/map');
-    try {
-      return mapFrom(answer);
-    } catch (err) {
-      throw new ProtocolError(`GET /v1/map on ${this.server}: malformed map answer: ${printable(err instanceof Error ? err.message : String(err), 300)}`);
-    }
+  map(): Promise<ClusterMap> {
+    return this.call('GET', '/v1/map', checkMapAnswer);
   }
 
   listVolumes(): Promise<VolumeList> {
-    return this.call('GET', '/v1/volumes');
+    return this.call('GET', '/v1/volumes', checkVolumeList);
   }
 
   createVolume(req: CreateVolumeRequest): Promise<VolumeResponse> {
-    return this.call('POST', '/v1/volumes', req);
+    return this.call('POST', '/v1/volumes', checkVolumeResponse, req);
   }
 
   resizeVolume(name: string, req: ResizeVolumeRequest): Promise<VolumeResponse> {
-    return this.call('POST', `/v1/volumes/${encodeURIComponent(name)}/resize`, req);
+    return this.call('POST', `/v1/volumes/${encodeURIComponent(name)}/resize`, checkVolumeResponse, req);
   }
 
   deleteVolume(name: string): Promise<VolumeResponse> {
-    return this.call('DELETE', `/v1/volumes/${encodeURIComponent(name)}`);
+    return this.call('DELETE', `/v1/volumes/${encodeURIComponent(name)}`, checkVolumeResponse);
   }
 
   createPool(req: CreatePoolRequest): Promise<PoolResponse> {
-    return this.call('POST', '/v1/pools', req);
+    return this.call('POST', '/v1/pools', checkPoolResponse, req);
   }
 
   /**
@@ -644,12 +680,12 @@ export class AdminClient {
    * cannot be asked.
    */
   resetPg(pool: string, pg: number): Promise<PoolResponse> {
-    return this.call('POST', `/v1/pools/${encodeURIComponent(pool)}/pgs/${pg}/reset`, { acceptDataLoss: true });
+    return this.call('POST', `/v1/pools/${encodeURIComponent(pool)}/pgs/${pg}/reset`, checkPoolResponse, { acceptDataLoss: true });
   }
 
   /** Marks a node `out` (its PGs move to other nodes) or back `in`. */
   setNodeState(nodeId: NodeId, state: NodeState): Promise<{ epoch: number }> {
-    return this.call('POST', `/v1/nodes/${nodeId}/state`, { state });
+    return this.call('POST', `/v1/nodes/${nodeId}/state`, checkNodeStateResponse, { state });
   }
 
   /**
@@ -657,7 +693,7 @@ export class AdminClient {
    * metadata group first when it is a member. Again after success: NOT_FOUND.
    */
   removeNode(nodeId: NodeId): Promise<RemoveNodeResponse> {
-    return this.call('DELETE', `/v1/nodes/${nodeId}`);
+    return this.call('DELETE', `/v1/nodes/${nodeId}`, checkNodeChangeResponse);
   }
 
   /**
@@ -665,11 +701,11 @@ export class AdminClient {
    * id is taken, and rebuilds every replica the id held from its leader.
    */
   replaceNode(nodeId: NodeId): Promise<ReplaceNodeResponse> {
-    return this.call('POST', `/v1/nodes/${nodeId}/replace`);
+    return this.call('POST', `/v1/nodes/${nodeId}/replace`, checkNodeChangeResponse);
   }
 
   groupDigest(groupId: number): Promise<GroupDigest> {
-    return this.call('GET', `/v1/groups/${groupId}/digest`);
+    return this.call('GET', `/v1/groups/${groupId}/digest`, checkGroupDigest);
   }
 
   /**
@@ -677,7 +713,7 @@ export class AdminClient {
    * `sources`, refused (REPAIR_REFUSED) unless the PG's leader is one of them.
    */
   rebuildReplica(groupId: number, sources?: readonly NodeId[]): Promise<RebuildReplicaResponse> {
-    return this.call('POST', `/v1/groups/${groupId}/rebuild`, sources === undefined ? {} : { sources });
+    return this.call('POST', `/v1/groups/${groupId}/rebuild`, checkRebuildReplicaResponse, sources === undefined ? {} : { sources });
   }
 
   /**
@@ -819,15 +855,16 @@ export class AdminClient {
    * Idempotency-Key on every attempt, so when its answer is lost (a dropped connection, a
    * timeout, a node that could not finish in time) it is sent again, up to
    * `maxInDoubtRetries` times: group 0 applies it once and answers a repeat as it answered
-   * the first attempt (idempotency-key.ts).
+   * the first attempt (idempotency-key.ts). `check` gives a successful answer as its type or
+   * throws a ProtocolError (admin-answers.ts): no answer reaches a command unchecked.
    */
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  private async call<T>(method: string, path: string, check: (answer: unknown) => T, body?: unknown): Promise<T> {
     let server = this.server;
     const key = method === 'GET' ? undefined : randomUUID();
     let redirects = 0;
     for (let retries = 0; ; ) {
       try {
-        return await this.once<T>(server, method, path, body, key);
+        return await this.once(server, method, path, check, body, key);
       } catch (err) {
         if (err instanceof NotLeader && err.leaderHint && err.leaderHint !== server && redirects < maxRedirects) {
           server = err.leaderHint;
@@ -844,7 +881,7 @@ export class AdminClient {
     }
   }
 
-  private async once<T>(server: string, method: string, path: string, body: unknown, idempotencyKey: string | undefined): Promise<T> {
+  private async once<T>(server: string, method: string, path: string, check: (answer: unknown) => T, body: unknown, idempotencyKey: string | undefined): Promise<T> {
     const { host, port } = parseHostPort(server, 'server');
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     // node:http rather than fetch: fetch refuses the "bad ports" of browsers (e.g. 6000).
@@ -892,13 +929,18 @@ export class AdminClient {
     try {
       parsed = text === '' ? undefined : JSON.parse(text);
     } catch {
-      throw new ProtocolError(`${method} ${path} on ${server}: HTTP ${status}, body is not JSON: ${text.slice(0, 120)}`);
+      throw new ProtocolError(`${method} ${path} on ${server}: HTTP ${status}, body is not JSON: ${printable(text, 120)}`);
     }
     if (status < 200 || status > 299) {
-      const e = (parsed as ErrorBody | undefined)?.error;
-      if (e && typeof e.code === 'string' && typeof e.message === 'string') throw errorFromBody(e);
-      throw new ProtocolError(`${method} ${path} on ${server}: HTTP ${status} ${text.slice(0, 120)}`);
+      const e = errorBodyFrom(parsed);
+      if (e !== undefined) throw errorFromBody(e);
+      throw new ProtocolError(`${method} ${path} on ${server}: HTTP ${status} ${printable(text, 120)}`);
     }
-    return parsed as T;
+    try {
+      return check(parsed);
+    } catch (err) {
+      if (err instanceof ProtocolError) throw new ProtocolError(`${method} ${path} on ${server}: ${err.message}`);
+      throw err;
+    }
   }
 }

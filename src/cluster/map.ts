@@ -778,6 +778,11 @@ function createVolume(map: ClusterMap, c: CreateVolumeCommand): ApplyResult {
 // Validation of command fields (input from the admin API: expected errors, never asserts)
 
 /** Whether `id` is a well-formed cluster id. */
+/** Whether `x` is a well-formed pool or volume name. */
+export function isName(x: unknown): x is string {
+  return typeof x === 'string' && namePattern.test(x);
+}
+
 export function isClusterId(id: unknown): id is string {
   return typeof id === 'string' && clusterIdPattern.test(id);
 }
@@ -789,7 +794,7 @@ function checkNodeId(id: unknown): asserts id is NodeId {
 }
 
 function checkName(name: unknown, what: string): asserts name is string {
-  if (typeof name !== 'string' || !namePattern.test(name)) {
+  if (!isName(name)) {
     throw new InvalidArgument(`${what} must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit; got ${JSON.stringify(name)}`);
   }
 }

@@ -1,0 +1,154 @@
+/**
+ * Checks of the admin API's answers other than a node's status (status-answer.ts) and the map
+ * (map.ts mapFrom): one function per kind of answer, each giving the answer as its type or
+ * throwing a ProtocolError that names the first wrong field (answer-fields.ts). AdminClient
+ * runs the check of the endpoint it called on every successful answer, so a command never
+ * prints, or indexes into, an answer of another shape.
+ *
+ * Only what a command reads is checked; fields a newer build adds are dropped, so a command
+ * prints (in --json too) only fields it knows the shape of.
+ */
+import { failureDomainLevels } from './placement.js';
+import { isName, maxExtentBytes, maxPgsPerPool, maxReplicas, maxVolumeBytes, minExtentBytes, volumeAlignmentBytes, type PgInfo, type Pool, type Volume } from './map.js';
+import { AnswerFields, optional } from './answer-fields.js';
+import type { GroupDigest, PoolResponse, RebuildReplicaResponse, RemoveNodeResponse, ReplaceNodeResponse, VolumeList, VolumeResponse } from './admin-client.js';
+
+/** A replica digest as pg-digest.ts makes it (`v2:` and hex), or an older build's: a short token. */
+const digestPattern = /^[A-Za-z0-9:._-]{1,200}$/;
+
+function checkVolume(f: AnswerFields, x: unknown, where: string): Volume {
+  const v = f.object(x, where);
+  const sizeBytes = f.integer(v.sizeBytes, `${where}.sizeBytes`, volumeAlignmentBytes, maxVolumeBytes);
+  if (sizeBytes % volumeAlignmentBytes !== 0) throw f.bad(`${where}.sizeBytes`, `is not a multiple of ${volumeAlignmentBytes}`, sizeBytes);
+  const extentBytes = f.integer(v.extentBytes, `${where}.extentBytes`, minExtentBytes, maxExtentBytes);
+  if ((extentBytes & (extentBytes - 1)) !== 0) throw f.bad(`${where}.extentBytes`, 'is not a power of two', extentBytes);
+  const discardToBytes = optional(v.discardToBytes, (d) => f.integer(d, `${where}.discardToBytes`, 0, maxVolumeBytes));
+  return {
+    id: f.integer(v.id, `${where}.id`, 1, Number.MAX_SAFE_INTEGER),
+    name: checkName(f, v.name, `${where}.name`),
+    pool: checkName(f, v.pool, `${where}.pool`),
+    sizeBytes,
+    extentBytes,
+    ...(discardToBytes === undefined ? {} : { discardToBytes }),
+  };
+}
+
+function checkName(f: AnswerFields, x: unknown, field: string): string {
+  if (!isName(x)) throw f.bad(field, 'is no pool or volume name', x);
+  return x;
+}
+
+function checkPool(f: AnswerFields, x: unknown, where: string): Pool {
+  const p = f.object(x, where);
+  const replicas = f.integer(p.replicas, `${where}.replicas`, 1, maxReplicas);
+  const pgCount = f.integer(p.pgCount, `${where}.pgCount`, 1, maxPgsPerPool);
+  if (typeof p.failureDomain !== 'string' || !(failureDomainLevels as readonly string[]).includes(p.failureDomain)) {
+    throw f.bad(`${where}.failureDomain`, `is not one of ${failureDomainLevels.join(', ')}`, p.failureDomain);
+  }
+  const pgs = f.array(p.pgs, `${where}.pgs`);
+  // A command indexes pgs by PG index (reset-pg prints the PG's replicas).
+  if (pgs.length !== pgCount) throw f.bad(`${where}.pgs`, `does not list ${pgCount} PGs`, `${pgs.length} listed`);
+  const createdEpoch = optional(p.createdEpoch, (e) => f.count(e, `${where}.createdEpoch`));
+  return {
+    id: f.integer(p.id, `${where}.id`, 1, Number.MAX_SAFE_INTEGER),
+    name: checkName(f, p.name, `${where}.name`),
+    replicas,
+    pgCount,
+    failureDomain: p.failureDomain as Pool['failureDomain'],
+    pgs: pgs.map((pg, i) => checkPgInfo(f, pg, `${where}.pgs[${i}]`)),
+    ...(createdEpoch === undefined ? {} : { createdEpoch }),
+  };
+}
+
+function checkPgInfo(f: AnswerFields, x: unknown, where: string): PgInfo {
+  const pg = f.object(x, where);
+  const resetEpoch = optional(pg.resetEpoch, (e) => f.count(e, `${where}.resetEpoch`));
+  return {
+    replicas: f.nodeIds(pg.replicas, `${where}.replicas`),
+    sinceEpoch: f.count(pg.sinceEpoch, `${where}.sinceEpoch`),
+    ...(resetEpoch === undefined ? {} : { resetEpoch }),
+  };
+}
+
+function changedField(f: AnswerFields, x: unknown): { changed?: boolean } {
+  const changed = optional(x, (c) => f.boolean(c, 'changed'));
+  return changed === undefined ? {} : { changed };
+}
+
+const volumeList = new AnswerFields('volume list');
+/** GET /v1/volumes */
+export function checkVolumeList(x: unknown): VolumeList {
+  const a = volumeList.object(x, 'the answer');
+  return {
+    epoch: volumeList.count(a.epoch, 'epoch'),
+    volumes: volumeList.array(a.volumes, 'volumes').map((v, i) => checkVolume(volumeList, v, `volumes[${i}]`)),
+  };
+}
+
+const volumeAnswer = new AnswerFields('volume answer');
+/** POST /v1/volumes, POST /v1/volumes/{name}/resize, DELETE /v1/volumes/{name} */
+export function checkVolumeResponse(x: unknown): VolumeResponse {
+  const a = volumeAnswer.object(x, 'the answer');
+  return { epoch: volumeAnswer.count(a.epoch, 'epoch'), volume: checkVolume(volumeAnswer, a.volume, 'volume'), ...changedField(volumeAnswer, a.changed) };
+}
+
+const poolAnswer = new AnswerFields('pool answer');
+/** POST /v1/pools, POST /v1/pools/{name}/pgs/{i}/reset */
+export function checkPoolResponse(x: unknown): PoolResponse {
+  const a = poolAnswer.object(x, 'the answer');
+  return { epoch: poolAnswer.count(a.epoch, 'epoch'), pool: checkPool(poolAnswer, a.pool, 'pool'), ...changedField(poolAnswer, a.changed) };
+}
+
+const nodeStateAnswer = new AnswerFields('node state answer');
+/** POST /v1/nodes/{id}/state */
+export function checkNodeStateResponse(x: unknown): { epoch: number } {
+  const a = nodeStateAnswer.object(x, 'the answer');
+  return { epoch: nodeStateAnswer.count(a.epoch, 'epoch') };
+}
+
+const nodeChangeAnswer = new AnswerFields('node change answer');
+/** DELETE /v1/nodes/{id}, POST /v1/nodes/{id}/replace (the two answers have one shape). */
+export function checkNodeChangeResponse(x: unknown): RemoveNodeResponse & ReplaceNodeResponse {
+  const a = nodeChangeAnswer.object(x, 'the answer');
+  return {
+    epoch: nodeChangeAnswer.count(a.epoch, 'epoch'),
+    nodeId: nodeChangeAnswer.nodeId(a.nodeId, 'nodeId'),
+    metaVoterRemoved: nodeChangeAnswer.boolean(a.metaVoterRemoved, 'metaVoterRemoved'),
+  };
+}
+
+const digestAnswer = new AnswerFields('digest answer');
+/** GET /v1/groups/{groupId}/digest */
+export function checkGroupDigest(x: unknown): GroupDigest {
+  const f = digestAnswer;
+  const a = f.object(x, 'the answer');
+  const groupId = f.count(a.groupId, 'groupId');
+  const nodeId = f.nodeId(a.nodeId, 'nodeId');
+  if (a.restoring !== undefined && a.restoring !== null) {
+    if (a.restoring !== true) throw f.bad('restoring', 'is not true', a.restoring);
+    return { groupId, nodeId, restoring: true };
+  }
+  const appliedIndexAfter = optional(a.appliedIndexAfter, (i) => f.count(i, 'appliedIndexAfter'));
+  return {
+    groupId,
+    nodeId,
+    appliedIndex: f.count(a.appliedIndex, 'appliedIndex'),
+    ...(appliedIndexAfter === undefined ? {} : { appliedIndexAfter }),
+    digest: f.matching(a.digest, 'digest', digestPattern, 'digest'),
+  };
+}
+
+const rebuildAnswer = new AnswerFields('rebuild answer');
+/** POST /v1/groups/{groupId}/rebuild */
+export function checkRebuildReplicaResponse(x: unknown): RebuildReplicaResponse {
+  const f = rebuildAnswer;
+  const a = f.object(x, 'the answer');
+  const underWay = optional(a.underWay, (u) => f.boolean(u, 'underWay'));
+  return {
+    groupId: f.count(a.groupId, 'groupId'),
+    nodeId: f.nodeId(a.nodeId, 'nodeId'),
+    leader: f.nodeId(a.leader, 'leader'),
+    commitIndex: f.count(a.commitIndex, 'commitIndex'),
+    ...(underWay === undefined ? {} : { underWay }),
+  };
+}
