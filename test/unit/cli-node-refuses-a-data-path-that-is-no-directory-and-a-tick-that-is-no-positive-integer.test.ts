@@ -1,14 +1,17 @@
 /**
  * `raftblock node --data FILE` (and `start --data FILE`) says the path is not a directory and
  * exits 2, where mkdir's EEXIST came out as a Node stack trace; RAFTBLOCK_TICK_MS must be a
- * whole number of milliseconds, where Number() made `abc` a NaN tick interval.
+ * whole number of milliseconds, where Number() made `abc` a NaN tick interval. A directory mkdir
+ * cannot make though its parent exists (under /proc) is refused at once: Node's recursive mkdir
+ * retried it forever.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tools.js';
+import { makeDataDir } from '../../src/cli/data-dir.js';
 
 const local = ['--peer', '127.0.0.1:0', '--nbd', '127.0.0.1:0', '--http', '127.0.0.1:0'];
 
@@ -26,6 +29,27 @@ test('raftblock node and start refuse a --data path that is a file, or lies unde
   refused(await runCli(['node', '--id', '1', '--data', file, '--bootstrap', ...local]), new RegExp(`--data ${file} is not a directory \\[INVALID_ARGUMENT\\]`));
   refused(await runCli(['node', '--id', '1', '--data', join(file, 'node'), '--bootstrap', ...local]), /a part of its path is a file \[INVALID_ARGUMENT\]/);
   refused(await runCli(['start', '--data', file]), new RegExp(`--data ${file} is not a directory \\[INVALID_ARGUMENT\\]`));
+  const dangling = join(dir, 'dangling');
+  symlinkSync(join(dir, 'nowhere', 'at-all'), dangling);
+  refused(await runCli(['node', '--id', '1', '--data', dangling, '--bootstrap', ...local]), new RegExp(`--data ${dangling} is not a directory \\[INVALID_ARGUMENT\\]`));
+});
+
+test('raftblock node and start refuse at once a --data directory that cannot be made though its parent exists', async () => {
+  // procfs answers mkdir with ENOENT under an existing /proc: Node's recursive mkdir looped.
+  const proc = '/proc/raftblock-no-such-dir/data';
+  for (const args of [['node', '--id', '1', '--data', proc, '--bootstrap', ...local], ['start', '--data', proc]]) {
+    refused(await runCli(args, { timeoutMs: 15_000 }), /--data \/proc\/raftblock-no-such-dir\/data: cannot make the directory: ENOENT/);
+  }
+});
+
+test('a --data directory is made with every missing parent, and an existing one is taken as it is', (t) => {
+  const dir = tempDir(t);
+  const nested = join(dir, 'a', 'b', 'c');
+  makeDataDir(nested);
+  assert.ok(statSync(nested).isDirectory());
+  makeDataDir(nested);
+  makeDataDir(`${join(dir, 'a')}/./b/../b/c/`);
+  assert.ok(statSync(nested).isDirectory());
 });
 
 test('raftblock node refuses a RAFTBLOCK_TICK_MS that is not a positive whole number before it makes anything', async (t) => {
