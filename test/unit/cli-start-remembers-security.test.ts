@@ -40,6 +40,8 @@ test('raftblock start names a damaged cluster.json, or a remembered PSK file tha
     const cases: [string, string, RegExp][] = [
       ['not-json', '{"nodes": 3,', /cluster\.json is not readable JSON/],
       ['no-ports', '{"nodes": 3, "host": "127.0.0.1"}', /cluster\.json does not describe a cluster/],
+      ['too-many-nodes', '{"nodes": 99, "host": "127.0.0.1", "nbdPort": 20001, "httpPort": 20201, "peerPort": 20401}', /cluster\.json does not describe a cluster \(nodes 1\.\.64,/],
+      ['no-pgs', '{"nodes": 3, "host": "127.0.0.1", "nbdPort": 20001, "httpPort": 20201, "peerPort": 20401, "pgCount": 0}', /cluster\.json does not describe a cluster/],
       [
         'psk-gone',
         JSON.stringify({ nodes: 3, host: '127.0.0.1', nbdPort: 10809, httpPort: 10900, peerPort: 11000, security: { nbdTlsPsk: join(dir, 'gone.psk') } }),

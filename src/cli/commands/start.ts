@@ -341,13 +341,18 @@ function readLayout(path: string): Layout {
   const nodes = layout?.nodes as number;
   // Node 0's port, and the last node's too.
   const isPort = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 1 && (v as number) + nodes - 1 <= maxPort;
+  // The bounds the flags have (--nodes, --pg-count): a hand-edited file is held to them too.
+  const pgCount = layout?.pgCount;
   if (
     typeof layout !== 'object' || layout === null ||
-    !Number.isInteger(nodes) || nodes < 1 ||
+    !Number.isInteger(nodes) || nodes < 1 || nodes > maxStartNodes ||
     typeof layout.host !== 'string' ||
-    !isPort(layout.nbdPort) || !isPort(layout.httpPort) || !isPort(layout.peerPort)
+    !isPort(layout.nbdPort) || !isPort(layout.httpPort) || !isPort(layout.peerPort) ||
+    (pgCount !== undefined && (!Number.isInteger(pgCount) || pgCount < 1 || pgCount > maxPgsPerPool))
   ) {
-    throw new InvalidArgument(`${path} does not describe a cluster (nodes, host, nbdPort, httpPort, peerPort); mend or restore it`);
+    throw new InvalidArgument(
+      `${path} does not describe a cluster (nodes 1..${maxStartNodes}, host, nbdPort, httpPort, peerPort, pgCount 1..${maxPgsPerPool}); mend or restore it`,
+    );
   }
   return layout as Layout;
 }
