@@ -9,15 +9,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ProtocolError } from '../../src/common/errors.js';
-import {
-  checkGroupDigest,
-  checkNodeChangeResponse,
-  checkNodeStateResponse,
-  checkPoolResponse,
-  checkRebuildReplicaResponse,
-  checkVolumeList,
-  checkVolumeResponse,
-} from '../../src/cluster/admin-answers.js';
+import * as answers from '../../src/cluster/admin-answers.js';
 import { errorBodyFrom } from '../../src/cluster/admin-client.js';
 import { applyAll, zonedMap } from '../helpers/map.js';
 import { runCli } from '../helpers/cli.js';
@@ -36,48 +28,48 @@ function rejects(check: (x: unknown) => unknown, answer: unknown, message: RegEx
 }
 
 test('well-formed answers pass unchanged', () => {
-  assert.deepEqual(checkVolumeList({ epoch: 9, volumes: [volume] }), { epoch: 9, volumes: [volume] });
-  assert.deepEqual(checkVolumeList({ epoch: 0, volumes: [] }), { epoch: 0, volumes: [] });
-  assert.deepEqual(checkVolumeResponse({ epoch: 9, volume, changed: false }), { epoch: 9, volume, changed: false });
+  assert.deepEqual(answers.checkVolumeList({ epoch: 9, volumes: [volume] }), { epoch: 9, volumes: [volume] });
+  assert.deepEqual(answers.checkVolumeList({ epoch: 0, volumes: [] }), { epoch: 0, volumes: [] });
+  assert.deepEqual(answers.checkVolumeResponse({ epoch: 9, volume, changed: false }), { epoch: 9, volume, changed: false });
   const shrinking = { ...volume, discardToBytes: 2 * 2 ** 30 };
-  assert.deepEqual(checkVolumeResponse({ epoch: 9, volume: shrinking }), { epoch: 9, volume: shrinking });
-  assert.deepEqual(checkPoolResponse({ epoch: 4, pool }), { epoch: 4, pool });
+  assert.deepEqual(answers.checkVolumeResponse({ epoch: 9, volume: shrinking }), { epoch: 9, volume: shrinking });
+  assert.deepEqual(answers.checkPoolResponse({ epoch: 4, pool }), { epoch: 4, pool });
   const reset = { ...pool, pgs: pool.pgs.map((pg, i) => (i === 1 ? { ...pg, resetEpoch: pg.sinceEpoch } : pg)) };
-  assert.deepEqual(checkPoolResponse({ epoch: 4, pool: reset }), { epoch: 4, pool: reset });
-  assert.deepEqual(checkNodeStateResponse({ epoch: 12 }), { epoch: 12 });
-  assert.deepEqual(checkNodeChangeResponse({ epoch: 12, nodeId: 4, metaVoterRemoved: true }), { epoch: 12, nodeId: 4, metaVoterRemoved: true });
+  assert.deepEqual(answers.checkPoolResponse({ epoch: 4, pool: reset }), { epoch: 4, pool: reset });
+  assert.deepEqual(answers.checkNodeStateResponse({ epoch: 12 }), { epoch: 12 });
+  assert.deepEqual(answers.checkNodeChangeResponse({ epoch: 12, nodeId: 4, metaVoterRemoved: true }), { epoch: 12, nodeId: 4, metaVoterRemoved: true });
   const digest = { groupId: 65537, nodeId: 2, appliedIndex: 40, appliedIndexAfter: 41, digest: 'v2:0123abcdef' };
-  assert.deepEqual(checkGroupDigest(digest), digest);
-  assert.deepEqual(checkGroupDigest({ groupId: 65537, nodeId: 2, restoring: true }), { groupId: 65537, nodeId: 2, restoring: true });
+  assert.deepEqual(answers.checkGroupDigest(digest), digest);
+  assert.deepEqual(answers.checkGroupDigest({ groupId: 65537, nodeId: 2, restoring: true }), { groupId: 65537, nodeId: 2, restoring: true });
   const rebuild = { groupId: 65537, nodeId: 2, leader: 1, commitIndex: 77, underWay: true };
-  assert.deepEqual(checkRebuildReplicaResponse(rebuild), rebuild);
+  assert.deepEqual(answers.checkRebuildReplicaResponse(rebuild), rebuild);
   // Fields a newer build adds are dropped; JSON's null reads as absent.
-  assert.deepEqual(checkNodeStateResponse({ epoch: 3, extra: 'x' }), { epoch: 3 });
-  assert.deepEqual(checkVolumeResponse({ epoch: 9, volume: { ...volume, discardToBytes: null }, changed: null }), { epoch: 9, volume });
+  assert.deepEqual(answers.checkNodeStateResponse({ epoch: 3, extra: 'x' }), { epoch: 3 });
+  assert.deepEqual(answers.checkVolumeResponse({ epoch: 9, volume: { ...volume, discardToBytes: null }, changed: null }), { epoch: 9, volume });
 });
 
 test('a malformed answer is a ProtocolError naming the kind of answer and the field', () => {
-  rejects(checkVolumeList, null, /^malformed volume list: the answer is not an object \(got null\)$/);
-  rejects(checkVolumeList, { epoch: 1, volumes: {} }, /volumes is not an array \(got an object\)/);
-  rejects(checkVolumeList, { epoch: 1, volumes: [volume, { ...volume, name: '\u001b[2J' }] }, /volumes\[1\]\.name is no pool or volume name \(got " \[2J"\)/);
-  rejects(checkVolumeList, { epoch: 1, volumes: [{ ...volume, sizeBytes: 4097 }] }, /volumes\[0\]\.sizeBytes is not a multiple of 4096/);
-  rejects(checkVolumeList, { epoch: 1, volumes: [{ ...volume, sizeBytes: 2 ** 51 }] }, /volumes\[0\]\.sizeBytes is not an integer in 4096\.\./);
-  rejects(checkVolumeList, { epoch: 1, volumes: [{ ...volume, extentBytes: 3 << 20 }] }, /volumes\[0\]\.extentBytes is not a power of two/);
-  rejects(checkVolumeList, { epoch: -1, volumes: [] }, /epoch is not an integer/);
-  rejects(checkVolumeResponse, { epoch: 1 }, /^malformed volume answer: volume is not an object \(got absent\)$/);
-  rejects(checkVolumeResponse, { epoch: 1, volume: { ...volume, pool: 7 } }, /volume\.pool is no pool or volume name \(got 7\)/);
-  rejects(checkVolumeResponse, { epoch: 1, volume, changed: 'no' }, /changed is not true or false/);
-  rejects(checkPoolResponse, { epoch: 1, pool: { ...pool, pgs: pool.pgs.slice(1) } }, /^malformed pool answer: pool\.pgs does not list 4 PGs \(got "3 listed"\)$/);
-  rejects(checkPoolResponse, { epoch: 1, pool: { ...pool, failureDomain: 'planet' } }, /pool\.failureDomain is not one of zone, rack, host/);
-  rejects(checkPoolResponse, { epoch: 1, pool: { ...pool, replicas: 8 } }, /pool\.replicas is not an integer in 1\.\.7/);
-  rejects(checkPoolResponse, { epoch: 1, pool: { ...pool, pgs: [pool.pgs[0], { replicas: [1, 'x'], sinceEpoch: 1 }, ...pool.pgs.slice(2)] } }, /pool\.pgs\[1\]\.replicas\[1\] is not an integer/);
-  rejects(checkNodeStateResponse, { epoch: '12' }, /^malformed node state answer: epoch is not an integer/);
-  rejects(checkNodeChangeResponse, { epoch: 12, nodeId: 4 }, /^malformed node change answer: metaVoterRemoved is not true or false \(got absent\)$/);
-  rejects(checkNodeChangeResponse, { epoch: 12, nodeId: 0, metaVoterRemoved: false }, /nodeId is not an integer in 1\.\./);
-  rejects(checkGroupDigest, { groupId: 1, nodeId: 2, appliedIndex: 3 }, /^malformed digest answer: digest is no digest \(got absent\)$/);
-  rejects(checkGroupDigest, { groupId: 1, nodeId: 2, appliedIndex: 3, digest: 'v2:ab\ncd' }, /digest is no digest/);
-  rejects(checkGroupDigest, { groupId: 1, nodeId: 2, restoring: 'soon' }, /restoring is not true \(got "soon"\)/);
-  rejects(checkRebuildReplicaResponse, { groupId: 1, nodeId: 2, commitIndex: 5 }, /^malformed rebuild answer: leader is not an integer/);
+  rejects(answers.checkVolumeList, null, /^malformed volume list: the answer is not an object \(got null\)$/);
+  rejects(answers.checkVolumeList, { epoch: 1, volumes: {} }, /volumes is not an array \(got an object\)/);
+  rejects(answers.checkVolumeList, { epoch: 1, volumes: [volume, { ...volume, name: '\u001b[2J' }] }, /volumes\[1\]\.name is no pool or volume name \(got " \[2J"\)/);
+  rejects(answers.checkVolumeList, { epoch: 1, volumes: [{ ...volume, sizeBytes: 4097 }] }, /volumes\[0\]\.sizeBytes is not a multiple of 4096/);
+  rejects(answers.checkVolumeList, { epoch: 1, volumes: [{ ...volume, sizeBytes: 2 ** 51 }] }, /volumes\[0\]\.sizeBytes is not an integer in 4096\.\./);
+  rejects(answers.checkVolumeList, { epoch: 1, volumes: [{ ...volume, extentBytes: 3 << 20 }] }, /volumes\[0\]\.extentBytes is not a power of two/);
+  rejects(answers.checkVolumeList, { epoch: -1, volumes: [] }, /epoch is not an integer/);
+  rejects(answers.checkVolumeResponse, { epoch: 1 }, /^malformed volume answer: volume is not an object \(got absent\)$/);
+  rejects(answers.checkVolumeResponse, { epoch: 1, volume: { ...volume, pool: 7 } }, /volume\.pool is no pool or volume name \(got 7\)/);
+  rejects(answers.checkVolumeResponse, { epoch: 1, volume, changed: 'no' }, /changed is not true or false/);
+  rejects(answers.checkPoolResponse, { epoch: 1, pool: { ...pool, pgs: pool.pgs.slice(1) } }, /^malformed pool answer: pool\.pgs does not list 4 PGs \(got "3 listed"\)$/);
+  rejects(answers.checkPoolResponse, { epoch: 1, pool: { ...pool, failureDomain: 'planet' } }, /pool\.failureDomain is not one of zone, rack, host/);
+  rejects(answers.checkPoolResponse, { epoch: 1, pool: { ...pool, replicas: 8 } }, /pool\.replicas is not an integer in 1\.\.7/);
+  rejects(answers.checkPoolResponse, { epoch: 1, pool: { ...pool, pgs: [pool.pgs[0], { replicas: [1, 'x'], sinceEpoch: 1 }, ...pool.pgs.slice(2)] } }, /pool\.pgs\[1\]\.replicas\[1\] is not an integer/);
+  rejects(answers.checkNodeStateResponse, { epoch: '12' }, /^malformed node state answer: epoch is not an integer/);
+  rejects(answers.checkNodeChangeResponse, { epoch: 12, nodeId: 4 }, /^malformed node change answer: metaVoterRemoved is not true or false \(got absent\)$/);
+  rejects(answers.checkNodeChangeResponse, { epoch: 12, nodeId: 0, metaVoterRemoved: false }, /nodeId is not an integer in 1\.\./);
+  rejects(answers.checkGroupDigest, { groupId: 1, nodeId: 2, appliedIndex: 3 }, /^malformed digest answer: digest is no digest \(got absent\)$/);
+  rejects(answers.checkGroupDigest, { groupId: 1, nodeId: 2, appliedIndex: 3, digest: 'v2:ab\ncd' }, /digest is no digest/);
+  rejects(answers.checkGroupDigest, { groupId: 1, nodeId: 2, restoring: 'soon' }, /restoring is not true \(got "soon"\)/);
+  rejects(answers.checkRebuildReplicaResponse, { groupId: 1, nodeId: 2, commitIndex: 5 }, /^malformed rebuild answer: leader is not an integer/);
 });
 
 test("an error answer's text is made printable and bounded; a leader hint that is no address, or a code of another form, is not taken", () => {
