@@ -1,6 +1,6 @@
 /**
- * Checks of the admin API's answers other than a node's status (status-answer.ts) and the map
- * (map.ts mapFrom): one function per kind of answer, each giving the answer as its type or
+ * Checks of the admin API's answers other than a node's status (status-answer.ts): one function
+ * per kind of answer, each giving the answer as its type or
  * throwing a ProtocolError that names the first wrong field (answer-fields.ts). AdminClient
  * runs the check of the endpoint it called on every successful answer, so a command never
  * prints, or indexes into, an answer of another shape.
@@ -9,8 +9,9 @@
  * prints (in --json too) only fields it knows the shape of.
  */
 import { failureDomainLevels } from './placement.js';
-import { isName, maxExtentBytes, maxPgsPerPool, maxReplicas, maxVolumeBytes, minExtentBytes, volumeAlignmentBytes, type PgInfo, type Pool, type Volume } from './map.js';
-import { AnswerFields, optional } from './answer-fields.js';
+import { ProtocolError } from '../common/errors.js';
+import { isName, mapFrom, maxExtentBytes, maxPgsPerPool, maxReplicas, maxVolumeBytes, minExtentBytes, volumeAlignmentBytes, type ClusterMap, type PgInfo, type Pool, type Volume } from './map.js';
+import { AnswerFields, optional, printable } from './answer-fields.js';
 import type { GroupDigest, PoolResponse, RebuildReplicaResponse, RemoveNodeResponse, ReplaceNodeResponse, VolumeList, VolumeResponse } from './admin-client.js';
 
 /** A replica digest as pg-digest.ts makes it (`v2:` and hex), or an older build's: a short token. */
@@ -73,6 +74,15 @@ function checkPgInfo(f: AnswerFields, x: unknown, where: string): PgInfo {
 function changedField(f: AnswerFields, x: unknown): { changed?: boolean } {
   const changed = optional(x, (c) => f.boolean(c, 'changed'));
   return changed === undefined ? {} : { changed };
+}
+
+/** GET /v1/map: the map as a peer's is checked (map.ts mapFrom), its complaint made printable. */
+export function checkMapAnswer(answer: unknown): ClusterMap {
+  try {
+    return mapFrom(answer);
+  } catch (err) {
+    throw new ProtocolError(`malformed map answer: ${printable(err instanceof Error ? err.message : String(err), 300)}`);
+  }
 }
 
 const volumeList = new AnswerFields('volume list');

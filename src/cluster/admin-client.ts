@@ -87,12 +87,13 @@ import { request as httpsRequest } from 'node:https';
 import { idempotencyKeyHeader } from './idempotency-key.js';
 import { parseHostPort } from '../common/address.js';
 import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
-import { allGroups, mapFrom, pgGroupId } from './map.js';
+import { allGroups, pgGroupId } from './map.js';
 import { judgeReplicas, repairSources, type PgVerdict, type ReplicaDigest } from './pg-verify.js';
 import { checkNodeStatus, maxMoveHeldChars } from './status-answer.js';
 import { printable } from './answer-fields.js';
 import {
   checkGroupDigest,
+  checkMapAnswer,
   checkNodeChangeResponse,
   checkNodeStateResponse,
   checkPoolResponse,
@@ -573,15 +574,6 @@ function viewGroup(
     return { ...view, health: 'lagging', reason: what.join(', ') };
   }
   return view;
-}
-
-/** GET /v1/map's answer as a map (map.ts mapFrom), or a ProtocolError saying why not. */
-function checkMapAnswer(answer: unknown): ClusterMap {
-  try {
-    return mapFrom(answer);
-  } catch (err) {
-    throw new ProtocolError(`malformed map answer: ${printable(err instanceof Error ? err.message : String(err), 300)}`);
-  }
 }
 
 /** Longest error message shown from a node's error answer. */

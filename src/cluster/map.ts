@@ -777,12 +777,12 @@ function createVolume(map: ClusterMap, c: CreateVolumeCommand): ApplyResult {
 // ---------------------------------------------------------------------------------------------
 // Validation of command fields (input from the admin API: expected errors, never asserts)
 
-/** Whether `id` is a well-formed cluster id. */
 /** Whether `x` is a well-formed pool or volume name. */
 export function isName(x: unknown): x is string {
   return typeof x === 'string' && namePattern.test(x);
 }
 
+/** Whether `id` is a well-formed cluster id. */
 export function isClusterId(id: unknown): id is string {
   return typeof id === 'string' && clusterIdPattern.test(id);
 }
