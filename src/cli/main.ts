@@ -7,12 +7,9 @@
  */
 import { Command, CommanderError } from 'commander';
 import { RaftblockError } from '../common/errors.js';
-import { setLogLevel, type LogLevel } from '../common/log.js';
+import { parseLogLevel, setLogLevel } from '../common/log.js';
 import { commands } from './commands/index.js';
 import { raftblockVersion } from '../common/version.js';
-
-const logLevel = process.env.RAFTBLOCK_LOG as LogLevel | undefined;
-if (logLevel && ['debug', 'info', 'warn', 'error'].includes(logLevel)) setLogLevel(logLevel);
 
 const program = new Command();
 program
@@ -25,6 +22,8 @@ program
 for (const register of commands) register(program);
 
 try {
+  const logLevel = parseLogLevel(process.env.RAFTBLOCK_LOG);
+  if (logLevel !== undefined) setLogLevel(logLevel);
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) process.exit(err.exitCode);
