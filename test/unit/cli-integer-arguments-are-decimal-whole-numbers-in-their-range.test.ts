@@ -42,6 +42,9 @@ test('the commands refuse an integer argument that is not a decimal whole number
     [['start', '--data', join(dir, 'start'), '--nodes', '5', '--peer-port', '65532'], /--peer-port must be 1\.\.65531 with 5 nodes/],
     [['pool', 'create', 'p', '--replicas', '3', '--pgs', '1e1'], /--pgs must be a whole number in 1\.\.65536, got "1e1"/],
     [['sim', '--seeds', '0x5'], /--seeds must be a whole number of at least 0, got "0x5"/],
+    // A cluster of no node would fail every seed, reported as the simulator's failures.
+    [['sim', '--seeds', '1', '--nodes', '0'], /--nodes must be a whole number in 1\.\.9, got "0"/],
+    [['sim', '--seeds', '1', '--nodes', '10'], /--nodes must be a whole number in 1\.\.9, got "10"/],
   ];
   for (const [args, message] of cases) {
     const r = await cli(...args);

@@ -12,6 +12,9 @@ function int(name: string, v: string): number {
   return parseInteger(v, name, 0, Number.MAX_SAFE_INTEGER);
 }
 
+/** Most nodes a simulated cluster may be forced to: beyond a few, a seed only runs longer. */
+const maxSimNodes = 9;
+
 export function register(program: Command): void {
   program
     .command('sim')
@@ -19,7 +22,7 @@ export function register(program: Command): void {
     .option('--seeds <n>', 'number of seeds to run', '100')
     .option('--start <s>', 'first seed', '1')
     .option('--seed <s>', 'run exactly this one seed (same as --start S --seeds 1)')
-    .option('--nodes <n>', 'force the cluster size (3 or 5)')
+    .option('--nodes <n>', `force the cluster size (1-${maxSimNodes}; default 3 or 5, by seed)`)
     .option('--unsafe <flag>', 'enable a deliberately broken variant: readWithoutLeaseOrReadIndex | commitPreviousTermByCounting | replayReAddedMember | rebuildKeepsMatch')
     .option('--profile <name>', 'force a fault schedule: mixed | churn | figure8 | lease | membership | rebuild')
     .option('--no-check', 'skip the linearizability check of client histories')
@@ -28,7 +31,8 @@ export function register(program: Command): void {
       const start = o.seed !== undefined ? int('--seed', o.seed) : int('--start', o.start);
       const count = o.seed !== undefined ? 1 : int('--seeds', o.seeds);
       const opts: RunOptions = { skipCheck: !o.check };
-      if (o.nodes !== undefined) opts.nodes = int('--nodes', o.nodes);
+      // A cluster of no node fails every seed: refused, not reported as failures.
+      if (o.nodes !== undefined) opts.nodes = parseInteger(o.nodes, '--nodes', 1, maxSimNodes);
       if (o.profile !== undefined) {
         if (!['mixed', 'churn', 'figure8', 'lease', 'membership', 'rebuild'].includes(o.profile)) throw new InvalidArgument(`unknown --profile ${o.profile}`);
         opts.profile = o.profile as RunOptions['profile'];
