@@ -1,18 +1,18 @@
 /**
- * Checks of the admin API's answers other than a node's status (status-answer.ts): one function
- * per kind of answer, each giving the answer as its type or
- * throwing a ProtocolError that names the first wrong field (answer-fields.ts). AdminClient
- * runs the check of the endpoint it called on every successful answer, so a command never
- * prints, or indexes into, an answer of another shape.
+ * Checks of the admin API's answers: one function per kind of answer, each giving the answer as
+ * its type or throwing a ProtocolError that names the first wrong field (answer-fields.ts).
+ * AdminClient runs the check of the endpoint it called on every successful answer, so a command
+ * never prints, or indexes into, an answer of another shape.
  *
  * Only what a command reads is checked; fields a newer build adds are dropped, so a command
  * prints (in --json too) only fields it knows the shape of.
  */
 import { failureDomainLevels } from './placement.js';
 import { ProtocolError } from '../common/errors.js';
-import { isName, mapFrom, maxExtentBytes, maxPgsPerPool, maxReplicas, maxVolumeBytes, minExtentBytes, volumeAlignmentBytes, type ClusterMap, type PgInfo, type Pool, type Volume } from './map.js';
+import { isClusterId, isName, mapFrom, maxExtentBytes, maxNodeId, maxPgsPerPool, maxReplicas, maxVolumeBytes, minExtentBytes, volumeAlignmentBytes, type ClusterMap, type PgInfo, type Pool, type Volume } from './map.js';
 import { AnswerFields, optional, printable } from './answer-fields.js';
-import type { GroupDigest, PoolResponse, RebuildReplicaResponse, RemoveNodeResponse, ReplaceNodeResponse, VolumeList, VolumeResponse } from './admin-client.js';
+import { maxStoreOpsLevel } from '../store/ops.js';
+import type { GroupDigest, GroupRole, GroupStatus, NodeStatus, PoolResponse, RebuildReplicaResponse, RemoveNodeResponse, ReplaceNodeResponse, VolumeList, VolumeResponse } from './admin-client.js';
 
 /** A replica digest as pg-digest.ts makes it (`v2:` and hex), or an older build's: a short token. */
 const digestPattern = /^[A-Za-z0-9:._-]{1,200}$/;
@@ -74,6 +74,65 @@ function checkPgInfo(f: AnswerFields, x: unknown, where: string): PgInfo {
 function changedField(f: AnswerFields, x: unknown): { changed?: boolean } {
   const changed = optional(x, (c) => f.boolean(c, 'changed'));
   return changed === undefined ? {} : { changed };
+}
+
+// GET /v1/status: `raftblock status` asks every node of the map and shows a node whose answer
+// fails this check as unreachable with the reason, every other node as usual.
+
+/** Longest version string shown (a package version is a few characters). */
+export const maxVersionChars = 64;
+/** Longest reason a node's status may give for a held move (a peer's text, shown in a table). */
+export const maxMoveHeldChars = 500;
+
+const statusAnswer = new AnswerFields('status answer');
+
+const roles: ReadonlySet<string> = new Set<GroupRole>(['leader', 'follower', 'candidate', 'preCandidate', 'learner']);
+
+/** `x` as a node's status answer, or a ProtocolError naming the first field that is wrong. */
+export function checkNodeStatus(x: unknown): NodeStatus {
+  const s = statusAnswer.object(x, 'the answer');
+  const groups = statusAnswer.array(s.groups, 'groups');
+  const version = optional(s.version, (v) => printable(statusAnswer.string(v, 'version'), maxVersionChars));
+  const storeOpsLevel = optional(s.storeOpsLevel, (v) => statusAnswer.integer(v, 'storeOpsLevel', 1, maxStoreOpsLevel));
+  const clusterId = optional(s.clusterId, (v) => {
+    if (!isClusterId(v)) throw statusAnswer.bad('clusterId', 'is no cluster id', v);
+    return v;
+  });
+  return {
+    nodeId: statusAnswer.nodeId(s.nodeId, 'nodeId'),
+    ...(clusterId === undefined ? {} : { clusterId }),
+    epoch: statusAnswer.count(s.epoch, 'epoch'),
+    uptimeMs: statusAnswer.count(s.uptimeMs, 'uptimeMs'),
+    ...(version === undefined ? {} : { version }),
+    ...(storeOpsLevel === undefined ? {} : { storeOpsLevel }),
+    groups: groups.map((g, i) => checkGroupStatus(g, `groups[${i}]`)),
+  };
+}
+
+function checkGroupStatus(x: unknown, where: string): GroupStatus {
+  const g = statusAnswer.object(x, where);
+  if (typeof g.role !== 'string' || !roles.has(g.role)) throw statusAnswer.bad(`${where}.role`, 'is no Raft role', g.role);
+  const learners = optional(g.learners, (v) => statusAnswer.nodeIds(v, `${where}.learners`));
+  const votersOutgoing = optional(g.votersOutgoing, (v) => statusAnswer.nodeIds(v, `${where}.votersOutgoing`));
+  const configurationPending = optional(g.configurationPending, (v) => statusAnswer.boolean(v, `${where}.configurationPending`));
+  const needsRepair = optional(g.needsRepair, (v) => statusAnswer.boolean(v, `${where}.needsRepair`));
+  const moveHeld = optional(g.moveHeld, (v) => printable(statusAnswer.string(v, `${where}.moveHeld`), maxMoveHeldChars));
+  return {
+    groupId: statusAnswer.count(g.groupId, `${where}.groupId`),
+    role: g.role as GroupRole,
+    term: statusAnswer.count(g.term, `${where}.term`),
+    // 0: no leader known.
+    leader: statusAnswer.integer(g.leader, `${where}.leader`, 0, maxNodeId),
+    commitIndex: statusAnswer.count(g.commitIndex, `${where}.commitIndex`),
+    appliedIndex: statusAnswer.count(g.appliedIndex, `${where}.appliedIndex`),
+    lastIndex: statusAnswer.count(g.lastIndex, `${where}.lastIndex`),
+    voters: statusAnswer.nodeIds(g.voters, `${where}.voters`),
+    ...(learners === undefined ? {} : { learners }),
+    ...(votersOutgoing === undefined ? {} : { votersOutgoing }),
+    ...(configurationPending === undefined ? {} : { configurationPending }),
+    ...(needsRepair === undefined ? {} : { needsRepair }),
+    ...(moveHeld === undefined ? {} : { moveHeld }),
+  };
 }
 
 /** GET /v1/map: the map as a peer's is checked (map.ts mapFrom), its complaint made printable. */

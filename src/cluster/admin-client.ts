@@ -85,21 +85,22 @@ import { randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { idempotencyKeyHeader } from './idempotency-key.js';
-import { parseHostPort } from '../common/address.js';
+import { isDialableAddress, parseHostPort } from '../common/address.js';
 import type { ClusterMap, FailureDomain, NodeAddresses, NodeId, NodeState, Pool, Volume } from './map.js';
 import { allGroups, pgGroupId } from './map.js';
 import { judgeReplicas, repairSources, type PgVerdict, type ReplicaDigest } from './pg-verify.js';
-import { checkNodeStatus, maxMoveHeldChars } from './status-answer.js';
 import { printable } from './answer-fields.js';
 import {
   checkGroupDigest,
   checkMapAnswer,
+  checkNodeStatus,
   checkNodeChangeResponse,
   checkNodeStateResponse,
   checkPoolResponse,
   checkRebuildReplicaResponse,
   checkVolumeList,
   checkVolumeResponse,
+  maxMoveHeldChars,
 } from './admin-answers.js';
 
 /**
@@ -590,18 +591,9 @@ const errorCodePattern = /^[A-Z][A-Z0-9_]{0,63}$/;
 export function errorBodyFrom(parsed: unknown): ErrorBody['error'] | undefined {
   const e = (parsed as Partial<ErrorBody> | null | undefined)?.error;
   if (e === null || typeof e !== 'object' || typeof e.code !== 'string' || !errorCodePattern.test(e.code) || typeof e.message !== 'string') return undefined;
-  const leader = typeof e.leader === 'string' && isHostPort(e.leader) ? e.leader : undefined;
+  const leader = typeof e.leader === 'string' && isDialableAddress(e.leader) ? e.leader : undefined;
   const groups = Array.isArray(e.groups) ? e.groups.filter((g): g is number => Number.isSafeInteger(g) && g >= 0) : undefined;
   return { code: e.code, message: printable(e.message, maxErrorMessageChars), ...(leader === undefined ? {} : { leader }), ...(groups === undefined ? {} : { groups }) };
-}
-
-/** A host name, an IPv4 address or a bracketed IPv6 one, and a port: what a node's address is. */
-const hintPattern = /^(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9._-]+):\d{1,5}$/;
-
-function isHostPort(text: string): boolean {
-  if (!hintPattern.test(text)) return false;
-  const port = Number(text.slice(text.lastIndexOf(':') + 1));
-  return port >= 1 && port <= 65535;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -635,7 +627,7 @@ export class AdminClient {
     this.ca = opts.ca;
   }
 
-  /** This node's status, checked (status-answer.ts): a malformed answer is a ProtocolError. */
+  /** This node's status, checked (admin-answers.ts): a malformed answer is a ProtocolError. */
   status(): Promise<NodeStatus> {
     return this.call('GET', '/v1/status', checkNodeStatus);
   }

@@ -1,5 +1,5 @@
 /**
- * Field checks for an answer read from a node's admin API (status-answer.ts, admin-answers.ts).
+ * Field checks for an answer read from a node's admin API (admin-answers.ts).
  *
  * Why: an answer comes from a socket. A node of another build, a process squatting on a reused
  * port, or a broken proxy may answer with JSON of another shape. Checked field by field, such an

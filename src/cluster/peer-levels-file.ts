@@ -20,7 +20,6 @@ import { maxStoreOpsLevel } from '../store/ops.js';
 
 export const peerLevelsFileName = 'peer-store-ops-levels.json';
 
-
 export type PeerLevels = Map<string, number>;
 
 /**

@@ -16,6 +16,19 @@ export function parseHostPort(text: string, what = 'address'): HostPort {
   return { host: host === '' ? '0.0.0.0' : host, port };
 }
 
+/** A host name, an IPv4 address or a bracketed IPv6 one (zone allowed), and a port. */
+const dialablePattern = /^(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9._-]+):\d{1,5}$/;
+
+/**
+ * Whether `text` is an address to connect to: stricter than parseHostPort, which takes any host
+ * text and port 0 (a listen address). For an address a peer hands us to dial next.
+ */
+export function isDialableAddress(text: string): boolean {
+  if (!dialablePattern.test(text)) return false;
+  const port = Number(text.slice(text.lastIndexOf(':') + 1));
+  return port >= 1 && port <= 65535;
+}
+
 /**
  * Formats an address as parseHostPort reads it back: an IPv6 host in brackets (`[::1]:PORT`),
  * since its colons would otherwise run into the port's.

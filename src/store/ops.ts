@@ -51,7 +51,7 @@ export const StoreOpsLevel = { Base: 1, FarOffsets: 2, DiscardFrom: 3 } as const
 export const storeOpsLevel = StoreOpsLevel.DiscardFrom;
 /**
  * The largest level a node may tell (Frame.s), and so the largest one a node keeps of a peer
- * (peer-levels-file.ts) or shows (status-answer.ts): one bound for all three, so a level a
+ * (peer-levels-file.ts) or shows (admin-answers.ts checkNodeStatus): one bound for all three, so a level a
  * frame may carry is never one a file or a status answer refuses.
  */
 export const maxStoreOpsLevel = 0xffff;

@@ -6,13 +6,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { ProtocolError } from '../../src/common/errors.js';
 import * as answers from '../../src/cluster/admin-answers.js';
 import { errorBodyFrom } from '../../src/cluster/admin-client.js';
 import { applyAll, zonedMap } from '../helpers/map.js';
 import { runCli } from '../helpers/cli.js';
+import { answerJson, httpNode } from '../helpers/http-node.js';
 
 /** A real map's pool and volume, as a node's answers carry them. */
 const map = applyAll(zonedMap(3, 4), { type: 'createVolume', name: 'vol0', sizeBytes: 1 << 30 });
@@ -87,26 +86,9 @@ test("an error answer's text is made printable and bounded; a leader hint that i
   assert.equal(errorBodyFrom({ error: null }), undefined);
 });
 
-/** An HTTP server answering every request with `answer(method, path)`. */
-async function fakeNode(answer: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ server: Server; addr: string }> {
-  const server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => answer(req, res));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { server, addr: `127.0.0.1:${(server.address() as AddressInfo).port}` };
-}
-
-function json(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
 test('each admin command fails clearly on a malformed answer, naming the endpoint, the node and the field', async (t) => {
   // Every answer has the right status but a shape of another build: `epoch` a string.
-  const node = await fakeNode((_req, res) => json(res, 200, { epoch: 'seven', volumes: 'none', volume: 1, pool: 1, nodeId: 'x' }));
-  t.after(() => node.server.close());
+  const node = await httpNode(t, (_req, res) => answerJson(res, 200, { epoch: 'seven', volumes: 'none', volume: 1, pool: 1, nodeId: 'x' }));
   const commands: [string[], string, RegExp][] = [
     [['volume', 'list'], 'GET /v1/volumes', /malformed volume list: epoch is not an integer/],
     [['volume', 'create', 'v1', '--size', '1G'], 'POST /v1/volumes', /malformed volume answer: epoch is not an integer/],
@@ -120,11 +102,11 @@ test('each admin command fails clearly on a malformed answer, naming the endpoin
   ];
   for (const [args, endpoint, reason] of commands) {
     for (const json of [false, true]) {
-      const r = await runCli([...args, '--server', node.addr, ...(json ? ['--json'] : [])]);
+      const r = await runCli([...args, '--server', node, ...(json ? ['--json'] : [])]);
       const what = `raftblock ${args.join(' ')}${json ? ' --json' : ''}`;
       assert.notEqual(r.code, 0, `${what} must fail`);
       assert.equal(r.stdout, '', `${what} prints no result`);
-      assert.ok(r.stderr.includes(`${endpoint} on ${node.addr}: `), `${what}: ${r.stderr}`);
+      assert.ok(r.stderr.includes(`${endpoint} on ${node}: `), `${what}: ${r.stderr}`);
       assert.match(r.stderr, reason, what);
       assert.match(r.stderr, /\[PROTOCOL_ERROR\]$/m, what);
       assert.doesNotMatch(r.stderr, /TypeError|at .*\.js:\d+/, `${what}: no stack trace`);
@@ -134,19 +116,18 @@ test('each admin command fails clearly on a malformed answer, naming the endpoin
 
 test('a well-formed answer is printed; an error answer is shown printable, and a bad leader hint is not followed', async (t) => {
   let asked = 0;
-  const node = await fakeNode((req, res) => {
+  const node = await httpNode(t, (req, res) => {
     asked++;
-    if (req.url === '/v1/volumes') return json(res, 200, { epoch: 9, volumes: [volume] });
-    if (req.url === '/v1/volumes/v1') return json(res, 503, { error: { code: 'NOT_LEADER', message: 'not the leader\u001b[31m, try\nthere', leader: 'no such host' } });
-    json(res, 404, { error: { code: 'NOT_FOUND', message: 'no route' } });
+    if (req.url === '/v1/volumes') return answerJson(res, 200, { epoch: 9, volumes: [volume] });
+    if (req.url === '/v1/volumes/v1') return answerJson(res, 503, { error: { code: 'NOT_LEADER', message: 'not the leader\u001b[31m, try\nthere', leader: 'no such host' } });
+    answerJson(res, 404, { error: { code: 'NOT_FOUND', message: 'no route' } });
   });
-  t.after(() => node.server.close());
-  const list = await runCli(['volume', 'list', '--server', node.addr]);
+  const list = await runCli(['volume', 'list', '--server', node]);
   assert.equal(list.code, 0, list.stderr);
   assert.match(list.stdout, /^vol0 +1 +default +1 GiB +4 MiB$/m, list.stdout);
 
   asked = 0;
-  const del = await runCli(['volume', 'delete', 'v1', '--server', node.addr]);
+  const del = await runCli(['volume', 'delete', 'v1', '--server', node]);
   assert.notEqual(del.code, 0);
   assert.equal(del.stderr, 'raftblock: not the leader [31m, try there [NOT_LEADER]\n');
   // Not redirected to "no such host", and not repeated: NOT_LEADER is a refusal, not a lost answer.

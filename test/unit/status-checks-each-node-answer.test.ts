@@ -6,15 +6,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { ProtocolError } from '../../src/common/errors.js';
 import { maxStoreOpsLevel } from '../../src/store/ops.js';
 import type { NodeStatus } from '../../src/cluster/admin-client.js';
-import { checkNodeStatus, maxVersionChars } from '../../src/cluster/status-answer.js';
+import { checkNodeStatus, maxVersionChars } from '../../src/cluster/admin-answers.js';
 import { applyAll } from '../helpers/map.js';
 import { emptyMap, type ClusterMap } from '../../src/cluster/map.js';
 import { runCli } from '../helpers/cli.js';
+import { answerJson, httpNode } from '../helpers/http-node.js';
 
 const full: NodeStatus = {
   nodeId: 2,
@@ -96,30 +95,14 @@ test("a node's version and held-move reason are made printable and bounded", () 
   assert.equal([...(s.groups[0].moveHeld ?? '')].length, 500);
 });
 
-/** An HTTP server answering `answer(path)` for each GET; returns it and its address. */
-async function fakeNode(answer: (path: string, res: import('node:http').ServerResponse) => void): Promise<{ server: Server; addr: string }> {
-  const server = createServer((req, res) => answer(req.url ?? '', res));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { server, addr: `127.0.0.1:${(server.address() as AddressInfo).port}` };
-}
-
-function json(res: import('node:http').ServerResponse, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
 test('the status command shows a node with a malformed or oversized answer as unreachable, and every other node', async (t) => {
   let map: ClusterMap = emptyMap();
-  const nodes: { server: Server; addr: string }[] = [];
-  t.after(() => {
-    for (const n of nodes) n.server.close();
-  });
+  const nodes: string[] = [];
   // Node 1 answers well; node 2 answers another shape; node 3 streams 65 MiB of a JSON string.
-  nodes.push(await fakeNode((path, res) => (path === '/v1/map' ? json(res, map) : json(res, { ...full, nodeId: 1, clusterId: undefined, groups: [] }))));
-  nodes.push(await fakeNode((_path, res) => json(res, { nodeId: 2, epoch: 1, uptimeMs: 5, groups: { '0': 'leader' } })));
+  nodes.push(await httpNode(t, (req, res) => answerJson(res, 200, req.url === '/v1/map' ? map : { ...full, nodeId: 1, clusterId: undefined, groups: [] })));
+  nodes.push(await httpNode(t, (_req, res) => answerJson(res, 200, { nodeId: 2, epoch: 1, uptimeMs: 5, groups: { '0': 'leader' } })));
   nodes.push(
-    await fakeNode((_path, res) => {
+    await httpNode(t, (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       const chunk = Buffer.alloc(1024 * 1024, 'a');
       let sent = 0;
@@ -137,17 +120,17 @@ test('the status command shows a node with a malformed or oversized answer as un
   );
   map = applyAll(
     emptyMap(),
-    ...nodes.map((n, i) => ({ type: 'addNode' as const, id: i + 1, addresses: { peer: `127.0.0.1:${30001 + i}`, nbd: `127.0.0.1:${31001 + i}`, http: n.addr }, labels: { zone: `z${i + 1}` } })),
+    ...nodes.map((n, i) => ({ type: 'addNode' as const, id: i + 1, addresses: { peer: `127.0.0.1:${30001 + i}`, nbd: `127.0.0.1:${31001 + i}`, http: n }, labels: { zone: `z${i + 1}` } })),
   );
 
-  const text = await runCli(['status', '--server', nodes[0].addr]);
+  const text = await runCli(['status', '--server', nodes[0]]);
   assert.equal(text.code, 0, text.stderr);
   assert.match(text.stdout, /nodes 1\/3 reachable/);
   assert.match(text.stdout, /^1 +in +yes /m, text.stdout);
-  assert.match(text.stdout, new RegExp(`^2 +in +no \\(GET /v1/status on ${nodes[1].addr}: malformed status answer: groups is not an array \\(got an object\\)\\)`, 'm'), text.stdout);
-  assert.match(text.stdout, new RegExp(`^3 +in +no \\(GET /v1/status on ${nodes[2].addr}: the answer is over the limit of 67108864 bytes\\)`, 'm'), text.stdout);
+  assert.match(text.stdout, new RegExp(`^2 +in +no \\(GET /v1/status on ${nodes[1]}: malformed status answer: groups is not an array \\(got an object\\)\\)`, 'm'), text.stdout);
+  assert.match(text.stdout, new RegExp(`^3 +in +no \\(GET /v1/status on ${nodes[2]}: the answer is over the limit of 67108864 bytes\\)`, 'm'), text.stdout);
 
-  const asJson = await runCli(['status', '--server', nodes[0].addr, '--json']);
+  const asJson = await runCli(['status', '--server', nodes[0], '--json']);
   assert.equal(asJson.code, 0, asJson.stderr);
   const parsed = JSON.parse(asJson.stdout) as { nodes: { id: number; reachable: boolean; version?: string }[] };
   assert.deepEqual(
@@ -161,10 +144,9 @@ test('the status command shows a node with a malformed or oversized answer as un
 });
 
 test('a malformed map from the server asked is a clear error, not a crash', async (t) => {
-  const bad = await fakeNode((_path, res) => json(res, { format: 1, epoch: 3, nodes: 'none', pools: [], volumes: [] }));
-  t.after(() => bad.server.close());
-  const r = await runCli(['status', '--server', bad.addr]);
+  const bad = await httpNode(t, (_req, res) => answerJson(res, 200, { format: 1, epoch: 3, nodes: 'none', pools: [], volumes: [] }));
+  const r = await runCli(['status', '--server', bad]);
   assert.notEqual(r.code, 0);
-  assert.match(r.stderr, new RegExp(`GET /v1/map on ${bad.addr}: malformed map answer: not a cluster map`), r.stderr);
+  assert.match(r.stderr, new RegExp(`GET /v1/map on ${bad}: malformed map answer: not a cluster map`), r.stderr);
   assert.doesNotMatch(r.stderr, /TypeError|at .*\.js:\d+/, 'no stack trace');
 });
